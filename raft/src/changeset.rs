@@ -1,0 +1,162 @@
+//! Change sets: the optimistic transaction every adjustment of the image travels in.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::{EntityRef, Param, Value};
+
+/// Who proposes changes: the operator or one of the SON functions.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum Function {
+    Operator,
+    PciConflict,
+    MobilityRobustness,
+    LoadBalancing,
+    EnergySaving,
+    AnrPruning,
+}
+
+impl Function {
+    pub const ALL: [Function; 6] = [
+        Function::Operator,
+        Function::PciConflict,
+        Function::MobilityRobustness,
+        Function::LoadBalancing,
+        Function::EnergySaving,
+        Function::AnrPruning,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Function::Operator => "operator",
+            Function::PciConflict => "pci_conflict",
+            Function::MobilityRobustness => "mobility_robustness",
+            Function::LoadBalancing => "load_balancing",
+            Function::EnergySaving => "energy_saving",
+            Function::AnrPruning => "anr_pruning",
+        }
+    }
+
+    /// Higher wins. A parameter last written by a higher-priority function is held against
+    /// lower-priority ones for `Policy::priority_hold_ms`. Robustness (no dropped calls)
+    /// outranks load balancing, as in TS 32.522's MRO/MLB coordination.
+    pub fn priority(self) -> u8 {
+        match self {
+            Function::Operator => 100,
+            Function::PciConflict => 50,
+            Function::MobilityRobustness => 40,
+            Function::LoadBalancing => 30,
+            Function::EnergySaving => 20,
+            Function::AnrPruning => 10,
+        }
+    }
+
+    /// The parameters a function may write. The operator may write all of them.
+    pub fn may_write(self, param: Param) -> bool {
+        match self {
+            Function::Operator => true,
+            Function::PciConflict => param == Param::Pci,
+            Function::MobilityRobustness => matches!(
+                param,
+                Param::Hysteresis | Param::TimeToTriggerMs | Param::A3Offset | Param::CioDb
+            ),
+            Function::LoadBalancing => param == Param::CioDb,
+            Function::EnergySaving => {
+                matches!(param, Param::EnergySaving | Param::MaxTxPowerDbm)
+            }
+            Function::AnrPruning => matches!(param, Param::Exists | Param::HoAllowed),
+        }
+    }
+}
+
+impl fmt::Display for Function {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A function name that is not one of [`Function::ALL`].
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error(
+    "unknown function {0:?}; expected one of operator, pci_conflict, mobility_robustness, load_balancing, energy_saving, anr_pruning"
+)]
+pub struct UnknownFunction(pub String);
+
+impl FromStr for Function {
+    type Err = UnknownFunction;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Function::ALL
+            .into_iter()
+            .find(|f| f.name() == s)
+            .ok_or_else(|| UnknownFunction(s.chars().take(64).collect()))
+    }
+}
+
+/// Where a change set comes from: the proposing node (0 when unknown) and function.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct Origin {
+    pub node: u64,
+    pub function: Function,
+}
+
+/// "I read this entity at this version."
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct ReadVersion {
+    pub entity: EntityRef,
+    pub version: u64,
+}
+
+/// "Set this parameter of this entity to this value."
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct Write {
+    pub entity: EntityRef,
+    pub param: Param,
+    pub value: Value,
+}
+
+/// A proposal: applied all-or-nothing, and only if every read version is still current.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct ChangeSet {
+    pub origin: Origin,
+    pub reason: String,
+    pub read_set: Vec<ReadVersion>,
+    pub writes: Vec<Write>,
+    /// Proposer's wall clock, for the history only; rules use the log time.
+    pub proposed_at_ms: u64,
+}
+
+/// The result of applying (or dry-running) a change set.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Every write landed; `versions` are the new versions of the written entities.
+    Applied {
+        index: u64,
+        versions: BTreeMap<String, u64>,
+    },
+    /// A read version was stale; `current` holds the current version of every entity in the
+    /// read set (`None`: the entity no longer exists). Re-read and recompute.
+    Conflict {
+        current: BTreeMap<String, Option<u64>>,
+    },
+    /// Coordination refused it (cool-down, priority, removal not allowed, function domain).
+    Rejected { reason: String },
+    /// An illegal value, an unknown entity or parameter, or a step over the limit.
+    Invalid { reason: String },
+}
+
+impl Outcome {
+    /// `applied`, `conflict`, `rejected` or `invalid`: the label used in the API and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Outcome::Applied { .. } => "applied",
+            Outcome::Conflict { .. } => "conflict",
+            Outcome::Rejected { .. } => "rejected",
+            Outcome::Invalid { .. } => "invalid",
+        }
+    }
+}

@@ -1,0 +1,136 @@
+//! The Raft log entry: a versioned envelope around one command, and what applying it answers.
+//!
+//! The envelope's shape never changes: a command format number, the log time, and the command
+//! as bytes. A node can therefore always store and replicate an entry, and when it meets a
+//! command newer than it understands it stops with a clear message at apply time instead of
+//! misreading it. New command kinds get a new format number and are only proposed once every
+//! voter advertises that format (see [`crate::model::image::NetworkImage::effective_format`]).
+
+use serde::{Deserialize, Serialize};
+
+use crate::changeset::{ChangeSet, Outcome};
+use crate::codec;
+use crate::model::{Cell, KpiSummary, NodeRelease, Policy, Relation, Site, SiteId};
+
+/// The newest command format this build understands and may propose.
+pub const COMMAND_FORMAT: u16 = 1;
+
+/// The application data of a Raft log entry (openraft's `D`).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct Envelope {
+    /// Format of `body`; see [`COMMAND_FORMAT`].
+    pub format: u16,
+    /// Log time: the leader's clock when it accepted the command, in milliseconds since the
+    /// Unix epoch. Rules use this (made monotonic by the state machine), never the applying
+    /// node's clock.
+    pub log_time_ms: u64,
+    /// The bincode-encoded [`Command`].
+    pub body: Vec<u8>,
+}
+
+impl std::fmt::Display for Envelope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "command(format {}, {} bytes)",
+            self.format,
+            self.body.len()
+        )
+    }
+}
+
+/// A command this build cannot apply.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum CommandError {
+    #[error(
+        "the log holds a command of format {format}, but this sonraft understands formats up to {COMMAND_FORMAT}; upgrade this node to the release the rest of the cluster runs"
+    )]
+    TooNew { format: u16 },
+    #[error("a command of format {format} could not be decoded: {reason}")]
+    Undecodable { format: u16, reason: String },
+}
+
+impl Envelope {
+    /// Wraps a command stamped with the log time.
+    pub fn new(command: &Command, log_time_ms: u64) -> Result<Self, codec::CodecError> {
+        Ok(Envelope {
+            format: command.format(),
+            log_time_ms,
+            body: codec::encode(command)?,
+        })
+    }
+
+    /// Decodes the command, refusing formats newer than this build.
+    pub fn command(&self) -> Result<Command, CommandError> {
+        if self.format > COMMAND_FORMAT {
+            return Err(CommandError::TooNew {
+                format: self.format,
+            });
+        }
+        codec::decode(&self.body).map_err(|e| CommandError::Undecodable {
+            format: self.format,
+            reason: e.to_string(),
+        })
+    }
+}
+
+/// Bulk load of sites, cells and relations (upsert). Applied all-or-nothing.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+pub struct ImageImport {
+    #[serde(default)]
+    pub sites: Vec<Site>,
+    #[serde(default)]
+    pub cells: Vec<Cell>,
+    #[serde(default)]
+    pub relations: Vec<Relation>,
+    /// Replaces the coordination policy when present.
+    #[serde(default)]
+    pub policy: Option<Policy>,
+}
+
+/// One site's KPI summaries for one counter period.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct KpiBatch {
+    pub site: SiteId,
+    pub summaries: Vec<KpiSummary>,
+}
+
+/// What the cluster agrees on, one per log entry.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub enum Command {
+    ChangeSet(ChangeSet),
+    Import(ImageImport),
+    Kpis(KpiBatch),
+    /// A node advertises its release and the newest command format it applies.
+    Release(NodeRelease),
+}
+
+impl Command {
+    /// The command format a node needs to apply this command.
+    pub fn format(&self) -> u16 {
+        match self {
+            Command::ChangeSet(_) | Command::Import(_) | Command::Kpis(_) | Command::Release(_) => {
+                1
+            }
+        }
+    }
+}
+
+/// What applying one log entry answers (openraft's `R`).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+pub enum Response {
+    /// Blank and membership entries answer nothing.
+    #[default]
+    None,
+    ChangeSet(Outcome),
+    Imported(Result<ImportCounts, String>),
+    Recorded,
+}
+
+/// How many entities an import wrote.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct ImportCounts {
+    pub sites: u64,
+    pub cells: u64,
+    pub relations: u64,
+}

@@ -1,0 +1,81 @@
+//! # sonraft-raft: what a sonraft cluster agrees on, and how its nodes talk
+//!
+//! A sonraft cluster replicates one **network image** (sites, cells, neighbour relations and
+//! their configuration) with Raft. This crate holds everything about that image that does not
+//! depend on where it is stored:
+//!
+//! - [`model`]: the image's data types, the legal range of every parameter, and
+//!   [`model::image::NetworkImage`], which applies commands deterministically;
+//! - [`changeset`]: the optimistic transaction ([`changeset::ChangeSet`]) and its
+//!   [`changeset::Outcome`];
+//! - [`rules`]: the pure validation rules a change set must pass when it is applied (read-set
+//!   versions, legal values, per-step limits, coordination between SON functions);
+//! - [`command`]: the log entry, a versioned [`command::Envelope`] around a
+//!   [`command::Command`];
+//! - [`transport`]: openraft's network over HTTP/1.1 (hyper), bincode bodies, cluster secret;
+//! - [`codec`]: the bounded bincode encoding used on disk and on the wire.
+//!
+//! A request flows: a node builds a `Command`, wraps it in an `Envelope` stamped with the
+//! leader's clock, and hands it to openraft; once committed, every node's state machine calls
+//! [`model::image::NetworkImage::apply_entry`] and gets the same `Response`.
+#![forbid(unsafe_code)]
+
+pub mod changeset;
+pub mod codec;
+pub mod command;
+pub mod model;
+pub mod rules;
+pub mod transport;
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// A node's Raft id.
+pub type NodeId = u64;
+
+/// What the cluster membership records about each node.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+pub struct NodeInfo {
+    /// The site this node serves (one node per site).
+    pub site: String,
+    /// `host:port` of the node-to-node Raft listener.
+    pub raft_addr: String,
+    /// `host:port` of the admin HTTP API.
+    pub api_addr: String,
+}
+
+impl fmt::Display for NodeInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}@{} (api {})",
+            self.site, self.raft_addr, self.api_addr
+        )
+    }
+}
+
+openraft::declare_raft_types!(
+    /// The Raft types of a sonraft cluster, declared once.
+    pub TypeConfig:
+        D = command::Envelope,
+        R = command::Response,
+        NodeId = NodeId,
+        Node = NodeInfo,
+        Entry = openraft::Entry<TypeConfig>,
+        SnapshotData = tokio::fs::File,
+        AsyncRuntime = openraft::TokioRuntime,
+);
+
+/// The Raft handle of a sonraft node.
+pub type Raft = openraft::Raft<TypeConfig>;
+/// A log entry.
+pub type Entry = openraft::Entry<TypeConfig>;
+/// A log id.
+pub type LogId = openraft::LogId<NodeId>;
+/// openraft's storage error for our node id.
+pub type StorageError = openraft::StorageError<NodeId>;
+/// Membership as stored with the state machine.
+pub type StoredMembership = openraft::StoredMembership<NodeId, NodeInfo>;
+/// Snapshot metadata.
+pub type SnapshotMeta = openraft::SnapshotMeta<NodeId, NodeInfo>;

@@ -1,0 +1,250 @@
+//! The change-set rules, as pure functions of the image, the change set and the log time.
+//!
+//! Applying a change set is deterministic and all-or-nothing (DESIGN.md, "Change sets"):
+//! 1. every entity in the read set still has the version that was read, else `Conflict`;
+//! 2. every write names a known entity and parameter, its value is legal and within the
+//!    per-step limit, else `Invalid`;
+//! 3. coordination: a function writes only its own parameters, leaves alone a parameter that
+//!    another function changed inside the cool-down or that a higher-priority function holds,
+//!    and never removes a relation with `remove_allowed = false`, else `Rejected`;
+//! 4. otherwise [`Plan`] holds the new state of every written entity.
+
+use std::collections::BTreeMap;
+
+use crate::changeset::{ChangeSet, Function, Outcome};
+use crate::model::image::NetworkImage;
+use crate::model::param::{set_cell, set_relation};
+use crate::model::{Cell, EntityRef, Param, Relation, RelationKey, Stamp};
+
+/// Most writes one change set may carry.
+pub const MAX_WRITES: usize = 1000;
+
+/// The accepted effect of a change set, ready to be committed to the image.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Plan {
+    pub cells: Vec<Cell>,
+    pub relations: Vec<Relation>,
+    pub removed: Vec<RelationKey>,
+}
+
+/// Evaluates `cs` against `image` at log time `now_ms` for log index `index`. `Ok` carries
+/// the plan and the `Applied` outcome; `Err` the outcome that refuses it.
+pub fn evaluate(
+    image: &NetworkImage,
+    cs: &ChangeSet,
+    index: u64,
+    now_ms: u64,
+) -> Result<(Plan, Outcome), Outcome> {
+    check_read_set(image, cs)?;
+    let work = check_writes(image, cs)?;
+    check_coordination(image, cs, now_ms)?;
+    Ok(commit_plan(work, cs, index, now_ms))
+}
+
+/// Rule 1: every read version is current.
+fn check_read_set(image: &NetworkImage, cs: &ChangeSet) -> Result<(), Outcome> {
+    let stale = cs
+        .read_set
+        .iter()
+        .any(|r| image.version_of(&r.entity) != Some(r.version));
+    if !stale {
+        return Ok(());
+    }
+    let current = cs
+        .read_set
+        .iter()
+        .map(|r| (r.entity.to_string(), image.version_of(&r.entity)))
+        .collect();
+    Err(Outcome::Conflict { current })
+}
+
+/// Working copies of the entities a change set writes, in first-written order.
+#[derive(Default)]
+struct Work {
+    cells: BTreeMap<String, Cell>,
+    relations: BTreeMap<RelationKey, Relation>,
+    removed: Vec<RelationKey>,
+}
+
+fn invalid(reason: String) -> Outcome {
+    Outcome::Invalid { reason }
+}
+
+/// Rule 2: entities exist, parameters fit the entity, values are legal and within the step.
+fn check_writes(image: &NetworkImage, cs: &ChangeSet) -> Result<Work, Outcome> {
+    if cs.writes.is_empty() {
+        return Err(invalid(
+            "a change set must write at least one parameter".into(),
+        ));
+    }
+    if cs.writes.len() > MAX_WRITES {
+        return Err(invalid(format!(
+            "{} writes in one change set; at most {MAX_WRITES}",
+            cs.writes.len()
+        )));
+    }
+    let operator = cs.origin.function == Function::Operator;
+    let max_cio = if operator {
+        24
+    } else {
+        image.policy.max_son_cio_db
+    };
+    let mut seen = std::collections::BTreeSet::new();
+    let mut work = Work::default();
+    for w in &cs.writes {
+        if !seen.insert((&w.entity, w.param)) {
+            return Err(invalid(format!(
+                "{} of {} is written twice",
+                w.param, w.entity
+            )));
+        }
+        match &w.entity {
+            EntityRef::Cell(id) => {
+                if w.param.on_relation() {
+                    return Err(invalid(format!("{} is not a parameter of a cell", w.param)));
+                }
+                let cell = match work.cells.get_mut(id) {
+                    Some(c) => c,
+                    None => {
+                        let c = image
+                            .cells
+                            .get(id)
+                            .ok_or_else(|| invalid(format!("unknown entity {}", w.entity)))?;
+                        work.cells.entry(id.clone()).or_insert_with(|| c.clone())
+                    }
+                };
+                set_cell(cell, w.param, &w.value, !operator)
+                    .map_err(|e| invalid(format!("{}: {e}", w.entity)))?;
+            }
+            EntityRef::Relation(s, t) => {
+                if !w.param.on_relation() {
+                    return Err(invalid(format!(
+                        "{} is not a parameter of a relation",
+                        w.param
+                    )));
+                }
+                let key = (s.clone(), t.clone());
+                let rel = match work.relations.get_mut(&key) {
+                    Some(r) => r,
+                    None => {
+                        let r = image
+                            .relations
+                            .get(&key)
+                            .ok_or_else(|| invalid(format!("unknown entity {}", w.entity)))?;
+                        work.relations
+                            .entry(key.clone())
+                            .or_insert_with(|| r.clone())
+                    }
+                };
+                set_relation(rel, w.param, &w.value, max_cio)
+                    .map_err(|e| invalid(format!("{}: {e}", w.entity)))?;
+                if w.param == Param::Exists {
+                    work.removed.push(key);
+                }
+            }
+        }
+    }
+    Ok(work)
+}
+
+/// Rule 3: function domains, cool-downs, priorities and removal permission.
+fn check_coordination(image: &NetworkImage, cs: &ChangeSet, now_ms: u64) -> Result<(), Outcome> {
+    let function = cs.origin.function;
+    let policy = &image.policy;
+    for w in &cs.writes {
+        if !function.may_write(w.param) {
+            return Err(Outcome::Rejected {
+                reason: format!("{function} may not write {}", w.param),
+            });
+        }
+        let (stamps, removable) = match &w.entity {
+            EntityRef::Cell(id) => (image.cells.get(id).map(|c| &c.last_change), true),
+            EntityRef::Relation(s, t) => {
+                let rel = image.relations.get(&(s.clone(), t.clone()));
+                (
+                    rel.map(|r| &r.last_change),
+                    rel.is_none_or(|r| r.remove_allowed),
+                )
+            }
+        };
+        if w.param == Param::Exists && !removable {
+            return Err(Outcome::Rejected {
+                reason: format!(
+                    "{} has remove_allowed = false; it is never removed",
+                    w.entity
+                ),
+            });
+        }
+        if function == Function::Operator {
+            continue;
+        }
+        let Some(stamp) = stamps.and_then(|s| s.get(&w.param)) else {
+            continue;
+        };
+        let age = now_ms.saturating_sub(stamp.at_ms);
+        if stamp.by != function && age < policy.cooldown_ms {
+            return Err(Outcome::Rejected {
+                reason: format!(
+                    "{} of {} was changed by {} {} s ago; the cool-down is {} s",
+                    w.param,
+                    w.entity,
+                    stamp.by,
+                    age / 1000,
+                    policy.cooldown_ms / 1000
+                ),
+            });
+        }
+        if stamp.by.priority() > function.priority() && age < policy.priority_hold_ms {
+            return Err(Outcome::Rejected {
+                reason: format!(
+                    "{} of {} is held by higher-priority {} for another {} s",
+                    w.param,
+                    w.entity,
+                    stamp.by,
+                    (policy.priority_hold_ms - age).div_ceil(1000)
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Rule 4: bump versions once per entity and stamp every written parameter.
+fn commit_plan(mut work: Work, cs: &ChangeSet, index: u64, now_ms: u64) -> (Plan, Outcome) {
+    let stamp = Stamp {
+        by: cs.origin.function,
+        at_ms: now_ms,
+        index,
+    };
+    for w in &cs.writes {
+        match &w.entity {
+            EntityRef::Cell(id) => {
+                if let Some(c) = work.cells.get_mut(id) {
+                    c.last_change.insert(w.param, stamp.clone());
+                }
+            }
+            EntityRef::Relation(s, t) => {
+                if let Some(r) = work.relations.get_mut(&(s.clone(), t.clone())) {
+                    r.last_change.insert(w.param, stamp.clone());
+                }
+            }
+        }
+    }
+    let mut versions = BTreeMap::new();
+    let mut plan = Plan::default();
+    for (_, mut cell) in work.cells {
+        cell.version += 1;
+        versions.insert(EntityRef::Cell(cell.id.clone()).to_string(), cell.version);
+        plan.cells.push(cell);
+    }
+    for (key, mut rel) in work.relations {
+        if work.removed.contains(&key) {
+            continue;
+        }
+        rel.version += 1;
+        versions.insert(EntityRef::Relation(key.0, key.1).to_string(), rel.version);
+        plan.relations.push(rel);
+    }
+    plan.removed = work.removed;
+    (plan, Outcome::Applied { index, versions })
+}

@@ -1,0 +1,204 @@
+//! The sending side: openraft's `RaftNetworkFactory` over a pooled keep-alive hyper client.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::{Method, Request, StatusCode};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Timeout, Unreachable,
+};
+use openraft::network::{Backoff, RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use openraft::{AnyError, RPCTypes};
+
+use super::{MAX_BODY, RAFT_PATH, RaftReply, RaftRpc, SECRET_HEADER, decode_frame, encode_frame};
+use crate::{NodeId, NodeInfo, TypeConfig};
+
+type HttpClient = Client<HttpConnector, Full<Bytes>>;
+
+/// Builds one [`HttpNetwork`] per peer; all share one connection pool.
+#[derive(Clone)]
+pub struct HttpNetworkFactory {
+    client: HttpClient,
+    secret: Arc<str>,
+    me: NodeId,
+}
+
+impl HttpNetworkFactory {
+    /// `me` is this node's id (for error reports); `secret` is the cluster secret.
+    pub fn new(me: NodeId, secret: impl Into<Arc<str>>) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(Duration::from_secs(2)));
+        connector.set_keepalive(Some(Duration::from_secs(30)));
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_max_idle_per_host(8)
+            .build(connector);
+        HttpNetworkFactory {
+            client,
+            secret: secret.into(),
+            me,
+        }
+    }
+}
+
+impl RaftNetworkFactory<TypeConfig> for HttpNetworkFactory {
+    type Network = HttpNetwork;
+
+    async fn new_client(&mut self, target: NodeId, node: &NodeInfo) -> HttpNetwork {
+        HttpNetwork {
+            client: self.client.clone(),
+            secret: self.secret.clone(),
+            url: format!("http://{}{RAFT_PATH}", node.raft_addr),
+            me: self.me,
+            target,
+        }
+    }
+}
+
+/// The connection to one peer.
+pub struct HttpNetwork {
+    client: HttpClient,
+    secret: Arc<str>,
+    url: String,
+    me: NodeId,
+    target: NodeId,
+}
+
+/// Why an RPC did not get an answer from the peer's Raft.
+enum CallError {
+    Unreachable(AnyError),
+    Network(AnyError),
+    Timeout,
+}
+
+impl HttpNetwork {
+    async fn call(&self, rpc: &RaftRpc, ttl: Duration) -> Result<RaftReply, CallError> {
+        match tokio::time::timeout(ttl, self.exchange(rpc)).await {
+            Ok(r) => r,
+            Err(_) => Err(CallError::Timeout),
+        }
+    }
+
+    async fn exchange(&self, rpc: &RaftRpc) -> Result<RaftReply, CallError> {
+        let body = encode_frame(rpc).map_err(|e| CallError::Network(AnyError::new(&e)))?;
+        let req = Request::builder()
+            .method(Method::POST)
+            .uri(&self.url)
+            .header(SECRET_HEADER, &*self.secret)
+            .header(hyper::header::CONTENT_TYPE, "application/octet-stream")
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| CallError::Network(AnyError::new(&e)))?;
+        let resp = self.client.request(req).await.map_err(|e| {
+            if e.is_connect() {
+                CallError::Unreachable(AnyError::new(&e))
+            } else {
+                CallError::Network(AnyError::new(&e))
+            }
+        })?;
+        let status = resp.status();
+        let bytes = Limited::new(resp.into_body(), MAX_BODY)
+            .collect()
+            .await
+            .map_err(|e| CallError::Network(AnyError::error(e.to_string())))?
+            .to_bytes();
+        if status != StatusCode::OK {
+            let msg = format!(
+                "node {} answered {status}: {}",
+                self.target,
+                String::from_utf8_lossy(&bytes[..bytes.len().min(500)])
+            );
+            // A refusal (wrong secret, other wire format) will not heal by retrying at once.
+            return Err(CallError::Unreachable(AnyError::error(msg)));
+        }
+        decode_frame(&bytes).map_err(|e| CallError::Network(AnyError::new(&e)))
+    }
+
+    fn rpc_error<E: std::error::Error>(
+        &self,
+        e: CallError,
+        action: RPCTypes,
+        ttl: Duration,
+    ) -> RPCError<NodeId, NodeInfo, E> {
+        match e {
+            CallError::Unreachable(e) => RPCError::Unreachable(Unreachable::new(&e)),
+            CallError::Network(e) => RPCError::Network(NetworkError::new(&e)),
+            CallError::Timeout => RPCError::Timeout(Timeout {
+                action,
+                id: self.me,
+                target: self.target,
+                timeout: ttl,
+            }),
+        }
+    }
+
+    fn unexpected<E: std::error::Error>(&self) -> RPCError<NodeId, NodeInfo, E> {
+        RPCError::Network(NetworkError::new(&AnyError::error(format!(
+            "node {} answered a different RPC than was sent",
+            self.target
+        ))))
+    }
+}
+
+impl RaftNetwork<TypeConfig> for HttpNetwork {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, NodeInfo, RaftError<NodeId>>> {
+        let ttl = option.hard_ttl();
+        match self.call(&RaftRpc::Append(rpc), ttl).await {
+            Ok(RaftReply::Append(r)) => r.map_err(|e| RemoteError::new(self.target, e).into()),
+            Ok(_) => Err(self.unexpected()),
+            Err(e) => Err(self.rpc_error(e, RPCTypes::AppendEntries, ttl)),
+        }
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<
+        InstallSnapshotResponse<NodeId>,
+        RPCError<NodeId, NodeInfo, RaftError<NodeId, InstallSnapshotError>>,
+    > {
+        let ttl = option.hard_ttl();
+        match self.call(&RaftRpc::Snapshot(rpc), ttl).await {
+            Ok(RaftReply::Snapshot(r)) => r.map_err(|e| RemoteError::new(self.target, e).into()),
+            Ok(_) => Err(self.unexpected()),
+            Err(e) => Err(self.rpc_error(e, RPCTypes::InstallSnapshot, ttl)),
+        }
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, NodeInfo, RaftError<NodeId>>> {
+        let ttl = option.hard_ttl();
+        match self.call(&RaftRpc::Vote(rpc), ttl).await {
+            Ok(RaftReply::Vote(r)) => r.map_err(|e| RemoteError::new(self.target, e).into()),
+            Ok(_) => Err(self.unexpected()),
+            Err(e) => Err(self.rpc_error(e, RPCTypes::Vote, ttl)),
+        }
+    }
+
+    fn backoff(&self) -> Backoff {
+        // Retry an unreachable peer quickly at first (it may be restarting), then every 500 ms.
+        Backoff::new(
+            [50u64, 100, 200]
+                .into_iter()
+                .chain(std::iter::repeat(500))
+                .map(Duration::from_millis),
+        )
+    }
+}

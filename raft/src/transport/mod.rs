@@ -1,0 +1,80 @@
+//! openraft's network over HTTP/1.1: one `POST /raft` route on each node's Raft listener.
+//!
+//! A request body is a 2-byte big-endian wire format number followed by a bincode
+//! [`RaftRpc`]; a `200` response body is the same prefix followed by a bincode [`RaftReply`].
+//! Every request carries the cluster secret in the [`SECRET_HEADER`] header; a request without
+//! the right secret gets `401` and is logged. Bytes that do not decode get `400` with the
+//! reason; the server never panics on them.
+
+mod client;
+mod server;
+
+pub use client::HttpNetworkFactory;
+pub use server::{RaftServer, serve};
+
+use openraft::error::{InstallSnapshotError, RaftError};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::codec::{self, CodecError};
+use crate::{NodeId, TypeConfig};
+
+/// The wire format this build speaks.
+pub const WIRE_FORMAT: u16 = 1;
+/// Header that carries the cluster secret.
+pub const SECRET_HEADER: &str = "x-sonraft-cluster-secret";
+/// The one route.
+pub const RAFT_PATH: &str = "/raft";
+/// Largest request body the server reads: 256 MiB (a snapshot chunk or a batch of entries).
+pub const MAX_BODY: usize = 256 << 20;
+
+/// A Raft RPC from one node to another.
+#[derive(Serialize, Deserialize, Debug)]
+pub enum RaftRpc {
+    Append(AppendEntriesRequest<TypeConfig>),
+    Vote(VoteRequest<NodeId>),
+    Snapshot(InstallSnapshotRequest<TypeConfig>),
+}
+
+/// The answer to a [`RaftRpc`].
+#[derive(Serialize, Deserialize, Debug)]
+pub enum RaftReply {
+    Append(Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>>),
+    Vote(Result<VoteResponse<NodeId>, RaftError<NodeId>>),
+    Snapshot(Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>>),
+}
+
+/// A body that is not a frame this build understands.
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    #[error("body of {0} bytes is too short for a frame")]
+    Short(usize),
+    #[error("peer speaks wire format {0}; this node speaks {WIRE_FORMAT}")]
+    Format(u16),
+    #[error(transparent)]
+    Codec(#[from] CodecError),
+}
+
+/// Frames a value: wire format prefix, then bincode.
+pub fn encode_frame<T: Serialize>(value: &T) -> Result<Vec<u8>, CodecError> {
+    let body = codec::encode(value)?;
+    let mut out = Vec::with_capacity(body.len() + 2);
+    out.extend_from_slice(&WIRE_FORMAT.to_be_bytes());
+    out.extend_from_slice(&body);
+    Ok(out)
+}
+
+/// Unframes a value, refusing other wire formats and bad bytes.
+pub fn decode_frame<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, FrameError> {
+    let (prefix, body) = bytes
+        .split_at_checked(2)
+        .ok_or(FrameError::Short(bytes.len()))?;
+    let format = u16::from_be_bytes([prefix[0], prefix[1]]);
+    if format != WIRE_FORMAT {
+        return Err(FrameError::Format(format));
+    }
+    Ok(codec::decode(body)?)
+}

@@ -1,0 +1,138 @@
+//! The receiving side: decode, check the secret, hand the RPC to the local Raft.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+
+use super::{MAX_BODY, RAFT_PATH, RaftReply, RaftRpc, SECRET_HEADER, decode_frame, encode_frame};
+use crate::Raft;
+
+/// Serves Raft RPCs for one node.
+#[derive(Clone)]
+pub struct RaftServer {
+    raft: Raft,
+    secret: Arc<str>,
+}
+
+impl RaftServer {
+    pub fn new(raft: Raft, secret: impl Into<Arc<str>>) -> Self {
+        RaftServer {
+            raft,
+            secret: secret.into(),
+        }
+    }
+
+    /// Handles one HTTP request. Never fails: every problem becomes an HTTP error response.
+    pub async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Full<Bytes>> {
+        if req.method() != Method::POST || req.uri().path() != RAFT_PATH {
+            return text(
+                StatusCode::NOT_FOUND,
+                "the Raft listener serves only POST /raft",
+            );
+        }
+        let presented = req
+            .headers()
+            .get(SECRET_HEADER)
+            .map(|v| v.as_bytes())
+            .unwrap_or(b"");
+        if !same_secret(presented, self.secret.as_bytes()) {
+            tracing::warn!(%peer, "refused a Raft RPC without the right cluster secret");
+            return text(StatusCode::UNAUTHORIZED, "missing or wrong cluster secret");
+        }
+        let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
+            Ok(b) => b.to_bytes(),
+            Err(e) => {
+                tracing::warn!(%peer, error = %e, "could not read a Raft RPC body");
+                return text(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    &format!("body not read: {e}"),
+                );
+            }
+        };
+        let rpc: RaftRpc = match decode_frame(&body) {
+            Ok(rpc) => rpc,
+            Err(e) => {
+                tracing::warn!(%peer, error = %e, "refused an undecodable Raft RPC");
+                return text(StatusCode::BAD_REQUEST, &format!("bad Raft RPC: {e}"));
+            }
+        };
+        let reply = match rpc {
+            RaftRpc::Append(r) => RaftReply::Append(self.raft.append_entries(r).await),
+            RaftRpc::Vote(r) => RaftReply::Vote(self.raft.vote(r).await),
+            RaftRpc::Snapshot(r) => RaftReply::Snapshot(self.raft.install_snapshot(r).await),
+        };
+        match encode_frame(&reply) {
+            Ok(bytes) => Response::new(Full::new(Bytes::from(bytes))),
+            Err(e) => text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &format!("reply not encoded: {e}"),
+            ),
+        }
+    }
+}
+
+/// Compares secrets without stopping at the first differing byte.
+fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn text(status: StatusCode, msg: &str) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(Bytes::from(msg.to_string())));
+    *resp.status_mut() = status;
+    resp
+}
+
+/// Accepts connections on `listener` until `shutdown` resolves, then waits (up to 5 s) for
+/// in-flight RPCs to finish. Every accepted socket gets `TCP_NODELAY`.
+pub async fn serve(listener: TcpListener, server: RaftServer, shutdown: impl Future<Output = ()>) {
+    let graceful = GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed on the Raft listener");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!(error = %e, "TCP_NODELAY not set");
+        }
+        let server = server.clone();
+        let service = hyper::service::service_fn(move |req| {
+            let server = server.clone();
+            async move { Ok::<_, Infallible>(server.handle(req, peer).await) }
+        });
+        let conn = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(Duration::from_secs(30))
+            .serve_connection(TokioIo::new(stream), service);
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(%peer, error = %e, "Raft connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(Duration::from_secs(5), graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("Raft connections still open after 5 s; closing them");
+    }
+}

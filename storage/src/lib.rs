@@ -1,0 +1,131 @@
+//! # sonraft-storage: the network image on disk
+//!
+//! One sled database per node holds both halves openraft needs:
+//!
+//! - [`LogStore`] (`log_store.rs`): the Raft log, vote, committed and purged ids. Appends are
+//!   acknowledged only once durable; [`durable`] adds the `fdatasync` sled 0.34 leaves out
+//!   and batches syncs of concurrent appends (group commit).
+//! - [`StateMachine`] (`state_machine.rs`): the network image in memory for reads and rule
+//!   checks, persisted atomically per applied batch, with snapshots to files
+//!   ([`snapshot`]).
+//!
+//! [`Store::open`] checks the data directory's format marker ([`format`]) before it opens
+//! anything, so that data written by a newer release is refused, never misread.
+#![forbid(unsafe_code)]
+// openraft's `StorageError` is large by design and is what its storage traits return.
+#![allow(clippy::result_large_err)]
+
+pub mod durable;
+pub mod error;
+pub mod format;
+mod log_store;
+pub mod snapshot;
+mod state_machine;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+pub use error::{Damaged, OpenError};
+pub use log_store::{LogStore, decode_entry, encode_entry};
+pub use state_machine::{ImageState, SharedImage, SnapshotBuilder, StateMachine, read};
+
+use durable::{Durability, GroupCommit, SyncStats};
+use snapshot::SnapshotDir;
+use sonraft_raft::model::image::HistoryRecord;
+
+/// An opened data directory: hand `log` and `sm` to openraft, keep `reader` for reads.
+pub struct Store {
+    pub log: LogStore,
+    pub sm: StateMachine,
+    pub reader: StoreReader,
+}
+
+/// Read access to the applied state, the history and the sync counters.
+#[derive(Clone)]
+pub struct StoreReader {
+    shared: SharedImage,
+    sm_tree: sled::Tree,
+    durability: Arc<Durability>,
+    dir: PathBuf,
+}
+
+impl StoreReader {
+    /// The applied state (image, last-applied id, membership).
+    pub fn state(&self) -> &SharedImage {
+        &self.shared
+    }
+
+    /// Up to `limit` history records, newest first, with index below `before` if given.
+    pub fn history(
+        &self,
+        limit: usize,
+        before: Option<u64>,
+    ) -> Result<Vec<HistoryRecord>, Damaged> {
+        state_machine::history_newest_first(&self.sm_tree, limit, before)
+    }
+
+    /// Counters of the durable syncs done so far.
+    pub fn sync_stats(&self) -> &SyncStats {
+        &self.durability.stats
+    }
+
+    /// Makes every write so far durable (used before a backup and at shutdown).
+    pub fn sync(&self) -> std::io::Result<()> {
+        self.durability.sync()
+    }
+
+    /// The data directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+impl Store {
+    /// Opens (creating if empty) the data directory `dir`.
+    pub fn open(dir: &Path) -> Result<Store, OpenError> {
+        format::check_or_create(dir)?;
+        let sled_dir = dir.join("sled");
+        let db = sled::Config::new()
+            .path(&sled_dir)
+            .cache_capacity(256 << 20)
+            .flush_every_ms(Some(1000))
+            .open()
+            .map_err(|source| OpenError::Sled {
+                dir: sled_dir.clone(),
+                source,
+            })?;
+        let io = |what: &'static str| {
+            let dir = dir.to_path_buf();
+            move |source| OpenError::Io { what, dir, source }
+        };
+        let durability = Arc::new(
+            Durability::new(db.clone(), &sled_dir).map_err(io("cannot sync the sled files"))?,
+        );
+        let group =
+            GroupCommit::start(durability.clone()).map_err(io("cannot start the sync thread"))?;
+        let log =
+            LogStore::new(&db, durability.clone(), group).map_err(|source| OpenError::Sled {
+                dir: sled_dir.clone(),
+                source,
+            })?;
+        let snapshots = Arc::new(
+            SnapshotDir::open(&dir.join("snapshots"))
+                .map_err(io("cannot open the snapshot directory"))?,
+        );
+        let sm = StateMachine::open(&db, snapshots).map_err(|e| OpenError::Corrupt {
+            dir: dir.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+        let sm_tree = db.open_tree("sm").map_err(|source| OpenError::Sled {
+            dir: sled_dir,
+            source,
+        })?;
+        let reader = StoreReader {
+            shared: sm.shared(),
+            sm_tree,
+            durability,
+            dir: dir.to_path_buf(),
+        };
+        Ok(Store { log, sm, reader })
+    }
+}

@@ -1,0 +1,289 @@
+//! Snapshot files: how they are laid out, written durably, found and verified.
+//!
+//! ```text
+//! magic "SRSNAP\0\0" | format u16 BE | bincode SnapshotMeta | bincode SnapshotBody | crc32 u32 BE
+//! ```
+//!
+//! The CRC covers everything between the magic and itself. A file is written as
+//! `.<name>.part`, synced, renamed to `<index>-<term>-<id>.snap` and the directory synced, so a
+//! crash leaves either the old snapshot or the complete new one. Only the newest snapshot is
+//! kept.
+
+use std::fs::{self, File};
+use std::io::{self, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
+use sonraft_raft::model::image::{HistoryRecord, NetworkImage};
+use sonraft_raft::{SnapshotMeta, codec};
+
+use crate::durable::sync_dir;
+use crate::error::Damaged;
+
+/// The snapshot format this build writes and reads.
+pub const SNAPSHOT_FORMAT: u16 = 1;
+const MAGIC: &[u8; 8] = b"SRSNAP\0\0";
+const SUFFIX: &str = ".snap";
+
+/// Everything a snapshot restores besides its metadata.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct SnapshotBody {
+    pub image: NetworkImage,
+    /// Newest last is not required; records are keyed by index on install.
+    pub history: Vec<HistoryRecord>,
+}
+
+struct CrcWriter<W> {
+    inner: W,
+    crc: crc32fast::Hasher,
+}
+
+impl<W: Write> Write for CrcWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.crc.update(&buf[..n]);
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+struct CrcReader<R> {
+    inner: R,
+    crc: crc32fast::Hasher,
+}
+
+impl<R: Read> Read for CrcReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.crc.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
+/// Writes a complete snapshot to `w`.
+pub fn encode_snapshot<W: Write>(w: W, meta: &SnapshotMeta, body: &SnapshotBody) -> io::Result<W> {
+    let mut w = w;
+    w.write_all(MAGIC)?;
+    let mut cw = CrcWriter {
+        inner: w,
+        crc: crc32fast::Hasher::new(),
+    };
+    cw.write_all(&SNAPSHOT_FORMAT.to_be_bytes())?;
+    codec::encode_into(meta, &mut cw).map_err(io::Error::other)?;
+    codec::encode_into(body, &mut cw).map_err(io::Error::other)?;
+    let crc = cw.crc.finalize();
+    let mut w = cw.inner;
+    w.write_all(&crc.to_be_bytes())?;
+    Ok(w)
+}
+
+fn read_header<R: Read>(r: &mut R) -> Result<(), Damaged> {
+    let mut magic = [0u8; 8];
+    r.read_exact(&mut magic)
+        .map_err(|e| Damaged::new("snapshot header", e))?;
+    if &magic != MAGIC {
+        return Err(Damaged::new(
+            "snapshot header",
+            "not a sonraft snapshot (bad magic)",
+        ));
+    }
+    Ok(())
+}
+
+fn check_format<R: Read>(r: &mut R) -> Result<(), Damaged> {
+    let mut f = [0u8; 2];
+    r.read_exact(&mut f)
+        .map_err(|e| Damaged::new("snapshot header", e))?;
+    let format = u16::from_be_bytes(f);
+    if format != SNAPSHOT_FORMAT {
+        return Err(Damaged::new(
+            "snapshot header",
+            format!("snapshot format {format}; this build reads format {SNAPSHOT_FORMAT}"),
+        ));
+    }
+    Ok(())
+}
+
+/// Reads and verifies a complete snapshot.
+pub fn decode_snapshot<R: Read>(r: R) -> Result<(SnapshotMeta, SnapshotBody), Damaged> {
+    let mut r = BufReader::with_capacity(1 << 20, r);
+    read_header(&mut r)?;
+    let mut cr = CrcReader {
+        inner: r,
+        crc: crc32fast::Hasher::new(),
+    };
+    check_format(&mut cr)?;
+    let meta: SnapshotMeta =
+        codec::decode_from(&mut cr).map_err(|e| Damaged::new("snapshot metadata", e))?;
+    let body: SnapshotBody =
+        codec::decode_from(&mut cr).map_err(|e| Damaged::new("snapshot body", e))?;
+    let computed = cr.crc.finalize();
+    let mut r = cr.inner;
+    let mut stored = [0u8; 4];
+    r.read_exact(&mut stored)
+        .map_err(|e| Damaged::new("snapshot checksum", e))?;
+    if u32::from_be_bytes(stored) != computed {
+        return Err(Damaged::new(
+            "snapshot checksum",
+            "CRC mismatch: the file is damaged",
+        ));
+    }
+    let mut rest = [0u8; 1];
+    if r.read(&mut rest).map_err(|e| Damaged::new("snapshot", e))? != 0 {
+        return Err(Damaged::new(
+            "snapshot",
+            "unexpected bytes after the checksum",
+        ));
+    }
+    Ok((meta, body))
+}
+
+/// Reads only the metadata of a snapshot file (no checksum check).
+pub fn read_meta(path: &Path) -> Result<SnapshotMeta, Damaged> {
+    let f = File::open(path).map_err(|e| Damaged::new(path.display().to_string(), e))?;
+    let mut r = BufReader::new(f);
+    read_header(&mut r)?;
+    check_format(&mut r)?;
+    codec::decode_from(&mut r).map_err(|e| Damaged::new("snapshot metadata", e))
+}
+
+/// The snapshot directory and the newest snapshot in it.
+pub struct SnapshotDir {
+    dir: PathBuf,
+    current: Mutex<Option<(SnapshotMeta, PathBuf)>>,
+}
+
+fn file_name(meta: &SnapshotMeta) -> String {
+    let (index, term) = meta
+        .last_log_id
+        .map_or((0, 0), |l| (l.index, l.leader_id.term));
+    let id: String = meta
+        .snapshot_id
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(64)
+        .collect();
+    format!("{index:020}-{term:020}-{id}{SUFFIX}")
+}
+
+impl SnapshotDir {
+    /// Opens (creating) the directory, removes unfinished files, and finds the newest snapshot
+    /// whose metadata reads. Damaged older files are left for the operator, with a warning.
+    pub fn open(dir: &Path) -> io::Result<Self> {
+        fs::create_dir_all(dir)?;
+        let mut best: Option<(SnapshotMeta, PathBuf)> = None;
+        for entry in fs::read_dir(dir)? {
+            let path = entry?.path();
+            let name = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default()
+                .to_string();
+            if name.ends_with(".part") {
+                fs::remove_file(&path)?;
+                continue;
+            }
+            if !name.ends_with(SUFFIX) {
+                continue;
+            }
+            match read_meta(&path) {
+                Ok(meta) => {
+                    if best
+                        .as_ref()
+                        .is_none_or(|(b, _)| b.last_log_id < meta.last_log_id)
+                    {
+                        best = Some((meta, path));
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(file = %path.display(), error = %e, "ignoring an unreadable snapshot file")
+                }
+            }
+        }
+        Ok(SnapshotDir {
+            dir: dir.to_path_buf(),
+            current: Mutex::new(best),
+        })
+    }
+
+    pub fn current(&self) -> Option<(SnapshotMeta, PathBuf)> {
+        self.current
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Writes a new snapshot durably and makes it current.
+    pub fn write(&self, meta: &SnapshotMeta, body: &SnapshotBody) -> io::Result<PathBuf> {
+        let name = file_name(meta);
+        let part = self.dir.join(format!(".{name}.part"));
+        let f = File::create(&part)?;
+        let w = encode_snapshot(BufWriter::with_capacity(1 << 20, f), meta, body)?;
+        let f = w.into_inner().map_err(|e| e.into_error())?;
+        f.sync_all()?;
+        self.publish(&part, &name, meta)
+    }
+
+    /// Copies a received snapshot from `src` durably, verifies it, and makes it current.
+    /// Returns the verified contents.
+    pub fn receive(
+        &self,
+        src: &mut File,
+        meta: &SnapshotMeta,
+    ) -> Result<(PathBuf, SnapshotBody), Damaged> {
+        let name = file_name(meta);
+        let part = self.dir.join(format!(".{name}.part"));
+        let fail = |e: io::Error| Damaged::new("received snapshot", e);
+        src.seek(SeekFrom::Start(0)).map_err(fail)?;
+        let mut dst = File::create(&part).map_err(fail)?;
+        io::copy(src, &mut dst).map_err(fail)?;
+        dst.sync_all().map_err(fail)?;
+        let checked = File::open(&part).map_err(fail).and_then(decode_snapshot);
+        let (found, body) = match checked {
+            Ok(v) => v,
+            Err(e) => {
+                let _ = fs::remove_file(&part);
+                return Err(e);
+            }
+        };
+        if found.last_log_id != meta.last_log_id || found.last_membership != meta.last_membership {
+            let _ = fs::remove_file(&part);
+            return Err(Damaged::new(
+                "received snapshot",
+                format!("its metadata {found:?} differs from the announced {meta:?}"),
+            ));
+        }
+        let path = self.publish(&part, &name, meta).map_err(fail)?;
+        Ok((path, body))
+    }
+
+    fn publish(&self, part: &Path, name: &str, meta: &SnapshotMeta) -> io::Result<PathBuf> {
+        let path = self.dir.join(name);
+        fs::rename(part, &path)?;
+        sync_dir(&self.dir)?;
+        let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        let old = current.replace((meta.clone(), path.clone()));
+        drop(current);
+        if let Some((_, old_path)) = old
+            && old_path != path
+            && let Err(e) = fs::remove_file(&old_path)
+        {
+            tracing::warn!(file = %old_path.display(), error = %e, "old snapshot not removed");
+        }
+        Ok(path)
+    }
+
+    /// A fresh anonymous file in the snapshot directory to receive chunks into.
+    pub fn receiving_file(&self) -> io::Result<File> {
+        tempfile::tempfile_in(&self.dir)
+    }
+}

@@ -1,0 +1,470 @@
+//! openraft's state machine: the network image in memory for reads and rule checks, persisted
+//! in sled tree `sm` for restarts.
+//!
+//! Keys of tree `sm` (ids never contain `/`):
+//!
+//! ```text
+//! m/applied  m/membership  m/clock  m/policy  m/releases      state-machine metadata
+//! s/<site>   c/<cell>   r/<source>/<target>   k/<cell>         the image
+//! h/<index as 8 big-endian bytes>                              history records
+//! ```
+//!
+//! Each `apply` call writes everything its entries changed, the last-applied id and the
+//! membership in one atomic sled batch. It is not synced: the log is durable, and after a
+//! crash openraft re-applies the committed entries past the persisted last-applied id.
+
+use std::sync::{Arc, RwLock};
+
+use openraft::storage::{RaftStateMachine, Snapshot};
+use openraft::{
+    EntryPayload, ErrorSubject, ErrorVerb, OptionalSend, RaftSnapshotBuilder, StorageIOError,
+};
+use serde::Serialize;
+use sonraft_raft::command::Response;
+use sonraft_raft::model::image::{Changes, HistoryRecord, NetworkImage};
+use sonraft_raft::{Entry, LogId, SnapshotMeta, StorageError, StoredMembership, TypeConfig, codec};
+
+use crate::error::Damaged;
+use crate::snapshot::{SnapshotBody, SnapshotDir};
+
+/// The applied state: what reads and SON functions see.
+#[derive(Debug, Default, Clone)]
+pub struct ImageState {
+    pub image: NetworkImage,
+    pub last_applied: Option<LogId>,
+    pub membership: StoredMembership,
+    /// Number of history records kept in the store.
+    pub history_len: u64,
+}
+
+/// The applied state shared between the state machine and its readers.
+pub type SharedImage = Arc<RwLock<ImageState>>;
+
+/// Reads the shared state, recovering from a poisoned lock (a panicked writer leaves the last
+/// consistent state behind: writers only swap in fully built values).
+pub fn read(state: &SharedImage) -> std::sync::RwLockReadGuard<'_, ImageState> {
+    state.read().unwrap_or_else(|p| p.into_inner())
+}
+
+fn write(state: &SharedImage) -> std::sync::RwLockWriteGuard<'_, ImageState> {
+    state.write().unwrap_or_else(|p| p.into_inner())
+}
+
+/// openraft's state machine for sonraft.
+pub struct StateMachine {
+    tree: sled::Tree,
+    state: SharedImage,
+    snapshots: Arc<SnapshotDir>,
+}
+
+fn sm_err(verb: ErrorVerb, e: impl std::fmt::Display) -> StorageError {
+    StorageIOError::new(
+        ErrorSubject::StateMachine,
+        verb,
+        openraft::AnyError::error(e.to_string()),
+    )
+    .into()
+}
+
+fn snap_err(verb: ErrorVerb, e: impl std::fmt::Display) -> StorageError {
+    StorageIOError::new(
+        ErrorSubject::Snapshot(None),
+        verb,
+        openraft::AnyError::error(e.to_string()),
+    )
+    .into()
+}
+
+fn enc<T: Serialize>(v: &T) -> Result<Vec<u8>, StorageError> {
+    codec::encode(v).map_err(|e| sm_err(ErrorVerb::Write, e))
+}
+
+fn cell_key(id: &str) -> Vec<u8> {
+    format!("c/{id}").into_bytes()
+}
+fn site_key(id: &str) -> Vec<u8> {
+    format!("s/{id}").into_bytes()
+}
+fn relation_key(s: &str, t: &str) -> Vec<u8> {
+    format!("r/{s}/{t}").into_bytes()
+}
+fn kpi_key(id: &str) -> Vec<u8> {
+    format!("k/{id}").into_bytes()
+}
+fn history_key(index: u64) -> Vec<u8> {
+    let mut k = b"h/".to_vec();
+    k.extend_from_slice(&index.to_be_bytes());
+    k
+}
+
+impl StateMachine {
+    /// Loads the persisted state; if the newest snapshot is ahead of it (a crash during an
+    /// install, or sled lost unsynced writes), restores from the snapshot.
+    pub(crate) fn open(db: &sled::Db, snapshots: Arc<SnapshotDir>) -> Result<Self, Damaged> {
+        let tree = db
+            .open_tree("sm")
+            .map_err(|e| Damaged::new("state machine tree", e))?;
+        let state = load(&tree)?;
+        let sm = StateMachine {
+            tree,
+            state: Arc::new(RwLock::new(state)),
+            snapshots,
+        };
+        if let Some((meta, path)) = sm.snapshots.current() {
+            let behind = read(&sm.state).last_applied < meta.last_log_id;
+            if behind {
+                tracing::info!(snapshot = %path.display(), "state machine is behind the newest snapshot; restoring from it");
+                let f = std::fs::File::open(&path)
+                    .map_err(|e| Damaged::new(path.display().to_string(), e))?;
+                let (_, body) = crate::snapshot::decode_snapshot(f)?;
+                sm.replace_all(&meta, body)
+                    .map_err(|e| Damaged::new("restore from snapshot", e))?;
+            }
+        }
+        Ok(sm)
+    }
+
+    /// The state readers share.
+    pub fn shared(&self) -> SharedImage {
+        self.state.clone()
+    }
+
+    /// Replaces the whole state (snapshot install) in memory and in sled.
+    fn replace_all(&self, meta: &SnapshotMeta, body: SnapshotBody) -> Result<(), StorageError> {
+        let mut batch = sled::Batch::default();
+        for key in self.tree.iter().keys() {
+            batch.remove(key.map_err(|e| sm_err(ErrorVerb::Read, e))?);
+        }
+        let image = body.image;
+        for site in image.sites.values() {
+            batch.insert(site_key(&site.id), enc(site)?);
+        }
+        for cell in image.cells.values() {
+            batch.insert(cell_key(&cell.id), enc(cell)?);
+        }
+        for rel in image.relations.values() {
+            batch.insert(relation_key(&rel.source, &rel.target), enc(rel)?);
+        }
+        for kpi in image.kpis.values() {
+            batch.insert(kpi_key(&kpi.cell), enc(kpi)?);
+        }
+        for rec in &body.history {
+            batch.insert(history_key(rec.index), enc(rec)?);
+        }
+        batch.insert(b"m/applied".as_slice(), enc(&meta.last_log_id)?);
+        batch.insert(b"m/membership".as_slice(), enc(&meta.last_membership)?);
+        batch.insert(b"m/clock".as_slice(), enc(&image.log_time_ms)?);
+        batch.insert(b"m/policy".as_slice(), enc(&image.policy)?);
+        batch.insert(b"m/releases".as_slice(), enc(&image.releases)?);
+        let mut state = write(&self.state);
+        self.tree
+            .apply_batch(batch)
+            .map_err(|e| sm_err(ErrorVerb::Write, e))?;
+        *state = ImageState {
+            image,
+            last_applied: meta.last_log_id,
+            membership: meta.last_membership.clone(),
+            history_len: body.history.len() as u64,
+        };
+        Ok(())
+    }
+
+    /// Adds to `batch` the current value (or removal) of every key `changes` names.
+    fn persist_changes(
+        &self,
+        state: &ImageState,
+        changes: &Changes,
+        batch: &mut sled::Batch,
+    ) -> Result<(), StorageError> {
+        let image = &state.image;
+        for id in &changes.sites {
+            match image.sites.get(id) {
+                Some(s) => batch.insert(site_key(id), enc(s)?),
+                None => batch.remove(site_key(id)),
+            }
+        }
+        for id in &changes.cells {
+            match image.cells.get(id) {
+                Some(c) => batch.insert(cell_key(id), enc(c)?),
+                None => batch.remove(cell_key(id)),
+            }
+        }
+        for key in &changes.relations {
+            match image.relations.get(key) {
+                Some(r) => batch.insert(relation_key(&key.0, &key.1), enc(r)?),
+                None => batch.remove(relation_key(&key.0, &key.1)),
+            }
+        }
+        for id in &changes.kpis {
+            if let Some(k) = image.kpis.get(id) {
+                batch.insert(kpi_key(id), enc(k)?);
+            }
+        }
+        if changes.policy {
+            batch.insert(b"m/policy".as_slice(), enc(&image.policy)?);
+        }
+        if changes.releases {
+            batch.insert(b"m/releases".as_slice(), enc(&image.releases)?);
+        }
+        for rec in &changes.history {
+            batch.insert(history_key(rec.index), enc(rec)?);
+        }
+        Ok(())
+    }
+
+    /// Drops the oldest history records beyond the policy's limit, in `batch`.
+    fn trim_history(
+        &self,
+        state: &mut ImageState,
+        batch: &mut sled::Batch,
+    ) -> Result<(), StorageError> {
+        let keep = state.image.policy.history_keep;
+        if state.history_len <= keep {
+            return Ok(());
+        }
+        let excess = (state.history_len - keep) as usize;
+        for key in self.tree.scan_prefix(b"h/").keys().take(excess) {
+            batch.remove(key.map_err(|e| sm_err(ErrorVerb::Read, e))?);
+        }
+        state.history_len = keep;
+        Ok(())
+    }
+}
+
+/// Reads the persisted state from tree `sm`.
+fn load(tree: &sled::Tree) -> Result<ImageState, Damaged> {
+    let mut state = ImageState::default();
+    for item in tree.iter() {
+        let (k, v) = item.map_err(|e| Damaged::new("state machine tree", e))?;
+        let key = String::from_utf8_lossy(&k).into_owned();
+        let bad = |e: codec::CodecError| Damaged::new(format!("state machine key {key:?}"), e);
+        let image = &mut state.image;
+        match k.get(..2) {
+            Some(b"s/") => {
+                let s: sonraft_raft::model::Site = codec::decode(&v).map_err(bad)?;
+                image.sites.insert(s.id.clone(), s);
+            }
+            Some(b"c/") => {
+                let c: sonraft_raft::model::Cell = codec::decode(&v).map_err(bad)?;
+                image.cells.insert(c.id.clone(), c);
+            }
+            Some(b"r/") => {
+                let r: sonraft_raft::model::Relation = codec::decode(&v).map_err(bad)?;
+                image
+                    .relations
+                    .insert((r.source.clone(), r.target.clone()), r);
+            }
+            Some(b"k/") => {
+                let s: sonraft_raft::model::KpiSummary = codec::decode(&v).map_err(bad)?;
+                image.kpis.insert(s.cell.clone(), s);
+            }
+            Some(b"h/") => state.history_len += 1,
+            Some(b"m/") => match &k[..] {
+                b"m/applied" => state.last_applied = codec::decode(&v).map_err(bad)?,
+                b"m/membership" => state.membership = codec::decode(&v).map_err(bad)?,
+                b"m/clock" => image.log_time_ms = codec::decode(&v).map_err(bad)?,
+                b"m/policy" => image.policy = codec::decode(&v).map_err(bad)?,
+                b"m/releases" => image.releases = codec::decode(&v).map_err(bad)?,
+                _ => {
+                    return Err(Damaged::new(
+                        "state machine",
+                        format!("unknown key {key:?}"),
+                    ));
+                }
+            },
+            _ => {
+                return Err(Damaged::new(
+                    "state machine",
+                    format!("unknown key {key:?}"),
+                ));
+            }
+        }
+    }
+    Ok(state)
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotBuilder = SnapshotBuilder;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), StorageError> {
+        let s = read(&self.state);
+        Ok((s.last_applied, s.membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Response>, StorageError>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut state = write(&self.state);
+        let mut changes = Changes::default();
+        let mut replies = Vec::new();
+        let mut membership_changed = false;
+        let mut failure = None;
+        for entry in entries {
+            let reply = match &entry.payload {
+                EntryPayload::Blank => Response::None,
+                EntryPayload::Membership(m) => {
+                    state.membership = StoredMembership::new(Some(entry.log_id), m.clone());
+                    membership_changed = true;
+                    Response::None
+                }
+                EntryPayload::Normal(envelope) => {
+                    match state
+                        .image
+                        .apply_entry(entry.log_id.index, envelope, &mut changes)
+                    {
+                        Ok(r) => r,
+                        Err(e) => {
+                            tracing::error!(index = entry.log_id.index, error = %e, "cannot apply a log entry; stopping");
+                            failure = Some(StorageIOError::apply(
+                                entry.log_id,
+                                openraft::AnyError::error(e.to_string()),
+                            ));
+                            break;
+                        }
+                    }
+                }
+            };
+            state.last_applied = Some(entry.log_id);
+            replies.push(reply);
+        }
+        state.history_len += changes.history.len() as u64;
+        let mut batch = sled::Batch::default();
+        self.persist_changes(&state, &changes, &mut batch)?;
+        self.trim_history(&mut state, &mut batch)?;
+        batch.insert(b"m/applied".as_slice(), enc(&state.last_applied)?);
+        batch.insert(b"m/clock".as_slice(), enc(&state.image.log_time_ms)?);
+        if membership_changed {
+            batch.insert(b"m/membership".as_slice(), enc(&state.membership)?);
+        }
+        self.tree
+            .apply_batch(batch)
+            .map_err(|e| sm_err(ErrorVerb::Write, e))?;
+        drop(state);
+        match failure {
+            Some(e) => Err(e.into()),
+            None => Ok(replies),
+        }
+    }
+
+    async fn get_snapshot_builder(&mut self) -> SnapshotBuilder {
+        SnapshotBuilder {
+            tree: self.tree.clone(),
+            state: self.state.clone(),
+            snapshots: self.snapshots.clone(),
+        }
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<tokio::fs::File>, StorageError> {
+        let f = self
+            .snapshots
+            .receiving_file()
+            .map_err(|e| snap_err(ErrorVerb::Write, e))?;
+        Ok(Box::new(tokio::fs::File::from_std(f)))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: Box<tokio::fs::File>,
+    ) -> Result<(), StorageError> {
+        let mut file = snapshot.into_std().await;
+        let dir = self.snapshots.clone();
+        let m = meta.clone();
+        let received = tokio::task::spawn_blocking(move || dir.receive(&mut file, &m))
+            .await
+            .map_err(|e| snap_err(ErrorVerb::Write, e))?;
+        let (_, body) = received.map_err(|e| snap_err(ErrorVerb::Read, e))?;
+        self.replace_all(meta, body)?;
+        tracing::info!(last_log_id = ?meta.last_log_id, "installed a snapshot");
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
+        let Some((meta, path)) = self.snapshots.current() else {
+            return Ok(None);
+        };
+        let f = tokio::fs::File::open(&path)
+            .await
+            .map_err(|e| snap_err(ErrorVerb::Read, e))?;
+        Ok(Some(Snapshot {
+            meta,
+            snapshot: Box::new(f),
+        }))
+    }
+}
+
+/// Builds a snapshot from a consistent view: the image, last-applied id, membership and
+/// history are captured together under the state lock (so no apply interleaves), then
+/// written to a file without holding it.
+pub struct SnapshotBuilder {
+    tree: sled::Tree,
+    state: SharedImage,
+    snapshots: Arc<SnapshotDir>,
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
+        let (image, last_applied, membership, raw_history) = {
+            let s = read(&self.state);
+            let history: Result<Vec<sled::IVec>, _> =
+                self.tree.scan_prefix(b"h/").values().collect();
+            let history = history.map_err(|e| snap_err(ErrorVerb::Read, e))?;
+            (
+                s.image.clone(),
+                s.last_applied,
+                s.membership.clone(),
+                history,
+            )
+        };
+        let mut history = Vec::with_capacity(raw_history.len());
+        for v in raw_history {
+            let rec: HistoryRecord = codec::decode(&v).map_err(|e| snap_err(ErrorVerb::Read, e))?;
+            history.push(rec);
+        }
+        let stamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis())
+            .unwrap_or_default();
+        let meta = SnapshotMeta {
+            last_log_id: last_applied,
+            last_membership: membership,
+            snapshot_id: format!(
+                "{}-{}-{stamp}",
+                last_applied.map_or(0, |l| l.leader_id.term),
+                last_applied.map_or(0, |l| l.index)
+            ),
+        };
+        let body = SnapshotBody { image, history };
+        let dir = self.snapshots.clone();
+        let m = meta.clone();
+        let path = tokio::task::spawn_blocking(move || dir.write(&m, &body))
+            .await
+            .map_err(|e| snap_err(ErrorVerb::Write, e))?
+            .map_err(|e| snap_err(ErrorVerb::Write, e))?;
+        tracing::info!(last_log_id = ?meta.last_log_id, file = %path.display(), "built a snapshot");
+        let f = tokio::fs::File::open(&path)
+            .await
+            .map_err(|e| snap_err(ErrorVerb::Read, e))?;
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(f),
+        })
+    }
+}
+
+/// Keys in the history tree, newest first, for readers.
+pub fn history_newest_first(
+    tree: &sled::Tree,
+    limit: usize,
+    before: Option<u64>,
+) -> Result<Vec<HistoryRecord>, Damaged> {
+    let end = history_key(before.unwrap_or(u64::MAX));
+    let mut out = Vec::new();
+    for item in tree.range(b"h/".to_vec()..end).rev().take(limit) {
+        let (_, v) = item.map_err(|e| Damaged::new("history", e))?;
+        out.push(codec::decode(&v).map_err(|e| Damaged::new("history record", e))?);
+    }
+    Ok(out)
+}
