@@ -110,17 +110,34 @@ impl Durability {
     }
 }
 
-/// The group-commit thread's inbox.
+/// The group-commit thread's inbox. When the last clone is dropped the thread finishes the
+/// queued syncs and is joined, so that the sled database is closed when the store is.
 #[derive(Clone)]
 pub struct GroupCommit {
-    tx: mpsc::Sender<LogFlushed<TypeConfig>>,
+    inner: Arc<Inbox>,
+}
+
+struct Inbox {
+    tx: Option<mpsc::Sender<LogFlushed<TypeConfig>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Inbox {
+    fn drop(&mut self) {
+        drop(self.tx.take());
+        if let Some(t) = self.thread.take()
+            && t.join().is_err()
+        {
+            tracing::error!("the sync thread panicked");
+        }
+    }
 }
 
 impl GroupCommit {
     /// Starts the sync thread. It ends when every `GroupCommit` clone is dropped.
     pub fn start(durability: Arc<Durability>) -> io::Result<Self> {
         let (tx, rx) = mpsc::channel::<LogFlushed<TypeConfig>>();
-        std::thread::Builder::new().name("sonraft-fsync".into()).spawn(move || {
+        let thread = std::thread::Builder::new().name("sonraft-fsync".into()).spawn(move || {
             while let Ok(first) = rx.recv() {
                 let mut batch = vec![first];
                 batch.extend(rx.try_iter());
@@ -138,12 +155,20 @@ impl GroupCommit {
                 }
             }
         })?;
-        Ok(GroupCommit { tx })
+        Ok(GroupCommit {
+            inner: Arc::new(Inbox {
+                tx: Some(tx),
+                thread: Some(thread),
+            }),
+        })
     }
 
     /// Queues `callback` to be completed after the next sync.
     pub fn submit(&self, callback: LogFlushed<TypeConfig>) -> io::Result<()> {
-        self.tx
+        self.inner
+            .tx
+            .as_ref()
+            .ok_or_else(|| io::Error::other("the sync thread has stopped"))?
             .send(callback)
             .map_err(|_| io::Error::other("the sync thread has stopped"))
     }

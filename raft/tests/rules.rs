@@ -1,0 +1,362 @@
+//! The change-set rules, one behaviour per test.
+
+mod common;
+
+use common::*;
+use sonraft_raft::changeset::{Function, Outcome};
+use sonraft_raft::command::{Command, Envelope, Response};
+use sonraft_raft::model::image::{Changes, NetworkImage};
+use sonraft_raft::model::{Param, Policy, Value};
+
+fn apply(
+    img: &mut NetworkImage,
+    index: u64,
+    now_ms: u64,
+    cs: sonraft_raft::changeset::ChangeSet,
+) -> Outcome {
+    let env = Envelope::new(&Command::ChangeSet(cs), now_ms).expect("encode");
+    match img
+        .apply_entry(index, &env, &mut Changes::default())
+        .expect("apply")
+    {
+        Response::ChangeSet(o) => o,
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[test]
+fn a_change_set_from_a_current_read_applies_and_bumps_the_version() {
+    let mut img = image();
+    let cs = change_set(
+        Function::Operator,
+        &img,
+        vec![write("cell/A-1", Param::ElectricalTilt, Value::Int(45))],
+    );
+    let out = apply(&mut img, 2, 1_000, cs);
+    assert_eq!(
+        out,
+        Outcome::Applied {
+            index: 2,
+            versions: [("cell/A-1".into(), 2)].into()
+        }
+    );
+    assert_eq!(img.cells["A-1"].electrical_tilt, 45);
+    assert_eq!(
+        img.cells["A-1"].last_change[&Param::ElectricalTilt].by,
+        Function::Operator
+    );
+}
+
+#[test]
+fn two_change_sets_from_the_same_read_one_applies_the_other_conflicts() {
+    let mut img = image();
+    let a = change_set(
+        Function::Operator,
+        &img,
+        vec![write("cell/A-1", Param::ElectricalTilt, Value::Int(45))],
+    );
+    let b = change_set(
+        Function::Operator,
+        &img,
+        vec![write("cell/A-1", Param::ElectricalTilt, Value::Int(35))],
+    );
+    assert_eq!(apply(&mut img, 2, 1_000, a).kind(), "applied");
+    let out = apply(&mut img, 3, 1_000, b);
+    assert_eq!(
+        out,
+        Outcome::Conflict {
+            current: [("cell/A-1".into(), Some(2))].into()
+        }
+    );
+    assert_eq!(img.cells["A-1"].electrical_tilt, 45);
+}
+
+#[test]
+fn an_illegal_value_is_invalid_and_changes_nothing() {
+    let mut img = image();
+    let before = img.clone();
+    let cs = change_set(
+        Function::Operator,
+        &img,
+        vec![
+            write("cell/A-1", Param::Hysteresis, Value::Int(5)),
+            write("cell/A-2", Param::Pci, Value::Int(504)),
+        ],
+    );
+    let out = apply(&mut img, 2, 1_000, cs);
+    assert_eq!(out.kind(), "invalid", "{out:?}");
+    assert_eq!(img.cells, before.cells);
+}
+
+#[test]
+fn an_unknown_entity_is_invalid() {
+    let mut img = image();
+    let mut cs = change_set(
+        Function::Operator,
+        &img,
+        vec![write("cell/Z-9", Param::Pci, Value::Int(3))],
+    );
+    cs.read_set.clear();
+    let out = apply(&mut img, 2, 1_000, cs);
+    assert!(
+        matches!(&out, Outcome::Invalid { reason } if reason.contains("unknown entity cell/Z-9")),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn a_relation_parameter_on_a_cell_is_invalid() {
+    let mut img = image();
+    let cs = change_set(
+        Function::Operator,
+        &img,
+        vec![write("cell/A-1", Param::CioDb, Value::Int(3))],
+    );
+    assert_eq!(apply(&mut img, 2, 1_000, cs).kind(), "invalid");
+}
+
+#[test]
+fn tilt_moves_at_most_one_degree_per_change_set() {
+    let mut img = image();
+    let cs = change_set(
+        Function::Operator,
+        &img,
+        vec![write("cell/A-1", Param::ElectricalTilt, Value::Int(51))],
+    );
+    let out = apply(&mut img, 2, 1_000, cs);
+    assert!(
+        matches!(&out, Outcome::Invalid { reason } if reason.contains("at most 10")),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn cio_moves_at_most_three_db_and_only_to_q_offset_values() {
+    let mut img = image();
+    let too_far = change_set(
+        Function::LoadBalancing,
+        &img,
+        vec![write("relation/A-1/A-2", Param::CioDb, Value::Int(4))],
+    );
+    assert_eq!(apply(&mut img, 2, 1_000, too_far).kind(), "invalid");
+    let not_q = change_set(
+        Function::Operator,
+        &img,
+        vec![write("relation/A-1/A-2", Param::CioDb, Value::Int(7))],
+    );
+    assert_eq!(apply(&mut img, 3, 1_000, not_q).kind(), "invalid");
+    let ok = change_set(
+        Function::LoadBalancing,
+        &img,
+        vec![write("relation/A-1/A-2", Param::CioDb, Value::Int(3))],
+    );
+    assert_eq!(apply(&mut img, 4, 1_000, ok).kind(), "applied");
+}
+
+#[test]
+fn only_the_operator_may_leave_the_tilt_box() {
+    let mut img = image();
+    img.cells.get_mut("A-1").unwrap().electrical_tilt = 150;
+    let son = change_set(
+        Function::LoadBalancing,
+        &img,
+        vec![write("cell/A-1", Param::ElectricalTilt, Value::Int(155))],
+    );
+    let out = apply(&mut img, 2, 1_000, son);
+    assert!(
+        matches!(&out, Outcome::Invalid { reason } if reason.contains("operator box")),
+        "{out:?}"
+    );
+    let op = change_set(
+        Function::Operator,
+        &img,
+        vec![write("cell/A-1", Param::ElectricalTilt, Value::Int(155))],
+    );
+    assert_eq!(apply(&mut img, 3, 1_000, op).kind(), "applied");
+}
+
+#[test]
+fn a_function_may_not_write_outside_its_domain() {
+    let mut img = image();
+    let cs = change_set(
+        Function::LoadBalancing,
+        &img,
+        vec![write("cell/A-1", Param::Pci, Value::Int(7))],
+    );
+    let out = apply(&mut img, 2, 1_000, cs);
+    assert!(
+        matches!(&out, Outcome::Rejected { reason } if reason.contains("may not write pci")),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn another_function_inside_the_cool_down_is_rejected_and_the_operator_overrides() {
+    let mut img = image();
+    let mro = change_set(
+        Function::MobilityRobustness,
+        &img,
+        vec![write("relation/A-1/A-2", Param::CioDb, Value::Int(2))],
+    );
+    assert_eq!(apply(&mut img, 2, 1_000, mro).kind(), "applied");
+    let mlb = change_set(
+        Function::LoadBalancing,
+        &img,
+        vec![write("relation/A-1/A-2", Param::CioDb, Value::Int(4))],
+    );
+    let out = apply(&mut img, 3, 61_000, mlb.clone());
+    assert!(
+        matches!(&out, Outcome::Rejected { reason } if reason.contains("cool-down")),
+        "{out:?}"
+    );
+    let op = change_set(
+        Function::Operator,
+        &img,
+        vec![write("relation/A-1/A-2", Param::CioDb, Value::Int(0))],
+    );
+    assert_eq!(apply(&mut img, 4, 62_000, op).kind(), "applied");
+}
+
+#[test]
+fn a_higher_priority_function_holds_its_parameter_past_the_cool_down() {
+    let mut img = image();
+    img.policy = Policy {
+        cooldown_ms: 10_000,
+        priority_hold_ms: 100_000,
+        ..Policy::default()
+    };
+    let mro = change_set(
+        Function::MobilityRobustness,
+        &img,
+        vec![write("relation/A-1/A-2", Param::CioDb, Value::Int(2))],
+    );
+    assert_eq!(apply(&mut img, 2, 1_000, mro).kind(), "applied");
+    let mlb = change_set(
+        Function::LoadBalancing,
+        &img,
+        vec![write("relation/A-1/A-2", Param::CioDb, Value::Int(4))],
+    );
+    let out = apply(&mut img, 3, 20_000, mlb.clone());
+    assert!(
+        matches!(&out, Outcome::Rejected { reason } if reason.contains("higher-priority")),
+        "{out:?}"
+    );
+    let mlb = change_set(
+        Function::LoadBalancing,
+        &img,
+        vec![write("relation/A-1/A-2", Param::CioDb, Value::Int(4))],
+    );
+    assert_eq!(
+        apply(&mut img, 4, 200_000, mlb).kind(),
+        "applied",
+        "after the hold"
+    );
+}
+
+#[test]
+fn rules_use_log_time_which_never_runs_backwards() {
+    let mut img = image();
+    let mro = change_set(
+        Function::MobilityRobustness,
+        &img,
+        vec![write("relation/A-1/A-2", Param::CioDb, Value::Int(2))],
+    );
+    assert_eq!(apply(&mut img, 2, 5_000_000, mro).kind(), "applied");
+    // A new leader with a clock one hour behind: the log clock stays at 5_000 s.
+    let mlb = change_set(
+        Function::LoadBalancing,
+        &img,
+        vec![write("relation/A-1/A-2", Param::CioDb, Value::Int(4))],
+    );
+    let out = apply(&mut img, 3, 1_400_000, mlb);
+    assert!(
+        matches!(&out, Outcome::Rejected { reason } if reason.contains("0 s ago")),
+        "{out:?}"
+    );
+    assert_eq!(img.log_time_ms, 5_000_000);
+}
+
+#[test]
+fn a_relation_with_remove_allowed_false_is_never_pruned() {
+    let mut img = image();
+    img.relations
+        .get_mut(&("A-1".into(), "A-2".into()))
+        .unwrap()
+        .remove_allowed = false;
+    let cs = change_set(
+        Function::AnrPruning,
+        &img,
+        vec![write("relation/A-1/A-2", Param::Exists, Value::Bool(false))],
+    );
+    assert_eq!(apply(&mut img, 2, 1_000, cs).kind(), "rejected");
+    let cs = change_set(
+        Function::AnrPruning,
+        &img,
+        vec![write("relation/A-1/A-3", Param::Exists, Value::Bool(false))],
+    );
+    assert_eq!(apply(&mut img, 3, 1_000, cs).kind(), "applied");
+    assert!(!img.relations.contains_key(&("A-1".into(), "A-3".into())));
+    assert_eq!(img.version_of(&entity("relation/A-1/A-3")), None);
+}
+
+#[test]
+fn a_command_of_a_newer_format_is_refused_with_a_clear_message() {
+    let mut img = image();
+    let env = Envelope {
+        format: 99,
+        log_time_ms: 0,
+        body: vec![1, 2, 3],
+    };
+    let err = img
+        .apply_entry(5, &env, &mut Changes::default())
+        .unwrap_err();
+    assert!(err.to_string().contains("upgrade this node"), "{err}");
+}
+
+#[test]
+fn garbage_in_a_command_body_is_an_error_not_a_panic() {
+    let mut img = image();
+    let env = Envelope {
+        format: 1,
+        log_time_ms: 0,
+        body: vec![0xff; 40],
+    };
+    assert!(img.apply_entry(5, &env, &mut Changes::default()).is_err());
+}
+
+#[test]
+fn the_effective_format_is_the_lowest_among_voters() {
+    let mut img = image();
+    for (id, f) in [(1, 1), (2, 2), (3, 2)] {
+        let r = sonraft_raft::model::NodeRelease {
+            node_id: id,
+            release: "x".into(),
+            max_command_format: f,
+        };
+        img.apply(9, &Command::Release(r), &mut Changes::default());
+    }
+    assert_eq!(img.effective_format([2, 3]), 2);
+    assert_eq!(img.effective_format([1, 2, 3]), 1);
+    assert_eq!(
+        img.effective_format([2, 3, 4]),
+        1,
+        "a voter that never advertised counts as 1"
+    );
+}
+
+#[test]
+fn an_import_with_a_dangling_relation_is_refused_whole() {
+    let mut img = NetworkImage::default();
+    let import = sonraft_raft::command::ImageImport {
+        sites: vec![site("A")],
+        cells: vec![cell("A-1", "A", 1)],
+        relations: vec![relation("A-1", "X-9")],
+        policy: None,
+    };
+    let r = img.apply(1, &Command::Import(import), &mut Changes::default());
+    assert!(
+        matches!(r, Response::Imported(Err(ref e)) if e.contains("unknown cell")),
+        "{r:?}"
+    );
+    assert!(img.cells.is_empty() && img.sites.is_empty());
+}

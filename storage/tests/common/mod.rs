@@ -1,0 +1,208 @@
+//! In-process sonraft cores for tests: sled in temp dirs, Raft over loopback HTTP.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::{Config, SnapshotPolicy};
+use sonraft_raft::changeset::{ChangeSet, Function, Origin, Outcome, ReadVersion, Write};
+use sonraft_raft::command::{Command, Envelope, ImageImport, Response};
+use sonraft_raft::transport::{HttpNetworkFactory, RaftServer, serve};
+use sonraft_raft::{NodeId, NodeInfo, Raft};
+use sonraft_storage::{Store, StoreReader, read};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+pub const SECRET: &str = "test-cluster-secret";
+
+pub struct TestNode {
+    pub id: NodeId,
+    pub dir: PathBuf,
+    pub addr: SocketAddr,
+    pub raft: Raft,
+    pub reader: StoreReader,
+    stop: Option<oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<()>>,
+}
+
+pub fn config(snapshot_every: u64) -> Arc<Config> {
+    let c = Config {
+        cluster_name: "test".into(),
+        heartbeat_interval: 50,
+        election_timeout_min: 400,
+        election_timeout_max: 800,
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(snapshot_every),
+        max_in_snapshot_log_to_keep: 0,
+        ..Default::default()
+    };
+    Arc::new(c.validate().expect("valid raft config"))
+}
+
+impl TestNode {
+    /// Starts a node on `addr` (port 0: the OS picks one) with its data in `dir`.
+    pub async fn start(id: NodeId, dir: &Path, addr: SocketAddr, snapshot_every: u64) -> TestNode {
+        let listener = TcpListener::bind(addr).await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let store = Store::open(dir).expect("open store");
+        let reader = store.reader.clone();
+        let network = HttpNetworkFactory::new(id, SECRET);
+        let raft = Raft::new(id, config(snapshot_every), network, store.log, store.sm)
+            .await
+            .expect("raft");
+        let (tx, rx) = oneshot::channel();
+        let server = tokio::spawn(serve(
+            listener,
+            RaftServer::new(raft.clone(), SECRET),
+            async {
+                let _ = rx.await;
+            },
+        ));
+        TestNode {
+            id,
+            dir: dir.to_path_buf(),
+            addr,
+            raft,
+            reader,
+            stop: Some(tx),
+            server: Some(server),
+        }
+    }
+
+    pub fn info(&self) -> NodeInfo {
+        NodeInfo {
+            site: format!("site-{}", self.id),
+            raft_addr: self.addr.to_string(),
+            api_addr: String::new(),
+        }
+    }
+
+    /// Stops Raft and the listener, releasing the data directory.
+    pub async fn stop(mut self) -> (PathBuf, SocketAddr) {
+        let _ = self.raft.shutdown().await;
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(s) = self.server.take() {
+            let _ = s.await;
+        }
+        (self.dir.clone(), self.addr)
+    }
+
+    pub fn last_applied(&self) -> u64 {
+        read(self.reader.state())
+            .last_applied
+            .map_or(0, |l| l.index)
+    }
+}
+
+/// Starts `n` nodes with ids 1..=n in subdirectories of `root` and initialises them as voters.
+pub async fn cluster(root: &Path, n: u64, snapshot_every: u64) -> Vec<TestNode> {
+    let mut nodes = Vec::new();
+    for id in 1..=n {
+        let any: SocketAddr = "127.0.0.1:0".parse().expect("addr");
+        nodes.push(TestNode::start(id, &root.join(format!("n{id}")), any, snapshot_every).await);
+    }
+    let members: BTreeMap<NodeId, NodeInfo> = nodes.iter().map(|n| (n.id, n.info())).collect();
+    nodes[0].raft.initialize(members).await.expect("initialize");
+    wait_leader(&nodes).await;
+    nodes
+}
+
+/// Waits until some node of `nodes` is leader and all agree on it; returns its position.
+pub async fn wait_leader(nodes: &[TestNode]) -> usize {
+    for _ in 0..200 {
+        let leaders: Vec<Option<NodeId>> = nodes
+            .iter()
+            .map(|n| n.raft.metrics().borrow().current_leader)
+            .collect();
+        if let Some(Some(l)) = leaders.first()
+            && leaders.iter().all(|x| *x == Some(*l))
+            && let Some(pos) = nodes.iter().position(|n| n.id == *l)
+        {
+            return pos;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("no agreed leader within 5 s");
+}
+
+/// Waits until every node has applied at least `index`.
+pub async fn wait_applied(nodes: &[&TestNode], index: u64) {
+    for n in nodes {
+        n.raft
+            .wait(Some(Duration::from_secs(10)))
+            .applied_index_at_least(Some(index), "catch up")
+            .await
+            .expect("node caught up");
+    }
+}
+
+pub async fn propose(raft: &Raft, command: Command) -> (u64, Response) {
+    let env = Envelope::new(&command, now_ms()).expect("encode");
+    let r = raft.client_write(env).await.expect("client write");
+    (r.log_id.index, r.data)
+}
+
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+pub fn demo_import(cells: usize) -> ImageImport {
+    let cell_list: Vec<_> = (0..cells)
+        .map(|i| {
+            serde_json::from_value(serde_json::json!({
+                "id": format!("C{i}"), "site": "S1", "rat": "LTE", "pci": i % 504, "arfcn": 1300, "azimuth": 0
+            }))
+            .expect("cell")
+        })
+        .collect();
+    let relations = (0..cells)
+        .map(|i| {
+            serde_json::from_value(serde_json::json!({"source": format!("C{i}"), "target": format!("C{}", (i + 1) % cells)}))
+                .expect("relation")
+        })
+        .collect();
+    let site = serde_json::from_value(
+        serde_json::json!({"id": "S1", "name": "one", "lat": 0.0, "lon": 0.0}),
+    )
+    .expect("site");
+    ImageImport {
+        sites: vec![site],
+        cells: cell_list,
+        relations,
+        policy: None,
+    }
+}
+
+pub fn tilt_change(cell: &str, version: u64, tilt: i64) -> Command {
+    Command::ChangeSet(ChangeSet {
+        origin: Origin {
+            node: 0,
+            function: Function::Operator,
+        },
+        reason: "test".into(),
+        read_set: vec![ReadVersion {
+            entity: format!("cell/{cell}").parse().expect("entity"),
+            version,
+        }],
+        writes: vec![Write {
+            entity: format!("cell/{cell}").parse().expect("entity"),
+            param: sonraft_raft::model::Param::ElectricalTilt,
+            value: sonraft_raft::model::Value::Int(tilt),
+        }],
+        proposed_at_ms: now_ms(),
+    })
+}
+
+pub fn outcome(r: Response) -> Outcome {
+    match r {
+        Response::ChangeSet(o) => o,
+        other => panic!("not a change-set outcome: {other:?}"),
+    }
+}
