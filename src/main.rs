@@ -1,6 +1,56 @@
-//! sonraft: the node binary (grows in the next change).
+//! The `sonraft` command: `node` runs a site's node, `ctl` administers a cluster.
 #![forbid(unsafe_code)]
 
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "sonraft",
+    version,
+    about = "Self-optimizing network controller on a Raft-replicated network image"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the node of one site.
+    Node(Box<sonraft::config::NodeArgs>),
+    /// Administer a cluster over its admin API.
+    Ctl(sonraft::ctl::CtlArgs),
+}
+
 fn main() {
-    println!("sonraft {}", env!("CARGO_PKG_VERSION"));
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("sonraft: cannot start the async runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Node(args) => {
+                let config = sonraft::config::NodeConfig::resolve(*args)?;
+                sonraft::node::init_logging(&config);
+                sonraft::node::run(config).await
+            }
+            Command::Ctl(args) => sonraft::ctl::run(args).await,
+        }
+    });
+    // Exit without waiting for background threads (sled's periodic flusher sleeps up to a
+    // second): a node has already synced its store at the end of its graceful stop.
+    match result {
+        Ok(()) => std::process::exit(0),
+        Err(e) => {
+            eprintln!("sonraft: {e:#}");
+            std::process::exit(1)
+        }
+    }
 }

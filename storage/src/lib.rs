@@ -64,6 +64,11 @@ impl StoreReader {
         state_machine::history_newest_first(&self.sm_tree, limit, before)
     }
 
+    /// A consistent copy of the applied state and history, as a snapshot would hold it.
+    pub fn capture(&self) -> Result<(sonraft_raft::SnapshotMeta, snapshot::SnapshotBody), Damaged> {
+        state_machine::capture(&self.sm_tree, &self.shared)
+    }
+
     /// Counters of the durable syncs done so far.
     pub fn sync_stats(&self) -> &SyncStats {
         &self.durability.stats

@@ -406,37 +406,8 @@ pub struct SnapshotBuilder {
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
-        let (image, last_applied, membership, raw_history) = {
-            let s = read(&self.state);
-            let history: Result<Vec<sled::IVec>, _> =
-                self.tree.scan_prefix(b"h/").values().collect();
-            let history = history.map_err(|e| snap_err(ErrorVerb::Read, e))?;
-            (
-                s.image.clone(),
-                s.last_applied,
-                s.membership.clone(),
-                history,
-            )
-        };
-        let mut history = Vec::with_capacity(raw_history.len());
-        for v in raw_history {
-            let rec: HistoryRecord = codec::decode(&v).map_err(|e| snap_err(ErrorVerb::Read, e))?;
-            history.push(rec);
-        }
-        let stamp = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis())
-            .unwrap_or_default();
-        let meta = SnapshotMeta {
-            last_log_id: last_applied,
-            last_membership: membership,
-            snapshot_id: format!(
-                "{}-{}-{stamp}",
-                last_applied.map_or(0, |l| l.leader_id.term),
-                last_applied.map_or(0, |l| l.index)
-            ),
-        };
-        let body = SnapshotBody { image, history };
+        let (meta, body) =
+            capture(&self.tree, &self.state).map_err(|e| snap_err(ErrorVerb::Read, e))?;
         let dir = self.snapshots.clone();
         let m = meta.clone();
         let path = tokio::task::spawn_blocking(move || dir.write(&m, &body))
@@ -452,6 +423,45 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             snapshot: Box::new(f),
         })
     }
+}
+
+/// Captures the applied state, membership and history together under the state lock (so no
+/// apply interleaves), and names the snapshot after its last log id and the capture time.
+pub fn capture(
+    tree: &sled::Tree,
+    state: &SharedImage,
+) -> Result<(SnapshotMeta, SnapshotBody), Damaged> {
+    let (image, last_applied, membership, raw_history) = {
+        let s = read(state);
+        let history: Result<Vec<sled::IVec>, _> = tree.scan_prefix(b"h/").values().collect();
+        let history = history.map_err(|e| Damaged::new("history", e))?;
+        (
+            s.image.clone(),
+            s.last_applied,
+            s.membership.clone(),
+            history,
+        )
+    };
+    let mut history = Vec::with_capacity(raw_history.len());
+    for v in raw_history {
+        history.push(
+            codec::decode::<HistoryRecord>(&v).map_err(|e| Damaged::new("history record", e))?,
+        );
+    }
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or_default();
+    let meta = SnapshotMeta {
+        last_log_id: last_applied,
+        last_membership: membership,
+        snapshot_id: format!(
+            "{}-{}-{stamp}",
+            last_applied.map_or(0, |l| l.leader_id.term),
+            last_applied.map_or(0, |l| l.index)
+        ),
+    };
+    Ok((meta, SnapshotBody { image, history }))
 }
 
 /// Keys in the history tree, newest first, for readers.

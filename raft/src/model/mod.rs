@@ -204,6 +204,7 @@ pub struct KpiSummary {
 
 /// The coordination knobs every node applies identically; part of the replicated image.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(default)]
 pub struct Policy {
     /// A parameter another SON function changed less than this long ago (log time) is left
     /// alone.

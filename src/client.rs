@@ -1,0 +1,180 @@
+//! A small JSON-over-HTTP/1.1 client for the admin API: pooled keep-alive connections with
+//! `TCP_NODELAY`, a bearer token, and a per-request timeout. Used by `ctl`, by nodes forwarding
+//! requests to the leader, by the load generator and by the black-box tests.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::{Method, Request, StatusCode};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serde_json::Value;
+
+/// Why a request got no HTTP answer.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot reach {url}: {reason}")]
+    Unreachable { url: String, reason: String },
+    #[error("{url} did not answer within {0:?}", .timeout)]
+    Timeout { url: String, timeout: Duration },
+    #[error("bad request to {url}: {reason}")]
+    Request { url: String, reason: String },
+}
+
+/// One HTTP answer.
+#[derive(Debug, Clone)]
+pub struct ApiResponse {
+    pub status: StatusCode,
+    pub content_type: Option<String>,
+    pub body: Bytes,
+}
+
+impl ApiResponse {
+    /// The body as JSON (`null` when it is not JSON).
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
+    }
+}
+
+/// Pooled admin-API client. Cheap to clone.
+#[derive(Clone)]
+pub struct ApiClient {
+    http: Client<HttpConnector, Full<Bytes>>,
+    token: Option<Arc<str>>,
+    timeout: Duration,
+}
+
+/// `host:port` or `http://host:port` → `http://host:port`, without a trailing slash.
+pub fn base_url(addr: &str) -> String {
+    let a = addr.trim().trim_end_matches('/');
+    if a.starts_with("http://") || a.starts_with("https://") {
+        a.to_string()
+    } else {
+        format!("http://{a}")
+    }
+}
+
+impl ApiClient {
+    pub fn new(token: Option<String>, timeout: Duration) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(Duration::from_secs(2)));
+        let http = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .pool_max_idle_per_host(512)
+            .build(connector);
+        ApiClient {
+            http,
+            token: token.map(Arc::from),
+            timeout,
+        }
+    }
+
+    /// Sends one request. `headers` are added as given.
+    pub async fn send(
+        &self,
+        method: Method,
+        url: &str,
+        body: Option<Bytes>,
+        headers: &[(&str, &str)],
+    ) -> Result<ApiResponse, ClientError> {
+        let mut req = Request::builder().method(method).uri(url);
+        if let Some(t) = &self.token {
+            req = req.header(hyper::header::AUTHORIZATION, format!("Bearer {t}"));
+        }
+        if body.is_some() {
+            req = req.header(hyper::header::CONTENT_TYPE, "application/json");
+        }
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let req =
+            req.body(Full::new(body.unwrap_or_default()))
+                .map_err(|e| ClientError::Request {
+                    url: url.into(),
+                    reason: e.to_string(),
+                })?;
+        let exchange = async {
+            let resp = self
+                .http
+                .request(req)
+                .await
+                .map_err(|e| ClientError::Unreachable {
+                    url: url.into(),
+                    reason: error_chain(&e),
+                })?;
+            let status = resp.status();
+            let content_type = resp
+                .headers()
+                .get(hyper::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
+            let body = resp
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| ClientError::Unreachable {
+                    url: url.into(),
+                    reason: e.to_string(),
+                })?
+                .to_bytes();
+            Ok(ApiResponse {
+                status,
+                content_type,
+                body,
+            })
+        };
+        match tokio::time::timeout(self.timeout, exchange).await {
+            Ok(r) => r,
+            Err(_) => Err(ClientError::Timeout {
+                url: url.into(),
+                timeout: self.timeout,
+            }),
+        }
+    }
+
+    pub async fn get(&self, base: &str, path: &str) -> Result<ApiResponse, ClientError> {
+        self.send(Method::GET, &format!("{}{path}", base_url(base)), None, &[])
+            .await
+    }
+
+    pub async fn post(
+        &self,
+        base: &str,
+        path: &str,
+        body: &Value,
+    ) -> Result<ApiResponse, ClientError> {
+        let bytes = Bytes::from(body.to_string());
+        self.send(
+            Method::POST,
+            &format!("{}{path}", base_url(base)),
+            Some(bytes),
+            &[],
+        )
+        .await
+    }
+
+    pub async fn delete(&self, base: &str, path: &str) -> Result<ApiResponse, ClientError> {
+        self.send(
+            Method::DELETE,
+            &format!("{}{path}", base_url(base)),
+            None,
+            &[],
+        )
+        .await
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(inner) = src {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        src = inner.source();
+    }
+    s
+}

@@ -1,0 +1,320 @@
+//! Node configuration: command-line flags, then environment variables, then a TOML file,
+//! then defaults — the first that sets a value wins.
+//!
+//! ```toml
+//! # sonraft.toml
+//! id = 1
+//! site = "site-a"
+//! data_dir = "/var/lib/sonraft"
+//! raft_addr = "0.0.0.0:7001"
+//! api_addr = "0.0.0.0:8001"
+//! advertise_raft_addr = "10.0.1.5:7001"
+//! advertise_api_addr = "10.0.1.5:8001"
+//! cluster_secret = "..."   # or SONRAFT_CLUSTER_SECRET
+//! token = "..."            # or SONRAFT_TOKEN
+//! timing = "wan"           # loopback | wan
+//! ```
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use serde::Deserialize;
+
+/// Raft timing presets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, clap::ValueEnum, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Timing {
+    /// Nodes on one machine or LAN: heartbeat 50 ms, election timeout 150-300 ms.
+    #[default]
+    Loopback,
+    /// Sites about 50 ms apart: heartbeat 100 ms, election timeout 1000-2000 ms.
+    Wan,
+}
+
+impl Timing {
+    /// (heartbeat, election min, election max) in milliseconds.
+    pub fn millis(self) -> (u64, u64, u64) {
+        match self {
+            Timing::Loopback => (50, 150, 300),
+            Timing::Wan => (100, 1000, 2000),
+        }
+    }
+}
+
+/// Log output format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, clap::ValueEnum, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// `sonraft node` flags. Every flag can also come from the environment or the config file.
+#[derive(clap::Args, Debug, Default, Clone)]
+pub struct NodeArgs {
+    /// TOML configuration file.
+    #[arg(long, env = "SONRAFT_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// This node's Raft id (a positive integer, unique in the cluster).
+    #[arg(long, env = "SONRAFT_NODE_ID")]
+    pub id: Option<u64>,
+    /// The site this node serves.
+    #[arg(long, env = "SONRAFT_SITE")]
+    pub site: Option<String>,
+    /// Data directory (created if missing).
+    #[arg(long, env = "SONRAFT_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Listen address for node-to-node Raft traffic (port 0: the OS picks one).
+    #[arg(long, env = "SONRAFT_RAFT_ADDR")]
+    pub raft_addr: Option<String>,
+    /// Listen address of the admin HTTP API (port 0: the OS picks one).
+    #[arg(long, env = "SONRAFT_API_ADDR")]
+    pub api_addr: Option<String>,
+    /// Raft address other nodes use to reach this one (default: the bound listen address).
+    #[arg(long, env = "SONRAFT_ADVERTISE_RAFT_ADDR")]
+    pub advertise_raft_addr: Option<String>,
+    /// API address other nodes and clients use (default: the bound listen address).
+    #[arg(long, env = "SONRAFT_ADVERTISE_API_ADDR")]
+    pub advertise_api_addr: Option<String>,
+    /// Secret every node-to-node RPC carries; nodes without it are refused.
+    #[arg(long, env = "SONRAFT_CLUSTER_SECRET", hide_env_values = true)]
+    pub cluster_secret: Option<String>,
+    /// Operator bearer token required by every mutating and reading admin route.
+    #[arg(long, env = "SONRAFT_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Raft timing preset.
+    #[arg(long, env = "SONRAFT_TIMING", value_enum)]
+    pub timing: Option<Timing>,
+    /// Heartbeat interval in ms (overrides the preset).
+    #[arg(long, env = "SONRAFT_HEARTBEAT_MS")]
+    pub heartbeat_ms: Option<u64>,
+    /// Minimum election timeout in ms (overrides the preset).
+    #[arg(long, env = "SONRAFT_ELECTION_MIN_MS")]
+    pub election_min_ms: Option<u64>,
+    /// Maximum election timeout in ms (overrides the preset).
+    #[arg(long, env = "SONRAFT_ELECTION_MAX_MS")]
+    pub election_max_ms: Option<u64>,
+    /// Build a snapshot (and purge the log behind it) every this many applied entries.
+    #[arg(long, env = "SONRAFT_SNAPSHOT_EVERY")]
+    pub snapshot_every: Option<u64>,
+    /// Largest admin request body in bytes (except imports).
+    #[arg(long, env = "SONRAFT_MAX_BODY_BYTES")]
+    pub max_body_bytes: Option<usize>,
+    /// Largest `POST /image/import` body in bytes.
+    #[arg(long, env = "SONRAFT_MAX_IMPORT_BYTES")]
+    pub max_import_bytes: Option<usize>,
+    /// Log format.
+    #[arg(long, env = "SONRAFT_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
+    /// Address of the antenna endpoint (the fleet simulator, or a southbound gateway).
+    #[arg(long, env = "SONRAFT_ANTENNAS")]
+    pub antennas: Option<String>,
+}
+
+/// The same keys in a TOML file.
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    id: Option<u64>,
+    site: Option<String>,
+    data_dir: Option<PathBuf>,
+    raft_addr: Option<String>,
+    api_addr: Option<String>,
+    advertise_raft_addr: Option<String>,
+    advertise_api_addr: Option<String>,
+    cluster_secret: Option<String>,
+    token: Option<String>,
+    timing: Option<Timing>,
+    heartbeat_ms: Option<u64>,
+    election_min_ms: Option<u64>,
+    election_max_ms: Option<u64>,
+    snapshot_every: Option<u64>,
+    max_body_bytes: Option<usize>,
+    max_import_bytes: Option<usize>,
+    log_format: Option<LogFormat>,
+    antennas: Option<String>,
+}
+
+/// A complete, checked node configuration.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    pub id: u64,
+    pub site: String,
+    pub data_dir: PathBuf,
+    pub raft_listen: SocketAddr,
+    pub api_listen: SocketAddr,
+    pub advertise_raft_addr: Option<String>,
+    pub advertise_api_addr: Option<String>,
+    pub cluster_secret: String,
+    pub token: String,
+    pub heartbeat_ms: u64,
+    pub election_min_ms: u64,
+    pub election_max_ms: u64,
+    pub snapshot_every: u64,
+    pub max_body_bytes: usize,
+    pub max_import_bytes: usize,
+    pub log_format: LogFormat,
+    pub antennas: Option<String>,
+}
+
+fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the config file {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("config file {} is not valid", path.display()))
+}
+
+fn parse_addr(what: &str, s: &str) -> anyhow::Result<SocketAddr> {
+    s.parse()
+        .with_context(|| format!("{what} {s:?} is not an ip:port address (e.g. 127.0.0.1:7001)"))
+}
+
+impl NodeConfig {
+    /// Merges flags/environment (already in `args`) over the file over defaults, and checks
+    /// the result.
+    pub fn resolve(args: NodeArgs) -> anyhow::Result<NodeConfig> {
+        let file = match &args.config {
+            Some(p) => read_file(p)?,
+            None => FileConfig::default(),
+        };
+        let id = args
+            .id
+            .or(file.id)
+            .context("--id (or SONRAFT_NODE_ID) is required")?;
+        if id == 0 {
+            bail!("--id must be a positive integer");
+        }
+        let site = args
+            .site
+            .or(file.site)
+            .context("--site (or SONRAFT_SITE) is required")?;
+        let data_dir = args
+            .data_dir
+            .or(file.data_dir)
+            .context("--data-dir (or SONRAFT_DATA_DIR) is required")?;
+        let raft = args
+            .raft_addr
+            .or(file.raft_addr)
+            .unwrap_or_else(|| "127.0.0.1:7001".into());
+        let api = args
+            .api_addr
+            .or(file.api_addr)
+            .unwrap_or_else(|| "127.0.0.1:8001".into());
+        let cluster_secret = args
+            .cluster_secret
+            .or(file.cluster_secret)
+            .context("--cluster-secret (or SONRAFT_CLUSTER_SECRET) is required: nodes refuse peers without it")?;
+        if cluster_secret.len() < 16 {
+            bail!("the cluster secret must be at least 16 characters");
+        }
+        let token = args.token.or(file.token).context(
+            "--token (or SONRAFT_TOKEN) is required: the admin API refuses requests without it",
+        )?;
+        if token.len() < 8 {
+            bail!("the operator token must be at least 8 characters");
+        }
+        let timing = args.timing.or(file.timing).unwrap_or_default();
+        let (hb, emin, emax) = timing.millis();
+        let heartbeat_ms = args.heartbeat_ms.or(file.heartbeat_ms).unwrap_or(hb);
+        let election_min_ms = args
+            .election_min_ms
+            .or(file.election_min_ms)
+            .unwrap_or(emin);
+        let election_max_ms = args
+            .election_max_ms
+            .or(file.election_max_ms)
+            .unwrap_or(emax);
+        if !(heartbeat_ms < election_min_ms && election_min_ms < election_max_ms) {
+            bail!(
+                "Raft timing needs heartbeat < election min < election max; got {heartbeat_ms} / {election_min_ms} / {election_max_ms} ms"
+            );
+        }
+        Ok(NodeConfig {
+            id,
+            site,
+            data_dir,
+            raft_listen: parse_addr("--raft-addr", &raft)?,
+            api_listen: parse_addr("--api-addr", &api)?,
+            advertise_raft_addr: args.advertise_raft_addr.or(file.advertise_raft_addr),
+            advertise_api_addr: args.advertise_api_addr.or(file.advertise_api_addr),
+            cluster_secret,
+            token,
+            heartbeat_ms,
+            election_min_ms,
+            election_max_ms,
+            snapshot_every: args
+                .snapshot_every
+                .or(file.snapshot_every)
+                .unwrap_or(20_000),
+            max_body_bytes: args
+                .max_body_bytes
+                .or(file.max_body_bytes)
+                .unwrap_or(1 << 20),
+            max_import_bytes: args
+                .max_import_bytes
+                .or(file.max_import_bytes)
+                .unwrap_or(256 << 20),
+            log_format: args.log_format.or(file.log_format).unwrap_or_default(),
+            antennas: args.antennas.or(file.antennas),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base() -> NodeArgs {
+        NodeArgs {
+            id: Some(1),
+            site: Some("site-a".into()),
+            data_dir: Some("/tmp/x".into()),
+            cluster_secret: Some("0123456789abcdef".into()),
+            token: Some("operator-token".into()),
+            ..NodeArgs::default()
+        }
+    }
+
+    #[test]
+    fn flags_win_over_the_file_and_the_file_over_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            "site = \"from-file\"\nheartbeat_ms = 70\ntiming = \"wan\"\n",
+        )
+        .unwrap();
+        let cfg = NodeConfig::resolve(NodeArgs {
+            config: Some(path),
+            ..base()
+        })
+        .unwrap();
+        assert_eq!(cfg.site, "site-a");
+        assert_eq!(cfg.heartbeat_ms, 70);
+        assert_eq!((cfg.election_min_ms, cfg.election_max_ms), (1000, 2000));
+    }
+
+    #[test]
+    fn a_missing_secret_is_refused_with_the_flag_to_set() {
+        let err = NodeConfig::resolve(NodeArgs {
+            cluster_secret: None,
+            ..base()
+        })
+        .unwrap_err();
+        assert!(err.to_string().contains("--cluster-secret"), "{err}");
+    }
+
+    #[test]
+    fn an_unknown_key_in_the_file_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "hearbeat_ms = 70\n").unwrap();
+        let err = NodeConfig::resolve(NodeArgs {
+            config: Some(path),
+            ..base()
+        })
+        .unwrap_err();
+        assert!(format!("{err:#}").contains("hearbeat_ms"), "{err:#}");
+    }
+}

@@ -1,0 +1,470 @@
+//! `sonraft ctl`: the admin API from a terminal. Human output by default, `--json` for
+//! scripts. Node addresses come from `--nodes` or `SONRAFT_NODES` (space- or comma-separated
+//! API URLs; the first that answers is used), the token from `--token` or `SONRAFT_TOKEN`.
+
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand};
+use serde_json::{Value, json};
+
+use crate::client::{ApiClient, ApiResponse};
+
+#[derive(Args, Debug)]
+pub struct CtlArgs {
+    /// API addresses of the cluster's nodes.
+    #[arg(
+        long,
+        env = "SONRAFT_NODES",
+        global = true,
+        default_value = "127.0.0.1:8001"
+    )]
+    nodes: String,
+    /// Operator token.
+    #[arg(long, env = "SONRAFT_TOKEN", hide_env_values = true, global = true)]
+    token: Option<String>,
+    /// Print the API's JSON instead of tables.
+    #[arg(long, global = true)]
+    json: bool,
+    /// Request timeout in seconds.
+    #[arg(long, global = true, default_value_t = 30)]
+    timeout: u64,
+    #[command(subcommand)]
+    command: CtlCommand,
+}
+
+#[derive(Subcommand, Debug)]
+enum CtlCommand {
+    /// Role, term, leader and indexes of every node.
+    Status,
+    /// Voters, learners and their addresses.
+    Members,
+    /// Make every node in --nodes a voter of a new cluster.
+    Init,
+    /// Add the node at API address ADDR as a learner (and, with --voter, promote it).
+    Join {
+        addr: String,
+        #[arg(long)]
+        voter: bool,
+    },
+    /// Remove node ID from the cluster.
+    Remove { id: u64 },
+    /// Hand leadership to node ID.
+    Leader { id: u64 },
+    /// List cells.
+    Cells {
+        #[arg(long)]
+        site: Option<String>,
+        #[arg(long, default_value = "linearizable")]
+        consistency: String,
+    },
+    /// Show one cell.
+    Cell { id: String },
+    /// Propose a change set: `--set cell/S1-1:electrical_tilt=45` (read versions are fetched),
+    /// or `--file changeset.json`.
+    Propose {
+        #[arg(long, default_value = "operator")]
+        function: String,
+        #[arg(long, default_value = "set by sonraft ctl")]
+        reason: String,
+        #[arg(long = "set")]
+        sets: Vec<String>,
+        #[arg(long)]
+        file: Option<std::path::PathBuf>,
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Applied and refused change sets, newest first.
+    History {
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
+    /// Bulk-load a network image from a JSON file (`{"sites", "cells", "relations"}`).
+    Import { file: std::path::PathBuf },
+    /// Download a consistent backup to FILE.
+    Backup { file: std::path::PathBuf },
+    /// Load the image of a backup file into the (new) cluster.
+    Restore { file: std::path::PathBuf },
+}
+
+struct Ctl {
+    client: ApiClient,
+    nodes: Vec<String>,
+    json: bool,
+}
+
+impl Ctl {
+    /// Sends to the first node that answers.
+    async fn call(
+        &self,
+        method: hyper::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<ApiResponse> {
+        let mut last = None;
+        for n in &self.nodes {
+            let url = format!("{}{path}", crate::client::base_url(n));
+            let bytes = body.as_ref().map(|b| bytes::Bytes::from(b.to_string()));
+            match self.client.send(method.clone(), &url, bytes, &[]).await {
+                Ok(r) => return Ok(r),
+                Err(e) => last = Some(e),
+            }
+        }
+        match last {
+            Some(e) => Err(e.into()),
+            None => bail!("no node address given (--nodes or SONRAFT_NODES)"),
+        }
+    }
+
+    async fn ok(
+        &self,
+        method: hyper::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<Value> {
+        let r = self.call(method, path, body).await?;
+        let v = r.json();
+        if !r.status.is_success() {
+            bail!(
+                "{} {}",
+                r.status,
+                if v.is_null() {
+                    String::from_utf8_lossy(&r.body).into_owned()
+                } else {
+                    v.to_string()
+                }
+            );
+        }
+        Ok(v)
+    }
+
+    fn print(&self, v: &Value, human: impl FnOnce(&Value)) {
+        if self.json {
+            println!("{v}");
+        } else {
+            human(v);
+        }
+    }
+}
+
+fn s(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".into(),
+        other => other.to_string(),
+    }
+}
+
+/// Runs one `ctl` command.
+pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
+    let nodes: Vec<String> = args
+        .nodes
+        .split([' ', ','])
+        .filter(|n| !n.is_empty())
+        .map(str::to_string)
+        .collect();
+    let ctl = Ctl {
+        client: ApiClient::new(args.token, Duration::from_secs(args.timeout)),
+        nodes,
+        json: args.json,
+    };
+    use hyper::Method;
+    match args.command {
+        CtlCommand::Status => {
+            let mut rows = Vec::new();
+            for n in &ctl.nodes {
+                match ctl.client.get(n, "/status").await {
+                    Ok(r) if r.status.is_success() => rows.push(r.json()),
+                    Ok(r) => rows.push(json!({"node": n, "error": format!("{} {}", r.status, String::from_utf8_lossy(&r.body))})),
+                    Err(e) => rows.push(json!({"node": n, "error": e.to_string()})),
+                }
+            }
+            ctl.print(&json!(rows), |_| {
+                println!(
+                    "{:<4} {:<10} {:<10} {:>5} {:>7} {:>10} {:>10}  api",
+                    "id", "site", "role", "term", "leader", "last_log", "applied"
+                );
+                for r in &rows {
+                    if let Some(e) = r.get("error") {
+                        println!("{:<4} {}  ({})", "?", s(&r["node"]), s(e));
+                        continue;
+                    }
+                    println!(
+                        "{:<4} {:<10} {:<10} {:>5} {:>7} {:>10} {:>10}  {}",
+                        s(&r["id"]),
+                        s(&r["site"]),
+                        s(&r["role"]),
+                        s(&r["term"]),
+                        s(&r["leader_id"]),
+                        s(&r["last_log_index"]),
+                        s(&r["last_applied_index"]),
+                        s(&r["self"]["api_addr"])
+                    );
+                }
+            });
+        }
+        CtlCommand::Members => {
+            let v = ctl.ok(Method::GET, "/status", None).await?;
+            ctl.print(&v, |v| {
+                println!("voters:   {}", v["voters"]);
+                println!("learners: {}", v["learners"]);
+                if let Some(nodes) = v["nodes"].as_object() {
+                    for (id, n) in nodes {
+                        println!(
+                            "  {id:<4} {:<10} raft {:<22} api {}",
+                            s(&n["site"]),
+                            s(&n["raft_addr"]),
+                            s(&n["api_addr"])
+                        );
+                    }
+                }
+            });
+        }
+        CtlCommand::Init => {
+            let mut list = Vec::new();
+            for n in &ctl.nodes {
+                let r = ctl
+                    .client
+                    .get(n, "/status")
+                    .await
+                    .with_context(|| format!("node {n}"))?;
+                let v = r.json();
+                list.push(json!({"id": v["id"], "site": v["site"], "raft_addr": v["self"]["raft_addr"], "api_addr": v["self"]["api_addr"]}));
+            }
+            let v = ctl
+                .ok(Method::POST, "/cluster/init", Some(json!({"nodes": list})))
+                .await?;
+            ctl.print(&v, |v| println!("initialised; voters {}", v["voters"]));
+        }
+        CtlCommand::Join { addr, voter } => {
+            let r = ctl
+                .client
+                .get(&addr, "/status")
+                .await
+                .with_context(|| format!("the new node at {addr}"))?;
+            let me = r.json();
+            let body = json!({"id": me["id"], "site": me["site"], "raft_addr": me["self"]["raft_addr"], "api_addr": me["self"]["api_addr"]});
+            ctl.ok(Method::POST, "/cluster/learners", Some(body))
+                .await?;
+            let mut out = json!({"learner": me["id"]});
+            if voter {
+                let st = ctl.ok(Method::GET, "/status", None).await?;
+                let mut ids: Vec<Value> = st["voters"].as_array().cloned().unwrap_or_default();
+                ids.push(me["id"].clone());
+                out = ctl
+                    .ok(Method::POST, "/cluster/voters", Some(json!({"ids": ids})))
+                    .await?;
+            }
+            ctl.print(&out, |v| println!("joined: {v}"));
+        }
+        CtlCommand::Remove { id } => {
+            let v = ctl
+                .ok(Method::DELETE, &format!("/cluster/nodes/{id}"), None)
+                .await?;
+            ctl.print(&v, |_| println!("removed node {id}"));
+        }
+        CtlCommand::Leader { id } => {
+            let v = ctl
+                .ok(Method::POST, "/cluster/leader", Some(json!({"id": id})))
+                .await?;
+            ctl.print(&v, |v| {
+                println!("node {id} leads (hand-over took {} ms)", s(&v["took_ms"]))
+            });
+        }
+        CtlCommand::Cells { site, consistency } => {
+            let mut path = format!("/image/cells?consistency={consistency}");
+            if let Some(site) = site {
+                path.push_str(&format!("&site={site}"));
+            }
+            let v = ctl.ok(Method::GET, &path, None).await?;
+            ctl.print(&v, |v| {
+                println!(
+                    "{:<12} {:<8} {:<4} {:>5} {:>7} {:>5} {:>5} {:>5} {:>5}  version",
+                    "cell", "site", "rat", "pci", "arfcn", "tilt", "hyst", "ttt", "pwr"
+                );
+                for c in v.as_array().into_iter().flatten() {
+                    println!(
+                        "{:<12} {:<8} {:<4} {:>5} {:>7} {:>5} {:>5} {:>5} {:>5}  {}",
+                        s(&c["id"]),
+                        s(&c["site"]),
+                        s(&c["rat"]),
+                        s(&c["pci"]),
+                        s(&c["arfcn"]),
+                        s(&c["electrical_tilt"]),
+                        s(&c["hysteresis"]),
+                        s(&c["time_to_trigger_ms"]),
+                        s(&c["max_tx_power_dbm"]),
+                        s(&c["version"])
+                    );
+                }
+            });
+        }
+        CtlCommand::Cell { id } => {
+            let v = ctl
+                .ok(Method::GET, &format!("/image/cells/{id}"), None)
+                .await?;
+            println!(
+                "{}",
+                if ctl.json {
+                    v.to_string()
+                } else {
+                    serde_json::to_string_pretty(&v)?
+                }
+            );
+        }
+        CtlCommand::Propose {
+            function,
+            reason,
+            sets,
+            file,
+            dry_run,
+        } => {
+            let body = match file {
+                Some(f) => serde_json::from_slice(
+                    &std::fs::read(&f).with_context(|| format!("cannot read {}", f.display()))?,
+                )
+                .with_context(|| format!("{} is not JSON", f.display()))?,
+                None => build_change_set(&ctl, &function, &reason, &sets).await?,
+            };
+            let path = if dry_run {
+                "/image/changesets?dry_run=true"
+            } else {
+                "/image/changesets"
+            };
+            let r = ctl.call(Method::POST, path, Some(body)).await?;
+            let v = r.json();
+            ctl.print(&v, |v| match v["outcome"].as_str() {
+                Some("applied") => {
+                    println!("applied at index {}: {}", s(&v["index"]), v["versions"])
+                }
+                Some("conflict") => println!("conflict: current versions {}", v["current"]),
+                Some(o) => println!("{o}: {}", s(&v["reason"])),
+                None => println!("{} {}", r.status, v),
+            });
+            if !r.status.is_success() {
+                std::process::exit(2);
+            }
+        }
+        CtlCommand::History { limit } => {
+            let v = ctl
+                .ok(Method::GET, &format!("/image/history?limit={limit}"), None)
+                .await?;
+            ctl.print(&v, |v| {
+                for h in v.as_array().into_iter().flatten() {
+                    let writes: Vec<String> = h["writes"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .map(|w| format!("{} {}={}", s(&w["entity"]), s(&w["param"]), w["value"]))
+                        .collect();
+                    println!(
+                        "{:>8} {:<20} {:<9} {}  [{}]",
+                        s(&h["index"]),
+                        s(&h["origin"]["function"]),
+                        s(&h["outcome"]["outcome"]),
+                        writes.join(", "),
+                        s(&h["reason"])
+                    );
+                }
+            });
+        }
+        CtlCommand::Import { file } => {
+            let text =
+                std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            let body: Value = serde_json::from_slice(&text)
+                .with_context(|| format!("{} is not JSON", file.display()))?;
+            let v = ctl.ok(Method::POST, "/image/import", Some(body)).await?;
+            ctl.print(&v, |v| {
+                println!("imported {} at index {}", v["imported"], s(&v["index"]))
+            });
+        }
+        CtlCommand::Backup { file } => {
+            let r = ctl.call(Method::GET, "/backup", None).await?;
+            if !r.status.is_success() {
+                bail!("{} {}", r.status, String::from_utf8_lossy(&r.body));
+            }
+            std::fs::write(&file, &r.body)
+                .with_context(|| format!("cannot write {}", file.display()))?;
+            println!(
+                "backup of {} bytes written to {}",
+                r.body.len(),
+                file.display()
+            );
+        }
+        CtlCommand::Restore { file } => {
+            let f = std::fs::File::open(&file)
+                .with_context(|| format!("cannot open {}", file.display()))?;
+            let (meta, body) = sonraft_storage::snapshot::decode_snapshot(f)
+                .with_context(|| format!("{} is not a sonraft backup", file.display()))?;
+            let image = body.image;
+            let import = json!({
+                "sites": image.sites.values().collect::<Vec<_>>(),
+                "cells": image.cells.values().collect::<Vec<_>>(),
+                "relations": image.relations.values().collect::<Vec<_>>(),
+                "policy": image.policy,
+            });
+            let v = ctl.ok(Method::POST, "/image/import", Some(import)).await?;
+            ctl.print(&v, |v| {
+                println!(
+                    "restored the image of index {} ({})",
+                    meta.last_log_id.map_or(0, |l| l.index),
+                    v["imported"]
+                )
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Builds a change set from `--set entity:param=value` items, reading each entity's version.
+async fn build_change_set(
+    ctl: &Ctl,
+    function: &str,
+    reason: &str,
+    sets: &[String],
+) -> anyhow::Result<Value> {
+    if sets.is_empty() {
+        bail!("give at least one --set entity:param=value, or --file");
+    }
+    let mut writes = Vec::new();
+    let mut read_set: Vec<Value> = Vec::new();
+    for item in sets {
+        let (entity, rest) = item
+            .split_once(':')
+            .context("--set takes entity:param=value, e.g. cell/S1-1:electrical_tilt=45")?;
+        let (param, value) = rest
+            .split_once('=')
+            .context("--set takes entity:param=value")?;
+        let value: Value = serde_json::from_str(value).unwrap_or(Value::String(value.to_string()));
+        writes.push(json!({"entity": entity, "param": param, "value": value}));
+        if read_set.iter().any(|r| r["entity"] == entity) {
+            continue;
+        }
+        let version = match entity.split('/').collect::<Vec<_>>().as_slice() {
+            ["cell", id] => ctl
+                .ok(hyper::Method::GET, &format!("/image/cells/{id}"), None)
+                .await?["version"]
+                .clone(),
+            ["relation", src, tgt] => {
+                let rels = ctl
+                    .ok(
+                        hyper::Method::GET,
+                        &format!("/image/relations?source={src}"),
+                        None,
+                    )
+                    .await?;
+                rels.as_array()
+                    .into_iter()
+                    .flatten()
+                    .find(|r| r["target"] == *tgt)
+                    .map(|r| r["version"].clone())
+                    .with_context(|| format!("no relation {entity}"))?
+            }
+            _ => bail!("{entity:?} is not cell/<id> or relation/<source>/<target>"),
+        };
+        read_set.push(json!({"entity": entity, "version": version}));
+    }
+    Ok(
+        json!({"origin": {"function": function}, "reason": reason, "read_set": read_set, "writes": writes}),
+    )
+}

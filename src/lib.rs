@@ -1,0 +1,28 @@
+//! # sonraft: a self-optimizing network controller on a replicated network image
+//!
+//! One identical `sonraft node` runs at each site of an operator. The nodes keep the network
+//! image (sites, cells, neighbour relations) in sled, replicated with Raft
+//! ([`sonraft_raft`], [`sonraft_storage`]); this crate is the node around them:
+//!
+//! - [`config`]: flags, TOML file and environment, in that order of precedence;
+//! - [`node`]: the wiring (store, Raft, listeners) read top to bottom in [`node::run`], how
+//!   proposals reach the leader ([`node::propose`]), membership and leader hand-over
+//!   ([`node::membership`]), and graceful shutdown ([`node::shutdown`]);
+//! - [`api`]: the admin HTTP API of DESIGN.md (axum), one file per group of routes;
+//! - [`client`]: a small keep-alive JSON client used by `ctl`, forwarding and benchmarks;
+//! - [`ctl`]: `sonraft ctl`, the same operations from a terminal.
+//!
+//! A change set flows: `POST /image/changesets` on any node → parsed into a
+//! [`sonraft_raft::changeset::ChangeSet`] → forwarded to the leader if needed → wrapped in a
+//! log envelope stamped with the leader's clock → committed by Raft (durable on a quorum) →
+//! applied by every node's state machine → the outcome returned to the caller.
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod client;
+pub mod config;
+pub mod ctl;
+pub mod node;
+
+/// This build's release, as advertised to the cluster and shown in `/status`.
+pub const RELEASE: &str = env!("CARGO_PKG_VERSION");

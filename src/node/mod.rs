@@ -1,0 +1,188 @@
+//! The node: one site's sonraft process, wired top to bottom in [`run`].
+//!
+//! - [`propose`]: how a command gets into the log (leader check, log time, cluster version);
+//! - [`membership`]: init, learners, voters, removal and leader hand-over;
+//! - [`shutdown`]: SIGTERM/SIGINT handling and the graceful stop sequence;
+//! - [`telemetry`]: logging and Prometheus metrics.
+
+pub mod membership;
+pub mod propose;
+pub mod shutdown;
+pub mod telemetry;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context;
+use openraft::storage::RaftLogStorage;
+use openraft::{Config, ServerState, SnapshotPolicy};
+use sonraft_raft::transport::{HttpNetworkFactory, RaftServer};
+use sonraft_raft::{NodeId, NodeInfo, Raft};
+use sonraft_storage::{Store, StoreReader};
+use tokio::net::TcpListener;
+
+use crate::client::ApiClient;
+use crate::config::NodeConfig;
+
+pub use telemetry::init_logging;
+
+/// Everything the admin API and the background tasks of one node share.
+pub struct Node {
+    pub id: NodeId,
+    pub site: String,
+    pub raft: Raft,
+    pub store: StoreReader,
+    pub config: NodeConfig,
+    /// How other nodes and clients reach this node.
+    pub advertised: NodeInfo,
+    /// Client for forwarding to the leader and for leader hand-over, with this node's token.
+    pub peers: ApiClient,
+    /// The commit index persisted when this node started: `/readyz` waits until it is applied.
+    pub committed_at_start: u64,
+    pub prometheus: metrics_exporter_prometheus::PrometheusHandle,
+}
+
+impl Node {
+    /// The current leader and how to reach it, if known.
+    pub fn leader(&self) -> Option<(NodeId, NodeInfo)> {
+        let m = self.raft.metrics().borrow().clone();
+        let id = m.current_leader?;
+        let info = m
+            .membership_config
+            .nodes()
+            .find(|(n, _)| **n == id)
+            .map(|(_, i)| i.clone())?;
+        Some((id, info))
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.raft.metrics().borrow().state == ServerState::Leader
+    }
+
+    /// Ids of the current voters.
+    pub fn voters(&self) -> Vec<NodeId> {
+        self.raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .voter_ids()
+            .collect()
+    }
+}
+
+/// The openraft configuration of a node.
+pub fn raft_config(c: &NodeConfig) -> anyhow::Result<Arc<Config>> {
+    let config = Config {
+        cluster_name: "sonraft".into(),
+        heartbeat_interval: c.heartbeat_ms,
+        election_timeout_min: c.election_min_ms,
+        election_timeout_max: c.election_max_ms,
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(c.snapshot_every),
+        // Keep some log behind a snapshot so a briefly lagging follower needs no snapshot.
+        max_in_snapshot_log_to_keep: 1000,
+        install_snapshot_timeout: 10_000,
+        max_payload_entries: 512,
+        ..Default::default()
+    };
+    Ok(Arc::new(config.validate().context("invalid Raft timing")?))
+}
+
+async fn bind(addr: std::net::SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen for {what} on {addr}"))
+}
+
+/// Writes the addresses this node listens on to `<data dir>/addresses.json` (atomically), so
+/// that scripts and tests that started it with port 0 can find it.
+fn write_addresses(dir: &Path, id: NodeId, info: &NodeInfo) -> anyhow::Result<()> {
+    let json = serde_json::json!({
+        "id": id, "site": info.site, "raft_addr": info.raft_addr, "api_addr": info.api_addr,
+        "pid": std::process::id(),
+    });
+    let tmp = dir.join("addresses.json.tmp");
+    std::fs::write(&tmp, json.to_string()).context("cannot write addresses.json")?;
+    std::fs::rename(&tmp, dir.join("addresses.json")).context("cannot write addresses.json")?;
+    Ok(())
+}
+
+/// Runs a node until SIGTERM or SIGINT, then stops it gracefully.
+pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
+    let span = tracing::info_span!("node", node = config.id, site = %config.site);
+    let _enter = span.enter();
+    let prometheus = telemetry::install_metrics()?;
+
+    let mut store = Store::open(&config.data_dir)?;
+    let committed_at_start = store
+        .log
+        .read_committed()
+        .await
+        .context("cannot read the commit index")?
+        .map_or(0, |l| l.index);
+
+    let raft_listener = bind(config.raft_listen, "Raft").await?;
+    let api_listener = bind(config.api_listen, "the admin API").await?;
+    let advertised = NodeInfo {
+        site: config.site.clone(),
+        raft_addr: config
+            .advertise_raft_addr
+            .clone()
+            .unwrap_or(raft_listener.local_addr()?.to_string()),
+        api_addr: config
+            .advertise_api_addr
+            .clone()
+            .unwrap_or(api_listener.local_addr()?.to_string()),
+    };
+    write_addresses(&config.data_dir, config.id, &advertised)?;
+
+    let network = HttpNetworkFactory::new(config.id, config.cluster_secret.as_str());
+    let raft = Raft::new(
+        config.id,
+        raft_config(&config)?,
+        network,
+        store.log,
+        store.sm,
+    )
+    .await
+    .context("cannot start Raft")?;
+
+    let node = Arc::new(Node {
+        id: config.id,
+        site: config.site.clone(),
+        raft: raft.clone(),
+        store: store.reader.clone(),
+        peers: ApiClient::new(
+            Some(config.token.clone()),
+            std::time::Duration::from_secs(10),
+        ),
+        config,
+        advertised,
+        committed_at_start,
+        prometheus,
+    });
+
+    let stop = shutdown::Stop::new();
+    let raft_server = tokio::spawn(sonraft_raft::transport::serve(
+        raft_listener,
+        RaftServer::new(raft.clone(), node.config.cluster_secret.as_str()),
+        stop.raft.clone().wait(),
+    ));
+    let api_server = tokio::spawn(crate::api::serve(
+        api_listener,
+        node.clone(),
+        stop.api.clone().wait(),
+    ));
+    tokio::spawn(telemetry::watch_raft(node.clone()));
+    tokio::spawn(propose::advertise_release(node.clone()));
+
+    tracing::info!(
+        raft = %node.advertised.raft_addr,
+        api = %node.advertised.api_addr,
+        data_dir = %node.config.data_dir.display(),
+        release = crate::RELEASE,
+        "node started"
+    );
+    shutdown::wait_for_signal().await;
+    shutdown::graceful(node, stop, api_server, raft_server).await
+}

@@ -1,0 +1,113 @@
+//! How a command gets into the Raft log.
+//!
+//! Only the leader appends. It stamps the envelope with its clock (the log time the rules
+//! use), refuses command formats newer than the cluster's effective version (the lowest format
+//! any voter advertised), and returns the applied outcome once the entry is committed —
+//! durable on a quorum — and applied locally.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use openraft::error::{ClientWriteError, RaftError};
+use sonraft_raft::command::{COMMAND_FORMAT, Command, Envelope, Response};
+use sonraft_raft::model::NodeRelease;
+use sonraft_raft::{NodeId, NodeInfo};
+use sonraft_storage::read;
+
+use super::Node;
+
+/// Why a command was not committed.
+#[derive(Debug, thiserror::Error)]
+pub enum ProposeError {
+    #[error("this node is not the leader")]
+    NotLeader(Option<(NodeId, NodeInfo)>),
+    #[error(
+        "command format {format} is newer than the cluster's effective format {effective}; upgrade every voter first"
+    )]
+    FormatTooNew { format: u16, effective: u16 },
+    #[error("{0}")]
+    Raft(String),
+}
+
+/// Milliseconds since the Unix epoch on this node's clock.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Node {
+    /// Commits `command` through Raft and returns its log index and applied response.
+    pub async fn propose(&self, command: &Command) -> Result<(u64, Response), ProposeError> {
+        let format = command.format();
+        if format > 1 {
+            let effective = read(self.store.state())
+                .image
+                .effective_format(self.voters());
+            if format > effective {
+                return Err(ProposeError::FormatTooNew { format, effective });
+            }
+        }
+        let envelope =
+            Envelope::new(command, now_ms()).map_err(|e| ProposeError::Raft(e.to_string()))?;
+        let started = Instant::now();
+        let result = self.raft.client_write(envelope).await;
+        metrics::histogram!("sonraft_commit_seconds").record(started.elapsed().as_secs_f64());
+        match result {
+            Ok(r) => Ok((r.log_id.index, r.data)),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                Err(ProposeError::NotLeader(f.leader_id.zip(f.leader_node)))
+            }
+            Err(e) => Err(ProposeError::Raft(e.to_string())),
+        }
+    }
+}
+
+/// Advertises this node's release and newest command format to the cluster, once the node is
+/// part of one, and again whenever the recorded value differs (e.g. after an upgrade).
+pub async fn advertise_release(node: Arc<Node>) {
+    let mine = NodeRelease {
+        node_id: node.id,
+        release: crate::RELEASE.to_string(),
+        max_command_format: COMMAND_FORMAT,
+    };
+    loop {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let recorded = read(node.store.state())
+            .image
+            .releases
+            .get(&node.id)
+            .cloned();
+        if recorded.as_ref() == Some(&mine) {
+            continue;
+        }
+        let Some((_, leader)) = node.leader() else {
+            continue;
+        };
+        let result = if node.is_leader() {
+            node.propose(&Command::Release(mine.clone()))
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        } else {
+            let body = serde_json::json!({
+                "node_id": mine.node_id, "release": mine.release, "max_command_format": mine.max_command_format
+            });
+            match node
+                .peers
+                .post(&leader.api_addr, "/cluster/releases", &body)
+                .await
+            {
+                Ok(r) if r.status.is_success() => Ok(()),
+                Ok(r) => Err(format!("leader answered {}", r.status)),
+                Err(e) => Err(e.to_string()),
+            }
+        };
+        match result {
+            Ok(()) => {
+                tracing::info!(release = %mine.release, format = mine.max_command_format, "advertised this node's release")
+            }
+            Err(e) => tracing::debug!(error = %e, "release not advertised yet; will retry"),
+        }
+    }
+}

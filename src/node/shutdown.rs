@@ -1,0 +1,120 @@
+//! Graceful stop: on SIGTERM or SIGINT a node stops taking admin requests, hands leadership to
+//! another voter if it leads, lets in-flight requests finish, shuts Raft down, syncs the store
+//! and exits 0.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use super::Node;
+
+/// A one-shot stop signal that any number of tasks can wait on.
+#[derive(Clone)]
+pub struct Signal(watch::Sender<bool>);
+
+impl Signal {
+    fn new() -> Self {
+        Signal(watch::channel(false).0)
+    }
+
+    pub fn fire(&self) {
+        self.0.send_replace(true);
+    }
+
+    /// Resolves once [`Signal::fire`] was called.
+    pub async fn wait(self) {
+        let mut rx = self.0.subscribe();
+        let _ = rx.wait_for(|stopped| *stopped).await;
+    }
+}
+
+/// The stop signals of a node's two listeners.
+pub struct Stop {
+    pub api: Signal,
+    pub raft: Signal,
+}
+
+impl Stop {
+    pub fn new() -> Self {
+        Stop {
+            api: Signal::new(),
+            raft: Signal::new(),
+        }
+    }
+}
+
+impl Default for Stop {
+    fn default() -> Self {
+        Stop::new()
+    }
+}
+
+/// Resolves on the first SIGTERM or SIGINT.
+pub async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            (Ok(mut term), Ok(mut int)) => {
+                tokio::select! {
+                    _ = term.recv() => tracing::info!("SIGTERM received; stopping gracefully"),
+                    _ = int.recv() => tracing::info!("SIGINT received; stopping gracefully"),
+                }
+            }
+            _ => {
+                tracing::warn!("cannot install signal handlers; stop with SIGKILL only");
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// The stop sequence. Every step is bounded in time so that a stuck peer cannot keep the
+/// process alive.
+pub async fn graceful(
+    node: Arc<Node>,
+    stop: Stop,
+    api: JoinHandle<()>,
+    raft_server: JoinHandle<()>,
+) -> anyhow::Result<()> {
+    stop.api.fire();
+    if node.is_leader() {
+        match node.best_successor() {
+            Some(target) => match node.hand_over(target).await {
+                Ok(took) => tracing::info!(
+                    target,
+                    took_ms = took.as_millis() as u64,
+                    "leadership handed over before stopping"
+                ),
+                Err(e) => {
+                    tracing::warn!(target, error = %e, "leadership not handed over; the cluster will elect after the timeout")
+                }
+            },
+            None => tracing::info!("no other voter to hand leadership to"),
+        }
+    }
+    if tokio::time::timeout(Duration::from_secs(10), api)
+        .await
+        .is_err()
+    {
+        tracing::warn!("admin requests still running after 10 s; stopping anyway");
+    }
+    if let Err(e) = tokio::time::timeout(Duration::from_secs(10), node.raft.shutdown()).await {
+        tracing::warn!(error = %e, "Raft did not stop within 10 s");
+    }
+    stop.raft.fire();
+    let _ = tokio::time::timeout(Duration::from_secs(6), raft_server).await;
+    let store = node.store.clone();
+    tokio::task::spawn_blocking(move || store.sync()).await??;
+    tracing::info!("stopped");
+    Ok(())
+}

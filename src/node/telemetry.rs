@@ -1,0 +1,68 @@
+//! Logging and Prometheus metrics.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use openraft::ServerState;
+
+use super::Node;
+use crate::config::{LogFormat, NodeConfig};
+
+/// Structured logs on stderr; `RUST_LOG` filters (default: info, quieter openraft and sled).
+pub fn init_logging(config: &NodeConfig) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn,sled=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match config.log_format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0,
+];
+
+/// Installs the process-wide Prometheus recorder (histograms for every `*_seconds` metric).
+pub fn install_metrics() -> anyhow::Result<PrometheusHandle> {
+    PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
+        .context("bad histogram buckets")?
+        .install_recorder()
+        .context("cannot install the metrics recorder")
+}
+
+/// Mirrors Raft's metrics into gauges whenever they change.
+pub async fn watch_raft(node: Arc<Node>) {
+    let mut rx = node.raft.metrics();
+    loop {
+        {
+            let m = rx.borrow_and_update().clone();
+            metrics::gauge!("sonraft_raft_term").set(m.current_term as f64);
+            metrics::gauge!("sonraft_raft_leader_id").set(m.current_leader.unwrap_or(0) as f64);
+            metrics::gauge!("sonraft_raft_is_leader")
+                .set(f64::from(u8::from(m.state == ServerState::Leader)));
+            metrics::gauge!("sonraft_raft_last_log_index")
+                .set(m.last_log_index.unwrap_or(0) as f64);
+            metrics::gauge!("sonraft_raft_last_applied_index")
+                .set(m.last_applied.map_or(0, |l| l.index) as f64);
+            metrics::gauge!("sonraft_raft_purged_index")
+                .set(m.purged.map_or(0, |l| l.index) as f64);
+            metrics::gauge!("sonraft_raft_voters")
+                .set(m.membership_config.membership().voter_ids().count() as f64);
+            let stats = node.store.sync_stats();
+            let syncs = stats.syncs.load(std::sync::atomic::Ordering::Relaxed);
+            metrics::gauge!("sonraft_log_syncs").set(syncs as f64);
+            metrics::gauge!("sonraft_log_synced_appends")
+                .set(stats.appends.load(std::sync::atomic::Ordering::Relaxed) as f64);
+            metrics::gauge!("sonraft_log_sync_seconds_total")
+                .set(stats.sync_micros.load(std::sync::atomic::Ordering::Relaxed) as f64 / 1e6);
+        }
+        if rx.changed().await.is_err() {
+            return;
+        }
+    }
+}
