@@ -10,7 +10,8 @@
 //!   ([`node::membership`]), and graceful shutdown ([`node::shutdown`]);
 //! - [`api`]: the admin HTTP API of DESIGN.md (axum), one file per group of routes;
 //! - [`client`]: a small keep-alive JSON client used by `ctl`, forwarding and benchmarks;
-//! - [`ctl`]: `sonraft ctl`, the same operations from a terminal.
+//! - [`ctl`]: `sonraft ctl`, the same operations from a terminal;
+//! - [`sim`]: `sonraft sim`, the antenna-fleet simulator.
 //!
 //! A change set flows: `POST /image/changesets` on any node → parsed into a
 //! [`sonraft_raft::changeset::ChangeSet`] → forwarded to the leader if needed → wrapped in a
@@ -23,6 +24,7 @@ pub mod client;
 pub mod config;
 pub mod ctl;
 pub mod node;
+pub mod sim;
 
 /// This build's release, as advertised to the cluster and shown in `/status`.
 pub const RELEASE: &str = env!("CARGO_PKG_VERSION");

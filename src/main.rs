@@ -20,6 +20,8 @@ enum Command {
     Node(Box<sonraft::config::NodeArgs>),
     /// Administer a cluster over its admin API.
     Ctl(sonraft::ctl::CtlArgs),
+    /// Simulate a fleet of antennas.
+    Sim(sonraft::sim::SimArgs),
 }
 
 fn main() {
@@ -42,6 +44,7 @@ fn main() {
                 sonraft::node::run(config).await
             }
             Command::Ctl(args) => sonraft::ctl::run(args).await,
+            Command::Sim(args) => sonraft::sim::run(args).await,
         }
     });
     // Exit without waiting for background threads (sled's periodic flusher sleeps up to a

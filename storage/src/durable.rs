@@ -72,6 +72,7 @@ impl Durability {
         self.data_file.sync_data()?;
         self.sync_blobs()?;
         self.stats.syncs.fetch_add(1, Ordering::Relaxed);
+        metrics::histogram!("sonraft_log_sync_seconds").record(started.elapsed().as_secs_f64());
         self.stats
             .sync_micros
             .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
@@ -146,6 +147,7 @@ impl GroupCommit {
                     tracing::error!(error = %e, "log sync failed; the appends are not acknowledged");
                 }
                 durability.stats.appends.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                metrics::histogram!("sonraft_log_sync_batch_appends").record(batch.len() as f64);
                 for callback in batch {
                     let r = match &result {
                         Ok(()) => Ok(()),

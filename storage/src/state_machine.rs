@@ -296,6 +296,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
+        let started = std::time::Instant::now();
         let mut state = write(&self.state);
         let mut changes = Changes::default();
         let mut replies = Vec::new();
@@ -342,6 +343,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             .apply_batch(batch)
             .map_err(|e| sm_err(ErrorVerb::Write, e))?;
         drop(state);
+        metrics::histogram!("sonraft_apply_seconds").record(started.elapsed().as_secs_f64());
+        metrics::counter!("sonraft_applied_entries_total").increment(replies.len() as u64);
         match failure {
             Some(e) => Err(e.into()),
             None => Ok(replies),

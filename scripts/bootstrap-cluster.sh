@@ -1,0 +1,222 @@
+#!/usr/bin/env bash
+# Brings up a three-site sonraft cluster on this machine, or prints/performs the per-site
+# steps for three real hosts.
+#
+#   scripts/bootstrap-cluster.sh            build if needed, start site-a/b/c, init, import a
+#                                           demo image; safe to run again (restarts what is down)
+#   scripts/bootstrap-cluster.sh stop       stop exactly the processes this script started
+#   scripts/bootstrap-cluster.sh status     show the nodes
+#   scripts/bootstrap-cluster.sh hosts H1 H2 H3 [--run]
+#                                           print (or with --run, perform over ssh) the steps
+#                                           for one node per host
+#
+# Environment: SONRAFT_RUN_DIR (default ./run), SONRAFT_BIN (default: release build of this
+# checkout), SONRAFT_DEMO_CELLS (default 300), SONRAFT_SIM_PERIOD_MS (default 2000).
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+RUN_DIR=${SONRAFT_RUN_DIR:-./run}
+mkdir -p "$RUN_DIR"
+RUN_DIR=$(cd "$RUN_DIR" && pwd)
+BIN=${SONRAFT_BIN:-$ROOT/target/release/sonraft}
+CELLS=${SONRAFT_DEMO_CELLS:-300}
+SITES=(site-a site-b site-c)
+
+log() { printf '%s %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+build() {
+    if [[ -z "${SONRAFT_BIN:-}" ]]; then
+        log "building sonraft (release; quick when nothing changed)"
+        (cd "$ROOT" && cargo build --release --quiet --bin sonraft)
+    fi
+    [[ -x "$BIN" ]] || die "no sonraft binary at $BIN"
+}
+
+secrets() {
+    local f="$RUN_DIR/secrets.env"
+    if [[ ! -f "$f" ]]; then
+        umask 077
+        printf 'SONRAFT_CLUSTER_SECRET=%s\nSONRAFT_TOKEN=%s\n' \
+            "$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')" \
+            "$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')" > "$f"
+    fi
+    # shellcheck disable=SC1090
+    source "$f"
+    export SONRAFT_CLUSTER_SECRET SONRAFT_TOKEN
+}
+
+# The pid in a pid file, if that process is still the one we started (same binary and dir).
+alive_pid() {
+    local pidfile=$1 dir=$2 pid
+    [[ -f "$pidfile" ]] || return 1
+    pid=$(cat "$pidfile")
+    [[ -n "$pid" && -r /proc/$pid/cmdline ]] || return 1
+    tr '\0' ' ' < "/proc/$pid/cmdline" | grep -q -- "$dir" || return 1
+    echo "$pid"
+}
+
+json_field() { # file field
+    sed -n "s/.*\"$2\":\"\{0,1\}\([^\",}]*\).*/\1/p" "$1"
+}
+
+api_of() { json_field "$RUN_DIR/$1/data/addresses.json" api_addr; }
+
+start_node() {
+    local i=$1 site=${SITES[$1-1]} dir="$RUN_DIR/${SITES[$1-1]}"
+    mkdir -p "$dir"
+    if pid=$(alive_pid "$dir/node.pid" "$dir/data"); then
+        log "$site: already running (pid $pid)"
+        return
+    fi
+    local raft=127.0.0.1:0 api=127.0.0.1:0
+    if [[ -f "$dir/data/addresses.json" ]]; then
+        raft=$(json_field "$dir/data/addresses.json" raft_addr)
+        api=$(json_field "$dir/data/addresses.json" api_addr)
+    fi
+    rm -f "$dir/data/addresses.json.tmp"
+    log "$site: starting node $i"
+    nohup "$BIN" node --id "$i" --site "$site" --data-dir "$dir/data" \
+        --raft-addr "$raft" --api-addr "$api" --timing loopback \
+        ${SONRAFT_NODE_ARGS:-} >> "$dir/node.log" 2>&1 &
+    local pid=$!
+    echo "$pid" > "$dir/node.pid"
+    for _ in $(seq 1 200); do
+        if [[ -f "$dir/data/addresses.json" ]] && grep -q "\"pid\":$pid" "$dir/data/addresses.json"; then
+            return
+        fi
+        kill -0 "$pid" 2>/dev/null || die "$site: the node exited; see $dir/node.log"
+        sleep 0.05
+    done
+    die "$site: the node did not start within 10 s; see $dir/node.log"
+}
+
+curl_api() { curl -sS --max-time 10 -H "Authorization: Bearer $SONRAFT_TOKEN" "$@"; }
+
+wait_ready() {
+    for s in "${SITES[@]}"; do
+        local api; api=$(api_of "$s")
+        for _ in $(seq 1 600); do
+            if curl -sf --max-time 2 "http://$api/readyz" > /dev/null; then continue 2; fi
+            sleep 0.05
+        done
+        die "$s is not ready after 30 s: $(curl -s "http://$api/readyz")"
+    done
+}
+
+write_env() {
+    local urls=()
+    for s in "${SITES[@]}"; do urls+=("http://$(api_of "$s")"); done
+    cat > "$RUN_DIR/cluster.env" <<ENV
+# sonraft three-site cluster on this machine (written by scripts/bootstrap-cluster.sh)
+export SONRAFT_NODES="${urls[*]}"
+export SONRAFT_TOKEN="$SONRAFT_TOKEN"
+export PATH="$(dirname "$BIN"):\$PATH"
+ENV
+    chmod 600 "$RUN_DIR/cluster.env"
+}
+
+up() {
+    build
+    secrets
+    for i in 1 2 3; do start_node "$i"; done
+    write_env
+    # shellcheck disable=SC1091
+    source "$RUN_DIR/cluster.env"
+    local a; a=$(api_of site-a)
+    if curl_api "http://$a/status" | grep -q '"voters":\[\]'; then
+        log "initialising the cluster (site-a, site-b, site-c as voters)"
+        "$BIN" ctl init > /dev/null
+    else
+        log "cluster already initialised"
+    fi
+    wait_ready
+    if [[ "$(curl_api "http://$a/image/cells?limit=1")" == "[]" ]]; then
+        log "importing a demo network image of $CELLS cells"
+        "$BIN" sim export --cells "$CELLS" > "$RUN_DIR/demo-image.json"
+        "$BIN" ctl import "$RUN_DIR/demo-image.json" > /dev/null
+    fi
+    summary
+}
+
+summary() {
+    echo
+    echo "sonraft cluster is up (run directory $RUN_DIR):"
+    for s in "${SITES[@]}"; do
+        printf '  %-7s api http://%-21s raft %-21s log %s\n' "$s" "$(api_of "$s")" \
+            "$(json_field "$RUN_DIR/$s/data/addresses.json" raft_addr)" "$RUN_DIR/$s/node.log"
+    done
+    cat <<TXT
+
+Use it:
+  source $RUN_DIR/cluster.env
+  sonraft ctl status
+  sonraft ctl cells --site S00001
+  sonraft ctl propose --set cell/S00001-1:electrical_tilt=45 --reason "tilt down"
+  sonraft ctl history
+  curl -s \$(echo \$SONRAFT_NODES | cut -d' ' -f1)/metrics | grep sonraft_
+Stop it:
+  scripts/bootstrap-cluster.sh stop
+TXT
+}
+
+stop() {
+    local stopped=0
+    for s in "${SITES[@]}"; do
+        local dir="$RUN_DIR/$s" pid
+        if pid=$(alive_pid "$dir/node.pid" "$dir/data"); then
+            log "$s: stopping node (pid $pid)"
+            kill -TERM "$pid"
+            # A stopped node may linger as a zombie until its parent reaps it: alive_pid checks
+            # the command line, which a zombie no longer has.
+            for _ in $(seq 1 300); do alive_pid "$dir/node.pid" "$dir/data" > /dev/null || break; sleep 0.02; done
+            if alive_pid "$dir/node.pid" "$dir/data" > /dev/null; then log "$s: still running after 6 s; SIGKILL"; kill -KILL "$pid"; fi
+            stopped=$((stopped + 1))
+        fi
+        rm -f "$dir/node.pid"
+    done
+    log "stopped $stopped process(es)"
+}
+
+status() {
+    secrets
+    write_env
+    # shellcheck disable=SC1091
+    source "$RUN_DIR/cluster.env"
+    "$BIN" ctl status
+}
+
+hosts() {
+    [[ $# -ge 3 ]] || die "usage: $0 hosts HOST1 HOST2 HOST3 [--run]"
+    local h=("$1" "$2" "$3") run=${4:-}
+    secrets
+    echo "# sonraft on three hosts: copy $BIN to /usr/local/bin/sonraft on each, then:"
+    local cmds=()
+    for i in 1 2 3; do
+        local host=${h[$i-1]} site=${SITES[$i-1]}
+        cmds+=("SONRAFT_CLUSTER_SECRET=$SONRAFT_CLUSTER_SECRET SONRAFT_TOKEN=$SONRAFT_TOKEN nohup sonraft node --id $i --site $site --data-dir /var/lib/sonraft --raft-addr 0.0.0.0:7001 --api-addr 0.0.0.0:8001 --advertise-raft-addr $host:7001 --advertise-api-addr $host:8001 --timing wan >> /var/log/sonraft.log 2>&1 &")
+        echo "# on $host ($site):"
+        echo "${cmds[$i-1]}"
+    done
+    echo "# then, from anywhere:"
+    echo "SONRAFT_NODES=\"http://${h[0]}:8001 http://${h[1]}:8001 http://${h[2]}:8001\" SONRAFT_TOKEN=$SONRAFT_TOKEN sonraft ctl init"
+    if [[ "$run" == "--run" ]]; then
+        for i in 1 2 3; do
+            log "starting ${SITES[$i-1]} on ${h[$i-1]} over ssh"
+            ssh "${h[$i-1]}" "mkdir -p /var/lib/sonraft && ${cmds[$i-1]}"
+        done
+        for i in 1 2 3; do
+            for _ in $(seq 1 100); do curl -sf "http://${h[$i-1]}:8001/health" > /dev/null && break; sleep 0.2; done
+        done
+        SONRAFT_NODES="http://${h[0]}:8001 http://${h[1]}:8001 http://${h[2]}:8001" "$BIN" ctl init
+    fi
+}
+
+case "${1:-up}" in
+    up|start) up ;;
+    stop) stop ;;
+    status) status ;;
+    hosts) shift; hosts "$@" ;;
+    -h|--help|help) sed -n '2,17p' "$0" ;;
+    *) die "unknown command $1 (up, stop, status, hosts)" ;;
+esac
