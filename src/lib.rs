@@ -9,9 +9,11 @@
 //!   proposals reach the leader ([`node::propose`]), membership and leader hand-over
 //!   ([`node::membership`]), and graceful shutdown ([`node::shutdown`]);
 //! - [`api`]: the admin HTTP API of DESIGN.md (axum), one file per group of routes;
+//! - [`local_cluster`]: real node processes on this machine, for tests and benchmarks;
 //! - [`client`]: a small keep-alive JSON client used by `ctl`, forwarding and benchmarks;
 //! - [`ctl`]: `sonraft ctl`, the same operations from a terminal;
-//! - [`sim`]: `sonraft sim`, the antenna-fleet simulator.
+//! - [`sim`]: `sonraft sim`, the antenna-fleet simulator;
+//! - [`bench`]: `sonraft bench`, the load generator and the failover benchmark.
 //!
 //! A change set flows: `POST /image/changesets` on any node → parsed into a
 //! [`sonraft_raft::changeset::ChangeSet`] → forwarded to the leader if needed → wrapped in a
@@ -20,9 +22,11 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod bench;
 pub mod client;
 pub mod config;
 pub mod ctl;
+pub mod local_cluster;
 pub mod node;
 pub mod sim;
 

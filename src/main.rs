@@ -22,6 +22,8 @@ enum Command {
     Ctl(sonraft::ctl::CtlArgs),
     /// Simulate a fleet of antennas.
     Sim(sonraft::sim::SimArgs),
+    /// Benchmarks: load generator, failover.
+    Bench(sonraft::bench::BenchArgs),
 }
 
 fn main() {
@@ -45,6 +47,7 @@ fn main() {
             }
             Command::Ctl(args) => sonraft::ctl::run(args).await,
             Command::Sim(args) => sonraft::sim::run(args).await,
+            Command::Bench(args) => sonraft::bench::run(args).await,
         }
     });
     // Exit without waiting for background threads (sled's periodic flusher sleeps up to a

@@ -60,7 +60,7 @@ async fn killing_the_leader_loses_no_acknowledged_change_set() {
         killed_at.elapsed().as_millis()
     );
 
-    c.nodes[leader].restart();
+    c.nodes[leader].restart().expect("restart");
     tokio::time::sleep(Duration::from_millis(500)).await;
     stop.store(true, Ordering::Relaxed);
     for w in writers {

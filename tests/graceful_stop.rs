@@ -12,7 +12,7 @@ async fn sigterm_on_the_leader_hands_leadership_over_before_it_exits() {
     let leader = c.leader().await;
     let old_id = c.nodes[leader].id;
     let others: Vec<usize> = (0..3).filter(|i| *i != leader).collect();
-    let mut child = c.nodes[leader].sigterm();
+    let mut child = c.nodes[leader].sigterm().expect("sigterm");
     let started = Instant::now();
 
     let mut new_leader_seen = None;

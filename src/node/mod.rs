@@ -3,12 +3,14 @@
 //! - [`propose`]: how a command gets into the log (leader check, log time, cluster version);
 //! - [`membership`]: init, learners, voters, removal and leader hand-over;
 //! - [`shutdown`]: SIGTERM/SIGINT handling and the graceful stop sequence;
-//! - [`telemetry`]: logging and Prometheus metrics.
+//! - [`telemetry`]: logging and Prometheus metrics;
+//! - [`watchdog`]: fast detection of a crashed leader.
 
 pub mod membership;
 pub mod propose;
 pub mod shutdown;
 pub mod telemetry;
+pub mod watchdog;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -163,11 +165,9 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     });
 
     let stop = shutdown::Stop::new();
-    let raft_server = tokio::spawn(sonraft_raft::transport::serve(
-        raft_listener,
-        RaftServer::new(raft.clone(), node.config.cluster_secret.as_str()),
-        stop.raft.clone().wait(),
-    ));
+    let rpc = RaftServer::new(raft.clone(), node.config.cluster_secret.as_str());
+    tokio::spawn(watchdog::watch_leader(node.clone(), rpc.contact()));
+    let raft_server = tokio::spawn(sonraft_raft::transport::serve(raft_listener, rpc, stop.raft.clone().wait()));
     let api_server = tokio::spawn(crate::api::serve(
         api_listener,
         node.clone(),

@@ -10,7 +10,7 @@ mod client;
 mod server;
 
 pub use client::HttpNetworkFactory;
-pub use server::{RaftServer, serve};
+pub use server::{LeaderContact, RaftServer, serve};
 
 use openraft::error::{InstallSnapshotError, RaftError};
 use openraft::raft::{

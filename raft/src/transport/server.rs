@@ -17,11 +17,46 @@ use tokio::net::TcpListener;
 use super::{MAX_BODY, RAFT_PATH, RaftReply, RaftRpc, SECRET_HEADER, decode_frame, encode_frame};
 use crate::Raft;
 
+/// When this node last heard an AppendEntries (replication or heartbeat) from a leader.
+#[derive(Debug)]
+pub struct LeaderContact {
+    base: std::time::Instant,
+    last_append_us: std::sync::atomic::AtomicU64,
+}
+
+impl Default for LeaderContact {
+    fn default() -> Self {
+        LeaderContact {
+            base: std::time::Instant::now(),
+            last_append_us: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+}
+
+impl LeaderContact {
+    fn touch(&self) {
+        let now = self.base.elapsed().as_micros() as u64;
+        self.last_append_us
+            .store(now, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Time since the last AppendEntries arrived (since start if none did).
+    pub fn silence(&self) -> Duration {
+        let last = self
+            .last_append_us
+            .load(std::sync::atomic::Ordering::Relaxed);
+        self.base
+            .elapsed()
+            .saturating_sub(Duration::from_micros(last))
+    }
+}
+
 /// Serves Raft RPCs for one node.
 #[derive(Clone)]
 pub struct RaftServer {
     raft: Raft,
     secret: Arc<str>,
+    contact: Arc<LeaderContact>,
 }
 
 impl RaftServer {
@@ -29,7 +64,13 @@ impl RaftServer {
         RaftServer {
             raft,
             secret: secret.into(),
+            contact: Arc::default(),
         }
+    }
+
+    /// When this node last heard from a leader; for fast failure detection.
+    pub fn contact(&self) -> Arc<LeaderContact> {
+        self.contact.clone()
     }
 
     /// Handles one HTTP request. Never fails: every problem becomes an HTTP error response.
@@ -67,7 +108,10 @@ impl RaftServer {
             }
         };
         let reply = match rpc {
-            RaftRpc::Append(r) => RaftReply::Append(self.raft.append_entries(r).await),
+            RaftRpc::Append(r) => {
+                self.contact.touch();
+                RaftReply::Append(self.raft.append_entries(r).await)
+            }
             RaftRpc::Vote(r) => RaftReply::Vote(self.raft.vote(r).await),
             RaftRpc::Snapshot(r) => RaftReply::Snapshot(self.raft.install_snapshot(r).await),
         };

@@ -1,0 +1,46 @@
+//! `sonraft bench`: the load generator and the failover benchmark. Figures are printed as a
+//! table and as one JSON line per row; nothing here asserts on time.
+//!
+//! - [`load`]: N clients looping read-modify-write (or blind writes) against a [`load::Target`];
+//! - [`sonraft_target`]: the target for a sonraft cluster (admin API);
+//! - `etcd_target` (feature `etcd`): the same workload against etcd's gRPC API;
+//! - [`failover`]: SIGKILL the leader under load, time to the first successful write.
+
+#[cfg(feature = "etcd")]
+pub mod etcd_target;
+pub mod failover;
+pub mod load;
+pub mod sonraft_target;
+
+use clap::{Args, Subcommand};
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    pub command: BenchCommand,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BenchCommand {
+    /// Closed-loop load against a running cluster.
+    Load(load::LoadArgs),
+    /// Kill the leader under load, repeatedly, and time the recovery.
+    Failover(failover::FailoverArgs),
+}
+
+/// Runs `sonraft bench`.
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    match args.command {
+        BenchCommand::Load(a) => load::run(a).await,
+        BenchCommand::Failover(a) => failover::run(a).await,
+    }
+}
+
+/// The `q`-quantile (0..=1) of sorted samples.
+pub fn quantile<T: Copy + Default>(sorted: &[T], q: f64) -> T {
+    if sorted.is_empty() {
+        return T::default();
+    }
+    let i = ((sorted.len() as f64 - 1.0) * q).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}

@@ -1,0 +1,239 @@
+//! A cluster of real `sonraft node` processes on this machine, on loopback ports the OS picks:
+//! what the black-box tests and the failover and upgrade benchmarks run against.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use serde_json::{Value, json};
+
+use crate::client::ApiClient;
+
+/// Secrets used by local clusters (tests and benchmarks only).
+pub const TOKEN: &str = "local-operator-token";
+pub const SECRET: &str = "local-cluster-secret-0123";
+
+/// One node process.
+pub struct NodeProc {
+    pub id: u64,
+    pub dir: PathBuf,
+    pub api: String,
+    pub raft: String,
+    pub binary: PathBuf,
+    child: Option<Child>,
+    extra: Vec<String>,
+}
+
+fn read_addresses(dir: &Path, pid: u32) -> Option<(String, String)> {
+    let text = std::fs::read_to_string(dir.join("addresses.json")).ok()?;
+    let v: Value = serde_json::from_str(&text).ok()?;
+    if v["pid"].as_u64() != Some(u64::from(pid)) {
+        return None;
+    }
+    Some((v["api_addr"].as_str()?.to_string(), v["raft_addr"].as_str()?.to_string()))
+}
+
+impl NodeProc {
+    /// Starts node `id` of `binary` with data in `dir`, listening on `raft` and `api` (port 0:
+    /// any), and waits until it listens. Its log goes to `<dir>.log`.
+    pub fn start(binary: &Path, id: u64, dir: &Path, raft: &str, api: &str, extra: &[String]) -> anyhow::Result<NodeProc> {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let log_path = dir.with_extension("log");
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path)?;
+        let child = Command::new(binary)
+            .args(["node", "--id", &id.to_string(), "--site", &format!("site-{id}")])
+            .arg("--data-dir")
+            .arg(dir)
+            .args(["--raft-addr", raft, "--api-addr", api])
+            .args(extra)
+            .env("SONRAFT_CLUSTER_SECRET", SECRET)
+            .env("SONRAFT_TOKEN", TOKEN)
+            .env("RUST_LOG", std::env::var("SONRAFT_TEST_LOG").unwrap_or_else(|_| "info,openraft=warn,sled=warn".into()))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("cannot start {}", binary.display()))?;
+        let pid = child.id();
+        let mut node = NodeProc {
+            id,
+            dir: dir.to_path_buf(),
+            api: String::new(),
+            raft: String::new(),
+            binary: binary.to_path_buf(),
+            child: Some(child),
+            extra: extra.to_vec(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some((api, raft)) = read_addresses(dir, pid) {
+                node.api = api;
+                node.raft = raft;
+                return Ok(node);
+            }
+            if let Some(c) = node.child.as_mut()
+                && let Ok(Some(status)) = c.try_wait()
+            {
+                node.child = None;
+                bail!("node {id} exited with {status}; see {}", log_path.display());
+            }
+            if Instant::now() > deadline {
+                bail!("node {id} did not start within 30 s; see {}", log_path.display());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    pub fn running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// SIGKILL, and reap.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Sends SIGTERM and hands back the child to wait on.
+    pub fn sigterm(&mut self) -> anyhow::Result<Child> {
+        let c = self.child.take().context("the node is not running")?;
+        let status = Command::new("kill").args(["-TERM", &c.id().to_string()]).status()?;
+        if !status.success() {
+            bail!("kill -TERM {} failed", c.id());
+        }
+        Ok(c)
+    }
+
+    /// SIGTERM and wait until it exited; returns whether it exited with 0.
+    pub fn stop(&mut self) -> anyhow::Result<bool> {
+        let mut c = self.sigterm()?;
+        Ok(c.wait()?.success())
+    }
+
+    /// Starts again on the same addresses and data directory, optionally another binary.
+    pub fn restart_with(&mut self, binary: Option<&Path>) -> anyhow::Result<()> {
+        if self.child.is_some() {
+            bail!("node {} is still running", self.id);
+        }
+        let binary = binary.map_or_else(|| self.binary.clone(), Path::to_path_buf);
+        *self = NodeProc::start(&binary, self.id, &self.dir.clone(), &self.raft.clone(), &self.api.clone(), &self.extra.clone())?;
+        Ok(())
+    }
+
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        self.restart_with(None)
+    }
+}
+
+impl Drop for NodeProc {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Node processes under one directory.
+pub struct LocalCluster {
+    pub dir: PathBuf,
+    pub nodes: Vec<NodeProc>,
+    pub client: ApiClient,
+}
+
+/// A client with the local clusters' token.
+pub fn client() -> ApiClient {
+    ApiClient::new(Some(TOKEN.to_string()), Duration::from_secs(15))
+}
+
+impl LocalCluster {
+    /// Starts `n` nodes of `binary` under `dir`, makes them the voters and waits until every
+    /// node is ready.
+    pub async fn start(binary: &Path, dir: &Path, n: u64, extra: &[String]) -> anyhow::Result<LocalCluster> {
+        let mut nodes = Vec::new();
+        for id in 1..=n {
+            nodes.push(NodeProc::start(binary, id, &dir.join(format!("node{id}")), "127.0.0.1:0", "127.0.0.1:0", extra)?);
+        }
+        let cluster = LocalCluster { dir: dir.to_path_buf(), nodes, client: client() };
+        let list: Vec<Value> = cluster
+            .nodes
+            .iter()
+            .map(|p| json!({"id": p.id, "site": format!("site-{}", p.id), "raft_addr": p.raft, "api_addr": p.api}))
+            .collect();
+        let r = cluster.client.post(&cluster.nodes[0].api, "/cluster/init", &json!({"nodes": list})).await?;
+        if !r.status.is_success() {
+            bail!("init: {} {}", r.status, String::from_utf8_lossy(&r.body));
+        }
+        for p in &cluster.nodes {
+            cluster.wait_ready(p, Duration::from_secs(30)).await?;
+        }
+        Ok(cluster)
+    }
+
+    pub async fn wait_ready(&self, p: &NodeProc, timeout: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(r) = self.client.get(&p.api, "/readyz").await
+                && r.status.is_success()
+            {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("node {} not ready within {timeout:?}", p.id);
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    pub async fn status(&self, p: &NodeProc) -> Option<Value> {
+        let r = self.client.get(&p.api, "/status").await.ok()?;
+        r.status.is_success().then(|| r.json())
+    }
+
+    /// Position of the leader every running node agrees on, waiting up to `timeout`.
+    pub async fn leader(&self, timeout: Duration) -> anyhow::Result<usize> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let mut seen = Vec::new();
+            for p in self.nodes.iter().filter(|p| p.running()) {
+                seen.push(self.status(p).await.and_then(|s| s["leader_id"].as_u64()));
+            }
+            if let Some(Some(l)) = seen.first()
+                && seen.iter().all(|x| *x == Some(*l))
+                && let Some(pos) = self.nodes.iter().position(|p| p.id == *l && p.running())
+            {
+                return Ok(pos);
+            }
+            if Instant::now() > deadline {
+                bail!("no agreed leader within {timeout:?}: {seen:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Waits until every running node has applied at least `index`.
+    pub async fn wait_applied(&self, index: u64, timeout: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + timeout;
+        for p in self.nodes.iter().filter(|p| p.running()) {
+            loop {
+                let applied = self.status(p).await.and_then(|s| s["last_applied_index"].as_u64()).unwrap_or(0);
+                if applied >= index {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    bail!("node {} stuck at {applied} < {index}", p.id);
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// API addresses of the running nodes.
+    pub fn apis(&self) -> Vec<String> {
+        self.nodes.iter().filter(|p| p.running()).map(|p| p.api.clone()).collect()
+    }
+}

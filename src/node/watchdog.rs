@@ -1,0 +1,66 @@
+//! Fast detection of a crashed leader.
+//!
+//! openraft 0.9 lets a follower that knows a leader campaign only after the leader's lease
+//! (the maximum election timeout) plus its own election timeout: 450-600 ms with the loopback
+//! timing. When the leader's *process* is gone, its Raft port refuses connections at once; this
+//! watchdog notices the silence (two heartbeats without AppendEntries), confirms the refusal,
+//! and starts elections itself (`raft.trigger().elect()`), so the cluster waits only for the
+//! lease. A leader that is merely slow or unreachable (a timeout, not a refusal) is left to
+//! Raft's own timers. Followers are staggered by their rank among the voters, with jitter, so
+//! that they do not split the vote.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use openraft::ServerState;
+use rand::Rng;
+use sonraft_raft::transport::LeaderContact;
+
+use super::Node;
+
+/// Whether a TCP connection to `addr` is refused (the process is gone) within `within`.
+async fn refused(addr: &str, within: Duration) -> bool {
+    match tokio::time::timeout(within, tokio::net::TcpStream::connect(addr)).await {
+        Ok(Err(e)) => e.kind() == std::io::ErrorKind::ConnectionRefused,
+        _ => false,
+    }
+}
+
+/// Runs for the life of the node.
+pub async fn watch_leader(node: Arc<Node>, contact: Arc<LeaderContact>) {
+    let hb = Duration::from_millis(node.config.heartbeat_ms);
+    loop {
+        tokio::time::sleep(hb / 2).await;
+        let m = node.raft.metrics().borrow().clone();
+        let Some(leader) = m.current_leader else { continue };
+        let membership = m.membership_config.membership();
+        if m.state != ServerState::Follower || leader == node.id || !membership.voter_ids().any(|v| v == node.id) {
+            continue;
+        }
+        let rank = membership.voter_ids().filter(|v| *v != leader && *v < node.id).count() as u32;
+        let silence = contact.silence();
+        if silence < hb * (2 + rank) {
+            continue;
+        }
+        let Some(addr) = m.membership_config.nodes().find(|(id, _)| **id == leader).map(|(_, n)| n.raft_addr.clone()) else {
+            continue;
+        };
+        if !refused(&addr, hb).await {
+            continue;
+        }
+        tracing::info!(leader, silent_ms = silence.as_millis() as u64, "the leader's Raft port refuses connections; starting an election");
+        let deadline = Instant::now() + Duration::from_millis(node.config.election_max_ms * 4);
+        while Instant::now() < deadline {
+            let now = node.raft.metrics().borrow().clone();
+            if now.current_leader.is_some_and(|l| l != leader) || now.state == ServerState::Leader {
+                break;
+            }
+            if let Err(e) = node.raft.trigger().elect().await {
+                tracing::warn!(error = %e, "cannot start an election");
+                break;
+            }
+            let pause = rand::rng().random_range(hb.as_millis() as u64 / 2..=hb.as_millis() as u64 * 3 / 2);
+            tokio::time::sleep(Duration::from_millis(pause.max(1))).await;
+        }
+    }
+}
