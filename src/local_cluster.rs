@@ -31,25 +31,48 @@ fn read_addresses(dir: &Path, pid: u32) -> Option<(String, String)> {
     if v["pid"].as_u64() != Some(u64::from(pid)) {
         return None;
     }
-    Some((v["api_addr"].as_str()?.to_string(), v["raft_addr"].as_str()?.to_string()))
+    Some((
+        v["api_addr"].as_str()?.to_string(),
+        v["raft_addr"].as_str()?.to_string(),
+    ))
 }
 
 impl NodeProc {
     /// Starts node `id` of `binary` with data in `dir`, listening on `raft` and `api` (port 0:
     /// any), and waits until it listens. Its log goes to `<dir>.log`.
-    pub fn start(binary: &Path, id: u64, dir: &Path, raft: &str, api: &str, extra: &[String]) -> anyhow::Result<NodeProc> {
+    pub fn start(
+        binary: &Path,
+        id: u64,
+        dir: &Path,
+        raft: &str,
+        api: &str,
+        extra: &[String],
+    ) -> anyhow::Result<NodeProc> {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
         let log_path = dir.with_extension("log");
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path)?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)?;
         let child = Command::new(binary)
-            .args(["node", "--id", &id.to_string(), "--site", &format!("site-{id}")])
+            .args([
+                "node",
+                "--id",
+                &id.to_string(),
+                "--site",
+                &format!("site-{id}"),
+            ])
             .arg("--data-dir")
             .arg(dir)
             .args(["--raft-addr", raft, "--api-addr", api])
             .args(extra)
             .env("SONRAFT_CLUSTER_SECRET", SECRET)
             .env("SONRAFT_TOKEN", TOKEN)
-            .env("RUST_LOG", std::env::var("SONRAFT_TEST_LOG").unwrap_or_else(|_| "info,openraft=warn,sled=warn".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("SONRAFT_TEST_LOG")
+                    .unwrap_or_else(|_| "info,openraft=warn,sled=warn".into()),
+            )
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -78,7 +101,10 @@ impl NodeProc {
                 bail!("node {id} exited with {status}; see {}", log_path.display());
             }
             if Instant::now() > deadline {
-                bail!("node {id} did not start within 30 s; see {}", log_path.display());
+                bail!(
+                    "node {id} did not start within 30 s; see {}",
+                    log_path.display()
+                );
             }
             std::thread::sleep(Duration::from_millis(10));
         }
@@ -103,7 +129,9 @@ impl NodeProc {
     /// Sends SIGTERM and hands back the child to wait on.
     pub fn sigterm(&mut self) -> anyhow::Result<Child> {
         let c = self.child.take().context("the node is not running")?;
-        let status = Command::new("kill").args(["-TERM", &c.id().to_string()]).status()?;
+        let status = Command::new("kill")
+            .args(["-TERM", &c.id().to_string()])
+            .status()?;
         if !status.success() {
             bail!("kill -TERM {} failed", c.id());
         }
@@ -122,7 +150,14 @@ impl NodeProc {
             bail!("node {} is still running", self.id);
         }
         let binary = binary.map_or_else(|| self.binary.clone(), Path::to_path_buf);
-        *self = NodeProc::start(&binary, self.id, &self.dir.clone(), &self.raft.clone(), &self.api.clone(), &self.extra.clone())?;
+        *self = NodeProc::start(
+            &binary,
+            self.id,
+            &self.dir.clone(),
+            &self.raft.clone(),
+            &self.api.clone(),
+            &self.extra.clone(),
+        )?;
         Ok(())
     }
 
@@ -152,18 +187,41 @@ pub fn client() -> ApiClient {
 impl LocalCluster {
     /// Starts `n` nodes of `binary` under `dir`, makes them the voters and waits until every
     /// node is ready.
-    pub async fn start(binary: &Path, dir: &Path, n: u64, extra: &[String]) -> anyhow::Result<LocalCluster> {
+    pub async fn start(
+        binary: &Path,
+        dir: &Path,
+        n: u64,
+        extra: &[String],
+    ) -> anyhow::Result<LocalCluster> {
         let mut nodes = Vec::new();
         for id in 1..=n {
-            nodes.push(NodeProc::start(binary, id, &dir.join(format!("node{id}")), "127.0.0.1:0", "127.0.0.1:0", extra)?);
+            nodes.push(NodeProc::start(
+                binary,
+                id,
+                &dir.join(format!("node{id}")),
+                "127.0.0.1:0",
+                "127.0.0.1:0",
+                extra,
+            )?);
         }
-        let cluster = LocalCluster { dir: dir.to_path_buf(), nodes, client: client() };
+        let cluster = LocalCluster {
+            dir: dir.to_path_buf(),
+            nodes,
+            client: client(),
+        };
         let list: Vec<Value> = cluster
             .nodes
             .iter()
             .map(|p| json!({"id": p.id, "site": format!("site-{}", p.id), "raft_addr": p.raft, "api_addr": p.api}))
             .collect();
-        let r = cluster.client.post(&cluster.nodes[0].api, "/cluster/init", &json!({"nodes": list})).await?;
+        let r = cluster
+            .client
+            .post(
+                &cluster.nodes[0].api,
+                "/cluster/init",
+                &json!({"nodes": list}),
+            )
+            .await?;
         if !r.status.is_success() {
             bail!("init: {} {}", r.status, String::from_utf8_lossy(&r.body));
         }
@@ -219,7 +277,11 @@ impl LocalCluster {
         let deadline = Instant::now() + timeout;
         for p in self.nodes.iter().filter(|p| p.running()) {
             loop {
-                let applied = self.status(p).await.and_then(|s| s["last_applied_index"].as_u64()).unwrap_or(0);
+                let applied = self
+                    .status(p)
+                    .await
+                    .and_then(|s| s["last_applied_index"].as_u64())
+                    .unwrap_or(0);
                 if applied >= index {
                     break;
                 }
@@ -234,6 +296,10 @@ impl LocalCluster {
 
     /// API addresses of the running nodes.
     pub fn apis(&self) -> Vec<String> {
-        self.nodes.iter().filter(|p| p.running()).map(|p| p.api.clone()).collect()
+        self.nodes
+            .iter()
+            .filter(|p| p.running())
+            .map(|p| p.api.clone())
+            .collect()
     }
 }

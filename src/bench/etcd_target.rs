@@ -31,11 +31,18 @@ impl EtcdTarget {
     /// Finds the leader among `endpoints` and connects to it.
     pub async fn connect(endpoints: &[String]) -> anyhow::Result<Self> {
         for ep in endpoints {
-            let Ok(mut c) = Client::connect([ep.as_str()], None).await else { continue };
-            let Ok(status) = c.status().await else { continue };
+            let Ok(mut c) = Client::connect([ep.as_str()], None).await else {
+                continue;
+            };
+            let Ok(status) = c.status().await else {
+                continue;
+            };
             let me = status.header().map(|h| h.member_id());
             if me == Some(status.leader()) {
-                return Ok(EtcdTarget { client: c, endpoint: ep.clone() });
+                return Ok(EtcdTarget {
+                    client: c,
+                    endpoint: ep.clone(),
+                });
             }
         }
         bail!("no etcd endpoint of {endpoints:?} is the leader")
@@ -59,7 +66,9 @@ impl Target for EtcdTarget {
             }));
         }
         for t in tasks {
-            t.await.context("preload task")?.with_context(|| format!("preload into {}", self.endpoint))?;
+            t.await
+                .context("preload task")?
+                .with_context(|| format!("preload into {}", self.endpoint))?;
         }
         Ok(())
     }
@@ -67,7 +76,11 @@ impl Target for EtcdTarget {
     async fn read_version(&self, i: usize) -> anyhow::Result<u64> {
         let mut c = self.client.clone();
         let r = c.get(key(i), None).await?;
-        let rev = r.kvs().first().map(|kv| kv.mod_revision()).context("key not found")?;
+        let rev = r
+            .kvs()
+            .first()
+            .map(|kv| kv.mod_revision())
+            .context("key not found")?;
         Ok(rev as u64)
     }
 
@@ -79,7 +92,11 @@ impl Target for EtcdTarget {
                     .when([Compare::mod_revision(key(i), CompareOp::Equal, rev as i64)])
                     .and_then([TxnOp::put(key(i), value(i, hysteresis), None)]);
                 let r = c.txn(txn).await?;
-                Ok(if r.succeeded() { Written::Applied } else { Written::Conflict })
+                Ok(if r.succeeded() {
+                    Written::Applied
+                } else {
+                    Written::Conflict
+                })
             }
             None => {
                 c.put(key(i), value(i, hysteresis), None).await?;

@@ -47,7 +47,9 @@ impl Watch {
 /// Runs `sonraft bench failover`.
 pub async fn run(args: FailoverArgs) -> anyhow::Result<()> {
     let binary = std::env::current_exe().context("cannot find this binary")?;
-    let dir = args.dir.clone().unwrap_or_else(|| std::env::temp_dir().join(format!("sonraft-failover-{}", std::process::id())));
+    let dir = args.dir.clone().unwrap_or_else(|| {
+        std::env::temp_dir().join(format!("sonraft-failover-{}", std::process::id()))
+    });
     let _ = std::fs::remove_dir_all(&dir);
     let mut cluster = LocalCluster::start(&binary, &dir, 3, &args.node_args).await?;
     let r = cluster
@@ -57,7 +59,11 @@ pub async fn run(args: FailoverArgs) -> anyhow::Result<()> {
         .await?;
     anyhow::ensure!(r.status.is_success(), "import failed: {}", r.status);
 
-    let watch = Arc::new(Watch { epoch: Instant::now(), armed_at: AtomicU64::new(u64::MAX), first_ok: AtomicU64::new(u64::MAX) });
+    let watch = Arc::new(Watch {
+        epoch: Instant::now(),
+        armed_at: AtomicU64::new(u64::MAX),
+        first_ok: AtomicU64::new(u64::MAX),
+    });
     let stop = Arc::new(AtomicBool::new(false));
     let apis = Arc::new(std::sync::Mutex::new(cluster.apis()));
     let mut writers = Vec::new();
@@ -104,16 +110,25 @@ pub async fn run(args: FailoverArgs) -> anyhow::Result<()> {
         }
         let deadline = Instant::now() + Duration::from_secs(30);
         while watch.first_ok.load(Ordering::SeqCst) == u64::MAX {
-            anyhow::ensure!(Instant::now() < deadline, "no write succeeded within 30 s of the kill");
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "no write succeeded within 30 s of the kill"
+            );
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
         let ms = (watch.first_ok.load(Ordering::SeqCst) - at) as f64 / 1000.0;
-        let new_leader = cluster.leader(Duration::from_secs(10)).await.map(|p| cluster.nodes[p].id).unwrap_or(0);
+        let new_leader = cluster
+            .leader(Duration::from_secs(10))
+            .await
+            .map(|p| cluster.nodes[p].id)
+            .unwrap_or(0);
         println!("{trial:>5} {killed:>7} {new_leader:>11} {ms:>12.1}");
         samples_ms.push(ms);
         watch.armed_at.store(u64::MAX, Ordering::SeqCst);
         cluster.nodes[leader].restart()?;
-        cluster.wait_ready(&cluster.nodes[leader], Duration::from_secs(30)).await?;
+        cluster
+            .wait_ready(&cluster.nodes[leader], Duration::from_secs(30))
+            .await?;
         if let Ok(mut a) = apis.lock() {
             *a = cluster.apis();
         }
@@ -126,8 +141,14 @@ pub async fn run(args: FailoverArgs) -> anyhow::Result<()> {
     sorted.sort_by(f64::total_cmp);
     let median = quantile(&sorted, 0.5);
     let max = sorted.last().copied().unwrap_or(0.0);
-    println!("failover: median {median:.1} ms, max {max:.1} ms over {} trials", sorted.len());
-    println!("{}", json!({"bench": "failover", "trials": sorted.len(), "median_ms": median, "max_ms": max, "samples_ms": samples_ms, "node_args": args.node_args}));
+    println!(
+        "failover: median {median:.1} ms, max {max:.1} ms over {} trials",
+        sorted.len()
+    );
+    println!(
+        "{}",
+        json!({"bench": "failover", "trials": sorted.len(), "median_ms": median, "max_ms": max, "samples_ms": samples_ms, "node_args": args.node_args})
+    );
     drop(cluster);
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())

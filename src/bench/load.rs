@@ -27,7 +27,12 @@ pub trait Target: Send + Sync + 'static {
     /// The current version of cell `i` (a linearizable read).
     fn read_version(&self, i: usize) -> impl Future<Output = anyhow::Result<u64>> + Send;
     /// Writes `value` to cell `i`, conditional on `read` when given.
-    fn write(&self, i: usize, read: Option<u64>, value: i64) -> impl Future<Output = anyhow::Result<Written>> + Send;
+    fn write(
+        &self,
+        i: usize,
+        read: Option<u64>,
+        value: i64,
+    ) -> impl Future<Output = anyhow::Result<Written>> + Send;
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -95,8 +100,7 @@ impl Report {
         f64::from(self.latencies_us.last().copied().unwrap_or(0)) / 1000.0
     }
 
-    pub const HEADER: &'static str =
-        "target    mode   clients      ops/s    applied  conflicts  errors   p50 ms   p99 ms   max ms";
+    pub const HEADER: &'static str = "target    mode   clients      ops/s    applied  conflicts  errors   p50 ms   p99 ms   max ms";
 
     pub fn row(&self) -> String {
         format!(
@@ -132,7 +136,13 @@ struct ClientTally {
     latencies_us: Vec<u32>,
 }
 
-async fn client_loop<T: Target>(target: Arc<T>, mode: Mode, cells: usize, measuring: Arc<AtomicBool>, stop: Arc<AtomicBool>) -> ClientTally {
+async fn client_loop<T: Target>(
+    target: Arc<T>,
+    mode: Mode,
+    cells: usize,
+    measuring: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+) -> ClientTally {
     let mut tally = ClientTally::default();
     let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::from_os_rng();
     while !stop.load(Ordering::Relaxed) {
@@ -160,17 +170,33 @@ async fn client_loop<T: Target>(target: Arc<T>, mode: Mode, cells: usize, measur
                 continue;
             }
         }
-        tally.latencies_us.push(started.elapsed().as_micros().min(u128::from(u32::MAX)) as u32);
+        tally
+            .latencies_us
+            .push(started.elapsed().as_micros().min(u128::from(u32::MAX)) as u32);
     }
     tally
 }
 
 /// Runs one row: `clients` concurrent clients for `seconds` after a one-second warm-up.
-pub async fn run_row<T: Target>(target: Arc<T>, mode: Mode, clients: usize, cells: usize, seconds: u64) -> Report {
+pub async fn run_row<T: Target>(
+    target: Arc<T>,
+    mode: Mode,
+    clients: usize,
+    cells: usize,
+    seconds: u64,
+) -> Report {
     let measuring = Arc::new(AtomicBool::new(false));
     let stop = Arc::new(AtomicBool::new(false));
     let tasks: Vec<_> = (0..clients)
-        .map(|_| tokio::spawn(client_loop(target.clone(), mode, cells, measuring.clone(), stop.clone())))
+        .map(|_| {
+            tokio::spawn(client_loop(
+                target.clone(),
+                mode,
+                cells,
+                measuring.clone(),
+                stop.clone(),
+            ))
+        })
         .collect();
     tokio::time::sleep(Duration::from_secs(1)).await;
     measuring.store(true, Ordering::Relaxed);
@@ -206,7 +232,12 @@ async fn run_target<T: Target>(target: T, args: &LoadArgs) -> anyhow::Result<()>
     if !args.no_preload {
         let started = Instant::now();
         target.preload(args.cells).await?;
-        eprintln!("preloaded {} cells into {} in {:.1} s", args.cells, target.name(), started.elapsed().as_secs_f64());
+        eprintln!(
+            "preloaded {} cells into {} in {:.1} s",
+            args.cells,
+            target.name(),
+            started.elapsed().as_secs_f64()
+        );
     }
     println!("{}", Report::HEADER);
     let mut reports = Vec::new();
@@ -225,7 +256,12 @@ async fn run_target<T: Target>(target: T, args: &LoadArgs) -> anyhow::Result<()>
 pub async fn run(args: LoadArgs) -> anyhow::Result<()> {
     match args.target.as_str() {
         "sonraft" => {
-            let target = super::sonraft_target::SonraftTarget::connect(&args.nodes, args.token.clone(), args.clients.iter().copied().max().unwrap_or(1)).await?;
+            let target = super::sonraft_target::SonraftTarget::connect(
+                &args.nodes,
+                args.token.clone(),
+                args.clients.iter().copied().max().unwrap_or(1),
+            )
+            .await?;
             run_target(target, &args).await
         }
         #[cfg(feature = "etcd")]
@@ -233,6 +269,8 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<()> {
             let target = super::etcd_target::EtcdTarget::connect(&args.etcd).await?;
             run_target(target, &args).await
         }
-        other => anyhow::bail!("unknown target {other:?} (sonraft, or etcd when built with --features etcd)"),
+        other => anyhow::bail!(
+            "unknown target {other:?} (sonraft, or etcd when built with --features etcd)"
+        ),
     }
 }

@@ -24,14 +24,25 @@ pub fn cell_id(i: usize) -> String {
 
 impl SonraftTarget {
     /// Finds the leader among `nodes`.
-    pub async fn connect(nodes: &[String], token: Option<String>, _clients: usize) -> anyhow::Result<Self> {
+    pub async fn connect(
+        nodes: &[String],
+        token: Option<String>,
+        _clients: usize,
+    ) -> anyhow::Result<Self> {
         let client = ApiClient::new(token, Duration::from_secs(30));
         for n in nodes {
-            let Ok(r) = client.get(n, "/status").await else { continue };
+            let Ok(r) = client.get(n, "/status").await else {
+                continue;
+            };
             let v = r.json();
-            let Some(leader) = v["leader_id"].as_u64() else { continue };
+            let Some(leader) = v["leader_id"].as_u64() else {
+                continue;
+            };
             if let Some(api) = v["nodes"][leader.to_string()]["api_addr"].as_str() {
-                return Ok(SonraftTarget { client, leader: base_url(api).into() });
+                return Ok(SonraftTarget {
+                    client,
+                    leader: base_url(api).into(),
+                });
             }
         }
         bail!("no node of {nodes:?} knows a leader")
@@ -50,7 +61,14 @@ impl Target for SonraftTarget {
                 .iter()
                 .map(|&i| json!({"id": cell_id(i), "site": "BENCH", "rat": "LTE", "pci": i % 504, "arfcn": 1300, "azimuth": 0}))
                 .collect();
-            let r = self.client.post(&self.leader, "/image/import", &json!({"sites": sites, "cells": list})).await?;
+            let r = self
+                .client
+                .post(
+                    &self.leader,
+                    "/image/import",
+                    &json!({"sites": sites, "cells": list}),
+                )
+                .await?;
             if !r.status.is_success() {
                 bail!("preload: {} {}", r.status, String::from_utf8_lossy(&r.body));
             }
@@ -59,11 +77,19 @@ impl Target for SonraftTarget {
     }
 
     async fn read_version(&self, i: usize) -> anyhow::Result<u64> {
-        let r = self.client.get(&self.leader, &format!("/image/cells/{}?consistency=linearizable", cell_id(i))).await?;
+        let r = self
+            .client
+            .get(
+                &self.leader,
+                &format!("/image/cells/{}?consistency=linearizable", cell_id(i)),
+            )
+            .await?;
         if r.status != StatusCode::OK {
             bail!("read: {} {}", r.status, String::from_utf8_lossy(&r.body));
         }
-        r.json()["version"].as_u64().context("no version in the cell")
+        r.json()["version"]
+            .as_u64()
+            .context("no version in the cell")
     }
 
     async fn write(&self, i: usize, read: Option<u64>, value: i64) -> anyhow::Result<Written> {
@@ -76,7 +102,10 @@ impl Target for SonraftTarget {
             r#"{{"origin":{{"function":"operator"}},"reason":"bench","read_set":{read_set},"writes":[{{"entity":"cell/{id}","param":"hysteresis","value":{value}}}]}}"#
         );
         let url = format!("{}/image/changesets", self.leader);
-        let r = self.client.send(Method::POST, &url, Some(Bytes::from(body)), &[]).await?;
+        let r = self
+            .client
+            .send(Method::POST, &url, Some(Bytes::from(body)), &[])
+            .await?;
         match r.status {
             StatusCode::OK => Ok(Written::Applied),
             StatusCode::CONFLICT => Ok(Written::Conflict),

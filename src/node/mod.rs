@@ -167,7 +167,11 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     let stop = shutdown::Stop::new();
     let rpc = RaftServer::new(raft.clone(), node.config.cluster_secret.as_str());
     tokio::spawn(watchdog::watch_leader(node.clone(), rpc.contact()));
-    let raft_server = tokio::spawn(sonraft_raft::transport::serve(raft_listener, rpc, stop.raft.clone().wait()));
+    let raft_server = tokio::spawn(sonraft_raft::transport::serve(
+        raft_listener,
+        rpc,
+        stop.raft.clone().wait(),
+    ));
     let api_server = tokio::spawn(crate::api::serve(
         api_listener,
         node.clone(),

@@ -32,23 +32,40 @@ pub async fn watch_leader(node: Arc<Node>, contact: Arc<LeaderContact>) {
     loop {
         tokio::time::sleep(hb / 2).await;
         let m = node.raft.metrics().borrow().clone();
-        let Some(leader) = m.current_leader else { continue };
+        let Some(leader) = m.current_leader else {
+            continue;
+        };
         let membership = m.membership_config.membership();
-        if m.state != ServerState::Follower || leader == node.id || !membership.voter_ids().any(|v| v == node.id) {
+        if m.state != ServerState::Follower
+            || leader == node.id
+            || !membership.voter_ids().any(|v| v == node.id)
+        {
             continue;
         }
-        let rank = membership.voter_ids().filter(|v| *v != leader && *v < node.id).count() as u32;
+        let rank = membership
+            .voter_ids()
+            .filter(|v| *v != leader && *v < node.id)
+            .count() as u32;
         let silence = contact.silence();
         if silence < hb * (2 + rank) {
             continue;
         }
-        let Some(addr) = m.membership_config.nodes().find(|(id, _)| **id == leader).map(|(_, n)| n.raft_addr.clone()) else {
+        let Some(addr) = m
+            .membership_config
+            .nodes()
+            .find(|(id, _)| **id == leader)
+            .map(|(_, n)| n.raft_addr.clone())
+        else {
             continue;
         };
         if !refused(&addr, hb).await {
             continue;
         }
-        tracing::info!(leader, silent_ms = silence.as_millis() as u64, "the leader's Raft port refuses connections; starting an election");
+        tracing::info!(
+            leader,
+            silent_ms = silence.as_millis() as u64,
+            "the leader's Raft port refuses connections; starting an election"
+        );
         let deadline = Instant::now() + Duration::from_millis(node.config.election_max_ms * 4);
         while Instant::now() < deadline {
             let now = node.raft.metrics().borrow().clone();
@@ -59,7 +76,8 @@ pub async fn watch_leader(node: Arc<Node>, contact: Arc<LeaderContact>) {
                 tracing::warn!(error = %e, "cannot start an election");
                 break;
             }
-            let pause = rand::rng().random_range(hb.as_millis() as u64 / 2..=hb.as_millis() as u64 * 3 / 2);
+            let pause =
+                rand::rng().random_range(hb.as_millis() as u64 / 2..=hb.as_millis() as u64 * 3 / 2);
             tokio::time::sleep(Duration::from_millis(pause.max(1))).await;
         }
     }
