@@ -21,6 +21,7 @@
 //! applied by every node's state machine → the outcome returned to the caller.
 #![forbid(unsafe_code)]
 
+pub mod antennas;
 pub mod api;
 pub mod bench;
 pub mod client;

@@ -1,8 +1,15 @@
-//! `sonraft sim`: a fleet of simulated antennas.
+//! `sonraft sim`: a fleet of simulated antennas over real TCP.
 //!
-//! - [`topology`]: the layout and the planted problems;
+//! - [`topology`]: the layout (hex grid, three sectors per site, relations, PCI plan) and the
+//!   planted problems;
+//! - [`model`]: the load and handover model that reacts to pushed configuration;
+//! - [`server`]: antenna connections, the period clock, and the status endpoint.
 
+pub mod model;
+pub mod server;
 pub mod topology;
+
+use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
 
@@ -16,6 +23,33 @@ pub struct SimArgs {
 pub enum SimCommand {
     /// Print the simulated network as the JSON `POST /image/import` takes.
     Export(LayoutArgs),
+    /// Play the antennas: listen for controller sessions and report counters every period.
+    Run(RunArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub layout: LayoutArgs,
+    /// First antenna listen address (port 0: the OS picks).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub listen: String,
+    /// Number of antenna listeners (consecutive ports, or all OS-picked with port 0); more
+    /// spread 100,000 sessions over more port pairs.
+    #[arg(long, default_value_t = 1)]
+    pub ports: u16,
+    /// Counter period in milliseconds (production: 900000, 15 minutes).
+    #[arg(long, default_value_t = 900_000)]
+    pub period_ms: u32,
+    /// Address of the HTTP status endpoint (`GET /state`).
+    #[arg(long)]
+    pub status_addr: Option<String>,
+    /// Write the listen addresses here as JSON once listening.
+    #[arg(long)]
+    pub addresses_file: Option<PathBuf>,
+    /// Ignore the hysteresis of one push in this many (0: never), to exercise re-pushes.
+    #[arg(long, default_value_t = 0)]
+    pub faulty_every: u64,
 }
 
 /// What determines the layout; the simulator and the exported image must use the same values.
@@ -43,5 +77,56 @@ pub async fn run(args: SimArgs) -> anyhow::Result<()> {
             writeln!(out)?;
             Ok(())
         }
+        SimCommand::Run(run) => run_sim(run).await,
     }
+}
+
+/// Raises the open-files limit to the hard limit: every session is a socket.
+pub fn raise_fd_limit() {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) => tracing::debug!(limit = n, "open-files limit"),
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open-files limit"),
+    }
+}
+
+async fn run_sim(args: RunArgs) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let _ = tracing_subscriber::fmt().with_writer(std::io::stderr).try_init();
+    raise_fd_limit();
+    anyhow::ensure!(args.period_ms >= 200, "--period-ms must be at least 200");
+    let started = std::time::Instant::now();
+    let topo = topology::Topology::build(args.layout.cells, args.layout.seed, &args.layout.regions);
+    let sim = server::Sim::new(topo, args.period_ms, args.layout.seed, args.faulty_every);
+    let first: std::net::SocketAddr = args.listen.parse().context("--listen is not ip:port")?;
+    let mut addrs = Vec::new();
+    for k in 0..args.ports.max(1) {
+        let mut a = first;
+        if first.port() != 0 {
+            a.set_port(first.port() + k);
+        }
+        let l = tokio::net::TcpListener::bind(a).await.with_context(|| format!("cannot listen on {a}"))?;
+        addrs.push(l.local_addr()?);
+        tokio::spawn(server::accept(sim.clone(), l));
+    }
+    let status = match &args.status_addr {
+        Some(s) => {
+            let l = tokio::net::TcpListener::bind(s).await.with_context(|| format!("cannot listen on {s}"))?;
+            let a = l.local_addr()?;
+            tokio::spawn(server::status_http(sim.clone(), l));
+            Some(a)
+        }
+        None => None,
+    };
+    let json = server::addresses_json(&addrs, status);
+    if let Some(f) = &args.addresses_file {
+        let tmp = f.with_extension("tmp");
+        std::fs::write(&tmp, json.to_string())?;
+        std::fs::rename(&tmp, f)?;
+    }
+    tracing::info!(cells = sim.topo.cells.len(), relations = sim.topo.relations.len(), antennas = ?addrs, status = ?status,
+        built_ms = started.elapsed().as_millis() as u64, "simulator listening");
+    println!("{json}");
+    tokio::spawn(server::clock(sim.clone()));
+    crate::node::shutdown::wait_for_signal().await;
+    Ok(())
 }

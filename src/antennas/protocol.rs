@@ -1,0 +1,471 @@
+//! The antenna protocol: small length-prefixed binary frames over TCP.
+//!
+//! ```text
+//! frame    = length:u32be  version:u8 (= 1)  kind:u8  payload      (length counts version..end)
+//! string   = len:u16be  utf-8 bytes                                   (at most 64 bytes)
+//! ```
+//!
+//! | kind | name | direction | payload |
+//! | --- | --- | --- | --- |
+//! | 1 | `HELLO` | controller → antenna | cell id (string), controller node id (u64) |
+//! | 2 | `WELCOME` | antenna → controller | cell id, report period ms (u32), config in effect (`CONFIG`) |
+//! | 3 | `REPORT` | antenna → controller | period end ms (u64), period ms (u32), cell counters (count:u8, u64 each), relations (count:u16, each: target string, count:u8, u64 each) |
+//! | 4 | `CONFIG_SET` | controller → antenna | transaction id (u64), `CONFIG` |
+//! | 5 | `CONFIG_ACK` | antenna → controller | transaction id (u64), `CONFIG` now in effect |
+//! | 6 | `ERROR` | either | code (u16), message (string); the sender closes the connection |
+//!
+//! `CONFIG` = pci:u16 electrical_tilt:i16 max_tx_power_dbm:i16 hysteresis:u8
+//! time_to_trigger_ms:u16 a3_offset:i8 admin_state:u8 energy_saving:u8, then relations
+//! (count:u16, each: target string, cio_db:i8, ho_allowed:u8). A `CONFIG_SET` carries the whole
+//! desired configuration of the cell; a relation it does not list is removed.
+//!
+//! Counters are in the order of [`CELL_COUNTERS`] and [`RELATION_COUNTERS`] (3GPP TS 28.552
+//! names); a report may carry more values than a receiver knows (it ignores the rest) but not
+//! fewer. A frame longer than [`MAX_FRAME`], of another version or kind, or whose payload does
+//! not parse exactly, is an error: the receiver sends `ERROR` and closes that connection only.
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+
+/// Protocol version carried in every frame.
+pub const VERSION: u8 = 1;
+/// Largest frame (after the length prefix).
+pub const MAX_FRAME: usize = 256 * 1024;
+/// Most relations one frame may list.
+pub const MAX_RELATIONS: usize = 512;
+
+/// Per-cell counters of a report, in order.
+pub const CELL_COUNTERS: [&str; 10] = [
+    "RRU.PrbUsedDl",
+    "RRU.PrbTotDl",
+    "RRU.PrbUsedUl",
+    "RRU.PrbTotUl",
+    "RRC.ConnMean",
+    "RRC.ConnMax",
+    "DRB.UEThpDl",
+    "DRB.UEThpUl",
+    "HO.ExeAtt",
+    "HO.ExeSucc",
+];
+/// Per-relation counters of a report, in order.
+pub const RELATION_COUNTERS: [&str; 6] = [
+    "HO.ExeAtt",
+    "HO.ExeSucc",
+    "HO.TooEarly",
+    "HO.TooLate",
+    "HO.WrongCell",
+    "HO.PingPong",
+];
+
+pub mod cell_counter {
+    pub const PRB_USED_DL: usize = 0;
+    pub const PRB_TOT_DL: usize = 1;
+    pub const PRB_USED_UL: usize = 2;
+    pub const PRB_TOT_UL: usize = 3;
+    pub const CONN_MEAN: usize = 4;
+    pub const CONN_MAX: usize = 5;
+    pub const THP_DL: usize = 6;
+    pub const THP_UL: usize = 7;
+    pub const HO_ATT: usize = 8;
+    pub const HO_SUCC: usize = 9;
+}
+
+pub mod relation_counter {
+    pub const ATT: usize = 0;
+    pub const SUCC: usize = 1;
+    pub const TOO_EARLY: usize = 2;
+    pub const TOO_LATE: usize = 3;
+    pub const WRONG_CELL: usize = 4;
+    pub const PING_PONG: usize = 5;
+}
+
+/// Error codes of `ERROR` frames.
+pub mod code {
+    pub const BAD_FRAME: u16 = 1;
+    pub const UNKNOWN_CELL: u16 = 2;
+    pub const NOT_EXPECTED: u16 = 3;
+}
+
+/// A relation's configuration as pushed to the antenna.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RelationConfig {
+    pub target: String,
+    pub cio_db: i8,
+    pub ho_allowed: bool,
+}
+
+/// A cell's configuration as pushed to (and acknowledged by) the antenna.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct CellConfig {
+    pub pci: u16,
+    pub electrical_tilt: i16,
+    pub max_tx_power_dbm: i16,
+    pub hysteresis: u8,
+    pub time_to_trigger_ms: u16,
+    pub a3_offset: i8,
+    /// 0 unlocked, 1 locked, 2 shutting down.
+    pub admin_state: u8,
+    /// 0 normal, 1 dormant.
+    pub energy_saving: u8,
+    pub relations: Vec<RelationConfig>,
+}
+
+/// One relation's counters in a report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RelationCounters {
+    pub target: String,
+    pub values: [u64; RELATION_COUNTERS.len()],
+}
+
+/// One period's counters of a cell.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Report {
+    pub period_end_ms: u64,
+    pub period_ms: u32,
+    pub cell: [u64; CELL_COUNTERS.len()],
+    pub relations: Vec<RelationCounters>,
+}
+
+impl Report {
+    /// Number of counter values carried.
+    pub fn values(&self) -> usize {
+        CELL_COUNTERS.len() + self.relations.len() * RELATION_COUNTERS.len()
+    }
+}
+
+/// A decoded frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Frame {
+    Hello { cell: String, controller: u64 },
+    Welcome { cell: String, period_ms: u32, config: CellConfig },
+    Report(Report),
+    ConfigSet { txn: u64, config: CellConfig },
+    ConfigAck { txn: u64, config: CellConfig },
+    Error { code: u16, message: String },
+}
+
+/// Why bytes are not a frame.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum FrameError {
+    #[error("frame of {0} bytes is over the {MAX_FRAME}-byte limit")]
+    TooLong(usize),
+    #[error("frame of {0} bytes is too short")]
+    TooShort(usize),
+    #[error("protocol version {0} is not understood (this build speaks {VERSION})")]
+    Version(u8),
+    #[error("unknown frame kind {0}")]
+    Kind(u8),
+    #[error("truncated {0}")]
+    Truncated(&'static str),
+    #[error("bad {0}")]
+    Bad(&'static str),
+    #[error("{0} unexpected bytes after the payload")]
+    Trailing(usize),
+}
+
+fn put_str(b: &mut BytesMut, s: &str) {
+    let bytes = &s.as_bytes()[..s.len().min(64)];
+    b.put_u16(bytes.len() as u16);
+    b.put_slice(bytes);
+}
+
+fn put_config(b: &mut BytesMut, c: &CellConfig) {
+    b.put_u16(c.pci);
+    b.put_i16(c.electrical_tilt);
+    b.put_i16(c.max_tx_power_dbm);
+    b.put_u8(c.hysteresis);
+    b.put_u16(c.time_to_trigger_ms);
+    b.put_i8(c.a3_offset);
+    b.put_u8(c.admin_state);
+    b.put_u8(c.energy_saving);
+    let n = c.relations.len().min(MAX_RELATIONS);
+    b.put_u16(n as u16);
+    for r in &c.relations[..n] {
+        put_str(b, &r.target);
+        b.put_i8(r.cio_db);
+        b.put_u8(u8::from(r.ho_allowed));
+    }
+}
+
+/// Encodes a frame, length prefix included.
+pub fn encode(frame: &Frame) -> Bytes {
+    let mut b = BytesMut::with_capacity(64);
+    b.put_u32(0);
+    b.put_u8(VERSION);
+    match frame {
+        Frame::Hello { cell, controller } => {
+            b.put_u8(1);
+            put_str(&mut b, cell);
+            b.put_u64(*controller);
+        }
+        Frame::Welcome { cell, period_ms, config } => {
+            b.put_u8(2);
+            put_str(&mut b, cell);
+            b.put_u32(*period_ms);
+            put_config(&mut b, config);
+        }
+        Frame::Report(r) => {
+            b.put_u8(3);
+            b.put_u64(r.period_end_ms);
+            b.put_u32(r.period_ms);
+            b.put_u8(r.cell.len() as u8);
+            for v in r.cell {
+                b.put_u64(v);
+            }
+            let n = r.relations.len().min(MAX_RELATIONS);
+            b.put_u16(n as u16);
+            for rel in &r.relations[..n] {
+                put_str(&mut b, &rel.target);
+                b.put_u8(rel.values.len() as u8);
+                for v in rel.values {
+                    b.put_u64(v);
+                }
+            }
+        }
+        Frame::ConfigSet { txn, config } => {
+            b.put_u8(4);
+            b.put_u64(*txn);
+            put_config(&mut b, config);
+        }
+        Frame::ConfigAck { txn, config } => {
+            b.put_u8(5);
+            b.put_u64(*txn);
+            put_config(&mut b, config);
+        }
+        Frame::Error { code, message } => {
+            b.put_u8(6);
+            b.put_u16(*code);
+            put_str(&mut b, message);
+        }
+    }
+    let len = (b.len() - 4) as u32;
+    b[..4].copy_from_slice(&len.to_be_bytes());
+    b.freeze()
+}
+
+struct Reader<'a> {
+    b: &'a [u8],
+}
+
+impl Reader<'_> {
+    fn need(&self, n: usize, what: &'static str) -> Result<(), FrameError> {
+        if self.b.remaining() < n { Err(FrameError::Truncated(what)) } else { Ok(()) }
+    }
+    fn u8(&mut self, what: &'static str) -> Result<u8, FrameError> {
+        self.need(1, what)?;
+        Ok(self.b.get_u8())
+    }
+    fn i8(&mut self, what: &'static str) -> Result<i8, FrameError> {
+        self.need(1, what)?;
+        Ok(self.b.get_i8())
+    }
+    fn u16(&mut self, what: &'static str) -> Result<u16, FrameError> {
+        self.need(2, what)?;
+        Ok(self.b.get_u16())
+    }
+    fn i16(&mut self, what: &'static str) -> Result<i16, FrameError> {
+        self.need(2, what)?;
+        Ok(self.b.get_i16())
+    }
+    fn u32(&mut self, what: &'static str) -> Result<u32, FrameError> {
+        self.need(4, what)?;
+        Ok(self.b.get_u32())
+    }
+    fn u64(&mut self, what: &'static str) -> Result<u64, FrameError> {
+        self.need(8, what)?;
+        Ok(self.b.get_u64())
+    }
+    fn string(&mut self, what: &'static str) -> Result<String, FrameError> {
+        let n = self.u16(what)? as usize;
+        if n > 64 {
+            return Err(FrameError::Bad(what));
+        }
+        self.need(n, what)?;
+        let s = std::str::from_utf8(&self.b[..n]).map_err(|_| FrameError::Bad(what))?.to_string();
+        self.b.advance(n);
+        Ok(s)
+    }
+    fn config(&mut self) -> Result<CellConfig, FrameError> {
+        let mut c = CellConfig {
+            pci: self.u16("pci")?,
+            electrical_tilt: self.i16("tilt")?,
+            max_tx_power_dbm: self.i16("power")?,
+            hysteresis: self.u8("hysteresis")?,
+            time_to_trigger_ms: self.u16("time to trigger")?,
+            a3_offset: self.i8("a3 offset")?,
+            admin_state: self.u8("admin state")?,
+            energy_saving: self.u8("energy saving")?,
+            relations: Vec::new(),
+        };
+        let n = self.u16("relation count")? as usize;
+        if n > MAX_RELATIONS {
+            return Err(FrameError::Bad("relation count"));
+        }
+        c.relations.reserve(n);
+        for _ in 0..n {
+            c.relations.push(RelationConfig {
+                target: self.string("relation target")?,
+                cio_db: self.i8("cio")?,
+                ho_allowed: self.u8("ho allowed")? != 0,
+            });
+        }
+        Ok(c)
+    }
+    fn counters<const N: usize>(&mut self, what: &'static str) -> Result<[u64; N], FrameError> {
+        let n = self.u8(what)? as usize;
+        if n < N {
+            return Err(FrameError::Bad(what));
+        }
+        let mut out = [0u64; N];
+        for (i, v) in (0..n).map(|_| self.u64(what)).enumerate() {
+            let v = v?;
+            if i < N {
+                out[i] = v;
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Decodes the body of one frame (what follows the length prefix).
+pub fn decode(body: &[u8]) -> Result<Frame, FrameError> {
+    if body.len() > MAX_FRAME {
+        return Err(FrameError::TooLong(body.len()));
+    }
+    if body.len() < 2 {
+        return Err(FrameError::TooShort(body.len()));
+    }
+    if body[0] != VERSION {
+        return Err(FrameError::Version(body[0]));
+    }
+    let mut r = Reader { b: &body[2..] };
+    let frame = match body[1] {
+        1 => Frame::Hello { cell: r.string("cell id")?, controller: r.u64("controller id")? },
+        2 => Frame::Welcome { cell: r.string("cell id")?, period_ms: r.u32("period")?, config: r.config()? },
+        3 => {
+            let period_end_ms = r.u64("period end")?;
+            let period_ms = r.u32("period")?;
+            let cell = r.counters::<{ CELL_COUNTERS.len() }>("cell counters")?;
+            let n = r.u16("relation count")? as usize;
+            if n > MAX_RELATIONS {
+                return Err(FrameError::Bad("relation count"));
+            }
+            let mut relations = Vec::with_capacity(n);
+            for _ in 0..n {
+                relations.push(RelationCounters {
+                    target: r.string("relation target")?,
+                    values: r.counters::<{ RELATION_COUNTERS.len() }>("relation counters")?,
+                });
+            }
+            Frame::Report(Report { period_end_ms, period_ms, cell, relations })
+        }
+        4 => Frame::ConfigSet { txn: r.u64("transaction")?, config: r.config()? },
+        5 => Frame::ConfigAck { txn: r.u64("transaction")?, config: r.config()? },
+        6 => Frame::Error { code: r.u16("error code")?, message: r.string("error message")? },
+        k => return Err(FrameError::Kind(k)),
+    };
+    if !r.b.is_empty() {
+        return Err(FrameError::Trailing(r.b.len()));
+    }
+    Ok(frame)
+}
+
+/// Takes one complete frame off the front of `buf`, if there is one.
+pub fn split_frame(buf: &mut BytesMut) -> Result<Option<Frame>, FrameError> {
+    if buf.len() < 4 {
+        return Ok(None);
+    }
+    let len = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+    if len > MAX_FRAME {
+        return Err(FrameError::TooLong(len));
+    }
+    if buf.len() < 4 + len {
+        buf.reserve(4 + len - buf.len());
+        return Ok(None);
+    }
+    buf.advance(4);
+    let body = buf.split_to(len);
+    decode(&body).map(Some)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn config() -> CellConfig {
+        CellConfig {
+            pci: 7,
+            electrical_tilt: -12,
+            max_tx_power_dbm: 46,
+            hysteresis: 4,
+            time_to_trigger_ms: 320,
+            a3_offset: -3,
+            admin_state: 0,
+            energy_saving: 1,
+            relations: vec![RelationConfig { target: "S1-2".into(), cio_db: -4, ho_allowed: true }],
+        }
+    }
+
+    fn frames() -> Vec<Frame> {
+        vec![
+            Frame::Hello { cell: "S1-1".into(), controller: 3 },
+            Frame::Welcome { cell: "S1-1".into(), period_ms: 1000, config: config() },
+            Frame::Report(Report {
+                period_end_ms: 123,
+                period_ms: 1000,
+                cell: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10],
+                relations: vec![RelationCounters { target: "S1-2".into(), values: [1, 2, 3, 4, 5, 6] }],
+            }),
+            Frame::ConfigSet { txn: 9, config: config() },
+            Frame::ConfigAck { txn: 9, config: config() },
+            Frame::Error { code: 2, message: "no such cell".into() },
+        ]
+    }
+
+    #[test]
+    fn every_frame_round_trips() {
+        for f in frames() {
+            let bytes = encode(&f);
+            let mut buf = BytesMut::from(&bytes[..]);
+            assert_eq!(split_frame(&mut buf).unwrap(), Some(f));
+            assert!(buf.is_empty());
+        }
+    }
+
+    #[test]
+    fn a_partial_frame_waits_for_more_bytes() {
+        let bytes = encode(&frames()[2]);
+        let mut buf = BytesMut::from(&bytes[..bytes.len() - 1]);
+        assert_eq!(split_frame(&mut buf).unwrap(), None);
+    }
+
+    #[test]
+    fn oversized_wrong_version_and_unknown_kinds_are_errors() {
+        let mut buf = BytesMut::from(&[0xff, 0xff, 0xff, 0xff, 1, 1][..]);
+        assert!(matches!(split_frame(&mut buf), Err(FrameError::TooLong(_))));
+        assert_eq!(decode(&[9, 1]), Err(FrameError::Version(9)));
+        assert_eq!(decode(&[1, 77]), Err(FrameError::Kind(77)));
+        let mut trailing = encode(&frames()[0]).to_vec();
+        trailing.push(0);
+        assert!(matches!(decode(&trailing[4..]), Err(FrameError::Trailing(1))));
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..600)) {
+            let _ = decode(&bytes);
+            let mut buf = BytesMut::from(&bytes[..]);
+            while let Ok(Some(_)) = split_frame(&mut buf) {}
+        }
+
+        #[test]
+        fn truncating_a_frame_is_an_error_not_a_panic(cut in 0usize..200) {
+            for f in frames() {
+                let bytes = encode(&f);
+                let body = &bytes[4..];
+                let cut = cut.min(body.len() - 1);
+                prop_assert!(decode(&body[..cut]).is_err());
+            }
+        }
+    }
+}

@@ -1,0 +1,182 @@
+//! The radio model: what each cell's counters read for one period, given the configuration
+//! pushed to it.
+//!
+//! - **Load.** A cell's PRB demand shrinks with more downtilt (4 % per degree above 4 degrees)
+//!   and less power (3 % per dB below 46 dBm); what it loses goes to its neighbours. A CIO of
+//!   `c` dB on relation X→Y hands 3.5 % × c of X's traffic to Y (negative: pulls Y's to X).
+//!   A dormant (energy-saving) or locked cell hands all its traffic to its neighbours.
+//! - **Mobility.** The handover delay of relation X→Y is `E = hysteresis/2 + TTT/160 ms − CIO/4`
+//!   (dB-equivalent). Each cell has an optimum `O` (user speed); too-late handovers are
+//!   4 % × (E − O), too-early 4 % × (O − E − 0.5), ping-pongs grow as hysteresis falls below 1.5 dB.
+//! - **PCI.** Handovers towards a target whose PCI collides with the source or is confused with
+//!   another neighbour's fail 40 % more often (wrong cell).
+
+use rand::Rng;
+use rand::rngs::StdRng;
+
+use super::topology::Topology;
+use crate::antennas::protocol::{
+    CELL_COUNTERS, CellConfig, RELATION_COUNTERS, RelationCounters, Report, cell_counter as cc, relation_counter as rc,
+};
+
+/// Physical resource blocks of a 20 MHz LTE carrier.
+pub const PRB_TOTAL: u64 = 100;
+
+/// The configuration state of one simulated cell.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CellState {
+    pub config: CellConfig,
+}
+
+/// Per-relation mutable state, indexed like `Topology::relations`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RelationState {
+    pub cio_db: i8,
+    pub ho_allowed: bool,
+    pub exists: bool,
+}
+
+/// The configuration an antenna starts with: what the exported image says.
+pub fn initial_config(topo: &Topology, cell: usize, by_source: &[Vec<usize>]) -> CellConfig {
+    let c = &topo.cells[cell];
+    CellConfig {
+        pci: c.pci,
+        electrical_tilt: 40,
+        max_tx_power_dbm: 46,
+        hysteresis: 4,
+        time_to_trigger_ms: 320,
+        a3_offset: 6,
+        admin_state: 0,
+        energy_saving: 0,
+        relations: by_source[cell]
+            .iter()
+            .map(|r| crate::antennas::protocol::RelationConfig {
+                target: topo.cells[topo.relations[*r].target].id.clone(),
+                cio_db: 0,
+                ho_allowed: true,
+            })
+            .collect(),
+    }
+}
+
+/// What one period produced, per cell and per relation.
+#[derive(Debug, Clone, Default)]
+pub struct PeriodOutcome {
+    pub load: Vec<f64>,
+    pub reports: Vec<Report>,
+    /// Per relation: (attempts, too late).
+    pub relation_late: Vec<(u64, u64)>,
+}
+
+/// The handover delay of a cell's configuration, in dB-equivalent.
+pub fn delay_db(config: &CellConfig) -> f64 {
+    f64::from(config.hysteresis) * 0.5 + f64::from(config.time_to_trigger_ms) / 160.0
+}
+
+/// Computes one period.
+pub fn run_period(
+    topo: &Topology,
+    by_source: &[Vec<usize>],
+    configs: &[CellConfig],
+    relations: &[RelationState],
+    period_end_ms: u64,
+    period_ms: u32,
+    rng: &mut StdRng,
+) -> PeriodOutcome {
+    let n = topo.cells.len();
+    let live = |r: usize| relations[r].exists && relations[r].ho_allowed;
+
+    // Coverage: tilt, power and energy saving move demand to neighbours.
+    let mut load: Vec<f64> = vec![0.0; n];
+    for (i, cell) in topo.cells.iter().enumerate() {
+        let cfg = &configs[i];
+        let tilt_deg_over = (f64::from(cfg.electrical_tilt) - 40.0) / 10.0;
+        let mut keep = (1.0 - 0.04 * tilt_deg_over) * (1.0 + 0.03 * (f64::from(cfg.max_tx_power_dbm) - 46.0));
+        if cfg.energy_saving == 1 || cfg.admin_state != 0 {
+            keep = 0.0;
+        }
+        let keep = keep.clamp(0.0, 1.3);
+        load[i] += cell.demand * keep;
+        let lost = cell.demand * (1.0 - keep);
+        let targets: Vec<usize> = by_source[i].iter().filter(|r| relations[**r].exists).map(|r| topo.relations[*r].target).collect();
+        if lost.abs() > 0.0 && !targets.is_empty() {
+            for t in &targets {
+                load[*t] += lost / targets.len() as f64;
+            }
+        } else if lost > 0.0 {
+            load[i] += lost;
+        }
+    }
+    // Mobility load balancing: CIO moves traffic across relations.
+    let base = load.clone();
+    for (r, rel) in topo.relations.iter().enumerate() {
+        if !live(r) || relations[r].cio_db == 0 {
+            continue;
+        }
+        let c = f64::from(relations[r].cio_db);
+        let shift = if c > 0.0 { 0.035 * c * base[rel.source] } else { 0.035 * c * base[rel.target] };
+        load[rel.source] -= shift;
+        load[rel.target] += shift;
+    }
+
+    // PCI problems: targets whose PCI collides with the source or another neighbour.
+    let mut pci_trouble = vec![false; topo.relations.len()];
+    for (s, rels) in by_source.iter().enumerate() {
+        for &r in rels {
+            let t = topo.relations[r].target;
+            let same = |x: usize, y: usize| configs[x].pci == configs[y].pci && topo.cells[x].arfcn == topo.cells[y].arfcn;
+            let confused = rels.iter().any(|&o| o != r && same(topo.relations[o].target, t));
+            pci_trouble[r] = same(s, t) || confused;
+        }
+    }
+
+    let mut reports = Vec::with_capacity(n);
+    let mut relation_late = vec![(0, 0); topo.relations.len()];
+    for (i, cell) in topo.cells.iter().enumerate() {
+        let cfg = &configs[i];
+        let l = load[i].clamp(0.0, 1.5);
+        let noise = |rng: &mut StdRng, v: f64| (v * rng.random_range(0.97..1.03)).max(0.0);
+        let prb_dl = (noise(rng, l.min(1.0)) * PRB_TOTAL as f64).round().min(PRB_TOTAL as f64) as u64;
+        let prb_ul = (noise(rng, (l * 0.6).min(1.0)) * PRB_TOTAL as f64).round().min(PRB_TOTAL as f64) as u64;
+        let mut counters = [0u64; CELL_COUNTERS.len()];
+        counters[cc::PRB_USED_DL] = prb_dl;
+        counters[cc::PRB_TOT_DL] = PRB_TOTAL;
+        counters[cc::PRB_USED_UL] = prb_ul;
+        counters[cc::PRB_TOT_UL] = PRB_TOTAL;
+        counters[cc::CONN_MEAN] = noise(rng, l * 300.0) as u64;
+        counters[cc::CONN_MAX] = noise(rng, l * 390.0) as u64;
+        counters[cc::THP_DL] = noise(rng, 60_000.0 * (1.05 - l.min(1.0)) + 1_500.0) as u64;
+        counters[cc::THP_UL] = noise(rng, 15_000.0 * (1.05 - l.min(1.0)) + 500.0) as u64;
+        let mut rel_counters = Vec::with_capacity(by_source[i].len());
+        let delay = delay_db(cfg);
+        for &r in &by_source[i] {
+            if !relations[r].exists {
+                continue;
+            }
+            let rel = &topo.relations[r];
+            let c = f64::from(relations[r].cio_db);
+            let mut v = [0u64; RELATION_COUNTERS.len()];
+            if relations[r].ho_allowed && rel.base_attempts > 0.0 {
+                let att = noise(rng, rel.base_attempts * (1.0 + 0.08 * c).max(0.1) * (l / 0.5).clamp(0.3, 2.0)).round();
+                let e = delay - c / 4.0;
+                let late = (0.04 * (e - cell.optimal_delay_db)).clamp(0.0, 0.6);
+                let early = (0.04 * (cell.optimal_delay_db - e - 0.5)).clamp(0.0, 0.6);
+                let ping_pong = (0.05 * (1.5 - f64::from(cfg.hysteresis) * 0.5)).clamp(0.0, 0.3);
+                let wrong = if pci_trouble[r] { 0.4 } else { 0.0 };
+                let success = (rel.base_success * (1.0 - late - early) * (1.0 - wrong)).clamp(0.0, 1.0);
+                v[rc::ATT] = att as u64;
+                v[rc::SUCC] = (att * success).round() as u64;
+                v[rc::TOO_LATE] = (att * late).round() as u64;
+                v[rc::TOO_EARLY] = (att * early).round() as u64;
+                v[rc::WRONG_CELL] = (att * wrong).round() as u64;
+                v[rc::PING_PONG] = (att * ping_pong).round() as u64;
+                relation_late[r] = (v[rc::ATT], v[rc::TOO_LATE]);
+            }
+            counters[cc::HO_ATT] += v[rc::ATT];
+            counters[cc::HO_SUCC] += v[rc::SUCC];
+            rel_counters.push(RelationCounters { target: topo.cells[rel.target].id.clone(), values: v });
+        }
+        reports.push(Report { period_end_ms, period_ms, cell: counters, relations: rel_counters });
+    }
+    PeriodOutcome { load, reports, relation_late }
+}

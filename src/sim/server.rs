@@ -1,0 +1,379 @@
+//! The simulator's network side: antenna connections over TCP, the period clock, and a small
+//! HTTP status endpoint that reports the state of the planted problems.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+use super::model::{self, RelationState};
+use super::topology::Topology;
+use crate::antennas::protocol::{self, CellConfig, Frame, code, encode};
+
+/// Everything that changes while the simulator runs.
+struct Mutable {
+    configs: Vec<CellConfig>,
+    relations: Vec<RelationState>,
+    rng: StdRng,
+    period: u64,
+    last: model::PeriodOutcome,
+    first_late: Vec<f64>,
+}
+
+/// One period's pre-encoded report frames, one per cell.
+#[derive(Default)]
+pub struct PeriodFrames {
+    pub number: u64,
+    pub frames: Vec<Bytes>,
+}
+
+/// The simulator.
+pub struct Sim {
+    pub topo: Topology,
+    by_source: Vec<Vec<usize>>,
+    index: HashMap<String, usize>,
+    state: Mutex<Mutable>,
+    period_ms: u32,
+    latest: watch::Sender<Arc<PeriodFrames>>,
+    /// Ignore one push in this many (0: never), to exercise divergence handling.
+    faulty_every: u64,
+    pushes: AtomicU64,
+    pub connections: AtomicU64,
+    pub frames_sent: AtomicU64,
+    pub bad_frames: AtomicU64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Sim {
+    pub fn new(topo: Topology, period_ms: u32, seed: u64, faulty_every: u64) -> Arc<Sim> {
+        let by_source = topo.relations_by_source();
+        let configs = (0..topo.cells.len()).map(|i| model::initial_config(&topo, i, &by_source)).collect();
+        let relations = vec![RelationState { cio_db: 0, ho_allowed: true, exists: true }; topo.relations.len()];
+        let index = topo.cells.iter().enumerate().map(|(i, c)| (c.id.clone(), i)).collect();
+        Arc::new(Sim {
+            by_source,
+            index,
+            state: Mutex::new(Mutable {
+                configs,
+                relations,
+                rng: StdRng::seed_from_u64(seed ^ 0x5eed),
+                period: 0,
+                last: model::PeriodOutcome::default(),
+                first_late: Vec::new(),
+            }),
+            topo,
+            period_ms,
+            latest: watch::channel(Arc::new(PeriodFrames::default())).0,
+            faulty_every,
+            pushes: AtomicU64::new(0),
+            connections: AtomicU64::new(0),
+            frames_sent: AtomicU64::new(0),
+            bad_frames: AtomicU64::new(0),
+        })
+    }
+
+    /// Applies a pushed configuration; returns what is now in effect.
+    fn apply(&self, cell: usize, wanted: &CellConfig) -> CellConfig {
+        let n = self.pushes.fetch_add(1, Ordering::Relaxed) + 1;
+        let faulty = self.faulty_every > 0 && n % self.faulty_every == 0;
+        let mut s = lock(&self.state);
+        let cfg = &mut s.configs[cell];
+        let max_pci = 503;
+        if wanted.pci <= max_pci {
+            cfg.pci = wanted.pci;
+        }
+        cfg.electrical_tilt = wanted.electrical_tilt.clamp(-900, 900);
+        cfg.max_tx_power_dbm = wanted.max_tx_power_dbm.clamp(0, 60);
+        if !faulty {
+            cfg.hysteresis = wanted.hysteresis.min(30);
+        }
+        cfg.time_to_trigger_ms = wanted.time_to_trigger_ms;
+        cfg.a3_offset = wanted.a3_offset;
+        cfg.admin_state = wanted.admin_state;
+        cfg.energy_saving = wanted.energy_saving;
+        let mut in_effect = Vec::new();
+        for &r in &self.by_source[cell] {
+            let target = &self.topo.cells[self.topo.relations[r].target].id;
+            match wanted.relations.iter().find(|w| &w.target == target) {
+                Some(w) => {
+                    s.relations[r] = RelationState { cio_db: w.cio_db, ho_allowed: w.ho_allowed, exists: true };
+                    in_effect.push(w.clone());
+                }
+                None => s.relations[r].exists = false,
+            }
+        }
+        s.configs[cell].relations = in_effect;
+        s.configs[cell].clone()
+    }
+
+    /// Runs one period and publishes its report frames.
+    fn tick(&self) {
+        let end = now_ms();
+        let (frames, number) = {
+            let mut s = lock(&self.state);
+            let Mutable { configs, relations, rng, .. } = &mut *s;
+            let outcome = model::run_period(&self.topo, &self.by_source, configs, relations, end, self.period_ms, rng);
+            let frames: Vec<Bytes> = outcome.reports.iter().map(|r| encode(&Frame::Report(r.clone()))).collect();
+            s.period += 1;
+            if s.first_late.is_empty() {
+                s.first_late = self.late_ratios(&outcome);
+            }
+            s.last = outcome;
+            (frames, s.period)
+        };
+        self.latest.send_replace(Arc::new(PeriodFrames { number, frames }));
+    }
+
+    /// Too-late ratio of each planted late cell.
+    fn late_ratios(&self, outcome: &model::PeriodOutcome) -> Vec<f64> {
+        self.topo
+            .problems
+            .late_cells
+            .iter()
+            .map(|&c| {
+                let (att, late) = self.by_source[c]
+                    .iter()
+                    .map(|&r| outcome.relation_late[r])
+                    .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
+                if att == 0 { 0.0 } else { late as f64 / att as f64 }
+            })
+            .collect()
+    }
+
+    /// The state of the network and of every planted problem, as JSON.
+    pub fn status(&self) -> Value {
+        let s = lock(&self.state);
+        let prb = |c: usize| s.last.reports.get(c).map_or(0.0, |r| r.cell[0] as f64);
+        let same = |x: usize, y: usize| s.configs[x].pci == s.configs[y].pci && self.topo.cells[x].arfcn == self.topo.cells[y].arfcn;
+        let mut collisions = Vec::new();
+        let mut confusions = Vec::new();
+        for (x, rels) in self.by_source.iter().enumerate() {
+            let targets: Vec<usize> = rels.iter().filter(|r| s.relations[**r].exists).map(|r| self.topo.relations[*r].target).collect();
+            for (k, &a) in targets.iter().enumerate() {
+                if same(x, a) {
+                    collisions.push(json!([self.topo.cells[x].id, self.topo.cells[a].id]));
+                }
+                for &b in &targets[k + 1..] {
+                    if same(a, b) {
+                        confusions.push(json!([self.topo.cells[x].id, self.topo.cells[a].id, self.topo.cells[b].id]));
+                    }
+                }
+            }
+        }
+        let overloaded: Vec<Value> = self
+            .topo
+            .problems
+            .overloaded
+            .iter()
+            .map(|&c| {
+                let neighbours: Vec<usize> = self.by_source[c].iter().map(|r| self.topo.relations[*r].target).collect();
+                let max_nb = neighbours.iter().map(|n| prb(*n)).fold(0.0, f64::max);
+                json!({"cell": self.topo.cells[c].id, "prb_dl_pct": prb(c), "max_neighbour_prb_dl_pct": max_nb})
+            })
+            .collect();
+        let now = self.late_ratios(&s.last);
+        let late: Vec<Value> = self
+            .topo
+            .problems
+            .late_cells
+            .iter()
+            .enumerate()
+            .map(|(k, &c)| {
+                json!({"cell": self.topo.cells[c].id, "too_late_ratio": now.get(k), "initial_too_late_ratio": s.first_late.get(k),
+                       "hysteresis": s.configs[c].hysteresis, "time_to_trigger_ms": s.configs[c].time_to_trigger_ms})
+            })
+            .collect();
+        let dead: Vec<Value> = self
+            .topo
+            .problems
+            .dead_relations
+            .iter()
+            .chain(&self.topo.problems.failing_relations)
+            .map(|&r| {
+                let rel = &self.topo.relations[r];
+                json!({"relation": format!("{}/{}", self.topo.cells[rel.source].id, self.topo.cells[rel.target].id), "exists": s.relations[r].exists})
+            })
+            .collect();
+        let configs: serde_json::Map<String, Value> = self
+            .topo
+            .cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let cfg = &s.configs[i];
+                let rels: serde_json::Map<String, Value> =
+                    cfg.relations.iter().map(|r| (r.target.clone(), json!({"cio_db": r.cio_db, "ho_allowed": r.ho_allowed}))).collect();
+                (c.id.clone(), json!({"pci": cfg.pci, "electrical_tilt": cfg.electrical_tilt, "max_tx_power_dbm": cfg.max_tx_power_dbm,
+                    "hysteresis": cfg.hysteresis, "time_to_trigger_ms": cfg.time_to_trigger_ms, "a3_offset": cfg.a3_offset, "relations": rels}))
+            })
+            .collect();
+        json!({
+            "period": s.period,
+            "cells": self.topo.cells.len(),
+            "connections": self.connections.load(Ordering::Relaxed),
+            "pushes": self.pushes.load(Ordering::Relaxed),
+            "bad_frames": self.bad_frames.load(Ordering::Relaxed),
+            "pci_collisions": collisions,
+            "pci_confusions": confusions,
+            "overloaded": overloaded,
+            "late": late,
+            "pruned_candidates": dead,
+            "configs": configs,
+        })
+    }
+}
+
+/// Drives the period clock until the process ends.
+pub async fn clock(sim: Arc<Sim>) {
+    let mut interval = tokio::time::interval(Duration::from_millis(u64::from(sim.period_ms)));
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        interval.tick().await;
+        let s = sim.clone();
+        if tokio::task::spawn_blocking(move || s.tick()).await.is_err() {
+            tracing::error!("a simulation period failed");
+        }
+    }
+}
+
+/// Accepts antenna connections on one listener.
+pub async fn accept(sim: Arc<Sim>, listener: TcpListener) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                let sim = sim.clone();
+                tokio::spawn(async move {
+                    sim.connections.fetch_add(1, Ordering::Relaxed);
+                    if let Err(e) = serve(&sim, stream).await {
+                        tracing::debug!(%peer, error = %e, "antenna connection ended");
+                    }
+                    sim.connections.fetch_sub(1, Ordering::Relaxed);
+                });
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+async fn read_frame(rd: &mut tokio::net::tcp::OwnedReadHalf, buf: &mut BytesMut) -> anyhow::Result<Option<Frame>> {
+    loop {
+        if let Some(f) = protocol::split_frame(buf)? {
+            return Ok(Some(f));
+        }
+        buf.reserve(1024);
+        if rd.read_buf(buf).await? == 0 {
+            return Ok(None);
+        }
+    }
+}
+
+/// One antenna connection: HELLO, WELCOME, then reports out and configuration in.
+async fn serve(sim: &Sim, stream: TcpStream) -> anyhow::Result<()> {
+    stream.set_nodelay(true)?;
+    let (mut rd, mut wr) = stream.into_split();
+    let mut buf = BytesMut::new();
+    let hello = tokio::time::timeout(Duration::from_secs(10), read_frame(&mut rd, &mut buf)).await;
+    let cell = match hello {
+        Ok(Ok(Some(Frame::Hello { cell, .. }))) => cell,
+        Ok(Err(e)) => {
+            sim.bad_frames.fetch_add(1, Ordering::Relaxed);
+            let _ = wr.write_all(&encode(&Frame::Error { code: code::BAD_FRAME, message: e.to_string() })).await;
+            anyhow::bail!("bad first frame: {e}");
+        }
+        _ => {
+            let _ = wr.write_all(&encode(&Frame::Error { code: code::NOT_EXPECTED, message: "expected HELLO".into() })).await;
+            anyhow::bail!("no HELLO");
+        }
+    };
+    let Some(&idx) = sim.index.get(&cell) else {
+        wr.write_all(&encode(&Frame::Error { code: code::UNKNOWN_CELL, message: format!("no cell {cell}") })).await?;
+        anyhow::bail!("unknown cell {cell}");
+    };
+    let config = lock(&sim.state).configs[idx].clone();
+    wr.write_all(&encode(&Frame::Welcome { cell, period_ms: sim.period_ms, config })).await?;
+    let mut rx = sim.latest.subscribe();
+    rx.borrow_and_update();
+    if buf.is_empty() {
+        buf = BytesMut::new();
+    }
+    loop {
+        tokio::select! {
+            changed = rx.changed() => {
+                if changed.is_err() {
+                    return Ok(());
+                }
+                let frame = rx.borrow_and_update().frames.get(idx).cloned();
+                if let Some(f) = frame {
+                    wr.write_all(&f).await?;
+                    sim.frames_sent.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            read = rd.read_buf(&mut buf) => {
+                if read? == 0 {
+                    return Ok(());
+                }
+                loop {
+                    match protocol::split_frame(&mut buf) {
+                        Ok(None) => break,
+                        Ok(Some(Frame::ConfigSet { txn, config })) => {
+                            let in_effect = sim.apply(idx, &config);
+                            wr.write_all(&encode(&Frame::ConfigAck { txn, config: in_effect })).await?;
+                        }
+                        Ok(Some(other)) => {
+                            let msg = format!("unexpected {:?} frame", std::mem::discriminant(&other));
+                            wr.write_all(&encode(&Frame::Error { code: code::NOT_EXPECTED, message: msg.clone() })).await?;
+                            anyhow::bail!(msg);
+                        }
+                        Err(e) => {
+                            sim.bad_frames.fetch_add(1, Ordering::Relaxed);
+                            let _ = wr.write_all(&encode(&Frame::Error { code: code::BAD_FRAME, message: e.to_string() })).await;
+                            anyhow::bail!("bad frame: {e}");
+                        }
+                    }
+                }
+                if buf.is_empty() {
+                    // Idle connections hold no buffer.
+                    buf = BytesMut::new();
+                }
+            }
+        }
+    }
+}
+
+/// Serves `GET /state` (the status JSON) on `listener`.
+pub async fn status_http(sim: Arc<Sim>, listener: TcpListener) {
+    let app = axum::Router::new().route(
+        "/state",
+        axum::routing::get(move || {
+            let sim = sim.clone();
+            async move { axum::Json(tokio::task::spawn_blocking(move || sim.status()).await.unwrap_or(Value::Null)) }
+        }),
+    );
+    if let Err(e) = axum::serve(listener, app).await {
+        tracing::error!(error = %e, "status endpoint stopped");
+    }
+}
+
+/// Addresses the simulator listens on.
+pub fn addresses_json(antennas: &[SocketAddr], status: Option<SocketAddr>) -> Value {
+    json!({"antennas": antennas.iter().map(ToString::to_string).collect::<Vec<_>>(), "status": status.map(|s| s.to_string()), "pid": std::process::id()})
+}
