@@ -12,6 +12,8 @@
 //! - [`local_cluster`]: real node processes on this machine, for tests and benchmarks;
 //! - [`client`]: a small keep-alive JSON client used by `ctl`, forwarding and benchmarks;
 //! - [`ctl`]: `sonraft ctl`, the same operations from a terminal;
+//! - [`antennas`]: sessions with this site's antennas, the protocol, raw counters;
+//! - [`son`]: the SON functions and their per-period cycle;
 //! - [`sim`]: `sonraft sim`, the antenna-fleet simulator;
 //! - [`bench`]: `sonraft bench`, the load generator and the failover benchmark.
 //!
@@ -30,6 +32,7 @@ pub mod ctl;
 pub mod local_cluster;
 pub mod node;
 pub mod sim;
+pub mod son;
 
 /// This build's release, as advertised to the cluster and shown in `/status`.
 pub const RELEASE: &str = env!("CARGO_PKG_VERSION");

@@ -303,3 +303,79 @@ impl LocalCluster {
             .collect()
     }
 }
+
+/// A `sonraft sim run` process.
+pub struct SimProc {
+    pub antennas: Vec<String>,
+    pub status: String,
+    child: Child,
+}
+
+impl SimProc {
+    /// Starts the simulator with `args` (layout, period, ...) and waits until it listens.
+    pub fn start(binary: &Path, dir: &Path, args: &[&str]) -> anyhow::Result<SimProc> {
+        std::fs::create_dir_all(dir)?;
+        let file = dir.join("sim-addresses.json");
+        let _ = std::fs::remove_file(&file);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("sim.log"))?;
+        let mut child = Command::new(binary)
+            .args([
+                "sim",
+                "run",
+                "--status-addr",
+                "127.0.0.1:0",
+                "--addresses-file",
+            ])
+            .arg(&file)
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .context("cannot start the simulator")?;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(text) = std::fs::read_to_string(&file)
+                && let Ok(v) = serde_json::from_str::<Value>(&text)
+            {
+                let antennas = v["antennas"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|a| a.as_str().map(str::to_string))
+                    .collect();
+                let status = v["status"].as_str().unwrap_or_default().to_string();
+                return Ok(SimProc {
+                    antennas,
+                    status,
+                    child,
+                });
+            }
+            if let Ok(Some(s)) = child.try_wait() {
+                bail!(
+                    "the simulator exited with {s}; see {}",
+                    dir.join("sim.log").display()
+                );
+            }
+            if Instant::now() > deadline {
+                bail!("the simulator did not start within 60 s");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// `GET /state` of the simulator.
+    pub async fn state(&self, client: &ApiClient) -> anyhow::Result<Value> {
+        let r = client.get(&self.status, "/state").await?;
+        Ok(r.json())
+    }
+}
+
+impl Drop for SimProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -86,7 +86,7 @@ pub mod code {
 }
 
 /// A relation's configuration as pushed to the antenna.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct RelationConfig {
     pub target: String,
     pub cio_db: i8,
@@ -94,7 +94,7 @@ pub struct RelationConfig {
 }
 
 /// A cell's configuration as pushed to (and acknowledged by) the antenna.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Hash)]
 pub struct CellConfig {
     pub pci: u16,
     pub electrical_tilt: i16,
@@ -135,12 +135,28 @@ impl Report {
 /// A decoded frame.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Frame {
-    Hello { cell: String, controller: u64 },
-    Welcome { cell: String, period_ms: u32, config: CellConfig },
+    Hello {
+        cell: String,
+        controller: u64,
+    },
+    Welcome {
+        cell: String,
+        period_ms: u32,
+        config: CellConfig,
+    },
     Report(Report),
-    ConfigSet { txn: u64, config: CellConfig },
-    ConfigAck { txn: u64, config: CellConfig },
-    Error { code: u16, message: String },
+    ConfigSet {
+        txn: u64,
+        config: CellConfig,
+    },
+    ConfigAck {
+        txn: u64,
+        config: CellConfig,
+    },
+    Error {
+        code: u16,
+        message: String,
+    },
 }
 
 /// Why bytes are not a frame.
@@ -197,7 +213,11 @@ pub fn encode(frame: &Frame) -> Bytes {
             put_str(&mut b, cell);
             b.put_u64(*controller);
         }
-        Frame::Welcome { cell, period_ms, config } => {
+        Frame::Welcome {
+            cell,
+            period_ms,
+            config,
+        } => {
             b.put_u8(2);
             put_str(&mut b, cell);
             b.put_u32(*period_ms);
@@ -248,7 +268,11 @@ struct Reader<'a> {
 
 impl Reader<'_> {
     fn need(&self, n: usize, what: &'static str) -> Result<(), FrameError> {
-        if self.b.remaining() < n { Err(FrameError::Truncated(what)) } else { Ok(()) }
+        if self.b.remaining() < n {
+            Err(FrameError::Truncated(what))
+        } else {
+            Ok(())
+        }
     }
     fn u8(&mut self, what: &'static str) -> Result<u8, FrameError> {
         self.need(1, what)?;
@@ -280,7 +304,9 @@ impl Reader<'_> {
             return Err(FrameError::Bad(what));
         }
         self.need(n, what)?;
-        let s = std::str::from_utf8(&self.b[..n]).map_err(|_| FrameError::Bad(what))?.to_string();
+        let s = std::str::from_utf8(&self.b[..n])
+            .map_err(|_| FrameError::Bad(what))?
+            .to_string();
         self.b.advance(n);
         Ok(s)
     }
@@ -339,8 +365,15 @@ pub fn decode(body: &[u8]) -> Result<Frame, FrameError> {
     }
     let mut r = Reader { b: &body[2..] };
     let frame = match body[1] {
-        1 => Frame::Hello { cell: r.string("cell id")?, controller: r.u64("controller id")? },
-        2 => Frame::Welcome { cell: r.string("cell id")?, period_ms: r.u32("period")?, config: r.config()? },
+        1 => Frame::Hello {
+            cell: r.string("cell id")?,
+            controller: r.u64("controller id")?,
+        },
+        2 => Frame::Welcome {
+            cell: r.string("cell id")?,
+            period_ms: r.u32("period")?,
+            config: r.config()?,
+        },
         3 => {
             let period_end_ms = r.u64("period end")?;
             let period_ms = r.u32("period")?;
@@ -356,11 +389,25 @@ pub fn decode(body: &[u8]) -> Result<Frame, FrameError> {
                     values: r.counters::<{ RELATION_COUNTERS.len() }>("relation counters")?,
                 });
             }
-            Frame::Report(Report { period_end_ms, period_ms, cell, relations })
+            Frame::Report(Report {
+                period_end_ms,
+                period_ms,
+                cell,
+                relations,
+            })
         }
-        4 => Frame::ConfigSet { txn: r.u64("transaction")?, config: r.config()? },
-        5 => Frame::ConfigAck { txn: r.u64("transaction")?, config: r.config()? },
-        6 => Frame::Error { code: r.u16("error code")?, message: r.string("error message")? },
+        4 => Frame::ConfigSet {
+            txn: r.u64("transaction")?,
+            config: r.config()?,
+        },
+        5 => Frame::ConfigAck {
+            txn: r.u64("transaction")?,
+            config: r.config()?,
+        },
+        6 => Frame::Error {
+            code: r.u16("error code")?,
+            message: r.string("error message")?,
+        },
         k => return Err(FrameError::Kind(k)),
     };
     if !r.b.is_empty() {
@@ -402,23 +449,46 @@ mod tests {
             a3_offset: -3,
             admin_state: 0,
             energy_saving: 1,
-            relations: vec![RelationConfig { target: "S1-2".into(), cio_db: -4, ho_allowed: true }],
+            relations: vec![RelationConfig {
+                target: "S1-2".into(),
+                cio_db: -4,
+                ho_allowed: true,
+            }],
         }
     }
 
     fn frames() -> Vec<Frame> {
         vec![
-            Frame::Hello { cell: "S1-1".into(), controller: 3 },
-            Frame::Welcome { cell: "S1-1".into(), period_ms: 1000, config: config() },
+            Frame::Hello {
+                cell: "S1-1".into(),
+                controller: 3,
+            },
+            Frame::Welcome {
+                cell: "S1-1".into(),
+                period_ms: 1000,
+                config: config(),
+            },
             Frame::Report(Report {
                 period_end_ms: 123,
                 period_ms: 1000,
                 cell: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10],
-                relations: vec![RelationCounters { target: "S1-2".into(), values: [1, 2, 3, 4, 5, 6] }],
+                relations: vec![RelationCounters {
+                    target: "S1-2".into(),
+                    values: [1, 2, 3, 4, 5, 6],
+                }],
             }),
-            Frame::ConfigSet { txn: 9, config: config() },
-            Frame::ConfigAck { txn: 9, config: config() },
-            Frame::Error { code: 2, message: "no such cell".into() },
+            Frame::ConfigSet {
+                txn: 9,
+                config: config(),
+            },
+            Frame::ConfigAck {
+                txn: 9,
+                config: config(),
+            },
+            Frame::Error {
+                code: 2,
+                message: "no such cell".into(),
+            },
         ]
     }
 
@@ -447,7 +517,10 @@ mod tests {
         assert_eq!(decode(&[1, 77]), Err(FrameError::Kind(77)));
         let mut trailing = encode(&frames()[0]).to_vec();
         trailing.push(0);
-        assert!(matches!(decode(&trailing[4..]), Err(FrameError::Trailing(1))));
+        assert!(matches!(
+            decode(&trailing[4..]),
+            Err(FrameError::Trailing(1))
+        ));
     }
 
     proptest! {

@@ -14,7 +14,6 @@ use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::json;
 use sonraft_raft::command::{COMMAND_FORMAT, Command};
-use sonraft_raft::model::NodeRelease;
 use sonraft_raft::{NodeId, NodeInfo};
 
 use super::error::{ApiError, parse_json, read_body};
@@ -221,22 +220,31 @@ pub async fn elect(
     }
 }
 
-/// `POST /cluster/releases`: record a node's release (sent by nodes to the leader).
-pub async fn record_release(
+/// `POST /internal/command`: commit a command sent by another node (its SON functions, KPI
+/// summaries, release). Only the leader commits; others forward.
+pub async fn submit_command(
     State(node): State<Arc<Node>>,
     uri: Uri,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let bytes = read_body(&headers, body, node.config.max_body_bytes).await?;
-    let release: NodeRelease = parse_json(&bytes)?;
-    if release.max_command_format == 0 || release.max_command_format > COMMAND_FORMAT.max(64) {
-        return Err(ApiError::unprocessable("max_command_format out of range"));
+    let bytes = read_body(&headers, body, node.config.max_import_bytes).await?;
+    let command: Command = parse_json(&bytes)?;
+    if command.format() > COMMAND_FORMAT {
+        return Err(ApiError::unprocessable(format!(
+            "command format {} is newer than this node understands",
+            command.format()
+        )));
     }
-    match node.propose(&Command::Release(release)).await {
-        Ok((index, _)) => Ok(Json(json!({"recorded": true, "index": index})).into_response()),
+    match node.propose(&command).await {
+        Ok((index, response)) => {
+            Ok(Json(json!({"index": index, "response": response})).into_response())
+        }
         Err(crate::node::propose::ProposeError::NotLeader(_)) => {
             Ok(forward::to_leader(&node, Method::POST, &uri, &headers, Some(bytes)).await)
+        }
+        Err(e @ crate::node::propose::ProposeError::FormatTooNew { .. }) => {
+            Err(ApiError::conflict("cluster_version", e.to_string()))
         }
         Err(e) => Err(ApiError::unavailable("raft", e.to_string())),
     }

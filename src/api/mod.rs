@@ -49,7 +49,7 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/cluster/nodes/{id}", delete(cluster::remove_node))
         .route("/cluster/leader", post(cluster::transfer_leader))
         .route("/cluster/elect", post(cluster::elect))
-        .route("/cluster/releases", post(cluster::record_release))
+        .route("/internal/command", post(cluster::submit_command))
         .route("/image/import", post(image::import))
         .route("/image/sites", get(image::sites))
         .route("/image/cells", get(image::cells))

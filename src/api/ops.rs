@@ -60,7 +60,22 @@ pub async fn backup(State(node): State<Arc<Node>>) -> Result<Response, ApiError>
         .into_response())
 }
 
-/// `GET /antennas`: this node's antenna sessions.
-pub async fn antennas(State(_node): State<Arc<Node>>) -> Json<serde_json::Value> {
-    Json(json!([]))
+/// `GET /antennas[?limit=N]`: this node's antenna sessions and their summary.
+pub async fn antennas(
+    State(node): State<Arc<Node>>,
+    uri: axum::http::Uri,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let q = super::image::query(&uri);
+    let limit: usize = match q.get("limit") {
+        None => 1000,
+        Some(v) => v.parse().map_err(|_| {
+            ApiError::bad_request("bad_limit", format!("limit={v:?} is not a number"))
+        })?,
+    };
+    Ok(Json(match &node.antennas {
+        Some(f) => f.describe(limit),
+        None => {
+            json!({"site": node.site, "antenna_addresses": [], "summary": {"sessions": 0}, "sessions": []})
+        }
+    }))
 }

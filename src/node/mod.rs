@@ -42,6 +42,8 @@ pub struct Node {
     /// The commit index persisted when this node started: `/readyz` waits until it is applied.
     pub committed_at_start: u64,
     pub prometheus: metrics_exporter_prometheus::PrometheusHandle,
+    /// Sessions with this site's antennas (when `--antennas` is set).
+    pub antennas: Option<Arc<crate::antennas::fleet::Fleet>>,
 }
 
 impl Node {
@@ -138,6 +140,29 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     };
     write_addresses(&config.data_dir, config.id, &advertised)?;
 
+    crate::sim::raise_fd_limit();
+    let fleet = match &config.antennas {
+        Some(list) => {
+            let addrs: Vec<String> = list
+                .split([',', ' '])
+                .filter(|a| !a.is_empty())
+                .map(str::to_string)
+                .collect();
+            let counters = crate::antennas::counters::CounterStore::open(
+                &config.data_dir.join("counters"),
+                96,
+            )?;
+            Some(crate::antennas::fleet::Fleet::new(
+                config.id,
+                config.site.clone(),
+                addrs,
+                store.reader.clone(),
+                counters,
+            ))
+        }
+        None => None,
+    };
+
     let network = HttpNetworkFactory::new(config.id, config.cluster_secret.as_str());
     let raft = Raft::new(
         config.id,
@@ -162,6 +187,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         advertised,
         committed_at_start,
         prometheus,
+        antennas: fleet.clone(),
     });
 
     let stop = shutdown::Stop::new();
@@ -179,6 +205,13 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     ));
     tokio::spawn(telemetry::watch_raft(node.clone()));
     tokio::spawn(propose::advertise_release(node.clone()));
+    if let Some(fleet) = fleet {
+        let (tx, rx) = tokio::sync::mpsc::channel(8);
+        let f = fleet.clone();
+        tokio::spawn(fleet.counters.clone().run(move || f.connected(), tx));
+        tokio::spawn(fleet.clone().run());
+        tokio::spawn(crate::son::run(node.clone(), fleet, rx));
+    }
 
     tracing::info!(
         raft = %node.advertised.raft_addr,

@@ -63,6 +63,38 @@ impl Node {
     }
 }
 
+impl Node {
+    /// Commits `command` from any node: directly on the leader, otherwise through the leader's
+    /// admin API (`POST /internal/command`).
+    pub async fn submit(&self, command: &Command) -> Result<(u64, Response), ProposeError> {
+        let leader = match self.propose(command).await {
+            Err(ProposeError::NotLeader(Some((_, info)))) => info,
+            other => return other,
+        };
+        let body = serde_json::to_value(command).map_err(|e| ProposeError::Raft(e.to_string()))?;
+        let r = self
+            .peers
+            .post(&leader.api_addr, "/internal/command", &body)
+            .await
+            .map_err(|e| ProposeError::Raft(format!("leader not reached: {e}")))?;
+        if !r.status.is_success() {
+            if r.status == hyper::StatusCode::SERVICE_UNAVAILABLE {
+                return Err(ProposeError::NotLeader(None));
+            }
+            return Err(ProposeError::Raft(format!(
+                "leader answered {}: {}",
+                r.status,
+                String::from_utf8_lossy(&r.body)
+            )));
+        }
+        let v = r.json();
+        let index = v["index"].as_u64().unwrap_or(0);
+        let response = serde_json::from_value(v["response"].clone())
+            .map_err(|e| ProposeError::Raft(format!("leader's answer not understood: {e}")))?;
+        Ok((index, response))
+    }
+}
+
 /// Advertises this node's release and newest command format to the cluster, once the node is
 /// part of one, and again whenever the recorded value differs (e.g. after an upgrade).
 pub async fn advertise_release(node: Arc<Node>) {
@@ -81,28 +113,14 @@ pub async fn advertise_release(node: Arc<Node>) {
         if recorded.as_ref() == Some(&mine) {
             continue;
         }
-        let Some((_, leader)) = node.leader() else {
+        if node.leader().is_none() {
             continue;
-        };
-        let result = if node.is_leader() {
-            node.propose(&Command::Release(mine.clone()))
-                .await
-                .map(|_| ())
-                .map_err(|e| e.to_string())
-        } else {
-            let body = serde_json::json!({
-                "node_id": mine.node_id, "release": mine.release, "max_command_format": mine.max_command_format
-            });
-            match node
-                .peers
-                .post(&leader.api_addr, "/cluster/releases", &body)
-                .await
-            {
-                Ok(r) if r.status.is_success() => Ok(()),
-                Ok(r) => Err(format!("leader answered {}", r.status)),
-                Err(e) => Err(e.to_string()),
-            }
-        };
+        }
+        let result = node
+            .submit(&Command::Release(mine.clone()))
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string());
         match result {
             Ok(()) => {
                 tracing::info!(release = %mine.release, format = mine.max_command_format, "advertised this node's release")

@@ -22,9 +22,19 @@ pub struct SimArgs {
 #[derive(Subcommand, Debug)]
 pub enum SimCommand {
     /// Print the simulated network as the JSON `POST /image/import` takes.
-    Export(LayoutArgs),
+    Export(ExportArgs),
     /// Play the antennas: listen for controller sessions and report counters every period.
     Run(RunArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ExportArgs {
+    #[command(flatten)]
+    pub layout: LayoutArgs,
+    /// Also set the coordination policy's cool-down (ms) and priority hold (3x), e.g. for
+    /// demos with short counter periods.
+    #[arg(long)]
+    pub cooldown_ms: Option<u64>,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -69,11 +79,17 @@ pub struct LayoutArgs {
 /// Runs `sonraft sim`.
 pub async fn run(args: SimArgs) -> anyhow::Result<()> {
     match args.command {
-        SimCommand::Export(layout) => {
+        SimCommand::Export(export) => {
             use std::io::Write;
+            let layout = export.layout;
             let topo = topology::Topology::build(layout.cells, layout.seed, &layout.regions);
+            let mut image = topo.image_json();
+            if let Some(ms) = export.cooldown_ms {
+                image["policy"] =
+                    serde_json::json!({"cooldown_ms": ms, "priority_hold_ms": ms * 3});
+            }
             let mut out = std::io::stdout().lock();
-            serde_json::to_writer(&mut out, &topo.image_json())?;
+            serde_json::to_writer(&mut out, &image)?;
             writeln!(out)?;
             Ok(())
         }
@@ -91,7 +107,9 @@ pub fn raise_fd_limit() {
 
 async fn run_sim(args: RunArgs) -> anyhow::Result<()> {
     use anyhow::Context;
-    let _ = tracing_subscriber::fmt().with_writer(std::io::stderr).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .try_init();
     raise_fd_limit();
     anyhow::ensure!(args.period_ms >= 200, "--period-ms must be at least 200");
     let started = std::time::Instant::now();
@@ -104,13 +122,17 @@ async fn run_sim(args: RunArgs) -> anyhow::Result<()> {
         if first.port() != 0 {
             a.set_port(first.port() + k);
         }
-        let l = tokio::net::TcpListener::bind(a).await.with_context(|| format!("cannot listen on {a}"))?;
+        let l = tokio::net::TcpListener::bind(a)
+            .await
+            .with_context(|| format!("cannot listen on {a}"))?;
         addrs.push(l.local_addr()?);
         tokio::spawn(server::accept(sim.clone(), l));
     }
     let status = match &args.status_addr {
         Some(s) => {
-            let l = tokio::net::TcpListener::bind(s).await.with_context(|| format!("cannot listen on {s}"))?;
+            let l = tokio::net::TcpListener::bind(s)
+                .await
+                .with_context(|| format!("cannot listen on {s}"))?;
             let a = l.local_addr()?;
             tokio::spawn(server::status_http(sim.clone(), l));
             Some(a)

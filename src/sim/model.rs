@@ -16,7 +16,8 @@ use rand::rngs::StdRng;
 
 use super::topology::Topology;
 use crate::antennas::protocol::{
-    CELL_COUNTERS, CellConfig, RELATION_COUNTERS, RelationCounters, Report, cell_counter as cc, relation_counter as rc,
+    CELL_COUNTERS, CellConfig, RELATION_COUNTERS, RelationCounters, Report, cell_counter as cc,
+    relation_counter as rc,
 };
 
 /// Physical resource blocks of a 20 MHz LTE carrier.
@@ -91,14 +92,19 @@ pub fn run_period(
     for (i, cell) in topo.cells.iter().enumerate() {
         let cfg = &configs[i];
         let tilt_deg_over = (f64::from(cfg.electrical_tilt) - 40.0) / 10.0;
-        let mut keep = (1.0 - 0.04 * tilt_deg_over) * (1.0 + 0.03 * (f64::from(cfg.max_tx_power_dbm) - 46.0));
+        let mut keep =
+            (1.0 - 0.04 * tilt_deg_over) * (1.0 + 0.03 * (f64::from(cfg.max_tx_power_dbm) - 46.0));
         if cfg.energy_saving == 1 || cfg.admin_state != 0 {
             keep = 0.0;
         }
         let keep = keep.clamp(0.0, 1.3);
         load[i] += cell.demand * keep;
         let lost = cell.demand * (1.0 - keep);
-        let targets: Vec<usize> = by_source[i].iter().filter(|r| relations[**r].exists).map(|r| topo.relations[*r].target).collect();
+        let targets: Vec<usize> = by_source[i]
+            .iter()
+            .filter(|r| relations[**r].exists)
+            .map(|r| topo.relations[*r].target)
+            .collect();
         if lost.abs() > 0.0 && !targets.is_empty() {
             for t in &targets {
                 load[*t] += lost / targets.len() as f64;
@@ -114,7 +120,11 @@ pub fn run_period(
             continue;
         }
         let c = f64::from(relations[r].cio_db);
-        let shift = if c > 0.0 { 0.035 * c * base[rel.source] } else { 0.035 * c * base[rel.target] };
+        let shift = if c > 0.0 {
+            0.035 * c * base[rel.source]
+        } else {
+            0.035 * c * base[rel.target]
+        };
         load[rel.source] -= shift;
         load[rel.target] += shift;
     }
@@ -124,8 +134,12 @@ pub fn run_period(
     for (s, rels) in by_source.iter().enumerate() {
         for &r in rels {
             let t = topo.relations[r].target;
-            let same = |x: usize, y: usize| configs[x].pci == configs[y].pci && topo.cells[x].arfcn == topo.cells[y].arfcn;
-            let confused = rels.iter().any(|&o| o != r && same(topo.relations[o].target, t));
+            let same = |x: usize, y: usize| {
+                configs[x].pci == configs[y].pci && topo.cells[x].arfcn == topo.cells[y].arfcn
+            };
+            let confused = rels
+                .iter()
+                .any(|&o| o != r && same(topo.relations[o].target, t));
             pci_trouble[r] = same(s, t) || confused;
         }
     }
@@ -136,8 +150,12 @@ pub fn run_period(
         let cfg = &configs[i];
         let l = load[i].clamp(0.0, 1.5);
         let noise = |rng: &mut StdRng, v: f64| (v * rng.random_range(0.97..1.03)).max(0.0);
-        let prb_dl = (noise(rng, l.min(1.0)) * PRB_TOTAL as f64).round().min(PRB_TOTAL as f64) as u64;
-        let prb_ul = (noise(rng, (l * 0.6).min(1.0)) * PRB_TOTAL as f64).round().min(PRB_TOTAL as f64) as u64;
+        let prb_dl = (noise(rng, l.min(1.0)) * PRB_TOTAL as f64)
+            .round()
+            .min(PRB_TOTAL as f64) as u64;
+        let prb_ul = (noise(rng, (l * 0.6).min(1.0)) * PRB_TOTAL as f64)
+            .round()
+            .min(PRB_TOTAL as f64) as u64;
         let mut counters = [0u64; CELL_COUNTERS.len()];
         counters[cc::PRB_USED_DL] = prb_dl;
         counters[cc::PRB_TOT_DL] = PRB_TOTAL;
@@ -157,13 +175,18 @@ pub fn run_period(
             let c = f64::from(relations[r].cio_db);
             let mut v = [0u64; RELATION_COUNTERS.len()];
             if relations[r].ho_allowed && rel.base_attempts > 0.0 {
-                let att = noise(rng, rel.base_attempts * (1.0 + 0.08 * c).max(0.1) * (l / 0.5).clamp(0.3, 2.0)).round();
+                let att = noise(
+                    rng,
+                    rel.base_attempts * (1.0 + 0.08 * c).max(0.1) * (l / 0.5).clamp(0.3, 2.0),
+                )
+                .round();
                 let e = delay - c / 4.0;
                 let late = (0.04 * (e - cell.optimal_delay_db)).clamp(0.0, 0.6);
                 let early = (0.04 * (cell.optimal_delay_db - e - 0.5)).clamp(0.0, 0.6);
                 let ping_pong = (0.05 * (1.5 - f64::from(cfg.hysteresis) * 0.5)).clamp(0.0, 0.3);
                 let wrong = if pci_trouble[r] { 0.4 } else { 0.0 };
-                let success = (rel.base_success * (1.0 - late - early) * (1.0 - wrong)).clamp(0.0, 1.0);
+                let success =
+                    (rel.base_success * (1.0 - late - early) * (1.0 - wrong)).clamp(0.0, 1.0);
                 v[rc::ATT] = att as u64;
                 v[rc::SUCC] = (att * success).round() as u64;
                 v[rc::TOO_LATE] = (att * late).round() as u64;
@@ -174,9 +197,21 @@ pub fn run_period(
             }
             counters[cc::HO_ATT] += v[rc::ATT];
             counters[cc::HO_SUCC] += v[rc::SUCC];
-            rel_counters.push(RelationCounters { target: topo.cells[rel.target].id.clone(), values: v });
+            rel_counters.push(RelationCounters {
+                target: topo.cells[rel.target].id.clone(),
+                values: v,
+            });
         }
-        reports.push(Report { period_end_ms, period_ms, cell: counters, relations: rel_counters });
+        reports.push(Report {
+            period_end_ms,
+            period_ms,
+            cell: counters,
+            relations: rel_counters,
+        });
     }
-    PeriodOutcome { load, reports, relation_late }
+    PeriodOutcome {
+        load,
+        reports,
+        relation_late,
+    }
 }

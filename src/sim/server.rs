@@ -57,15 +57,31 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 impl Sim {
     pub fn new(topo: Topology, period_ms: u32, seed: u64, faulty_every: u64) -> Arc<Sim> {
         let by_source = topo.relations_by_source();
-        let configs = (0..topo.cells.len()).map(|i| model::initial_config(&topo, i, &by_source)).collect();
-        let relations = vec![RelationState { cio_db: 0, ho_allowed: true, exists: true }; topo.relations.len()];
-        let index = topo.cells.iter().enumerate().map(|(i, c)| (c.id.clone(), i)).collect();
+        let configs = (0..topo.cells.len())
+            .map(|i| model::initial_config(&topo, i, &by_source))
+            .collect();
+        let relations = vec![
+            RelationState {
+                cio_db: 0,
+                ho_allowed: true,
+                exists: true
+            };
+            topo.relations.len()
+        ];
+        let index = topo
+            .cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (c.id.clone(), i))
+            .collect();
         Arc::new(Sim {
             by_source,
             index,
@@ -112,7 +128,11 @@ impl Sim {
             let target = &self.topo.cells[self.topo.relations[r].target].id;
             match wanted.relations.iter().find(|w| &w.target == target) {
                 Some(w) => {
-                    s.relations[r] = RelationState { cio_db: w.cio_db, ho_allowed: w.ho_allowed, exists: true };
+                    s.relations[r] = RelationState {
+                        cio_db: w.cio_db,
+                        ho_allowed: w.ho_allowed,
+                        exists: true,
+                    };
                     in_effect.push(w.clone());
                 }
                 None => s.relations[r].exists = false,
@@ -127,9 +147,26 @@ impl Sim {
         let end = now_ms();
         let (frames, number) = {
             let mut s = lock(&self.state);
-            let Mutable { configs, relations, rng, .. } = &mut *s;
-            let outcome = model::run_period(&self.topo, &self.by_source, configs, relations, end, self.period_ms, rng);
-            let frames: Vec<Bytes> = outcome.reports.iter().map(|r| encode(&Frame::Report(r.clone()))).collect();
+            let Mutable {
+                configs,
+                relations,
+                rng,
+                ..
+            } = &mut *s;
+            let outcome = model::run_period(
+                &self.topo,
+                &self.by_source,
+                configs,
+                relations,
+                end,
+                self.period_ms,
+                rng,
+            );
+            let frames: Vec<Bytes> = outcome
+                .reports
+                .iter()
+                .map(|r| encode(&Frame::Report(r.clone())))
+                .collect();
             s.period += 1;
             if s.first_late.is_empty() {
                 s.first_late = self.late_ratios(&outcome);
@@ -137,7 +174,8 @@ impl Sim {
             s.last = outcome;
             (frames, s.period)
         };
-        self.latest.send_replace(Arc::new(PeriodFrames { number, frames }));
+        self.latest
+            .send_replace(Arc::new(PeriodFrames { number, frames }));
     }
 
     /// Too-late ratio of each planted late cell.
@@ -151,7 +189,11 @@ impl Sim {
                     .iter()
                     .map(|&r| outcome.relation_late[r])
                     .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
-                if att == 0 { 0.0 } else { late as f64 / att as f64 }
+                if att == 0 {
+                    0.0
+                } else {
+                    late as f64 / att as f64
+                }
             })
             .collect()
     }
@@ -160,18 +202,29 @@ impl Sim {
     pub fn status(&self) -> Value {
         let s = lock(&self.state);
         let prb = |c: usize| s.last.reports.get(c).map_or(0.0, |r| r.cell[0] as f64);
-        let same = |x: usize, y: usize| s.configs[x].pci == s.configs[y].pci && self.topo.cells[x].arfcn == self.topo.cells[y].arfcn;
+        let same = |x: usize, y: usize| {
+            s.configs[x].pci == s.configs[y].pci
+                && self.topo.cells[x].arfcn == self.topo.cells[y].arfcn
+        };
         let mut collisions = Vec::new();
         let mut confusions = Vec::new();
         for (x, rels) in self.by_source.iter().enumerate() {
-            let targets: Vec<usize> = rels.iter().filter(|r| s.relations[**r].exists).map(|r| self.topo.relations[*r].target).collect();
+            let targets: Vec<usize> = rels
+                .iter()
+                .filter(|r| s.relations[**r].exists)
+                .map(|r| self.topo.relations[*r].target)
+                .collect();
             for (k, &a) in targets.iter().enumerate() {
                 if same(x, a) {
                     collisions.push(json!([self.topo.cells[x].id, self.topo.cells[a].id]));
                 }
                 for &b in &targets[k + 1..] {
                     if same(a, b) {
-                        confusions.push(json!([self.topo.cells[x].id, self.topo.cells[a].id, self.topo.cells[b].id]));
+                        confusions.push(json!([
+                            self.topo.cells[x].id,
+                            self.topo.cells[a].id,
+                            self.topo.cells[b].id
+                        ]));
                     }
                 }
             }
@@ -274,7 +327,10 @@ pub async fn accept(sim: Arc<Sim>, listener: TcpListener) {
     }
 }
 
-async fn read_frame(rd: &mut tokio::net::tcp::OwnedReadHalf, buf: &mut BytesMut) -> anyhow::Result<Option<Frame>> {
+async fn read_frame(
+    rd: &mut tokio::net::tcp::OwnedReadHalf,
+    buf: &mut BytesMut,
+) -> anyhow::Result<Option<Frame>> {
     loop {
         if let Some(f) = protocol::split_frame(buf)? {
             return Ok(Some(f));
@@ -296,20 +352,39 @@ async fn serve(sim: &Sim, stream: TcpStream) -> anyhow::Result<()> {
         Ok(Ok(Some(Frame::Hello { cell, .. }))) => cell,
         Ok(Err(e)) => {
             sim.bad_frames.fetch_add(1, Ordering::Relaxed);
-            let _ = wr.write_all(&encode(&Frame::Error { code: code::BAD_FRAME, message: e.to_string() })).await;
+            let _ = wr
+                .write_all(&encode(&Frame::Error {
+                    code: code::BAD_FRAME,
+                    message: e.to_string(),
+                }))
+                .await;
             anyhow::bail!("bad first frame: {e}");
         }
         _ => {
-            let _ = wr.write_all(&encode(&Frame::Error { code: code::NOT_EXPECTED, message: "expected HELLO".into() })).await;
+            let _ = wr
+                .write_all(&encode(&Frame::Error {
+                    code: code::NOT_EXPECTED,
+                    message: "expected HELLO".into(),
+                }))
+                .await;
             anyhow::bail!("no HELLO");
         }
     };
     let Some(&idx) = sim.index.get(&cell) else {
-        wr.write_all(&encode(&Frame::Error { code: code::UNKNOWN_CELL, message: format!("no cell {cell}") })).await?;
+        wr.write_all(&encode(&Frame::Error {
+            code: code::UNKNOWN_CELL,
+            message: format!("no cell {cell}"),
+        }))
+        .await?;
         anyhow::bail!("unknown cell {cell}");
     };
     let config = lock(&sim.state).configs[idx].clone();
-    wr.write_all(&encode(&Frame::Welcome { cell, period_ms: sim.period_ms, config })).await?;
+    wr.write_all(&encode(&Frame::Welcome {
+        cell,
+        period_ms: sim.period_ms,
+        config,
+    }))
+    .await?;
     let mut rx = sim.latest.subscribe();
     rx.borrow_and_update();
     if buf.is_empty() {
@@ -365,7 +440,13 @@ pub async fn status_http(sim: Arc<Sim>, listener: TcpListener) {
         "/state",
         axum::routing::get(move || {
             let sim = sim.clone();
-            async move { axum::Json(tokio::task::spawn_blocking(move || sim.status()).await.unwrap_or(Value::Null)) }
+            async move {
+                axum::Json(
+                    tokio::task::spawn_blocking(move || sim.status())
+                        .await
+                        .unwrap_or(Value::Null),
+                )
+            }
         }),
     );
     if let Err(e) = axum::serve(listener, app).await {

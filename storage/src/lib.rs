@@ -27,7 +27,9 @@ use std::sync::Arc;
 
 pub use error::{Damaged, OpenError};
 pub use log_store::{LogStore, decode_entry, encode_entry};
-pub use state_machine::{ImageState, SharedImage, SnapshotBuilder, StateMachine, read};
+pub use state_machine::{
+    AppliedChanges, ImageState, SharedImage, SnapshotBuilder, StateMachine, read,
+};
 
 use durable::{Durability, GroupCommit, SyncStats};
 use snapshot::SnapshotDir;
@@ -44,6 +46,7 @@ pub struct Store {
 #[derive(Clone)]
 pub struct StoreReader {
     shared: SharedImage,
+    feed: tokio::sync::broadcast::Sender<std::sync::Arc<AppliedChanges>>,
     sm_tree: sled::Tree,
     durability: Arc<Durability>,
     dir: PathBuf,
@@ -67,6 +70,12 @@ impl StoreReader {
     /// A consistent copy of the applied state and history, as a snapshot would hold it.
     pub fn capture(&self) -> Result<(sonraft_raft::SnapshotMeta, snapshot::SnapshotBody), Damaged> {
         state_machine::capture(&self.sm_tree, &self.shared)
+    }
+
+    /// Subscribes to the configuration changes of every applied batch (a lagging receiver
+    /// should re-read everything it cares about).
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<std::sync::Arc<AppliedChanges>> {
+        self.feed.subscribe()
     }
 
     /// Counters of the durable syncs done so far.
@@ -127,6 +136,7 @@ impl Store {
         })?;
         let reader = StoreReader {
             shared: sm.shared(),
+            feed: sm.feed(),
             sm_tree,
             durability,
             dir: dir.to_path_buf(),

@@ -55,6 +55,18 @@ pub struct StateMachine {
     tree: sled::Tree,
     state: SharedImage,
     snapshots: Arc<SnapshotDir>,
+    feed: tokio::sync::broadcast::Sender<Arc<AppliedChanges>>,
+}
+
+/// What one applied batch changed in the configuration, for those who push it southbound.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AppliedChanges {
+    /// The last log index of the batch.
+    pub index: u64,
+    pub cells: Vec<sonraft_raft::model::CellId>,
+    pub relations: Vec<sonraft_raft::model::RelationKey>,
+    /// Everything may have changed (a snapshot was installed).
+    pub reset: bool,
 }
 
 fn sm_err(verb: ErrorVerb, e: impl std::fmt::Display) -> StorageError {
@@ -109,6 +121,7 @@ impl StateMachine {
             tree,
             state: Arc::new(RwLock::new(state)),
             snapshots,
+            feed: tokio::sync::broadcast::channel(4096).0,
         };
         if let Some((meta, path)) = sm.snapshots.current() {
             let behind = read(&sm.state).last_applied < meta.last_log_id;
@@ -166,7 +179,22 @@ impl StateMachine {
             membership: meta.last_membership.clone(),
             history_len: body.history.len() as u64,
         };
+        let _ = self.feed.send(Arc::new(AppliedChanges {
+            index: meta.last_log_id.map_or(0, |l| l.index),
+            reset: true,
+            ..AppliedChanges::default()
+        }));
         Ok(())
+    }
+
+    /// Subscribes to the configuration changes of every applied batch.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Arc<AppliedChanges>> {
+        self.feed.subscribe()
+    }
+
+    /// The sender side, for readers that subscribe later.
+    pub(crate) fn feed(&self) -> tokio::sync::broadcast::Sender<Arc<AppliedChanges>> {
+        self.feed.clone()
     }
 
     /// Adds to `batch` the current value (or removal) of every key `changes` names.
@@ -342,7 +370,17 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.tree
             .apply_batch(batch)
             .map_err(|e| sm_err(ErrorVerb::Write, e))?;
+        let replies_last_index = state.last_applied.map_or(0, |l| l.index);
         drop(state);
+        if !changes.cells.is_empty() || !changes.relations.is_empty() {
+            let index = replies_last_index;
+            let _ = self.feed.send(Arc::new(AppliedChanges {
+                index,
+                cells: changes.cells.into_iter().collect(),
+                relations: changes.relations.into_iter().collect(),
+                reset: false,
+            }));
+        }
         metrics::histogram!("sonraft_apply_seconds").record(started.elapsed().as_secs_f64());
         metrics::counter!("sonraft_applied_entries_total").increment(replies.len() as u64);
         match failure {

@@ -1,0 +1,333 @@
+//! The fleet: one [`Session`] per cell this node's site owns, kept in line with the image.
+//!
+//! A cell belongs to this node when its cell site's `region` is this node's site. The fleet
+//! starts and stops sessions as the image changes, and tells a session to push whenever an
+//! applied batch changed its cell or one of the cell's outgoing relations.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use sonraft_raft::model::{AdminState, EnergySaving};
+use sonraft_storage::{StoreReader, read};
+
+use super::counters::CounterStore;
+use super::protocol::{CellConfig, RelationConfig};
+use super::session::Session;
+
+/// A committed SON change set whose pushes are awaited, for the close-to-ack latency.
+struct Awaited {
+    period_end_ms: u64,
+    cells: HashSet<String>,
+}
+
+/// This node's antenna sessions.
+pub struct Fleet {
+    pub node_id: u64,
+    pub site: String,
+    addrs: Vec<String>,
+    store: StoreReader,
+    pub counters: Arc<CounterStore>,
+    sessions: std::sync::Mutex<HashMap<String, Arc<Session>>>,
+    awaited: std::sync::Mutex<BTreeMap<u64, Awaited>>,
+    latencies_ms: std::sync::Mutex<VecDeque<f64>>,
+    connected: AtomicUsize,
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Fleet {
+    pub fn new(
+        node_id: u64,
+        site: String,
+        addrs: Vec<String>,
+        store: StoreReader,
+        counters: Arc<CounterStore>,
+    ) -> Arc<Fleet> {
+        Arc::new(Fleet {
+            node_id,
+            site,
+            addrs,
+            store,
+            counters,
+            sessions: std::sync::Mutex::new(HashMap::new()),
+            awaited: std::sync::Mutex::new(BTreeMap::new()),
+            latencies_ms: std::sync::Mutex::new(VecDeque::new()),
+            connected: AtomicUsize::new(0),
+        })
+    }
+
+    /// The antenna address a cell's session uses (cells are spread over the addresses).
+    pub fn address_for(&self, cell: &str) -> Option<String> {
+        if self.addrs.is_empty() {
+            return None;
+        }
+        let h = cell
+            .bytes()
+            .fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
+        Some(self.addrs[(h % self.addrs.len() as u64) as usize].clone())
+    }
+
+    pub fn session_up(&self) {
+        let n = self.connected.fetch_add(1, Ordering::Relaxed) + 1;
+        metrics::gauge!("sonraft_antenna_sessions_connected").set(n as f64);
+    }
+
+    pub fn session_down(&self) {
+        let left = self
+            .connected
+            .fetch_sub(1, Ordering::Relaxed)
+            .saturating_sub(1);
+        metrics::gauge!("sonraft_antenna_sessions_connected").set(left as f64);
+    }
+
+    pub fn connected(&self) -> usize {
+        self.connected.load(Ordering::Relaxed)
+    }
+
+    /// The cells this node owns in the current image.
+    fn own_cells(&self) -> HashSet<String> {
+        let state = read(self.store.state());
+        let image = &state.image;
+        image
+            .cells
+            .values()
+            .filter(|c| {
+                image
+                    .sites
+                    .get(&c.site)
+                    .is_some_and(|s| s.region == self.site)
+            })
+            .map(|c| c.id.clone())
+            .collect()
+    }
+
+    /// The configuration the image wants on `cell`, and the log index it reflects.
+    pub fn desired(&self, cell: &str) -> Option<(CellConfig, u64)> {
+        let state = read(self.store.state());
+        let c = state.image.cells.get(cell)?;
+        let relations = state
+            .image
+            .relations_from(cell)
+            .map(|r| RelationConfig {
+                target: r.target.clone(),
+                cio_db: r.cio_db,
+                ho_allowed: r.ho_allowed,
+            })
+            .collect();
+        let config = CellConfig {
+            pci: c.pci,
+            electrical_tilt: c.electrical_tilt,
+            max_tx_power_dbm: c.max_tx_power_dbm,
+            hysteresis: c.hysteresis,
+            time_to_trigger_ms: c.time_to_trigger_ms,
+            a3_offset: c.a3_offset,
+            admin_state: match c.admin_state {
+                AdminState::Unlocked => 0,
+                AdminState::Locked => 1,
+                AdminState::ShuttingDown => 2,
+            },
+            energy_saving: u8::from(c.energy_saving == EnergySaving::Dormant),
+            relations,
+        };
+        Some((config, state.last_applied.map_or(0, |l| l.index)))
+    }
+
+    /// Starts and stops sessions so that there is one per owned cell.
+    fn reconcile(self: &Arc<Self>) {
+        if self.addrs.is_empty() {
+            return;
+        }
+        let own = self.own_cells();
+        let mut sessions = lock(&self.sessions);
+        sessions.retain(|cell, s| {
+            let keep = own.contains(cell);
+            if !keep {
+                s.stop.store(true, Ordering::Relaxed);
+                s.notify.notify_one();
+            }
+            keep
+        });
+        let mut started = 0;
+        for cell in own {
+            if sessions.contains_key(&cell) {
+                continue;
+            }
+            let s = Session::new(cell.clone());
+            tokio::spawn(s.clone().run(self.clone()));
+            sessions.insert(cell, s);
+            started += 1;
+        }
+        if started > 0 {
+            tracing::info!(
+                started,
+                sessions = sessions.len(),
+                "antenna sessions started"
+            );
+        }
+        metrics::gauge!("sonraft_antenna_sessions").set(sessions.len() as f64);
+    }
+
+    fn notify(&self, cell: &str) {
+        if let Some(s) = lock(&self.sessions).get(cell) {
+            s.notify.notify_one();
+        }
+    }
+
+    fn notify_all(&self) {
+        for s in lock(&self.sessions).values() {
+            s.notify.notify_one();
+        }
+    }
+
+    /// Keeps sessions in line with the image for the life of the node.
+    pub async fn run(self: Arc<Self>) {
+        let mut feed = self.store.subscribe();
+        self.reconcile();
+        let mut every = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            tokio::select! {
+                change = feed.recv() => match change {
+                    Ok(c) if c.reset => {
+                        self.reconcile();
+                        self.notify_all();
+                    }
+                    Ok(c) => {
+                        let known = lock(&self.sessions).len();
+                        if c.cells.iter().any(|cell| !lock(&self.sessions).contains_key(cell)) || known == 0 {
+                            self.reconcile();
+                        }
+                        for cell in &c.cells {
+                            self.notify(cell);
+                        }
+                        for (source, _) in &c.relations {
+                            self.notify(source);
+                        }
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                        self.reconcile();
+                        self.notify_all();
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                },
+                _ = every.tick() => self.reconcile(),
+            }
+        }
+    }
+
+    /// Registers a committed SON change set touching `cells` (their sessions push it).
+    pub fn await_acks(
+        &self,
+        index: u64,
+        period_end_ms: u64,
+        cells: impl IntoIterator<Item = String>,
+    ) {
+        let sessions = lock(&self.sessions);
+        let cells: HashSet<String> = cells
+            .into_iter()
+            .filter(|c| {
+                sessions
+                    .get(c)
+                    .is_some_and(|s| s.snapshot().acked_index < index)
+            })
+            .collect();
+        drop(sessions);
+        if cells.is_empty() {
+            self.record_latency(period_end_ms);
+            return;
+        }
+        lock(&self.awaited).insert(
+            index,
+            Awaited {
+                period_end_ms,
+                cells,
+            },
+        );
+    }
+
+    /// A session's antenna acknowledged the configuration of the image at `index`.
+    pub fn acked(&self, cell: &str, index: u64) {
+        let mut done = Vec::new();
+        {
+            let mut awaited = lock(&self.awaited);
+            for (i, a) in awaited.range_mut(..=index) {
+                if a.cells.remove(cell) && a.cells.is_empty() {
+                    done.push((*i, a.period_end_ms));
+                }
+            }
+            for (i, _) in &done {
+                awaited.remove(i);
+            }
+        }
+        for (_, end) in done {
+            self.record_latency(end);
+        }
+    }
+
+    fn record_latency(&self, period_end_ms: u64) {
+        let now = crate::node::propose::now_ms();
+        let ms = now.saturating_sub(period_end_ms) as f64;
+        metrics::histogram!("sonraft_son_close_to_ack_seconds").record(ms / 1000.0);
+        let mut l = lock(&self.latencies_ms);
+        if l.len() >= 100_000 {
+            l.pop_front();
+        }
+        l.push_back(ms);
+    }
+
+    /// Close-to-ack latencies (ms) recorded so far, sorted.
+    pub fn latencies(&self) -> Vec<f64> {
+        let mut v: Vec<f64> = lock(&self.latencies_ms).iter().copied().collect();
+        v.sort_by(f64::total_cmp);
+        v
+    }
+
+    /// `GET /antennas`: a summary and up to `limit` sessions.
+    pub fn describe(&self, limit: usize) -> Value {
+        let sessions: Vec<(String, Arc<Session>)> = lock(&self.sessions)
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let now = crate::node::propose::now_ms();
+        let (mut connected, mut in_sync, mut diverged) = (0, 0, 0);
+        let mut list = Vec::new();
+        let mut sorted = sessions;
+        sorted.sort_by(|a, b| a.0.cmp(&b.0));
+        for (cell, s) in &sorted {
+            let st = s.snapshot();
+            connected += usize::from(st.connected);
+            in_sync += usize::from(st.in_sync);
+            diverged += usize::from(st.diverged);
+            if list.len() < limit {
+                let lag = if st.last_period_end_ms > 0 {
+                    Some(now.saturating_sub(st.last_period_end_ms))
+                } else {
+                    None
+                };
+                let mut v = serde_json::to_value(&st).unwrap_or(Value::Null);
+                v["cell"] = json!(cell);
+                v["lag_ms"] = json!(lag);
+                list.push(v);
+            }
+        }
+        let lat = self.latencies();
+        let q = |x: f64| crate::bench::quantile(&lat, x);
+        json!({
+            "site": self.site,
+            "antenna_addresses": self.addrs,
+            "summary": {
+                "sessions": sorted.len(), "connected": connected, "in_sync": in_sync, "diverged": diverged,
+                "reports": self.counters.reports.load(Ordering::Relaxed),
+                "counter_values": self.counters.values.load(Ordering::Relaxed),
+                "late_reports": self.counters.late_reports.load(Ordering::Relaxed),
+                "close_to_ack_ms": {"count": lat.len(), "p50": q(0.5), "p99": q(0.99), "max": lat.last()},
+                "awaiting_acks": lock(&self.awaited).len(),
+            },
+            "sessions": list,
+        })
+    }
+}

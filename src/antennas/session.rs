@@ -1,0 +1,297 @@
+//! One antenna session: connect, HELLO, reports in, configuration out, acknowledgements
+//! checked against the image, reconnect with exponential back-off and jitter.
+//!
+//! An idle session holds no buffers: its read buffer is dropped whenever it is empty, and
+//! its state is a few counters and a hash of the configuration the antenna acknowledged.
+
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use bytes::BytesMut;
+use rand::Rng;
+use serde::Serialize;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::Notify;
+
+use super::fleet::Fleet;
+use super::protocol::{self, CellConfig, Frame, code, encode};
+
+/// What `GET /antennas` shows of a session.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SessionState {
+    pub connected: bool,
+    pub connects: u32,
+    pub failures: u32,
+    pub last_error: Option<String>,
+    pub reports: u64,
+    pub last_period_end_ms: u64,
+    pub pushes: u64,
+    pub acks: u64,
+    /// The antenna acknowledged values that differ from the image; a re-push is scheduled.
+    pub diverged: bool,
+    /// The antenna's configuration equals the image's.
+    pub in_sync: bool,
+    /// Log index of the image the acknowledged configuration was built from.
+    pub acked_index: u64,
+}
+
+/// A session's handle, shared with the fleet.
+pub struct Session {
+    pub cell: String,
+    pub notify: Notify,
+    pub stop: AtomicBool,
+    pub state: std::sync::Mutex<SessionState>,
+}
+
+/// A hash of a configuration that does not depend on the order relations are listed in.
+fn config_hash(c: &CellConfig) -> u64 {
+    let mut canonical = c.clone();
+    canonical.relations.sort_by(|a, b| a.target.cmp(&b.target));
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    canonical.hash(&mut h);
+    h.finish()
+}
+
+impl Session {
+    pub fn new(cell: String) -> Arc<Session> {
+        Arc::new(Session {
+            cell,
+            notify: Notify::new(),
+            stop: AtomicBool::new(false),
+            state: std::sync::Mutex::new(SessionState::default()),
+        })
+    }
+
+    pub fn snapshot(&self) -> SessionState {
+        self.state.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    fn update(&self, f: impl FnOnce(&mut SessionState)) {
+        if let Ok(mut s) = self.state.lock() {
+            f(&mut s);
+        }
+    }
+
+    /// Runs the session until it is stopped, reconnecting after failures.
+    pub async fn run(self: Arc<Self>, fleet: Arc<Fleet>) {
+        let mut backoff = Duration::from_millis(100);
+        while !self.stop.load(Ordering::Relaxed) {
+            let started = Instant::now();
+            let result = self.serve(&fleet).await;
+            if self.snapshot().connected {
+                self.update(|s| s.connected = false);
+                fleet.session_down();
+            }
+            if self.stop.load(Ordering::Relaxed) {
+                return;
+            }
+            if let Err(e) = result {
+                metrics::counter!("sonraft_antenna_session_failures_total").increment(1);
+                let first = self.snapshot().failures == 0;
+                self.update(|s| {
+                    s.failures += 1;
+                    s.last_error = Some(format!("{e:#}"));
+                });
+                if first {
+                    tracing::info!(cell = %self.cell, error = %format!("{e:#}"), "antenna session lost; reconnecting with back-off");
+                }
+            }
+            if started.elapsed() > Duration::from_secs(10) {
+                backoff = Duration::from_millis(100);
+            }
+            let jitter = rand::rng().random_range(0.5..1.5);
+            tokio::time::sleep(backoff.mul_f64(jitter)).await;
+            backoff = (backoff * 2).min(Duration::from_secs(30));
+        }
+    }
+
+    async fn read_frame(
+        rd: &mut tokio::net::tcp::OwnedReadHalf,
+        buf: &mut BytesMut,
+    ) -> anyhow::Result<Frame> {
+        loop {
+            if let Some(f) = protocol::split_frame(buf)? {
+                return Ok(f);
+            }
+            buf.reserve(512);
+            if rd.read_buf(buf).await? == 0 {
+                bail!("the antenna closed the connection");
+            }
+        }
+    }
+
+    /// One connection's life.
+    async fn serve(&self, fleet: &Fleet) -> anyhow::Result<()> {
+        let addr = fleet
+            .address_for(&self.cell)
+            .context("no antenna address configured")?;
+        let stream = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(&addr))
+            .await
+            .with_context(|| format!("connecting to {addr} timed out"))?
+            .with_context(|| format!("cannot connect to {addr}"))?;
+        stream.set_nodelay(true)?;
+        let (mut rd, mut wr) = stream.into_split();
+        wr.write_all(&encode(&Frame::Hello {
+            cell: self.cell.clone(),
+            controller: fleet.node_id,
+        }))
+        .await?;
+        let mut buf = BytesMut::new();
+        let welcome =
+            tokio::time::timeout(Duration::from_secs(10), Self::read_frame(&mut rd, &mut buf))
+                .await
+                .context("no WELCOME within 10 s")??;
+        let mut acked = match welcome {
+            Frame::Welcome { cell, config, .. } if cell == self.cell => config_hash(&config),
+            Frame::Welcome { cell, .. } => bail!("the antenna answered as cell {cell}"),
+            Frame::Error { code, message } => bail!("the antenna refused: {message} (code {code})"),
+            other => bail!("expected WELCOME, got {other:?}"),
+        };
+        fleet.session_up();
+        self.update(|s| {
+            s.connected = true;
+            s.connects += 1;
+        });
+        let mut txn = 0u64;
+        // (transaction, hash pushed, image index it was built from, when)
+        let mut pending: Option<(u64, u64, u64, Instant)> = None;
+        let mut retry_at: Option<tokio::time::Instant> = None;
+        self.notify.notify_one();
+        loop {
+            let retry = async {
+                match retry_at {
+                    Some(t) => tokio::time::sleep_until(t).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                read = rd.read_buf(&mut buf) => {
+                    if read? == 0 {
+                        bail!("the antenna closed the connection");
+                    }
+                    loop {
+                        let frame = match protocol::split_frame(&mut buf) {
+                            Ok(Some(f)) => f,
+                            Ok(None) => break,
+                            Err(e) => {
+                                metrics::counter!("sonraft_antenna_bad_frames_total").increment(1);
+                                let _ = wr.write_all(&encode(&Frame::Error { code: code::BAD_FRAME, message: e.to_string() })).await;
+                                bail!("bad frame from the antenna: {e}");
+                            }
+                        };
+                        match frame {
+                            Frame::Report(r) => {
+                                let end = r.period_end_ms;
+                                fleet.counters.ingest(&self.cell, r);
+                                self.update(|s| {
+                                    s.reports += 1;
+                                    s.last_period_end_ms = end;
+                                });
+                            }
+                            Frame::ConfigAck { txn: t, config } => {
+                                let Some((want_txn, want_hash, index, sent)) = pending else { continue };
+                                if t != want_txn {
+                                    continue;
+                                }
+                                pending = None;
+                                acked = config_hash(&config);
+                                metrics::histogram!("sonraft_antenna_push_seconds").record(sent.elapsed().as_secs_f64());
+                                if acked == want_hash {
+                                    self.update(|s| {
+                                        s.acks += 1;
+                                        s.diverged = false;
+                                        s.in_sync = true;
+                                        s.acked_index = index;
+                                    });
+                                    fleet.acked(&self.cell, index);
+                                    self.notify.notify_one();
+                                } else {
+                                    metrics::counter!("sonraft_antenna_diverged_total").increment(1);
+                                    tracing::warn!(cell = %self.cell, "the antenna acknowledged other values than pushed; re-pushing");
+                                    self.update(|s| {
+                                        s.acks += 1;
+                                        s.diverged = true;
+                                        s.in_sync = false;
+                                    });
+                                    retry_at = Some(tokio::time::Instant::now() + Duration::from_millis(500));
+                                }
+                            }
+                            Frame::Error { code, message } => bail!("the antenna reported an error: {message} (code {code})"),
+                            other => {
+                                let _ = wr.write_all(&encode(&Frame::Error { code: code::NOT_EXPECTED, message: "unexpected frame".into() })).await;
+                                bail!("unexpected frame from the antenna: {other:?}");
+                            }
+                        }
+                    }
+                    if buf.is_empty() {
+                        buf = BytesMut::new();
+                    }
+                }
+                () = self.notify.notified() => {
+                    if self.stop.load(Ordering::Relaxed) {
+                        return Ok(());
+                    }
+                    self.push_if_needed(fleet, &mut wr, &mut txn, acked, &mut pending).await?;
+                }
+                () = retry => {
+                    retry_at = None;
+                    if pending.is_some_and(|p| p.3.elapsed() >= Duration::from_secs(5)) {
+                        pending = None;
+                    }
+                    self.push_if_needed(fleet, &mut wr, &mut txn, acked, &mut pending).await?;
+                }
+            }
+            if let Some(p) = pending
+                && retry_at.is_none()
+            {
+                // No acknowledgement within 5 s: push again.
+                retry_at = Some(tokio::time::Instant::from_std(p.3 + Duration::from_secs(5)));
+            }
+        }
+    }
+
+    /// Pushes the image's configuration unless the antenna already has it (hash `acked`) or a
+    /// push of it is in flight.
+    async fn push_if_needed(
+        &self,
+        fleet: &Fleet,
+        wr: &mut tokio::net::tcp::OwnedWriteHalf,
+        txn: &mut u64,
+        acked: u64,
+        pending: &mut Option<(u64, u64, u64, Instant)>,
+    ) -> anyhow::Result<()> {
+        let Some((desired, index)) = fleet.desired(&self.cell) else {
+            return Ok(());
+        };
+        let h = config_hash(&desired);
+        if pending.is_some_and(|p| p.1 == h) {
+            return Ok(());
+        }
+        if h == acked && pending.is_none() {
+            self.update(|s| {
+                s.in_sync = true;
+                s.diverged = false;
+                s.acked_index = s.acked_index.max(index);
+            });
+            fleet.acked(&self.cell, index);
+            return Ok(());
+        }
+        *txn += 1;
+        wr.write_all(&encode(&Frame::ConfigSet {
+            txn: *txn,
+            config: desired,
+        }))
+        .await?;
+        *pending = Some((*txn, h, index, Instant::now()));
+        metrics::counter!("sonraft_antenna_pushes_total").increment(1);
+        self.update(|s| {
+            s.pushes += 1;
+            s.in_sync = false;
+        });
+        Ok(())
+    }
+}

@@ -1,0 +1,279 @@
+//! SON functions: each closed counter period, a site summarises its cells' KPIs into the
+//! replicated image, then runs its functions over a view of the image and proposes change sets.
+//!
+//! - [`view`]: the compact view the functions read;
+//! - [`pci`]: PCI collision and confusion resolution;
+//! - [`load_balancing`]: mobility load balancing through CIO;
+//! - [`robustness`]: mobility robustness through hysteresis and time-to-trigger;
+//! - [`anr`]: pruning of dead and failing relations.
+//!
+//! Functions never coordinate with each other or with other sites directly: every proposal
+//! carries its read set and is judged by the apply-time rules (cool-downs, priorities, step
+//! limits). A `conflict` means the view was stale: the site re-captures it and recomputes, once
+//! per period; a `rejected` proposal is left for a later period.
+
+pub mod anr;
+pub mod load_balancing;
+pub mod pci;
+pub mod robustness;
+pub mod view;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use sonraft_raft::changeset::{ChangeSet, Outcome};
+use sonraft_raft::command::{Command, KpiBatch, Response};
+use sonraft_raft::model::KpiSummary;
+use sonraft_storage::read;
+use tokio::sync::mpsc;
+
+use crate::antennas::counters::ClosedPeriod;
+use crate::antennas::fleet::Fleet;
+use crate::antennas::protocol::{RELATION_COUNTERS, cell_counter as cc, relation_counter as rc};
+use crate::node::Node;
+use crate::node::propose::now_ms;
+use view::RadioView;
+
+/// A change set and the own cells whose antennas it reconfigures.
+#[derive(Debug, Clone)]
+pub struct Proposal {
+    pub change_set: ChangeSet,
+    pub cells: Vec<String>,
+}
+
+/// One closed period's counters of this site's cells, indexed like the view.
+#[derive(Debug, Default)]
+pub struct PeriodInput {
+    pub prb_pct: HashMap<u32, f64>,
+    pub relations: HashMap<u32, Vec<(u32, [u64; RELATION_COUNTERS.len()])>>,
+}
+
+impl PeriodInput {
+    pub fn new(view: &RadioView, period: &ClosedPeriod) -> PeriodInput {
+        let mut input = PeriodInput::default();
+        for (cell, r) in &period.reports {
+            let Some(&c) = view.index.get(cell) else {
+                continue;
+            };
+            let tot = r.cell[cc::PRB_TOT_DL].max(1) as f64;
+            input
+                .prb_pct
+                .insert(c, r.cell[cc::PRB_USED_DL] as f64 * 100.0 / tot);
+            let rels = r
+                .relations
+                .iter()
+                .filter_map(|x| view.index.get(&x.target).map(|t| (*t, x.values)))
+                .collect();
+            input.relations.insert(c, rels);
+        }
+        input
+    }
+
+    /// A cell's load: this period's report for own cells, the replicated summary otherwise.
+    pub fn prb_pct(&self, view: &RadioView, c: u32) -> Option<f64> {
+        self.prb_pct
+            .get(&c)
+            .copied()
+            .or_else(|| view.cell(c).prb_permille.map(|p| f64::from(p) / 10.0))
+    }
+
+    /// Handover success ratio of relation `source -> target` this period.
+    pub fn ho_success(&self, source: u32, target: u32) -> Option<f64> {
+        let v = self
+            .relations
+            .get(&source)?
+            .iter()
+            .find(|(t, _)| *t == target)?
+            .1;
+        (v[rc::ATT] > 0).then(|| v[rc::SUCC] as f64 / v[rc::ATT] as f64)
+    }
+}
+
+/// KPI summaries of a closed period, for replication.
+pub fn summaries(period: &ClosedPeriod) -> Vec<KpiSummary> {
+    let mut out: Vec<KpiSummary> = period
+        .reports
+        .iter()
+        .map(|(cell, r)| KpiSummary {
+            cell: cell.clone(),
+            period_end_ms: period.end_ms,
+            prb_dl_permille: (r.cell[cc::PRB_USED_DL] * 1000 / r.cell[cc::PRB_TOT_DL].max(1))
+                .min(1000) as u16,
+            rrc_conn_mean: r.cell[cc::CONN_MEAN].min(u64::from(u32::MAX)) as u32,
+            thp_dl_kbps: r.cell[cc::THP_DL].min(u64::from(u32::MAX)) as u32,
+            ho_att: r.cell[cc::HO_ATT].min(u64::from(u32::MAX)) as u32,
+            ho_succ: r.cell[cc::HO_SUCC].min(u64::from(u32::MAX)) as u32,
+        })
+        .collect();
+    out.sort_by(|a, b| a.cell.cmp(&b.cell));
+    out
+}
+
+/// Summaries per replicated command.
+const SUMMARIES_PER_ENTRY: usize = 5000;
+/// Change sets in flight at once.
+const CONCURRENCY: usize = 32;
+
+/// Runs the SON cycle of this site for the life of the node.
+pub async fn run(node: Arc<Node>, fleet: Arc<Fleet>, mut closed: mpsc::Receiver<ClosedPeriod>) {
+    let mut streaks = anr::Streaks::default();
+    while let Some(period) = closed.recv().await {
+        // Skip to the newest period if we fell behind.
+        let mut period = period;
+        while let Ok(newer) = closed.try_recv() {
+            period = newer;
+        }
+        let started = std::time::Instant::now();
+        replicate_kpis(&node, &period).await;
+        let (proposals, input_cells) = {
+            let node = node.clone();
+            let period = period.clone();
+            let mut s = std::mem::take(&mut streaks);
+            match tokio::task::spawn_blocking(move || {
+                let view = capture(&node);
+                let input = PeriodInput::new(&view, &period);
+                let proposals = analyse(&view, &input, &mut s, node.id);
+                (proposals, input.prb_pct.len(), s)
+            })
+            .await
+            {
+                Ok((p, n, s)) => {
+                    streaks = s;
+                    (p, n)
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "SON analysis failed");
+                    continue;
+                }
+            }
+        };
+        let conflicted = submit_all(&node, &fleet, &period, proposals).await;
+        if !conflicted.is_empty() {
+            // Recompute with a fresh view, only for what conflicted.
+            let node2 = node.clone();
+            let period2 = period.clone();
+            let retry = tokio::task::spawn_blocking(move || {
+                let view = capture(&node2);
+                let input = PeriodInput::new(&view, &period2);
+                let mut none = anr::Streaks::default();
+                analyse(&view, &input, &mut none, node2.id)
+                    .into_iter()
+                    .filter(|p| {
+                        p.change_set
+                            .writes
+                            .iter()
+                            .any(|w| conflicted.contains(&w.entity.to_string()))
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .await
+            .unwrap_or_default();
+            submit_all(&node, &fleet, &period, retry).await;
+        }
+        metrics::histogram!("sonraft_son_cycle_seconds").record(started.elapsed().as_secs_f64());
+        tracing::debug!(
+            cells = input_cells,
+            took_ms = started.elapsed().as_millis() as u64,
+            "SON cycle done"
+        );
+    }
+}
+
+fn capture(node: &Node) -> RadioView {
+    let state = read(node.store.state());
+    RadioView::capture(&state.image, &node.site)
+}
+
+/// Runs every function over one view.
+pub fn analyse(
+    view: &RadioView,
+    input: &PeriodInput,
+    streaks: &mut anr::Streaks,
+    node: u64,
+) -> Vec<Proposal> {
+    let now = now_ms();
+    let mut out = pci::propose(view, node, now);
+    out.extend(robustness::propose(view, input, node, now));
+    out.extend(load_balancing::propose(view, input, node, now));
+    out.extend(streaks.propose(view, input, node, now));
+    out
+}
+
+async fn replicate_kpis(node: &Node, period: &ClosedPeriod) {
+    let all = summaries(period);
+    for chunk in all.chunks(SUMMARIES_PER_ENTRY) {
+        let cmd = Command::Kpis(KpiBatch {
+            site: node.site.clone(),
+            summaries: chunk.to_vec(),
+        });
+        if let Err(e) = node.submit(&cmd).await {
+            tracing::debug!(error = %e, "KPI summaries not replicated this period");
+            return;
+        }
+    }
+}
+
+/// Submits proposals a few at a time; returns the entities of those that conflicted.
+async fn submit_all(
+    node: &Arc<Node>,
+    fleet: &Arc<Fleet>,
+    period: &ClosedPeriod,
+    proposals: Vec<Proposal>,
+) -> Vec<String> {
+    use futures_lite_stream::buffer_unordered;
+    let results = buffer_unordered(proposals, CONCURRENCY, |p| {
+        let node = node.clone();
+        async move {
+            let r = node.submit(&Command::ChangeSet(p.change_set.clone())).await;
+            (p, r)
+        }
+    })
+    .await;
+    let mut conflicted = Vec::new();
+    for (p, r) in results {
+        match r {
+            Ok((index, Response::ChangeSet(Outcome::Applied { .. }))) => {
+                metrics::counter!("sonraft_son_proposals_total", "function" => p.change_set.origin.function.name(), "outcome" => "applied").increment(1);
+                fleet.await_acks(index, period.end_ms, p.cells);
+            }
+            Ok((_, Response::ChangeSet(o))) => {
+                metrics::counter!("sonraft_son_proposals_total", "function" => p.change_set.origin.function.name(), "outcome" => o.kind()).increment(1);
+                if matches!(o, Outcome::Conflict { .. }) {
+                    conflicted.extend(p.change_set.writes.iter().map(|w| w.entity.to_string()));
+                }
+            }
+            Ok((_, other)) => tracing::warn!(?other, "unexpected answer to a change set"),
+            Err(e) => tracing::debug!(error = %e, "change set not submitted"),
+        }
+    }
+    conflicted
+}
+
+/// A tiny bounded-concurrency map, to avoid a dependency for one loop.
+mod futures_lite_stream {
+    use std::future::Future;
+
+    pub async fn buffer_unordered<T, F, Fut, R>(items: Vec<T>, limit: usize, f: F) -> Vec<R>
+    where
+        F: Fn(T) -> Fut,
+        Fut: Future<Output = R> + Send + 'static,
+        R: Send + 'static,
+    {
+        let mut set = tokio::task::JoinSet::new();
+        let mut out = Vec::with_capacity(items.len());
+        for item in items {
+            if set.len() >= limit
+                && let Some(Ok(r)) = set.join_next().await
+            {
+                out.push(r);
+            }
+            set.spawn(f(item));
+        }
+        while let Some(r) = set.join_next().await {
+            if let Ok(r) = r {
+                out.push(r);
+            }
+        }
+        out
+    }
+}

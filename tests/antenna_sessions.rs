@@ -1,0 +1,248 @@
+//! Antenna sessions are isolated: a dropped connection or garbage from one antenna affects
+//! only that session, which reconnects; garbage sent to the simulator closes only that
+//! connection.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use common::*;
+use serde_json::{Value, json};
+use sonraft::antennas::protocol::{self, CellConfig, Frame};
+use sonraft::local_cluster::SimProc;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+/// A fake antenna endpoint: answers HELLO with WELCOME, acknowledges pushes, and on request
+/// misbehaves on one cell's connection.
+#[derive(Default)]
+struct Fake {
+    hellos: Mutex<HashMap<String, u32>>,
+    sabotage: Mutex<Option<(String, &'static str)>>,
+}
+
+async fn fake_antenna(fake: Arc<Fake>, listener: TcpListener) {
+    loop {
+        let Ok((mut stream, _)) = listener.accept().await else {
+            return;
+        };
+        let fake = fake.clone();
+        tokio::spawn(async move {
+            let mut buf = BytesMut::new();
+            let mut cell = String::new();
+            loop {
+                let sabotage = fake.sabotage.lock().unwrap().clone();
+                if let Some((target, how)) = sabotage
+                    && target == cell
+                {
+                    *fake.sabotage.lock().unwrap() = None;
+                    match how {
+                        "garbage" => {
+                            let _ = stream
+                                .write_all(&[0, 0, 0, 9, 1, 99, 1, 2, 3, 4, 5, 6, 7])
+                                .await;
+                        }
+                        _ => return,
+                    }
+                }
+                match protocol::split_frame(&mut buf) {
+                    Ok(Some(Frame::Hello { cell: c, .. })) => {
+                        *fake.hellos.lock().unwrap().entry(c.clone()).or_default() += 1;
+                        cell = c.clone();
+                        let w = Frame::Welcome {
+                            cell: c,
+                            period_ms: 1000,
+                            config: CellConfig::default(),
+                        };
+                        if stream.write_all(&protocol::encode(&w)).await.is_err() {
+                            return;
+                        }
+                        continue;
+                    }
+                    Ok(Some(Frame::ConfigSet { txn, config })) => {
+                        if stream
+                            .write_all(&protocol::encode(&Frame::ConfigAck { txn, config }))
+                            .await
+                            .is_err()
+                        {
+                            return;
+                        }
+                        continue;
+                    }
+                    Ok(Some(_)) => continue,
+                    Ok(None) => {}
+                    Err(_) => return,
+                }
+                buf.reserve(512);
+                match tokio::time::timeout(Duration::from_millis(50), stream.read_buf(&mut buf))
+                    .await
+                {
+                    Ok(Ok(0)) | Ok(Err(_)) => return,
+                    _ => {}
+                }
+            }
+        });
+    }
+}
+
+fn image() -> Value {
+    let cells: Vec<Value> = (0..6)
+        .map(|i| json!({"id": format!("A{i}"), "site": "S", "rat": "LTE", "pci": i, "arfcn": 1300, "azimuth": 0}))
+        .collect();
+    json!({"sites": [{"id": "S", "name": "s", "lat": 0.0, "lon": 0.0, "region": "site-1"}], "cells": cells})
+}
+
+async fn sessions(c: &Cluster) -> HashMap<String, Value> {
+    let a = c
+        .client
+        .get(&c.nodes[0].api, "/antennas")
+        .await
+        .unwrap()
+        .json();
+    a["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["cell"].as_str().unwrap().to_string(), s.clone()))
+        .collect()
+}
+
+async fn wait_for(
+    c: &Cluster,
+    what: &str,
+    f: impl Fn(&HashMap<String, Value>) -> bool,
+) -> HashMap<String, Value> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let s = sessions(c).await;
+        if f(&s) {
+            return s;
+        }
+        assert!(Instant::now() < deadline, "{what}: {s:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_or_garbled_antenna_connection_affects_only_its_session() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let fake = Arc::new(Fake::default());
+    tokio::spawn(fake_antenna(fake.clone(), listener));
+    let c = Cluster::start_with(1, &["--antennas", &addr]).await;
+    let r = c
+        .client
+        .post(&c.nodes[0].api, "/image/import", &image())
+        .await
+        .unwrap();
+    assert!(r.status.is_success());
+    wait_for(&c, "six sessions connected and in sync", |s| {
+        s.len() == 6
+            && s.values()
+                .all(|v| v["connected"] == true && v["in_sync"] == true)
+    })
+    .await;
+
+    *fake.sabotage.lock().unwrap() = Some(("A2".into(), "garbage"));
+    let s = wait_for(&c, "A2 reconnected after garbage", |s| {
+        s["A2"]["connects"].as_u64() >= Some(2) && s["A2"]["connected"] == true
+    })
+    .await;
+    assert!(
+        s["A2"]["last_error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("bad frame"),
+        "{}",
+        s["A2"]
+    );
+    *fake.sabotage.lock().unwrap() = Some(("A4".into(), "drop"));
+    let s = wait_for(&c, "A4 reconnected after a dropped connection", |s| {
+        s["A4"]["connects"].as_u64() >= Some(2) && s["A4"]["connected"] == true
+    })
+    .await;
+    for other in ["A0", "A1", "A3", "A5"] {
+        assert_eq!(
+            s[other]["connects"], 1,
+            "{other} was disturbed: {}",
+            s[other]
+        );
+    }
+    assert_eq!(
+        c.client
+            .get(&c.nodes[0].api, "/health")
+            .await
+            .unwrap()
+            .status,
+        200
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_sent_to_the_simulator_closes_only_that_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = SimProc::start(
+        binary(),
+        dir.path(),
+        &[
+            "--cells",
+            "30",
+            "--period-ms",
+            "1000",
+            "--regions",
+            "site-1",
+        ],
+    )
+    .unwrap();
+    let c = Cluster::start_with(1, &["--antennas", &sim.antennas[0]]).await;
+    let out = std::process::Command::new(binary())
+        .args(["sim", "export", "--cells", "30", "--regions", "site-1"])
+        .output()
+        .unwrap();
+    let image: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        c.client
+            .post(&c.nodes[0].api, "/image/import", &image)
+            .await
+            .unwrap()
+            .status
+            .is_success()
+    );
+    wait_for(&c, "30 sessions connected", |s| {
+        s.len() == 30 && s.values().all(|v| v["connected"] == true)
+    })
+    .await;
+
+    let mut rogue = tokio::net::TcpStream::connect(&sim.antennas[0])
+        .await
+        .unwrap();
+    rogue
+        .write_all(b"\x00\x00\x00\x05garbage-garbage")
+        .await
+        .unwrap();
+    let mut reply = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), rogue.read_to_end(&mut reply)).await;
+    let frame = protocol::split_frame(&mut BytesMut::from(&reply[..]))
+        .ok()
+        .flatten();
+    assert!(
+        matches!(frame, Some(Frame::Error { .. })),
+        "expected an ERROR frame, got {reply:?}"
+    );
+    let state = sim.state(&c.client).await.unwrap();
+    assert_eq!(state["bad_frames"], 1);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let s = sessions(&c).await;
+    assert!(
+        s.values()
+            .all(|v| v["connected"] == true && v["connects"] == 1),
+        "{s:?}"
+    );
+    assert!(
+        s.values().all(|v| v["reports"].as_u64() > Some(0)),
+        "reports keep flowing"
+    );
+}
