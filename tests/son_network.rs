@@ -93,16 +93,15 @@ async fn son_functions_fix_the_planted_problems_and_every_change_reaches_the_ant
     let before = sim.state(&c.client).await.unwrap();
     assert!(planted_fixed(&before).is_err(), "nothing was planted");
     let started = Instant::now();
-    let mut last = String::new();
     let fixed_at = loop {
         let s = sim.state(&c.client).await.unwrap();
-        match planted_fixed(&s) {
+        let still = match planted_fixed(&s) {
             Ok(()) => break s["period"].as_u64().unwrap_or(0),
-            Err(e) => last = e,
-        }
+            Err(e) => e,
+        };
         assert!(
             started.elapsed() < Duration::from_secs(90),
-            "not fixed after 90 periods: {last}"
+            "not fixed after 90 periods: {still}"
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
