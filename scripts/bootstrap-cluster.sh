@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Brings up a three-site sonraft cluster on this machine, or prints/performs the per-site
-# steps for three real hosts.
+# Brings up a three-site sonraft cluster on this machine, with a simulated antenna fleet, or
+# prints/performs the per-site steps for three real hosts.
 #
-#   scripts/bootstrap-cluster.sh            build if needed, start site-a/b/c, init, import a
-#                                           demo image; safe to run again (restarts what is down)
+#   scripts/bootstrap-cluster.sh            build if needed, start the antenna simulator and
+#                                           site-a/b/c, init, import the simulated network;
+#                                           safe to run again (restarts what is down)
 #   scripts/bootstrap-cluster.sh stop       stop exactly the processes this script started
 #   scripts/bootstrap-cluster.sh status     show the nodes
 #   scripts/bootstrap-cluster.sh hosts H1 H2 H3 [--run]
@@ -20,6 +21,7 @@ mkdir -p "$RUN_DIR"
 RUN_DIR=$(cd "$RUN_DIR" && pwd)
 BIN=${SONRAFT_BIN:-$ROOT/target/release/sonraft}
 CELLS=${SONRAFT_DEMO_CELLS:-300}
+PERIOD_MS=${SONRAFT_SIM_PERIOD_MS:-2000}
 SITES=(site-a site-b site-c)
 
 log() { printf '%s %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
@@ -62,6 +64,30 @@ json_field() { # file field
 
 api_of() { json_field "$RUN_DIR/$1/data/addresses.json" api_addr; }
 
+# The simulator plays every cell of the demo network; the nodes connect to it.
+start_sim() {
+    local dir="$RUN_DIR/sim" pid
+    mkdir -p "$dir"
+    if pid=$(alive_pid "$dir/sim.pid" "$dir"); then
+        log "antenna simulator: already running (pid $pid)"
+    else
+        # Restart on the same port, so that running nodes find it again.
+        local listen=127.0.0.1:0
+        if [[ -f "$dir/addresses.json" ]]; then
+            listen=$(sed -n 's/.*"antennas":\["\([^"]*\)".*/\1/p' "$dir/addresses.json")
+        fi
+        rm -f "$dir/addresses.json"
+        log "antenna simulator: starting $CELLS cells, counters every $PERIOD_MS ms"
+        nohup "$BIN" sim run --cells "$CELLS" --period-ms "$PERIOD_MS" --listen "$listen" \
+            --status-addr 127.0.0.1:0 --addresses-file "$dir/addresses.json" >> "$dir/sim.log" 2>&1 &
+        echo $! > "$dir/sim.pid"
+        for _ in $(seq 1 200); do [[ -f "$dir/addresses.json" ]] && break; sleep 0.05; done
+        [[ -f "$dir/addresses.json" ]] || die "the simulator did not start; see $dir/sim.log"
+    fi
+    SIM_ANTENNAS=$(sed -n 's/.*"antennas":\["\([^"]*\)".*/\1/p' "$dir/addresses.json")
+    SIM_STATUS=$(json_field "$dir/addresses.json" status)
+}
+
 start_node() {
     local i=$1 site=${SITES[$1-1]} dir="$RUN_DIR/${SITES[$1-1]}"
     mkdir -p "$dir"
@@ -77,7 +103,7 @@ start_node() {
     rm -f "$dir/data/addresses.json.tmp"
     log "$site: starting node $i"
     nohup "$BIN" node --id "$i" --site "$site" --data-dir "$dir/data" \
-        --raft-addr "$raft" --api-addr "$api" --timing loopback \
+        --raft-addr "$raft" --api-addr "$api" --timing loopback --antennas "$SIM_ANTENNAS" \
         ${SONRAFT_NODE_ARGS:-} >> "$dir/node.log" 2>&1 &
     local pid=$!
     echo "$pid" > "$dir/node.pid"
@@ -119,6 +145,7 @@ ENV
 up() {
     build
     secrets
+    start_sim
     for i in 1 2 3; do start_node "$i"; done
     write_env
     # shellcheck disable=SC1091
@@ -132,8 +159,9 @@ up() {
     fi
     wait_ready
     if [[ "$(curl_api "http://$a/image/cells?limit=1")" == "[]" ]]; then
-        log "importing a demo network image of $CELLS cells"
-        "$BIN" sim export --cells "$CELLS" > "$RUN_DIR/demo-image.json"
+        log "importing the simulated network of $CELLS cells"
+        # Short cool-downs to match the demo's short counter periods.
+        "$BIN" sim export --cells "$CELLS" --cooldown-ms $((PERIOD_MS * 3)) > "$RUN_DIR/demo-image.json"
         "$BIN" ctl import "$RUN_DIR/demo-image.json" > /dev/null
     fi
     summary
@@ -142,6 +170,7 @@ up() {
 summary() {
     echo
     echo "sonraft cluster is up (run directory $RUN_DIR):"
+    echo "  antennas: $CELLS simulated cells at $SIM_ANTENNAS (network state: curl -s http://$SIM_STATUS/state)"
     for s in "${SITES[@]}"; do
         printf '  %-7s api http://%-21s raft %-21s log %s\n' "$s" "$(api_of "$s")" \
             "$(json_field "$RUN_DIR/$s/data/addresses.json" raft_addr)" "$RUN_DIR/$s/node.log"
@@ -153,15 +182,17 @@ Use it:
   sonraft ctl status
   sonraft ctl cells --site S00001
   sonraft ctl propose --set cell/S00001-1:electrical_tilt=45 --reason "tilt down"
-  sonraft ctl history
-  curl -s \$(echo \$SONRAFT_NODES | cut -d' ' -f1)/metrics | grep sonraft_
+  sonraft ctl history              # the SON functions at work: PCI, load balancing, robustness, ANR
+  curl -s -H "Authorization: Bearer \$SONRAFT_TOKEN" \$(echo \$SONRAFT_NODES | cut -d' ' -f1)/antennas?limit=3
+  curl -s \$(echo \$SONRAFT_NODES | cut -d' ' -f1)/metrics | grep -E 'sonraft_(son|antenna)'
+  curl -s http://$SIM_STATUS/state | head -c 600
 Stop it:
   scripts/bootstrap-cluster.sh stop
 TXT
 }
 
 stop() {
-    local stopped=0
+    local stopped=0 pid
     for s in "${SITES[@]}"; do
         local dir="$RUN_DIR/$s" pid
         if pid=$(alive_pid "$dir/node.pid" "$dir/data"); then
@@ -175,6 +206,12 @@ stop() {
         fi
         rm -f "$dir/node.pid"
     done
+    if pid=$(alive_pid "$RUN_DIR/sim/sim.pid" "$RUN_DIR/sim"); then
+        log "antenna simulator: stopping (pid $pid)"
+        kill -TERM "$pid"
+        stopped=$((stopped + 1))
+    fi
+    rm -f "$RUN_DIR/sim/sim.pid"
     log "stopped $stopped process(es)"
 }
 
