@@ -108,9 +108,14 @@ pub struct NodeArgs {
     /// Log format.
     #[arg(long, env = "SONRAFT_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
-    /// Address of the antenna endpoint (the fleet simulator, or a southbound gateway).
+    /// Address of the antenna endpoint (the fleet simulator, or a southbound gateway);
+    /// several, comma-separated, spread the sessions.
     #[arg(long, env = "SONRAFT_ANTENNAS")]
     pub antennas: Option<String>,
+    /// Start the antenna sessions only this many milliseconds after the node started (used by
+    /// the fleet benchmark to measure memory before and after).
+    #[arg(long, env = "SONRAFT_ANTENNAS_AFTER_MS")]
+    pub antennas_after_ms: Option<u64>,
 }
 
 /// The same keys in a TOML file.
@@ -135,6 +140,7 @@ struct FileConfig {
     max_import_bytes: Option<usize>,
     log_format: Option<LogFormat>,
     antennas: Option<String>,
+    antennas_after_ms: Option<u64>,
 }
 
 /// A complete, checked node configuration.
@@ -157,6 +163,7 @@ pub struct NodeConfig {
     pub max_import_bytes: usize,
     pub log_format: LogFormat,
     pub antennas: Option<String>,
+    pub antennas_after_ms: u64,
 }
 
 fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
@@ -257,6 +264,10 @@ impl NodeConfig {
                 .unwrap_or(256 << 20),
             log_format: args.log_format.or(file.log_format).unwrap_or_default(),
             antennas: args.antennas.or(file.antennas),
+            antennas_after_ms: args
+                .antennas_after_ms
+                .or(file.antennas_after_ms)
+                .unwrap_or(0),
         })
     }
 }

@@ -416,8 +416,100 @@ pub fn decode(body: &[u8]) -> Result<Frame, FrameError> {
     Ok(frame)
 }
 
-/// Takes one complete frame off the front of `buf`, if there is one.
-pub fn split_frame(buf: &mut BytesMut) -> Result<Option<Frame>, FrameError> {
+/// Frame kind of `REPORT`.
+pub const KIND_REPORT: u8 = 3;
+
+/// A validated `REPORT` body, read in place: no allocation per report or per relation.
+#[derive(Debug, Clone, Copy)]
+pub struct ReportView<'a> {
+    pub period_end_ms: u64,
+    pub period_ms: u32,
+    pub cell: [u64; CELL_COUNTERS.len()],
+    relation_count: usize,
+    relations: &'a [u8],
+}
+
+impl<'a> ReportView<'a> {
+    /// Validates a `REPORT` frame body (version, kind, every field) without allocating.
+    pub fn parse(body: &'a [u8]) -> Result<ReportView<'a>, FrameError> {
+        if body.len() > MAX_FRAME {
+            return Err(FrameError::TooLong(body.len()));
+        }
+        if body.len() < 2 {
+            return Err(FrameError::TooShort(body.len()));
+        }
+        if body[0] != VERSION {
+            return Err(FrameError::Version(body[0]));
+        }
+        if body[1] != KIND_REPORT {
+            return Err(FrameError::Kind(body[1]));
+        }
+        let mut r = Reader { b: &body[2..] };
+        let period_end_ms = r.u64("period end")?;
+        let period_ms = r.u32("period")?;
+        let cell = r.counters::<{ CELL_COUNTERS.len() }>("cell counters")?;
+        let relation_count = r.u16("relation count")? as usize;
+        if relation_count > MAX_RELATIONS {
+            return Err(FrameError::Bad("relation count"));
+        }
+        let relations = r.b;
+        for _ in 0..relation_count {
+            let n = r.u16("relation target")? as usize;
+            if n > 64 {
+                return Err(FrameError::Bad("relation target"));
+            }
+            r.need(n, "relation target")?;
+            std::str::from_utf8(&r.b[..n]).map_err(|_| FrameError::Bad("relation target"))?;
+            r.b.advance(n);
+            let k = r.u8("relation counters")? as usize;
+            if k < RELATION_COUNTERS.len() {
+                return Err(FrameError::Bad("relation counters"));
+            }
+            r.need(k * 8, "relation counters")?;
+            r.b.advance(k * 8);
+        }
+        if !r.b.is_empty() {
+            return Err(FrameError::Trailing(r.b.len()));
+        }
+        Ok(ReportView {
+            period_end_ms,
+            period_ms,
+            cell,
+            relation_count,
+            relations,
+        })
+    }
+
+    /// Number of counter values carried.
+    pub fn values(&self) -> usize {
+        CELL_COUNTERS.len() + self.relation_count * RELATION_COUNTERS.len()
+    }
+
+    /// The relations' targets and counters, in order. (The body was validated by `parse`;
+    /// should it somehow end early, the iteration just stops.)
+    pub fn relations(
+        &self,
+    ) -> impl Iterator<Item = (&'a str, [u64; RELATION_COUNTERS.len()])> + 'a {
+        let mut r = Reader { b: self.relations };
+        (0..self.relation_count).map_while(move |_| {
+            let n = r.u16("").ok()? as usize;
+            let target = std::str::from_utf8(r.b.get(..n)?).ok()?;
+            r.b.advance(n);
+            let k = r.u8("").ok()? as usize;
+            let mut v = [0u64; RELATION_COUNTERS.len()];
+            for i in 0..k {
+                let x = r.u64("").ok()?;
+                if let Some(slot) = v.get_mut(i) {
+                    *slot = x;
+                }
+            }
+            Some((target, v))
+        })
+    }
+}
+
+/// Takes the body of one complete frame off the front of `buf` (without decoding it).
+pub fn split_body(buf: &mut BytesMut) -> Result<Option<Bytes>, FrameError> {
     if buf.len() < 4 {
         return Ok(None);
     }
@@ -430,8 +522,31 @@ pub fn split_frame(buf: &mut BytesMut) -> Result<Option<Frame>, FrameError> {
         return Ok(None);
     }
     buf.advance(4);
-    let body = buf.split_to(len);
-    decode(&body).map(Some)
+    Ok(Some(buf.split_to(len).freeze()))
+}
+
+/// Takes one complete frame off the front of `buf`, if there is one.
+pub fn split_frame(buf: &mut BytesMut) -> Result<Option<Frame>, FrameError> {
+    Ok(split_frame_raw(buf)?.map(|(f, _)| f))
+}
+
+/// Like [`split_frame`], also handing back the frame's body bytes (without copying them).
+pub fn split_frame_raw(buf: &mut BytesMut) -> Result<Option<(Frame, Bytes)>, FrameError> {
+    if buf.len() < 4 {
+        return Ok(None);
+    }
+    let len = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+    if len > MAX_FRAME {
+        return Err(FrameError::TooLong(len));
+    }
+    if buf.len() < 4 + len {
+        buf.reserve(4 + len - buf.len());
+        return Ok(None);
+    }
+    buf.advance(4);
+    let body = buf.split_to(len).freeze();
+    let frame = decode(&body)?;
+    Ok(Some((frame, body)))
 }
 
 #[cfg(test)]
@@ -503,6 +618,32 @@ mod tests {
     }
 
     #[test]
+    fn the_in_place_report_view_reads_what_decode_reads() {
+        let Frame::Report(r) = frames()[2].clone() else {
+            unreachable!()
+        };
+        let bytes = encode(&Frame::Report(r.clone()));
+        let v = ReportView::parse(&bytes[4..]).unwrap();
+        assert_eq!(
+            (v.period_end_ms, v.period_ms, v.cell),
+            (r.period_end_ms, r.period_ms, r.cell)
+        );
+        let rels: Vec<_> = v.relations().map(|(t, c)| (t.to_string(), c)).collect();
+        assert_eq!(
+            rels,
+            r.relations
+                .iter()
+                .map(|x| (x.target.clone(), x.values))
+                .collect::<Vec<_>>()
+        );
+        assert_eq!(v.values(), r.values());
+        assert!(
+            ReportView::parse(&encode(&frames()[0])[4..]).is_err(),
+            "not a report"
+        );
+    }
+
+    #[test]
     fn a_partial_frame_waits_for_more_bytes() {
         let bytes = encode(&frames()[2]);
         let mut buf = BytesMut::from(&bytes[..bytes.len() - 1]);
@@ -527,6 +668,9 @@ mod tests {
         #[test]
         fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..600)) {
             let _ = decode(&bytes);
+            if let Ok(v) = ReportView::parse(&bytes) {
+                let _ = v.relations().count();
+            }
             let mut buf = BytesMut::from(&bytes[..]);
             while let Ok(Some(_)) = split_frame(&mut buf) {}
         }

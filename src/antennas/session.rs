@@ -41,7 +41,7 @@ pub struct SessionState {
 
 /// A session's handle, shared with the fleet.
 pub struct Session {
-    pub cell: String,
+    pub cell: Arc<str>,
     pub notify: Notify,
     pub stop: AtomicBool,
     pub state: std::sync::Mutex<SessionState>,
@@ -59,7 +59,7 @@ fn config_hash(c: &CellConfig) -> u64 {
 impl Session {
     pub fn new(cell: String) -> Arc<Session> {
         Arc::new(Session {
-            cell,
+            cell: cell.into(),
             notify: Notify::new(),
             stop: AtomicBool::new(false),
             state: std::sync::Mutex::new(SessionState::default()),
@@ -136,7 +136,7 @@ impl Session {
         stream.set_nodelay(true)?;
         let (mut rd, mut wr) = stream.into_split();
         wr.write_all(&encode(&Frame::Hello {
-            cell: self.cell.clone(),
+            cell: self.cell.to_string(),
             controller: fleet.node_id,
         }))
         .await?;
@@ -146,7 +146,7 @@ impl Session {
                 .await
                 .context("no WELCOME within 10 s")??;
         let mut acked = match welcome {
-            Frame::Welcome { cell, config, .. } if cell == self.cell => config_hash(&config),
+            Frame::Welcome { cell, config, .. } if *cell == *self.cell => config_hash(&config),
             Frame::Welcome { cell, .. } => bail!("the antenna answered as cell {cell}"),
             Frame::Error { code, message } => bail!("the antenna refused: {message} (code {code})"),
             other => bail!("expected WELCOME, got {other:?}"),
@@ -174,8 +174,8 @@ impl Session {
                         bail!("the antenna closed the connection");
                     }
                     loop {
-                        let frame = match protocol::split_frame(&mut buf) {
-                            Ok(Some(f)) => f,
+                        let body = match protocol::split_body(&mut buf) {
+                            Ok(Some(b)) => b,
                             Ok(None) => break,
                             Err(e) => {
                                 metrics::counter!("sonraft_antenna_bad_frames_total").increment(1);
@@ -183,15 +183,30 @@ impl Session {
                                 bail!("bad frame from the antenna: {e}");
                             }
                         };
-                        match frame {
-                            Frame::Report(r) => {
+                        // Reports, the bulk of the traffic, are validated and kept in place.
+                        let parsed = if body.get(1) == Some(&protocol::KIND_REPORT) {
+                            protocol::ReportView::parse(&body).map(|r| {
                                 let end = r.period_end_ms;
-                                fleet.counters.ingest(&self.cell, r);
+                                fleet.counters.ingest(&self.cell, &r, body.clone());
                                 self.update(|s| {
                                     s.reports += 1;
                                     s.last_period_end_ms = end;
                                 });
+                                None
+                            })
+                        } else {
+                            protocol::decode(&body).map(Some)
+                        };
+                        let frame = match parsed {
+                            Ok(Some(f)) => f,
+                            Ok(None) => continue,
+                            Err(e) => {
+                                metrics::counter!("sonraft_antenna_bad_frames_total").increment(1);
+                                let _ = wr.write_all(&encode(&Frame::Error { code: code::BAD_FRAME, message: e.to_string() })).await;
+                                bail!("bad frame from the antenna: {e}");
                             }
+                        };
+                        match frame {
                             Frame::ConfigAck { txn: t, config } => {
                                 let Some((want_txn, want_hash, index, sent)) = pending else { continue };
                                 if t != want_txn {

@@ -4,11 +4,13 @@
 //! - [`load`]: N clients looping read-modify-write (or blind writes) against a [`load::Target`];
 //! - [`sonraft_target`]: the target for a sonraft cluster (admin API);
 //! - `etcd_target` (feature `etcd`): the same workload against etcd's gRPC API;
-//! - [`failover`]: SIGKILL the leader under load, time to the first successful write.
+//! - [`failover`]: SIGKILL the leader under load, time to the first successful write;
+//! - [`fleet`]: one node against a simulated fleet: sessions, memory, ingestion, latency.
 
 #[cfg(feature = "etcd")]
 pub mod etcd_target;
 pub mod failover;
+pub mod fleet;
 pub mod load;
 pub mod sonraft_target;
 
@@ -26,6 +28,8 @@ pub enum BenchCommand {
     Load(load::LoadArgs),
     /// Kill the leader under load, repeatedly, and time the recovery.
     Failover(failover::FailoverArgs),
+    /// One node against a simulated antenna fleet.
+    Fleet(fleet::FleetArgs),
 }
 
 /// Runs `sonraft bench`.
@@ -33,6 +37,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     match args.command {
         BenchCommand::Load(a) => load::run(a).await,
         BenchCommand::Failover(a) => failover::run(a).await,
+        BenchCommand::Fleet(a) => fleet::run(a).await,
     }
 }
 

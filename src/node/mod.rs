@@ -209,7 +209,12 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         let (tx, rx) = tokio::sync::mpsc::channel(8);
         let f = fleet.clone();
         tokio::spawn(fleet.counters.clone().run(move || f.connected(), tx));
-        tokio::spawn(fleet.clone().run());
+        let delay = std::time::Duration::from_millis(node.config.antennas_after_ms);
+        let sessions = fleet.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            sessions.run().await;
+        });
         tokio::spawn(crate::son::run(node.clone(), fleet, rx));
     }
 

@@ -60,6 +60,9 @@ pub struct RunArgs {
     /// Ignore the hysteresis of one push in this many (0: never), to exercise re-pushes.
     #[arg(long, default_value_t = 0)]
     pub faulty_every: u64,
+    /// Send the first report only after this many milliseconds (sessions stay idle until then).
+    #[arg(long, default_value_t = 0)]
+    pub first_report_after_ms: u64,
 }
 
 /// What determines the layout; the simulator and the exported image must use the same values.
@@ -148,7 +151,11 @@ async fn run_sim(args: RunArgs) -> anyhow::Result<()> {
     tracing::info!(cells = sim.topo.cells.len(), relations = sim.topo.relations.len(), antennas = ?addrs, status = ?status,
         built_ms = started.elapsed().as_millis() as u64, "simulator listening");
     println!("{json}");
-    tokio::spawn(server::clock(sim.clone()));
+    let delay = std::time::Duration::from_millis(args.first_report_after_ms);
+    tokio::spawn(async move {
+        tokio::time::sleep(delay).await;
+        server::clock(sim).await;
+    });
     crate::node::shutdown::wait_for_signal().await;
     Ok(())
 }

@@ -2,22 +2,21 @@
 //! attempts succeeding, for three periods in a row is removed — unless `remove_allowed` is
 //! false, which no SON function ever overrides.
 
-use std::collections::HashMap;
-
 use sonraft_raft::changeset::{ChangeSet, Function, Origin, Write};
 use sonraft_raft::model::{EntityRef, Param, Value};
 
-use super::view::RadioView;
+use super::view::{FastMap, RadioView};
 use super::{PeriodInput, Proposal};
 use crate::antennas::protocol::relation_counter as rc;
 
 /// Consecutive bad periods before a relation is pruned.
 pub const PERIODS: u8 = 3;
 
-/// Per relation (source id, target id): consecutive periods without attempts, and failing.
+/// Per relation (keyed by a hash of source and target id): consecutive periods without
+/// attempts, and failing.
 #[derive(Debug, Default)]
 pub struct Streaks {
-    bad: HashMap<(String, String), (u8, u8)>,
+    bad: FastMap<u64, (u8, u8)>,
 }
 
 impl Streaks {
@@ -30,10 +29,13 @@ impl Streaks {
         now_ms: u64,
     ) -> Vec<Proposal> {
         let mut out = Vec::new();
-        let mut seen = HashMap::new();
+        let mut seen = FastMap::default();
         for (&c, rels) in &input.relations {
             for (t, v) in rels {
-                let key = (view.id(c).to_string(), view.id(*t).to_string());
+                let Some(rel) = view.relation(c, *t) else {
+                    continue;
+                };
+                let key = rel.key;
                 let (dead, failing) = self.bad.get(&key).copied().unwrap_or_default();
                 let is_dead = v[rc::ATT] == 0;
                 let is_failing = v[rc::ATT] >= 10 && (v[rc::SUCC] as f64) < 0.5 * v[rc::ATT] as f64;

@@ -3,7 +3,8 @@
 //! A cell using more than 80 % of its downlink PRBs steps up the CIO (+2 dB, along the
 //! Q-OffsetRange values) towards neighbours under 60 % whose handovers succeed at least 95 % of
 //! the time, at most three per period, so that edge users move there. When the cell falls under
-//! 70 %, or a neighbour it offloads to rises over 80 %, it steps back towards 0 dB. |CIO| stays
+//! 50 % (a wide band, so that it does not oscillate), or a neighbour it offloads to rises over
+//! 80 %, it steps back towards 0 dB. |CIO| stays
 //! within the policy's bound.
 
 use sonraft_raft::changeset::{ChangeSet, Function, Origin, Write};
@@ -14,7 +15,7 @@ use super::{PeriodInput, Proposal};
 
 pub const HIGH_PCT: f64 = 80.0;
 pub const LOW_PCT: f64 = 60.0;
-pub const RELEASE_PCT: f64 = 70.0;
+pub const RELEASE_PCT: f64 = 50.0;
 pub const MIN_SUCCESS: f64 = 0.95;
 
 fn next_q(cio: i8, up: bool, bound: i8) -> Option<i8> {

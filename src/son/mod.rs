@@ -29,7 +29,9 @@ use tokio::sync::mpsc;
 
 use crate::antennas::counters::ClosedPeriod;
 use crate::antennas::fleet::Fleet;
-use crate::antennas::protocol::{RELATION_COUNTERS, cell_counter as cc, relation_counter as rc};
+use crate::antennas::protocol::{
+    RELATION_COUNTERS, ReportView, cell_counter as cc, relation_counter as rc,
+};
 use crate::node::Node;
 use crate::node::propose::now_ms;
 use view::RadioView;
@@ -51,8 +53,8 @@ pub struct PeriodInput {
 impl PeriodInput {
     pub fn new(view: &RadioView, period: &ClosedPeriod) -> PeriodInput {
         let mut input = PeriodInput::default();
-        for (cell, r) in &period.reports {
-            let Some(&c) = view.index.get(cell) else {
+        for (cell, body) in &period.reports {
+            let (Some(&c), Ok(r)) = (view.index.get(&**cell), ReportView::parse(body)) else {
                 continue;
             };
             let tot = r.cell[cc::PRB_TOT_DL].max(1) as f64;
@@ -60,9 +62,8 @@ impl PeriodInput {
                 .prb_pct
                 .insert(c, r.cell[cc::PRB_USED_DL] as f64 * 100.0 / tot);
             let rels = r
-                .relations
-                .iter()
-                .filter_map(|x| view.index.get(&x.target).map(|t| (*t, x.values)))
+                .relations()
+                .filter_map(|(target, values)| view.index.get(target).map(|t| (*t, values)))
                 .collect();
             input.relations.insert(c, rels);
         }
@@ -94,8 +95,9 @@ pub fn summaries(period: &ClosedPeriod) -> Vec<KpiSummary> {
     let mut out: Vec<KpiSummary> = period
         .reports
         .iter()
+        .filter_map(|(cell, body)| Some((cell, ReportView::parse(body).ok()?)))
         .map(|(cell, r)| KpiSummary {
-            cell: cell.clone(),
+            cell: cell.to_string(),
             period_end_ms: period.end_ms,
             prb_dl_permille: (r.cell[cc::PRB_USED_DL] * 1000 / r.cell[cc::PRB_TOT_DL].max(1))
                 .min(1000) as u16,
@@ -114,40 +116,92 @@ const SUMMARIES_PER_ENTRY: usize = 5000;
 /// Change sets in flight at once.
 const CONCURRENCY: usize = 32;
 
+/// What the cycle keeps between periods.
+#[derive(Default)]
+struct Cycle {
+    view: Option<RadioView>,
+    /// The configuration changed since the view was captured.
+    dirty: bool,
+    streaks: anr::Streaks,
+}
+
 /// Runs the SON cycle of this site for the life of the node.
-pub async fn run(node: Arc<Node>, fleet: Arc<Fleet>, mut closed: mpsc::Receiver<ClosedPeriod>) {
-    let mut streaks = anr::Streaks::default();
+pub async fn run(
+    node: Arc<Node>,
+    fleet: Arc<Fleet>,
+    mut closed: mpsc::Receiver<Arc<ClosedPeriod>>,
+) {
+    let mut feed = node.store.subscribe();
+    let mut cycle = Cycle {
+        dirty: true,
+        ..Cycle::default()
+    };
     while let Some(period) = closed.recv().await {
         // Skip to the newest period if we fell behind.
         let mut period = period;
         while let Ok(newer) = closed.try_recv() {
             period = newer;
         }
+        loop {
+            match feed.try_recv() {
+                Ok(c) if c.cells.is_empty() && c.relations.is_empty() && !c.reset => {}
+                Ok(_) | Err(tokio::sync::broadcast::error::TryRecvError::Lagged(_)) => {
+                    cycle.dirty = true
+                }
+                Err(_) => break,
+            }
+        }
         let started = std::time::Instant::now();
-        replicate_kpis(&node, &period).await;
-        let (proposals, input_cells) = {
+        let waited_ms = crate::node::propose::now_ms().saturating_sub(period.end_ms);
+        // KPI summaries replicate beside the analysis: this site's functions read its own
+        // cells' counters directly, other sites read them from the image next period.
+        let kpis = tokio::spawn({
+            let (node, period) = (node.clone(), period.clone());
+            async move { replicate_kpis(&node, &period).await }
+        });
+        let (proposals, c) = {
             let node = node.clone();
             let period = period.clone();
-            let mut s = std::mem::take(&mut streaks);
-            match tokio::task::spawn_blocking(move || {
-                let view = capture(&node);
-                let input = PeriodInput::new(&view, &period);
-                let proposals = analyse(&view, &input, &mut s, node.id);
-                (proposals, input.prb_pct.len(), s)
-            })
-            .await
-            {
-                Ok((p, n, s)) => {
-                    streaks = s;
-                    (p, n)
+            let mut c = std::mem::take(&mut cycle);
+            let result = tokio::task::spawn_blocking(move || {
+                let full = c.dirty || c.view.is_none();
+                {
+                    let state = read(node.store.state());
+                    match (&mut c.view, full) {
+                        (Some(v), false) => v.refresh_kpis(&state.image),
+                        _ => c.view = Some(RadioView::capture(&state.image, &node.site)),
+                    }
                 }
+                c.dirty = false;
+                let view = c.view.as_ref().expect("captured above");
+                let input = PeriodInput::new(view, &period);
+                // PCIs only change with the configuration: skip the search when nothing did.
+                let proposals = analyse(view, &input, &mut c.streaks, node.id, full);
+                (proposals, c)
+            })
+            .await;
+            match result {
+                Ok(r) => r,
                 Err(e) => {
                     tracing::error!(error = %e, "SON analysis failed");
+                    cycle.dirty = true;
                     continue;
                 }
             }
         };
+        cycle = c;
+        let analysed = started.elapsed();
+        let count = proposals.len();
         let conflicted = submit_all(&node, &fleet, &period, proposals).await;
+        tracing::debug!(
+            period_end_ms = period.end_ms,
+            waited_ms,
+            analysed_ms = analysed.as_millis() as u64,
+            submitted_ms = started.elapsed().as_millis() as u64,
+            proposals = count,
+            conflicts = conflicted.len(),
+            "SON cycle"
+        );
         if !conflicted.is_empty() {
             // Recompute with a fresh view, only for what conflicted.
             let node2 = node.clone();
@@ -156,7 +210,7 @@ pub async fn run(node: Arc<Node>, fleet: Arc<Fleet>, mut closed: mpsc::Receiver<
                 let view = capture(&node2);
                 let input = PeriodInput::new(&view, &period2);
                 let mut none = anr::Streaks::default();
-                analyse(&view, &input, &mut none, node2.id)
+                analyse(&view, &input, &mut none, node2.id, true)
                     .into_iter()
                     .filter(|p| {
                         p.change_set
@@ -169,13 +223,10 @@ pub async fn run(node: Arc<Node>, fleet: Arc<Fleet>, mut closed: mpsc::Receiver<
             .await
             .unwrap_or_default();
             submit_all(&node, &fleet, &period, retry).await;
+            cycle.dirty = true;
         }
+        let _ = kpis.await;
         metrics::histogram!("sonraft_son_cycle_seconds").record(started.elapsed().as_secs_f64());
-        tracing::debug!(
-            cells = input_cells,
-            took_ms = started.elapsed().as_millis() as u64,
-            "SON cycle done"
-        );
     }
 }
 
@@ -184,15 +235,21 @@ fn capture(node: &Node) -> RadioView {
     RadioView::capture(&state.image, &node.site)
 }
 
-/// Runs every function over one view.
+/// Runs every function over one view (`with_pci`: also the PCI search, which only needs to
+/// run when the configuration changed).
 pub fn analyse(
     view: &RadioView,
     input: &PeriodInput,
     streaks: &mut anr::Streaks,
     node: u64,
+    with_pci: bool,
 ) -> Vec<Proposal> {
     let now = now_ms();
-    let mut out = pci::propose(view, node, now);
+    let mut out = if with_pci {
+        pci::propose(view, node, now)
+    } else {
+        Vec::new()
+    };
     out.extend(robustness::propose(view, input, node, now));
     out.extend(load_balancing::propose(view, input, node, now));
     out.extend(streaks.propose(view, input, node, now));

@@ -2,10 +2,36 @@
 //! pass under the state lock so the analysis itself runs without holding it.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 
 use sonraft_raft::changeset::ReadVersion;
 use sonraft_raft::model::image::NetworkImage;
 use sonraft_raft::model::{EntityRef, Policy, Rat};
+
+/// FNV-1a: a fast hash for the short ids the SON functions look up millions of times; the
+/// ids come from the replicated image, not from outside, so flooding is not a concern.
+#[derive(Default, Clone, Copy)]
+pub struct Fnv(u64);
+
+impl Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = if self.0 == 0 {
+            0xcbf2_9ce4_8422_2325
+        } else {
+            self.0
+        };
+        for b in bytes {
+            h = (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+        }
+        self.0 = h;
+    }
+}
+
+/// A hash map keyed by cell ids with [`Fnv`].
+pub type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<Fnv>>;
 
 #[derive(Debug, Clone)]
 pub struct ViewCell {
@@ -22,6 +48,8 @@ pub struct ViewCell {
 
 #[derive(Debug, Clone)]
 pub struct ViewRelation {
+    /// A hash of "source/target", stable across captures (for per-relation history).
+    pub key: u64,
     pub target: u32,
     pub cio_db: i8,
     pub ho_allowed: bool,
@@ -33,7 +61,7 @@ pub struct ViewRelation {
 #[derive(Debug, Clone, Default)]
 pub struct RadioView {
     pub ids: Vec<String>,
-    pub index: HashMap<String, u32>,
+    pub index: FastMap<String, u32>,
     pub cells: Vec<ViewCell>,
     /// Outgoing relations per cell.
     pub out: Vec<Vec<ViewRelation>>,
@@ -44,13 +72,30 @@ pub struct RadioView {
     pub policy: Policy,
 }
 
+/// A stable hash of a relation's ids.
+pub fn relation_key(source: &str, target: &str) -> u64 {
+    let mut h = Fnv::default();
+    h.write(source.as_bytes());
+    h.write(b"/");
+    h.write(target.as_bytes());
+    h.finish()
+}
+
 impl RadioView {
+    /// Refreshes what changes every period without a configuration change: the replicated
+    /// KPI summaries.
+    pub fn refresh_kpis(&mut self, image: &NetworkImage) {
+        for (i, id) in self.ids.iter().enumerate() {
+            self.cells[i].prb_permille = image.kpis.get(id).map(|k| k.prb_dl_permille);
+        }
+    }
+
     /// Captures the view of `site` (the cells whose cell site's region is `site`).
     pub fn capture(image: &NetworkImage, site: &str) -> RadioView {
         let n = image.cells.len();
         let mut v = RadioView {
             ids: Vec::with_capacity(n),
-            index: HashMap::with_capacity(n),
+            index: FastMap::with_capacity_and_hasher(n, Default::default()),
             cells: Vec::with_capacity(n),
             out: vec![Vec::new(); n],
             incoming: vec![Vec::new(); n],
@@ -80,6 +125,7 @@ impl RadioView {
                 continue;
             };
             v.out[s as usize].push(ViewRelation {
+                key: relation_key(&r.source, &r.target),
                 target: t,
                 cio_db: r.cio_db,
                 ho_allowed: r.ho_allowed,

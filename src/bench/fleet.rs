@@ -1,0 +1,255 @@
+//! The antenna-fleet benchmark: one node against a simulator of N cells.
+//!
+//! 1. A node without antennas holds the image of N cells: its resident memory is the baseline.
+//! 2. A node with the same image holds one session per cell; once every session is connected,
+//!    and before the first report, its extra memory divided by N is the memory per idle session.
+//! 3. Reports then flow every period: counter values ingested per second, the node's CPU use,
+//!    values per CPU-second, and the latency from a period's close until every change set the
+//!    SON functions proposed for it is committed and acknowledged by the antennas.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::Args;
+use serde_json::{Value, json};
+
+use crate::local_cluster::{LocalCluster, SimProc, client};
+
+#[derive(Args, Debug, Clone)]
+pub struct FleetArgs {
+    /// Number of cells (one session each); several values run one row each.
+    #[arg(long, value_delimiter = ',', default_value = "10000")]
+    pub cells: Vec<usize>,
+    /// Counter period of the reporting phase, in ms.
+    #[arg(long, default_value_t = 1000)]
+    pub period_ms: u32,
+    /// Seconds of the measured reporting phase.
+    #[arg(long, default_value_t = 30)]
+    pub seconds: u64,
+    /// Seconds of reporting before the measured phase (the SON functions fix the planted
+    /// problems first; their change sets still count for the latency figures).
+    #[arg(long, default_value_t = 20)]
+    pub settle_s: u64,
+    /// Where the processes keep their data (default: under the system temp dir).
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+}
+
+fn rss_kib(pid: u32) -> anyhow::Result<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    s.lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .context("no VmRSS")
+}
+
+/// CPU seconds (user + system) used by a process so far.
+fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let rest = s.rsplit_once(')').map(|x| x.1).context("bad stat")?;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f.get(11).and_then(|x| x.parse::<f64>().ok()).unwrap_or(0.0)
+        + f.get(12).and_then(|x| x.parse::<f64>().ok()).unwrap_or(0.0);
+    Ok(ticks / 100.0)
+}
+
+/// Imports the simulated network in pieces (sites and policy, then cells, then relations), so
+/// that no large request body inflates the node's memory.
+async fn import(cluster: &LocalCluster, binary: &Path, cells: usize) -> anyhow::Result<()> {
+    let out = std::process::Command::new(binary)
+        .args([
+            "sim",
+            "export",
+            "--cells",
+            &cells.to_string(),
+            "--regions",
+            "site-1",
+            "--cooldown-ms",
+            "3000",
+        ])
+        .output()?;
+    let image: Value = serde_json::from_slice(&out.stdout).context("export")?;
+    let api = &cluster.nodes[0].api;
+    let slow = crate::client::ApiClient::new(
+        Some(crate::local_cluster::TOKEN.into()),
+        Duration::from_secs(600),
+    );
+    let mut parts = vec![json!({"sites": image["sites"], "policy": image["policy"]})];
+    let list = |k: &str| image[k].as_array().cloned().unwrap_or_default();
+    for c in list("cells").chunks(2000) {
+        parts.push(json!({"cells": c}));
+    }
+    for r in list("relations").chunks(10_000) {
+        parts.push(json!({"relations": r}));
+    }
+    for part in parts {
+        let r = slow.post(api, "/image/import", &part).await?;
+        if !r.status.is_success() {
+            bail!("import: {} {}", r.status, String::from_utf8_lossy(&r.body));
+        }
+    }
+    Ok(())
+}
+
+async fn summary(cluster: &LocalCluster) -> anyhow::Result<Value> {
+    Ok(cluster
+        .client
+        .get(&cluster.nodes[0].api, "/antennas?limit=0")
+        .await?
+        .json()["summary"]
+        .clone())
+}
+
+async fn run_row(
+    binary: &Path,
+    root: &Path,
+    cells: usize,
+    args: &FleetArgs,
+) -> anyhow::Result<Value> {
+    let big = ["--max-import-bytes".to_string(), (1u64 << 31).to_string()];
+    // 1. A node holding the image, its sessions held back; then the sessions connect (the
+    //    simulator sends no report yet): the growth is what the idle sessions cost.
+    let ports = cells.div_ceil(20_000).max(1).to_string();
+    let quiet = (90_000 + cells as u64).to_string();
+    let sim = SimProc::start(
+        binary,
+        &root.join(format!("sim-{cells}")),
+        &[
+            "--cells",
+            &cells.to_string(),
+            "--regions",
+            "site-1",
+            "--ports",
+            &ports,
+            "--period-ms",
+            &args.period_ms.to_string(),
+            "--first-report-after-ms",
+            &quiet,
+        ],
+    )?;
+    let hold_ms: u64 = 20_000 + cells as u64 / 2;
+    let mut node_args = big.to_vec();
+    node_args.extend([
+        "--antennas".to_string(),
+        sim.antennas.join(","),
+        "--antennas-after-ms".to_string(),
+        hold_ms.to_string(),
+    ]);
+    let mut cluster =
+        LocalCluster::start(binary, &root.join(format!("fleet-{cells}")), 1, &node_args).await?;
+    import(&cluster, binary, cells).await?;
+    // Restart, so that the image is loaded from disk without the import's garbage in the heap.
+    cluster.nodes[0].stop()?;
+    cluster.nodes[0].restart()?;
+    let node_started = Instant::now();
+    cluster
+        .wait_ready(&cluster.nodes[0], Duration::from_secs(120))
+        .await?;
+    let pid = cluster.nodes[0].pid().context("pid")?;
+    let hold = Duration::from_millis(hold_ms);
+    if node_started.elapsed() + Duration::from_secs(3) > hold {
+        bail!("loading the image took longer than the hold of {hold_ms} ms");
+    }
+    tokio::time::sleep(hold - node_started.elapsed() - Duration::from_secs(1)).await;
+    let before = rss_kib(pid)?;
+    let started = Instant::now();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let connected = loop {
+        let s = summary(&cluster).await?;
+        let n = s["connected"].as_u64().unwrap_or(0) as usize;
+        if n >= cells || Instant::now() > deadline {
+            break n;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let connect_s = started.elapsed().as_secs_f64() - 1.0;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let idle_rss = rss_kib(pid)?;
+    let per_session = (idle_rss as f64 - before as f64) * 1024.0 / connected.max(1) as f64;
+    eprintln!(
+        "{cells} cells: {connected} sessions connected in {connect_s:.1} s; RSS {before} KiB before the sessions, {idle_rss} KiB with them idle"
+    );
+
+    // 3. Reports flowing.
+    let wait_first = Instant::now() + Duration::from_secs(120);
+    while summary(&cluster).await?["reports"].as_u64().unwrap_or(0) == 0 {
+        if Instant::now() > wait_first {
+            bail!("no reports arrived");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(args.settle_s)).await;
+    let s0 = summary(&cluster).await?;
+    let (cpu0, t0) = (cpu_seconds(pid)?, Instant::now());
+    tokio::time::sleep(Duration::from_secs(args.seconds)).await;
+    let s1 = summary(&cluster).await?;
+    let (cpu1, secs) = (cpu_seconds(pid)?, t0.elapsed().as_secs_f64());
+    let values =
+        s1["counter_values"].as_u64().unwrap_or(0) - s0["counter_values"].as_u64().unwrap_or(0);
+    let values_per_s = values as f64 / secs;
+    let cpu = (cpu1 - cpu0) / secs;
+    let lat = &s1["close_to_ack_ms"];
+    let row = json!({
+        "bench": "fleet", "cells": cells, "sessions": s1["connected"], "connect_s": (connect_s * 10.0).round() / 10.0,
+        "rss_before_sessions_kib": before, "rss_idle_sessions_kib": idle_rss, "bytes_per_idle_session": per_session.round(),
+        "values_per_s": values_per_s.round(), "node_cpu_cores": (cpu * 100.0).round() / 100.0,
+        "values_per_cpu_s": (values_per_s / cpu.max(0.01)).round(),
+        "close_to_ack_ms": {"count": lat["count"], "p50": lat["p50"], "p99": lat["p99"], "max": lat["max"]},
+        "in_sync": s1["in_sync"], "diverged": s1["diverged"],
+    });
+    drop(cluster);
+    drop(sim);
+    Ok(row)
+}
+
+/// Runs `sonraft bench fleet`.
+pub async fn run(args: FleetArgs) -> anyhow::Result<()> {
+    crate::sim::raise_fd_limit();
+    let binary = std::env::current_exe().context("cannot find this binary")?;
+    let root = args.dir.clone().unwrap_or_else(|| {
+        std::env::temp_dir().join(format!("sonraft-fleet-{}", std::process::id()))
+    });
+    let _ = std::fs::remove_dir_all(&root);
+    let _ = client();
+    let mut rows = Vec::new();
+    for &cells in &args.cells {
+        rows.push(run_row(&binary, &root, cells, &args).await?);
+    }
+    println!(
+        "{:>8} {:>9} {:>10} {:>12} {:>13} {:>9} {:>14} {:>9} {:>9}",
+        "cells",
+        "sessions",
+        "B/session",
+        "values/s",
+        "cpu (cores)",
+        "values/",
+        "close->ack",
+        "p50 ms",
+        "p99 ms"
+    );
+    println!(
+        "{:>8} {:>9} {:>10} {:>12} {:>13} {:>9} {:>14} {:>9} {:>9}",
+        "", "", "(idle)", "", "", "cpu-s", "change sets", "", ""
+    );
+    for r in &rows {
+        println!(
+            "{:>8} {:>9} {:>10} {:>12} {:>13} {:>9} {:>14} {:>9} {:>9}",
+            r["cells"],
+            r["sessions"],
+            r["bytes_per_idle_session"],
+            r["values_per_s"],
+            r["node_cpu_cores"],
+            r["values_per_cpu_s"],
+            r["close_to_ack_ms"]["count"],
+            r["close_to_ack_ms"]["p50"],
+            r["close_to_ack_ms"]["p99"]
+        );
+    }
+    for r in &rows {
+        println!("{r}");
+    }
+    let _ = std::fs::remove_dir_all(&root);
+    Ok(())
+}
