@@ -13,7 +13,12 @@ use crate::codec;
 use crate::model::{Cell, KpiSummary, NodeRelease, Policy, Relation, Site, SiteId};
 
 /// The newest command format this build understands and may propose.
-pub const COMMAND_FORMAT: u16 = 1;
+///
+/// | format | since | adds |
+/// | --- | --- | --- |
+/// | 1 | 0.1.0 | `ChangeSet`, `Import`, `Kpis`, `Release` |
+/// | 2 | 0.2.0 | `ChangeSets` (several change sets in one entry) |
+pub const COMMAND_FORMAT: u16 = 2;
 
 /// The application data of a Raft log entry (openraft's `D`).
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
@@ -24,7 +29,9 @@ pub struct Envelope {
     /// Unix epoch. Rules use this (made monotonic by the state machine), never the applying
     /// node's clock.
     pub log_time_ms: u64,
-    /// The bincode-encoded [`Command`].
+    /// The bincode-encoded [`Command`]. (Encoded as bytes, not as a sequence of `u8`: the same
+    /// bytes on disk and on the wire, copied in one go.)
+    #[serde(with = "serde_bytes")]
     pub body: Vec<u8>,
 }
 
@@ -103,6 +110,8 @@ pub enum Command {
     Kpis(KpiBatch),
     /// A node advertises its release and the newest command format it applies.
     Release(NodeRelease),
+    /// Several change sets in one entry, applied in order, each judged on its own (format 2).
+    ChangeSets(Vec<ChangeSet>),
 }
 
 impl Command {
@@ -112,6 +121,7 @@ impl Command {
             Command::ChangeSet(_) | Command::Import(_) | Command::Kpis(_) | Command::Release(_) => {
                 1
             }
+            Command::ChangeSets(_) => 2,
         }
     }
 }
@@ -125,6 +135,7 @@ pub enum Response {
     ChangeSet(Outcome),
     Imported(Result<ImportCounts, String>),
     Recorded,
+    ChangeSets(Vec<Outcome>),
 }
 
 /// How many entities an import wrote.

@@ -9,7 +9,6 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 use sonraft_raft::changeset::Outcome;
-use sonraft_raft::command::{Command, Response as Applied};
 use sonraft_storage::read;
 
 use super::error::{ApiError, parse_json, read_body};
@@ -86,9 +85,8 @@ pub async fn propose(
         let outcome = read(node.store.state()).image.dry_run(&cs, now_ms());
         return Ok(answer(&outcome, true));
     }
-    match node.propose(&Command::ChangeSet(cs)).await {
-        Ok((_, Applied::ChangeSet(outcome))) => Ok(answer(&outcome, false)),
-        Ok((_, other)) => Err(ApiError::internal(format!("unexpected answer {other:?}"))),
+    match node.batcher.propose(cs).await {
+        Ok((_, outcome)) => Ok(answer(&outcome, false)),
         Err(ProposeError::NotLeader(_)) => {
             Ok(forward::to_leader(&node, Method::POST, &uri, &headers, Some(bytes)).await)
         }

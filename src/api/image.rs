@@ -69,15 +69,12 @@ pub async fn prepare_read(
         Consistency::Leader => Ok(Some(
             forward::to_leader(node, Method::GET, uri, headers, None).await,
         )),
-        Consistency::Linearizable => match node.raft.ensure_linearizable().await {
-            Ok(_) => Ok(None),
-            Err(e) if e.forward_to_leader::<sonraft_raft::NodeInfo>().is_some() => Ok(Some(
+        Consistency::Linearizable => match node.reads.wait().await {
+            Ok(()) => Ok(None),
+            Err(crate::node::reads::ReadError::NotLeader) => Ok(Some(
                 forward::to_leader(node, Method::GET, uri, headers, None).await,
             )),
-            Err(e) => Err(ApiError::unavailable(
-                "no_quorum",
-                format!("cannot confirm leadership with a quorum: {e}"),
-            )),
+            Err(e) => Err(ApiError::unavailable("no_quorum", e.to_string())),
         },
     }
 }
@@ -149,7 +146,7 @@ pub async fn cell(
     }
     let state = read(node.store.state());
     match state.image.cells.get(&id) {
-        Some(c) => Ok(Json(json!(c)).into_response()),
+        Some(c) => Ok(Json(c).into_response()),
         None => Err(ApiError::not_found(format!("no cell {id:?} in the image"))),
     }
 }

@@ -103,19 +103,72 @@ fn same(a: &[u8], b: &[u8]) -> bool {
 
 /// Counts requests by route and status, and times them.
 async fn observe(req: Request, next: Next) -> Response {
+    // Labels are static strings, so recording allocates nothing per request.
     let route = req
         .extensions()
         .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
-    let method = req.method().to_string();
+        .map_or("unmatched", |p| static_route(p.as_str()));
+    let method = match *req.method() {
+        axum::http::Method::GET => "GET",
+        axum::http::Method::POST => "POST",
+        axum::http::Method::DELETE => "DELETE",
+        _ => "other",
+    };
     let started = Instant::now();
     let resp = next.run(req).await;
-    let status = resp.status().as_u16().to_string();
-    metrics::counter!("sonraft_http_requests_total", "route" => route.clone(), "method" => method, "status" => status)
+    let status = static_status(resp.status().as_u16());
+    metrics::counter!("sonraft_http_requests_total", "route" => route, "method" => method, "status" => status)
         .increment(1);
     metrics::histogram!("sonraft_http_request_seconds", "route" => route)
         .record(started.elapsed().as_secs_f64());
     resp
+}
+
+/// The route templates of [`router`], as static strings.
+const ROUTES: [&str; 21] = [
+    "/health",
+    "/readyz",
+    "/status",
+    "/metrics",
+    "/cluster/init",
+    "/cluster/learners",
+    "/cluster/voters",
+    "/cluster/nodes/{id}",
+    "/cluster/leader",
+    "/cluster/elect",
+    "/internal/command",
+    "/image/import",
+    "/image/sites",
+    "/image/cells",
+    "/image/cells/{id}",
+    "/image/relations",
+    "/image/changesets",
+    "/image/history",
+    "/antennas",
+    "/snapshot",
+    "/backup",
+];
+
+fn static_route(path: &str) -> &'static str {
+    ROUTES.iter().find(|r| **r == path).copied().unwrap_or("other")
+}
+
+fn static_status(code: u16) -> &'static str {
+    match code {
+        200 => "200",
+        202 => "202",
+        400 => "400",
+        401 => "401",
+        404 => "404",
+        405 => "405",
+        409 => "409",
+        413 => "413",
+        422 => "422",
+        500 => "500",
+        502 => "502",
+        503 => "503",
+        _ => "other",
+    }
 }
 
 /// Serves the API until `shutdown` resolves, then lets in-flight requests finish.

@@ -1,13 +1,17 @@
 //! The node: one site's sonraft process, wired top to bottom in [`run`].
 //!
 //! - [`propose`]: how a command gets into the log (leader check, log time, cluster version);
+//! - [`batcher`]: concurrent change sets share log entries (group commit);
+//! - [`reads`]: concurrent linearizable reads share leadership confirmations;
 //! - [`membership`]: init, learners, voters, removal and leader hand-over;
 //! - [`shutdown`]: SIGTERM/SIGINT handling and the graceful stop sequence;
 //! - [`telemetry`]: logging and Prometheus metrics;
 //! - [`watchdog`]: fast detection of a crashed leader.
 
+pub mod batcher;
 pub mod membership;
 pub mod propose;
+pub mod reads;
 pub mod shutdown;
 pub mod telemetry;
 pub mod watchdog;
@@ -44,6 +48,10 @@ pub struct Node {
     pub prometheus: metrics_exporter_prometheus::PrometheusHandle,
     /// Sessions with this site's antennas (when `--antennas` is set).
     pub antennas: Option<Arc<crate::antennas::fleet::Fleet>>,
+    /// Change sets proposed on this node go through here (group commit).
+    pub batcher: batcher::Batcher,
+    /// Linearizable reads wait here.
+    pub reads: Arc<reads::ReadBarrier>,
 }
 
 impl Node {
@@ -174,6 +182,8 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     .await
     .context("cannot start Raft")?;
 
+    let (batcher, batch_rx) = batcher::Batcher::new();
+    let read_barrier = Arc::new(reads::ReadBarrier::default());
     let node = Arc::new(Node {
         id: config.id,
         site: config.site.clone(),
@@ -188,7 +198,11 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         committed_at_start,
         prometheus,
         antennas: fleet.clone(),
+        batcher,
+        reads: read_barrier.clone(),
     });
+    tokio::spawn(batcher::run(node.clone(), batch_rx));
+    tokio::spawn(reads::run(node.clone(), read_barrier));
 
     let stop = shutdown::Stop::new();
     let rpc = RaftServer::new(raft.clone(), node.config.cluster_secret.as_str());

@@ -103,10 +103,28 @@ fn relation_key(s: &str, t: &str) -> Vec<u8> {
 fn kpi_key(id: &str) -> Vec<u8> {
     format!("k/{id}").into_bytes()
 }
-fn history_key(index: u64) -> Vec<u8> {
+/// Key of a history record: `h/` + log index, and for the second and later change sets of one
+/// entry (format 2 batches) + their position; sorted in log order either way.
+fn history_key(index: u64, position: u32) -> Vec<u8> {
     let mut k = b"h/".to_vec();
     k.extend_from_slice(&index.to_be_bytes());
+    if position > 0 {
+        k.extend_from_slice(&position.to_be_bytes());
+    }
     k
+}
+
+/// Keys for consecutive records, numbering those that share a log index.
+fn history_keys(records: &[HistoryRecord]) -> Vec<Vec<u8>> {
+    let mut out = Vec::with_capacity(records.len());
+    let mut last = None;
+    let mut position = 0u32;
+    for r in records {
+        position = if last == Some(r.index) { position + 1 } else { 0 };
+        last = Some(r.index);
+        out.push(history_key(r.index, position));
+    }
+    out
 }
 
 impl StateMachine {
@@ -161,8 +179,8 @@ impl StateMachine {
         for kpi in image.kpis.values() {
             batch.insert(kpi_key(&kpi.cell), enc(kpi)?);
         }
-        for rec in &body.history {
-            batch.insert(history_key(rec.index), enc(rec)?);
+        for (rec, key) in body.history.iter().zip(history_keys(&body.history)) {
+            batch.insert(key, enc(rec)?);
         }
         batch.insert(b"m/applied".as_slice(), enc(&meta.last_log_id)?);
         batch.insert(b"m/membership".as_slice(), enc(&meta.last_membership)?);
@@ -234,8 +252,8 @@ impl StateMachine {
         if changes.releases {
             batch.insert(b"m/releases".as_slice(), enc(&image.releases)?);
         }
-        for rec in &changes.history {
-            batch.insert(history_key(rec.index), enc(rec)?);
+        for (rec, key) in changes.history.iter().zip(history_keys(&changes.history)) {
+            batch.insert(key, enc(rec)?);
         }
         Ok(())
     }
@@ -511,7 +529,7 @@ pub fn history_newest_first(
     limit: usize,
     before: Option<u64>,
 ) -> Result<Vec<HistoryRecord>, Damaged> {
-    let end = history_key(before.unwrap_or(u64::MAX));
+    let end = history_key(before.unwrap_or(u64::MAX), 0);
     let mut out = Vec::new();
     for item in tree.range(b"h/".to_vec()..end).rev().take(limit) {
         let (_, v) = item.map_err(|e| Damaged::new("history", e))?;

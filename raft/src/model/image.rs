@@ -122,6 +122,9 @@ impl NetworkImage {
                 self.record_kpis(batch, changes);
                 Response::Recorded
             }
+            Command::ChangeSets(list) => Response::ChangeSets(
+                list.iter().map(|cs| self.apply_change_set(index, cs, changes)).collect(),
+            ),
             Command::Release(release) => {
                 self.releases.insert(release.node_id, release.clone());
                 changes.releases = true;

@@ -41,7 +41,7 @@ impl HttpNetworkFactory {
         connector.set_keepalive(Some(Duration::from_secs(30)));
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(60))
-            .pool_max_idle_per_host(8)
+            .pool_max_idle_per_host(64)
             .build(connector);
         HttpNetworkFactory {
             client,
@@ -82,23 +82,49 @@ enum CallError {
 }
 
 impl HttpNetwork {
+    /// Sends one RPC. The exchange runs as its own task: when openraft gives up waiting (its
+    /// timeouts are as short as one heartbeat), the request still completes in the background
+    /// and its keep-alive connection goes back to the pool instead of being torn down — under
+    /// load, reconnecting would cost more than the RPC.
     async fn call(&self, rpc: &RaftRpc, ttl: Duration) -> Result<RaftReply, CallError> {
-        match tokio::time::timeout(ttl, self.exchange(rpc)).await {
-            Ok(r) => r,
+        let body = encode_frame(rpc).map_err(|e| CallError::Network(AnyError::new(&e)))?;
+        let exchange = tokio::spawn(Self::exchange(
+            self.client.clone(),
+            self.url.clone(),
+            self.secret.clone(),
+            self.target,
+            body,
+        ));
+        let started = std::time::Instant::now();
+        let kind = match rpc {
+            RaftRpc::Append(_) => "append",
+            RaftRpc::Vote(_) => "vote",
+            RaftRpc::Snapshot(_) => "snapshot",
+        };
+        let result = tokio::time::timeout(ttl, exchange).await;
+        metrics::histogram!("sonraft_raft_rpc_seconds", "rpc" => kind).record(started.elapsed().as_secs_f64());
+        match result {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => Err(CallError::Network(AnyError::error(e.to_string()))),
             Err(_) => Err(CallError::Timeout),
         }
     }
 
-    async fn exchange(&self, rpc: &RaftRpc) -> Result<RaftReply, CallError> {
-        let body = encode_frame(rpc).map_err(|e| CallError::Network(AnyError::new(&e)))?;
+    async fn exchange(
+        client: HttpClient,
+        url: String,
+        secret: Arc<str>,
+        target: NodeId,
+        body: Vec<u8>,
+    ) -> Result<RaftReply, CallError> {
         let req = Request::builder()
             .method(Method::POST)
-            .uri(&self.url)
-            .header(SECRET_HEADER, &*self.secret)
+            .uri(&url)
+            .header(SECRET_HEADER, &*secret)
             .header(hyper::header::CONTENT_TYPE, "application/octet-stream")
             .body(Full::new(Bytes::from(body)))
             .map_err(|e| CallError::Network(AnyError::new(&e)))?;
-        let resp = self.client.request(req).await.map_err(|e| {
+        let resp = client.request(req).await.map_err(|e| {
             if e.is_connect() {
                 CallError::Unreachable(AnyError::new(&e))
             } else {
@@ -113,8 +139,7 @@ impl HttpNetwork {
             .to_bytes();
         if status != StatusCode::OK {
             let msg = format!(
-                "node {} answered {status}: {}",
-                self.target,
+                "node {target} answered {status}: {}",
                 String::from_utf8_lossy(&bytes[..bytes.len().min(500)])
             );
             // A refusal (wrong secret, other wire format) will not heal by retrying at once.
