@@ -207,16 +207,16 @@ pub async fn elect(
         parse_json(&bytes)?
     };
     let timeout = Duration::from_millis(req.timeout_ms.unwrap_or(3000).min(30_000));
-    if node.elect_self(timeout).await {
-        Ok(Json(json!({"leader": node.id})).into_response())
-    } else {
-        Err(ApiError::unavailable(
+    match node.elect_self(timeout).await {
+        Ok(true) => Ok(Json(json!({"leader": node.id})).into_response()),
+        Ok(false) => Err(ApiError::unavailable(
             "not_elected",
             format!(
                 "node {} did not win an election within {timeout:?}",
                 node.id
             ),
-        ))
+        )),
+        Err(e) => Err(ApiError::unavailable("not_elected", e.to_string())),
     }
 }
 
@@ -248,4 +248,24 @@ pub async fn submit_command(
         }
         Err(e) => Err(ApiError::unavailable("raft", e.to_string())),
     }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LeaseBody {
+    for_ms: u64,
+}
+
+/// `POST /internal/lease-release`: stop serving reads from the leader lease for a while (a
+/// node is about to force an election).
+pub async fn release_lease(
+    State(node): State<Arc<Node>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let bytes = read_body(&headers, body, node.config.max_body_bytes).await?;
+    let req: LeaseBody = parse_json(&bytes)?;
+    node.reads
+        .release_lease(Duration::from_millis(req.for_ms.clamp(1, 60_000)));
+    Ok(Json(json!({"released_for_ms": req.for_ms.clamp(1, 60_000)})).into_response())
 }

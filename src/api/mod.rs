@@ -50,6 +50,7 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/cluster/leader", post(cluster::transfer_leader))
         .route("/cluster/elect", post(cluster::elect))
         .route("/internal/command", post(cluster::submit_command))
+        .route("/internal/lease-release", post(cluster::release_lease))
         .route("/image/import", post(image::import))
         .route("/image/sites", get(image::sites))
         .route("/image/cells", get(image::cells))
@@ -125,7 +126,7 @@ async fn observe(req: Request, next: Next) -> Response {
 }
 
 /// The route templates of [`router`], as static strings.
-const ROUTES: [&str; 21] = [
+const ROUTES: [&str; 22] = [
     "/health",
     "/readyz",
     "/status",
@@ -137,6 +138,7 @@ const ROUTES: [&str; 21] = [
     "/cluster/leader",
     "/cluster/elect",
     "/internal/command",
+    "/internal/lease-release",
     "/image/import",
     "/image/sites",
     "/image/cells",
@@ -150,7 +152,11 @@ const ROUTES: [&str; 21] = [
 ];
 
 fn static_route(path: &str) -> &'static str {
-    ROUTES.iter().find(|r| **r == path).copied().unwrap_or("other")
+    ROUTES
+        .iter()
+        .find(|r| **r == path)
+        .copied()
+        .unwrap_or("other")
 }
 
 fn static_status(code: u16) -> &'static str {

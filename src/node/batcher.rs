@@ -20,7 +20,7 @@ use super::propose::ProposeError;
 /// Most change sets in one entry.
 pub const MAX_BATCH: usize = 1024;
 /// Entries in flight at once.
-pub const IN_FLIGHT: usize = 4;
+pub const IN_FLIGHT: usize = 1;
 
 type Reply = oneshot::Sender<Result<(u64, Outcome), ProposeError>>;
 
@@ -28,23 +28,43 @@ type Reply = oneshot::Sender<Result<(u64, Outcome), ProposeError>>;
 #[derive(Clone)]
 pub struct Batcher {
     tx: mpsc::Sender<(ChangeSet, Reply)>,
+    pending: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Batcher {
     /// A batcher and the receiving end its task runs on.
     pub fn new() -> (Batcher, mpsc::Receiver<(ChangeSet, Reply)>) {
         let (tx, rx) = mpsc::channel(16 * MAX_BATCH);
-        (Batcher { tx }, rx)
+        (
+            Batcher {
+                tx,
+                pending: Arc::default(),
+            },
+            rx,
+        )
+    }
+
+    /// Change sets queued or in flight: while there are, replication traffic will follow.
+    pub fn pending(&self) -> usize {
+        self.pending.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Commits `cs` with others; returns its log index and outcome.
     pub async fn propose(&self, cs: ChangeSet) -> Result<(u64, Outcome), ProposeError> {
         let (tx, rx) = oneshot::channel();
-        self.tx
-            .send((cs, tx))
-            .await
-            .map_err(|_| ProposeError::Raft("the node is stopping".into()))?;
-        rx.await.map_err(|_| ProposeError::Raft("the node is stopping".into()))?
+        self.pending
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let sent = self.tx.send((cs, tx)).await;
+        let result = match sent {
+            Ok(()) => rx
+                .await
+                .map_err(|_| ProposeError::Raft("the node is stopping".into()))
+                .and_then(|r| r),
+            Err(_) => Err(ProposeError::Raft("the node is stopping".into())),
+        };
+        self.pending
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        result
     }
 }
 
@@ -52,7 +72,9 @@ impl Batcher {
 pub async fn run(node: Arc<Node>, mut rx: mpsc::Receiver<(ChangeSet, Reply)>) {
     let slots = Arc::new(Semaphore::new(IN_FLIGHT));
     while let Some(first) = rx.recv().await {
-        let Ok(permit) = slots.clone().acquire_owned().await else { return };
+        let Ok(permit) = slots.clone().acquire_owned().await else {
+            return;
+        };
         // Whatever queued while we waited for a slot joins this entry.
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -82,7 +104,9 @@ async fn commit(node: Arc<Node>, batch: Vec<(ChangeSet, Reply)>) {
             set.spawn(async move {
                 let r = match n.propose(&command).await {
                     Ok((index, Response::ChangeSet(o))) => Ok((index, o)),
-                    Ok((_, other)) => Err(ProposeError::Raft(format!("unexpected answer {other:?}"))),
+                    Ok((_, other)) => {
+                        Err(ProposeError::Raft(format!("unexpected answer {other:?}")))
+                    }
                     Err(e) => Err(e),
                 };
                 let _ = reply.send(r);
@@ -100,14 +124,20 @@ async fn commit(node: Arc<Node>, batch: Vec<(ChangeSet, Reply)>) {
         }
         Ok((_, other)) => {
             for reply in replies {
-                let _ = reply.send(Err(ProposeError::Raft(format!("unexpected answer {other:?}"))));
+                let _ = reply.send(Err(ProposeError::Raft(format!(
+                    "unexpected answer {other:?}"
+                ))));
             }
         }
         Err(e) => {
             let not_leader = matches!(e, ProposeError::NotLeader(_));
             let msg = e.to_string();
             for reply in replies {
-                let _ = reply.send(Err(if not_leader { ProposeError::NotLeader(None) } else { ProposeError::Raft(msg.clone()) }));
+                let _ = reply.send(Err(if not_leader {
+                    ProposeError::NotLeader(None)
+                } else {
+                    ProposeError::Raft(msg.clone())
+                }));
             }
         }
     }

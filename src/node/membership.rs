@@ -131,16 +131,46 @@ impl Node {
     }
 
     /// Campaigns until this node leads or `timeout` passes. Used as the target of a hand-over.
-    pub async fn elect_self(&self, timeout: Duration) -> bool {
+    ///
+    /// A forced election bypasses the vote lease this node granted the current leader, so the
+    /// leader must first stop serving reads from its lease: this asks it to (the leader also
+    /// does so itself when it initiates a hand-over). If the leader cannot be told and is not
+    /// known to be gone, no election is forced.
+    pub async fn elect_self(&self, timeout: Duration) -> Result<bool, MembershipError> {
+        if let Some((leader, info)) = self.leader()
+            && leader != self.id
+        {
+            let body = serde_json::json!({ "for_ms": 3 * self.config.election_max_ms + timeout.as_millis() as u64 });
+            match self
+                .peers
+                .post(&info.api_addr, "/internal/lease-release", &body)
+                .await
+            {
+                Ok(r) if r.status.is_success() => {}
+                Err(crate::client::ClientError::Unreachable { reason, .. })
+                    if reason.contains("refused") => {}
+                Ok(r) => {
+                    return Err(MembershipError::Refused(format!(
+                        "the leader (node {leader}) did not release its read lease: {}",
+                        r.status
+                    )));
+                }
+                Err(e) => {
+                    return Err(MembershipError::Refused(format!(
+                        "the leader (node {leader}) could not be asked to release its read lease: {e}"
+                    )));
+                }
+            }
+        }
         let deadline = Instant::now() + timeout;
         let retry = Duration::from_millis((self.config.election_min_ms / 3).max(20));
         while Instant::now() < deadline {
             if self.is_leader() {
-                return true;
+                return Ok(true);
             }
             if let Err(e) = self.raft.trigger().elect().await {
                 tracing::warn!(error = %e, "cannot start an election");
-                return false;
+                return Ok(false);
             }
             let mut metrics = self.raft.metrics();
             let _ = tokio::time::timeout(retry, async {
@@ -152,7 +182,7 @@ impl Node {
             })
             .await;
         }
-        self.is_leader()
+        Ok(self.is_leader())
     }
 
     /// Hands leadership to voter `target`. Returns how long leadership was in transit.
@@ -186,6 +216,9 @@ impl Node {
             )));
         };
         let started = Instant::now();
+        self.reads.release_lease(Duration::from_millis(
+            4 * self.config.election_max_ms + 1000,
+        ));
         let runtime = self.raft.runtime_config();
         runtime.heartbeat(false);
         runtime.elect(false);

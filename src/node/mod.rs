@@ -172,6 +172,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     };
 
     let network = HttpNetworkFactory::new(config.id, config.cluster_secret.as_str());
+    let acks = network.acks();
     let raft = Raft::new(
         config.id,
         raft_config(&config)?,
@@ -183,7 +184,10 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     .context("cannot start Raft")?;
 
     let (batcher, batch_rx) = batcher::Batcher::new();
-    let read_barrier = Arc::new(reads::ReadBarrier::default());
+    let read_barrier = Arc::new(reads::ReadBarrier::new(
+        acks,
+        std::time::Duration::from_millis(config.election_min_ms),
+    ));
     let node = Arc::new(Node {
         id: config.id,
         site: config.site.clone(),

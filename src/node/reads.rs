@@ -1,14 +1,40 @@
-//! Linearizable reads, batched: every read needs the leader to confirm with a quorum that it
-//! still leads (read index), but concurrent reads can share one confirmation — as long as it
-//! *starts* after each of them arrived. Readers take a ticket; one task runs confirmations back
-//! to back, each covering every ticket taken before it started.
+//! Linearizable reads, batched: every read needs proof that this node still leads and must see
+//! everything committed before it arrived. Concurrent reads share one proof: readers take a
+//! ticket; one task produces proofs back to back, each covering every ticket taken before it
+//! started. Proofs, cheapest first:
+//!
+//! 1. **Leader lease.** A follower that accepted AppendEntries from this leader refuses to vote
+//!    for anyone else for the maximum election timeout after receiving it (openraft's vote
+//!    lease). So while a majority accepted requests *sent* less than the minimum election
+//!    timeout ago, no other leader can exist: the read is served locally. The margin between the
+//!    two timeouts absorbs clock-rate differences. Elections forced around that lease — a
+//!    leader hand-over, `POST /cluster/elect` — first make the leader give its lease up
+//!    ([`ReadBarrier::release_lease`]); the crash watchdog forces elections only when the
+//!    leader's process is gone.
+//! 2. **Replication acknowledgements.**
+//!    Replication traffic flows anyway under write load, and the transport
+//!    records when followers accepted AppendEntries ([`AckClock`]): a majority accepting
+//!    requests sent after the read arrived proves leadership at that time (read index).
+//! 3. **Heartbeats.** When no change set is queued or in flight (so no AppendEntries is
+//!    coming), or no acceptance arrives within [`PIGGYBACK_WAIT`], the task asks openraft for
+//!    an explicit round of heartbeats (`ensure_linearizable`) instead.
+//!
+//! The first two proofs are used only once the leader committed an entry of its own term:
+//! before that its commit index may lag what earlier leaders committed (openraft's own
+//! `ensure_linearizable` covers that case by waiting for the leader's first entry).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
+use openraft::ServerState;
+use sonraft_raft::transport::AckClock;
 use tokio::sync::{Notify, watch};
 
 use super::Node;
+
+/// How long a proof waits for replication traffic before sending heartbeats of its own.
+pub const PIGGYBACK_WAIT: Duration = Duration::from_millis(3);
 
 /// Why a linearizable read cannot be served here.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -19,21 +45,39 @@ pub enum ReadError {
     Unavailable(String),
 }
 
-/// Shared state of the read confirmations.
+/// Shared state of the read proofs.
 pub struct ReadBarrier {
     requested: AtomicU64,
     kick: Notify,
     done: watch::Sender<(u64, Result<(), ReadError>)>,
-}
-
-impl Default for ReadBarrier {
-    fn default() -> Self {
-        ReadBarrier { requested: AtomicU64::new(0), kick: Notify::new(), done: watch::channel((0, Ok(()))).0 }
-    }
+    acks: Arc<AckClock>,
+    /// How long after a majority's acceptance the lease lasts (the minimum election timeout).
+    lease_us: u64,
+    /// No lease reads before this instant (on the ack clock).
+    lease_off_until: AtomicU64,
 }
 
 impl ReadBarrier {
-    /// Returns once a quorum confirmed leadership after this call began and this node applied
+    /// `lease`: the minimum election timeout (followers honour votes for the maximum one).
+    pub fn new(acks: Arc<AckClock>, lease: Duration) -> Self {
+        ReadBarrier {
+            requested: AtomicU64::new(0),
+            kick: Notify::new(),
+            done: watch::channel((0, Ok(()))).0,
+            acks,
+            lease_us: lease.as_micros() as u64,
+            lease_off_until: AtomicU64::new(0),
+        }
+    }
+
+    /// Stops serving reads from the lease for `period` (an election is about to be forced).
+    pub fn release_lease(&self, period: Duration) {
+        let until = self.acks.now_us() + period.as_micros() as u64;
+        self.lease_off_until.fetch_max(until, Ordering::SeqCst);
+        tracing::info!(off_ms = period.as_millis() as u64, "read lease released");
+    }
+
+    /// Returns once this node proved its leadership after this call began and applied
     /// everything committed at that point.
     pub async fn wait(&self) -> Result<(), ReadError> {
         let mut rx = self.done.subscribe();
@@ -46,7 +90,7 @@ impl ReadBarrier {
     }
 }
 
-/// Runs confirmations for the life of the node.
+/// Produces proofs for the life of the node.
 pub async fn run(node: Arc<Node>, barrier: Arc<ReadBarrier>) {
     let mut served = 0;
     loop {
@@ -55,13 +99,127 @@ pub async fn run(node: Arc<Node>, barrier: Arc<ReadBarrier>) {
             barrier.kick.notified().await;
             continue;
         }
-        let result = match node.raft.ensure_linearizable().await {
-            Ok(_) => Ok(()),
-            Err(e) if e.forward_to_leader::<sonraft_raft::NodeInfo>().is_some() => Err(ReadError::NotLeader),
-            Err(e) => Err(ReadError::Unavailable(format!("cannot confirm leadership with a quorum: {e}"))),
-        };
+        // Every ticket up to `wanted` was taken before this instant.
+        let started = barrier.acks.now_us();
+        let result = prove(&node, &barrier, started).await;
         served = wanted;
-        metrics::counter!("sonraft_read_confirmations_total").increment(1);
         let _previous = barrier.done.send_replace((served, result));
     }
+}
+
+async fn prove(node: &Node, barrier: &ReadBarrier, since: u64) -> Result<(), ReadError> {
+    let acks = &*barrier.acks;
+    let state = raft_state(node).await?;
+    if state.role != ServerState::Leader {
+        return Err(ReadError::NotLeader);
+    }
+    if let Some(committed) = state.committed_in_term() {
+        let now = acks.now_us();
+        let lease_held = now >= barrier.lease_off_until.load(Ordering::SeqCst)
+            && acks
+                .quorum_acked_since(&state.vote, &state.voters, node.id)
+                .is_some_and(|t| t.saturating_add(barrier.lease_us) > now);
+        if lease_held {
+            metrics::counter!("sonraft_read_proofs_total", "by" => "lease").increment(1);
+            return wait_applied(node, committed).await;
+        }
+        // With change sets queued or in flight, AppendEntries will go out after `since` (the
+        // entries themselves, or the commit index that follows them).
+        if node.batcher.pending() > 0 {
+            if let Some(proof) = prove_by_replication(node, acks, since).await {
+                return proof;
+            }
+        }
+    }
+    metrics::counter!("sonraft_read_proofs_total", "by" => "heartbeats").increment(1);
+    match node.raft.ensure_linearizable().await {
+        Ok(_) => Ok(()),
+        Err(e) if e.forward_to_leader::<sonraft_raft::NodeInfo>().is_some() => {
+            Err(ReadError::NotLeader)
+        }
+        Err(e) => Err(ReadError::Unavailable(format!(
+            "cannot confirm leadership with a quorum: {e}"
+        ))),
+    }
+}
+
+/// Waits up to [`PIGGYBACK_WAIT`] for a majority to accept AppendEntries sent after `since`;
+/// `None` when none came in time.
+async fn prove_by_replication(
+    node: &Node,
+    acks: &AckClock,
+    since: u64,
+) -> Option<Result<(), ReadError>> {
+    let deadline = tokio::time::Instant::now() + PIGGYBACK_WAIT;
+    loop {
+        let changed = acks.changed().notified();
+        tokio::pin!(changed);
+        changed.as_mut().enable();
+        let state = match raft_state(node).await {
+            Ok(s) => s,
+            Err(e) => return Some(Err(e)),
+        };
+        if state.role != ServerState::Leader {
+            return Some(Err(ReadError::NotLeader));
+        }
+        let committed = state.committed_in_term()?;
+        if acks
+            .quorum_acked_since(&state.vote, &state.voters, node.id)
+            .is_some_and(|t| t >= since)
+        {
+            metrics::counter!("sonraft_read_proofs_total", "by" => "replication").increment(1);
+            return Some(wait_applied(node, committed).await);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return None;
+        }
+        let _ = tokio::time::timeout_at(deadline, changed).await;
+    }
+}
+
+/// What a proof needs from the Raft core.
+struct LeaderState {
+    role: ServerState,
+    vote: openraft::Vote<u64>,
+    committed: Option<openraft::LogId<u64>>,
+    voters: Vec<u64>,
+}
+
+impl LeaderState {
+    /// The commit index, if an entry of the current term is committed (only then does it cover
+    /// everything earlier leaders committed).
+    fn committed_in_term(&self) -> Option<u64> {
+        self.committed
+            .filter(|l| l.leader_id.term == self.vote.leader_id().term)
+            .map(|l| l.index)
+    }
+}
+
+/// The leader's state as its Raft core sees it now: role, vote, commit point and voters.
+async fn raft_state(node: &Node) -> Result<LeaderState, ReadError> {
+    node.raft
+        .with_raft_state(|s| LeaderState {
+            role: s.server_state,
+            vote: *s.vote_ref(),
+            committed: s.committed,
+            voters: s
+                .membership_state
+                .effective()
+                .membership()
+                .voter_ids()
+                .collect(),
+        })
+        .await
+        .map_err(|e| ReadError::Unavailable(e.to_string()))
+}
+
+/// Waits until the state machine applied `committed` (read after the read arrived, so it
+/// covers every write acknowledged before).
+async fn wait_applied(node: &Node, committed: u64) -> Result<(), ReadError> {
+    node.raft
+        .wait(Some(Duration::from_secs(10)))
+        .applied_index_at_least(Some(committed), "read index")
+        .await
+        .map(|_| ())
+        .map_err(|e| ReadError::Unavailable(format!("not applied in time: {e}")))
 }

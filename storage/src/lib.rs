@@ -19,6 +19,7 @@ pub mod durable;
 pub mod error;
 pub mod format;
 mod log_store;
+mod sm_writer;
 pub mod snapshot;
 mod state_machine;
 
@@ -46,6 +47,7 @@ pub struct Store {
 #[derive(Clone)]
 pub struct StoreReader {
     shared: SharedImage,
+    writer: Arc<sm_writer::SmWriter>,
     feed: tokio::sync::broadcast::Sender<std::sync::Arc<AppliedChanges>>,
     sm_tree: sled::Tree,
     durability: Arc<Durability>,
@@ -64,12 +66,12 @@ impl StoreReader {
         limit: usize,
         before: Option<u64>,
     ) -> Result<Vec<HistoryRecord>, Damaged> {
-        state_machine::history_newest_first(&self.sm_tree, limit, before)
+        state_machine::history_newest_first(&self.sm_tree, &self.writer, limit, before)
     }
 
     /// A consistent copy of the applied state and history, as a snapshot would hold it.
     pub fn capture(&self) -> Result<(sonraft_raft::SnapshotMeta, snapshot::SnapshotBody), Damaged> {
-        state_machine::capture(&self.sm_tree, &self.shared)
+        state_machine::capture(&self.sm_tree, &self.shared, &self.writer)
     }
 
     /// Subscribes to the configuration changes of every applied batch (a lagging receiver
@@ -136,6 +138,7 @@ impl Store {
         })?;
         let reader = StoreReader {
             shared: sm.shared(),
+            writer: sm.writer(),
             feed: sm.feed(),
             sm_tree,
             durability,

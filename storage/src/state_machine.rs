@@ -25,6 +25,7 @@ use sonraft_raft::model::image::{Changes, HistoryRecord, NetworkImage};
 use sonraft_raft::{Entry, LogId, SnapshotMeta, StorageError, StoredMembership, TypeConfig, codec};
 
 use crate::error::Damaged;
+use crate::sm_writer::{Ops, SmWriter};
 use crate::snapshot::{SnapshotBody, SnapshotDir};
 
 /// The applied state: what reads and SON functions see.
@@ -35,6 +36,19 @@ pub struct ImageState {
     pub membership: StoredMembership,
     /// Number of history records kept in the store.
     pub history_len: u64,
+    /// Log indexes with history records, oldest first, and how many each has: trimming
+    /// removes exactly these keys, without scanning sled.
+    pub history_index: std::collections::VecDeque<(u64, u32)>,
+}
+
+/// Counts consecutive records per log index onto `index`.
+fn note_history(index: &mut std::collections::VecDeque<(u64, u32)>, records: &[HistoryRecord]) {
+    for r in records {
+        match index.back_mut() {
+            Some((i, n)) if *i == r.index => *n += 1,
+            _ => index.push_back((r.index, 1)),
+        }
+    }
 }
 
 /// The applied state shared between the state machine and its readers.
@@ -55,6 +69,7 @@ pub struct StateMachine {
     tree: sled::Tree,
     state: SharedImage,
     snapshots: Arc<SnapshotDir>,
+    writer: Arc<SmWriter>,
     feed: tokio::sync::broadcast::Sender<Arc<AppliedChanges>>,
 }
 
@@ -120,7 +135,11 @@ fn history_keys(records: &[HistoryRecord]) -> Vec<Vec<u8>> {
     let mut last = None;
     let mut position = 0u32;
     for r in records {
-        position = if last == Some(r.index) { position + 1 } else { 0 };
+        position = if last == Some(r.index) {
+            position + 1
+        } else {
+            0
+        };
         last = Some(r.index);
         out.push(history_key(r.index, position));
     }
@@ -135,10 +154,14 @@ impl StateMachine {
             .open_tree("sm")
             .map_err(|e| Damaged::new("state machine tree", e))?;
         let state = load(&tree)?;
+        let writer = Arc::new(
+            SmWriter::start(tree.clone()).map_err(|e| Damaged::new("state machine writer", e))?,
+        );
         let sm = StateMachine {
             tree,
             state: Arc::new(RwLock::new(state)),
             snapshots,
+            writer,
             feed: tokio::sync::broadcast::channel(4096).0,
         };
         if let Some((meta, path)) = sm.snapshots.current() {
@@ -160,8 +183,13 @@ impl StateMachine {
         self.state.clone()
     }
 
+    pub(crate) fn writer(&self) -> Arc<SmWriter> {
+        self.writer.clone()
+    }
+
     /// Replaces the whole state (snapshot install) in memory and in sled.
     fn replace_all(&self, meta: &SnapshotMeta, body: SnapshotBody) -> Result<(), StorageError> {
+        self.writer.wait_written();
         let mut batch = sled::Batch::default();
         for key in self.tree.iter().keys() {
             batch.remove(key.map_err(|e| sm_err(ErrorVerb::Read, e))?);
@@ -196,6 +224,11 @@ impl StateMachine {
             last_applied: meta.last_log_id,
             membership: meta.last_membership.clone(),
             history_len: body.history.len() as u64,
+            history_index: {
+                let mut index = std::collections::VecDeque::new();
+                note_history(&mut index, &body.history);
+                index
+            },
         };
         let _ = self.feed.send(Arc::new(AppliedChanges {
             index: meta.last_log_id.map_or(0, |l| l.index),
@@ -220,7 +253,7 @@ impl StateMachine {
         &self,
         state: &ImageState,
         changes: &Changes,
-        batch: &mut sled::Batch,
+        batch: &mut Ops,
     ) -> Result<(), StorageError> {
         let image = &state.image;
         for id in &changes.sites {
@@ -259,20 +292,17 @@ impl StateMachine {
     }
 
     /// Drops the oldest history records beyond the policy's limit, in `batch`.
-    fn trim_history(
-        &self,
-        state: &mut ImageState,
-        batch: &mut sled::Batch,
-    ) -> Result<(), StorageError> {
+    fn trim_history(&self, state: &mut ImageState, batch: &mut Ops) -> Result<(), StorageError> {
         let keep = state.image.policy.history_keep;
-        if state.history_len <= keep {
-            return Ok(());
+        while state.history_len > keep {
+            let Some((index, count)) = state.history_index.pop_front() else {
+                break;
+            };
+            for position in 0..count {
+                batch.remove(history_key(index, position));
+            }
+            state.history_len = state.history_len.saturating_sub(u64::from(count));
         }
-        let excess = (state.history_len - keep) as usize;
-        for key in self.tree.scan_prefix(b"h/").keys().take(excess) {
-            batch.remove(key.map_err(|e| sm_err(ErrorVerb::Read, e))?);
-        }
-        state.history_len = keep;
         Ok(())
     }
 }
@@ -304,7 +334,23 @@ fn load(tree: &sled::Tree) -> Result<ImageState, Damaged> {
                 let s: sonraft_raft::model::KpiSummary = codec::decode(&v).map_err(bad)?;
                 image.kpis.insert(s.cell.clone(), s);
             }
-            Some(b"h/") => state.history_len += 1,
+            Some(b"h/") => {
+                state.history_len += 1;
+                let index = k
+                    .get(2..10)
+                    .and_then(|b| <[u8; 8]>::try_from(b).ok())
+                    .map(u64::from_be_bytes);
+                let Some(index) = index else {
+                    return Err(Damaged::new(
+                        "state machine",
+                        format!("bad history key {key:?}"),
+                    ));
+                };
+                match state.history_index.back_mut() {
+                    Some((i, n)) if *i == index => *n += 1,
+                    _ => state.history_index.push_back((index, 1)),
+                }
+            }
             Some(b"m/") => match &k[..] {
                 b"m/applied" => state.last_applied = codec::decode(&v).map_err(bad)?,
                 b"m/membership" => state.membership = codec::decode(&v).map_err(bad)?,
@@ -377,7 +423,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             replies.push(reply);
         }
         state.history_len += changes.history.len() as u64;
-        let mut batch = sled::Batch::default();
+        note_history(&mut state.history_index, &changes.history);
+        let mut batch = Ops::default();
         self.persist_changes(&state, &changes, &mut batch)?;
         self.trim_history(&mut state, &mut batch)?;
         batch.insert(b"m/applied".as_slice(), enc(&state.last_applied)?);
@@ -385,8 +432,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         if membership_changed {
             batch.insert(b"m/membership".as_slice(), enc(&state.membership)?);
         }
-        self.tree
-            .apply_batch(batch)
+        self.writer
+            .submit(batch)
             .map_err(|e| sm_err(ErrorVerb::Write, e))?;
         let replies_last_index = state.last_applied.map_or(0, |l| l.index);
         drop(state);
@@ -412,6 +459,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             tree: self.tree.clone(),
             state: self.state.clone(),
             snapshots: self.snapshots.clone(),
+            writer: self.writer.clone(),
         }
     }
 
@@ -461,12 +509,13 @@ pub struct SnapshotBuilder {
     tree: sled::Tree,
     state: SharedImage,
     snapshots: Arc<SnapshotDir>,
+    writer: Arc<SmWriter>,
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
-        let (meta, body) =
-            capture(&self.tree, &self.state).map_err(|e| snap_err(ErrorVerb::Read, e))?;
+        let (meta, body) = capture(&self.tree, &self.state, &self.writer)
+            .map_err(|e| snap_err(ErrorVerb::Read, e))?;
         let dir = self.snapshots.clone();
         let m = meta.clone();
         let path = tokio::task::spawn_blocking(move || dir.write(&m, &body))
@@ -486,12 +535,15 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
 
 /// Captures the applied state, membership and history together under the state lock (so no
 /// apply interleaves), and names the snapshot after its last log id and the capture time.
-pub fn capture(
+pub(crate) fn capture(
     tree: &sled::Tree,
     state: &SharedImage,
+    writer: &SmWriter,
 ) -> Result<(SnapshotMeta, SnapshotBody), Damaged> {
     let (image, last_applied, membership, raw_history) = {
         let s = read(state);
+        // No apply runs while we hold the state; let sled catch up with what was applied.
+        writer.wait_written();
         let history: Result<Vec<sled::IVec>, _> = tree.scan_prefix(b"h/").values().collect();
         let history = history.map_err(|e| Damaged::new("history", e))?;
         (
@@ -524,11 +576,13 @@ pub fn capture(
 }
 
 /// Keys in the history tree, newest first, for readers.
-pub fn history_newest_first(
+pub(crate) fn history_newest_first(
     tree: &sled::Tree,
+    writer: &SmWriter,
     limit: usize,
     before: Option<u64>,
 ) -> Result<Vec<HistoryRecord>, Damaged> {
+    writer.wait_written();
     let end = history_key(before.unwrap_or(u64::MAX), 0);
     let mut out = Vec::new();
     for item in tree.range(b"h/".to_vec()..end).rev().take(limit) {

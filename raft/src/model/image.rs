@@ -123,7 +123,9 @@ impl NetworkImage {
                 Response::Recorded
             }
             Command::ChangeSets(list) => Response::ChangeSets(
-                list.iter().map(|cs| self.apply_change_set(index, cs, changes)).collect(),
+                list.iter()
+                    .map(|cs| self.apply_change_set(index, cs, changes))
+                    .collect(),
             ),
             Command::Release(release) => {
                 self.releases.insert(release.node_id, release.clone());

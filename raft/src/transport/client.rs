@@ -19,7 +19,9 @@ use openraft::raft::{
 };
 use openraft::{AnyError, RPCTypes};
 
-use super::{MAX_BODY, RAFT_PATH, RaftReply, RaftRpc, SECRET_HEADER, decode_frame, encode_frame};
+use super::{
+    AckClock, MAX_BODY, RAFT_PATH, RaftReply, RaftRpc, SECRET_HEADER, decode_frame, encode_frame,
+};
 use crate::{NodeId, NodeInfo, TypeConfig};
 
 type HttpClient = Client<HttpConnector, Full<Bytes>>;
@@ -30,6 +32,7 @@ pub struct HttpNetworkFactory {
     client: HttpClient,
     secret: Arc<str>,
     me: NodeId,
+    acks: Arc<AckClock>,
 }
 
 impl HttpNetworkFactory {
@@ -47,7 +50,15 @@ impl HttpNetworkFactory {
             client,
             secret: secret.into(),
             me,
+            acks: Arc::default(),
         }
+    }
+}
+
+impl HttpNetworkFactory {
+    /// When followers last accepted this node's leadership (fed by every AppendEntries).
+    pub fn acks(&self) -> Arc<AckClock> {
+        self.acks.clone()
     }
 }
 
@@ -61,6 +72,7 @@ impl RaftNetworkFactory<TypeConfig> for HttpNetworkFactory {
             url: format!("http://{}{RAFT_PATH}", node.raft_addr),
             me: self.me,
             target,
+            acks: self.acks.clone(),
         }
     }
 }
@@ -72,6 +84,7 @@ pub struct HttpNetwork {
     url: String,
     me: NodeId,
     target: NodeId,
+    acks: Arc<AckClock>,
 }
 
 /// Why an RPC did not get an answer from the peer's Raft.
@@ -102,7 +115,8 @@ impl HttpNetwork {
             RaftRpc::Snapshot(_) => "snapshot",
         };
         let result = tokio::time::timeout(ttl, exchange).await;
-        metrics::histogram!("sonraft_raft_rpc_seconds", "rpc" => kind).record(started.elapsed().as_secs_f64());
+        metrics::histogram!("sonraft_raft_rpc_seconds", "rpc" => kind)
+            .record(started.elapsed().as_secs_f64());
         match result {
             Ok(Ok(r)) => r,
             Ok(Err(e)) => Err(CallError::Network(AnyError::error(e.to_string()))),
@@ -181,8 +195,20 @@ impl RaftNetwork<TypeConfig> for HttpNetwork {
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, NodeInfo, RaftError<NodeId>>> {
         let ttl = option.hard_ttl();
+        let (vote, sent) = (rpc.vote, self.acks.sending());
         match self.call(&RaftRpc::Append(rpc), ttl).await {
-            Ok(RaftReply::Append(r)) => r.map_err(|e| RemoteError::new(self.target, e).into()),
+            Ok(RaftReply::Append(r)) => {
+                if let Ok(
+                    AppendEntriesResponse::Success
+                    | AppendEntriesResponse::PartialSuccess(_)
+                    | AppendEntriesResponse::Conflict,
+                ) = &r
+                {
+                    // The follower took our vote: it accepted this leader at `sent` or later.
+                    self.acks.record(self.target, &vote, sent);
+                }
+                r.map_err(|e| RemoteError::new(self.target, e).into())
+            }
             Ok(_) => Err(self.unexpected()),
             Err(e) => Err(self.rpc_error(e, RPCTypes::AppendEntries, ttl)),
         }

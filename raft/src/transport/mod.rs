@@ -6,9 +6,11 @@
 //! the right secret gets `401` and is logged. Bytes that do not decode get `400` with the
 //! reason; the server never panics on them.
 
+mod ack_clock;
 mod client;
 mod server;
 
+pub use ack_clock::AckClock;
 pub use client::HttpNetworkFactory;
 pub use server::{LeaderContact, RaftServer, serve};
 

@@ -111,12 +111,19 @@ impl RaftServer {
         let (kind, reply) = match rpc {
             RaftRpc::Append(r) => {
                 self.contact.touch();
-                ("append", RaftReply::Append(self.raft.append_entries(r).await))
+                (
+                    "append",
+                    RaftReply::Append(self.raft.append_entries(r).await),
+                )
             }
             RaftRpc::Vote(r) => ("vote", RaftReply::Vote(self.raft.vote(r).await)),
-            RaftRpc::Snapshot(r) => ("snapshot", RaftReply::Snapshot(self.raft.install_snapshot(r).await)),
+            RaftRpc::Snapshot(r) => (
+                "snapshot",
+                RaftReply::Snapshot(self.raft.install_snapshot(r).await),
+            ),
         };
-        metrics::histogram!("sonraft_raft_rpc_handle_seconds", "rpc" => kind).record(started.elapsed().as_secs_f64());
+        metrics::histogram!("sonraft_raft_rpc_handle_seconds", "rpc" => kind)
+            .record(started.elapsed().as_secs_f64());
         match encode_frame(&reply) {
             Ok(bytes) => Response::new(Full::new(Bytes::from(bytes))),
             Err(e) => text(

@@ -1,0 +1,145 @@
+//! When followers last accepted this node's leadership, for reads that need proof of it.
+//!
+//! Every AppendEntries a follower accepts (it answers success, partial success or conflict, all
+//! of which mean it took our vote) is recorded with the time the request was *sent*. If a
+//! majority of voters accepted requests sent after some instant `t`, then at `t` no other
+//! leader could have been elected — the read-index proof, obtained from replication traffic
+//! that flows anyway instead of from extra heartbeats.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::Instant;
+
+use openraft::Vote;
+use tokio::sync::Notify;
+
+use crate::NodeId;
+
+/// The vote the acknowledgements belong to, and per follower the latest send time accepted.
+type VoteAcks = (Option<Vote<NodeId>>, BTreeMap<NodeId, u64>);
+
+/// Send times of accepted AppendEntries, per follower, for one vote (term and leader).
+#[derive(Debug)]
+pub struct AckClock {
+    base: Instant,
+    acks: Mutex<VoteAcks>,
+    changed: Notify,
+    last_sent_us: std::sync::atomic::AtomicU64,
+}
+
+impl Default for AckClock {
+    fn default() -> Self {
+        AckClock {
+            base: Instant::now(),
+            acks: Mutex::new((None, BTreeMap::new())),
+            changed: Notify::new(),
+            last_sent_us: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+}
+
+impl AckClock {
+    /// Microseconds since this clock started (monotonic).
+    pub fn now_us(&self) -> u64 {
+        self.base.elapsed().as_micros() as u64
+    }
+
+    /// Notes that an AppendEntries is being sent now; returns the send time.
+    pub fn sending(&self) -> u64 {
+        let now = self.now_us();
+        self.last_sent_us
+            .fetch_max(now, std::sync::atomic::Ordering::Relaxed);
+        now
+    }
+
+    /// Microseconds since the last AppendEntries was sent (to any follower).
+    pub fn since_last_send_us(&self) -> u64 {
+        self.now_us()
+            .saturating_sub(self.last_sent_us.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    /// Records that `target` accepted a request of `vote` sent at `sent_us`.
+    pub fn record(&self, target: NodeId, vote: &Vote<NodeId>, sent_us: u64) {
+        let mut acks = self.acks.lock().unwrap_or_else(|p| p.into_inner());
+        if acks.0.as_ref() != Some(vote) {
+            if acks.0.as_ref().is_some_and(|v| v > vote) {
+                return;
+            }
+            *acks = (Some(*vote), BTreeMap::new());
+        }
+        let t = acks.1.entry(target).or_insert(0);
+        *t = (*t).max(sent_us);
+        drop(acks);
+        self.changed.notify_waiters();
+    }
+
+    /// The latest instant `t` such that a majority of `voters` accepted requests of `vote` sent
+    /// at or after `t` (`me`, the leader, always counts).
+    pub fn quorum_acked_since(
+        &self,
+        vote: &Vote<NodeId>,
+        voters: &[NodeId],
+        me: NodeId,
+    ) -> Option<u64> {
+        let acks = self.acks.lock().unwrap_or_else(|p| p.into_inner());
+        if acks.0.as_ref() != Some(vote) || voters.is_empty() {
+            return None;
+        }
+        let mut times: Vec<u64> = voters
+            .iter()
+            .map(|v| {
+                if *v == me {
+                    u64::MAX
+                } else {
+                    acks.1.get(v).copied().unwrap_or(0)
+                }
+            })
+            .collect();
+        times.sort_unstable_by(|a, b| b.cmp(a));
+        let majority = voters.len() / 2 + 1;
+        times.get(majority - 1).copied().filter(|t| *t > 0)
+    }
+
+    /// Resolves on the next recorded acceptance.
+    pub fn changed(&self) -> &Notify {
+        &self.changed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_majority_is_needed_and_the_oldest_of_it_counts() {
+        let c = AckClock::default();
+        let v = Vote::new_committed(3, 1);
+        assert_eq!(c.quorum_acked_since(&v, &[1, 2, 3], 1), None);
+        c.record(2, &v, 100);
+        assert_eq!(c.quorum_acked_since(&v, &[1, 2, 3], 1), Some(100));
+        assert_eq!(
+            c.quorum_acked_since(&v, &[1, 2, 3, 4, 5], 1),
+            None,
+            "1 of 4 followers is not a majority of 5"
+        );
+        c.record(3, &v, 50);
+        c.record(4, &v, 70);
+        assert_eq!(c.quorum_acked_since(&v, &[1, 2, 3, 4, 5], 1), Some(70));
+    }
+
+    #[test]
+    fn acceptances_of_another_vote_do_not_count() {
+        let c = AckClock::default();
+        c.record(2, &Vote::new_committed(3, 1), 100);
+        assert_eq!(
+            c.quorum_acked_since(&Vote::new_committed(4, 1), &[1, 2, 3], 1),
+            None
+        );
+        c.record(2, &Vote::new_committed(2, 1), 500);
+        assert_eq!(
+            c.quorum_acked_since(&Vote::new_committed(3, 1), &[1, 2, 3], 1),
+            Some(100),
+            "an older vote is ignored"
+        );
+    }
+}
