@@ -9,6 +9,7 @@ use clap::{Args, Subcommand};
 use serde_json::{Value, json};
 
 use crate::client::{ApiClient, ApiResponse};
+use crate::upgrade;
 
 #[derive(Args, Debug)]
 pub struct CtlArgs {
@@ -49,8 +50,30 @@ enum CtlCommand {
     },
     /// Remove node ID from the cluster.
     Remove { id: u64 },
-    /// Hand leadership to node ID.
-    Leader { id: u64 },
+    /// Hand leadership to node ID, or with --away-from ID to the most caught-up other voter
+    /// (nothing happens when ID does not lead).
+    Leader {
+        #[arg(required_unless_present = "away_from")]
+        id: Option<u64>,
+        #[arg(long, conflicts_with = "id")]
+        away_from: Option<u64>,
+    },
+    /// Exit 0 when every voter answers and is ready, all agree on one leader and none trails
+    /// it by more than --max-lag entries; otherwise name what is wrong and exit 1.
+    Health {
+        #[arg(long, default_value_t = 1000)]
+        max_lag: u64,
+    },
+    /// `key=value` lines about the node at API address ADDR (id, site, role, version...).
+    NodeInfo { api: String },
+    /// Wait until node ID is ready, follows the agreed leader and applied what the leader had
+    /// applied when the wait began.
+    WaitCaughtUp {
+        id: u64,
+        /// Seconds.
+        #[arg(long, default_value_t = 120)]
+        within: u64,
+    },
     /// List cells.
     Cells {
         #[arg(long)]
@@ -263,12 +286,42 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
                 .await?;
             ctl.print(&v, |_| println!("removed node {id}"));
         }
-        CtlCommand::Leader { id } => {
+        CtlCommand::Leader {
+            away_from: Some(from),
+            ..
+        } => {
+            let started = std::time::Instant::now();
+            let leader = upgrade::leader_away(
+                &ctl.client,
+                &ctl.nodes,
+                from,
+                Duration::from_secs(args.timeout),
+            )
+            .await?;
+            let took_ms = started.elapsed().as_millis() as u64;
+            let v = json!({"leader_id": leader, "moved": leader != from, "took_ms": took_ms});
+            ctl.print(&v, |_| println!("node {leader} leads ({took_ms} ms)"));
+        }
+        CtlCommand::Leader { id, .. } => {
+            let id = id.context("give a node ID or --away-from ID")?;
             let v = ctl
                 .ok(Method::POST, "/cluster/leader", Some(json!({"id": id})))
                 .await?;
             ctl.print(&v, |v| {
                 println!("node {id} leads (hand-over took {} ms)", s(&v["took_ms"]))
+            });
+        }
+        CtlCommand::Health { max_lag } => {
+            upgrade::health(&ctl.client, &ctl.nodes, max_lag, ctl.json).await?;
+        }
+        CtlCommand::NodeInfo { api } => upgrade::node_info(&ctl.client, &api).await?,
+        CtlCommand::WaitCaughtUp { id, within } => {
+            let took =
+                upgrade::wait_caught_up(&ctl.client, &ctl.nodes, id, Duration::from_secs(within))
+                    .await?;
+            let v = json!({"id": id, "took_ms": took.as_millis() as u64});
+            ctl.print(&v, |_| {
+                println!("node {id} caught up ({} ms)", took.as_millis())
             });
         }
         CtlCommand::Cells { site, consistency } => {

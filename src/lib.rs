@@ -12,6 +12,7 @@
 //! - [`local_cluster`]: real node processes on this machine, for tests and benchmarks;
 //! - [`client`]: a small keep-alive JSON client used by `ctl`, forwarding and benchmarks;
 //! - [`ctl`]: `sonraft ctl`, the same operations from a terminal;
+//! - [`upgrade`]: the health, hand-over and catch-up checks `scripts/rolling-upgrade.sh` runs;
 //! - [`antennas`]: sessions with this site's antennas, the protocol, raw counters;
 //! - [`son`]: the SON functions and their per-period cycle;
 //! - [`sim`]: `sonraft sim`, the antenna-fleet simulator;
@@ -33,6 +34,7 @@ pub mod local_cluster;
 pub mod node;
 pub mod sim;
 pub mod son;
+pub mod upgrade;
 
 /// This build's release, as advertised to the cluster and shown in `/status`.
 pub const RELEASE: &str = env!("CARGO_PKG_VERSION");

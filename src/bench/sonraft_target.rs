@@ -1,7 +1,7 @@
 //! The load generator's view of a sonraft cluster: reads and change sets on the leader's
 //! admin API over pooled keep-alive connections.
 
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -14,7 +14,18 @@ use crate::client::{ApiClient, base_url};
 
 pub struct SonraftTarget {
     client: ApiClient,
-    leader: Arc<str>,
+    nodes: Vec<String>,
+    /// Where requests go: the leader when last looked up (any node would forward).
+    leader: RwLock<Arc<str>>,
+}
+
+/// What an acknowledged write did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteOutcome {
+    /// Applied; the cell's new version.
+    Applied(u64),
+    /// The read version was stale; the cell's current version.
+    Conflict(Option<u64>),
 }
 
 /// Cell ids of the benchmark image.
@@ -30,23 +41,99 @@ impl SonraftTarget {
         _clients: usize,
     ) -> anyhow::Result<Self> {
         let client = ApiClient::new(token, Duration::from_secs(30));
-        for n in nodes {
-            let Ok(r) = client.get(n, "/status").await else {
-                continue;
-            };
-            let v = r.json();
-            let Some(leader) = v["leader_id"].as_u64() else {
-                continue;
-            };
-            if let Some(api) = v["nodes"][leader.to_string()]["api_addr"].as_str() {
-                return Ok(SonraftTarget {
-                    client,
-                    leader: base_url(api).into(),
-                });
+        let leader = find_leader(&client, nodes)
+            .await
+            .with_context(|| format!("no node of {nodes:?} knows a leader"))?;
+        Ok(SonraftTarget {
+            client,
+            nodes: nodes.to_vec(),
+            leader: RwLock::new(leader.into()),
+        })
+    }
+
+    fn leader(&self) -> Arc<str> {
+        self.leader
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// After a failure: looks the leader up again (it may have moved or stopped).
+    async fn rediscover(&self) {
+        if let Some(l) = find_leader(&self.client, &self.nodes).await {
+            *self.leader.write().unwrap_or_else(|p| p.into_inner()) = l.into();
+        }
+    }
+
+    /// Sends to the leader; on a failure that says it may have moved, looks it up again for
+    /// the next request (the failed request is not retried: its outcome is unknown).
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Bytes>,
+    ) -> anyhow::Result<crate::client::ApiResponse> {
+        let url = format!("{}{path}", self.leader());
+        match self.client.send(method, &url, body, &[]).await {
+            Ok(r) if r.status == StatusCode::SERVICE_UNAVAILABLE => {
+                self.rediscover().await;
+                Ok(r)
+            }
+            Ok(r) => Ok(r),
+            Err(e) => {
+                self.rediscover().await;
+                Err(e.into())
             }
         }
-        bail!("no node of {nodes:?} knows a leader")
     }
+
+    /// Writes `value` to the hysteresis of cell `i`, conditional on version `read` when given.
+    pub async fn write_outcome(
+        &self,
+        i: usize,
+        read: Option<u64>,
+        value: i64,
+    ) -> anyhow::Result<WriteOutcome> {
+        let id = cell_id(i);
+        let read_set = match read {
+            Some(v) => format!(r#"[{{"entity":"cell/{id}","version":{v}}}]"#),
+            None => "[]".into(),
+        };
+        let body = format!(
+            r#"{{"origin":{{"function":"operator"}},"reason":"bench","read_set":{read_set},"writes":[{{"entity":"cell/{id}","param":"hysteresis","value":{value}}}]}}"#
+        );
+        let r = self
+            .send(Method::POST, "/image/changesets", Some(Bytes::from(body)))
+            .await?;
+        let entity = format!("cell/{id}");
+        match r.status {
+            StatusCode::OK => r.json()["versions"][&entity]
+                .as_u64()
+                .map(WriteOutcome::Applied)
+                .with_context(|| format!("applied, but no new version of {entity}")),
+            StatusCode::CONFLICT => Ok(WriteOutcome::Conflict(
+                r.json()["current"][&entity].as_u64(),
+            )),
+            s => bail!("write: {s} {}", String::from_utf8_lossy(&r.body)),
+        }
+    }
+}
+
+/// The API address of the leader, as the first node of `nodes` that knows one names it.
+async fn find_leader(client: &ApiClient, nodes: &[String]) -> Option<String> {
+    for n in nodes {
+        let Ok(r) = client.get(n, "/status").await else {
+            continue;
+        };
+        let v = r.json();
+        let Some(leader) = v["leader_id"].as_u64() else {
+            continue;
+        };
+        if let Some(api) = v["nodes"][leader.to_string()]["api_addr"].as_str() {
+            return Some(base_url(api));
+        }
+    }
+    None
 }
 
 impl Target for SonraftTarget {
@@ -64,7 +151,7 @@ impl Target for SonraftTarget {
             let r = self
                 .client
                 .post(
-                    &self.leader,
+                    &self.leader(),
                     "/image/import",
                     &json!({"sites": sites, "cells": list}),
                 )
@@ -77,13 +164,8 @@ impl Target for SonraftTarget {
     }
 
     async fn read_version(&self, i: usize) -> anyhow::Result<u64> {
-        let r = self
-            .client
-            .get(
-                &self.leader,
-                &format!("/image/cells/{}?consistency=linearizable", cell_id(i)),
-            )
-            .await?;
+        let path = format!("/image/cells/{}?consistency=linearizable", cell_id(i));
+        let r = self.send(Method::GET, &path, None).await?;
         if r.status != StatusCode::OK {
             bail!("read: {} {}", r.status, String::from_utf8_lossy(&r.body));
         }
@@ -93,23 +175,9 @@ impl Target for SonraftTarget {
     }
 
     async fn write(&self, i: usize, read: Option<u64>, value: i64) -> anyhow::Result<Written> {
-        let id = cell_id(i);
-        let read_set = match read {
-            Some(v) => format!(r#"[{{"entity":"cell/{id}","version":{v}}}]"#),
-            None => "[]".into(),
-        };
-        let body = format!(
-            r#"{{"origin":{{"function":"operator"}},"reason":"bench","read_set":{read_set},"writes":[{{"entity":"cell/{id}","param":"hysteresis","value":{value}}}]}}"#
-        );
-        let url = format!("{}/image/changesets", self.leader);
-        let r = self
-            .client
-            .send(Method::POST, &url, Some(Bytes::from(body)), &[])
-            .await?;
-        match r.status {
-            StatusCode::OK => Ok(Written::Applied),
-            StatusCode::CONFLICT => Ok(Written::Conflict),
-            s => bail!("write: {s} {}", String::from_utf8_lossy(&r.body)),
-        }
+        Ok(match self.write_outcome(i, read, value).await? {
+            WriteOutcome::Applied(_) => Written::Applied,
+            WriteOutcome::Conflict(_) => Written::Conflict,
+        })
     }
 }

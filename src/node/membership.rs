@@ -163,7 +163,9 @@ impl Node {
             }
         }
         let deadline = Instant::now() + timeout;
-        let retry = Duration::from_millis((self.config.election_min_ms / 3).max(20));
+        // A campaign needs its votes persisted on the others (an fsync each): re-campaigning
+        // sooner than an election timeout discards the answers on their way back.
+        let retry = Duration::from_millis(self.config.election_max_ms.max(20));
         while Instant::now() < deadline {
             if self.is_leader() {
                 return Ok(true);
@@ -219,18 +221,46 @@ impl Node {
         self.reads.release_lease(Duration::from_millis(
             4 * self.config.election_max_ms + 1000,
         ));
-        let runtime = self.raft.runtime_config();
-        runtime.heartbeat(false);
-        runtime.elect(false);
+        // No new entries while the successor campaigns: their AppendEntries would renew the
+        // followers' leases on this leader and make them refuse their votes.
+        let quiet = Quiet::begin(self);
+        // Proposals already past the gate reach the log first.
+        let drained = Instant::now() + Duration::from_millis(self.config.election_max_ms);
+        while self
+            .proposals_in_flight
+            .load(std::sync::atomic::Ordering::SeqCst)
+            > 0
+            && Instant::now() < drained
+        {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        // The successor must hold every entry this leader has, or the others (whose logs may
+        // be longer) refuse it their votes and only this quiet leader could win.
+        let caught_up = self
+            .raft
+            .wait(Some(Duration::from_millis(self.config.election_max_ms)))
+            .metrics(
+                |m| {
+                    let matched = m
+                        .replication
+                        .as_ref()
+                        .and_then(|r| r.get(&target).copied().flatten())
+                        .map(|l| l.index);
+                    matched.is_some() && matched >= m.last_log_index
+                },
+                "successor caught up",
+            )
+            .await;
+        if let Err(e) = caught_up {
+            tracing::warn!(target, error = %e, "the successor did not catch up; asking it to campaign anyway");
+        }
         let timeout_ms = 3 * self.config.election_max_ms + 1000;
         let body = serde_json::json!({ "timeout_ms": timeout_ms });
         let asked = self
             .peers
             .post(&info.api_addr, "/cluster/elect", &body)
             .await;
-        let runtime = self.raft.runtime_config();
-        runtime.heartbeat(true);
-        runtime.elect(true);
+        drop(quiet);
         match asked {
             Ok(r) if r.status.is_success() => {
                 tracing::info!(
@@ -260,5 +290,28 @@ impl Node {
             .voter_ids()
             .filter(|v| *v != self.id)
             .max_by_key(|v| replication.get(v).cloned().flatten().map(|l| l.index))
+    }
+}
+
+/// A leader keeping quiet while its successor campaigns: no heartbeats, no elections of its
+/// own, no new proposals. Dropping it (also when the hand-over is cancelled) ends it.
+struct Quiet<'a>(&'a Node);
+
+impl<'a> Quiet<'a> {
+    fn begin(node: &'a Node) -> Self {
+        let _ = node.proposals_paused.send_replace(true);
+        let runtime = node.raft.runtime_config();
+        runtime.heartbeat(false);
+        runtime.elect(false);
+        Quiet(node)
+    }
+}
+
+impl Drop for Quiet<'_> {
+    fn drop(&mut self) {
+        let runtime = self.0.raft.runtime_config();
+        runtime.heartbeat(true);
+        runtime.elect(true);
+        let _ = self.0.proposals_paused.send_replace(false);
     }
 }

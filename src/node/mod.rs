@@ -52,6 +52,11 @@ pub struct Node {
     pub batcher: batcher::Batcher,
     /// Linearizable reads wait here.
     pub reads: Arc<reads::ReadBarrier>,
+    /// True while leadership is being handed over: new proposals wait, so that no
+    /// AppendEntries keeps renewing the followers' vote leases against the chosen successor.
+    pub proposals_paused: tokio::sync::watch::Sender<bool>,
+    /// Proposals past that gate and not yet answered by Raft.
+    pub proposals_in_flight: std::sync::atomic::AtomicUsize,
 }
 
 impl Node {
@@ -204,6 +209,8 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         antennas: fleet.clone(),
         batcher,
         reads: read_barrier.clone(),
+        proposals_paused: tokio::sync::watch::channel(false).0,
+        proposals_in_flight: std::sync::atomic::AtomicUsize::new(0),
     });
     tokio::spawn(batcher::run(node.clone(), batch_rx));
     tokio::spawn(reads::run(node.clone(), read_barrier));
@@ -211,6 +218,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     let stop = shutdown::Stop::new();
     let rpc = RaftServer::new(raft.clone(), node.config.cluster_secret.as_str());
     tokio::spawn(watchdog::watch_leader(node.clone(), rpc.contact()));
+    tokio::spawn(watchdog::startup_grace(node.clone(), rpc.contact()));
     let raft_server = tokio::spawn(sonraft_raft::transport::serve(
         raft_listener,
         rpc,

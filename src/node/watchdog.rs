@@ -82,3 +82,35 @@ pub async fn watch_leader(node: Arc<Node>, contact: Arc<LeaderContact>) {
         }
     }
 }
+
+/// A restarted voter stays out of elections until it hears from a leader (or for a grace
+/// period when none speaks up, as after a whole-cluster restart). openraft 0.9 has no
+/// pre-vote: a node that comes back and times out before the leader's replication reaches it
+/// would campaign with a higher term and depose a healthy leader, costing the cluster an
+/// election at every restart of a rolling upgrade.
+pub async fn startup_grace(node: Arc<Node>, contact: Arc<LeaderContact>) {
+    let voters = node
+        .raft
+        .metrics()
+        .borrow()
+        .membership_config
+        .membership()
+        .voter_ids()
+        .count();
+    if voters < 2 {
+        return;
+    }
+    let runtime = node.raft.runtime_config();
+    runtime.elect(false);
+    let grace = Duration::from_millis(3 * node.config.election_max_ms + 500);
+    let started = Instant::now();
+    while !contact.heard() && started.elapsed() < grace {
+        tokio::time::sleep(Duration::from_millis(node.config.heartbeat_ms / 2)).await;
+    }
+    runtime.elect(true);
+    tracing::info!(
+        heard_leader = contact.heard(),
+        after_ms = started.elapsed().as_millis() as u64,
+        "elections enabled"
+    );
+}

@@ -40,6 +40,13 @@ impl LeaderContact {
             .store(now, std::sync::atomic::Ordering::Relaxed);
     }
 
+    /// Whether any AppendEntries arrived since this node started.
+    pub fn heard(&self) -> bool {
+        self.last_append_us
+            .load(std::sync::atomic::Ordering::Relaxed)
+            != 0
+    }
+
     /// Time since the last AppendEntries arrived (since start if none did).
     pub fn silence(&self) -> Duration {
         let last = self

@@ -1,0 +1,351 @@
+//! The checks a rolling upgrade makes between its steps (`sonraft ctl health`, `node-info`,
+//! `leader --away-from`, `wait-caught-up`), written against admin API v1 only so that the new
+//! release's `ctl` can drive a cluster still running the previous one.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use serde_json::{Value, json};
+
+use crate::client::{ApiClient, base_url};
+
+/// One member as seen through its own API.
+#[derive(Debug, Clone)]
+pub struct MemberView {
+    pub id: u64,
+    pub site: String,
+    pub api: String,
+    /// `/status`, or why it could not be read.
+    pub status: Result<Value, String>,
+    /// `/readyz`: `None` when ready, else the reason.
+    pub not_ready: Option<String>,
+}
+
+impl MemberView {
+    fn field_u64(&self, f: &str) -> Option<u64> {
+        self.status.as_ref().ok().and_then(|s| s[f].as_u64())
+    }
+    pub fn role(&self) -> &str {
+        match &self.status {
+            Ok(s) => s["role"].as_str().unwrap_or("?"),
+            Err(_) => "unreachable",
+        }
+    }
+    pub fn applied(&self) -> Option<u64> {
+        self.field_u64("last_applied_index")
+    }
+    pub fn leader_id(&self) -> Option<u64> {
+        self.field_u64("leader_id")
+    }
+}
+
+/// The cluster as every member reports it.
+#[derive(Debug, Clone)]
+pub struct ClusterView {
+    pub voters: Vec<u64>,
+    pub members: BTreeMap<u64, MemberView>,
+}
+
+impl ClusterView {
+    /// The leader every reachable voter names, if they agree and it says so itself.
+    pub fn agreed_leader(&self) -> Option<u64> {
+        let named: Vec<Option<u64>> = self
+            .voters
+            .iter()
+            .filter_map(|id| self.members.get(id))
+            .filter(|m| m.status.is_ok())
+            .map(|m| m.leader_id())
+            .collect();
+        let first = (*named.first()?)?;
+        let agreed = named.iter().all(|l| *l == Some(first));
+        let leads = self
+            .members
+            .get(&first)
+            .is_some_and(|m| m.role() == "leader");
+        (agreed && leads).then_some(first)
+    }
+
+    /// Why the cluster is not healthy, empty when it is: every voter answers and is ready,
+    /// all agree on one leader, and none trails the leader by more than `max_lag` entries.
+    pub fn problems(&self, max_lag: u64) -> Vec<String> {
+        let mut out = Vec::new();
+        for id in &self.voters {
+            let Some(m) = self.members.get(id) else {
+                out.push(format!("voter {id} has no address in the membership"));
+                continue;
+            };
+            match (&m.status, &m.not_ready) {
+                (Err(e), _) => out.push(format!("node {id} ({}) does not answer: {e}", m.site)),
+                (Ok(_), Some(r)) => out.push(format!("node {id} ({}) is not ready: {r}", m.site)),
+                _ => {}
+            }
+        }
+        let Some(leader) = self.agreed_leader() else {
+            out.push("the voters do not agree on one leader".into());
+            return out;
+        };
+        let lead_applied = self.members[&leader].applied().unwrap_or(0);
+        for id in &self.voters {
+            if let Some(applied) = self.members.get(id).and_then(MemberView::applied) {
+                if applied + max_lag < lead_applied {
+                    out.push(format!(
+                        "node {id} trails the leader: applied {applied} of {lead_applied}"
+                    ));
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Reads the membership from the first of `nodes` that answers, then every member's
+/// `/status` and `/readyz` at the addresses the membership records.
+pub async fn cluster_view(client: &ApiClient, nodes: &[String]) -> anyhow::Result<ClusterView> {
+    let mut membership = None;
+    let mut errors = Vec::new();
+    for n in nodes {
+        match client.get(n, "/status").await {
+            Ok(r) if r.status.is_success() => {
+                let v = r.json();
+                // Prefer the leader's view of the membership.
+                let leads = v["role"] == "leader";
+                if membership.is_none() || leads {
+                    membership = Some(v);
+                }
+                if leads {
+                    break;
+                }
+            }
+            Ok(r) => errors.push(format!("{n}: {}", r.status)),
+            Err(e) => errors.push(format!("{n}: {e}")),
+        }
+    }
+    let Some(status) = membership else {
+        bail!("no node answers: {}", errors.join("; "));
+    };
+    let voters: Vec<u64> = status["voters"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_u64)
+        .collect();
+    let mut members = BTreeMap::new();
+    for (id, n) in status["nodes"].as_object().into_iter().flatten() {
+        let Ok(id) = id.parse::<u64>() else { continue };
+        let api = n["api_addr"].as_str().unwrap_or_default().to_string();
+        members.insert(id, member_view(client, id, &api).await);
+    }
+    Ok(ClusterView { voters, members })
+}
+
+async fn member_view(client: &ApiClient, id: u64, api: &str) -> MemberView {
+    let status = match client.get(api, "/status").await {
+        Ok(r) if r.status.is_success() => Ok(r.json()),
+        Ok(r) => Err(format!("{} {}", r.status, String::from_utf8_lossy(&r.body))),
+        Err(e) => Err(e.to_string()),
+    };
+    let not_ready = match client.get(api, "/readyz").await {
+        Ok(r) if r.status.is_success() => None,
+        Ok(r) => Some(
+            r.json()["reason"]
+                .as_str()
+                .map_or_else(|| r.status.to_string(), str::to_string),
+        ),
+        Err(e) => Some(e.to_string()),
+    };
+    let site = status
+        .as_ref()
+        .ok()
+        .and_then(|s| s["site"].as_str())
+        .unwrap_or("?")
+        .to_string();
+    MemberView {
+        id,
+        site,
+        api: api.to_string(),
+        status,
+        not_ready,
+    }
+}
+
+/// `ctl health`: prints every member and returns an error naming what is wrong.
+pub async fn health(
+    client: &ApiClient,
+    nodes: &[String],
+    max_lag: u64,
+    json_out: bool,
+) -> anyhow::Result<()> {
+    let view = cluster_view(client, nodes).await?;
+    let problems = view.problems(max_lag);
+    if json_out {
+        let members: Vec<Value> = view
+            .members
+            .values()
+            .map(|m| json!({"id": m.id, "site": m.site, "api": m.api, "role": m.role(), "applied": m.applied(), "ready": m.not_ready.is_none(), "version": m.status.as_ref().ok().map(|s| s["version"].clone())}))
+            .collect();
+        println!(
+            "{}",
+            json!({"healthy": problems.is_empty(), "leader": view.agreed_leader(), "members": members, "problems": problems})
+        );
+    } else {
+        for m in view.members.values() {
+            let version = m
+                .status
+                .as_ref()
+                .ok()
+                .and_then(|s| s["version"].as_str().map(str::to_string))
+                .unwrap_or_else(|| "-".into());
+            println!(
+                "{:<4} {:<10} {:<11} {:<8} applied {:>9}  {}",
+                m.id,
+                m.site,
+                m.role(),
+                version,
+                m.applied().map_or_else(|| "-".into(), |a| a.to_string()),
+                m.not_ready
+                    .as_deref()
+                    .map_or("ready".to_string(), |r| format!("not ready: {r}"))
+            );
+        }
+    }
+    if problems.is_empty() {
+        if !json_out {
+            println!("healthy");
+        }
+        Ok(())
+    } else {
+        bail!("unhealthy: {}", problems.join("; "))
+    }
+}
+
+/// `ctl node-info --api ADDR`: `key=value` lines about one node, for scripts.
+pub async fn node_info(client: &ApiClient, api: &str) -> anyhow::Result<()> {
+    let r = client
+        .get(api, "/status")
+        .await
+        .with_context(|| format!("node at {api}"))?;
+    if !r.status.is_success() {
+        bail!("node at {api}: {}", r.status);
+    }
+    let v = r.json();
+    let word = |f: &str| {
+        let s = match &v[f] {
+            Value::String(s) => s.clone(),
+            Value::Null => String::new(),
+            other => other.to_string(),
+        };
+        // Only characters that are safe in any shell context.
+        s.chars()
+            .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':'))
+            .collect::<String>()
+    };
+    for f in [
+        "id",
+        "site",
+        "role",
+        "term",
+        "leader_id",
+        "last_applied_index",
+        "version",
+        "data_format",
+        "command_format",
+        "effective_command_format",
+    ] {
+        println!("{f}={}", word(f));
+    }
+    Ok(())
+}
+
+/// `ctl leader --away-from ID`: if node `from` leads, hands leadership to the most caught-up
+/// ready voter and waits until the cluster agrees on it. Returns the leader afterwards.
+pub async fn leader_away(
+    client: &ApiClient,
+    nodes: &[String],
+    from: u64,
+    timeout: Duration,
+) -> anyhow::Result<u64> {
+    let deadline = Instant::now() + timeout;
+    let view = cluster_view(client, nodes).await?;
+    let Some(leader) = view.agreed_leader() else {
+        bail!("the voters do not agree on a leader; not moving leadership");
+    };
+    if leader != from {
+        return Ok(leader);
+    }
+    let target = view
+        .voters
+        .iter()
+        .filter(|id| **id != from)
+        .filter_map(|id| view.members.get(id))
+        .filter(|m| m.status.is_ok() && m.not_ready.is_none())
+        .max_by_key(|m| m.applied())
+        .map(|m| m.id)
+        .context("no other ready voter to take over leadership")?;
+    let api = &view.members[&leader].api;
+    let url = format!("{}/cluster/leader", base_url(api));
+    let body = bytes::Bytes::from(json!({"id": target}).to_string());
+    let r = client
+        .send(hyper::Method::POST, &url, Some(body), &[])
+        .await?;
+    if !r.status.is_success() {
+        bail!(
+            "hand-over to node {target} refused: {} {}",
+            r.status,
+            String::from_utf8_lossy(&r.body)
+        );
+    }
+    loop {
+        let view = cluster_view(client, nodes).await?;
+        match view.agreed_leader() {
+            Some(l) if l != from => return Ok(l),
+            _ if Instant::now() > deadline => {
+                bail!("node {from} still leads (or no leader is agreed) after {timeout:?}")
+            }
+            _ => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+}
+
+/// `ctl wait-caught-up ID`: waits until node `id` is ready, follows an agreed leader and has
+/// applied everything the leader had applied when the wait began.
+pub async fn wait_caught_up(
+    client: &ApiClient,
+    nodes: &[String],
+    id: u64,
+    timeout: Duration,
+) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    let mut target = None;
+    let mut last_problem = String::from("no answer yet");
+    while started.elapsed() < timeout {
+        match cluster_view(client, nodes).await {
+            Ok(view) => {
+                let leader = view.agreed_leader();
+                if target.is_none() {
+                    target = leader
+                        .and_then(|l| view.members.get(&l))
+                        .and_then(MemberView::applied);
+                }
+                match (view.members.get(&id), target) {
+                    (None, _) => last_problem = format!("node {id} is not a member"),
+                    (_, None) => last_problem = "no agreed leader".into(),
+                    (Some(m), Some(t)) => {
+                        if let Some(r) = &m.not_ready {
+                            last_problem = format!("not ready: {r}");
+                        } else if m.leader_id() != leader {
+                            last_problem = "does not follow the agreed leader yet".into();
+                        } else if m.applied().unwrap_or(0) < t {
+                            last_problem = format!("applied {} of {t}", m.applied().unwrap_or(0));
+                        } else {
+                            return Ok(started.elapsed());
+                        }
+                    }
+                }
+            }
+            Err(e) => last_problem = e.to_string(),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    bail!("node {id} did not catch up within {timeout:?}: {last_problem}")
+}
