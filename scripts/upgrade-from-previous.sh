@@ -8,7 +8,8 @@
 #   4. builds this checkout and rolls the cluster to it with scripts/rolling-upgrade.sh;
 #   5. verifies, with the new ctl, that every written value is there at its version, that
 #      the cluster's effective command format rose to the new release's, and that new change
-#      sets apply; then stops the cluster and removes the worktree.
+#      sets apply; then stops the cluster. The worktree and its build stay (quick re-runs);
+#      `git worktree remove run/upgrade-from-previous/src-VERSION` drops them.
 #
 #   scripts/upgrade-from-previous.sh [VERSION]     (default: the newest recorded release
 #                                                  other than this checkout's version)
@@ -45,7 +46,6 @@ fi
 cleanup() {
     if [[ "${KEEP:-0}" != 1 ]]; then
         SONRAFT_RUN_DIR="$RUN" SONRAFT_BIN="$OLD" bash "$SRC/scripts/bootstrap-cluster.sh" stop > /dev/null 2>&1 || true
-        git -C "$ROOT" worktree remove --force "$SRC" > /dev/null 2>&1 || true
     fi
 }
 OLD="$WORK/target-$VERSION/release/sonraft"
@@ -74,11 +74,12 @@ cat > "$WORK/image.json" << 'JSON'
   {"id": "UPG-3", "site": "UPG", "rat": "NR", "pci": 103, "arfcn": 632628, "azimuth": 240}]}
 JSON
 "$OLD" ctl import "$WORK/image.json" > /dev/null
-declare -A TILT=([UPG-1]=35 [UPG-2]=42 [UPG-3]=28)
+declare -A TILT=([UPG-1]=35 [UPG-2]=42 [UPG-3]=33)
 for c in UPG-1 UPG-2 UPG-3; do
     "$OLD" ctl propose --reason "before the upgrade" --set "cell/$c:electrical_tilt=${TILT[$c]}" > /dev/null
 done
-json_field() { sed -n "s/.*\"$2\":\"\{0,1\}\([^\",}]*\).*/\1/p"; }
+# The first numeric "$1": value of the JSON object on stdin (top-level fields come first).
+json_field() { grep -o "\"$1\":-\{0,1\}[0-9]*" | head -1 | cut -d: -f2; }
 declare -A VERSION_OF=()
 for c in UPG-1 UPG-2 UPG-3; do
     VERSION_OF[$c]=$("$OLD" ctl cell "$c" --json | json_field version)

@@ -147,6 +147,8 @@ impl Node {
                 .await
             {
                 Ok(r) if r.status.is_success() => {}
+                // A leader of a release before 0.2.0 serves no lease reads: nothing to release.
+                Ok(r) if r.status == hyper::StatusCode::NOT_FOUND => {}
                 Err(crate::client::ClientError::Unreachable { reason, .. })
                     if reason.contains("refused") => {}
                 Ok(r) => {

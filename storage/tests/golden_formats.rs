@@ -1,0 +1,420 @@
+//! Golden fixtures of every format sonraft writes.
+//!
+//! - `fixtures/released/<version>/`: a data directory and a backup written by that release's
+//!   own binary (`scripts/make-format-fixtures.sh`). The current code must open and read
+//!   them: every log entry decodes, the image holds what the release wrote.
+//! - `fixtures/current/`: the exact bytes the current code writes for fixed samples, one file
+//!   per format *and version* (`command-v2.hex`, `wire-v1.hex`, ...). A change to any encoding
+//!   without a new version number fails here; a new version number without a fixture fails
+//!   too. To record the fixtures of a new version: `SONRAFT_BLESS=1 cargo test -p
+//!   sonraft-storage --test golden_formats` (it never overwrites an existing file: the old
+//!   version's bytes stay, and stay readable).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, VoteRequest, VoteResponse};
+use openraft::{CommittedLeaderId, EntryPayload, LogId, Membership, StoredMembership, Vote};
+use sonraft_raft::command::{COMMAND_FORMAT, Command, Envelope};
+use sonraft_raft::model::image::{Changes, NetworkImage};
+use sonraft_raft::transport::{RaftReply, RaftRpc, WIRE_FORMAT, decode_frame, encode_frame};
+use sonraft_raft::{Entry, NodeInfo, SnapshotMeta};
+use sonraft_storage::format::{DATA_FORMAT, LOG_ENTRY_FORMAT};
+use sonraft_storage::snapshot::{SNAPSHOT_FORMAT, SnapshotBody, decode_snapshot, encode_snapshot};
+use sonraft_storage::{Store, decode_entry, encode_entry};
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(s: &str) -> Vec<u8> {
+    (0..s.len() / 2)
+        .map(|i| u8::from_str_radix(&s[2 * i..2 * i + 2], 16).expect("hex"))
+        .collect()
+}
+
+// ---- samples: fixed values covering every command kind and every stored type ----
+
+const SAMPLE_COMMANDS: &str = r#"[
+  {"Import": {"sites": [{"id": "F", "name": "fixture", "lat": 48.1, "lon": 11.5}],
+              "cells": [{"id": "F-1", "site": "F", "rat": "LTE", "pci": 7, "arfcn": 1300, "azimuth": 0},
+                        {"id": "F-2", "site": "F", "rat": "NR", "pci": 8, "arfcn": 632628, "azimuth": 120}],
+              "relations": [{"source": "F-1", "target": "F-2"}]}},
+  {"ChangeSet": {"origin": {"node": 1, "function": "operator"}, "reason": "fixture",
+                 "read_set": [{"entity": "cell/F-1", "version": 1}],
+                 "writes": [{"entity": "cell/F-1", "param": "electrical_tilt", "value": {"Int": 35}}],
+                 "proposed_at_ms": 1764000000000}},
+  {"Kpis": {"site": "F", "summaries": [{"cell": "F-1", "period_end_ms": 1764000000000,
+            "prb_dl_permille": 512, "rrc_conn_mean": 40, "thp_dl_kbps": 25000,
+            "ho_att": 100, "ho_succ": 97}]}},
+  {"Release": {"node_id": 1, "release": "0.2.0", "max_command_format": 2}},
+  {"ChangeSets": [{"origin": {"node": 2, "function": "load_balancing"}, "reason": "fixture",
+                   "read_set": [{"entity": "relation/F-1/F-2", "version": 1}],
+                   "writes": [{"entity": "relation/F-1/F-2", "param": "cio_db", "value": {"Int": 2}}],
+                   "proposed_at_ms": 1764000000001},
+                  {"origin": {"node": 1, "function": "operator"}, "reason": "stale on purpose",
+                   "read_set": [{"entity": "cell/F-2", "version": 9}],
+                   "writes": [{"entity": "cell/F-2", "param": "hysteresis", "value": {"Int": 6}}],
+                   "proposed_at_ms": 1764000000002}]}
+]"#;
+
+fn commands() -> Vec<Command> {
+    serde_json::from_str(SAMPLE_COMMANDS).expect("sample commands parse")
+}
+
+fn log_id(term: u64, index: u64) -> LogId<u64> {
+    LogId::new(CommittedLeaderId::new(term, 1), index)
+}
+
+fn membership() -> Membership<u64, NodeInfo> {
+    let nodes: BTreeMap<u64, NodeInfo> = (1..=3)
+        .map(|id| {
+            (
+                id,
+                NodeInfo {
+                    site: format!("site-{id}"),
+                    raft_addr: format!("10.0.0.{id}:7001"),
+                    api_addr: format!("10.0.0.{id}:8001"),
+                },
+            )
+        })
+        .collect();
+    Membership::new(vec![BTreeSet::from([1, 2, 3])], nodes)
+}
+
+fn entries() -> Vec<Entry> {
+    let mut out = vec![Entry {
+        log_id: log_id(1, 1),
+        payload: EntryPayload::Membership(membership()),
+    }];
+    out.push(Entry {
+        log_id: log_id(1, 2),
+        payload: EntryPayload::Blank,
+    });
+    for (i, c) in commands().iter().enumerate() {
+        let index = 3 + i as u64;
+        out.push(Entry {
+            log_id: log_id(2, index),
+            payload: EntryPayload::Normal(
+                Envelope::new(c, 1_764_000_000_000 + index).expect("encode"),
+            ),
+        });
+    }
+    out
+}
+
+/// The image and history the sample entries produce.
+fn image() -> (NetworkImage, SnapshotBody) {
+    let mut image = NetworkImage::default();
+    let mut history = Vec::new();
+    for e in entries() {
+        if let EntryPayload::Normal(env) = &e.payload {
+            let mut changes = Changes::default();
+            image
+                .apply_entry(e.log_id.index, env, &mut changes)
+                .expect("sample entries apply");
+            history.extend(changes.history);
+        }
+    }
+    let body = SnapshotBody {
+        image: image.clone(),
+        history,
+    };
+    (image, body)
+}
+
+fn snapshot_meta() -> SnapshotMeta {
+    SnapshotMeta {
+        last_log_id: Some(log_id(2, 7)),
+        last_membership: StoredMembership::new(Some(log_id(1, 1)), membership()),
+        snapshot_id: "fixture-2-7".into(),
+    }
+}
+
+fn rpcs() -> (Vec<RaftRpc>, Vec<RaftReply>) {
+    let vote = Vote::new_committed(2, 1);
+    let requests = vec![
+        RaftRpc::Append(AppendEntriesRequest {
+            vote,
+            prev_log_id: Some(log_id(1, 2)),
+            entries: entries().split_off(2),
+            leader_commit: Some(log_id(2, 5)),
+        }),
+        RaftRpc::Vote(VoteRequest::new(Vote::new(3, 2), Some(log_id(2, 7)))),
+    ];
+    let replies = vec![
+        RaftReply::Append(Ok(AppendEntriesResponse::Success)),
+        RaftReply::Append(Ok(AppendEntriesResponse::HigherVote(Vote::new(4, 3)))),
+        RaftReply::Vote(Ok(VoteResponse::new(
+            Vote::new(3, 2),
+            Some(log_id(2, 7)),
+            true,
+        ))),
+    ];
+    (requests, replies)
+}
+
+// ---- current formats: bytes must match the fixture of the current version ----
+
+/// Compares `lines` with `fixtures/current/<name>`; writes the file when blessing a version
+/// that has none yet.
+fn check_current(name: &str, what: &str, lines: Vec<String>) {
+    let path = fixtures().join("current").join(name);
+    let text = lines.join("\n") + "\n";
+    match std::fs::read_to_string(&path) {
+        Ok(stored) => assert!(
+            stored == text,
+            "the {what} encoding changed, but its version number did not: the current code \
+             writes different bytes than {} records. Give the format a new version (and keep \
+             reading the old one), then record the new fixture with SONRAFT_BLESS=1.",
+            path.display()
+        ),
+        Err(_) if std::env::var_os("SONRAFT_BLESS").is_some() => {
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, text).unwrap();
+            eprintln!("recorded {}", path.display());
+        }
+        Err(e) => panic!(
+            "no fixture {} for the current {what} version ({e}); record it with \
+             SONRAFT_BLESS=1 cargo test -p sonraft-storage --test golden_formats",
+            path.display()
+        ),
+    }
+}
+
+#[test]
+fn command_envelopes_match_the_fixture_of_the_current_command_format() {
+    let lines = commands()
+        .iter()
+        .map(|c| {
+            let env = Envelope::new(c, 1_764_000_000_000).unwrap();
+            assert!(env.format <= COMMAND_FORMAT);
+            format!(
+                "{} {}",
+                env.format,
+                hex(&sonraft_raft::codec::encode(&env).unwrap())
+            )
+        })
+        .collect();
+    check_current(&format!("command-v{COMMAND_FORMAT}.hex"), "command", lines);
+}
+
+#[test]
+fn log_entries_match_the_fixture_of_the_current_log_entry_format() {
+    let lines = entries()
+        .iter()
+        .map(|e| hex(&encode_entry(e).unwrap()))
+        .collect();
+    check_current(
+        &format!("log-entry-v{LOG_ENTRY_FORMAT}.hex"),
+        "log entry",
+        lines,
+    );
+}
+
+#[test]
+fn rpc_bodies_match_the_fixture_of_the_current_wire_format() {
+    let (requests, replies) = rpcs();
+    let mut lines: Vec<String> = requests
+        .iter()
+        .map(|r| hex(&encode_frame(r).unwrap()))
+        .collect();
+    lines.extend(replies.iter().map(|r| hex(&encode_frame(r).unwrap())));
+    check_current(&format!("wire-v{WIRE_FORMAT}.hex"), "RPC wire", lines);
+}
+
+#[test]
+fn snapshots_match_the_fixture_of_the_current_snapshot_format() {
+    let (_, body) = image();
+    let bytes = encode_snapshot(Vec::new(), &snapshot_meta(), &body).unwrap();
+    check_current(
+        &format!("snapshot-v{SNAPSHOT_FORMAT}.hex"),
+        "snapshot",
+        vec![hex(&bytes)],
+    );
+}
+
+#[test]
+fn stored_image_values_match_the_fixture_of_the_current_data_format() {
+    // The state machine stores sites, cells, relations, KPI summaries, history records and
+    // the policy one value per key, with the same codec.
+    let (image, body) = image();
+    let enc = |v: &dyn erased::Encode| hex(&v.encode());
+    let mut lines = Vec::new();
+    lines.extend(image.sites.values().map(|v| enc(v)));
+    lines.extend(image.cells.values().map(|v| enc(v)));
+    lines.extend(image.relations.values().map(|v| enc(v)));
+    lines.extend(image.kpis.values().map(|v| enc(v)));
+    lines.extend(body.history.iter().map(|v| enc(v)));
+    lines.push(enc(&image.policy));
+    lines.push(enc(&image.releases));
+    check_current(&format!("data-v{DATA_FORMAT}.hex"), "stored image", lines);
+}
+
+mod erased {
+    /// Encodes any serializable value with the store's codec.
+    pub trait Encode {
+        fn encode(&self) -> Vec<u8>;
+    }
+    impl<T: serde::Serialize> Encode for T {
+        fn encode(&self) -> Vec<u8> {
+            sonraft_raft::codec::encode(self).expect("encodes")
+        }
+    }
+}
+
+#[test]
+fn recorded_fixtures_of_every_version_still_decode() {
+    let dir = fixtures().join("current");
+    let mut seen = 0;
+    for f in std::fs::read_dir(&dir).expect("fixtures/current exists") {
+        let path = f.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<Vec<u8>> = text
+            .lines()
+            .map(|l| unhex(l.rsplit(' ').next().unwrap()))
+            .collect();
+        if name.starts_with("command-v") {
+            for bytes in &lines {
+                let env: Envelope = sonraft_raft::codec::decode(bytes).expect(&name);
+                env.command().unwrap_or_else(|e| panic!("{name}: {e}"));
+            }
+        } else if name.starts_with("log-entry-v") {
+            for bytes in &lines {
+                decode_entry(bytes).unwrap_or_else(|e| panic!("{name}: {e}"));
+            }
+        } else if name.starts_with("wire-v") {
+            let (requests, _) = rpcs();
+            for (i, bytes) in lines.iter().enumerate() {
+                if i < requests.len() {
+                    decode_frame::<RaftRpc>(bytes).unwrap_or_else(|e| panic!("{name}: {e}"));
+                } else {
+                    decode_frame::<RaftReply>(bytes).unwrap_or_else(|e| panic!("{name}: {e}"));
+                }
+            }
+        } else if name.starts_with("snapshot-v") {
+            let (meta, body) =
+                decode_snapshot(&lines[0][..]).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(meta, snapshot_meta(), "{name}");
+            assert_eq!(body, image().1, "{name}");
+        } else {
+            continue;
+        }
+        seen += 1;
+    }
+    assert!(seen >= 4, "too few fixtures in {}", dir.display());
+}
+
+// ---- released data directories and backups ----
+
+/// Rebuilds a data directory from a `store_dump` text dump.
+fn restore_dump(dump: &Path, dir: &Path) {
+    let text = std::fs::read_to_string(dump).unwrap();
+    let mut db = None;
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let f: Vec<&str> = line.split('\t').collect();
+        match f.as_slice() {
+            ["marker", m] => std::fs::write(dir.join("FORMAT"), unhex(m)).unwrap(),
+            ["kv", tree, k, v] => {
+                let db = db.get_or_insert_with(|| {
+                    sled::Config::new().path(dir.join("sled")).open().unwrap()
+                });
+                db.open_tree(unhex(tree))
+                    .unwrap()
+                    .insert(unhex(k), unhex(v))
+                    .unwrap();
+            }
+            ["file", name, data] => {
+                let p = dir.join(name);
+                std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+                std::fs::write(p, unhex(data)).unwrap();
+            }
+            other => panic!("bad dump line {other:?}"),
+        }
+    }
+    if let Some(db) = db {
+        db.flush().unwrap();
+    }
+}
+
+/// `cell version electrical_tilt` lines.
+fn expectations(dir: &Path) -> Vec<(String, u64, i64)> {
+    std::fs::read_to_string(dir.join("expect.txt"))
+        .unwrap()
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            (
+                f[0].to_string(),
+                f[1].parse().unwrap(),
+                f[2].parse().unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn data_directories_and_backups_of_released_versions_open_with_the_current_code() {
+    use openraft::storage::RaftLogReader;
+    let released = fixtures().join("released");
+    let mut versions = 0;
+    for v in std::fs::read_dir(&released).expect("fixtures/released exists") {
+        let vdir = v.unwrap().path();
+        let version = vdir.file_name().unwrap().to_string_lossy().into_owned();
+        let expect = expectations(&vdir);
+
+        let tmp = tempfile::tempdir().unwrap();
+        restore_dump(&vdir.join("store.dump"), tmp.path());
+        let mut store = Store::open(tmp.path())
+            .unwrap_or_else(|e| panic!("{version}: the data directory does not open: {e}"));
+        // Every log entry still there decodes (the reader refuses what it cannot read).
+        let entries = store
+            .log
+            .try_get_log_entries(0..u64::MAX)
+            .await
+            .unwrap_or_else(|e| panic!("{version}: log entries: {e}"));
+        assert!(!entries.is_empty(), "{version}: no log entries");
+        for e in &entries {
+            if let EntryPayload::Normal(env) = &e.payload {
+                env.command()
+                    .unwrap_or_else(|err| panic!("{version}: entry {}: {err}", e.log_id));
+            }
+        }
+        // The image holds what that release wrote.
+        let state = sonraft_storage::read(store.reader.state()).clone();
+        for (cell, version_no, tilt) in &expect {
+            let c = state
+                .image
+                .cells
+                .get(cell.as_str())
+                .unwrap_or_else(|| panic!("{version}: no cell {cell}"));
+            assert_eq!(c.version, *version_no, "{version}: {cell}");
+            assert_eq!(i64::from(c.electrical_tilt), *tilt, "{version}: {cell}");
+        }
+        assert!(state.last_applied.is_some(), "{version}: nothing applied");
+
+        // Its backup (the snapshot file format) decodes to the same cells.
+        let f = std::fs::File::open(vdir.join("backup.snapshot")).unwrap();
+        let (_, body) = decode_snapshot(f)
+            .unwrap_or_else(|e| panic!("{version}: the backup does not decode: {e}"));
+        for (cell, version_no, tilt) in &expect {
+            let c = &body.image.cells[cell.as_str()];
+            assert_eq!(
+                (c.version, i64::from(c.electrical_tilt)),
+                (*version_no, *tilt)
+            );
+        }
+        versions += 1;
+    }
+    assert!(
+        versions >= 1,
+        "no released fixtures in {}",
+        released.display()
+    );
+}
