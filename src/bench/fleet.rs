@@ -213,6 +213,18 @@ pub async fn run(args: FleetArgs) -> anyhow::Result<()> {
     });
     let _ = std::fs::remove_dir_all(&root);
     let _ = client();
+    // Each session is one socket in the node and one in the simulator: refuse up front, with
+    // the reason, what would otherwise stall at the open-files limit.
+    let (_, hard) = rlimit::getrlimit(rlimit::Resource::NOFILE).context("getrlimit")?;
+    if let Some(&cells) = args.cells.iter().find(|&&c| c as u64 + 1024 > hard) {
+        anyhow::bail!(
+            "{cells} cells need about {} open files per process, but this machine's hard limit \
+             is {hard} (ulimit -Hn); raise it (root or CAP_SYS_RESOURCE: `ulimit -Hn {}`, or \
+             LimitNOFILE= in a systemd unit) or bench fewer cells",
+            cells + 1024,
+            cells + 1024
+        );
+    }
     let mut rows = Vec::new();
     for &cells in &args.cells {
         rows.push(run_row(&binary, &root, cells, &args).await?);

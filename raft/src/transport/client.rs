@@ -110,6 +110,7 @@ impl HttpNetwork {
         ));
         let started = std::time::Instant::now();
         let kind = match rpc {
+            RaftRpc::Append(r) if r.entries.is_empty() => "append_empty",
             RaftRpc::Append(_) => "append",
             RaftRpc::Vote(_) => "vote",
             RaftRpc::Snapshot(_) => "snapshot",

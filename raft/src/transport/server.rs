@@ -118,10 +118,12 @@ impl RaftServer {
         let (kind, reply) = match rpc {
             RaftRpc::Append(r) => {
                 self.contact.touch();
-                (
-                    "append",
-                    RaftReply::Append(self.raft.append_entries(r).await),
-                )
+                let kind = if r.entries.is_empty() {
+                    "append_empty"
+                } else {
+                    "append"
+                };
+                (kind, RaftReply::Append(self.raft.append_entries(r).await))
             }
             RaftRpc::Vote(r) => ("vote", RaftReply::Vote(self.raft.vote(r).await)),
             RaftRpc::Snapshot(r) => (
