@@ -199,7 +199,7 @@ async fn rolling_restart_of_every_site_under_load_loses_no_acknowledged_write() 
     let stdout = String::from_utf8_lossy(&rolled.stdout);
     let stderr = String::from_utf8_lossy(&rolled.stderr);
     eprintln!("{stdout}");
-    if !rolled.status.success() {
+    let dump_logs = || {
         for site in ["site-a", "site-b", "site-c"] {
             let log =
                 std::fs::read_to_string(run_dir.join(site).join("node.log")).unwrap_or_default();
@@ -209,7 +209,14 @@ async fn rolling_restart_of_every_site_under_load_loses_no_acknowledged_write() 
                 eprintln!("{l}");
             }
         }
+    };
+    if !rolled.status.success() {
+        dump_logs();
         panic!("rolling upgrade failed:\n{stderr}\n{stdout}");
+    }
+    // SONRAFT_TEST_LOGS=1 shows the nodes' logs of a passing run too.
+    if std::env::var_os("SONRAFT_TEST_LOGS").is_some() {
+        dump_logs();
     }
     assert_eq!(
         stdout.matches(" ok").count(),
