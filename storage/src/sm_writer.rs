@@ -3,8 +3,8 @@
 //! The state machine's answer to openraft is the in-memory image; persisting it is only for
 //! restarts, and openraft re-applies the committed log after `m/applied` anyway. So `apply`
 //! hands each batch's key operations to this writer and returns; one thread applies them to
-//! sled in order, merging whatever queued up into one atomic `apply_batch` (later writes of a
-//! key win). sled then always holds the state after some prefix of applied batches, with the
+//! sled in order, merging whatever queued up within [`LINGER`] into one atomic `apply_batch`
+//! (later writes of a key win; a waiting reader cuts the linger short). sled then always holds the state after some prefix of applied batches, with the
 //! matching `m/applied`. Readers of sled (history, snapshots) first wait until everything
 //! submitted is written.
 
@@ -40,9 +40,18 @@ struct Progress {
     failure: Mutex<Option<String>>,
 }
 
+/// How long the writer gathers applied batches into one sled batch.
+const LINGER: std::time::Duration = std::time::Duration::from_millis(20);
+
+enum Msg {
+    Ops(u64, Ops),
+    /// A reader waits: write what is queued now.
+    Kick,
+}
+
 /// The write-behind thread and its queue.
 pub(crate) struct SmWriter {
-    tx: Mutex<Option<mpsc::Sender<(u64, Ops)>>>,
+    tx: Mutex<Option<mpsc::Sender<Msg>>>,
     submitted: AtomicU64,
     progress: Arc<Progress>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
@@ -50,7 +59,7 @@ pub(crate) struct SmWriter {
 
 impl SmWriter {
     pub(crate) fn start(tree: sled::Tree) -> std::io::Result<SmWriter> {
-        let (tx, rx) = mpsc::channel::<(u64, Ops)>();
+        let (tx, rx) = mpsc::channel::<Msg>();
         let progress = Arc::new(Progress {
             written: Mutex::new(0),
             advanced: Condvar::new(),
@@ -58,13 +67,32 @@ impl SmWriter {
         });
         let p = progress.clone();
         let thread = std::thread::Builder::new().name("sonraft-sm-writer".into()).spawn(move || {
-            while let Ok((mut seq, ops)) = rx.recv() {
+            while let Ok(first) = rx.recv() {
                 let mut batch = sled::Batch::default();
-                ops.into_batch(&mut batch);
-                for (s, more) in rx.try_iter() {
-                    more.into_batch(&mut batch);
-                    seq = s;
+                let mut seq = None;
+                let mut take = |m: Msg, batch: &mut sled::Batch| match m {
+                    Msg::Ops(s, ops) => {
+                        ops.into_batch(batch);
+                        seq = Some(s);
+                        false
+                    }
+                    Msg::Kick => true,
+                };
+                let mut now = take(first, &mut batch);
+                // Linger: each sled batch costs disk waits of its own (sled writes it between
+                // IO buffers), so gather what the next LINGER brings, unless a reader waits.
+                let until = std::time::Instant::now() + LINGER;
+                while !now {
+                    let left = until.saturating_duration_since(std::time::Instant::now());
+                    match rx.recv_timeout(left) {
+                        Ok(m) => now = take(m, &mut batch),
+                        Err(_) => break,
+                    }
                 }
+                for m in rx.try_iter() {
+                    take(m, &mut batch);
+                }
+                let Some(seq) = seq else { continue };
                 if let Err(e) = tree.apply_batch(batch) {
                     tracing::error!(error = %e, "the state machine could not be written to sled");
                     *p.failure.lock().unwrap_or_else(|x| x.into_inner()) = Some(e.to_string());
@@ -90,13 +118,16 @@ impl SmWriter {
         let seq = self.submitted.fetch_add(1, Ordering::SeqCst) + 1;
         tx.as_ref()
             .ok_or("the state machine writer has stopped")?
-            .send((seq, ops))
+            .send(Msg::Ops(seq, ops))
             .map_err(|_| "the state machine writer has stopped".to_string())
     }
 
     /// Blocks until everything submitted so far is in sled.
     pub(crate) fn wait_written(&self) {
         let target = self.submitted.load(Ordering::SeqCst);
+        if let Some(tx) = self.tx.lock().unwrap_or_else(|x| x.into_inner()).as_ref() {
+            let _ = tx.send(Msg::Kick);
+        }
         let mut written = self
             .progress
             .written
