@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use serde_json::{Value, json};
+use sonraft::bench::load::Target;
 use sonraft::bench::sonraft_target::{SonraftTarget, WriteOutcome, cell_id};
 use sonraft::client::ApiClient;
 
@@ -94,7 +94,7 @@ async fn client_loop(
             .wrapping_add(1442695040888963407);
         let cell = (n >> 33) % CELLS;
         let start = epoch_ms();
-        let version = match sonraft::bench::load::Target::read_version(&*target, cell).await {
+        let version = match Target::read_version(&*target, cell).await {
             Ok(v) => v,
             Err(_) => {
                 errors += 1;
@@ -147,28 +147,12 @@ async fn rolling_restart_of_every_site_under_load_loses_no_acknowledged_write() 
 
     // The benchmark cells the load writes (the demo network's cells belong to SON).
     let client = ApiClient::new(Some(token.clone()), Duration::from_secs(15));
-    let cells: Vec<Value> = (0..CELLS)
-        .map(|i| json!({"id": cell_id(i), "site": "BENCH", "rat": "LTE", "pci": i % 504, "arfcn": 1300, "azimuth": 0}))
-        .collect();
-    let r = client
-        .post(
-            &nodes[0],
-            "/image/import",
-            &json!({"sites": [{"id": "BENCH", "name": "bench", "lat": 0.0, "lon": 0.0}], "cells": cells}),
-        )
-        .await
-        .unwrap();
-    assert!(
-        r.status.is_success(),
-        "{}",
-        String::from_utf8_lossy(&r.body)
-    );
-
     let target = Arc::new(
         SonraftTarget::connect(&nodes, Some(token.clone()), CLIENTS)
             .await
             .unwrap(),
     );
+    Target::preload(&*target, CELLS).await.unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let events = Arc::new(Mutex::new(Vec::new()));
     let load: Vec<_> = (0..CLIENTS)
