@@ -245,7 +245,7 @@ for site in "${SITES[@]}"; do
     event "$site" begin
 
     step "checking cluster health"
-    ctl health > /dev/null || fail "the cluster is not healthy; not touching $site ($("$NEW" ctl health 2>&1 | tail -1))"
+    health=$(ctl health 2>&1) || fail "the cluster is not healthy; not touching $site ($(tail -1 <<< "$health"))"
     node_info "$api" || fail "cannot read the node's status at $api"
     id=$NODE_id from=$NODE_version
     [[ "$NODE_site" == "$site" ]] || fail "the node at $api serves site $NODE_site, not $site"
@@ -284,7 +284,7 @@ for site in "${SITES[@]}"; do
     event "$site" ready
     node_info "$api" || fail "cannot read the node's status after the restart"
     [[ "$NODE_version" == "$NEW_VERSION" ]] || fail "node $id reports release $NODE_version, not $NEW_VERSION"
-    ctl health > /dev/null || fail "the cluster is not healthy after upgrading $site"
+    health=$(ctl health 2>&1) || fail "the cluster is not healthy after upgrading $site ($(tail -1 <<< "$health"))"
     row "$site" "$id" "$was_leader" "$from" "$NEW_VERSION" "$down" ok
     event "$site" end
     step "done"

@@ -527,26 +527,7 @@ pub fn split_body(buf: &mut BytesMut) -> Result<Option<Bytes>, FrameError> {
 
 /// Takes one complete frame off the front of `buf`, if there is one.
 pub fn split_frame(buf: &mut BytesMut) -> Result<Option<Frame>, FrameError> {
-    Ok(split_frame_raw(buf)?.map(|(f, _)| f))
-}
-
-/// Like [`split_frame`], also handing back the frame's body bytes (without copying them).
-pub fn split_frame_raw(buf: &mut BytesMut) -> Result<Option<(Frame, Bytes)>, FrameError> {
-    if buf.len() < 4 {
-        return Ok(None);
-    }
-    let len = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
-    if len > MAX_FRAME {
-        return Err(FrameError::TooLong(len));
-    }
-    if buf.len() < 4 + len {
-        buf.reserve(4 + len - buf.len());
-        return Ok(None);
-    }
-    buf.advance(4);
-    let body = buf.split_to(len).freeze();
-    let frame = decode(&body)?;
-    Ok(Some((frame, body)))
+    split_body(buf)?.map(|body| decode(&body)).transpose()
 }
 
 #[cfg(test)]

@@ -177,11 +177,7 @@ impl Session {
                         let body = match protocol::split_body(&mut buf) {
                             Ok(Some(b)) => b,
                             Ok(None) => break,
-                            Err(e) => {
-                                metrics::counter!("sonraft_antenna_bad_frames_total").increment(1);
-                                let _ = wr.write_all(&encode(&Frame::Error { code: code::BAD_FRAME, message: e.to_string() })).await;
-                                bail!("bad frame from the antenna: {e}");
-                            }
+                            Err(e) => return refuse_bad_frame(&mut wr, e).await,
                         };
                         // Reports, the bulk of the traffic, are validated and kept in place.
                         let parsed = if body.get(1) == Some(&protocol::KIND_REPORT) {
@@ -200,11 +196,7 @@ impl Session {
                         let frame = match parsed {
                             Ok(Some(f)) => f,
                             Ok(None) => continue,
-                            Err(e) => {
-                                metrics::counter!("sonraft_antenna_bad_frames_total").increment(1);
-                                let _ = wr.write_all(&encode(&Frame::Error { code: code::BAD_FRAME, message: e.to_string() })).await;
-                                bail!("bad frame from the antenna: {e}");
-                            }
+                            Err(e) => return refuse_bad_frame(&mut wr, e).await,
                         };
                         match frame {
                             Frame::ConfigAck { txn: t, config } => {
@@ -309,4 +301,18 @@ impl Session {
         });
         Ok(())
     }
+}
+
+/// Answers a frame that does not parse with `ERROR` and ends the session (only this one).
+async fn refuse_bad_frame(
+    wr: &mut tokio::net::tcp::OwnedWriteHalf,
+    e: protocol::FrameError,
+) -> anyhow::Result<()> {
+    metrics::counter!("sonraft_antenna_bad_frames_total").increment(1);
+    let refusal = Frame::Error {
+        code: code::BAD_FRAME,
+        message: e.to_string(),
+    };
+    let _ = wr.write_all(&encode(&refusal)).await;
+    bail!("bad frame from the antenna: {e}")
 }

@@ -265,7 +265,7 @@ pub async fn release_lease(
 ) -> Result<Response, ApiError> {
     let bytes = read_body(&headers, body, node.config.max_body_bytes).await?;
     let req: LeaseBody = parse_json(&bytes)?;
-    node.reads
-        .release_lease(Duration::from_millis(req.for_ms.clamp(1, 60_000)));
-    Ok(Json(json!({"released_for_ms": req.for_ms.clamp(1, 60_000)})).into_response())
+    let for_ms = req.for_ms.clamp(1, 60_000);
+    node.reads.release_lease(Duration::from_millis(for_ms));
+    Ok(Json(json!({"released_for_ms": for_ms})).into_response())
 }

@@ -87,13 +87,14 @@ impl SonraftTarget {
         }
     }
 
-    /// Writes `value` to the hysteresis of cell `i`, conditional on version `read` when given.
-    pub async fn write_outcome(
+    /// Proposes `value` for the hysteresis of cell `i`, conditional on version `read` when
+    /// given.
+    async fn propose(
         &self,
         i: usize,
         read: Option<u64>,
         value: i64,
-    ) -> anyhow::Result<WriteOutcome> {
+    ) -> anyhow::Result<crate::client::ApiResponse> {
         let id = cell_id(i);
         let read_set = match read {
             Some(v) => format!(r#"[{{"entity":"cell/{id}","version":{v}}}]"#),
@@ -105,16 +106,30 @@ impl SonraftTarget {
         let r = self
             .send(Method::POST, "/image/changesets", Some(Bytes::from(body)))
             .await?;
-        let entity = format!("cell/{id}");
         match r.status {
-            StatusCode::OK => r.json()["versions"][&entity]
+            StatusCode::OK | StatusCode::CONFLICT => Ok(r),
+            s => bail!("write: {s} {}", String::from_utf8_lossy(&r.body)),
+        }
+    }
+
+    /// Like [`Target::write`], with the versions the answer names (parsed from its JSON, which
+    /// the load loop itself does not need).
+    pub async fn write_outcome(
+        &self,
+        i: usize,
+        read: Option<u64>,
+        value: i64,
+    ) -> anyhow::Result<WriteOutcome> {
+        let r = self.propose(i, read, value).await?;
+        let entity = format!("cell/{}", cell_id(i));
+        let v = r.json();
+        if r.status == StatusCode::OK {
+            v["versions"][&entity]
                 .as_u64()
                 .map(WriteOutcome::Applied)
-                .with_context(|| format!("applied, but no new version of {entity}")),
-            StatusCode::CONFLICT => Ok(WriteOutcome::Conflict(
-                r.json()["current"][&entity].as_u64(),
-            )),
-            s => bail!("write: {s} {}", String::from_utf8_lossy(&r.body)),
+                .with_context(|| format!("applied, but no new version of {entity}"))
+        } else {
+            Ok(WriteOutcome::Conflict(v["current"][&entity].as_u64()))
         }
     }
 }
@@ -175,9 +190,11 @@ impl Target for SonraftTarget {
     }
 
     async fn write(&self, i: usize, read: Option<u64>, value: i64) -> anyhow::Result<Written> {
-        Ok(match self.write_outcome(i, read, value).await? {
-            WriteOutcome::Applied(_) => Written::Applied,
-            WriteOutcome::Conflict(_) => Written::Conflict,
+        let r = self.propose(i, read, value).await?;
+        Ok(if r.status == StatusCode::OK {
+            Written::Applied
+        } else {
+            Written::Conflict
         })
     }
 }

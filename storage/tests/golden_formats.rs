@@ -243,28 +243,18 @@ fn stored_image_values_match_the_fixture_of_the_current_data_format() {
     // The state machine stores sites, cells, relations, KPI summaries, history records and
     // the policy one value per key, with the same codec.
     let (image, body) = image();
-    let enc = |v: &dyn erased::Encode| hex(&v.encode());
+    fn enc<T: serde::Serialize>(v: &T) -> String {
+        hex(&sonraft_raft::codec::encode(v).expect("encodes"))
+    }
     let mut lines = Vec::new();
-    lines.extend(image.sites.values().map(|v| enc(v)));
-    lines.extend(image.cells.values().map(|v| enc(v)));
-    lines.extend(image.relations.values().map(|v| enc(v)));
-    lines.extend(image.kpis.values().map(|v| enc(v)));
-    lines.extend(body.history.iter().map(|v| enc(v)));
+    lines.extend(image.sites.values().map(enc));
+    lines.extend(image.cells.values().map(enc));
+    lines.extend(image.relations.values().map(enc));
+    lines.extend(image.kpis.values().map(enc));
+    lines.extend(body.history.iter().map(enc));
     lines.push(enc(&image.policy));
     lines.push(enc(&image.releases));
     check_current(&format!("data-v{DATA_FORMAT}.hex"), "stored image", lines);
-}
-
-mod erased {
-    /// Encodes any serializable value with the store's codec.
-    pub trait Encode {
-        fn encode(&self) -> Vec<u8>;
-    }
-    impl<T: serde::Serialize> Encode for T {
-        fn encode(&self) -> Vec<u8> {
-            sonraft_raft::codec::encode(self).expect("encodes")
-        }
-    }
 }
 
 #[test]

@@ -24,7 +24,6 @@ pub struct AckClock {
     base: Instant,
     acks: Mutex<VoteAcks>,
     changed: Notify,
-    last_sent_us: std::sync::atomic::AtomicU64,
 }
 
 impl Default for AckClock {
@@ -33,7 +32,6 @@ impl Default for AckClock {
             base: Instant::now(),
             acks: Mutex::new((None, BTreeMap::new())),
             changed: Notify::new(),
-            last_sent_us: std::sync::atomic::AtomicU64::new(0),
         }
     }
 }
@@ -42,20 +40,6 @@ impl AckClock {
     /// Microseconds since this clock started (monotonic).
     pub fn now_us(&self) -> u64 {
         self.base.elapsed().as_micros() as u64
-    }
-
-    /// Notes that an AppendEntries is being sent now; returns the send time.
-    pub fn sending(&self) -> u64 {
-        let now = self.now_us();
-        self.last_sent_us
-            .fetch_max(now, std::sync::atomic::Ordering::Relaxed);
-        now
-    }
-
-    /// Microseconds since the last AppendEntries was sent (to any follower).
-    pub fn since_last_send_us(&self) -> u64 {
-        self.now_us()
-            .saturating_sub(self.last_sent_us.load(std::sync::atomic::Ordering::Relaxed))
     }
 
     /// Records that `target` accepted a request of `vote` sent at `sent_us`.

@@ -196,7 +196,7 @@ impl RaftNetwork<TypeConfig> for HttpNetwork {
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, NodeInfo, RaftError<NodeId>>> {
         let ttl = option.hard_ttl();
-        let (vote, sent) = (rpc.vote, self.acks.sending());
+        let (vote, sent) = (rpc.vote, self.acks.now_us());
         match self.call(&RaftRpc::Append(rpc), ttl).await {
             Ok(RaftReply::Append(r)) => {
                 if let Ok(
