@@ -17,15 +17,24 @@ use crate::durable::sync_dir;
 use crate::error::OpenError;
 
 /// The data format this build writes and reads.
-pub const DATA_FORMAT: u32 = 1;
+///
+/// | format | since | layout |
+/// | --- | --- | --- |
+/// | 1 | 0.1.0 | one history record per key (`h/<index>[<position>]`) |
+/// | 2 | 0.2.0 | one history value per log entry (`g/<index>`); format-1 directories are migrated when opened |
+pub const DATA_FORMAT: u32 = 2;
+/// The oldest data format this build opens (and migrates to [`DATA_FORMAT`]).
+pub const OLDEST_DATA_FORMAT: u32 = 1;
 /// Format of one stored log entry value (its first byte).
 pub const LOG_ENTRY_FORMAT: u8 = 1;
 
 const MARKER: &str = "FORMAT";
 const PREFIX: &str = "sonraft data format ";
 
-/// Creates the marker in a new or empty directory, or checks it in an existing one.
-pub fn check_or_create(dir: &Path) -> Result<(), OpenError> {
+/// Creates the marker in a new or empty directory, or checks it in an existing one. Returns the
+/// format the directory holds (older than [`DATA_FORMAT`] means the caller must migrate it and
+/// then [`write_marker`]).
+pub fn check_or_create(dir: &Path) -> Result<u32, OpenError> {
     let io = |what: &'static str| {
         move |source| OpenError::Io {
             what,
@@ -54,7 +63,13 @@ pub fn check_or_create(dir: &Path) -> Result<(), OpenError> {
                     supported: DATA_FORMAT,
                 });
             }
-            Ok(())
+            if found < OLDEST_DATA_FORMAT {
+                return Err(OpenError::NotSonraft {
+                    dir: dir.to_path_buf(),
+                    reason: format!("{MARKER} names data format {found}, which never existed"),
+                });
+            }
+            Ok(found)
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let non_empty = fs::read_dir(dir)
@@ -67,15 +82,28 @@ pub fn check_or_create(dir: &Path) -> Result<(), OpenError> {
                     reason: format!("no {MARKER} file"),
                 });
             }
-            let tmp = dir.join("FORMAT.tmp");
-            let mut f = fs::File::create(&tmp).map_err(io("cannot write the format marker"))?;
-            f.write_all(format!("{PREFIX}{DATA_FORMAT}\n").as_bytes())
-                .and_then(|()| f.sync_all())
-                .map_err(io("cannot write the format marker"))?;
-            fs::rename(&tmp, &marker).map_err(io("cannot write the format marker"))?;
-            sync_dir(dir).map_err(io("cannot sync the data directory"))?;
-            Ok(())
+            write_marker(dir, DATA_FORMAT)?;
+            Ok(DATA_FORMAT)
         }
         Err(e) => Err(io("cannot read the format marker")(e)),
     }
+}
+
+/// Writes the marker for `format` atomically and durably (temporary file, fsync, rename,
+/// fsync of the directory).
+pub fn write_marker(dir: &Path, format: u32) -> Result<(), OpenError> {
+    let io = |what: &'static str| {
+        move |source| OpenError::Io {
+            what,
+            dir: dir.to_path_buf(),
+            source,
+        }
+    };
+    let tmp = dir.join("FORMAT.tmp");
+    let mut f = fs::File::create(&tmp).map_err(io("cannot write the format marker"))?;
+    f.write_all(format!("{PREFIX}{format}\n").as_bytes())
+        .and_then(|()| f.sync_all())
+        .map_err(io("cannot write the format marker"))?;
+    fs::rename(&tmp, dir.join(MARKER)).map_err(io("cannot write the format marker"))?;
+    sync_dir(dir).map_err(io("cannot sync the data directory"))
 }

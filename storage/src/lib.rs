@@ -18,6 +18,7 @@
 pub mod durable;
 pub mod error;
 pub mod format;
+mod history;
 mod log_store;
 mod sm_writer;
 pub mod snapshot;
@@ -27,6 +28,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub use error::{Damaged, OpenError};
+pub use history::HistoryIndex;
 pub use log_store::{LogStore, decode_entry, encode_entry};
 pub use state_machine::{
     AppliedChanges, ImageState, SharedImage, SnapshotBuilder, StateMachine, read,
@@ -99,7 +101,7 @@ impl StoreReader {
 impl Store {
     /// Opens (creating if empty) the data directory `dir`.
     pub fn open(dir: &Path) -> Result<Store, OpenError> {
-        format::check_or_create(dir)?;
+        let found = format::check_or_create(dir)?;
         let sled_dir = dir.join("sled");
         let db = sled::Config::new()
             .path(&sled_dir)
@@ -124,6 +126,9 @@ impl Store {
                 dir: sled_dir.clone(),
                 source,
             })?;
+        if found < format::DATA_FORMAT {
+            migrate(&db, &durability, dir, found)?;
+        }
         let snapshots = Arc::new(
             SnapshotDir::open(&dir.join("snapshots"))
                 .map_err(io("cannot open the snapshot directory"))?,
@@ -146,4 +151,39 @@ impl Store {
         };
         Ok(Store { log, sm, reader })
     }
+}
+
+/// Brings a directory of data format `found` to the current format: rewrites what changed,
+/// makes it durable, and only then marks the directory with the new format (a crash in between
+/// leaves the old marker, and the migration, which is idempotent, runs again).
+fn migrate(
+    db: &sled::Db,
+    durability: &Durability,
+    dir: &Path,
+    found: u32,
+) -> Result<(), OpenError> {
+    let corrupt = |reason: String| OpenError::Corrupt {
+        dir: dir.to_path_buf(),
+        reason,
+    };
+    let tree = db.open_tree("sm").map_err(|source| OpenError::Sled {
+        dir: dir.join("sled"),
+        source,
+    })?;
+    // Format 1 -> 2: history regrouped one value per log entry.
+    let moved = history::migrate_v1(&tree).map_err(|e| corrupt(e.to_string()))?;
+    durability.sync().map_err(|source| OpenError::Io {
+        what: "cannot sync the migrated store",
+        dir: dir.to_path_buf(),
+        source,
+    })?;
+    format::write_marker(dir, format::DATA_FORMAT)?;
+    tracing::info!(
+        dir = %dir.display(),
+        from = found,
+        to = format::DATA_FORMAT,
+        history_records = moved,
+        "migrated the data directory to the current data format"
+    );
+    Ok(())
 }

@@ -6,8 +6,10 @@
 //! ```text
 //! m/applied  m/membership  m/clock  m/policy  m/releases      state-machine metadata
 //! s/<site>   c/<cell>   r/<source>/<target>   k/<cell>         the image
-//! h/<index as 8 big-endian bytes>                              history records
+//! g/<index as 8 big-endian bytes>                              history, one value per entry
 //! ```
+//!
+//! (see [`crate::history`]).
 //!
 //! Each `apply` call writes everything its entries changed, the last-applied id and the
 //! membership in one atomic sled batch. It is not synced: the log is durable, and after a
@@ -25,6 +27,7 @@ use sonraft_raft::model::image::{Changes, HistoryRecord, NetworkImage};
 use sonraft_raft::{Entry, LogId, SnapshotMeta, StorageError, StoredMembership, TypeConfig, codec};
 
 use crate::error::Damaged;
+use crate::history::{self, HistoryIndex};
 use crate::sm_writer::{Ops, SmWriter};
 use crate::snapshot::{SnapshotBody, SnapshotDir};
 
@@ -34,21 +37,8 @@ pub struct ImageState {
     pub image: NetworkImage,
     pub last_applied: Option<LogId>,
     pub membership: StoredMembership,
-    /// Number of history records kept in the store.
-    pub history_len: u64,
-    /// Log indexes with history records, oldest first, and how many each has: trimming
-    /// removes exactly these keys, without scanning sled.
-    pub history_index: std::collections::VecDeque<(u64, u32)>,
-}
-
-/// Counts consecutive records per log index onto `index`.
-fn note_history(index: &mut std::collections::VecDeque<(u64, u32)>, records: &[HistoryRecord]) {
-    for r in records {
-        match index.back_mut() {
-            Some((i, n)) if *i == r.index => *n += 1,
-            _ => index.push_back((r.index, 1)),
-        }
-    }
+    /// The log entries with history in the store, for trimming.
+    pub history: HistoryIndex,
 }
 
 /// The applied state shared between the state machine and its readers.
@@ -118,33 +108,6 @@ fn relation_key(s: &str, t: &str) -> Vec<u8> {
 fn kpi_key(id: &str) -> Vec<u8> {
     format!("k/{id}").into_bytes()
 }
-/// Key of a history record: `h/` + log index, and for the second and later change sets of one
-/// entry (format 2 batches) + their position; sorted in log order either way.
-fn history_key(index: u64, position: u32) -> Vec<u8> {
-    let mut k = b"h/".to_vec();
-    k.extend_from_slice(&index.to_be_bytes());
-    if position > 0 {
-        k.extend_from_slice(&position.to_be_bytes());
-    }
-    k
-}
-
-/// Keys for consecutive records, numbering those that share a log index.
-fn history_keys(records: &[HistoryRecord]) -> Vec<Vec<u8>> {
-    let mut out = Vec::with_capacity(records.len());
-    let mut last = None;
-    let mut position = 0u32;
-    for r in records {
-        position = if last == Some(r.index) {
-            position + 1
-        } else {
-            0
-        };
-        last = Some(r.index);
-        out.push(history_key(r.index, position));
-    }
-    out
-}
 
 impl StateMachine {
     /// Loads the persisted state; if the newest snapshot is ahead of it (a crash during an
@@ -207,8 +170,10 @@ impl StateMachine {
         for kpi in image.kpis.values() {
             batch.insert(kpi_key(&kpi.cell), enc(kpi)?);
         }
-        for (rec, key) in body.history.iter().zip(history_keys(&body.history)) {
-            batch.insert(key, enc(rec)?);
+        let mut history = HistoryIndex::default();
+        for (index, run) in history::by_entry(&body.history) {
+            batch.insert(history::key(index), enc(&run)?);
+            history.note(index, run.len());
         }
         batch.insert(b"m/applied".as_slice(), enc(&meta.last_log_id)?);
         batch.insert(b"m/membership".as_slice(), enc(&meta.last_membership)?);
@@ -223,12 +188,7 @@ impl StateMachine {
             image,
             last_applied: meta.last_log_id,
             membership: meta.last_membership.clone(),
-            history_len: body.history.len() as u64,
-            history_index: {
-                let mut index = std::collections::VecDeque::new();
-                note_history(&mut index, &body.history);
-                index
-            },
+            history,
         };
         let _ = self.feed.send(Arc::new(AppliedChanges {
             index: meta.last_log_id.map_or(0, |l| l.index),
@@ -285,25 +245,17 @@ impl StateMachine {
         if changes.releases {
             batch.insert(b"m/releases".as_slice(), enc(&image.releases)?);
         }
-        for (rec, key) in changes.history.iter().zip(history_keys(&changes.history)) {
-            batch.insert(key, enc(rec)?);
+        for (index, run) in history::by_entry(&changes.history) {
+            batch.insert(history::key(index), enc(&run)?);
         }
         Ok(())
     }
 
-    /// Drops the oldest history records beyond the policy's limit, in `batch`.
-    fn trim_history(&self, state: &mut ImageState, batch: &mut Ops) -> Result<(), StorageError> {
-        let keep = state.image.policy.history_keep;
-        while state.history_len > keep {
-            let Some((index, count)) = state.history_index.pop_front() else {
-                break;
-            };
-            for position in 0..count {
-                batch.remove(history_key(index, position));
-            }
-            state.history_len = state.history_len.saturating_sub(u64::from(count));
+    /// Drops the oldest history entries beyond the policy's limit, in `batch`.
+    fn trim_history(&self, state: &mut ImageState, batch: &mut Ops) {
+        for index in state.history.trim(state.image.policy.history_keep) {
+            batch.remove(history::key(index));
         }
-        Ok(())
     }
 }
 
@@ -334,22 +286,22 @@ fn load(tree: &sled::Tree) -> Result<ImageState, Damaged> {
                 let s: sonraft_raft::model::KpiSummary = codec::decode(&v).map_err(bad)?;
                 image.kpis.insert(s.cell.clone(), s);
             }
-            Some(b"h/") => {
-                state.history_len += 1;
-                let index = k
-                    .get(2..10)
-                    .and_then(|b| <[u8; 8]>::try_from(b).ok())
-                    .map(u64::from_be_bytes);
-                let Some(index) = index else {
+            Some(b"g/") => {
+                let Some(index) = history::index_of(&k) else {
                     return Err(Damaged::new(
                         "state machine",
                         format!("bad history key {key:?}"),
                     ));
                 };
-                match state.history_index.back_mut() {
-                    Some((i, n)) if *i == index => *n += 1,
-                    _ => state.history_index.push_back((index, 1)),
-                }
+                state.history.note(index, history::decode(&k, &v)?.len());
+            }
+            Some(b"h/") => {
+                return Err(Damaged::new(
+                    "state machine",
+                    format!(
+                        "history key {key:?} is in data format 1's layout, but the directory is marked format 2"
+                    ),
+                ));
             }
             Some(b"m/") => match &k[..] {
                 b"m/applied" => state.last_applied = codec::decode(&v).map_err(bad)?,
@@ -422,11 +374,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             state.last_applied = Some(entry.log_id);
             replies.push(reply);
         }
-        state.history_len += changes.history.len() as u64;
-        note_history(&mut state.history_index, &changes.history);
+        for (index, run) in history::by_entry(&changes.history) {
+            state.history.note(index, run.len());
+        }
         let mut batch = Ops::default();
         self.persist_changes(&state, &changes, &mut batch)?;
-        self.trim_history(&mut state, &mut batch)?;
+        self.trim_history(&mut state, &mut batch);
         batch.insert(b"m/applied".as_slice(), enc(&state.last_applied)?);
         batch.insert(b"m/clock".as_slice(), enc(&state.image.log_time_ms)?);
         if membership_changed {
@@ -544,21 +497,14 @@ pub(crate) fn capture(
         let s = read(state);
         // No apply runs while we hold the state; let sled catch up with what was applied.
         writer.wait_written();
-        let history: Result<Vec<sled::IVec>, _> = tree.scan_prefix(b"h/").values().collect();
-        let history = history.map_err(|e| Damaged::new("history", e))?;
         (
             s.image.clone(),
             s.last_applied,
             s.membership.clone(),
-            history,
+            history::raw(tree)?,
         )
     };
-    let mut history = Vec::with_capacity(raw_history.len());
-    for v in raw_history {
-        history.push(
-            codec::decode::<HistoryRecord>(&v).map_err(|e| Damaged::new("history record", e))?,
-        );
-    }
+    let history = history::decode_all(raw_history)?;
     let stamp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis())
@@ -583,11 +529,5 @@ pub(crate) fn history_newest_first(
     before: Option<u64>,
 ) -> Result<Vec<HistoryRecord>, Damaged> {
     writer.wait_written();
-    let end = history_key(before.unwrap_or(u64::MAX), 0);
-    let mut out = Vec::new();
-    for item in tree.range(b"h/".to_vec()..end).rev().take(limit) {
-        let (_, v) = item.map_err(|e| Damaged::new("history", e))?;
-        out.push(codec::decode(&v).map_err(|e| Damaged::new("history record", e))?);
-    }
-    Ok(out)
+    history::newest_first(tree, limit, before)
 }

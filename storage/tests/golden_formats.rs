@@ -240,8 +240,8 @@ fn snapshots_match_the_fixture_of_the_current_snapshot_format() {
 
 #[test]
 fn stored_image_values_match_the_fixture_of_the_current_data_format() {
-    // The state machine stores sites, cells, relations, KPI summaries, history records and
-    // the policy one value per key, with the same codec.
+    // The state machine stores sites, cells, relations, KPI summaries and the policy one value
+    // per key, and the history one value per log entry (data format 2), with the same codec.
     let (image, body) = image();
     fn enc<T: serde::Serialize>(v: &T) -> String {
         hex(&sonraft_raft::codec::encode(v).expect("encodes"))
@@ -251,7 +251,11 @@ fn stored_image_values_match_the_fixture_of_the_current_data_format() {
     lines.extend(image.cells.values().map(enc));
     lines.extend(image.relations.values().map(enc));
     lines.extend(image.kpis.values().map(enc));
-    lines.extend(body.history.iter().map(enc));
+    lines.extend(
+        body.history
+            .chunk_by(|a, b| a.index == b.index)
+            .map(|run| enc(&run)),
+    );
     lines.push(enc(&image.policy));
     lines.push(enc(&image.releases));
     check_current(&format!("data-v{DATA_FORMAT}.hex"), "stored image", lines);
@@ -400,6 +404,16 @@ async fn data_directories_and_backups_of_released_versions_open_with_the_current
                 (*version_no, *tilt)
             );
         }
+        // Its history, migrated to the current layout, reads as that release recorded it.
+        let mut history = store.reader.history(usize::MAX, None).unwrap();
+        history.reverse();
+        assert!(!history.is_empty(), "{version}: no history");
+        assert_eq!(
+            history, body.history,
+            "{version}: history differs from its backup"
+        );
+        let marker = std::fs::read_to_string(tmp.path().join("FORMAT")).unwrap();
+        assert_eq!(marker, format!("sonraft data format {DATA_FORMAT}\n"));
         versions += 1;
     }
     assert!(

@@ -1,0 +1,317 @@
+//! The change-set history in tree `sm`: one value per log entry.
+//!
+//! Data format 2 keeps the records of every change set one log entry carried under one key:
+//!
+//! ```text
+//! g/<log index, 8 bytes big-endian>    bincode Vec<HistoryRecord>, in the entry's order
+//! ```
+//!
+//! A log entry of a hundred change sets (group commit) therefore costs one sled insert, and
+//! trimming it one removal, instead of a hundred of each. That matters more than the count
+//! suggests: history grows at the tree's right edge and is trimmed at its left, and sled splits
+//! or merges a 16-entry leaf every few such operations, copying index nodes each time.
+//!
+//! Data format 1 (release 0.1.0, and 0.2.0 builds before this layout) kept one record per key,
+//! `h/<index>[<position>]`.
+//! [`migrate_v1`] regroups such a store once, in one atomic batch, when this build opens it.
+
+use std::collections::VecDeque;
+
+use sonraft_raft::codec;
+use sonraft_raft::model::image::HistoryRecord;
+
+use crate::error::Damaged;
+
+/// Key prefix of history values (data format 2).
+pub(crate) const PREFIX: &[u8] = b"g/";
+/// Key prefix of data format 1's one-record values.
+const V1_PREFIX: &[u8] = b"h/";
+
+/// The key of the history value of log entry `index`.
+pub(crate) fn key(index: u64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(PREFIX.len() + 8);
+    k.extend_from_slice(PREFIX);
+    k.extend_from_slice(&index.to_be_bytes());
+    k
+}
+
+/// The log index a history key names, if it is one.
+pub(crate) fn index_of(key: &[u8]) -> Option<u64> {
+    let rest = key.strip_prefix(PREFIX)?;
+    <[u8; 8]>::try_from(rest).ok().map(u64::from_be_bytes)
+}
+
+/// Splits records (in log order) into the runs of each log entry: `(index, records)`.
+pub(crate) fn by_entry(records: &[HistoryRecord]) -> impl Iterator<Item = (u64, &[HistoryRecord])> {
+    records
+        .chunk_by(|a, b| a.index == b.index)
+        .map(|run| (run.first().map_or(0, |r| r.index), run))
+}
+
+/// Decodes the history value stored under `key`.
+pub(crate) fn decode(key: &[u8], value: &[u8]) -> Result<Vec<HistoryRecord>, Damaged> {
+    codec::decode(value).map_err(|e| {
+        let what = match index_of(key) {
+            Some(i) => format!("history of log entry {i}"),
+            None => format!("history key {:?}", String::from_utf8_lossy(key)),
+        };
+        Damaged::new(what, e)
+    })
+}
+
+/// Which log entries have history values, oldest first, and how many records each holds, so
+/// that trimming removes exactly those keys without scanning sled.
+#[derive(Debug, Default, Clone)]
+pub struct HistoryIndex {
+    entries: VecDeque<(u64, u32)>,
+    records: u64,
+}
+
+impl HistoryIndex {
+    /// Notes `count` records stored for log entry `index`; entries arrive in log order.
+    pub(crate) fn note(&mut self, index: u64, count: usize) {
+        let count = u32::try_from(count).unwrap_or(u32::MAX);
+        match self.entries.back_mut() {
+            Some((i, n)) if *i == index => *n = n.saturating_add(count),
+            _ => self.entries.push_back((index, count)),
+        }
+        self.records += u64::from(count);
+    }
+
+    /// Number of records held.
+    pub fn len(&self) -> u64 {
+        self.records
+    }
+
+    /// Whether no record is held.
+    pub fn is_empty(&self) -> bool {
+        self.records == 0
+    }
+
+    /// Forgets the oldest entries while more than `keep` records are held, and returns their
+    /// log indexes (whole entries go: the newest may take the count a little below `keep`).
+    pub(crate) fn trim(&mut self, keep: u64) -> Vec<u64> {
+        let mut gone = Vec::new();
+        while self.records > keep {
+            let Some((index, count)) = self.entries.pop_front() else {
+                break;
+            };
+            self.records = self.records.saturating_sub(u64::from(count));
+            gone.push(index);
+        }
+        gone
+    }
+}
+
+/// Up to `limit` records, newest first, of log entries below `before` (all when `None`).
+pub(crate) fn newest_first(
+    tree: &sled::Tree,
+    limit: usize,
+    before: Option<u64>,
+) -> Result<Vec<HistoryRecord>, Damaged> {
+    let end = key(before.unwrap_or(u64::MAX));
+    let mut out = Vec::new();
+    for item in tree.range(PREFIX.to_vec()..end).rev() {
+        if out.len() >= limit {
+            break;
+        }
+        let (k, v) = item.map_err(|e| Damaged::new("history", e))?;
+        let room = limit - out.len();
+        out.extend(decode(&k, &v)?.into_iter().rev().take(room));
+    }
+    Ok(out)
+}
+
+/// The raw history values, oldest first (decode with [`decode_all`], outside any lock).
+pub(crate) fn raw(tree: &sled::Tree) -> Result<Vec<(sled::IVec, sled::IVec)>, Damaged> {
+    tree.scan_prefix(PREFIX)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| Damaged::new("history", e))
+}
+
+/// Every record of `raw` values, in log order.
+pub(crate) fn decode_all(
+    raw: Vec<(sled::IVec, sled::IVec)>,
+) -> Result<Vec<HistoryRecord>, Damaged> {
+    let mut out = Vec::new();
+    for (k, v) in raw {
+        out.extend(decode(&k, &v)?);
+    }
+    Ok(out)
+}
+
+/// Regroups data format 1's one-record history values into one value per log entry, in one
+/// atomic sled batch. Returns how many records moved; a store without format-1 records is left
+/// as it is, so running it again after a crash is harmless. The caller makes the result
+/// durable before it marks the directory as format 2.
+pub(crate) fn migrate_v1(tree: &sled::Tree) -> Result<u64, Damaged> {
+    let mut batch = sled::Batch::default();
+    let mut run: Vec<HistoryRecord> = Vec::new();
+    let mut moved = 0;
+    let encode = |run: &[HistoryRecord]| {
+        codec::encode(&run).map_err(|e| Damaged::new("history migration", e))
+    };
+    // v1 keys sort in log order: `h/<index>` before `h/<index><position>`.
+    for item in tree.scan_prefix(V1_PREFIX) {
+        let (k, v) = item.map_err(|e| Damaged::new("format-1 history", e))?;
+        let record: HistoryRecord = codec::decode(&v).map_err(|e| {
+            Damaged::new(
+                format!("format-1 history key {:?}", String::from_utf8_lossy(&k)),
+                e,
+            )
+        })?;
+        if let Some(last) = run.last()
+            && last.index != record.index
+        {
+            batch.insert(key(last.index), encode(&run)?);
+            run.clear();
+        }
+        batch.remove(k);
+        run.push(record);
+        moved += 1;
+    }
+    if let Some(last) = run.last() {
+        batch.insert(key(last.index), encode(&run)?);
+    }
+    if moved > 0 {
+        tree.apply_batch(batch)
+            .map_err(|e| Damaged::new("history migration", e))?;
+    }
+    Ok(moved)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sonraft_raft::changeset::{Function, Origin, Outcome};
+
+    fn record(index: u64, reason: &str) -> HistoryRecord {
+        HistoryRecord {
+            index,
+            log_time_ms: index * 10,
+            proposed_at_ms: index * 10,
+            origin: Origin {
+                node: 1,
+                function: Function::Operator,
+            },
+            reason: reason.into(),
+            writes: Vec::new(),
+            outcome: Outcome::Rejected {
+                reason: "test".into(),
+            },
+        }
+    }
+
+    fn v1_key(index: u64, position: u32) -> Vec<u8> {
+        let mut k = V1_PREFIX.to_vec();
+        k.extend_from_slice(&index.to_be_bytes());
+        if position > 0 {
+            k.extend_from_slice(&position.to_be_bytes());
+        }
+        k
+    }
+
+    fn tree() -> (tempfile::TempDir, sled::Tree) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::Config::new().path(dir.path()).open().unwrap();
+        let tree = db.open_tree("sm").unwrap();
+        (dir, tree)
+    }
+
+    #[test]
+    fn trimming_drops_whole_entries_oldest_first() {
+        let mut index = HistoryIndex::default();
+        index.note(3, 2);
+        index.note(4, 1);
+        index.note(7, 5);
+        assert_eq!(index.len(), 8);
+        assert_eq!(index.trim(6), vec![3], "8 > 6: entry 3 (2 records) goes");
+        assert_eq!(index.trim(6), Vec::<u64>::new(), "6 is not more than 6");
+        assert_eq!(
+            index.trim(4),
+            vec![4, 7],
+            "whole entries, even below the limit"
+        );
+        assert!(index.is_empty());
+    }
+
+    #[test]
+    fn records_are_read_newest_first_across_and_within_entries() {
+        let (_dir, tree) = tree();
+        let records = [
+            record(5, "a"),
+            record(5, "b"),
+            record(6, "c"),
+            record(9, "d"),
+        ];
+        for (index, run) in by_entry(&records) {
+            tree.insert(key(index), codec::encode(&run).unwrap())
+                .unwrap();
+        }
+        let reasons = |rs: Vec<HistoryRecord>| rs.into_iter().map(|r| r.reason).collect::<Vec<_>>();
+        assert_eq!(
+            reasons(newest_first(&tree, 10, None).unwrap()),
+            ["d", "c", "b", "a"]
+        );
+        assert_eq!(reasons(newest_first(&tree, 2, None).unwrap()), ["d", "c"]);
+        assert_eq!(
+            reasons(newest_first(&tree, 3, Some(9)).unwrap()),
+            ["c", "b", "a"]
+        );
+        assert_eq!(reasons(newest_first(&tree, 1, Some(6)).unwrap()), ["b"]);
+        assert_eq!(
+            reasons(decode_all(raw(&tree).unwrap()).unwrap()),
+            ["a", "b", "c", "d"]
+        );
+    }
+
+    #[test]
+    fn format_1_history_is_regrouped_once_and_reads_the_same() {
+        let (_dir, tree) = tree();
+        let old = [
+            (4, 0, "a"),
+            (4, 1, "b"),
+            (4, 2, "c"),
+            (8, 0, "d"),
+            (9, 0, "e"),
+            (9, 1, "f"),
+        ];
+        for (index, position, reason) in old {
+            let r = codec::encode(&record(index, reason)).unwrap();
+            tree.insert(v1_key(index, position), r).unwrap();
+        }
+        tree.insert(b"c/X", b"a cell".to_vec()).unwrap();
+
+        assert_eq!(migrate_v1(&tree).unwrap(), 6);
+        assert_eq!(
+            tree.scan_prefix(V1_PREFIX).count(),
+            0,
+            "no format-1 keys left"
+        );
+        let keys: Vec<u64> = tree
+            .scan_prefix(PREFIX)
+            .keys()
+            .map(|k| index_of(&k.unwrap()).unwrap())
+            .collect();
+        assert_eq!(keys, [4, 8, 9], "one value per entry");
+        let all = decode_all(raw(&tree).unwrap()).unwrap();
+        let reasons: Vec<_> = all.iter().map(|r| r.reason.as_str()).collect();
+        assert_eq!(reasons, ["a", "b", "c", "d", "e", "f"], "log order kept");
+        assert!(tree.get(b"c/X").unwrap().is_some(), "other keys untouched");
+
+        assert_eq!(
+            migrate_v1(&tree).unwrap(),
+            0,
+            "a second run changes nothing"
+        );
+        assert_eq!(decode_all(raw(&tree).unwrap()).unwrap(), all);
+    }
+
+    #[test]
+    fn a_damaged_history_value_is_an_error_naming_its_entry() {
+        let (_dir, tree) = tree();
+        tree.insert(key(12), b"\xff\xff\xff".to_vec()).unwrap();
+        let e = newest_first(&tree, 10, None).unwrap_err().to_string();
+        assert!(e.contains("log entry 12"), "{e}");
+    }
+}
