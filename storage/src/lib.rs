@@ -6,7 +6,7 @@
 //!   acknowledged only once durable; [`durable`] adds the `fdatasync` sled 0.34 leaves out
 //!   and batches syncs of concurrent appends (group commit).
 //! - [`StateMachine`] (`state_machine.rs`): the network image in memory for reads and rule
-//!   checks, persisted atomically per applied batch, with snapshots to files
+//!   checks, checkpointed to sled behind the apply path (`sm_writer.rs`), with snapshots to files
 //!   ([`snapshot`]).
 //!
 //! [`Store::open`] checks the data directory's format marker ([`format`]) before it opens

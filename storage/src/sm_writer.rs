@@ -1,16 +1,34 @@
-//! Write-behind of the state machine to sled.
+//! Write-behind of the state machine to sled, in checkpoints.
 //!
-//! The state machine's answer to openraft is the in-memory image; persisting it is only for
-//! restarts, and openraft re-applies the committed log after `m/applied` anyway. So `apply`
-//! hands each batch's key operations to this writer and returns; one thread applies them to
-//! sled in order, merging whatever queued up within [`LINGER`] into one atomic `apply_batch`
-//! (later writes of a key win; a waiting reader cuts the linger short). sled then always holds the state after some prefix of applied batches, with the
-//! matching `m/applied`. Readers of sled (history, snapshots) first wait until everything
-//! submitted is written.
+//! The state machine's answer to openraft is the in-memory image; sled's copy (tree `sm`) is
+//! a checkpoint for restarts, and openraft re-applies the committed log after `m/applied`
+//! anyway: the durable Raft log is the write-ahead log. So `apply` hands each batch's key
+//! operations to this writer and returns. One thread gathers them for up to [`CHECKPOINT`]
+//! (later writes of a key replace earlier ones; a waiting reader cuts the wait short) and
+//! writes the result as one checkpoint:
+//!
+//! 1. insert [`TORN`];
+//! 2. insert or remove every key gathered, `m/applied` among them;
+//! 3. remove [`TORN`].
+//!
+//! These are plain sled operations, not an `apply_batch`: sled guards every batch with one
+//! process-wide lock that also stops Raft log appends and reads while the batch is written, so
+//! a batch of a few hundred keys stalled the log on every node. Crash safety comes instead from
+//! sled recovering a prefix of the operations (in the order one thread made them): if any key
+//! of a checkpoint survived a crash, so did the `TORN` insert before it, and `TORN` is absent
+//! only when the whole checkpoint survived. A store found with `TORN` set is rebuilt by
+//! [`crate::state_machine`] from the newest snapshot (or from empty) and the log.
+//!
+//! Readers of sled (history, snapshots) first wait until everything submitted is written.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+/// Present in tree `sm` while a checkpoint is being written.
+pub(crate) const TORN: &[u8] = b"m/torn";
 
 /// Key operations of one applied batch, in order (`None`: remove).
 #[derive(Default, Debug)]
@@ -24,14 +42,6 @@ impl Ops {
     pub(crate) fn remove(&mut self, key: impl AsRef<[u8]>) {
         self.0.push((key.as_ref().to_vec(), None));
     }
-    pub(crate) fn into_batch(self, batch: &mut sled::Batch) {
-        for (k, v) in self.0 {
-            match v {
-                Some(v) => batch.insert(k, v),
-                None => batch.remove(k),
-            }
-        }
-    }
 }
 
 struct Progress {
@@ -40,8 +50,9 @@ struct Progress {
     failure: Mutex<Option<String>>,
 }
 
-/// How long the writer gathers applied batches into one sled batch.
-const LINGER: std::time::Duration = std::time::Duration::from_millis(20);
+/// Longest time applied changes wait before they are written (bounds how much of the log a
+/// restart re-applies).
+pub(crate) const CHECKPOINT: Duration = Duration::from_millis(100);
 
 enum Msg {
     Ops(u64, Ops),
@@ -57,6 +68,22 @@ pub(crate) struct SmWriter {
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
+/// Writes `pending` as one checkpoint (see the module docs).
+fn checkpoint(
+    tree: &sled::Tree,
+    pending: HashMap<Vec<u8>, Option<Vec<u8>>>,
+) -> Result<(), sled::Error> {
+    tree.insert(TORN, &[])?;
+    for (k, v) in pending {
+        match v {
+            Some(v) => tree.insert(k, v)?,
+            None => tree.remove(k)?,
+        };
+    }
+    tree.remove(TORN)?;
+    Ok(())
+}
+
 impl SmWriter {
     pub(crate) fn start(tree: sled::Tree) -> std::io::Result<SmWriter> {
         let (tx, rx) = mpsc::channel::<Msg>();
@@ -66,41 +93,41 @@ impl SmWriter {
             failure: Mutex::new(None),
         });
         let p = progress.clone();
-        let thread = std::thread::Builder::new().name("sonraft-sm-writer".into()).spawn(move || {
-            while let Ok(first) = rx.recv() {
-                let mut batch = sled::Batch::default();
-                let mut seq = None;
-                let mut take = |m: Msg, batch: &mut sled::Batch| match m {
-                    Msg::Ops(s, ops) => {
-                        ops.into_batch(batch);
-                        seq = Some(s);
-                        false
+        let thread = std::thread::Builder::new()
+            .name("sonraft-sm-writer".into())
+            .spawn(move || {
+                while let Ok(first) = rx.recv() {
+                    let mut pending = HashMap::new();
+                    let mut seq = None;
+                    let mut take = |m: Msg, pending: &mut HashMap<_, _>| match m {
+                        Msg::Ops(s, ops) => {
+                            pending.extend(ops.0);
+                            seq = Some(s);
+                            false
+                        }
+                        Msg::Kick => true,
+                    };
+                    let mut now = take(first, &mut pending);
+                    let until = Instant::now() + CHECKPOINT;
+                    while !now {
+                        let left = until.saturating_duration_since(Instant::now());
+                        match rx.recv_timeout(left) {
+                            Ok(m) => now = take(m, &mut pending),
+                            Err(_) => break,
+                        }
                     }
-                    Msg::Kick => true,
-                };
-                let mut now = take(first, &mut batch);
-                // Linger: each sled batch costs disk waits of its own (sled writes it between
-                // IO buffers), so gather what the next LINGER brings, unless a reader waits.
-                let until = std::time::Instant::now() + LINGER;
-                while !now {
-                    let left = until.saturating_duration_since(std::time::Instant::now());
-                    match rx.recv_timeout(left) {
-                        Ok(m) => now = take(m, &mut batch),
-                        Err(_) => break,
+                    for m in rx.try_iter() {
+                        take(m, &mut pending);
                     }
+                    let Some(seq) = seq else { continue };
+                    if let Err(e) = checkpoint(&tree, pending) {
+                        tracing::error!(error = %e, "the state machine could not be written to sled");
+                        *p.failure.lock().unwrap_or_else(|x| x.into_inner()) = Some(e.to_string());
+                    }
+                    *p.written.lock().unwrap_or_else(|x| x.into_inner()) = seq;
+                    p.advanced.notify_all();
                 }
-                for m in rx.try_iter() {
-                    take(m, &mut batch);
-                }
-                let Some(seq) = seq else { continue };
-                if let Err(e) = tree.apply_batch(batch) {
-                    tracing::error!(error = %e, "the state machine could not be written to sled");
-                    *p.failure.lock().unwrap_or_else(|x| x.into_inner()) = Some(e.to_string());
-                }
-                *p.written.lock().unwrap_or_else(|x| x.into_inner()) = seq;
-                p.advanced.notify_all();
-            }
-        })?;
+            })?;
         Ok(SmWriter {
             tx: Mutex::new(Some(tx)),
             submitted: AtomicU64::new(0),

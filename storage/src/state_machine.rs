@@ -11,9 +11,10 @@
 //!
 //! (see [`crate::history`]).
 //!
-//! Each `apply` call writes everything its entries changed, the last-applied id and the
-//! membership in one atomic sled batch. It is not synced: the log is durable, and after a
-//! crash openraft re-applies the committed entries past the persisted last-applied id.
+//! Each `apply` call hands everything its entries changed, the last-applied id and the
+//! membership to the checkpoint writer ([`crate::sm_writer`]), which lands them in sled behind
+//! the apply path, consistently. Nothing is synced for it: the log is durable, and after a
+//! crash openraft re-applies the committed entries past the checkpointed last-applied id.
 
 use std::sync::{Arc, RwLock};
 
@@ -28,7 +29,7 @@ use sonraft_raft::{Entry, LogId, SnapshotMeta, StorageError, StoredMembership, T
 
 use crate::error::Damaged;
 use crate::history::{self, HistoryIndex};
-use crate::sm_writer::{Ops, SmWriter};
+use crate::sm_writer::{Ops, SmWriter, TORN};
 use crate::snapshot::{SnapshotBody, SnapshotDir};
 
 /// The applied state: what reads and SON functions see.
@@ -111,12 +112,21 @@ fn kpi_key(id: &str) -> Vec<u8> {
 
 impl StateMachine {
     /// Loads the persisted state; if the newest snapshot is ahead of it (a crash during an
-    /// install, or sled lost unsynced writes), restores from the snapshot.
+    /// install, or sled lost unsynced writes), restores from the snapshot. A checkpoint torn by
+    /// a crash is discarded: the state is rebuilt from the newest snapshot, or from empty, and
+    /// openraft re-applies the log after it.
     pub(crate) fn open(db: &sled::Db, snapshots: Arc<SnapshotDir>) -> Result<Self, Damaged> {
         let tree = db
             .open_tree("sm")
             .map_err(|e| Damaged::new("state machine tree", e))?;
-        let state = load(&tree)?;
+        let torn = tree
+            .contains_key(TORN)
+            .map_err(|e| Damaged::new("state machine tree", e))?;
+        let state = if torn {
+            ImageState::default()
+        } else {
+            load(&tree)?
+        };
         let writer = Arc::new(
             SmWriter::start(tree.clone()).map_err(|e| Damaged::new("state machine writer", e))?,
         );
@@ -130,13 +140,34 @@ impl StateMachine {
         if let Some((meta, path)) = sm.snapshots.current() {
             let behind = read(&sm.state).last_applied < meta.last_log_id;
             if behind {
-                tracing::info!(snapshot = %path.display(), "state machine is behind the newest snapshot; restoring from it");
+                if torn {
+                    tracing::warn!(snapshot = %path.display(), "the state machine's last checkpoint was cut short by a crash; restoring from the newest snapshot");
+                } else {
+                    tracing::info!(snapshot = %path.display(), "state machine is behind the newest snapshot; restoring from it");
+                }
                 let f = std::fs::File::open(&path)
                     .map_err(|e| Damaged::new(path.display().to_string(), e))?;
                 let (_, body) = crate::snapshot::decode_snapshot(f)?;
                 sm.replace_all(&meta, body)
                     .map_err(|e| Damaged::new("restore from snapshot", e))?;
+                return Ok(sm);
             }
+        }
+        if torn {
+            tracing::warn!(
+                "the state machine's last checkpoint was cut short by a crash and no snapshot is ahead of it; rebuilding it from the whole log"
+            );
+            let empty = SnapshotMeta {
+                last_log_id: None,
+                last_membership: StoredMembership::default(),
+                snapshot_id: String::new(),
+            };
+            let body = SnapshotBody {
+                image: NetworkImage::default(),
+                history: Vec::new(),
+            };
+            sm.replace_all(&empty, body)
+                .map_err(|e| Damaged::new("rebuild after a torn checkpoint", e))?;
         }
         Ok(sm)
     }
