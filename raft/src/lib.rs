@@ -13,6 +13,8 @@
 //! - [`command`]: the log entry, a versioned [`command::Envelope`] around a
 //!   [`command::Command`];
 //! - [`transport`]: openraft's network over HTTP/1.1 (hyper), bincode bodies, cluster secret;
+//! - [`durable`]: how far the local log is on disk, which gates applying and the commit index
+//!   a leader tells its followers;
 //! - [`codec`]: the bounded bincode encoding used on disk and on the wire.
 //!
 //! A request flows: a node builds a `Command`, wraps it in an `Envelope` stamped with the
@@ -23,6 +25,7 @@
 pub mod changeset;
 pub mod codec;
 pub mod command;
+pub mod durable;
 pub mod model;
 pub mod rules;
 pub mod transport;

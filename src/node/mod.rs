@@ -176,7 +176,15 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         None => None,
     };
 
-    let network = HttpNetworkFactory::new(config.id, config.cluster_secret.as_str());
+    // As leader, this node's appends replicate while they are synced here; the state machine
+    // and the transport hold back what a commit causes until they are on disk (see
+    // `sonraft_raft::durable`).
+    store.log.report_own_appends_early(config.id);
+    let network = HttpNetworkFactory::new(
+        config.id,
+        config.cluster_secret.as_str(),
+        store.reader.durable_log(),
+    );
     let acks = network.acks();
     let raft = Raft::new(
         config.id,

@@ -8,7 +8,8 @@
 //!
 //! [`GroupCommit`] runs those syncs on one dedicated thread: appends queue their completion
 //! callbacks, and each sync completes every callback queued before it began, so N concurrent
-//! appends cost one `fdatasync`, not N.
+//! appends cost one `fdatasync`, not N. After each sync it advances the log's synced end
+//! ([`DurableLog`]) before it completes any callback.
 
 use std::collections::HashSet;
 use std::ffi::OsString;
@@ -21,7 +22,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use openraft::storage::LogFlushed;
-use sonraft_raft::TypeConfig;
+use sonraft_raft::durable::DurableLog;
+use sonraft_raft::{LogId, TypeConfig};
 
 /// `fsync` on a directory, so that a new or renamed entry in it survives a power loss.
 pub fn sync_dir(dir: &Path) -> io::Result<()> {
@@ -111,6 +113,15 @@ impl Durability {
     }
 }
 
+/// One append waiting for a sync.
+pub struct PendingSync {
+    /// Completed after the sync; `None` when the append was already reported (a leader's own
+    /// append, see [`sonraft_raft::durable`]).
+    pub callback: Option<LogFlushed<TypeConfig>>,
+    /// The last entry the append wrote, and the [`DurableLog`] epoch it was written in.
+    pub last: Option<(LogId, u64)>,
+}
+
 /// The group-commit thread's inbox. When the last clone is dropped the thread finishes the
 /// queued syncs and is joined, so that the sled database is closed when the store is.
 #[derive(Clone)]
@@ -119,7 +130,7 @@ pub struct GroupCommit {
 }
 
 struct Inbox {
-    tx: Option<mpsc::Sender<LogFlushed<TypeConfig>>>,
+    tx: Option<mpsc::Sender<PendingSync>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -136,19 +147,27 @@ impl Drop for Inbox {
 
 impl GroupCommit {
     /// Starts the sync thread. It ends when every `GroupCommit` clone is dropped.
-    pub fn start(durability: Arc<Durability>) -> io::Result<Self> {
-        let (tx, rx) = mpsc::channel::<LogFlushed<TypeConfig>>();
+    pub fn start(durability: Arc<Durability>, log: Arc<DurableLog>) -> io::Result<Self> {
+        let (tx, rx) = mpsc::channel::<PendingSync>();
         let thread = std::thread::Builder::new().name("sonraft-fsync".into()).spawn(move || {
             while let Ok(first) = rx.recv() {
                 let mut batch = vec![first];
                 batch.extend(rx.try_iter());
                 let result = durability.sync();
-                if let Err(e) = &result {
-                    tracing::error!(error = %e, "log sync failed; the appends are not acknowledged");
+                match &result {
+                    Ok(()) => {
+                        for (last, epoch) in batch.iter().filter_map(|p| p.last) {
+                            log.synced(last, epoch);
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "log sync failed; the appends are not acknowledged and nothing after them is applied");
+                        log.failed(&e.to_string());
+                    }
                 }
                 durability.stats.appends.fetch_add(batch.len() as u64, Ordering::Relaxed);
                 metrics::histogram!("sonraft_log_sync_batch_appends").record(batch.len() as f64);
-                for callback in batch {
+                for callback in batch.into_iter().filter_map(|p| p.callback) {
                     let r = match &result {
                         Ok(()) => Ok(()),
                         Err(e) => Err(io::Error::new(e.kind(), e.to_string())),
@@ -165,13 +184,13 @@ impl GroupCommit {
         })
     }
 
-    /// Queues `callback` to be completed after the next sync.
-    pub fn submit(&self, callback: LogFlushed<TypeConfig>) -> io::Result<()> {
+    /// Queues an append to be synced (and its callback completed) by the next sync.
+    pub fn submit(&self, pending: PendingSync) -> io::Result<()> {
         self.inner
             .tx
             .as_ref()
             .ok_or_else(|| io::Error::other("the sync thread has stopped"))?
-            .send(callback)
+            .send(pending)
             .map_err(|_| io::Error::other("the sync thread has stopped"))
     }
 }

@@ -36,6 +36,7 @@ pub use state_machine::{
 
 use durable::{Durability, GroupCommit, SyncStats};
 use snapshot::SnapshotDir;
+use sonraft_raft::durable::DurableLog;
 use sonraft_raft::model::image::HistoryRecord;
 
 /// An opened data directory: hand `log` and `sm` to openraft, keep `reader` for reads.
@@ -53,6 +54,7 @@ pub struct StoreReader {
     feed: tokio::sync::broadcast::Sender<std::sync::Arc<AppliedChanges>>,
     sm_tree: sled::Tree,
     durability: Arc<Durability>,
+    synced: Arc<DurableLog>,
     dir: PathBuf,
 }
 
@@ -96,6 +98,12 @@ impl StoreReader {
     pub fn dir(&self) -> &Path {
         &self.dir
     }
+
+    /// How far the Raft log is on disk; the transport caps the commits a leader announces at
+    /// it (see [`sonraft_raft::durable`]).
+    pub fn durable_log(&self) -> Arc<DurableLog> {
+        self.synced.clone()
+    }
 }
 
 impl Store {
@@ -119,13 +127,18 @@ impl Store {
         let durability = Arc::new(
             Durability::new(db.clone(), &sled_dir).map_err(io("cannot sync the sled files"))?,
         );
-        let group =
-            GroupCommit::start(durability.clone()).map_err(io("cannot start the sync thread"))?;
-        let log =
-            LogStore::new(&db, durability.clone(), group).map_err(|source| OpenError::Sled {
-                dir: sled_dir.clone(),
-                source,
-            })?;
+        let trees = LogStore::trees(&db).map_err(|source| OpenError::Sled {
+            dir: sled_dir.clone(),
+            source,
+        })?;
+        let last = log_store::last_log_id(&trees).map_err(|e| OpenError::Corrupt {
+            dir: dir.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+        let synced = Arc::new(DurableLog::new(last));
+        let group = GroupCommit::start(durability.clone(), synced.clone())
+            .map_err(io("cannot start the sync thread"))?;
+        let log = LogStore::new(trees, durability.clone(), group, synced.clone());
         if found < format::DATA_FORMAT {
             migrate(&db, &durability, dir, found)?;
         }
@@ -133,10 +146,11 @@ impl Store {
             SnapshotDir::open(&dir.join("snapshots"))
                 .map_err(io("cannot open the snapshot directory"))?,
         );
-        let sm = StateMachine::open(&db, snapshots).map_err(|e| OpenError::Corrupt {
-            dir: dir.to_path_buf(),
-            reason: e.to_string(),
-        })?;
+        let sm =
+            StateMachine::open(&db, snapshots, synced.clone()).map_err(|e| OpenError::Corrupt {
+                dir: dir.to_path_buf(),
+                reason: e.to_string(),
+            })?;
         let sm_tree = db.open_tree("sm").map_err(|source| OpenError::Sled {
             dir: sled_dir,
             source,
@@ -147,6 +161,7 @@ impl Store {
             feed: sm.feed(),
             sm_tree,
             durability,
+            synced,
             dir: dir.to_path_buf(),
         };
         Ok(Store { log, sm, reader })

@@ -4,18 +4,22 @@
 //! value = one format byte ([`LOG_ENTRY_FORMAT`]) followed by the bincode entry.
 //! Tree `raft`: `vote`, `committed` and `purged` (the last purged log id).
 //!
-//! An append is acknowledged to openraft only after [`GroupCommit`] has made it durable; a
-//! vote is made durable before `save_vote` returns.
+//! An append is acknowledged to openraft only after [`GroupCommit`] has made it durable, except
+//! a leader's own appends once [`LogStore::report_own_appends_early`] is set: those are reported
+//! at once and synced while they replicate, and [`DurableLog`] holds back what a commit may
+//! cause until they are on disk (see [`sonraft_raft::durable`]). A vote is made durable before
+//! `save_vote` returns.
 
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use openraft::storage::{LogFlushed, LogState, RaftLogReader, RaftLogStorage};
 use openraft::{ErrorSubject, ErrorVerb, OptionalSend, RaftLogId, StorageIOError, Vote};
+use sonraft_raft::durable::DurableLog;
 use sonraft_raft::{Entry, LogId, NodeId, StorageError, TypeConfig, codec};
 
-use crate::durable::{Durability, GroupCommit};
+use crate::durable::{Durability, GroupCommit, PendingSync};
 use crate::format::LOG_ENTRY_FORMAT;
 
 const VOTE: &[u8] = b"vote";
@@ -29,6 +33,11 @@ pub struct LogStore {
     raft: sled::Tree,
     durability: Arc<Durability>,
     group: GroupCommit,
+    synced: Arc<DurableLog>,
+    /// This node's id, when its own appends as leader may be reported before they are synced.
+    early_as: Option<NodeId>,
+    /// The vote last saved (read on every append, so kept here rather than in sled).
+    vote: Arc<Mutex<Option<Vote<NodeId>>>>,
 }
 
 fn io_err(
@@ -64,38 +73,51 @@ fn key(index: u64) -> [u8; 8] {
 }
 
 impl LogStore {
+    /// Trees `log` and `raft` of `db`.
+    pub(crate) fn trees(db: &sled::Db) -> sled::Result<(sled::Tree, sled::Tree)> {
+        Ok((db.open_tree("log")?, db.open_tree("raft")?))
+    }
+
+    /// The store over `trees`; `synced` must start at [`last_log_id`] of them.
     pub(crate) fn new(
-        db: &sled::Db,
+        (log, raft): (sled::Tree, sled::Tree),
         durability: Arc<Durability>,
         group: GroupCommit,
-    ) -> sled::Result<Self> {
-        Ok(LogStore {
-            log: db.open_tree("log")?,
-            raft: db.open_tree("raft")?,
+        synced: Arc<DurableLog>,
+    ) -> Self {
+        LogStore {
+            log,
+            raft,
             durability,
             group,
-        })
+            synced,
+            early_as: None,
+            vote: Arc::default(),
+        }
+    }
+
+    /// Reports the appends node `me` makes as leader to openraft as soon as they are written,
+    /// and syncs them in the background, so that replication does not wait for the leader's
+    /// disk. Only safe when the state machine waits on, and the transport caps commits at, this
+    /// store's [`DurableLog`] (as `Store` and `HttpNetworkFactory` do).
+    pub fn report_own_appends_early(&mut self, me: NodeId) {
+        self.early_as = Some(me);
+    }
+
+    /// Whether an append now is this node's own, as the leader of a committed vote.
+    fn leading(&self) -> bool {
+        let Some(me) = self.early_as else {
+            return false;
+        };
+        let vote = self.vote.lock().unwrap_or_else(|p| p.into_inner());
+        vote.is_some_and(|v| v.is_committed() && v.leader_id().voted_for() == Some(me))
     }
 
     fn read_meta<T: serde::de::DeserializeOwned>(
         &self,
         name: &[u8],
     ) -> Result<Option<T>, StorageError> {
-        let subject = || ErrorSubject::Store;
-        let Some(bytes) = self
-            .raft
-            .get(name)
-            .map_err(|e| io_err(subject(), ErrorVerb::Read, e))?
-        else {
-            return Ok(None);
-        };
-        codec::decode(&bytes).map(Some).map_err(|e| {
-            io_err(
-                subject(),
-                ErrorVerb::Read,
-                format!("stored {} is damaged: {e}", String::from_utf8_lossy(name)),
-            )
-        })
+        read_meta(&self.raft, name)
     }
 
     fn write_meta<T: serde::Serialize>(&self, name: &[u8], value: &T) -> Result<(), StorageError> {
@@ -107,27 +129,49 @@ impl LogStore {
         Ok(())
     }
 
-    fn last_entry_id(&self) -> Result<Option<LogId>, StorageError> {
-        let last = self
-            .log
-            .last()
-            .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Read, e))?;
-        match last {
-            None => Ok(None),
-            Some((k, v)) => {
-                let entry = decode_entry(&v)
-                    .map_err(|e| io_err(ErrorSubject::Log(id_at(&k)), ErrorVerb::Read, e))?;
-                Ok(Some(*entry.get_log_id()))
-            }
-        }
-    }
-
     /// Makes everything written so far durable, off the async runtime.
     async fn sync(&self) -> std::io::Result<()> {
         let d = self.durability.clone();
         tokio::task::spawn_blocking(move || d.sync())
             .await
             .map_err(std::io::Error::other)?
+    }
+}
+
+fn read_meta<T: serde::de::DeserializeOwned>(
+    raft: &sled::Tree,
+    name: &[u8],
+) -> Result<Option<T>, StorageError> {
+    let subject = || ErrorSubject::Store;
+    let Some(bytes) = raft
+        .get(name)
+        .map_err(|e| io_err(subject(), ErrorVerb::Read, e))?
+    else {
+        return Ok(None);
+    };
+    codec::decode(&bytes).map(Some).map_err(|e| {
+        io_err(
+            subject(),
+            ErrorVerb::Read,
+            format!("stored {} is damaged: {e}", String::from_utf8_lossy(name)),
+        )
+    })
+}
+
+/// The id of the last entry in the log, or else of the last purged one.
+pub(crate) fn last_log_id(
+    (log, raft): &(sled::Tree, sled::Tree),
+) -> Result<Option<LogId>, StorageError> {
+    let last = log
+        .last()
+        .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Read, e))?;
+    match last {
+        None => read_meta(raft, PURGED),
+        Some((k, v)) => {
+            let entry = decode_entry(&v)
+                .map_err(|e| io_err(ErrorSubject::Log(id_at(&k)), ErrorVerb::Read, e))?;
+            Ok(Some(*entry.get_log_id()))
+        }
     }
 }
 
@@ -171,11 +215,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = LogStore;
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
-        let last_purged: Option<LogId> = self.read_meta(PURGED)?;
-        let last = self.last_entry_id()?.or(last_purged);
         Ok(LogState {
-            last_purged_log_id: last_purged,
-            last_log_id: last,
+            last_purged_log_id: self.read_meta(PURGED)?,
+            last_log_id: last_log_id(&(self.log.clone(), self.raft.clone()))?,
         })
     }
 
@@ -188,11 +230,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.sync()
             .await
             .map_err(|e| io_err(ErrorSubject::Vote, ErrorVerb::Write, e))?;
+        *self.vote.lock().unwrap_or_else(|p| p.into_inner()) = Some(*vote);
         Ok(())
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, StorageError> {
-        self.read_meta(VOTE)
+        let vote = self.read_meta(VOTE)?;
+        *self.vote.lock().unwrap_or_else(|p| p.into_inner()) = vote;
+        Ok(vote)
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
@@ -218,6 +263,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // disk (strace: five per append instead of one). Atomicity is not needed here: sled
         // recovers a prefix of its log, so a crash mid-append leaves a contiguous log, and the
         // append is acknowledged only after the sync below.
+        let mut last = None;
         for entry in entries {
             let id = *entry.get_log_id();
             let bytes = encode_entry(&entry)
@@ -225,9 +271,19 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             self.log
                 .insert(key(id.index), bytes)
                 .map_err(|e| io_err(ErrorSubject::Log(id), ErrorVerb::Write, e))?;
+            last = Some(id);
         }
+        let last = last.map(|id| (id, self.synced.appended(id)));
+        let callback = if self.leading() {
+            // Replication starts now; what the commit may cause waits for the sync below.
+            callback.log_io_completed(Ok(()));
+            metrics::counter!("sonraft_log_appends_reported_early_total").increment(1);
+            None
+        } else {
+            Some(callback)
+        };
         self.group
-            .submit(callback)
+            .submit(PendingSync { callback, last })
             .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Write, e))?;
         Ok(())
     }
@@ -243,6 +299,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.log
             .apply_batch(batch)
             .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Delete, e))?;
+        let before = last_log_id(&(self.log.clone(), self.raft.clone()))?;
+        self.synced.truncated(log_id.index, before);
         Ok(())
     }
 

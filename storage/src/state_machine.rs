@@ -24,6 +24,7 @@ use openraft::{
 };
 use serde::Serialize;
 use sonraft_raft::command::Response;
+use sonraft_raft::durable::DurableLog;
 use sonraft_raft::model::image::{Changes, HistoryRecord, NetworkImage};
 use sonraft_raft::{Entry, LogId, SnapshotMeta, StorageError, StoredMembership, TypeConfig, codec};
 
@@ -62,6 +63,8 @@ pub struct StateMachine {
     snapshots: Arc<SnapshotDir>,
     writer: Arc<SmWriter>,
     feed: tokio::sync::broadcast::Sender<Arc<AppliedChanges>>,
+    /// Entries are applied only once they are on disk here (see [`sonraft_raft::durable`]).
+    synced: Arc<DurableLog>,
 }
 
 /// What one applied batch changed in the configuration, for those who push it southbound.
@@ -115,7 +118,11 @@ impl StateMachine {
     /// install, or sled lost unsynced writes), restores from the snapshot. A checkpoint torn by
     /// a crash is discarded: the state is rebuilt from the newest snapshot, or from empty, and
     /// openraft re-applies the log after it.
-    pub(crate) fn open(db: &sled::Db, snapshots: Arc<SnapshotDir>) -> Result<Self, Damaged> {
+    pub(crate) fn open(
+        db: &sled::Db,
+        snapshots: Arc<SnapshotDir>,
+        synced: Arc<DurableLog>,
+    ) -> Result<Self, Damaged> {
         let tree = db
             .open_tree("sm")
             .map_err(|e| Damaged::new("state machine tree", e))?;
@@ -136,6 +143,7 @@ impl StateMachine {
             snapshots,
             writer,
             feed: tokio::sync::broadcast::channel(4096).0,
+            synced,
         };
         if let Some((meta, path)) = sm.snapshots.current() {
             let behind = read(&sm.state).last_applied < meta.last_log_id;
@@ -371,6 +379,18 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
+        // A leader reports its own appends before they are synced; nothing of them may be seen
+        // (by a client, a read, or a follower) before they are.
+        let entries: Vec<Entry> = entries.into_iter().collect();
+        if let Some(last) = entries.last() {
+            let waited = std::time::Instant::now();
+            self.synced
+                .wait_synced(last.log_id.index)
+                .await
+                .map_err(|e| sm_err(ErrorVerb::Write, e))?;
+            metrics::histogram!("sonraft_apply_wait_sync_seconds")
+                .record(waited.elapsed().as_secs_f64());
+        }
         let started = std::time::Instant::now();
         let mut state = write(&self.state);
         let mut changes = Changes::default();

@@ -22,6 +22,7 @@ use openraft::{AnyError, RPCTypes};
 use super::{
     AckClock, MAX_BODY, RAFT_PATH, RaftReply, RaftRpc, SECRET_HEADER, decode_frame, encode_frame,
 };
+use crate::durable::DurableLog;
 use crate::{NodeId, NodeInfo, TypeConfig};
 
 type HttpClient = Client<HttpConnector, Full<Bytes>>;
@@ -33,11 +34,14 @@ pub struct HttpNetworkFactory {
     secret: Arc<str>,
     me: NodeId,
     acks: Arc<AckClock>,
+    synced: Arc<DurableLog>,
 }
 
 impl HttpNetworkFactory {
-    /// `me` is this node's id (for error reports); `secret` is the cluster secret.
-    pub fn new(me: NodeId, secret: impl Into<Arc<str>>) -> Self {
+    /// `me` is this node's id (for error reports); `secret` is the cluster secret; `synced` is
+    /// how far this node's log is on disk: no AppendEntries tells a follower a commit index
+    /// beyond it (see [`crate::durable`]).
+    pub fn new(me: NodeId, secret: impl Into<Arc<str>>, synced: Arc<DurableLog>) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(Duration::from_secs(2)));
@@ -51,6 +55,7 @@ impl HttpNetworkFactory {
             secret: secret.into(),
             me,
             acks: Arc::default(),
+            synced,
         }
     }
 }
@@ -73,6 +78,7 @@ impl RaftNetworkFactory<TypeConfig> for HttpNetworkFactory {
             me: self.me,
             target,
             acks: self.acks.clone(),
+            synced: self.synced.clone(),
         }
     }
 }
@@ -85,6 +91,7 @@ pub struct HttpNetwork {
     me: NodeId,
     target: NodeId,
     acks: Arc<AckClock>,
+    synced: Arc<DurableLog>,
 }
 
 /// Why an RPC did not get an answer from the peer's Raft.
@@ -192,10 +199,12 @@ impl HttpNetwork {
 impl RaftNetwork<TypeConfig> for HttpNetwork {
     async fn append_entries(
         &mut self,
-        rpc: AppendEntriesRequest<TypeConfig>,
+        mut rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, NodeInfo, RaftError<NodeId>>> {
         let ttl = option.hard_ttl();
+        // Followers apply what they are told is committed: never beyond our own disk.
+        rpc.leader_commit = self.synced.cap_commit(rpc.leader_commit);
         let (vote, sent) = (rpc.vote, self.acks.now_us());
         match self.call(&RaftRpc::Append(rpc), ttl).await {
             Ok(RaftReply::Append(r)) => {

@@ -46,9 +46,10 @@ impl TestNode {
     pub async fn start(id: NodeId, dir: &Path, addr: SocketAddr, snapshot_every: u64) -> TestNode {
         let listener = TcpListener::bind(addr).await.expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let store = Store::open(dir).expect("open store");
+        let mut store = Store::open(dir).expect("open store");
+        store.log.report_own_appends_early(id);
         let reader = store.reader.clone();
-        let network = HttpNetworkFactory::new(id, SECRET);
+        let network = HttpNetworkFactory::new(id, SECRET, reader.durable_log());
         let raft = Raft::new(id, config(snapshot_every), network, store.log, store.sm)
             .await
             .expect("raft");

@@ -1,0 +1,217 @@
+//! How far this node's Raft log is on disk, for those who must not act on less.
+//!
+//! openraft 0.9 waits for a log append to be reported durable before its core does anything
+//! else, so a leader that reported its own appends only after `fsync` would replicate each
+//! entry only after its own disk write: two disk writes in a row (leader, then follower) on
+//! every commit. A leader therefore reports its own appends at once and syncs them while the
+//! entries travel to the followers (as the Raft thesis, §10.2.1, allows). openraft then counts
+//! the leader toward commit before its copy is durable, so the *effects* of a commit are held
+//! back until it is:
+//!
+//! - the state machine applies an entry only once it is synced locally
+//!   ([`DurableLog::wait_synced`]), so no client is answered and no read sees a change set
+//!   that is not durable on the leader and (followers report appends only after their own
+//!   sync) on at least one follower: a majority of three;
+//! - AppendEntries never tell a follower a commit index beyond the leader's synced log
+//!   ([`DurableLog::cap_commit`]), so no follower applies an entry the leader could still lose.
+//!
+//! If the leader crashes before its sync, the entry was applied nowhere and answered to no one;
+//! a new leader may keep it or drop it, as with any uncommitted entry.
+
+use std::sync::Arc;
+
+use tokio::sync::watch;
+
+use crate::LogId;
+
+#[derive(Clone, Debug, Default)]
+struct Progress {
+    /// Index of the last entry written to the store (synced or not); 0 for none.
+    appended: u64,
+    /// The last entry known to be on disk.
+    synced: Option<LogId>,
+    /// Bumped by every truncation: a sync that began before it says nothing about the log
+    /// after it (the entries it covered may be gone).
+    epoch: u64,
+    /// Set when a sync failed: nothing more will be synced.
+    failed: Option<Arc<str>>,
+}
+
+/// The appended and synced ends of one node's log. Shared by the log store (which advances
+/// them), the state machine (which waits on them) and the transport (which caps commits).
+#[derive(Debug)]
+pub struct DurableLog {
+    progress: watch::Sender<Progress>,
+}
+
+/// A sync failed; the node must stop (nothing after it will become durable).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("the Raft log could not be synced to disk: {0}")]
+pub struct SyncFailed(pub Arc<str>);
+
+impl DurableLog {
+    /// A log whose entries up to `last` are on disk (what a store found when it opened).
+    pub fn new(last: Option<LogId>) -> Self {
+        let progress = Progress {
+            appended: last.map_or(0, |l| l.index),
+            synced: last,
+            epoch: 0,
+            failed: None,
+        };
+        DurableLog {
+            progress: watch::channel(progress).0,
+        }
+    }
+
+    /// Entries up to `last` were written to the store (not yet synced). Returns the epoch to
+    /// hand to [`DurableLog::synced`] once a sync that began after this call completes.
+    pub fn appended(&self, last: LogId) -> u64 {
+        let mut epoch = 0;
+        self.progress.send_modify(|p| {
+            p.appended = last.index;
+            epoch = p.epoch;
+        });
+        epoch
+    }
+
+    /// Everything appended up to `last` (in `epoch`) is on disk. Ignored if the log was
+    /// truncated since.
+    pub fn synced(&self, last: LogId, epoch: u64) {
+        self.progress.send_if_modified(|p| {
+            if p.epoch == epoch && p.synced.is_none_or(|s| s.index < last.index) {
+                p.synced = Some(last);
+                true
+            } else {
+                false
+            }
+        });
+    }
+
+    /// Entries from index `from` on were removed; `before` is the entry now last (if any).
+    pub fn truncated(&self, from: u64, before: Option<LogId>) {
+        self.progress.send_modify(|p| {
+            p.epoch += 1;
+            p.appended = p.appended.min(from.saturating_sub(1));
+            if p.synced.is_some_and(|s| s.index >= from) {
+                p.synced = before;
+            }
+        });
+    }
+
+    /// A sync failed: waiters get the error from now on.
+    pub fn failed(&self, reason: &str) {
+        self.progress
+            .send_modify(|p| p.failed = Some(Arc::from(reason)));
+    }
+
+    /// The last entry known to be on disk.
+    pub fn synced_log_id(&self) -> Option<LogId> {
+        self.progress.borrow().synced
+    }
+
+    /// `commit` lowered to the synced end of the log: what a leader may tell followers.
+    pub fn cap_commit(&self, commit: Option<LogId>) -> Option<LogId> {
+        let synced = self.synced_log_id();
+        match (commit, synced) {
+            (Some(c), Some(s)) if s.index < c.index => Some(s),
+            (Some(_), None) => None,
+            (c, _) => c,
+        }
+    }
+
+    /// Returns once every entry up to `index` that was appended to this store is on disk
+    /// (entries never appended here, e.g. applied directly by a test, are not waited for).
+    pub async fn wait_synced(&self, index: u64) -> Result<(), SyncFailed> {
+        let mut rx = self.progress.subscribe();
+        let ready = rx
+            .wait_for(|p| {
+                p.failed.is_some() || p.synced.map_or(0, |s| s.index) >= index.min(p.appended)
+            })
+            .await;
+        match ready {
+            Ok(p) => match &p.failed {
+                Some(reason) => Err(SyncFailed(reason.clone())),
+                None => Ok(()),
+            },
+            Err(_) => Err(SyncFailed(Arc::from("the log store was closed"))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use openraft::CommittedLeaderId;
+
+    fn id(term: u64, index: u64) -> LogId {
+        LogId::new(CommittedLeaderId::new(term, 1), index)
+    }
+
+    #[test]
+    fn commits_told_to_followers_never_pass_the_synced_end() {
+        let d = DurableLog::new(Some(id(1, 3)));
+        let epoch = d.appended(id(1, 5));
+        assert_eq!(d.cap_commit(Some(id(1, 5))), Some(id(1, 3)));
+        assert_eq!(d.cap_commit(Some(id(1, 2))), Some(id(1, 2)));
+        assert_eq!(d.cap_commit(None), None);
+        d.synced(id(1, 5), epoch);
+        assert_eq!(d.cap_commit(Some(id(1, 5))), Some(id(1, 5)));
+        assert_eq!(DurableLog::new(None).cap_commit(Some(id(1, 1))), None);
+    }
+
+    #[test]
+    fn truncation_moves_the_synced_end_back_to_a_surviving_entry() {
+        let d = DurableLog::new(Some(id(1, 10)));
+        let before = d.appended(id(1, 12));
+        d.truncated(8, Some(id(1, 7)));
+        assert_eq!(d.synced_log_id(), Some(id(1, 7)));
+        d.synced(id(1, 12), before);
+        assert_eq!(
+            d.synced_log_id(),
+            Some(id(1, 7)),
+            "a sync of entries since truncated does not count"
+        );
+        let after = d.appended(id(2, 8));
+        assert_eq!(d.cap_commit(Some(id(2, 8))), Some(id(1, 7)));
+        d.synced(id(2, 8), after);
+        assert_eq!(d.cap_commit(Some(id(2, 8))), Some(id(2, 8)));
+        d.truncated(20, Some(id(2, 19)));
+        assert_eq!(
+            d.synced_log_id(),
+            Some(id(2, 8)),
+            "nothing synced was removed"
+        );
+    }
+
+    #[tokio::test]
+    async fn applying_waits_for_appended_entries_to_be_synced() {
+        let d = Arc::new(DurableLog::new(None));
+        assert!(
+            d.wait_synced(7).await.is_ok(),
+            "entries never appended here are not waited for"
+        );
+        let epoch = d.appended(id(1, 7));
+        let waiter = tokio::spawn({
+            let d = d.clone();
+            async move { d.wait_synced(7).await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished(), "entry 7 is not on disk yet");
+        d.synced(id(1, 7), epoch);
+        assert!(waiter.await.unwrap().is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_failed_sync_fails_the_waiters() {
+        let d = DurableLog::new(None);
+        d.appended(id(1, 2));
+        d.failed("disk gone");
+        assert!(
+            d.wait_synced(2)
+                .await
+                .unwrap_err()
+                .to_string()
+                .contains("disk gone")
+        );
+    }
+}
