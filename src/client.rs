@@ -2,11 +2,11 @@
 //! `TCP_NODELAY`, a bearer token, and a per-request timeout. Used by `ctl`, by nodes forwarding
 //! requests to the leader, by the load generator and by the black-box tests.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
+use hyper::header::HeaderValue;
 use hyper::{Method, Request, StatusCode};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -43,7 +43,9 @@ impl ApiResponse {
 #[derive(Clone)]
 pub struct ApiClient {
     http: Client<HttpConnector, Full<Bytes>>,
-    token: Option<Arc<str>>,
+    /// `Bearer <token>`, built once: a header value per request would be an allocation per
+    /// request on the load generator's hot path.
+    authorization: Option<HeaderValue>,
     timeout: Duration,
 }
 
@@ -68,7 +70,8 @@ impl ApiClient {
             .build(connector);
         ApiClient {
             http,
-            token: token.map(Arc::from),
+            // A token that is not a valid header value is sent as none (the node answers 401).
+            authorization: token.and_then(|t| HeaderValue::from_str(&format!("Bearer {t}")).ok()),
             timeout,
         }
     }
@@ -82,8 +85,8 @@ impl ApiClient {
         headers: &[(&str, &str)],
     ) -> Result<ApiResponse, ClientError> {
         let mut req = Request::builder().method(method).uri(url);
-        if let Some(t) = &self.token {
-            req = req.header(hyper::header::AUTHORIZATION, format!("Bearer {t}"));
+        if let Some(auth) = &self.authorization {
+            req = req.header(hyper::header::AUTHORIZATION, auth.clone());
         }
         if body.is_some() {
             req = req.header(hyper::header::CONTENT_TYPE, "application/json");
