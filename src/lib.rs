@@ -11,6 +11,7 @@
 //! - [`api`]: the admin HTTP API of DESIGN.md (axum), one file per group of routes;
 //! - [`local_cluster`]: real node processes on this machine, for tests and benchmarks;
 //! - [`client`]: a small keep-alive JSON client used by `ctl`, forwarding and benchmarks;
+//! - [`net`]: listening sockets with a backlog sized for reconnect storms;
 //! - [`ctl`]: `sonraft ctl`, the same operations from a terminal;
 //! - [`upgrade`]: the health, hand-over and catch-up checks `scripts/rolling-upgrade.sh` runs;
 //! - [`antennas`]: sessions with this site's antennas, the protocol, raw counters;
@@ -31,6 +32,7 @@ pub mod client;
 pub mod config;
 pub mod ctl;
 pub mod local_cluster;
+pub mod net;
 pub mod node;
 pub mod sim;
 pub mod son;

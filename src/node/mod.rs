@@ -106,9 +106,7 @@ pub fn raft_config(c: &NodeConfig) -> anyhow::Result<Arc<Config>> {
 }
 
 async fn bind(addr: std::net::SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
-    TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("cannot listen for {what} on {addr}"))
+    crate::net::listen(addr).with_context(|| format!("cannot listen for {what} on {addr}"))
 }
 
 /// Writes the addresses this node listens on to `<data dir>/addresses.json` (atomically), so

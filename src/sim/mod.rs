@@ -125,9 +125,7 @@ async fn run_sim(args: RunArgs) -> anyhow::Result<()> {
         if first.port() != 0 {
             a.set_port(first.port() + k);
         }
-        let l = tokio::net::TcpListener::bind(a)
-            .await
-            .with_context(|| format!("cannot listen on {a}"))?;
+        let l = crate::net::listen(a).with_context(|| format!("cannot listen on {a}"))?;
         addrs.push(l.local_addr()?);
         tokio::spawn(server::accept(sim.clone(), l));
     }
