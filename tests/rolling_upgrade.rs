@@ -88,13 +88,14 @@ async fn client_loop(
 ) -> u64 {
     let mut errors = 0;
     let mut n = seed;
+    let mut session = target.client();
     while !stop.load(Ordering::Relaxed) {
         n = n
             .wrapping_mul(6364136223846793005)
             .wrapping_add(1442695040888963407);
         let cell = (n >> 33) % CELLS;
         let start = epoch_ms();
-        let version = match Target::read_version(&*target, cell).await {
+        let version = match Target::read_version(&*target, &mut session, cell).await {
             Ok(v) => v,
             Err(_) => {
                 errors += 1;
@@ -108,7 +109,10 @@ async fn client_loop(
             version,
         }];
         let value = 4 + (version % 2) as i64;
-        match target.write_outcome(cell, Some(version), value).await {
+        match target
+            .write_outcome(&mut session, cell, Some(version), value)
+            .await
+        {
             Ok(WriteOutcome::Applied(v)) => log.push(Event::Applied {
                 cell,
                 at: epoch_ms(),

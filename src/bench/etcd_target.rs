@@ -50,8 +50,15 @@ impl EtcdTarget {
 }
 
 impl Target for EtcdTarget {
+    /// etcd's client multiplexes every client over one gRPC channel; each holds a handle.
+    type Client = Client;
+
     fn name(&self) -> String {
         "etcd".into()
+    }
+
+    fn client(&self) -> Client {
+        self.client.clone()
     }
 
     async fn preload(&self, cells: usize) -> anyhow::Result<()> {
@@ -73,8 +80,7 @@ impl Target for EtcdTarget {
         Ok(())
     }
 
-    async fn read_version(&self, i: usize) -> anyhow::Result<u64> {
-        let mut c = self.client.clone();
+    async fn read_version(&self, c: &mut Client, i: usize) -> anyhow::Result<u64> {
         let r = c.get(key(i), None).await?;
         let rev = r
             .kvs()
@@ -84,8 +90,13 @@ impl Target for EtcdTarget {
         Ok(rev as u64)
     }
 
-    async fn write(&self, i: usize, read: Option<u64>, hysteresis: i64) -> anyhow::Result<Written> {
-        let mut c = self.client.clone();
+    async fn write(
+        &self,
+        c: &mut Client,
+        i: usize,
+        read: Option<u64>,
+        hysteresis: i64,
+    ) -> anyhow::Result<Written> {
         match read {
             Some(rev) => {
                 let txn = Txn::new()

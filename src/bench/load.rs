@@ -21,14 +21,24 @@ pub enum Written {
 
 /// A system under test.
 pub trait Target: Send + Sync + 'static {
+    /// What one client holds: its own connection, or its handle on a shared one, as the
+    /// system's own client library does it.
+    type Client: Send + 'static;
     fn name(&self) -> String;
     /// Loads `cells` keys/cells (idempotent).
     fn preload(&self, cells: usize) -> impl Future<Output = anyhow::Result<()>> + Send;
+    /// A new client.
+    fn client(&self) -> Self::Client;
     /// The current version of cell `i` (a linearizable read).
-    fn read_version(&self, i: usize) -> impl Future<Output = anyhow::Result<u64>> + Send;
+    fn read_version(
+        &self,
+        client: &mut Self::Client,
+        i: usize,
+    ) -> impl Future<Output = anyhow::Result<u64>> + Send;
     /// Writes `value` to cell `i`, conditional on `read` when given.
     fn write(
         &self,
+        client: &mut Self::Client,
         i: usize,
         read: Option<u64>,
         value: i64,
@@ -145,15 +155,23 @@ async fn client_loop<T: Target>(
 ) -> ClientTally {
     let mut tally = ClientTally::default();
     let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::from_os_rng();
+    let mut client = target.client();
     while !stop.load(Ordering::Relaxed) {
         let i = rng.random_range(0..cells);
         let started = Instant::now();
         let result = match mode {
-            Mode::Rmw => match target.read_version(i).await {
-                Ok(v) => target.write(i, Some(v), 4 + (v % 2) as i64).await,
+            Mode::Rmw => match target.read_version(&mut client, i).await {
+                Ok(v) => {
+                    target
+                        .write(&mut client, i, Some(v), 4 + (v % 2) as i64)
+                        .await
+                }
                 Err(e) => Err(e),
             },
-            Mode::Write => target.write(i, None, rng.random_range(4..=5)).await,
+            Mode::Write => {
+                let value = rng.random_range(4..=5);
+                target.write(&mut client, i, None, value).await
+            }
         };
         if !measuring.load(Ordering::Relaxed) {
             continue;

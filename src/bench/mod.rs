@@ -2,7 +2,8 @@
 //! table and as one JSON line per row; nothing here asserts on time.
 //!
 //! - [`load`]: N clients looping read-modify-write (or blind writes) against a [`load::Target`];
-//! - [`sonraft_target`]: the target for a sonraft cluster (admin API);
+//! - [`sonraft_target`]: the target for a sonraft cluster (admin API), each client over its own
+//!   keep-alive connection ([`session`]);
 //! - `etcd_target` (feature `etcd`): the same workload against etcd's gRPC API;
 //! - [`failover`]: SIGKILL the leader under load, time to the first successful write;
 //! - [`fleet`]: one node against a simulated fleet: sessions, memory, ingestion, latency.
@@ -12,6 +13,7 @@ pub mod etcd_target;
 pub mod failover;
 pub mod fleet;
 pub mod load;
+pub mod session;
 pub mod sonraft_target;
 
 use clap::{Args, Subcommand};

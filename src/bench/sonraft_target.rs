@@ -1,22 +1,26 @@
 //! The load generator's view of a sonraft cluster: reads and change sets on the leader's
-//! admin API over pooled keep-alive connections.
+//! admin API, each client over its own keep-alive connection ([`Session`]).
 
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use bytes::Bytes;
+use hyper::header::HeaderValue;
 use hyper::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use super::load::{Target, Written};
+use super::session::Session;
 use crate::client::{ApiClient, base_url};
 
 pub struct SonraftTarget {
+    /// For finding the leader and preloading (not on the measured path).
     client: ApiClient,
     nodes: Vec<String>,
-    /// Where requests go: the leader when last looked up (any node would forward).
+    /// `host:port` where requests go: the leader when last looked up (any node would forward).
     leader: RwLock<Arc<str>>,
+    authorization: Option<HeaderValue>,
 }
 
 /// What an acknowledged write did.
@@ -40,6 +44,13 @@ impl SonraftTarget {
         token: Option<String>,
         _clients: usize,
     ) -> anyhow::Result<Self> {
+        let authorization = match &token {
+            Some(t) => Some(
+                HeaderValue::from_str(&format!("Bearer {t}"))
+                    .context("the token is not a valid header value")?,
+            ),
+            None => None,
+        };
         let client = ApiClient::new(token, Duration::from_secs(30));
         let leader = find_leader(&client, nodes)
             .await
@@ -48,6 +59,7 @@ impl SonraftTarget {
             client,
             nodes: nodes.to_vec(),
             leader: RwLock::new(leader.into()),
+            authorization,
         })
     }
 
@@ -65,24 +77,26 @@ impl SonraftTarget {
         }
     }
 
-    /// Sends to the leader; on a failure that says it may have moved, looks it up again for
-    /// the next request (the failed request is not retried: its outcome is unknown).
+    /// Sends to the leader over `session`; on a failure that says it may have moved, looks it
+    /// up again for the next request (the failed request is not retried: its outcome is
+    /// unknown).
     async fn send(
         &self,
+        session: &mut Session,
         method: Method,
         path: &str,
         body: Option<Bytes>,
-    ) -> anyhow::Result<crate::client::ApiResponse> {
-        let url = format!("{}{path}", self.leader());
-        match self.client.send(method, &url, body, &[]).await {
-            Ok(r) if r.status == StatusCode::SERVICE_UNAVAILABLE => {
+    ) -> anyhow::Result<(StatusCode, Bytes)> {
+        let leader = self.leader();
+        match session.send(&leader, method, path, body).await {
+            Ok(r) if r.0 == StatusCode::SERVICE_UNAVAILABLE => {
                 self.rediscover().await;
                 Ok(r)
             }
             Ok(r) => Ok(r),
             Err(e) => {
                 self.rediscover().await;
-                Err(e.into())
+                Err(e)
             }
         }
     }
@@ -91,10 +105,11 @@ impl SonraftTarget {
     /// given.
     async fn propose(
         &self,
+        session: &mut Session,
         i: usize,
         read: Option<u64>,
         value: i64,
-    ) -> anyhow::Result<crate::client::ApiResponse> {
+    ) -> anyhow::Result<(StatusCode, Bytes)> {
         let id = cell_id(i);
         let read_set = match read {
             Some(v) => format!(r#"[{{"entity":"cell/{id}","version":{v}}}]"#),
@@ -103,12 +118,17 @@ impl SonraftTarget {
         let body = format!(
             r#"{{"origin":{{"function":"operator"}},"reason":"bench","read_set":{read_set},"writes":[{{"entity":"cell/{id}","param":"hysteresis","value":{value}}}]}}"#
         );
-        let r = self
-            .send(Method::POST, "/image/changesets", Some(Bytes::from(body)))
+        let (status, answer) = self
+            .send(
+                session,
+                Method::POST,
+                "/image/changesets",
+                Some(Bytes::from(body)),
+            )
             .await?;
-        match r.status {
-            StatusCode::OK | StatusCode::CONFLICT => Ok(r),
-            s => bail!("write: {s} {}", String::from_utf8_lossy(&r.body)),
+        match status {
+            StatusCode::OK | StatusCode::CONFLICT => Ok((status, answer)),
+            s => bail!("write: {s} {}", String::from_utf8_lossy(&answer)),
         }
     }
 
@@ -116,14 +136,15 @@ impl SonraftTarget {
     /// the load loop itself does not need).
     pub async fn write_outcome(
         &self,
+        session: &mut Session,
         i: usize,
         read: Option<u64>,
         value: i64,
     ) -> anyhow::Result<WriteOutcome> {
-        let r = self.propose(i, read, value).await?;
+        let (status, answer) = self.propose(session, i, read, value).await?;
         let entity = format!("cell/{}", cell_id(i));
-        let v = r.json();
-        if r.status == StatusCode::OK {
+        let v: Value = serde_json::from_slice(&answer).unwrap_or(Value::Null);
+        if status == StatusCode::OK {
             v["versions"][&entity]
                 .as_u64()
                 .map(WriteOutcome::Applied)
@@ -134,7 +155,8 @@ impl SonraftTarget {
     }
 }
 
-/// The API address of the leader, as the first node of `nodes` that knows one names it.
+/// The API address (`host:port`) of the leader, as the first node of `nodes` that knows one
+/// names it.
 async fn find_leader(client: &ApiClient, nodes: &[String]) -> Option<String> {
     for n in nodes {
         let Ok(r) = client.get(n, "/status").await else {
@@ -145,15 +167,22 @@ async fn find_leader(client: &ApiClient, nodes: &[String]) -> Option<String> {
             continue;
         };
         if let Some(api) = v["nodes"][leader.to_string()]["api_addr"].as_str() {
-            return Some(base_url(api));
+            let url = base_url(api);
+            return Some(url.trim_start_matches("http://").to_string());
         }
     }
     None
 }
 
 impl Target for SonraftTarget {
+    type Client = Session;
+
     fn name(&self) -> String {
         "sonraft".into()
+    }
+
+    fn client(&self) -> Session {
+        Session::new(self.authorization.clone(), Duration::from_secs(30))
     }
 
     async fn preload(&self, cells: usize) -> anyhow::Result<()> {
@@ -178,11 +207,11 @@ impl Target for SonraftTarget {
         Ok(())
     }
 
-    async fn read_version(&self, i: usize) -> anyhow::Result<u64> {
+    async fn read_version(&self, session: &mut Session, i: usize) -> anyhow::Result<u64> {
         let path = format!("/image/cells/{}?consistency=linearizable", cell_id(i));
-        let r = self.send(Method::GET, &path, None).await?;
-        if r.status != StatusCode::OK {
-            bail!("read: {} {}", r.status, String::from_utf8_lossy(&r.body));
+        let (status, body) = self.send(session, Method::GET, &path, None).await?;
+        if status != StatusCode::OK {
+            bail!("read: {status} {}", String::from_utf8_lossy(&body));
         }
         // Only the version: a whole `Value` tree per read would cost the load generator more
         // than the read costs the node.
@@ -190,13 +219,19 @@ impl Target for SonraftTarget {
         struct Versioned {
             version: u64,
         }
-        let cell: Versioned = serde_json::from_slice(&r.body).context("no version in the cell")?;
+        let cell: Versioned = serde_json::from_slice(&body).context("no version in the cell")?;
         Ok(cell.version)
     }
 
-    async fn write(&self, i: usize, read: Option<u64>, value: i64) -> anyhow::Result<Written> {
-        let r = self.propose(i, read, value).await?;
-        Ok(if r.status == StatusCode::OK {
+    async fn write(
+        &self,
+        session: &mut Session,
+        i: usize,
+        read: Option<u64>,
+        value: i64,
+    ) -> anyhow::Result<Written> {
+        let (status, _) = self.propose(session, i, read, value).await?;
+        Ok(if status == StatusCode::OK {
             Written::Applied
         } else {
             Written::Conflict
