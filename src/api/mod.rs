@@ -6,7 +6,8 @@
 //! - [`cluster`]: `/cluster/*` membership and leadership;
 //! - [`image`]: reads of the image and `/image/import`;
 //! - [`changesets`]: `/image/changesets` and `/image/history`;
-//! - [`ops`]: `/snapshot`, `/backup`, `/antennas`.
+//! - [`ops`]: `/snapshot`, `/backup`, `/antennas`;
+//! - [`front_door`]: around them all, the token check and the request metrics.
 //!
 //! Every route but `/health`, `/readyz` and `/metrics` needs `Authorization: Bearer <token>`.
 
@@ -14,6 +15,7 @@ pub mod changesets;
 pub mod cluster;
 pub mod error;
 pub mod forward;
+pub mod front_door;
 pub mod health;
 pub mod image;
 pub mod json;
@@ -21,22 +23,18 @@ pub mod ops;
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{MatchedPath, Request, State};
-use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
+use axum::ServiceExt;
 use axum::routing::{delete, get, post};
 use tokio::net::TcpListener;
 
 use crate::node::Node;
 use error::ApiError;
+use front_door::FrontDoor;
 
-/// Routes that need no token.
-const OPEN_ROUTES: [&str; 3] = ["/health", "/readyz", "/metrics"];
-
-/// Builds the router of one node.
+/// Builds the router of one node (without the token check: see [`front_door`]).
 pub fn router(node: Arc<Node>) -> Router {
     Router::new()
         .route("/health", get(health::health))
@@ -63,8 +61,6 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/backup", get(ops::backup))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(middleware::from_fn_with_state(node.clone(), authorize))
-        .layer(middleware::from_fn(observe))
         .with_state(node)
 }
 
@@ -80,103 +76,6 @@ async fn method_not_allowed() -> ApiError {
     )
 }
 
-/// Refuses requests without the operator token (except the open routes).
-async fn authorize(State(node): State<Arc<Node>>, req: Request, next: Next) -> Response {
-    if OPEN_ROUTES.contains(&req.uri().path()) {
-        return next.run(req).await;
-    }
-    let presented = req
-        .headers()
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
-    if !same(presented.as_bytes(), node.config.token.as_bytes()) {
-        tracing::warn!(path = %req.uri().path(), "refused an admin request without the right token");
-        return ApiError::unauthorized().into_response();
-    }
-    next.run(req).await
-}
-
-fn same(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-/// Counts requests by route and status, and times them.
-async fn observe(req: Request, next: Next) -> Response {
-    // Labels are static strings, so recording allocates nothing per request.
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or("unmatched", |p| static_route(p.as_str()));
-    let method = match *req.method() {
-        axum::http::Method::GET => "GET",
-        axum::http::Method::POST => "POST",
-        axum::http::Method::DELETE => "DELETE",
-        _ => "other",
-    };
-    let started = Instant::now();
-    let resp = next.run(req).await;
-    let status = static_status(resp.status().as_u16());
-    metrics::counter!("sonraft_http_requests_total", "route" => route, "method" => method, "status" => status)
-        .increment(1);
-    metrics::histogram!("sonraft_http_request_seconds", "route" => route)
-        .record(started.elapsed().as_secs_f64());
-    resp
-}
-
-/// The route templates of [`router`], as static strings.
-const ROUTES: [&str; 22] = [
-    "/health",
-    "/readyz",
-    "/status",
-    "/metrics",
-    "/cluster/init",
-    "/cluster/learners",
-    "/cluster/voters",
-    "/cluster/nodes/{id}",
-    "/cluster/leader",
-    "/cluster/elect",
-    "/internal/command",
-    "/internal/lease-release",
-    "/image/import",
-    "/image/sites",
-    "/image/cells",
-    "/image/cells/{id}",
-    "/image/relations",
-    "/image/changesets",
-    "/image/history",
-    "/antennas",
-    "/snapshot",
-    "/backup",
-];
-
-fn static_route(path: &str) -> &'static str {
-    ROUTES
-        .iter()
-        .find(|r| **r == path)
-        .copied()
-        .unwrap_or("other")
-}
-
-fn static_status(code: u16) -> &'static str {
-    match code {
-        200 => "200",
-        202 => "202",
-        400 => "400",
-        401 => "401",
-        404 => "404",
-        405 => "405",
-        409 => "409",
-        413 => "413",
-        422 => "422",
-        500 => "500",
-        502 => "502",
-        503 => "503",
-        _ => "other",
-    }
-}
-
 /// Serves the API until `shutdown` resolves, then lets in-flight requests finish.
 /// Every accepted socket gets `TCP_NODELAY`.
 pub async fn serve(
@@ -184,9 +83,9 @@ pub async fn serve(
     node: Arc<Node>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
-    let app = router(node);
+    let app = FrontDoor::new(router(node.clone()), node);
     let listener = NoDelay(listener);
-    if let Err(e) = axum::serve(listener, app)
+    if let Err(e) = axum::serve(listener, app.into_make_service())
         .with_graceful_shutdown(shutdown)
         .await
     {
