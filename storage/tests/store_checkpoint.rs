@@ -2,30 +2,10 @@
 //! a crash that cut a checkpoint short (simulated by leaving its `m/torn` marker and part of
 //! its writes behind).
 
-use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
-use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId, Membership};
-use sonraft_raft::command::{Command, Envelope};
-use sonraft_raft::{NodeInfo, TypeConfig};
+use openraft::storage::RaftStateMachine;
 use sonraft_storage::{Store, read};
 
 mod common;
-
-fn entry(index: u64, command: &Command) -> Entry<TypeConfig> {
-    Entry {
-        log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
-        payload: EntryPayload::Normal(Envelope::new(command, 1_000 + index).unwrap()),
-    }
-}
-
-fn membership(index: u64) -> Entry<TypeConfig> {
-    let nodes = [(1u64, NodeInfo::default())]
-        .into_iter()
-        .collect::<std::collections::BTreeMap<_, _>>();
-    Entry {
-        log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
-        payload: EntryPayload::Membership(Membership::new(vec![[1u64].into()], nodes)),
-    }
-}
 
 /// Leaves behind what a crash in the middle of a checkpoint leaves: the marker, and a newer
 /// value of one key than the last complete checkpoint holds.
@@ -45,13 +25,10 @@ async fn after_a_clean_stop_the_checkpoint_holds_everything_applied() {
     let dir = tempfile::tempdir().unwrap();
     let expected = {
         let mut store = Store::open(dir.path()).unwrap();
+        common::apply_demo(&mut store, 20).await;
         store
             .sm
-            .apply([
-                membership(1),
-                entry(2, &Command::Import(common::demo_import(20))),
-                entry(3, &common::tilt_change("C3", 0, 45)),
-            ])
+            .apply([common::entry(3, &common::tilt_change("C3", 0, 45))])
             .await
             .unwrap();
         let state = read(store.reader.state()).clone();
@@ -70,25 +47,12 @@ async fn a_checkpoint_cut_short_is_discarded_for_the_newest_snapshot() {
     let dir = tempfile::tempdir().unwrap();
     let at_snapshot = {
         let mut store = Store::open(dir.path()).unwrap();
-        store
-            .sm
-            .apply([
-                membership(1),
-                entry(2, &Command::Import(common::demo_import(20))),
-            ])
-            .await
-            .unwrap();
-        store
-            .sm
-            .get_snapshot_builder()
-            .await
-            .build_snapshot()
-            .await
-            .unwrap();
+        common::apply_demo(&mut store, 20).await;
+        common::build_snapshot(&mut store).await;
         let at_snapshot = read(store.reader.state()).image.clone();
         store
             .sm
-            .apply([entry(3, &common::tilt_change("C0", 0, 45))])
+            .apply([common::entry(3, &common::tilt_change("C0", 0, 45))])
             .await
             .unwrap();
         drop(store);
@@ -114,13 +78,10 @@ async fn a_checkpoint_cut_short_without_a_snapshot_is_rebuilt_from_the_whole_log
     let dir = tempfile::tempdir().unwrap();
     {
         let mut store = Store::open(dir.path()).unwrap();
+        common::apply_demo(&mut store, 20).await;
         store
             .sm
-            .apply([
-                membership(1),
-                entry(2, &Command::Import(common::demo_import(20))),
-                entry(3, &common::tilt_change("C0", 0, 45)),
-            ])
+            .apply([common::entry(3, &common::tilt_change("C0", 0, 45))])
             .await
             .unwrap();
     }

@@ -1,50 +1,16 @@
 //! Snapshot files: round trip, damage detection, restore of a state machine that fell behind.
 
-use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
-use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId, Membership};
-use sonraft_raft::command::{Command, Envelope};
-use sonraft_raft::{NodeInfo, TypeConfig};
 use sonraft_storage::snapshot::{decode_snapshot, encode_snapshot};
 use sonraft_storage::{Store, read};
 
 mod common;
 
-fn entry(index: u64, command: &Command) -> Entry<TypeConfig> {
-    Entry {
-        log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
-        payload: EntryPayload::Normal(Envelope::new(command, 1_000).unwrap()),
-    }
-}
-
-fn membership(index: u64) -> Entry<TypeConfig> {
-    let nodes = [(1u64, NodeInfo::default())]
-        .into_iter()
-        .collect::<std::collections::BTreeMap<_, _>>();
-    Entry {
-        log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
-        payload: EntryPayload::Membership(Membership::new(vec![[1u64].into()], nodes)),
-    }
-}
-
 #[tokio::test]
 async fn a_snapshot_round_trips_and_damage_is_detected() {
     let dir = tempfile::tempdir().unwrap();
     let mut store = Store::open(dir.path()).unwrap();
-    store
-        .sm
-        .apply([
-            membership(1),
-            entry(2, &Command::Import(common::demo_import(50))),
-        ])
-        .await
-        .unwrap();
-    let snap = store
-        .sm
-        .get_snapshot_builder()
-        .await
-        .build_snapshot()
-        .await
-        .unwrap();
+    common::apply_demo(&mut store, 50).await;
+    let snap = common::build_snapshot(&mut store).await;
     let path = std::fs::read_dir(dir.path().join("snapshots"))
         .unwrap()
         .next()
@@ -78,21 +44,8 @@ async fn a_state_machine_behind_its_snapshot_is_restored_from_it_on_open() {
     let dir = tempfile::tempdir().unwrap();
     let expected = {
         let mut store = Store::open(dir.path()).unwrap();
-        store
-            .sm
-            .apply([
-                membership(1),
-                entry(2, &Command::Import(common::demo_import(20))),
-            ])
-            .await
-            .unwrap();
-        store
-            .sm
-            .get_snapshot_builder()
-            .await
-            .build_snapshot()
-            .await
-            .unwrap();
+        common::apply_demo(&mut store, 20).await;
+        common::build_snapshot(&mut store).await;
         let image = read(store.reader.state()).image.clone();
         drop(store);
         image

@@ -7,11 +7,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use openraft::{Config, SnapshotPolicy};
+use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine, Snapshot};
+use openraft::{CommittedLeaderId, Config, Entry, EntryPayload, LogId, Membership, SnapshotPolicy};
 use sonraft_raft::changeset::{ChangeSet, Function, Origin, Outcome, ReadVersion, Write};
 use sonraft_raft::command::{Command, Envelope, ImageImport, Response};
 use sonraft_raft::transport::{HttpNetworkFactory, RaftServer, serve};
-use sonraft_raft::{NodeId, NodeInfo, Raft};
+use sonraft_raft::{NodeId, NodeInfo, Raft, TypeConfig};
 use sonraft_storage::{Store, StoreReader, read};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -206,4 +207,47 @@ pub fn outcome(r: Response) -> Outcome {
         Response::ChangeSet(o) => o,
         other => panic!("not a change-set outcome: {other:?}"),
     }
+}
+
+/// Log entry `index` (term 1) carrying `command`, stamped with log time `1_000 + index`.
+pub fn entry(index: u64, command: &Command) -> Entry<TypeConfig> {
+    Entry {
+        log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+        payload: EntryPayload::Normal(Envelope::new(command, 1_000 + index).expect("envelope")),
+    }
+}
+
+/// Membership entry `index`: node 1 the only voter.
+pub fn membership(index: u64) -> Entry<TypeConfig> {
+    let nodes = [(1u64, NodeInfo::default())]
+        .into_iter()
+        .collect::<BTreeMap<_, _>>();
+    Entry {
+        log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+        payload: EntryPayload::Membership(Membership::new(vec![[1u64].into()], nodes)),
+    }
+}
+
+/// Applies to `store`'s state machine a membership (index 1) and an import of `cells` demo
+/// cells (index 2).
+pub async fn apply_demo(store: &mut Store, cells: usize) {
+    store
+        .sm
+        .apply([
+            membership(1),
+            entry(2, &Command::Import(demo_import(cells))),
+        ])
+        .await
+        .expect("apply");
+}
+
+/// Builds a snapshot of what `store` has applied.
+pub async fn build_snapshot(store: &mut Store) -> Snapshot<TypeConfig> {
+    store
+        .sm
+        .get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .expect("snapshot")
 }
