@@ -10,13 +10,23 @@
 //!
 //! - the state machine applies an entry only once it is synced locally
 //!   ([`DurableLog::wait_synced`]), so no client is answered and no read sees a change set
-//!   that is not durable on the leader and (followers report appends only after their own
-//!   sync) on at least one follower: a majority of three;
+//!   before every member of the quorum that committed it has it on disk (followers report
+//!   appends only after their own sync);
 //! - AppendEntries never tell a follower a commit index beyond the leader's synced log
 //!   ([`DurableLog::cap_commit`]), so no follower applies an entry the leader could still lose.
 //!
-//! If the leader crashes before its sync, the entry was applied nowhere and answered to no one;
-//! a new leader may keep it or drop it, as with any uncommitted entry.
+//! If the leader crashes before its sync, the entry was applied nowhere and answered to no one.
+//! Two more rules keep such an entry from being mistaken for a committed one (the log store
+//! applies them):
+//!
+//! - openraft 0.9 resumes a restarted leader in its old term at once, and new entries of that
+//!   term would reuse the log ids of the entries it lost but its followers hold. A node that
+//!   reports its appends early therefore never resumes: it reads its own committed vote back as
+//!   uncommitted and rejoins as a follower, so leadership passes on in a higher term, whose
+//!   entries truncate the lost ones wherever they remain;
+//! - a membership entry is reported only once synced, because openraft acts on a membership
+//!   commit itself (the next configuration change may follow at once), not only through the
+//!   state machine.
 
 use std::sync::Arc;
 

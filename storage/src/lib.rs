@@ -131,10 +131,17 @@ impl Store {
             dir: sled_dir.clone(),
             source,
         })?;
-        let last = log_store::last_log_id(&trees).map_err(|e| OpenError::Corrupt {
+        let corrupt = |reason: String| OpenError::Corrupt {
             dir: dir.to_path_buf(),
-            reason: e.to_string(),
-        })?;
+            reason,
+        };
+        log_store::cut_at_first_hole(&trees.0).map_err(|e| corrupt(e.to_string()))?;
+        // What a crashed process wrote may still be only in the page cache: make it durable
+        // before the log is counted as on disk (the DurableLog below starts at its end).
+        durability
+            .sync()
+            .map_err(io("cannot sync the store on opening it"))?;
+        let last = log_store::last_log_id(&trees).map_err(|e| corrupt(e.to_string()))?;
         let synced = Arc::new(DurableLog::new(last));
         let group = GroupCommit::start(durability.clone(), synced.clone())
             .map_err(io("cannot start the sync thread"))?;
@@ -146,11 +153,12 @@ impl Store {
             SnapshotDir::open(&dir.join("snapshots"))
                 .map_err(io("cannot open the snapshot directory"))?,
         );
-        let sm =
-            StateMachine::open(&db, snapshots, synced.clone()).map_err(|e| OpenError::Corrupt {
+        let sm = StateMachine::open(&db, snapshots, synced.clone(), durability.clone()).map_err(
+            |e| OpenError::Corrupt {
                 dir: dir.to_path_buf(),
                 reason: e.to_string(),
-            })?;
+            },
+        )?;
         let sm_tree = db.open_tree("sm").map_err(|source| OpenError::Sled {
             dir: sled_dir,
             source,

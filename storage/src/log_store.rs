@@ -5,9 +5,10 @@
 //! Tree `raft`: `vote`, `committed` and `purged` (the last purged log id).
 //!
 //! An append is acknowledged to openraft only after [`GroupCommit`] has made it durable, except
-//! a leader's own appends once [`LogStore::report_own_appends_early`] is set: those are reported
-//! at once and synced while they replicate, and [`DurableLog`] holds back what a commit may
-//! cause until they are on disk (see [`sonraft_raft::durable`]). A vote is made durable before
+//! a leader's own appends without a membership entry once [`LogStore::report_own_appends_early`]
+//! is set: those are reported at once and synced while they replicate, and [`DurableLog`] holds
+//! back what a commit may cause until they are on disk (see [`sonraft_raft::durable`]; such a
+//! node also never resumes leadership after a restart). A vote is made durable before
 //! `save_vote` returns.
 
 use std::fmt::Debug;
@@ -158,6 +159,41 @@ fn read_meta<T: serde::de::DeserializeOwned>(
     })
 }
 
+/// Removes every entry after the first missing index. After a power loss sled may bring back an
+/// unsynced tail with holes in it (it counts data as stable after `sync_file_range`, which does
+/// not flush the drive's cache); nothing at or after a hole was acknowledged, since every
+/// acknowledgement follows an `fdatasync` covering all earlier writes.
+pub(crate) fn cut_at_first_hole(log: &sled::Tree) -> Result<(), StorageError> {
+    let read = |e: sled::Error| io_err(ErrorSubject::Logs, ErrorVerb::Read, e);
+    let mut expected = None;
+    let mut hole = None;
+    for k in log.iter().keys() {
+        let index = id_at(&k.map_err(read)?).index;
+        if let Some(e) = expected
+            && index != e
+        {
+            hole = Some(e);
+            break;
+        }
+        expected = Some(index + 1);
+    }
+    let Some(from) = hole else { return Ok(()) };
+    let mut batch = sled::Batch::default();
+    let mut removed = 0u64;
+    for k in log.range(key(from)..).keys() {
+        batch.remove(k.map_err(read)?);
+        removed += 1;
+    }
+    log.apply_batch(batch)
+        .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Delete, e))?;
+    tracing::warn!(
+        first_missing = from,
+        removed,
+        "the log had a hole after an unclean stop; removed the unsynced entries after it (none was acknowledged)"
+    );
+    Ok(())
+}
+
 /// The id of the last entry in the log, or else of the last purged one.
 pub(crate) fn last_log_id(
     (log, raft): &(sled::Tree, sled::Tree),
@@ -235,7 +271,22 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, StorageError> {
-        let vote = self.read_meta(VOTE)?;
+        let mut vote: Option<Vote<NodeId>> = self.read_meta(VOTE)?;
+        if let (Some(me), Some(v)) = (self.early_as, vote.as_mut())
+            && v.is_committed()
+            && v.leader_id().voted_for() == Some(me)
+        {
+            // openraft 0.9 resumes a restarted leader in its old term at once. This node may
+            // have lost appends it reported before syncing them, which followers hold; new
+            // entries of the same term would reuse their log ids and be taken for them. So it
+            // starts as a follower: leadership passes on in a higher term, whose entries
+            // truncate whatever was lost (it was never applied or answered anywhere).
+            v.committed = false;
+            tracing::info!(
+                term = v.leader_id().term,
+                "this node led before it stopped; it rejoins as a follower, and a new term begins"
+            );
+        }
         *self.vote.lock().unwrap_or_else(|p| p.into_inner()) = vote;
         Ok(vote)
     }
@@ -260,12 +311,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     {
         // Plain inserts in index order, not a sled batch: sled writes each batch between IO
         // buffers of its own, and each buffer costs a `sync_file_range` that waits for the
-        // disk (strace: five per append instead of one). Atomicity is not needed here: sled
-        // recovers a prefix of its log, so a crash mid-append leaves a contiguous log, and the
-        // append is acknowledged only after the sync below.
+        // disk (strace: five per append instead of one). Atomicity is not needed here: after a
+        // process crash sled recovers a prefix of its log, and after a power loss `Store::open`
+        // cuts an unsynced tail off at its first hole; nothing unsynced was acknowledged.
         let mut last = None;
+        let mut membership = false;
         for entry in entries {
             let id = *entry.get_log_id();
+            membership |= matches!(entry.payload, openraft::EntryPayload::Membership(_));
             let bytes = encode_entry(&entry)
                 .map_err(|e| io_err(ErrorSubject::Log(id), ErrorVerb::Write, e))?;
             self.log
@@ -274,7 +327,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             last = Some(id);
         }
         let last = last.map(|id| (id, self.synced.appended(id)));
-        let callback = if self.leading() {
+        // A membership entry is reported only once synced: openraft acts on its commit itself
+        // (the next membership change may follow at once), not only through the state machine.
+        let callback = if !membership && self.leading() {
             // Replication starts now; what the commit may cause waits for the sync below.
             callback.log_io_completed(Ok(()));
             metrics::counter!("sonraft_log_appends_reported_early_total").increment(1);

@@ -1,0 +1,84 @@
+//! What a node finds when it opens its store again after stopping, cleanly or not.
+
+use openraft::storage::{RaftLogReader, RaftLogStorage};
+use openraft::{LeaderId, Vote};
+use sonraft_raft::command::Command;
+use sonraft_storage::{Store, encode_entry};
+
+mod common;
+
+fn committed_vote(term: u64, node: u64) -> Vote<u64> {
+    Vote {
+        leader_id: LeaderId::new(term, node),
+        committed: true,
+    }
+}
+
+#[tokio::test]
+async fn a_node_that_led_rejoins_as_a_follower_when_it_reports_its_appends_early() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut store = Store::open(dir.path()).unwrap();
+        store.log.save_vote(&committed_vote(4, 1)).await.unwrap();
+    }
+    let mut store = Store::open(dir.path()).unwrap();
+    store.log.report_own_appends_early(1);
+    let vote = store.log.read_vote().await.unwrap().unwrap();
+    assert_eq!(vote.leader_id, LeaderId::new(4, 1), "same term and node");
+    assert!(
+        !vote.committed,
+        "not resumed as leader: it may have lost appends its followers hold"
+    );
+    drop(store);
+
+    let mut plain = Store::open(dir.path()).unwrap();
+    assert_eq!(
+        plain.log.read_vote().await.unwrap(),
+        Some(committed_vote(4, 1)),
+        "a store that never reports early keeps the vote as saved"
+    );
+}
+
+#[tokio::test]
+async fn a_node_that_followed_keeps_its_vote() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut store = Store::open(dir.path()).unwrap();
+        store.log.save_vote(&committed_vote(4, 2)).await.unwrap();
+    }
+    let mut store = Store::open(dir.path()).unwrap();
+    store.log.report_own_appends_early(1);
+    assert_eq!(
+        store.log.read_vote().await.unwrap(),
+        Some(committed_vote(4, 2))
+    );
+}
+
+#[tokio::test]
+async fn a_log_with_a_hole_is_cut_at_the_hole_on_opening() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(Store::open(dir.path()).unwrap());
+    {
+        // What a power loss can leave of an unsynced tail: entries 1-3, then 5-6 without 4.
+        let db = sled::open(dir.path().join("sled")).unwrap();
+        let log = db.open_tree("log").unwrap();
+        for index in [1u64, 2, 3, 5, 6] {
+            let entry = common::entry(index, &Command::Import(common::demo_import(1)));
+            log.insert(index.to_be_bytes(), encode_entry(&entry).unwrap())
+                .unwrap();
+        }
+        db.flush().unwrap();
+    }
+    let mut store = Store::open(dir.path()).unwrap();
+    let state = store.log.get_log_state().await.unwrap();
+    assert_eq!(state.last_log_id.map(|l| l.index), Some(3));
+    let indexes: Vec<u64> = store
+        .log
+        .try_get_log_entries(0..u64::MAX)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.log_id.index)
+        .collect();
+    assert_eq!(indexes, [1, 2, 3]);
+}
