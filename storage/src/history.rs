@@ -89,10 +89,11 @@ impl HistoryIndex {
     }
 
     /// Forgets the oldest entries while more than `keep` records are held, and returns their
-    /// log indexes (whole entries go: the newest may take the count a little below `keep`).
+    /// log indexes. Whole entries go, so the count may end below `keep`; the newest entry always
+    /// stays, even when it alone holds more than `keep` records.
     pub(crate) fn trim(&mut self, keep: u64) -> Vec<u64> {
         let mut gone = Vec::new();
-        while self.records > keep {
+        while self.records > keep && self.entries.len() > 1 {
             let Some((index, count)) = self.entries.pop_front() else {
                 break;
             };
@@ -229,10 +230,15 @@ mod tests {
         assert_eq!(index.trim(6), Vec::<u64>::new(), "6 is not more than 6");
         assert_eq!(
             index.trim(4),
-            vec![4, 7],
+            vec![4],
             "whole entries, even below the limit"
         );
-        assert!(index.is_empty());
+        assert_eq!(
+            index.len(),
+            5,
+            "the newest entry stays, though it holds more than 4"
+        );
+        assert_eq!(index.trim(0), Vec::<u64>::new());
     }
 
     #[test]

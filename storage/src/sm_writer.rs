@@ -7,28 +7,37 @@
 //! (later writes of a key replace earlier ones; a waiting reader cuts the wait short) and
 //! writes the result as one checkpoint:
 //!
-//! 1. insert [`TORN`];
-//! 2. insert or remove every key gathered, `m/applied` among them;
+//! 1. insert [`TORN`], and sync;
+//! 2. insert or remove every key gathered, `m/applied` among them, in key order, and sync;
 //! 3. remove [`TORN`].
 //!
 //! These are plain sled operations, not an `apply_batch`: sled guards every batch with one
 //! process-wide lock that also stops Raft log appends and reads while the batch is written, so
-//! a batch of a few hundred keys stalled the log on every node. Crash safety comes instead from
-//! sled recovering a prefix of the operations (in the order one thread made them): if any key
-//! of a checkpoint survived a crash, so did the `TORN` insert before it, and `TORN` is absent
-//! only when the whole checkpoint survived. A store found with `TORN` set is rebuilt by
-//! [`crate::state_machine`] from the newest snapshot (or from empty) and the log.
+//! a batch of a few hundred keys stalled the log on every node. The syncs make the marker
+//! durable before any key of the checkpoint can be, and every key before the marker goes, also
+//! across a power loss (sled alone counts data as stable after `sync_file_range`, which leaves
+//! the drive's cache unflushed, so the drive may keep a later write and lose an earlier one).
+//! A store found with `TORN` set is rebuilt by [`crate::state_machine`] from the newest
+//! snapshot (or from empty) and the log.
 //!
-//! Readers of sled (history, snapshots) first wait until everything submitted is written.
+//! After a failed checkpoint the writer stops, leaving `TORN` set; submitting and waiting then
+//! fail, and the state machine with them. Readers of sled (history, snapshots) first wait until
+//! everything submitted is written.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
+
+use crate::durable::Durability;
 
 /// Present in tree `sm` while a checkpoint is being written.
 pub(crate) const TORN: &[u8] = b"m/torn";
+
+/// Longest time applied changes wait before they are written (bounds how much of the log a
+/// restart re-applies; each checkpoint costs two syncs).
+pub(crate) const CHECKPOINT: Duration = Duration::from_millis(500);
 
 /// Key operations of one applied batch, in order (`None`: remove).
 #[derive(Default, Debug)]
@@ -44,15 +53,39 @@ impl Ops {
     }
 }
 
-struct Progress {
-    written: Mutex<u64>,
-    advanced: Condvar,
-    failure: Mutex<Option<String>>,
+#[derive(Default)]
+struct Written {
+    /// Sequence number of the last batch in sled.
+    upto: u64,
+    /// Why the writer stopped writing, if it did.
+    stopped: Option<String>,
 }
 
-/// Longest time applied changes wait before they are written (bounds how much of the log a
-/// restart re-applies).
-pub(crate) const CHECKPOINT: Duration = Duration::from_millis(100);
+struct Progress {
+    written: Mutex<Written>,
+    advanced: Condvar,
+}
+
+impl Progress {
+    fn lock(&self) -> MutexGuard<'_, Written> {
+        self.written.lock().unwrap_or_else(|x| x.into_inner())
+    }
+
+    fn stop(&self, reason: String) {
+        self.lock().stopped.get_or_insert(reason);
+        self.advanced.notify_all();
+    }
+}
+
+/// Marks the writer stopped when its thread ends, however it ends.
+struct OnExit(Arc<Progress>);
+
+impl Drop for OnExit {
+    fn drop(&mut self) {
+        self.0
+            .stop("the state machine writer has stopped".to_string());
+    }
+}
 
 enum Msg {
     Ops(u64, Ops),
@@ -71,35 +104,42 @@ pub(crate) struct SmWriter {
 /// Writes `pending` as one checkpoint (see the module docs).
 fn checkpoint(
     tree: &sled::Tree,
-    pending: HashMap<Vec<u8>, Option<Vec<u8>>>,
-) -> Result<(), sled::Error> {
-    tree.insert(TORN, &[])?;
+    durability: &Durability,
+    pending: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+) -> Result<(), String> {
+    let sled = |e: sled::Error| e.to_string();
+    tree.insert(TORN, &[]).map_err(sled)?;
+    durability.sync_checkpoint().map_err(|e| e.to_string())?;
     for (k, v) in pending {
         match v {
-            Some(v) => tree.insert(k, v)?,
-            None => tree.remove(k)?,
+            Some(v) => tree.insert(k, v).map_err(sled)?,
+            None => tree.remove(k).map_err(sled)?,
         };
     }
-    tree.remove(TORN)?;
+    durability.sync_checkpoint().map_err(|e| e.to_string())?;
+    tree.remove(TORN).map_err(sled)?;
     Ok(())
 }
 
 impl SmWriter {
-    pub(crate) fn start(tree: sled::Tree) -> std::io::Result<SmWriter> {
+    pub(crate) fn start(
+        tree: sled::Tree,
+        durability: Arc<Durability>,
+    ) -> std::io::Result<SmWriter> {
         let (tx, rx) = mpsc::channel::<Msg>();
         let progress = Arc::new(Progress {
-            written: Mutex::new(0),
+            written: Mutex::new(Written::default()),
             advanced: Condvar::new(),
-            failure: Mutex::new(None),
         });
         let p = progress.clone();
         let thread = std::thread::Builder::new()
             .name("sonraft-sm-writer".into())
             .spawn(move || {
+                let _exit = OnExit(p.clone());
                 while let Ok(first) = rx.recv() {
-                    let mut pending = HashMap::new();
+                    let mut pending = BTreeMap::new();
                     let mut seq = None;
-                    let mut take = |m: Msg, pending: &mut HashMap<_, _>| match m {
+                    let mut take = |m: Msg, pending: &mut BTreeMap<_, _>| match m {
                         Msg::Ops(s, ops) => {
                             pending.extend(ops.0);
                             seq = Some(s);
@@ -120,11 +160,12 @@ impl SmWriter {
                         take(m, &mut pending);
                     }
                     let Some(seq) = seq else { continue };
-                    if let Err(e) = checkpoint(&tree, pending) {
-                        tracing::error!(error = %e, "the state machine could not be written to sled");
-                        *p.failure.lock().unwrap_or_else(|x| x.into_inner()) = Some(e.to_string());
+                    if let Err(e) = checkpoint(&tree, &durability, pending) {
+                        tracing::error!(error = %e, "the state machine could not be written to sled; it stops applying");
+                        p.stop(e);
+                        return;
                     }
-                    *p.written.lock().unwrap_or_else(|x| x.into_inner()) = seq;
+                    p.lock().upto = seq;
                     p.advanced.notify_all();
                 }
             })?;
@@ -138,8 +179,8 @@ impl SmWriter {
 
     /// Queues one batch of operations.
     pub(crate) fn submit(&self, ops: Ops) -> Result<(), String> {
-        if let Some(f) = self.failure() {
-            return Err(f);
+        if let Some(reason) = self.failure() {
+            return Err(reason);
         }
         let tx = self.tx.lock().unwrap_or_else(|x| x.into_inner());
         let seq = self.submitted.fetch_add(1, Ordering::SeqCst) + 1;
@@ -149,18 +190,22 @@ impl SmWriter {
             .map_err(|_| "the state machine writer has stopped".to_string())
     }
 
-    /// Blocks until everything submitted so far is in sled.
-    pub(crate) fn wait_written(&self) {
+    /// Blocks until everything submitted so far is in sled; fails if the writer stopped first.
+    pub(crate) fn wait_written(&self) -> Result<(), String> {
         let target = self.submitted.load(Ordering::SeqCst);
-        if let Some(tx) = self.tx.lock().unwrap_or_else(|x| x.into_inner()).as_ref() {
+        if self.progress.lock().upto < target
+            && let Some(tx) = self.tx.lock().unwrap_or_else(|x| x.into_inner()).as_ref()
+        {
             let _ = tx.send(Msg::Kick);
         }
-        let mut written = self
-            .progress
-            .written
-            .lock()
-            .unwrap_or_else(|x| x.into_inner());
-        while *written < target {
+        let mut written = self.progress.lock();
+        loop {
+            if written.upto >= target {
+                return Ok(());
+            }
+            if let Some(reason) = &written.stopped {
+                return Err(reason.clone());
+            }
             written = self
                 .progress
                 .advanced
@@ -169,13 +214,9 @@ impl SmWriter {
         }
     }
 
-    /// The first write error, if any (the state machine stops applying after it).
+    /// Why the writer stopped, if it did (the state machine stops applying then).
     pub(crate) fn failure(&self) -> Option<String> {
-        self.progress
-            .failure
-            .lock()
-            .unwrap_or_else(|x| x.into_inner())
-            .clone()
+        self.progress.lock().stopped.clone()
     }
 }
 

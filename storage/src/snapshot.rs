@@ -30,7 +30,8 @@ const SUFFIX: &str = ".snap";
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub struct SnapshotBody {
     pub image: NetworkImage,
-    /// Newest last is not required; records are keyed by index on install.
+    /// In log order, as the state machine captures them: an install stores each run of
+    /// records with the same log index as one value.
     pub history: Vec<HistoryRecord>,
 }
 

@@ -28,6 +28,7 @@ use sonraft_raft::durable::DurableLog;
 use sonraft_raft::model::image::{Changes, HistoryRecord, NetworkImage};
 use sonraft_raft::{Entry, LogId, SnapshotMeta, StorageError, StoredMembership, TypeConfig, codec};
 
+use crate::durable::Durability;
 use crate::error::Damaged;
 use crate::history::{self, HistoryIndex};
 use crate::sm_writer::{Ops, SmWriter, TORN};
@@ -122,6 +123,7 @@ impl StateMachine {
         db: &sled::Db,
         snapshots: Arc<SnapshotDir>,
         synced: Arc<DurableLog>,
+        durability: Arc<Durability>,
     ) -> Result<Self, Damaged> {
         let tree = db
             .open_tree("sm")
@@ -135,7 +137,8 @@ impl StateMachine {
             load(&tree)?
         };
         let writer = Arc::new(
-            SmWriter::start(tree.clone()).map_err(|e| Damaged::new("state machine writer", e))?,
+            SmWriter::start(tree.clone(), durability)
+                .map_err(|e| Damaged::new("state machine writer", e))?,
         );
         let sm = StateMachine {
             tree,
@@ -191,7 +194,9 @@ impl StateMachine {
 
     /// Replaces the whole state (snapshot install) in memory and in sled.
     fn replace_all(&self, meta: &SnapshotMeta, body: SnapshotBody) -> Result<(), StorageError> {
-        self.writer.wait_written();
+        self.writer
+            .wait_written()
+            .map_err(|e| sm_err(ErrorVerb::Write, e))?;
         let mut batch = sled::Batch::default();
         for key in self.tree.iter().keys() {
             batch.remove(key.map_err(|e| sm_err(ErrorVerb::Read, e))?);
@@ -547,7 +552,9 @@ pub(crate) fn capture(
     let (image, last_applied, membership, raw_history) = {
         let s = read(state);
         // No apply runs while we hold the state; let sled catch up with what was applied.
-        writer.wait_written();
+        writer
+            .wait_written()
+            .map_err(|e| Damaged::new("state machine checkpoint", e))?;
         (
             s.image.clone(),
             s.last_applied,
@@ -579,6 +586,8 @@ pub(crate) fn history_newest_first(
     limit: usize,
     before: Option<u64>,
 ) -> Result<Vec<HistoryRecord>, Damaged> {
-    writer.wait_written();
+    writer
+        .wait_written()
+        .map_err(|e| Damaged::new("state machine checkpoint", e))?;
     history::newest_first(tree, limit, before)
 }
