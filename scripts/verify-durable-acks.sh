@@ -46,35 +46,52 @@ trap cleanup EXIT
 source "$SONRAFT_RUN_DIR/cluster.env"
 
 field() { sed -n "s/.*\"$2\":\"\{0,1\}\([^\",}]*\).*/\1/p" "$SONRAFT_RUN_DIR/$1/data/addresses.json"; }
-LEADER="" FOLLOWER=""
-for site in site-a site-b site-c; do
-    role=$("$BIN" ctl node-info "http://$(field "$site" api_addr)" | sed -n 's/^role=//p')
-    if [[ $role == leader ]]; then LEADER=$site; elif [[ -z $FOLLOWER ]]; then FOLLOWER=$site; fi
-done
-[[ -n $LEADER && -n $FOLLOWER ]] || { log "no leader found"; exit 1; }
-log "leader $LEADER, follower $FOLLOWER; one client for $((SECONDS_TRACED + 4)) s, traced for $SECONDS_TRACED s"
+info() { "$BIN" ctl node-info "http://$(field "$1" api_addr)" | sed -n "s/^$2=//p"; }
 
+# strace stops the traced node at every traced call; with the loopback election timeouts that
+# can cost the leader its leadership, and a node that is no longer leader forwards change sets
+# (their answers were synced elsewhere). An attempt counts only if the leader kept its term.
+# --seccomp-bpf leaves untraced calls (epoll, futex...) unstopped.
+SECCOMP=""
+strace --seccomp-bpf -f -e trace=fdatasync true 2> /dev/null && SECCOMP=--seccomp-bpf
 TRACE_DIR="$SONRAFT_RUN_DIR/trace"
 mkdir -p "$TRACE_DIR"
-"$BIN" bench load --clients 1 --seconds $((SECONDS_TRACED + 3)) --cells 2000 > "$TRACE_DIR/load.txt" 2>&1 &
-LOAD_PID=$!
-sleep 2
-for role in leader follower; do
-    site=$LEADER
-    [[ $role == follower ]] && site=$FOLLOWER
-    timeout "$SECONDS_TRACED" strace -f -ttt -T -yy -s 48 -e trace=fdatasync,writev,read,recvfrom \
-        -p "$(field "$site" pid)" -o "$TRACE_DIR/$role.strace" 2> /dev/null &
+for attempt in 1 2 3; do
+    LEADER="" FOLLOWER=""
+    for site in site-a site-b site-c; do
+        role=$(info "$site" role)
+        if [[ $role == leader ]]; then LEADER=$site; elif [[ -z $FOLLOWER ]]; then FOLLOWER=$site; fi
+    done
+    [[ -n $LEADER && -n $FOLLOWER ]] || { log "no leader found"; exit 1; }
+    TERM_BEFORE=$(info "$LEADER" term)
+    log "leader $LEADER (term $TERM_BEFORE), follower $FOLLOWER; one client for $((SECONDS_TRACED + 4)) s, traced for $SECONDS_TRACED s"
+    "$BIN" bench load --clients 1 --seconds $((SECONDS_TRACED + 3)) --cells 2000 \
+        > "$TRACE_DIR/load.txt" 2>&1 &
+    LOAD_PID=$!
+    sleep 2
+    for role in leader follower; do
+        site=$LEADER
+        [[ $role == follower ]] && site=$FOLLOWER
+        timeout "$SECONDS_TRACED" strace $SECCOMP -f -ttt -T -yy -s 48 \
+            -e trace=fdatasync,writev,read,recvfrom \
+            -p "$(field "$site" pid)" -o "$TRACE_DIR/$role.strace" 2> /dev/null &
+    done
+    wait "$LOAD_PID" || true
+    LOAD_PID=""
+    wait || true
+    grep '^sonraft' "$TRACE_DIR/load.txt" >&2 || true
+    if [[ $(info "$LEADER" role) == leader && $(info "$LEADER" term) == "$TERM_BEFORE" ]]; then
+        break
+    fi
+    log "leadership moved during the trace (attempt $attempt); tracing again"
+    [[ $attempt == 3 ]] && { log "the leader lost its term in every attempt"; exit 1; }
 done
-wait "$LOAD_PID" || true
-LOAD_PID=""
-wait || true
-grep '^sonraft' "$TRACE_DIR/load.txt" >&2 || true
 
 python3 - "$TRACE_DIR" "$(field "$LEADER" api_addr)" "$(field "$FOLLOWER" raft_addr)" <<'EOF'
 import re, sys
 
 trace_dir, leader_api, follower_raft = sys.argv[1:4]
-LINE = re.compile(r'(\d+) (\d+\.\d+) (.*?)(?: <(\d+\.\d+)>)?$')
+LINE = re.compile(r'(\d+) +(\d+\.\d+) (.*?)(?: <(\d+\.\d+)>)?$')
 
 def parse(path):
     """Syncs as (start, end), and socket reads/writes as (time, socket, call, text, result)."""
