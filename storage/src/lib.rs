@@ -141,7 +141,8 @@ impl Store {
         durability
             .sync()
             .map_err(io("cannot sync the store on opening it"))?;
-        let last = log_store::last_log_id(&trees).map_err(|e| corrupt(e.to_string()))?;
+        let last =
+            log_store::last_log_id(&trees.0, &trees.1).map_err(|e| corrupt(e.to_string()))?;
         let synced = Arc::new(DurableLog::new(last));
         let group = GroupCommit::start(durability.clone(), synced.clone())
             .map_err(io("cannot start the sync thread"))?;

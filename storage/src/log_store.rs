@@ -168,7 +168,16 @@ pub(crate) fn cut_at_first_hole(log: &sled::Tree) -> Result<(), StorageError> {
     let mut expected = None;
     let mut hole = None;
     for k in log.iter().keys() {
-        let index = id_at(&k.map_err(read)?).index;
+        let k = k.map_err(read)?;
+        if k.len() != 8 {
+            // Not a key this store writes: damage, not a lost tail; cutting would lose entries.
+            return Err(io_err(
+                ErrorSubject::Logs,
+                ErrorVerb::Read,
+                format!("the log holds a key of {} bytes (log keys have 8)", k.len()),
+            ));
+        }
+        let index = id_at(&k).index;
         if let Some(e) = expected
             && index != e
         {
@@ -196,7 +205,8 @@ pub(crate) fn cut_at_first_hole(log: &sled::Tree) -> Result<(), StorageError> {
 
 /// The id of the last entry in the log, or else of the last purged one.
 pub(crate) fn last_log_id(
-    (log, raft): &(sled::Tree, sled::Tree),
+    log: &sled::Tree,
+    raft: &sled::Tree,
 ) -> Result<Option<LogId>, StorageError> {
     let last = log
         .last()
@@ -253,7 +263,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
         Ok(LogState {
             last_purged_log_id: self.read_meta(PURGED)?,
-            last_log_id: last_log_id(&(self.log.clone(), self.raft.clone()))?,
+            last_log_id: last_log_id(&self.log, &self.raft)?,
         })
     }
 
@@ -354,7 +364,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.log
             .apply_batch(batch)
             .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Delete, e))?;
-        let before = last_log_id(&(self.log.clone(), self.raft.clone()))?;
+        let before = last_log_id(&self.log, &self.raft)?;
         self.synced.truncated(log_id.index, before);
         Ok(())
     }

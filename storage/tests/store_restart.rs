@@ -82,3 +82,28 @@ async fn a_log_with_a_hole_is_cut_at_the_hole_on_opening() {
         .collect();
     assert_eq!(indexes, [1, 2, 3]);
 }
+
+#[tokio::test]
+async fn a_log_key_of_the_wrong_size_is_refused_not_cut_at() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(Store::open(dir.path()).unwrap());
+    {
+        let db = sled::open(dir.path().join("sled")).unwrap();
+        let log = db.open_tree("log").unwrap();
+        for index in [1u64, 2, 3] {
+            let entry = common::entry(index, &Command::Import(common::demo_import(1)));
+            log.insert(index.to_be_bytes(), encode_entry(&entry).unwrap())
+                .unwrap();
+        }
+        // Damage that sorts between entries 1 and 2: it is no hole, and nothing may be cut.
+        log.insert([0u8, 0, 0, 0, 0, 0, 0, 1, 9], b"junk".as_slice())
+            .unwrap();
+        db.flush().unwrap();
+    }
+    let err = Store::open(dir.path())
+        .err()
+        .expect("a damaged log is refused");
+    assert!(err.to_string().contains("key of 9 bytes"), "{err}");
+    let db = sled::open(dir.path().join("sled")).unwrap();
+    assert_eq!(db.open_tree("log").unwrap().len(), 4, "nothing removed");
+}
