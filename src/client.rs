@@ -44,8 +44,9 @@ impl ApiResponse {
 pub struct ApiClient {
     http: Client<HttpConnector, Full<Bytes>>,
     /// `Bearer <token>`, built once: a header value per request would be an allocation per
-    /// request on the load generator's hot path.
-    authorization: Option<HeaderValue>,
+    /// request on the load generator's hot path. `Err` when the token cannot be a header value
+    /// (every request then fails with that reason).
+    authorization: Result<Option<HeaderValue>, String>,
     timeout: Duration,
 }
 
@@ -59,6 +60,12 @@ pub fn base_url(addr: &str) -> String {
     }
 }
 
+/// The `Authorization` value for `token`: `Bearer <token>`.
+pub fn bearer(token: &str) -> Result<HeaderValue, String> {
+    HeaderValue::from_str(&format!("Bearer {token}"))
+        .map_err(|_| "the token is not a valid HTTP header value".to_string())
+}
+
 impl ApiClient {
     pub fn new(token: Option<String>, timeout: Duration) -> Self {
         let mut connector = HttpConnector::new();
@@ -70,8 +77,7 @@ impl ApiClient {
             .build(connector);
         ApiClient {
             http,
-            // A token that is not a valid header value is sent as none (the node answers 401).
-            authorization: token.and_then(|t| HeaderValue::from_str(&format!("Bearer {t}")).ok()),
+            authorization: token.as_deref().map(bearer).transpose(),
             timeout,
         }
     }
@@ -84,8 +90,15 @@ impl ApiClient {
         body: Option<Bytes>,
         headers: &[(&str, &str)],
     ) -> Result<ApiResponse, ClientError> {
+        let authorization = self
+            .authorization
+            .as_ref()
+            .map_err(|reason| ClientError::Request {
+                url: url.into(),
+                reason: reason.clone(),
+            })?;
         let mut req = Request::builder().method(method).uri(url);
-        if let Some(auth) = &self.authorization {
+        if let Some(auth) = authorization {
             req = req.header(hyper::header::AUTHORIZATION, auth.clone());
         }
         if body.is_some() {

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 use super::load::{Target, Written};
 use super::session::Session;
-use crate::client::{ApiClient, base_url};
+use crate::client::{ApiClient, bearer};
 
 pub struct SonraftTarget {
     /// For finding the leader and preloading (not on the measured path).
@@ -44,13 +44,11 @@ impl SonraftTarget {
         token: Option<String>,
         _clients: usize,
     ) -> anyhow::Result<Self> {
-        let authorization = match &token {
-            Some(t) => Some(
-                HeaderValue::from_str(&format!("Bearer {t}"))
-                    .context("the token is not a valid header value")?,
-            ),
-            None => None,
-        };
+        let authorization = token
+            .as_deref()
+            .map(bearer)
+            .transpose()
+            .map_err(anyhow::Error::msg)?;
         let client = ApiClient::new(token, Duration::from_secs(30));
         let leader = find_leader(&client, nodes)
             .await
@@ -167,8 +165,7 @@ async fn find_leader(client: &ApiClient, nodes: &[String]) -> Option<String> {
             continue;
         };
         if let Some(api) = v["nodes"][leader.to_string()]["api_addr"].as_str() {
-            let url = base_url(api);
-            return Some(url.trim_start_matches("http://").to_string());
+            return Some(api.trim_start_matches("http://").to_string());
         }
     }
     None
