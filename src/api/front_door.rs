@@ -25,7 +25,8 @@ use crate::node::Node;
 /// Routes that need no token.
 const OPEN_ROUTES: [&str; 3] = ["/health", "/readyz", "/metrics"];
 
-/// The route templates of [`super::router`], for metric labels; `{id}` matches one segment.
+/// The route templates of [`super::router`], for metric labels; `{id}`, only ever last, matches one
+/// segment.
 pub const ROUTES: [&str; 22] = [
     "/health",
     "/readyz",
@@ -51,21 +52,19 @@ pub const ROUTES: [&str; 22] = [
     "/backup",
 ];
 
-/// The template of [`ROUTES`] that `path` matches, or `"other"`.
+/// The template of [`ROUTES`] that `path` matches, or `"other"`. Runs on every request: an
+/// exact match first, then the templates ending in `/{id}` (one non-empty segment).
 pub fn route_of(path: &str) -> &'static str {
+    if let Some(exact) = ROUTES.iter().find(|t| **t == path) {
+        return exact;
+    }
     ROUTES
         .iter()
-        .find(|template| {
-            let mut want = template.split('/');
-            let mut got = path.split('/');
-            loop {
-                match (want.next(), got.next()) {
-                    (None, None) => return true,
-                    (Some("{id}"), Some(seg)) if !seg.is_empty() => {}
-                    (Some(w), Some(g)) if w == g => {}
-                    _ => return false,
-                }
-            }
+        .find(|t| {
+            t.strip_suffix("{id}").is_some_and(|prefix| {
+                path.strip_prefix(prefix)
+                    .is_some_and(|id| !id.is_empty() && !id.contains('/'))
+            })
         })
         .copied()
         .unwrap_or("other")
