@@ -1,0 +1,5 @@
+#![forbid(unsafe_code)]
+mod dirty_file;
+mod page_cache;
+mod rng;
+fn main() {}
