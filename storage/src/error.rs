@@ -17,6 +17,10 @@ pub enum OpenError {
         "{dir} is not empty and has no readable sonraft format marker ({reason}); point --data-dir at a sonraft data directory or an empty one"
     )]
     NotSonraft { dir: PathBuf, reason: String },
+    #[error(
+        "{dir} is in use: another sonraft process has it open (or, within this process, a store of it was not closed yet); stop that process first, each node needs a data directory of its own"
+    )]
+    InUse { dir: PathBuf },
     #[error("cannot open the sled store in {dir}: {source}")]
     Sled { dir: PathBuf, source: sled::Error },
     #[error("{what} in {dir}: {source}")]

@@ -107,18 +107,28 @@ impl StoreReader {
 }
 
 impl Store {
-    /// Opens (creating if empty) the data directory `dir`.
+    /// Opens (creating if empty) the data directory `dir`. Fails with [`OpenError::InUse`] if
+    /// another process, or a store of this process not yet closed, has it open.
     pub fn open(dir: &Path) -> Result<Store, OpenError> {
         let found = format::check_or_create(dir)?;
+        // sled reports a lock held by someone else only as a message; ask the lock first.
+        wait_released(dir, std::time::Duration::ZERO)?;
         let sled_dir = dir.join("sled");
         let db = sled::Config::new()
             .path(&sled_dir)
             .cache_capacity(256 << 20)
             .flush_every_ms(Some(1000))
             .open()
-            .map_err(|source| OpenError::Sled {
-                dir: sled_dir.clone(),
-                source,
+            .map_err(|source| match source {
+                sled::Error::Io(e) if e.to_string().contains("could not acquire lock") => {
+                    OpenError::InUse {
+                        dir: dir.to_path_buf(),
+                    }
+                }
+                source => OpenError::Sled {
+                    dir: sled_dir.clone(),
+                    source,
+                },
             })?;
         let io = |what: &'static str| {
             let dir = dir.to_path_buf();
@@ -174,6 +184,68 @@ impl Store {
             dir: dir.to_path_buf(),
         };
         Ok(Store { log, sm, reader })
+    }
+}
+
+impl Store {
+    /// Closes the store: its sync and checkpoint threads finish what was queued and are
+    /// joined, sled is released, and this returns only once the data directory can be opened
+    /// again. Every [`StoreReader`] clone must be dropped first (a live one keeps sled open, and
+    /// this then fails after [`RELEASE_WITHIN`] saying so).
+    pub fn close(self) -> Result<(), OpenError> {
+        let dir = self.reader.dir.clone();
+        drop(self);
+        wait_released(&dir, RELEASE_WITHIN)
+    }
+}
+
+/// How long [`Store::close`] waits for sled to let go of a directory.
+pub const RELEASE_WITHIN: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Returns once nothing holds the sled database of data directory `dir` open (or it has none).
+///
+/// Dropping the last handle of a sled 0.34 database does not close it at once: jobs of sled's
+/// process-wide thread pool (segment writes, log buffer flushes) hold it, and its file lock,
+/// until they finish. A store dropped by one part of a process can therefore not be reopened
+/// at once by another (openraft's tasks after `Raft::shutdown`, tests, offline tools). This
+/// waits on the lock itself: sled takes an exclusive `flock` on `sled/db` and holds it as long
+/// as any of its handles lives, so once we can take it, sled has closed everything.
+pub fn wait_released(dir: &Path, within: std::time::Duration) -> Result<(), OpenError> {
+    let path = dir.join("sled").join("db");
+    let file = match std::fs::File::open(&path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(source) => {
+            return Err(OpenError::Io {
+                what: "cannot open the sled data file to see whether it is released",
+                dir: dir.to_path_buf(),
+                source,
+            });
+        }
+    };
+    let started = std::time::Instant::now();
+    loop {
+        match file.try_lock() {
+            Ok(()) => {
+                let _ = file.unlock();
+                return Ok(());
+            }
+            Err(std::fs::TryLockError::WouldBlock) if started.elapsed() < within => {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(OpenError::InUse {
+                    dir: dir.to_path_buf(),
+                });
+            }
+            Err(std::fs::TryLockError::Error(source)) => {
+                return Err(OpenError::Io {
+                    what: "cannot lock the sled data file to see whether it is released",
+                    dir: dir.to_path_buf(),
+                    source,
+                });
+            }
+        }
     }
 }
 

@@ -333,6 +333,9 @@ fn restore_dump(dump: &Path, dir: &Path) {
     }
     if let Some(db) = db {
         db.flush().unwrap();
+        drop(db);
+        // sled's background jobs hold the directory a little longer than the handle.
+        sonraft_storage::wait_released(dir, sonraft_storage::RELEASE_WITHIN).unwrap();
     }
 }
 

@@ -10,14 +10,14 @@ mod common;
 /// Leaves behind what a crash in the middle of a checkpoint leaves: the marker, and a newer
 /// value of one key than the last complete checkpoint holds.
 fn tear_last_checkpoint(dir: &std::path::Path) {
-    let db = sled::open(dir.join("sled")).unwrap();
-    let sm = db.open_tree("sm").unwrap();
-    let cell = sm.get(b"c/C0").unwrap().expect("cell C0 was checkpointed");
-    sm.insert(b"m/torn", &[]).unwrap();
-    let mut newer = cell.to_vec();
-    *newer.last_mut().unwrap() ^= 1;
-    sm.insert(b"c/C0", newer).unwrap();
-    db.flush().unwrap();
+    common::with_raw_sled(dir, |db| {
+        let sm = db.open_tree("sm").unwrap();
+        let cell = sm.get(b"c/C0").unwrap().expect("cell C0 was checkpointed");
+        sm.insert(b"m/torn", &[]).unwrap();
+        let mut newer = cell.to_vec();
+        *newer.last_mut().unwrap() ^= 1;
+        sm.insert(b"c/C0", newer).unwrap();
+    });
 }
 
 #[tokio::test]
@@ -32,7 +32,7 @@ async fn after_a_clean_stop_the_checkpoint_holds_everything_applied() {
             .await
             .unwrap();
         let state = read(store.reader.state()).clone();
-        drop(store);
+        store.close().unwrap();
         state
     };
     let store = Store::open(dir.path()).unwrap();
@@ -55,7 +55,7 @@ async fn a_checkpoint_cut_short_is_discarded_for_the_newest_snapshot() {
             .apply([common::entry(3, &common::tilt_change("C0", 0, 45))])
             .await
             .unwrap();
-        drop(store);
+        store.close().unwrap();
         at_snapshot
     };
     tear_last_checkpoint(dir.path());
@@ -68,9 +68,10 @@ async fn a_checkpoint_cut_short_is_discarded_for_the_newest_snapshot() {
     );
     assert_eq!(state.last_applied.map(|l| l.index), Some(2));
     assert!(store.reader.history(10, None).unwrap().is_empty());
-    drop(store);
-    let db = sled::open(dir.path().join("sled")).unwrap();
-    assert!(!db.open_tree("sm").unwrap().contains_key(b"m/torn").unwrap());
+    store.close().unwrap();
+    common::with_raw_sled(dir.path(), |db| {
+        assert!(!db.open_tree("sm").unwrap().contains_key(b"m/torn").unwrap());
+    });
 }
 
 #[tokio::test]
@@ -84,6 +85,7 @@ async fn a_checkpoint_cut_short_without_a_snapshot_is_rebuilt_from_the_whole_log
             .apply([common::entry(3, &common::tilt_change("C0", 0, 45))])
             .await
             .unwrap();
+        store.close().unwrap();
     }
     tear_last_checkpoint(dir.path());
 
@@ -98,9 +100,10 @@ async fn a_checkpoint_cut_short_without_a_snapshot_is_rebuilt_from_the_whole_log
         "openraft re-applies from the start"
     );
     assert!(store.reader.history(10, None).unwrap().is_empty());
-    drop(store);
-    let db = sled::open(dir.path().join("sled")).unwrap();
-    let sm = db.open_tree("sm").unwrap();
-    assert!(!sm.contains_key(b"m/torn").unwrap());
-    assert!(sm.get(b"c/C0").unwrap().is_none(), "stale values removed");
+    store.close().unwrap();
+    common::with_raw_sled(dir.path(), |db| {
+        let sm = db.open_tree("sm").unwrap();
+        assert!(!sm.contains_key(b"m/torn").unwrap());
+        assert!(sm.get(b"c/C0").unwrap().is_none(), "stale values removed");
+    });
 }

@@ -5,7 +5,7 @@ use sonraft_storage::{OpenError, Store};
 #[test]
 fn a_data_dir_of_a_newer_format_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    drop(Store::open(dir.path()).unwrap());
+    Store::open(dir.path()).unwrap().close().unwrap();
     std::fs::write(dir.path().join("FORMAT"), "sonraft data format 99\n").unwrap();
     let err = Store::open(dir.path()).err().expect("refused");
     assert!(

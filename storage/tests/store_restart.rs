@@ -20,6 +20,7 @@ async fn a_node_that_led_rejoins_as_a_follower_when_it_reports_its_appends_early
     {
         let mut store = Store::open(dir.path()).unwrap();
         store.log.save_vote(&committed_vote(4, 1)).await.unwrap();
+        store.close().unwrap();
     }
     let mut store = Store::open(dir.path()).unwrap();
     store.log.report_own_appends_early(1);
@@ -29,7 +30,7 @@ async fn a_node_that_led_rejoins_as_a_follower_when_it_reports_its_appends_early
         !vote.committed,
         "not resumed as leader: it may have lost appends its followers hold"
     );
-    drop(store);
+    store.close().unwrap();
 
     let mut plain = Store::open(dir.path()).unwrap();
     assert_eq!(
@@ -45,6 +46,7 @@ async fn a_node_that_followed_keeps_its_vote() {
     {
         let mut store = Store::open(dir.path()).unwrap();
         store.log.save_vote(&committed_vote(4, 2)).await.unwrap();
+        store.close().unwrap();
     }
     let mut store = Store::open(dir.path()).unwrap();
     store.log.report_own_appends_early(1);
@@ -57,18 +59,16 @@ async fn a_node_that_followed_keeps_its_vote() {
 #[tokio::test]
 async fn a_log_with_a_hole_is_cut_at_the_hole_on_opening() {
     let dir = tempfile::tempdir().unwrap();
-    drop(Store::open(dir.path()).unwrap());
-    {
+    Store::open(dir.path()).unwrap().close().unwrap();
+    common::with_raw_sled(dir.path(), |db| {
         // What a power loss can leave of an unsynced tail: entries 1-3, then 5-6 without 4.
-        let db = sled::open(dir.path().join("sled")).unwrap();
         let log = db.open_tree("log").unwrap();
         for index in [1u64, 2, 3, 5, 6] {
             let entry = common::entry(index, &Command::Import(common::demo_import(1)));
             log.insert(index.to_be_bytes(), encode_entry(&entry).unwrap())
                 .unwrap();
         }
-        db.flush().unwrap();
-    }
+    });
     let mut store = Store::open(dir.path()).unwrap();
     let state = store.log.get_log_state().await.unwrap();
     assert_eq!(state.last_log_id.map(|l| l.index), Some(3));
@@ -86,9 +86,8 @@ async fn a_log_with_a_hole_is_cut_at_the_hole_on_opening() {
 #[tokio::test]
 async fn a_log_key_of_the_wrong_size_is_refused_not_cut_at() {
     let dir = tempfile::tempdir().unwrap();
-    drop(Store::open(dir.path()).unwrap());
-    {
-        let db = sled::open(dir.path().join("sled")).unwrap();
+    Store::open(dir.path()).unwrap().close().unwrap();
+    common::with_raw_sled(dir.path(), |db| {
         let log = db.open_tree("log").unwrap();
         for index in [1u64, 2, 3] {
             let entry = common::entry(index, &Command::Import(common::demo_import(1)));
@@ -98,12 +97,13 @@ async fn a_log_key_of_the_wrong_size_is_refused_not_cut_at() {
         // Damage that sorts between entries 1 and 2: it is no hole, and nothing may be cut.
         log.insert([0u8, 0, 0, 0, 0, 0, 0, 1, 9], b"junk".as_slice())
             .unwrap();
-        db.flush().unwrap();
-    }
+    });
     let err = Store::open(dir.path())
         .err()
         .expect("a damaged log is refused");
     assert!(err.to_string().contains("key of 9 bytes"), "{err}");
-    let db = sled::open(dir.path().join("sled")).unwrap();
-    assert_eq!(db.open_tree("log").unwrap().len(), 4, "nothing removed");
+    sonraft_storage::wait_released(dir.path(), sonraft_storage::RELEASE_WITHIN).unwrap();
+    common::with_raw_sled(dir.path(), |db| {
+        assert_eq!(db.open_tree("log").unwrap().len(), 4, "nothing removed");
+    });
 }

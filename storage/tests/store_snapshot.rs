@@ -47,15 +47,13 @@ async fn a_state_machine_behind_its_snapshot_is_restored_from_it_on_open() {
         common::apply_demo(&mut store, 20).await;
         common::build_snapshot(&mut store).await;
         let image = read(store.reader.state()).image.clone();
-        drop(store);
+        store.close().unwrap();
         image
     };
-    {
-        // Simulate sled having lost the state machine's unsynced writes.
-        let db = sled::open(dir.path().join("sled")).unwrap();
+    // Simulate sled having lost the state machine's unsynced writes.
+    common::with_raw_sled(dir.path(), |db| {
         db.drop_tree("sm").unwrap();
-        db.flush().unwrap();
-    }
+    });
     let store = Store::open(dir.path()).unwrap();
     let state = read(store.reader.state()).clone();
     assert_eq!(state.image, expected);

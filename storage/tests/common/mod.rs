@@ -81,7 +81,7 @@ impl TestNode {
         }
     }
 
-    /// Stops Raft and the listener, releasing the data directory.
+    /// Stops Raft and the listener, and returns once the data directory is released.
     pub async fn stop(mut self) -> (PathBuf, SocketAddr) {
         let _ = self.raft.shutdown().await;
         if let Some(tx) = self.stop.take() {
@@ -90,7 +90,16 @@ impl TestNode {
         if let Some(s) = self.server.take() {
             let _ = s.await;
         }
-        (self.dir.clone(), self.addr)
+        let (dir, addr) = (self.dir.clone(), self.addr);
+        drop(self);
+        let d = dir.clone();
+        tokio::task::spawn_blocking(move || {
+            sonraft_storage::wait_released(&d, sonraft_storage::RELEASE_WITHIN)
+        })
+        .await
+        .expect("wait for the store")
+        .expect("the store is released after Raft shut down");
+        (dir, addr)
     }
 
     pub fn last_applied(&self) -> u64 {
@@ -98,6 +107,18 @@ impl TestNode {
             .last_applied
             .map_or(0, |l| l.index)
     }
+}
+
+/// Runs `f` on the sled database of data directory `dir` opened directly (to plant what a
+/// crash leaves behind, or to look at it), then closes it and waits until sled has released
+/// the directory, so that the next `Store::open` cannot race sled's background threads.
+pub fn with_raw_sled<T>(dir: &Path, f: impl FnOnce(&sled::Db) -> T) -> T {
+    let db = sled::open(dir.join("sled")).expect("open sled directly");
+    let out = f(&db);
+    db.flush().expect("flush sled");
+    drop(db);
+    sonraft_storage::wait_released(dir, sonraft_storage::RELEASE_WITHIN).expect("sled released");
+    out
 }
 
 /// Starts `n` nodes with ids 1..=n in subdirectories of `root` and initialises them as voters.
