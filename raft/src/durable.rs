@@ -12,8 +12,11 @@
 //!   ([`DurableLog::wait_synced`]), so no client is answered and no read sees a change set
 //!   before every member of the quorum that committed it has it on disk (followers report
 //!   appends only after their own sync);
-//! - AppendEntries never tell a follower a commit index beyond the leader's synced log
-//!   ([`DurableLog::cap_commit`]), so no follower applies an entry the leader could still lose.
+//! - AppendEntries never tell a follower a commit index beyond the leader's synced log, nor one
+//!   whose entry is of an earlier term than the leader's while the leader's own entry is not
+//!   synced yet ([`DurableLog::cap_commit`]; the Raft paper's Figure 8), so no follower applies
+//!   an entry that is not yet committed on a majority of disks; the leader persists its commit
+//!   index under the same cap, so that a restart never applies one either.
 //!
 //! If the leader crashes before its sync, the entry was applied nowhere and answered to no one.
 //! Two more rules keep such an entry from being mistaken for a committed one (the log store
@@ -119,11 +122,22 @@ impl DurableLog {
         self.progress.borrow().synced
     }
 
-    /// `commit` lowered to the synced end of the log: what a leader may tell followers.
+    /// What a leader whose openraft commit index is `commit` may tell followers is committed
+    /// (and may persist as committed): `None` means "nothing new" (openraft never lowers a
+    /// commit index it was told).
+    ///
+    /// openraft commits an entry of the leader's term once a majority *including the leader's
+    /// early report* has it. Followers report only after their sync, so every member of that
+    /// majority has the leader's synced prefix on disk, and `commit` itself once the leader
+    /// has synced it. Below `commit`, the synced end `s` is on a majority's disks, but Raft
+    /// commits an entry through a majority only if it is of the leader's term (the Raft
+    /// paper's Figure 8): an earlier term's entry may still be overwritten by a leader that
+    /// never saw it. So `s` counts only if it is of `commit`'s term; otherwise nothing does
+    /// until the leader's own entry is synced.
     pub fn cap_commit(&self, commit: Option<LogId>) -> Option<LogId> {
         let synced = self.synced_log_id();
         match (commit, synced) {
-            (Some(c), Some(s)) if s.index < c.index => Some(s),
+            (Some(c), Some(s)) if s.index < c.index => (s.leader_id == c.leader_id).then_some(s),
             (Some(_), None) => None,
             (c, _) => c,
         }
@@ -169,6 +183,20 @@ mod tests {
         assert_eq!(DurableLog::new(None).cap_commit(Some(id(1, 1))), None);
     }
 
+    /// Raft's Figure 8: B synced E = (1,7) as a follower, won term 2 and appended its blank
+    /// (2,8); openraft committed (2,8) counting B's own append before it is on B's disk. (1,7)
+    /// is committed only through (2,8), and (2,8) is on a majority's disks only once B synced
+    /// it: until then no follower may hear that (1,7) is committed (a power cut of B would let
+    /// another node win with a different entry at 7).
+    #[test]
+    fn an_entry_of_an_earlier_term_is_not_told_committed_before_the_leaders_term_is_synced() {
+        let d = DurableLog::new(Some(id(1, 7)));
+        let epoch = d.appended(id(2, 8));
+        assert_eq!(d.cap_commit(Some(id(2, 8))), None);
+        d.synced(id(2, 8), epoch);
+        assert_eq!(d.cap_commit(Some(id(2, 8))), Some(id(2, 8)));
+    }
+
     #[test]
     fn truncation_moves_the_synced_end_back_to_a_surviving_entry() {
         let d = DurableLog::new(Some(id(1, 10)));
@@ -182,7 +210,11 @@ mod tests {
             "a sync of entries since truncated does not count"
         );
         let after = d.appended(id(2, 8));
-        assert_eq!(d.cap_commit(Some(id(2, 8))), Some(id(1, 7)));
+        assert_eq!(
+            d.cap_commit(Some(id(2, 8))),
+            None,
+            "(1,7) is of an earlier term: committed only through (2,8) once synced"
+        );
         d.synced(id(2, 8), after);
         assert_eq!(d.cap_commit(Some(id(2, 8))), Some(id(2, 8)));
         d.truncated(20, Some(id(2, 19)));

@@ -145,7 +145,9 @@ impl Store {
             dir: dir.to_path_buf(),
             reason,
         };
-        log_store::cut_at_first_hole(&trees.0).map_err(|e| corrupt(e.to_string()))?;
+        log_store::cut_at_first_hole(&trees.0, &trees.1).map_err(|e| corrupt(e.to_string()))?;
+        log_store::lower_committed_to_log(&trees.0, &trees.1)
+            .map_err(|e| corrupt(e.to_string()))?;
         // What a crashed process wrote may still be only in the page cache: make it durable
         // before the log is counted as on disk (the DurableLog below starts at its end).
         durability

@@ -159,13 +159,15 @@ fn read_meta<T: serde::de::DeserializeOwned>(
     })
 }
 
-/// Removes every entry after the first missing index. After a power loss sled may bring back an
-/// unsynced tail with holes in it (it counts data as stable after `sync_file_range`, which does
-/// not flush the drive's cache); nothing at or after a hole was acknowledged, since every
-/// acknowledgement follows an `fdatasync` covering all earlier writes.
-pub(crate) fn cut_at_first_hole(log: &sled::Tree) -> Result<(), StorageError> {
+/// Removes every entry after the first missing index, counting from the entry after the last
+/// purged one. After a power loss sled may bring back an unsynced tail with holes in it (it
+/// counts data as stable after `sync_file_range`, which does not flush the drive's cache);
+/// nothing at or after a hole was acknowledged, since every acknowledgement follows an
+/// `fdatasync` covering all earlier writes.
+pub(crate) fn cut_at_first_hole(log: &sled::Tree, raft: &sled::Tree) -> Result<(), StorageError> {
     let read = |e: sled::Error| io_err(ErrorSubject::Logs, ErrorVerb::Read, e);
-    let mut expected = None;
+    let purged: Option<LogId> = read_meta(raft, PURGED)?;
+    let mut expected = purged.map(|p| p.index + 1);
     let mut hole = None;
     for k in log.iter().keys() {
         let k = k.map_err(read)?;
@@ -201,6 +203,33 @@ pub(crate) fn cut_at_first_hole(log: &sled::Tree) -> Result<(), StorageError> {
         "the log had a hole after an unclean stop; removed the unsynced entries after it (none was acknowledged)"
     );
     Ok(())
+}
+
+/// Lowers the persisted commit index to the last entry that survived, if it points past it.
+///
+/// Only what was committed on a majority of disks is persisted as committed (see
+/// `save_committed`), so every surviving entry up to it is committed too; but a power loss can
+/// take this node's own unsynced tail, and openraft refuses to start with a commit index
+/// beyond its log. Returns the commit index as it now stands.
+pub(crate) fn lower_committed_to_log(
+    log: &sled::Tree,
+    raft: &sled::Tree,
+) -> Result<Option<LogId>, StorageError> {
+    let committed: Option<LogId> = read_meta::<Option<LogId>>(raft, COMMITTED)?.flatten();
+    let last = last_log_id(log, raft)?;
+    let Some(c) = committed else { return Ok(None) };
+    if last.is_some_and(|l| l.index >= c.index) {
+        return Ok(committed);
+    }
+    let bytes = codec::encode(&last).map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Write, e))?;
+    raft.insert(COMMITTED, bytes)
+        .map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Write, e))?;
+    tracing::warn!(
+        committed = %c,
+        last_entry = ?last,
+        "the persisted commit index pointed past the log that survived an unclean stop; lowered it to the last entry (the leader will tell this node the rest)"
+    );
+    Ok(last)
 }
 
 /// The id of the last entry in the log, or else of the last purged one.
@@ -302,8 +331,15 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
-        // Not synced: after a crash openraft only re-applies less, never wrongly.
-        self.write_meta(COMMITTED, &committed)
+        // A leader's openraft commit may count its own append before it is synced; what is
+        // persisted obeys the same cap as what followers are told, so that a restart never
+        // applies an entry that was not committed on a majority of disks (and nothing at all
+        // when the cap says nothing new). Not synced: after a crash openraft only re-applies
+        // less, never wrongly, and `Store::open` lowers it to the log that survived.
+        match self.synced.cap_commit(committed) {
+            Some(safe) => self.write_meta(COMMITTED, &Some(safe)),
+            None => Ok(()),
+        }
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
@@ -354,8 +390,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
-        // Removing uncommitted entries need not be synced on its own: the next append's sync
-        // covers it, and until then the entries are only re-truncated by the leader.
+        // Synced before anything is appended in place of the removed entries: after a power
+        // loss, new entries written over an unsynced removal could come back interleaved with
+        // the old ones (no hole to cut at, terms out of order). Truncation is rare (a leader
+        // change with uncommitted entries), so the sync costs nothing that matters.
         let mut batch = sled::Batch::default();
         for item in self.log.range(key(log_id.index)..) {
             let (k, _) = item.map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Read, e))?;
@@ -366,11 +404,19 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Delete, e))?;
         let before = last_log_id(&self.log, &self.raft)?;
         self.synced.truncated(log_id.index, before);
+        self.sync()
+            .await
+            .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Delete, e))?;
         Ok(())
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        // The purged id is synced before any entry goes: a power loss must never leave a log
+        // that starts after an unrecorded gap.
         self.write_meta(PURGED, &log_id)?;
+        self.sync()
+            .await
+            .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Write, e))?;
         let mut batch = sled::Batch::default();
         for item in self.log.range(..=key(log_id.index)) {
             let (k, _) = item.map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Read, e))?;

@@ -107,3 +107,61 @@ async fn a_log_key_of_the_wrong_size_is_refused_not_cut_at() {
         assert_eq!(db.open_tree("log").unwrap().len(), 4, "nothing removed");
     });
 }
+
+fn log_id(term: u64, index: u64) -> sonraft_raft::LogId {
+    sonraft_raft::LogId::new(openraft::CommittedLeaderId::new(term, 1), index)
+}
+
+/// Plants log entries `indexes` (term 1) and the given `raft` tree metadata, as a power loss
+/// can leave them.
+fn plant(dir: &std::path::Path, indexes: &[u64], committed: Option<u64>, purged: Option<u64>) {
+    common::with_raw_sled(dir, |db| {
+        let log = db.open_tree("log").unwrap();
+        for &index in indexes {
+            let entry = common::entry(index, &Command::Import(common::demo_import(1)));
+            log.insert(index.to_be_bytes(), encode_entry(&entry).unwrap())
+                .unwrap();
+        }
+        let raft = db.open_tree("raft").unwrap();
+        if let Some(c) = committed {
+            let v = sonraft_raft::codec::encode(&Some(log_id(1, c))).unwrap();
+            raft.insert("committed", v).unwrap();
+        }
+        if let Some(p) = purged {
+            let v = sonraft_raft::codec::encode(&log_id(1, p)).unwrap();
+            raft.insert("purged", v).unwrap();
+        }
+    });
+}
+
+#[tokio::test]
+async fn a_commit_index_past_the_surviving_log_is_lowered_to_its_last_entry_on_opening() {
+    let dir = tempfile::tempdir().unwrap();
+    Store::open(dir.path()).unwrap().close().unwrap();
+    // Committed up to 7 was persisted, but the unsynced entries 4-7 were lost.
+    plant(dir.path(), &[1, 2, 3], Some(7), None);
+    let mut store = Store::open(dir.path()).unwrap();
+    assert_eq!(
+        store.log.read_committed().await.unwrap(),
+        Some(log_id(1, 3)),
+        "openraft refuses to start with a commit index beyond its log"
+    );
+}
+
+#[tokio::test]
+async fn a_hole_right_after_the_purged_entry_is_cut_at_on_opening() {
+    let dir = tempfile::tempdir().unwrap();
+    Store::open(dir.path()).unwrap().close().unwrap();
+    // Purged up to 3; entry 4 was lost, 5 and 6 came back.
+    plant(dir.path(), &[5, 6], None, Some(3));
+    let mut store = Store::open(dir.path()).unwrap();
+    let state = store.log.get_log_state().await.unwrap();
+    assert_eq!(state.last_purged_log_id, Some(log_id(1, 3)));
+    assert_eq!(
+        state.last_log_id,
+        Some(log_id(1, 3)),
+        "nothing after the hole at 4 is kept"
+    );
+    let left = store.log.try_get_log_entries(0..u64::MAX).await.unwrap();
+    assert!(left.is_empty(), "{left:?}");
+}
