@@ -27,7 +27,7 @@ const OPEN_ROUTES: [&str; 3] = ["/health", "/readyz", "/metrics"];
 
 /// The route templates of [`super::router`], for metric labels; `{id}`, only ever last, matches one
 /// segment.
-pub const ROUTES: [&str; 22] = [
+pub const ROUTES: [&str; 23] = [
     "/health",
     "/readyz",
     "/status",
@@ -45,6 +45,7 @@ pub const ROUTES: [&str; 22] = [
     "/image/cells",
     "/image/cells/{id}",
     "/image/relations",
+    "/image/digest",
     "/image/changesets",
     "/image/history",
     "/antennas",

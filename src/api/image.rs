@@ -88,6 +88,25 @@ fn parse_limit(q: &BTreeMap<String, String>, default: usize) -> Result<usize, Ap
     }
 }
 
+/// `GET /image/digest`: this node's last-applied entry and a digest of its whole applied state,
+/// always local (it is how replicas are compared: equal entries must give equal digests).
+pub async fn digest(State(node): State<Arc<Node>>) -> Result<Response, ApiError> {
+    let store = node.store.clone();
+    let d = tokio::task::spawn_blocking(move || store.digest())
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    Ok(Json(json!({
+        "applied_index": d.applied.map_or(0, |l| l.index),
+        "applied_term": d.applied.map_or(0, |l| l.leader_id.term),
+        "digest": format!("{:016x}", d.digest),
+        "cells": d.cells,
+        "relations": d.relations,
+        "history_records": d.history_records,
+    }))
+    .into_response())
+}
+
 /// `GET /image/sites`.
 pub async fn sites(
     State(node): State<Arc<Node>>,

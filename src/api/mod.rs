@@ -54,6 +54,7 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/image/cells", get(image::cells))
         .route("/image/cells/{id}", get(image::cell))
         .route("/image/relations", get(image::relations))
+        .route("/image/digest", get(image::digest))
         .route("/image/changesets", post(changesets::propose))
         .route("/image/history", get(changesets::history))
         .route("/antennas", get(ops::antennas))
