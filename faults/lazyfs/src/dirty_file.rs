@@ -106,7 +106,9 @@ impl DirtyFile {
 
     /// `(dirtied, page index)` of every pending page, for choosing what to write back.
     pub fn page_ages(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
-        self.pages.iter().map(|(index, page)| (page.dirtied, *index))
+        self.pages
+            .iter()
+            .map(|(index, page)| (page.dirtied, *index))
     }
 
     /// Index of every pending page, in file order.

@@ -277,7 +277,10 @@ impl PageCache {
 
     /// The descriptors of every file with pending pages, to fsync after a checkpoint.
     pub fn backing_files(&self) -> Vec<Arc<File>> {
-        self.files.values().map(|d| Arc::clone(d.backing())).collect()
+        self.files
+            .values()
+            .map(|d| Arc::clone(d.backing()))
+            .collect()
     }
 
     /// Current counters.

@@ -78,9 +78,13 @@ fn truncation_drops_pending_bytes_past_the_new_end() {
 fn the_first_dirtied_page_is_the_oldest() {
     let (_disk, mut dirty) = over(b"");
     let mut clock = 10;
-    dirty.write(3 * PAGE_SIZE, b"late", &mut clock).expect("write");
+    dirty
+        .write(3 * PAGE_SIZE, b"late", &mut clock)
+        .expect("write");
     dirty.write(0, b"later", &mut clock).expect("write");
-    dirty.write(3 * PAGE_SIZE, b"again", &mut clock).expect("write");
+    dirty
+        .write(3 * PAGE_SIZE, b"again", &mut clock)
+        .expect("write");
     let mut ages: Vec<(u64, u64)> = dirty.page_ages().collect();
     ages.sort();
     assert_eq!(ages, vec![(10, 3), (11, 0)]);

@@ -35,7 +35,12 @@ impl Disk {
     }
 }
 
-fn write(cache: &mut PageCache, (key, file, path): &(FileKey, Arc<File>, PathBuf), at: u64, data: &[u8]) {
+fn write(
+    cache: &mut PageCache,
+    (key, file, path): &(FileKey, Arc<File>, PathBuf),
+    at: u64,
+    data: &[u8],
+) {
     cache.write(*key, file, path, at, data).expect("write");
 }
 
@@ -53,7 +58,10 @@ fn a_clean_cut_loses_every_unsynced_page_and_keeps_synced_ones() {
 
     assert_eq!(disk.read("a"), b"synced");
     assert_eq!(disk.read("b"), b"");
-    assert_eq!((report.files, report.dropped_pages, report.kept_pages), (2, 2, 0));
+    assert_eq!(
+        (report.files, report.dropped_pages, report.kept_pages),
+        (2, 2, 0)
+    );
     assert_eq!(cache.stats().pending_pages, 0);
 }
 
@@ -63,8 +71,18 @@ fn torn_run(seed: u64) -> (Vec<u8>, Vec<u8>, usize) {
     let (a, b) = (disk.open("a"), disk.open("b"));
     let mut cache = PageCache::new(1 << 30, seed);
     for page in 0..32u8 {
-        write(&mut cache, &a, u64::from(page) * PAGE_SIZE, &[page + 1; 4096]);
-        write(&mut cache, &b, u64::from(page) * PAGE_SIZE, &[page + 101; 4096]);
+        write(
+            &mut cache,
+            &a,
+            u64::from(page) * PAGE_SIZE,
+            &[page + 1; 4096],
+        );
+        write(
+            &mut cache,
+            &b,
+            u64::from(page) * PAGE_SIZE,
+            &[page + 101; 4096],
+        );
     }
     let report = cache.crash(Cut::Torn);
     assert_eq!(report.kept_pages + report.dropped_pages, 64);
@@ -75,7 +93,11 @@ fn torn_run(seed: u64) -> (Vec<u8>, Vec<u8>, usize) {
 fn a_torn_cut_keeps_a_seeded_subset_of_pages() {
     let (a1, b1, kept1) = torn_run(42);
     let (a2, b2, kept2) = torn_run(42);
-    assert_eq!((&a1, &b1, kept1), (&a2, &b2, kept2), "same seed, same survivors");
+    assert_eq!(
+        (&a1, &b1, kept1),
+        (&a2, &b2, kept2),
+        "same seed, same survivors"
+    );
     assert!(0 < kept1 && kept1 < 64, "kept {kept1} of 64 pages");
     let (a3, b3, _) = torn_run(43);
     assert!((a1, b1) != (a3, b3), "another seed keeps another subset");
@@ -106,7 +128,11 @@ fn going_over_the_cap_writes_back_the_oldest_pages() {
     assert_eq!((stats.pending_pages, stats.written_back_pages), (6, 3));
     assert_eq!(disk.read("old"), vec![1; 3 * 4096]);
     cache.crash(Cut::Clean);
-    assert_eq!(disk.read("old"), vec![1; 3 * 4096], "written-back pages survive a cut");
+    assert_eq!(
+        disk.read("old"),
+        vec![1; 3 * 4096],
+        "written-back pages survive a cut"
+    );
     assert_eq!(disk.read("new"), b"");
 }
 
@@ -121,7 +147,11 @@ fn syncing_one_file_leaves_the_others_pending() {
     assert_eq!(disk.read("a"), b"aaa");
     assert_eq!(disk.read("b"), b"");
     assert_eq!(cache.size(b.0), Some(3));
-    assert_eq!(cache.size(a.0), None, "nothing pending: the backing file is the file");
+    assert_eq!(
+        cache.size(a.0),
+        None,
+        "nothing pending: the backing file is the file"
+    );
 }
 
 #[test]
@@ -144,7 +174,10 @@ fn a_renamed_directory_moves_the_paths_of_its_files() {
     cache.renamed(&disk.dir.path().join("d"), &disk.dir.path().join("e"));
     let path = cache.files.get(&a.0).map(|d| d.path().to_path_buf());
     assert_eq!(path.as_deref(), Some(disk.dir.path().join("e/a").as_path()));
-    assert!(!Path::new(&disk.dir.path().join("e/a")).exists(), "only the record moved");
+    assert!(
+        !Path::new(&disk.dir.path().join("e/a")).exists(),
+        "only the record moved"
+    );
 }
 
 #[test]
