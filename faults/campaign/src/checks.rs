@@ -1,0 +1,453 @@
+//! The end-of-run checks: gather evidence from the healed cluster, then judge the history
+//! against it.
+//!
+//! Gathering ([`collect`]) waits until every node has applied the same index and takes each
+//! node's digest, the final history and each cell's final state; it is saved as
+//! `evidence.json` so that judging ([`verify`], pure) can be re-run offline with
+//! `sonraft-campaign check`. The final history is fetched in **one page**: paging with
+//! `before` may skip records when several change sets share a log entry (issue 18), so the
+//! run keeps its writes under one page (100 000 records, the node's cap per request).
+//!
+//! The judgements:
+//! - every acknowledged change set is in the final history, as applied, with the version it
+//!   was acknowledged with; none applied twice;
+//! - no two acknowledgements name the same new version of one cell;
+//! - each cell's applied change sets form the chain `initial + 1 ..= final` version, and the
+//!   last one wrote the final value;
+//! - each cell's history is linearizable (see `linearizability`), with writes whose answer
+//!   was lost resolved by the final history where it knows them;
+//! - all nodes hold the same image (equal digests at equal applied index).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::api::{Digest, HistoryRecord};
+use crate::cluster::Cluster;
+use crate::history::{Event, Outcome, Request};
+use crate::linearizability::{Budget, Call, Micros, Operation, Register, Return, Verdict, check};
+use crate::report::Anomaly;
+use crate::witness;
+
+/// The largest history page the node serves.
+pub const HISTORY_PAGE: usize = 100_000;
+
+/// A cell's state read at a known time.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+pub struct Observed {
+    pub state: Register,
+    pub invoke: Micros,
+    pub complete: Micros,
+}
+
+/// Everything the judgement needs besides the client history.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Evidence {
+    /// The run's token prefix: change sets whose reason starts with it are the campaign's.
+    pub token_prefix: String,
+    pub initial: BTreeMap<String, Observed>,
+    pub finals: BTreeMap<String, Observed>,
+    pub history: Vec<HistoryRecord>,
+    /// Digest per node id.
+    pub digests: BTreeMap<u64, Digest>,
+    /// Why the nodes did not converge, if they did not.
+    pub not_converged: Option<String>,
+}
+
+/// Waits until all nodes have applied the same index and collects the evidence.
+pub async fn collect(
+    cluster: &Cluster,
+    token_prefix: &str,
+    initial: BTreeMap<String, Observed>,
+    clock: &crate::history::History,
+    cells: &[String],
+) -> Evidence {
+    let mut evidence = Evidence {
+        token_prefix: token_prefix.to_string(),
+        initial,
+        ..Evidence::default()
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut digests = BTreeMap::new();
+        let mut missing = Vec::new();
+        for (i, s) in cluster.slots.iter().enumerate() {
+            match cluster.api.digest(&cluster.addr(i)).await {
+                Ok(d) => {
+                    digests.insert(s.spec.id, d);
+                }
+                Err(e) => missing.push(format!("node {}: {e}", s.spec.id)),
+            }
+        }
+        let indexes: Vec<u64> = digests.values().map(|d| d.applied_index).collect();
+        let same = missing.is_empty() && indexes.windows(2).all(|w| w[0] == w[1]);
+        if same || Instant::now() > deadline {
+            if !same {
+                evidence.not_converged = Some(format!(
+                    "applied indexes {:?}; {}",
+                    digests
+                        .iter()
+                        .map(|(id, d)| (*id, d.applied_index))
+                        .collect::<Vec<_>>(),
+                    missing.join("; ")
+                ));
+            }
+            evidence.digests = digests;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let leader = cluster.leader().await.map_or(0, |(l, _)| l);
+    let addr = cluster.addr(leader);
+    for attempt in 0..5 {
+        match cluster.api.history(&addr, HISTORY_PAGE).await {
+            Ok(h) => {
+                evidence.history = h;
+                break;
+            }
+            Err(e) if attempt == 4 => {
+                evidence.not_converged = Some(format!("cannot read the final history: {e}"));
+            }
+            Err(_) => tokio::time::sleep(Duration::from_secs(1)).await,
+        }
+    }
+    for cell in cells {
+        let invoke = clock.now();
+        if let Ok(s) = cluster
+            .api
+            .read_cell(&addr, cell, Duration::from_secs(10))
+            .await
+        {
+            evidence.finals.insert(
+                cell.clone(),
+                Observed {
+                    state: Register {
+                        version: s.version,
+                        value: s.electrical_tilt,
+                    },
+                    invoke,
+                    complete: clock.now(),
+                },
+            );
+        }
+    }
+    evidence
+}
+
+/// What [`verify`] found.
+#[derive(Debug, Default)]
+pub struct Verdicts {
+    pub anomalies: Vec<Anomaly>,
+    pub notes: Vec<String>,
+    pub cells_checked: usize,
+}
+
+/// The written tilt of a history record, if it wrote `electrical_tilt`.
+fn written_tilt(r: &HistoryRecord) -> Option<i64> {
+    r.writes
+        .iter()
+        .find(|w| w.param == "electrical_tilt")
+        .and_then(|w| w.value.as_i64())
+}
+
+/// Judges the client history against the evidence; writes witnesses into `run_dir`.
+pub fn verify(events: &[Event], evidence: &Evidence, budget: Budget, run_dir: &Path) -> Verdicts {
+    let mut v = Verdicts::default();
+    if let Some(why) = &evidence.not_converged {
+        v.anomalies.push(Anomaly::NotConverged {
+            detail: why.clone(),
+        });
+    }
+    digests_agree(evidence, &mut v);
+    if evidence.history.len() >= HISTORY_PAGE {
+        v.notes.push(format!(
+            "the final history filled a whole page ({HISTORY_PAGE} records): older change sets may be missing from it"
+        ));
+    }
+    // The campaign's records in the final history, by token.
+    let mut by_token: BTreeMap<&str, Vec<&HistoryRecord>> = BTreeMap::new();
+    for r in &evidence.history {
+        if r.reason.starts_with(&evidence.token_prefix) {
+            by_token.entry(r.reason.as_str()).or_default().push(r);
+        }
+    }
+    for (token, records) in &by_token {
+        let applied: Vec<u64> = records
+            .iter()
+            .filter(|r| r.kind() == "applied")
+            .map(|r| r.index)
+            .collect();
+        if applied.len() > 1 {
+            v.anomalies.push(Anomaly::AppliedTwice {
+                token: token.to_string(),
+                indexes: applied,
+            });
+        }
+    }
+    acknowledgements_kept(events, &by_token, &mut v);
+    for (cell, initial) in &evidence.initial {
+        version_chain(cell, initial, evidence, &mut v);
+        linearizable(
+            cell, initial, events, evidence, &by_token, budget, run_dir, &mut v,
+        );
+        v.cells_checked += 1;
+    }
+    v
+}
+
+fn digests_agree(evidence: &Evidence, v: &mut Verdicts) {
+    let mut distinct: Vec<(&u64, &Digest)> = Vec::new();
+    for (id, d) in &evidence.digests {
+        if !distinct.iter().any(|(_, e)| *e == d) {
+            distinct.push((id, d));
+        }
+    }
+    let same_index = evidence
+        .digests
+        .values()
+        .map(|d| d.applied_index)
+        .collect::<std::collections::BTreeSet<_>>()
+        .len()
+        <= 1;
+    if distinct.len() > 1 && same_index {
+        v.anomalies.push(Anomaly::DivergedImages {
+            digests: evidence.digests.clone(),
+        });
+    }
+}
+
+fn acknowledgements_kept(
+    events: &[Event],
+    by_token: &BTreeMap<&str, Vec<&HistoryRecord>>,
+    v: &mut Verdicts,
+) {
+    let mut by_version: BTreeMap<(&str, u64), Vec<&str>> = BTreeMap::new();
+    for e in events {
+        let (Request::Write { token, .. }, Outcome::Applied { index, version }) =
+            (&e.request, &e.outcome)
+        else {
+            continue;
+        };
+        by_version
+            .entry((e.cell.as_str(), *version))
+            .or_default()
+            .push(token);
+        let entity = format!("cell/{}", e.cell);
+        let in_history = by_token
+            .get(token.as_str())
+            .and_then(|rs| rs.iter().find_map(|r| r.applied_version(&entity)));
+        match in_history {
+            None => v.anomalies.push(Anomaly::LostAcknowledgedWrite {
+                cell: e.cell.clone(),
+                token: token.clone(),
+                index: *index,
+                version: *version,
+            }),
+            Some(h) if h != *version => v.anomalies.push(Anomaly::AcknowledgementDisagrees {
+                cell: e.cell.clone(),
+                token: token.clone(),
+                acknowledged: *version,
+                in_history: Some(h),
+            }),
+            Some(_) => {}
+        }
+    }
+    for ((cell, version), tokens) in by_version {
+        if tokens.len() > 1 {
+            v.anomalies.push(Anomaly::VersionAcknowledgedTwice {
+                cell: cell.to_string(),
+                version,
+                tokens: tokens.iter().map(|t| t.to_string()).collect(),
+            });
+        }
+    }
+}
+
+fn version_chain(cell: &str, initial: &Observed, evidence: &Evidence, v: &mut Verdicts) {
+    let entity = format!("cell/{cell}");
+    let mut applied: Vec<(u64, u64, Option<i64>)> = evidence
+        .history
+        .iter()
+        .filter_map(|r| {
+            r.applied_version(&entity)
+                .map(|ver| (r.index, ver, written_tilt(r)))
+        })
+        .collect();
+    applied.sort_unstable();
+    let Some(last) = evidence.finals.get(cell) else {
+        v.anomalies.push(Anomaly::BrokenVersionChain {
+            cell: cell.to_string(),
+            detail: "the final state of the cell could not be read".into(),
+        });
+        return;
+    };
+    let versions: Vec<u64> = applied.iter().map(|(_, ver, _)| *ver).collect();
+    let expected: Vec<u64> = (initial.state.version + 1..=last.state.version).collect();
+    if versions != expected {
+        let first_gap = versions
+            .iter()
+            .zip(&expected)
+            .position(|(a, b)| a != b)
+            .unwrap_or(versions.len().min(expected.len()));
+        v.anomalies.push(Anomaly::BrokenVersionChain {
+            cell: cell.to_string(),
+            detail: format!(
+                "{} applied change sets in the history with versions {:?}..., expected {} from {} to {}; first difference at position {first_gap}: history {:?} (index {:?}), expected {:?}",
+                versions.len(),
+                versions.iter().take(3).collect::<Vec<_>>(),
+                expected.len(),
+                initial.state.version + 1,
+                last.state.version,
+                versions.get(first_gap),
+                applied.get(first_gap).map(|a| a.0),
+                expected.get(first_gap),
+            ),
+        });
+    } else if let Some((index, _, Some(value))) = applied.last()
+        && *value != last.state.value
+    {
+        v.anomalies.push(Anomaly::BrokenVersionChain {
+            cell: cell.to_string(),
+            detail: format!(
+                "the last applied change set (index {index}) wrote {value}, the cell holds {}",
+                last.state.value
+            ),
+        });
+    }
+}
+
+/// The checker's operations of one cell.
+pub fn operations(
+    cell: &str,
+    events: &[Event],
+    evidence: &Evidence,
+    by_token: &BTreeMap<&str, Vec<&HistoryRecord>>,
+) -> Vec<Operation> {
+    let entity = format!("cell/{cell}");
+    let mut ops: Vec<Operation> = events
+        .iter()
+        .filter(|e| e.cell == cell)
+        .filter_map(|e| {
+            let (call, ret, complete) = match (&e.request, &e.outcome) {
+                (Request::Read, Outcome::Read { version, value }) => (
+                    Call::Read,
+                    Return::Read {
+                        version: *version,
+                        value: *value,
+                    },
+                    Some(e.complete),
+                ),
+                (Request::Read, _) => return None,
+                (
+                    Request::Write {
+                        expect,
+                        value,
+                        token,
+                    },
+                    outcome,
+                ) => {
+                    let call = Call::Cas {
+                        expect: *expect,
+                        value: *value,
+                    };
+                    match outcome {
+                        Outcome::Applied { version, .. } => (
+                            call,
+                            Return::Applied { version: *version },
+                            Some(e.complete),
+                        ),
+                        Outcome::Conflict {
+                            current: Some(current),
+                        } => (
+                            call,
+                            Return::Conflict { current: *current },
+                            Some(e.complete),
+                        ),
+                        Outcome::Unknown { .. } => {
+                            let records = by_token.get(token.as_str());
+                            let applied = records
+                                .and_then(|rs| rs.iter().find_map(|r| r.applied_version(&entity)));
+                            match (applied, records) {
+                                (Some(version), _) => (call, Return::Applied { version }, None),
+                                // Known from the history to have been refused: no effect.
+                                (None, Some(_)) => return None,
+                                (None, None) => (call, Return::Unknown, None),
+                            }
+                        }
+                        // A conflict without a version (entity gone), rejected, invalid,
+                        // failed: no effect on the register.
+                        _ => return None,
+                    }
+                }
+            };
+            Some(Operation {
+                id: e.id,
+                invoke: e.invoke,
+                complete,
+                call,
+                ret,
+            })
+        })
+        .collect();
+    if let Some(f) = evidence.finals.get(cell) {
+        ops.push(Operation {
+            id: 0,
+            invoke: f.invoke,
+            complete: Some(f.complete),
+            call: Call::Read,
+            ret: Return::Read {
+                version: f.state.version,
+                value: f.state.value,
+            },
+        });
+    }
+    ops
+}
+
+#[allow(clippy::too_many_arguments)]
+fn linearizable(
+    cell: &str,
+    initial: &Observed,
+    events: &[Event],
+    evidence: &Evidence,
+    by_token: &BTreeMap<&str, Vec<&HistoryRecord>>,
+    budget: Budget,
+    run_dir: &Path,
+    v: &mut Verdicts,
+) {
+    let ops = operations(cell, events, evidence, by_token);
+    match check(initial.state, &ops, budget) {
+        Verdict::Linearizable => {}
+        Verdict::Undecided { steps } => v.anomalies.push(Anomaly::Undecided {
+            cell: cell.to_string(),
+            steps,
+        }),
+        Verdict::NotLinearizable(violation) => {
+            let file = run_dir.join(format!("witness-{cell}.json"));
+            let reduced = witness::reduce(initial.state, &ops, budget);
+            let body = serde_json::json!({
+                "cell": cell,
+                "initial": initial.state,
+                "violation": violation,
+                "witness": reduced,
+            });
+            let _ = std::fs::write(
+                &file,
+                serde_json::to_string_pretty(&body).unwrap_or_default(),
+            );
+            let (first_bad, at_us, excerpt) = match &reduced {
+                Some(w) => (w.first_bad, w.at, witness::excerpt(w, 1)),
+                None => (violation.stuck_on, 0, Vec::new()),
+            };
+            v.anomalies.push(Anomaly::NotLinearizable {
+                cell: cell.to_string(),
+                first_bad,
+                at_us,
+                excerpt,
+                witness_file: file.display().to_string(),
+            });
+        }
+    }
+}

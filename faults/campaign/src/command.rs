@@ -1,0 +1,66 @@
+//! Running the system tools the campaign drives (`ip`, `iptables`, `kill`, `fusermount3`),
+//! with their failures as typed errors that say which command failed and what it printed.
+
+use std::process::{Command, Output};
+
+/// A tool that failed or could not be run.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    #[error("cannot run {command}: {error}")]
+    Spawn { command: String, error: String },
+    #[error("{command} failed ({status}): {stderr}")]
+    Failed {
+        command: String,
+        status: String,
+        stderr: String,
+    },
+}
+
+fn describe(args: &[&str]) -> String {
+    args.join(" ")
+}
+
+fn checked(args: &[&str], out: std::io::Result<Output>) -> Result<String, CommandError> {
+    let out = out.map_err(|e| CommandError::Spawn {
+        command: describe(args),
+        error: e.to_string(),
+    })?;
+    if !out.status.success() {
+        return Err(CommandError::Failed {
+            command: describe(args),
+            status: out.status.to_string(),
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        });
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Runs `args[0]` with the rest as arguments and returns its stdout.
+pub fn run(args: &[&str]) -> Result<String, CommandError> {
+    checked(args, Command::new(args[0]).args(&args[1..]).output())
+}
+
+/// [`run`] without blocking the async runtime.
+pub async fn run_async(args: &[&str]) -> Result<String, CommandError> {
+    let out = tokio::process::Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .await;
+    checked(args, out)
+}
+
+/// Sends `signal` (`KILL`, `STOP`, `CONT`, `TERM`) to process `pid`.
+pub async fn signal(pid: u32, signal: &str) -> Result<(), CommandError> {
+    run_async(&["kill", &format!("-{signal}"), &pid.to_string()])
+        .await
+        .map(drop)
+}
+
+/// Whether process `pid` exists (and is not a zombie).
+pub fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        s.rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X")
+    })
+}

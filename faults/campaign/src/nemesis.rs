@@ -1,0 +1,540 @@
+//! The fault injector: a seeded schedule of power losses, kill -9, pauses, partitions, clock
+//! jumps and membership changes, one at a time, each healed and followed by a check that the
+//! cluster became whole again.
+//!
+//! Kinds are dealt from a shuffled deck, so every selected kind gets the same share of the run
+//! in a random order. Power loss aims at the leader more often than not, and in particular
+//! right after an election (a new leader's first entries are the ones the review found
+//! unsafe): it forces one (hand-over or pausing the leader), waits for the new leader and
+//! cuts its power 0–300 ms later; sometimes it then cuts the next leader too. Every fault is
+//! written to `faults.jsonl` with start and end times on the history's clock, so anomalies
+//! can be lined up with the faults around them.
+
+use std::io::Write as _;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use serde::Serialize;
+
+use crate::cluster::Cluster;
+use crate::history::History;
+use crate::lazyfs::Crash;
+use crate::linearizability::Micros;
+use crate::netns::{Cut, Direction, Rule};
+use crate::report::{Anomaly, FaultCounts};
+
+/// The kinds of fault, as `--faults` names them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FaultKind {
+    PowerLoss,
+    Kill,
+    Pause,
+    Partition,
+    Clock,
+    Membership,
+}
+
+impl FaultKind {
+    pub const ALL: [FaultKind; 6] = [
+        FaultKind::PowerLoss,
+        FaultKind::Kill,
+        FaultKind::Pause,
+        FaultKind::Partition,
+        FaultKind::Clock,
+        FaultKind::Membership,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            FaultKind::PowerLoss => "power-loss",
+            FaultKind::Kill => "kill",
+            FaultKind::Pause => "pause",
+            FaultKind::Partition => "partition",
+            FaultKind::Clock => "clock",
+            FaultKind::Membership => "membership",
+        }
+    }
+}
+
+/// A node a fault hit.
+#[derive(Clone, Debug, Serialize)]
+struct Target {
+    slot: usize,
+    node: u64,
+    leader: bool,
+}
+
+/// One line of `faults.jsonl`.
+#[derive(Debug, Serialize)]
+struct FaultRecord {
+    seq: u64,
+    kind: &'static str,
+    variant: String,
+    start_us: Micros,
+    end_us: Micros,
+    targets: Vec<Target>,
+    detail: String,
+    /// `false`: the fault could not be carried out as planned (see `detail`).
+    injected: bool,
+    /// Anomalies seen when healing after it.
+    anomalies: Vec<&'static str>,
+}
+
+/// What one injection did.
+struct Injected {
+    variant: String,
+    targets: Vec<Target>,
+    detail: String,
+}
+
+/// The fault injector of one run.
+pub struct Nemesis {
+    rng: StdRng,
+    kinds: Vec<FaultKind>,
+    deck: Vec<FaultKind>,
+    pub counts: FaultCounts,
+    pub anomalies: Vec<Anomaly>,
+    log: std::fs::File,
+    history: History,
+    seq: u64,
+    /// Node clocks seen to move with their offset file / not.
+    pub clock_checks: (u64, u64),
+}
+
+fn ms(rng: &mut StdRng, lo: u64, hi: u64) -> Duration {
+    Duration::from_millis(rng.random_range(lo..=hi))
+}
+
+impl Nemesis {
+    pub fn new(
+        seed: u64,
+        kinds: &[FaultKind],
+        log: &Path,
+        history: History,
+    ) -> std::io::Result<Nemesis> {
+        Ok(Nemesis {
+            rng: StdRng::seed_from_u64(seed),
+            kinds: kinds.to_vec(),
+            deck: Vec::new(),
+            counts: FaultCounts::default(),
+            anomalies: Vec::new(),
+            log: std::fs::File::create(log)?,
+            history,
+            seq: 0,
+            clock_checks: (0, 0),
+        })
+    }
+
+    fn deal(&mut self) -> FaultKind {
+        if self.deck.is_empty() {
+            self.deck = self.kinds.clone();
+            self.deck.shuffle(&mut self.rng);
+        }
+        self.deck.pop().unwrap_or(FaultKind::Kill)
+    }
+
+    /// Injects faults until `until`; returns early if the cluster cannot be made whole.
+    pub async fn run(&mut self, cluster: &mut Cluster, until: Instant) {
+        if self.kinds.is_empty() {
+            tokio::time::sleep_until(until.into()).await;
+            return;
+        }
+        while Instant::now() < until {
+            let kind = self.deal();
+            self.seq += 1;
+            let start_us = self.history.now();
+            let result = match kind {
+                FaultKind::PowerLoss => self.power_loss(cluster).await,
+                FaultKind::Kill => self.kill(cluster).await,
+                FaultKind::Pause => self.pause(cluster).await,
+                FaultKind::Partition => self.partition(cluster).await,
+                FaultKind::Clock => self.clock(cluster).await,
+                FaultKind::Membership => self.membership(cluster).await,
+            };
+            let end_us = self.history.now();
+            let mut found = cluster.heal(self.seq).await;
+            if !found.is_empty() && !self.repair(cluster).await {
+                found.push(Anomaly::CampaignError {
+                    detail: format!(
+                        "the cluster could not be made whole after fault {}; faults stopped",
+                        self.seq
+                    ),
+                });
+                self.finish(kind, start_us, end_us, result, &found);
+                self.anomalies.extend(found);
+                return;
+            }
+            self.finish(kind, start_us, end_us, result, &found);
+            self.anomalies.extend(found);
+            let gap = ms(&mut self.rng, 200, 800);
+            tokio::time::sleep(gap).await;
+        }
+    }
+
+    fn finish(
+        &mut self,
+        kind: FaultKind,
+        start_us: Micros,
+        end_us: Micros,
+        result: Result<Injected, String>,
+        found: &[Anomaly],
+    ) {
+        let (variant, targets, detail, injected) = match result {
+            Ok(i) => (i.variant, i.targets, i.detail, true),
+            Err(detail) => ("failed".to_string(), Vec::new(), detail, false),
+        };
+        if injected {
+            self.counts.count(kind.name(), &variant);
+        } else {
+            self.counts.not_injected += 1;
+        }
+        let record = FaultRecord {
+            seq: self.seq,
+            kind: kind.name(),
+            variant,
+            start_us,
+            end_us,
+            targets,
+            detail,
+            injected,
+            anomalies: found.iter().map(Anomaly::kind).collect(),
+        };
+        if let Ok(line) = serde_json::to_string(&record) {
+            let _ = writeln!(self.log, "{line}");
+        }
+    }
+
+    /// After a fault that left the cluster broken: replace every node that is not running
+    /// or not ready with a fresh one, so that the campaign can go on. Returns whether the
+    /// cluster is whole again.
+    async fn repair(&mut self, c: &mut Cluster) -> bool {
+        for i in 0..c.slots.len() {
+            let running = c.slots[i].node.is_some();
+            if !running || !c.api.ready(&c.addr(i)).await {
+                let _ = c.replace(i).await;
+            }
+        }
+        c.wait_whole(crate::cluster::RECOVERY).await.is_ok()
+    }
+
+    fn target(c: &Cluster, i: usize, leader: Option<usize>) -> Target {
+        Target {
+            slot: c.slots[i].index,
+            node: c.slots[i].spec.id,
+            leader: leader == Some(i),
+        }
+    }
+
+    /// A slot position: the leader with probability `p_leader`, else another one.
+    async fn pick(&mut self, c: &Cluster, p_leader: f64) -> (usize, Option<usize>) {
+        let leader = c.leader().await.map(|(l, _)| l);
+        let n = c.slots.len();
+        match leader {
+            Some(l) if self.rng.random_bool(p_leader) => (l, leader),
+            Some(l) => {
+                let others: Vec<usize> = (0..n).filter(|&i| i != l).collect();
+                (others[self.rng.random_range(0..others.len())], leader)
+            }
+            None => (self.rng.random_range(0..n), None),
+        }
+    }
+
+    fn crash_kind(&mut self) -> Crash {
+        if self.rng.random_bool(0.25) {
+            Crash::Torn
+        } else {
+            Crash::Clean
+        }
+    }
+
+    async fn cut_power(&mut self, c: &mut Cluster, i: usize, crash: Crash) -> Result<(), String> {
+        c.cut(i, Some(crash)).await.map_err(|e| e.to_string())?;
+        if crash == Crash::Torn && c.slots[i].fs.is_some() {
+            self.counts.power_loss_torn += 1;
+        }
+        Ok(())
+    }
+
+    async fn power_loss(&mut self, c: &mut Cluster) -> Result<Injected, String> {
+        let Some((leader, term)) = c.leader().await else {
+            let (i, _) = self.pick(c, 0.0).await;
+            let target = Self::target(c, i, None);
+            let crash = self.crash_kind();
+            self.cut_power(c, i, crash).await?;
+            return Ok(Injected {
+                variant: "no-leader".into(),
+                targets: vec![target],
+                detail: format!("{crash:?}"),
+            });
+        };
+        let roll: f64 = self.rng.random();
+        let mut targets = Vec::new();
+        let variant;
+        let detail: String;
+        if roll < 0.2 {
+            // The leader, then whoever the other two elect, right after they elect it.
+            variant = "leader-then-new-leader";
+            targets.push(Self::target(c, leader, Some(leader)));
+            let crash = self.crash_kind();
+            self.cut_power(c, leader, crash).await?;
+            let Some((next, _)) = c
+                .wait_new_leader(term, &[leader], Duration::from_secs(10))
+                .await
+            else {
+                return Err("no new leader within 10 s after cutting the leader".into());
+            };
+            let delay = ms(&mut self.rng, 0, 300);
+            tokio::time::sleep(delay).await;
+            targets.push(Self::target(c, next, Some(next)));
+            let crash2 = self.crash_kind();
+            self.cut_power(c, next, crash2).await?;
+            self.counts.power_loss_of_leader += 2;
+            self.counts.power_loss_right_after_election += 1;
+            self.counts.power_loss_two_in_a_row += 1;
+            detail = format!(
+                "{crash:?} then {crash2:?} {} ms after the election",
+                delay.as_millis()
+            );
+        } else if roll < 0.45 {
+            // Force an election, then cut the new leader.
+            let via_handover = self.rng.random_bool(0.7);
+            let others: Vec<usize> = (0..c.slots.len()).filter(|&i| i != leader).collect();
+            let to = others[self.rng.random_range(0..others.len())];
+            if via_handover {
+                let _ = c
+                    .api
+                    .transfer_leader(&c.addr(leader), c.slots[to].spec.id)
+                    .await;
+            } else if let Some(node) = c.slots[leader].node.as_mut() {
+                node.pause().await.map_err(|e| e.to_string())?;
+            }
+            let Some((next, _)) = c.wait_new_leader(term, &[], Duration::from_secs(10)).await
+            else {
+                return Err("no election within 10 s".into());
+            };
+            let delay = ms(&mut self.rng, 0, 300);
+            tokio::time::sleep(delay).await;
+            variant = if via_handover {
+                "new-leader-after-handover"
+            } else {
+                "new-leader-after-pause"
+            };
+            targets.push(Self::target(c, next, Some(next)));
+            let crash = self.crash_kind();
+            self.cut_power(c, next, crash).await?;
+            self.counts.power_loss_of_leader += 1;
+            self.counts.power_loss_right_after_election += 1;
+            detail = format!("{crash:?} {} ms after the election", delay.as_millis());
+        } else if roll < 0.65 {
+            variant = "leader";
+            targets.push(Self::target(c, leader, Some(leader)));
+            let crash = self.crash_kind();
+            self.cut_power(c, leader, crash).await?;
+            self.counts.power_loss_of_leader += 1;
+            detail = format!("{crash:?}");
+        } else {
+            variant = "follower";
+            let (i, l) = self.pick(c, 0.0).await;
+            targets.push(Self::target(c, i, l));
+            let crash = self.crash_kind();
+            self.cut_power(c, i, crash).await?;
+            if l == Some(i) {
+                self.counts.power_loss_of_leader += 1;
+            }
+            detail = format!("{crash:?}");
+        }
+        let down = ms(&mut self.rng, 0, 2000);
+        tokio::time::sleep(down).await;
+        Ok(Injected {
+            variant: variant.into(),
+            targets,
+            detail: format!("{detail}; down {} ms", down.as_millis()),
+        })
+    }
+
+    async fn kill(&mut self, c: &mut Cluster) -> Result<Injected, String> {
+        let (i, leader) = self.pick(c, 0.5).await;
+        let target = Self::target(c, i, leader);
+        c.cut(i, None).await.map_err(|e| e.to_string())?;
+        let down = ms(&mut self.rng, 0, 1500);
+        tokio::time::sleep(down).await;
+        Ok(Injected {
+            variant: if target.leader { "leader" } else { "follower" }.into(),
+            targets: vec![target],
+            detail: format!("down {} ms", down.as_millis()),
+        })
+    }
+
+    async fn pause(&mut self, c: &mut Cluster) -> Result<Injected, String> {
+        let (i, leader) = self.pick(c, 0.5).await;
+        let target = Self::target(c, i, leader);
+        let long = self.rng.random_bool(0.6);
+        let length = if long {
+            ms(&mut self.rng, 400, 4000)
+        } else {
+            ms(&mut self.rng, 30, 140)
+        };
+        let node = c.slots[i].node.as_mut().ok_or("no node to pause")?;
+        node.pause().await.map_err(|e| e.to_string())?;
+        tokio::time::sleep(length).await;
+        node.resume().await.map_err(|e| e.to_string())?;
+        let role = if target.leader { "leader" } else { "follower" };
+        Ok(Injected {
+            variant: format!("{role}-{}", if long { "long" } else { "short" }),
+            targets: vec![target],
+            detail: format!("{} ms", length.as_millis()),
+        })
+    }
+
+    async fn partition(&mut self, c: &mut Cluster) -> Result<Injected, String> {
+        let n = c.slots.len();
+        let cut = if self.rng.random_bool(0.5) {
+            Cut::Drop
+        } else {
+            Cut::Reset
+        };
+        let shape = self.rng.random_range(0..5);
+        let (x, leader) = self
+            .pick(c, if shape == 1 { 1.0 } else { 1.0 / n as f64 })
+            .await;
+        let slot = |i: usize| i + 1;
+        let peers: Vec<usize> = (0..n).filter(|&i| i != x).collect();
+        let rules_for = |dirs: &[Direction]| -> Vec<Rule> {
+            peers
+                .iter()
+                .flat_map(|&p| {
+                    dirs.iter().map(move |&direction| Rule {
+                        slot: slot(x),
+                        peer: slot(p),
+                        direction,
+                        cut,
+                    })
+                })
+                .collect()
+        };
+        let both = [Direction::Inbound, Direction::Outbound];
+        let (name, rules, targets) = match shape {
+            0 | 1 => (
+                if leader == Some(x) {
+                    "isolate-leader"
+                } else {
+                    "isolate-follower"
+                },
+                rules_for(&both),
+                vec![Self::target(c, x, leader)],
+            ),
+            2 => (
+                "inbound-loss",
+                rules_for(&[Direction::Inbound]),
+                vec![Self::target(c, x, leader)],
+            ),
+            3 => (
+                "outbound-loss",
+                rules_for(&[Direction::Outbound]),
+                vec![Self::target(c, x, leader)],
+            ),
+            _ => {
+                // x is the bridge: it talks to both others, which cannot talk to each other.
+                let (b, d) = (peers[0], peers[1]);
+                let rules = both
+                    .iter()
+                    .map(|&direction| Rule {
+                        slot: slot(b),
+                        peer: slot(d),
+                        direction,
+                        cut,
+                    })
+                    .collect();
+                (
+                    "bridge",
+                    rules,
+                    vec![
+                        Self::target(c, x, leader),
+                        Self::target(c, b, leader),
+                        Self::target(c, d, leader),
+                    ],
+                )
+            }
+        };
+        c.network.cut(&rules).await.map_err(|e| e.to_string())?;
+        let hold = ms(&mut self.rng, 1000, 8000);
+        tokio::time::sleep(hold).await;
+        Ok(Injected {
+            variant: format!("{name}-{}", if cut == Cut::Drop { "drop" } else { "reset" }),
+            targets,
+            detail: format!(
+                "{} ms; rules {}",
+                hold.as_millis(),
+                serde_json::to_string(&rules).unwrap_or_default()
+            ),
+        })
+    }
+
+    async fn clock(&mut self, c: &mut Cluster) -> Result<Injected, String> {
+        let (i, leader) = self.pick(c, 0.5).await;
+        let target = Self::target(c, i, leader);
+        let forward = self.rng.random_bool(0.5);
+        let (scale, secs) = match self.rng.random_range(0..3) {
+            0 => ("seconds", self.rng.random_range(1..=30)),
+            1 => ("minutes", self.rng.random_range(60..=1800)),
+            _ => ("hours", self.rng.random_range(3600..=6 * 3600)),
+        };
+        let offset: i64 = if forward { secs } else { -secs };
+        c.slots[i]
+            .clock
+            .set_offset(offset)
+            .map_err(|e| format!("cannot write the clock file: {e}"))?;
+        let verified = if forward && secs >= 5 {
+            let seen = self.node_clock_follows(c, i, offset).await;
+            if seen {
+                self.clock_checks.0 += 1;
+            } else {
+                self.clock_checks.1 += 1;
+            }
+            format!("; node clock seen moved: {seen}")
+        } else {
+            String::new()
+        };
+        let hold = ms(&mut self.rng, 1000, 5000);
+        tokio::time::sleep(hold).await;
+        Ok(Injected {
+            variant: format!("{}-{scale}", if forward { "forward" } else { "backward" }),
+            targets: vec![target],
+            detail: format!("offset {offset} s for {} ms{verified}", hold.as_millis()),
+        })
+    }
+
+    /// Whether the node's HTTP `Date` shows the offset within 2 s.
+    async fn node_clock_follows(&self, c: &Cluster, i: usize, offset: i64) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < deadline {
+            if let Ok(node_secs) = c.api.wall_clock_secs(&c.addr(i)).await {
+                let want = crate::clock::now_secs() as i64 + offset;
+                if (node_secs as i64 - want).abs() <= 2 {
+                    return true;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        false
+    }
+
+    async fn membership(&mut self, c: &mut Cluster) -> Result<Injected, String> {
+        let (i, leader) = self.pick(c, 0.0).await;
+        if leader == Some(i) {
+            return Err("no follower to replace".into());
+        }
+        let target = Self::target(c, i, leader);
+        let old = target.node;
+        let new = c.replace(i).await.map_err(|e| e.to_string())?;
+        Ok(Injected {
+            variant: "replace-follower".into(),
+            targets: vec![target],
+            detail: format!("node {old} removed, node {new} joined in its slot"),
+        })
+    }
+}

@@ -1,0 +1,235 @@
+//! The clients: read-modify-write on a handful of cells, each a register.
+//!
+//! Each client repeatedly picks a cell and a node at random, reads the cell (linearizable, the
+//! default), and proposes through another random node a change set that read that version
+//! and moves `electrical_tilt` by one degree inside the cell's operator box, as the operator
+//! (which no coordination rule refuses). Every change set carries a unique token as its
+//! reason, so the final history tells which writes landed, including those whose answer was
+//! lost. A few cells and several clients make writes collide, so conflicts are exercised as
+//! much as applies. The pace is bounded (`rate` cycles a second in total, `max_writes` in
+//! all) to keep the run's change sets inside one page of the node's history.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde_json::json;
+
+use crate::api::CellState;
+use crate::history::{Event, History, Outcome, Request};
+use crate::http::{Answer, Http, HttpError};
+
+/// How the clients behave.
+#[derive(Clone, Debug)]
+pub struct Workload {
+    pub cells: Vec<String>,
+    /// API address of each slot (slot `i + 1` at index `i`).
+    pub addrs: Vec<String>,
+    pub clients: usize,
+    /// Read-modify-write cycles per second, all clients together.
+    pub rate: f64,
+    pub max_writes: u64,
+    pub timeout: Duration,
+    pub run: String,
+    pub seed: u64,
+}
+
+/// One tilt step (0.1 degree units): the most an operator change set may move it.
+const STEP: i64 = 10;
+
+/// The tilt after one step from `cell`'s, inside its box.
+pub fn next_tilt(cell: &CellState, up: bool) -> i64 {
+    let t = cell.electrical_tilt;
+    let (lo, hi) = (cell.tilt_box.min, cell.tilt_box.max);
+    if (up && t + STEP <= hi) || t - STEP < lo {
+        (t + STEP).min(hi)
+    } else {
+        (t - STEP).max(lo)
+    }
+}
+
+fn classify_write(cell: &str, answer: Result<Answer, HttpError>) -> Outcome {
+    let a = match answer {
+        Ok(a) => a,
+        Err(HttpError::Connect(e)) => return Outcome::Failed { detail: e },
+        Err(e) => {
+            return Outcome::Unknown {
+                detail: e.to_string(),
+            };
+        }
+    };
+    let body = a.json();
+    let entity = format!("cell/{cell}");
+    match (a.status.as_u16(), body["outcome"].as_str()) {
+        (200, Some("applied")) => {
+            match (body["index"].as_u64(), body["versions"][&entity].as_u64()) {
+                (Some(index), Some(version)) => Outcome::Applied { index, version },
+                _ => Outcome::Unknown {
+                    detail: format!("applied without index or version: {body}"),
+                },
+            }
+        }
+        (409, Some("conflict")) => Outcome::Conflict {
+            current: body["current"][&entity].as_u64(),
+        },
+        (409, Some("rejected")) => Outcome::Rejected {
+            reason: body["reason"].as_str().unwrap_or_default().to_string(),
+        },
+        (422, Some("invalid")) => Outcome::Invalid {
+            reason: body["reason"].as_str().unwrap_or_default().to_string(),
+        },
+        (s, _) if (400..500).contains(&s) && s != 408 => Outcome::Failed {
+            detail: format!("{s} {}", a.text()),
+        },
+        (s, _) => Outcome::Unknown {
+            detail: format!("{s} {}", a.text()),
+        },
+    }
+}
+
+fn classify_read(answer: Result<Answer, HttpError>) -> Result<CellState, Outcome> {
+    match answer {
+        Ok(a) if a.status.is_success() => {
+            serde_json::from_slice::<CellState>(&a.body).map_err(|e| Outcome::Failed {
+                detail: format!("unreadable cell: {e}"),
+            })
+        }
+        Ok(a) => Err(Outcome::Failed {
+            detail: format!("{} {}", a.status.as_u16(), a.text()),
+        }),
+        Err(e) => Err(Outcome::Unknown {
+            detail: e.to_string(),
+        }),
+    }
+}
+
+/// Runs the clients until `stop` is set.
+pub async fn run(w: Workload, history: History, http: Http, stop: Arc<AtomicBool>) {
+    let writes = Arc::new(AtomicU64::new(0));
+    let tasks: Vec<_> = (0..w.clients)
+        .map(|c| {
+            let (w, history, http, stop, writes) = (
+                w.clone(),
+                history.clone(),
+                http.clone(),
+                stop.clone(),
+                writes.clone(),
+            );
+            tokio::spawn(async move { client(c, w, history, http, stop, writes).await })
+        })
+        .collect();
+    for t in tasks {
+        let _ = t.await;
+    }
+}
+
+async fn client(
+    c: usize,
+    w: Workload,
+    history: History,
+    http: Http,
+    stop: Arc<AtomicBool>,
+    writes: Arc<AtomicU64>,
+) {
+    let mut rng =
+        StdRng::seed_from_u64(w.seed ^ (c as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    let interval = Duration::from_secs_f64(w.clients as f64 / w.rate.max(0.01));
+    let mut seq = 0u64;
+    let mut next = tokio::time::Instant::now();
+    while !stop.load(Ordering::Relaxed) && writes.load(Ordering::Relaxed) < w.max_writes {
+        // Jittered pace, so that clients do not march in step.
+        next += interval.mul_f64(rng.random_range(0.5..1.5));
+        tokio::time::sleep_until(next).await;
+        let now = tokio::time::Instant::now();
+        if next < now {
+            next = now;
+        }
+        let cell = w.cells[rng.random_range(0..w.cells.len())].clone();
+        let slot = rng.random_range(0..w.addrs.len());
+        let addr = w.addrs[slot].clone();
+        let id = history.next_id();
+        let invoke = history.now();
+        let path = format!("/image/cells/{cell}");
+        let read = classify_read(http.get(&addr, &path, w.timeout).await);
+        let complete = history.now();
+        let outcome = match &read {
+            Ok(s) => Outcome::Read {
+                version: s.version,
+                value: s.electrical_tilt,
+            },
+            Err(o) => o.clone(),
+        };
+        history.record(Event {
+            id,
+            client: c,
+            cell: cell.clone(),
+            slot: slot + 1,
+            addr,
+            invoke,
+            complete,
+            request: Request::Read,
+            outcome,
+        });
+        let Ok(state) = read else {
+            continue;
+        };
+        let value = next_tilt(&state, rng.random_bool(0.5));
+        seq += 1;
+        let token = format!("campaign {} client {c} write {seq}", w.run);
+        let body = json!({
+            "origin": {"function": "operator"},
+            "reason": token,
+            "read_set": [{"entity": format!("cell/{cell}"), "version": state.version}],
+            "writes": [{"entity": format!("cell/{cell}"), "param": "electrical_tilt", "value": value}],
+        });
+        let slot = rng.random_range(0..w.addrs.len());
+        let addr = w.addrs[slot].clone();
+        let id = history.next_id();
+        writes.fetch_add(1, Ordering::Relaxed);
+        let invoke = history.now();
+        let answer = http
+            .post(&addr, "/image/changesets", &body, w.timeout)
+            .await;
+        let complete = history.now();
+        history.record(Event {
+            id,
+            client: c,
+            cell: cell.clone(),
+            slot: slot + 1,
+            addr,
+            invoke,
+            complete,
+            request: Request::Write {
+                expect: state.version,
+                value,
+                token,
+            },
+            outcome: classify_write(&cell, answer),
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::TiltBox;
+
+    fn cell(tilt: i64) -> CellState {
+        CellState {
+            version: 1,
+            electrical_tilt: tilt,
+            tilt_box: TiltBox { min: 0, max: 150 },
+        }
+    }
+
+    #[test]
+    fn tilt_steps_stay_inside_the_box() {
+        assert_eq!(next_tilt(&cell(40), true), 50);
+        assert_eq!(next_tilt(&cell(40), false), 30);
+        assert_eq!(next_tilt(&cell(150), true), 140);
+        assert_eq!(next_tilt(&cell(0), false), 10);
+        assert_eq!(next_tilt(&cell(145), true), 135);
+    }
+}
