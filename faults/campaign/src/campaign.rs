@@ -40,6 +40,8 @@ pub struct Options {
     pub keep: bool,
     pub check_seconds: u64,
     pub command: String,
+    /// Check the long run's targets: (faults per kind, power losses of the leader).
+    pub targets: Option<(u64, u64)>,
 }
 
 /// The cells the clients work on, on three sites.
@@ -181,12 +183,21 @@ pub async fn run(o: Options) -> anyhow::Result<Summary> {
     }
 
     let token_prefix = format!("campaign {name} ");
+    // Every change set of the run must fit in one history page (see `checks`).
+    let max_writes = (checks::HISTORY_PAGE as u64) * 9 / 10;
+    let rate = o.rate.min(max_writes as f64 / o.seconds.max(1) as f64);
+    if rate < o.rate {
+        notes.push(format!(
+            "client rate lowered from {} to {rate:.1} cycles/s so that the run's change sets fit in one history page",
+            o.rate
+        ));
+    }
     let w = Workload {
         cells: cells.clone(),
         addrs: (0..cluster.slots.len()).map(|i| cluster.addr(i)).collect(),
         clients: o.clients,
-        rate: o.rate,
-        max_writes: (checks::HISTORY_PAGE as u64) * 9 / 10,
+        rate,
+        max_writes,
         timeout: o.timeout,
         run: name.clone(),
         seed: o.seed,
@@ -225,7 +236,7 @@ pub async fn run(o: Options) -> anyhow::Result<Summary> {
         time: Duration::from_secs(o.check_seconds),
     };
     let events = history.events();
-    let verdicts = checks::verify(&events, &evidence, budget, &run_dir);
+    let verdicts = checks::verify(&events, &nemesis.records, &evidence, budget, &run_dir);
     anomalies.extend(verdicts.anomalies);
     notes.extend(verdicts.notes);
     let (seen, unseen) = nemesis.clock_checks;
@@ -244,7 +255,7 @@ pub async fn run(o: Options) -> anyhow::Result<Summary> {
             .or_insert(0) += 1;
     }
     cluster.shut_down().await;
-    let summary = Summary {
+    let mut summary = Summary {
         command: o.command.clone(),
         seed: o.seed,
         seconds: started.elapsed().as_secs_f64(),
@@ -259,7 +270,12 @@ pub async fn run(o: Options) -> anyhow::Result<Summary> {
         cells_checked: verdicts.cells_checked,
         anomalies,
         notes,
+        targets: Vec::new(),
     };
+    if let Some((per_kind, leader_power)) = o.targets {
+        let kinds: Vec<&str> = o.faults.iter().map(|k| k.name()).collect();
+        summary.targets = crate::report::targets(&summary, &kinds, per_kind, leader_power);
+    }
     std::fs::write(
         run_dir.join("summary.json"),
         serde_json::to_string_pretty(&summary)?,

@@ -28,6 +28,7 @@ use crate::api::{Digest, HistoryRecord};
 use crate::cluster::Cluster;
 use crate::history::{Event, Outcome, Request};
 use crate::linearizability::{Budget, Call, Micros, Operation, Register, Return, Verdict, check};
+use crate::nemesis::FaultRecord;
 use crate::report::Anomaly;
 use crate::witness;
 
@@ -152,8 +153,53 @@ fn written_tilt(r: &HistoryRecord) -> Option<i64> {
         .and_then(|w| w.value.as_i64())
 }
 
-/// Judges the client history against the evidence; writes witnesses into `run_dir`.
-pub fn verify(events: &[Event], evidence: &Evidence, budget: Budget, run_dir: &Path) -> Verdicts {
+/// The faults that overlap `[from, to]` (the fault in progress or healing at `from`
+/// included), at most `most`, as report lines.
+fn faults_between(faults: &[FaultRecord], from: Micros, to: Micros, most: usize) -> Vec<String> {
+    faults
+        .iter()
+        .filter(|f| f.start_us <= to && f.healed_us >= from)
+        .take(most)
+        .map(FaultRecord::line)
+        .collect()
+}
+
+/// One operation as a report line, with the client and node that made it.
+fn render(op: &Operation, events: &BTreeMap<u64, &Event>) -> String {
+    let who = events.get(&op.id).map_or_else(
+        || "final read".to_string(),
+        |e| format!("client {} via slot {}", e.client, e.slot),
+    );
+    let call = match op.call {
+        Call::Read => "read".to_string(),
+        Call::Cas { expect, value } => format!("write tilt {value} if v{expect}"),
+    };
+    let ret = match op.ret {
+        Return::Read { version, value } => format!("v{version} tilt {value}"),
+        Return::Applied { version } => format!("applied v{version}"),
+        Return::Conflict { current } => format!("conflict, current v{current}"),
+        Return::Unknown => "unknown".to_string(),
+    };
+    let done = op.complete.map_or_else(
+        || "no answer".to_string(),
+        |c| format!("{:.6} s", c as f64 / 1e6),
+    );
+    format!(
+        "#{} {who} [{:.6} s -> {done}] {call} => {ret}",
+        op.id,
+        op.invoke as f64 / 1e6
+    )
+}
+
+/// Judges the client history against the evidence and the faults injected; writes witnesses
+/// into `run_dir`.
+pub fn verify(
+    events: &[Event],
+    faults: &[FaultRecord],
+    evidence: &Evidence,
+    budget: Budget,
+    run_dir: &Path,
+) -> Verdicts {
     let mut v = Verdicts::default();
     if let Some(why) = &evidence.not_converged {
         v.anomalies.push(Anomaly::NotConverged {
@@ -186,12 +232,18 @@ pub fn verify(events: &[Event], evidence: &Evidence, budget: Budget, run_dir: &P
             });
         }
     }
-    acknowledgements_kept(events, &by_token, &mut v);
+    acknowledgements_kept(events, faults, &by_token, &mut v);
+    let judged = Judged {
+        events,
+        faults,
+        evidence,
+        by_token: &by_token,
+        budget,
+        run_dir,
+    };
     for (cell, initial) in &evidence.initial {
         version_chain(cell, initial, evidence, &mut v);
-        linearizable(
-            cell, initial, events, evidence, &by_token, budget, run_dir, &mut v,
-        );
+        judged.linearizable(cell, initial, &mut v);
         v.cells_checked += 1;
     }
     v
@@ -220,6 +272,7 @@ fn digests_agree(evidence: &Evidence, v: &mut Verdicts) {
 
 fn acknowledgements_kept(
     events: &[Event],
+    faults: &[FaultRecord],
     by_token: &BTreeMap<&str, Vec<&HistoryRecord>>,
     v: &mut Verdicts,
 ) {
@@ -244,6 +297,9 @@ fn acknowledgements_kept(
                 token: token.clone(),
                 index: *index,
                 version: *version,
+                acknowledged_at_us: e.complete,
+                slot: e.slot,
+                faults_around: faults_between(faults, e.invoke, Micros::MAX, 6),
             }),
             Some(h) if h != *version => v.anomalies.push(Anomaly::AcknowledgementDisagrees {
                 cell: e.cell.clone(),
@@ -406,48 +462,53 @@ pub fn operations(
     ops
 }
 
-#[allow(clippy::too_many_arguments)]
-fn linearizable(
-    cell: &str,
-    initial: &Observed,
-    events: &[Event],
-    evidence: &Evidence,
-    by_token: &BTreeMap<&str, Vec<&HistoryRecord>>,
+/// What the linearizability judgement of every cell shares.
+struct Judged<'a> {
+    events: &'a [Event],
+    faults: &'a [FaultRecord],
+    evidence: &'a Evidence,
+    by_token: &'a BTreeMap<&'a str, Vec<&'a HistoryRecord>>,
     budget: Budget,
-    run_dir: &Path,
-    v: &mut Verdicts,
-) {
-    let ops = operations(cell, events, evidence, by_token);
-    match check(initial.state, &ops, budget) {
-        Verdict::Linearizable => {}
-        Verdict::Undecided { steps } => v.anomalies.push(Anomaly::Undecided {
-            cell: cell.to_string(),
-            steps,
-        }),
-        Verdict::NotLinearizable(violation) => {
-            let file = run_dir.join(format!("witness-{cell}.json"));
-            let reduced = witness::reduce(initial.state, &ops, budget);
-            let body = serde_json::json!({
-                "cell": cell,
-                "initial": initial.state,
-                "violation": violation,
-                "witness": reduced,
-            });
-            let _ = std::fs::write(
-                &file,
-                serde_json::to_string_pretty(&body).unwrap_or_default(),
-            );
-            let (first_bad, at_us, excerpt) = match &reduced {
-                Some(w) => (w.first_bad, w.at, witness::excerpt(w, 1)),
-                None => (violation.stuck_on, 0, Vec::new()),
-            };
-            v.anomalies.push(Anomaly::NotLinearizable {
+    run_dir: &'a Path,
+}
+
+impl Judged<'_> {
+    fn linearizable(&self, cell: &str, initial: &Observed, v: &mut Verdicts) {
+        let ops = operations(cell, self.events, self.evidence, self.by_token);
+        match check(initial.state, &ops, self.budget) {
+            Verdict::Linearizable => {}
+            Verdict::Undecided { steps } => v.anomalies.push(Anomaly::Undecided {
                 cell: cell.to_string(),
-                first_bad,
-                at_us,
-                excerpt,
-                witness_file: file.display().to_string(),
-            });
+                steps,
+            }),
+            Verdict::NotLinearizable(violation) => {
+                let file = self.run_dir.join(format!("witness-{cell}.json"));
+                let reduced = witness::reduce(initial.state, &ops, self.budget);
+                let body = serde_json::json!({
+                    "cell": cell,
+                    "initial": initial.state,
+                    "violation": violation,
+                    "witness": reduced,
+                });
+                let _ = std::fs::write(
+                    &file,
+                    serde_json::to_string_pretty(&body).unwrap_or_default(),
+                );
+                let by_id: BTreeMap<u64, &Event> = self.events.iter().map(|e| (e.id, e)).collect();
+                let (first_bad, at_us, excerpt) = match &reduced {
+                    Some(w) => (w.first_bad, w.at, witness::excerpt(w, 1)),
+                    None => (violation.stuck_on, 0, Vec::new()),
+                };
+                let from = excerpt.iter().map(|o| o.invoke).min().unwrap_or(0);
+                v.anomalies.push(Anomaly::NotLinearizable {
+                    cell: cell.to_string(),
+                    first_bad,
+                    at_us,
+                    excerpt: excerpt.iter().map(|o| render(o, &by_id)).collect(),
+                    faults_around: faults_between(self.faults, from, at_us, 8),
+                    witness_file: file.display().to_string(),
+                });
+            }
         }
     }
 }

@@ -168,20 +168,29 @@ impl LazyFs {
         self.control("stats").await
     }
 
-    /// Unmounts and stops the filesystem process (best effort).
+    /// Unmounts and stops the filesystem process (best effort): the `unmount` command, and
+    /// if it does not exit within a few seconds, SIGKILL and a lazy unmount.
     pub fn unmount(&mut self) {
-        let _ = run(&["fusermount3", "-u", "-z", &self.mount.display().to_string()]);
-        if let Some(mut c) = self.child.take() {
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = c.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(20));
+        let Some(mut c) = self.child.take() else {
+            return;
+        };
+        let _ = Command::new(&self.binary)
+            .arg("ctl")
+            .arg(&self.control)
+            .arg("unmount")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = c.try_wait() {
+                return;
             }
-            let _ = c.kill();
-            let _ = c.wait();
+            std::thread::sleep(Duration::from_millis(20));
         }
+        let _ = c.kill();
+        let _ = c.wait();
+        force_unmount(&self.mount);
     }
 }
 
@@ -191,9 +200,9 @@ impl Drop for LazyFs {
     }
 }
 
-/// Unmounts a mount left by a run that died (best effort).
+/// Unmounts a mount whose filesystem process is gone or stuck (best effort).
 pub fn force_unmount(mount: &Path) {
     if mounted(mount) {
-        let _ = run(&["fusermount3", "-u", "-z", &mount.display().to_string()]);
+        let _ = run(&["umount", "-l", &mount.display().to_string()]);
     }
 }

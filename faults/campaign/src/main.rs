@@ -12,7 +12,7 @@ use sonraft_campaign::campaign::{self, Options};
 use sonraft_campaign::checks::{self, Evidence};
 use sonraft_campaign::linearizability::Budget;
 use sonraft_campaign::nemesis::FaultKind;
-use sonraft_campaign::{clock, history, prerequisites, teardown};
+use sonraft_campaign::{clock, history, nemesis, prerequisites, teardown};
 
 #[derive(Parser)]
 #[command(version, about = "Fault campaign against a three-node sonraft cluster")]
@@ -89,6 +89,12 @@ struct RunArgs {
     /// Seconds the linearizability search may spend per cell.
     #[arg(long, default_value_t = 120)]
     check_seconds: u64,
+    /// Check the long run's targets (issue 11): at least this many faults of each kind...
+    #[arg(long)]
+    target_per_kind: Option<u64>,
+    /// ...and at least this many power losses of the leader (with --target-per-kind).
+    #[arg(long, default_value_t = 50)]
+    target_leader_power_losses: u64,
 }
 
 fn options(a: RunArgs) -> anyhow::Result<Options> {
@@ -121,6 +127,7 @@ fn options(a: RunArgs) -> anyhow::Result<Options> {
         keep: a.keep,
         check_seconds: a.check_seconds,
         command,
+        targets: a.target_per_kind.map(|k| (k, a.target_leader_power_losses)),
     })
 }
 
@@ -132,7 +139,8 @@ fn check(run_dir: PathBuf, check_seconds: u64) -> anyhow::Result<bool> {
         steps: u64::MAX,
         time: Duration::from_secs(check_seconds),
     };
-    let v = checks::verify(&events, &evidence, budget, &run_dir);
+    let faults = nemesis::load(&run_dir.join("faults.jsonl"))?;
+    let v = checks::verify(&events, &faults, &evidence, budget, &run_dir);
     println!(
         "cells checked: {}, anomalies: {}",
         v.cells_checked,
@@ -167,7 +175,7 @@ async fn main() -> std::process::ExitCode {
         Command::Run(args) => match options(args) {
             Ok(o) => campaign::run(o).await.map(|summary| {
                 println!("{}", summary.text());
-                summary.anomalies.is_empty()
+                summary.anomalies.is_empty() && summary.targets.iter().all(|t| t.met())
             }),
             Err(e) => Err(e),
         },

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::cluster::Cluster;
 use crate::history::History;
@@ -61,27 +61,68 @@ impl FaultKind {
 }
 
 /// A node a fault hit.
-#[derive(Clone, Debug, Serialize)]
-struct Target {
-    slot: usize,
-    node: u64,
-    leader: bool,
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Target {
+    pub slot: usize,
+    pub node: u64,
+    pub leader: bool,
 }
 
 /// One line of `faults.jsonl`.
-#[derive(Debug, Serialize)]
-struct FaultRecord {
-    seq: u64,
-    kind: &'static str,
-    variant: String,
-    start_us: Micros,
-    end_us: Micros,
-    targets: Vec<Target>,
-    detail: String,
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct FaultRecord {
+    pub seq: u64,
+    pub kind: String,
+    pub variant: String,
+    /// When the injection began and ended, and when the cluster was whole again (history
+    /// clock, microseconds).
+    pub start_us: Micros,
+    pub end_us: Micros,
+    pub healed_us: Micros,
+    pub targets: Vec<Target>,
+    pub detail: String,
     /// `false`: the fault could not be carried out as planned (see `detail`).
-    injected: bool,
+    pub injected: bool,
     /// Anomalies seen when healing after it.
-    anomalies: Vec<&'static str>,
+    pub anomalies: Vec<String>,
+}
+
+impl FaultRecord {
+    /// One line for reports.
+    pub fn line(&self) -> String {
+        let targets: Vec<String> = self
+            .targets
+            .iter()
+            .map(|t| {
+                format!(
+                    "slot {} node {}{}",
+                    t.slot,
+                    t.node,
+                    if t.leader { " (leader)" } else { "" }
+                )
+            })
+            .collect();
+        format!(
+            "fault #{} {}/{} at {:.3}-{:.3} s, healed {:.3} s: {}; {}",
+            self.seq,
+            self.kind,
+            self.variant,
+            self.start_us as f64 / 1e6,
+            self.end_us as f64 / 1e6,
+            self.healed_us as f64 / 1e6,
+            targets.join(", "),
+            self.detail
+        )
+    }
+}
+
+/// Reads `faults.jsonl` back.
+pub fn load(file: &Path) -> std::io::Result<Vec<FaultRecord>> {
+    let text = std::fs::read_to_string(file)?;
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).map_err(std::io::Error::other))
+        .collect()
 }
 
 /// What one injection did.
@@ -103,6 +144,8 @@ pub struct Nemesis {
     seq: u64,
     /// Node clocks seen to move with their offset file / not.
     pub clock_checks: (u64, u64),
+    /// Every fault so far, as written to `faults.jsonl`.
+    pub records: Vec<FaultRecord>,
 }
 
 fn ms(rng: &mut StdRng, lo: u64, hi: u64) -> Duration {
@@ -126,6 +169,7 @@ impl Nemesis {
             history,
             seq: 0,
             clock_checks: (0, 0),
+            records: Vec::new(),
         })
     }
 
@@ -194,18 +238,20 @@ impl Nemesis {
         }
         let record = FaultRecord {
             seq: self.seq,
-            kind: kind.name(),
+            kind: kind.name().to_string(),
             variant,
             start_us,
             end_us,
+            healed_us: self.history.now(),
             targets,
             detail,
             injected,
-            anomalies: found.iter().map(Anomaly::kind).collect(),
+            anomalies: found.iter().map(|a| a.kind().to_string()).collect(),
         };
         if let Ok(line) = serde_json::to_string(&record) {
             let _ = writeln!(self.log, "{line}");
         }
+        self.records.push(record);
     }
 
     /// After a fault that left the cluster broken: replace every node that is not running

@@ -113,6 +113,7 @@ impl NodeProcess {
             .envs(env.iter().map(|(k, v)| (k, v)))
             .env("SONRAFT_CLUSTER_SECRET", SECRET)
             .env("SONRAFT_TOKEN", TOKEN)
+            .env("NO_COLOR", "1")
             .env(
                 "RUST_LOG",
                 std::env::var("SONRAFT_CAMPAIGN_NODE_LOG")

@@ -10,7 +10,6 @@ use std::path::PathBuf;
 use serde::Serialize;
 
 use crate::api::Digest;
-use crate::linearizability::Operation;
 
 /// Something the cluster did that it must not do (or the campaign could not verify).
 #[derive(Clone, Debug, Serialize)]
@@ -22,7 +21,8 @@ pub enum Anomaly {
         cell: String,
         first_bad: u64,
         at_us: u64,
-        excerpt: Vec<Operation>,
+        excerpt: Vec<String>,
+        faults_around: Vec<String>,
         witness_file: String,
     },
     /// An acknowledged change set is not in the final history.
@@ -31,6 +31,9 @@ pub enum Anomaly {
         token: String,
         index: u64,
         version: u64,
+        acknowledged_at_us: u64,
+        slot: usize,
+        faults_around: Vec<String>,
     },
     /// The final history records an acknowledged change set with another version.
     AcknowledgementDisagrees {
@@ -123,6 +126,39 @@ impl FaultCounts {
     }
 }
 
+/// One of the long run's targets (issue 11): at least `want` of something.
+#[derive(Clone, Debug, Serialize)]
+pub struct Target {
+    pub what: String,
+    pub got: u64,
+    pub want: u64,
+}
+
+impl Target {
+    pub fn met(&self) -> bool {
+        self.got >= self.want
+    }
+}
+
+/// The long run's targets: `per_kind` faults of every kind, `leader_power` power losses of
+/// the leader, and no anomaly.
+pub fn targets(s: &Summary, kinds: &[&str], per_kind: u64, leader_power: u64) -> Vec<Target> {
+    let mut t: Vec<Target> = kinds
+        .iter()
+        .map(|k| Target {
+            what: format!("{k} faults"),
+            got: s.faults.by_kind.get(*k).copied().unwrap_or(0),
+            want: per_kind,
+        })
+        .collect();
+    t.push(Target {
+        what: "power losses of the leader".into(),
+        got: s.faults.power_loss_of_leader,
+        want: leader_power,
+    });
+    t
+}
+
 /// The whole result of a run.
 #[derive(Clone, Debug, Serialize)]
 pub struct Summary {
@@ -136,6 +172,8 @@ pub struct Summary {
     pub cells_checked: usize,
     pub anomalies: Vec<Anomaly>,
     pub notes: Vec<String>,
+    /// The long run's targets, when asked for (`--targets`).
+    pub targets: Vec<Target>,
 }
 
 impl Summary {
@@ -197,6 +235,31 @@ impl Summary {
         }
         for n in &self.notes {
             let _ = writeln!(t, "note: {n}");
+        }
+        if !self.targets.is_empty() {
+            let _ = writeln!(t, "targets:");
+            for target in &self.targets {
+                let _ = writeln!(
+                    t,
+                    "  {:<30} {:>6} of {:>4}  {}",
+                    target.what,
+                    target.got,
+                    target.want,
+                    if target.met() { "met" } else { "NOT MET" }
+                );
+            }
+            let _ = writeln!(
+                t,
+                "  {:<30} {:>6} of {:>4}  {}",
+                "anomalies",
+                self.anomalies.len(),
+                0,
+                if self.anomalies.is_empty() {
+                    "met"
+                } else {
+                    "NOT MET"
+                }
+            );
         }
         t
     }
