@@ -30,6 +30,7 @@ pub struct Options {
     pub faults: Vec<FaultKind>,
     pub clients: usize,
     pub rate: f64,
+    pub extra_reads: usize,
     pub cells: usize,
     pub timeout: Duration,
     pub prefix: String,
@@ -48,6 +49,7 @@ pub struct Options {
 fn image(cells: usize) -> (serde_json::Value, Vec<String>) {
     let ids: Vec<String> = (0..cells)
         .map(|i| format!("CAMP{}-{}", i % 3 + 1, i / 3 + 1))
+        .chain(std::iter::once(PROBE_CELL.to_string()))
         .collect();
     let sites: Vec<_> = (1..=3)
         .map(|s| json!({"id": format!("CAMP{s}"), "name": format!("campaign site {s}"), "lat": 48.0 + s as f64, "lon": 11.0}))
@@ -59,11 +61,15 @@ fn image(cells: usize) -> (serde_json::Value, Vec<String>) {
         .collect();
     // Keep every record of the run: the final check reads the whole history in one page.
     let policy = json!({"history_keep": 1_000_000});
+    let workload = ids[..cells].to_vec();
     (
         json!({"sites": sites, "cells": list, "policy": policy}),
-        ids,
+        workload,
     )
 }
+
+/// The cell healing writes through every node to see that writes get through.
+const PROBE_CELL: &str = "CAMP-PROBE";
 
 /// Checks that libfaketime moves `SystemTime` but not `Instant` in a Rust process.
 fn probe_clock(dir: &std::path::Path, library: &std::path::Path) -> anyhow::Result<String> {
@@ -159,6 +165,7 @@ pub async fn run(o: Options) -> anyhow::Result<Summary> {
         .import(&cluster.addr(leader), &image)
         .await
         .context("cannot import the image")?;
+    cluster.probe_cell = Some(PROBE_CELL.to_string());
 
     let history = History::new(&run_dir.join("history.jsonl"))?;
     let mut initial = BTreeMap::new();
@@ -184,7 +191,7 @@ pub async fn run(o: Options) -> anyhow::Result<Summary> {
 
     let token_prefix = format!("campaign {name} ");
     // Every change set of the run must fit in one history page (see `checks`).
-    let max_writes = (checks::HISTORY_PAGE as u64) * 9 / 10;
+    let max_writes = (checks::HISTORY_PAGE as u64) * 8 / 10;
     let rate = o.rate.min(max_writes as f64 / o.seconds.max(1) as f64);
     if rate < o.rate {
         notes.push(format!(
@@ -198,6 +205,7 @@ pub async fn run(o: Options) -> anyhow::Result<Summary> {
         clients: o.clients,
         rate,
         max_writes,
+        extra_reads: o.extra_reads,
         timeout: o.timeout,
         run: name.clone(),
         seed: o.seed,

@@ -70,6 +70,8 @@ pub struct Cluster {
     pub network: Network,
     pub slots: Vec<Slot>,
     pub api: Api,
+    /// A cell outside the workload that [`Cluster::heal`] writes through every node.
+    pub probe_cell: Option<String>,
     setup: Setup,
     next_id: u64,
 }
@@ -129,6 +131,7 @@ impl Cluster {
             network,
             slots,
             api: Api::new(crate::node::TOKEN),
+            probe_cell: None,
             setup,
         };
         for i in 0..cluster.slots.len() {
@@ -298,8 +301,70 @@ impl Cluster {
                 detail,
                 log_tails: tails,
             });
+            return anomalies;
+        }
+        anomalies.extend(self.writes_get_through(fault).await);
+        anomalies
+    }
+
+    /// Whether a change set proposed through each node gets an answer: a node whose
+    /// proposals hang (a batch never answered) looks ready but takes no writes.
+    async fn writes_get_through(&self, fault: u64) -> Vec<Anomaly> {
+        let Some(cell) = &self.probe_cell else {
+            return Vec::new();
+        };
+        let mut anomalies = Vec::new();
+        for i in 0..self.slots.len() {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                let last = match self.probe_write(i, cell).await {
+                    Ok(()) => break,
+                    Err(e) => e,
+                };
+                if Instant::now() > deadline {
+                    let s = &self.slots[i];
+                    anomalies.push(Anomaly::NodeStalled {
+                        slot: s.index,
+                        node: s.spec.id,
+                        after_fault: fault,
+                        last_error: last,
+                        log_tail: log_tail(&s.spec.log, 30),
+                    });
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
         }
         anomalies
+    }
+
+    /// Reads the probe cell through slot position `i` and proposes a change conditional on
+    /// it there; any outcome of the log (applied, conflict, rejected) will do.
+    async fn probe_write(&self, i: usize, cell: &str) -> Result<(), String> {
+        let addr = self.addr(i);
+        let deadline = Duration::from_secs(5);
+        let state = self
+            .api
+            .read_cell(&addr, cell, deadline)
+            .await
+            .map_err(|e| e.to_string())?;
+        let body = serde_json::json!({
+            "origin": {"function": "operator"},
+            "reason": format!("campaign probe through slot {}", i + 1),
+            "read_set": [{"entity": format!("cell/{cell}"), "version": state.version}],
+            "writes": [{"entity": format!("cell/{cell}"), "param": "electrical_tilt",
+                        "value": crate::workload::next_tilt(&state, state.version % 2 == 0)}],
+        });
+        let a = self
+            .api
+            .http
+            .post(&addr, "/image/changesets", &body, deadline)
+            .await
+            .map_err(|e| e.to_string())?;
+        match a.status.as_u16() {
+            200 | 409 => Ok(()),
+            s => Err(format!("{s} {}", a.text())),
+        }
     }
 
     /// Waits until every node is ready, all agree on one leader, and its voters are

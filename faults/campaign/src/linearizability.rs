@@ -560,6 +560,54 @@ mod tests {
         assert_eq!(verdict(&h), Verdict::Linearizable);
     }
 
+    /// Histories made by running a real register, with each operation's interval spread
+    /// around the moment it took effect, and some answers lost.
+    #[test]
+    fn histories_of_a_real_register_are_linearizable() {
+        use rand::rngs::StdRng;
+        use rand::{Rng, SeedableRng};
+        let mut rng = StdRng::seed_from_u64(11);
+        for _ in 0..300 {
+            let mut state = START;
+            let mut h = Vec::new();
+            for i in 0..60u64 {
+                let at = 1_000 + i * 10;
+                let invoke = at - rng.random_range(0..80);
+                let complete = at + rng.random_range(0..80);
+                let o = if rng.random_bool(0.4) {
+                    read(i, (invoke, complete), state.version, state.value)
+                } else {
+                    let expect = if rng.random_bool(0.7) {
+                        state.version
+                    } else {
+                        state.version.saturating_sub(rng.random_range(1..3))
+                    };
+                    let value = rng.random_range(0..16) * 10;
+                    let ret = if expect == state.version {
+                        state = Register {
+                            version: expect + 1,
+                            value,
+                        };
+                        applied(expect + 1)
+                    } else {
+                        Return::Conflict {
+                            current: state.version,
+                        }
+                    };
+                    match rng.random_range(0..10) {
+                        0 => lost(i, invoke, expect, value, Return::Unknown),
+                        1 if matches!(ret, Return::Applied { .. }) => {
+                            lost(i, invoke, expect, value, ret)
+                        }
+                        _ => cas(i, (invoke, complete), expect, value, ret),
+                    }
+                };
+                h.push(o);
+            }
+            assert_eq!(verdict(&h), Verdict::Linearizable, "{h:?}");
+        }
+    }
+
     #[test]
     fn a_search_over_budget_is_undecided() {
         let h = [

@@ -58,6 +58,10 @@ struct RunArgs {
     /// Read-modify-write cycles per second, all clients together.
     #[arg(long, default_value_t = 25.0)]
     rate: f64,
+    /// Reads of random cells after each cycle (they catch stale reads without filling the
+    /// node's history).
+    #[arg(long, default_value_t = 2)]
+    extra_reads: usize,
     /// Cells the clients work on.
     #[arg(long, default_value_t = 6)]
     cells: usize,
@@ -81,7 +85,7 @@ struct RunArgs {
     #[arg(long)]
     plain_fs: bool,
     /// The nodes' `--snapshot-every`: small, so snapshots and log purges happen during the run.
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = 300)]
     snapshot_every: u64,
     /// Keep the data directories even when the run found nothing.
     #[arg(long)]
@@ -108,6 +112,7 @@ fn options(a: RunArgs) -> anyhow::Result<Options> {
         faults: a.faults.unwrap_or_else(|| FaultKind::ALL.to_vec()),
         clients: a.clients.max(1),
         rate: a.rate,
+        extra_reads: a.extra_reads,
         cells: a.cells.max(1),
         timeout: Duration::from_millis(a.timeout_ms),
         prefix: a.prefix,

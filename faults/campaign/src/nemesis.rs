@@ -148,6 +148,10 @@ pub struct Nemesis {
     pub records: Vec<FaultRecord>,
 }
 
+/// How long a long isolation lasts: at the clients' default pace, the rest of the cluster
+/// commits well over the 1000 entries a node keeps behind its snapshot meanwhile.
+const LONG_ISOLATION: Duration = Duration::from_secs(60);
+
 fn ms(rng: &mut StdRng, lo: u64, hi: u64) -> Duration {
     Duration::from_millis(rng.random_range(lo..=hi))
 }
@@ -443,7 +447,11 @@ impl Nemesis {
         } else {
             Cut::Reset
         };
-        let shape = self.rng.random_range(0..5);
+        // Now and then the leader stays cut off long enough for the others to commit, snapshot
+        // and purge past it, so that it must catch up by snapshot while its own proposals are
+        // still pending.
+        let long = self.rng.random_bool(1.0 / 40.0);
+        let shape = if long { 1 } else { self.rng.random_range(0..5) };
         let (x, leader) = self
             .pick(c, if shape == 1 { 1.0 } else { 1.0 / n as f64 })
             .await;
@@ -507,10 +515,18 @@ impl Nemesis {
             }
         };
         c.network.cut(&rules).await.map_err(|e| e.to_string())?;
-        let hold = ms(&mut self.rng, 1000, 8000);
+        let hold = if long {
+            LONG_ISOLATION
+        } else {
+            ms(&mut self.rng, 1000, 8000)
+        };
         tokio::time::sleep(hold).await;
         Ok(Injected {
-            variant: format!("{name}-{}", if cut == Cut::Drop { "drop" } else { "reset" }),
+            variant: format!(
+                "{name}{}-{}",
+                if long { "-long" } else { "" },
+                if cut == Cut::Drop { "drop" } else { "reset" }
+            ),
             targets,
             detail: format!(
                 "{} ms; rules {}",

@@ -71,6 +71,15 @@ pub enum Anomaly {
         after_fault: u64,
         detail: String,
     },
+    /// After healing, a change set proposed through this node got no answer (applied or
+    /// refused) within the bound: its proposals are stuck.
+    NodeStalled {
+        slot: usize,
+        node: u64,
+        after_fault: u64,
+        last_error: String,
+        log_tail: String,
+    },
     /// After healing, the cluster did not become whole (ready, one leader, all voters).
     NotRecovered {
         after_fault: u64,
@@ -96,6 +105,7 @@ impl Anomaly {
             Anomaly::NotConverged { .. } => "not_converged",
             Anomaly::NodeExited { .. } => "node_exited",
             Anomaly::NodeCannotStart { .. } => "node_cannot_start",
+            Anomaly::NodeStalled { .. } => "node_stalled",
             Anomaly::NotRecovered { .. } => "not_recovered",
             Anomaly::Undecided { .. } => "undecided",
             Anomaly::CampaignError { .. } => "campaign_error",

@@ -31,6 +31,8 @@ pub struct Workload {
     /// Read-modify-write cycles per second, all clients together.
     pub rate: f64,
     pub max_writes: u64,
+    /// Reads of random cells after each read-modify-write cycle.
+    pub extra_reads: usize,
     pub timeout: Duration,
     pub run: String,
     pub seed: u64,
@@ -110,14 +112,18 @@ pub async fn run(w: Workload, history: History, http: Http, stop: Arc<AtomicBool
     let writes = Arc::new(AtomicU64::new(0));
     let tasks: Vec<_> = (0..w.clients)
         .map(|c| {
-            let (w, history, http, stop, writes) = (
-                w.clone(),
-                history.clone(),
-                http.clone(),
-                stop.clone(),
-                writes.clone(),
-            );
-            tokio::spawn(async move { client(c, w, history, http, stop, writes).await })
+            let client = Client {
+                c,
+                rng: StdRng::seed_from_u64(
+                    w.seed ^ (c as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+                ),
+                w: w.clone(),
+                history: history.clone(),
+                http: http.clone(),
+                seq: 0,
+            };
+            let (stop, writes) = (stop.clone(), writes.clone());
+            tokio::spawn(async move { client.run(stop, writes).await })
         })
         .collect();
     for t in tasks {
@@ -125,35 +131,56 @@ pub async fn run(w: Workload, history: History, http: Http, stop: Arc<AtomicBool
     }
 }
 
-async fn client(
+/// One client: its own seeded choices and write counter.
+struct Client {
     c: usize,
+    rng: StdRng,
     w: Workload,
     history: History,
     http: Http,
-    stop: Arc<AtomicBool>,
-    writes: Arc<AtomicU64>,
-) {
-    let mut rng =
-        StdRng::seed_from_u64(w.seed ^ (c as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-    let interval = Duration::from_secs_f64(w.clients as f64 / w.rate.max(0.01));
-    let mut seq = 0u64;
-    let mut next = tokio::time::Instant::now();
-    while !stop.load(Ordering::Relaxed) && writes.load(Ordering::Relaxed) < w.max_writes {
-        // Jittered pace, so that clients do not march in step.
-        next += interval.mul_f64(rng.random_range(0.5..1.5));
-        tokio::time::sleep_until(next).await;
-        let now = tokio::time::Instant::now();
-        if next < now {
-            next = now;
+    seq: u64,
+}
+
+impl Client {
+    async fn run(mut self, stop: Arc<AtomicBool>, writes: Arc<AtomicU64>) {
+        let interval = Duration::from_secs_f64(self.w.clients as f64 / self.w.rate.max(0.01));
+        let mut next = tokio::time::Instant::now();
+        while !stop.load(Ordering::Relaxed) && writes.load(Ordering::Relaxed) < self.w.max_writes {
+            // Jittered pace, so that clients do not march in step.
+            next += interval.mul_f64(self.rng.random_range(0.5..1.5));
+            tokio::time::sleep_until(next).await;
+            next = next.max(tokio::time::Instant::now());
+            let cell = self.cell();
+            if let Some(state) = self.read(&cell).await {
+                writes.fetch_add(1, Ordering::Relaxed);
+                self.write(&cell, state).await;
+            }
+            // Reads alone, which do not fill the node's history, to catch stale reads.
+            for _ in 0..self.w.extra_reads {
+                let cell = self.cell();
+                self.read(&cell).await;
+            }
         }
-        let cell = w.cells[rng.random_range(0..w.cells.len())].clone();
-        let slot = rng.random_range(0..w.addrs.len());
-        let addr = w.addrs[slot].clone();
-        let id = history.next_id();
-        let invoke = history.now();
+    }
+
+    fn cell(&mut self) -> String {
+        self.w.cells[self.rng.random_range(0..self.w.cells.len())].clone()
+    }
+
+    /// A slot position and its API address, at random.
+    fn node(&mut self) -> (usize, String) {
+        let slot = self.rng.random_range(0..self.w.addrs.len());
+        (slot, self.w.addrs[slot].clone())
+    }
+
+    /// Reads `cell` (linearizable) from a random node; records the event.
+    async fn read(&mut self, cell: &str) -> Option<CellState> {
+        let (slot, addr) = self.node();
+        let id = self.history.next_id();
+        let invoke = self.history.now();
         let path = format!("/image/cells/{cell}");
-        let read = classify_read(http.get(&addr, &path, w.timeout).await);
-        let complete = history.now();
+        let read = classify_read(self.http.get(&addr, &path, self.w.timeout).await);
+        let complete = self.history.now();
         let outcome = match &read {
             Ok(s) => Outcome::Read {
                 version: s.version,
@@ -161,10 +188,10 @@ async fn client(
             },
             Err(o) => o.clone(),
         };
-        history.record(Event {
+        self.history.record(Event {
             id,
-            client: c,
-            cell: cell.clone(),
+            client: self.c,
+            cell: cell.to_string(),
             slot: slot + 1,
             addr,
             invoke,
@@ -172,31 +199,36 @@ async fn client(
             request: Request::Read,
             outcome,
         });
-        let Ok(state) = read else {
-            continue;
-        };
-        let value = next_tilt(&state, rng.random_bool(0.5));
-        seq += 1;
-        let token = format!("campaign {} client {c} write {seq}", w.run);
+        read.ok()
+    }
+
+    /// Proposes, through a random node, one tilt step on `cell` conditional on `state`'s
+    /// version; records the event.
+    async fn write(&mut self, cell: &str, state: CellState) {
+        let value = next_tilt(&state, self.rng.random_bool(0.5));
+        self.seq += 1;
+        let token = format!(
+            "campaign {} client {} write {}",
+            self.w.run, self.c, self.seq
+        );
         let body = json!({
             "origin": {"function": "operator"},
             "reason": token,
             "read_set": [{"entity": format!("cell/{cell}"), "version": state.version}],
             "writes": [{"entity": format!("cell/{cell}"), "param": "electrical_tilt", "value": value}],
         });
-        let slot = rng.random_range(0..w.addrs.len());
-        let addr = w.addrs[slot].clone();
-        let id = history.next_id();
-        writes.fetch_add(1, Ordering::Relaxed);
-        let invoke = history.now();
-        let answer = http
-            .post(&addr, "/image/changesets", &body, w.timeout)
+        let (slot, addr) = self.node();
+        let id = self.history.next_id();
+        let invoke = self.history.now();
+        let answer = self
+            .http
+            .post(&addr, "/image/changesets", &body, self.w.timeout)
             .await;
-        let complete = history.now();
-        history.record(Event {
+        let complete = self.history.now();
+        self.history.record(Event {
             id,
-            client: c,
-            cell: cell.clone(),
+            client: self.c,
+            cell: cell.to_string(),
             slot: slot + 1,
             addr,
             invoke,
@@ -206,7 +238,7 @@ async fn client(
                 value,
                 token,
             },
-            outcome: classify_write(&cell, answer),
+            outcome: classify_write(cell, answer),
         });
     }
 }
