@@ -48,6 +48,69 @@ pub struct Durability {
     data_file: File,
     synced_blobs: Mutex<HashSet<OsString>>,
     pub stats: SyncStats,
+    /// Test control over the log and checkpoint syncs.
+    #[cfg(feature = "fault-injection")]
+    pub gate: Arc<SyncGate>,
+}
+
+/// Test control over a store's background syncs (feature `fault-injection`, never in a
+/// release): hold them, to keep a leader's own appends unsynced while they replicate, or cut
+/// them, as a power cut does.
+///
+/// Only the group-commit syncs of log appends and the state machine's checkpoint syncs pass
+/// the gate; a vote, truncation or purge syncs at once (openraft waits on those in line). So a
+/// test that simulates a power cut by dropping the log after [`DurableLog::synced_log_id`]
+/// must not have had such a sync after the appends it drops.
+#[cfg(feature = "fault-injection")]
+#[derive(Default)]
+pub struct SyncGate {
+    state: Mutex<GateState>,
+    changed: std::sync::Condvar,
+}
+
+#[cfg(feature = "fault-injection")]
+#[derive(Default, Clone, Copy, PartialEq, Eq, Debug)]
+enum GateState {
+    #[default]
+    Open,
+    Held,
+    Cut,
+}
+
+#[cfg(feature = "fault-injection")]
+impl SyncGate {
+    fn set(&self, to: GateState) {
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if *s != GateState::Cut {
+            *s = to;
+        }
+        self.changed.notify_all();
+    }
+
+    /// Syncs wait from now on.
+    pub fn hold(&self) {
+        self.set(GateState::Held);
+    }
+
+    /// Syncs go ahead again.
+    pub fn open(&self) {
+        self.set(GateState::Open);
+    }
+
+    /// Nothing is synced any more, as after a power cut: waiting and later syncs fail, and the
+    /// sync thread stops without completing what it holds.
+    pub fn cut(&self) {
+        self.set(GateState::Cut);
+    }
+
+    /// Waits while held; false once cut.
+    fn pass(&self) -> bool {
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        while *s == GateState::Held {
+            s = self.changed.wait(s).unwrap_or_else(|p| p.into_inner());
+        }
+        *s == GateState::Open
+    }
 }
 
 impl Durability {
@@ -64,6 +127,8 @@ impl Durability {
             data_file,
             synced_blobs: Mutex::new(HashSet::new()),
             stats: SyncStats::default(),
+            #[cfg(feature = "fault-injection")]
+            gate: Arc::default(),
         })
     }
 
@@ -83,6 +148,10 @@ impl Durability {
     /// Like [`Durability::sync`], for the state machine's checkpoints (counted apart, in
     /// `sonraft_checkpoint_sync_seconds`).
     pub fn sync_checkpoint(&self) -> io::Result<()> {
+        #[cfg(feature = "fault-injection")]
+        if !self.gate.pass() {
+            return Err(io::Error::other("power cut (fault injection)"));
+        }
         let started = Instant::now();
         self.sync_files()?;
         metrics::histogram!("sonraft_checkpoint_sync_seconds")
@@ -147,11 +216,16 @@ pub struct GroupCommit {
 struct Inbox {
     tx: Option<mpsc::Sender<PendingSync>>,
     thread: Option<std::thread::JoinHandle<()>>,
+    /// Opened on drop, so that a store closed while a test holds its syncs is not stuck.
+    #[cfg(feature = "fault-injection")]
+    gate: Arc<SyncGate>,
 }
 
 impl Drop for Inbox {
     fn drop(&mut self) {
         drop(self.tx.take());
+        #[cfg(feature = "fault-injection")]
+        self.gate.open();
         if let Some(t) = self.thread.take()
             && t.join().is_err()
         {
@@ -163,10 +237,19 @@ impl Drop for Inbox {
 impl GroupCommit {
     /// Starts the sync thread. It ends when every `GroupCommit` clone is dropped.
     pub fn start(durability: Arc<Durability>, log: Arc<DurableLog>) -> io::Result<Self> {
+        #[cfg(feature = "fault-injection")]
+        let gate = durability.gate.clone();
         let (tx, rx) = mpsc::channel::<PendingSync>();
         let thread = std::thread::Builder::new().name("sonraft-fsync".into()).spawn(move || {
             while let Ok(first) = rx.recv() {
                 let mut batch = vec![first];
+                #[cfg(feature = "fault-injection")]
+                if !durability.gate.pass() {
+                    // A simulated power cut: nothing queued becomes durable or is reported,
+                    // and whoever waits for a sync gives up.
+                    log.failed("power cut (fault injection)");
+                    return;
+                }
                 batch.extend(rx.try_iter());
                 let result = durability.sync();
                 match &result {
@@ -195,6 +278,8 @@ impl GroupCommit {
             inner: Arc::new(Inbox {
                 tx: Some(tx),
                 thread: Some(thread),
+                #[cfg(feature = "fault-injection")]
+                gate,
             }),
         })
     }

@@ -82,8 +82,8 @@ impl StoreReader {
     /// last-applied entry: two replicas at the same applied entry must have the same digest.
     pub fn digest(&self) -> Result<StateDigest, Damaged> {
         let (meta, body) = self.capture()?;
-        let bytes = sonraft_raft::codec::encode(&body)
-            .map_err(|e| Damaged::new("state digest", e))?;
+        let bytes =
+            sonraft_raft::codec::encode(&body).map_err(|e| Damaged::new("state digest", e))?;
         Ok(StateDigest {
             applied: meta.last_log_id,
             digest: fnv1a64(&bytes),
@@ -107,6 +107,12 @@ impl StoreReader {
     /// Makes every write so far durable (used before a backup and at shutdown).
     pub fn sync(&self) -> std::io::Result<()> {
         self.durability.sync()
+    }
+
+    /// Test control over this store's background syncs (see [`durable::SyncGate`]).
+    #[cfg(feature = "fault-injection")]
+    pub fn sync_gate(&self) -> &durable::SyncGate {
+        &self.durability.gate
     }
 
     /// The data directory.

@@ -95,6 +95,9 @@ enum Msg {
 
 /// The write-behind thread and its queue.
 pub(crate) struct SmWriter {
+    /// Opened on drop, so that a store closed while a test holds its syncs is not stuck.
+    #[cfg(feature = "fault-injection")]
+    gate: Arc<crate::durable::SyncGate>,
     tx: Mutex<Option<mpsc::Sender<Msg>>>,
     submitted: AtomicU64,
     progress: Arc<Progress>,
@@ -126,6 +129,8 @@ impl SmWriter {
         tree: sled::Tree,
         durability: Arc<Durability>,
     ) -> std::io::Result<SmWriter> {
+        #[cfg(feature = "fault-injection")]
+        let gate = durability.gate.clone();
         let (tx, rx) = mpsc::channel::<Msg>();
         let progress = Arc::new(Progress {
             written: Mutex::new(Written::default()),
@@ -170,6 +175,8 @@ impl SmWriter {
                 }
             })?;
         Ok(SmWriter {
+            #[cfg(feature = "fault-injection")]
+            gate,
             tx: Mutex::new(Some(tx)),
             submitted: AtomicU64::new(0),
             progress,
@@ -223,6 +230,8 @@ impl SmWriter {
 impl Drop for SmWriter {
     fn drop(&mut self) {
         drop(self.tx.lock().unwrap_or_else(|x| x.into_inner()).take());
+        #[cfg(feature = "fault-injection")]
+        self.gate.open();
         if let Some(t) = self.thread.lock().unwrap_or_else(|x| x.into_inner()).take() {
             let _ = t.join();
         }

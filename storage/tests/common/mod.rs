@@ -1,6 +1,8 @@
 //! In-process sonraft cores for tests: sled in temp dirs, Raft over loopback HTTP.
 #![allow(dead_code)]
 
+pub mod faults;
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
