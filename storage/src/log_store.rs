@@ -221,7 +221,8 @@ pub(crate) fn lower_committed_to_log(
     if last.is_some_and(|l| l.index >= c.index) {
         return Ok(committed);
     }
-    let bytes = codec::encode(&last).map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Write, e))?;
+    let bytes =
+        codec::encode(&last).map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Write, e))?;
     raft.insert(COMMITTED, bytes)
         .map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Write, e))?;
     tracing::warn!(

@@ -13,8 +13,8 @@ async fn reopen_in_a_loop(dir: std::path::PathBuf, rounds: u64) {
     common::apply_demo(&mut store, 20).await;
     store.close().unwrap();
     for round in 0..rounds {
-        let mut store = Store::open(&dir)
-            .unwrap_or_else(|e| panic!("round {round}: reopening failed: {e}"));
+        let mut store =
+            Store::open(&dir).unwrap_or_else(|e| panic!("round {round}: reopening failed: {e}"));
         let version = read(store.reader.state()).image.cells["C0"].version;
         let tilt = if round % 2 == 0 { 50 } else { 40 };
         store
