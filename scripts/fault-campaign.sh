@@ -5,7 +5,8 @@
 # clients on a few cells while a seeded nemesis injects power losses (the leader often, also
 # right after an election and two in a row), kill -9, SIGSTOP pauses, partitions (isolated
 # node or leader, one-way loss, bridge; DROP or TCP reset), clock jumps and membership changes
-# (remove a follower, join a replacement). Then it checks that every acknowledged change set
+# (remove a follower, join a replacement), and combinations of them without healing in
+# between. Then it checks that every acknowledged change set
 # is in the final history, no version was acknowledged twice, every cell's history is
 # linearizable (its own Wing-Gong checker), every node's image digest is equal and every node
 # started again after every fault; and prints the summary.
@@ -15,7 +16,8 @@
 #   --short          the CI form: 120 s, seed 7, every fault kind
 #   --seconds N      how long to inject faults (default 5400: enough for the targets below)
 #   --seed S         the nemesis and clients' seed (default: random, printed)
-#   --faults KINDS   comma-separated subset of power-loss,kill,pause,partition,clock,membership
+#   --faults KINDS   comma-separated subset of
+#                    power-loss,kill,pause,partition,clock,membership,combined
 #   -- ARGS          passed to `sonraft-campaign run` (see its --help: --clients, --rate, ...)
 #
 # The long form checks the targets of issue 11: at least 200 faults of each kind, at least

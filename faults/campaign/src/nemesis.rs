@@ -1,6 +1,7 @@
 //! The fault injector: a seeded schedule of power losses, kill -9, pauses, partitions, clock
-//! jumps and membership changes, one at a time, each healed and followed by a check that the
-//! cluster became whole again.
+//! jumps, membership changes and combinations of them, one at a time, each healed and
+//! followed by a check that the cluster became whole again and takes writes through every
+//! node.
 //!
 //! Kinds are dealt from a shuffled deck, so every selected kind gets the same share of the run
 //! in a random order. Power loss aims at the leader more often than not, and in particular
@@ -36,16 +37,18 @@ pub enum FaultKind {
     Partition,
     Clock,
     Membership,
+    Combined,
 }
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 6] = [
+    pub const ALL: [FaultKind; 7] = [
         FaultKind::PowerLoss,
         FaultKind::Kill,
         FaultKind::Pause,
         FaultKind::Partition,
         FaultKind::Clock,
         FaultKind::Membership,
+        FaultKind::Combined,
     ];
 
     pub fn name(self) -> &'static str {
@@ -56,6 +59,7 @@ impl FaultKind {
             FaultKind::Partition => "partition",
             FaultKind::Clock => "clock",
             FaultKind::Membership => "membership",
+            FaultKind::Combined => "combined",
         }
     }
 }
@@ -146,6 +150,8 @@ pub struct Nemesis {
     pub clock_checks: (u64, u64),
     /// Every fault so far, as written to `faults.jsonl`.
     pub records: Vec<FaultRecord>,
+    /// What the filesystems said they dropped in the current fault's power cuts.
+    cut_reports: Vec<String>,
 }
 
 /// How long a long isolation lasts: at the clients' default pace, the rest of the cluster
@@ -174,6 +180,7 @@ impl Nemesis {
             seq: 0,
             clock_checks: (0, 0),
             records: Vec::new(),
+            cut_reports: Vec::new(),
         })
     }
 
@@ -202,6 +209,7 @@ impl Nemesis {
                 FaultKind::Partition => self.partition(cluster).await,
                 FaultKind::Clock => self.clock(cluster).await,
                 FaultKind::Membership => self.membership(cluster).await,
+                FaultKind::Combined => self.combined(cluster).await,
             };
             let end_us = self.history.now();
             let mut found = cluster.heal(self.seq).await;
@@ -231,10 +239,14 @@ impl Nemesis {
         result: Result<Injected, String>,
         found: &[Anomaly],
     ) {
-        let (variant, targets, detail, injected) = match result {
+        let (variant, targets, mut detail, injected) = match result {
             Ok(i) => (i.variant, i.targets, i.detail, true),
             Err(detail) => ("failed".to_string(), Vec::new(), detail, false),
         };
+        for r in self.cut_reports.drain(..) {
+            detail.push_str("; ");
+            detail.push_str(&r);
+        }
         if injected {
             self.counts.count(kind.name(), &variant);
         } else {
@@ -302,10 +314,12 @@ impl Nemesis {
     }
 
     async fn cut_power(&mut self, c: &mut Cluster, i: usize, crash: Crash) -> Result<(), String> {
-        c.cut(i, Some(crash)).await.map_err(|e| e.to_string())?;
+        let report = c.cut(i, Some(crash)).await.map_err(|e| e.to_string())?;
         if crash == Crash::Torn && c.slots[i].fs.is_some() {
             self.counts.power_loss_torn += 1;
         }
+        self.cut_reports
+            .push(format!("slot {} {crash:?}: {report}", c.slots[i].index));
         Ok(())
     }
 
@@ -440,18 +454,24 @@ impl Nemesis {
         })
     }
 
-    async fn partition(&mut self, c: &mut Cluster) -> Result<Injected, String> {
+    /// A random partition: its name, its rules and the nodes it cuts; `isolate_leader`
+    /// forces the shape that cuts the leader off.
+    async fn random_partition(
+        &mut self,
+        c: &Cluster,
+        isolate_leader: bool,
+    ) -> (String, Vec<Rule>, Vec<Target>) {
         let n = c.slots.len();
         let cut = if self.rng.random_bool(0.5) {
             Cut::Drop
         } else {
             Cut::Reset
         };
-        // Now and then the leader stays cut off long enough for the others to commit, snapshot
-        // and purge past it, so that it must catch up by snapshot while its own proposals are
-        // still pending.
-        let long = self.rng.random_bool(1.0 / 40.0);
-        let shape = if long { 1 } else { self.rng.random_range(0..5) };
+        let shape = if isolate_leader {
+            1
+        } else {
+            self.rng.random_range(0..5)
+        };
         let (x, leader) = self
             .pick(c, if shape == 1 { 1.0 } else { 1.0 / n as f64 })
             .await;
@@ -514,6 +534,16 @@ impl Nemesis {
                 )
             }
         };
+        let how = if cut == Cut::Drop { "drop" } else { "reset" };
+        (format!("{name}-{how}"), rules, targets)
+    }
+
+    async fn partition(&mut self, c: &mut Cluster) -> Result<Injected, String> {
+        // Now and then the leader stays cut off long enough for the others to commit, snapshot
+        // and purge past it, so that it must catch up by snapshot while its own proposals are
+        // still pending.
+        let long = self.rng.random_bool(1.0 / 40.0);
+        let (name, rules, targets) = self.random_partition(c, long).await;
         c.network.cut(&rules).await.map_err(|e| e.to_string())?;
         let hold = if long {
             LONG_ISOLATION
@@ -522,17 +552,79 @@ impl Nemesis {
         };
         tokio::time::sleep(hold).await;
         Ok(Injected {
-            variant: format!(
-                "{name}{}-{}",
-                if long { "-long" } else { "" },
-                if cut == Cut::Drop { "drop" } else { "reset" }
-            ),
+            variant: if long { format!("long-{name}") } else { name },
             targets,
             detail: format!(
                 "{} ms; rules {}",
                 hold.as_millis(),
                 serde_json::to_string(&rules).unwrap_or_default()
             ),
+        })
+    }
+
+    /// Several faults on top of each other without healing in between: power cuts,
+    /// restarts, partitions changing shape, pauses, a few hundred milliseconds apart. The
+    /// review's worst sequences (an older term's entry committed after an election, then
+    /// overwritten) need such interleavings; single healed faults never build them.
+    async fn combined(&mut self, c: &mut Cluster) -> Result<Injected, String> {
+        let steps = self.rng.random_range(3..=6);
+        let mut done = Vec::new();
+        let mut targets = Vec::new();
+        for _ in 0..steps {
+            let down: Vec<usize> = (0..c.slots.len())
+                .filter(|&i| c.slots[i].node.is_none())
+                .collect();
+            match self.rng.random_range(0..6) {
+                0 | 1 if down.len() < 2 => {
+                    let (i, l) = self.pick(c, 0.6).await;
+                    if c.slots[i].node.is_none() {
+                        continue;
+                    }
+                    targets.push(Self::target(c, i, l));
+                    let crash = self.crash_kind();
+                    self.cut_power(c, i, crash).await?;
+                    if l == Some(i) {
+                        self.counts.power_loss_of_leader += 1;
+                    }
+                    done.push(format!("power cut slot {}", i + 1));
+                }
+                0..=2 if !down.is_empty() => {
+                    let i = down[self.rng.random_range(0..down.len())];
+                    match c.start_node(i, "restart inside a combined fault").await {
+                        Ok(()) => done.push(format!("restart slot {}", i + 1)),
+                        Err(e) => done.push(format!("restart slot {} failed: {e}", i + 1)),
+                    }
+                }
+                3 => {
+                    c.network.heal().await.map_err(|e| e.to_string())?;
+                    let isolate_leader = self.rng.random_bool(0.3);
+                    let (name, rules, _) = self.random_partition(c, isolate_leader).await;
+                    c.network.cut(&rules).await.map_err(|e| e.to_string())?;
+                    done.push(name);
+                }
+                4 => {
+                    c.network.heal().await.map_err(|e| e.to_string())?;
+                    done.push("heal partitions".into());
+                }
+                _ => {
+                    let (i, l) = self.pick(c, 0.5).await;
+                    let length = ms(&mut self.rng, 100, 1500);
+                    if let Some(node) = c.slots[i].node.as_mut() {
+                        node.pause().await.map_err(|e| e.to_string())?;
+                        tokio::time::sleep(length).await;
+                        node.resume().await.map_err(|e| e.to_string())?;
+                        targets.push(Self::target(c, i, l));
+                        done.push(format!("pause slot {} {} ms", i + 1, length.as_millis()));
+                    }
+                }
+            }
+            let gap = ms(&mut self.rng, 0, 500);
+            tokio::time::sleep(gap).await;
+        }
+        Ok(Injected {
+            variant: format!("{steps}-steps"),
+            targets,
+            detail: done.join(", "),
         })
     }
 

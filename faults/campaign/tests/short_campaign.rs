@@ -101,6 +101,7 @@ fn a_short_campaign_of_every_fault_kind_finds_no_anomaly() {
         "partition",
         "clock",
         "membership",
+        "combined",
     ] {
         let n = summary["faults"]["by_kind"][kind].as_u64().unwrap_or(0);
         assert!(
