@@ -29,6 +29,8 @@ pub enum ClientError {
 pub struct ApiResponse {
     pub status: StatusCode,
     pub content_type: Option<String>,
+    /// `Retry-After` in seconds, when the server sent one.
+    pub retry_after: Option<u64>,
     pub body: Bytes,
 }
 
@@ -128,6 +130,11 @@ impl ApiClient {
                 .get(hyper::header::CONTENT_TYPE)
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_string);
+            let retry_after = resp
+                .headers()
+                .get(hyper::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse().ok());
             let body = resp
                 .into_body()
                 .collect()
@@ -140,6 +147,7 @@ impl ApiClient {
             Ok(ApiResponse {
                 status,
                 content_type,
+                retry_after,
                 body,
             })
         };

@@ -96,6 +96,10 @@ pub struct NodeArgs {
     /// Maximum election timeout in ms (overrides the preset).
     #[arg(long, env = "SONRAFT_ELECTION_MAX_MS")]
     pub election_max_ms: Option<u64>,
+    /// Longest wait in ms for a proposal's outcome before it is answered "outcome unknown"
+    /// (default: four times the maximum election timeout, at least 2 s).
+    #[arg(long, env = "SONRAFT_OUTCOME_TIMEOUT_MS")]
+    pub outcome_timeout_ms: Option<u64>,
     /// Build a snapshot (and purge the log behind it) every this many applied entries.
     #[arg(long, env = "SONRAFT_SNAPSHOT_EVERY")]
     pub snapshot_every: Option<u64>,
@@ -135,6 +139,7 @@ struct FileConfig {
     heartbeat_ms: Option<u64>,
     election_min_ms: Option<u64>,
     election_max_ms: Option<u64>,
+    outcome_timeout_ms: Option<u64>,
     snapshot_every: Option<u64>,
     max_body_bytes: Option<usize>,
     max_import_bytes: Option<usize>,
@@ -158,12 +163,23 @@ pub struct NodeConfig {
     pub heartbeat_ms: u64,
     pub election_min_ms: u64,
     pub election_max_ms: u64,
+    /// Longest wait for a proposal's outcome (see [`NodeConfig::outcome_bound`]).
+    pub outcome_timeout_ms: u64,
     pub snapshot_every: u64,
     pub max_body_bytes: usize,
     pub max_import_bytes: usize,
     pub log_format: LogFormat,
     pub antennas: Option<String>,
     pub antennas_after_ms: u64,
+}
+
+impl NodeConfig {
+    /// How long a proposal waits for its outcome before it is answered "outcome unknown": long
+    /// enough for a new leader to be elected and to commit it, short enough that no client
+    /// waits on a leader that lost its quorum.
+    pub fn outcome_bound(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.outcome_timeout_ms)
+    }
 }
 
 fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
@@ -250,6 +266,10 @@ impl NodeConfig {
             heartbeat_ms,
             election_min_ms,
             election_max_ms,
+            outcome_timeout_ms: args
+                .outcome_timeout_ms
+                .or(file.outcome_timeout_ms)
+                .unwrap_or((4 * election_max_ms).max(2000)),
             snapshot_every: args
                 .snapshot_every
                 .or(file.snapshot_every)

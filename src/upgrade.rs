@@ -87,12 +87,12 @@ impl ClusterView {
         };
         let lead_applied = self.members[&leader].applied().unwrap_or(0);
         for id in &self.voters {
-            if let Some(applied) = self.members.get(id).and_then(MemberView::applied) {
-                if applied + max_lag < lead_applied {
-                    out.push(format!(
-                        "node {id} trails the leader: applied {applied} of {lead_applied}"
-                    ));
-                }
+            if let Some(applied) = self.members.get(id).and_then(MemberView::applied)
+                && applied + max_lag < lead_applied
+            {
+                out.push(format!(
+                    "node {id} trails the leader: applied {applied} of {lead_applied}"
+                ));
             }
         }
         out

@@ -90,10 +90,7 @@ pub async fn propose(
         Err(ProposeError::NotLeader(_)) => {
             Ok(forward::to_leader(&node, Method::POST, &uri, &headers, Some(bytes)).await)
         }
-        Err(e @ ProposeError::FormatTooNew { .. }) => {
-            Err(ApiError::conflict("cluster_version", e.to_string()))
-        }
-        Err(e) => Err(ApiError::unavailable("raft", e.to_string())),
+        Err(e) => Err(e.into()),
     }
 }
 

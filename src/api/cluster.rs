@@ -243,10 +243,7 @@ pub async fn submit_command(
         Err(crate::node::propose::ProposeError::NotLeader(_)) => {
             Ok(forward::to_leader(&node, Method::POST, &uri, &headers, Some(bytes)).await)
         }
-        Err(e @ crate::node::propose::ProposeError::FormatTooNew { .. }) => {
-            Err(ApiError::conflict("cluster_version", e.to_string()))
-        }
-        Err(e) => Err(ApiError::unavailable("raft", e.to_string())),
+        Err(e) => Err(e.into()),
     }
 }
 

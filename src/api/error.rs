@@ -13,6 +13,8 @@ pub struct ApiError {
     pub status: StatusCode,
     pub kind: &'static str,
     pub detail: String,
+    /// Seconds after which a retry makes sense (sent as `Retry-After`).
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -21,7 +23,13 @@ impl ApiError {
             status,
             kind,
             detail: detail.into(),
+            retry_after: None,
         }
+    }
+    /// Adds `Retry-After: secs`.
+    pub fn retry_after(mut self, secs: u64) -> Self {
+        self.retry_after = Some(secs);
+        self
     }
     pub fn unauthorized() -> Self {
         Self::new(
@@ -50,10 +58,33 @@ impl ApiError {
     }
 }
 
+/// The one mapping of a failed proposal to an answer. `NotLeader` is normally forwarded
+/// instead; it maps to 503 only when it cannot be.
+impl From<crate::node::propose::ProposeError> for ApiError {
+    fn from(e: crate::node::propose::ProposeError) -> Self {
+        use crate::node::propose::ProposeError as P;
+        match e {
+            P::NotLeader(_) => {
+                ApiError::unavailable("not_leader", "this node does not lead; retry").retry_after(1)
+            }
+            e @ P::FormatTooNew { .. } => ApiError::conflict("cluster_version", e.to_string()),
+            e @ P::OutcomeUnknown(_) => {
+                ApiError::unavailable("outcome_unknown", e.to_string()).retry_after(1)
+            }
+            e @ P::Raft(_) => ApiError::unavailable("raft", e.to_string()),
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = serde_json::json!({ "error": self.kind, "detail": self.detail });
-        (self.status, axum::Json(body)).into_response()
+        let mut resp = (self.status, axum::Json(body)).into_response();
+        if let Some(secs) = self.retry_after {
+            resp.headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, secs.into());
+        }
+        resp
     }
 }
 

@@ -58,6 +58,10 @@ pub async fn to_leader(
                 resp.headers_mut()
                     .insert(axum::http::header::CONTENT_TYPE, ct);
             }
+            if let Some(secs) = r.retry_after {
+                resp.headers_mut()
+                    .insert(axum::http::header::RETRY_AFTER, secs.into());
+            }
             resp
         }
         Err(e) => ApiError::new(

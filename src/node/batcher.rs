@@ -130,14 +130,8 @@ async fn commit(node: Arc<Node>, batch: Vec<(ChangeSet, Reply)>) {
             }
         }
         Err(e) => {
-            let not_leader = matches!(e, ProposeError::NotLeader(_));
-            let msg = e.to_string();
             for reply in replies {
-                let _ = reply.send(Err(if not_leader {
-                    ProposeError::NotLeader(None)
-                } else {
-                    ProposeError::Raft(msg.clone())
-                }));
+                let _ = reply.send(Err(e.clone()));
             }
         }
     }

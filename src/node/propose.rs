@@ -18,17 +18,30 @@ use sonraft_storage::read;
 use super::Node;
 
 /// Why a command was not committed.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum ProposeError {
+    /// Not appended here: nothing of it was applied, it may be proposed again elsewhere.
     #[error("this node is not the leader")]
     NotLeader(Option<(NodeId, NodeInfo)>),
     #[error(
         "command format {format} is newer than the cluster's effective format {effective}; upgrade every voter first"
     )]
     FormatTooNew { format: u16, effective: u16 },
+    /// Appended, but no outcome came within the bound: it may or may not be applied (the
+    /// leader lost its quorum, or a snapshot covered the entry and openraft never answers
+    /// for those). Read what it would change before proposing it again.
+    #[error(
+        "no outcome within {} ms: the command may or may not have been applied (the leader lost its quorum, or leadership changed); read the current state before retrying",
+        .0.as_millis()
+    )]
+    OutcomeUnknown(Duration),
     #[error("{0}")]
     Raft(String),
 }
+
+/// Longest wait for an import's outcome: an image of 100,000 cells takes tens of seconds to
+/// commit and apply.
+const IMPORT_OUTCOME_BOUND: Duration = Duration::from_secs(600);
 
 /// Milliseconds since the Unix epoch on this node's clock.
 pub fn now_ms() -> u64 {
@@ -53,7 +66,18 @@ impl Node {
             Envelope::new(command, now_ms()).map_err(|e| ProposeError::Raft(e.to_string()))?;
         let _in_flight = self.pass_hand_over_gate().await;
         let started = Instant::now();
-        let result = self.raft.client_write(envelope).await;
+        let bound = match command {
+            Command::Import(_) => IMPORT_OUTCOME_BOUND.max(self.config.outcome_bound()),
+            _ => self.config.outcome_bound(),
+        };
+        let Ok(result) = tokio::time::timeout(bound, self.raft.client_write(envelope)).await else {
+            metrics::counter!("sonraft_proposals_outcome_unknown_total").increment(1);
+            tracing::warn!(
+                bound_ms = bound.as_millis() as u64,
+                "a proposal got no outcome within its bound; answered outcome unknown"
+            );
+            return Err(ProposeError::OutcomeUnknown(bound));
+        };
         metrics::histogram!("sonraft_commit_seconds").record(started.elapsed().as_secs_f64());
         match result {
             Ok(r) => Ok((r.log_id.index, r.data)),

@@ -125,10 +125,10 @@ async fn prove(node: &Node, barrier: &ReadBarrier, since: u64) -> Result<(), Rea
         }
         // With change sets queued or in flight, AppendEntries will go out after `since` (the
         // entries themselves, or the commit index that follows them).
-        if node.batcher.pending() > 0 {
-            if let Some(proof) = prove_by_replication(node, acks, since).await {
-                return proof;
-            }
+        if node.batcher.pending() > 0
+            && let Some(proof) = prove_by_replication(node, acks, since).await
+        {
+            return proof;
         }
     }
     metrics::counter!("sonraft_read_proofs_total", "by" => "heartbeats").increment(1);

@@ -107,7 +107,7 @@ impl Sim {
     /// Applies a pushed configuration; returns what is now in effect.
     fn apply(&self, cell: usize, wanted: &CellConfig) -> CellConfig {
         let n = self.pushes.fetch_add(1, Ordering::Relaxed) + 1;
-        let faulty = self.faulty_every > 0 && n % self.faulty_every == 0;
+        let faulty = self.faulty_every > 0 && n.is_multiple_of(self.faulty_every);
         let mut s = lock(&self.state);
         let cfg = &mut s.configs[cell];
         let max_pci = 503;

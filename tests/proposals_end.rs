@@ -1,0 +1,90 @@
+//! Every proposal ends: applied, refused, or "outcome unknown" within a bound (issue 11,
+//! finding 3). A proposal that cannot end must not hold up the ones behind it either.
+
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::json;
+
+fn signal(p: &NodeProc, sig: &str) {
+    let pid = p.pid().expect("running").to_string();
+    let ok = Command::new("kill")
+        .args([format!("-{sig}"), pid])
+        .status()
+        .expect("kill")
+        .success();
+    assert!(ok, "kill -{sig} failed");
+}
+
+fn hysteresis(cell: &str, value: i64) -> serde_json::Value {
+    json!({"origin": {"function": "operator"}, "reason": "test",
+        "writes": [{"entity": format!("cell/{cell}"), "param": "hysteresis", "value": value}]})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proposal_the_leader_cannot_commit_ends_as_outcome_unknown_and_holds_up_nothing() {
+    let c = Cluster::start(3).await;
+    c.import_demo(4).await;
+    let leader = c.leader().await;
+    let api = c.nodes[leader].api.clone();
+    // The client would wait far longer than any bound the node may use.
+    let client = sonraft::client::ApiClient::new(Some(TOKEN.into()), Duration::from_secs(60));
+
+    // Both followers paused: the leader still leads (it hears of no newer term) but cannot
+    // commit anything.
+    let followers: Vec<&NodeProc> = c
+        .nodes
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != leader)
+        .map(|(_, p)| p)
+        .collect();
+    for f in &followers {
+        signal(f, "STOP");
+    }
+    for (cell, value) in [("C0", 5), ("C1", 6)] {
+        let started = Instant::now();
+        let r = client
+            .post(&api, "/image/changesets", &hysteresis(cell, value))
+            .await
+            .expect("an answer");
+        let waited = started.elapsed();
+        assert_eq!(r.status, 503, "{}", String::from_utf8_lossy(&r.body));
+        assert_eq!(r.json()["error"], "outcome_unknown", "{}", r.json());
+        assert!(r.retry_after.is_some(), "503 without Retry-After");
+        assert!(
+            waited < Duration::from_secs(15),
+            "{cell}: answered only after {waited:?}"
+        );
+    }
+
+    for f in &followers {
+        signal(f, "CONT");
+    }
+    // With the quorum back, proposals are applied again (the batcher was not left waiting).
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let leader = c.leader().await;
+        let r = client
+            .post(
+                &c.nodes[leader].api,
+                "/image/changesets",
+                &hysteresis("C2", 6),
+            )
+            .await
+            .expect("an answer");
+        if r.status == 200 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no proposal applied after the followers resumed: {} {}",
+            r.status,
+            String::from_utf8_lossy(&r.body)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
