@@ -24,7 +24,11 @@
 //! before the cut. Attributes and names are cached for zero seconds for the same reason.
 //! The price is that shared writable `mmap` is refused by the kernel (ENODEV) and private
 //! read-only maps may be served from a page cache that a power cut does not clear; sled
-//! 0.34 does not mmap its files (it uses `pread`/`pwrite`).
+//! 0.34 does not mmap its files (it uses `pread`/`pwrite`). One kernel cache remains: the
+//! file size a descriptor's `O_APPEND` writes start from, which the kernel takes from its
+//! inode without asking; a descriptor opened with `O_APPEND` before a cut may append at
+//! the pre-cut size. A campaign kills every user of the mount before a cut, so no such
+//! descriptor survives it.
 //!
 //! # Locks
 //!
@@ -90,11 +94,13 @@ fn errno(err: nix::errno::Errno) -> Errno {
     Errno::from_i32(err as i32)
 }
 
-fn logged(op: &str, path: Option<&Path>, err: Errno) -> Errno {
+/// Logs a refused request: EIO (the backing disk failed) is worth an operator's look,
+/// the rest (ENOENT, EEXIST, …) is the caller's business.
+fn logged(op: &str, err: Errno) -> Errno {
     if err == Errno::EIO {
-        tracing::warn!(op, path = ?path, "backing I/O error");
+        tracing::warn!(op, "backing I/O error");
     } else {
-        tracing::debug!(op, path = ?path, errno = err.code(), "request refused");
+        tracing::debug!(op, errno = err.code(), "request refused");
     }
     err
 }
@@ -102,14 +108,14 @@ fn logged(op: &str, path: Option<&Path>, err: Errno) -> Errno {
 fn entry(reply: ReplyEntry, op: &str, result: Result<FileAttr, Errno>) {
     match result {
         Ok(attr) => reply.entry(&TTL, &attr, Generation(0)),
-        Err(err) => reply.error(logged(op, None, err)),
+        Err(err) => reply.error(logged(op, err)),
     }
 }
 
 fn empty(reply: ReplyEmpty, op: &str, result: Result<(), Errno>) {
     match result {
         Ok(()) => reply.ok(),
-        Err(err) => reply.error(logged(op, None, err)),
+        Err(err) => reply.error(logged(op, err)),
     }
 }
 
@@ -125,7 +131,7 @@ impl Filesystem for LazyFs {
     fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
         match self.attr(ino, fh) {
             Ok(attr) => reply.attr(&TTL, &attr),
-            Err(err) => reply.error(logged("getattr", None, err)),
+            Err(err) => reply.error(logged("getattr", err)),
         }
     }
 
@@ -157,14 +163,14 @@ impl Filesystem for LazyFs {
         };
         match self.set_attr(ino, fh, change) {
             Ok(attr) => reply.attr(&TTL, &attr),
-            Err(err) => reply.error(logged("setattr", None, err)),
+            Err(err) => reply.error(logged("setattr", err)),
         }
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
         match self.read_link(ino) {
             Ok(target) => reply.data(&target),
-            Err(err) => reply.error(logged("readlink", None, err)),
+            Err(err) => reply.error(logged("readlink", err)),
         }
     }
 
@@ -231,7 +237,7 @@ impl Filesystem for LazyFs {
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         match self.open_file(ino, flags) {
             Ok(fh) => reply.opened(fh, data::OPEN_FLAGS),
-            Err(err) => reply.error(logged("open", None, err)),
+            Err(err) => reply.error(logged("open", err)),
         }
     }
 
@@ -248,7 +254,7 @@ impl Filesystem for LazyFs {
     ) {
         match self.read_file(fh, offset, size) {
             Ok(bytes) => reply.data(&bytes),
-            Err(err) => reply.error(logged("read", None, err)),
+            Err(err) => reply.error(logged("read", err)),
         }
     }
 
@@ -266,7 +272,7 @@ impl Filesystem for LazyFs {
     ) {
         match self.write_file(ino, fh, offset, data) {
             Ok(written) => reply.written(written),
-            Err(err) => reply.error(logged("write", None, err)),
+            Err(err) => reply.error(logged("write", err)),
         }
     }
 
@@ -310,7 +316,7 @@ impl Filesystem for LazyFs {
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         match self.open_dir(ino) {
             Ok(fh) => reply.opened(fh, fuser::FopenFlags::empty()),
-            Err(err) => reply.error(logged("opendir", None, err)),
+            Err(err) => reply.error(logged("opendir", err)),
         }
     }
 
@@ -353,7 +359,7 @@ impl Filesystem for LazyFs {
             Ok(s) => reply.statfs(
                 s.blocks, s.bfree, s.bavail, s.files, s.ffree, s.bsize, s.namelen, s.frsize,
             ),
-            Err(err) => reply.error(logged("statfs", Some(&self.root), err)),
+            Err(err) => reply.error(logged("statfs", err)),
         }
     }
 
@@ -369,7 +375,7 @@ impl Filesystem for LazyFs {
     ) {
         match self.create_file(parent, name, mode & !umask, flags) {
             Ok((attr, fh)) => reply.created(&TTL, &attr, Generation(0), fh, data::OPEN_FLAGS),
-            Err(err) => reply.error(logged("create", None, err)),
+            Err(err) => reply.error(logged("create", err)),
         }
     }
 }

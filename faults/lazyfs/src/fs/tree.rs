@@ -305,7 +305,7 @@ impl LazyFs {
     pub(super) fn read_dir(&self, fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
         let entries = match lock(&self.handles).dir(fh) {
             Ok(entries) => entries,
-            Err(err) => return reply.error(logged("readdir", None, err)),
+            Err(err) => return reply.error(logged("readdir", err)),
         };
         let skip = usize::try_from(offset).unwrap_or(usize::MAX);
         for (index, entry) in entries.iter().enumerate().skip(skip) {
