@@ -190,21 +190,11 @@ pub async fn run(o: Options) -> anyhow::Result<Summary> {
     }
 
     let token_prefix = format!("campaign {name} ");
-    // Every change set of the run must fit in one history page (see `checks`).
-    let max_writes = (checks::HISTORY_PAGE as u64) * 8 / 10;
-    let rate = o.rate.min(max_writes as f64 / o.seconds.max(1) as f64);
-    if rate < o.rate {
-        notes.push(format!(
-            "client rate lowered from {} to {rate:.1} cycles/s so that the run's change sets fit in one history page",
-            o.rate
-        ));
-    }
     let w = Workload {
         cells: cells.clone(),
         addrs: (0..cluster.slots.len()).map(|i| cluster.addr(i)).collect(),
         clients: o.clients,
-        rate,
-        max_writes,
+        rate: o.rate,
         extra_reads: o.extra_reads,
         timeout: o.timeout,
         run: name.clone(),

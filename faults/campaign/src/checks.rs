@@ -4,9 +4,11 @@
 //! Gathering ([`collect`]) waits until every node has applied the same index and takes each
 //! node's digest, the final history and each cell's final state; it is saved as
 //! `evidence.json` so that judging ([`verify`], pure) can be re-run offline with
-//! `sonraft-campaign check`. The final history is fetched in **one page**: paging with
-//! `before` may skip records when several change sets share a log entry (issue 18), so the
-//! run keeps its writes under one page (100 000 records, the node's cap per request).
+//! `sonraft-campaign check`. The final history is fetched in **one page** of the newest
+//! 100 000 records (the node's cap per request): paging with `before` may skip records when
+//! several change sets share a log entry (issue 18). When the page is full, what lies at or
+//! below its oldest index (the horizon) is left to the linearizability check, which needs no
+//! history: a lost acknowledged write contradicts the reads and writes after it.
 //!
 //! The judgements:
 //! - every acknowledged change set is in the final history, as applied, with the version it
@@ -51,6 +53,10 @@ pub struct Evidence {
     pub initial: BTreeMap<String, Observed>,
     pub finals: BTreeMap<String, Observed>,
     pub history: Vec<HistoryRecord>,
+    /// When the history had been read: every change set it records as applied took effect
+    /// before.
+    #[serde(default)]
+    pub history_at: Micros,
     /// Digest per node id.
     pub digests: BTreeMap<u64, Digest>,
     /// Why the nodes did not converge, if they did not.
@@ -106,6 +112,7 @@ pub async fn collect(
         match cluster.api.history(&addr, HISTORY_PAGE).await {
             Ok(h) => {
                 evidence.history = h;
+                evidence.history_at = clock.now();
                 break;
             }
             Err(e) if attempt == 4 => {
@@ -207,9 +214,10 @@ pub fn verify(
         });
     }
     digests_agree(evidence, &mut v);
-    if evidence.history.len() >= HISTORY_PAGE {
+    let horizon = horizon(evidence);
+    if horizon > 0 {
         v.notes.push(format!(
-            "the final history filled a whole page ({HISTORY_PAGE} records): older change sets may be missing from it"
+            "the final history filled a whole page ({HISTORY_PAGE} records, down to index {horizon}): acknowledgements and version chains at or below that index are left to the linearizability check"
         ));
     }
     // The campaign's records in the final history, by token.
@@ -232,7 +240,7 @@ pub fn verify(
             });
         }
     }
-    acknowledgements_kept(events, faults, &by_token, &mut v);
+    acknowledgements_kept(events, faults, &by_token, horizon, &mut v);
     let judged = Judged {
         events,
         faults,
@@ -242,7 +250,7 @@ pub fn verify(
         run_dir,
     };
     for (cell, initial) in &evidence.initial {
-        version_chain(cell, initial, evidence, &mut v);
+        version_chain(cell, initial, evidence, horizon, &mut v);
         judged.linearizable(cell, initial, &mut v);
         v.cells_checked += 1;
     }
@@ -270,10 +278,21 @@ fn digests_agree(evidence: &Evidence, v: &mut Verdicts) {
     }
 }
 
+/// The index at or below which the fetched history may be incomplete: 0 if the page held
+/// everything, else its oldest index (an entry of many change sets may straddle the page's
+/// end).
+fn horizon(evidence: &Evidence) -> u64 {
+    if evidence.history.len() < HISTORY_PAGE {
+        return 0;
+    }
+    evidence.history.iter().map(|r| r.index).min().unwrap_or(0)
+}
+
 fn acknowledgements_kept(
     events: &[Event],
     faults: &[FaultRecord],
     by_token: &BTreeMap<&str, Vec<&HistoryRecord>>,
+    horizon: u64,
     v: &mut Verdicts,
 ) {
     let mut by_version: BTreeMap<(&str, u64), Vec<&str>> = BTreeMap::new();
@@ -292,6 +311,7 @@ fn acknowledgements_kept(
             .get(token.as_str())
             .and_then(|rs| rs.iter().find_map(|r| r.applied_version(&entity)));
         match in_history {
+            None if *index <= horizon => {}
             None => v.anomalies.push(Anomaly::LostAcknowledgedWrite {
                 cell: e.cell.clone(),
                 token: token.clone(),
@@ -321,11 +341,21 @@ fn acknowledgements_kept(
     }
 }
 
-fn version_chain(cell: &str, initial: &Observed, evidence: &Evidence, v: &mut Verdicts) {
+/// Each cell's applied change sets above the horizon must carry consecutive versions ending
+/// at the cell's final version (starting right after the initial one when the history is
+/// complete), and the last one must have written the final value.
+fn version_chain(
+    cell: &str,
+    initial: &Observed,
+    evidence: &Evidence,
+    horizon: u64,
+    v: &mut Verdicts,
+) {
     let entity = format!("cell/{cell}");
     let mut applied: Vec<(u64, u64, Option<i64>)> = evidence
         .history
         .iter()
+        .filter(|r| r.index > horizon)
         .filter_map(|r| {
             r.applied_version(&entity)
                 .map(|ver| (r.index, ver, written_tilt(r)))
@@ -339,10 +369,14 @@ fn version_chain(cell: &str, initial: &Observed, evidence: &Evidence, v: &mut Ve
         });
         return;
     };
+    let first = match (horizon, applied.first()) {
+        (0, _) | (_, None) => initial.state.version + 1,
+        (_, Some((_, ver, _))) => *ver,
+    };
     let versions: Vec<u64> = applied.iter().map(|(_, ver, _)| *ver).collect();
-    let expected: Vec<u64> = (initial.state.version + 1..=last.state.version).collect();
+    let expected: Vec<u64> = (first..=last.state.version).collect();
     if versions != expected {
-        let first_gap = versions
+        let at = versions
             .iter()
             .zip(&expected)
             .position(|(a, b)| a != b)
@@ -350,15 +384,12 @@ fn version_chain(cell: &str, initial: &Observed, evidence: &Evidence, v: &mut Ve
         v.anomalies.push(Anomaly::BrokenVersionChain {
             cell: cell.to_string(),
             detail: format!(
-                "{} applied change sets in the history with versions {:?}..., expected {} from {} to {}; first difference at position {first_gap}: history {:?} (index {:?}), expected {:?}",
+                "{} applied change sets in the history, expected versions {first}..={}; first difference at position {at}: history has version {:?} (log index {:?}), expected {:?}",
                 versions.len(),
-                versions.iter().take(3).collect::<Vec<_>>(),
-                expected.len(),
-                initial.state.version + 1,
                 last.state.version,
-                versions.get(first_gap),
-                applied.get(first_gap).map(|a| a.0),
-                expected.get(first_gap),
+                versions.get(at),
+                applied.get(at).map(|a| a.0),
+                expected.get(at),
             ),
         });
     } else if let Some((index, _, Some(value))) = applied.last()
@@ -426,7 +457,11 @@ pub fn operations(
                             let applied = records
                                 .and_then(|rs| rs.iter().find_map(|r| r.applied_version(&entity)));
                             match (applied, records) {
-                                (Some(version), _) => (call, Return::Applied { version }, None),
+                                (Some(version), _) => (
+                                    call,
+                                    Return::Applied { version },
+                                    Some(evidence.history_at).filter(|&t| t > e.invoke),
+                                ),
                                 // Known from the history to have been refused: no effect.
                                 (None, Some(_)) => return None,
                                 (None, None) => (call, Return::Unknown, None),
@@ -510,5 +545,242 @@ impl Judged<'_> {
                 });
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const PREFIX: &str = "campaign t ";
+
+    fn record(index: u64, token: &str, outcome: serde_json::Value, value: i64) -> HistoryRecord {
+        serde_json::from_value(json!({
+            "index": index,
+            "reason": format!("{PREFIX}{token}"),
+            "writes": [{"entity": "cell/A", "param": "electrical_tilt", "value": value}],
+            "outcome": outcome,
+        }))
+        .expect("a history record")
+    }
+
+    fn applied(index: u64, token: &str, version: u64, value: i64) -> HistoryRecord {
+        record(
+            index,
+            token,
+            json!({"outcome": "applied", "index": index, "versions": {"cell/A": version}}),
+            value,
+        )
+    }
+
+    fn write(
+        id: u64,
+        t: (Micros, Micros),
+        token: &str,
+        expect: u64,
+        value: i64,
+        outcome: Outcome,
+    ) -> Event {
+        Event {
+            id,
+            client: 0,
+            cell: "A".into(),
+            slot: 1,
+            addr: "a".into(),
+            invoke: t.0,
+            complete: t.1,
+            request: Request::Write {
+                expect,
+                value,
+                token: format!("{PREFIX}{token}"),
+            },
+            outcome,
+        }
+    }
+
+    fn observed(version: u64, value: i64, at: Micros) -> Observed {
+        Observed {
+            state: Register { version, value },
+            invoke: at,
+            complete: at + 1,
+        }
+    }
+
+    fn evidence(history: Vec<HistoryRecord>, last: Observed) -> Evidence {
+        Evidence {
+            token_prefix: PREFIX.into(),
+            initial: [("A".to_string(), observed(1, 40, 0))].into(),
+            finals: [("A".to_string(), last)].into(),
+            history,
+            ..Evidence::default()
+        }
+    }
+
+    fn kinds(events: &[Event], e: &Evidence) -> Vec<&'static str> {
+        let dir = std::env::temp_dir();
+        verify(events, &[], e, Budget::default(), &dir)
+            .anomalies
+            .iter()
+            .map(Anomaly::kind)
+            .collect()
+    }
+
+    #[test]
+    fn a_run_whose_history_holds_every_acknowledgement_passes() {
+        let events = [
+            write(
+                1,
+                (10, 20),
+                "w1",
+                1,
+                50,
+                Outcome::Applied {
+                    index: 7,
+                    version: 2,
+                },
+            ),
+            write(
+                2,
+                (30, 40),
+                "w2",
+                2,
+                40,
+                Outcome::Applied {
+                    index: 8,
+                    version: 3,
+                },
+            ),
+        ];
+        let e = evidence(
+            vec![applied(8, "w2", 3, 40), applied(7, "w1", 2, 50)],
+            observed(3, 40, 50),
+        );
+        assert!(kinds(&events, &e).is_empty());
+    }
+
+    #[test]
+    fn an_acknowledged_change_set_missing_from_the_history_is_lost() {
+        let events = [write(
+            1,
+            (10, 20),
+            "w1",
+            1,
+            50,
+            Outcome::Applied {
+                index: 7,
+                version: 2,
+            },
+        )];
+        let e = evidence(Vec::new(), observed(2, 50, 50));
+        assert!(kinds(&events, &e).contains(&"lost_acknowledged_write"));
+    }
+
+    #[test]
+    fn two_acknowledgements_of_one_version_are_reported() {
+        let events = [
+            write(
+                1,
+                (10, 20),
+                "w1",
+                1,
+                50,
+                Outcome::Applied {
+                    index: 7,
+                    version: 2,
+                },
+            ),
+            write(
+                2,
+                (10, 20),
+                "w2",
+                1,
+                30,
+                Outcome::Applied {
+                    index: 8,
+                    version: 2,
+                },
+            ),
+        ];
+        let e = evidence(
+            vec![applied(8, "w2", 2, 30), applied(7, "w1", 2, 50)],
+            observed(2, 30, 50),
+        );
+        let found = kinds(&events, &e);
+        assert!(found.contains(&"version_acknowledged_twice"), "{found:?}");
+        assert!(found.contains(&"broken_version_chain"), "{found:?}");
+    }
+
+    fn read(id: u64, t: (Micros, Micros), version: u64, value: i64) -> Event {
+        let mut e = write(id, t, "", 0, 0, Outcome::Read { version, value });
+        e.request = Request::Read;
+        e
+    }
+
+    fn lost(id: u64, t: (Micros, Micros), token: &str, expect: u64, value: i64) -> Event {
+        let outcome = Outcome::Unknown {
+            detail: "timeout".into(),
+        };
+        write(id, t, token, expect, value, outcome)
+    }
+
+    #[test]
+    fn a_lost_answer_the_history_records_as_refused_had_no_effect() {
+        // Without the history, the lost write could explain the read of version 2.
+        let events = [lost(1, (10, 20), "w1", 1, 50), read(2, (30, 40), 2, 50)];
+        let refused = record(
+            7,
+            "w1",
+            json!({"outcome": "conflict", "current": {"cell/A": 2}}),
+            50,
+        );
+        let e = evidence(vec![refused], observed(2, 50, 80));
+        assert!(kinds(&events, &e).contains(&"not_linearizable"));
+    }
+
+    #[test]
+    fn a_lost_answer_the_history_records_as_applied_took_effect_before_it_was_read() {
+        // Without the history, the lost write could simply never have happened.
+        let events = [lost(1, (10, 20), "w1", 1, 50)];
+        let mut e = evidence(vec![applied(7, "w1", 2, 50)], observed(1, 40, 80));
+        e.history_at = 60;
+        assert!(kinds(&events, &e).contains(&"not_linearizable"));
+    }
+
+    #[test]
+    fn acknowledgements_older_than_a_full_history_page_are_not_called_lost() {
+        let mut history: Vec<HistoryRecord> = (0..HISTORY_PAGE as u64)
+            .map(|i| applied(1_000 + i, &format!("other {i}"), 2 + i, 40))
+            .collect();
+        history.reverse();
+        let events = [write(
+            1,
+            (10, 20),
+            "w1",
+            1,
+            50,
+            Outcome::Applied {
+                index: 7,
+                version: 2,
+            },
+        )];
+        let mut e = evidence(history, observed(1 + HISTORY_PAGE as u64, 40, 50));
+        e.initial.clear();
+        assert!(kinds(&events, &e).is_empty());
+    }
+
+    #[test]
+    fn nodes_at_one_index_with_different_digests_have_diverged() {
+        let d = |digest: &str| Digest {
+            applied_index: 9,
+            applied_term: 2,
+            digest: digest.into(),
+            cells: 1,
+            relations: 0,
+            history_records: 3,
+        };
+        let mut e = evidence(Vec::new(), observed(1, 40, 50));
+        e.digests = [(1, d("aa")), (2, d("aa")), (3, d("bb"))].into();
+        assert!(kinds(&[], &e).contains(&"diverged_images"));
     }
 }
