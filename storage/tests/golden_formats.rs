@@ -15,9 +15,13 @@ use std::path::{Path, PathBuf};
 
 use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, VoteRequest, VoteResponse};
 use openraft::{CommittedLeaderId, EntryPayload, LogId, Membership, StoredMembership, Vote};
-use sonraft_raft::command::{COMMAND_FORMAT, Command, Envelope};
+use sonraft_raft::changeset::Outcome;
+use sonraft_raft::command::{COMMAND_FORMAT, Command, Envelope, Response};
 use sonraft_raft::model::image::{Changes, NetworkImage};
-use sonraft_raft::transport::{RaftReply, RaftRpc, WIRE_FORMAT, decode_frame, encode_frame};
+use sonraft_raft::transport::{
+    NodeFacts, PEER_FORMAT, PeerReply, PeerRpc, RaftReply, RaftRpc, SubmitError, WIRE_FORMAT,
+    decode_frame, decode_peer_frame, encode_frame, encode_peer_frame,
+};
 use sonraft_raft::{Entry, NodeInfo, SnapshotMeta};
 use sonraft_storage::format::{DATA_FORMAT, LOG_ENTRY_FORMAT};
 use sonraft_storage::snapshot::{SNAPSHOT_FORMAT, SnapshotBody, decode_snapshot, encode_snapshot};
@@ -158,6 +162,43 @@ fn rpcs() -> (Vec<RaftRpc>, Vec<RaftReply>) {
     (requests, replies)
 }
 
+fn peer_messages() -> (Vec<PeerRpc>, Vec<PeerReply>) {
+    let change = &commands()[1];
+    let requests = vec![
+        PeerRpc::Facts,
+        PeerRpc::Submit {
+            format: change.format(),
+            command: sonraft_raft::codec::encode(change).expect("encode"),
+        },
+        PeerRpc::Elect { timeout_ms: 1900 },
+    ];
+    let replies = vec![
+        PeerReply::Facts(NodeFacts {
+            id: 2,
+            release: "0.2.0".into(),
+            heartbeat_ms: 50,
+            election_min_ms: 150,
+            election_max_ms: 300,
+            vote_promise_ms: 100,
+            membership_index: 1,
+            voters: vec![1, 2, 3],
+            learners: vec![4],
+        }),
+        PeerReply::Submitted(Ok((
+            9,
+            Response::ChangeSet(Outcome::Applied {
+                index: 9,
+                versions: BTreeMap::from([("cell/F-1".to_string(), 2)]),
+            }),
+        ))),
+        PeerReply::Submitted(Err(SubmitError::NotLeader(Some(3)))),
+        PeerReply::Submitted(Err(SubmitError::OutcomeUnknown { after_ms: 2000 })),
+        PeerReply::Elected(true),
+        PeerReply::Refused("command format 9 is newer".into()),
+    ];
+    (requests, replies)
+}
+
 // ---- current formats: bytes must match the fixture of the current version ----
 
 /// Compares `lines` with `fixtures/current/<name>`; writes the file when blessing a version
@@ -228,6 +269,17 @@ fn rpc_bodies_match_the_fixture_of_the_current_wire_format() {
 }
 
 #[test]
+fn peer_bodies_match_the_fixture_of_the_current_peer_format() {
+    let (requests, replies) = peer_messages();
+    let mut lines: Vec<String> = requests
+        .iter()
+        .map(|r| hex(&encode_peer_frame(r).unwrap()))
+        .collect();
+    lines.extend(replies.iter().map(|r| hex(&encode_peer_frame(r).unwrap())));
+    check_current(&format!("peer-v{PEER_FORMAT}.hex"), "peer request", lines);
+}
+
+#[test]
 fn snapshots_match_the_fixture_of_the_current_snapshot_format() {
     let (_, body) = image();
     let bytes = encode_snapshot(Vec::new(), &snapshot_meta(), &body).unwrap();
@@ -289,6 +341,17 @@ fn recorded_fixtures_of_every_version_still_decode() {
                     decode_frame::<RaftRpc>(bytes).unwrap_or_else(|e| panic!("{name}: {e}"));
                 } else {
                     decode_frame::<RaftReply>(bytes).unwrap_or_else(|e| panic!("{name}: {e}"));
+                }
+            }
+        } else if name.starts_with("peer-v") {
+            let (requests, replies) = peer_messages();
+            for (i, bytes) in lines.iter().enumerate() {
+                if i < requests.len() {
+                    decode_peer_frame::<PeerRpc>(bytes).unwrap_or_else(|e| panic!("{name}: {e}"));
+                } else {
+                    let reply = decode_peer_frame::<PeerReply>(bytes)
+                        .unwrap_or_else(|e| panic!("{name}: {e}"));
+                    assert_eq!(reply, replies[i - requests.len()], "{name}");
                 }
             }
         } else if name.starts_with("snapshot-v") {

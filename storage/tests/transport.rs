@@ -51,7 +51,7 @@ async fn strangers_and_garbage_are_refused_and_the_node_keeps_serving() {
     assert_eq!(s, StatusCode::BAD_REQUEST, "truncated: {msg}");
     let (s, msg) = post(addr, Some(SECRET), vec![0, 9, 1, 2]).await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
-    assert!(msg.contains("wire format 9"), "{msg}");
+    assert!(msg.contains("speaks format 9"), "{msg}");
     let (s, _) = post(addr, Some(SECRET), vec![]).await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "empty body");
 

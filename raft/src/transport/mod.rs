@@ -1,17 +1,23 @@
-//! openraft's network over HTTP/1.1: one `POST /raft` route on each node's Raft listener.
+//! All node-to-node traffic, over HTTP/1.1 on each node's Raft listener: openraft's RPCs on
+//! `POST /raft`, and the other requests nodes make of each other on `POST /peer` ([`peer`]).
 //!
-//! A request body is a 2-byte big-endian wire format number followed by a bincode
-//! [`RaftRpc`]; a `200` response body is the same prefix followed by a bincode [`RaftReply`].
-//! Every request carries the cluster secret in the [`SECRET_HEADER`] header; a request without
-//! the right secret gets `401` and is logged. Bytes that do not decode get `400` with the
-//! reason; the server never panics on them.
+//! A request body is a 2-byte big-endian format number followed by bincode: a [`RaftRpc`] in
+//! wire format [`WIRE_FORMAT`], or a [`peer::PeerRpc`] in [`peer::PEER_FORMAT`]; a `200`
+//! response body is the same prefix followed by the reply. Every request carries the cluster
+//! secret in the [`SECRET_HEADER`] header; a request without the right secret gets `401` and
+//! is logged. Bytes that do not decode get `400` with the reason; the server never panics on
+//! them.
 
 mod ack_clock;
 mod client;
+pub mod peer;
+mod peer_client;
 mod server;
 
 pub use ack_clock::AckClock;
 pub use client::HttpNetworkFactory;
+pub use peer::{NodeFacts, PEER_FORMAT, PeerReply, PeerRpc, PeerService, SubmitError};
+pub use peer_client::{PeerCallError, PeerClient};
 pub use server::{LeaderContact, RaftServer, serve};
 
 use openraft::error::{InstallSnapshotError, RaftError};
@@ -54,29 +60,47 @@ pub enum RaftReply {
 pub enum FrameError {
     #[error("body of {0} bytes is too short for a frame")]
     Short(usize),
-    #[error("peer speaks wire format {0}; this node speaks {WIRE_FORMAT}")]
-    Format(u16),
+    #[error("the sender speaks format {found}; this node speaks {expected}")]
+    Format { found: u16, expected: u16 },
     #[error(transparent)]
     Codec(#[from] CodecError),
 }
 
-/// Frames a value: wire format prefix, then bincode.
-pub fn encode_frame<T: Serialize>(value: &T) -> Result<Vec<u8>, CodecError> {
+fn frame<T: Serialize>(format: u16, value: &T) -> Result<Vec<u8>, CodecError> {
     let body = codec::encode(value)?;
     let mut out = Vec::with_capacity(body.len() + 2);
-    out.extend_from_slice(&WIRE_FORMAT.to_be_bytes());
+    out.extend_from_slice(&format.to_be_bytes());
     out.extend_from_slice(&body);
     Ok(out)
 }
 
-/// Unframes a value, refusing other wire formats and bad bytes.
-pub fn decode_frame<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, FrameError> {
+fn unframe<T: serde::de::DeserializeOwned>(expected: u16, bytes: &[u8]) -> Result<T, FrameError> {
     let (prefix, body) = bytes
         .split_at_checked(2)
         .ok_or(FrameError::Short(bytes.len()))?;
-    let format = u16::from_be_bytes([prefix[0], prefix[1]]);
-    if format != WIRE_FORMAT {
-        return Err(FrameError::Format(format));
+    let found = u16::from_be_bytes([prefix[0], prefix[1]]);
+    if found != expected {
+        return Err(FrameError::Format { found, expected });
     }
     Ok(codec::decode(body)?)
+}
+
+/// Frames a Raft RPC or reply: wire format prefix, then bincode.
+pub fn encode_frame<T: Serialize>(value: &T) -> Result<Vec<u8>, CodecError> {
+    frame(WIRE_FORMAT, value)
+}
+
+/// Unframes a Raft RPC or reply, refusing other wire formats and bad bytes.
+pub fn decode_frame<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, FrameError> {
+    unframe(WIRE_FORMAT, bytes)
+}
+
+/// Frames a peer request or reply: [`PEER_FORMAT`] prefix, then bincode.
+pub fn encode_peer_frame<T: Serialize>(value: &T) -> Result<Vec<u8>, CodecError> {
+    frame(PEER_FORMAT, value)
+}
+
+/// Unframes a peer request or reply, refusing other formats and bad bytes.
+pub fn decode_peer_frame<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, FrameError> {
+    unframe(PEER_FORMAT, bytes)
 }

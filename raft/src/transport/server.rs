@@ -14,7 +14,11 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 
-use super::{MAX_BODY, RAFT_PATH, RaftReply, RaftRpc, SECRET_HEADER, decode_frame, encode_frame};
+use super::peer::{PEER_PATH, PeerReply, PeerRpc, PeerService};
+use super::{
+    MAX_BODY, RAFT_PATH, RaftReply, RaftRpc, SECRET_HEADER, decode_frame, decode_peer_frame,
+    encode_frame, encode_peer_frame,
+};
 use crate::Raft;
 
 /// When this node last heard an AppendEntries (replication or heartbeat) from a leader.
@@ -58,12 +62,13 @@ impl LeaderContact {
     }
 }
 
-/// Serves Raft RPCs for one node.
+/// Serves Raft RPCs, and peer requests when given a [`PeerService`], for one node.
 #[derive(Clone)]
 pub struct RaftServer {
     raft: Raft,
     secret: Arc<str>,
     contact: Arc<LeaderContact>,
+    peers: Option<Arc<dyn PeerService>>,
 }
 
 impl RaftServer {
@@ -72,7 +77,14 @@ impl RaftServer {
             raft,
             secret: secret.into(),
             contact: Arc::default(),
+            peers: None,
         }
+    }
+
+    /// Answers `POST /peer` with `service` (without one, peer requests get 404).
+    pub fn with_peer_service(mut self, service: Arc<dyn PeerService>) -> Self {
+        self.peers = Some(service);
+        self
     }
 
     /// When this node last heard from a leader; for fast failure detection.
@@ -82,12 +94,15 @@ impl RaftServer {
 
     /// Handles one HTTP request. Never fails: every problem becomes an HTTP error response.
     pub async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Full<Bytes>> {
-        if req.method() != Method::POST || req.uri().path() != RAFT_PATH {
+        let path = req.uri().path();
+        let known = path == RAFT_PATH || (path == PEER_PATH && self.peers.is_some());
+        if req.method() != Method::POST || !known {
             return text(
                 StatusCode::NOT_FOUND,
-                "the Raft listener serves only POST /raft",
+                "the Raft listener serves only POST /raft and POST /peer",
             );
         }
+        let is_peer = path == PEER_PATH;
         let presented = req
             .headers()
             .get(SECRET_HEADER)
@@ -107,6 +122,9 @@ impl RaftServer {
                 );
             }
         };
+        if is_peer {
+            return self.handle_peer(&body, peer).await;
+        }
         let rpc: RaftRpc = match decode_frame(&body) {
             Ok(rpc) => rpc,
             Err(e) => {
@@ -134,6 +152,37 @@ impl RaftServer {
         metrics::histogram!("sonraft_raft_rpc_handle_seconds", "rpc" => kind)
             .record(started.elapsed().as_secs_f64());
         match encode_frame(&reply) {
+            Ok(bytes) => Response::new(Full::new(Bytes::from(bytes))),
+            Err(e) => text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &format!("reply not encoded: {e}"),
+            ),
+        }
+    }
+}
+
+impl RaftServer {
+    async fn handle_peer(&self, body: &[u8], peer: SocketAddr) -> Response<Full<Bytes>> {
+        let Some(service) = &self.peers else {
+            return text(StatusCode::NOT_FOUND, "no peer service");
+        };
+        let rpc: PeerRpc = match decode_peer_frame(body) {
+            Ok(rpc) => rpc,
+            Err(e) => {
+                tracing::warn!(%peer, error = %e, "refused an undecodable peer request");
+                return text(StatusCode::BAD_REQUEST, &format!("bad peer request: {e}"));
+            }
+        };
+        let kind = match &rpc {
+            PeerRpc::Facts => "facts",
+            PeerRpc::Submit { .. } => "submit",
+            PeerRpc::Elect { .. } => "elect",
+        };
+        let started = std::time::Instant::now();
+        let reply: PeerReply = service.handle(rpc).await;
+        metrics::histogram!("sonraft_peer_rpc_handle_seconds", "rpc" => kind)
+            .record(started.elapsed().as_secs_f64());
+        match encode_peer_frame(&reply) {
             Ok(bytes) => Response::new(Full::new(Bytes::from(bytes))),
             Err(e) => text(
                 StatusCode::INTERNAL_SERVER_ERROR,

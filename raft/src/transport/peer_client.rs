@@ -1,0 +1,124 @@
+//! The sending side of peer requests: one pooled keep-alive hyper client, the cluster secret.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::{Method, Request, StatusCode};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+use super::peer::{PEER_PATH, PeerReply, PeerRpc};
+use super::{MAX_BODY, SECRET_HEADER, decode_peer_frame, encode_peer_frame};
+
+/// Why a peer request got no answer.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum PeerCallError {
+    /// Nothing listens there, or the connection broke.
+    #[error("{addr} not reached: {reason}")]
+    Unreachable { addr: String, reason: String },
+    #[error("{addr} did not answer within {} ms", .after.as_millis())]
+    Timeout { addr: String, after: Duration },
+    /// A node of a release without peer requests (before 0.3.0): use the old admin route.
+    #[error("{addr} does not serve peer requests (an older release)")]
+    NotSupported { addr: String },
+    /// The peer refused the request (wrong secret, a body it could not read).
+    #[error("{addr} refused the request: {status} {reason}")]
+    Refused {
+        addr: String,
+        status: u16,
+        reason: String,
+    },
+}
+
+/// Sends [`PeerRpc`]s to other nodes' Raft listeners. Cheap to clone.
+#[derive(Clone)]
+pub struct PeerClient {
+    client: Client<HttpConnector, Full<Bytes>>,
+    secret: Arc<str>,
+}
+
+impl PeerClient {
+    pub fn new(secret: impl Into<Arc<str>>) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(Duration::from_secs(2)));
+        connector.set_keepalive(Some(Duration::from_secs(30)));
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_max_idle_per_host(16)
+            .build(connector);
+        PeerClient {
+            client,
+            secret: secret.into(),
+        }
+    }
+
+    /// Sends `rpc` to the node whose Raft listener is `raft_addr`, waiting at most `timeout`.
+    pub async fn call(
+        &self,
+        raft_addr: &str,
+        rpc: &PeerRpc,
+        timeout: Duration,
+    ) -> Result<PeerReply, PeerCallError> {
+        let addr = raft_addr.to_string();
+        let unreachable = |reason: String| PeerCallError::Unreachable {
+            addr: addr.clone(),
+            reason,
+        };
+        let body = encode_peer_frame(rpc).map_err(|e| unreachable(e.to_string()))?;
+        let req = Request::builder()
+            .method(Method::POST)
+            .uri(format!("http://{raft_addr}{PEER_PATH}"))
+            .header(SECRET_HEADER, &*self.secret)
+            .header(hyper::header::CONTENT_TYPE, "application/octet-stream")
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| unreachable(e.to_string()))?;
+        let exchange = async {
+            let resp = self
+                .client
+                .request(req)
+                .await
+                .map_err(|e| unreachable(error_chain(&e)))?;
+            let status = resp.status();
+            let bytes = Limited::new(resp.into_body(), MAX_BODY)
+                .collect()
+                .await
+                .map_err(|e| unreachable(e.to_string()))?
+                .to_bytes();
+            match status {
+                StatusCode::OK => decode_peer_frame(&bytes).map_err(|e| PeerCallError::Refused {
+                    addr: addr.clone(),
+                    status: 200,
+                    reason: format!("answer not understood: {e}"),
+                }),
+                StatusCode::NOT_FOUND => Err(PeerCallError::NotSupported { addr: addr.clone() }),
+                other => Err(PeerCallError::Refused {
+                    addr: addr.clone(),
+                    status: other.as_u16(),
+                    reason: String::from_utf8_lossy(&bytes[..bytes.len().min(300)]).into_owned(),
+                }),
+            }
+        };
+        match tokio::time::timeout(timeout, exchange).await {
+            Ok(r) => r,
+            Err(_) => Err(PeerCallError::Timeout {
+                addr: addr.clone(),
+                after: timeout,
+            }),
+        }
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(inner) = src {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        src = inner.source();
+    }
+    s
+}
