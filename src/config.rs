@@ -205,8 +205,8 @@ impl NodeConfig {
             .id
             .or(file.id)
             .context("--id (or SONRAFT_NODE_ID) is required")?;
-        if id == 0 {
-            bail!("--id must be a positive integer");
+        if let Err(e) = crate::node::membership::check_node_id(id) {
+            bail!("--id: {e}");
         }
         let site = args
             .site

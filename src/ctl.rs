@@ -42,14 +42,29 @@ enum CtlCommand {
     Members,
     /// Make every node in --nodes a voter of a new cluster.
     Init,
-    /// Add the node at API address ADDR as a learner (and, with --voter, promote it).
+    /// Add the node at API address ADDR as a learner (and, with --voter, make it a voter;
+    /// with --replace ID, in voter ID's place, which stays a learner until removed).
     Join {
         addr: String,
+        /// Make it a voter once it caught up (refused if that leaves an even number of
+        /// voters; use --replace, or --force).
         #[arg(long)]
         voter: bool,
+        /// Make it a voter in place of voter ID (replacing a lost site); implies --voter.
+        #[arg(long, value_name = "ID")]
+        replace: Option<u64>,
+        /// Do it even where the cluster refuses (the node does not answer, an even number of
+        /// voters, less fault tolerance).
+        #[arg(long)]
+        force: bool,
     },
-    /// Remove node ID from the cluster.
-    Remove { id: u64 },
+    /// Remove node ID from the cluster (a voter only with --force, as that lowers the fault
+    /// tolerance: to replace a site, `join NEW --replace ID` first).
+    Remove {
+        id: u64,
+        #[arg(long)]
+        force: bool,
+    },
     /// Hand leadership to node ID, or with --away-from ID to the most caught-up other voter
     /// (nothing happens when ID does not lead).
     Leader {
@@ -259,7 +274,12 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
                 .await?;
             ctl.print(&v, |v| println!("initialised; voters {}", v["voters"]));
         }
-        CtlCommand::Join { addr, voter } => {
+        CtlCommand::Join {
+            addr,
+            voter,
+            replace,
+            force,
+        } => {
             let r = ctl
                 .client
                 .get(&addr, "/status")
@@ -267,22 +287,43 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
                 .with_context(|| format!("the new node at {addr}"))?;
             let me = r.json();
             let body = json!({"id": me["id"], "site": me["site"], "raft_addr": me["self"]["raft_addr"], "api_addr": me["self"]["api_addr"]});
-            ctl.ok(Method::POST, "/cluster/learners", Some(body))
-                .await?;
+            let force_q = if force { "?force=true" } else { "" };
+            ctl.ok(
+                Method::POST,
+                &format!("/cluster/learners{force_q}"),
+                Some(body),
+            )
+            .await?;
             let mut out = json!({"learner": me["id"]});
-            if voter {
+            if voter || replace.is_some() {
                 let st = ctl.ok(Method::GET, "/status", None).await?;
                 let mut ids: Vec<Value> = st["voters"].as_array().cloned().unwrap_or_default();
+                if let Some(old) = replace {
+                    let before = ids.len();
+                    ids.retain(|v| v.as_u64() != Some(old));
+                    if ids.len() == before {
+                        bail!("node {old} is not a voter; nothing to replace");
+                    }
+                }
                 ids.push(me["id"].clone());
                 out = ctl
-                    .ok(Method::POST, "/cluster/voters", Some(json!({"ids": ids})))
+                    .ok(
+                        Method::POST,
+                        &format!("/cluster/voters{force_q}"),
+                        Some(json!({"ids": ids})),
+                    )
                     .await?;
             }
             ctl.print(&out, |v| println!("joined: {v}"));
         }
-        CtlCommand::Remove { id } => {
+        CtlCommand::Remove { id, force } => {
+            let force_q = if force { "?force=true" } else { "" };
             let v = ctl
-                .ok(Method::DELETE, &format!("/cluster/nodes/{id}"), None)
+                .ok(
+                    Method::DELETE,
+                    &format!("/cluster/nodes/{id}{force_q}"),
+                    None,
+                )
                 .await?;
             ctl.print(&v, |_| println!("removed node {id}"));
         }

@@ -118,6 +118,23 @@ impl NodeProc {
         self.child.is_some()
     }
 
+    /// Whether the process has exited by itself (it is then reaped and no longer running).
+    pub fn exited(&mut self) -> bool {
+        let gone = self
+            .child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(Some(_))));
+        if gone {
+            self.child = None;
+        }
+        gone
+    }
+
+    /// The node's log (its stderr).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.with_extension("log")).unwrap_or_default()
+    }
+
     /// SIGKILL, and reap.
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {

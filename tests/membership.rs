@@ -7,18 +7,35 @@ use std::time::{Duration, Instant};
 use common::*;
 use serde_json::json;
 
+/// Removing a voter of three leaves two, which tolerate no failure: refused unless forced. A
+/// removed node stops by itself. A site comes back as a new member (new id, empty directory):
+/// it catches up, including what changed after the removal, and becomes a voter.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_removed_node_can_come_back_as_learner_and_be_promoted() {
-    let c = Cluster::start(3).await;
+async fn removing_a_voter_needs_force_and_the_removed_node_stops_and_a_new_member_catches_up() {
+    let mut c = Cluster::start(3).await;
     c.import_demo(9).await;
     let leader = c.leader().await;
     let victim = (leader + 1) % 3;
     let vid = c.nodes[victim].id;
-    let via = &c.nodes[(leader + 2) % 3];
+    let via = c.nodes[(leader + 2) % 3].api.clone();
 
     let r = c
         .client
-        .delete(&via.api, &format!("/cluster/nodes/{vid}"))
+        .delete(&via, &format!("/cluster/nodes/{vid}"))
+        .await
+        .unwrap();
+    assert_eq!(r.status, 409, "{}", String::from_utf8_lossy(&r.body));
+    assert!(
+        r.json()["detail"]
+            .as_str()
+            .unwrap()
+            .contains("odd number of voters"),
+        "{}",
+        r.json()
+    );
+    let r = c
+        .client
+        .delete(&via, &format!("/cluster/nodes/{vid}?force=true"))
         .await
         .unwrap();
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
@@ -29,39 +46,136 @@ async fn a_removed_node_can_come_back_as_learner_and_be_promoted() {
     );
     assert!(s["nodes"].get(vid.to_string()).is_none(), "{s}");
 
-    let body = json!({"id": vid, "site": format!("site-{vid}"), "raft_addr": c.nodes[victim].raft, "api_addr": c.nodes[victim].api});
-    let r = c
-        .client
-        .post(&via.api, "/cluster/learners", &body)
-        .await
-        .unwrap();
-    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
-    let leader = c.leader().await;
-    let s = c.status(&c.nodes[leader]).await.unwrap();
+    // The removed node learns it from its peers and stops instead of campaigning forever.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !c.nodes[victim].exited() {
+        assert!(
+            Instant::now() < deadline,
+            "the removed node still runs:\n{}",
+            c.nodes[victim].log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert!(
-        s["learners"].as_array().unwrap().contains(&json!(vid)),
-        "{s}"
+        c.nodes[victim].log().contains("removed from the cluster"),
+        "{}",
+        c.nodes[victim].log()
     );
 
-    let ids: Vec<u64> = c.nodes.iter().map(|p| p.id).collect();
+    // A change made after the removal.
+    let leader = c.leader().await;
+    let before = c.cell(&c.nodes[leader], "C4", "linearizable").await;
+    let version = before["version"].as_u64().unwrap();
     let r = c
         .client
-        .post(&via.api, "/cluster/voters", &json!({"ids": ids}))
+        .post(
+            &c.nodes[leader].api,
+            "/image/changesets",
+            &tilt("C4", version, 50),
+        )
         .await
         .unwrap();
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let changed = r.json()["versions"]["cell/C4"].as_u64().unwrap();
+
+    // The site comes back as node 4.
+    let newcomer = NodeProc::start(
+        binary(),
+        4,
+        &c.dir.join("node4"),
+        "127.0.0.1:0",
+        "127.0.0.1:0",
+        &[],
+    )
+    .unwrap();
+    let body =
+        json!({"id": 4, "site": "site-4", "raft_addr": newcomer.raft, "api_addr": newcomer.api});
+    let r = c
+        .client
+        .post(&via, "/cluster/learners", &body)
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let mut ids: Vec<u64> = c
+        .nodes
+        .iter()
+        .filter(|p| p.running())
+        .map(|p| p.id)
+        .collect();
+    ids.push(4);
+    let r = c
+        .client
+        .post(&via, "/cluster/voters", &json!({"ids": ids}))
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    c.nodes.push(newcomer);
     let deadline = Instant::now() + Duration::from_secs(10);
+    let newcomer = c.nodes.last().unwrap();
     loop {
-        let s = c.status(&c.nodes[victim]).await.unwrap();
-        if s["voters"].as_array().unwrap().len() == 3 && s["role"] != "learner" {
+        let s = c.status(newcomer).await.unwrap();
+        if s["voters"].as_array().unwrap().len() == 3 && s["role"] == "follower" {
             break;
         }
         assert!(Instant::now() < deadline, "not promoted: {s}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    // The promoted node holds the image.
-    let v = c.cell(&c.nodes[victim], "C4", "local").await;
-    assert_eq!(v["id"], "C4");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let v = c.cell(newcomer, "C4", "local").await;
+        if v["version"].as_u64() == Some(changed) {
+            assert_eq!(v["electrical_tilt"], 50);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the new member does not hold the change made after the removal: {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A node that does not answer on its Raft address is not added (unless forced), and an even
+/// number of voters is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn membership_changes_that_cannot_work_or_weaken_the_cluster_are_refused() {
+    let c = Cluster::start(3).await;
+    let api = &c.nodes[0].api;
+    let ghost =
+        json!({"id": 7, "site": "ghost", "raft_addr": "127.0.0.1:1", "api_addr": "127.0.0.1:1"});
+    let r = c
+        .client
+        .post(api, "/cluster/learners", &ghost)
+        .await
+        .unwrap();
+    assert_eq!(r.status, 409, "{}", String::from_utf8_lossy(&r.body));
+    assert!(
+        r.json()["detail"]
+            .as_str()
+            .unwrap()
+            .contains("does not answer"),
+        "{}",
+        r.json()
+    );
+    for bad in [json!(0), json!(9_007_199_254_740_992u64)] {
+        let body =
+            json!({"id": bad, "site": "x", "raft_addr": "127.0.0.1:1", "api_addr": "127.0.0.1:1"});
+        let r = c
+            .client
+            .post(api, "/cluster/learners", &body)
+            .await
+            .unwrap();
+        assert_eq!(r.status, 422, "{bad}: {}", String::from_utf8_lossy(&r.body));
+    }
+    let r = c
+        .client
+        .post(api, "/cluster/voters", &json!({"ids": [1, 2]}))
+        .await
+        .unwrap();
+    assert_eq!(r.status, 409, "{}", String::from_utf8_lossy(&r.body));
+    let s = c.status(&c.nodes[0]).await.unwrap();
+    assert_eq!(s["voters"].as_array().unwrap().len(), 3, "{s}");
+    assert!(s["nodes"].get("7").is_none(), "{s}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,7 +3,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Json;
 use axum::body::Body;
@@ -13,10 +12,9 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::json;
-use sonraft_raft::command::{COMMAND_FORMAT, Command};
 use sonraft_raft::{NodeId, NodeInfo};
 
-use super::error::{ApiError, parse_json, read_body};
+use super::error::{ApiError, Params, parse_json, read_body};
 use super::forward;
 use crate::node::Node;
 use crate::node::membership::MembershipError;
@@ -58,11 +56,12 @@ struct LeaderBody {
     id: NodeId,
 }
 
-#[derive(Deserialize)]
+/// `?force=true`: do a membership change that would otherwise be refused.
+#[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
-struct ElectBody {
+pub struct ForceParam {
     #[serde(default)]
-    timeout_ms: Option<u64>,
+    force: bool,
 }
 
 /// Answers a membership error, forwarding to the leader when this node is not it.
@@ -129,52 +128,76 @@ pub async fn init(
     }
 }
 
-/// `POST /cluster/learners`: add one node as a learner (waits until it has caught up).
+/// A node id from a request, refused with the range when it is none.
+fn node_id(id: NodeId) -> Result<NodeId, ApiError> {
+    crate::node::membership::check_node_id(id).map_err(ApiError::unprocessable)?;
+    Ok(id)
+}
+
+/// `POST /cluster/learners[?force=true]`: add one node as a learner (waits until it has caught
+/// up). Refused unless it answers on its Raft address as that node, with this cluster's timing.
 pub async fn add_learner(
     State(node): State<Arc<Node>>,
+    Params(q): Params<ForceParam>,
     uri: Uri,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
     let bytes = read_body(&headers, body, node.config.max_body_bytes).await?;
     let req: NodeBody = parse_json(&bytes)?;
+    node_id(req.id)?;
     check_addr("raft_addr", &req.raft_addr)?;
     check_addr("api_addr", &req.api_addr)?;
     let result = node
-        .add_learner(req.id, req.info())
+        .add_learner(req.id, req.info(), q.force)
         .await
         .map(|()| json!({"learner": req.id}));
     Ok(answer(&node, result, Method::POST, &uri, &headers, bytes).await)
 }
 
-/// `POST /cluster/voters`: replace the voter set (demoted voters stay learners).
+/// `POST /cluster/voters[?force=true]`: replace the voter set (demoted voters stay learners).
+/// Refused unless the set is odd, keeps the fault tolerance, and every voter answers and has
+/// caught up.
 pub async fn change_voters(
     State(node): State<Arc<Node>>,
+    Params(q): Params<ForceParam>,
     uri: Uri,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
     let bytes = read_body(&headers, body, node.config.max_body_bytes).await?;
     let req: VotersBody = parse_json(&bytes)?;
+    for id in &req.ids {
+        node_id(*id)?;
+    }
     let ids: BTreeSet<NodeId> = req.ids.iter().copied().collect();
+    if ids.len() != req.ids.len() {
+        return Err(ApiError::unprocessable("ids lists a node twice"));
+    }
     let result = node
-        .change_voters(ids.clone())
+        .change_voters(ids.clone(), q.force)
         .await
         .map(|()| json!({"voters": ids}));
     Ok(answer(&node, result, Method::POST, &uri, &headers, bytes).await)
 }
 
-/// `DELETE /cluster/nodes/{id}`: remove a voter or learner.
+/// `DELETE /cluster/nodes/{id}[?force=true]`: remove a voter or learner. Removing a voter is
+/// refused unless the voters left keep an odd number and the fault tolerance.
 pub async fn remove_node(
     State(node): State<Arc<Node>>,
     Path(id): Path<String>,
+    Params(q): Params<ForceParam>,
     uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let id: NodeId = id
         .parse()
         .map_err(|_| ApiError::bad_request("bad_id", format!("{id:?} is not a node id")))?;
-    let result = node.remove_node(id).await.map(|()| json!({"removed": id}));
+    node_id(id)?;
+    let result = node
+        .remove_node(id, q.force)
+        .await
+        .map(|()| json!({"removed": id}));
     Ok(answer(&node, result, Method::DELETE, &uri, &headers, Bytes::new()).await)
 }
 
@@ -192,77 +215,4 @@ pub async fn transfer_leader(
         .await
         .map(|took| json!({"leader": req.id, "took_ms": took.as_millis() as u64}));
     Ok(answer(&node, result, Method::POST, &uri, &headers, bytes).await)
-}
-
-/// `POST /cluster/elect`: campaign until this node leads (the target side of a hand-over).
-pub async fn elect(
-    State(node): State<Arc<Node>>,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<Response, ApiError> {
-    let bytes = read_body(&headers, body, node.config.max_body_bytes).await?;
-    let req: ElectBody = if bytes.is_empty() {
-        ElectBody { timeout_ms: None }
-    } else {
-        parse_json(&bytes)?
-    };
-    let timeout = Duration::from_millis(req.timeout_ms.unwrap_or(3000).min(30_000));
-    match node.elect_self(timeout).await {
-        Ok(true) => Ok(Json(json!({"leader": node.id})).into_response()),
-        Ok(false) => Err(ApiError::unavailable(
-            "not_elected",
-            format!(
-                "node {} did not win an election within {timeout:?}",
-                node.id
-            ),
-        )),
-        Err(e) => Err(ApiError::unavailable("not_elected", e.to_string())),
-    }
-}
-
-/// `POST /internal/command`: commit a command sent by another node (its SON functions, KPI
-/// summaries, release). Only the leader commits; others forward.
-pub async fn submit_command(
-    State(node): State<Arc<Node>>,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<Response, ApiError> {
-    let bytes = read_body(&headers, body, node.config.max_import_bytes).await?;
-    let command: Command = parse_json(&bytes)?;
-    if command.format() > COMMAND_FORMAT {
-        return Err(ApiError::unprocessable(format!(
-            "command format {} is newer than this node understands",
-            command.format()
-        )));
-    }
-    match node.propose(&command).await {
-        Ok((index, response)) => {
-            Ok(Json(json!({"index": index, "response": response})).into_response())
-        }
-        Err(crate::node::propose::ProposeError::NotLeader(_)) => {
-            Ok(forward::to_leader(&node, Method::POST, &uri, &headers, Some(bytes)).await)
-        }
-        Err(e) => Err(e.into()),
-    }
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct LeaseBody {
-    for_ms: u64,
-}
-
-/// `POST /internal/lease-release`: stop serving reads from the leader lease for a while (a
-/// node is about to force an election).
-pub async fn release_lease(
-    State(node): State<Arc<Node>>,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<Response, ApiError> {
-    let bytes = read_body(&headers, body, node.config.max_body_bytes).await?;
-    let req: LeaseBody = parse_json(&bytes)?;
-    let for_ms = req.for_ms.clamp(1, 60_000);
-    node.reads.release_lease(Duration::from_millis(for_ms));
-    Ok(Json(json!({"released_for_ms": for_ms})).into_response())
 }

@@ -88,6 +88,34 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// Query parameters, parsed and percent-decoded by axum's `Query`; a query that does not fit is
+/// a 400 `bad_query` in the API's error shape (not axum's plain-text rejection).
+pub struct Params<T>(pub T);
+
+impl<S, T> axum::extract::FromRequestParts<S> for Params<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, ApiError> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(v)) => Ok(Params(v)),
+            Err(e) => Err(ApiError::bad_request(
+                "bad_query",
+                format!(
+                    "the query string does not fit this route: {}",
+                    e.body_text()
+                ),
+            )),
+        }
+    }
+}
+
 /// Reads a request body of at most `limit` bytes; a larger one is a 413.
 pub async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, ApiError> {
     let too_large = || {

@@ -27,7 +27,7 @@ const OPEN_ROUTES: [&str; 3] = ["/health", "/readyz", "/metrics"];
 
 /// The route templates of [`super::router`], for metric labels; `{id}`, only ever last, matches one
 /// segment.
-pub const ROUTES: [&str; 23] = [
+pub const ROUTES: [&str; 20] = [
     "/health",
     "/readyz",
     "/status",
@@ -37,9 +37,6 @@ pub const ROUTES: [&str; 23] = [
     "/cluster/voters",
     "/cluster/nodes/{id}",
     "/cluster/leader",
-    "/cluster/elect",
-    "/internal/command",
-    "/internal/lease-release",
     "/image/import",
     "/image/sites",
     "/image/cells",

@@ -1,11 +1,16 @@
 //! Membership changes and leader hand-over.
 //!
+//! Membership changes refuse what would cost the cluster its fault tolerance or cannot work,
+//! unless the operator says `force`: a node that does not answer on its Raft address (or
+//! answers with another id, or runs other election timing), a voter set of even size, a voter
+//! that does not answer or trails the log, a removal that leaves too few voters.
+//!
 //! openraft 0.9 has no leader transfer. A hand-over therefore runs in three steps:
-//! 1. the leader stops sending heartbeats and stops campaigning itself;
-//! 2. it asks the target (over the admin API, `POST /cluster/elect`) to call
-//!    `raft.trigger().elect()`, repeatedly, until the target leads. Voters refuse a candidate
-//!    while the old leader's lease (the maximum election timeout) still runs, so the target
-//!    wins once that lease has lapsed, before any other node's election timer fires;
+//! 1. the leader gives up its read lease and stops sending heartbeats and campaigning itself;
+//! 2. it asks the target (a peer request, [`PeerRpc::Elect`]) to force elections until it
+//!    leads. The target forces one only once its own vote promise to the leader has run out,
+//!    and the other voters refuse it while theirs run, so it wins once they lapse, before any
+//!    other node's election timer fires;
 //! 3. the old leader re-enables heartbeats and campaigning, now as a follower.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -13,9 +18,30 @@ use std::time::{Duration, Instant};
 
 use openraft::ChangeMembers;
 use openraft::error::ClientWriteError;
+use sonraft_raft::transport::{PeerCallError, PeerReply, PeerRpc};
 use sonraft_raft::{NodeId, NodeInfo};
 
 use super::Node;
+
+/// The largest node id: ids travel in JSON, whose numbers are exact only up to 2^53 - 1.
+pub const MAX_NODE_ID: NodeId = (1 << 53) - 1;
+
+/// Checks that `id` can be a node id: positive and exact in JSON.
+pub fn check_node_id(id: NodeId) -> Result<(), String> {
+    if id == 0 || id > MAX_NODE_ID {
+        Err(format!(
+            "node id {id} is out of range: ids are 1 to {MAX_NODE_ID} (2^53 - 1, exact in JSON)"
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+/// How far (in log entries) a node may trail the leader and still be made a voter.
+pub const VOTER_MAX_LAG: u64 = 1000;
+
+/// How long adding a learner waits for it to catch up.
+const CATCH_UP_WITHIN: Duration = Duration::from_secs(120);
 
 /// Why a membership operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -59,44 +85,147 @@ impl Node {
         })
     }
 
-    /// Adds a learner and waits until it has caught up with the log.
-    pub async fn add_learner(&self, id: NodeId, info: NodeInfo) -> Result<(), MembershipError> {
-        self.raft
-            .add_learner(id, info, true)
+    /// Checks that the node at `info.raft_addr` answers as node `id` with this node's election
+    /// timing (a mixed timing would break the read lease's assumptions and the failover
+    /// times).
+    async fn check_answers_as(&self, id: NodeId, info: &NodeInfo) -> Result<(), MembershipError> {
+        let facts = self
+            .ask_facts(&info.raft_addr, Duration::from_secs(2))
             .await
-            .map_err(raft_err)?;
+            .map_err(|e| {
+                MembershipError::Refused(format!(
+                    "node {id} does not answer on its Raft address {}: {e}; start it first (or pass force=true)",
+                    info.raft_addr
+                ))
+            })?;
+        if facts.id != id {
+            return Err(MembershipError::Refused(format!(
+                "the node at {} is node {}, not node {id}",
+                info.raft_addr, facts.id
+            )));
+        }
+        let mine = self.facts();
+        let timing = |f: &sonraft_raft::transport::NodeFacts| {
+            (f.heartbeat_ms, f.election_min_ms, f.election_max_ms)
+        };
+        if timing(&facts) != timing(&mine) {
+            return Err(MembershipError::Refused(format!(
+                "node {id} runs with heartbeat/election timing {:?} ms, this cluster with {:?} ms; start it with the same --timing (or pass force=true)",
+                timing(&facts),
+                timing(&mine)
+            )));
+        }
         Ok(())
     }
 
-    /// Replaces the voter set. Demoted voters stay as learners; remove them explicitly.
-    pub async fn change_voters(&self, ids: BTreeSet<NodeId>) -> Result<(), MembershipError> {
-        if ids.is_empty() {
-            return Err(MembershipError::Refused(
-                "the voter set cannot be empty".into(),
-            ));
+    /// Adds a learner and waits until it has caught up with the log. Unless `force`, the node
+    /// must answer on its Raft address as node `id`, with this cluster's election timing.
+    pub async fn add_learner(
+        &self,
+        id: NodeId,
+        info: NodeInfo,
+        force: bool,
+    ) -> Result<(), MembershipError> {
+        check_node_id(id).map_err(MembershipError::Refused)?;
+        if !self.is_leader() {
+            return Err(MembershipError::NotLeader);
         }
-        let known: BTreeSet<NodeId> = self
+        let known = self
             .raft
             .metrics()
             .borrow()
             .membership_config
             .nodes()
-            .map(|(id, _)| *id)
+            .find(|(n, _)| **n == id)
+            .map(|(_, i)| i.clone());
+        if let Some(known) = known
+            && known.raft_addr != info.raft_addr
+            && !force
+        {
+            return Err(MembershipError::Refused(format!(
+                "node {id} is already a member at {}; remove it first (or pass force=true)",
+                known.raft_addr
+            )));
+        }
+        if !force {
+            self.check_answers_as(id, &info).await?;
+        }
+        match tokio::time::timeout(CATCH_UP_WITHIN, self.raft.add_learner(id, info, true)).await {
+            Ok(r) => {
+                r.map_err(raft_err)?;
+                tracing::info!(learner = id, "added a learner; it has caught up");
+                Ok(())
+            }
+            Err(_) => Err(MembershipError::Raft(format!(
+                "node {id} was added as a learner but did not catch up within {} s; see /cluster/health",
+                CATCH_UP_WITHIN.as_secs()
+            ))),
+        }
+    }
+
+    /// Replaces the voter set. Demoted voters stay as learners; remove them explicitly. Unless
+    /// `force`: the set has an odd size and keeps the cluster's fault tolerance, and every new
+    /// voter answers and has (nearly) caught up.
+    pub async fn change_voters(
+        &self,
+        ids: BTreeSet<NodeId>,
+        force: bool,
+    ) -> Result<(), MembershipError> {
+        if ids.is_empty() {
+            return Err(MembershipError::Refused(
+                "the voter set cannot be empty".into(),
+            ));
+        }
+        for id in &ids {
+            check_node_id(*id).map_err(MembershipError::Refused)?;
+        }
+        if !self.is_leader() {
+            return Err(MembershipError::NotLeader);
+        }
+        let m = self.raft.metrics().borrow().clone();
+        let known: BTreeMap<NodeId, NodeInfo> = m
+            .membership_config
+            .nodes()
+            .map(|(id, n)| (*id, n.clone()))
             .collect();
-        if let Some(unknown) = ids.iter().find(|id| !known.contains(id)) {
+        if let Some(unknown) = ids.iter().find(|id| !known.contains_key(id)) {
             return Err(MembershipError::Refused(format!(
                 "node {unknown} is not a member; add it as a learner first"
             )));
         }
+        if !force {
+            let current = m.membership_config.membership().voter_ids().count();
+            refuse_weaker_voter_set(current, ids.len())?;
+            let last = m.last_log_index.unwrap_or(0);
+            let replication = m.replication.clone().unwrap_or_default();
+            for id in ids.iter().filter(|id| **id != self.id) {
+                self.check_answers_as(*id, &known[id]).await?;
+                let matched = replication
+                    .get(id)
+                    .cloned()
+                    .flatten()
+                    .map_or(0, |l| l.index);
+                if matched + VOTER_MAX_LAG < last {
+                    return Err(MembershipError::Refused(format!(
+                        "node {id} trails the log (has {matched} of {last} entries); wait until it caught up (or pass force=true)"
+                    )));
+                }
+            }
+        }
         self.raft
-            .change_membership(ids, true)
+            .change_membership(ids.clone(), true)
             .await
             .map_err(raft_err)?;
+        tracing::info!(voters = ?ids, "changed the voter set");
         Ok(())
     }
 
-    /// Removes a node (voter or learner) from the cluster.
-    pub async fn remove_node(&self, id: NodeId) -> Result<(), MembershipError> {
+    /// Removes a node (voter or learner) from the cluster. Unless `force`, a voter is removed
+    /// only if the voters left keep an odd number and the cluster's fault tolerance.
+    pub async fn remove_node(&self, id: NodeId, force: bool) -> Result<(), MembershipError> {
+        if !self.is_leader() {
+            return Err(MembershipError::NotLeader);
+        }
         let membership = self
             .raft
             .metrics()
@@ -111,6 +240,13 @@ impl Node {
                 return Err(MembershipError::Refused(
                     "cannot remove the last voter".into(),
                 ));
+            }
+            if !force {
+                refuse_weaker_voter_set(voters.len(), rest.len()).map_err(|e| {
+                    MembershipError::Refused(format!(
+                        "{e}. To replace a lost site, add the new node as a learner and make it a voter in the old one's place (POST /cluster/voters), then remove the old one"
+                    ))
+                })?;
             }
             self.raft
                 .change_membership(rest, false)
@@ -127,43 +263,15 @@ impl Node {
                 "node {id} is not a member"
             )));
         }
+        tracing::info!(node = id, "removed a node from the cluster");
         Ok(())
     }
 
     /// Campaigns until this node leads or `timeout` passes. Used as the target of a hand-over.
     ///
-    /// A forced election bypasses the vote lease this node granted the current leader, so the
-    /// leader must first stop serving reads from its lease: this asks it to (the leader also
-    /// does so itself when it initiates a hand-over). If the leader cannot be told and is not
-    /// known to be gone, no election is forced.
+    /// A forced election bypasses the vote this node promised the current leader, so elections
+    /// are forced only once that promise ran out ([`Node::force_election`]).
     pub async fn elect_self(&self, timeout: Duration) -> Result<bool, MembershipError> {
-        if let Some((leader, info)) = self.leader()
-            && leader != self.id
-        {
-            let body = serde_json::json!({ "for_ms": 3 * self.config.election_max_ms + timeout.as_millis() as u64 });
-            match self
-                .peers
-                .post(&info.api_addr, "/internal/lease-release", &body)
-                .await
-            {
-                Ok(r) if r.status.is_success() => {}
-                // A leader of a release before 0.2.0 serves no lease reads: nothing to release.
-                Ok(r) if r.status == hyper::StatusCode::NOT_FOUND => {}
-                Err(crate::client::ClientError::Unreachable { reason, .. })
-                    if reason.contains("refused") => {}
-                Ok(r) => {
-                    return Err(MembershipError::Refused(format!(
-                        "the leader (node {leader}) did not release its read lease: {}",
-                        r.status
-                    )));
-                }
-                Err(e) => {
-                    return Err(MembershipError::Refused(format!(
-                        "the leader (node {leader}) could not be asked to release its read lease: {e}"
-                    )));
-                }
-            }
-        }
         let deadline = Instant::now() + timeout;
         // A campaign needs its votes persisted on the others (an fsync each): re-campaigning
         // sooner than an election timeout discards the answers on their way back.
@@ -172,9 +280,11 @@ impl Node {
             if self.is_leader() {
                 return Ok(true);
             }
-            if let Err(e) = self.raft.trigger().elect().await {
-                tracing::warn!(error = %e, "cannot start an election");
-                return Ok(false);
+            // Only once this node's promise to the leader ran out (the leader, quiet, sends
+            // nothing that would renew it): a lease read there may still count on it.
+            if !self.force_election(true).await {
+                tokio::time::sleep(Duration::from_millis(self.config.heartbeat_ms / 2)).await;
+                continue;
             }
             let mut metrics = self.raft.metrics();
             let _ = tokio::time::timeout(retry, async {
@@ -257,14 +367,10 @@ impl Node {
             tracing::warn!(target, error = %e, "the successor did not catch up; asking it to campaign anyway");
         }
         let timeout_ms = 3 * self.config.election_max_ms + 1000;
-        let body = serde_json::json!({ "timeout_ms": timeout_ms });
-        let asked = self
-            .peers
-            .post(&info.api_addr, "/cluster/elect", &body)
-            .await;
+        let asked = self.ask_to_elect(target, &info, timeout_ms).await;
         drop(quiet);
         match asked {
-            Ok(r) if r.status.is_success() => {
+            Ok(true) => {
                 tracing::info!(
                     target,
                     took_ms = started.elapsed().as_millis() as u64,
@@ -272,14 +378,40 @@ impl Node {
                 );
                 Ok(started.elapsed())
             }
-            Ok(r) => Err(MembershipError::Raft(format!(
-                "node {target} did not take over: {} {}",
-                r.status,
-                String::from_utf8_lossy(&r.body)
+            Ok(false) => Err(MembershipError::Raft(format!(
+                "node {target} did not win an election within {timeout_ms} ms"
             ))),
-            Err(e) => Err(MembershipError::Raft(format!(
-                "node {target} not reached: {e}"
-            ))),
+            Err(e) => Err(MembershipError::Raft(e)),
+        }
+    }
+
+    /// Asks `target` to campaign until it leads (a peer request; the admin route of a release
+    /// before peer requests otherwise).
+    async fn ask_to_elect(
+        &self,
+        target: NodeId,
+        info: &NodeInfo,
+        timeout_ms: u64,
+    ) -> Result<bool, String> {
+        let rpc = PeerRpc::Elect { timeout_ms };
+        let within = Duration::from_millis(timeout_ms + 2000);
+        match self.peer_client.call(&info.raft_addr, &rpc, within).await {
+            Ok(PeerReply::Elected(won)) => Ok(won),
+            Ok(other) => Err(format!(
+                "node {target} answered {other:?} to an election request"
+            )),
+            Err(PeerCallError::NotSupported { .. }) => {
+                let body = serde_json::json!({ "timeout_ms": timeout_ms });
+                match self
+                    .peers
+                    .post(&info.api_addr, "/cluster/elect", &body)
+                    .await
+                {
+                    Ok(r) => Ok(r.status.is_success()),
+                    Err(e) => Err(format!("node {target} not reached: {e}")),
+                }
+            }
+            Err(e) => Err(format!("node {target} not reached: {e}")),
         }
     }
 
@@ -293,6 +425,27 @@ impl Node {
             .filter(|v| *v != self.id)
             .max_by_key(|v| replication.get(v).cloned().flatten().map(|l| l.index))
     }
+}
+
+/// Refuses going from `current` voters to `next`: an even number of voters tolerates no more
+/// failures than one fewer, and fewer voters must not tolerate fewer failures.
+fn refuse_weaker_voter_set(current: usize, next: usize) -> Result<(), MembershipError> {
+    let tolerance = |n: usize| n.saturating_sub(1) / 2;
+    if next.is_multiple_of(2) {
+        return Err(MembershipError::Refused(format!(
+            "{next} voters tolerate no more failed voters than {} would ({}); keep an odd number of voters (or pass force=true)",
+            next - 1,
+            tolerance(next)
+        )));
+    }
+    if tolerance(next) < tolerance(current) {
+        return Err(MembershipError::Refused(format!(
+            "going from {current} to {next} voters lowers the number of voters that may fail from {} to {} (pass force=true to do it anyway)",
+            tolerance(current),
+            tolerance(next)
+        )));
+    }
+    Ok(())
 }
 
 /// A leader keeping quiet while its successor campaigns: no heartbeats, no elections of its

@@ -4,12 +4,15 @@
 //! - [`batcher`]: concurrent change sets share log entries (group commit);
 //! - [`reads`]: concurrent linearizable reads share leadership confirmations;
 //! - [`membership`]: init, learners, voters, removal and leader hand-over;
+//! - [`peers`]: what this node answers other nodes on the Raft listener, and what it knows of
+//!   them (their facts, who answers);
 //! - [`shutdown`]: SIGTERM/SIGINT handling and the graceful stop sequence;
 //! - [`telemetry`]: logging and Prometheus metrics;
 //! - [`watchdog`]: fast detection of a crashed leader.
 
 pub mod batcher;
 pub mod membership;
+pub mod peers;
 pub mod propose;
 pub mod reads;
 pub mod shutdown;
@@ -41,8 +44,17 @@ pub struct Node {
     pub config: NodeConfig,
     /// How other nodes and clients reach this node.
     pub advertised: NodeInfo,
-    /// Client for forwarding to the leader and for leader hand-over, with this node's token.
+    /// Client for forwarding operators' requests to the leader (with this node's token), and
+    /// for the admin routes of nodes of a release before peer requests.
     pub peers: ApiClient,
+    /// Node-to-node requests over the Raft listeners, with the cluster secret.
+    pub peer_client: sonraft_raft::transport::PeerClient,
+    /// What this node last learned of the other members.
+    pub known_peers: peers::KnownPeers,
+    /// When this node last heard an AppendEntries from a leader.
+    pub contact: Arc<sonraft_raft::transport::LeaderContact>,
+    /// When this process started.
+    pub started: std::time::Instant,
     /// The commit index persisted when this node started: `/readyz` waits until it is applied.
     pub committed_at_start: u64,
     pub prometheus: metrics_exporter_prometheus::PrometheusHandle,
@@ -195,10 +207,9 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     .context("cannot start Raft")?;
 
     let (batcher, batch_rx) = batcher::Batcher::new();
-    let read_barrier = Arc::new(reads::ReadBarrier::new(
-        acks,
-        std::time::Duration::from_millis(config.election_min_ms),
-    ));
+    let read_barrier = Arc::new(reads::ReadBarrier::new(acks));
+    let rpc = RaftServer::new(raft.clone(), config.cluster_secret.as_str());
+    let contact = rpc.contact();
     let node = Arc::new(Node {
         id: config.id,
         site: config.site.clone(),
@@ -208,6 +219,10 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
             Some(config.token.clone()),
             std::time::Duration::from_secs(10),
         ),
+        peer_client: sonraft_raft::transport::PeerClient::new(config.cluster_secret.as_str()),
+        known_peers: peers::KnownPeers::default(),
+        contact,
+        started: std::time::Instant::now(),
         config,
         advertised,
         committed_at_start,
@@ -222,9 +237,11 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     tokio::spawn(reads::run(node.clone(), read_barrier));
 
     let stop = shutdown::Stop::new();
-    let rpc = RaftServer::new(raft.clone(), node.config.cluster_secret.as_str());
-    tokio::spawn(watchdog::watch_leader(node.clone(), rpc.contact()));
-    tokio::spawn(watchdog::startup_grace(node.clone(), rpc.contact()));
+    let rpc = rpc.with_peer_service(Arc::new(peers::PeerHandler(node.clone())));
+    tokio::spawn(watchdog::watch_leader(node.clone()));
+    tokio::spawn(watchdog::startup_grace(node.clone()));
+    let (removed_tx, mut removed_rx) = tokio::sync::mpsc::channel(1);
+    tokio::spawn(peers::run(node.clone(), removed_tx));
     let raft_server = tokio::spawn(sonraft_raft::transport::serve(
         raft_listener,
         rpc,
@@ -257,6 +274,14 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         release = crate::RELEASE,
         "node started"
     );
-    shutdown::wait_for_signal().await;
+    tokio::select! {
+        () = shutdown::wait_for_signal() => {}
+        Some(why) = removed_rx.recv() => {
+            tracing::warn!(
+                reason = %why,
+                "this node was removed from the cluster; stopping (to serve again, empty its data directory and join it as a new member)"
+            );
+        }
+    }
     shutdown::graceful(node, stop, api_server, raft_server).await
 }

@@ -10,8 +10,10 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use openraft::error::{ClientWriteError, RaftError};
+use sonraft_raft::codec;
 use sonraft_raft::command::{COMMAND_FORMAT, Command, Envelope, Response};
 use sonraft_raft::model::NodeRelease;
+use sonraft_raft::transport::{PeerCallError, PeerReply, PeerRpc};
 use sonraft_raft::{NodeId, NodeInfo};
 use sonraft_storage::read;
 
@@ -118,13 +120,43 @@ impl Node {
         }
     }
 
-    /// Commits `command` from any node: directly on the leader, otherwise through the leader's
-    /// admin API (`POST /internal/command`).
+    /// Commits `command` from any node: directly on the leader, otherwise as a peer request to
+    /// the leader ([`PeerRpc::Submit`] on its Raft listener, with the cluster secret).
     pub async fn submit(&self, command: &Command) -> Result<(u64, Response), ProposeError> {
         let leader = match self.propose(command).await {
             Err(ProposeError::NotLeader(Some((_, info)))) => info,
             other => return other,
         };
+        let rpc = PeerRpc::Submit {
+            format: command.format(),
+            command: codec::encode(command).map_err(|e| ProposeError::Raft(e.to_string()))?,
+        };
+        // A little longer than the leader waits for the outcome itself.
+        let within = self.config.outcome_bound() + Duration::from_secs(1);
+        match self.peer_client.call(&leader.raft_addr, &rpc, within).await {
+            Ok(PeerReply::Submitted(r)) => r.map_err(ProposeError::from),
+            Ok(PeerReply::Refused(why)) => Err(ProposeError::Raft(format!(
+                "the leader refused the command: {why}"
+            ))),
+            Ok(other) => Err(ProposeError::Raft(format!(
+                "the leader answered {other:?} to a command"
+            ))),
+            // The leader may have appended it: nobody knows.
+            Err(PeerCallError::Timeout { after, .. }) => Err(ProposeError::OutcomeUnknown(after)),
+            Err(PeerCallError::NotSupported { .. }) => {
+                self.submit_to_old_leader(&leader, command).await
+            }
+            Err(e) => Err(ProposeError::Raft(format!("leader not reached: {e}"))),
+        }
+    }
+
+    /// [`Node::submit`] to a leader of a release before peer requests (0.1.0), through its
+    /// admin API (`POST /internal/command`, with the operator token), during a rolling upgrade.
+    async fn submit_to_old_leader(
+        &self,
+        leader: &NodeInfo,
+        command: &Command,
+    ) -> Result<(u64, Response), ProposeError> {
         let body = serde_json::to_value(command).map_err(|e| ProposeError::Raft(e.to_string()))?;
         let r = self
             .peers

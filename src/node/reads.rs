@@ -3,18 +3,19 @@
 //! ticket; one task produces proofs back to back, each covering every ticket taken before it
 //! started. Proofs, cheapest first:
 //!
-//! 1. **Leader lease.** A follower that accepted AppendEntries from this leader refuses to vote
-//!    for anyone else for the maximum election timeout after receiving it (openraft's vote
-//!    lease). So while a majority accepted requests *sent* less than the minimum election
-//!    timeout ago, no other leader can exist: the read is served locally. The margin between the
-//!    two timeouts absorbs clock-rate differences. Elections forced around that lease — a
-//!    leader hand-over, `POST /cluster/elect` — first make the leader give its lease up
-//!    ([`ReadBarrier::release_lease`]); the crash watchdog forces elections only when the
-//!    leader's process is gone.
+//! 1. **Leader lease.** A voter that accepted AppendEntries from this leader votes for no other
+//!    candidate, itself included, for its *vote promise* after receiving it (openraft's vote
+//!    lease covers votes for others; this node forces elections only after that much silence,
+//!    see [`Node::force_election`]). Every voter tells its promise in its facts
+//!    ([`super::peers`]). So while a majority of each configuration accepted requests *sent*
+//!    less than the shortest promise ago (less 10% for clock rates), no other leader can
+//!    exist: the read is served locally. While some voter's promise is unknown, there are no
+//!    lease reads. A hand-over also gives the lease up first ([`ReadBarrier::release_lease`]).
 //! 2. **Replication acknowledgements.**
 //!    Replication traffic flows anyway under write load, and the transport
-//!    records when followers accepted AppendEntries ([`AckClock`]): a majority accepting
-//!    requests sent after the read arrived proves leadership at that time (read index).
+//!    records when followers accepted AppendEntries ([`AckClock`]): a majority of each
+//!    configuration accepting requests sent after the read arrived proves leadership at that
+//!    time (read index).
 //! 3. **Heartbeats.** When no change set is queued or in flight (so no AppendEntries is
 //!    coming), or no acceptance arrives within [`PIGGYBACK_WAIT`], the task asks openraft for
 //!    an explicit round of heartbeats (`ensure_linearizable`) instead.
@@ -51,21 +52,17 @@ pub struct ReadBarrier {
     kick: Notify,
     done: watch::Sender<(u64, Result<(), ReadError>)>,
     acks: Arc<AckClock>,
-    /// How long after a majority's acceptance the lease lasts (the minimum election timeout).
-    lease_us: u64,
     /// No lease reads before this instant (on the ack clock).
     lease_off_until: AtomicU64,
 }
 
 impl ReadBarrier {
-    /// `lease`: the minimum election timeout (followers honour votes for the maximum one).
-    pub fn new(acks: Arc<AckClock>, lease: Duration) -> Self {
+    pub fn new(acks: Arc<AckClock>) -> Self {
         ReadBarrier {
             requested: AtomicU64::new(0),
             kick: Notify::new(),
             done: watch::channel((0, Ok(()))).0,
             acks,
-            lease_us: lease.as_micros() as u64,
             lease_off_until: AtomicU64::new(0),
         }
     }
@@ -116,9 +113,10 @@ async fn prove(node: &Node, barrier: &ReadBarrier, since: u64) -> Result<(), Rea
     if let Some(committed) = state.committed_in_term() {
         let now = acks.now_us();
         let lease_held = now >= barrier.lease_off_until.load(Ordering::SeqCst)
-            && acks
-                .quorum_acked_since(&state.vote, &state.voters, node.id)
-                .is_some_and(|t| t.saturating_add(barrier.lease_us) > now);
+            && lease_us(node, &state.voters).is_some_and(|lease| {
+                acks.quorum_acked_since(&state.vote, &state.configs, node.id)
+                    .is_some_and(|t| t.saturating_add(lease) > now)
+            });
         if lease_held {
             metrics::counter!("sonraft_read_proofs_total", "by" => "lease").increment(1);
             return wait_applied(node, committed).await;
@@ -164,7 +162,7 @@ async fn prove_by_replication(
         }
         let committed = state.committed_in_term()?;
         if acks
-            .quorum_acked_since(&state.vote, &state.voters, node.id)
+            .quorum_acked_since(&state.vote, &state.configs, node.id)
             .is_some_and(|t| t >= since)
         {
             metrics::counter!("sonraft_read_proofs_total", "by" => "replication").increment(1);
@@ -177,12 +175,39 @@ async fn prove_by_replication(
     }
 }
 
+/// How long after a majority's acceptance this leader may serve reads from its lease: 90% of
+/// the shortest vote promise among the other voters (clock rates differ by far less), and no
+/// more than this node's minimum election timeout. `None` while a voter's promise is unknown.
+fn lease_us(node: &Node, voters: &[u64]) -> Option<u64> {
+    let promises = voters
+        .iter()
+        .filter(|v| **v != node.id)
+        .map(|v| node.known_peers.promise_of(*v));
+    lease_for(node.config.election_min_ms, promises).map(|d| d.as_micros() as u64)
+}
+
+/// 90% of the shortest of `promises`, and at most `election_min_ms`; `None` if one is unknown.
+pub fn lease_for(
+    election_min_ms: u64,
+    promises: impl IntoIterator<Item = Option<Duration>>,
+) -> Option<Duration> {
+    let mut shortest = Duration::from_millis(election_min_ms);
+    for p in promises {
+        shortest = shortest.min(p?);
+    }
+    Some(shortest * 9 / 10)
+}
+
 /// What a proof needs from the Raft core.
 struct LeaderState {
     role: ServerState,
     vote: openraft::Vote<u64>,
     committed: Option<openraft::LogId<u64>>,
+    /// Every voter, of both configurations while a change is under way.
     voters: Vec<u64>,
+    /// The voters of each configuration (two while a change is under way): a quorum is a
+    /// majority of each.
+    configs: Vec<Vec<u64>>,
 }
 
 impl LeaderState {
@@ -207,6 +232,14 @@ async fn raft_state(node: &Node) -> Result<LeaderState, ReadError> {
                 .effective()
                 .membership()
                 .voter_ids()
+                .collect(),
+            configs: s
+                .membership_state
+                .effective()
+                .membership()
+                .get_joint_config()
+                .iter()
+                .map(|c| c.iter().copied().collect())
                 .collect(),
         })
         .await

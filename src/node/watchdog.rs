@@ -4,17 +4,22 @@
 //! (the maximum election timeout) plus its own election timeout: 450-600 ms with the loopback
 //! timing. When the leader's *process* is gone, its Raft port refuses connections at once; this
 //! watchdog notices the silence (two heartbeats without AppendEntries), confirms the refusal,
-//! and starts elections itself (`raft.trigger().elect()`), so the cluster waits only for the
-//! lease. A leader that is merely slow or unreachable (a timeout, not a refusal) is left to
-//! Raft's own timers. Followers are staggered by their rank among the voters, with jitter, so
-//! that they do not split the vote.
+//! and starts elections itself (`raft.trigger().elect()`). A leader that is merely slow or
+//! unreachable (a timeout, not a refusal) is left to Raft's own timers. Followers are staggered
+//! by their rank among the voters, with jitter, so that they do not split the vote.
+//!
+//! A refusal does not prove the leader is gone: a firewall may answer for it with RST while it
+//! lives and serves reads from its lease. A forced election makes this node vote for itself,
+//! breaking the promise it made the leader not to vote for anyone else for a while, which the
+//! leader's lease counts on. So elections are forced only once that promise has run out
+//! ([`Node::force_election`]), and the leader's lease never outlasts the promise of any voter
+//! (see `reads`).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use openraft::ServerState;
 use rand::Rng;
-use sonraft_raft::transport::LeaderContact;
 
 use super::Node;
 
@@ -27,7 +32,8 @@ async fn refused(addr: &str, within: Duration) -> bool {
 }
 
 /// Runs for the life of the node.
-pub async fn watch_leader(node: Arc<Node>, contact: Arc<LeaderContact>) {
+pub async fn watch_leader(node: Arc<Node>) {
+    let contact = node.contact.clone();
     let hb = Duration::from_millis(node.config.heartbeat_ms);
     loop {
         tokio::time::sleep(hb / 2).await;
@@ -47,7 +53,8 @@ pub async fn watch_leader(node: Arc<Node>, contact: Arc<LeaderContact>) {
             .filter(|v| *v != leader && *v < node.id)
             .count() as u32;
         let silence = contact.silence();
-        if silence < hb * (2 + rank) {
+        let first = super::peers::WATCHDOG_SILENCE_HEARTBEATS as u32;
+        if silence < hb * (first + rank) || !node.may_force_election(false) {
             continue;
         }
         let Some(addr) = m
@@ -72,8 +79,7 @@ pub async fn watch_leader(node: Arc<Node>, contact: Arc<LeaderContact>) {
             if now.current_leader.is_some_and(|l| l != leader) || now.state == ServerState::Leader {
                 break;
             }
-            if let Err(e) = node.raft.trigger().elect().await {
-                tracing::warn!(error = %e, "cannot start an election");
+            if !node.force_election(false).await {
                 break;
             }
             let pause =
@@ -88,7 +94,8 @@ pub async fn watch_leader(node: Arc<Node>, contact: Arc<LeaderContact>) {
 /// pre-vote: a node that comes back and times out before the leader's replication reaches it
 /// would campaign with a higher term and depose a healthy leader, costing the cluster an
 /// election at every restart of a rolling upgrade.
-pub async fn startup_grace(node: Arc<Node>, contact: Arc<LeaderContact>) {
+pub async fn startup_grace(node: Arc<Node>) {
+    let contact = node.contact.clone();
     let voters = node
         .raft
         .metrics()

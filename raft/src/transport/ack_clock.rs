@@ -57,31 +57,40 @@ impl AckClock {
         self.changed.notify_waiters();
     }
 
-    /// The latest instant `t` such that a majority of `voters` accepted requests of `vote` sent
-    /// at or after `t` (`me`, the leader, always counts).
+    /// The latest instant `t` such that, in each of `configs` (one, or two while a membership
+    /// change is under way), a majority of voters accepted requests of `vote` sent at or after
+    /// `t` (`me`, the leader, always counts). A majority of the union is not enough: Raft
+    /// commits, and elects, with a majority of each configuration.
     pub fn quorum_acked_since(
         &self,
         vote: &Vote<NodeId>,
-        voters: &[NodeId],
+        configs: &[Vec<NodeId>],
         me: NodeId,
     ) -> Option<u64> {
         let acks = self.acks.lock().unwrap_or_else(|p| p.into_inner());
-        if acks.0.as_ref() != Some(vote) || voters.is_empty() {
+        if acks.0.as_ref() != Some(vote) || configs.is_empty() {
             return None;
         }
-        let mut times: Vec<u64> = voters
-            .iter()
-            .map(|v| {
-                if *v == me {
-                    u64::MAX
-                } else {
-                    acks.1.get(v).copied().unwrap_or(0)
-                }
-            })
-            .collect();
-        times.sort_unstable_by(|a, b| b.cmp(a));
-        let majority = voters.len() / 2 + 1;
-        times.get(majority - 1).copied().filter(|t| *t > 0)
+        let mut since = u64::MAX;
+        for voters in configs {
+            if voters.is_empty() {
+                return None;
+            }
+            let mut times: Vec<u64> = voters
+                .iter()
+                .map(|v| {
+                    if *v == me {
+                        u64::MAX
+                    } else {
+                        acks.1.get(v).copied().unwrap_or(0)
+                    }
+                })
+                .collect();
+            times.sort_unstable_by(|a, b| b.cmp(a));
+            let majority = voters.len() / 2 + 1;
+            since = since.min(times.get(majority - 1).copied().filter(|t| *t > 0)?);
+        }
+        Some(since)
     }
 
     /// Resolves on the next recorded acceptance.
@@ -98,17 +107,20 @@ mod tests {
     fn a_majority_is_needed_and_the_oldest_of_it_counts() {
         let c = AckClock::default();
         let v = Vote::new_committed(3, 1);
-        assert_eq!(c.quorum_acked_since(&v, &[1, 2, 3], 1), None);
+        assert_eq!(c.quorum_acked_since(&v, &[vec![1, 2, 3]], 1), None);
         c.record(2, &v, 100);
-        assert_eq!(c.quorum_acked_since(&v, &[1, 2, 3], 1), Some(100));
+        assert_eq!(c.quorum_acked_since(&v, &[vec![1, 2, 3]], 1), Some(100));
         assert_eq!(
-            c.quorum_acked_since(&v, &[1, 2, 3, 4, 5], 1),
+            c.quorum_acked_since(&v, &[vec![1, 2, 3, 4, 5]], 1),
             None,
             "1 of 4 followers is not a majority of 5"
         );
         c.record(3, &v, 50);
         c.record(4, &v, 70);
-        assert_eq!(c.quorum_acked_since(&v, &[1, 2, 3, 4, 5], 1), Some(70));
+        assert_eq!(
+            c.quorum_acked_since(&v, &[vec![1, 2, 3, 4, 5]], 1),
+            Some(70)
+        );
     }
 
     #[test]
@@ -116,14 +128,29 @@ mod tests {
         let c = AckClock::default();
         c.record(2, &Vote::new_committed(3, 1), 100);
         assert_eq!(
-            c.quorum_acked_since(&Vote::new_committed(4, 1), &[1, 2, 3], 1),
+            c.quorum_acked_since(&Vote::new_committed(4, 1), &[vec![1, 2, 3]], 1),
             None
         );
         c.record(2, &Vote::new_committed(2, 1), 500);
         assert_eq!(
-            c.quorum_acked_since(&Vote::new_committed(3, 1), &[1, 2, 3], 1),
+            c.quorum_acked_since(&Vote::new_committed(3, 1), &[vec![1, 2, 3]], 1),
             Some(100),
             "an older vote is ignored"
         );
+    }
+
+    /// Moving from {1,2,3} to {1,4,5}: node 1 leads, 2 and 3 accepted, 4 and 5 did not. That
+    /// is 3 of the 5 in the union, but no majority of the new configuration, which could elect
+    /// a leader of its own.
+    #[test]
+    fn in_a_joint_configuration_a_majority_of_each_configuration_is_needed() {
+        let c = AckClock::default();
+        let v = Vote::new_committed(3, 1);
+        c.record(2, &v, 100);
+        c.record(3, &v, 100);
+        let joint = [vec![1, 2, 3], vec![1, 4, 5]];
+        assert_eq!(c.quorum_acked_since(&v, &joint, 1), None);
+        c.record(4, &v, 80);
+        assert_eq!(c.quorum_acked_since(&v, &joint, 1), Some(80));
     }
 }
