@@ -68,7 +68,7 @@ fi
 
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 log "building sonraft, sonraft-lazyfs and sonraft-campaign (release)"
-(cd "$ROOT" && cargo build --release --bin sonraft --bin sonraft-lazyfs --bin sonraft-campaign)
+(cd "$ROOT" && cargo build --release --workspace --bin sonraft --bin sonraft-lazyfs --bin sonraft-campaign)
 BIN=$TARGET/release
 
 args=(run)
