@@ -360,3 +360,46 @@ fn an_import_with_a_dangling_relation_is_refused_whole() {
     );
     assert!(img.cells.is_empty() && img.sites.is_empty());
 }
+
+/// A change set that read version 1 or 2 of a relation must not apply to the relation
+/// re-created after a prune (ABA): an entity's versions never repeat (issue 11, finding 6).
+#[test]
+fn versions_of_a_pruned_and_re_created_relation_never_repeat() {
+    let mut img = image();
+    let key = "relation/A-1/A-3";
+    let first = change_set(
+        Function::Operator,
+        &img,
+        vec![write(key, Param::CioDb, Value::Int(2))],
+    );
+    let read_before_prune = change_set(
+        Function::Operator,
+        &img,
+        vec![write(key, Param::CioDb, Value::Int(-2))],
+    );
+    assert_eq!(apply(&mut img, 2, 1_000, first).kind(), "applied");
+    let old_version = img.version_of(&entity(key)).unwrap();
+    let prune = change_set(
+        Function::Operator,
+        &img,
+        vec![write(key, Param::Exists, Value::Bool(false))],
+    );
+    assert_eq!(apply(&mut img, 3, 1_000, prune).kind(), "applied");
+    let again = sonraft_raft::command::ImageImport {
+        sites: vec![],
+        cells: vec![],
+        relations: vec![relation("A-1", "A-3")],
+        policy: None,
+    };
+    img.apply(4, &Command::Import(again), &mut Changes::default());
+    let new_version = img.version_of(&entity(key)).unwrap();
+    assert!(
+        new_version > old_version,
+        "re-created at version {new_version}; the old relation had reached {old_version}"
+    );
+    assert_eq!(
+        apply(&mut img, 5, 1_000, read_before_prune).kind(),
+        "conflict",
+        "a change computed from the old relation applied to the new one"
+    );
+}

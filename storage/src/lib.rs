@@ -308,7 +308,14 @@ fn migrate(
         source,
     })?;
     // Format 1 -> 2: history regrouped one value per log entry.
-    let moved = history::migrate_v1(&tree).map_err(|e| corrupt(e.to_string()))?;
+    let moved = if found < 2 {
+        history::migrate_v1(&tree).map_err(|e| corrupt(e.to_string()))?
+    } else {
+        0
+    };
+    // Format 2 -> 3: the highest version issued, derived from what is there.
+    let versions_issued =
+        state_machine::backfill_versions_issued(&tree).map_err(|e| corrupt(e.to_string()))?;
     durability.sync().map_err(|source| OpenError::Io {
         what: "cannot sync the migrated store",
         dir: dir.to_path_buf(),
@@ -320,6 +327,7 @@ fn migrate(
         from = found,
         to = format::DATA_FORMAT,
         history_records = moved,
+        versions_issued,
         "migrated the data directory to the current data format"
     );
     Ok(())

@@ -4,6 +4,11 @@
 //! magic "SRSNAP\0\0" | format u16 BE | bincode SnapshotMeta | bincode SnapshotBody | crc32 u32 BE
 //! ```
 //!
+//! | format | since | body |
+//! | --- | --- | --- |
+//! | 1 | 0.1.0 | image, history |
+//! | 2 | 0.2.0 | image, history, the highest version ever issued (format 1 is read with that derived from the image and history) |
+//!
 //! The CRC covers everything between the magic and itself. A file is written as
 //! `.<name>.part`, synced, renamed to `<index>-<term>-<id>.snap` and the directory synced, so a
 //! crash leaves either the old snapshot or the complete new one. Only the newest snapshot is
@@ -21,18 +26,45 @@ use sonraft_raft::{SnapshotMeta, codec};
 use crate::durable::sync_dir;
 use crate::error::Damaged;
 
-/// The snapshot format this build writes and reads.
-pub const SNAPSHOT_FORMAT: u16 = 1;
+/// The snapshot format this build writes (it also reads format 1).
+pub const SNAPSHOT_FORMAT: u16 = 2;
+/// The oldest snapshot format this build reads.
+pub const OLDEST_SNAPSHOT_FORMAT: u16 = 1;
 const MAGIC: &[u8; 8] = b"SRSNAP\0\0";
 const SUFFIX: &str = ".snap";
 
 /// Everything a snapshot restores besides its metadata.
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+///
+/// Encoded (format 2) as the image, the history, then `image.versions_issued`, which the
+/// image's own encoding leaves out.
+#[derive(Debug, Clone, PartialEq)]
 pub struct SnapshotBody {
     pub image: NetworkImage,
     /// In log order, as the state machine captures them: an install stores each run of
     /// records with the same log index as one value.
     pub history: Vec<HistoryRecord>,
+}
+
+impl Serialize for SnapshotBody {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        (&self.image, &self.history, self.image.versions_issued).serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for SnapshotBody {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let (mut image, history, versions_issued): (NetworkImage, Vec<HistoryRecord>, u64) =
+            Deserialize::deserialize(d)?;
+        image.versions_issued = versions_issued;
+        Ok(SnapshotBody { image, history })
+    }
+}
+
+/// A body of snapshot format 1: without the highest version issued, which is derived.
+fn body_of_format_1<R: Read>(r: &mut R) -> Result<SnapshotBody, codec::CodecError> {
+    let (mut image, history): (NetworkImage, Vec<HistoryRecord>) = codec::decode_from(r)?;
+    image.versions_issued = image.versions_issued_bound(&history);
+    Ok(SnapshotBody { image, history })
 }
 
 struct CrcWriter<W> {
@@ -94,18 +126,20 @@ fn read_header<R: Read>(r: &mut R) -> Result<(), Damaged> {
     Ok(())
 }
 
-fn check_format<R: Read>(r: &mut R) -> Result<(), Damaged> {
+fn check_format<R: Read>(r: &mut R) -> Result<u16, Damaged> {
     let mut f = [0u8; 2];
     r.read_exact(&mut f)
         .map_err(|e| Damaged::new("snapshot header", e))?;
     let format = u16::from_be_bytes(f);
-    if format != SNAPSHOT_FORMAT {
+    if !(OLDEST_SNAPSHOT_FORMAT..=SNAPSHOT_FORMAT).contains(&format) {
         return Err(Damaged::new(
             "snapshot header",
-            format!("snapshot format {format}; this build reads format {SNAPSHOT_FORMAT}"),
+            format!(
+                "snapshot format {format}; this build reads formats {OLDEST_SNAPSHOT_FORMAT} to {SNAPSHOT_FORMAT} (a newer release wrote it?)"
+            ),
         ));
     }
-    Ok(())
+    Ok(format)
 }
 
 /// Reads and verifies a complete snapshot.
@@ -116,11 +150,14 @@ pub fn decode_snapshot<R: Read>(r: R) -> Result<(SnapshotMeta, SnapshotBody), Da
         inner: r,
         crc: crc32fast::Hasher::new(),
     };
-    check_format(&mut cr)?;
+    let format = check_format(&mut cr)?;
     let meta: SnapshotMeta =
         codec::decode_from(&mut cr).map_err(|e| Damaged::new("snapshot metadata", e))?;
-    let body: SnapshotBody =
-        codec::decode_from(&mut cr).map_err(|e| Damaged::new("snapshot body", e))?;
+    let body: SnapshotBody = match format {
+        1 => body_of_format_1(&mut cr),
+        _ => codec::decode_from(&mut cr),
+    }
+    .map_err(|e| Damaged::new("snapshot body", e))?;
     let computed = cr.crc.finalize();
     let mut r = cr.inner;
     let mut stored = [0u8; 4];

@@ -5,6 +5,7 @@
 //!
 //! ```text
 //! m/applied  m/membership  m/clock  m/policy  m/releases      state-machine metadata
+//! m/versions                                                   the highest version issued
 //! s/<site>   c/<cell>   r/<source>/<target>   k/<cell>         the image
 //! g/<index as 8 big-endian bytes>                              history, one value per entry
 //! ```
@@ -224,6 +225,7 @@ impl StateMachine {
         batch.insert(b"m/clock".as_slice(), enc(&image.log_time_ms)?);
         batch.insert(b"m/policy".as_slice(), enc(&image.policy)?);
         batch.insert(b"m/releases".as_slice(), enc(&image.releases)?);
+        batch.insert(b"m/versions".as_slice(), enc(&image.versions_issued)?);
         let mut state = write(&self.state);
         self.tree
             .apply_batch(batch)
@@ -303,6 +305,21 @@ impl StateMachine {
     }
 }
 
+/// Stores `m/versions` in a store of data format 2 or older, which did not keep it: the highest
+/// version of any entity still there or named in the history (see
+/// [`NetworkImage::versions_issued_bound`]). Returns it.
+pub(crate) fn backfill_versions_issued(tree: &sled::Tree) -> Result<u64, Damaged> {
+    let state = load(tree)?;
+    let history = history::decode_all(history::raw(tree)?)?;
+    let bound = state.image.versions_issued_bound(&history);
+    tree.insert(
+        b"m/versions",
+        codec::encode(&bound).map_err(|e| Damaged::new("m/versions", e))?,
+    )
+    .map_err(|e| Damaged::new("state machine tree", e))?;
+    Ok(bound)
+}
+
 /// Reads the persisted state from tree `sm`.
 fn load(tree: &sled::Tree) -> Result<ImageState, Damaged> {
     let mut state = ImageState::default();
@@ -353,6 +370,7 @@ fn load(tree: &sled::Tree) -> Result<ImageState, Damaged> {
                 b"m/clock" => image.log_time_ms = codec::decode(&v).map_err(bad)?,
                 b"m/policy" => image.policy = codec::decode(&v).map_err(bad)?,
                 b"m/releases" => image.releases = codec::decode(&v).map_err(bad)?,
+                b"m/versions" => image.versions_issued = codec::decode(&v).map_err(bad)?,
                 _ => {
                     return Err(Damaged::new(
                         "state machine",
@@ -438,6 +456,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.trim_history(&mut state, &mut batch);
         batch.insert(b"m/applied".as_slice(), enc(&state.last_applied)?);
         batch.insert(b"m/clock".as_slice(), enc(&state.image.log_time_ms)?);
+        batch.insert(b"m/versions".as_slice(), enc(&state.image.versions_issued)?);
         if membership_changed {
             batch.insert(b"m/membership".as_slice(), enc(&state.membership)?);
         }

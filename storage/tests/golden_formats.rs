@@ -310,6 +310,7 @@ fn stored_image_values_match_the_fixture_of_the_current_data_format() {
     );
     lines.push(enc(&image.policy));
     lines.push(enc(&image.releases));
+    lines.push(enc(&image.versions_issued));
     check_current(&format!("data-v{DATA_FORMAT}.hex"), "stored image", lines);
 }
 

@@ -28,6 +28,14 @@ pub struct NetworkImage {
     /// The log clock: the largest log time applied so far, so that time never runs backwards
     /// across leader changes.
     pub log_time_ms: u64,
+    /// The highest version ever given to any cell or relation. An entity created, or created
+    /// again after it was pruned, starts above it, so that the versions of one entity never
+    /// repeat: a change set computed from an old incarnation conflicts instead of applying to
+    /// a new one (ABA). Not part of this struct's encoding (which snapshots and fixtures of
+    /// earlier formats hold): the state machine and snapshots since format 2 store it beside
+    /// the image.
+    #[serde(skip)]
+    pub versions_issued: u64,
 }
 
 /// One applied or refused change set, as kept in the history.
@@ -67,6 +75,23 @@ impl Changes {
 }
 
 impl NetworkImage {
+    /// A bound on the versions an image restored from `self` (whose `versions_issued` was not
+    /// stored, as in snapshots of format 1) may have given: the highest version of any entity
+    /// still there or named in `history`. Versions of entities pruned before the history's
+    /// oldest record are beyond its reach.
+    pub fn versions_issued_bound<'a>(&self, history: impl IntoIterator<Item = &'a HistoryRecord>) -> u64 {
+        let live = self
+            .cells
+            .values()
+            .map(|c| c.version)
+            .chain(self.relations.values().map(|r| r.version));
+        let recorded = history.into_iter().flat_map(|h| match &h.outcome {
+            Outcome::Applied { versions, .. } => versions.values().copied().collect::<Vec<_>>(),
+            _ => Vec::new(),
+        });
+        live.chain(recorded).max().unwrap_or(0).max(self.versions_issued)
+    }
+
     /// Current version of an entity, `None` if it does not exist.
     pub fn version_of(&self, entity: &EntityRef) -> Option<u64> {
         match entity {
@@ -145,6 +170,10 @@ impl NetworkImage {
     fn apply_change_set(&mut self, index: u64, cs: &ChangeSet, changes: &mut Changes) -> Outcome {
         let outcome = match rules::evaluate(self, cs, index, self.log_time_ms) {
             Ok((plan, outcome)) => {
+                if let Outcome::Applied { versions, .. } = &outcome {
+                    let highest = versions.values().copied().max().unwrap_or(0);
+                    self.versions_issued = self.versions_issued.max(highest);
+                }
                 for cell in plan.cells {
                     changes.cells.insert(cell.id.clone());
                     self.cells.insert(cell.id.clone(), cell);
@@ -185,11 +214,15 @@ impl NetworkImage {
             self.sites.insert(site.id.clone(), site.clone());
             changes.sites.insert(site.id.clone());
         }
+        // Every entity this import creates starts above every version given so far.
+        let created = self.versions_issued + 1;
+        let mut highest = self.versions_issued;
         for cell in &import.cells {
             let mut cell = cell.clone();
             let old = self.cells.get(&cell.id);
-            cell.version = old.map_or(1, |c| c.version + 1);
+            cell.version = old.map_or(created, |c| c.version + 1);
             cell.last_change = old.map(|c| c.last_change.clone()).unwrap_or_default();
+            highest = highest.max(cell.version);
             changes.cells.insert(cell.id.clone());
             self.cells.insert(cell.id.clone(), cell);
         }
@@ -197,11 +230,13 @@ impl NetworkImage {
             let mut rel = rel.clone();
             let key = (rel.source.clone(), rel.target.clone());
             let old = self.relations.get(&key);
-            rel.version = old.map_or(1, |r| r.version + 1);
+            rel.version = old.map_or(created, |r| r.version + 1);
             rel.last_change = old.map(|r| r.last_change.clone()).unwrap_or_default();
+            highest = highest.max(rel.version);
             changes.relations.insert(key.clone());
             self.relations.insert(key, rel);
         }
+        self.versions_issued = highest;
         if let Some(policy) = &import.policy {
             self.policy = policy.clone();
             changes.policy = true;
