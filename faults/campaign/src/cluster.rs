@@ -420,17 +420,13 @@ impl Cluster {
     }
 
     /// Replaces the node of slot position `i` (which must not lead) with a new node id on an
-    /// empty data directory: remove it, stop it, start the new one, add it as a learner, make
-    /// the voters whole again. Returns the new node's id.
+    /// empty data directory, the way README.md says to replace a lost site: stop it, start
+    /// the new one in its place, add it as a learner, make it a voter in the old one's place,
+    /// then remove the old one. (Removing a voter first is refused: it would leave two.)
+    /// Returns the new node's id.
     pub async fn replace(&mut self, i: usize) -> Result<u64, ClusterError> {
         let old = self.slots[i].spec.id;
         let fallback = usize::from(i == 0);
-        let this = &*self;
-        retry("remove the node", || async move {
-            let leader = this.leader().await.map_or(fallback, |(l, _)| l);
-            this.api.remove_node(&this.addr(leader), old).await
-        })
-        .await?;
         if let Some(node) = self.slots[i].node.take() {
             node.terminate(Duration::from_secs(5)).await;
         }
@@ -451,6 +447,11 @@ impl Cluster {
         retry("change the voters", || async move {
             let leader = this.leader().await.map_or(fallback, |(l, _)| l);
             this.api.change_voters(&this.addr(leader), ids).await
+        })
+        .await?;
+        retry("remove the old node", || async move {
+            let leader = this.leader().await.map_or(fallback, |(l, _)| l);
+            this.api.remove_node(&this.addr(leader), old).await
         })
         .await?;
         Ok(id)

@@ -688,7 +688,7 @@ impl Nemesis {
         Ok(Injected {
             variant: "replace-follower".into(),
             targets: vec![target],
-            detail: format!("node {old} removed, node {new} joined in its slot"),
+            detail: format!("node {new} joined in place of node {old}, which was removed"),
         })
     }
 }
