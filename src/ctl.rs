@@ -117,8 +117,18 @@ enum CtlCommand {
         #[arg(long, default_value_t = 20)]
         limit: usize,
     },
-    /// Bulk-load a network image from a JSON file (`{"sites", "cells", "relations"}`).
-    Import { file: std::path::PathBuf },
+    /// Bulk-load a network image from a JSON file (`{"sites", "cells", "relations"}`): applied
+    /// whole or not at all, and recorded in the history with what it changed.
+    Import {
+        file: std::path::PathBuf,
+        /// Only show what it would change in the live image (created, updated, unchanged, and
+        /// every parameter value it would replace); apply nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Why, for the history.
+        #[arg(long)]
+        reason: Option<String>,
+    },
     /// Download a consistent backup to FILE.
     Backup { file: std::path::PathBuf },
     /// Load the image of a backup file into the (new) cluster.
@@ -462,15 +472,33 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
                 }
             });
         }
-        CtlCommand::Import { file } => {
+        CtlCommand::Import {
+            file,
+            dry_run,
+            reason,
+        } => {
             let text =
                 std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
             let body: Value = serde_json::from_slice(&text)
                 .with_context(|| format!("{} is not JSON", file.display()))?;
-            let v = ctl.ok(Method::POST, "/image/import", Some(body)).await?;
-            ctl.print(&v, |v| {
-                println!("imported {} at index {}", v["imported"], s(&v["index"]))
-            });
+            let mut query: Vec<(&str, String)> = Vec::new();
+            if dry_run {
+                query.push(("dry_run", "true".into()));
+            }
+            if let Some(r) = reason {
+                query.push(("reason", r));
+            }
+            let path = if query.is_empty() {
+                "/image/import".to_string()
+            } else {
+                let q: Vec<String> = query
+                    .iter()
+                    .map(|(k, v)| format!("{k}={}", urlencode(v)))
+                    .collect();
+                format!("/image/import?{}", q.join("&"))
+            };
+            let v = ctl.ok(Method::POST, &path, Some(body)).await?;
+            ctl.print(&v, print_import);
         }
         CtlCommand::Backup { file } => {
             let r = ctl.call(Method::GET, "/backup", None).await?;
@@ -561,4 +589,75 @@ async fn build_change_set(
     Ok(
         json!({"origin": {"function": function}, "reason": reason, "read_set": read_set, "writes": writes}),
     )
+}
+
+/// Percent-encodes a query value (everything but unreserved characters).
+fn urlencode(v: &str) -> String {
+    v.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// What an import did, or would do.
+fn print_import(v: &Value) {
+    let kinds = |d: &Value| {
+        ["sites", "cells", "relations"]
+            .iter()
+            .map(|k| {
+                format!(
+                    "{k}: {} created, {} updated, {} unchanged",
+                    d[k]["created"], d[k]["updated"], d[k]["unchanged"]
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+    if v["dry_run"] == true {
+        if v["valid"] == false {
+            println!(
+                "the import would be refused: {}",
+                v["reason"].as_str().unwrap_or("?")
+            );
+            return;
+        }
+        let d = &v["would_change"];
+        println!("dry run, nothing applied. It would change {}", kinds(d));
+        println!(
+            "{} parameter values would be replaced{}:",
+            d["changed_params"],
+            if d["policy_changed"] == true {
+                ", and the policy"
+            } else {
+                ""
+            }
+        );
+        for c in d["changes"].as_array().into_iter().flatten() {
+            println!(
+                "  {} {}: {} -> {}",
+                c["entity"].as_str().unwrap_or("?"),
+                c["param"].as_str().unwrap_or("?"),
+                c["from"],
+                c["to"]
+            );
+        }
+        if d["changed_params"].as_u64() > d["changes_listed"].as_u64() {
+            println!(
+                "  ... and {} more",
+                d["changed_params"].as_u64().unwrap_or(0)
+                    - d["changes_listed"].as_u64().unwrap_or(0)
+            );
+        }
+    } else if v["changed"].is_null() {
+        println!("imported {} at index {}", v["imported"], v["index"]);
+    } else {
+        println!("imported at index {}: {}", v["index"], kinds(&v["changed"]));
+        if let Some(n) = v["changed"]["changed_params"].as_u64() {
+            println!("{n} parameter values replaced (listed in `sonraft ctl history`)");
+        }
+    }
 }

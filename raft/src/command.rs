@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::changeset::{ChangeSet, Outcome};
 use crate::codec;
+use crate::model::import::{ImportOutcome, ImportPart};
 use crate::model::{Cell, KpiSummary, NodeRelease, Policy, Relation, Site, SiteId};
 
 /// The newest command format this build understands and may propose.
@@ -18,7 +19,8 @@ use crate::model::{Cell, KpiSummary, NodeRelease, Policy, Relation, Site, SiteId
 /// | --- | --- | --- |
 /// | 1 | 0.1.0 | `ChangeSet`, `Import`, `Kpis`, `Release` |
 /// | 2 | 0.2.0 | `ChangeSets` (several change sets in one entry) |
-pub const COMMAND_FORMAT: u16 = 2;
+/// | 3 | 0.2.0 | `ImportPart` (an import staged in parts, applied in one step, in the history) |
+pub const COMMAND_FORMAT: u16 = 3;
 
 /// The application data of a Raft log entry (openraft's `D`).
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
@@ -102,6 +104,16 @@ pub struct KpiBatch {
     pub summaries: Vec<KpiSummary>,
 }
 
+/// Most change sets one `ChangeSets` entry carries (the leader's batcher never puts more in
+/// one). Entity versions rely on it: one entry raises a version by at most this much, so a
+/// version issued up to log index `i` is at most `VERSION_SPAN * i` (see
+/// [`crate::model::import`]).
+pub const MAX_CHANGE_SETS_PER_ENTRY: usize = 1024;
+
+/// Versions one log index spans: an entity created at index `i` by an import of format 3
+/// starts at `VERSION_SPAN * i`, above every version any entity had before.
+pub const VERSION_SPAN: u64 = MAX_CHANGE_SETS_PER_ENTRY as u64 + 1;
+
 /// What the cluster agrees on, one per log entry.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub enum Command {
@@ -112,6 +124,8 @@ pub enum Command {
     Release(NodeRelease),
     /// Several change sets in one entry, applied in order, each judged on its own (format 2).
     ChangeSets(Vec<ChangeSet>),
+    /// One part of an import that becomes visible with its last part (format 3).
+    ImportPart(ImportPart),
 }
 
 impl Command {
@@ -122,6 +136,7 @@ impl Command {
                 1
             }
             Command::ChangeSets(_) => 2,
+            Command::ImportPart(_) => ImportPart::FORMAT,
         }
     }
 }
@@ -136,6 +151,7 @@ pub enum Response {
     Imported(Result<ImportCounts, String>),
     Recorded,
     ChangeSets(Vec<Outcome>),
+    Import(ImportOutcome),
 }
 
 /// How many entities an import wrote.

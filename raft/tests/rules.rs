@@ -4,8 +4,10 @@ mod common;
 
 use common::*;
 use sonraft_raft::changeset::{Function, Outcome};
+use sonraft_raft::command::ImageImport;
 use sonraft_raft::command::{Command, Envelope, Response};
 use sonraft_raft::model::image::{Changes, NetworkImage};
+use sonraft_raft::model::import::{ImportOutcome, ImportPart};
 use sonraft_raft::model::{Param, Policy, Value};
 
 fn apply(
@@ -386,12 +388,10 @@ fn versions_of_a_pruned_and_re_created_relation_never_repeat() {
     );
     assert_eq!(apply(&mut img, 3, 1_000, prune).kind(), "applied");
     let again = sonraft_raft::command::ImageImport {
-        sites: vec![],
-        cells: vec![],
         relations: vec![relation("A-1", "A-3")],
-        policy: None,
+        ..Default::default()
     };
-    img.apply(4, &Command::Import(again), &mut Changes::default());
+    img.apply(4, &import_part(7, 0, true, again), &mut Changes::default());
     let new_version = img.version_of(&entity(key)).unwrap();
     assert!(
         new_version > old_version,
@@ -401,5 +401,218 @@ fn versions_of_a_pruned_and_re_created_relation_never_repeat() {
         apply(&mut img, 5, 1_000, read_before_prune).kind(),
         "conflict",
         "a change computed from the old relation applied to the new one"
+    );
+}
+
+fn import_part(id: u64, part: u32, last: bool, data: ImageImport) -> Command {
+    Command::ImportPart(ImportPart {
+        import_id: id,
+        part,
+        last,
+        origin: sonraft_raft::changeset::Origin {
+            node: 1,
+            function: Function::Operator,
+        },
+        reason: "test import".into(),
+        data,
+    })
+}
+
+fn import_outcome(
+    img: &mut NetworkImage,
+    index: u64,
+    cmd: &Command,
+    changes: &mut Changes,
+) -> ImportOutcome {
+    match img.apply(index, cmd, changes) {
+        Response::Import(o) => o,
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[test]
+fn an_import_in_parts_is_visible_only_with_its_last_part() {
+    let mut img = image();
+    let before = img.clone();
+    let parts = [
+        ImageImport {
+            sites: vec![site("C")],
+            ..Default::default()
+        },
+        ImageImport {
+            cells: vec![cell("C-1", "C", 40)],
+            ..Default::default()
+        },
+        ImageImport {
+            relations: vec![relation("C-1", "A-1")],
+            ..Default::default()
+        },
+    ];
+    for (i, data) in parts.iter().take(2).enumerate() {
+        let o = import_outcome(
+            &mut img,
+            10 + i as u64,
+            &import_part(5, i as u32, false, data.clone()),
+            &mut Changes::default(),
+        );
+        assert_eq!(
+            o,
+            ImportOutcome::Staged {
+                parts: i as u32 + 1
+            }
+        );
+        assert_eq!(
+            (&img.sites, &img.cells, &img.relations),
+            (&before.sites, &before.cells, &before.relations),
+            "nothing visible before the last part"
+        );
+    }
+    let mut changes = Changes::default();
+    let o = import_outcome(
+        &mut img,
+        12,
+        &import_part(5, 2, true, parts[2].clone()),
+        &mut changes,
+    );
+    let ImportOutcome::Applied { diff, .. } = o else {
+        panic!("{o:?}")
+    };
+    assert_eq!(
+        (
+            diff.sites.created,
+            diff.cells.created,
+            diff.relations.created
+        ),
+        (1, 1, 1)
+    );
+    assert!(
+        img.cells.contains_key("C-1") && img.relations.contains_key(&("C-1".into(), "A-1".into()))
+    );
+    assert!(img.staged.is_none());
+    assert_eq!(changes.history.len(), 1, "the import is in the history");
+}
+
+#[test]
+fn an_import_whose_whole_does_not_check_applies_nothing_and_says_why() {
+    let mut img = image();
+    let before = img.clone();
+    let ok = ImageImport {
+        cells: vec![cell("A-9", "A", 41)],
+        ..Default::default()
+    };
+    let dangling = ImageImport {
+        relations: vec![relation("A-9", "X-1")],
+        ..Default::default()
+    };
+    import_outcome(
+        &mut img,
+        10,
+        &import_part(6, 0, false, ok),
+        &mut Changes::default(),
+    );
+    let mut changes = Changes::default();
+    let o = import_outcome(
+        &mut img,
+        11,
+        &import_part(6, 1, true, dangling),
+        &mut changes,
+    );
+    assert!(
+        matches!(&o, ImportOutcome::Refused { reason } if reason.contains("unknown cell")),
+        "{o:?}"
+    );
+    assert_eq!(
+        img.cells, before.cells,
+        "the valid first part did not land either"
+    );
+    assert!(img.staged.is_none());
+    assert_eq!(changes.history.len(), 1);
+    assert_eq!(changes.history[0].outcome.kind(), "invalid");
+}
+
+#[test]
+fn a_part_out_of_order_is_refused_and_a_new_first_part_drops_an_unfinished_import() {
+    let mut img = image();
+    let data = ImageImport {
+        cells: vec![cell("A-8", "A", 42)],
+        ..Default::default()
+    };
+    let o = import_outcome(
+        &mut img,
+        10,
+        &import_part(1, 1, true, data.clone()),
+        &mut Changes::default(),
+    );
+    assert!(matches!(o, ImportOutcome::Refused { .. }), "{o:?}");
+    import_outcome(
+        &mut img,
+        11,
+        &import_part(1, 0, false, data.clone()),
+        &mut Changes::default(),
+    );
+    // A new import starts: the unfinished one is dropped, never applied.
+    import_outcome(
+        &mut img,
+        12,
+        &import_part(2, 0, false, ImageImport::default()),
+        &mut Changes::default(),
+    );
+    let o = import_outcome(
+        &mut img,
+        13,
+        &import_part(1, 1, true, ImageImport::default()),
+        &mut Changes::default(),
+    );
+    assert!(matches!(o, ImportOutcome::Refused { .. }), "{o:?}");
+    let o = import_outcome(
+        &mut img,
+        14,
+        &import_part(2, 1, true, ImageImport::default()),
+        &mut Changes::default(),
+    );
+    assert!(matches!(o, ImportOutcome::Applied { .. }), "{o:?}");
+    assert!(
+        !img.cells.contains_key("A-8"),
+        "the dropped import's cell never landed"
+    );
+}
+
+#[test]
+fn an_import_over_live_changes_lists_what_it_overwrites_in_the_history() {
+    let mut img = image();
+    let tilt = change_set(
+        Function::Operator,
+        &img,
+        vec![write("cell/A-1", Param::ElectricalTilt, Value::Int(45))],
+    );
+    assert_eq!(apply(&mut img, 2, 1_000, tilt).kind(), "applied");
+    // The planning tool's file still has the old tilt (40) for as it is.
+    let data = ImageImport {
+        cells: vec![cell("A-1", "A", 10), img.cells["A-2"].clone()],
+        ..Default::default()
+    };
+    let diff = img.import_diff(&data);
+    assert_eq!((diff.cells.updated, diff.cells.unchanged), (1, 1));
+    assert_eq!(diff.changed_params, 1);
+    assert_eq!(diff.changes[0].param, Param::ElectricalTilt);
+    assert_eq!(
+        (diff.changes[0].from.clone(), diff.changes[0].to.clone()),
+        (Value::Int(45), Value::Int(40))
+    );
+    let mut changes = Changes::default();
+    import_outcome(&mut img, 3, &import_part(3, 0, true, data), &mut changes);
+    let record = &changes.history[0];
+    assert_eq!(record.writes.len(), 1);
+    assert_eq!(record.writes[0].param, Param::ElectricalTilt);
+    assert_eq!(record.writes[0].value, Value::Int(40));
+    assert!(
+        record.reason.contains("1 updated, 1 unchanged"),
+        "{}",
+        record.reason
+    );
+    assert_eq!(img.cells["A-1"].electrical_tilt, 40);
+    assert_eq!(
+        img.cells["A-2"].version, 1,
+        "an unchanged cell keeps its version"
     );
 }

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Json;
 use axum::body::Body;
@@ -10,11 +11,12 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, Method, Uri};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
-use sonraft_raft::command::{Command, ImageImport, ImportCounts, Response as Applied};
-use sonraft_raft::model::image::Changes;
+use sonraft_raft::changeset::{Function, Origin};
+use sonraft_raft::command::{Command, ImageImport, Response as Applied};
+use sonraft_raft::model::import::{ImportDiff, ImportOutcome, ImportPart, KindCounts};
 use sonraft_storage::read;
 
-use super::error::{ApiError, parse_json, read_body};
+use super::error::{ApiError, Params, parse_json, read_body};
 use super::forward;
 use crate::node::Node;
 use crate::node::propose::ProposeError;
@@ -222,9 +224,49 @@ fn chunks(import: ImageImport) -> Vec<ImageImport> {
     out
 }
 
-/// `POST /image/import`: bulk upsert of sites, cells and relations (all-or-nothing).
+/// `?dry_run=true&reason=...` of `POST /image/import`.
+#[derive(serde::Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ImportParams {
+    #[serde(default)]
+    dry_run: bool,
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+fn counts_json(k: &KindCounts) -> serde_json::Value {
+    json!({"created": k.created, "updated": k.updated, "unchanged": k.unchanged})
+}
+
+/// The answer's view of what an import changes (with the listed changes for a dry run).
+fn diff_json(diff: &ImportDiff, with_changes: bool) -> serde_json::Value {
+    let mut v = json!({
+        "sites": counts_json(&diff.sites),
+        "cells": counts_json(&diff.cells),
+        "relations": counts_json(&diff.relations),
+        "policy_changed": diff.policy_changed,
+        "changed_params": diff.changed_params,
+    });
+    if with_changes {
+        v["changes"] = diff
+            .changes
+            .iter()
+            .map(|c| {
+                json!({"entity": c.entity.to_string(), "param": c.param.name(),
+                       "from": super::json::value_json(&c.from), "to": super::json::value_json(&c.to)})
+            })
+            .collect();
+        v["changes_listed"] = json!(diff.changes.len());
+    }
+    v
+}
+
+/// `POST /image/import[?dry_run=true][&reason=...]`: bulk upsert of sites, cells and relations,
+/// checked whole and applied in one step or not at all, and recorded in the history with what it
+/// changed. `dry_run` answers what it would change in the leader's image, applying nothing.
 pub async fn import(
     State(node): State<Arc<Node>>,
+    Params(q): Params<ImportParams>,
     uri: Uri,
     headers: HeaderMap,
     body: Body,
@@ -234,48 +276,109 @@ pub async fn import(
     if !node.is_leader() {
         return Ok(forward::to_leader(&node, Method::POST, &uri, &headers, Some(bytes)).await);
     }
-    let parts = chunks(import);
-    if parts.len() > 1 {
-        // Check the whole import against a copy first, so that it lands entirely or not at all.
-        let mut trial = read(node.store.state()).image.clone();
-        for part in &parts {
-            if let Applied::Imported(Err(reason)) =
-                trial.apply(0, &Command::Import(part.clone()), &mut Changes::default())
-            {
-                return Err(ApiError::unprocessable(reason));
-            }
+    if q.dry_run {
+        if let Some(r) = prepare_read(&node, Consistency::Linearizable, &uri, &headers).await? {
+            return Ok(r);
         }
+        let image = read(node.store.state()).image.clone();
+        return Ok(match image.check_import(&import) {
+            Ok(()) => Json(json!({"dry_run": true, "valid": true,
+                                  "would_change": diff_json(&image.import_diff(&import), true)})),
+            Err(reason) => Json(json!({"dry_run": true, "valid": false, "reason": reason})),
+        }
+        .into_response());
     }
-    let mut total = ImportCounts::default();
-    let mut last = 0;
-    for part in parts {
-        match node.propose(&Command::Import(part)).await {
-            Ok((index, Applied::Imported(Ok(c)))) => {
-                total.sites += c.sites;
-                total.cells += c.cells;
-                total.relations += c.relations;
-                last = index;
+    let effective = node.effective_format(Duration::from_secs(5)).await;
+    if effective < ImportPart::FORMAT {
+        return import_v1(&node, import, &uri, &headers, bytes).await;
+    }
+    let origin_node = headers
+        .get(forward::FORWARDED)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(node.id);
+    let parts = chunks(import);
+    let count = parts.len();
+    let import_id = rand::random::<u64>();
+    for (n, data) in parts.into_iter().enumerate() {
+        let part = ImportPart {
+            import_id,
+            part: n as u32,
+            last: n + 1 == count,
+            origin: Origin {
+                node: origin_node,
+                function: Function::Operator,
+            },
+            reason: q.reason.clone().unwrap_or_else(|| "import".into()),
+            data,
+        };
+        match node.propose(&Command::ImportPart(part)).await {
+            Ok((_, Applied::Import(ImportOutcome::Staged { .. }))) => {}
+            Ok((_, Applied::Import(ImportOutcome::Applied { index, diff }))) => {
+                tracing::info!(index, parts = count, summary = %diff.summary(), "imported");
+                let c = diff.counts();
+                return Ok(Json(json!({
+                    "imported": {"sites": c.sites, "cells": c.cells, "relations": c.relations},
+                    "index": index,
+                    "changed": diff_json(&diff, false),
+                }))
+                .into_response());
             }
-            Ok((_, Applied::Imported(Err(reason)))) => return Err(ApiError::unprocessable(reason)),
+            Ok((_, Applied::Import(ImportOutcome::Refused { reason }))) => {
+                return Err(ApiError::unprocessable(format!(
+                    "nothing imported: {reason}"
+                )));
+            }
             Ok((_, other)) => {
                 return Err(ApiError::internal(format!("unexpected answer {other:?}")));
             }
-            Err(ProposeError::NotLeader(_)) if last == 0 => {
+            Err(ProposeError::NotLeader(_)) if n == 0 => {
                 return Ok(
                     forward::to_leader(&node, Method::POST, &uri, &headers, Some(bytes)).await,
                 );
             }
             Err(e) => {
-                return Err(ApiError::unavailable(
-                    "raft",
-                    format!("import stopped after index {last}: {e}"),
-                ));
+                let e = ApiError::from(e);
+                return Err(ApiError {
+                    detail: format!(
+                        "nothing imported (stopped at part {} of {count}; the parts sent are dropped by the next import): {}",
+                        n + 1,
+                        e.detail
+                    ),
+                    ..e
+                });
             }
         }
     }
-    Ok(Json(json!({
-        "imported": {"sites": total.sites, "cells": total.cells, "relations": total.relations},
-        "index": last,
-    }))
-    .into_response())
+    Err(ApiError::internal("the import had no last part"))
+}
+
+/// An import while some voter runs a release before command format 3 (a rolling upgrade): one
+/// entry of command format 1, which is atomic, or a refusal when it does not fit one.
+async fn import_v1(
+    node: &Node,
+    import: ImageImport,
+    uri: &Uri,
+    headers: &HeaderMap,
+    bytes: bytes::Bytes,
+) -> Result<Response, ApiError> {
+    if import.cells.len() > CELLS_PER_ENTRY || import.relations.len() > RELATIONS_PER_ENTRY {
+        return Err(ApiError::conflict(
+            "cluster_version",
+            "an import this large is applied in parts, which needs every voter on command format 3; finish upgrading the cluster first",
+        ));
+    }
+    match node.propose(&Command::Import(import)).await {
+        Ok((index, Applied::Imported(Ok(c)))) => Ok(Json(json!({
+            "imported": {"sites": c.sites, "cells": c.cells, "relations": c.relations},
+            "index": index,
+        }))
+        .into_response()),
+        Ok((_, Applied::Imported(Err(reason)))) => Err(ApiError::unprocessable(reason)),
+        Ok((_, other)) => Err(ApiError::internal(format!("unexpected answer {other:?}"))),
+        Err(ProposeError::NotLeader(_)) => {
+            Ok(forward::to_leader(node, Method::POST, uri, headers, Some(bytes)).await)
+        }
+        Err(e) => Err(e.into()),
+    }
 }

@@ -18,7 +18,7 @@ use super::Node;
 use super::propose::ProposeError;
 
 /// Most change sets in one entry.
-pub const MAX_BATCH: usize = 1024;
+pub const MAX_BATCH: usize = sonraft_raft::command::MAX_CHANGE_SETS_PER_ENTRY;
 /// Entries in flight at once.
 pub const IN_FLIGHT: usize = 1;
 

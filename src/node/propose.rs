@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 
 use openraft::error::{ClientWriteError, RaftError};
 use sonraft_raft::codec;
-use sonraft_raft::command::{COMMAND_FORMAT, Command, Envelope, Response};
+use sonraft_raft::command::{
+    COMMAND_FORMAT, Command, Envelope, MAX_CHANGE_SETS_PER_ENTRY, Response,
+};
 use sonraft_raft::model::NodeRelease;
 use sonraft_raft::transport::{PeerCallError, PeerReply, PeerRpc};
 use sonraft_raft::{NodeId, NodeInfo};
@@ -64,6 +66,15 @@ impl Node {
                 return Err(ProposeError::FormatTooNew { format, effective });
             }
         }
+        if let Command::ChangeSets(list) = command
+            && list.len() > MAX_CHANGE_SETS_PER_ENTRY
+        {
+            // Entity versions count on it (see `sonraft_raft::model::import`).
+            return Err(ProposeError::Raft(format!(
+                "{} change sets in one entry; at most {MAX_CHANGE_SETS_PER_ENTRY}",
+                list.len()
+            )));
+        }
         let envelope =
             Envelope::new(command, now_ms()).map_err(|e| ProposeError::Raft(e.to_string()))?;
         let _in_flight = self.pass_hand_over_gate().await;
@@ -87,6 +98,29 @@ impl Node {
                 Err(ProposeError::NotLeader(f.leader_id.zip(f.leader_node)))
             }
             Err(e) => Err(ProposeError::Raft(e.to_string())),
+        }
+    }
+}
+
+impl Node {
+    /// The cluster's effective command format; while some voter has not advertised its release
+    /// yet (a new cluster, a new voter), waits up to `within` for the adverts.
+    pub async fn effective_format(&self, within: Duration) -> u16 {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let voters = self.voters();
+            let (effective, unknown) = {
+                let state = read(self.store.state());
+                let releases = &state.image.releases;
+                (
+                    state.image.effective_format(voters.iter().copied()),
+                    voters.iter().any(|v| !releases.contains_key(v)),
+                )
+            };
+            if !unknown || tokio::time::Instant::now() >= deadline {
+                return effective;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 }
@@ -189,8 +223,12 @@ pub async fn advertise_release(node: Arc<Node>) {
         release: crate::RELEASE.to_string(),
         max_command_format: COMMAND_FORMAT,
     };
+    // Soon after a start (a new cluster waits on every voter's advert before it uses newer
+    // command formats), then every 2 s.
+    let mut pause = Duration::from_millis(200);
     loop {
-        tokio::time::sleep(Duration::from_secs(2)).await;
+        tokio::time::sleep(pause).await;
+        pause = Duration::from_secs(2);
         let recorded = read(node.store.state())
             .image
             .releases
@@ -200,6 +238,7 @@ pub async fn advertise_release(node: Arc<Node>) {
             continue;
         }
         if node.leader().is_none() {
+            pause = Duration::from_millis(200);
             continue;
         }
         let result = node
@@ -211,7 +250,10 @@ pub async fn advertise_release(node: Arc<Node>) {
             Ok(()) => {
                 tracing::info!(release = %mine.release, format = mine.max_command_format, "advertised this node's release")
             }
-            Err(e) => tracing::debug!(error = %e, "release not advertised yet; will retry"),
+            Err(e) => {
+                pause = Duration::from_millis(200);
+                tracing::debug!(error = %e, "release not advertised yet; will retry");
+            }
         }
     }
 }

@@ -313,9 +313,7 @@ fn migrate(
     } else {
         0
     };
-    // Format 2 -> 3: the highest version issued, derived from what is there.
-    let versions_issued =
-        state_machine::backfill_versions_issued(&tree).map_err(|e| corrupt(e.to_string()))?;
+    // Format 2 -> 3 only adds a key (`m/staged`), absent until an import is staged.
     durability.sync().map_err(|source| OpenError::Io {
         what: "cannot sync the migrated store",
         dir: dir.to_path_buf(),
@@ -327,7 +325,6 @@ fn migrate(
         from = found,
         to = format::DATA_FORMAT,
         history_records = moved,
-        versions_issued,
         "migrated the data directory to the current data format"
     );
     Ok(())

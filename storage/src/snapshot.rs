@@ -7,7 +7,7 @@
 //! | format | since | body |
 //! | --- | --- | --- |
 //! | 1 | 0.1.0 | image, history |
-//! | 2 | 0.2.0 | image, history, the highest version ever issued (format 1 is read with that derived from the image and history) |
+//! | 2 | 0.2.0 | image, history, the import staged in parts, if any |
 //!
 //! The CRC covers everything between the magic and itself. A file is written as
 //! `.<name>.part`, synced, renamed to `<index>-<term>-<id>.snap` and the directory synced, so a
@@ -21,6 +21,7 @@ use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 use sonraft_raft::model::image::{HistoryRecord, NetworkImage};
+use sonraft_raft::model::import::StagedImport;
 use sonraft_raft::{SnapshotMeta, codec};
 
 use crate::durable::sync_dir;
@@ -35,8 +36,8 @@ const SUFFIX: &str = ".snap";
 
 /// Everything a snapshot restores besides its metadata.
 ///
-/// Encoded (format 2) as the image, the history, then `image.versions_issued`, which the
-/// image's own encoding leaves out.
+/// Encoded (format 2) as the image, the history, then `image.staged` (an import waiting for
+/// its last part), which the image's own encoding leaves out.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SnapshotBody {
     pub image: NetworkImage,
@@ -47,23 +48,22 @@ pub struct SnapshotBody {
 
 impl Serialize for SnapshotBody {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        (&self.image, &self.history, self.image.versions_issued).serialize(s)
+        (&self.image, &self.history, &self.image.staged).serialize(s)
     }
 }
 
 impl<'de> Deserialize<'de> for SnapshotBody {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let (mut image, history, versions_issued): (NetworkImage, Vec<HistoryRecord>, u64) =
+        let (mut image, history, staged): (NetworkImage, Vec<HistoryRecord>, Option<StagedImport>) =
             Deserialize::deserialize(d)?;
-        image.versions_issued = versions_issued;
+        image.staged = staged;
         Ok(SnapshotBody { image, history })
     }
 }
 
-/// A body of snapshot format 1: without the highest version issued, which is derived.
+/// A body of snapshot format 1, which knew no staged imports.
 fn body_of_format_1<R: Read>(r: &mut R) -> Result<SnapshotBody, codec::CodecError> {
-    let (mut image, history): (NetworkImage, Vec<HistoryRecord>) = codec::decode_from(r)?;
-    image.versions_issued = image.versions_issued_bound(&history);
+    let (image, history): (NetworkImage, Vec<HistoryRecord>) = codec::decode_from(r)?;
     Ok(SnapshotBody { image, history })
 }
 

@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! m/applied  m/membership  m/clock  m/policy  m/releases      state-machine metadata
-//! m/versions                                                   the highest version issued
+//! m/staged                                                     an import waiting for its last part
 //! s/<site>   c/<cell>   r/<source>/<target>   k/<cell>         the image
 //! g/<index as 8 big-endian bytes>                              history, one value per entry
 //! ```
@@ -225,7 +225,9 @@ impl StateMachine {
         batch.insert(b"m/clock".as_slice(), enc(&image.log_time_ms)?);
         batch.insert(b"m/policy".as_slice(), enc(&image.policy)?);
         batch.insert(b"m/releases".as_slice(), enc(&image.releases)?);
-        batch.insert(b"m/versions".as_slice(), enc(&image.versions_issued)?);
+        if let Some(staged) = &image.staged {
+            batch.insert(b"m/staged".as_slice(), enc(staged)?);
+        }
         let mut state = write(&self.state);
         self.tree
             .apply_batch(batch)
@@ -291,6 +293,12 @@ impl StateMachine {
         if changes.releases {
             batch.insert(b"m/releases".as_slice(), enc(&image.releases)?);
         }
+        if changes.staged {
+            match &image.staged {
+                Some(staged) => batch.insert(b"m/staged".as_slice(), enc(staged)?),
+                None => batch.remove(b"m/staged".as_slice()),
+            }
+        }
         for (index, run) in history::by_entry(&changes.history) {
             batch.insert(history::key(index), enc(&run)?);
         }
@@ -303,21 +311,6 @@ impl StateMachine {
             batch.remove(history::key(index));
         }
     }
-}
-
-/// Stores `m/versions` in a store of data format 2 or older, which did not keep it: the highest
-/// version of any entity still there or named in the history (see
-/// [`NetworkImage::versions_issued_bound`]). Returns it.
-pub(crate) fn backfill_versions_issued(tree: &sled::Tree) -> Result<u64, Damaged> {
-    let state = load(tree)?;
-    let history = history::decode_all(history::raw(tree)?)?;
-    let bound = state.image.versions_issued_bound(&history);
-    tree.insert(
-        b"m/versions",
-        codec::encode(&bound).map_err(|e| Damaged::new("m/versions", e))?,
-    )
-    .map_err(|e| Damaged::new("state machine tree", e))?;
-    Ok(bound)
 }
 
 /// Reads the persisted state from tree `sm`.
@@ -370,7 +363,7 @@ fn load(tree: &sled::Tree) -> Result<ImageState, Damaged> {
                 b"m/clock" => image.log_time_ms = codec::decode(&v).map_err(bad)?,
                 b"m/policy" => image.policy = codec::decode(&v).map_err(bad)?,
                 b"m/releases" => image.releases = codec::decode(&v).map_err(bad)?,
-                b"m/versions" => image.versions_issued = codec::decode(&v).map_err(bad)?,
+                b"m/staged" => image.staged = Some(codec::decode(&v).map_err(bad)?),
                 _ => {
                     return Err(Damaged::new(
                         "state machine",
@@ -456,7 +449,6 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.trim_history(&mut state, &mut batch);
         batch.insert(b"m/applied".as_slice(), enc(&state.last_applied)?);
         batch.insert(b"m/clock".as_slice(), enc(&state.image.log_time_ms)?);
-        batch.insert(b"m/versions".as_slice(), enc(&state.image.versions_issued)?);
         if membership_changed {
             batch.insert(b"m/membership".as_slice(), enc(&state.membership)?);
         }

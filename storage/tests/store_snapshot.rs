@@ -61,60 +61,54 @@ async fn a_state_machine_behind_its_snapshot_is_restored_from_it_on_open() {
     assert_eq!(state.last_applied.map(|l| l.index), Some(2));
 }
 
-/// A relation pruned and then imported again must start above every version it had, also on a
-/// node that restarted or was restored from a snapshot in between (issue 11, finding 6).
+/// An import staged in parts survives a restart and travels in snapshots: a node that restarted
+/// or installed a snapshot between the parts applies the last part like the others.
 #[tokio::test]
-async fn the_highest_version_issued_survives_a_restart_and_a_snapshot() {
-    use sonraft_raft::command::{Command, ImageImport};
-    let dir = tempfile::tempdir().unwrap();
-    let prune = |version| {
-        Command::ChangeSet(sonraft_raft::changeset::ChangeSet {
-            origin: sonraft_raft::changeset::Origin {
-                node: 0,
-                function: sonraft_raft::changeset::Function::Operator,
+async fn an_import_staged_in_parts_survives_a_restart_and_a_snapshot() {
+    use sonraft_raft::changeset::{Function, Origin};
+    use sonraft_raft::command::{Command, ImageImport, Response};
+    use sonraft_raft::model::import::{ImportOutcome, ImportPart};
+    let part = |n: u32, last: bool, data: ImageImport| {
+        Command::ImportPart(ImportPart {
+            import_id: 42,
+            part: n,
+            last,
+            origin: Origin {
+                node: 1,
+                function: Function::Operator,
             },
-            reason: "prune".into(),
-            read_set: vec![sonraft_raft::changeset::ReadVersion {
-                entity: "relation/C0/C1".parse().unwrap(),
-                version,
-            }],
-            writes: vec![sonraft_raft::changeset::Write {
-                entity: "relation/C0/C1".parse().unwrap(),
-                param: sonraft_raft::model::Param::Exists,
-                value: sonraft_raft::model::Value::Bool(false),
-            }],
-            proposed_at_ms: 0,
+            reason: "staged".into(),
+            data,
         })
     };
+    let cell: sonraft_raft::model::Cell = serde_json::from_value(serde_json::json!({
+        "id": "N-1", "site": "S1", "rat": "NR", "pci": 900, "arfcn": 632628, "azimuth": 0
+    }))
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
     let mut store = Store::open(dir.path()).unwrap();
     common::apply_demo(&mut store, 4).await;
-    // Bump C0's tilt a few times so that versions have moved on.
-    for (i, tilt) in [50, 40, 50].into_iter().enumerate() {
-        let v = read(store.reader.state()).image.cells["C0"].version;
-        store
-            .sm
-            .apply([common::entry(
-                3 + i as u64,
-                &common::tilt_change("C0", v, tilt),
-            )])
-            .await
-            .unwrap();
-    }
-    let relation_version =
-        read(store.reader.state()).image.relations[&("C0".into(), "C1".into())].version;
+    let first = ImageImport {
+        cells: vec![cell],
+        ..Default::default()
+    };
     store
         .sm
-        .apply([common::entry(6, &prune(relation_version))])
+        .apply([common::entry(3, &part(0, false, first))])
         .await
         .unwrap();
-    let issued = read(store.reader.state()).image.versions_issued;
-    assert!(issued >= 4, "{issued}");
+    assert!(read(store.reader.state()).image.staged.is_some());
+    assert!(!read(store.reader.state()).image.cells.contains_key("N-1"));
     store.close().unwrap();
 
     let mut store = Store::open(dir.path()).unwrap();
     assert_eq!(
-        read(store.reader.state()).image.versions_issued,
-        issued,
+        read(store.reader.state())
+            .image
+            .staged
+            .as_ref()
+            .map(|s| s.parts),
+        Some(1),
         "kept across a restart"
     );
     let snap = common::build_snapshot(&mut store).await;
@@ -125,28 +119,25 @@ async fn the_highest_version_issued_survives_a_restart_and_a_snapshot() {
         .install_snapshot(&snap.meta, snap.snapshot)
         .await
         .unwrap();
-    assert_eq!(
-        read(restored.reader.state()).image.versions_issued,
-        issued,
-        "kept in a snapshot"
+    for s in [&mut store, &mut restored] {
+        let r =
+            s.sm.apply([common::entry(4, &part(1, true, ImageImport::default()))])
+                .await
+                .unwrap();
+        assert!(
+            matches!(r[0], Response::Import(ImportOutcome::Applied { .. })),
+            "{:?}",
+            r[0]
+        );
+    }
+    let (a, b) = (
+        read(store.reader.state()).image.clone(),
+        read(restored.reader.state()).image.clone(),
     );
-    let again = ImageImport {
-        sites: vec![],
-        cells: vec![],
-        relations: vec![
-            serde_json::from_value(serde_json::json!({"source": "C0", "target": "C1"})).unwrap(),
-        ],
-        policy: None,
-    };
-    restored
-        .sm
-        .apply([common::entry(7, &Command::Import(again))])
-        .await
-        .unwrap();
-    let new_version =
-        read(restored.reader.state()).image.relations[&("C0".into(), "C1".into())].version;
-    assert!(
-        new_version > issued,
-        "re-created at {new_version}, {issued} were issued before"
+    assert_eq!(a, b);
+    assert_eq!(
+        a.cells["N-1"].version,
+        sonraft_raft::command::VERSION_SPAN * 4,
+        "created at the span of its log index"
     );
 }

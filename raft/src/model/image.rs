@@ -4,15 +4,12 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-use super::entity::valid_id;
-use super::param::{check_cell, check_relation};
+use super::import::StagedImport;
 use super::{
     Cell, CellId, EntityRef, KpiSummary, NodeRelease, Policy, Relation, RelationKey, Site, SiteId,
 };
 use crate::changeset::{ChangeSet, Origin, Outcome, Write};
-use crate::command::{
-    Command, CommandError, Envelope, ImageImport, ImportCounts, KpiBatch, Response,
-};
+use crate::command::{Command, CommandError, Envelope, KpiBatch, Response};
 use crate::rules;
 
 /// Every site, cell and relation with its configuration, the latest KPI summary per cell, the
@@ -28,14 +25,10 @@ pub struct NetworkImage {
     /// The log clock: the largest log time applied so far, so that time never runs backwards
     /// across leader changes.
     pub log_time_ms: u64,
-    /// The highest version ever given to any cell or relation. An entity created, or created
-    /// again after it was pruned, starts above it, so that the versions of one entity never
-    /// repeat: a change set computed from an old incarnation conflicts instead of applying to
-    /// a new one (ABA). Not part of this struct's encoding (which snapshots and fixtures of
-    /// earlier formats hold): the state machine and snapshots since format 2 store it beside
-    /// the image.
+    /// The parts of an import waiting for its last part (see [`super::import`]). Not part of
+    /// this struct's encoding either: stored beside it.
     #[serde(skip)]
-    pub versions_issued: u64,
+    pub staged: Option<StagedImport>,
 }
 
 /// One applied or refused change set, as kept in the history.
@@ -59,6 +52,8 @@ pub struct Changes {
     pub kpis: BTreeSet<CellId>,
     pub policy: bool,
     pub releases: bool,
+    /// The staged import changed.
+    pub staged: bool,
     pub history: Vec<HistoryRecord>,
 }
 
@@ -70,28 +65,12 @@ impl Changes {
             && self.kpis.is_empty()
             && !self.policy
             && !self.releases
+            && !self.staged
             && self.history.is_empty()
     }
 }
 
 impl NetworkImage {
-    /// A bound on the versions an image restored from `self` (whose `versions_issued` was not
-    /// stored, as in snapshots of format 1) may have given: the highest version of any entity
-    /// still there or named in `history`. Versions of entities pruned before the history's
-    /// oldest record are beyond its reach.
-    pub fn versions_issued_bound<'a>(&self, history: impl IntoIterator<Item = &'a HistoryRecord>) -> u64 {
-        let live = self
-            .cells
-            .values()
-            .map(|c| c.version)
-            .chain(self.relations.values().map(|r| r.version));
-        let recorded = history.into_iter().flat_map(|h| match &h.outcome {
-            Outcome::Applied { versions, .. } => versions.values().copied().collect::<Vec<_>>(),
-            _ => Vec::new(),
-        });
-        live.chain(recorded).max().unwrap_or(0).max(self.versions_issued)
-    }
-
     /// Current version of an entity, `None` if it does not exist.
     pub fn version_of(&self, entity: &EntityRef) -> Option<u64> {
         match entity {
@@ -142,7 +121,8 @@ impl NetworkImage {
             Command::ChangeSet(cs) => {
                 Response::ChangeSet(self.apply_change_set(index, cs, changes))
             }
-            Command::Import(import) => Response::Imported(self.import(import, changes)),
+            Command::Import(import) => Response::Imported(self.import_v1(import, changes)),
+            Command::ImportPart(part) => Response::Import(self.import_part(index, part, changes)),
             Command::Kpis(batch) => {
                 self.record_kpis(batch, changes);
                 Response::Recorded
@@ -170,10 +150,6 @@ impl NetworkImage {
     fn apply_change_set(&mut self, index: u64, cs: &ChangeSet, changes: &mut Changes) -> Outcome {
         let outcome = match rules::evaluate(self, cs, index, self.log_time_ms) {
             Ok((plan, outcome)) => {
-                if let Outcome::Applied { versions, .. } = &outcome {
-                    let highest = versions.values().copied().max().unwrap_or(0);
-                    self.versions_issued = self.versions_issued.max(highest);
-                }
                 for cell in plan.cells {
                     changes.cells.insert(cell.id.clone());
                     self.cells.insert(cell.id.clone(), cell);
@@ -201,115 +177,6 @@ impl NetworkImage {
             outcome: outcome.clone(),
         });
         outcome
-    }
-
-    /// Upserts sites, cells and relations; all-or-nothing.
-    fn import(
-        &mut self,
-        import: &ImageImport,
-        changes: &mut Changes,
-    ) -> Result<ImportCounts, String> {
-        self.check_import(import)?;
-        for site in &import.sites {
-            self.sites.insert(site.id.clone(), site.clone());
-            changes.sites.insert(site.id.clone());
-        }
-        // Every entity this import creates starts above every version given so far.
-        let created = self.versions_issued + 1;
-        let mut highest = self.versions_issued;
-        for cell in &import.cells {
-            let mut cell = cell.clone();
-            let old = self.cells.get(&cell.id);
-            cell.version = old.map_or(created, |c| c.version + 1);
-            cell.last_change = old.map(|c| c.last_change.clone()).unwrap_or_default();
-            highest = highest.max(cell.version);
-            changes.cells.insert(cell.id.clone());
-            self.cells.insert(cell.id.clone(), cell);
-        }
-        for rel in &import.relations {
-            let mut rel = rel.clone();
-            let key = (rel.source.clone(), rel.target.clone());
-            let old = self.relations.get(&key);
-            rel.version = old.map_or(created, |r| r.version + 1);
-            rel.last_change = old.map(|r| r.last_change.clone()).unwrap_or_default();
-            highest = highest.max(rel.version);
-            changes.relations.insert(key.clone());
-            self.relations.insert(key, rel);
-        }
-        self.versions_issued = highest;
-        if let Some(policy) = &import.policy {
-            self.policy = policy.clone();
-            changes.policy = true;
-        }
-        Ok(ImportCounts {
-            sites: import.sites.len() as u64,
-            cells: import.cells.len() as u64,
-            relations: import.relations.len() as u64,
-        })
-    }
-
-    fn check_import(&self, import: &ImageImport) -> Result<(), String> {
-        let mut sites = BTreeSet::new();
-        for site in &import.sites {
-            if !valid_id(&site.id) {
-                return Err(format!(
-                    "site id {:?} is empty, too long or contains '/'",
-                    site.id
-                ));
-            }
-            if !sites.insert(site.id.as_str()) {
-                return Err(format!("site {} appears twice", site.id));
-            }
-            if !(-90.0..=90.0).contains(&site.lat) || !(-180.0..=180.0).contains(&site.lon) {
-                return Err(format!(
-                    "site {}: lat/lon {}/{} out of range",
-                    site.id, site.lat, site.lon
-                ));
-            }
-        }
-        let mut cells = BTreeSet::new();
-        for cell in &import.cells {
-            if !valid_id(&cell.id) {
-                return Err(format!(
-                    "cell id {:?} is empty, too long or contains '/'",
-                    cell.id
-                ));
-            }
-            if !cells.insert(cell.id.as_str()) {
-                return Err(format!("cell {} appears twice", cell.id));
-            }
-            if !sites.contains(cell.site.as_str()) && !self.sites.contains_key(&cell.site) {
-                return Err(format!("cell/{}: unknown site {:?}", cell.id, cell.site));
-            }
-            check_cell(cell)?;
-        }
-        let mut rels = BTreeSet::new();
-        for rel in &import.relations {
-            for end in [&rel.source, &rel.target] {
-                if !cells.contains(end.as_str()) && !self.cells.contains_key(end) {
-                    return Err(format!(
-                        "relation/{}/{}: unknown cell {:?}",
-                        rel.source, rel.target, end
-                    ));
-                }
-            }
-            if !rels.insert((rel.source.as_str(), rel.target.as_str())) {
-                return Err(format!(
-                    "relation/{}/{} appears twice",
-                    rel.source, rel.target
-                ));
-            }
-            check_relation(rel)?;
-        }
-        if let Some(p) = &import.policy
-            && !(0..=24).contains(&p.max_son_cio_db)
-        {
-            return Err(format!(
-                "policy.max_son_cio_db {} is outside 0..=24",
-                p.max_son_cio_db
-            ));
-        }
-        Ok(())
     }
 
     /// Keeps the newest summary per known cell.

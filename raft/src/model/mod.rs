@@ -5,6 +5,7 @@
 
 mod entity;
 pub mod image;
+pub mod import;
 pub mod param;
 
 use std::collections::BTreeMap;

@@ -1,0 +1,479 @@
+//! Bulk imports of sites, cells and relations: checked whole, applied all-or-nothing.
+//!
+//! A large image does not fit one log entry of a reasonable size (openraft sends an entry
+//! within one heartbeat's time), so an import of command format 3 arrives in parts
+//! ([`ImportPart`]): the parts are staged in the replicated state, invisible to reads, and the
+//! last part applies them all in one step, or none if the whole does not check. A crash or a
+//! leader change between parts leaves the image untouched; the next import's first part drops
+//! the unfinished one. One import is staged at a time.
+//!
+//! What an import changes is written to the history like a change set: counts of created,
+//! updated and unchanged entities, and every writable parameter of an existing cell or relation
+//! whose value it replaces (the first [`LISTED_CHANGES`]), so that an import over a live image
+//! never silently undoes what SON functions and operators changed. [`NetworkImage::import_diff`]
+//! computes the same, for a dry run.
+//!
+//! An entity an import of format 3 creates at log index `i` starts at version
+//! [`VERSION_SPAN`]` * i`. One entry raises a version by at most [`VERSION_SPAN`]` - 1` (one
+//! import, or at most [`crate::command::MAX_CHANGE_SETS_PER_ENTRY`] change sets), so every
+//! version issued before index `i` is below that: the versions of one entity never repeat,
+//! also when it is pruned and imported again, and a change set computed from its old
+//! incarnation conflicts (ABA). No state beyond the log index is needed, so every node derives
+//! the same numbers, whatever it held before. The import of format 1 (`Command::Import`)
+//! keeps its original meaning, version 1 for new entities, so that every release applies old
+//! entries alike.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use super::entity::valid_id;
+use super::image::{Changes, HistoryRecord, NetworkImage};
+use super::param::{cell_value, check_cell, check_relation, relation_value};
+use super::{Cell, EntityRef, Param, Relation};
+use crate::changeset::{Origin, Outcome, Write};
+use crate::command::{ImageImport, ImportCounts, VERSION_SPAN};
+
+/// Most parameter changes an import lists (in its history record and dry run).
+pub const LISTED_CHANGES: usize = 1000;
+
+/// One part of an import that becomes visible in one step (command format 3).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct ImportPart {
+    /// Chosen by the proposer; the parts of one import share it.
+    pub import_id: u64,
+    /// 0, 1, 2, ...: part 0 starts an import (and drops an unfinished one).
+    pub part: u32,
+    /// With the last part, the whole import is checked and applied, or refused whole.
+    pub last: bool,
+    /// Who imports, and why, for the history.
+    pub origin: Origin,
+    pub reason: String,
+    pub data: ImageImport,
+}
+
+impl ImportPart {
+    /// The command format that carries import parts.
+    pub const FORMAT: u16 = 3;
+}
+
+/// The parts of an import received so far, waiting for the last one.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+pub struct StagedImport {
+    pub import_id: u64,
+    /// Parts received (the next expected part number).
+    pub parts: u32,
+    pub data: ImageImport,
+}
+
+/// How many entities of one kind an import creates, updates and leaves as they are.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct KindCounts {
+    pub created: u64,
+    pub updated: u64,
+    pub unchanged: u64,
+}
+
+/// One writable parameter of an existing entity whose value an import replaces.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct ParamChange {
+    pub entity: EntityRef,
+    pub param: Param,
+    pub from: super::Value,
+    pub to: super::Value,
+}
+
+/// What an import changes in an image.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+pub struct ImportDiff {
+    pub sites: KindCounts,
+    pub cells: KindCounts,
+    pub relations: KindCounts,
+    pub policy_changed: bool,
+    /// Every replaced parameter value of an existing cell or relation, up to [`LISTED_CHANGES`].
+    pub changes: Vec<ParamChange>,
+    /// How many parameter values it replaces in all.
+    pub changed_params: u64,
+}
+
+/// What applying an import part answers.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub enum ImportOutcome {
+    /// A part was staged; `parts` are staged so far.
+    Staged { parts: u32 },
+    /// The last part arrived and the whole import was applied.
+    Applied { index: u64, diff: ImportDiff },
+    /// The import was refused whole (nothing of it applied), or a part came out of order.
+    Refused { reason: String },
+}
+
+impl ImportDiff {
+    fn note(&mut self, change: ParamChange) {
+        self.changed_params += 1;
+        if self.changes.len() < LISTED_CHANGES {
+            self.changes.push(change);
+        }
+    }
+
+    /// The counts as in a legacy import answer.
+    pub fn counts(&self) -> ImportCounts {
+        let total = |k: &KindCounts| k.created + k.updated + k.unchanged;
+        ImportCounts {
+            sites: total(&self.sites),
+            cells: total(&self.cells),
+            relations: total(&self.relations),
+        }
+    }
+
+    /// One line for the history and logs.
+    pub fn summary(&self) -> String {
+        let k = |name: &str, c: &KindCounts| {
+            format!(
+                "{name} {} created, {} updated, {} unchanged",
+                c.created, c.updated, c.unchanged
+            )
+        };
+        format!(
+            "{}; {}; {}; {} parameter values replaced{}",
+            k("sites", &self.sites),
+            k("cells", &self.cells),
+            k("relations", &self.relations),
+            self.changed_params,
+            if self.policy_changed {
+                "; policy replaced"
+            } else {
+                ""
+            }
+        )
+    }
+}
+
+/// A cell or relation as an import compares it: without its version and change stamps.
+fn same_cell(a: &Cell, b: &Cell) -> bool {
+    let strip = |c: &Cell| {
+        let mut c = c.clone();
+        c.version = 0;
+        c.last_change.clear();
+        c
+    };
+    strip(a) == strip(b)
+}
+
+fn same_relation(a: &Relation, b: &Relation) -> bool {
+    let strip = |r: &Relation| {
+        let mut r = r.clone();
+        r.version = 0;
+        r.last_change.clear();
+        r
+    };
+    strip(a) == strip(b)
+}
+
+impl NetworkImage {
+    /// What `import` would change in this image (it must pass [`NetworkImage::check_import`]).
+    pub fn import_diff(&self, import: &ImageImport) -> ImportDiff {
+        let mut diff = ImportDiff::default();
+        for site in &import.sites {
+            match self.sites.get(&site.id) {
+                None => diff.sites.created += 1,
+                Some(old) if old == site => diff.sites.unchanged += 1,
+                Some(_) => diff.sites.updated += 1,
+            }
+        }
+        for cell in &import.cells {
+            let Some(old) = self.cells.get(&cell.id) else {
+                diff.cells.created += 1;
+                continue;
+            };
+            if same_cell(old, cell) {
+                diff.cells.unchanged += 1;
+                continue;
+            }
+            diff.cells.updated += 1;
+            let entity = EntityRef::Cell(cell.id.clone());
+            for param in Param::ALL.into_iter().filter(|p| !p.on_relation()) {
+                if let (Some(from), Some(to)) = (cell_value(old, param), cell_value(cell, param))
+                    && from != to
+                {
+                    diff.note(ParamChange {
+                        entity: entity.clone(),
+                        param,
+                        from,
+                        to,
+                    });
+                }
+            }
+        }
+        for rel in &import.relations {
+            let key = (rel.source.clone(), rel.target.clone());
+            let Some(old) = self.relations.get(&key) else {
+                diff.relations.created += 1;
+                continue;
+            };
+            if same_relation(old, rel) {
+                diff.relations.unchanged += 1;
+                continue;
+            }
+            diff.relations.updated += 1;
+            let entity = EntityRef::Relation(key.0, key.1);
+            for param in [Param::CioDb, Param::HoAllowed] {
+                if let (Some(from), Some(to)) =
+                    (relation_value(old, param), relation_value(rel, param))
+                    && from != to
+                {
+                    diff.note(ParamChange {
+                        entity: entity.clone(),
+                        param,
+                        from,
+                        to,
+                    });
+                }
+            }
+        }
+        diff.policy_changed = import.policy.as_ref().is_some_and(|p| *p != self.policy);
+        diff
+    }
+
+    /// Applies one part of a staged import (command format 3) at log `index`.
+    pub(crate) fn import_part(
+        &mut self,
+        index: u64,
+        part: &ImportPart,
+        changes: &mut Changes,
+    ) -> ImportOutcome {
+        changes.staged = true;
+        if part.part == 0 {
+            self.staged = Some(StagedImport {
+                import_id: part.import_id,
+                parts: 0,
+                data: ImageImport::default(),
+            });
+        }
+        let staged = match &mut self.staged {
+            Some(s) if s.import_id == part.import_id && s.parts == part.part => s,
+            other => {
+                let have = other
+                    .as_ref()
+                    .map(|s| format!("import {} has {} parts", s.import_id, s.parts))
+                    .unwrap_or_else(|| "no import is staged".into());
+                return ImportOutcome::Refused {
+                    reason: format!(
+                        "part {} of import {} is out of order ({have}); start the import again",
+                        part.part, part.import_id
+                    ),
+                };
+            }
+        };
+        staged.parts += 1;
+        let data = &mut staged.data;
+        data.sites.extend(part.data.sites.iter().cloned());
+        data.cells.extend(part.data.cells.iter().cloned());
+        data.relations.extend(part.data.relations.iter().cloned());
+        if part.data.policy.is_some() {
+            data.policy.clone_from(&part.data.policy);
+        }
+        if !part.last {
+            return ImportOutcome::Staged {
+                parts: staged.parts,
+            };
+        }
+        let Some(staged) = self.staged.take() else {
+            return ImportOutcome::Refused {
+                reason: "no import is staged".into(),
+            };
+        };
+        match self.apply_import(index, part, &staged.data, changes) {
+            Ok(diff) => ImportOutcome::Applied { index, diff },
+            Err(reason) => {
+                changes.history.push(HistoryRecord {
+                    index,
+                    log_time_ms: self.log_time_ms,
+                    proposed_at_ms: 0,
+                    origin: part.origin.clone(),
+                    reason: format!("import: {}", part.reason),
+                    writes: Vec::new(),
+                    outcome: Outcome::Invalid {
+                        reason: reason.clone(),
+                    },
+                });
+                ImportOutcome::Refused { reason }
+            }
+        }
+    }
+
+    /// Checks and applies a whole staged import, recording it in the history.
+    fn apply_import(
+        &mut self,
+        index: u64,
+        part: &ImportPart,
+        import: &ImageImport,
+        changes: &mut Changes,
+    ) -> Result<ImportDiff, String> {
+        self.check_import(import)?;
+        let diff = self.import_diff(import);
+        let created = VERSION_SPAN.saturating_mul(index.max(1));
+        let mut versions = BTreeMap::new();
+        for site in &import.sites {
+            self.sites.insert(site.id.clone(), site.clone());
+            changes.sites.insert(site.id.clone());
+        }
+        for cell in &import.cells {
+            let old = self.cells.get(&cell.id);
+            if old.is_some_and(|o| same_cell(o, cell)) {
+                continue;
+            }
+            let mut cell = cell.clone();
+            cell.version = old.map_or(created, |c| c.version + 1);
+            cell.last_change = old.map(|c| c.last_change.clone()).unwrap_or_default();
+            versions.insert(EntityRef::Cell(cell.id.clone()).to_string(), cell.version);
+            changes.cells.insert(cell.id.clone());
+            self.cells.insert(cell.id.clone(), cell);
+        }
+        for rel in &import.relations {
+            let key = (rel.source.clone(), rel.target.clone());
+            let old = self.relations.get(&key);
+            if old.is_some_and(|o| same_relation(o, rel)) {
+                continue;
+            }
+            let mut rel = rel.clone();
+            rel.version = old.map_or(created, |r| r.version + 1);
+            rel.last_change = old.map(|r| r.last_change.clone()).unwrap_or_default();
+            versions.insert(
+                EntityRef::Relation(key.0.clone(), key.1.clone()).to_string(),
+                rel.version,
+            );
+            changes.relations.insert(key.clone());
+            self.relations.insert(key, rel);
+        }
+        if let Some(policy) = &import.policy {
+            self.policy = policy.clone();
+            changes.policy = true;
+        }
+        let listed: BTreeSet<String> = diff.changes.iter().map(|c| c.entity.to_string()).collect();
+        versions.retain(|entity, _| listed.contains(entity));
+        changes.history.push(HistoryRecord {
+            index,
+            log_time_ms: self.log_time_ms,
+            proposed_at_ms: 0,
+            origin: part.origin.clone(),
+            reason: format!("import: {} ({})", part.reason, diff.summary()),
+            writes: diff
+                .changes
+                .iter()
+                .map(|c| Write {
+                    entity: c.entity.clone(),
+                    param: c.param,
+                    value: c.to.clone(),
+                })
+                .collect(),
+            outcome: Outcome::Applied { index, versions },
+        });
+        Ok(diff)
+    }
+
+    /// Upserts sites, cells and relations; all-or-nothing (command format 1: new entities get
+    /// version 1, as they always did).
+    pub(crate) fn import_v1(
+        &mut self,
+        import: &ImageImport,
+        changes: &mut Changes,
+    ) -> Result<ImportCounts, String> {
+        self.check_import(import)?;
+        for site in &import.sites {
+            self.sites.insert(site.id.clone(), site.clone());
+            changes.sites.insert(site.id.clone());
+        }
+        for cell in &import.cells {
+            let mut cell = cell.clone();
+            let old = self.cells.get(&cell.id);
+            cell.version = old.map_or(1, |c| c.version + 1);
+            cell.last_change = old.map(|c| c.last_change.clone()).unwrap_or_default();
+            changes.cells.insert(cell.id.clone());
+            self.cells.insert(cell.id.clone(), cell);
+        }
+        for rel in &import.relations {
+            let mut rel = rel.clone();
+            let key = (rel.source.clone(), rel.target.clone());
+            let old = self.relations.get(&key);
+            rel.version = old.map_or(1, |r| r.version + 1);
+            rel.last_change = old.map(|r| r.last_change.clone()).unwrap_or_default();
+            changes.relations.insert(key.clone());
+            self.relations.insert(key, rel);
+        }
+        if let Some(policy) = &import.policy {
+            self.policy = policy.clone();
+            changes.policy = true;
+        }
+        Ok(ImportCounts {
+            sites: import.sites.len() as u64,
+            cells: import.cells.len() as u64,
+            relations: import.relations.len() as u64,
+        })
+    }
+
+    /// Checks that an import is whole and legal: unique ids, known sites and cells (in the
+    /// import or the image), legal values.
+    pub fn check_import(&self, import: &ImageImport) -> Result<(), String> {
+        let mut sites = BTreeSet::new();
+        for site in &import.sites {
+            if !valid_id(&site.id) {
+                return Err(format!(
+                    "site id {:?} is empty, too long or contains '/'",
+                    site.id
+                ));
+            }
+            if !sites.insert(site.id.as_str()) {
+                return Err(format!("site {} appears twice", site.id));
+            }
+            if !(-90.0..=90.0).contains(&site.lat) || !(-180.0..=180.0).contains(&site.lon) {
+                return Err(format!(
+                    "site {}: lat/lon {}/{} out of range",
+                    site.id, site.lat, site.lon
+                ));
+            }
+        }
+        let mut cells = BTreeSet::new();
+        for cell in &import.cells {
+            if !valid_id(&cell.id) {
+                return Err(format!(
+                    "cell id {:?} is empty, too long or contains '/'",
+                    cell.id
+                ));
+            }
+            if !cells.insert(cell.id.as_str()) {
+                return Err(format!("cell {} appears twice", cell.id));
+            }
+            if !sites.contains(cell.site.as_str()) && !self.sites.contains_key(&cell.site) {
+                return Err(format!("cell/{}: unknown site {:?}", cell.id, cell.site));
+            }
+            check_cell(cell)?;
+        }
+        let mut rels = BTreeSet::new();
+        for rel in &import.relations {
+            for end in [&rel.source, &rel.target] {
+                if !cells.contains(end.as_str()) && !self.cells.contains_key(end) {
+                    return Err(format!(
+                        "relation/{}/{}: unknown cell {:?}",
+                        rel.source, rel.target, end
+                    ));
+                }
+            }
+            if !rels.insert((rel.source.as_str(), rel.target.as_str())) {
+                return Err(format!(
+                    "relation/{}/{} appears twice",
+                    rel.source, rel.target
+                ));
+            }
+            check_relation(rel)?;
+        }
+        if let Some(p) = &import.policy
+            && !(0..=24).contains(&p.max_son_cio_db)
+        {
+            return Err(format!(
+                "policy.max_son_cio_db {} is outside 0..=24",
+                p.max_son_cio_db
+            ));
+        }
+        Ok(())
+    }
+}
