@@ -219,7 +219,7 @@ pub async fn run(o: Options) -> anyhow::Result<Summary> {
     let _ = clients.await;
     // Make sure the end state is healed even if the nemesis stopped early.
     let mut anomalies = nemesis.anomalies.clone();
-    anomalies.extend(cluster.heal(u64::MAX).await);
+    anomalies.extend(cluster.heal(nemesis.records.len() as u64 + 1).await);
 
     let evidence = checks::collect(&cluster, &token_prefix, initial, &history, &cells).await;
     std::fs::write(
@@ -253,6 +253,7 @@ pub async fn run(o: Options) -> anyhow::Result<Summary> {
             .or_insert(0) += 1;
     }
     cluster.shut_down().await;
+    anomalies.extend(crate::report::panics(&run_dir.join("logs")));
     let mut summary = Summary {
         command: o.command.clone(),
         seed: o.seed,

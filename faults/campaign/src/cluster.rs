@@ -368,6 +368,38 @@ impl Cluster {
         }
     }
 
+    /// Slot positions whose node is missing, not ready, or disagrees with the others about
+    /// the leader or the voters.
+    pub async fn unhealthy(&self) -> Vec<usize> {
+        let mut ids = self.ids();
+        ids.sort_unstable();
+        let mut seen = Vec::new();
+        for (i, s) in self.slots.iter().enumerate() {
+            let status = match s.node {
+                Some(_) if self.api.ready(&self.addr(i)).await => {
+                    self.api.status(&self.addr(i)).await.ok()
+                }
+                _ => None,
+            };
+            seen.push(status.map(|st| {
+                let mut voters = st.voters;
+                voters.sort_unstable();
+                (st.leader_id, voters == ids)
+            }));
+        }
+        let leaders: Vec<Option<u64>> = seen.iter().flatten().map(|(l, _)| *l).collect();
+        let agreed = leaders
+            .iter()
+            .max_by_key(|l| leaders.iter().filter(|m| m == l).count())
+            .copied()
+            .flatten();
+        seen.iter()
+            .enumerate()
+            .filter(|(_, v)| !matches!(v, Some((l, true)) if l.is_some() && *l == agreed))
+            .map(|(i, _)| i)
+            .collect()
+    }
+
     /// Waits until every node is ready, all agree on one leader, and its voters are
     /// exactly this cluster's nodes.
     pub async fn wait_whole(&self, bound: Duration) -> Result<(), String> {

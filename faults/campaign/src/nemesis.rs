@@ -150,8 +150,9 @@ pub struct Nemesis {
     pub clock_checks: (u64, u64),
     /// Every fault so far, as written to `faults.jsonl`.
     pub records: Vec<FaultRecord>,
-    /// What the filesystems said they dropped in the current fault's power cuts.
-    cut_reports: Vec<String>,
+    /// What the current fault's power cuts dropped and what repairing after it did, for its
+    /// record.
+    record_notes: Vec<String>,
 }
 
 /// How long a long isolation lasts: at the clients' default pace, the rest of the cluster
@@ -180,7 +181,7 @@ impl Nemesis {
             seq: 0,
             clock_checks: (0, 0),
             records: Vec::new(),
-            cut_reports: Vec::new(),
+            record_notes: Vec::new(),
         })
     }
 
@@ -243,7 +244,7 @@ impl Nemesis {
             Ok(i) => (i.variant, i.targets, i.detail, true),
             Err(detail) => ("failed".to_string(), Vec::new(), detail, false),
         };
-        for r in self.cut_reports.drain(..) {
+        for r in self.record_notes.drain(..) {
             detail.push_str("; ");
             detail.push_str(&r);
         }
@@ -270,14 +271,38 @@ impl Nemesis {
         self.records.push(record);
     }
 
-    /// After a fault that left the cluster broken: replace every node that is not running
-    /// or not ready with a fresh one, so that the campaign can go on. Returns whether the
-    /// cluster is whole again.
+    /// After a fault that left the cluster broken, so that the campaign can go on: restart
+    /// every node that is not healthy on its data directory; if that is not enough, replace
+    /// those still unhealthy with fresh nodes. Says what it did in the fault's record;
+    /// returns whether the cluster is whole again.
     async fn repair(&mut self, c: &mut Cluster) -> bool {
-        for i in 0..c.slots.len() {
-            let running = c.slots[i].node.is_some();
-            if !running || !c.api.ready(&c.addr(i)).await {
-                let _ = c.replace(i).await;
+        for i in c.unhealthy().await {
+            if let Some(node) = c.slots[i].node.take() {
+                node.kill().await;
+            }
+            let id = c.slots[i].spec.id;
+            let why = format!("repair after fault {}", self.seq);
+            match c.start_node(i, &why).await {
+                Ok(()) => self
+                    .record_notes
+                    .push(format!("repair: restarted node {id}")),
+                Err(e) => self
+                    .record_notes
+                    .push(format!("repair: node {id} did not start: {e}")),
+            }
+        }
+        if c.wait_whole(crate::cluster::RECOVERY).await.is_ok() {
+            return true;
+        }
+        for i in c.unhealthy().await {
+            let id = c.slots[i].spec.id;
+            match c.replace(i).await {
+                Ok(new) => self
+                    .record_notes
+                    .push(format!("repair: replaced node {id} with node {new}")),
+                Err(e) => self
+                    .record_notes
+                    .push(format!("repair: could not replace node {id}: {e}")),
             }
         }
         c.wait_whole(crate::cluster::RECOVERY).await.is_ok()
@@ -318,7 +343,7 @@ impl Nemesis {
         if crash == Crash::Torn && c.slots[i].fs.is_some() {
             self.counts.power_loss_torn += 1;
         }
-        self.cut_reports
+        self.record_notes
             .push(format!("slot {} {crash:?}: {report}", c.slots[i].index));
         Ok(())
     }

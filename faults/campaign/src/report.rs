@@ -86,6 +86,14 @@ pub enum Anomaly {
         detail: String,
         log_tails: String,
     },
+    /// A process of the run (a node, or a filesystem) panicked: `log` line `line` says
+    /// where; `before` is the log line before it (with the node's time).
+    Panicked {
+        log: String,
+        line: usize,
+        message: String,
+        before: String,
+    },
     /// The search for a linearization ran out of budget: not a finding, but not a proof.
     Undecided { cell: String, steps: u64 },
     /// The campaign itself failed to do something it needed (the run may prove less).
@@ -107,10 +115,39 @@ impl Anomaly {
             Anomaly::NodeCannotStart { .. } => "node_cannot_start",
             Anomaly::NodeStalled { .. } => "node_stalled",
             Anomaly::NotRecovered { .. } => "not_recovered",
+            Anomaly::Panicked { .. } => "panicked",
             Anomaly::Undecided { .. } => "undecided",
             Anomaly::CampaignError { .. } => "campaign_error",
         }
     }
+}
+
+/// Every panic in the logs under `dir` (`thread '…' panicked at …` and the line after it).
+pub fn panics(dir: &std::path::Path) -> Vec<Anomaly> {
+    let mut found = Vec::new();
+    let mut logs: Vec<_> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "log"))
+        .collect();
+    logs.sort();
+    for log in logs {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        for (n, l) in lines.iter().enumerate() {
+            if l.contains("panicked at") {
+                found.push(Anomaly::Panicked {
+                    log: log.display().to_string(),
+                    line: n + 1,
+                    message: format!("{l} {}", lines.get(n + 1).unwrap_or(&"")),
+                    before: n.checked_sub(1).map_or("", |p| lines[p]).to_string(),
+                });
+            }
+        }
+    }
+    found
 }
 
 /// How many faults of each kind (and variant) were injected.

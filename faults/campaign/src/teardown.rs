@@ -131,12 +131,15 @@ pub fn cleanup_leftovers(prefix: &str, slots_if_unknown: usize) -> Vec<String> {
     cleaned
 }
 
-/// Makes panics and SIGINT/SIGTERM tear this run down before the process ends.
+/// Makes panics and SIGINT/SIGTERM tear this run down and end the process.
 pub fn install_handlers() {
     let default_hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
         default_hook(info);
+        // A panic anywhere (a client task included) is a bug of the campaign: stop the run
+        // rather than go on with half of it.
         teardown_current();
+        std::process::exit(101);
     }));
     tokio::spawn(async {
         use tokio::signal::unix::{SignalKind, signal};

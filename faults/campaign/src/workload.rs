@@ -100,6 +100,7 @@ fn classify_read(answer: Result<Answer, HttpError>) -> Result<CellState, Outcome
         Ok(a) => Err(Outcome::Failed {
             detail: format!("{} {}", a.status.as_u16(), a.text()),
         }),
+        Err(HttpError::Connect(e)) => Err(Outcome::Failed { detail: e }),
         Err(e) => Err(Outcome::Unknown {
             detail: e.to_string(),
         }),
