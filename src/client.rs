@@ -16,6 +16,10 @@ use serde_json::Value;
 /// Why a request got no HTTP answer.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
+    /// No connection could be made: the request was not delivered.
+    #[error("cannot connect to {url}: {reason}")]
+    Connect { url: String, reason: String },
+    /// The connection broke: the request may or may not have been delivered.
     #[error("cannot reach {url}: {reason}")]
     Unreachable { url: String, reason: String },
     #[error("{url} did not answer within {0:?}", .timeout)]
@@ -116,14 +120,19 @@ impl ApiClient {
                     reason: e.to_string(),
                 })?;
         let exchange = async {
-            let resp = self
-                .http
-                .request(req)
-                .await
-                .map_err(|e| ClientError::Unreachable {
-                    url: url.into(),
-                    reason: error_chain(&e),
-                })?;
+            let resp = self.http.request(req).await.map_err(|e| {
+                if e.is_connect() {
+                    ClientError::Connect {
+                        url: url.into(),
+                        reason: error_chain(&e),
+                    }
+                } else {
+                    ClientError::Unreachable {
+                        url: url.into(),
+                        reason: error_chain(&e),
+                    }
+                }
+            })?;
             let status = resp.status();
             let content_type = resp
                 .headers()

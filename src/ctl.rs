@@ -73,11 +73,20 @@ enum CtlCommand {
         #[arg(long, conflicts_with = "id")]
         away_from: Option<u64>,
     },
-    /// Exit 0 when every voter answers and is ready, all agree on one leader and none trails
-    /// it by more than --max-lag entries; otherwise name what is wrong and exit 1.
+    /// Exit 0 when there is a leader, the cluster can lose a voter and keep a quorum, every
+    /// member answers, and no voter trails the leader by more than --max-lag entries;
+    /// otherwise name what is wrong and exit 1.
     Health {
+        /// A voter trailing the leader by more entries is a problem.
         #[arg(long, default_value_t = 1000)]
         max_lag: u64,
+        /// Pass although the cluster could not lose another voter (e.g. during maintenance
+        /// of a three-site cluster).
+        #[arg(long)]
+        allow_no_fault_tolerance: bool,
+        /// Pass although some member does not answer.
+        #[arg(long)]
+        allow_unreachable: bool,
     },
     /// `key=value` lines about the node at API address ADDR (id, site, role, version...).
     NodeInfo { api: String },
@@ -362,8 +371,16 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
                 println!("node {id} leads (hand-over took {} ms)", s(&v["took_ms"]))
             });
         }
-        CtlCommand::Health { max_lag } => {
-            upgrade::health(&ctl.client, &ctl.nodes, max_lag, ctl.json).await?;
+        CtlCommand::Health {
+            max_lag,
+            allow_no_fault_tolerance,
+            allow_unreachable,
+        } => {
+            let relaxed = upgrade::Relaxed {
+                no_fault_tolerance: allow_no_fault_tolerance,
+                unreachable: allow_unreachable,
+            };
+            upgrade::health(&ctl.client, &ctl.nodes, max_lag, relaxed, ctl.json).await?;
         }
         CtlCommand::NodeInfo { api } => upgrade::node_info(&ctl.client, &api).await?,
         CtlCommand::WaitCaughtUp { id, within } => {

@@ -169,8 +169,103 @@ async fn member_view(client: &ApiClient, id: u64, api: &str) -> MemberView {
     }
 }
 
-/// `ctl health`: prints every member and returns an error naming what is wrong.
+/// Which of the health rules `ctl health` relaxes.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Relaxed {
+    /// Pass although the cluster could not lose another voter.
+    pub no_fault_tolerance: bool,
+    /// Pass although some member does not answer.
+    pub unreachable: bool,
+}
+
+/// `ctl health`: the leader's `/cluster/health`, judged with `max_lag` and the rules `relaxed`;
+/// a node of a release without that route is judged from every member's `/status`.
 pub async fn health(
+    client: &ApiClient,
+    nodes: &[String],
+    max_lag: u64,
+    relaxed: Relaxed,
+    json_out: bool,
+) -> anyhow::Result<()> {
+    let mut last_err = None;
+    for n in nodes {
+        match client
+            .get(n, &format!("/cluster/health?max_lag={max_lag}"))
+            .await
+        {
+            Ok(r) if r.status.is_success() => {
+                return judge_health(&r.json(), relaxed, json_out);
+            }
+            Ok(r) if r.status == hyper::StatusCode::NOT_FOUND => {
+                return health_from_statuses(client, nodes, max_lag, json_out).await;
+            }
+            Ok(r) => {
+                last_err = Some(format!(
+                    "{n}: {} {}",
+                    r.status,
+                    String::from_utf8_lossy(&r.body)
+                ))
+            }
+            Err(e) => last_err = Some(format!("{n}: {e}")),
+        }
+    }
+    bail!(
+        "unhealthy: no node answers: {}",
+        last_err.unwrap_or_else(|| "no nodes given".into())
+    )
+}
+
+fn judge_health(h: &Value, relaxed: Relaxed, json_out: bool) -> anyhow::Result<()> {
+    let problems: Vec<String> = h["problems"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|p| match p["kind"].as_str() {
+            Some("fault_tolerance") => !relaxed.no_fault_tolerance,
+            Some("unreachable") => !relaxed.unreachable,
+            _ => true,
+        })
+        .map(|p| p["detail"].as_str().unwrap_or("?").to_string())
+        .collect();
+    if json_out {
+        let mut out = h.clone();
+        out["healthy"] = json!(problems.is_empty());
+        println!("{out}");
+    } else {
+        println!(
+            "{:<6} {:<10} {:<8} {:<8} {:>8}  release",
+            "id", "site", "role", "answers", "lag"
+        );
+        for m in h["members"].as_array().into_iter().flatten() {
+            let leads = h["leader"] == m["id"];
+            println!(
+                "{:<6} {:<10} {:<8} {:<8} {:>8}  {}",
+                format!("{}{}", m["id"], if leads { "*" } else { "" }),
+                m["site"].as_str().unwrap_or("?"),
+                m["role"].as_str().unwrap_or("?"),
+                if m["answers"] == true { "yes" } else { "no" },
+                m["lag"].as_u64().map_or("-".into(), |l| l.to_string()),
+                m["release"].as_str().unwrap_or("-"),
+            );
+        }
+        println!(
+            "leader {}, term {}; fault tolerance {} (voters that may fail with a quorum left)",
+            h["leader"], h["term"], h["fault_tolerance"]
+        );
+    }
+    if problems.is_empty() {
+        if !json_out {
+            println!("healthy");
+        }
+        Ok(())
+    } else {
+        bail!("unhealthy: {}", problems.join("; "))
+    }
+}
+
+/// The health of a cluster of a release without `/cluster/health`, from every member's
+/// `/status` and `/readyz`.
+async fn health_from_statuses(
     client: &ApiClient,
     nodes: &[String],
     max_lag: u64,

@@ -1,21 +1,132 @@
 //! Sending a request on to the leader, so that a client may talk to any node.
 //!
 //! A forwarded request carries [`FORWARDED`]; a node that receives one and is not the leader
-//! either answers 503 (leadership moved in between) instead of forwarding again, so requests
-//! never loop.
+//! answers 503 (leadership moved in between) instead of forwarding again, so requests never
+//! loop.
+//!
+//! A leader can be cut off while a request waits on it (its site isolated, a firewall), and the
+//! client would wait for its whole timeout. So a forwarded request is abandoned as soon as this
+//! node learns of another leader, or when it had no answer within a bound derived from the
+//! election timeout, and then:
+//! - a request that was never delivered (no connection could be made), and a read, is sent
+//!   once more, to the new leader;
+//! - anything else may have taken effect on the old leader: 503 `outcome_unknown` with
+//!   `Retry-After`, so that the client reads before it retries.
+
+use std::time::Duration;
 
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
+use sonraft_raft::{NodeId, NodeInfo};
 
 use super::error::ApiError;
+use crate::client::ClientError;
 use crate::node::Node;
 
 /// Header marking a request forwarded by another node; its value is that node's id, so that
 /// a change set keeps the node it was proposed at as its origin.
 pub const FORWARDED: &str = "x-sonraft-forwarded";
 
-/// Forwards the request to the current leader and relays its answer.
+/// How a forwarded request ended.
+enum Forwarded {
+    Answered(Response),
+    /// No connection could be made: it was not delivered.
+    NotDelivered(String),
+    /// It was sent, but this node gave up on the answer (why).
+    Abandoned(String),
+}
+
+/// How long a forwarded request may go without an answer: a read or a change set a little
+/// longer than the leader itself waits for a commit; imports and membership changes as long as
+/// they legitimately take.
+fn answer_bound(node: &Node, method: &Method, uri: &Uri) -> Duration {
+    if *method == Method::GET {
+        node.config.outcome_bound()
+    } else if uri.path() == "/image/changesets" {
+        node.config.outcome_bound() + Duration::from_secs(1)
+    } else {
+        Duration::from_secs(660)
+    }
+}
+
+/// The current leader other than this node, waiting up to `within` for one to be known.
+async fn leader_within(
+    node: &Node,
+    within: Duration,
+    not: Option<NodeId>,
+) -> Option<(NodeId, NodeInfo)> {
+    let deadline = tokio::time::Instant::now() + within;
+    let mut metrics = node.raft.metrics();
+    loop {
+        if let Some((id, info)) = node.leader()
+            && Some(id) != not
+        {
+            return Some((id, info));
+        }
+        if tokio::time::timeout_at(deadline, metrics.changed())
+            .await
+            .is_err()
+        {
+            return None;
+        }
+    }
+}
+
+async fn forward_once(
+    node: &Node,
+    leader: (NodeId, &NodeInfo),
+    method: Method,
+    uri: &Uri,
+    body: Option<Bytes>,
+) -> Forwarded {
+    let (id, info) = leader;
+    let path = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
+    let url = format!("{}{path}", crate::client::base_url(&info.api_addr));
+    let me = node.id.to_string();
+    let bound = answer_bound(node, &method, uri);
+    let extra = [(FORWARDED, me.as_str())];
+    let send = node.forwarder.send(method, &url, body, &extra);
+    let mut metrics = node.raft.metrics();
+    let leader_moved = async {
+        loop {
+            if metrics.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+            let now = metrics.borrow().current_leader;
+            if now.is_some_and(|l| l != id) {
+                return;
+            }
+        }
+    };
+    tokio::select! {
+        r = send => match r {
+            Ok(r) => {
+                let mut resp = (r.status, r.body).into_response();
+                if let Some(ct) = r.content_type.and_then(|c| c.parse().ok()) {
+                    resp.headers_mut()
+                        .insert(axum::http::header::CONTENT_TYPE, ct);
+                }
+                if let Some(secs) = r.retry_after {
+                    resp.headers_mut()
+                        .insert(axum::http::header::RETRY_AFTER, secs.into());
+                }
+                Forwarded::Answered(resp)
+            }
+            Err(ClientError::Connect { reason, .. }) => Forwarded::NotDelivered(reason),
+            Err(e) => Forwarded::Abandoned(format!("the leader (node {id}) did not answer: {e}")),
+        },
+        () = tokio::time::sleep(bound) => Forwarded::Abandoned(format!(
+            "the leader (node {id}) did not answer within {} ms", bound.as_millis()
+        )),
+        () = leader_moved => Forwarded::Abandoned(format!(
+            "leadership moved away from node {id} while it had the request"
+        )),
+    }
+}
+
+/// Forwards the request to the current leader and relays its answer (see the module docs for
+/// when it is sent again, and when it is answered `outcome_unknown`).
 pub async fn to_leader(
     node: &Node,
     method: Method,
@@ -28,47 +139,59 @@ pub async fn to_leader(
             "leader_changed",
             "leadership moved while the request was forwarded; retry",
         )
+        .retry_after(1)
         .into_response();
     }
-    let Some((id, info)) = node.leader() else {
-        return ApiError::unavailable(
-            "no_leader",
-            "no leader is known yet (election in progress?); retry shortly",
-        )
-        .into_response();
-    };
-    if id == node.id {
-        return ApiError::unavailable(
-            "leader_changed",
-            "this node is stepping up or down as leader; retry",
-        )
-        .into_response();
-    }
-    let path = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
-    let url = format!("{}{path}", crate::client::base_url(&info.api_addr));
-    let me = node.id.to_string();
-    match node
-        .peers
-        .send(method, &url, body, &[(FORWARDED, me.as_str())])
-        .await
-    {
-        Ok(r) => {
-            let mut resp = (r.status, r.body).into_response();
-            if let Some(ct) = r.content_type.and_then(|c| c.parse().ok()) {
-                resp.headers_mut()
-                    .insert(axum::http::header::CONTENT_TYPE, ct);
+    let election = Duration::from_millis(2 * node.config.election_max_ms);
+    let mut tried: Option<NodeId> = None;
+    for attempt in 0..2 {
+        let Some((id, info)) = leader_within(node, election, tried).await else {
+            return ApiError::unavailable(
+                "no_leader",
+                "no leader is known (election in progress?); retry shortly",
+            )
+            .retry_after(1)
+            .into_response();
+        };
+        // This node became the leader meanwhile: it answers itself, through its own API.
+        let target = if id == node.id {
+            node.advertised.clone()
+        } else {
+            info
+        };
+        match forward_once(node, (id, &target), method.clone(), uri, body.clone()).await {
+            Forwarded::Answered(r) => return r,
+            Forwarded::NotDelivered(reason) if attempt == 0 => {
+                tracing::debug!(leader = id, %reason, "forwarding not delivered; trying the next leader");
+                tried = Some(id);
             }
-            if let Some(secs) = r.retry_after {
-                resp.headers_mut()
-                    .insert(axum::http::header::RETRY_AFTER, secs.into());
+            Forwarded::Abandoned(reason) if attempt == 0 && method == Method::GET => {
+                tracing::debug!(leader = id, %reason, "read abandoned; trying the next leader");
+                tried = Some(id);
             }
-            resp
+            Forwarded::NotDelivered(reason) => {
+                return ApiError::new(
+                    StatusCode::BAD_GATEWAY,
+                    "leader_unreachable",
+                    format!("the leader (node {id}) cannot be reached: {reason}"),
+                )
+                .retry_after(1)
+                .into_response();
+            }
+            Forwarded::Abandoned(reason) => {
+                metrics::counter!("sonraft_forward_outcome_unknown_total").increment(1);
+                return ApiError::unavailable(
+                    "outcome_unknown",
+                    format!(
+                        "{reason}; the request may or may not have taken effect: read before retrying"
+                    ),
+                )
+                .retry_after(1)
+                .into_response();
+            }
         }
-        Err(e) => ApiError::new(
-            StatusCode::BAD_GATEWAY,
-            "leader_unreachable",
-            format!("the leader (node {id}) did not answer: {e}"),
-        )
-        .into_response(),
     }
+    ApiError::unavailable("no_leader", "no leader answered; retry shortly")
+        .retry_after(1)
+        .into_response()
 }

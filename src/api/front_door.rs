@@ -27,12 +27,13 @@ const OPEN_ROUTES: [&str; 3] = ["/health", "/readyz", "/metrics"];
 
 /// The route templates of [`super::router`], for metric labels; `{id}`, only ever last, matches one
 /// segment.
-pub const ROUTES: [&str; 20] = [
+pub const ROUTES: [&str; 21] = [
     "/health",
     "/readyz",
     "/status",
     "/metrics",
     "/cluster/init",
+    "/cluster/health",
     "/cluster/learners",
     "/cluster/voters",
     "/cluster/nodes/{id}",

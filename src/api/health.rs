@@ -12,6 +12,8 @@ use serde_json::json;
 use sonraft_raft::command::COMMAND_FORMAT;
 use sonraft_storage::format::DATA_FORMAT;
 
+use super::error::Params;
+use super::forward;
 use crate::node::Node;
 
 /// The process is up.
@@ -116,4 +118,33 @@ pub async fn metrics(State(node): State<Arc<Node>>) -> Response {
         body,
     )
         .into_response()
+}
+
+/// `?max_lag=N` of `/cluster/health`.
+#[derive(serde::Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct HealthParams {
+    /// A voter trailing the leader by more entries is a problem (default 1000).
+    #[serde(default)]
+    max_lag: Option<u64>,
+}
+
+/// `GET /cluster/health[?max_lag=N]`: members, who answers, lags, the fault tolerance and a
+/// verdict, as the leader sees them (a follower forwards; with no leader known, it answers
+/// from its own position).
+pub async fn cluster_health(
+    State(node): State<Arc<Node>>,
+    Params(q): Params<HealthParams>,
+    uri: axum::http::Uri,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    if !node.is_leader() && node.leader().is_some() && !headers.contains_key(forward::FORWARDED) {
+        let r = forward::to_leader(&node, axum::http::Method::GET, &uri, &headers, None).await;
+        if r.status().is_success() {
+            return r;
+        }
+    }
+    node.recheck_unanswered(std::time::Duration::from_millis(500))
+        .await;
+    Json(node.cluster_health(q.max_lag.unwrap_or(1000))).into_response()
 }

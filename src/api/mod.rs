@@ -42,6 +42,7 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/status", get(health::status))
         .route("/metrics", get(health::metrics))
         .route("/cluster/init", post(cluster::init))
+        .route("/cluster/health", get(health::cluster_health))
         .route("/cluster/learners", post(cluster::add_learner))
         .route("/cluster/voters", post(cluster::change_voters))
         .route("/cluster/nodes/{id}", delete(cluster::remove_node))

@@ -3,6 +3,7 @@
 //! - [`propose`]: how a command gets into the log (leader check, log time, cluster version);
 //! - [`batcher`]: concurrent change sets share log entries (group commit);
 //! - [`reads`]: concurrent linearizable reads share leadership confirmations;
+//! - [`health`]: the cluster's health and fault tolerance from this node's position;
 //! - [`membership`]: init, learners, voters, removal and leader hand-over;
 //! - [`peers`]: what this node answers other nodes on the Raft listener, and what it knows of
 //!   them (their facts, who answers);
@@ -11,6 +12,7 @@
 //! - [`watchdog`]: fast detection of a crashed leader.
 
 pub mod batcher;
+pub mod health;
 pub mod membership;
 pub mod peers;
 pub mod propose;
@@ -44,9 +46,12 @@ pub struct Node {
     pub config: NodeConfig,
     /// How other nodes and clients reach this node.
     pub advertised: NodeInfo,
-    /// Client for forwarding operators' requests to the leader (with this node's token), and
-    /// for the admin routes of nodes of a release before peer requests.
+    /// Client for the admin routes of nodes of a release before peer requests (with this
+    /// node's token).
     pub peers: ApiClient,
+    /// Client that forwards operators' requests to the leader (bounds per request: see
+    /// `api::forward`).
+    pub forwarder: ApiClient,
     /// Node-to-node requests over the Raft listeners, with the cluster secret.
     pub peer_client: sonraft_raft::transport::PeerClient,
     /// What this node last learned of the other members.
@@ -218,6 +223,10 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         peers: ApiClient::new(
             Some(config.token.clone()),
             std::time::Duration::from_secs(10),
+        ),
+        forwarder: ApiClient::new(
+            Some(config.token.clone()),
+            std::time::Duration::from_secs(660),
         ),
         peer_client: sonraft_raft::transport::PeerClient::new(config.cluster_secret.as_str()),
         known_peers: peers::KnownPeers::default(),

@@ -168,6 +168,41 @@ pub fn vote_promise(heartbeat_ms: u64, election_max_ms: u64) -> Duration {
 /// The fewest heartbeat intervals of silence after which the watchdog forces an election.
 pub const WATCHDOG_SILENCE_HEARTBEATS: u64 = 2;
 
+impl Node {
+    /// Asks again, now, every member whose last facts request failed (a health check must not
+    /// report a member that just came back as unreachable).
+    pub async fn recheck_unanswered(&self, within: Duration) {
+        let m = self.raft.metrics().borrow().clone();
+        let stale: Vec<(NodeId, String)> = m
+            .membership_config
+            .nodes()
+            .filter(|(id, _)| **id != self.id)
+            .filter(|(id, _)| self.known_peers.get(**id).is_none_or(|s| !s.answers()))
+            .map(|(id, info)| (*id, info.raft_addr.clone()))
+            .collect();
+        let asks = stale.into_iter().map(|(id, addr)| async move {
+            let r = self.ask_facts(&addr, within).await;
+            self.known_peers.record(id, r);
+        });
+        let mut all = std::pin::pin!(futures_join_ordered(asks));
+        (&mut all).await;
+    }
+}
+
+/// Runs the futures concurrently on this task, until all are done.
+async fn futures_join_ordered<F: Future<Output = ()>>(futs: impl IntoIterator<Item = F>) {
+    let mut pending: Vec<Pin<Box<F>>> = futs.into_iter().map(Box::pin).collect();
+    std::future::poll_fn(|cx| {
+        pending.retain_mut(|f| f.as_mut().poll(cx).is_pending());
+        if pending.is_empty() {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    })
+    .await
+}
+
 /// Answers peer requests for a node.
 pub struct PeerHandler(pub Arc<Node>);
 
@@ -249,6 +284,7 @@ pub async fn run(node: Arc<Node>, removed: tokio::sync::mpsc::Sender<String>) {
             }
         });
         let answers = futures_join_all(asks).await;
+        node.export_health_metrics();
         let mine = m.membership_config.log_id().map_or(0, |l| l.index);
         let was_member = m.membership_config.nodes().any(|(id, _)| *id == node.id);
         if let Some(f) = answers

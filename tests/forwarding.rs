@@ -1,0 +1,56 @@
+//! A request a follower forwards to a leader that stops answering does not wait for the
+//! client's timeout: a read goes to the new leader, a change set ends as `outcome_unknown`
+//! (issue 19).
+
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn signal(p: &NodeProc, sig: &str) {
+    let pid = p.pid().expect("running").to_string();
+    assert!(
+        Command::new("kill")
+            .args([format!("-{sig}"), pid])
+            .status()
+            .expect("kill")
+            .success()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_forwarded_to_a_leader_that_stopped_answering_end_when_a_new_leader_is_elected() {
+    let c = Cluster::start(3).await;
+    c.import_demo(6).await;
+    let leader = c.leader().await;
+    let follower = c.nodes[(leader + 1) % 3].api.clone();
+    let client = sonraft::client::ApiClient::new(Some(TOKEN.into()), Duration::from_secs(30));
+    let cell = c.cell(&c.nodes[leader], "C1", "linearizable").await;
+    let version = cell["version"].as_u64().unwrap();
+
+    // The leader stops answering (its sockets still accept connections).
+    signal(&c.nodes[leader], "STOP");
+    let started = Instant::now();
+    let read = client.get(&follower, "/image/cells/C1");
+    let change = tilt("C1", version, 50);
+    let write = client.post(&follower, "/image/changesets", &change);
+    let (read, write) = tokio::join!(read, write);
+    let waited = started.elapsed();
+    signal(&c.nodes[leader], "CONT");
+
+    let read = read.expect("the read got an answer");
+    assert_eq!(read.status, 200, "{}", String::from_utf8_lossy(&read.body));
+    assert_eq!(read.json()["id"], "C1");
+    let write = write.expect("the change set got an answer");
+    assert!(
+        write.status == 200 || write.json()["error"] == "outcome_unknown",
+        "{} {}",
+        write.status,
+        String::from_utf8_lossy(&write.body)
+    );
+    // A new leader takes 450-600 ms with the loopback timing; the client must not wait for
+    // anything near its own timeout.
+    assert!(waited < Duration::from_secs(4), "answered after {waited:?}");
+}
