@@ -64,6 +64,13 @@ async fn bad_requests_get_documented_errors_and_change_nothing() {
         ("bad import", Method::POST, "/image/import", json!({"cells": [{"id": "X1", "site": "NOWHERE", "rat": "LTE", "pci": 1, "arfcn": 1, "azimuth": 0}]}).to_string(), Some(TOKEN), StatusCode::UNPROCESSABLE_ENTITY, "invalid"),
         ("bad consistency", Method::GET, "/image/cells?consistency=eventually", String::new(), Some(TOKEN), StatusCode::BAD_REQUEST, "bad_consistency"),
         ("unknown route", Method::GET, "/image/antennas", String::new(), Some(TOKEN), StatusCode::NOT_FOUND, "not_found"),
+        // Node-to-node requests travel on the Raft listener with the cluster secret; the
+        // operator token reaches none of them.
+        ("internal command", Method::POST, "/internal/command", json!({"Release": {"node_id": 1, "release": "9.9.9", "max_command_format": 9}}).to_string(), Some(TOKEN), StatusCode::NOT_FOUND, "not_found"),
+        ("forced election", Method::POST, "/cluster/elect", "{}".into(), Some(TOKEN), StatusCode::NOT_FOUND, "not_found"),
+        ("lease release", Method::POST, "/internal/lease-release", "{\"for_ms\": 60000}".into(), Some(TOKEN), StatusCode::NOT_FOUND, "not_found"),
+        ("bad force flag", Method::DELETE, "/cluster/nodes/2?force=maybe", String::new(), Some(TOKEN), StatusCode::BAD_REQUEST, "bad_query"),
+        ("node id out of range", Method::DELETE, "/cluster/nodes/9007199254740992", String::new(), Some(TOKEN), StatusCode::UNPROCESSABLE_ENTITY, "invalid"),
     ];
     for (what, method, path, body, token, status, kind) in cases {
         let r = send(method, path, &body, token).await;
@@ -90,4 +97,38 @@ async fn bad_requests_get_documented_errors_and_change_nothing() {
     assert_eq!(image(&c).await, before, "bad input changed the image");
     let health = send(Method::GET, "/health", "", None).await;
     assert_eq!(health.status, 200, "health needs no token");
+
+    // The Raft listener's peer route refuses the operator token and garbage alike.
+    let raft = format!("http://{}/peer", c.nodes[1].raft);
+    let client =
+        sonraft::client::ApiClient::new(Some(TOKEN.into()), std::time::Duration::from_secs(10));
+    let r = client
+        .send(
+            Method::POST,
+            &raft,
+            Some(bytes::Bytes::from_static(&[0, 1, 0])),
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status,
+        StatusCode::UNAUTHORIZED,
+        "the operator token is no cluster secret"
+    );
+    let r = client
+        .send(
+            Method::POST,
+            &raft,
+            Some(bytes::Bytes::from_static(&[0, 1, 0xff, 0xfe])),
+            &[("x-sonraft-cluster-secret", sonraft::local_cluster::SECRET)],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status,
+        StatusCode::BAD_REQUEST,
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
 }
