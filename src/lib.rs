@@ -8,7 +8,7 @@
 //! - [`node`]: the wiring (store, Raft, listeners) read top to bottom in [`node::run`], how
 //!   proposals reach the leader ([`node::propose`]), membership and leader hand-over
 //!   ([`node::membership`]), and graceful shutdown ([`node::shutdown`]);
-//! - [`api`]: the admin HTTP API of DESIGN.md (axum), one file per group of routes;
+//! - [`api`]: the admin HTTP API (axum), one file per group of routes;
 //! - [`local_cluster`]: real node processes on this machine, for tests and benchmarks;
 //! - [`client`]: a small keep-alive JSON client used by `ctl`, forwarding and benchmarks;
 //! - [`net`]: listening sockets with a backlog sized for reconnect storms;

@@ -1,6 +1,6 @@
 //! The change-set rules, as pure functions of the image, the change set and the log time.
 //!
-//! Applying a change set is deterministic and all-or-nothing (DESIGN.md, "Change sets"):
+//! Applying a change set is deterministic and all-or-nothing (docs/DESIGN.md, "Change sets"):
 //! 1. every entity in the read set still has the version that was read, else `Conflict`;
 //! 2. every write names a known entity and parameter, its value is legal and within the
 //!    per-step limit, else `Invalid`;

@@ -1,4 +1,4 @@
-//! The admin HTTP API (contract v1 in DESIGN.md), on axum.
+//! The admin HTTP API (contract v1 in README.md, design in docs/DESIGN.md), on axum.
 //!
 //! - [`error`]: the `{"error", "detail"}` shape, body limits, JSON parsing;
 //! - [`forward`]: sending a request on to the leader;
