@@ -115,7 +115,7 @@ fn entity_of(img: &NetworkImage, w: &WriteSpec) -> EntityRef {
     }
 }
 
-/// Independent statement of DESIGN.md's legal values and step limits, for the operator
+/// Independent statement of the legal values and step limits, for the operator
 /// (no box, full CIO range). `None` when the write is not a clean operator write.
 fn operator_legal(p: Param, from: i64, to: i64) -> bool {
     match p {

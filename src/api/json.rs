@@ -115,7 +115,7 @@ pub fn value_json(v: &Value) -> Json {
     }
 }
 
-/// An outcome as JSON, as DESIGN.md's contract gives it.
+/// An outcome as JSON, as the API contract (README.md) gives it.
 pub fn outcome_json(o: &Outcome) -> Json {
     match o {
         Outcome::Applied { index, versions } => {
