@@ -39,6 +39,7 @@ pub struct Options {
     pub lazyfs: Option<PathBuf>,
     pub snapshot_every: u64,
     pub keep: bool,
+    pub fresh_addresses: bool,
     pub check_seconds: u64,
     pub command: String,
     /// Check the long run's targets: (faults per kind, power losses of the leader).
@@ -144,6 +145,7 @@ pub async fn run(o: Options) -> anyhow::Result<Summary> {
             o.snapshot_every.to_string(),
         ],
         seed: o.seed,
+        fresh_addresses: o.fresh_addresses,
     };
     let mut cluster = Cluster::start(setup, network)
         .await
@@ -192,7 +194,7 @@ pub async fn run(o: Options) -> anyhow::Result<Summary> {
     let token_prefix = format!("campaign {name} ");
     let w = Workload {
         cells: cells.clone(),
-        addrs: (0..cluster.slots.len()).map(|i| cluster.addr(i)).collect(),
+        addrs: cluster.addrs.clone(),
         clients: o.clients,
         rate: o.rate,
         extra_reads: o.extra_reads,
@@ -219,7 +221,14 @@ pub async fn run(o: Options) -> anyhow::Result<Summary> {
     let _ = clients.await;
     // Make sure the end state is healed even if the nemesis stopped early.
     let mut anomalies = nemesis.anomalies.clone();
-    anomalies.extend(cluster.heal(nemesis.records.len() as u64 + 1).await);
+    let last_heal = cluster.heal(nemesis.records.len() as u64 + 1).await;
+    if !last_heal.is_empty() && !nemesis.repair(&mut cluster).await {
+        notes.push(
+            "the cluster was not whole at the end even after repair; the evidence is partial"
+                .into(),
+        );
+    }
+    anomalies.extend(last_heal);
 
     let evidence = checks::collect(&cluster, &token_prefix, initial, &history, &cells).await;
     std::fs::write(

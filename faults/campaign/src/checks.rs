@@ -53,6 +53,10 @@ pub struct Evidence {
     pub initial: BTreeMap<String, Observed>,
     pub finals: BTreeMap<String, Observed>,
     pub history: Vec<HistoryRecord>,
+    /// Whether the final history could be read at all (if not, the checks that need it are
+    /// skipped and `not_converged` says why).
+    #[serde(default)]
+    pub history_read: bool,
     /// When the history had been read: every change set it records as applied took effect
     /// before.
     #[serde(default)]
@@ -112,6 +116,7 @@ pub async fn collect(
         match cluster.api.history(&addr, HISTORY_PAGE).await {
             Ok(h) => {
                 evidence.history = h;
+                evidence.history_read = true;
                 evidence.history_at = clock.now();
                 break;
             }
@@ -240,7 +245,13 @@ pub fn verify(
             });
         }
     }
-    acknowledgements_kept(events, faults, &by_token, horizon, &mut v);
+    if evidence.history_read {
+        acknowledgements_kept(events, faults, &by_token, horizon, &mut v);
+    } else {
+        v.notes.push(
+            "the final history could not be read: lost acknowledgements and version chains were not checked".into(),
+        );
+    }
     let judged = Judged {
         events,
         faults,
@@ -250,7 +261,9 @@ pub fn verify(
         run_dir,
     };
     for (cell, initial) in &evidence.initial {
-        version_chain(cell, initial, evidence, horizon, &mut v);
+        if evidence.history_read {
+            version_chain(cell, initial, evidence, horizon, &mut v);
+        }
         judged.linearizable(cell, initial, &mut v);
         v.cells_checked += 1;
     }
@@ -613,6 +626,7 @@ mod tests {
             initial: [("A".to_string(), observed(1, 40, 0))].into(),
             finals: [("A".to_string(), last)].into(),
             history,
+            history_read: true,
             ..Evidence::default()
         }
     }

@@ -7,6 +7,7 @@
 //! cluster is whole again; the nemesis decides what to do with that.
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use crate::api::{Api, NodeEntry, Status};
@@ -42,6 +43,9 @@ pub struct Setup {
     pub run_dir: PathBuf,
     pub node_flags: Vec<String>,
     pub seed: u64,
+    /// Whether a replacement node listens on other ports than the node it replaces (else it
+    /// takes over its address, as a rebuilt host would).
+    pub fresh_addresses: bool,
 }
 
 /// One site.
@@ -70,6 +74,9 @@ pub struct Cluster {
     pub network: Network,
     pub slots: Vec<Slot>,
     pub api: Api,
+    /// The API address of each slot's node, shared with the clients (it changes when a
+    /// replacement listens elsewhere).
+    pub addrs: Arc<RwLock<Vec<String>>>,
     /// A cell outside the workload that [`Cluster::heal`] writes through every node.
     pub probe_cell: Option<String>,
     setup: Setup,
@@ -116,6 +123,7 @@ impl Cluster {
                     site: format!("site-{index}"),
                     data_dir: PathBuf::new(),
                     ip: network.ip(index),
+                    port_offset: 0,
                     log: PathBuf::new(),
                     flags: setup.node_flags.clone(),
                 },
@@ -126,7 +134,9 @@ impl Cluster {
             slot.spec.log = setup.run_dir.join(format!("logs/node-{index}.log"));
             slots.push(slot);
         }
+        let addrs = slots.iter().map(|s| s.spec.api_addr()).collect();
         let mut cluster = Cluster {
+            addrs: Arc::new(RwLock::new(addrs)),
             next_id: slots.len() as u64 + 1,
             network,
             slots,
@@ -469,6 +479,13 @@ impl Cluster {
         let root = self.slots[i].data_root(&self.setup.run_dir);
         self.slots[i].spec.id = id;
         self.slots[i].spec.data_dir = root.join(format!("node-{id}"));
+        if self.setup.fresh_addresses {
+            let spec = &mut self.slots[i].spec;
+            spec.port_offset = (spec.port_offset + 10) % 1000;
+            if let Ok(mut addrs) = self.addrs.write() {
+                addrs[i] = spec.api_addr();
+            }
+        }
         self.start_node(i, &format!("replaces node {old}")).await?;
         let (entry, ids, this) = (&self.entry(i), &self.ids(), &*self);
         retry("add the learner", || async move {

@@ -90,6 +90,10 @@ struct RunArgs {
     /// Keep the data directories even when the run found nothing.
     #[arg(long)]
     keep: bool,
+    /// Start each replacement node on new ports instead of the address of the node it
+    /// replaces (by default it takes that address over, as a rebuilt host would).
+    #[arg(long)]
+    fresh_addresses: bool,
     /// Seconds the linearizability search may spend per cell.
     #[arg(long, default_value_t = 120)]
     check_seconds: u64,
@@ -130,6 +134,7 @@ fn options(a: RunArgs) -> anyhow::Result<Options> {
         },
         snapshot_every: a.snapshot_every,
         keep: a.keep,
+        fresh_addresses: a.fresh_addresses,
         check_seconds: a.check_seconds,
         command,
         targets: a.target_per_kind.map(|k| (k, a.target_leader_power_losses)),

@@ -275,7 +275,7 @@ impl Nemesis {
     /// every node that is not healthy on its data directory; if that is not enough, replace
     /// those still unhealthy with fresh nodes. Says what it did in the fault's record;
     /// returns whether the cluster is whole again.
-    async fn repair(&mut self, c: &mut Cluster) -> bool {
+    pub async fn repair(&mut self, c: &mut Cluster) -> bool {
         for i in c.unhealthy().await {
             if let Some(node) = c.slots[i].node.take() {
                 node.kill().await;

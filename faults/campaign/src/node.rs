@@ -47,6 +47,9 @@ pub struct NodeSpec {
     pub site: String,
     pub data_dir: PathBuf,
     pub ip: String,
+    /// Added to the Raft (7001) and API (8001) ports: a replacement node may listen elsewhere
+    /// than the node it replaces.
+    pub port_offset: u16,
     pub log: PathBuf,
     /// Extra node flags (`--timing`, `--snapshot-every`, ...).
     pub flags: Vec<String>,
@@ -54,10 +57,10 @@ pub struct NodeSpec {
 
 impl NodeSpec {
     pub fn raft_addr(&self) -> String {
-        format!("{}:7001", self.ip)
+        format!("{}:{}", self.ip, 7001 + self.port_offset)
     }
     pub fn api_addr(&self) -> String {
-        format!("{}:8001", self.ip)
+        format!("{}:{}", self.ip, 8001 + self.port_offset)
     }
 }
 

@@ -9,8 +9,8 @@
 //! much as applies. The pace is bounded (`rate` cycles a second in total), so that faults,
 //! not load, decide what happens.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use rand::rngs::StdRng;
@@ -25,8 +25,8 @@ use crate::http::{Answer, Http, HttpError};
 #[derive(Clone, Debug)]
 pub struct Workload {
     pub cells: Vec<String>,
-    /// API address of each slot (slot `i + 1` at index `i`).
-    pub addrs: Vec<String>,
+    /// API address of each slot (slot `i + 1` at index `i`), kept current by the cluster.
+    pub addrs: Arc<RwLock<Vec<String>>>,
     pub clients: usize,
     /// Read-modify-write cycles per second, all clients together.
     pub rate: f64,
@@ -167,8 +167,9 @@ impl Client {
 
     /// A slot position and its API address, at random.
     fn node(&mut self) -> (usize, String) {
-        let slot = self.rng.random_range(0..self.w.addrs.len());
-        (slot, self.w.addrs[slot].clone())
+        let addrs = self.w.addrs.read().map(|a| a.clone()).unwrap_or_default();
+        let slot = self.rng.random_range(0..addrs.len().max(1));
+        (slot, addrs.get(slot).cloned().unwrap_or_default())
     }
 
     /// Reads `cell` (linearizable) from a random node; records the event.
