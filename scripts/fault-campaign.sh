@@ -58,7 +58,8 @@ missing=()
 command -v fusermount3 > /dev/null || missing+=(fuse3)
 command -v iptables > /dev/null || missing+=(iptables)
 command -v ip > /dev/null || missing+=(iproute2)
-ls /usr/lib/*/faketime/libfaketime.so.1 /usr/lib/faketime/libfaketime.so.1 > /dev/null 2>&1 \
+compgen -G '/usr/lib/*/faketime/libfaketime.so.1' > /dev/null \
+    || compgen -G '/usr/lib/faketime/libfaketime.so.1' > /dev/null \
     || missing+=(faketime)
 if [[ ${#missing[@]} -gt 0 ]]; then
     log "installing ${missing[*]}"
