@@ -90,6 +90,11 @@ impl Cluster {
     /// Creates the slots (filesystem, clock, node spec) and starts one node in each.
     pub async fn start(setup: Setup, network: Network) -> Result<Cluster, ClusterError> {
         let mut slots = Vec::new();
+        if setup.lazyfs.is_some() {
+            let root = setup.run_dir.join("mnt");
+            crate::lazyfs::shared_root(&root)?;
+            teardown::update(|r| r.mounts.push(root.clone()));
+        }
         for index in 1..=network.slots {
             let fs = match &setup.lazyfs {
                 Some(bin) => {
@@ -517,6 +522,9 @@ impl Cluster {
             if let Some(fs) = s.fs.as_mut() {
                 fs.unmount();
             }
+        }
+        if self.setup.lazyfs.is_some() {
+            crate::lazyfs::force_unmount(&self.setup.run_dir.join("mnt"));
         }
     }
 

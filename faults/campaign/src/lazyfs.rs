@@ -174,22 +174,32 @@ impl LazyFs {
         let Some(mut c) = self.child.take() else {
             return;
         };
-        let _ = Command::new(&self.binary)
+        let ctl = Command::new(&self.binary)
             .arg("ctl")
             .arg(&self.control)
             .arg("unmount")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(5);
+            .spawn();
+        // Neither the command nor the filesystem may hold the run up: a few seconds each.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut ctl = ctl.ok();
         while Instant::now() < deadline {
             if let Ok(Some(_)) = c.try_wait() {
-                return;
+                break;
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        let _ = c.kill();
-        let _ = c.wait();
+        if let Some(mut ctl) = ctl.take()
+            && !matches!(ctl.try_wait(), Ok(Some(_)))
+        {
+            let _ = ctl.kill();
+            let _ = ctl.wait();
+        }
+        if !matches!(c.try_wait(), Ok(Some(_))) {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
         force_unmount(&self.mount);
     }
 }
@@ -198,6 +208,24 @@ impl Drop for LazyFs {
     fn drop(&mut self) {
         self.unmount();
     }
+}
+
+/// Makes `dir` a shared mount of its own, to hold the run's filesystems.
+///
+/// Every `ip netns exec` (this run's or another's) copies the whole mount table into a new
+/// mount namespace. On a machine whose mounts are private, those copies keep a FUSE mount
+/// alive after it is unmounted here, and its filesystem process then never sees the end of
+/// its session. Under a shared parent the copies are slaves, and unmounting propagates.
+pub fn shared_root(dir: &Path) -> Result<(), LazyFsError> {
+    std::fs::create_dir_all(dir)?;
+    let d = dir.display().to_string();
+    let failed = |e: crate::command::CommandError| LazyFsError::Control {
+        command: format!("mount --bind/--make-shared {d}"),
+        detail: e.to_string(),
+    };
+    run(&["mount", "--bind", &d, &d]).map_err(failed)?;
+    run(&["mount", "--make-shared", &d]).map_err(failed)?;
+    Ok(())
 }
 
 /// Unmounts a mount whose filesystem process is gone or stuck (best effort).

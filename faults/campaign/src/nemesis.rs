@@ -294,7 +294,18 @@ impl Nemesis {
         if c.wait_whole(crate::cluster::RECOVERY).await.is_ok() {
             return true;
         }
-        for i in c.unhealthy().await {
+        // Replacing needs a quorum of healthy voters, and replacing a majority would throw
+        // the cluster's data away: only a minority is ever replaced.
+        let unhealthy = c.unhealthy().await;
+        if unhealthy.len() * 2 >= c.slots.len() {
+            self.record_notes.push(format!(
+                "repair: {} of {} nodes unhealthy after restarting them; not replacing a majority",
+                unhealthy.len(),
+                c.slots.len()
+            ));
+            return false;
+        }
+        for i in unhealthy {
             let id = c.slots[i].spec.id;
             match c.replace(i).await {
                 Ok(new) => self

@@ -71,7 +71,8 @@ pub fn update(change: impl FnOnce(&mut Registry)) {
 pub fn teardown(r: &Registry) {
     // Nodes first (they hold files on the mounts), then the filesystems, then the network.
     netns::kill_processes(&r.name, r.slots);
-    for m in &r.mounts {
+    // Innermost first: the filesystems, then the shared directory that holds them.
+    for m in r.mounts.iter().rev() {
         lazyfs::force_unmount(m);
     }
     for &pid in &r.lazyfs_pids {
