@@ -13,6 +13,9 @@
 //! cluster_secret = "..."   # or SONRAFT_CLUSTER_SECRET
 //! token = "..."            # or SONRAFT_TOKEN
 //! timing = "wan"           # loopback | wan
+//! raw_counter_retention = "24h"   # or a number of periods, e.g. 96
+//! raw_counter_disk_cap = "2GiB"
+//! store_cache = "64MiB"
 //! ```
 
 use std::net::SocketAddr;
@@ -20,6 +23,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use serde::Deserialize;
+
+use crate::antennas::period_files::{RawLimits, Retention};
 
 /// Raft timing presets.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, clap::ValueEnum, Default)]
@@ -50,6 +55,69 @@ pub enum LogFormat {
     Text,
     Json,
 }
+
+/// A size in bytes: a number of bytes, or a number with a unit, `KiB`, `MiB`, `GiB`, `TiB`
+/// (powers of 1024) or `KB`, `MB`, `GB`, `TB` (powers of 1000), case ignored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ByteSize(pub u64);
+
+/// Why a size was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("{0:?} is not a size (e.g. 2GiB, 500MB or a number of bytes)")]
+pub struct BadSize(pub String);
+
+impl std::str::FromStr for ByteSize {
+    type Err = BadSize;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || BadSize(s.to_string());
+        let t = s.trim();
+        let unit_at = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+        let (number, unit) = t.split_at(unit_at);
+        let n: u64 = number.parse().map_err(|_| bad())?;
+        let scale: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+            "" | "b" => 1,
+            "kib" => 1 << 10,
+            "mib" => 1 << 20,
+            "gib" => 1 << 30,
+            "tib" => 1 << 40,
+            "kb" => 1_000,
+            "mb" => 1_000_000,
+            "gb" => 1_000_000_000,
+            "tb" => 1_000_000_000_000,
+            _ => return Err(bad()),
+        };
+        n.checked_mul(scale).map(ByteSize).ok_or_else(bad)
+    }
+}
+
+/// A value in the TOML file that may be written as a number or as text (`96` or `"24h"`,
+/// `1073741824` or `"1GiB"`).
+#[derive(Deserialize, Debug, Clone)]
+#[serde(untagged)]
+enum NumberOrText {
+    Number(u64),
+    Text(String),
+}
+
+impl NumberOrText {
+    fn parse<T: std::str::FromStr>(self, key: &str) -> anyhow::Result<T>
+    where
+        T::Err: std::error::Error + Send + Sync + 'static,
+    {
+        let text = match self {
+            NumberOrText::Number(n) => n.to_string(),
+            NumberOrText::Text(t) => t,
+        };
+        text.parse()
+            .with_context(|| format!("{key} in the config file"))
+    }
+}
+
+/// Sled page cache of the image store unless set (`--store-cache`).
+pub const DEFAULT_STORE_CACHE: u64 = 64 << 20;
+/// Smallest sled page cache accepted.
+const MIN_STORE_CACHE: u64 = 1 << 20;
 
 /// `sonraft node` flags. Every flag can also come from the environment or the config file.
 #[derive(clap::Args, Debug, Default, Clone)]
@@ -120,6 +188,17 @@ pub struct NodeArgs {
     /// the fleet benchmark to measure memory before and after).
     #[arg(long, env = "SONRAFT_ANTENNAS_AFTER_MS")]
     pub antennas_after_ms: Option<u64>,
+    /// How much raw counter history to keep on disk: a number of periods (e.g. 96) or a
+    /// duration (e.g. 90s, 30m, 24h, 7d). Default 96 periods.
+    #[arg(long, env = "SONRAFT_RAW_COUNTER_RETENTION")]
+    pub raw_counter_retention: Option<Retention>,
+    /// Most disk space for raw counters (e.g. 2GiB); past it the oldest periods are dropped
+    /// even inside the retention. Default 2GiB.
+    #[arg(long, env = "SONRAFT_RAW_COUNTER_DISK_CAP")]
+    pub raw_counter_disk_cap: Option<ByteSize>,
+    /// Sled page cache of the image store (Raft log and state checkpoint), e.g. 64MiB.
+    #[arg(long, env = "SONRAFT_STORE_CACHE")]
+    pub store_cache: Option<ByteSize>,
 }
 
 /// The same keys in a TOML file.
@@ -146,6 +225,9 @@ struct FileConfig {
     log_format: Option<LogFormat>,
     antennas: Option<String>,
     antennas_after_ms: Option<u64>,
+    raw_counter_retention: Option<NumberOrText>,
+    raw_counter_disk_cap: Option<NumberOrText>,
+    store_cache: Option<NumberOrText>,
 }
 
 /// A complete, checked node configuration.
@@ -171,6 +253,10 @@ pub struct NodeConfig {
     pub log_format: LogFormat,
     pub antennas: Option<String>,
     pub antennas_after_ms: u64,
+    /// Retention and disk cap of the raw counter store.
+    pub raw_counters: RawLimits,
+    /// Sled page cache of the image store, in bytes.
+    pub store_cache_bytes: u64,
 }
 
 impl NodeConfig {
@@ -253,6 +339,36 @@ impl NodeConfig {
                 "Raft timing needs heartbeat < election min < election max; got {heartbeat_ms} / {election_min_ms} / {election_max_ms} ms"
             );
         }
+        let retention = match args.raw_counter_retention {
+            Some(r) => r,
+            None => file
+                .raw_counter_retention
+                .map(|v| v.parse("raw_counter_retention"))
+                .transpose()?
+                .unwrap_or_default(),
+        };
+        let disk_cap = match args.raw_counter_disk_cap {
+            Some(b) => b.0,
+            None => file
+                .raw_counter_disk_cap
+                .map(|v| v.parse::<ByteSize>("raw_counter_disk_cap"))
+                .transpose()?
+                .map_or(RawLimits::default().disk_cap_bytes, |b| b.0),
+        };
+        if disk_cap == 0 {
+            bail!("--raw-counter-disk-cap must be above zero");
+        }
+        let store_cache_bytes = match args.store_cache {
+            Some(b) => b.0,
+            None => file
+                .store_cache
+                .map(|v| v.parse::<ByteSize>("store_cache"))
+                .transpose()?
+                .map_or(DEFAULT_STORE_CACHE, |b| b.0),
+        };
+        if store_cache_bytes < MIN_STORE_CACHE {
+            bail!("--store-cache must be at least 1MiB; got {store_cache_bytes} bytes");
+        }
         Ok(NodeConfig {
             id,
             site,
@@ -288,6 +404,11 @@ impl NodeConfig {
                 .antennas_after_ms
                 .or(file.antennas_after_ms)
                 .unwrap_or(0),
+            raw_counters: RawLimits {
+                retention,
+                disk_cap_bytes: disk_cap,
+            },
+            store_cache_bytes,
         })
     }
 }
@@ -334,6 +455,65 @@ mod tests {
         })
         .unwrap_err();
         assert!(err.to_string().contains("--cluster-secret"), "{err}");
+    }
+
+    #[test]
+    fn storage_limits_default_to_96_periods_2_gib_and_a_64_mib_cache() {
+        let cfg = NodeConfig::resolve(base()).unwrap();
+        assert_eq!(cfg.raw_counters.retention, Retention::Periods(96));
+        assert_eq!(cfg.raw_counters.disk_cap_bytes, 2 << 30);
+        assert_eq!(cfg.store_cache_bytes, 64 << 20);
+    }
+
+    #[test]
+    fn storage_limits_come_from_the_file_as_numbers_or_text() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            "raw_counter_retention = \"24h\"\nraw_counter_disk_cap = 1000000\nstore_cache = \"16MiB\"\n",
+        )
+        .unwrap();
+        let cfg = NodeConfig::resolve(NodeArgs {
+            config: Some(path.clone()),
+            ..base()
+        })
+        .unwrap();
+        assert_eq!(
+            cfg.raw_counters.retention,
+            Retention::Duration(std::time::Duration::from_secs(86_400))
+        );
+        assert_eq!(cfg.raw_counters.disk_cap_bytes, 1_000_000);
+        assert_eq!(cfg.store_cache_bytes, 16 << 20);
+        std::fs::write(&path, "raw_counter_retention = 12\n").unwrap();
+        let cfg = NodeConfig::resolve(NodeArgs {
+            config: Some(path.clone()),
+            raw_counter_disk_cap: Some("3GB".parse().unwrap()),
+            ..base()
+        })
+        .unwrap();
+        assert_eq!(cfg.raw_counters.retention, Retention::Periods(12));
+        assert_eq!(cfg.raw_counters.disk_cap_bytes, 3_000_000_000);
+        std::fs::write(&path, "raw_counter_retention = \"soon\"\n").unwrap();
+        let err = NodeConfig::resolve(NodeArgs {
+            config: Some(path),
+            ..base()
+        })
+        .unwrap_err();
+        assert!(
+            format!("{err:#}").contains("raw_counter_retention"),
+            "{err:#}"
+        );
+    }
+
+    #[test]
+    fn sizes_take_binary_and_decimal_units() {
+        assert_eq!("2GiB".parse(), Ok(ByteSize(2 << 30)));
+        assert_eq!("500mb".parse(), Ok(ByteSize(500_000_000)));
+        assert_eq!("4096".parse(), Ok(ByteSize(4096)));
+        for bad in ["", "GiB", "1.5GiB", "-1", "12 parsecs", "99999999999TiB"] {
+            assert!(bad.parse::<ByteSize>().is_err(), "{bad:?} was accepted");
+        }
     }
 
     #[test]

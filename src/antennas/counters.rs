@@ -1,11 +1,11 @@
-//! Raw counters: kept in this node's own sled database (never replicated) with retention, and
-//! gathered per period. A period closes when every connected session reported it, or when its
-//! grace time has passed; closed periods go to the SON functions.
+//! Raw counters: gathered per period from this node's antenna sessions, then kept in this
+//! node's own store (never replicated) for a bounded time. A period closes when every connected
+//! session reported it, or when its grace time has passed; closed periods are written to disk
+//! ([`super::period_files`]: one file per period, dropped whole past the retention or the disk
+//! cap) and handed to the SON functions.
 //!
-//! Tree `raw`: key = period end (u64 BE) + chunk number (u32 BE); value = up to
-//! [`CELLS_PER_CHUNK`] entries of `cell id length (u16 BE), cell id, body length (u32 BE),
-//! REPORT frame body` — the bytes as the antenna sent them, so a stored period can always be
-//! decoded with the protocol version it names. Chunking keeps sled's work per period small.
+//! Memory: only open periods (at most one grace time of reports, see
+//! [`CounterStore::take_closable`]) and closed ones the SON cycle has not yet taken are held.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -13,17 +13,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
-use bytes::{Buf, BufMut, Bytes};
+use bytes::Bytes;
 use tokio::sync::mpsc;
 
+use super::period_files::{PeriodFiles, RawLimits, RawStoreError};
 use super::protocol::{Frame, Report, decode};
 
 /// One cell's report as received: the cell and the `REPORT` frame body (validated).
 pub type RawReport = (Arc<str>, Bytes);
-
-/// Reports per stored chunk.
-pub const CELLS_PER_CHUNK: usize = 1000;
 
 /// The counters of one closed period, per own cell, as the antennas sent them (read them with
 /// [`super::protocol::ReportView`]).
@@ -43,11 +40,8 @@ struct OpenPeriod {
 
 /// Raw counter storage and per-period gathering.
 pub struct CounterStore {
-    raw: sled::Tree,
-    _db: sled::Db,
+    files: PeriodFiles,
     open: std::sync::Mutex<BTreeMap<u64, OpenPeriod>>,
-    /// Periods of raw counters kept.
-    pub retention_periods: u64,
     /// Counter values received (cell and relation counters).
     pub values: AtomicU64,
     pub reports: AtomicU64,
@@ -57,25 +51,21 @@ pub struct CounterStore {
 }
 
 impl CounterStore {
-    /// Opens (creating) the counter database in `dir`.
-    pub fn open(dir: &Path, retention_periods: u64) -> anyhow::Result<Arc<CounterStore>> {
-        let db = sled::Config::new()
-            .path(dir)
-            .cache_capacity(64 << 20)
-            .flush_every_ms(Some(2000))
-            .open()
-            .with_context(|| format!("cannot open the counter store in {}", dir.display()))?;
-        let raw = db.open_tree("raw")?;
+    /// Opens (creating) the raw counter store in `dir`, keeping what `limits` allow.
+    pub fn open(dir: &Path, limits: RawLimits) -> Result<Arc<CounterStore>, RawStoreError> {
         Ok(Arc::new(CounterStore {
-            raw,
-            _db: db,
+            files: PeriodFiles::open(dir, limits)?,
             open: std::sync::Mutex::new(BTreeMap::new()),
-            retention_periods,
             values: AtomicU64::new(0),
             reports: AtomicU64::new(0),
             late_reports: AtomicU64::new(0),
             last_closed: AtomicU64::new(0),
         }))
+    }
+
+    /// The stored periods on disk.
+    pub fn files(&self) -> &PeriodFiles {
+        &self.files
     }
 
     /// Takes one validated report of a cell: its period, how many values it carries, and the
@@ -99,7 +89,8 @@ impl CounterStore {
         p.reports.push((cell.clone(), body));
     }
 
-    /// Closes the periods that are complete (`expected` reports) or past their grace time.
+    /// Closes the periods that are complete (`expected` reports) or past their grace time
+    /// (a third of the period, between 0.3 and 10 s), oldest first.
     fn take_closable(&self, expected: usize) -> Vec<ClosedPeriod> {
         let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
         let mut out = Vec::new();
@@ -123,58 +114,31 @@ impl CounterStore {
         out
     }
 
-    /// Writes a closed period's raw counters and drops what is past retention.
-    fn persist(&self, period: &ClosedPeriod) -> sled::Result<()> {
-        let mut batch = sled::Batch::default();
-        for (n, chunk) in period.reports.chunks(CELLS_PER_CHUNK).enumerate() {
-            let mut key = period.end_ms.to_be_bytes().to_vec();
-            key.extend_from_slice(&(n as u32).to_be_bytes());
-            let size: usize = chunk.iter().map(|(c, b)| 6 + c.len() + b.len()).sum();
-            let mut value = Vec::with_capacity(size);
-            for (cell, body) in chunk {
-                value.put_u16(cell.len() as u16);
-                value.put_slice(cell.as_bytes());
-                value.put_u32(body.len() as u32);
-                value.put_slice(body);
-            }
-            batch.insert(key, value);
-        }
-        let cutoff = period
-            .end_ms
-            .saturating_sub(self.retention_periods * u64::from(period.period_ms.max(1)));
-        for k in self.raw.range(..cutoff.to_be_bytes().to_vec()).keys() {
-            batch.remove(k?);
-        }
-        self.raw.apply_batch(batch)
+    /// Writes a closed period's raw counters and drops what is past the retention or over
+    /// the disk cap.
+    pub fn persist(&self, period: &ClosedPeriod) -> Result<(), RawStoreError> {
+        self.files
+            .write(period.end_ms, period.period_ms, &period.reports)
+            .map(|_| ())
     }
 
-    /// Raw reports of `cell`, newest first (for operators and tests). Entries that do not
-    /// decode are skipped.
+    /// Raw reports of `cell`, newest first (for operators and tests). Periods that cannot be
+    /// read, and reports that do not decode, are skipped.
     pub fn history(&self, cell: &str, limit: usize) -> Vec<Report> {
         let mut out = Vec::new();
-        for item in self.raw.iter().rev() {
-            let Ok((_, v)) = item else { break };
-            let mut b = &v[..];
-            while b.remaining() >= 2 {
-                let n = b.get_u16() as usize;
-                if b.remaining() < n + 4 {
-                    break;
-                }
-                let id = &b[..n];
-                b.advance(n);
-                let len = b.get_u32() as usize;
-                if b.remaining() < len {
-                    break;
-                }
-                if id == cell.as_bytes()
-                    && let Ok(Frame::Report(r)) = decode(&b[..len])
+        for end in self.files.periods().into_iter().rev() {
+            let Ok(period) = self.files.read(end) else {
+                continue;
+            };
+            for (id, body) in &period.reports {
+                if id == cell
+                    && let Ok(Frame::Report(r)) = decode(body)
                 {
                     out.push(r);
                     if out.len() >= limit {
                         return out;
                     }
                 }
-                b.advance(len);
             }
         }
         out
@@ -204,5 +168,102 @@ impl CounterStore {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::antennas::period_files::Retention;
+    use crate::antennas::protocol::{RelationCounters, encode};
+
+    fn body(end_ms: u64, period_ms: u32, relations: usize) -> Bytes {
+        let report = Report {
+            period_end_ms: end_ms,
+            period_ms,
+            cell: [7; 10],
+            relations: (0..relations)
+                .map(|i| RelationCounters {
+                    target: format!("S{i:05}-1"),
+                    values: [3; 6],
+                })
+                .collect(),
+        };
+        encode(&Frame::Report(report)).slice(4..)
+    }
+
+    fn period(end_ms: u64, period_ms: u32, cells: usize, relations: usize) -> ClosedPeriod {
+        ClosedPeriod {
+            end_ms,
+            period_ms,
+            closed_at: Instant::now(),
+            reports: (0..cells)
+                .map(|c| {
+                    (
+                        Arc::<str>::from(format!("C{c:05}-1")),
+                        body(end_ms, period_ms, relations),
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    fn disk_bytes(dir: &Path) -> u64 {
+        let mut total = 0;
+        for e in std::fs::read_dir(dir).unwrap() {
+            let e = e.unwrap();
+            let m = e.metadata().unwrap();
+            total += if m.is_dir() {
+                disk_bytes(&e.path())
+            } else {
+                m.len()
+            };
+        }
+        total
+    }
+
+    fn limits(retention: Retention) -> RawLimits {
+        RawLimits {
+            retention,
+            disk_cap_bytes: u64::MAX,
+        }
+    }
+
+    /// The leak of issue 21: with the store in sled, every removed period stayed on disk as a
+    /// sled blob (160 MB here, for a retention of 1.2 MB).
+    #[test]
+    fn disk_use_stays_bounded_when_many_periods_pass_the_retention() {
+        let dir = tempfile::tempdir().unwrap();
+        let counters = dir.path().join("counters");
+        let store = CounterStore::open(&counters, limits(Retention::Periods(8))).unwrap();
+        let one = period(1_000, 500, 60, 40);
+        let logical: usize = one.reports.iter().map(|(c, b)| c.len() + b.len()).sum();
+        for n in 1..=400u64 {
+            store.persist(&period(n * 500, 500, 60, 40)).unwrap();
+        }
+        drop(store);
+        let used = disk_bytes(&counters);
+        let retained = 8 * logical as u64;
+        assert!(
+            used <= 2 * retained,
+            "{used} bytes on disk for a retention of {retained} logical bytes"
+        );
+        let reopened = CounterStore::open(&counters, limits(Retention::Periods(8))).unwrap();
+        let kept: Vec<u64> = (393..=400).map(|n| n * 500).collect();
+        assert_eq!(reopened.files().periods(), kept);
+    }
+
+    #[test]
+    fn a_cells_history_reads_back_its_reports_newest_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = CounterStore::open(dir.path(), limits(Retention::Periods(3))).unwrap();
+        for n in 1..=5u64 {
+            store.persist(&period(n * 1000, 1000, 3, 2)).unwrap();
+        }
+        let history = store.history("C00001-1", 10);
+        let ends: Vec<u64> = history.iter().map(|r| r.period_end_ms).collect();
+        assert_eq!(ends, vec![5000, 4000, 3000]);
+        assert_eq!(history[0].relations.len(), 2);
+        assert!(store.history("no-such-cell", 10).is_empty());
     }
 }

@@ -3,9 +3,11 @@
 //! - [`protocol`]: the framed TCP protocol spoken with antennas (documented there);
 //! - [`session`]: one async session per antenna: connect, hello, reports, pushes, back-off;
 //! - [`fleet`]: the sessions of this node's cells, kept in line with the image;
-//! - [`counters`]: raw counters in a local (unreplicated) store, gathered per period.
+//! - [`counters`]: raw counters gathered per period and kept in a local (unreplicated) store;
+//! - [`period_files`]: that store on disk, one file per period, bounded by retention and a cap.
 
 pub mod counters;
 pub mod fleet;
+pub mod period_files;
 pub mod protocol;
 pub mod session;

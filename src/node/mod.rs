@@ -29,7 +29,7 @@ use openraft::storage::RaftLogStorage;
 use openraft::{Config, ServerState, SnapshotPolicy};
 use sonraft_raft::transport::{HttpNetworkFactory, RaftServer};
 use sonraft_raft::{NodeId, NodeInfo, Raft};
-use sonraft_storage::{Store, StoreReader};
+use sonraft_storage::{Store, StoreOptions, StoreReader};
 use tokio::net::TcpListener;
 
 use crate::client::ApiClient;
@@ -145,7 +145,10 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     let _enter = span.enter();
     let prometheus = telemetry::install_metrics()?;
 
-    let mut store = Store::open(&config.data_dir)?;
+    let options = StoreOptions {
+        cache_bytes: config.store_cache_bytes,
+    };
+    let mut store = Store::open_with(&config.data_dir, &options)?;
     let committed_at_start = store
         .log
         .read_committed()
@@ -178,7 +181,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
                 .collect();
             let counters = crate::antennas::counters::CounterStore::open(
                 &config.data_dir.join("counters"),
-                96,
+                config.raw_counters,
             )?;
             Some(crate::antennas::fleet::Fleet::new(
                 config.id,

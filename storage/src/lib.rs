@@ -145,17 +145,43 @@ fn fnv1a64(bytes: &[u8]) -> u64 {
     })
 }
 
+/// How a [`Store`] is opened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreOptions {
+    /// Bytes of sled's page cache. The image is served from memory and the state checkpoint is
+    /// only written, so the cache mostly holds the Raft log's tail (entries on their way to
+    /// followers) and index pages; sled counts pages at roughly their serialized size, and
+    /// the memory they take is somewhat more.
+    pub cache_bytes: u64,
+}
+
+impl Default for StoreOptions {
+    /// A 64 MiB cache: the tail of the log a lagging follower still needs, with room to spare.
+    fn default() -> Self {
+        StoreOptions {
+            cache_bytes: 64 << 20,
+        }
+    }
+}
+
 impl Store {
-    /// Opens (creating if empty) the data directory `dir`. Fails with [`OpenError::InUse`] if
-    /// another process, or a store of this process not yet closed, has it open.
+    /// Opens (creating if empty) the data directory `dir` with the default [`StoreOptions`].
+    /// Fails with [`OpenError::InUse`] if another process, or a store of this process not yet
+    /// closed, has it open.
     pub fn open(dir: &Path) -> Result<Store, OpenError> {
+        Store::open_with(dir, &StoreOptions::default())
+    }
+
+    /// Opens (creating if empty) the data directory `dir` with `options`; otherwise as
+    /// [`Store::open`].
+    pub fn open_with(dir: &Path, options: &StoreOptions) -> Result<Store, OpenError> {
         let found = format::check_or_create(dir)?;
         // sled reports a lock held by someone else only as a message; ask the lock first.
         wait_released(dir, std::time::Duration::ZERO)?;
         let sled_dir = dir.join("sled");
         let db = sled::Config::new()
             .path(&sled_dir)
-            .cache_capacity(256 << 20)
+            .cache_capacity(options.cache_bytes)
             .flush_every_ms(Some(1000))
             .open()
             .map_err(|source| match source {
