@@ -159,16 +159,17 @@ fn read_meta<T: serde::de::DeserializeOwned>(
     })
 }
 
-/// Removes every entry after the first missing index, counting from the entry after the last
-/// purged one. After a power loss sled may bring back an unsynced tail with holes in it (it
-/// counts data as stable after `sync_file_range`, which does not flush the drive's cache);
-/// nothing at or after a hole was acknowledged, since every acknowledgement follows an
-/// `fdatasync` covering all earlier writes.
+/// Finishes a purge a crash interrupted, then removes every entry after the first missing
+/// index, counting from the entry after the last purged one.
+///
+/// A purge syncs the purged id before it removes entries, so a crash may leave entries at or
+/// before it: they are removed (they are in the snapshot), never taken for a hole. After a
+/// power loss sled may bring back an unsynced tail with holes in it (it counts data as stable
+/// after `sync_file_range`, which does not flush the drive's cache); nothing at or after a hole
+/// was acknowledged, since every acknowledgement follows an `fdatasync` covering all earlier
+/// writes.
 pub(crate) fn cut_at_first_hole(log: &sled::Tree, raft: &sled::Tree) -> Result<(), StorageError> {
     let read = |e: sled::Error| io_err(ErrorSubject::Logs, ErrorVerb::Read, e);
-    let purged: Option<LogId> = read_meta(raft, PURGED)?;
-    let mut expected = purged.map(|p| p.index + 1);
-    let mut hole = None;
     for k in log.iter().keys() {
         let k = k.map_err(read)?;
         if k.len() != 8 {
@@ -179,7 +180,29 @@ pub(crate) fn cut_at_first_hole(log: &sled::Tree, raft: &sled::Tree) -> Result<(
                 format!("the log holds a key of {} bytes (log keys have 8)", k.len()),
             ));
         }
-        let index = id_at(&k).index;
+    }
+    let purged: Option<LogId> = read_meta(raft, PURGED)?;
+    if let Some(p) = purged {
+        let mut batch = sled::Batch::default();
+        let mut left = 0u64;
+        for k in log.range(..=key(p.index)).keys() {
+            batch.remove(k.map_err(read)?);
+            left += 1;
+        }
+        if left > 0 {
+            log.apply_batch(batch)
+                .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Delete, e))?;
+            tracing::info!(
+                purged = p.index,
+                removed = left,
+                "finished a purge an unclean stop had interrupted"
+            );
+        }
+    }
+    let mut expected = purged.map(|p| p.index + 1);
+    let mut hole = None;
+    for k in log.iter().keys() {
+        let index = id_at(&k.map_err(read)?).index;
         if let Some(e) = expected
             && index != e
         {

@@ -165,3 +165,25 @@ async fn a_hole_right_after_the_purged_entry_is_cut_at_on_opening() {
     let left = store.log.try_get_log_entries(0..u64::MAX).await.unwrap();
     assert!(left.is_empty(), "{left:?}");
 }
+
+/// A purge records the purged id (synced) before it removes the entries; a crash in between
+/// leaves the old entries behind. They are no hole: the entries after the purged point stay,
+/// and the leftovers go (the purge finishes).
+#[tokio::test]
+async fn entries_a_crash_left_behind_a_purge_are_removed_and_the_rest_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    Store::open(dir.path()).unwrap().close().unwrap();
+    plant(dir.path(), &[1, 2, 3, 4, 5, 6], None, Some(3));
+    let mut store = Store::open(dir.path()).unwrap();
+    let indexes: Vec<u64> = store
+        .log
+        .try_get_log_entries(0..u64::MAX)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.log_id.index)
+        .collect();
+    assert_eq!(indexes, [4, 5, 6], "acknowledged entries after the purged point were cut");
+    let state = store.log.get_log_state().await.unwrap();
+    assert_eq!(state.last_log_id, Some(log_id(1, 6)));
+}
