@@ -9,11 +9,11 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 use sonraft_raft::changeset::Outcome;
-use sonraft_storage::read;
+use sonraft_storage::{BadCursor, HistoryCursor, read};
 
-use super::error::{ApiError, parse_json, read_body};
+use super::error::{ApiError, Params, parse_json, read_body};
 use super::forward;
-use super::image::{consistency, prepare_read, query};
+use super::image::{Consistency, limit_from_query, prepare_read};
 use super::json::{ChangeSetBody, change_set, history_json, outcome_json};
 use crate::node::Node;
 use crate::node::propose::{ProposeError, now_ms};
@@ -39,17 +39,26 @@ fn answer(o: &Outcome, dry_run: bool) -> Response {
     (status_of(o), Json(body)).into_response()
 }
 
+/// The query of `POST /image/changesets[?dry_run=true]`, percent-decoded by [`Params`]; the
+/// value stays text so that a bad one is a 400 `bad_dry_run`.
+#[derive(serde::Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ProposeParams {
+    dry_run: Option<String>,
+}
+
 /// `POST /image/changesets`: propose (or with `dry_run=true`, only validate) a change set.
 pub async fn propose(
     State(node): State<Arc<Node>>,
+    Params(q): Params<ProposeParams>,
     uri: Uri,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
     let bytes = read_body(&headers, body, node.config.max_body_bytes).await?;
     let parsed: ChangeSetBody = parse_json(&bytes)?;
-    let q = query(&uri);
-    let dry_run = match q.get("dry_run").map(String::as_str) {
+    // A bare `?dry_run` asks for a dry run too.
+    let dry_run = match q.dry_run.as_deref() {
         None | Some("false") => false,
         Some("true") | Some("") => true,
         Some(other) => {
@@ -94,33 +103,53 @@ pub async fn propose(
     }
 }
 
-/// `GET /image/history[?limit=N][&before=INDEX]`: applied and refused change sets, newest first.
+/// The query of `GET /image/history`.
+#[derive(serde::Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryParams {
+    limit: Option<String>,
+    before: Option<String>,
+    consistency: Option<String>,
+}
+
+/// Most records one history page holds.
+const MAX_PAGE: usize = 100_000;
+
+/// `GET /image/history[?limit=N][&before=CURSOR]`: applied and refused change sets, newest
+/// first. Each record carries its `cursor` (`INDEX.POSITION`: its log entry and its place among
+/// that entry's records); the last record's cursor as `before` gives the next page, without
+/// skipping or repeating a record even where one log entry holds many change sets. A bare
+/// `before=INDEX` still means "entries below INDEX".
 pub async fn history(
     State(node): State<Arc<Node>>,
+    Params(q): Params<HistoryParams>,
     uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let q = query(&uri);
-    let limit: usize = match q.get("limit") {
-        None => 100,
-        Some(v) => v.parse().map_err(|_| {
-            ApiError::bad_request("bad_limit", format!("limit={v:?} is not a number"))
-        })?,
-    };
-    let before: Option<u64> = match q.get("before") {
+    let limit = limit_from_query(q.limit.as_deref(), 100)?;
+    let before: Option<HistoryCursor> = match q.before.as_deref() {
         None => None,
-        Some(v) => Some(v.parse().map_err(|_| {
-            ApiError::bad_request("bad_before", format!("before={v:?} is not an index"))
-        })?),
+        Some(v) => Some(
+            v.parse()
+                .map_err(|e: BadCursor| ApiError::bad_request("bad_before", e.to_string()))?,
+        ),
     };
-    if let Some(r) = prepare_read(&node, consistency(&q)?, &uri, &headers).await? {
+    let consistency = Consistency::from_query(q.consistency.as_deref())?;
+    if let Some(r) = prepare_read(&node, consistency, &uri, &headers).await? {
         return Ok(r);
     }
     let store = node.store.clone();
-    let records = tokio::task::spawn_blocking(move || store.history(limit.min(100_000), before))
+    let records = tokio::task::spawn_blocking(move || store.history(limit.min(MAX_PAGE), before))
         .await
         .map_err(|e| ApiError::internal(e.to_string()))?
         .map_err(|e| ApiError::internal(e.to_string()))?;
-    let out: Vec<_> = records.iter().map(history_json).collect();
+    let out: Vec<_> = records
+        .iter()
+        .map(|(cursor, record)| {
+            let mut v = history_json(record);
+            v["cursor"] = json!(cursor.to_string());
+            v
+        })
+        .collect();
     Ok(Json(json!(out)).into_response())
 }

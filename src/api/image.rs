@@ -1,7 +1,6 @@
 //! Reads of the image (`/image/sites`, `/image/cells`, `/image/cells/{id}`,
 //! `/image/relations`) with a chosen consistency, and `POST /image/import`.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -32,29 +31,58 @@ pub enum Consistency {
     Linearizable,
 }
 
-/// The query string as a map (our parameters need no percent-decoding).
-pub fn query(uri: &Uri) -> BTreeMap<String, String> {
-    uri.query()
-        .unwrap_or("")
-        .split('&')
-        .filter(|p| !p.is_empty())
-        .map(|p| match p.split_once('=') {
-            Some((k, v)) => (k.to_string(), v.to_string()),
-            None => (p.to_string(), String::new()),
-        })
-        .collect()
+impl Consistency {
+    /// The `consistency` query parameter: absent means linearizable; anything but `local`,
+    /// `leader` or `linearizable` is a 400 `bad_consistency`.
+    pub fn from_query(value: Option<&str>) -> Result<Consistency, ApiError> {
+        match value {
+            None | Some("linearizable") => Ok(Consistency::Linearizable),
+            Some("leader") => Ok(Consistency::Leader),
+            Some("local") => Ok(Consistency::Local),
+            Some(other) => Err(ApiError::bad_request(
+                "bad_consistency",
+                format!("consistency={other:?}; use local, leader or linearizable"),
+            )),
+        }
+    }
 }
 
-pub fn consistency(q: &BTreeMap<String, String>) -> Result<Consistency, ApiError> {
-    match q.get("consistency").map(String::as_str) {
-        None | Some("linearizable") => Ok(Consistency::Linearizable),
-        Some("leader") => Ok(Consistency::Leader),
-        Some("local") => Ok(Consistency::Local),
-        Some(other) => Err(ApiError::bad_request(
-            "bad_consistency",
-            format!("consistency={other:?}; use local, leader or linearizable"),
-        )),
+/// The `limit` query parameter: a count, `default` when absent, else a 400 `bad_limit`.
+pub fn limit_from_query(value: Option<&str>, default: usize) -> Result<usize, ApiError> {
+    match value {
+        None => Ok(default),
+        Some(v) => v.parse().map_err(|_| {
+            ApiError::bad_request("bad_limit", format!("limit={v:?} is not a number"))
+        }),
     }
+}
+
+/// The query of `GET /image/sites` and `GET /image/cells/{id}`. Every read route takes its
+/// query through [`Params`], so values are percent-decoded (`?site=North%20Hill`) and a
+/// parameter the route does not know is a 400 `bad_query` rather than silently ignored. Values
+/// stay text here so that a bad one gets its own error kind (`bad_consistency`, `bad_limit`).
+#[derive(serde::Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ReadParams {
+    consistency: Option<String>,
+}
+
+/// The query of `GET /image/cells[?site=S][&limit=N]`.
+#[derive(serde::Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct CellsParams {
+    consistency: Option<String>,
+    site: Option<String>,
+    limit: Option<String>,
+}
+
+/// The query of `GET /image/relations[?source=CELL][&limit=N]`.
+#[derive(serde::Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RelationsParams {
+    consistency: Option<String>,
+    source: Option<String>,
+    limit: Option<String>,
 }
 
 /// Makes this node fit to answer a read of the given consistency, or forwards the read to the
@@ -81,15 +109,6 @@ pub async fn prepare_read(
     }
 }
 
-fn parse_limit(q: &BTreeMap<String, String>, default: usize) -> Result<usize, ApiError> {
-    match q.get("limit") {
-        None => Ok(default),
-        Some(v) => v.parse().map_err(|_| {
-            ApiError::bad_request("bad_limit", format!("limit={v:?} is not a number"))
-        }),
-    }
-}
-
 /// `GET /image/digest`: this node's last-applied entry and a digest of its whole applied state,
 /// always local (it is how replicas are compared: equal entries must give equal digests).
 pub async fn digest(State(node): State<Arc<Node>>) -> Result<Response, ApiError> {
@@ -112,11 +131,12 @@ pub async fn digest(State(node): State<Arc<Node>>) -> Result<Response, ApiError>
 /// `GET /image/sites`.
 pub async fn sites(
     State(node): State<Arc<Node>>,
+    Params(q): Params<ReadParams>,
     uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let q = query(&uri);
-    if let Some(r) = prepare_read(&node, consistency(&q)?, &uri, &headers).await? {
+    let consistency = Consistency::from_query(q.consistency.as_deref())?;
+    if let Some(r) = prepare_read(&node, consistency, &uri, &headers).await? {
         return Ok(r);
     }
     let state = read(node.store.state());
@@ -127,22 +147,23 @@ pub async fn sites(
 /// `GET /image/cells[?site=S][&limit=N]`.
 pub async fn cells(
     State(node): State<Arc<Node>>,
+    Params(q): Params<CellsParams>,
     uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let q = query(&uri);
-    let limit = parse_limit(&q, usize::MAX)?;
-    if let Some(r) = prepare_read(&node, consistency(&q)?, &uri, &headers).await? {
+    let limit = limit_from_query(q.limit.as_deref(), usize::MAX)?;
+    let consistency = Consistency::from_query(q.consistency.as_deref())?;
+    if let Some(r) = prepare_read(&node, consistency, &uri, &headers).await? {
         return Ok(r);
     }
-    let site = q.get("site");
+    let site = q.site;
     let body = {
         let state = read(node.store.state());
         let cells: Vec<_> = state
             .image
             .cells
             .values()
-            .filter(|c| site.is_none_or(|s| &c.site == s))
+            .filter(|c| site.as_ref().is_none_or(|s| &c.site == s))
             .take(limit)
             .collect();
         serde_json::to_vec(&cells).map_err(|e| ApiError::internal(e.to_string()))?
@@ -158,11 +179,12 @@ pub async fn cells(
 pub async fn cell(
     State(node): State<Arc<Node>>,
     Path(id): Path<String>,
+    Params(q): Params<ReadParams>,
     uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let q = query(&uri);
-    if let Some(r) = prepare_read(&node, consistency(&q)?, &uri, &headers).await? {
+    let consistency = Consistency::from_query(q.consistency.as_deref())?;
+    if let Some(r) = prepare_read(&node, consistency, &uri, &headers).await? {
         return Ok(r);
     }
     let state = read(node.store.state());
@@ -175,17 +197,18 @@ pub async fn cell(
 /// `GET /image/relations[?source=CELL][&limit=N]`.
 pub async fn relations(
     State(node): State<Arc<Node>>,
+    Params(q): Params<RelationsParams>,
     uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let q = query(&uri);
-    let limit = parse_limit(&q, usize::MAX)?;
-    if let Some(r) = prepare_read(&node, consistency(&q)?, &uri, &headers).await? {
+    let limit = limit_from_query(q.limit.as_deref(), usize::MAX)?;
+    let consistency = Consistency::from_query(q.consistency.as_deref())?;
+    if let Some(r) = prepare_read(&node, consistency, &uri, &headers).await? {
         return Ok(r);
     }
     let body = {
         let state = read(node.store.state());
-        let rels: Vec<_> = match q.get("source") {
+        let rels: Vec<_> = match &q.source {
             Some(s) => state.image.relations_from(s).take(limit).collect(),
             None => state.image.relations.values().take(limit).collect(),
         };

@@ -60,18 +60,19 @@ pub async fn backup(State(node): State<Arc<Node>>) -> Result<Response, ApiError>
         .into_response())
 }
 
+/// The query of `GET /antennas[?limit=N]` (see [`super::error::Params`]).
+#[derive(serde::Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct AntennasParams {
+    limit: Option<String>,
+}
+
 /// `GET /antennas[?limit=N]`: this node's antenna sessions and their summary.
 pub async fn antennas(
     State(node): State<Arc<Node>>,
-    uri: axum::http::Uri,
+    super::error::Params(q): super::error::Params<AntennasParams>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let q = super::image::query(&uri);
-    let limit: usize = match q.get("limit") {
-        None => 1000,
-        Some(v) => v.parse().map_err(|_| {
-            ApiError::bad_request("bad_limit", format!("limit={v:?} is not a number"))
-        })?,
-    };
+    let limit = super::image::limit_from_query(q.limit.as_deref(), 1000)?;
     Ok(Json(match &node.antennas {
         Some(f) => f.describe(limit),
         None => {

@@ -14,8 +14,16 @@
 //! Data format 1 (release 0.1.0, and 0.2.0 builds before this layout) kept one record per key,
 //! `h/<index>[<position>]`.
 //! [`migrate_v1`] regroups such a store once, in one atomic batch, when this build opens it.
+//!
+//! Readers page through the history newest first with a [`HistoryCursor`]: a log index *and*
+//! a position among that entry's records. A log index alone cannot be a page boundary, since
+//! group commit puts many change sets in one entry and a page (counted in records) may end
+//! inside it; a cursor names the exact record the page ended on, so the next page starts right
+//! after it and no record is skipped or served twice.
 
 use std::collections::VecDeque;
+use std::fmt;
+use std::str::FromStr;
 
 use sonraft_raft::codec;
 use sonraft_raft::model::image::HistoryRecord;
@@ -104,21 +112,91 @@ impl HistoryIndex {
     }
 }
 
-/// Up to `limit` records, newest first, of log entries below `before` (all when `None`).
+/// Where a record sits in the history: the log entry that carried it, and its place among that
+/// entry's records (0 first). Records are ordered by `(index, position)`, oldest first.
+///
+/// As text (the `before` of `GET /image/history`, and the `cursor` of each record it answers)
+/// it reads `INDEX.POSITION`; a bare `INDEX` means `INDEX.0`, i.e. everything before entry
+/// `INDEX`, which is what `before=INDEX` always meant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct HistoryCursor {
+    pub index: u64,
+    pub position: u32,
+}
+
+impl fmt::Display for HistoryCursor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.index, self.position)
+    }
+}
+
+/// Text that is neither `INDEX` nor `INDEX.POSITION`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not a history cursor: use INDEX or INDEX.POSITION (the cursor of a record)")]
+pub struct BadCursor(pub String);
+
+impl FromStr for HistoryCursor {
+    type Err = BadCursor;
+
+    fn from_str(s: &str) -> Result<Self, BadCursor> {
+        let bad = || BadCursor(s.chars().take(40).collect());
+        // Digits only: `u64::from_str` would also take a leading `+`.
+        let number = |t: &str| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit());
+        let (index, position) = match s.split_once('.') {
+            Some((i, p)) if number(i) && number(p) => (i, p),
+            None if number(s) => (s, "0"),
+            _ => return Err(bad()),
+        };
+        Ok(HistoryCursor {
+            index: index.parse().map_err(|_| bad())?,
+            position: position.parse().map_err(|_| bad())?,
+        })
+    }
+}
+
+/// Up to `limit` records, newest first, each with its cursor: those strictly older than
+/// `before` (all when `None`). Passing the last record's cursor as the next `before` continues
+/// exactly where a page ended, also in the middle of a log entry.
 pub(crate) fn newest_first(
     tree: &sled::Tree,
     limit: usize,
-    before: Option<u64>,
-) -> Result<Vec<HistoryRecord>, Damaged> {
-    let end = key(before.unwrap_or(u64::MAX));
+    before: Option<HistoryCursor>,
+) -> Result<Vec<(HistoryCursor, HistoryRecord)>, Damaged> {
     let mut out = Vec::new();
-    for item in tree.range(PREFIX.to_vec()..end).rev() {
+    if limit == 0 {
+        return Ok(out);
+    }
+    // The entry `before` points into is read too (its records ahead of the position).
+    let last = before.map_or(u64::MAX, |c| c.index);
+    for item in tree.range(PREFIX.to_vec()..=key(last)).rev() {
+        let (k, v) = item.map_err(|e| Damaged::new("history", e))?;
+        let Some(index) = index_of(&k) else {
+            return Err(Damaged::new(
+                "history",
+                format!("bad history key {:?}", String::from_utf8_lossy(&k)),
+            ));
+        };
+        let records = decode(&k, &v)?;
+        let end = match before {
+            Some(c) if c.index == index => records.len().min(c.position as usize),
+            _ => records.len(),
+        };
+        let room = limit - out.len();
+        out.extend(
+            records
+                .into_iter()
+                .take(end)
+                .enumerate()
+                .rev()
+                .take(room)
+                .map(|(position, r)| {
+                    let position = u32::try_from(position).unwrap_or(u32::MAX);
+                    (HistoryCursor { index, position }, r)
+                }),
+        );
         if out.len() >= limit {
             break;
         }
-        let (k, v) = item.map_err(|e| Damaged::new("history", e))?;
-        let room = limit - out.len();
-        out.extend(decode(&k, &v)?.into_iter().rev().take(room));
     }
     Ok(out)
 }
@@ -241,34 +319,149 @@ mod tests {
         assert_eq!(index.trim(0), Vec::<u64>::new());
     }
 
-    #[test]
-    fn records_are_read_newest_first_across_and_within_entries() {
-        let (_dir, tree) = tree();
-        let records = [
-            record(5, "a"),
-            record(5, "b"),
-            record(6, "c"),
-            record(9, "d"),
-        ];
-        for (index, run) in by_entry(&records) {
+    /// Stores `records` (in log order) one value per entry, as the state machine does.
+    fn store(tree: &sled::Tree, records: &[HistoryRecord]) {
+        for (index, run) in by_entry(records) {
             tree.insert(key(index), codec::encode(&run).unwrap())
                 .unwrap();
         }
-        let reasons = |rs: Vec<HistoryRecord>| rs.into_iter().map(|r| r.reason).collect::<Vec<_>>();
-        assert_eq!(
-            reasons(newest_first(&tree, 10, None).unwrap()),
-            ["d", "c", "b", "a"]
+    }
+
+    fn reasons(page: &[(HistoryCursor, HistoryRecord)]) -> Vec<&str> {
+        page.iter().map(|(_, r)| r.reason.as_str()).collect()
+    }
+
+    fn cursor(index: u64, position: u32) -> HistoryCursor {
+        HistoryCursor { index, position }
+    }
+
+    #[test]
+    fn records_are_read_newest_first_across_and_within_entries_with_their_cursors() {
+        let (_dir, tree) = tree();
+        store(
+            &tree,
+            &[
+                record(5, "a"),
+                record(5, "b"),
+                record(6, "c"),
+                record(9, "d"),
+            ],
         );
-        assert_eq!(reasons(newest_first(&tree, 2, None).unwrap()), ["d", "c"]);
+        let all = newest_first(&tree, 10, None).unwrap();
+        assert_eq!(reasons(&all), ["d", "c", "b", "a"]);
+        let cursors: Vec<_> = all.iter().map(|(c, _)| *c).collect();
         assert_eq!(
-            reasons(newest_first(&tree, 3, Some(9)).unwrap()),
+            cursors,
+            [cursor(9, 0), cursor(6, 0), cursor(5, 1), cursor(5, 0)]
+        );
+        assert_eq!(reasons(&newest_first(&tree, 2, None).unwrap()), ["d", "c"]);
+        assert!(newest_first(&tree, 0, None).unwrap().is_empty());
+        let oldest_first: Vec<String> = decode_all(raw(&tree).unwrap())
+            .unwrap()
+            .into_iter()
+            .map(|r| r.reason)
+            .collect();
+        assert_eq!(oldest_first, ["a", "b", "c", "d"]);
+    }
+
+    #[test]
+    fn a_bare_index_means_every_entry_below_it() {
+        let (_dir, tree) = tree();
+        store(
+            &tree,
+            &[
+                record(5, "a"),
+                record(5, "b"),
+                record(6, "c"),
+                record(9, "d"),
+            ],
+        );
+        let before = |s: &str| Some(s.parse::<HistoryCursor>().unwrap());
+        assert_eq!(
+            reasons(&newest_first(&tree, 3, before("9")).unwrap()),
             ["c", "b", "a"]
         );
-        assert_eq!(reasons(newest_first(&tree, 1, Some(6)).unwrap()), ["b"]);
         assert_eq!(
-            reasons(decode_all(raw(&tree).unwrap()).unwrap()),
-            ["a", "b", "c", "d"]
+            reasons(&newest_first(&tree, 10, before("6")).unwrap()),
+            ["b", "a"]
         );
+        assert_eq!(
+            reasons(&newest_first(&tree, 10, before("7")).unwrap()),
+            ["c", "b", "a"],
+            "an index without history"
+        );
+        assert_eq!(
+            reasons(&newest_first(&tree, 10, before("5.1")).unwrap()),
+            ["a"],
+            "inside an entry: the records ahead of the position"
+        );
+        assert_eq!(
+            reasons(&newest_first(&tree, 10, before("5.9")).unwrap()),
+            ["b", "a"],
+            "a position past the entry's end keeps the whole entry"
+        );
+        assert!(newest_first(&tree, 10, before("5")).unwrap().is_empty());
+        assert!(newest_first(&tree, 10, before("0")).unwrap().is_empty());
+    }
+
+    /// The reproduction of the lost records: eight change sets group-committed into three
+    /// entries, read three at a time. Paging by entry index skipped the rest of an entry a page
+    /// ended in; paging by cursor must return every record exactly once, for any page size.
+    #[test]
+    fn paging_by_the_last_cursor_returns_every_record_exactly_once() {
+        let (_dir, tree) = tree();
+        let mut records = Vec::new();
+        for (index, count) in [(4, 1), (6, 2), (7, 1), (8, 4), (9, 1)] {
+            for n in 0..count {
+                records.push(record(index, &format!("r{index}-{n}")));
+            }
+        }
+        store(&tree, &records);
+        let newest: Vec<&str> = records.iter().rev().map(|r| r.reason.as_str()).collect();
+        for limit in 1..=records.len() + 1 {
+            let mut seen = Vec::new();
+            let mut before = None;
+            loop {
+                let page = newest_first(&tree, limit, before).unwrap();
+                assert!(page.len() <= limit);
+                seen.extend(reasons(&page).into_iter().map(str::to_string));
+                match page.last() {
+                    Some((c, _)) if page.len() == limit => before = Some(*c),
+                    _ => break,
+                }
+            }
+            assert_eq!(seen, newest, "pages of {limit}");
+        }
+    }
+
+    #[test]
+    fn cursors_read_as_index_dot_position_and_refuse_anything_else() {
+        assert_eq!("12".parse::<HistoryCursor>().unwrap(), cursor(12, 0));
+        assert_eq!("12.3".parse::<HistoryCursor>().unwrap(), cursor(12, 3));
+        assert_eq!(cursor(12, 3).to_string(), "12.3");
+        assert_eq!(
+            cursor(u64::MAX, u32::MAX)
+                .to_string()
+                .parse::<HistoryCursor>()
+                .unwrap(),
+            cursor(u64::MAX, u32::MAX)
+        );
+        for bad in [
+            "",
+            ".",
+            "12.",
+            ".3",
+            "+12",
+            "-1",
+            "12.3.4",
+            "1e3",
+            "x",
+            "12.-1",
+            "99999999999999999999",
+            "1.4294967296",
+        ] {
+            assert!(bad.parse::<HistoryCursor>().is_err(), "{bad:?}");
+        }
     }
 
     #[test]

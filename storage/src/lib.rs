@@ -28,7 +28,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub use error::{Damaged, OpenError};
-pub use history::HistoryIndex;
+pub use history::{BadCursor, HistoryCursor, HistoryIndex};
 pub use log_store::{LogStore, decode_entry, encode_entry};
 pub use state_machine::{
     AppliedChanges, ImageState, SharedImage, SnapshotBuilder, StateMachine, read,
@@ -64,12 +64,14 @@ impl StoreReader {
         &self.shared
     }
 
-    /// Up to `limit` history records, newest first, with index below `before` if given.
+    /// Up to `limit` history records, newest first, each with its cursor: those older than
+    /// `before` if given. The last record's cursor, passed as the next `before`, continues the
+    /// listing without skipping or repeating a record (several may share one log entry).
     pub fn history(
         &self,
         limit: usize,
-        before: Option<u64>,
-    ) -> Result<Vec<HistoryRecord>, Damaged> {
+        before: Option<HistoryCursor>,
+    ) -> Result<Vec<(HistoryCursor, HistoryRecord)>, Damaged> {
         state_machine::history_newest_first(&self.sm_tree, &self.writer, limit, before)
     }
 

@@ -590,13 +590,14 @@ pub(crate) fn capture(
     Ok((meta, SnapshotBody { image, history }))
 }
 
-/// Keys in the history tree, newest first, for readers.
+/// Up to `limit` history records older than `before`, newest first, each with its cursor (see
+/// [`history::newest_first`]), once every applied entry's history is in the tree.
 pub(crate) fn history_newest_first(
     tree: &sled::Tree,
     writer: &SmWriter,
     limit: usize,
-    before: Option<u64>,
-) -> Result<Vec<HistoryRecord>, Damaged> {
+    before: Option<history::HistoryCursor>,
+) -> Result<Vec<(history::HistoryCursor, HistoryRecord)>, Damaged> {
     writer
         .wait_written()
         .map_err(|e| Damaged::new("state machine checkpoint", e))?;

@@ -504,7 +504,13 @@ async fn data_directories_and_backups_of_released_versions_open_with_the_current
             );
         }
         // Its history, migrated to the current layout, reads as that release recorded it.
-        let mut history = store.reader.history(usize::MAX, None).unwrap();
+        let mut history: Vec<_> = store
+            .reader
+            .history(usize::MAX, None)
+            .unwrap()
+            .into_iter()
+            .map(|(_, record)| record)
+            .collect();
         history.reverse();
         assert!(!history.is_empty(), "{version}: no history");
         assert_eq!(
