@@ -125,6 +125,10 @@ enum CtlCommand {
     History {
         #[arg(long, default_value_t = 20)]
         limit: usize,
+        /// Only records older than this cursor: the last `cursor` of the previous page
+        /// (`INDEX.POSITION`), or `INDEX` for everything before log entry INDEX.
+        #[arg(long, value_name = "CURSOR")]
+        before: Option<String>,
     },
     /// Bulk-load a network image from a JSON file (`{"sites", "cells", "relations"}`): applied
     /// whole or not at all, and recorded in the history with what it changed.
@@ -393,10 +397,11 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
             });
         }
         CtlCommand::Cells { site, consistency } => {
-            let mut path = format!("/image/cells?consistency={consistency}");
-            if let Some(site) = site {
-                path.push_str(&format!("&site={site}"));
+            let mut query = vec![("consistency", consistency.as_str())];
+            if let Some(site) = &site {
+                query.push(("site", site));
             }
+            let path = format!("/image/cells{}", query_string(&query));
             let v = ctl.ok(Method::GET, &path, None).await?;
             ctl.print(&v, |v| {
                 println!(
@@ -422,7 +427,11 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
         }
         CtlCommand::Cell { id } => {
             let v = ctl
-                .ok(Method::GET, &format!("/image/cells/{id}"), None)
+                .ok(
+                    Method::GET,
+                    &format!("/image/cells/{}", urlencode(&id)),
+                    None,
+                )
                 .await?;
             println!(
                 "{}",
@@ -466,12 +475,17 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
                 std::process::exit(2);
             }
         }
-        CtlCommand::History { limit } => {
-            let v = ctl
-                .ok(Method::GET, &format!("/image/history?limit={limit}"), None)
-                .await?;
+        CtlCommand::History { limit, before } => {
+            let limit_text = limit.to_string();
+            let mut query = vec![("limit", limit_text.as_str())];
+            if let Some(b) = &before {
+                query.push(("before", b));
+            }
+            let path = format!("/image/history{}", query_string(&query));
+            let v = ctl.ok(Method::GET, &path, None).await?;
             ctl.print(&v, |v| {
-                for h in v.as_array().into_iter().flatten() {
+                let page = v.as_array().map(Vec::as_slice).unwrap_or_default();
+                for h in page {
                     let writes: Vec<String> = h["writes"]
                         .as_array()
                         .into_iter()
@@ -487,6 +501,12 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
                         s(&h["reason"])
                     );
                 }
+                // A full page may have more behind it; say how to get it.
+                if page.len() == limit
+                    && let Some(cursor) = page.last().and_then(|h| h["cursor"].as_str())
+                {
+                    println!("more: sonraft ctl history --limit {limit} --before {cursor}");
+                }
             });
         }
         CtlCommand::Import {
@@ -498,22 +518,14 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
                 std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
             let body: Value = serde_json::from_slice(&text)
                 .with_context(|| format!("{} is not JSON", file.display()))?;
-            let mut query: Vec<(&str, String)> = Vec::new();
+            let mut query = Vec::new();
             if dry_run {
-                query.push(("dry_run", "true".into()));
+                query.push(("dry_run", "true"));
             }
-            if let Some(r) = reason {
+            if let Some(r) = &reason {
                 query.push(("reason", r));
             }
-            let path = if query.is_empty() {
-                "/image/import".to_string()
-            } else {
-                let q: Vec<String> = query
-                    .iter()
-                    .map(|(k, v)| format!("{k}={}", urlencode(v)))
-                    .collect();
-                format!("/image/import?{}", q.join("&"))
-            };
+            let path = format!("/image/import{}", query_string(&query));
             let v = ctl.ok(Method::POST, &path, Some(body)).await?;
             ctl.print(&v, print_import);
         }
@@ -581,14 +593,18 @@ async fn build_change_set(
         }
         let version = match entity.split('/').collect::<Vec<_>>().as_slice() {
             ["cell", id] => ctl
-                .ok(hyper::Method::GET, &format!("/image/cells/{id}"), None)
+                .ok(
+                    hyper::Method::GET,
+                    &format!("/image/cells/{}", urlencode(id)),
+                    None,
+                )
                 .await?["version"]
                 .clone(),
             ["relation", src, tgt] => {
                 let rels = ctl
                     .ok(
                         hyper::Method::GET,
-                        &format!("/image/relations?source={src}"),
+                        &format!("/image/relations{}", query_string(&[("source", src)])),
                         None,
                     )
                     .await?;
@@ -608,7 +624,10 @@ async fn build_change_set(
     )
 }
 
-/// Percent-encodes a query value (everything but unreserved characters).
+/// Percent-encodes a path segment or a query value: every byte but RFC 3986's unreserved
+/// characters, so that ids and reasons with spaces, `&`, `=`, `/`, `%`, `+` or non-ASCII
+/// letters reach the node as they were typed (axum decodes both). Ten lines of our own rather
+/// than a direct dependency on `percent-encoding`: the one encoding set we need is this one.
 fn urlencode(v: &str) -> String {
     v.bytes()
         .map(|b| match b {
@@ -618,6 +637,19 @@ fn urlencode(v: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
+}
+
+/// `?k=v&...` with every value percent-encoded, or nothing for no pairs.
+fn query_string(pairs: &[(&str, &str)]) -> String {
+    let q: Vec<String> = pairs
+        .iter()
+        .map(|(k, v)| format!("{k}={}", urlencode(v)))
+        .collect();
+    if q.is_empty() {
+        String::new()
+    } else {
+        format!("?{}", q.join("&"))
+    }
 }
 
 /// What an import did, or would do.
@@ -675,6 +707,33 @@ fn print_import(v: &Value) {
         println!("imported at index {}: {}", v["index"], kinds(&v["changed"]));
         if let Some(n) = v["changed"]["changed_params"].as_u64() {
             println!("{n} parameter values replaced (listed in `sonraft ctl history`)");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_values_and_path_segments_are_percent_encoded_so_the_node_reads_them_back() {
+        assert_eq!(urlencode("North Hill"), "North%20Hill");
+        assert_eq!(urlencode("a&b=c/d%e+f?"), "a%26b%3Dc%2Fd%25e%2Bf%3F");
+        assert_eq!(urlencode("Zürich"), "Z%C3%BCrich");
+        assert_eq!(urlencode("S1-2_x.y~"), "S1-2_x.y~");
+        assert_eq!(
+            query_string(&[("consistency", "local"), ("site", "North Hill")]),
+            "?consistency=local&site=North%20Hill"
+        );
+        assert_eq!(query_string(&[]), "");
+        // What axum's `Query` decodes on the node is what was typed.
+        for typed in ["North Hill", "a&b=c/d%e+f?", "Zürich", ""] {
+            let uri: axum::http::Uri = format!("/image/cells{}", query_string(&[("site", typed)]))
+                .parse()
+                .unwrap();
+            let axum::extract::Query(decoded) =
+                axum::extract::Query::<Vec<(String, String)>>::try_from_uri(&uri).unwrap();
+            assert_eq!(decoded, [("site".to_string(), typed.to_string())]);
         }
     }
 }
