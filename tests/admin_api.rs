@@ -416,7 +416,8 @@ async fn every_route_is_counted_under_its_template_and_every_readme_metric_is_ex
     }
 
     // Every name in the README's /metrics row, on the leader (the event counters of outcome
-    // unknown answers are checked where those events are made: tests/leader_changes.rs).
+    // unknown answers are checked where those events are made: tests/forwarding.rs and
+    // tests/proposals_end.rs).
     let readme = include_str!("../README.md");
     let row = readme
         .lines()

@@ -61,6 +61,13 @@ async fn a_proposal_the_leader_cannot_commit_ends_as_outcome_unknown_and_holds_u
         );
     }
 
+    let metrics = client.get(&api, "/metrics").await.expect("metrics");
+    let counted = String::from_utf8_lossy(&metrics.body)
+        .lines()
+        .filter_map(|l| l.strip_prefix("sonraft_proposals_outcome_unknown_total "))
+        .any(|v| v.trim().parse::<f64>().is_ok_and(|n| n >= 2.0));
+    assert!(counted, "the two unknown outcomes are not counted");
+
     for f in &followers {
         signal(f, "CONT");
     }
