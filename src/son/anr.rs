@@ -92,3 +92,106 @@ impl Streaks {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use sonraft_raft::model::image::NetworkImage;
+
+    use super::super::testing::{cell, image, period, relation, view};
+    use super::*;
+
+    /// A1 with relations to A2 (removable), A3 (`remove_allowed = false`), A4 (handovers
+    /// barred).
+    fn img() -> NetworkImage {
+        let mut protected = relation("A1", "A3");
+        protected["remove_allowed"] = false.into();
+        let mut barred = relation("A1", "A4");
+        barred["ho_allowed"] = false.into();
+        image(
+            vec![
+                cell("A1", 1, 1300),
+                cell("A2", 2, 1300),
+                cell("A3", 3, 1300),
+                cell("A4", 4, 1300),
+            ],
+            vec![relation("A1", "A2"), protected, barred],
+        )
+    }
+
+    /// Runs the periods (each the counters of A1's relations to A2, A3 and A4) and returns
+    /// after which period (1-based) each pruning was proposed: `(period, target)`.
+    fn prunings(periods: &[Option<[u64; 6]>]) -> Vec<(usize, String)> {
+        let img = img();
+        let v = view(&img);
+        let mut streaks = Streaks::default();
+        let mut out = Vec::new();
+        for (n, c) in periods.iter().enumerate() {
+            let reports: Vec<(&str, &str, [u64; 6])> = match c {
+                Some(c) => vec![("A1", "A2", *c), ("A1", "A3", *c), ("A1", "A4", *c)],
+                None => Vec::new(),
+            };
+            for p in streaks.propose(&v, &period(&v, &reports), 1, 0) {
+                let cs = &p.change_set;
+                assert_eq!(cs.origin.function, Function::AnrPruning);
+                let w = &cs.writes[0];
+                assert_eq!((w.param, &w.value), (Param::Exists, &Value::Bool(false)));
+                let EntityRef::Relation(s, t) = &w.entity else {
+                    panic!("{w:?}")
+                };
+                assert_eq!(cs.read_set[0].entity, w.entity, "it reads what it prunes");
+                assert_eq!(
+                    cs.read_set[0].version,
+                    img.relations[&(s.clone(), t.clone())].version
+                );
+                out.push((n + 1, t.clone()));
+            }
+        }
+        out
+    }
+
+    const DEAD: Option<[u64; 6]> = Some([0, 0, 0, 0, 0, 0]);
+    const FAILING: Option<[u64; 6]> = Some([20, 9, 0, 0, 0, 0]);
+    const GOOD: Option<[u64; 6]> = Some([20, 19, 0, 0, 0, 0]);
+
+    #[test]
+    fn a_relation_without_handovers_for_three_periods_is_pruned_on_the_third() {
+        assert_eq!(prunings(&[DEAD, DEAD, DEAD]), [(3, "A2".to_string())]);
+    }
+
+    #[test]
+    fn a_relation_failing_for_three_periods_is_pruned_on_the_third() {
+        assert!(prunings(&[FAILING, FAILING]).is_empty());
+        assert_eq!(
+            prunings(&[FAILING, FAILING, FAILING]),
+            [(3, "A2".to_string())]
+        );
+    }
+
+    #[test]
+    fn a_good_or_missing_period_restarts_the_count() {
+        assert!(prunings(&[DEAD, DEAD, GOOD, DEAD, DEAD]).is_empty());
+        assert!(prunings(&[DEAD, DEAD, None, DEAD, DEAD]).is_empty());
+        assert_eq!(
+            prunings(&[FAILING, FAILING, GOOD, FAILING, FAILING, FAILING]),
+            [(6, "A2".to_string())]
+        );
+    }
+
+    #[test]
+    fn dead_and_failing_periods_are_counted_apart() {
+        assert!(prunings(&[DEAD, FAILING, DEAD]).is_empty());
+    }
+
+    #[test]
+    fn under_ten_attempts_a_relation_is_not_failing() {
+        assert!(prunings(&[Some([9, 0, 0, 0, 0, 0]); 4]).is_empty());
+    }
+
+    #[test]
+    fn relations_with_remove_allowed_false_or_barred_handovers_are_never_pruned() {
+        let pruned: Vec<String> = prunings(&[DEAD; 6]).into_iter().map(|(_, t)| t).collect();
+        assert!(!pruned.contains(&"A3".to_string()), "{pruned:?}");
+        assert!(!pruned.contains(&"A4".to_string()), "{pruned:?}");
+        assert!(pruned.contains(&"A2".to_string()), "{pruned:?}");
+    }
+}

@@ -16,6 +16,8 @@ pub mod anr;
 pub mod load_balancing;
 pub mod pci;
 pub mod robustness;
+#[cfg(test)]
+mod testing;
 pub mod view;
 
 use std::collections::HashMap;

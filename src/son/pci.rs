@@ -78,3 +78,157 @@ pub fn propose(view: &RadioView, node: u64, now_ms: u64) -> Vec<Proposal> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use sonraft_raft::changeset::{Function, ReadVersion};
+    use sonraft_raft::model::{EntityRef, Param, Value};
+
+    use super::super::testing::{cell, image, relation, view};
+    use super::*;
+
+    /// `(cell, new pci)` of each proposal.
+    fn moves(proposals: &[Proposal]) -> Vec<(String, Value)> {
+        proposals
+            .iter()
+            .map(|p| {
+                let cs = &p.change_set;
+                assert_eq!(cs.origin.function, Function::PciConflict);
+                assert_eq!(cs.writes.len(), 1);
+                let w = &cs.writes[0];
+                assert_eq!(w.param, Param::Pci);
+                (w.entity.to_string(), w.value.clone())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_collision_moves_the_greater_id_to_the_lowest_pci_clean_around_it() {
+        // A1 -> A2 share PCI 5; A2's other neighbour A3 holds 0, A3's neighbour A4 holds 1.
+        let img = image(
+            vec![
+                cell("A1", 5, 1300),
+                cell("A2", 5, 1300),
+                cell("A3", 0, 1300),
+                cell("A4", 1, 1300),
+            ],
+            vec![
+                relation("A1", "A2"),
+                relation("A2", "A3"),
+                relation("A3", "A4"),
+            ],
+        );
+        let p = propose(&view(&img), 1, 0);
+        assert_eq!(moves(&p), [("cell/A2".to_string(), Value::Int(2))]);
+        let cs = &p[0].change_set;
+        assert!(cs.reason.contains("collision"), "{}", cs.reason);
+        // It read every PCI its choice relied on: itself, A1, A3 (first order), A4 (second).
+        let read: Vec<&ReadVersion> = cs.read_set.iter().collect();
+        for id in ["A1", "A2", "A3", "A4"] {
+            assert!(
+                read.iter()
+                    .any(|r| r.entity == EntityRef::cell(id) && r.version == img.cells[id].version),
+                "{id} missing from {read:?}"
+            );
+        }
+        assert_eq!(p[0].cells, ["A2"]);
+    }
+
+    #[test]
+    fn a_confusion_between_two_neighbours_of_a_cell_moves_the_greater_id() {
+        // B1 and B2 are both neighbours of A1 (not of each other) and share PCI 7.
+        let img = image(
+            vec![
+                cell("A1", 1, 1300),
+                cell("AB1", 7, 1300),
+                cell("AB2", 7, 1300),
+            ],
+            vec![relation("A1", "AB1"), relation("A1", "AB2")],
+        );
+        let p = propose(&view(&img), 1, 0);
+        assert_eq!(moves(&p), [("cell/AB2".to_string(), Value::Int(0))]);
+        assert!(
+            p[0].change_set.reason.contains("confusion"),
+            "{}",
+            p[0].change_set.reason
+        );
+    }
+
+    #[test]
+    fn the_same_pci_on_another_frequency_or_three_hops_away_is_no_conflict() {
+        let img = image(
+            vec![
+                cell("A1", 5, 1300),
+                cell("A2", 5, 3100),
+                cell("A3", 9, 1300),
+                cell("A4", 2, 1300),
+                cell("A5", 3, 1300),
+                cell("A6", 9, 1300),
+            ],
+            vec![
+                relation("A1", "A2"),
+                relation("A3", "A4"),
+                relation("A4", "A5"),
+                relation("A5", "A6"),
+            ],
+        );
+        assert!(moves(&propose(&view(&img), 1, 0)).is_empty());
+    }
+
+    #[test]
+    fn a_conflict_whose_greater_id_is_another_sites_cell_is_left_to_that_site() {
+        let img = image(
+            vec![cell("A1", 5, 1300), cell("Z1", 5, 1300)],
+            vec![relation("A1", "Z1")],
+        );
+        assert!(
+            propose(&view(&img), 1, 0).is_empty(),
+            "site-a moved its smaller id"
+        );
+        let theirs = propose(&RadioView::capture(&img, "site-b"), 2, 0);
+        assert_eq!(moves(&theirs), [("cell/Z1".to_string(), Value::Int(0))]);
+    }
+
+    #[test]
+    fn cells_moving_in_the_same_period_do_not_pick_the_same_pci() {
+        // A2 and A3 both collide with A1 and neighbour each other.
+        let img = image(
+            vec![
+                cell("A1", 5, 1300),
+                cell("A2", 5, 1300),
+                cell("A3", 5, 1300),
+            ],
+            vec![
+                relation("A1", "A2"),
+                relation("A1", "A3"),
+                relation("A2", "A3"),
+            ],
+        );
+        let m = moves(&propose(&view(&img), 1, 0));
+        assert_eq!(
+            m,
+            [
+                ("cell/A2".to_string(), Value::Int(0)),
+                ("cell/A3".to_string(), Value::Int(1))
+            ]
+        );
+    }
+
+    #[test]
+    fn an_nr_cell_may_take_a_pci_above_the_lte_range() {
+        // Every PCI 0..=503 is used around A2 on its NR carrier; NR goes up to 1007.
+        let mut cells = vec![cell("A1", 5, 632_628), cell("A2", 5, 632_628)];
+        let mut relations = vec![relation("A1", "A2")];
+        for pci in 0..=503u16 {
+            let id = format!("AN{pci:03}");
+            cells.push(cell(&id, pci, 632_628));
+            relations.push(relation("A2", &id));
+        }
+        let img = image(cells, relations);
+        let m = moves(&propose(&view(&img), 1, 0));
+        assert!(
+            m.contains(&("cell/A2".to_string(), Value::Int(504))),
+            "{m:?}"
+        );
+    }
+}

@@ -104,3 +104,111 @@ pub fn propose(view: &RadioView, input: &PeriodInput, node: u64, now_ms: u64) ->
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use sonraft_raft::changeset::Function;
+    use sonraft_raft::model::{EntityRef, Value};
+
+    use super::super::testing::{cell, counters, image, period, relation, view};
+    use super::*;
+
+    /// A1 (hysteresis `hyst`, time-to-trigger `ttt`) with handovers towards A2 and Z1.
+    fn one_cell(hyst: u8, ttt: u16) -> sonraft_raft::model::image::NetworkImage {
+        let mut a1 = cell("A1", 1, 1300);
+        a1["hysteresis"] = hyst.into();
+        a1["time_to_trigger_ms"] = ttt.into();
+        image(
+            vec![a1, cell("A2", 2, 1300), cell("Z1", 3, 1300)],
+            vec![relation("A1", "A2"), relation("A1", "Z1")],
+        )
+    }
+
+    /// `(param, new value)` of each proposal, after checking its function and read set.
+    fn moves(img: &sonraft_raft::model::image::NetworkImage, p: &[Proposal]) -> Vec<(Param, i64)> {
+        p.iter()
+            .map(|p| {
+                let cs = &p.change_set;
+                assert_eq!(cs.origin.function, Function::MobilityRobustness);
+                assert_eq!(cs.read_set.len(), 1);
+                assert_eq!(cs.read_set[0].entity, EntityRef::cell("A1"));
+                assert_eq!(cs.read_set[0].version, img.cells["A1"].version);
+                let w = &cs.writes[0];
+                assert_eq!(w.entity, EntityRef::cell("A1"));
+                let Value::Int(v) = w.value else {
+                    panic!("{w:?}")
+                };
+                (w.param, v)
+            })
+            .collect()
+    }
+
+    /// Proposals for A1's relations reporting `(early, late, ping-pong)` out of `att` each.
+    fn run(hyst: u8, ttt: u16, att: u64, early: u64, late: u64, pp: u64) -> Vec<(Param, i64)> {
+        let img = one_cell(hyst, ttt);
+        let v = view(&img);
+        let c = counters(att, att - early - late, early, late, pp);
+        let input = period(&v, &[("A1", "A2", c), ("A1", "Z1", c)]);
+        moves(&img, &propose(&v, &input, 1, 0))
+    }
+
+    #[test]
+    fn too_many_late_handovers_shorten_time_to_trigger_by_one_step() {
+        assert_eq!(run(4, 320, 50, 0, 5, 0), [(Param::TimeToTriggerMs, 256)]);
+    }
+
+    #[test]
+    fn late_handovers_at_the_shortest_useful_time_to_trigger_lower_hysteresis() {
+        assert_eq!(run(4, 100, 50, 0, 5, 0), [(Param::Hysteresis, 3)]);
+        assert!(run(0, 100, 50, 0, 5, 0).is_empty(), "nothing left to lower");
+    }
+
+    #[test]
+    fn too_many_early_or_ping_pong_handovers_raise_hysteresis() {
+        assert_eq!(run(4, 320, 50, 5, 0, 0), [(Param::Hysteresis, 5)]);
+        assert_eq!(run(4, 320, 50, 0, 0, 6), [(Param::Hysteresis, 5)]);
+    }
+
+    #[test]
+    fn with_hysteresis_at_its_ceiling_early_handovers_lengthen_time_to_trigger() {
+        assert_eq!(run(10, 320, 50, 5, 0, 0), [(Param::TimeToTriggerMs, 480)]);
+        assert!(
+            run(10, 5120, 50, 5, 0, 0).is_empty(),
+            "nothing left to raise"
+        );
+    }
+
+    #[test]
+    fn late_handovers_are_fixed_before_early_ones() {
+        assert_eq!(run(4, 320, 50, 5, 5, 0), [(Param::TimeToTriggerMs, 256)]);
+    }
+
+    #[test]
+    fn ratios_at_the_thresholds_change_nothing() {
+        // 3 of 100 too late, 3 of 100 too early, 5 of 100 ping-pong: exactly at the limits.
+        assert!(run(4, 320, 100, 0, 0, 0).is_empty());
+        assert!(run(4, 320, 100, 3, 0, 0).is_empty(), "early at 3 %");
+        assert!(run(4, 320, 100, 0, 3, 0).is_empty(), "late at 3 %");
+        assert!(run(4, 320, 100, 0, 0, 5).is_empty(), "ping-pong at 5 %");
+        assert_eq!(
+            run(4, 320, 100, 4, 0, 0),
+            [(Param::Hysteresis, 5)],
+            "just above"
+        );
+    }
+
+    #[test]
+    fn fewer_than_twenty_attempts_are_no_evidence() {
+        // 2 x 9 attempts, a third of them too late.
+        assert!(run(4, 320, 9, 0, 3, 0).is_empty());
+        assert_eq!(run(4, 320, 10, 0, 3, 0), [(Param::TimeToTriggerMs, 256)]);
+    }
+
+    #[test]
+    fn another_sites_cells_are_left_to_that_site() {
+        let img = one_cell(4, 320);
+        let v = view(&img);
+        let input = period(&v, &[("Z1", "A1", counters(50, 40, 0, 10, 0))]);
+        assert!(propose(&v, &input, 1, 0).is_empty());
+    }
+}
