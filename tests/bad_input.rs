@@ -6,13 +6,22 @@ use common::*;
 use hyper::{Method, StatusCode};
 use serde_json::{Value, json};
 
+/// Every cell, read linearizably; the read itself must succeed, or comparing two of them
+/// proves nothing.
 async fn image(c: &Cluster) -> Value {
     let r = c
         .client
         .get(&c.nodes[0].api, "/image/cells?consistency=linearizable")
         .await
         .unwrap();
-    r.json()
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let cells = r.json();
+    assert_eq!(
+        cells.as_array().map(Vec::len),
+        Some(6),
+        "the six imported cells: {cells}"
+    );
+    cells
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
