@@ -1,5 +1,7 @@
 //! A three-node cluster with a simulator of 300 cells reporting every second: the SON
-//! functions fix the planted problems on the simulated network, and every committed change
+//! functions fix the planted problems on the simulated network (PCI collisions and
+//! confusions, overload, too-late and too-early handovers) without pruning a protected
+//! relation, an antenna that ignores part of a push gets it again, and every committed change
 //! reaches the antennas.
 
 mod common;
@@ -9,8 +11,49 @@ use std::time::{Duration, Instant};
 use common::*;
 use serde_json::Value;
 use sonraft::local_cluster::SimProc;
+use sonraft::sim::topology::Topology;
 
 const REGIONS: &str = "site-1,site-2,site-3";
+/// The simulator ignores the hysteresis of every tenth push.
+const FAULTY_EVERY: u64 = 10;
+
+/// The simulated network's layout, as `sim run` and `sim export` build it (default seed).
+fn topology() -> Topology {
+    let regions: Vec<String> = REGIONS.split(',').map(str::to_string).collect();
+    Topology::build(300, 1, &regions)
+}
+
+/// The planted too-early cells whose handover delay (hysteresis) SON has not raised yet.
+fn early_not_fixed(topo: &Topology, cells: &Value) -> Vec<String> {
+    topo.problems
+        .early_cells
+        .iter()
+        .map(|&c| topo.cells[c].id.clone())
+        .filter(|id| {
+            let cell = cells
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|x| x["id"] == id.as_str());
+            // Exported with hysteresis 4 (2 dB); the planted optimum needs at least 5.
+            cell.is_none_or(|x| x["hysteresis"].as_u64() <= Some(4))
+        })
+        .collect()
+}
+
+/// Sum over the nodes of a counter in their `/metrics`.
+async fn counter_sum(c: &Cluster, name: &str) -> f64 {
+    let mut sum = 0.0;
+    for p in &c.nodes {
+        let r = c.client.get(&p.api, "/metrics").await.unwrap();
+        sum += String::from_utf8_lossy(&r.body)
+            .lines()
+            .filter_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+            .filter_map(|v| v.trim().parse::<f64>().ok())
+            .sum::<f64>();
+    }
+    sum
+}
 
 fn export(cells: usize) -> Value {
     let out = std::process::Command::new(binary())
@@ -73,15 +116,53 @@ async fn son_functions_fix_the_planted_problems_and_every_change_reaches_the_ant
             "--regions",
             REGIONS,
             "--faulty-every",
-            "40",
+            &FAULTY_EVERY.to_string(),
         ],
     )
     .expect("simulator");
     let antennas = sim.antennas.join(",");
     let c = Cluster::start_with(3, &["--antennas", &antennas]).await;
+    let mut image = export(300);
+    let topo = topology();
+    // One of the planted dead relations is protected too: ANR must want to prune it, and not.
+    let dead: Vec<(String, String)> = topo
+        .problems
+        .dead_relations
+        .iter()
+        .map(|&r| {
+            let rel = &topo.relations[r];
+            (
+                topo.cells[rel.source].id.clone(),
+                topo.cells[rel.target].id.clone(),
+            )
+        })
+        .collect();
+    let (kept_dead, pruned_dead) = dead.split_first().expect("dead relations planted");
+    for r in image["relations"].as_array_mut().unwrap() {
+        if r["source"] == kept_dead.0.as_str() && r["target"] == kept_dead.1.as_str() {
+            r["remove_allowed"] = false.into();
+        }
+    }
+    let protected: Vec<(String, String)> = image["relations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["remove_allowed"] == false)
+        .map(|r| {
+            (
+                r["source"].as_str().unwrap().into(),
+                r["target"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    assert!(!protected.is_empty(), "no protected relation planted");
+    assert!(
+        !topo.problems.early_cells.is_empty(),
+        "no early cell planted"
+    );
     let r = c
         .client
-        .post(&c.nodes[0].api, "/image/import", &export(300))
+        .post(&c.nodes[0].api, "/image/import", &image)
         .await
         .unwrap();
     assert!(
@@ -95,8 +176,30 @@ async fn son_functions_fix_the_planted_problems_and_every_change_reaches_the_ant
     let started = Instant::now();
     let fixed_at = loop {
         let s = sim.state(&c.client).await.unwrap();
+        let cells = c
+            .client
+            .get(&c.nodes[0].api, "/image/cells?consistency=local")
+            .await
+            .unwrap()
+            .json();
+        let early = early_not_fixed(&topo, &cells);
+        let unpruned: Vec<&Value> = s["pruned_candidates"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|r| r["exists"] == true)
+            .filter(|r| {
+                pruned_dead
+                    .iter()
+                    .any(|(a, b)| r["relation"] == format!("{a}/{b}").as_str())
+            })
+            .collect();
         let still = match planted_fixed(&s) {
-            Ok(()) => break s["period"].as_u64().unwrap_or(0),
+            Ok(()) if early.is_empty() && unpruned.is_empty() => {
+                break s["period"].as_u64().unwrap_or(0);
+            }
+            Ok(()) if !early.is_empty() => format!("too-early handovers on {early:?}"),
+            Ok(()) => format!("dead relations not pruned: {unpruned:?}"),
             Err(e) => e,
         };
         assert!(
@@ -109,6 +212,54 @@ async fn son_functions_fix_the_planted_problems_and_every_change_reaches_the_ant
         "planted problems fixed by period {fixed_at} ({:?})",
         started.elapsed()
     );
+
+    // The simulator ignores the hysteresis of every tenth push. Whether SON's own pushes hit
+    // one that changes hysteresis is chance, so the operator changes hysteresis on unplanted
+    // cells, one at a time, until a push is ignored: the node must see the antenna diverge and
+    // push again until the antenna holds the value.
+    let planted: std::collections::BTreeSet<usize> = [
+        &topo.problems.overloaded,
+        &topo.problems.late_cells,
+        &topo.problems.early_cells,
+    ]
+    .into_iter()
+    .flatten()
+    .copied()
+    .collect();
+    let quiet: Vec<String> = (0..topo.cells.len())
+        .filter(|c| !planted.contains(c))
+        .map(|c| topo.cells[c].id.clone())
+        .take(2 * FAULTY_EVERY as usize + 5)
+        .collect();
+    let diverged_before = counter_sum(&c, "sonraft_antenna_diverged_total").await;
+    let mut probes = 0;
+    while counter_sum(&c, "sonraft_antenna_diverged_total").await == diverged_before {
+        let id = quiet
+            .get(probes)
+            .expect("no push was ignored in 25 hysteresis changes");
+        probes += 1;
+        let leader = c.leader().await;
+        let cell = c.cell(&c.nodes[leader], id, "linearizable").await;
+        let to = if cell["hysteresis"] == 5 { 4 } else { 5 };
+        let body = serde_json::json!({"origin": {"function": "operator"}, "reason": "divergence probe",
+            "read_set": [{"entity": format!("cell/{id}"), "version": cell["version"]}],
+            "writes": [{"entity": format!("cell/{id}"), "param": "hysteresis", "value": to}]});
+        let r = c
+            .client
+            .post(&c.nodes[leader].api, "/image/changesets", &body)
+            .await
+            .unwrap();
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while sim.state(&c.client).await.unwrap()["configs"][id]["hysteresis"] != to {
+            assert!(
+                Instant::now() < deadline,
+                "{id}: the antenna never got hysteresis {to}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    eprintln!("a push was ignored and repaired after {probes} probes");
 
     // Every committed change pushed and acknowledged: sessions in sync, and the antennas'
     // configuration equal to the image.
@@ -179,6 +330,41 @@ async fn son_functions_fix_the_planted_problems_and_every_change_reaches_the_ant
         );
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
+    // The protected relations survived the pruning, in the image and on the antennas; the
+    // other dead ones are gone.
+    assert!(protected.contains(kept_dead));
+    let relations = c
+        .client
+        .get(&c.nodes[0].api, "/image/relations?consistency=linearizable")
+        .await
+        .unwrap()
+        .json();
+    let antennas = sim.state(&c.client).await.unwrap()["configs"].clone();
+    for (s, t) in &protected {
+        assert!(
+            relations
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|r| r["source"] == s.as_str() && r["target"] == t.as_str()),
+            "protected relation {s} -> {t} was pruned"
+        );
+        assert!(
+            antennas[s]["relations"].get(t).is_some(),
+            "protected relation {s} -> {t} is gone from the antenna"
+        );
+    }
+    for (s, t) in pruned_dead {
+        assert!(
+            !relations
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|r| r["source"] == s.as_str() && r["target"] == t.as_str()),
+            "dead relation {s} -> {t} was not pruned"
+        );
+    }
+
     let history = c
         .client
         .get(&c.nodes[0].api, "/image/history?limit=10000")
