@@ -17,6 +17,12 @@ use super::counters::CounterStore;
 use super::protocol::{CellConfig, RelationConfig};
 use super::session::Session;
 
+/// Most committed change sets whose acknowledgements are awaited at once (each holds the ids
+/// of the cells it reconfigures, a few hundred bytes).
+pub const MAX_AWAITED: usize = 10_000;
+/// Most close-to-ack latencies kept for `GET /antennas` (8 bytes each).
+pub const MAX_LATENCIES: usize = 100_000;
+
 /// A committed SON change set whose pushes are awaited, for the close-to-ack latency.
 struct Awaited {
     period_end_ms: u64,
@@ -240,13 +246,19 @@ impl Fleet {
             self.record_latency(period_end_ms);
             return;
         }
-        lock(&self.awaited).insert(
+        let mut awaited = lock(&self.awaited);
+        awaited.insert(
             index,
             Awaited {
                 period_end_ms,
                 cells,
             },
         );
+        // A cell whose session stopped (it moved to another site, or left the image) never
+        // acknowledges: forget the oldest change sets rather than wait for them for ever.
+        while awaited.len() > MAX_AWAITED {
+            awaited.pop_first();
+        }
     }
 
     /// A session's antenna acknowledged the configuration of the image at `index`.
@@ -273,7 +285,7 @@ impl Fleet {
         let ms = now.saturating_sub(period_end_ms) as f64;
         metrics::histogram!("sonraft_son_close_to_ack_seconds").record(ms / 1000.0);
         let mut l = lock(&self.latencies_ms);
-        if l.len() >= 100_000 {
+        if l.len() >= MAX_LATENCIES {
             l.pop_front();
         }
         l.push_back(ms);

@@ -144,6 +144,16 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     let span = tracing::info_span!("node", node = config.id, site = %config.site);
     let _enter = span.enter();
     let prometheus = telemetry::install_metrics()?;
+    // The recorder keeps every histogram sample until it is drained, which only a scrape of
+    // /metrics or this upkeep does: without it a node nobody scrapes grows without bound.
+    let upkeep = prometheus.clone();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(std::time::Duration::from_secs(5));
+        loop {
+            every.tick().await;
+            upkeep.run_upkeep();
+        }
+    });
 
     let options = StoreOptions {
         cache_bytes: config.store_cache_bytes,
