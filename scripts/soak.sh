@@ -8,7 +8,7 @@
 #   --cells N        simulated cells (default 3000)
 #   --period-ms MS   counter period of the simulated antennas (default 500)
 #   --minutes M      how long to sample after the demo is up (default 60)
-#   --run-dir DIR    where the cluster lives (default: a new directory under ./run-soak);
+#   --run-dir DIR    where the cluster lives (default: a new directory under $TMPDIR or /tmp);
 #                    it must not hold a running cluster
 #   --keep           leave the cluster running at the end (default: stop it)
 #
@@ -50,8 +50,7 @@ done
 log() { printf '%s %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
 if [[ -z "$RUN_DIR" ]]; then
-    mkdir -p "$ROOT/run-soak"
-    RUN_DIR=$(mktemp -d "$ROOT/run-soak/$(date +%Y%m%d-%H%M%S)-XXXX")
+    RUN_DIR=$(mktemp -d "${TMPDIR:-/tmp}/sonraft-soak-$(date +%Y%m%d-%H%M%S)-XXXX")
 fi
 mkdir -p "$RUN_DIR"
 RUN_DIR=$(cd "$RUN_DIR" && pwd)
