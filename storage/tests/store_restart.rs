@@ -183,7 +183,11 @@ async fn entries_a_crash_left_behind_a_purge_are_removed_and_the_rest_kept() {
         .iter()
         .map(|e| e.log_id.index)
         .collect();
-    assert_eq!(indexes, [4, 5, 6], "acknowledged entries after the purged point were cut");
+    assert_eq!(
+        indexes,
+        [4, 5, 6],
+        "acknowledged entries after the purged point were cut"
+    );
     let state = store.log.get_log_state().await.unwrap();
     assert_eq!(state.last_log_id, Some(log_id(1, 6)));
 }
