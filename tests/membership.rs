@@ -196,3 +196,34 @@ async fn leadership_can_be_handed_to_a_chosen_voter() {
     let now = c.leader().await;
     assert_eq!(c.nodes[now].id, target);
 }
+
+/// A new node started at a removed (or lost) node's address must not be taken for it: Raft
+/// traffic meant for node 3 reaching node 4 there would let node 4 acknowledge entries and
+/// grant votes as node 3 (found by the fault campaign, replacing a site at its old address).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_at_another_nodes_address_refuses_the_traffic_meant_for_that_node() {
+    let mut c = Cluster::start(3).await;
+    c.import_demo(3).await;
+    let leader = c.leader().await;
+    let victim = (leader + 1) % 3;
+    let (raft, api) = (c.nodes[victim].raft.clone(), c.nodes[victim].api.clone());
+    c.nodes[victim].kill9();
+    let stranger = NodeProc::start(binary(), 4, &c.dir.join("node4"), &raft, &api, &[]).unwrap();
+    // The leader keeps replicating to node 3 at that address: node 4 must hold nothing.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < deadline {
+        let s = c.status(&stranger).await.unwrap();
+        assert_eq!(s["last_log_index"], 0, "node 4 took node 3's log: {s}");
+        assert_eq!(
+            s["voters"],
+            json!([]),
+            "node 4 took node 3's membership: {s}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        stranger.log().contains("meant for node"),
+        "node 4 did not say it refused: {}",
+        stranger.log()
+    );
+}

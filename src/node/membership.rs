@@ -90,7 +90,7 @@ impl Node {
     /// times).
     async fn check_answers_as(&self, id: NodeId, info: &NodeInfo) -> Result<(), MembershipError> {
         let facts = self
-            .ask_facts(&info.raft_addr, Duration::from_secs(2))
+            .ask_facts(id, &info.raft_addr, Duration::from_secs(2))
             .await
             .map_err(|e| {
                 MembershipError::Refused(format!(
@@ -395,7 +395,11 @@ impl Node {
     ) -> Result<bool, String> {
         let rpc = PeerRpc::Elect { timeout_ms };
         let within = Duration::from_millis(timeout_ms + 2000);
-        match self.peer_client.call(&info.raft_addr, &rpc, within).await {
+        match self
+            .peer_client
+            .call(Some(target), &info.raft_addr, &rpc, within)
+            .await
+        {
             Ok(PeerReply::Elected(won)) => Ok(won),
             Ok(other) => Err(format!(
                 "node {target} answered {other:?} to an election request"

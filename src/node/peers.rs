@@ -120,11 +120,16 @@ impl Node {
         }
     }
 
-    /// Asks the node at `raft_addr` for its facts.
-    pub async fn ask_facts(&self, raft_addr: &str, within: Duration) -> Result<NodeFacts, String> {
+    /// Asks node `id` at `raft_addr` for its facts (a node with another id there refuses).
+    pub async fn ask_facts(
+        &self,
+        id: NodeId,
+        raft_addr: &str,
+        within: Duration,
+    ) -> Result<NodeFacts, String> {
         match self
             .peer_client
-            .call(raft_addr, &PeerRpc::Facts, within)
+            .call(Some(id), raft_addr, &PeerRpc::Facts, within)
             .await
         {
             Ok(PeerReply::Facts(f)) => Ok(f),
@@ -181,7 +186,7 @@ impl Node {
             .map(|(id, info)| (*id, info.raft_addr.clone()))
             .collect();
         let asks = stale.into_iter().map(|(id, addr)| async move {
-            let r = self.ask_facts(&addr, within).await;
+            let r = self.ask_facts(id, &addr, within).await;
             self.known_peers.record(id, r);
         });
         let mut all = std::pin::pin!(futures_join_ordered(asks));
@@ -278,7 +283,7 @@ pub async fn run(node: Arc<Node>, removed: tokio::sync::mpsc::Sender<String>) {
         let asks = members.into_iter().map(|(id, addr)| {
             let node = node.clone();
             async move {
-                let r = node.ask_facts(&addr, FACTS_EVERY).await;
+                let r = node.ask_facts(id, &addr, FACTS_EVERY).await;
                 node.known_peers.record(id, r.clone());
                 r.ok()
             }

@@ -157,8 +157,8 @@ impl Node {
     /// Commits `command` from any node: directly on the leader, otherwise as a peer request to
     /// the leader ([`PeerRpc::Submit`] on its Raft listener, with the cluster secret).
     pub async fn submit(&self, command: &Command) -> Result<(u64, Response), ProposeError> {
-        let leader = match self.propose(command).await {
-            Err(ProposeError::NotLeader(Some((_, info)))) => info,
+        let (leader_id, leader) = match self.propose(command).await {
+            Err(ProposeError::NotLeader(Some((id, info)))) => (id, info),
             other => return other,
         };
         let rpc = PeerRpc::Submit {
@@ -167,7 +167,11 @@ impl Node {
         };
         // A little longer than the leader waits for the outcome itself.
         let within = self.config.outcome_bound() + Duration::from_secs(1);
-        match self.peer_client.call(&leader.raft_addr, &rpc, within).await {
+        match self
+            .peer_client
+            .call(Some(leader_id), &leader.raft_addr, &rpc, within)
+            .await
+        {
             Ok(PeerReply::Submitted(r)) => r.map_err(ProposeError::from),
             Ok(PeerReply::Refused(why)) => Err(ProposeError::Raft(format!(
                 "the leader refused the command: {why}"

@@ -20,7 +20,8 @@ use openraft::raft::{
 use openraft::{AnyError, RPCTypes};
 
 use super::{
-    AckClock, MAX_BODY, RAFT_PATH, RaftReply, RaftRpc, SECRET_HEADER, decode_frame, encode_frame,
+    AckClock, MAX_BODY, RAFT_PATH, RaftReply, RaftRpc, SECRET_HEADER, TARGET_HEADER, decode_frame,
+    encode_frame,
 };
 use crate::durable::DurableLog;
 use crate::{NodeId, NodeInfo, TypeConfig};
@@ -143,6 +144,7 @@ impl HttpNetwork {
             .method(Method::POST)
             .uri(&url)
             .header(SECRET_HEADER, &*secret)
+            .header(TARGET_HEADER, target.to_string())
             .header(hyper::header::CONTENT_TYPE, "application/octet-stream")
             .body(Full::new(Bytes::from(body)))
             .map_err(|e| CallError::Network(AnyError::new(&e)))?;

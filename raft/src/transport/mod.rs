@@ -5,7 +5,7 @@
 //! wire format [`WIRE_FORMAT`], or a [`peer::PeerRpc`] in [`peer::PEER_FORMAT`]; a `200`
 //! response body is the same prefix followed by the reply. Every request carries the cluster
 //! secret in the [`SECRET_HEADER`] header; a request without the right secret gets `401` and
-//! is logged. Bytes that do not decode get `400` with the reason; the server never panics on
+//! is logged, one meant for another node ([`TARGET_HEADER`]) `421`. Bytes that do not decode get `400` with the reason; the server never panics on
 //! them.
 
 mod ack_clock;
@@ -34,6 +34,11 @@ use crate::{NodeId, TypeConfig};
 pub const WIRE_FORMAT: u16 = 1;
 /// Header that carries the cluster secret.
 pub const SECRET_HEADER: &str = "x-sonraft-cluster-secret";
+/// Header that names the node a request is meant for. A node refuses (421) a request meant for
+/// another id: a new node started at a lost node's address must not answer as it (it would
+/// acknowledge entries and grant votes in its name). Requests without it (a release before
+/// 0.2.0) are taken as meant for the receiver.
+pub const TARGET_HEADER: &str = "x-sonraft-target-node";
 /// The one route.
 pub const RAFT_PATH: &str = "/raft";
 /// Largest request body the server reads: 256 MiB (a snapshot chunk or a batch of entries).

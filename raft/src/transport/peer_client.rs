@@ -11,7 +11,8 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
 use super::peer::{PEER_PATH, PeerReply, PeerRpc};
-use super::{MAX_BODY, SECRET_HEADER, decode_peer_frame, encode_peer_frame};
+use super::{MAX_BODY, SECRET_HEADER, TARGET_HEADER, decode_peer_frame, encode_peer_frame};
+use crate::NodeId;
 
 /// Why a peer request got no answer.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -56,9 +57,11 @@ impl PeerClient {
         }
     }
 
-    /// Sends `rpc` to the node whose Raft listener is `raft_addr`, waiting at most `timeout`.
+    /// Sends `rpc` to node `target` (`None`: whoever listens there, e.g. to learn its id)
+    /// whose Raft listener is `raft_addr`, waiting at most `timeout`.
     pub async fn call(
         &self,
+        target: Option<NodeId>,
         raft_addr: &str,
         rpc: &PeerRpc,
         timeout: Duration,
@@ -69,10 +72,14 @@ impl PeerClient {
             reason,
         };
         let body = encode_peer_frame(rpc).map_err(|e| unreachable(e.to_string()))?;
-        let req = Request::builder()
+        let mut req = Request::builder()
             .method(Method::POST)
             .uri(format!("http://{raft_addr}{PEER_PATH}"))
-            .header(SECRET_HEADER, &*self.secret)
+            .header(SECRET_HEADER, &*self.secret);
+        if let Some(id) = target {
+            req = req.header(TARGET_HEADER, id.to_string());
+        }
+        let req = req
             .header(hyper::header::CONTENT_TYPE, "application/octet-stream")
             .body(Full::new(Bytes::from(body)))
             .map_err(|e| unreachable(e.to_string()))?;

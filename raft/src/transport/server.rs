@@ -16,8 +16,8 @@ use tokio::net::TcpListener;
 
 use super::peer::{PEER_PATH, PeerReply, PeerRpc, PeerService};
 use super::{
-    MAX_BODY, RAFT_PATH, RaftReply, RaftRpc, SECRET_HEADER, decode_frame, decode_peer_frame,
-    encode_frame, encode_peer_frame,
+    MAX_BODY, RAFT_PATH, RaftReply, RaftRpc, SECRET_HEADER, TARGET_HEADER, decode_frame,
+    decode_peer_frame, encode_frame, encode_peer_frame,
 };
 use crate::Raft;
 
@@ -111,6 +111,27 @@ impl RaftServer {
         if !same_secret(presented, self.secret.as_bytes()) {
             tracing::warn!(%peer, "refused a Raft RPC without the right cluster secret");
             return text(StatusCode::UNAUTHORIZED, "missing or wrong cluster secret");
+        }
+        let me = self.raft.metrics().borrow().id;
+        let meant_for = req
+            .headers()
+            .get(TARGET_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.parse::<crate::NodeId>());
+        match meant_for {
+            None => {}
+            Some(Ok(id)) if id == me => {}
+            Some(other) => {
+                let meant = other.map_or_else(
+                    |_| "an unreadable id".to_string(),
+                    |id| format!("node {id}"),
+                );
+                tracing::warn!(%peer, me, "refused a request meant for {meant} (a node once at this address?)");
+                return text(
+                    StatusCode::MISDIRECTED_REQUEST,
+                    &format!("this is node {me}, not the {meant} the request is meant for"),
+                );
+            }
         }
         let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
             Ok(b) => b.to_bytes(),
