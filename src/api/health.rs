@@ -25,7 +25,9 @@ pub async fn health() -> Json<serde_json::Value> {
 pub async fn readyz(State(node): State<Arc<Node>>) -> Response {
     let m = node.raft.metrics().borrow().clone();
     let applied = m.last_applied.map_or(0, |l| l.index);
-    let reason = if m.membership_config.membership().nodes().next().is_none() {
+    let reason = if let Err(e) = &m.running_state {
+        Some(format!("the Raft core stopped: {e}"))
+    } else if m.membership_config.membership().nodes().next().is_none() {
         Some(
             "the node is not part of a cluster yet (POST /cluster/init or add it as a learner)"
                 .to_string(),
@@ -104,6 +106,8 @@ pub async fn status(State(node): State<Arc<Node>>) -> Json<serde_json::Value> {
         "effective_command_format": effective,
         "releases": releases,
         "millis_since_quorum_ack": m.millis_since_quorum_ack,
+        // This node's wall clock (log times of the change sets it leads come from it).
+        "now_ms": crate::node::propose::now_ms(),
     }))
 }
 

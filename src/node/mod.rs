@@ -275,6 +275,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         stop.api.clone().wait(),
     ));
     tokio::spawn(telemetry::watch_raft(node.clone()));
+    tokio::spawn(telemetry::exit_when_raft_fails(node.clone()));
     tokio::spawn(propose::advertise_release(node.clone()));
     if let Some(fleet) = fleet {
         let (tx, rx) = tokio::sync::mpsc::channel(8);

@@ -9,12 +9,17 @@ use openraft::ServerState;
 use super::Node;
 use crate::config::{LogFormat, NodeConfig};
 
-/// Structured logs on stderr; `RUST_LOG` filters (default: info, quieter openraft and sled).
+/// Structured logs on stderr, coloured only on a terminal; `RUST_LOG` filters (default: info,
+/// quieter openraft and sled).
 pub fn init_logging(config: &NodeConfig) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn,sled=warn"));
+    // Colour only on a terminal: log files and journals get plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(std::io::stderr);
     let _ = match config.log_format {
         LogFormat::Json => builder.json().try_init(),
@@ -62,6 +67,30 @@ pub async fn watch_raft(node: Arc<Node>) {
                 .set(stats.sync_micros.load(std::sync::atomic::Ordering::Relaxed) as f64 / 1e6);
         }
         if rx.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Ends the process when the Raft core stopped on its own (a panic, a storage error): a node
+/// whose core is gone would keep answering its admin API, and look ready, while it takes part
+/// in nothing. Crash-only: a supervisor restarts it from its data directory, which holds
+/// everything it acknowledged. A core stopped by a graceful stop is left alone.
+pub async fn exit_when_raft_fails(node: Arc<Node>) {
+    let mut metrics = node.raft.metrics();
+    loop {
+        let failed = match &metrics.borrow().running_state {
+            Err(openraft::error::Fatal::Stopped) | Ok(()) => None,
+            Err(e) => Some(e.to_string()),
+        };
+        if let Some(why) = failed {
+            tracing::error!(
+                error = %why,
+                "the Raft core stopped; exiting with status 70 so that a supervisor restarts this node from its data"
+            );
+            std::process::exit(70);
+        }
+        if metrics.changed().await.is_err() {
             return;
         }
     }
