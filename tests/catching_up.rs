@@ -56,7 +56,7 @@ async fn history(c: &Cluster, p: &NodeProc) -> Vec<Value> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_follower_behind_the_purged_log_catches_up_by_snapshot_while_writes_go_on() {
-    // A snapshot every 100 entries; the log keeps 1000 entries behind it.
+    // A snapshot every 100 entries; the log keeps 200 entries behind it.
     let mut c = Cluster::start_with(3, &["--snapshot-every", "100"]).await;
     // A node nobody made a member is not ready, and says why.
     let stray = NodeProc::start(

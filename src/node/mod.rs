@@ -12,6 +12,7 @@
 //! - [`watchdog`]: fast detection of a crashed leader.
 
 pub mod batcher;
+pub mod compaction;
 pub mod health;
 pub mod membership;
 pub mod peers;
@@ -114,7 +115,7 @@ pub fn raft_config(c: &NodeConfig) -> anyhow::Result<Arc<Config>> {
         election_timeout_max: c.election_max_ms,
         snapshot_policy: SnapshotPolicy::LogsSinceLast(c.snapshot_every),
         // Keep some log behind a snapshot so a briefly lagging follower needs no snapshot.
-        max_in_snapshot_log_to_keep: 1000,
+        max_in_snapshot_log_to_keep: crate::config::LOG_KEPT_BEHIND_SNAPSHOT,
         install_snapshot_timeout: 10_000,
         max_payload_entries: 512,
         ..Default::default()
@@ -275,6 +276,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         stop.api.clone().wait(),
     ));
     tokio::spawn(telemetry::watch_raft(node.clone()));
+    tokio::spawn(compaction::snapshot_by_size(node.clone()));
     tokio::spawn(telemetry::exit_when_raft_fails(node.clone()));
     tokio::spawn(propose::advertise_release(node.clone()));
     if let Some(fleet) = fleet {

@@ -39,6 +39,9 @@ pub struct SyncStats {
     pub appends: AtomicU64,
     /// Total time spent in syncs, in microseconds.
     pub sync_micros: AtomicU64,
+    /// Bytes of log entries written (as stored), since the store was opened: what a snapshot
+    /// by size counts.
+    pub appended_bytes: AtomicU64,
 }
 
 /// Turns "sled has the bytes" into "the bytes are on disk".

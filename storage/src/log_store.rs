@@ -391,9 +391,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             membership |= matches!(entry.payload, openraft::EntryPayload::Membership(_));
             let bytes = encode_entry(&entry)
                 .map_err(|e| io_err(ErrorSubject::Log(id), ErrorVerb::Write, e))?;
+            let len = bytes.len() as u64;
             self.log
                 .insert(key(id.index), bytes)
                 .map_err(|e| io_err(ErrorSubject::Log(id), ErrorVerb::Write, e))?;
+            self.durability
+                .stats
+                .appended_bytes
+                .fetch_add(len, std::sync::atomic::Ordering::Relaxed);
             last = Some(id);
         }
         let last = last.map(|id| (id, self.synced.appended(id)));
