@@ -7,6 +7,7 @@
 //! effective format), the batcher commits each change set as its own format-1 entry instead, so
 //! a cluster in the middle of a rolling upgrade from 0.1.0 keeps working.
 
+use std::future::Future;
 use std::sync::Arc;
 
 use sonraft_raft::changeset::{ChangeSet, Outcome};
@@ -23,6 +24,28 @@ pub const MAX_BATCH: usize = sonraft_raft::command::MAX_CHANGE_SETS_PER_ENTRY;
 pub const IN_FLIGHT: usize = 1;
 
 type Reply = oneshot::Sender<Result<(u64, Outcome), ProposeError>>;
+
+/// What the batcher needs of its node: the cluster's effective command format now, and a way
+/// to commit one command and learn its index and response.
+pub trait Committer: Send + Sync + 'static {
+    fn effective_format(&self) -> u16;
+    fn commit(
+        &self,
+        command: Command,
+    ) -> impl Future<Output = Result<(u64, Response), ProposeError>> + Send;
+}
+
+impl Committer for Node {
+    fn effective_format(&self) -> u16 {
+        read(self.store.state())
+            .image
+            .effective_format(self.voters())
+    }
+
+    async fn commit(&self, command: Command) -> Result<(u64, Response), ProposeError> {
+        self.propose(&command).await
+    }
+}
 
 /// The queue into the batcher.
 #[derive(Clone)]
@@ -69,7 +92,7 @@ impl Batcher {
 }
 
 /// Runs the batcher of `node` until the node stops.
-pub async fn run(node: Arc<Node>, mut rx: mpsc::Receiver<(ChangeSet, Reply)>) {
+pub async fn run<C: Committer>(node: Arc<C>, mut rx: mpsc::Receiver<(ChangeSet, Reply)>) {
     let slots = Arc::new(Semaphore::new(IN_FLIGHT));
     while let Some(first) = rx.recv().await {
         let Ok(permit) = slots.clone().acquire_owned().await else {
@@ -92,17 +115,15 @@ pub async fn run(node: Arc<Node>, mut rx: mpsc::Receiver<(ChangeSet, Reply)>) {
     }
 }
 
-async fn commit(node: Arc<Node>, batch: Vec<(ChangeSet, Reply)>) {
-    let voters = node.voters();
-    let effective = read(node.store.state()).image.effective_format(voters);
-    if batch.len() == 1 || effective < 2 {
+async fn commit<C: Committer>(node: Arc<C>, batch: Vec<(ChangeSet, Reply)>) {
+    if batch.len() == 1 || node.effective_format() < 2 {
         // One entry per change set (format 1), still concurrently.
         let mut set = tokio::task::JoinSet::new();
         for (cs, reply) in batch {
             let command = Command::ChangeSet(cs);
             let n = node.clone();
             set.spawn(async move {
-                let r = match n.propose(&command).await {
+                let r = match n.commit(command).await {
                     Ok((index, Response::ChangeSet(o))) => Ok((index, o)),
                     Ok((_, other)) => {
                         Err(ProposeError::Raft(format!("unexpected answer {other:?}")))
@@ -116,7 +137,7 @@ async fn commit(node: Arc<Node>, batch: Vec<(ChangeSet, Reply)>) {
         return;
     }
     let (sets, replies): (Vec<ChangeSet>, Vec<Reply>) = batch.into_iter().unzip();
-    match node.propose(&Command::ChangeSets(sets)).await {
+    match node.commit(Command::ChangeSets(sets)).await {
         Ok((index, Response::ChangeSets(outcomes))) if outcomes.len() == replies.len() => {
             for (reply, o) in replies.into_iter().zip(outcomes) {
                 let _ = reply.send(Ok((index, o)));
@@ -133,6 +154,200 @@ async fn commit(node: Arc<Node>, batch: Vec<(ChangeSet, Reply)>) {
             for reply in replies {
                 let _ = reply.send(Err(e.clone()));
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    use sonraft_raft::changeset::{Function, Origin};
+    use tokio::sync::Notify;
+
+    use super::*;
+
+    /// How the fake node answers a command committed at an index.
+    type Answer = fn(&Command, u64) -> Result<(u64, Response), ProposeError>;
+
+    /// A node that records what it is asked to commit; the first commit waits for `release`, so
+    /// that proposals made meanwhile queue up behind it.
+    struct FakeNode {
+        format: u16,
+        committed: Mutex<Vec<Command>>,
+        release: Notify,
+        hold_first: bool,
+        answer: Answer,
+    }
+
+    impl Committer for FakeNode {
+        fn effective_format(&self) -> u16 {
+            self.format
+        }
+
+        async fn commit(&self, command: Command) -> Result<(u64, Response), ProposeError> {
+            let index = {
+                let mut c = self.committed.lock().unwrap();
+                c.push(command.clone());
+                c.len() as u64
+            };
+            if self.hold_first && index == 1 {
+                self.release.notified().await;
+            }
+            (self.answer)(&command, index)
+        }
+    }
+
+    /// Every change set applied, at the entry's index.
+    fn apply_all(command: &Command, index: u64) -> Result<(u64, Response), ProposeError> {
+        let applied = || Outcome::Applied {
+            index,
+            versions: Default::default(),
+        };
+        Ok(match command {
+            Command::ChangeSet(_) => (index, Response::ChangeSet(applied())),
+            Command::ChangeSets(sets) => (
+                index,
+                Response::ChangeSets(sets.iter().map(|_| applied()).collect()),
+            ),
+            _ => (index, Response::None),
+        })
+    }
+
+    fn change_set(reason: &str) -> ChangeSet {
+        ChangeSet {
+            origin: Origin {
+                node: 1,
+                function: Function::Operator,
+            },
+            reason: reason.into(),
+            read_set: vec![],
+            writes: vec![],
+            proposed_at_ms: 0,
+        }
+    }
+
+    fn start(format: u16, hold_first: bool, answer: Answer) -> (Arc<FakeNode>, Batcher) {
+        let node = Arc::new(FakeNode {
+            format,
+            committed: Mutex::default(),
+            release: Notify::new(),
+            hold_first,
+            answer,
+        });
+        let (batcher, rx) = Batcher::new();
+        tokio::spawn(run(node.clone(), rx));
+        (node, batcher)
+    }
+
+    /// Proposes `n` change sets (`r0`..) behind a first one held in flight, then releases it;
+    /// returns every answer, the first's last.
+    async fn behind_a_held_entry(
+        node: &Arc<FakeNode>,
+        batcher: &Batcher,
+        n: usize,
+    ) -> Vec<Result<(u64, Outcome), ProposeError>> {
+        let first = tokio::spawn({
+            let b = batcher.clone();
+            async move { b.propose(change_set("first")).await }
+        });
+        while node.committed.lock().unwrap().is_empty() {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let mut rest = Vec::new();
+        for i in 0..n {
+            let b = batcher.clone();
+            rest.push(tokio::spawn(async move {
+                b.propose(change_set(&format!("r{i}"))).await
+            }));
+        }
+        while batcher.pending() < n + 1 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        node.release.notify_one();
+        let mut answers = Vec::new();
+        for r in rest {
+            answers.push(r.await.unwrap());
+        }
+        answers.push(first.await.unwrap());
+        answers
+    }
+
+    #[tokio::test]
+    async fn proposals_made_while_an_entry_is_in_flight_form_the_next_entry_in_order() {
+        let (node, batcher) = start(2, true, apply_all);
+        let answers = behind_a_held_entry(&node, &batcher, 5).await;
+        let committed = node.committed.lock().unwrap().clone();
+        assert_eq!(
+            committed.len(),
+            2,
+            "one held entry, then one batch: {committed:?}"
+        );
+        let Command::ChangeSets(sets) = &committed[1] else {
+            panic!("the second entry is not a batch: {:?}", committed[1]);
+        };
+        let reasons: Vec<&str> = sets.iter().map(|s| s.reason.as_str()).collect();
+        assert_eq!(reasons, ["r0", "r1", "r2", "r3", "r4"]);
+        for a in &answers[..5] {
+            assert!(
+                matches!(a, Ok((2, Outcome::Applied { index: 2, .. }))),
+                "{a:?}"
+            );
+        }
+        assert!(matches!(answers[5], Ok((1, _))), "{:?}", answers[5]);
+        assert_eq!(batcher.pending(), 0);
+    }
+
+    #[tokio::test]
+    async fn until_every_voter_reads_format_2_each_change_set_is_its_own_entry() {
+        let (node, batcher) = start(1, true, apply_all);
+        let answers = behind_a_held_entry(&node, &batcher, 3).await;
+        let committed = node.committed.lock().unwrap().clone();
+        assert_eq!(committed.len(), 4, "{committed:?}");
+        assert!(
+            committed.iter().all(|c| matches!(c, Command::ChangeSet(_))),
+            "a format-2 entry before the cluster reads it: {committed:?}"
+        );
+        assert!(answers.iter().all(|a| a.is_ok()), "{answers:?}");
+    }
+
+    #[tokio::test]
+    async fn an_entry_that_fails_fails_every_change_set_in_it() {
+        fn fail_batches(command: &Command, index: u64) -> Result<(u64, Response), ProposeError> {
+            match command {
+                Command::ChangeSets(_) => Err(ProposeError::OutcomeUnknown(Duration::from_secs(2))),
+                other => apply_all(other, index),
+            }
+        }
+        let (node, batcher) = start(2, true, fail_batches);
+        let answers = behind_a_held_entry(&node, &batcher, 4).await;
+        for a in &answers[..4] {
+            assert!(matches!(a, Err(ProposeError::OutcomeUnknown(_))), "{a:?}");
+        }
+        assert!(answers[4].is_ok());
+    }
+
+    #[tokio::test]
+    async fn an_answer_that_does_not_match_the_batch_is_an_error_for_each_not_a_guess() {
+        fn one_short(command: &Command, index: u64) -> Result<(u64, Response), ProposeError> {
+            match command {
+                Command::ChangeSets(sets) => Ok((
+                    index,
+                    Response::ChangeSets(
+                        sets.iter()
+                            .skip(1)
+                            .map(|_| Outcome::Rejected { reason: "x".into() })
+                            .collect(),
+                    ),
+                )),
+                other => apply_all(other, index),
+            }
+        }
+        let (node, batcher) = start(2, true, one_short);
+        let answers = behind_a_held_entry(&node, &batcher, 3).await;
+        for a in &answers[..3] {
+            assert!(matches!(a, Err(ProposeError::Raft(_))), "{a:?}");
         }
     }
 }

@@ -338,12 +338,7 @@ impl Node {
         let quiet = Quiet::begin(self);
         // Proposals already past the gate reach the log first.
         let drained = Instant::now() + Duration::from_millis(self.config.election_max_ms);
-        while self
-            .proposals_in_flight
-            .load(std::sync::atomic::Ordering::SeqCst)
-            > 0
-            && Instant::now() < drained
-        {
+        while self.hand_over_gate.in_flight() > 0 && Instant::now() < drained {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
         // The successor must hold every entry this leader has, or the others (whose logs may
@@ -454,23 +449,29 @@ fn refuse_weaker_voter_set(current: usize, next: usize) -> Result<(), Membership
 
 /// A leader keeping quiet while its successor campaigns: no heartbeats, no elections of its
 /// own, no new proposals. Dropping it (also when the hand-over is cancelled) ends it.
-struct Quiet<'a>(&'a Node);
+struct Quiet<'a> {
+    node: &'a Node,
+    _gate: super::gate::Closed<'a>,
+}
 
 impl<'a> Quiet<'a> {
     fn begin(node: &'a Node) -> Self {
-        let _ = node.proposals_paused.send_replace(true);
+        let closed = node.hand_over_gate.close();
         let runtime = node.raft.runtime_config();
         runtime.heartbeat(false);
         runtime.elect(false);
-        Quiet(node)
+        Quiet {
+            node,
+            _gate: closed,
+        }
     }
 }
 
 impl Drop for Quiet<'_> {
     fn drop(&mut self) {
-        let runtime = self.0.raft.runtime_config();
+        let runtime = self.node.raft.runtime_config();
         runtime.heartbeat(true);
         runtime.elect(true);
-        let _ = self.0.proposals_paused.send_replace(false);
+        // The gate opens when `_gate` drops, right after this.
     }
 }

@@ -13,6 +13,7 @@
 
 pub mod batcher;
 pub mod compaction;
+pub mod gate;
 pub mod health;
 pub mod membership;
 pub mod peers;
@@ -70,11 +71,9 @@ pub struct Node {
     pub batcher: batcher::Batcher,
     /// Linearizable reads wait here.
     pub reads: Arc<reads::ReadBarrier>,
-    /// True while leadership is being handed over: new proposals wait, so that no
+    /// Closed while leadership is being handed over: new proposals wait, so that no
     /// AppendEntries keeps renewing the followers' vote leases against the chosen successor.
-    pub proposals_paused: tokio::sync::watch::Sender<bool>,
-    /// Proposals past that gate and not yet answered by Raft.
-    pub proposals_in_flight: std::sync::atomic::AtomicUsize,
+    pub hand_over_gate: gate::HandOverGate,
 }
 
 impl Node {
@@ -253,8 +252,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         antennas: fleet.clone(),
         batcher,
         reads: read_barrier.clone(),
-        proposals_paused: tokio::sync::watch::channel(false).0,
-        proposals_in_flight: std::sync::atomic::AtomicUsize::new(0),
+        hand_over_gate: gate::HandOverGate::default(),
     });
     tokio::spawn(batcher::run(node.clone(), batch_rx));
     tokio::spawn(reads::run(node.clone(), read_barrier));

@@ -6,7 +6,6 @@
 //! durable on a quorum — and applied locally.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use openraft::error::{ClientWriteError, RaftError};
@@ -125,33 +124,13 @@ impl Node {
     }
 }
 
-/// A proposal past the hand-over gate; counted until dropped.
-pub struct InFlight<'a>(&'a Node);
-
-impl Drop for InFlight<'_> {
-    fn drop(&mut self) {
-        self.0.proposals_in_flight.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
 impl Node {
     /// Waits while leadership is being handed over (afterwards this node no longer leads and
-    /// the proposal goes to the successor), never longer than a hand-over may take. Counts
-    /// itself in flight *before* looking at the gate, so a hand-over that closed the gate and
-    /// then saw no proposal in flight cannot be overtaken by one.
-    async fn pass_hand_over_gate(&self) -> InFlight<'_> {
+    /// the proposal goes to the successor), never longer than a hand-over may take.
+    async fn pass_hand_over_gate(&self) -> super::gate::Passed<'_> {
         let deadline = tokio::time::Instant::now()
             + Duration::from_millis(4 * self.config.election_max_ms + 2000);
-        loop {
-            self.proposals_in_flight.fetch_add(1, Ordering::SeqCst);
-            let guard = InFlight(self);
-            if !*self.proposals_paused.borrow() || tokio::time::Instant::now() >= deadline {
-                return guard;
-            }
-            drop(guard);
-            let mut paused = self.proposals_paused.subscribe();
-            let _ = tokio::time::timeout_at(deadline, paused.wait_for(|p| !*p)).await;
-        }
+        self.hand_over_gate.pass(deadline).await
     }
 
     /// Commits `command` from any node: directly on the leader, otherwise as a peer request to

@@ -111,12 +111,12 @@ async fn prove(node: &Node, barrier: &ReadBarrier, since: u64) -> Result<(), Rea
         return Err(ReadError::NotLeader);
     }
     if let Some(committed) = state.committed_in_term() {
-        let now = acks.now_us();
-        let lease_held = now >= barrier.lease_off_until.load(Ordering::SeqCst)
-            && lease_us(node, &state.voters).is_some_and(|lease| {
-                acks.quorum_acked_since(&state.vote, &state.configs, node.id)
-                    .is_some_and(|t| t.saturating_add(lease) > now)
-            });
+        let lease_held = lease_holds(
+            acks.now_us(),
+            barrier.lease_off_until.load(Ordering::SeqCst),
+            lease_us(node, &state.voters),
+            acks.quorum_acked_since(&state.vote, &state.configs, node.id),
+        );
         if lease_held {
             metrics::counter!("sonraft_read_proofs_total", "by" => "lease").increment(1);
             return wait_applied(node, committed).await;
@@ -173,6 +173,17 @@ async fn prove_by_replication(
         }
         let _ = tokio::time::timeout_at(deadline, changed).await;
     }
+}
+
+/// Whether a read at `now` may be served from the lease: it was not released until after
+/// `now`, every voter's promise is known (`lease`), and a quorum accepted requests this leader
+/// sent less than `lease` before `now` (`quorum_acked_at`: when the oldest acceptance of the
+/// quorum was sent). All on the ack clock, in microseconds.
+fn lease_holds(now: u64, off_until: u64, lease: Option<u64>, quorum_acked_at: Option<u64>) -> bool {
+    now >= off_until
+        && lease
+            .zip(quorum_acked_at)
+            .is_some_and(|(lease, at)| at.saturating_add(lease) > now)
 }
 
 /// How long after a majority's acceptance this leader may serve reads from its lease: 90% of
@@ -255,4 +266,72 @@ async fn wait_applied(node: &Node, committed: u64) -> Result<(), ReadError> {
         .await
         .map(|_| ())
         .map_err(|e| ReadError::Unavailable(format!("not applied in time: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use openraft::{CommittedLeaderId, LogId, Vote};
+
+    use super::*;
+
+    const MS: u64 = 1000;
+
+    #[test]
+    fn the_lease_holds_only_within_its_length_after_the_quorum_accepted() {
+        let lease = Some(135 * MS);
+        assert!(lease_holds(1_000 * MS, 0, lease, Some(900 * MS)));
+        assert!(lease_holds(1_034 * MS, 0, lease, Some(900 * MS)));
+        // At and after the end of the lease: no.
+        assert!(!lease_holds(1_035 * MS, 0, lease, Some(900 * MS)));
+        assert!(!lease_holds(5_000 * MS, 0, lease, Some(900 * MS)));
+        // No quorum acceptance yet, or a voter's promise unknown: no.
+        assert!(!lease_holds(1_000 * MS, 0, lease, None));
+        assert!(!lease_holds(1_000 * MS, 0, None, Some(999 * MS)));
+    }
+
+    #[test]
+    fn a_released_lease_serves_nothing_until_the_release_ends() {
+        let lease = Some(135 * MS);
+        // Released until 1 100 ms: a fresh acceptance does not bring it back earlier.
+        assert!(!lease_holds(1_000 * MS, 1_100 * MS, lease, Some(999 * MS)));
+        assert!(!lease_holds(
+            1_099 * MS,
+            1_100 * MS,
+            lease,
+            Some(1_090 * MS)
+        ));
+        assert!(lease_holds(1_100 * MS, 1_100 * MS, lease, Some(1_090 * MS)));
+    }
+
+    #[test]
+    fn the_lease_is_ninety_percent_of_the_shortest_promise_and_none_while_one_is_unknown() {
+        let ms = Duration::from_millis;
+        assert_eq!(lease_for(150, [Some(ms(100)), Some(ms(300))]), Some(ms(90)));
+        // Never longer than this node's own minimum election timeout.
+        assert_eq!(
+            lease_for(150, [Some(ms(1000)), Some(ms(2000))]),
+            Some(ms(135))
+        );
+        assert_eq!(lease_for(150, [Some(ms(100)), None]), None);
+        assert_eq!(lease_for(150, []), Some(ms(135)));
+    }
+
+    fn state(term: u64, committed: Option<(u64, u64)>) -> LeaderState {
+        LeaderState {
+            role: ServerState::Leader,
+            vote: Vote::new_committed(term, 1),
+            committed: committed.map(|(t, i)| LogId::new(CommittedLeaderId::new(t, 1), i)),
+            voters: vec![1, 2, 3],
+            configs: vec![vec![1, 2, 3]],
+        }
+    }
+
+    #[test]
+    fn only_a_commit_of_the_leaders_own_term_is_a_read_index() {
+        // Right after an election the commit index may be an earlier leader's, and lag what
+        // that leader committed: no read index from it (Raft's read-only rule, §6.4).
+        assert_eq!(state(5, Some((4, 10))).committed_in_term(), None);
+        assert_eq!(state(5, None).committed_in_term(), None);
+        assert_eq!(state(5, Some((5, 11))).committed_in_term(), Some(11));
+    }
 }
