@@ -117,7 +117,7 @@ impl NumberOrText {
 /// Applied entries between snapshots unless set (`--snapshot-every`). The log on disk holds up
 /// to this many entries plus those kept behind a snapshot, and its entries are not small:
 /// every site replicates one KPI summary per own cell every period (about 30 bytes each), so
-/// at 1 000 cells a site an entry is ~30 KB and 20 000 entries were 600 MB. A snapshot of the
+/// at 1 000 cells a site a period adds ~30 KB of log, and 20 000 entries were 600 MB. A snapshot of the
 /// image is cheap by comparison (1.2 MB for the 3 000-cell demo).
 pub const DEFAULT_SNAPSHOT_EVERY: u64 = 2_000;
 /// Log bytes since the last snapshot that also trigger one, unless set
