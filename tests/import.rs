@@ -8,7 +8,9 @@ use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_import_in_many_parts_whose_last_part_does_not_check_applies_nothing() {
-    let c = Cluster::start(3).await;
+    // Change sets get 50 ms for their outcome; an import waits for its own (its last part
+    // checks and applies everything, seconds for a large image on a busy machine).
+    let c = Cluster::start_with(3, &["--outcome-timeout-ms", "50"]).await;
     let leader = c.leader().await;
     let api = &c.nodes[leader].api;
     // 9,000 cells travel in three parts; the one bad relation is checked with the last.

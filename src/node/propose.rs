@@ -79,7 +79,10 @@ impl Node {
         let _in_flight = self.pass_hand_over_gate().await;
         let started = Instant::now();
         let bound = match command {
-            Command::Import(_) => IMPORT_OUTCOME_BOUND.max(self.config.outcome_bound()),
+            // Every part of an import: its last one checks and applies the whole image.
+            Command::Import(_) | Command::ImportPart(_) => {
+                IMPORT_OUTCOME_BOUND.max(self.config.outcome_bound())
+            }
             _ => self.config.outcome_bound(),
         };
         let Ok(result) = tokio::time::timeout(bound, self.raft.client_write(envelope)).await else {
