@@ -5,9 +5,10 @@
 //! loop.
 //!
 //! A leader can be cut off while a request waits on it (its site isolated, a firewall), and the
-//! client would wait for its whole timeout. So a forwarded request is abandoned as soon as this
-//! node learns of another leader, or when it had no answer within a bound derived from the
-//! election timeout, and then:
+//! client would wait for its whole timeout. So a forwarded request is abandoned shortly after
+//! this node learns of another leader (two heartbeats later: an old leader that is alive, e.g.
+//! one that handed over on request, answers what it had in that time), or when it had no answer
+//! within a bound derived from the election timeout, and then:
 //! - a request that was never delivered (no connection could be made), and a read, is sent
 //!   once more, to the new leader;
 //! - anything else may have taken effect on the old leader: 503 `outcome_unknown` with
@@ -88,6 +89,7 @@ async fn forward_once(
     let extra = [(FORWARDED, me.as_str())];
     let send = node.forwarder.send(method, &url, body, &extra);
     let mut metrics = node.raft.metrics();
+    let grace = Duration::from_millis(2 * node.config.heartbeat_ms);
     let leader_moved = async {
         loop {
             if metrics.changed().await.is_err() {
@@ -95,9 +97,10 @@ async fn forward_once(
             }
             let now = metrics.borrow().current_leader;
             if now.is_some_and(|l| l != id) {
-                return;
+                break;
             }
         }
+        tokio::time::sleep(grace).await;
     };
     tokio::select! {
         r = send => match r {
