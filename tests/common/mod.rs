@@ -88,15 +88,24 @@ impl Cluster {
         );
     }
 
+    /// Reads a cell as a client would: a 503 (no leader, no quorum right now: the node says
+    /// when to retry) is retried for up to 10 s; any other failure fails the test.
     pub async fn cell(&self, p: &NodeProc, id: &str, consistency: &str) -> Value {
-        let r = self
-            .client
-            .get(
-                &p.api,
-                &format!("/image/cells/{id}?consistency={consistency}"),
-            )
-            .await
-            .expect("get cell");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let r = loop {
+            let r = self
+                .client
+                .get(
+                    &p.api,
+                    &format!("/image/cells/{id}?consistency={consistency}"),
+                )
+                .await
+                .expect("get cell");
+            if r.status != 503 || std::time::Instant::now() >= deadline {
+                break r;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
         assert!(
             r.status.is_success(),
             "{} {}",

@@ -26,6 +26,9 @@ use crate::{clock, prerequisites, teardown};
 #[derive(Clone, Debug)]
 pub struct Options {
     pub seconds: u64,
+    /// Faults of each kind to reach even past `seconds`, up to `max_seconds`.
+    pub min_per_kind: u64,
+    pub max_seconds: u64,
     pub seed: u64,
     pub faults: Vec<FaultKind>,
     pub clients: usize,
@@ -215,8 +218,12 @@ pub async fn run(o: Options) -> anyhow::Result<Summary> {
         &run_dir.join("faults.jsonl"),
         history.clone(),
     )?;
-    let until = Instant::now() + Duration::from_secs(o.seconds);
-    nemesis.run(&mut cluster, until).await;
+    let started_faults = Instant::now();
+    let until = started_faults + Duration::from_secs(o.seconds);
+    let hard_until = started_faults + Duration::from_secs(o.max_seconds);
+    nemesis
+        .run(&mut cluster, until, o.min_per_kind, hard_until)
+        .await;
     stop.store(true, Ordering::Relaxed);
     let _ = clients.await;
     // Make sure the end state is healed even if the nemesis stopped early.

@@ -48,6 +48,13 @@ struct RunArgs {
     /// How long to inject faults.
     #[arg(long, default_value_t = 120)]
     seconds: u64,
+    /// Go on past --seconds until every kind of fault was injected at least this many times
+    /// (on a slow or busy machine faults take longer), but never past --max-seconds.
+    #[arg(long, default_value_t = 0)]
+    min_per_kind: u64,
+    /// Hard end of the injection with --min-per-kind (default: 3 x --seconds).
+    #[arg(long)]
+    max_seconds: Option<u64>,
     #[arg(long, default_value_t = 1)]
     seed: u64,
     /// Fault kinds to inject (comma-separated); all by default.
@@ -112,6 +119,8 @@ fn options(a: RunArgs) -> anyhow::Result<Options> {
     let command = std::env::args().collect::<Vec<_>>().join(" ");
     Ok(Options {
         seconds: a.seconds,
+        min_per_kind: a.min_per_kind,
+        max_seconds: a.max_seconds.unwrap_or(3 * a.seconds).max(a.seconds),
         seed: a.seed,
         faults: a.faults.unwrap_or_else(|| FaultKind::ALL.to_vec()),
         clients: a.clients.max(1),

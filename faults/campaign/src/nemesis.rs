@@ -193,13 +193,28 @@ impl Nemesis {
         self.deck.pop().unwrap_or(FaultKind::Kill)
     }
 
-    /// Injects faults until `until`; returns early if the cluster cannot be made whole.
-    pub async fn run(&mut self, cluster: &mut Cluster, until: Instant) {
+    /// Injects faults until `until`, and after it until each kind was injected `min_per_kind`
+    /// times but not past `hard_until`; returns early if the cluster cannot be made whole.
+    pub async fn run(
+        &mut self,
+        cluster: &mut Cluster,
+        until: Instant,
+        min_per_kind: u64,
+        hard_until: Instant,
+    ) {
         if self.kinds.is_empty() {
             tokio::time::sleep_until(until.into()).await;
             return;
         }
-        while Instant::now() < until {
+        // The deck deals every kind once a round, so each kind has `seq / kinds` faults or one
+        // more.
+        let kinds = self.kinds.len() as u64;
+        loop {
+            let now = Instant::now();
+            let more = now < until || (self.seq / kinds < min_per_kind && now < hard_until);
+            if !more {
+                break;
+            }
             let kind = self.deal();
             self.seq += 1;
             let start_us = self.history.now();

@@ -59,7 +59,16 @@ fn a_short_campaign_of_every_fault_kind_finds_no_anomaly() {
     );
     let run_dir = std::env::temp_dir().join(format!("sonraft-campaign-ci-{}", std::process::id()));
     let child = Command::new(&campaign)
-        .args(["run", "--seconds", "120", "--seed", "7", "--prefix", PREFIX])
+        .args([
+            "run",
+            "--seconds",
+            "120",
+            "--min-per-kind",
+            "3",
+            "--max-seconds",
+            "420",
+        ])
+        .args(["--seed", "7", "--prefix", PREFIX])
         .arg("--sonraft")
         .arg(&sonraft)
         .arg("--lazyfs")
