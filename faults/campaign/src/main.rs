@@ -24,7 +24,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run a campaign and print its summary; exits 1 on any anomaly.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Judge a recorded run again (its history.jsonl and evidence.json), without a cluster.
     Check {
         #[arg(long)]
@@ -191,7 +191,7 @@ async fn main() -> std::process::ExitCode {
             run_dir,
             check_seconds,
         } => check(run_dir, check_seconds),
-        Command::Run(args) => match options(args) {
+        Command::Run(args) => match options(*args) {
             Ok(o) => campaign::run(o).await.map(|summary| {
                 println!("{}", summary.text());
                 summary.anomalies.is_empty() && summary.targets.iter().all(|t| t.met())
