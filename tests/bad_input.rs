@@ -80,6 +80,7 @@ async fn bad_requests_get_documented_errors_and_change_nothing() {
         ("lease release", Method::POST, "/internal/lease-release", "{\"for_ms\": 60000}".into(), Some(TOKEN), StatusCode::NOT_FOUND, "not_found"),
         ("bad force flag", Method::DELETE, "/cluster/nodes/2?force=maybe", String::new(), Some(TOKEN), StatusCode::BAD_REQUEST, "bad_query"),
         ("node id out of range", Method::DELETE, "/cluster/nodes/9007199254740992", String::new(), Some(TOKEN), StatusCode::UNPROCESSABLE_ENTITY, "invalid"),
+        ("init again", Method::POST, "/cluster/init", json!({"nodes": [{"id": c.nodes[1].id, "site": "site-2", "raft_addr": c.nodes[1].raft, "api_addr": c.nodes[1].api}]}).to_string(), Some(TOKEN), StatusCode::CONFLICT, "already_initialized"),
     ];
     for (what, method, path, body, token, status, kind) in cases {
         let r = send(method, path, &body, token).await;

@@ -79,6 +79,9 @@ async fn answer(
             forward::to_leader(node, method, uri, headers, Some(body)).await
         }
         Err(MembershipError::Refused(r)) => ApiError::conflict("refused", r).into_response(),
+        Err(e @ MembershipError::AlreadyInitialized(_)) => {
+            ApiError::conflict("already_initialized", e.to_string()).into_response()
+        }
         Err(MembershipError::Raft(r)) => ApiError::unavailable("raft", r).into_response(),
     }
 }
@@ -120,8 +123,8 @@ pub async fn init(
     let voters: Vec<NodeId> = nodes.keys().copied().collect();
     match node.init_cluster(nodes).await {
         Ok(()) => Ok(Json(json!({"initialized": true, "voters": voters})).into_response()),
-        Err(MembershipError::Refused(r)) if r.contains("already") => {
-            Err(ApiError::conflict("already_initialized", r))
+        Err(e @ MembershipError::AlreadyInitialized(_)) => {
+            Err(ApiError::conflict("already_initialized", e.to_string()))
         }
         Err(MembershipError::Refused(r)) => Err(ApiError::unprocessable(r)),
         Err(e) => Err(ApiError::unavailable("raft", e.to_string())),

@@ -48,6 +48,8 @@ const CATCH_UP_WITHIN: Duration = Duration::from_secs(120);
 pub enum MembershipError {
     #[error("{0}")]
     Refused(String),
+    #[error("the cluster is already initialised: {0}")]
+    AlreadyInitialized(String),
     #[error("this node is not the leader")]
     NotLeader,
     #[error("{0}")]
@@ -80,7 +82,7 @@ impl Node {
         self.raft.initialize(nodes).await.map_err(|e| match e {
             openraft::error::RaftError::APIError(openraft::error::InitializeError::NotAllowed(
                 n,
-            )) => MembershipError::Refused(format!("the cluster is already initialised: {n}")),
+            )) => MembershipError::AlreadyInitialized(n.to_string()),
             other => MembershipError::Raft(other.to_string()),
         })
     }
