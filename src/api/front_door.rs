@@ -25,47 +25,20 @@ use crate::node::Node;
 /// Routes that need no token.
 const OPEN_ROUTES: [&str; 3] = ["/health", "/readyz", "/metrics"];
 
-/// The route templates of [`super::router`], for metric labels; `{id}`, only ever last, matches one
-/// segment.
-pub const ROUTES: [&str; 21] = [
-    "/health",
-    "/readyz",
-    "/status",
-    "/metrics",
-    "/cluster/init",
-    "/cluster/health",
-    "/cluster/learners",
-    "/cluster/voters",
-    "/cluster/nodes/{id}",
-    "/cluster/leader",
-    "/image/import",
-    "/image/sites",
-    "/image/cells",
-    "/image/cells/{id}",
-    "/image/relations",
-    "/image/digest",
-    "/image/changesets",
-    "/image/history",
-    "/antennas",
-    "/snapshot",
-    "/backup",
-];
-
-/// The template of [`ROUTES`] that `path` matches, or `"other"`. Runs on every request: an
-/// exact match first, then the templates ending in `/{id}` (one non-empty segment).
+/// The template of [`super::ROUTES`] that `path` matches, or `"other"`. Runs on every request:
+/// an exact match first, then the templates ending in `/{id}` (one non-empty segment).
 pub fn route_of(path: &str) -> &'static str {
-    if let Some(exact) = ROUTES.iter().find(|t| **t == path) {
+    let templates = || super::ROUTES.iter().map(|r| r.path);
+    if let Some(exact) = templates().find(|t| *t == path) {
         return exact;
     }
-    ROUTES
-        .iter()
+    templates()
         .find(|t| {
             t.strip_suffix("{id}").is_some_and(|prefix| {
                 path.strip_prefix(prefix)
                     .is_some_and(|id| !id.is_empty() && !id.contains('/'))
             })
         })
-        .copied()
         .unwrap_or("other")
 }
 

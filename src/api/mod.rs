@@ -27,37 +27,79 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::ServiceExt;
-use axum::routing::{delete, get, post};
+use axum::http::Method;
+use axum::routing::{MethodRouter, delete, get, post};
 use tokio::net::TcpListener;
 
 use crate::node::Node;
 use error::ApiError;
 use front_door::FrontDoor;
 
-/// Builds the router of one node (without the token check: see [`front_door`]).
+/// One route of the admin API: its method, its path template (`{id}` matches one segment, and
+/// only ever comes last) and its handler. The router is built from [`ROUTES`], and request
+/// metrics are labelled by the same templates ([`front_door::route_of`]).
+pub struct Route {
+    pub method: Method,
+    pub path: &'static str,
+    handler: fn() -> MethodRouter<Arc<Node>>,
+}
+
+const fn route(
+    method: Method,
+    path: &'static str,
+    handler: fn() -> MethodRouter<Arc<Node>>,
+) -> Route {
+    Route {
+        method,
+        path,
+        handler,
+    }
+}
+
+/// Every route of the admin API (README, "Admin API").
+pub static ROUTES: [Route; 21] = [
+    route(Method::GET, "/health", || get(health::health)),
+    route(Method::GET, "/readyz", || get(health::readyz)),
+    route(Method::GET, "/status", || get(health::status)),
+    route(Method::GET, "/metrics", || get(health::metrics)),
+    route(Method::POST, "/cluster/init", || post(cluster::init)),
+    route(Method::GET, "/cluster/health", || {
+        get(health::cluster_health)
+    }),
+    route(Method::POST, "/cluster/learners", || {
+        post(cluster::add_learner)
+    }),
+    route(Method::POST, "/cluster/voters", || {
+        post(cluster::change_voters)
+    }),
+    route(Method::DELETE, "/cluster/nodes/{id}", || {
+        delete(cluster::remove_node)
+    }),
+    route(Method::POST, "/cluster/leader", || {
+        post(cluster::transfer_leader)
+    }),
+    route(Method::POST, "/image/import", || post(image::import)),
+    route(Method::GET, "/image/sites", || get(image::sites)),
+    route(Method::GET, "/image/cells", || get(image::cells)),
+    route(Method::GET, "/image/cells/{id}", || get(image::cell)),
+    route(Method::GET, "/image/relations", || get(image::relations)),
+    route(Method::GET, "/image/digest", || get(image::digest)),
+    route(Method::POST, "/image/changesets", || {
+        post(changesets::propose)
+    }),
+    route(Method::GET, "/image/history", || get(changesets::history)),
+    route(Method::GET, "/antennas", || get(ops::antennas)),
+    route(Method::POST, "/snapshot", || post(ops::snapshot)),
+    route(Method::GET, "/backup", || get(ops::backup)),
+];
+
+/// Builds the router of one node from [`ROUTES`] (without the token check: see [`front_door`]).
 pub fn router(node: Arc<Node>) -> Router {
-    Router::new()
-        .route("/health", get(health::health))
-        .route("/readyz", get(health::readyz))
-        .route("/status", get(health::status))
-        .route("/metrics", get(health::metrics))
-        .route("/cluster/init", post(cluster::init))
-        .route("/cluster/health", get(health::cluster_health))
-        .route("/cluster/learners", post(cluster::add_learner))
-        .route("/cluster/voters", post(cluster::change_voters))
-        .route("/cluster/nodes/{id}", delete(cluster::remove_node))
-        .route("/cluster/leader", post(cluster::transfer_leader))
-        .route("/image/import", post(image::import))
-        .route("/image/sites", get(image::sites))
-        .route("/image/cells", get(image::cells))
-        .route("/image/cells/{id}", get(image::cell))
-        .route("/image/relations", get(image::relations))
-        .route("/image/digest", get(image::digest))
-        .route("/image/changesets", post(changesets::propose))
-        .route("/image/history", get(changesets::history))
-        .route("/antennas", get(ops::antennas))
-        .route("/snapshot", post(ops::snapshot))
-        .route("/backup", get(ops::backup))
+    ROUTES
+        .iter()
+        .fold(Router::new(), |r, route| {
+            r.route(route.path, (route.handler)())
+        })
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(node)
