@@ -71,6 +71,7 @@ impl From<crate::node::propose::ProposeError> for ApiError {
             e @ P::OutcomeUnknown(_) => {
                 ApiError::unavailable("outcome_unknown", e.to_string()).retry_after(1)
             }
+            e @ P::NoQuorum(_) => ApiError::unavailable("no_quorum", e.to_string()).retry_after(1),
             e @ P::Raft(_) => ApiError::unavailable("raft", e.to_string()),
         }
     }

@@ -1,6 +1,7 @@
 //! The node: one site's sonraft process, wired top to bottom in [`run`].
 //!
 //! - [`propose`]: how a command gets into the log (leader check, log time, cluster version);
+//! - [`quorum`]: a leader that no majority hears answers its clients at once;
 //! - [`batcher`]: concurrent change sets share log entries (group commit);
 //! - [`reads`]: concurrent linearizable reads share leadership confirmations;
 //! - [`health`]: the cluster's health and fault tolerance from this node's position;
@@ -18,6 +19,7 @@ pub mod health;
 pub mod membership;
 pub mod peers;
 pub mod propose;
+pub mod quorum;
 pub mod reads;
 pub mod shutdown;
 pub mod telemetry;

@@ -247,6 +247,9 @@ fn submit_error(e: ProposeError) -> SubmitError {
         ProposeError::OutcomeUnknown(after) => SubmitError::OutcomeUnknown {
             after_ms: after.as_millis() as u64,
         },
+        // The peer format has no variant of its own for it; both mean "not appended, send it
+        // again later".
+        ProposeError::NoQuorum(_) => SubmitError::NotLeader(None),
         ProposeError::Raft(r) => SubmitError::Failed(r),
     }
 }

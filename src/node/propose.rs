@@ -38,6 +38,13 @@ pub enum ProposeError {
         .0.as_millis()
     )]
     OutcomeUnknown(Duration),
+    /// Not appended: this leader has heard from no majority for the given time (cut off; see
+    /// `node::quorum`). Nothing of it was applied; it may be proposed again, elsewhere.
+    #[error(
+        "this leader has heard from no majority of the cluster for {} ms (cut off?); nothing was applied: retry, at another node if this one stays cut off",
+        .0.as_millis()
+    )]
+    NoQuorum(Duration),
     #[error("{0}")]
     Raft(String),
 }
@@ -85,7 +92,22 @@ impl Node {
             }
             _ => self.config.outcome_bound(),
         };
-        let Ok(result) = tokio::time::timeout(bound, self.raft.client_write(envelope)).await else {
+        if let Some(silence) = self.lost_quorum() {
+            return Err(ProposeError::NoQuorum(silence));
+        }
+        let write = tokio::time::timeout(bound, self.raft.client_write(envelope));
+        let result = tokio::select! {
+            r = write => r.ok(),
+            silence = self.until_quorum_lost() => {
+                metrics::counter!("sonraft_proposals_outcome_unknown_total").increment(1);
+                tracing::warn!(
+                    silence_ms = silence.as_millis() as u64,
+                    "this leader has heard from no majority for an election timeout; a proposal it holds is answered outcome unknown"
+                );
+                return Err(ProposeError::OutcomeUnknown(started.elapsed()));
+            }
+        };
+        let Some(result) = result else {
             metrics::counter!("sonraft_proposals_outcome_unknown_total").increment(1);
             tracing::warn!(
                 bound_ms = bound.as_millis() as u64,

@@ -67,6 +67,11 @@ impl ReadBarrier {
         }
     }
 
+    /// When followers accepted this node's AppendEntries.
+    pub fn acks(&self) -> &AckClock {
+        &self.acks
+    }
+
     /// Stops serving reads from the lease for `period` (an election is about to be forced).
     pub fn release_lease(&self, period: Duration) {
         let until = self.acks.now_us() + period.as_micros() as u64;
