@@ -28,6 +28,9 @@
 # (and, for the long form, the targets were met), 1 if not, 2 if the campaign could not run.
 # The run directory (logs of every node, history.jsonl, faults.jsonl, evidence.json,
 # summary.json, witnesses) is printed in the summary and kept.
+#
+# The same binary measures client waits while a cut-off leader is replaced
+# (`sonraft-campaign failover`, see scripts/failover-bench.sh).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)

@@ -50,7 +50,7 @@ pub struct Options {
 }
 
 /// The cells the clients work on, on three sites.
-fn image(cells: usize) -> (serde_json::Value, Vec<String>) {
+pub fn image(cells: usize) -> (serde_json::Value, Vec<String>) {
     let ids: Vec<String> = (0..cells)
         .map(|i| format!("CAMP{}-{}", i % 3 + 1, i / 3 + 1))
         .chain(std::iter::once(PROBE_CELL.to_string()))

@@ -49,6 +49,50 @@ pub async fn run_async(args: &[&str]) -> Result<String, CommandError> {
     checked(args, out)
 }
 
+/// A tool started with the first part of its standard input, waiting for the rest: what it
+/// does at the end of its input then happens without the delay of starting it.
+pub struct Feeding {
+    command: Vec<String>,
+    child: tokio::process::Child,
+}
+
+impl Feeding {
+    /// Starts `args[0]` with the rest as arguments and writes `first` to its standard input.
+    pub async fn start(args: &[&str], first: &str) -> Result<Feeding, CommandError> {
+        use tokio::io::AsyncWriteExt as _;
+        let spawned = tokio::process::Command::new(args[0])
+            .args(&args[1..])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn();
+        let mut child = spawned.map_err(|e| CommandError::Spawn {
+            command: describe(args),
+            error: e.to_string(),
+        })?;
+        if let Some(stdin) = child.stdin.as_mut() {
+            // A tool that exits early shows in its status and stderr at `finish`.
+            let _ = stdin.write_all(first.as_bytes()).await;
+            let _ = stdin.flush().await;
+        }
+        Ok(Feeding {
+            command: args.iter().map(|a| a.to_string()).collect(),
+            child,
+        })
+    }
+
+    /// Writes `rest`, closes the input and waits for the tool; returns its stdout.
+    pub async fn finish(mut self, rest: &str) -> Result<String, CommandError> {
+        use tokio::io::AsyncWriteExt as _;
+        if let Some(mut stdin) = self.child.stdin.take() {
+            let _ = stdin.write_all(rest.as_bytes()).await;
+        }
+        let args: Vec<&str> = self.command.iter().map(String::as_str).collect();
+        checked(&args, self.child.wait_with_output().await)
+    }
+}
+
 /// Sends `signal` (`KILL`, `STOP`, `CONT`, `TERM`) to process `pid`.
 pub async fn signal(pid: u32, signal: &str) -> Result<(), CommandError> {
     run_async(&["kill", &format!("-{signal}"), &pid.to_string()])

@@ -25,6 +25,7 @@
 //! | [`nemesis`] | the seeded fault schedule |
 //! | [`checks`], [`linearizability`], [`witness`] | the judgement |
 //! | [`report`] | the summary |
+//! | [`failover`] | a benchmark apart: client waits while a cut-off leader is replaced |
 //! | [`teardown`], [`prerequisites`], [`command`] | leaving the machine clean; what it needs |
 //!
 //! ## A run
@@ -50,6 +51,7 @@ pub mod checks;
 pub mod clock;
 pub mod cluster;
 pub mod command;
+pub mod failover;
 pub mod history;
 pub mod http;
 pub mod lazyfs;

@@ -1,5 +1,6 @@
 //! `sonraft-campaign`: run a fault campaign against three `sonraft node` processes, re-check
-//! a recorded run, or tear down what a killed run left behind. See the crate docs
+//! a recorded run, measure client waits while a cut-off leader is replaced (`failover`), or
+//! tear down what a killed run left behind. See the crate docs
 //! (`src/lib.rs`) for how a run is put together.
 
 #![forbid(unsafe_code)]
@@ -12,7 +13,7 @@ use sonraft_campaign::campaign::{self, Options};
 use sonraft_campaign::checks::{self, Evidence};
 use sonraft_campaign::linearizability::Budget;
 use sonraft_campaign::nemesis::FaultKind;
-use sonraft_campaign::{clock, history, nemesis, prerequisites, teardown};
+use sonraft_campaign::{clock, failover, history, nemesis, prerequisites, teardown};
 
 #[derive(Parser)]
 #[command(version, about = "Fault campaign against a three-node sonraft cluster")]
@@ -25,6 +26,10 @@ struct Cli {
 enum Command {
     /// Run a campaign and print its summary; exits 1 on any anomaly.
     Run(Box<RunArgs>),
+    /// Cut the leader off with a TCP-reset firewall, round after round, under read-modify-write
+    /// load on every node: print the election time and the longest client wait of each round;
+    /// exits 1 if a wait exceeds twice its round's election time.
+    Failover(FailoverArgs),
     /// Judge a recorded run again (its history.jsonl and evidence.json), without a cluster.
     Check {
         #[arg(long)]
@@ -112,6 +117,59 @@ struct RunArgs {
     target_leader_power_losses: u64,
 }
 
+#[derive(clap::Args)]
+struct FailoverArgs {
+    #[arg(long, default_value_t = 20)]
+    rounds: usize,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Read-modify-write clients bound to each node.
+    #[arg(long, default_value_t = 2)]
+    clients_per_node: usize,
+    /// Pause between one client's cycles in milliseconds (jittered by ±50%).
+    #[arg(long, default_value_t = 20)]
+    pause_ms: u64,
+    /// Client request timeout in milliseconds: far above any expected wait, so that waits are
+    /// measured, not cut.
+    #[arg(long, default_value_t = 30_000)]
+    timeout_ms: u64,
+    /// How long each cut lasts, in milliseconds.
+    #[arg(long, default_value_t = 3000)]
+    hold_ms: u64,
+    /// Namespaces, bridge and run name start with this (at most 5 lowercase letters).
+    #[arg(long, default_value = "sonf")]
+    prefix: String,
+    /// Where the node logs go (default: $TMPDIR/sonraft-campaign/<run name>).
+    #[arg(long)]
+    run_dir: Option<PathBuf>,
+    /// The node binary (default: `sonraft` next to this binary).
+    #[arg(long)]
+    sonraft: Option<PathBuf>,
+}
+
+fn failover_options(a: FailoverArgs) -> anyhow::Result<failover::Options> {
+    if a.prefix.is_empty()
+        || a.prefix.len() > 5
+        || !a.prefix.chars().all(|c| c.is_ascii_lowercase())
+    {
+        anyhow::bail!("--prefix must be 1 to 5 lowercase letters (interface names are short)");
+    }
+    Ok(failover::Options {
+        rounds: a.rounds,
+        seed: a.seed,
+        clients_per_node: a.clients_per_node.max(1),
+        pause: Duration::from_millis(a.pause_ms),
+        timeout: Duration::from_millis(a.timeout_ms),
+        hold: Duration::from_millis(a.hold_ms),
+        prefix: a.prefix,
+        run_dir: a.run_dir,
+        sonraft: a
+            .sonraft
+            .unwrap_or_else(|| prerequisites::sibling("sonraft")),
+        command: std::env::args().collect::<Vec<_>>().join(" "),
+    })
+}
+
 fn options(a: RunArgs) -> anyhow::Result<Options> {
     if a.prefix.len() > 5 || !a.prefix.chars().all(|c| c.is_ascii_lowercase()) {
         anyhow::bail!("--prefix must be 1 to 5 lowercase letters (interface names are short)");
@@ -191,6 +249,13 @@ async fn main() -> std::process::ExitCode {
             run_dir,
             check_seconds,
         } => check(run_dir, check_seconds),
+        Command::Failover(args) => match failover_options(args) {
+            Ok(o) => failover::run(o.clone()).await.map(|rounds| {
+                println!("{}", failover::summary(&o, &rounds));
+                !rounds.is_empty() && rounds.iter().all(|r| r.met())
+            }),
+            Err(e) => Err(e),
+        },
         Command::Run(args) => match options(*args) {
             Ok(o) => campaign::run(o).await.map(|summary| {
                 println!("{}", summary.text());

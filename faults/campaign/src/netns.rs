@@ -8,7 +8,7 @@
 //! addresses only: DROP (silence, like a cut cable) or REJECT with a TCP reset (like a
 //! firewall that answers, the case that makes nodes see "connection refused").
 
-use crate::command::{CommandError, run, run_async};
+use crate::command::{CommandError, Feeding, run, run_async};
 
 /// How a cut link behaves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -140,6 +140,39 @@ impl Network {
         Ok(())
     }
 
+    /// Prepares cutting `slot` off from `peers` on TCP `port` only (the Raft port; the admin
+    /// API stays reachable), both ways, with TCP resets: its connections to their `port` and
+    /// theirs to its `port`, new or established. The rules wait in an `iptables-restore` for
+    /// their COMMIT ([`PendingCut::commit`]), so the cut happens at one instant, not rule by
+    /// rule, and not after the tools started.
+    pub async fn prepare_port_cut(
+        &self,
+        slot: usize,
+        peers: &[usize],
+        port: u16,
+    ) -> Result<PendingCut, CommandError> {
+        let mut rules = String::from("*filter\n");
+        for &p in peers {
+            let peer = self.ip(p);
+            for (chain, side) in [("INPUT", "-s"), ("OUTPUT", "-d")] {
+                // The resets the rules below answer with must pass the opposite rule (a reset
+                // to a peer's SYN leaves from the Raft port), or a SYN would go unanswered
+                // and the peer would see a timeout instead of a refusal.
+                rules.push_str(&format!(
+                    "-A {chain} {side} {peer} -p tcp --tcp-flags RST RST -j ACCEPT\n"
+                ));
+                for end in ["--dport", "--sport"] {
+                    rules.push_str(&format!(
+                        "-A {chain} {side} {peer} -p tcp {end} {port} -j REJECT --reject-with tcp-reset\n"
+                    ));
+                }
+            }
+        }
+        let ns = namespace(&self.name, slot);
+        let tool = ["ip", "netns", "exec", &ns, "iptables-restore", "--noflush"];
+        Ok(PendingCut(Feeding::start(&tool, &rules).await?))
+    }
+
     /// Removes every partition rule.
     pub async fn heal(&self) -> Result<(), CommandError> {
         for slot in 1..=self.slots {
@@ -149,6 +182,16 @@ impl Network {
             }
         }
         Ok(())
+    }
+}
+
+/// Partition rules waiting for their commit.
+pub struct PendingCut(Feeding);
+
+impl PendingCut {
+    /// Installs the rules; they are in force when this returns.
+    pub async fn commit(self) -> Result<(), CommandError> {
+        self.0.finish("COMMIT\n").await.map(drop)
     }
 }
 
