@@ -126,6 +126,30 @@ impl Network {
                 Direction::Inbound => ("INPUT", "-s"),
                 Direction::Outbound => ("OUTPUT", "-d"),
             };
+            if r.cut == Cut::Reset {
+                // The resets this cut answers with must pass the rule of the opposite
+                // direction (a reset to the peer's SYN leaves towards the peer), or the peer
+                // sees a timeout instead of a refusal and the cut acts like DROP.
+                run_async(&[
+                    "ip",
+                    "netns",
+                    "exec",
+                    &ns,
+                    "iptables",
+                    "-I",
+                    chain,
+                    side,
+                    &peer,
+                    "-p",
+                    "tcp",
+                    "--tcp-flags",
+                    "RST",
+                    "RST",
+                    "-j",
+                    "ACCEPT",
+                ])
+                .await?;
+            }
             let mut args = vec![
                 "ip", "netns", "exec", &ns, "iptables", "-A", chain, side, &peer,
             ];
