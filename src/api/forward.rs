@@ -5,10 +5,9 @@
 //! loop.
 //!
 //! A leader can be cut off while a request waits on it (its site isolated, a firewall), and the
-//! client would wait for its whole timeout. So a forwarded request is abandoned shortly after
-//! this node learns of another leader (two heartbeats later: an old leader that is alive, e.g.
-//! one that handed over on request, answers what it had in that time), or when it had no answer
-//! within a bound derived from the election timeout, and then:
+//! client would wait for its whole timeout. So a forwarded request is abandoned as soon as this
+//! node learns of another leader (except a hand-over request, whose very effect that is), or
+//! when it had no answer within a bound derived from the election timeout, and then:
 //! - a request that was never delivered (no connection could be made), and a read, is sent
 //!   once more, to the new leader;
 //! - anything else may have taken effect on the old leader: 503 `outcome_unknown` with
@@ -38,12 +37,17 @@ enum Forwarded {
     Abandoned(String),
 }
 
+/// The hand-over route: a new leader is what it asks for, not a sign that it was lost.
+const HAND_OVER: &str = "/cluster/leader";
+
 /// How long a forwarded request may go without an answer: a read or a change set a little
 /// longer than the leader itself waits for a commit; imports and membership changes as long as
 /// they legitimately take.
 fn answer_bound(node: &Node, method: &Method, uri: &Uri) -> Duration {
     if *method == Method::GET {
         node.config.outcome_bound()
+    } else if uri.path() == HAND_OVER {
+        2 * node.config.outcome_bound()
     } else if uri.path() == "/image/changesets" {
         node.config.outcome_bound() + Duration::from_secs(1)
     } else {
@@ -89,18 +93,20 @@ async fn forward_once(
     let extra = [(FORWARDED, me.as_str())];
     let send = node.forwarder.send(method, &url, body, &extra);
     let mut metrics = node.raft.metrics();
-    let grace = Duration::from_millis(2 * node.config.heartbeat_ms);
+    let hand_over = uri.path() == HAND_OVER;
     let leader_moved = async {
+        if hand_over {
+            std::future::pending::<()>().await;
+        }
         loop {
             if metrics.changed().await.is_err() {
                 std::future::pending::<()>().await;
             }
             let now = metrics.borrow().current_leader;
             if now.is_some_and(|l| l != id) {
-                break;
+                return;
             }
         }
-        tokio::time::sleep(grace).await;
     };
     tokio::select! {
         r = send => match r {
