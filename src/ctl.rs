@@ -8,7 +8,7 @@ use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use serde_json::{Value, json};
 
-use crate::client::{ApiClient, ApiResponse};
+use sonraft_client::{ApiClient, ApiResponse};
 use crate::upgrade;
 
 #[derive(Args, Debug)]
@@ -164,7 +164,7 @@ impl Ctl {
     ) -> anyhow::Result<ApiResponse> {
         let mut last = None;
         for n in &self.nodes {
-            let url = format!("{}{path}", crate::client::base_url(n));
+            let url = format!("{}{path}", sonraft_client::base_url(n));
             let bytes = body.as_ref().map(|b| bytes::Bytes::from(b.to_string()));
             match self.client.send(method.clone(), &url, bytes, &[]).await {
                 Ok(r) => return Ok(r),

@@ -10,7 +10,8 @@
 //!   ([`node::membership`]), and graceful shutdown ([`node::shutdown`]);
 //! - [`api`]: the admin HTTP API (axum), one file per group of routes;
 //! - [`local_cluster`]: real node processes on this machine, for tests and benchmarks;
-//! - [`client`]: a small keep-alive JSON client used by `ctl`, forwarding and benchmarks;
+//! - [`sonraft_client`] (its own crate): the keep-alive JSON client of the admin API, used by
+//!   `ctl`, forwarding, the test kit and the benchmarks;
 //! - [`net`]: listening sockets with a backlog sized for reconnect storms;
 //! - [`ctl`]: `sonraft ctl`, the same operations from a terminal;
 //! - [`upgrade`]: the health, hand-over and catch-up checks `scripts/rolling-upgrade.sh` runs;
@@ -28,7 +29,6 @@
 pub mod antennas;
 pub mod api;
 pub mod bench;
-pub mod client;
 pub mod config;
 pub mod ctl;
 pub mod local_cluster;

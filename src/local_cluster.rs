@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
 
-use crate::client::ApiClient;
+use sonraft_client::ApiClient;
 
 /// Secrets used by local clusters (tests and benchmarks only).
 pub const TOKEN: &str = "local-operator-token";

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
 
-use crate::client::{ApiClient, base_url};
+use sonraft_client::{ApiClient, base_url};
 
 /// One member as seen through its own API.
 #[derive(Debug, Clone)]

@@ -332,7 +332,7 @@ async fn bad_query_strings_get_documented_errors(c: &Cluster, api: &str) {
         (Method::POST, "/image/changesets?dryrun=true", "bad_query"),
     ];
     for (method, path, kind) in cases {
-        let url = format!("{}{path}", sonraft::client::base_url(api));
+        let url = format!("{}{path}", sonraft_client::base_url(api));
         let body = bytes::Bytes::from(tilt("C1", 1, 40).to_string());
         let r = c.client.send(method, &url, Some(body), &[]).await.unwrap();
         assert_eq!(
@@ -385,7 +385,7 @@ async fn every_route_is_counted_under_its_template_and_every_readme_metric_is_ex
     for (method, path) in &routes {
         let url = format!(
             "{}{}",
-            sonraft::client::base_url(&api),
+            sonraft_client::base_url(&api),
             path.replace("{id}", "C1")
         );
         let body = (*method != Method::GET).then(|| bytes::Bytes::from_static(b"not json"));

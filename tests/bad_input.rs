@@ -30,14 +30,14 @@ async fn bad_requests_get_documented_errors_and_change_nothing() {
     c.import_demo(6).await;
     let before = image(&c).await;
     let api = &c.nodes[1].api;
-    let url = |p: &str| format!("{}{p}", sonraft::client::base_url(api));
+    let url = |p: &str| format!("{}{p}", sonraft_client::base_url(api));
     let send = |method: Method, path: &str, body: &str, token: Option<&str>| {
         let client = match token {
-            Some(t) => sonraft::client::ApiClient::new(
+            Some(t) => sonraft_client::ApiClient::new(
                 Some(t.to_string()),
                 std::time::Duration::from_secs(10),
             ),
-            None => sonraft::client::ApiClient::new(None, std::time::Duration::from_secs(10)),
+            None => sonraft_client::ApiClient::new(None, std::time::Duration::from_secs(10)),
         };
         let (url, body) = (url(path), body.to_string());
         async move {
@@ -111,7 +111,7 @@ async fn bad_requests_get_documented_errors_and_change_nothing() {
     // The Raft listener's peer route refuses the operator token and garbage alike.
     let raft = format!("http://{}/peer", c.nodes[1].raft);
     let client =
-        sonraft::client::ApiClient::new(Some(TOKEN.into()), std::time::Duration::from_secs(10));
+        sonraft_client::ApiClient::new(Some(TOKEN.into()), std::time::Duration::from_secs(10));
     let r = client
         .send(
             Method::POST,

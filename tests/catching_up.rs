@@ -82,7 +82,7 @@ async fn a_follower_behind_the_purged_log_catches_up_by_snapshot_while_writes_go
     // acknowledged token is remembered.
     let acked = Arc::new(Mutex::new(Vec::<String>::new()));
     let stop = Arc::new(AtomicBool::new(false));
-    let client = sonraft::client::ApiClient::new(Some(TOKEN.into()), Duration::from_secs(3));
+    let client = sonraft_client::ApiClient::new(Some(TOKEN.into()), Duration::from_secs(3));
     let mut writers = Vec::new();
     for w in 0..4usize {
         let api = c.nodes[others[w % 2]].api.clone();

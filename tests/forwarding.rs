@@ -26,7 +26,7 @@ async fn requests_forwarded_to_a_leader_that_stopped_answering_end_when_a_new_le
     c.import_demo(6).await;
     let leader = c.leader().await;
     let follower = c.nodes[(leader + 1) % 3].api.clone();
-    let client = sonraft::client::ApiClient::new(Some(TOKEN.into()), Duration::from_secs(30));
+    let client = sonraft_client::ApiClient::new(Some(TOKEN.into()), Duration::from_secs(30));
     let cell = c.cell(&c.nodes[leader], "C1", "linearizable").await;
     let version = cell["version"].as_u64().unwrap();
 
@@ -79,7 +79,7 @@ async fn requests_forwarded_to_a_leader_that_stopped_answering_end_when_a_new_le
             Some(bytes::Bytes::from(tilt("C1", version, 50).to_string())),
         ),
     ] {
-        let url = format!("{}{path}", sonraft::client::base_url(follower));
+        let url = format!("{}{path}", sonraft_client::base_url(follower));
         let r = client
             .send(method, &url, body, &[("x-sonraft-forwarded", "9")])
             .await

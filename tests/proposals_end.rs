@@ -31,7 +31,7 @@ async fn a_proposal_the_leader_cannot_commit_ends_as_outcome_unknown_and_holds_u
     let leader = c.leader().await;
     let api = c.nodes[leader].api.clone();
     // The client would wait far longer than any bound the node may use.
-    let client = sonraft::client::ApiClient::new(Some(TOKEN.into()), Duration::from_secs(60));
+    let client = sonraft_client::ApiClient::new(Some(TOKEN.into()), Duration::from_secs(60));
 
     // Both followers paused: the leader still leads (it hears of no newer term) but cannot
     // commit anything.
@@ -110,7 +110,7 @@ async fn a_leader_cut_off_from_its_quorum_answers_its_clients_long_before_the_ou
     c.import_demo(4).await;
     let leader = c.leader().await;
     let api = c.nodes[leader].api.clone();
-    let client = sonraft::client::ApiClient::new(Some(TOKEN.into()), Duration::from_secs(60));
+    let client = sonraft_client::ApiClient::new(Some(TOKEN.into()), Duration::from_secs(60));
     let followers: Vec<&NodeProc> = c
         .nodes
         .iter()

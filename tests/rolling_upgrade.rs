@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sonraft::bench::load::Target;
 use sonraft::bench::sonraft_target::{SonraftTarget, WriteOutcome, cell_id};
-use sonraft::client::ApiClient;
+use sonraft_client::ApiClient;
 
 const CELLS: usize = 200;
 const CLIENTS: usize = 8;

@@ -21,7 +21,7 @@ use bytes::Bytes;
 use sonraft_raft::{NodeId, NodeInfo};
 
 use super::error::ApiError;
-use crate::client::ClientError;
+use sonraft_client::ClientError;
 use crate::node::Node;
 
 /// Header marking a request forwarded by another node; its value is that node's id, so that
@@ -87,7 +87,7 @@ async fn forward_once(
 ) -> Forwarded {
     let (id, info) = leader;
     let path = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
-    let url = format!("{}{path}", crate::client::base_url(&info.api_addr));
+    let url = format!("{}{path}", sonraft_client::base_url(&info.api_addr));
     let me = node.id.to_string();
     let bound = answer_bound(node, &method, uri);
     let extra = [(FORWARDED, me.as_str())];

@@ -72,7 +72,7 @@ async fn import(cluster: &LocalCluster, binary: &Path, cells: usize) -> anyhow::
         .output()?;
     let image: Value = serde_json::from_slice(&out.stdout).context("export")?;
     let api = &cluster.nodes[0].api;
-    let slow = crate::client::ApiClient::new(
+    let slow = sonraft_client::ApiClient::new(
         Some(crate::local_cluster::TOKEN.into()),
         Duration::from_secs(600),
     );

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 use super::load::{Target, Written};
 use super::session::Session;
-use crate::client::{ApiClient, bearer};
+use sonraft_client::{ApiClient, bearer};
 
 pub struct SonraftTarget {
     /// For finding the leader and preloading (not on the measured path).

@@ -36,7 +36,7 @@ use sonraft_raft::{NodeId, NodeInfo, Raft};
 use sonraft_storage::{Store, StoreOptions, StoreReader};
 use tokio::net::TcpListener;
 
-use crate::client::ApiClient;
+use sonraft_client::ApiClient;
 use crate::config::NodeConfig;
 
 pub use telemetry::init_logging;

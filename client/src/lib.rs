@@ -1,6 +1,11 @@
 //! A small JSON-over-HTTP/1.1 client for the admin API: pooled keep-alive connections with
 //! `TCP_NODELAY`, a bearer token, and a per-request timeout. Used by `ctl`, by nodes forwarding
 //! requests to the leader, by the load generator and by the black-box tests.
+//!
+//! It is a crate of its own because the node, the test kit and the benchmarks all speak to the
+//! admin API and none of them may depend on another: below all three, it keeps the benchmarks
+//! and the test kit off the node's library.
+#![forbid(unsafe_code)]
 
 use std::time::Duration;
 
