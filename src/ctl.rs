@@ -7,8 +7,8 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use serde_json::{Value, json};
-
 use sonraft_client::{ApiClient, ApiResponse};
+
 use crate::upgrade;
 
 #[derive(Args, Debug)]

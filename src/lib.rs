@@ -12,10 +12,10 @@
 //! - [`local_cluster`]: real node processes on this machine, for tests and benchmarks;
 //! - [`sonraft_client`] (its own crate): the keep-alive JSON client of the admin API, used by
 //!   `ctl`, forwarding, the test kit and the benchmarks;
-//! - [`net`]: listening sockets with a backlog sized for reconnect storms;
 //! - [`ctl`]: `sonraft ctl`, the same operations from a terminal;
 //! - [`upgrade`]: the health, hand-over and catch-up checks `scripts/rolling-upgrade.sh` runs;
-//! - [`antennas`]: sessions with this site's antennas, the protocol, raw counters;
+//! - [`antennas`]: sessions with this site's antennas, raw counters; the protocol they speak
+//!   and the sockets for many sessions are [`sonraft_protocol`];
 //! - [`son`]: the SON functions and their per-period cycle;
 //! - [`sim`]: `sonraft sim`, the antenna-fleet simulator;
 //! - [`bench`]: `sonraft bench`, the load generator and the failover benchmark.
@@ -32,7 +32,6 @@ pub mod bench;
 pub mod config;
 pub mod ctl;
 pub mod local_cluster;
-pub mod net;
 pub mod node;
 pub mod sim;
 pub mod son;

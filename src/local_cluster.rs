@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
-
 use sonraft_client::ApiClient;
 
 /// Secrets used by local clusters (tests and benchmarks only).

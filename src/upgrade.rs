@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
-
 use sonraft_client::{ApiClient, base_url};
 
 /// One member as seen through its own API.

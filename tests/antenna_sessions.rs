@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use common::*;
 use serde_json::{Value, json};
-use sonraft::antennas::protocol::{self, CellConfig, Frame};
 use sonraft::local_cluster::SimProc;
+use sonraft_protocol::{self as protocol, CellConfig, Frame};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 

@@ -14,16 +14,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use sonraft_protocol::{Frame, Report, decode};
 use tokio::sync::mpsc;
 
 use super::period_files::{PeriodFiles, RawLimits, RawStoreError};
-use super::protocol::{Frame, Report, decode};
 
 /// One cell's report as received: the cell and the `REPORT` frame body (validated).
 pub type RawReport = (Arc<str>, Bytes);
 
 /// The counters of one closed period, per own cell, as the antennas sent them (read them with
-/// [`super::protocol::ReportView`]).
+/// [`sonraft_protocol::ReportView`]).
 #[derive(Debug)]
 pub struct ClosedPeriod {
     pub end_ms: u64,
@@ -70,7 +70,7 @@ impl CounterStore {
 
     /// Takes one validated report of a cell: its period, how many values it carries, and the
     /// frame body it came in.
-    pub fn ingest(&self, cell: &Arc<str>, report: &super::protocol::ReportView<'_>, body: Bytes) {
+    pub fn ingest(&self, cell: &Arc<str>, report: &sonraft_protocol::ReportView<'_>, body: Bytes) {
         self.values
             .fetch_add(report.values() as u64, Ordering::Relaxed);
         self.reports.fetch_add(1, Ordering::Relaxed);
@@ -175,7 +175,7 @@ impl CounterStore {
 mod tests {
     use super::*;
     use crate::antennas::period_files::Retention;
-    use crate::antennas::protocol::{RelationCounters, encode};
+    use sonraft_protocol::{RelationCounters, encode};
 
     fn body(end_ms: u64, period_ms: u32, relations: usize) -> Bytes {
         let report = Report {

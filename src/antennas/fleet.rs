@@ -10,11 +10,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use serde_json::{Value, json};
+use sonraft_protocol::{CellConfig, RelationConfig};
 use sonraft_raft::model::{AdminState, EnergySaving};
 use sonraft_storage::{StoreReader, read};
 
 use super::counters::CounterStore;
-use super::protocol::{CellConfig, RelationConfig};
 use super::session::Session;
 
 /// Most committed change sets whose acknowledgements are awaited at once (each holds the ids

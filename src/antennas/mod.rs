@@ -1,6 +1,7 @@
 //! Antennas: the southbound side of a node.
 //!
-//! - [`protocol`]: the framed TCP protocol spoken with antennas (documented there);
+//! - the framed TCP protocol spoken with antennas is its own crate, [`sonraft_protocol`], so
+//!   that the simulator can speak it without the node;
 //! - [`session`]: one async session per antenna: connect, hello, reports, pushes, back-off;
 //! - [`fleet`]: the sessions of this node's cells, kept in line with the image;
 //! - [`counters`]: raw counters gathered per period and kept in a local (unreplicated) store;
@@ -9,5 +10,4 @@
 pub mod counters;
 pub mod fleet;
 pub mod period_files;
-pub mod protocol;
 pub mod session;

@@ -13,12 +13,12 @@ use anyhow::{Context, bail};
 use bytes::BytesMut;
 use rand::Rng;
 use serde::Serialize;
+use sonraft_protocol::{self as protocol, CellConfig, Frame, code, encode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
 use super::fleet::Fleet;
-use super::protocol::{self, CellConfig, Frame, code, encode};
 
 /// What `GET /antennas` shows of a session.
 #[derive(Debug, Clone, Default, Serialize)]

@@ -18,10 +18,10 @@ use std::time::Duration;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
+use sonraft_client::ClientError;
 use sonraft_raft::{NodeId, NodeInfo};
 
 use super::error::ApiError;
-use sonraft_client::ClientError;
 use crate::node::Node;
 
 /// Header marking a request forwarded by another node; its value is that node's id, so that

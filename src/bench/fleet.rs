@@ -206,7 +206,7 @@ async fn run_row(
 
 /// Runs `sonraft bench fleet`.
 pub async fn run(args: FleetArgs) -> anyhow::Result<()> {
-    crate::sim::raise_fd_limit();
+    sonraft_protocol::net::raise_fd_limit();
     let binary = std::env::current_exe().context("cannot find this binary")?;
     let root = args.dir.clone().unwrap_or_else(|| {
         std::env::temp_dir().join(format!("sonraft-fleet-{}", std::process::id()))

@@ -9,10 +9,10 @@ use bytes::Bytes;
 use hyper::header::HeaderValue;
 use hyper::{Method, StatusCode};
 use serde_json::{Value, json};
+use sonraft_client::{ApiClient, bearer};
 
 use super::load::{Target, Written};
 use super::session::Session;
-use sonraft_client::{ApiClient, bearer};
 
 pub struct SonraftTarget {
     /// For finding the leader and preloading (not on the measured path).

@@ -31,12 +31,12 @@ use std::sync::Arc;
 use anyhow::Context;
 use openraft::storage::RaftLogStorage;
 use openraft::{Config, ServerState, SnapshotPolicy};
+use sonraft_client::ApiClient;
 use sonraft_raft::transport::{HttpNetworkFactory, RaftServer};
 use sonraft_raft::{NodeId, NodeInfo, Raft};
 use sonraft_storage::{Store, StoreOptions, StoreReader};
 use tokio::net::TcpListener;
 
-use sonraft_client::ApiClient;
 use crate::config::NodeConfig;
 
 pub use telemetry::init_logging;
@@ -125,7 +125,8 @@ pub fn raft_config(c: &NodeConfig) -> anyhow::Result<Arc<Config>> {
 }
 
 async fn bind(addr: std::net::SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
-    crate::net::listen(addr).with_context(|| format!("cannot listen for {what} on {addr}"))
+    sonraft_protocol::net::listen(addr)
+        .with_context(|| format!("cannot listen for {what} on {addr}"))
 }
 
 /// Writes the addresses this node listens on to `<data dir>/addresses.json` (atomically), so
@@ -183,7 +184,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     };
     write_addresses(&config.data_dir, config.id, &advertised)?;
 
-    crate::sim::raise_fd_limit();
+    sonraft_protocol::net::raise_fd_limit();
     let fleet = match &config.antennas {
         Some(list) => {
             let addrs: Vec<String> = list

@@ -100,20 +100,12 @@ pub async fn run(args: SimArgs) -> anyhow::Result<()> {
     }
 }
 
-/// Raises the open-files limit to the hard limit: every session is a socket.
-pub fn raise_fd_limit() {
-    match rlimit::increase_nofile_limit(u64::MAX) {
-        Ok(n) => tracing::debug!(limit = n, "open-files limit"),
-        Err(e) => tracing::warn!(error = %e, "cannot raise the open-files limit"),
-    }
-}
-
 async fn run_sim(args: RunArgs) -> anyhow::Result<()> {
     use anyhow::Context;
     let _ = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .try_init();
-    raise_fd_limit();
+    sonraft_protocol::net::raise_fd_limit();
     anyhow::ensure!(args.period_ms >= 200, "--period-ms must be at least 200");
     let started = std::time::Instant::now();
     let topo = topology::Topology::build(args.layout.cells, args.layout.seed, &args.layout.regions);
@@ -125,7 +117,8 @@ async fn run_sim(args: RunArgs) -> anyhow::Result<()> {
         if first.port() != 0 {
             a.set_port(first.port() + k);
         }
-        let l = crate::net::listen(a).with_context(|| format!("cannot listen on {a}"))?;
+        let l =
+            sonraft_protocol::net::listen(a).with_context(|| format!("cannot listen on {a}"))?;
         addrs.push(l.local_addr()?);
         tokio::spawn(server::accept(sim.clone(), l));
     }

@@ -13,12 +13,12 @@
 
 use rand::Rng;
 use rand::rngs::StdRng;
-
-use super::topology::Topology;
-use crate::antennas::protocol::{
+use sonraft_protocol::{
     CELL_COUNTERS, CellConfig, RELATION_COUNTERS, RelationCounters, Report, cell_counter as cc,
     relation_counter as rc,
 };
+
+use super::topology::Topology;
 
 /// Physical resource blocks of a 20 MHz LTE carrier.
 pub const PRB_TOTAL: u64 = 100;
@@ -51,7 +51,7 @@ pub fn initial_config(topo: &Topology, cell: usize, by_source: &[Vec<usize>]) ->
         energy_saving: 0,
         relations: by_source[cell]
             .iter()
-            .map(|r| crate::antennas::protocol::RelationConfig {
+            .map(|r| sonraft_protocol::RelationConfig {
                 target: topo.cells[topo.relations[*r].target].id.clone(),
                 cio_db: 0,
                 ho_allowed: true,

@@ -11,13 +11,13 @@ use bytes::{Bytes, BytesMut};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use serde_json::{Value, json};
+use sonraft_protocol::{self as protocol, CellConfig, Frame, code, encode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 use super::model::{self, RelationState};
 use super::topology::Topology;
-use crate::antennas::protocol::{self, CellConfig, Frame, code, encode};
 
 /// Everything that changes while the simulator runs.
 struct Mutable {

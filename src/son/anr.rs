@@ -2,12 +2,12 @@
 //! attempts succeeding, for three periods in a row is removed — unless `remove_allowed` is
 //! false, which no SON function ever overrides.
 
+use sonraft_protocol::relation_counter as rc;
 use sonraft_raft::changeset::{ChangeSet, Function, Origin, Write};
 use sonraft_raft::model::{EntityRef, Param, Value};
 
 use super::view::{FastMap, RadioView};
 use super::{PeriodInput, Proposal};
-use crate::antennas::protocol::relation_counter as rc;
 
 /// Consecutive bad periods before a relation is pruned.
 pub const PERIODS: u8 = 3;

@@ -23,6 +23,7 @@ pub mod view;
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use sonraft_protocol::{RELATION_COUNTERS, ReportView, cell_counter as cc, relation_counter as rc};
 use sonraft_raft::changeset::{ChangeSet, Outcome};
 use sonraft_raft::command::{Command, KpiBatch, Response};
 use sonraft_raft::model::KpiSummary;
@@ -31,9 +32,6 @@ use tokio::sync::mpsc;
 
 use crate::antennas::counters::ClosedPeriod;
 use crate::antennas::fleet::Fleet;
-use crate::antennas::protocol::{
-    RELATION_COUNTERS, ReportView, cell_counter as cc, relation_counter as rc,
-};
 use crate::node::Node;
 use crate::node::propose::now_ms;
 use view::RadioView;

@@ -6,12 +6,12 @@
 //! later (hysteresis +0.5 dB up to 5 dB, else time-to-trigger one step up). At least 20
 //! attempts are needed to judge.
 
+use sonraft_protocol::relation_counter as rc;
 use sonraft_raft::changeset::{ChangeSet, Function, Origin, Write};
 use sonraft_raft::model::{EntityRef, Param, TIME_TO_TRIGGER_MS, Value};
 
 use super::view::RadioView;
 use super::{PeriodInput, Proposal};
-use crate::antennas::protocol::relation_counter as rc;
 
 pub const MAX_LATE: f64 = 0.03;
 pub const MAX_EARLY: f64 = 0.03;

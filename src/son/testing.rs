@@ -3,12 +3,12 @@
 //! counters of one period.
 
 use serde_json::{Value, json};
+use sonraft_protocol::RELATION_COUNTERS;
 use sonraft_raft::command::{Command, ImageImport, Response};
 use sonraft_raft::model::image::{Changes, NetworkImage};
 
 use super::PeriodInput;
 use super::view::RadioView;
-use crate::antennas::protocol::RELATION_COUNTERS;
 
 /// A cell of cell site `A` (region `site-a`) when its id starts with `A`, else of cell site
 /// `Z` (region `site-b`); LTE unless `arfcn` is an NR channel (above 600 000).
