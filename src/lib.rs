@@ -17,7 +17,6 @@
 //! - [`antennas`]: sessions with this site's antennas, raw counters; the protocol they speak
 //!   and the sockets for many sessions are [`sonraft_protocol`];
 //! - [`son`]: the SON functions and their per-period cycle;
-//! - [`sim`]: `sonraft sim`, the antenna-fleet simulator;
 //! - [`bench`]: `sonraft bench`, the load generator and the failover benchmark.
 //!
 //! A change set flows: `POST /image/changesets` on any node → parsed into a
@@ -33,7 +32,6 @@ pub mod config;
 pub mod ctl;
 pub mod local_cluster;
 pub mod node;
-pub mod sim;
 pub mod son;
 pub mod upgrade;
 

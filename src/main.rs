@@ -24,7 +24,7 @@ enum Command {
     /// Administer a cluster over its admin API.
     Ctl(sonraft::ctl::CtlArgs),
     /// Simulate a fleet of antennas.
-    Sim(sonraft::sim::SimArgs),
+    Sim(sonraft_sim::SimArgs),
     /// Benchmarks: load generator, failover.
     Bench(sonraft::bench::BenchArgs),
 }
@@ -49,7 +49,7 @@ fn main() {
                 sonraft::node::run(config).await
             }
             Command::Ctl(args) => sonraft::ctl::run(args).await,
-            Command::Sim(args) => sonraft::sim::run(args).await,
+            Command::Sim(args) => sonraft_sim::run(args).await,
             Command::Bench(args) => sonraft::bench::run(args).await,
         }
     });

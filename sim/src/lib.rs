@@ -3,10 +3,16 @@
 //! - [`topology`]: the layout (hex grid, three sectors per site, relations, PCI plan) and the
 //!   planted problems;
 //! - [`model`]: the load and handover model that reacts to pushed configuration;
-//! - [`server`]: antenna connections, the period clock, and the status endpoint.
+//! - [`server`]: antenna connections, the period clock, and the status endpoint;
+//! - `signal`: when to stop.
+//!
+//! It depends on the antenna protocol ([`sonraft_protocol`]) and nothing of the node: it is the
+//! other end of the wire, and what it knows of a controller is what the frames say.
+#![forbid(unsafe_code)]
 
 pub mod model;
 pub mod server;
+mod signal;
 pub mod topology;
 
 use std::path::PathBuf;
@@ -147,6 +153,6 @@ async fn run_sim(args: RunArgs) -> anyhow::Result<()> {
         tokio::time::sleep(delay).await;
         server::clock(sim).await;
     });
-    crate::node::shutdown::wait_for_signal().await;
+    signal::wait_for_signal().await;
     Ok(())
 }
