@@ -9,7 +9,6 @@
 //!   proposals reach the leader ([`node::propose`]), membership and leader hand-over
 //!   ([`node::membership`]), and graceful shutdown ([`node::shutdown`]);
 //! - [`api`]: the admin HTTP API (axum), one file per group of routes;
-//! - [`local_cluster`]: real node processes on this machine, for tests and benchmarks;
 //! - [`sonraft_client`] (its own crate): the keep-alive JSON client of the admin API, used by
 //!   `ctl`, forwarding, the test kit and the benchmarks;
 //! - [`ctl`]: `sonraft ctl`, the same operations from a terminal;
@@ -30,7 +29,6 @@ pub mod api;
 pub mod bench;
 pub mod config;
 pub mod ctl;
-pub mod local_cluster;
 pub mod node;
 pub mod son;
 pub mod upgrade;

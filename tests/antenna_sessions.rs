@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use common::*;
 use serde_json::{Value, json};
-use sonraft::local_cluster::SimProc;
 use sonraft_protocol::{self as protocol, CellConfig, Frame};
+use sonraft_testkit::local_cluster::SimProc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 

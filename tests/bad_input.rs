@@ -5,6 +5,7 @@ mod common;
 use common::*;
 use hyper::{Method, StatusCode};
 use serde_json::{Value, json};
+use sonraft_testkit::local_cluster::SECRET;
 
 /// Every cell, read linearizably; the read itself must succeed, or comparing two of them
 /// proves nothing.
@@ -131,7 +132,7 @@ async fn bad_requests_get_documented_errors_and_change_nothing() {
             Method::POST,
             &raft,
             Some(bytes::Bytes::from_static(&[0, 1, 0xff, 0xfe])),
-            &[("x-sonraft-cluster-secret", sonraft::local_cluster::SECRET)],
+            &[("x-sonraft-cluster-secret", SECRET)],
         )
         .await
         .unwrap();

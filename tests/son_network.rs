@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::Value;
-use sonraft::local_cluster::SimProc;
 use sonraft_sim::topology::Topology;
+use sonraft_testkit::local_cluster::SimProc;
 
 const REGIONS: &str = "site-1,site-2,site-3";
 /// The simulator ignores the hysteresis of every tenth push.

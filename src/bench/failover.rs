@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::Args;
 use serde_json::json;
+use sonraft_testkit::local_cluster::{LocalCluster, client};
 
 use super::quantile;
-use crate::local_cluster::{LocalCluster, client};
 
 #[derive(Args, Debug, Clone)]
 pub struct FailoverArgs {

@@ -14,7 +14,7 @@ use anyhow::{Context, bail};
 use clap::Args;
 use serde_json::{Value, json};
 
-use crate::local_cluster::{LocalCluster, SimProc, client};
+use sonraft_testkit::local_cluster::{LocalCluster, SimProc, client};
 
 #[derive(Args, Debug, Clone)]
 pub struct FleetArgs {
@@ -73,7 +73,7 @@ async fn import(cluster: &LocalCluster, binary: &Path, cells: usize) -> anyhow::
     let image: Value = serde_json::from_slice(&out.stdout).context("export")?;
     let api = &cluster.nodes[0].api;
     let slow = sonraft_client::ApiClient::new(
-        Some(crate::local_cluster::TOKEN.into()),
+        Some(sonraft_testkit::local_cluster::TOKEN.into()),
         Duration::from_secs(600),
     );
     let mut parts = vec![json!({"sites": image["sites"], "policy": image["policy"]})];

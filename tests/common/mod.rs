@@ -1,5 +1,5 @@
-//! Black-box harness: real `sonraft node` processes on loopback (see `sonraft::local_cluster`),
-//! with test-friendly panicking helpers.
+//! Black-box harness: real `sonraft node` processes on loopback (see
+//! `sonraft_testkit::local_cluster`), with test-friendly panicking helpers.
 #![allow(dead_code, unused_imports)]
 
 use std::ops::{Deref, DerefMut};
@@ -7,8 +7,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use sonraft::local_cluster::LocalCluster;
-pub use sonraft::local_cluster::{NodeProc, TOKEN};
+pub use sonraft_testkit::fixtures::{demo_image, tilt};
+use sonraft_testkit::local_cluster::LocalCluster;
+pub use sonraft_testkit::local_cluster::{NodeProc, TOKEN};
 
 pub fn binary() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_sonraft"))
@@ -114,27 +115,4 @@ impl Cluster {
         );
         r.json()
     }
-}
-
-/// A small image: three sites, `cells` cells, a ring of relations.
-pub fn demo_image(cells: usize) -> Value {
-    let sites: Vec<Value> =
-        (1..=3).map(|i| json!({"id": format!("S{i}"), "name": format!("site {i}"), "lat": 48.0 + i as f64 / 100.0, "lon": 11.0})).collect();
-    let cell_list: Vec<Value> = (0..cells)
-        .map(|i| json!({"id": format!("C{i}"), "site": format!("S{}", i % 3 + 1), "rat": "LTE", "pci": i % 504, "arfcn": 1300, "azimuth": (i % 3) * 120}))
-        .collect();
-    let relations: Vec<Value> = (0..cells)
-        .map(|i| json!({"source": format!("C{i}"), "target": format!("C{}", (i + 1) % cells)}))
-        .collect();
-    json!({"sites": sites, "cells": cell_list, "relations": relations})
-}
-
-/// An operator change set of one write, reading `version`.
-pub fn tilt(cell: &str, version: u64, tilt: i64) -> Value {
-    json!({
-        "origin": {"function": "operator"},
-        "reason": "test",
-        "read_set": [{"entity": format!("cell/{cell}"), "version": version}],
-        "writes": [{"entity": format!("cell/{cell}"), "param": "electrical_tilt", "value": tilt}],
-    })
 }

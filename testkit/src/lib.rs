@@ -1,0 +1,14 @@
+//! # sonraft-testkit: what the black-box tests and the benchmarks run against
+//!
+//! - [`local_cluster`]: real `sonraft node` and `sonraft sim` processes on loopback, started,
+//!   stopped, killed and restarted, with the fixed [`local_cluster::TOKEN`] and
+//!   [`local_cluster::SECRET`] they share;
+//! - [`fixtures`]: small images and change sets as the admin API takes them.
+//!
+//! It is `publish = false` and never a dependency of the node: its secrets are public, and a
+//! node must not be able to start a cluster of itself. It knows the node only as a binary and
+//! an admin API ([`sonraft_client`]), as an operator does.
+#![forbid(unsafe_code)]
+
+pub mod fixtures;
+pub mod local_cluster;
