@@ -327,7 +327,7 @@ impl Fleet {
             }
         }
         let lat = self.latencies();
-        let q = |x: f64| crate::bench::quantile(&lat, x);
+        let q = |x: f64| quantile(&lat, x);
         json!({
             "site": self.site,
             "antenna_addresses": self.addrs,
@@ -341,5 +341,30 @@ impl Fleet {
             },
             "sessions": list,
         })
+    }
+}
+
+/// The `q`-quantile (0..=1) of sorted latencies, the nearest-rank sample (0 when there is
+/// none): what `GET /antennas` reports as `close_to_ack_ms`. The benchmarks compute theirs the
+/// same way, but a node's report must not depend on the benchmarks' code.
+fn quantile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * q).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::quantile;
+
+    #[test]
+    fn quantile_is_the_nearest_rank_sample_and_zero_without_samples() {
+        let sorted = [1.0, 2.0, 3.0, 4.0, 5.0];
+        assert_eq!(quantile(&sorted, 0.5), 3.0);
+        assert_eq!(quantile(&sorted, 0.99), 5.0);
+        assert_eq!(quantile(&sorted, 0.0), 1.0);
+        assert_eq!(quantile(&[], 0.5), 0.0);
     }
 }
