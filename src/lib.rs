@@ -16,7 +16,6 @@
 //! - [`antennas`]: sessions with this site's antennas, raw counters; the protocol they speak
 //!   and the sockets for many sessions are [`sonraft_protocol`];
 //! - [`son`]: the SON functions and their per-period cycle;
-//! - [`bench`]: `sonraft bench`, the load generator and the failover benchmark.
 //!
 //! A change set flows: `POST /image/changesets` on any node → parsed into a
 //! [`sonraft_raft::changeset::ChangeSet`] → forwarded to the leader if needed → wrapped in a
@@ -26,7 +25,6 @@
 
 pub mod antennas;
 pub mod api;
-pub mod bench;
 pub mod config;
 pub mod ctl;
 pub mod node;

@@ -26,7 +26,7 @@ enum Command {
     /// Simulate a fleet of antennas.
     Sim(sonraft_sim::SimArgs),
     /// Benchmarks: load generator, failover.
-    Bench(sonraft::bench::BenchArgs),
+    Bench(sonraft_bench::BenchArgs),
 }
 
 fn main() {
@@ -50,7 +50,7 @@ fn main() {
             }
             Command::Ctl(args) => sonraft::ctl::run(args).await,
             Command::Sim(args) => sonraft_sim::run(args).await,
-            Command::Bench(args) => sonraft::bench::run(args).await,
+            Command::Bench(args) => sonraft_bench::run(args).await,
         }
     });
     // Exit without waiting for background threads (sled's periodic flusher sleeps up to a

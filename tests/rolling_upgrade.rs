@@ -11,8 +11,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use sonraft::bench::load::Target;
-use sonraft::bench::sonraft_target::{SonraftTarget, WriteOutcome, cell_id};
+use sonraft_bench::load::Target;
+use sonraft_bench::sonraft_target::{SonraftTarget, WriteOutcome, cell_id};
 use sonraft_client::ApiClient;
 
 const CELLS: usize = 200;

@@ -7,6 +7,11 @@
 //! - `etcd_target` (feature `etcd`): the same workload against etcd's gRPC API;
 //! - [`failover`]: SIGKILL the leader under load, time to the first successful write;
 //! - [`fleet`]: one node against a simulated fleet: sessions, memory, ingestion, latency.
+//!
+//! The node is measured from outside, as a client would see it: through the admin API
+//! ([`sonraft_client`]) and real processes ([`sonraft_testkit`]). The node's library does not
+//! depend on this crate, so nothing here can become part of what a node runs.
+#![forbid(unsafe_code)]
 
 #[cfg(feature = "etcd")]
 pub mod etcd_target;
