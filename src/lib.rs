@@ -9,13 +9,22 @@
 //!   proposals reach the leader ([`node::propose`]), membership and leader hand-over
 //!   ([`node::membership`]), and graceful shutdown ([`node::shutdown`]);
 //! - [`api`]: the admin HTTP API (axum), one file per group of routes;
-//! - [`sonraft_client`] (its own crate): the keep-alive JSON client of the admin API, used by
-//!   `ctl`, forwarding, the test kit and the benchmarks;
 //! - [`ctl`]: `sonraft ctl`, the same operations from a terminal;
 //! - [`upgrade`]: the health, hand-over and catch-up checks `scripts/rolling-upgrade.sh` runs;
-//! - [`antennas`]: sessions with this site's antennas, raw counters; the protocol they speak
-//!   and the sockets for many sessions are [`sonraft_protocol`];
-//! - [`son`]: the SON functions and their per-period cycle;
+//! - [`antennas`]: sessions with this site's antennas and their raw counters;
+//! - [`son`]: the SON functions and their per-period cycle.
+//!
+//! Its neighbours are crates of their own, each with one job (the graph is in the README's
+//! Layout):
+//!
+//! - [`sonraft_protocol`]: the antenna protocol the sessions speak, and the sockets for many
+//!   sessions (listen backlog, open-files limit);
+//! - [`sonraft_client`]: the keep-alive JSON client of the admin API, used by forwarding, `ctl`
+//!   and the upgrade checks;
+//! - `sonraft-sim` and `sonraft-bench`: `sonraft sim` and `sonraft bench`, which the binary runs
+//!   and this library never calls;
+//! - `sonraft-testkit`: local clusters of real processes for the black-box tests, a
+//!   dev-dependency only.
 //!
 //! A change set flows: `POST /image/changesets` on any node → parsed into a
 //! [`sonraft_raft::changeset::ChangeSet`] → forwarded to the leader if needed → wrapped in a

@@ -1,4 +1,5 @@
-//! The `sonraft` command: `node` runs a site's node, `ctl` administers a cluster.
+//! The `sonraft` command: `node` runs a site's node, `ctl` administers a cluster, `sim`
+//! simulates an antenna fleet (`sonraft-sim`), `bench` measures a cluster (`sonraft-bench`).
 #![forbid(unsafe_code)]
 
 use clap::{Parser, Subcommand};
