@@ -85,20 +85,30 @@ impl Node {
             Envelope::new(command, now_ms()).map_err(|e| ProposeError::Raft(e.to_string()))?;
         let _in_flight = self.pass_hand_over_gate().await;
         let started = Instant::now();
-        let bound = match command {
-            // Every part of an import: its last one checks and applies the whole image.
-            Command::Import(_) | Command::ImportPart(_) => {
-                IMPORT_OUTCOME_BOUND.max(self.config.outcome_bound())
-            }
-            _ => self.config.outcome_bound(),
+        // Every part of an import waits long: its last one checks and applies the whole image,
+        // and its entries are large, so that replicating one can keep a majority's
+        // acknowledgements away for longer than an election timeout without anything being
+        // wrong (seen on a busy machine). An import is an operator's bulk change, not a
+        // latency-bound one: it does not give up on a silent quorum either.
+        let import = matches!(command, Command::Import(_) | Command::ImportPart(_));
+        let bound = if import {
+            IMPORT_OUTCOME_BOUND.max(self.config.outcome_bound())
+        } else {
+            self.config.outcome_bound()
         };
-        if let Some(silence) = self.lost_quorum() {
+        if !import && let Some(silence) = self.lost_quorum() {
             return Err(ProposeError::NoQuorum(silence));
         }
         let write = tokio::time::timeout(bound, self.raft.client_write(envelope));
+        let quorum_lost = async {
+            if import {
+                std::future::pending::<()>().await;
+            }
+            self.until_quorum_lost().await
+        };
         let result = tokio::select! {
             r = write => r.ok(),
-            silence = self.until_quorum_lost() => {
+            silence = quorum_lost => {
                 metrics::counter!("sonraft_proposals_outcome_unknown_total").increment(1);
                 tracing::warn!(
                     silence_ms = silence.as_millis() as u64,

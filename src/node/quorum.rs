@@ -6,7 +6,8 @@
 //! sites elect a new leader within a few hundred milliseconds. So, as the Raft thesis' leader
 //! does when an election timeout passes without a successful round of heartbeats to a
 //! majority (§6.2), a leader on which no majority of each configuration has accepted an
-//! AppendEntries sent in the last minimum election timeout gives up on its quorum:
+//! AppendEntries sent in the last maximum election timeout gives up on its quorum (imports
+//! excepted: see `propose`):
 //!
 //! - a proposal it holds is answered `outcome_unknown` at once: it is in the log and may still
 //!   commit (if the cut heals before another leader overwrites it), so nothing more is known;
@@ -53,10 +54,11 @@ impl Node {
         Some(Duration::from_micros(acks.now_us().saturating_sub(since)))
     }
 
-    /// Whether this leader has heard from no quorum for longer than the minimum election
-    /// timeout.
+    /// Whether this leader has heard from no quorum for longer than the maximum election
+    /// timeout (the minimum left too little room on a busy machine: a follower slow for 150 ms
+    /// made writes fail that nothing prevented).
     pub fn lost_quorum(&self) -> Option<Duration> {
-        let limit = Duration::from_millis(self.config.election_min_ms);
+        let limit = Duration::from_millis(self.config.election_max_ms);
         self.quorum_silence().filter(|s| *s > limit)
     }
 
