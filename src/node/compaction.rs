@@ -48,7 +48,7 @@ pub async fn snapshot_by_size(node: Arc<Node>) {
             continue;
         }
         let since = appended().saturating_sub(bytes_at_snapshot);
-        let budget = floor.max(newest_snapshot_bytes(&dir));
+        let budget = floor.max(largest_snapshot_bytes(&dir));
         if since < budget {
             continue;
         }
@@ -64,8 +64,8 @@ pub async fn snapshot_by_size(node: Arc<Node>) {
     }
 }
 
-/// Size of the largest snapshot file in `dir` (0 if none or unreadable): the image's size.
-fn newest_snapshot_bytes(dir: &Path) -> u64 {
+/// Size of the largest snapshot file in `dir` (0 if none or unreadable): about the image's size.
+fn largest_snapshot_bytes(dir: &Path) -> u64 {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return 0;
     };
