@@ -4,6 +4,9 @@
 
 use clap::{Parser, Subcommand};
 
+mod ctl;
+mod upgrade;
+
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -21,9 +24,9 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the node of one site.
-    Node(Box<sonraft::config::NodeArgs>),
+    Node(Box<sonraft_node::config::NodeArgs>),
     /// Administer a cluster over its admin API.
-    Ctl(sonraft::ctl::CtlArgs),
+    Ctl(ctl::CtlArgs),
     /// Simulate a fleet of antennas.
     Sim(sonraft_sim::SimArgs),
     /// Benchmarks: load generator, failover.
@@ -45,11 +48,11 @@ fn main() {
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Node(args) => {
-                let config = sonraft::config::NodeConfig::resolve(*args)?;
-                sonraft::node::init_logging(&config);
-                sonraft::node::run(config).await
+                let config = sonraft_node::config::NodeConfig::resolve(*args)?;
+                sonraft_node::init_logging(&config);
+                sonraft_node::run(config).await
             }
-            Command::Ctl(args) => sonraft::ctl::run(args).await,
+            Command::Ctl(args) => ctl::run(args).await,
             Command::Sim(args) => sonraft_sim::run(args).await,
             Command::Bench(args) => sonraft_bench::run(args).await,
         }

@@ -352,7 +352,7 @@ async fn bad_query_strings_get_documented_errors(c: &Cluster, api: &str) {
 
 /// The routes of the admin API's one route table: `(method, path)`.
 fn router_routes() -> Vec<(Method, String)> {
-    sonraft::api::ROUTES
+    sonraft_node::api::ROUTES
         .iter()
         .map(|r| (r.method.clone(), r.path.to_string()))
         .collect()

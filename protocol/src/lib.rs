@@ -5,7 +5,7 @@
 //! - [`net`]: sockets for many sessions: a listen backlog sized for reconnect storms and the
 //!   open-files limit.
 //!
-//! Both ends speak it: the node's antenna sessions (`sonraft::antennas`) and the simulated
+//! Both ends speak it: the node's antenna sessions (`sonraft_node::antennas`) and the simulated
 //! antennas (`sonraft-sim`). It is a crate of its own so that the simulator is built against the
 //! protocol alone and never against the node: the compiler then keeps the two ends from
 //! sharing anything but the wire.

@@ -4,9 +4,9 @@
 //! Every node asks every other member for its [`NodeFacts`] each [`FACTS_EVERY`]. The answers
 //! serve three purposes:
 //! - a leader's read lease may not outlast the vote promise of any voter (see
-//!   [`super::reads`]); a voter whose facts are unknown disables lease reads;
+//!   [`crate::reads`]); a voter whose facts are unknown disables lease reads;
 //! - membership changes refuse a node that does not answer, answers with another id, or runs
-//!   other election timing (see [`super::membership`]); `/cluster/health` reports who answers;
+//!   other election timing (see [`crate::membership`]); `/cluster/health` reports who answers;
 //! - a node that a newer membership no longer lists learns that it was removed, and stops.
 
 use std::collections::BTreeMap;
@@ -20,8 +20,8 @@ use sonraft_raft::codec;
 use sonraft_raft::command::{COMMAND_FORMAT, Command};
 use sonraft_raft::transport::{NodeFacts, PeerReply, PeerRpc, PeerService, SubmitError};
 
-use super::Node;
-use super::propose::ProposeError;
+use crate::Node;
+use crate::propose::ProposeError;
 
 /// How often a node asks each peer for its facts.
 pub const FACTS_EVERY: Duration = Duration::from_secs(1);
@@ -353,7 +353,7 @@ mod tests {
                     Some(vote_promise(*hb, emax))
                 })
                 .collect();
-            let lease = crate::node::reads::lease_for(leader_min, promises.iter().copied())
+            let lease = crate::reads::lease_for(leader_min, promises.iter().copied())
                 .expect("every promise known");
             for (hb, a, b) in &timings {
                 let emax = hb * (1 + a) + hb * b;
@@ -366,7 +366,7 @@ mod tests {
     #[test]
     fn an_unknown_promise_means_no_lease() {
         assert_eq!(
-            crate::node::reads::lease_for(150, [Some(Duration::from_millis(100)), None]),
+            crate::reads::lease_for(150, [Some(Duration::from_millis(100)), None]),
             None
         );
     }

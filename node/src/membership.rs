@@ -21,7 +21,7 @@ use openraft::error::ClientWriteError;
 use sonraft_raft::transport::{PeerCallError, PeerReply, PeerRpc};
 use sonraft_raft::{NodeId, NodeInfo};
 
-use super::Node;
+use crate::Node;
 
 /// The largest node id: ids travel in JSON, whose numbers are exact only up to 2^53 - 1.
 pub const MAX_NODE_ID: NodeId = (1 << 53) - 1;
@@ -453,7 +453,7 @@ fn refuse_weaker_voter_set(current: usize, next: usize) -> Result<(), Membership
 /// own, no new proposals. Dropping it (also when the hand-over is cancelled) ends it.
 struct Quiet<'a> {
     node: &'a Node,
-    _gate: super::gate::Closed<'a>,
+    _gate: crate::gate::Closed<'a>,
 }
 
 impl<'a> Quiet<'a> {

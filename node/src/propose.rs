@@ -18,7 +18,7 @@ use sonraft_raft::transport::{PeerCallError, PeerReply, PeerRpc};
 use sonraft_raft::{NodeId, NodeInfo};
 use sonraft_storage::read;
 
-use super::Node;
+use crate::Node;
 
 /// Why a command was not committed.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -162,7 +162,7 @@ impl Node {
 impl Node {
     /// Waits while leadership is being handed over (afterwards this node no longer leads and
     /// the proposal goes to the successor), never longer than a hand-over may take.
-    async fn pass_hand_over_gate(&self) -> super::gate::Passed<'_> {
+    async fn pass_hand_over_gate(&self) -> crate::gate::Passed<'_> {
         let deadline = tokio::time::Instant::now()
             + Duration::from_millis(4 * self.config.election_max_ms + 2000);
         self.hand_over_gate.pass(deadline).await

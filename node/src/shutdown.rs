@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use super::Node;
+use crate::Node;
 
 /// A one-shot stop signal that any number of tasks can wait on.
 #[derive(Clone)]

@@ -267,7 +267,7 @@ pub struct NodeConfig {
     /// Longest wait for a proposal's outcome (see [`NodeConfig::outcome_bound`]).
     pub outcome_timeout_ms: u64,
     pub snapshot_every: u64,
-    /// Snapshot by log size (see [`crate::node::compaction`]).
+    /// Snapshot by log size (see [`crate::compaction`]).
     pub snapshot_log_bytes: u64,
     pub max_body_bytes: usize,
     pub max_import_bytes: usize,
@@ -312,7 +312,7 @@ impl NodeConfig {
             .id
             .or(file.id)
             .context("--id (or SONRAFT_NODE_ID) is required")?;
-        if let Err(e) = crate::node::membership::check_node_id(id) {
+        if let Err(e) = crate::membership::check_node_id(id) {
             bail!("--id: {e}");
         }
         let site = args

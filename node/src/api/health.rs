@@ -14,7 +14,7 @@ use sonraft_storage::format::DATA_FORMAT;
 
 use super::error::Params;
 use super::forward;
-use crate::node::Node;
+use crate::Node;
 
 /// The process is up.
 pub async fn health() -> Json<serde_json::Value> {
@@ -107,7 +107,7 @@ pub async fn status(State(node): State<Arc<Node>>) -> Json<serde_json::Value> {
         "releases": releases,
         "millis_since_quorum_ack": m.millis_since_quorum_ack,
         // This node's wall clock (log times of the change sets it leads come from it).
-        "now_ms": crate::node::propose::now_ms(),
+        "now_ms": crate::propose::now_ms(),
     }))
 }
 

@@ -60,9 +60,9 @@ impl ApiError {
 
 /// The one mapping of a failed proposal to an answer. `NotLeader` is normally forwarded
 /// instead; it maps to 503 only when it cannot be.
-impl From<crate::node::propose::ProposeError> for ApiError {
-    fn from(e: crate::node::propose::ProposeError) -> Self {
-        use crate::node::propose::ProposeError as P;
+impl From<crate::propose::ProposeError> for ApiError {
+    fn from(e: crate::propose::ProposeError) -> Self {
+        use crate::propose::ProposeError as P;
         match e {
             P::NotLeader(_) => {
                 ApiError::unavailable("not_leader", "this node does not lead; retry").retry_after(1)

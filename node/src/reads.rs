@@ -7,7 +7,7 @@
 //!    candidate, itself included, for its *vote promise* after receiving it (openraft's vote
 //!    lease covers votes for others; this node forces elections only after that much silence,
 //!    see [`Node::force_election`]). Every voter tells its promise in its facts
-//!    ([`super::peers`]). So while a majority of each configuration accepted requests *sent*
+//!    ([`crate::peers`]). So while a majority of each configuration accepted requests *sent*
 //!    less than the shortest promise ago (less 10% for clock rates), no other leader can
 //!    exist: the read is served locally. While some voter's promise is unknown, there are no
 //!    lease reads. A hand-over also gives the lease up first ([`ReadBarrier::release_lease`]).
@@ -32,7 +32,7 @@ use openraft::ServerState;
 use sonraft_raft::transport::AckClock;
 use tokio::sync::{Notify, watch};
 
-use super::Node;
+use crate::Node;
 
 /// How long a proof waits for replication traffic before sending heartbeats of its own.
 pub const PIGGYBACK_WAIT: Duration = Duration::from_millis(3);

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use super::Node;
+use crate::Node;
 
 /// How often the log's growth is looked at.
 const CHECK_EVERY: Duration = Duration::from_secs(1);

@@ -20,7 +20,7 @@ use axum::response::{IntoResponse, Response};
 use tower_service::Service;
 
 use super::error::ApiError;
-use crate::node::Node;
+use crate::Node;
 
 /// Routes that need no token.
 const OPEN_ROUTES: [&str; 3] = ["/health", "/readyz", "/metrics"];

@@ -31,7 +31,7 @@ use axum::http::Method;
 use axum::routing::{MethodRouter, delete, get, post};
 use tokio::net::TcpListener;
 
-use crate::node::Node;
+use crate::Node;
 use error::ApiError;
 use front_door::FrontDoor;
 

@@ -21,13 +21,13 @@
 //! only briefly slow to answer from turning its clients away. Everything it answers here is
 //! an answer the client had to handle anyway.
 //!
-//! [`ProposeError::NoQuorum`]: super::propose::ProposeError::NoQuorum
+//! [`ProposeError::NoQuorum`]: crate::propose::ProposeError::NoQuorum
 
 use std::time::Duration;
 
 use openraft::ServerState;
 
-use super::Node;
+use crate::Node;
 
 /// How often a held proposal looks whether its leader lost its quorum.
 const CHECK_EVERY: Duration = Duration::from_millis(10);

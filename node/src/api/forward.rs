@@ -22,7 +22,7 @@ use sonraft_client::ClientError;
 use sonraft_raft::{NodeId, NodeInfo};
 
 use super::error::ApiError;
-use crate::node::Node;
+use crate::Node;
 
 /// Header marking a request forwarded by another node; its value is that node's id, so that
 /// a change set keeps the node it was proposed at as its origin.

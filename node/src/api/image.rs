@@ -17,8 +17,8 @@ use sonraft_storage::read;
 
 use super::error::{ApiError, Params, parse_json, read_body};
 use super::forward;
-use crate::node::Node;
-use crate::node::propose::ProposeError;
+use crate::Node;
+use crate::propose::ProposeError;
 
 /// How fresh a read must be.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -101,7 +101,7 @@ pub async fn prepare_read(
         )),
         Consistency::Linearizable => match node.reads.wait().await {
             Ok(()) => Ok(None),
-            Err(crate::node::reads::ReadError::NotLeader) => Ok(Some(
+            Err(crate::reads::ReadError::NotLeader) => Ok(Some(
                 forward::to_leader(node, Method::GET, uri, headers, None).await,
             )),
             Err(e) => Err(ApiError::unavailable("no_quorum", e.to_string())),

@@ -2,7 +2,7 @@
 //! above all how many voters may fail before the cluster stops taking writes.
 //!
 //! A node judges from its own position: the members it reaches (their facts, asked each second,
-//! see [`super::peers`]) and, when it leads, how far each follower's log matches its own. Only
+//! see [`crate::peers`]) and, when it leads, how far each follower's log matches its own. Only
 //! the leader knows the lags; the API forwards `/cluster/health` to it.
 
 use std::collections::BTreeSet;
@@ -11,7 +11,7 @@ use openraft::ServerState;
 use serde::Serialize;
 use sonraft_raft::NodeId;
 
-use super::Node;
+use crate::Node;
 
 /// One member as this node sees it.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use openraft::ServerState;
 use rand::Rng;
 
-use super::Node;
+use crate::Node;
 
 /// Whether a TCP connection to `addr` is refused (the process is gone) within `within`.
 async fn refused(addr: &str, within: Duration) -> bool {
@@ -53,7 +53,7 @@ pub async fn watch_leader(node: Arc<Node>) {
             .filter(|v| *v != leader && *v < node.id)
             .count() as u32;
         let silence = contact.silence();
-        let first = super::peers::WATCHDOG_SILENCE_HEARTBEATS as u32;
+        let first = crate::peers::WATCHDOG_SILENCE_HEARTBEATS as u32;
         if silence < hb * (first + rank) || !node.may_force_election(false) {
             continue;
         }

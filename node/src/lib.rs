@@ -1,19 +1,44 @@
-//! The node: one site's sonraft process, wired top to bottom in [`run`].
+//! # sonraft-node: one site's sonraft process
 //!
+//! One identical node runs at each site of an operator. The nodes keep the network image
+//! (sites, cells, neighbour relations) in sled, replicated with Raft ([`sonraft_raft`],
+//! [`sonraft_storage`]); this crate is the node around them, wired top to bottom in [`run`]:
+//!
+//! - [`config`]: flags, TOML file and environment, in that order of precedence;
+//! - [`api`]: the admin HTTP API (axum), one file per group of routes;
 //! - [`propose`]: how a command gets into the log (leader check, log time, cluster version);
 //! - [`quorum`]: a leader that no majority hears answers its clients at once;
 //! - [`batcher`]: concurrent change sets share log entries (group commit);
 //! - [`reads`]: concurrent linearizable reads share leadership confirmations;
 //! - [`health`]: the cluster's health and fault tolerance from this node's position;
 //! - [`membership`]: init, learners, voters, removal and leader hand-over;
+//! - [`gate`]: the gate that holds new proposals while leadership is handed over;
 //! - [`peers`]: what this node answers other nodes on the Raft listener, and what it knows of
 //!   them (their facts, who answers);
+//! - [`compaction`]: snapshots by log size as well as by entry count;
 //! - [`shutdown`]: SIGTERM/SIGINT handling and the graceful stop sequence;
 //! - [`telemetry`]: logging and Prometheus metrics;
-//! - [`watchdog`]: fast detection of a crashed leader.
+//! - [`watchdog`]: fast detection of a crashed leader;
+//! - [`antennas`]: sessions with this site's antennas and their raw counters;
+//! - [`son`]: the SON functions and their per-period cycle.
+//!
+//! Its neighbours are crates of their own, each with one job (the graph is in the README's
+//! Layout): [`sonraft_protocol`] (the antenna protocol and the sockets for many sessions),
+//! [`sonraft_client`] (the keep-alive JSON client of the admin API, used here to forward
+//! requests to the leader). The `sonraft` binary runs this crate's [`run`] for `sonraft node`,
+//! next to `ctl`, `sim` and `bench`, which this crate never calls.
+//!
+//! A change set flows: `POST /image/changesets` on any node → parsed into a
+//! [`sonraft_raft::changeset::ChangeSet`] → forwarded to the leader if needed → wrapped in a
+//! log envelope stamped with the leader's clock → committed by Raft (durable on a quorum) →
+//! applied by every node's state machine → the outcome returned to the caller.
+#![forbid(unsafe_code)]
 
+pub mod antennas;
+pub mod api;
 pub mod batcher;
 pub mod compaction;
+pub mod config;
 pub mod gate;
 pub mod health;
 pub mod membership;
@@ -22,8 +47,12 @@ pub mod propose;
 pub mod quorum;
 pub mod reads;
 pub mod shutdown;
+pub mod son;
 pub mod telemetry;
 pub mod watchdog;
+
+/// This build's release, as advertised to the cluster and shown in `/status`.
+pub const RELEASE: &str = env!("CARGO_PKG_VERSION");
 
 use std::path::Path;
 use std::sync::Arc;

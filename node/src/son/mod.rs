@@ -30,10 +30,10 @@ use sonraft_raft::model::KpiSummary;
 use sonraft_storage::read;
 use tokio::sync::mpsc;
 
+use crate::Node;
 use crate::antennas::counters::ClosedPeriod;
 use crate::antennas::fleet::Fleet;
-use crate::node::Node;
-use crate::node::propose::now_ms;
+use crate::propose::now_ms;
 use view::RadioView;
 
 /// A change set and the own cells whose antennas it reconfigures.
@@ -156,7 +156,7 @@ pub async fn run(
             }
         }
         let started = std::time::Instant::now();
-        let waited_ms = crate::node::propose::now_ms().saturating_sub(period.end_ms);
+        let waited_ms = crate::propose::now_ms().saturating_sub(period.end_ms);
         // KPI summaries replicate beside the analysis: this site's functions read its own
         // cells' counters directly, other sites read them from the image next period.
         let kpis = tokio::spawn({

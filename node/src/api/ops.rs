@@ -10,7 +10,7 @@ use serde_json::json;
 use sonraft_storage::snapshot::encode_snapshot;
 
 use super::error::ApiError;
-use crate::node::Node;
+use crate::Node;
 
 /// `POST /snapshot`: build a snapshot now (and purge the log behind it).
 pub async fn snapshot(State(node): State<Arc<Node>>) -> Result<Response, ApiError> {

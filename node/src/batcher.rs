@@ -15,8 +15,8 @@ use sonraft_raft::command::{Command, Response};
 use sonraft_storage::read;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
-use super::Node;
-use super::propose::ProposeError;
+use crate::Node;
+use crate::propose::ProposeError;
 
 /// Most change sets in one entry.
 pub const MAX_BATCH: usize = sonraft_raft::command::MAX_CHANGE_SETS_PER_ENTRY;

@@ -16,8 +16,8 @@ use sonraft_raft::{NodeId, NodeInfo};
 
 use super::error::{ApiError, Params, parse_json, read_body};
 use super::forward;
-use crate::node::Node;
-use crate::node::membership::MembershipError;
+use crate::Node;
+use crate::membership::MembershipError;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -133,7 +133,7 @@ pub async fn init(
 
 /// A node id from a request, refused with the range when it is none.
 fn node_id(id: NodeId) -> Result<NodeId, ApiError> {
-    crate::node::membership::check_node_id(id).map_err(ApiError::unprocessable)?;
+    crate::membership::check_node_id(id).map_err(ApiError::unprocessable)?;
     Ok(id)
 }
 

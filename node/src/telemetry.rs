@@ -6,7 +6,7 @@ use anyhow::Context;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use openraft::ServerState;
 
-use super::Node;
+use crate::Node;
 use crate::config::{LogFormat, NodeConfig};
 
 /// Structured logs on stderr, coloured only on a terminal; `RUST_LOG` filters (default: info,

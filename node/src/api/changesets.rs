@@ -15,8 +15,8 @@ use super::error::{ApiError, Params, parse_json, read_body};
 use super::forward;
 use super::image::{Consistency, limit_from_query, prepare_read};
 use super::json::{ChangeSetBody, change_set, history_json, outcome_json};
-use crate::node::Node;
-use crate::node::propose::{ProposeError, now_ms};
+use crate::Node;
+use crate::propose::{ProposeError, now_ms};
 
 /// The HTTP status of an outcome: 200 applied, 409 conflict or rejected, 422 invalid.
 pub fn status_of(o: &Outcome) -> StatusCode {

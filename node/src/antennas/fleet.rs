@@ -281,7 +281,7 @@ impl Fleet {
     }
 
     fn record_latency(&self, period_end_ms: u64) {
-        let now = crate::node::propose::now_ms();
+        let now = crate::propose::now_ms();
         let ms = now.saturating_sub(period_end_ms) as f64;
         metrics::histogram!("sonraft_son_close_to_ack_seconds").record(ms / 1000.0);
         let mut l = lock(&self.latencies_ms);
@@ -304,7 +304,7 @@ impl Fleet {
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
-        let now = crate::node::propose::now_ms();
+        let now = crate::propose::now_ms();
         let (mut connected, mut in_sync, mut diverged) = (0, 0, 0);
         let mut list = Vec::new();
         let mut sorted = sessions;
