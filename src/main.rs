@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 mod ctl;
 mod upgrade;
 
+#[cfg(feature = "mimalloc")]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
