@@ -1,34 +1,25 @@
-//! # sonraft-raft: what a sonraft cluster agrees on, and how its nodes talk
+//! # sonraft-raft: how a sonraft cluster replicates its image
 //!
-//! A sonraft cluster replicates one **network image** (sites, cells, neighbour relations and
-//! their configuration) with Raft. This crate holds everything about that image that does not
-//! depend on where it is stored:
+//! What the cluster agrees on — the network image, change sets, their rules and the log
+//! entry's data — is the pure crate `sonraft-model`, re-exported here as [`model`],
+//! [`changeset`], [`rules`], [`command`] and [`codec`]. This crate puts it on Raft:
 //!
-//! - [`model`]: the image's data types, the legal range of every parameter, and
-//!   [`model::image::NetworkImage`], which applies commands deterministically;
-//! - [`changeset`]: the optimistic transaction ([`changeset::ChangeSet`]) and its
-//!   [`changeset::Outcome`];
-//! - [`rules`]: the pure validation rules a change set must pass when it is applied (read-set
-//!   versions, legal values, per-step limits, coordination between SON functions);
-//! - [`command`]: the log entry, a versioned [`command::Envelope`] around a
-//!   [`command::Command`];
+//! - the Raft types, declared once: [`TypeConfig`] (the entry's data is
+//!   [`command::Envelope`], its response [`command::Response`]), [`NodeId`], [`NodeInfo`] and
+//!   the aliases [`Raft`], [`Entry`], [`LogId`] and the rest;
 //! - [`transport`]: openraft's network over HTTP/1.1 (hyper), bincode bodies, cluster secret;
 //! - [`durable`]: how far the local log is on disk, which gates applying and the commit index
-//!   a leader tells its followers;
-//! - [`codec`]: the bounded bincode encoding used on disk and on the wire.
+//!   a leader tells its followers.
 //!
 //! A request flows: a node builds a `Command`, wraps it in an `Envelope` stamped with the
 //! leader's clock, and hands it to openraft; once committed, every node's state machine calls
 //! [`model::image::NetworkImage::apply_entry`] and gets the same `Response`.
 #![forbid(unsafe_code)]
 
-pub mod changeset;
-pub mod codec;
-pub mod command;
 pub mod durable;
-pub mod model;
-pub mod rules;
 pub mod transport;
+
+pub use sonraft_model::{changeset, codec, command, model, rules};
 
 use std::fmt;
 
