@@ -23,11 +23,11 @@
 use std::collections::BTreeMap;
 
 use proptest::prelude::*;
-use sonraft_raft::changeset::{ChangeSet, Function, Origin, Outcome, ReadVersion, Write};
-use sonraft_raft::command::{Command, Envelope, ImageImport, Response};
-use sonraft_raft::model::image::{Changes, NetworkImage};
-use sonraft_raft::model::param::{check_cell, check_relation};
-use sonraft_raft::model::{
+use sonraft_model::changeset::{ChangeSet, Function, Origin, Outcome, ReadVersion, Write};
+use sonraft_model::command::{Command, Envelope, ImageImport, Response};
+use sonraft_model::model::image::{Changes, NetworkImage};
+use sonraft_model::model::param::{check_cell, check_relation};
+use sonraft_model::model::{
     AdminState, Cell, EnergySaving, EntityRef, Param, Q_OFFSET_RANGE_DB, Rat, Relation,
     TIME_TO_TRIGGER_MS, Value,
 };

@@ -1,10 +1,10 @@
 //! A small network image to test rules against.
 #![allow(dead_code)]
 
-use sonraft_raft::changeset::{ChangeSet, Function, Origin, ReadVersion, Write};
-use sonraft_raft::command::{Command, ImageImport};
-use sonraft_raft::model::image::{Changes, NetworkImage};
-use sonraft_raft::model::{Cell, EntityRef, Param, Rat, Relation, Site, Value};
+use sonraft_model::changeset::{ChangeSet, Function, Origin, ReadVersion, Write};
+use sonraft_model::command::{Command, ImageImport};
+use sonraft_model::model::image::{Changes, NetworkImage};
+use sonraft_model::model::{Cell, EntityRef, Param, Rat, Relation, Site, Value};
 
 pub fn site(id: &str) -> Site {
     Site {
@@ -49,7 +49,7 @@ pub fn image() -> NetworkImage {
     };
     let r = img.apply(1, &Command::Import(import), &mut Changes::default());
     assert!(
-        matches!(r, sonraft_raft::command::Response::Imported(Ok(_))),
+        matches!(r, sonraft_model::command::Response::Imported(Ok(_))),
         "{r:?}"
     );
     assert_eq!(Rat::Lte.max_pci(), 503);

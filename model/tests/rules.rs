@@ -3,18 +3,18 @@
 mod common;
 
 use common::*;
-use sonraft_raft::changeset::{Function, Outcome};
-use sonraft_raft::command::ImageImport;
-use sonraft_raft::command::{Command, Envelope, Response};
-use sonraft_raft::model::image::{Changes, NetworkImage};
-use sonraft_raft::model::import::{ImportOutcome, ImportPart};
-use sonraft_raft::model::{Param, Policy, Value};
+use sonraft_model::changeset::{Function, Outcome};
+use sonraft_model::command::ImageImport;
+use sonraft_model::command::{Command, Envelope, Response};
+use sonraft_model::model::image::{Changes, NetworkImage};
+use sonraft_model::model::import::{ImportOutcome, ImportPart};
+use sonraft_model::model::{Param, Policy, Value};
 
 fn apply(
     img: &mut NetworkImage,
     index: u64,
     now_ms: u64,
-    cs: sonraft_raft::changeset::ChangeSet,
+    cs: sonraft_model::changeset::ChangeSet,
 ) -> Outcome {
     let env = Envelope::new(&Command::ChangeSet(cs), now_ms).expect("encode");
     match img
@@ -330,7 +330,7 @@ fn garbage_in_a_command_body_is_an_error_not_a_panic() {
 fn the_effective_format_is_the_lowest_among_voters() {
     let mut img = image();
     for (id, f) in [(1, 1), (2, 2), (3, 2)] {
-        let r = sonraft_raft::model::NodeRelease {
+        let r = sonraft_model::model::NodeRelease {
             node_id: id,
             release: "x".into(),
             max_command_format: f,
@@ -349,7 +349,7 @@ fn the_effective_format_is_the_lowest_among_voters() {
 #[test]
 fn an_import_with_a_dangling_relation_is_refused_whole() {
     let mut img = NetworkImage::default();
-    let import = sonraft_raft::command::ImageImport {
+    let import = sonraft_model::command::ImageImport {
         sites: vec![site("A")],
         cells: vec![cell("A-1", "A", 1)],
         relations: vec![relation("A-1", "X-9")],
@@ -387,7 +387,7 @@ fn versions_of_a_pruned_and_re_created_relation_never_repeat() {
         vec![write(key, Param::Exists, Value::Bool(false))],
     );
     assert_eq!(apply(&mut img, 3, 1_000, prune).kind(), "applied");
-    let again = sonraft_raft::command::ImageImport {
+    let again = sonraft_model::command::ImageImport {
         relations: vec![relation("A-1", "A-3")],
         ..Default::default()
     };
@@ -409,7 +409,7 @@ fn import_part(id: u64, part: u32, last: bool, data: ImageImport) -> Command {
         import_id: id,
         part,
         last,
-        origin: sonraft_raft::changeset::Origin {
+        origin: sonraft_model::changeset::Origin {
             node: 1,
             function: Function::Operator,
         },
