@@ -36,8 +36,10 @@ pub use state_machine::{
 
 use durable::{Durability, GroupCommit, SyncStats};
 use snapshot::SnapshotDir;
+use sonraft_raft::NodeId;
 use sonraft_raft::durable::DurableLog;
-use sonraft_raft::model::image::HistoryRecord;
+use sonraft_raft::model::image::{HistoryRecord, NetworkImage};
+use sonraft_raft::model::{Cell, NodeRelease};
 
 /// An opened data directory: hand `log` and `sm` to openraft, keep `reader` for reads.
 pub struct Store {
@@ -59,9 +61,57 @@ pub struct StoreReader {
 }
 
 impl StoreReader {
-    /// The applied state (image, last-applied id, membership).
+    /// The applied state (image, last-applied id, membership) and its lock: for this crate's
+    /// tests and tools. The node reads through the queries below, which never hand the lock out.
     pub fn state(&self) -> &SharedImage {
         &self.shared
+    }
+
+    /// Runs `f` on the applied image. `f` runs under the state's read lock, which the apply
+    /// path waits for: keep it to reading and copying out (it cannot await).
+    pub fn with_image<R>(&self, f: impl FnOnce(&NetworkImage) -> R) -> R {
+        f(&read(&self.shared).image)
+    }
+
+    /// [`StoreReader::with_image`], also given the last applied log index (0: none) the image
+    /// reflects.
+    pub fn with_applied_image<R>(&self, f: impl FnOnce(&NetworkImage, u64) -> R) -> R {
+        let state = read(&self.shared);
+        f(&state.image, state.last_applied.map_or(0, |l| l.index))
+    }
+
+    /// One cell of the applied image.
+    pub fn cell(&self, id: &str) -> Option<Cell> {
+        self.with_image(|image| image.cells.get(id).cloned())
+    }
+
+    /// The cluster's effective command format among `voters`: the lowest any of them
+    /// advertised (see [`NetworkImage::effective_format`]).
+    pub fn effective_format(&self, voters: &[NodeId]) -> u16 {
+        self.with_image(|image| image.effective_format(voters.iter().copied()))
+    }
+
+    /// Every release advertised to the cluster, by node, and the effective command format
+    /// among `voters`.
+    pub fn releases(&self, voters: &[NodeId]) -> (Vec<NodeRelease>, u16) {
+        self.with_image(|image| {
+            let releases = image.releases.values().cloned().collect();
+            (releases, image.effective_format(voters.iter().copied()))
+        })
+    }
+
+    /// The release `node` advertised, if it did.
+    pub fn release_of(&self, node: NodeId) -> Option<NodeRelease> {
+        self.with_image(|image| image.releases.get(&node).cloned())
+    }
+
+    /// The effective command format among `voters`, and whether every one of them advertised
+    /// its release yet.
+    pub fn effective_format_known(&self, voters: &[NodeId]) -> (u16, bool) {
+        self.with_image(|image| {
+            let known = voters.iter().all(|v| image.releases.contains_key(v));
+            (image.effective_format(voters.iter().copied()), known)
+        })
     }
 
     /// Up to `limit` history records, newest first, each with its cursor: those older than
