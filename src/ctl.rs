@@ -5,9 +5,12 @@
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use bytes::Bytes;
 use clap::{Args, Subcommand};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
-use sonraft_client::{ApiClient, ApiResponse};
+use sonraft_client::{ApiClient, ApiResponse, v1, with_query};
 
 use crate::upgrade;
 
@@ -154,19 +157,33 @@ struct Ctl {
     json: bool,
 }
 
+/// A successful answer: the node's JSON as it sent it (what `--json` prints) and read into `T`.
+struct Answer<T> {
+    raw: Bytes,
+    body: T,
+}
+
+/// A request body as JSON.
+fn json_body(body: &impl Serialize) -> anyhow::Result<Bytes> {
+    Ok(Bytes::from(serde_json::to_vec(body)?))
+}
+
 impl Ctl {
     /// Sends to the first node that answers.
     async fn call(
         &self,
         method: hyper::Method,
         path: &str,
-        body: Option<Value>,
+        body: Option<Bytes>,
     ) -> anyhow::Result<ApiResponse> {
         let mut last = None;
         for n in &self.nodes {
             let url = format!("{}{path}", sonraft_client::base_url(n));
-            let bytes = body.as_ref().map(|b| bytes::Bytes::from(b.to_string()));
-            match self.client.send(method.clone(), &url, bytes, &[]).await {
+            match self
+                .client
+                .send(method.clone(), &url, body.clone(), &[])
+                .await
+            {
                 Ok(r) => return Ok(r),
                 Err(e) => last = Some(e),
             }
@@ -177,33 +194,39 @@ impl Ctl {
         }
     }
 
-    async fn ok(
+    /// Sends to the first node that answers and reads a successful answer as `T`; an error
+    /// answer is an error naming its status and body.
+    async fn ok<T: DeserializeOwned>(
         &self,
         method: hyper::Method,
         path: &str,
-        body: Option<Value>,
-    ) -> anyhow::Result<Value> {
+        body: Option<Bytes>,
+    ) -> anyhow::Result<Answer<T>> {
         let r = self.call(method, path, body).await?;
-        let v = r.json();
         if !r.status.is_success() {
-            bail!(
-                "{} {}",
-                r.status,
-                if v.is_null() {
-                    String::from_utf8_lossy(&r.body).into_owned()
-                } else {
-                    v.to_string()
-                }
-            );
+            bail!("{} {}", r.status, String::from_utf8_lossy(&r.body));
         }
-        Ok(v)
+        let body = r
+            .parse()
+            .with_context(|| format!("the answer to {path} is not understood"))?;
+        Ok(Answer { raw: r.body, body })
     }
 
-    fn print(&self, v: &Value, human: impl FnOnce(&Value)) {
+    /// The node's JSON with `--json`, else `human`'s rendering of it.
+    fn show<T>(&self, answer: &Answer<T>, human: impl FnOnce(&T)) {
+        if self.json {
+            println!("{}", String::from_utf8_lossy(&answer.raw));
+        } else {
+            human(&answer.body);
+        }
+    }
+
+    /// `v` with `--json` (what ctl itself reports), else `human`.
+    fn print(&self, v: &Value, human: impl FnOnce()) {
         if self.json {
             println!("{v}");
         } else {
-            human(v);
+            human();
         }
     }
 }
@@ -214,6 +237,25 @@ fn s(v: &Value) -> String {
         Value::Null => "-".into(),
         other => other.to_string(),
     }
+}
+
+/// An optional number as a table shows it.
+fn opt(v: Option<u64>) -> String {
+    v.map_or("-".into(), |v| v.to_string())
+}
+
+/// A cell or relation's version (the image's entities are not part of [`v1`]; this is all a
+/// change set's read set needs of them).
+#[derive(serde::Deserialize)]
+struct Versioned {
+    version: u64,
+}
+
+/// A relation's target and version, to find one relation among a cell's.
+#[derive(serde::Deserialize)]
+struct RelationVersion {
+    target: String,
+    version: u64,
 }
 
 /// Runs one `ctl` command.
@@ -232,52 +274,62 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
     use hyper::Method;
     match args.command {
         CtlCommand::Status => {
+            // Each node's own JSON for `--json`; its status, or why there is none, for the table.
+            let mut raw = Vec::new();
             let mut rows = Vec::new();
             for n in &ctl.nodes {
-                match ctl.client.get(n, "/status").await {
-                    Ok(r) if r.status.is_success() => rows.push(r.json()),
-                    Ok(r) => rows.push(json!({"node": n, "error": format!("{} {}", r.status, String::from_utf8_lossy(&r.body))})),
-                    Err(e) => rows.push(json!({"node": n, "error": e.to_string()})),
+                let row = match ctl.client.get(n, "/status").await {
+                    Ok(r) if r.status.is_success() => r
+                        .parse::<v1::Status>()
+                        .map(|st| (r.json(), st))
+                        .map_err(|e| format!("status not understood: {e}")),
+                    Ok(r) => Err(format!("{} {}", r.status, String::from_utf8_lossy(&r.body))),
+                    Err(e) => Err(e.to_string()),
+                };
+                match row {
+                    Ok((json, st)) => {
+                        raw.push(json);
+                        rows.push(Ok(st));
+                    }
+                    Err(e) => {
+                        raw.push(json!({"node": n, "error": e}));
+                        rows.push(Err((n, e)));
+                    }
                 }
             }
-            ctl.print(&json!(rows), |_| {
+            ctl.print(&json!(raw), || {
                 println!(
                     "{:<4} {:<10} {:<10} {:>5} {:>7} {:>10} {:>10}  api",
                     "id", "site", "role", "term", "leader", "last_log", "applied"
                 );
                 for r in &rows {
-                    if let Some(e) = r.get("error") {
-                        println!("{:<4} {}  ({})", "?", s(&r["node"]), s(e));
-                        continue;
+                    match r {
+                        Err((node, e)) => println!("{:<4} {node}  ({e})", "?"),
+                        Ok(st) => println!(
+                            "{:<4} {:<10} {:<10} {:>5} {:>7} {:>10} {:>10}  {}",
+                            st.id,
+                            st.site,
+                            s(&json!(st.role)),
+                            st.term,
+                            opt(st.leader_id),
+                            st.last_log_index,
+                            st.last_applied_index,
+                            st.this.api_addr
+                        ),
                     }
-                    println!(
-                        "{:<4} {:<10} {:<10} {:>5} {:>7} {:>10} {:>10}  {}",
-                        s(&r["id"]),
-                        s(&r["site"]),
-                        s(&r["role"]),
-                        s(&r["term"]),
-                        s(&r["leader_id"]),
-                        s(&r["last_log_index"]),
-                        s(&r["last_applied_index"]),
-                        s(&r["self"]["api_addr"])
-                    );
                 }
             });
         }
         CtlCommand::Members => {
-            let v = ctl.ok(Method::GET, "/status", None).await?;
-            ctl.print(&v, |v| {
-                println!("voters:   {}", v["voters"]);
-                println!("learners: {}", v["learners"]);
-                if let Some(nodes) = v["nodes"].as_object() {
-                    for (id, n) in nodes {
-                        println!(
-                            "  {id:<4} {:<10} raft {:<22} api {}",
-                            s(&n["site"]),
-                            s(&n["raft_addr"]),
-                            s(&n["api_addr"])
-                        );
-                    }
+            let v = ctl.ok::<v1::Status>(Method::GET, "/status", None).await?;
+            ctl.show(&v, |st| {
+                println!("voters:   {}", json!(st.voters));
+                println!("learners: {}", json!(st.learners));
+                for (id, n) in &st.nodes {
+                    println!(
+                        "  {id:<4} {:<10} raft {:<22} api {}",
+                        n.site, n.raft_addr, n.api_addr
+                    );
                 }
             });
         }
@@ -289,13 +341,16 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
                     .get(n, "/status")
                     .await
                     .with_context(|| format!("node {n}"))?;
-                let v = r.json();
-                list.push(json!({"id": v["id"], "site": v["site"], "raft_addr": v["self"]["raft_addr"], "api_addr": v["self"]["api_addr"]}));
+                let st: v1::Status = r
+                    .parse()
+                    .with_context(|| format!("the status of node {n} is not understood"))?;
+                list.push(node_spec(&st));
             }
+            let init = v1::InitRequest { nodes: list };
             let v = ctl
-                .ok(Method::POST, "/cluster/init", Some(json!({"nodes": list})))
+                .ok::<v1::Initialized>(Method::POST, "/cluster/init", Some(json_body(&init)?))
                 .await?;
-            ctl.print(&v, |v| println!("initialised; voters {}", v["voters"]));
+            ctl.show(&v, |v| println!("initialised; voters {}", json!(v.voters)));
         }
         CtlCommand::Join {
             addr,
@@ -308,47 +363,51 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
                 .get(&addr, "/status")
                 .await
                 .with_context(|| format!("the new node at {addr}"))?;
-            let me = r.json();
-            let body = json!({"id": me["id"], "site": me["site"], "raft_addr": me["self"]["raft_addr"], "api_addr": me["self"]["api_addr"]});
-            let force_q = if force { "?force=true" } else { "" };
-            ctl.ok(
-                Method::POST,
-                &format!("/cluster/learners{force_q}"),
-                Some(body),
-            )
-            .await?;
-            let mut out = json!({"learner": me["id"]});
+            let me: v1::Status = r.parse().with_context(|| {
+                format!("the status of the new node at {addr} is not understood")
+            })?;
+            let force_q = with_query("", &v1::ForceQuery { force });
+            let added = ctl
+                .ok::<v1::LearnerAdded>(
+                    Method::POST,
+                    &format!("/cluster/learners{force_q}"),
+                    Some(json_body(&node_spec(&me))?),
+                )
+                .await?;
+            let mut out = added.raw;
             if voter || replace.is_some() {
-                let st = ctl.ok(Method::GET, "/status", None).await?;
-                let mut ids: Vec<Value> = st["voters"].as_array().cloned().unwrap_or_default();
+                let st = ctl.ok::<v1::Status>(Method::GET, "/status", None).await?;
+                let mut ids = st.body.voters;
                 if let Some(old) = replace {
                     let before = ids.len();
-                    ids.retain(|v| v.as_u64() != Some(old));
+                    ids.retain(|v| *v != old);
                     if ids.len() == before {
                         bail!("node {old} is not a voter; nothing to replace");
                     }
                 }
-                ids.push(me["id"].clone());
+                ids.push(me.id);
                 out = ctl
-                    .ok(
+                    .ok::<v1::VotersChanged>(
                         Method::POST,
                         &format!("/cluster/voters{force_q}"),
-                        Some(json!({"ids": ids})),
+                        Some(json_body(&v1::VotersRequest { ids })?),
                     )
-                    .await?;
+                    .await?
+                    .raw;
             }
-            ctl.print(&out, |v| println!("joined: {v}"));
+            let out = String::from_utf8_lossy(&out);
+            if ctl.json {
+                println!("{out}");
+            } else {
+                println!("joined: {out}");
+            }
         }
         CtlCommand::Remove { id, force } => {
-            let force_q = if force { "?force=true" } else { "" };
+            let path = with_query(&format!("/cluster/nodes/{id}"), &v1::ForceQuery { force });
             let v = ctl
-                .ok(
-                    Method::DELETE,
-                    &format!("/cluster/nodes/{id}{force_q}"),
-                    None,
-                )
+                .ok::<v1::NodeRemoved>(Method::DELETE, &path, None)
                 .await?;
-            ctl.print(&v, |_| println!("removed node {id}"));
+            ctl.show(&v, |v| println!("removed node {}", v.removed));
         }
         CtlCommand::Leader {
             away_from: Some(from),
@@ -364,15 +423,19 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
             .await?;
             let took_ms = started.elapsed().as_millis() as u64;
             let v = json!({"leader_id": leader, "moved": leader != from, "took_ms": took_ms});
-            ctl.print(&v, |_| println!("node {leader} leads ({took_ms} ms)"));
+            ctl.print(&v, || println!("node {leader} leads ({took_ms} ms)"));
         }
         CtlCommand::Leader { id, .. } => {
             let id = id.context("give a node ID or --away-from ID")?;
             let v = ctl
-                .ok(Method::POST, "/cluster/leader", Some(json!({"id": id})))
+                .ok::<v1::LeaderHandedOver>(
+                    Method::POST,
+                    "/cluster/leader",
+                    Some(json_body(&v1::LeaderRequest { id })?),
+                )
                 .await?;
-            ctl.print(&v, |v| {
-                println!("node {id} leads (hand-over took {} ms)", s(&v["took_ms"]))
+            ctl.show(&v, |v| {
+                println!("node {} leads (hand-over took {} ms)", v.leader, v.took_ms)
             });
         }
         CtlCommand::Health {
@@ -392,7 +455,7 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
                 upgrade::wait_caught_up(&ctl.client, &ctl.nodes, id, Duration::from_secs(within))
                     .await?;
             let v = json!({"id": id, "took_ms": took.as_millis() as u64});
-            ctl.print(&v, |_| {
+            ctl.print(&v, || {
                 println!("node {id} caught up ({} ms)", took.as_millis())
             });
         }
@@ -402,8 +465,8 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
                 query.push(("site", site));
             }
             let path = format!("/image/cells{}", query_string(&query));
-            let v = ctl.ok(Method::GET, &path, None).await?;
-            ctl.print(&v, |v| {
+            let v = ctl.ok::<Value>(Method::GET, &path, None).await?;
+            ctl.show(&v, |v| {
                 println!(
                     "{:<12} {:<8} {:<4} {:>5} {:>7} {:>5} {:>5} {:>5} {:>5}  version",
                     "cell", "site", "rat", "pci", "arfcn", "tilt", "hyst", "ttt", "pwr"
@@ -427,20 +490,15 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
         }
         CtlCommand::Cell { id } => {
             let v = ctl
-                .ok(
+                .ok::<Value>(
                     Method::GET,
                     &format!("/image/cells/{}", urlencode(&id)),
                     None,
                 )
                 .await?;
-            println!(
-                "{}",
-                if ctl.json {
-                    v.to_string()
-                } else {
-                    serde_json::to_string_pretty(&v)?
-                }
-            );
+            ctl.show(&v, |v| {
+                println!("{}", serde_json::to_string_pretty(v).unwrap_or_default())
+            });
         }
         CtlCommand::Propose {
             function,
@@ -449,63 +507,72 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
             file,
             dry_run,
         } => {
+            // A file is sent as it is, once it is known to be JSON: the node judges the rest.
             let body = match file {
-                Some(f) => serde_json::from_slice(
-                    &std::fs::read(&f).with_context(|| format!("cannot read {}", f.display()))?,
-                )
-                .with_context(|| format!("{} is not JSON", f.display()))?,
-                None => build_change_set(&ctl, &function, &reason, &sets).await?,
-            };
-            let path = if dry_run {
-                "/image/changesets?dry_run=true"
-            } else {
-                "/image/changesets"
-            };
-            let r = ctl.call(Method::POST, path, Some(body)).await?;
-            let v = r.json();
-            ctl.print(&v, |v| match v["outcome"].as_str() {
-                Some("applied") => {
-                    println!("applied at index {}: {}", s(&v["index"]), v["versions"])
+                Some(f) => {
+                    let text = std::fs::read(&f)
+                        .with_context(|| format!("cannot read {}", f.display()))?;
+                    serde_json::from_slice::<Value>(&text)
+                        .with_context(|| format!("{} is not JSON", f.display()))?;
+                    Bytes::from(text)
                 }
-                Some("conflict") => println!("conflict: current versions {}", v["current"]),
-                Some(o) => println!("{o}: {}", s(&v["reason"])),
-                None => println!("{} {}", r.status, v),
-            });
+                None => json_body(&build_change_set(&ctl, &function, &reason, &sets).await?)?,
+            };
+            let path = with_query("/image/changesets", &v1::ProposeQuery { dry_run });
+            let r = ctl.call(Method::POST, &path, Some(body)).await?;
+            if ctl.json {
+                println!("{}", String::from_utf8_lossy(&r.body));
+            } else {
+                match r.parse::<v1::ChangeSetAnswer>().map(|a| a.outcome) {
+                    Ok(v1::Outcome::Applied { index, versions }) => {
+                        println!("applied at index {}: {}", opt(index), json!(versions))
+                    }
+                    Ok(v1::Outcome::Conflict { current }) => {
+                        println!("conflict: current versions {}", json!(current))
+                    }
+                    Ok(v1::Outcome::Rejected { reason }) => println!("rejected: {reason}"),
+                    Ok(v1::Outcome::Invalid { reason }) => println!("invalid: {reason}"),
+                    Err(_) => println!("{} {}", r.status, String::from_utf8_lossy(&r.body)),
+                }
+            }
             if !r.status.is_success() {
                 std::process::exit(2);
             }
         }
         CtlCommand::History { limit, before } => {
-            let limit_text = limit.to_string();
-            let mut query = vec![("limit", limit_text.as_str())];
-            if let Some(b) = &before {
-                query.push(("before", b));
-            }
-            let path = format!("/image/history{}", query_string(&query));
-            let v = ctl.ok(Method::GET, &path, None).await?;
-            ctl.print(&v, |v| {
-                let page = v.as_array().map(Vec::as_slice).unwrap_or_default();
+            let query = v1::HistoryQuery {
+                limit: Some(limit as u64),
+                before,
+                consistency: None,
+            };
+            let path = with_query("/image/history", &query);
+            let v = ctl
+                .ok::<Vec<v1::HistoryRecord>>(Method::GET, &path, None)
+                .await?;
+            ctl.show(&v, |page| {
                 for h in page {
-                    let writes: Vec<String> = h["writes"]
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .map(|w| format!("{} {}={}", s(&w["entity"]), s(&w["param"]), w["value"]))
+                    let writes: Vec<String> = h
+                        .writes
+                        .iter()
+                        .map(|w| format!("{} {}={}", w.entity, w.param, json!(w.value)))
                         .collect();
                     println!(
                         "{:>8} {:<20} {:<9} {}  [{}]",
-                        s(&h["index"]),
-                        s(&h["origin"]["function"]),
-                        s(&h["outcome"]["outcome"]),
+                        h.index,
+                        h.origin.function,
+                        h.outcome.kind(),
                         writes.join(", "),
-                        s(&h["reason"])
+                        h.reason
                     );
                 }
                 // A full page may have more behind it; say how to get it.
                 if page.len() == limit
-                    && let Some(cursor) = page.last().and_then(|h| h["cursor"].as_str())
+                    && let Some(last) = page.last()
                 {
-                    println!("more: sonraft ctl history --limit {limit} --before {cursor}");
+                    println!(
+                        "more: sonraft ctl history --limit {limit} --before {}",
+                        last.cursor
+                    );
                 }
             });
         }
@@ -518,16 +585,11 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
                 std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
             let body: Value = serde_json::from_slice(&text)
                 .with_context(|| format!("{} is not JSON", file.display()))?;
-            let mut query = Vec::new();
-            if dry_run {
-                query.push(("dry_run", "true"));
-            }
-            if let Some(r) = &reason {
-                query.push(("reason", r));
-            }
-            let path = format!("/image/import{}", query_string(&query));
-            let v = ctl.ok(Method::POST, &path, Some(body)).await?;
-            ctl.print(&v, print_import);
+            let path = with_query("/image/import", &v1::ImportQuery { dry_run, reason });
+            let v = ctl
+                .ok::<v1::ImportAnswer>(Method::POST, &path, Some(json_body(&body)?))
+                .await?;
+            ctl.show(&v, print_import);
         }
         CtlCommand::Backup { file } => {
             let r = ctl.call(Method::GET, "/backup", None).await?;
@@ -554,17 +616,32 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
                 "relations": image.relations.values().collect::<Vec<_>>(),
                 "policy": image.policy,
             });
-            let v = ctl.ok(Method::POST, "/image/import", Some(import)).await?;
-            ctl.print(&v, |v| {
+            let v = ctl
+                .ok::<v1::ImportAnswer>(Method::POST, "/image/import", Some(json_body(&import)?))
+                .await?;
+            ctl.show(&v, |v| {
+                let counts = match v {
+                    v1::ImportAnswer::Imported(i) => json!(i.imported),
+                    v1::ImportAnswer::DryRun(_) => Value::Null,
+                };
                 println!(
-                    "restored the image of index {} ({})",
+                    "restored the image of index {} ({counts})",
                     meta.last_log_id.map_or(0, |l| l.index),
-                    v["imported"]
                 )
             });
         }
     }
     Ok(())
+}
+
+/// What a node's status says to add it as a member.
+fn node_spec(st: &v1::Status) -> v1::NodeSpec {
+    v1::NodeSpec {
+        id: st.id,
+        site: st.site.clone(),
+        raft_addr: st.this.raft_addr.clone(),
+        api_addr: st.this.api_addr.clone(),
+    }
 }
 
 /// Builds a change set from `--set entity:param=value` items, reading each entity's version.
@@ -573,12 +650,12 @@ async fn build_change_set(
     function: &str,
     reason: &str,
     sets: &[String],
-) -> anyhow::Result<Value> {
+) -> anyhow::Result<v1::ChangeSetRequest> {
     if sets.is_empty() {
         bail!("give at least one --set entity:param=value, or --file");
     }
     let mut writes = Vec::new();
-    let mut read_set: Vec<Value> = Vec::new();
+    let mut read_set: Vec<v1::ReadVersion> = Vec::new();
     for item in sets {
         let (entity, rest) = item
             .split_once(':')
@@ -587,41 +664,59 @@ async fn build_change_set(
             .split_once('=')
             .context("--set takes entity:param=value")?;
         let value: Value = serde_json::from_str(value).unwrap_or(Value::String(value.to_string()));
-        writes.push(json!({"entity": entity, "param": param, "value": value}));
-        if read_set.iter().any(|r| r["entity"] == entity) {
+        writes.push(v1::WriteSpec {
+            entity: entity.to_string(),
+            param: param.to_string(),
+            value,
+        });
+        if read_set.iter().any(|r| r.entity == entity) {
             continue;
         }
         let version = match entity.split('/').collect::<Vec<_>>().as_slice() {
-            ["cell", id] => ctl
-                .ok(
+            ["cell", id] => {
+                ctl.ok::<Versioned>(
                     hyper::Method::GET,
                     &format!("/image/cells/{}", urlencode(id)),
                     None,
                 )
-                .await?["version"]
-                .clone(),
+                .await?
+                .body
+                .version
+            }
             ["relation", src, tgt] => {
-                let rels = ctl
-                    .ok(
-                        hyper::Method::GET,
-                        &format!("/image/relations{}", query_string(&[("source", src)])),
-                        None,
-                    )
-                    .await?;
-                rels.as_array()
-                    .into_iter()
-                    .flatten()
-                    .find(|r| r["target"] == *tgt)
-                    .map(|r| r["version"].clone())
-                    .with_context(|| format!("no relation {entity}"))?
+                let query = v1::RelationsQuery {
+                    source: Some(src.to_string()),
+                    ..Default::default()
+                };
+                ctl.ok::<Vec<RelationVersion>>(
+                    hyper::Method::GET,
+                    &with_query("/image/relations", &query),
+                    None,
+                )
+                .await?
+                .body
+                .into_iter()
+                .find(|r| r.target == *tgt)
+                .map(|r| r.version)
+                .with_context(|| format!("no relation {entity}"))?
             }
             _ => bail!("{entity:?} is not cell/<id> or relation/<source>/<target>"),
         };
-        read_set.push(json!({"entity": entity, "version": version}));
+        read_set.push(v1::ReadVersion {
+            entity: entity.to_string(),
+            version,
+        });
     }
-    Ok(
-        json!({"origin": {"function": function}, "reason": reason, "read_set": read_set, "writes": writes}),
-    )
+    Ok(v1::ChangeSetRequest {
+        origin: v1::OriginSpec {
+            function: function.to_string(),
+            node: None,
+        },
+        reason: reason.to_string(),
+        read_set,
+        writes,
+        proposed_at_ms: None,
+    })
 }
 
 /// Percent-encodes a path segment or a query value: every byte but RFC 3986's unreserved
@@ -653,61 +748,67 @@ fn query_string(pairs: &[(&str, &str)]) -> String {
 }
 
 /// What an import did, or would do.
-fn print_import(v: &Value) {
-    let kinds = |d: &Value| {
-        ["sites", "cells", "relations"]
-            .iter()
-            .map(|k| {
-                format!(
-                    "{k}: {} created, {} updated, {} unchanged",
-                    d[k]["created"], d[k]["updated"], d[k]["unchanged"]
-                )
-            })
-            .collect::<Vec<_>>()
-            .join("; ")
+fn print_import(v: &v1::ImportAnswer) {
+    let kinds = |d: &v1::ImportChanges| {
+        [
+            ("sites", d.sites),
+            ("cells", d.cells),
+            ("relations", d.relations),
+        ]
+        .iter()
+        .map(|(k, c)| {
+            format!(
+                "{k}: {} created, {} updated, {} unchanged",
+                c.created, c.updated, c.unchanged
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
     };
-    if v["dry_run"] == true {
-        if v["valid"] == false {
+    match v {
+        v1::ImportAnswer::DryRun(dry) => {
+            let Some(d) = dry.would_change.as_ref().filter(|_| dry.valid) else {
+                println!(
+                    "the import would be refused: {}",
+                    dry.reason.as_deref().unwrap_or("?")
+                );
+                return;
+            };
+            println!("dry run, nothing applied. It would change {}", kinds(d));
             println!(
-                "the import would be refused: {}",
-                v["reason"].as_str().unwrap_or("?")
+                "{} parameter values would be replaced{}:",
+                d.changed_params,
+                if d.policy_changed {
+                    ", and the policy"
+                } else {
+                    ""
+                }
             );
-            return;
-        }
-        let d = &v["would_change"];
-        println!("dry run, nothing applied. It would change {}", kinds(d));
-        println!(
-            "{} parameter values would be replaced{}:",
-            d["changed_params"],
-            if d["policy_changed"] == true {
-                ", and the policy"
-            } else {
-                ""
+            let listed = d.changes.as_deref().unwrap_or_default();
+            for c in listed {
+                println!(
+                    "  {} {}: {} -> {}",
+                    c.entity,
+                    c.param,
+                    json!(c.from),
+                    json!(c.to)
+                );
             }
-        );
-        for c in d["changes"].as_array().into_iter().flatten() {
-            println!(
-                "  {} {}: {} -> {}",
-                c["entity"].as_str().unwrap_or("?"),
-                c["param"].as_str().unwrap_or("?"),
-                c["from"],
-                c["to"]
-            );
+            let listed = d.changes_listed.unwrap_or(listed.len() as u64);
+            if d.changed_params > listed {
+                println!("  ... and {} more", d.changed_params - listed);
+            }
         }
-        if d["changed_params"].as_u64() > d["changes_listed"].as_u64() {
-            println!(
-                "  ... and {} more",
-                d["changed_params"].as_u64().unwrap_or(0)
-                    - d["changes_listed"].as_u64().unwrap_or(0)
-            );
-        }
-    } else if v["changed"].is_null() {
-        println!("imported {} at index {}", v["imported"], v["index"]);
-    } else {
-        println!("imported at index {}: {}", v["index"], kinds(&v["changed"]));
-        if let Some(n) = v["changed"]["changed_params"].as_u64() {
-            println!("{n} parameter values replaced (listed in `sonraft ctl history`)");
-        }
+        v1::ImportAnswer::Imported(i) => match &i.changed {
+            None => println!("imported {} at index {}", json!(i.imported), i.index),
+            Some(c) => {
+                println!("imported at index {}: {}", i.index, kinds(c));
+                println!(
+                    "{} parameter values replaced (listed in `sonraft ctl history`)",
+                    c.changed_params
+                );
+            }
+        },
     }
 }
 

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
-use sonraft_client::{ApiClient, base_url};
+use sonraft_client::{ApiClient, base_url, v1, with_query};
 
 /// One member as seen through its own API.
 #[derive(Debug, Clone)]
@@ -16,26 +16,35 @@ pub struct MemberView {
     pub site: String,
     pub api: String,
     /// `/status`, or why it could not be read.
-    pub status: Result<Value, String>,
+    pub status: Result<v1::Status, String>,
     /// `/readyz`: `None` when ready, else the reason.
     pub not_ready: Option<String>,
 }
 
 impl MemberView {
-    fn field_u64(&self, f: &str) -> Option<u64> {
-        self.status.as_ref().ok().and_then(|s| s[f].as_u64())
-    }
     pub fn role(&self) -> &str {
         match &self.status {
-            Ok(s) => s["role"].as_str().unwrap_or("?"),
+            Ok(s) => role_name(s.role),
             Err(_) => "unreachable",
         }
     }
     pub fn applied(&self) -> Option<u64> {
-        self.field_u64("last_applied_index")
+        self.status.as_ref().ok().map(|s| s.last_applied_index)
     }
     pub fn leader_id(&self) -> Option<u64> {
-        self.field_u64("leader_id")
+        self.status.as_ref().ok().and_then(|s| s.leader_id)
+    }
+}
+
+/// A role as the API names it.
+fn role_name(role: v1::Role) -> &'static str {
+    match role {
+        v1::Role::Leader => "leader",
+        v1::Role::Candidate => "candidate",
+        v1::Role::Follower => "follower",
+        v1::Role::Learner => "learner",
+        v1::Role::Shutdown => "shutdown",
+        v1::Role::Unknown => "?",
     }
 }
 
@@ -106,9 +115,15 @@ pub async fn cluster_view(client: &ApiClient, nodes: &[String]) -> anyhow::Resul
     for n in nodes {
         match client.get(n, "/status").await {
             Ok(r) if r.status.is_success() => {
-                let v = r.json();
+                let v: v1::Status = match r.parse() {
+                    Ok(v) => v,
+                    Err(e) => {
+                        errors.push(format!("{n}: status not understood: {e}"));
+                        continue;
+                    }
+                };
                 // Prefer the leader's view of the membership.
-                let leads = v["role"] == "leader";
+                let leads = v.role == v1::Role::Leader;
                 if membership.is_none() || leads {
                     membership = Some(v);
                 }
@@ -123,42 +138,37 @@ pub async fn cluster_view(client: &ApiClient, nodes: &[String]) -> anyhow::Resul
     let Some(status) = membership else {
         bail!("no node answers: {}", errors.join("; "));
     };
-    let voters: Vec<u64> = status["voters"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_u64)
-        .collect();
     let mut members = BTreeMap::new();
-    for (id, n) in status["nodes"].as_object().into_iter().flatten() {
-        let Ok(id) = id.parse::<u64>() else { continue };
-        let api = n["api_addr"].as_str().unwrap_or_default().to_string();
-        members.insert(id, member_view(client, id, &api).await);
+    for (id, n) in &status.nodes {
+        members.insert(*id, member_view(client, *id, &n.api_addr).await);
     }
-    Ok(ClusterView { voters, members })
+    Ok(ClusterView {
+        voters: status.voters,
+        members,
+    })
 }
 
 async fn member_view(client: &ApiClient, id: u64, api: &str) -> MemberView {
     let status = match client.get(api, "/status").await {
-        Ok(r) if r.status.is_success() => Ok(r.json()),
+        Ok(r) if r.status.is_success() => r
+            .parse::<v1::Status>()
+            .map_err(|e| format!("status not understood: {e}")),
         Ok(r) => Err(format!("{} {}", r.status, String::from_utf8_lossy(&r.body))),
         Err(e) => Err(e.to_string()),
     };
     let not_ready = match client.get(api, "/readyz").await {
         Ok(r) if r.status.is_success() => None,
         Ok(r) => Some(
-            r.json()["reason"]
-                .as_str()
-                .map_or_else(|| r.status.to_string(), str::to_string),
+            r.parse::<v1::Readiness>()
+                .ok()
+                .and_then(|ready| ready.reason)
+                .unwrap_or_else(|| r.status.to_string()),
         ),
         Err(e) => Some(e.to_string()),
     };
     let site = status
         .as_ref()
-        .ok()
-        .and_then(|s| s["site"].as_str())
-        .unwrap_or("?")
-        .to_string();
+        .map_or_else(|_| "?".to_string(), |s| s.site.clone());
     MemberView {
         id,
         site,
@@ -188,12 +198,15 @@ pub async fn health(
 ) -> anyhow::Result<()> {
     let mut last_err = None;
     for n in nodes {
-        match client
-            .get(n, &format!("/cluster/health?max_lag={max_lag}"))
-            .await
-        {
+        let query = v1::ClusterHealthQuery {
+            max_lag: Some(max_lag),
+        };
+        match client.get(n, &with_query("/cluster/health", &query)).await {
             Ok(r) if r.status.is_success() => {
-                return judge_health(&r.json(), relaxed, json_out);
+                let h = r
+                    .parse::<v1::ClusterHealth>()
+                    .with_context(|| format!("{n}: the cluster's health is not understood"))?;
+                return judge_health(&h, r.json(), relaxed, json_out);
             }
             Ok(r) if r.status == hyper::StatusCode::NOT_FOUND => {
                 return health_from_statuses(client, nodes, max_lag, json_out).await;
@@ -214,42 +227,52 @@ pub async fn health(
     )
 }
 
-fn judge_health(h: &Value, relaxed: Relaxed, json_out: bool) -> anyhow::Result<()> {
-    let problems: Vec<String> = h["problems"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|p| match p["kind"].as_str() {
-            Some("fault_tolerance") => !relaxed.no_fault_tolerance,
-            Some("unreachable") => !relaxed.unreachable,
+/// Judges `h` with the rules `relaxed`; with `json_out` prints the node's JSON (`raw`) with its
+/// verdict replaced by this one.
+fn judge_health(
+    h: &v1::ClusterHealth,
+    mut raw: Value,
+    relaxed: Relaxed,
+    json_out: bool,
+) -> anyhow::Result<()> {
+    let problems: Vec<String> = h
+        .problems
+        .iter()
+        .filter(|p| match p.kind {
+            v1::ProblemKind::FaultTolerance => !relaxed.no_fault_tolerance,
+            v1::ProblemKind::Unreachable => !relaxed.unreachable,
             _ => true,
         })
-        .map(|p| p["detail"].as_str().unwrap_or("?").to_string())
+        .map(|p| p.detail.clone())
         .collect();
     if json_out {
-        let mut out = h.clone();
-        out["healthy"] = json!(problems.is_empty());
-        println!("{out}");
+        raw["healthy"] = json!(problems.is_empty());
+        println!("{raw}");
     } else {
         println!(
             "{:<6} {:<10} {:<8} {:<8} {:>8}  release",
             "id", "site", "role", "answers", "lag"
         );
-        for m in h["members"].as_array().into_iter().flatten() {
-            let leads = h["leader"] == m["id"];
+        for m in &h.members {
+            let leads = h.leader == Some(m.id);
             println!(
                 "{:<6} {:<10} {:<8} {:<8} {:>8}  {}",
-                format!("{}{}", m["id"], if leads { "*" } else { "" }),
-                m["site"].as_str().unwrap_or("?"),
-                m["role"].as_str().unwrap_or("?"),
-                if m["answers"] == true { "yes" } else { "no" },
-                m["lag"].as_u64().map_or("-".into(), |l| l.to_string()),
-                m["release"].as_str().unwrap_or("-"),
+                format!("{}{}", m.id, if leads { "*" } else { "" }),
+                m.site,
+                match m.role {
+                    v1::MemberRole::Voter => "voter",
+                    v1::MemberRole::Learner => "learner",
+                },
+                if m.answers { "yes" } else { "no" },
+                m.lag.map_or("-".into(), |l| l.to_string()),
+                m.release.as_deref().unwrap_or("-"),
             );
         }
         println!(
             "leader {}, term {}; fault tolerance {} (voters that may fail with a quorum left)",
-            h["leader"], h["term"], h["fault_tolerance"]
+            json!(h.leader),
+            h.term,
+            h.fault_tolerance
         );
     }
     if problems.is_empty() {
@@ -276,7 +299,7 @@ async fn health_from_statuses(
         let members: Vec<Value> = view
             .members
             .values()
-            .map(|m| json!({"id": m.id, "site": m.site, "api": m.api, "role": m.role(), "applied": m.applied(), "ready": m.not_ready.is_none(), "version": m.status.as_ref().ok().map(|s| s["version"].clone())}))
+            .map(|m| json!({"id": m.id, "site": m.site, "api": m.api, "role": m.role(), "applied": m.applied(), "ready": m.not_ready.is_none(), "version": m.status.as_ref().ok().map(|s| s.version.clone())}))
             .collect();
         println!(
             "{}",
@@ -287,9 +310,7 @@ async fn health_from_statuses(
             let version = m
                 .status
                 .as_ref()
-                .ok()
-                .and_then(|s| s["version"].as_str().map(str::to_string))
-                .unwrap_or_else(|| "-".into());
+                .map_or_else(|_| "-".into(), |s| s.version.clone());
             println!(
                 "{:<4} {:<10} {:<11} {:<8} applied {:>9}  {}",
                 m.id,
@@ -322,31 +343,34 @@ pub async fn node_info(client: &ApiClient, api: &str) -> anyhow::Result<()> {
     if !r.status.is_success() {
         bail!("node at {api}: {}", r.status);
     }
-    let v = r.json();
-    let word = |f: &str| {
-        let s = match &v[f] {
-            Value::String(s) => s.clone(),
-            Value::Null => String::new(),
-            other => other.to_string(),
-        };
+    let v: v1::Status = r
+        .parse()
+        .with_context(|| format!("node at {api}: status not understood"))?;
+    let fields = [
+        ("id", v.id.to_string()),
+        ("site", v.site),
+        ("role", role_name(v.role).to_string()),
+        ("term", v.term.to_string()),
+        (
+            "leader_id",
+            v.leader_id.map_or(String::new(), |l| l.to_string()),
+        ),
+        ("last_applied_index", v.last_applied_index.to_string()),
+        ("version", v.version),
+        ("data_format", v.data_format.to_string()),
+        ("command_format", v.command_format.to_string()),
+        (
+            "effective_command_format",
+            v.effective_command_format.to_string(),
+        ),
+    ];
+    for (f, value) in fields {
         // Only characters that are safe in any shell context.
-        s.chars()
+        let word: String = value
+            .chars()
             .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':'))
-            .collect::<String>()
-    };
-    for f in [
-        "id",
-        "site",
-        "role",
-        "term",
-        "leader_id",
-        "last_applied_index",
-        "version",
-        "data_format",
-        "command_format",
-        "effective_command_format",
-    ] {
-        println!("{f}={}", word(f));
+            .collect();
+        println!("{f}={word}");
     }
     Ok(())
 }
@@ -378,7 +402,7 @@ pub async fn leader_away(
         .context("no other ready voter to take over leadership")?;
     let api = &view.members[&leader].api;
     let url = format!("{}/cluster/leader", base_url(api));
-    let body = bytes::Bytes::from(json!({"id": target}).to_string());
+    let body = bytes::Bytes::from(serde_json::to_vec(&v1::LeaderRequest { id: target })?);
     let r = client
         .send(hyper::Method::POST, &url, Some(body), &[])
         .await?;

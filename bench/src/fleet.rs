@@ -14,6 +14,7 @@ use anyhow::{Context, bail};
 use clap::Args;
 use serde_json::{Value, json};
 
+use sonraft_client::{v1, with_query};
 use sonraft_testkit::local_cluster::{LocalCluster, SimProc, client};
 
 #[derive(Args, Debug, Clone)]
@@ -93,13 +94,15 @@ async fn import(cluster: &LocalCluster, binary: &Path, cells: usize) -> anyhow::
     Ok(())
 }
 
-async fn summary(cluster: &LocalCluster) -> anyhow::Result<Value> {
-    Ok(cluster
+async fn summary(cluster: &LocalCluster) -> anyhow::Result<v1::AntennasSummary> {
+    let query = v1::AntennasQuery { limit: Some(0) };
+    let r = cluster
         .client
-        .get(&cluster.nodes[0].api, "/antennas?limit=0")
-        .await?
-        .json()["summary"]
-        .clone())
+        .get(&cluster.nodes[0].api, &with_query("/antennas", &query))
+        .await?;
+    Ok(r.parse::<v1::Antennas>()
+        .with_context(|| format!("GET /antennas: {}", r.status))?
+        .summary)
 }
 
 async fn run_row(
@@ -158,7 +161,7 @@ async fn run_row(
     let deadline = Instant::now() + Duration::from_secs(60);
     let connected = loop {
         let s = summary(&cluster).await?;
-        let n = s["connected"].as_u64().unwrap_or(0) as usize;
+        let n = s.connected.unwrap_or(0) as usize;
         if n >= cells || Instant::now() > deadline {
             break n;
         }
@@ -174,7 +177,7 @@ async fn run_row(
 
     // 3. Reports flowing.
     let wait_first = Instant::now() + Duration::from_secs(120);
-    while summary(&cluster).await?["reports"].as_u64().unwrap_or(0) == 0 {
+    while summary(&cluster).await?.reports.unwrap_or(0) == 0 {
         if Instant::now() > wait_first {
             bail!("no reports arrived");
         }
@@ -186,18 +189,23 @@ async fn run_row(
     tokio::time::sleep(Duration::from_secs(args.seconds)).await;
     let s1 = summary(&cluster).await?;
     let (cpu1, secs) = (cpu_seconds(pid)?, t0.elapsed().as_secs_f64());
-    let values =
-        s1["counter_values"].as_u64().unwrap_or(0) - s0["counter_values"].as_u64().unwrap_or(0);
+    let values = s1
+        .counter_values
+        .unwrap_or(0)
+        .saturating_sub(s0.counter_values.unwrap_or(0));
     let values_per_s = values as f64 / secs;
     let cpu = (cpu1 - cpu0) / secs;
-    let lat = &s1["close_to_ack_ms"];
+    let lat = &s1.close_to_ack_ms;
     let row = json!({
-        "bench": "fleet", "cells": cells, "sessions": s1["connected"], "connect_s": (connect_s * 10.0).round() / 10.0,
+        "bench": "fleet", "cells": cells, "sessions": s1.connected, "connect_s": (connect_s * 10.0).round() / 10.0,
         "rss_before_sessions_kib": before, "rss_idle_sessions_kib": idle_rss, "bytes_per_idle_session": per_session.round(),
         "values_per_s": values_per_s.round(), "node_cpu_cores": (cpu * 100.0).round() / 100.0,
         "values_per_cpu_s": (values_per_s / cpu.max(0.01)).round(),
-        "close_to_ack_ms": {"count": lat["count"], "p50": lat["p50"], "p99": lat["p99"], "max": lat["max"]},
-        "in_sync": s1["in_sync"], "diverged": s1["diverged"],
+        "close_to_ack_ms": {
+            "count": lat.as_ref().map(|l| l.count), "p50": lat.as_ref().map(|l| l.p50),
+            "p99": lat.as_ref().map(|l| l.p99), "max": lat.as_ref().and_then(|l| l.max),
+        },
+        "in_sync": s1.in_sync, "diverged": s1.diverged,
     });
     drop(cluster);
     drop(sim);

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use hyper::header::HeaderValue;
 use hyper::{Method, StatusCode};
 use serde_json::{Value, json};
-use sonraft_client::{ApiClient, bearer};
+use sonraft_client::{ApiClient, bearer, v1};
 
 use super::load::{Target, Written};
 use super::session::Session;
@@ -141,14 +141,19 @@ impl SonraftTarget {
     ) -> anyhow::Result<WriteOutcome> {
         let (status, answer) = self.propose(session, i, read, value).await?;
         let entity = format!("cell/{}", cell_id(i));
-        let v: Value = serde_json::from_slice(&answer).unwrap_or(Value::Null);
-        if status == StatusCode::OK {
-            v["versions"][&entity]
-                .as_u64()
+        let outcome = serde_json::from_slice::<v1::ChangeSetAnswer>(&answer).map(|a| a.outcome);
+        match (status, outcome) {
+            (StatusCode::OK, Ok(v1::Outcome::Applied { versions, .. })) => versions
+                .get(&entity)
+                .copied()
                 .map(WriteOutcome::Applied)
-                .with_context(|| format!("applied, but no new version of {entity}"))
-        } else {
-            Ok(WriteOutcome::Conflict(v["current"][&entity].as_u64()))
+                .with_context(|| format!("applied, but no new version of {entity}")),
+            (StatusCode::OK, _) => bail!("applied, but no new version of {entity}"),
+            (_, Ok(v1::Outcome::Conflict { current })) => Ok(WriteOutcome::Conflict(
+                current.get(&entity).copied().flatten(),
+            )),
+            // Refused by coordination, or not understood: not applied, current version unknown.
+            (_, _) => Ok(WriteOutcome::Conflict(None)),
         }
     }
 }
@@ -160,12 +165,14 @@ async fn find_leader(client: &ApiClient, nodes: &[String]) -> Option<String> {
         let Ok(r) = client.get(n, "/status").await else {
             continue;
         };
-        let v = r.json();
-        let Some(leader) = v["leader_id"].as_u64() else {
+        let Ok(v) = r.parse::<v1::Status>() else {
             continue;
         };
-        if let Some(api) = v["nodes"][leader.to_string()]["api_addr"].as_str() {
-            return Some(api.trim_start_matches("http://").to_string());
+        let Some(leader) = v.leader_id else {
+            continue;
+        };
+        if let Some(n) = v.nodes.get(&leader) {
+            return Some(n.api_addr.trim_start_matches("http://").to_string());
         }
     }
     None

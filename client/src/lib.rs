@@ -5,7 +5,11 @@
 //! It is a crate of its own because the node, the test kit and the benchmarks all speak to the
 //! admin API and none of them may depend on another: below all three, it keeps the benchmarks
 //! and the test kit off the node's library.
+//!
+//! [`v1`] is the API's contract: the typed request and answer bodies both ends share.
 #![forbid(unsafe_code)]
+
+pub mod v1;
 
 use std::time::Duration;
 
@@ -16,6 +20,8 @@ use hyper::{Method, Request, StatusCode};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 /// Why a request got no HTTP answer.
@@ -47,6 +53,25 @@ impl ApiResponse {
     /// The body as JSON (`null` when it is not JSON).
     pub fn json(&self) -> Value {
         serde_json::from_slice(&self.body).unwrap_or(Value::Null)
+    }
+
+    /// The body read as one of the [`v1`] answers.
+    pub fn parse<T: DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
+        serde_json::from_slice(&self.body)
+    }
+
+    /// The `{"error", "detail"}` body of an error answer (`None` when it is not one).
+    pub fn error(&self) -> Option<v1::ErrorBody> {
+        self.parse().ok()
+    }
+}
+
+/// `path?query` with `query` (one of the [`v1`] query types) percent-encoded; just `path` when
+/// the query has no field set.
+pub fn with_query<Q: Serialize>(path: &str, query: &Q) -> String {
+    match serde_urlencoded::to_string(query) {
+        Ok(q) if !q.is_empty() => format!("{path}?{q}"),
+        _ => path.to_string(),
     }
 }
 
@@ -179,13 +204,18 @@ impl ApiClient {
             .await
     }
 
-    pub async fn post(
+    /// Sends `body` (a [`v1`] request, or any JSON) as JSON.
+    pub async fn post<B: Serialize + ?Sized>(
         &self,
         base: &str,
         path: &str,
-        body: &Value,
+        body: &B,
     ) -> Result<ApiResponse, ClientError> {
-        let bytes = Bytes::from(body.to_string());
+        let bytes = serde_json::to_vec(body).map_err(|e| ClientError::Request {
+            url: format!("{}{path}", base_url(base)),
+            reason: e.to_string(),
+        })?;
+        let bytes = Bytes::from(bytes);
         self.send(
             Method::POST,
             &format!("{}{path}", base_url(base)),

@@ -8,56 +8,10 @@
 use std::collections::BTreeSet;
 
 use openraft::ServerState;
-use serde::Serialize;
+use sonraft_client::v1::{ClusterHealth, MemberHealth, MemberRole, Problem, ProblemKind};
 use sonraft_raft::NodeId;
 
 use crate::Node;
-
-/// One member as this node sees it.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct MemberHealth {
-    pub id: NodeId,
-    pub site: String,
-    pub raft_addr: String,
-    pub api_addr: String,
-    /// `voter` or `learner`.
-    pub role: &'static str,
-    /// Whether it answered its last facts request (this node always answers itself).
-    pub answers: bool,
-    /// Why it did not, if it did not.
-    pub error: Option<String>,
-    /// The release it runs, when it answered.
-    pub release: Option<String>,
-    /// How many log entries it trails the leader by (known on the leader only).
-    pub lag: Option<u64>,
-}
-
-/// What is wrong, by kind (so that a client can relax one rule and keep the others).
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct Problem {
-    /// `no_leader`, `fault_tolerance`, `unreachable` or `lag`.
-    pub kind: &'static str,
-    pub detail: String,
-}
-
-/// The cluster's health from this node's position.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct ClusterHealth {
-    /// The node that answers.
-    pub from: NodeId,
-    pub leader: Option<NodeId>,
-    pub term: u64,
-    pub voters: Vec<NodeId>,
-    pub learners: Vec<NodeId>,
-    pub members: Vec<MemberHealth>,
-    /// How many more voters may fail with a quorum left (a majority of each configuration
-    /// during a membership change), counting only the voters that answer now.
-    pub fault_tolerance: u64,
-    pub problems: Vec<Problem>,
-    /// True when there is a leader, the cluster tolerates a failure, every member answers and
-    /// no voter trails by more than the lag bound asked for.
-    pub healthy: bool,
-}
 
 /// How many of `answering` may fail with a majority of each of `configs` left: the smallest,
 /// over the configurations, of the answering voters beyond a majority (0 when short of one).
@@ -87,9 +41,9 @@ impl Node {
         let mut answering = BTreeSet::new();
         for (id, info) in membership.nodes() {
             let role = if voters.contains(id) {
-                "voter"
+                MemberRole::Voter
             } else {
-                "learner"
+                MemberRole::Learner
             };
             let (answers, error, release) = if *id == self.id {
                 (true, None, Some(crate::RELEASE.to_string()))
@@ -141,14 +95,14 @@ impl Node {
         let mut problems = Vec::new();
         if m.current_leader.is_none() {
             problems.push(Problem {
-                kind: "no_leader",
+                kind: ProblemKind::NoLeader,
                 detail: "no leader is known (an election is under way, or no quorum)".into(),
             });
         }
         if tolerance == 0 {
             let up = voters.iter().filter(|v| answering.contains(v)).count();
             problems.push(Problem {
-                kind: "fault_tolerance",
+                kind: ProblemKind::FaultTolerance,
                 detail: format!(
                     "{up} of {} voters answer: the cluster cannot lose another one and keep taking writes",
                     voters.len()
@@ -157,10 +111,10 @@ impl Node {
         }
         for mh in members.iter().filter(|mh| !mh.answers) {
             problems.push(Problem {
-                kind: "unreachable",
+                kind: ProblemKind::Unreachable,
                 detail: format!(
                     "{} {} ({} at {}) does not answer: {}",
-                    mh.role,
+                    role_name(mh.role),
                     mh.id,
                     mh.site,
                     mh.raft_addr,
@@ -168,12 +122,12 @@ impl Node {
                 ),
             });
         }
-        for mh in members.iter().filter(|mh| mh.role == "voter") {
+        for mh in members.iter().filter(|mh| mh.role == MemberRole::Voter) {
             if let Some(lag) = mh.lag
                 && lag > max_lag
             {
                 problems.push(Problem {
-                    kind: "lag",
+                    kind: ProblemKind::Lag,
                     detail: format!("voter {} trails the leader by {lag} entries", mh.id),
                 });
             }
@@ -196,13 +150,21 @@ impl Node {
         let h = self.cluster_health(u64::MAX);
         metrics::gauge!("sonraft_cluster_fault_tolerance").set(h.fault_tolerance as f64);
         for mh in &h.members {
-            metrics::gauge!("sonraft_member_reachable", "id" => mh.id.to_string(), "role" => mh.role)
+            metrics::gauge!("sonraft_member_reachable", "id" => mh.id.to_string(), "role" => role_name(mh.role))
                 .set(if mh.answers { 1.0 } else { 0.0 });
             if let Some(lag) = mh.lag {
                 metrics::gauge!("sonraft_member_lag_entries", "id" => mh.id.to_string())
                     .set(lag as f64);
             }
         }
+    }
+}
+
+/// `voter` or `learner`, as the API and the metrics name it.
+fn role_name(role: MemberRole) -> &'static str {
+    match role {
+        MemberRole::Voter => "voter",
+        MemberRole::Learner => "learner",
     }
 }
 

@@ -10,6 +10,7 @@
 //! - [`quorum`]: a leader that no majority hears answers its clients at once;
 //! - [`batcher`]: concurrent change sets share log entries (group commit);
 //! - [`reads`]: concurrent linearizable reads share leadership confirmations;
+//! - [`status`]: what the node says about itself (`/status`, `/readyz`);
 //! - [`health`]: the cluster's health and fault tolerance from this node's position;
 //! - [`membership`]: init, learners, voters, removal and leader hand-over;
 //! - [`gate`]: the gate that holds new proposals while leadership is handed over;
@@ -48,6 +49,7 @@ pub mod quorum;
 pub mod reads;
 pub mod shutdown;
 pub mod son;
+pub mod status;
 pub mod telemetry;
 pub mod watchdog;
 

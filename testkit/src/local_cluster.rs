@@ -6,8 +6,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use serde_json::{Value, json};
-use sonraft_client::ApiClient;
+use serde_json::Value;
+use sonraft_client::{ApiClient, v1};
 
 /// Secrets used by local clusters (tests and benchmarks only).
 pub const TOKEN: &str = "local-operator-token";
@@ -225,18 +225,21 @@ impl LocalCluster {
             nodes,
             client: client(),
         };
-        let list: Vec<Value> = cluster
-            .nodes
-            .iter()
-            .map(|p| json!({"id": p.id, "site": format!("site-{}", p.id), "raft_addr": p.raft, "api_addr": p.api}))
-            .collect();
+        let init = v1::InitRequest {
+            nodes: cluster
+                .nodes
+                .iter()
+                .map(|p| v1::NodeSpec {
+                    id: p.id,
+                    site: format!("site-{}", p.id),
+                    raft_addr: p.raft.clone(),
+                    api_addr: p.api.clone(),
+                })
+                .collect(),
+        };
         let r = cluster
             .client
-            .post(
-                &cluster.nodes[0].api,
-                "/cluster/init",
-                &json!({"nodes": list}),
-            )
+            .post(&cluster.nodes[0].api, "/cluster/init", &init)
             .await?;
         if !r.status.is_success() {
             bail!("init: {} {}", r.status, String::from_utf8_lossy(&r.body));
@@ -262,9 +265,16 @@ impl LocalCluster {
         }
     }
 
+    /// `GET /status` of `p` as JSON, for tests that check its shape.
     pub async fn status(&self, p: &NodeProc) -> Option<Value> {
         let r = self.client.get(&p.api, "/status").await.ok()?;
         r.status.is_success().then(|| r.json())
+    }
+
+    /// `GET /status` of `p`, when it answers.
+    pub async fn node_status(&self, p: &NodeProc) -> Option<v1::Status> {
+        let r = self.client.get(&p.api, "/status").await.ok()?;
+        r.status.is_success().then(|| r.parse().ok()).flatten()
     }
 
     /// Position of the leader every running node agrees on, waiting up to `timeout`.
@@ -273,7 +283,7 @@ impl LocalCluster {
         loop {
             let mut seen = Vec::new();
             for p in self.nodes.iter().filter(|p| p.running()) {
-                seen.push(self.status(p).await.and_then(|s| s["leader_id"].as_u64()));
+                seen.push(self.node_status(p).await.and_then(|s| s.leader_id));
             }
             if let Some(Some(l)) = seen.first()
                 && seen.iter().all(|x| *x == Some(*l))
@@ -294,10 +304,9 @@ impl LocalCluster {
         for p in self.nodes.iter().filter(|p| p.running()) {
             loop {
                 let applied = self
-                    .status(p)
+                    .node_status(p)
                     .await
-                    .and_then(|s| s["last_applied_index"].as_u64())
-                    .unwrap_or(0);
+                    .map_or(0, |s| s.last_applied_index);
                 if applied >= index {
                     break;
                 }

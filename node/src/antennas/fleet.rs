@@ -9,10 +9,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use serde_json::{Value, json};
+use sonraft_client::v1;
 use sonraft_protocol::{CellConfig, RelationConfig};
+use sonraft_raft::model::image::NetworkImage;
 use sonraft_raft::model::{AdminState, EnergySaving};
-use sonraft_storage::{StoreReader, read};
+use sonraft_storage::StoreReader;
 
 use super::counters::CounterStore;
 use super::session::Session;
@@ -97,27 +98,30 @@ impl Fleet {
 
     /// The cells this node owns in the current image.
     fn own_cells(&self) -> HashSet<String> {
-        let state = read(self.store.state());
-        let image = &state.image;
-        image
-            .cells
-            .values()
-            .filter(|c| {
-                image
-                    .sites
-                    .get(&c.site)
-                    .is_some_and(|s| s.region == self.site)
-            })
-            .map(|c| c.id.clone())
-            .collect()
+        self.store.with_image(|image| {
+            image
+                .cells
+                .values()
+                .filter(|c| {
+                    image
+                        .sites
+                        .get(&c.site)
+                        .is_some_and(|s| s.region == self.site)
+                })
+                .map(|c| c.id.clone())
+                .collect()
+        })
     }
 
     /// The configuration the image wants on `cell`, and the log index it reflects.
     pub fn desired(&self, cell: &str) -> Option<(CellConfig, u64)> {
-        let state = read(self.store.state());
-        let c = state.image.cells.get(cell)?;
-        let relations = state
-            .image
+        self.store
+            .with_applied_image(|image, applied| Self::config_of(image, cell, applied))
+    }
+
+    fn config_of(image: &NetworkImage, cell: &str, applied: u64) -> Option<(CellConfig, u64)> {
+        let c = image.cells.get(cell)?;
+        let relations = image
             .relations_from(cell)
             .map(|r| RelationConfig {
                 target: r.target.clone(),
@@ -140,7 +144,7 @@ impl Fleet {
             energy_saving: u8::from(c.energy_saving == EnergySaving::Dormant),
             relations,
         };
-        Some((config, state.last_applied.map_or(0, |l| l.index)))
+        Some((config, applied))
     }
 
     /// Starts and stops sessions so that there is one per owned cell.
@@ -299,7 +303,7 @@ impl Fleet {
     }
 
     /// `GET /antennas`: a summary and up to `limit` sessions.
-    pub fn describe(&self, limit: usize) -> Value {
+    pub fn describe(&self, limit: usize) -> v1::Antennas {
         let sessions: Vec<(String, Arc<Session>)> = lock(&self.sessions)
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
@@ -311,36 +315,52 @@ impl Fleet {
         sorted.sort_by(|a, b| a.0.cmp(&b.0));
         for (cell, s) in &sorted {
             let st = s.snapshot();
-            connected += usize::from(st.connected);
-            in_sync += usize::from(st.in_sync);
-            diverged += usize::from(st.diverged);
+            connected += u64::from(st.connected);
+            in_sync += u64::from(st.in_sync);
+            diverged += u64::from(st.diverged);
             if list.len() < limit {
-                let lag = if st.last_period_end_ms > 0 {
-                    Some(now.saturating_sub(st.last_period_end_ms))
-                } else {
-                    None
-                };
-                let mut v = serde_json::to_value(&st).unwrap_or(Value::Null);
-                v["cell"] = json!(cell);
-                v["lag_ms"] = json!(lag);
-                list.push(v);
+                let lag_ms =
+                    (st.last_period_end_ms > 0).then(|| now.saturating_sub(st.last_period_end_ms));
+                list.push(v1::AntennaSession {
+                    cell: cell.clone(),
+                    connected: st.connected,
+                    connects: st.connects,
+                    failures: st.failures,
+                    last_error: st.last_error,
+                    reports: st.reports,
+                    last_period_end_ms: st.last_period_end_ms,
+                    lag_ms,
+                    pushes: st.pushes,
+                    acks: st.acks,
+                    diverged: st.diverged,
+                    in_sync: st.in_sync,
+                    acked_index: st.acked_index,
+                });
             }
         }
         let lat = self.latencies();
         let q = |x: f64| quantile(&lat, x);
-        json!({
-            "site": self.site,
-            "antenna_addresses": self.addrs,
-            "summary": {
-                "sessions": sorted.len(), "connected": connected, "in_sync": in_sync, "diverged": diverged,
-                "reports": self.counters.reports.load(Ordering::Relaxed),
-                "counter_values": self.counters.values.load(Ordering::Relaxed),
-                "late_reports": self.counters.late_reports.load(Ordering::Relaxed),
-                "close_to_ack_ms": {"count": lat.len(), "p50": q(0.5), "p99": q(0.99), "max": lat.last()},
-                "awaiting_acks": lock(&self.awaited).len(),
+        v1::Antennas {
+            site: self.site.clone(),
+            antenna_addresses: self.addrs.clone(),
+            summary: v1::AntennasSummary {
+                sessions: sorted.len() as u64,
+                connected: Some(connected),
+                in_sync: Some(in_sync),
+                diverged: Some(diverged),
+                reports: Some(self.counters.reports.load(Ordering::Relaxed)),
+                counter_values: Some(self.counters.values.load(Ordering::Relaxed)),
+                late_reports: Some(self.counters.late_reports.load(Ordering::Relaxed)),
+                close_to_ack_ms: Some(v1::Latencies {
+                    count: lat.len() as u64,
+                    p50: q(0.5),
+                    p99: q(0.99),
+                    max: lat.last().copied(),
+                }),
+                awaiting_acks: Some(lock(&self.awaited).len() as u64),
             },
-            "sessions": list,
-        })
+            sessions: list,
+        }
     }
 }
 

@@ -7,14 +7,14 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
+use sonraft_client::v1;
 use sonraft_raft::changeset::Outcome;
-use sonraft_storage::{BadCursor, HistoryCursor, read};
+use sonraft_storage::{BadCursor, HistoryCursor};
 
 use super::error::{ApiError, Params, parse_json, read_body};
 use super::forward;
-use super::image::{Consistency, limit_from_query, prepare_read};
-use super::json::{ChangeSetBody, change_set, history_json, outcome_json};
+use super::image::{count, prepare_read};
+use super::json::{change_set, history_record, outcome};
 use crate::Node;
 use crate::propose::{ProposeError, now_ms};
 
@@ -29,45 +29,28 @@ pub fn status_of(o: &Outcome) -> StatusCode {
 
 fn answer(o: &Outcome, dry_run: bool) -> Response {
     metrics::counter!("sonraft_proposals_total", "outcome" => o.kind(), "dry_run" => if dry_run { "true" } else { "false" }).increment(1);
-    let mut body = outcome_json(o);
-    if dry_run {
-        body["dry_run"] = json!(true);
-        if let Some(obj) = body.as_object_mut() {
-            obj.remove("index");
-        }
+    let mut outcome = outcome(o);
+    if let v1::Outcome::Applied { index, .. } = &mut outcome
+        && dry_run
+    {
+        // A dry run is applied nowhere.
+        *index = None;
     }
+    let body = v1::ChangeSetAnswer { outcome, dry_run };
     (status_of(o), Json(body)).into_response()
-}
-
-/// The query of `POST /image/changesets[?dry_run=true]`, percent-decoded by [`Params`]; the
-/// value stays text so that a bad one is a 400 `bad_dry_run`.
-#[derive(serde::Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct ProposeParams {
-    dry_run: Option<String>,
 }
 
 /// `POST /image/changesets`: propose (or with `dry_run=true`, only validate) a change set.
 pub async fn propose(
     State(node): State<Arc<Node>>,
-    Params(q): Params<ProposeParams>,
+    Params(q): Params<v1::ProposeQuery>,
     uri: Uri,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
     let bytes = read_body(&headers, body, node.config.max_body_bytes).await?;
-    let parsed: ChangeSetBody = parse_json(&bytes)?;
-    // A bare `?dry_run` asks for a dry run too.
-    let dry_run = match q.dry_run.as_deref() {
-        None | Some("false") => false,
-        Some("true") | Some("") => true,
-        Some(other) => {
-            return Err(ApiError::bad_request(
-                "bad_dry_run",
-                format!("dry_run={other:?}; use true or false"),
-            ));
-        }
-    };
+    let parsed: v1::ChangeSetRequest = parse_json(&bytes)?;
+    let dry_run = q.dry_run;
     let origin_node = headers
         .get(forward::FORWARDED)
         .and_then(|v| v.to_str().ok())
@@ -81,17 +64,10 @@ pub async fn propose(
         return Ok(forward::to_leader(&node, Method::POST, &uri, &headers, Some(bytes)).await);
     }
     if dry_run {
-        if let Some(r) = prepare_read(
-            &node,
-            super::image::Consistency::Linearizable,
-            &uri,
-            &headers,
-        )
-        .await?
-        {
+        if let Some(r) = prepare_read(&node, v1::Consistency::Linearizable, &uri, &headers).await? {
             return Ok(r);
         }
-        let outcome = read(node.store.state()).image.dry_run(&cs, now_ms());
+        let outcome = node.store.with_image(|image| image.dry_run(&cs, now_ms()));
         return Ok(answer(&outcome, true));
     }
     match node.batcher.propose(cs).await {
@@ -101,15 +77,6 @@ pub async fn propose(
         }
         Err(e) => Err(e.into()),
     }
-}
-
-/// The query of `GET /image/history`.
-#[derive(serde::Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct HistoryParams {
-    limit: Option<String>,
-    before: Option<String>,
-    consistency: Option<String>,
 }
 
 /// Most records one history page holds.
@@ -122,11 +89,11 @@ const MAX_PAGE: usize = 100_000;
 /// `before=INDEX` still means "entries below INDEX".
 pub async fn history(
     State(node): State<Arc<Node>>,
-    Params(q): Params<HistoryParams>,
+    Params(q): Params<v1::HistoryQuery>,
     uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let limit = limit_from_query(q.limit.as_deref(), 100)?;
+    let limit = q.limit.map_or(100, count);
     let before: Option<HistoryCursor> = match q.before.as_deref() {
         None => None,
         Some(v) => Some(
@@ -134,8 +101,7 @@ pub async fn history(
                 .map_err(|e: BadCursor| ApiError::bad_request("bad_before", e.to_string()))?,
         ),
     };
-    let consistency = Consistency::from_query(q.consistency.as_deref())?;
-    if let Some(r) = prepare_read(&node, consistency, &uri, &headers).await? {
+    if let Some(r) = prepare_read(&node, q.consistency.unwrap_or_default(), &uri, &headers).await? {
         return Ok(r);
     }
     let store = node.store.clone();
@@ -145,11 +111,7 @@ pub async fn history(
         .map_err(|e| ApiError::internal(e.to_string()))?;
     let out: Vec<_> = records
         .iter()
-        .map(|(cursor, record)| {
-            let mut v = history_json(record);
-            v["cursor"] = json!(cursor.to_string());
-            v
-        })
+        .map(|(cursor, record)| history_record(*cursor, record))
         .collect();
-    Ok(Json(json!(out)).into_response())
+    Ok(Json(out).into_response())
 }

@@ -10,8 +10,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, Method, Uri};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use serde::Deserialize;
-use serde_json::json;
+use sonraft_client::v1;
 use sonraft_raft::{NodeId, NodeInfo};
 
 use super::error::{ApiError, Params, parse_json, read_body};
@@ -19,55 +18,19 @@ use super::forward;
 use crate::Node;
 use crate::membership::MembershipError;
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NodeBody {
-    pub id: NodeId,
-    pub site: String,
-    pub raft_addr: String,
-    pub api_addr: String,
-}
-
-impl NodeBody {
-    fn info(&self) -> NodeInfo {
-        NodeInfo {
-            site: self.site.clone(),
-            raft_addr: self.raft_addr.clone(),
-            api_addr: self.api_addr.clone(),
-        }
+/// The membership record of a node to add.
+fn info(n: &v1::NodeSpec) -> NodeInfo {
+    NodeInfo {
+        site: n.site.clone(),
+        raft_addr: n.raft_addr.clone(),
+        api_addr: n.api_addr.clone(),
     }
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct InitBody {
-    nodes: Vec<NodeBody>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct VotersBody {
-    ids: Vec<NodeId>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct LeaderBody {
-    id: NodeId,
-}
-
-/// `?force=true`: do a membership change that would otherwise be refused.
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct ForceParam {
-    #[serde(default)]
-    force: bool,
-}
-
 /// Answers a membership error, forwarding to the leader when this node is not it.
-async fn answer(
+async fn answer<T: serde::Serialize>(
     node: &Node,
-    result: Result<serde_json::Value, MembershipError>,
+    result: Result<T, MembershipError>,
     method: Method,
     uri: &Uri,
     headers: &HeaderMap,
@@ -105,7 +68,7 @@ pub async fn init(
     body: Body,
 ) -> Result<Response, ApiError> {
     let bytes = read_body(&headers, body, node.config.max_body_bytes).await?;
-    let req: InitBody = parse_json(&bytes)?;
+    let req: v1::InitRequest = parse_json(&bytes)?;
     if req.nodes.is_empty() {
         return Err(ApiError::unprocessable("nodes must list at least one node"));
     }
@@ -113,7 +76,7 @@ pub async fn init(
     for n in &req.nodes {
         check_addr("raft_addr", &n.raft_addr)?;
         check_addr("api_addr", &n.api_addr)?;
-        if nodes.insert(n.id, n.info()).is_some() {
+        if nodes.insert(n.id, info(n)).is_some() {
             return Err(ApiError::unprocessable(format!(
                 "node {} is listed twice",
                 n.id
@@ -122,7 +85,11 @@ pub async fn init(
     }
     let voters: Vec<NodeId> = nodes.keys().copied().collect();
     match node.init_cluster(nodes).await {
-        Ok(()) => Ok(Json(json!({"initialized": true, "voters": voters})).into_response()),
+        Ok(()) => Ok(Json(v1::Initialized {
+            initialized: true,
+            voters,
+        })
+        .into_response()),
         Err(e @ MembershipError::AlreadyInitialized(_)) => {
             Err(ApiError::conflict("already_initialized", e.to_string()))
         }
@@ -141,20 +108,20 @@ fn node_id(id: NodeId) -> Result<NodeId, ApiError> {
 /// up). Refused unless it answers on its Raft address as that node, with this cluster's timing.
 pub async fn add_learner(
     State(node): State<Arc<Node>>,
-    Params(q): Params<ForceParam>,
+    Params(q): Params<v1::ForceQuery>,
     uri: Uri,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
     let bytes = read_body(&headers, body, node.config.max_body_bytes).await?;
-    let req: NodeBody = parse_json(&bytes)?;
+    let req: v1::NodeSpec = parse_json(&bytes)?;
     node_id(req.id)?;
     check_addr("raft_addr", &req.raft_addr)?;
     check_addr("api_addr", &req.api_addr)?;
     let result = node
-        .add_learner(req.id, req.info(), q.force)
+        .add_learner(req.id, info(&req), q.force)
         .await
-        .map(|()| json!({"learner": req.id}));
+        .map(|()| v1::LearnerAdded { learner: req.id });
     Ok(answer(&node, result, Method::POST, &uri, &headers, bytes).await)
 }
 
@@ -163,13 +130,13 @@ pub async fn add_learner(
 /// caught up.
 pub async fn change_voters(
     State(node): State<Arc<Node>>,
-    Params(q): Params<ForceParam>,
+    Params(q): Params<v1::ForceQuery>,
     uri: Uri,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
     let bytes = read_body(&headers, body, node.config.max_body_bytes).await?;
-    let req: VotersBody = parse_json(&bytes)?;
+    let req: v1::VotersRequest = parse_json(&bytes)?;
     for id in &req.ids {
         node_id(*id)?;
     }
@@ -180,7 +147,9 @@ pub async fn change_voters(
     let result = node
         .change_voters(ids.clone(), q.force)
         .await
-        .map(|()| json!({"voters": ids}));
+        .map(|()| v1::VotersChanged {
+            voters: ids.into_iter().collect(),
+        });
     Ok(answer(&node, result, Method::POST, &uri, &headers, bytes).await)
 }
 
@@ -189,7 +158,7 @@ pub async fn change_voters(
 pub async fn remove_node(
     State(node): State<Arc<Node>>,
     Path(id): Path<String>,
-    Params(q): Params<ForceParam>,
+    Params(q): Params<v1::ForceQuery>,
     uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
@@ -200,7 +169,7 @@ pub async fn remove_node(
     let result = node
         .remove_node(id, q.force)
         .await
-        .map(|()| json!({"removed": id}));
+        .map(|()| v1::NodeRemoved { removed: id });
     Ok(answer(&node, result, Method::DELETE, &uri, &headers, Bytes::new()).await)
 }
 
@@ -212,10 +181,13 @@ pub async fn transfer_leader(
     body: Body,
 ) -> Result<Response, ApiError> {
     let bytes = read_body(&headers, body, node.config.max_body_bytes).await?;
-    let req: LeaderBody = parse_json(&bytes)?;
+    let req: v1::LeaderRequest = parse_json(&bytes)?;
     let result = node
         .hand_over(req.id)
         .await
-        .map(|took| json!({"leader": req.id, "took_ms": took.as_millis() as u64}));
+        .map(|took| v1::LeaderHandedOver {
+            leader: req.id,
+            took_ms: took.as_millis() as u64,
+        });
     Ok(answer(&node, result, Method::POST, &uri, &headers, bytes).await)
 }

@@ -6,6 +6,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
+use sonraft_client::v1;
 
 /// An error answer of the admin API.
 #[derive(Debug)]
@@ -79,7 +80,10 @@ impl From<crate::propose::ProposeError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = serde_json::json!({ "error": self.kind, "detail": self.detail });
+        let body = v1::ErrorBody {
+            error: self.kind.to_string(),
+            detail: self.detail,
+        };
         let mut resp = (self.status, axum::Json(body)).into_response();
         if let Some(secs) = self.retry_after {
             resp.headers_mut()
@@ -89,13 +93,46 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// Query parameters, parsed and percent-decoded by axum's `Query`; a query that does not fit is
-/// a 400 `bad_query` in the API's error shape (not axum's plain-text rejection).
+/// Query parameters, parsed once, typed and percent-decoded, by axum's `Query` into one of the
+/// [`v1`] query types. A query that does not fit is a 400 in the API's error shape (not axum's
+/// plain-text rejection): `bad_query` for an unknown or repeated parameter, and the field's own
+/// kind ([`QueryKinds`]) for a value that does not parse (`bad_limit`, `bad_consistency`, ...).
 pub struct Params<T>(pub T);
+
+/// A query type of the API, and the error kind of each of its fields whose value may not parse.
+pub trait QueryKinds: DeserializeOwned {
+    /// `(field, kind)`; a field not listed is `bad_query`.
+    const FIELD_KINDS: &'static [(&'static str, &'static str)] = &[];
+}
+
+const LIMIT: (&str, &str) = ("limit", "bad_limit");
+const CONSISTENCY: (&str, &str) = ("consistency", "bad_consistency");
+
+impl QueryKinds for v1::ReadQuery {
+    const FIELD_KINDS: &'static [(&'static str, &'static str)] = &[CONSISTENCY];
+}
+impl QueryKinds for v1::CellsQuery {
+    const FIELD_KINDS: &'static [(&'static str, &'static str)] = &[CONSISTENCY, LIMIT];
+}
+impl QueryKinds for v1::RelationsQuery {
+    const FIELD_KINDS: &'static [(&'static str, &'static str)] = &[CONSISTENCY, LIMIT];
+}
+impl QueryKinds for v1::HistoryQuery {
+    const FIELD_KINDS: &'static [(&'static str, &'static str)] = &[CONSISTENCY, LIMIT];
+}
+impl QueryKinds for v1::AntennasQuery {
+    const FIELD_KINDS: &'static [(&'static str, &'static str)] = &[LIMIT];
+}
+impl QueryKinds for v1::ProposeQuery {
+    const FIELD_KINDS: &'static [(&'static str, &'static str)] = &[("dry_run", "bad_dry_run")];
+}
+impl QueryKinds for v1::ImportQuery {}
+impl QueryKinds for v1::ForceQuery {}
+impl QueryKinds for v1::ClusterHealthQuery {}
 
 impl<S, T> axum::extract::FromRequestParts<S> for Params<T>
 where
-    T: DeserializeOwned + Send,
+    T: QueryKinds + Send,
     S: Send + Sync,
 {
     type Rejection = ApiError;
@@ -106,15 +143,34 @@ where
     ) -> Result<Self, ApiError> {
         match axum::extract::Query::<T>::from_request_parts(parts, state).await {
             Ok(axum::extract::Query(v)) => Ok(Params(v)),
-            Err(e) => Err(ApiError::bad_request(
-                "bad_query",
-                format!(
-                    "the query string does not fit this route: {}",
-                    e.body_text()
-                ),
-            )),
+            Err(rejection) => Err(query_error::<T>(&rejection)),
         }
     }
+}
+
+/// The error answer for a query that does not fit `T`: the failing field's kind when the error
+/// is in one field's value.
+fn query_error<T: QueryKinds>(rejection: &axum::extract::rejection::QueryRejection) -> ApiError {
+    // axum's `Query` deserializes with `serde_path_to_error`, which says in which field it
+    // failed; the rejection carries that error as its source.
+    let mut source = std::error::Error::source(rejection);
+    while let Some(e) = source {
+        if let Some(e) = e.downcast_ref::<serde_path_to_error::Error<serde::de::value::Error>>() {
+            let field = e.path().to_string();
+            if let Some((_, kind)) = T::FIELD_KINDS.iter().find(|(f, _)| *f == field) {
+                return ApiError::bad_request(kind, format!("{field}: {}", e.inner()));
+            }
+            break;
+        }
+        source = e.source();
+    }
+    ApiError::bad_request(
+        "bad_query",
+        format!(
+            "the query string does not fit this route: {}",
+            rejection.body_text()
+        ),
+    )
 }
 
 /// Reads a request body of at most `limit` bytes; a larger one is a 413.

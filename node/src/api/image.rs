@@ -9,97 +9,31 @@ use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, Method, Uri};
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
+use sonraft_client::v1;
 use sonraft_raft::changeset::{Function, Origin};
-use sonraft_raft::command::{Command, ImageImport, Response as Applied};
+use sonraft_raft::command::{Command, ImageImport, ImportCounts, Response as Applied};
 use sonraft_raft::model::import::{ImportDiff, ImportOutcome, ImportPart, KindCounts};
-use sonraft_storage::read;
 
 use super::error::{ApiError, Params, parse_json, read_body};
 use super::forward;
 use crate::Node;
 use crate::propose::ProposeError;
 
-/// How fresh a read must be.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Consistency {
-    /// This node's applied state, possibly behind the leader.
-    Local,
-    /// The leader's applied state, without confirming it still leads.
-    Leader,
-    /// Confirmed with a quorum (read index): reflects every write acknowledged before.
-    Linearizable,
-}
-
-impl Consistency {
-    /// The `consistency` query parameter: absent means linearizable; anything but `local`,
-    /// `leader` or `linearizable` is a 400 `bad_consistency`.
-    pub fn from_query(value: Option<&str>) -> Result<Consistency, ApiError> {
-        match value {
-            None | Some("linearizable") => Ok(Consistency::Linearizable),
-            Some("leader") => Ok(Consistency::Leader),
-            Some("local") => Ok(Consistency::Local),
-            Some(other) => Err(ApiError::bad_request(
-                "bad_consistency",
-                format!("consistency={other:?}; use local, leader or linearizable"),
-            )),
-        }
-    }
-}
-
-/// The `limit` query parameter: a count, `default` when absent, else a 400 `bad_limit`.
-pub fn limit_from_query(value: Option<&str>, default: usize) -> Result<usize, ApiError> {
-    match value {
-        None => Ok(default),
-        Some(v) => v.parse().map_err(|_| {
-            ApiError::bad_request("bad_limit", format!("limit={v:?} is not a number"))
-        }),
-    }
-}
-
-/// The query of `GET /image/sites` and `GET /image/cells/{id}`. Every read route takes its
-/// query through [`Params`], so values are percent-decoded (`?site=North%20Hill`) and a
-/// parameter the route does not know is a 400 `bad_query` rather than silently ignored. Values
-/// stay text here so that a bad one gets its own error kind (`bad_consistency`, `bad_limit`).
-#[derive(serde::Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct ReadParams {
-    consistency: Option<String>,
-}
-
-/// The query of `GET /image/cells[?site=S][&limit=N]`.
-#[derive(serde::Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct CellsParams {
-    consistency: Option<String>,
-    site: Option<String>,
-    limit: Option<String>,
-}
-
-/// The query of `GET /image/relations[?source=CELL][&limit=N]`.
-#[derive(serde::Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct RelationsParams {
-    consistency: Option<String>,
-    source: Option<String>,
-    limit: Option<String>,
-}
-
 /// Makes this node fit to answer a read of the given consistency, or forwards the read to the
 /// leader (`Some(response)`).
 pub async fn prepare_read(
     node: &Node,
-    c: Consistency,
+    c: v1::Consistency,
     uri: &Uri,
     headers: &HeaderMap,
 ) -> Result<Option<Response>, ApiError> {
     match c {
-        Consistency::Local => Ok(None),
-        Consistency::Leader if node.is_leader() => Ok(None),
-        Consistency::Leader => Ok(Some(
+        v1::Consistency::Local => Ok(None),
+        v1::Consistency::Leader if node.is_leader() => Ok(None),
+        v1::Consistency::Leader => Ok(Some(
             forward::to_leader(node, Method::GET, uri, headers, None).await,
         )),
-        Consistency::Linearizable => match node.reads.wait().await {
+        v1::Consistency::Linearizable => match node.reads.wait().await {
             Ok(()) => Ok(None),
             Err(crate::reads::ReadError::NotLeader) => Ok(Some(
                 forward::to_leader(node, Method::GET, uri, headers, None).await,
@@ -117,57 +51,58 @@ pub async fn digest(State(node): State<Arc<Node>>) -> Result<Response, ApiError>
         .await
         .map_err(|e| ApiError::internal(e.to_string()))?
         .map_err(|e| ApiError::internal(e.to_string()))?;
-    Ok(Json(json!({
-        "applied_index": d.applied.map_or(0, |l| l.index),
-        "applied_term": d.applied.map_or(0, |l| l.leader_id.term),
-        "digest": format!("{:016x}", d.digest),
-        "cells": d.cells,
-        "relations": d.relations,
-        "history_records": d.history_records,
-    }))
+    Ok(Json(v1::Digest {
+        applied_index: d.applied.map_or(0, |l| l.index),
+        applied_term: d.applied.map_or(0, |l| l.leader_id.term),
+        digest: format!("{:016x}", d.digest),
+        cells: d.cells as u64,
+        relations: d.relations as u64,
+        history_records: d.history_records as u64,
+    })
     .into_response())
 }
 
 /// `GET /image/sites`.
 pub async fn sites(
     State(node): State<Arc<Node>>,
-    Params(q): Params<ReadParams>,
+    Params(q): Params<v1::ReadQuery>,
     uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let consistency = Consistency::from_query(q.consistency.as_deref())?;
+    let consistency = q.consistency.unwrap_or_default();
     if let Some(r) = prepare_read(&node, consistency, &uri, &headers).await? {
         return Ok(r);
     }
-    let state = read(node.store.state());
-    let sites: Vec<_> = state.image.sites.values().collect();
-    Ok(Json(json!(sites)).into_response())
+    let sites: Vec<_> = node
+        .store
+        .with_image(|image| image.sites.values().cloned().collect());
+    Ok(Json(sites).into_response())
 }
 
 /// `GET /image/cells[?site=S][&limit=N]`.
 pub async fn cells(
     State(node): State<Arc<Node>>,
-    Params(q): Params<CellsParams>,
+    Params(q): Params<v1::CellsQuery>,
     uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let limit = limit_from_query(q.limit.as_deref(), usize::MAX)?;
-    let consistency = Consistency::from_query(q.consistency.as_deref())?;
+    let limit = q.limit.map_or(usize::MAX, count);
+    let consistency = q.consistency.unwrap_or_default();
     if let Some(r) = prepare_read(&node, consistency, &uri, &headers).await? {
         return Ok(r);
     }
     let site = q.site;
-    let body = {
-        let state = read(node.store.state());
-        let cells: Vec<_> = state
-            .image
+    // Serialized in place: a large image's cells are not copied first.
+    let body = node.store.with_image(|image| {
+        let cells: Vec<_> = image
             .cells
             .values()
             .filter(|c| site.as_ref().is_none_or(|s| &c.site == s))
             .take(limit)
             .collect();
-        serde_json::to_vec(&cells).map_err(|e| ApiError::internal(e.to_string()))?
-    };
+        serde_json::to_vec(&cells)
+    });
+    let body = body.map_err(|e| ApiError::internal(e.to_string()))?;
     Ok((
         [(axum::http::header::CONTENT_TYPE, "application/json")],
         body,
@@ -179,16 +114,15 @@ pub async fn cells(
 pub async fn cell(
     State(node): State<Arc<Node>>,
     Path(id): Path<String>,
-    Params(q): Params<ReadParams>,
+    Params(q): Params<v1::ReadQuery>,
     uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let consistency = Consistency::from_query(q.consistency.as_deref())?;
+    let consistency = q.consistency.unwrap_or_default();
     if let Some(r) = prepare_read(&node, consistency, &uri, &headers).await? {
         return Ok(r);
     }
-    let state = read(node.store.state());
-    match state.image.cells.get(&id) {
+    match node.store.cell(&id) {
         Some(c) => Ok(Json(c).into_response()),
         None => Err(ApiError::not_found(format!("no cell {id:?} in the image"))),
     }
@@ -197,23 +131,23 @@ pub async fn cell(
 /// `GET /image/relations[?source=CELL][&limit=N]`.
 pub async fn relations(
     State(node): State<Arc<Node>>,
-    Params(q): Params<RelationsParams>,
+    Params(q): Params<v1::RelationsQuery>,
     uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let limit = limit_from_query(q.limit.as_deref(), usize::MAX)?;
-    let consistency = Consistency::from_query(q.consistency.as_deref())?;
+    let limit = q.limit.map_or(usize::MAX, count);
+    let consistency = q.consistency.unwrap_or_default();
     if let Some(r) = prepare_read(&node, consistency, &uri, &headers).await? {
         return Ok(r);
     }
-    let body = {
-        let state = read(node.store.state());
+    let body = node.store.with_image(|image| {
         let rels: Vec<_> = match &q.source {
-            Some(s) => state.image.relations_from(s).take(limit).collect(),
-            None => state.image.relations.values().take(limit).collect(),
+            Some(s) => image.relations_from(s).take(limit).collect(),
+            None => image.relations.values().take(limit).collect(),
         };
-        serde_json::to_vec(&rels).map_err(|e| ApiError::internal(e.to_string()))?
-    };
+        serde_json::to_vec(&rels)
+    });
+    let body = body.map_err(|e| ApiError::internal(e.to_string()))?;
     Ok((
         [(axum::http::header::CONTENT_TYPE, "application/json")],
         body,
@@ -247,41 +181,49 @@ fn chunks(import: ImageImport) -> Vec<ImageImport> {
     out
 }
 
-/// `?dry_run=true&reason=...` of `POST /image/import`.
-#[derive(serde::Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct ImportParams {
-    #[serde(default)]
-    dry_run: bool,
-    #[serde(default)]
-    reason: Option<String>,
+/// A count from a query (`limit`), as far as this machine can count.
+pub fn count(n: u64) -> usize {
+    usize::try_from(n).unwrap_or(usize::MAX)
 }
 
-fn counts_json(k: &KindCounts) -> serde_json::Value {
-    json!({"created": k.created, "updated": k.updated, "unchanged": k.unchanged})
+fn counts(k: &KindCounts) -> v1::KindCounts {
+    v1::KindCounts {
+        created: k.created,
+        updated: k.updated,
+        unchanged: k.unchanged,
+    }
 }
 
 /// The answer's view of what an import changes (with the listed changes for a dry run).
-fn diff_json(diff: &ImportDiff, with_changes: bool) -> serde_json::Value {
-    let mut v = json!({
-        "sites": counts_json(&diff.sites),
-        "cells": counts_json(&diff.cells),
-        "relations": counts_json(&diff.relations),
-        "policy_changed": diff.policy_changed,
-        "changed_params": diff.changed_params,
-    });
-    if with_changes {
-        v["changes"] = diff
-            .changes
+fn changes(diff: &ImportDiff, with_changes: bool) -> v1::ImportChanges {
+    let listed = with_changes.then(|| {
+        diff.changes
             .iter()
-            .map(|c| {
-                json!({"entity": c.entity.to_string(), "param": c.param.name(),
-                       "from": super::json::value_json(&c.from), "to": super::json::value_json(&c.to)})
+            .map(|c| v1::ParamChange {
+                entity: c.entity.to_string(),
+                param: c.param.name().to_string(),
+                from: super::json::param_value(&c.from),
+                to: super::json::param_value(&c.to),
             })
-            .collect();
-        v["changes_listed"] = json!(diff.changes.len());
+            .collect::<Vec<_>>()
+    });
+    v1::ImportChanges {
+        sites: counts(&diff.sites),
+        cells: counts(&diff.cells),
+        relations: counts(&diff.relations),
+        policy_changed: diff.policy_changed,
+        changed_params: diff.changed_params,
+        changes_listed: listed.as_ref().map(|l| l.len() as u64),
+        changes: listed,
     }
-    v
+}
+
+fn imported(c: &ImportCounts) -> v1::ImportCounts {
+    v1::ImportCounts {
+        sites: c.sites,
+        cells: c.cells,
+        relations: c.relations,
+    }
 }
 
 /// `POST /image/import[?dry_run=true][&reason=...]`: bulk upsert of sites, cells and relations,
@@ -289,7 +231,7 @@ fn diff_json(diff: &ImportDiff, with_changes: bool) -> serde_json::Value {
 /// changed. `dry_run` answers what it would change in the leader's image, applying nothing.
 pub async fn import(
     State(node): State<Arc<Node>>,
-    Params(q): Params<ImportParams>,
+    Params(q): Params<v1::ImportQuery>,
     uri: Uri,
     headers: HeaderMap,
     body: Body,
@@ -300,16 +242,26 @@ pub async fn import(
         return Ok(forward::to_leader(&node, Method::POST, &uri, &headers, Some(bytes)).await);
     }
     if q.dry_run {
-        if let Some(r) = prepare_read(&node, Consistency::Linearizable, &uri, &headers).await? {
+        if let Some(r) = prepare_read(&node, v1::Consistency::Linearizable, &uri, &headers).await? {
             return Ok(r);
         }
-        let image = read(node.store.state()).image.clone();
-        return Ok(match image.check_import(&import) {
-            Ok(()) => Json(json!({"dry_run": true, "valid": true,
-                                  "would_change": diff_json(&image.import_diff(&import), true)})),
-            Err(reason) => Json(json!({"dry_run": true, "valid": false, "reason": reason})),
-        }
-        .into_response());
+        let answer = node
+            .store
+            .with_image(|image| match image.check_import(&import) {
+                Ok(()) => v1::ImportDryRun {
+                    dry_run: true,
+                    valid: true,
+                    would_change: Some(changes(&image.import_diff(&import), true)),
+                    reason: None,
+                },
+                Err(reason) => v1::ImportDryRun {
+                    dry_run: true,
+                    valid: false,
+                    would_change: None,
+                    reason: Some(reason),
+                },
+            });
+        return Ok(Json(answer).into_response());
     }
     let effective = node.effective_format(Duration::from_secs(5)).await;
     if effective < ImportPart::FORMAT {
@@ -339,12 +291,11 @@ pub async fn import(
             Ok((_, Applied::Import(ImportOutcome::Staged { .. }))) => {}
             Ok((_, Applied::Import(ImportOutcome::Applied { index, diff }))) => {
                 tracing::info!(index, parts = count, summary = %diff.summary(), "imported");
-                let c = diff.counts();
-                return Ok(Json(json!({
-                    "imported": {"sites": c.sites, "cells": c.cells, "relations": c.relations},
-                    "index": index,
-                    "changed": diff_json(&diff, false),
-                }))
+                return Ok(Json(v1::Imported {
+                    imported: imported(&diff.counts()),
+                    index,
+                    changed: Some(changes(&diff, false)),
+                })
                 .into_response());
             }
             Ok((_, Applied::Import(ImportOutcome::Refused { reason }))) => {
@@ -392,10 +343,11 @@ async fn import_v1(
         ));
     }
     match node.propose(&Command::Import(import)).await {
-        Ok((index, Applied::Imported(Ok(c)))) => Ok(Json(json!({
-            "imported": {"sites": c.sites, "cells": c.cells, "relations": c.relations},
-            "index": index,
-        }))
+        Ok((index, Applied::Imported(Ok(c)))) => Ok(Json(v1::Imported {
+            imported: imported(&c),
+            index,
+            changed: None,
+        })
         .into_response()),
         Ok((_, Applied::Imported(Err(reason)))) => Err(ApiError::unprocessable(reason)),
         Ok((_, other)) => Err(ApiError::internal(format!("unexpected answer {other:?}"))),

@@ -1,53 +1,18 @@
-//! JSON shapes of the API and their conversion to and from the replicated types.
+//! The API's change sets, outcomes and history records ([`v1`]) to and from the replicated
+//! types.
 
-use serde::Deserialize;
-use serde_json::{Value as Json, json};
+use serde_json::Value as Json;
+use sonraft_client::v1;
 use sonraft_raft::changeset::{ChangeSet, Function, Origin, Outcome, ReadVersion, Write};
 use sonraft_raft::model::image::HistoryRecord;
 use sonraft_raft::model::{EntityRef, Param, Value};
-
-/// A change set as clients send it.
-#[derive(Deserialize, Debug)]
-#[serde(deny_unknown_fields)]
-pub struct ChangeSetBody {
-    pub origin: OriginBody,
-    #[serde(default)]
-    pub reason: String,
-    #[serde(default)]
-    pub read_set: Vec<ReadBody>,
-    pub writes: Vec<WriteBody>,
-    #[serde(default)]
-    pub proposed_at_ms: Option<u64>,
-}
-
-#[derive(Deserialize, Debug)]
-#[serde(deny_unknown_fields)]
-pub struct OriginBody {
-    pub function: String,
-    #[serde(default)]
-    pub node: Option<u64>,
-}
-
-#[derive(Deserialize, Debug)]
-#[serde(deny_unknown_fields)]
-pub struct ReadBody {
-    pub entity: String,
-    pub version: u64,
-}
-
-#[derive(Deserialize, Debug)]
-#[serde(deny_unknown_fields)]
-pub struct WriteBody {
-    pub entity: String,
-    pub param: String,
-    pub value: Json,
-}
+use sonraft_storage::HistoryCursor;
 
 /// Most characters of a change set's reason.
 pub const MAX_REASON: usize = 2000;
 
 /// Converts a parsed body into a change set; any problem is a reason for `invalid`.
-pub fn change_set(body: ChangeSetBody, node: u64, now_ms: u64) -> Result<ChangeSet, String> {
+pub fn change_set(body: v1::ChangeSetRequest, node: u64, now_ms: u64) -> Result<ChangeSet, String> {
     let function: Function = body
         .origin
         .function
@@ -106,41 +71,49 @@ fn value(param: Param, v: &Json) -> Result<Value, String> {
     }
 }
 
-/// A value as JSON.
-pub fn value_json(v: &Value) -> Json {
+/// A parameter value as the API shows it.
+pub fn param_value(v: &Value) -> v1::ParamValue {
     match v {
-        Value::Int(i) => json!(i),
-        Value::Bool(b) => json!(b),
-        Value::Text(t) => json!(t),
+        Value::Int(i) => v1::ParamValue::Int(*i),
+        Value::Bool(b) => v1::ParamValue::Bool(*b),
+        Value::Text(t) => v1::ParamValue::Text(t.clone()),
     }
 }
 
-/// An outcome as JSON, as the API contract (README.md) gives it.
-pub fn outcome_json(o: &Outcome) -> Json {
-    match o {
-        Outcome::Applied { index, versions } => {
-            json!({"outcome": "applied", "index": index, "versions": versions})
-        }
-        Outcome::Conflict { current } => json!({"outcome": "conflict", "current": current}),
-        Outcome::Rejected { reason } => json!({"outcome": "rejected", "reason": reason}),
-        Outcome::Invalid { reason } => json!({"outcome": "invalid", "reason": reason}),
+/// An outcome as the API shows it.
+pub fn outcome(o: &Outcome) -> v1::Outcome {
+    match o.clone() {
+        Outcome::Applied { index, versions } => v1::Outcome::Applied {
+            index: Some(index),
+            versions,
+        },
+        Outcome::Conflict { current } => v1::Outcome::Conflict { current },
+        Outcome::Rejected { reason } => v1::Outcome::Rejected { reason },
+        Outcome::Invalid { reason } => v1::Outcome::Invalid { reason },
     }
 }
 
-/// A history record as JSON.
-pub fn history_json(r: &HistoryRecord) -> Json {
-    let writes: Vec<Json> = r
-        .writes
-        .iter()
-        .map(|w| json!({"entity": w.entity.to_string(), "param": w.param.name(), "value": value_json(&w.value)}))
-        .collect();
-    json!({
-        "index": r.index,
-        "log_time_ms": r.log_time_ms,
-        "proposed_at_ms": r.proposed_at_ms,
-        "origin": {"node": r.origin.node, "function": r.origin.function.name()},
-        "reason": r.reason,
-        "writes": writes,
-        "outcome": outcome_json(&r.outcome),
-    })
+/// A history record as the API shows it, with its cursor.
+pub fn history_record(cursor: HistoryCursor, r: &HistoryRecord) -> v1::HistoryRecord {
+    v1::HistoryRecord {
+        index: r.index,
+        log_time_ms: r.log_time_ms,
+        proposed_at_ms: r.proposed_at_ms,
+        origin: v1::Origin {
+            node: r.origin.node,
+            function: r.origin.function.name().to_string(),
+        },
+        reason: r.reason.clone(),
+        writes: r
+            .writes
+            .iter()
+            .map(|w| v1::Written {
+                entity: w.entity.to_string(),
+                param: w.param.name().to_string(),
+                value: param_value(&w.value),
+            })
+            .collect(),
+        outcome: outcome(&r.outcome),
+        cursor: cursor.to_string(),
+    }
 }

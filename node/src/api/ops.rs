@@ -6,10 +6,10 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
+use sonraft_client::v1;
 use sonraft_storage::snapshot::encode_snapshot;
 
-use super::error::ApiError;
+use super::error::{ApiError, Params};
 use crate::Node;
 
 /// `POST /snapshot`: build a snapshot now (and purge the log behind it).
@@ -27,7 +27,10 @@ pub async fn snapshot(State(node): State<Arc<Node>>) -> Result<Response, ApiErro
         .map_or(0, |l| l.index);
     Ok((
         axum::http::StatusCode::ACCEPTED,
-        Json(json!({"snapshot": "started", "up_to_index": applied})),
+        Json(v1::SnapshotStarted {
+            snapshot: "started".into(),
+            up_to_index: applied,
+        }),
     )
         .into_response())
 }
@@ -60,23 +63,17 @@ pub async fn backup(State(node): State<Arc<Node>>) -> Result<Response, ApiError>
         .into_response())
 }
 
-/// The query of `GET /antennas[?limit=N]` (see [`super::error::Params`]).
-#[derive(serde::Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct AntennasParams {
-    limit: Option<String>,
-}
-
 /// `GET /antennas[?limit=N]`: this node's antenna sessions and their summary.
 pub async fn antennas(
     State(node): State<Arc<Node>>,
-    super::error::Params(q): super::error::Params<AntennasParams>,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    let limit = super::image::limit_from_query(q.limit.as_deref(), 1000)?;
-    Ok(Json(match &node.antennas {
+    Params(q): Params<v1::AntennasQuery>,
+) -> Json<v1::Antennas> {
+    let limit = q.limit.map_or(1000, super::image::count);
+    Json(match &node.antennas {
         Some(f) => f.describe(limit),
-        None => {
-            json!({"site": node.site, "antenna_addresses": [], "summary": {"sessions": 0}, "sessions": []})
-        }
-    }))
+        None => v1::Antennas {
+            site: node.site.clone(),
+            ..Default::default()
+        },
+    })
 }
