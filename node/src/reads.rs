@@ -103,18 +103,63 @@ pub async fn run(node: Arc<Node>, barrier: Arc<ReadBarrier>) {
         }
         // Every ticket up to `wanted` was taken before this instant.
         let started = barrier.acks.now_us();
-        let result = prove(&node, &barrier, started).await;
+        let mut trace = ProofTrace::default();
+        let result = prove(&node, &barrier, started, &mut trace).await;
+        trace.log(wanted - served, started, barrier.acks.now_us(), &result);
         served = wanted;
         let _previous = barrier.done.send_replace((served, result));
     }
 }
 
-async fn prove(node: &Node, barrier: &ReadBarrier, since: u64) -> Result<(), ReadError> {
+/// What one proof did and waited for, for the debug log (`sonraft::node::reads=debug`).
+#[derive(Default)]
+struct ProofTrace {
+    /// `not_leader`, `lease`, `replication` or `heartbeats`.
+    by: &'static str,
+    term: u64,
+    /// Whether an entry of this leader's term was committed when the proof began.
+    own_commit: bool,
+    /// When the leadership confirmation was done and the wait for the state machine began
+    /// (ack clock, microseconds).
+    confirmed_us: u64,
+    /// The log index the read waited to see applied.
+    read_index: Option<u64>,
+}
+
+impl ProofTrace {
+    fn log(&self, tickets: u64, started_us: u64, done_us: u64, result: &Result<(), ReadError>) {
+        let ms = |from: u64, to: u64| to.saturating_sub(from) as f64 / 1000.0;
+        // Confirming and applying are told apart only when leadership was confirmed.
+        let confirmed = (self.confirmed_us > 0).then_some(self.confirmed_us);
+        tracing::debug!(
+            tickets,
+            by = self.by,
+            term = self.term,
+            own_commit = self.own_commit,
+            took_ms = ms(started_us, done_us),
+            confirm_ms = ?confirmed.map(|c| ms(started_us, c)),
+            apply_ms = ?confirmed.map(|c| ms(c, done_us)),
+            read_index = ?self.read_index,
+            error = result.as_ref().err().map(|e| e.to_string()),
+            "read proof"
+        );
+    }
+}
+
+async fn prove(
+    node: &Node,
+    barrier: &ReadBarrier,
+    since: u64,
+    trace: &mut ProofTrace,
+) -> Result<(), ReadError> {
     let acks = &*barrier.acks;
     let state = raft_state(node).await?;
+    trace.term = state.vote.leader_id().term;
     if state.role != ServerState::Leader {
+        trace.by = "not_leader";
         return Err(ReadError::NotLeader);
     }
+    trace.own_commit = state.committed_in_term().is_some();
     if let Some(committed) = state.committed_in_term() {
         let lease_held = lease_holds(
             acks.now_us(),
@@ -124,19 +169,32 @@ async fn prove(node: &Node, barrier: &ReadBarrier, since: u64) -> Result<(), Rea
         );
         if lease_held {
             metrics::counter!("sonraft_read_proofs_total", "by" => "lease").increment(1);
+            (trace.by, trace.confirmed_us, trace.read_index) =
+                ("lease", acks.now_us(), Some(committed));
             return wait_applied(node, committed).await;
         }
         // With change sets queued or in flight, AppendEntries will go out after `since` (the
         // entries themselves, or the commit index that follows them).
         if node.batcher.pending() > 0
-            && let Some(proof) = prove_by_replication(node, acks, since).await
+            && let Some(proof) = prove_by_replication(node, acks, since, trace).await
         {
             return proof;
         }
     }
     metrics::counter!("sonraft_read_proofs_total", "by" => "heartbeats").increment(1);
-    match node.raft.ensure_linearizable().await {
-        Ok(_) => Ok(()),
+    trace.by = "heartbeats";
+    // openraft's `ensure_linearizable`, in its two steps so that the trace can tell them apart:
+    // a round of heartbeats answered by a quorum, then the state machine reaching the read
+    // index (this leader's first entry at least).
+    match node.raft.get_read_log_id().await {
+        Ok((read_log_id, _applied)) => {
+            trace.confirmed_us = acks.now_us();
+            trace.read_index = read_log_id.map(|l| l.index);
+            match read_log_id {
+                Some(l) => wait_applied(node, l.index).await,
+                None => Ok(()),
+            }
+        }
         Err(e) if e.forward_to_leader::<sonraft_raft::NodeInfo>().is_some() => {
             Err(ReadError::NotLeader)
         }
@@ -152,6 +210,7 @@ async fn prove_by_replication(
     node: &Node,
     acks: &AckClock,
     since: u64,
+    trace: &mut ProofTrace,
 ) -> Option<Result<(), ReadError>> {
     let deadline = tokio::time::Instant::now() + PIGGYBACK_WAIT;
     loop {
@@ -171,6 +230,8 @@ async fn prove_by_replication(
             .is_some_and(|t| t >= since)
         {
             metrics::counter!("sonraft_read_proofs_total", "by" => "replication").increment(1);
+            (trace.by, trace.confirmed_us, trace.read_index) =
+                ("replication", acks.now_us(), Some(committed));
             return Some(wait_applied(node, committed).await);
         }
         if tokio::time::Instant::now() >= deadline {

@@ -40,12 +40,26 @@ pub fn install_metrics() -> anyhow::Result<PrometheusHandle> {
         .context("cannot install the metrics recorder")
 }
 
-/// Mirrors Raft's metrics into gauges whenever they change.
+/// Mirrors Raft's metrics into gauges whenever they change, and logs every change of role,
+/// term or known leader (when this node learned of a new leader is what a client forwarded
+/// through it waits for).
 pub async fn watch_raft(node: Arc<Node>) {
     let mut rx = node.raft.metrics();
+    let mut seen = None;
     loop {
         {
             let m = rx.borrow_and_update().clone();
+            let now = (m.state, m.current_term, m.current_leader);
+            if seen != Some(now) {
+                tracing::info!(
+                    state = ?m.state,
+                    term = m.current_term,
+                    leader = ?m.current_leader,
+                    vote = %m.vote,
+                    "Raft role, term or leader changed"
+                );
+                seen = Some(now);
+            }
             metrics::gauge!("sonraft_raft_term").set(m.current_term as f64);
             metrics::gauge!("sonraft_raft_leader_id").set(m.current_leader.unwrap_or(0) as f64);
             metrics::gauge!("sonraft_raft_is_leader")

@@ -22,6 +22,7 @@ use sonraft_client::ClientError;
 use sonraft_raft::{NodeId, NodeInfo};
 
 use super::error::ApiError;
+use super::front_door::REQUEST_ID;
 use crate::Node;
 
 /// Header marking a request forwarded by another node; its value is that node's id, so that
@@ -83,6 +84,7 @@ async fn forward_once(
     leader: (NodeId, &NodeInfo),
     method: Method,
     uri: &Uri,
+    headers: &HeaderMap,
     body: Option<Bytes>,
 ) -> Forwarded {
     let (id, info) = leader;
@@ -90,7 +92,10 @@ async fn forward_once(
     let url = format!("{}{path}", sonraft_client::base_url(&info.api_addr));
     let me = node.id.to_string();
     let bound = answer_bound(node, &method, uri);
-    let extra = [(FORWARDED, me.as_str())];
+    let mut extra = vec![(FORWARDED, me.as_str())];
+    if let Some(id) = headers.get(REQUEST_ID).and_then(|v| v.to_str().ok()) {
+        extra.push((REQUEST_ID, id));
+    }
     let send = node.forwarder.send(method, &url, body, &extra);
     let mut metrics = node.raft.metrics();
     let hand_over = uri.path() == HAND_OVER;
@@ -154,7 +159,13 @@ pub async fn to_leader(
     let election = Duration::from_millis(2 * node.config.election_max_ms);
     let mut tried: Option<NodeId> = None;
     for attempt in 0..2 {
+        let looked = std::time::Instant::now();
         let Some((id, info)) = leader_within(node, election, tried).await else {
+            tracing::debug!(
+                attempt,
+                waited_ms = looked.elapsed().as_millis() as u64,
+                "no leader known"
+            );
             return ApiError::unavailable(
                 "no_leader",
                 "no leader is known (election in progress?); retry shortly",
@@ -168,14 +179,38 @@ pub async fn to_leader(
         } else {
             info
         };
-        match forward_once(node, (id, &target), method.clone(), uri, body.clone()).await {
-            Forwarded::Answered(r) => return r,
+        let sent = std::time::Instant::now();
+        tracing::debug!(
+            attempt,
+            leader = id,
+            waited_for_leader_ms = (sent - looked).as_millis() as u64,
+            "forwarding"
+        );
+        let forwarded = forward_once(
+            node,
+            (id, &target),
+            method.clone(),
+            uri,
+            headers,
+            body.clone(),
+        );
+        match forwarded.await {
+            Forwarded::Answered(r) => {
+                tracing::debug!(
+                    attempt,
+                    leader = id,
+                    status = r.status().as_u16(),
+                    ms = sent.elapsed().as_millis() as u64,
+                    "forwarded request answered"
+                );
+                return r;
+            }
             Forwarded::NotDelivered(reason) if attempt == 0 => {
-                tracing::debug!(leader = id, %reason, "forwarding not delivered; trying the next leader");
+                tracing::debug!(leader = id, %reason, ms = sent.elapsed().as_millis() as u64, "forwarding not delivered; trying the next leader");
                 tried = Some(id);
             }
             Forwarded::Abandoned(reason) if attempt == 0 && method == Method::GET => {
-                tracing::debug!(leader = id, %reason, "read abandoned; trying the next leader");
+                tracing::debug!(leader = id, %reason, ms = sent.elapsed().as_millis() as u64, "read abandoned; trying the next leader");
                 tried = Some(id);
             }
             Forwarded::NotDelivered(reason) => {

@@ -1,5 +1,7 @@
 //! The admin API's front door, around the whole router: refuses requests without the operator
 //! token (except the open routes), then counts and times every request by route and status.
+//! A request that carries [`REQUEST_ID`] runs in a `request` span with that id (debug level),
+//! so that what it waited for, here and at the leader it was forwarded to, can be traced.
 //!
 //! It is one hand-written service rather than two `axum::middleware::from_fn` layers: those box
 //! a future and clone a boxed service per layer, per route, per request, which profiling put at
@@ -21,6 +23,9 @@ use tower_service::Service;
 
 use super::error::ApiError;
 use crate::Node;
+
+/// Header a client may set to name its request in the nodes' debug logs; forwarding passes it on.
+pub const REQUEST_ID: &str = "x-request-id";
 
 /// Routes that need no token.
 const OPEN_ROUTES: [&str; 3] = ["/health", "/readyz", "/metrics"];
@@ -118,8 +123,12 @@ impl Service<Request> for FrontDoor {
         if refused {
             tracing::warn!(path = %req.uri().path(), "refused an admin request without the right token");
         }
+        let span = match req.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok()) {
+            Some(id) => tracing::debug_span!("request", id = %id, path = %req.uri().path()),
+            None => tracing::Span::none(),
+        };
         let answer = (!refused).then(|| self.router.call(req));
-        Box::pin(async move {
+        let answered = async move {
             let resp = match answer {
                 Some(future) => match future.await {
                     Ok(resp) => resp,
@@ -132,8 +141,14 @@ impl Service<Request> for FrontDoor {
                 .increment(1);
             metrics::histogram!("sonraft_http_request_seconds", "route" => route)
                 .record(started.elapsed().as_secs_f64());
+            tracing::debug!(
+                status = resp.status().as_u16(),
+                ms = started.elapsed().as_millis() as u64,
+                "answered"
+            );
             Ok(resp)
-        })
+        };
+        Box::pin(tracing::Instrument::instrument(answered, span))
     }
 }
 
