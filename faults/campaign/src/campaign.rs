@@ -141,6 +141,7 @@ pub async fn run(o: Options) -> anyhow::Result<Summary> {
         lazyfs: o.lazyfs.clone(),
         libfaketime: library,
         run_dir: run_dir.clone(),
+        node_log: None,
         node_flags: vec![
             "--timing".into(),
             "loopback".into(),

@@ -42,6 +42,8 @@ pub struct Setup {
     pub libfaketime: PathBuf,
     pub run_dir: PathBuf,
     pub node_flags: Vec<String>,
+    /// The nodes' `RUST_LOG`, if not the default (`SONRAFT_CAMPAIGN_NODE_LOG` or info).
+    pub node_log: Option<String>,
     pub seed: u64,
     /// Whether a replacement node listens on other ports than the node it replaces (else it
     /// takes over its address, as a rebuilt host would).
@@ -158,11 +160,18 @@ impl Cluster {
     /// Starts the node of slot position `i` (0-based) on its data directory.
     pub async fn start_node(&mut self, i: usize, why: &str) -> Result<(), NodeError> {
         let slot = &mut self.slots[i];
+        let mut env = slot.clock.env();
+        env.extend(
+            self.setup
+                .node_log
+                .clone()
+                .map(|filter| ("RUST_LOG".to_string(), filter)),
+        );
         let node = NodeProcess::start(
             &self.setup.sonraft,
             &slot.spec,
             &slot.exec_prefix,
-            &slot.clock.env(),
+            &env,
             why,
         )
         .await?;

@@ -24,7 +24,7 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, bail};
 use rand::rngs::StdRng;
@@ -34,7 +34,11 @@ use serde_json::json;
 use crate::cluster::{Cluster, Setup};
 use crate::http::{Answer, Http, HttpError};
 use crate::netns::Network;
-use crate::{clock, prerequisites, teardown, workload};
+use crate::{clock, prerequisites, teardown, wait_trace, workload};
+use hyper::Method;
+
+/// Names a request in the nodes' debug logs.
+const REQUEST_ID: &str = "x-request-id";
 
 /// The nodes' Raft port (see [`crate::node::NodeSpec`]; no node is replaced here).
 const RAFT_PORT: u16 = 7001;
@@ -55,11 +59,16 @@ pub struct Options {
     pub run_dir: Option<PathBuf>,
     pub sonraft: PathBuf,
     pub command: String,
+    /// The slowest requests of each round to trace through the nodes' logs (0: none; see
+    /// [`wait_trace`]).
+    pub trace: usize,
 }
 
 /// One client request.
 #[derive(Clone, Debug)]
 struct Request {
+    /// Its index in the run, sent as `x-request-id: r<id>`.
+    id: usize,
     slot: usize,
     write: bool,
     sent: Instant,
@@ -73,7 +82,9 @@ struct Requests(Arc<Mutex<Vec<Request>>>);
 impl Requests {
     fn sent(&self, slot: usize, write: bool) -> usize {
         let mut all = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let id = all.len();
         all.push(Request {
+            id,
             slot,
             write,
             sent: Instant::now(),
@@ -144,7 +155,18 @@ impl Client {
             let cell = self.cells[self.rng.random_range(0..self.cells.len())].clone();
             let i = self.requests.sent(self.slot, false);
             let path = format!("/image/cells/{cell}");
-            let read = self.http.get(&self.addr, &path, self.timeout).await;
+            let tag = format!("r{i}");
+            let read = self
+                .http
+                .send_with(
+                    Method::GET,
+                    &self.addr,
+                    &path,
+                    None,
+                    self.timeout,
+                    &[(REQUEST_ID, &tag)],
+                )
+                .await;
             self.requests.answered(i, label(&read));
             let state = match read {
                 Ok(a) if a.status.is_success() => {
@@ -161,9 +183,17 @@ impl Client {
                     "writes": [{"entity": format!("cell/{cell}"), "param": "electrical_tilt", "value": value}],
                 });
                 let i = self.requests.sent(self.slot, true);
+                let tag = format!("r{i}");
                 let write = self
                     .http
-                    .post(&self.addr, "/image/changesets", &body, self.timeout)
+                    .send_with(
+                        Method::POST,
+                        &self.addr,
+                        "/image/changesets",
+                        Some(&body),
+                        self.timeout,
+                        &[(REQUEST_ID, &tag)],
+                    )
                     .await;
                 self.requests.answered(i, label(&write));
             }
@@ -213,6 +243,8 @@ pub struct Round {
     pub election: Duration,
     pub via_followers: Longest,
     pub at_old_leader: Longest,
+    /// With `--trace`: the slowest requests and what the node logs say about them.
+    pub trace: Vec<String>,
 }
 
 impl Round {
@@ -390,7 +422,7 @@ async fn round(
         .commit()
         .await
         .context("cannot cut the leader off")?;
-    let cut = Instant::now();
+    let (cut, cut_wall) = (Instant::now(), SystemTime::now());
     let elected = new_leader(c, &others, term, Duration::from_secs(30)).await;
     let hold_until = cut + o.hold;
     if let Some(wait) = hold_until.checked_duration_since(Instant::now()) {
@@ -407,18 +439,75 @@ async fn round(
         election: elected_at - cut,
         via_followers: Longest::default(),
         at_old_leader: Longest::default(),
+        trace: Vec::new(),
     };
-    for r in requests
+    let mut window = requests
         .window(cut, healed, o.timeout + Duration::from_secs(5))
-        .await
-    {
+        .await;
+    for r in &window {
         if r.slot == leader {
-            round.at_old_leader.add(&r);
+            round.at_old_leader.add(r);
         } else {
-            round.via_followers.add(&r);
+            round.via_followers.add(r);
         }
     }
+    if o.trace > 0 {
+        window.sort_by_key(|r| std::cmp::Reverse(wait_of(r)));
+        window.truncate(o.trace);
+        round.trace = trace(c, cut, cut_wall, &window);
+    }
     Ok(round)
+}
+
+/// How long `r` waited (until now if it is unanswered).
+fn wait_of(r: &Request) -> Duration {
+    r.answered
+        .as_ref()
+        .map_or_else(Instant::now, |(t, _)| *t)
+        .saturating_duration_since(r.sent)
+}
+
+/// The slowest requests of a round, and what the nodes' logs say about them.
+fn trace(c: &Cluster, cut: Instant, cut_wall: SystemTime, slowest: &[Request]) -> Vec<String> {
+    let ms = |t: Instant| {
+        t.checked_duration_since(cut).map_or_else(
+            || -(cut.duration_since(t).as_secs_f64() * 1000.0),
+            |d| d.as_secs_f64() * 1000.0,
+        )
+    };
+    let mut out = Vec::new();
+    let mut traced = Vec::new();
+    for r in slowest {
+        let (answered, outcome) = r
+            .answered
+            .clone()
+            .unwrap_or_else(|| (Instant::now(), "unanswered".into()));
+        out.push(format!(
+            "  r{} {} at node {}: {} ms ({outcome}), sent {:+.1} ms, answered {:+.1} ms",
+            r.id,
+            if r.write { "write" } else { "read" },
+            c.slots[r.slot].spec.id,
+            wait_of(r).as_millis(),
+            ms(r.sent),
+            ms(answered),
+        ));
+        traced.push(wait_trace::Traced {
+            id: format!("r{}", r.id),
+            sent_ms: ms(r.sent),
+            answered_ms: ms(answered),
+        });
+    }
+    let logs: Vec<(u64, PathBuf)> = c
+        .slots
+        .iter()
+        .map(|s| (s.spec.id, s.spec.log.clone()))
+        .collect();
+    out.extend(
+        wait_trace::lines(&logs, cut_wall, &traced)
+            .into_iter()
+            .map(|l| format!("    {l}")),
+    );
+    out
 }
 
 /// Runs the benchmark; returns the rounds (the caller prints and judges them).
@@ -453,6 +542,7 @@ pub async fn run(o: Options) -> anyhow::Result<Vec<Round>> {
         libfaketime: library,
         run_dir: run_dir.clone(),
         node_flags: Vec::new(),
+        node_log: (o.trace > 0).then(|| wait_trace::NODE_LOG.to_string()),
         seed: o.seed,
         fresh_addresses: false,
     };
@@ -508,6 +598,9 @@ pub async fn run(o: Options) -> anyhow::Result<Vec<Round>> {
         match round(&mut cluster, n, &o, &requests).await {
             Ok(r) => {
                 println!("{}", r.line());
+                for l in &r.trace {
+                    println!("{l}");
+                }
                 rounds.push(r);
             }
             Err(e) => {

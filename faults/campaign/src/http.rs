@@ -81,13 +81,31 @@ impl Http {
         body: Option<&serde_json::Value>,
         deadline: Duration,
     ) -> Result<Answer, HttpError> {
+        self.send_with(method, addr, path, body, deadline, &[])
+            .await
+    }
+
+    /// [`Http::send`] with extra headers (a request id, for instance).
+    pub async fn send_with(
+        &self,
+        method: Method,
+        addr: &str,
+        path: &str,
+        body: Option<&serde_json::Value>,
+        deadline: Duration,
+        headers: &[(&str, &str)],
+    ) -> Result<Answer, HttpError> {
         let url = format!("http://{addr}{path}");
         let bytes = body.map_or_else(Bytes::new, |b| Bytes::from(b.to_string()));
-        let request = Request::builder()
+        let mut request = Request::builder()
             .method(method)
             .uri(&url)
             .header(hyper::header::AUTHORIZATION, &self.authorization)
-            .header(hyper::header::CONTENT_TYPE, "application/json")
+            .header(hyper::header::CONTENT_TYPE, "application/json");
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let request = request
             .body(Full::new(bytes))
             .map_err(|_| HttpError::Url(url.clone()))?;
         let exchange = async {

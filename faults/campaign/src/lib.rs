@@ -25,7 +25,7 @@
 //! | [`nemesis`] | the seeded fault schedule |
 //! | [`checks`], [`linearizability`], [`witness`] | the judgement |
 //! | [`report`] | the summary |
-//! | [`failover`] | a benchmark apart: client waits while a cut-off leader is replaced |
+//! | [`failover`], [`wait_trace`] | a benchmark apart: client waits while a cut-off leader is replaced, and where the slowest waited |
 //! | [`teardown`], [`prerequisites`], [`command`] | leaving the machine clean; what it needs |
 //!
 //! ## A run
@@ -62,5 +62,6 @@ pub mod node;
 pub mod prerequisites;
 pub mod report;
 pub mod teardown;
+pub mod wait_trace;
 pub mod witness;
 pub mod workload;

@@ -145,6 +145,10 @@ struct FailoverArgs {
     /// The node binary (default: `sonraft` next to this binary).
     #[arg(long)]
     sonraft: Option<PathBuf>,
+    /// Print the N slowest requests of each round with what the nodes' debug logs say about
+    /// them (the nodes then log at debug level, which costs some speed).
+    #[arg(long, default_value_t = 0)]
+    trace: usize,
 }
 
 fn failover_options(a: FailoverArgs) -> anyhow::Result<failover::Options> {
@@ -167,6 +171,7 @@ fn failover_options(a: FailoverArgs) -> anyhow::Result<failover::Options> {
             .sonraft
             .unwrap_or_else(|| prerequisites::sibling("sonraft")),
         command: std::env::args().collect::<Vec<_>>().join(" "),
+        trace: a.trace,
     })
 }
 

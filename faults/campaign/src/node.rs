@@ -113,7 +113,6 @@ impl NodeProcess {
             .args(["--raft-addr", &spec.raft_addr()])
             .args(["--api-addr", &spec.api_addr()])
             .args(&spec.flags)
-            .envs(env.iter().map(|(k, v)| (k, v)))
             .env("SONRAFT_CLUSTER_SECRET", SECRET)
             .env("SONRAFT_TOKEN", TOKEN)
             .env("NO_COLOR", "1")
@@ -122,6 +121,8 @@ impl NodeProcess {
                 std::env::var("SONRAFT_CAMPAIGN_NODE_LOG")
                     .unwrap_or_else(|_| "info,openraft=warn,sled=warn".into()),
             )
+            // After the defaults: a setup's own RUST_LOG (see `Setup::node_log`) wins.
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
