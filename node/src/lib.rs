@@ -242,11 +242,14 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     // and the transport hold back what a commit causes until they are on disk (see
     // `sonraft_raft::durable`).
     store.log.report_own_appends_early(config.id);
+    // A follower must hear the leader's retries before its election timer fires, even when it
+    // answers them too late (see `retry_pauses`).
     let network = HttpNetworkFactory::new(
         config.id,
         config.cluster_secret.as_str(),
         store.reader.durable_log(),
-    );
+    )
+    .with_retry_cap(std::time::Duration::from_millis(config.election_min_ms));
     let acks = network.acks();
     let raft = Raft::new(
         config.id,

@@ -36,6 +36,7 @@ pub struct HttpNetworkFactory {
     me: NodeId,
     acks: Arc<AckClock>,
     synced: Arc<DurableLog>,
+    retry_cap: Duration,
 }
 
 impl HttpNetworkFactory {
@@ -57,8 +58,34 @@ impl HttpNetworkFactory {
             me,
             acks: Arc::default(),
             synced,
+            retry_cap: DEFAULT_RETRY_CAP,
         }
     }
+
+    /// Retries a peer that refused a connection at least every `cap` (default
+    /// [`DEFAULT_RETRY_CAP`]); see [`retry_pauses`].
+    pub fn with_retry_cap(mut self, cap: Duration) -> Self {
+        self.retry_cap = cap;
+        self
+    }
+}
+
+/// The longest pause between attempts to reach a peer that refused, unless set.
+pub const DEFAULT_RETRY_CAP: Duration = Duration::from_millis(500);
+
+/// The pauses between attempts to reach a peer after it refused a connection: 50 ms, doubling
+/// (it may be restarting), and never longer than `cap`.
+///
+/// openraft keeps pausing a peer's replication this way after every failed AppendEntries,
+/// timeouts included, until one succeeds. A follower back from a partition often answers its
+/// first AppendEntries late (it truncates and syncs a log a deposed leader left), so the
+/// leader times out and pauses while the follower did hear it: a pause longer than the
+/// follower's election timeout lets the follower campaign and depose a healthy leader (issue
+/// 19 saw it happen with 500 ms pauses and a 150-300 ms election timeout). A node caps the
+/// pauses at its minimum election timeout.
+pub fn retry_pauses(cap: Duration) -> impl Iterator<Item = Duration> {
+    std::iter::successors(Some(Duration::from_millis(50)), |d| Some(*d * 2))
+        .map(move |d| d.min(cap))
 }
 
 impl HttpNetworkFactory {
@@ -80,6 +107,7 @@ impl RaftNetworkFactory<TypeConfig> for HttpNetworkFactory {
             target,
             acks: self.acks.clone(),
             synced: self.synced.clone(),
+            retry_cap: self.retry_cap,
         }
     }
 }
@@ -93,6 +121,7 @@ pub struct HttpNetwork {
     target: NodeId,
     acks: Arc<AckClock>,
     synced: Arc<DurableLog>,
+    retry_cap: Duration,
 }
 
 /// Why an RPC did not get an answer from the peer's Raft.
@@ -256,12 +285,34 @@ impl RaftNetwork<TypeConfig> for HttpNetwork {
     }
 
     fn backoff(&self) -> Backoff {
-        // Retry an unreachable peer quickly at first (it may be restarting), then every 500 ms.
-        Backoff::new(
-            [50u64, 100, 200]
-                .into_iter()
-                .chain(std::iter::repeat(500))
-                .map(Duration::from_millis),
-        )
+        Backoff::new(retry_pauses(self.retry_cap))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refusing_peer_is_retried_quickly_then_at_most_every_cap() {
+        let ms = Duration::from_millis;
+        let pauses: Vec<Duration> = retry_pauses(ms(150)).take(6).collect();
+        assert_eq!(
+            pauses,
+            [ms(50), ms(100), ms(150), ms(150), ms(150), ms(150)]
+        );
+        let pauses: Vec<Duration> = retry_pauses(ms(1000)).take(7).collect();
+        assert_eq!(
+            pauses,
+            [
+                ms(50),
+                ms(100),
+                ms(200),
+                ms(400),
+                ms(800),
+                ms(1000),
+                ms(1000)
+            ]
+        );
     }
 }
