@@ -7,8 +7,8 @@
 //! and starts elections itself (`raft.trigger().elect()`). A leader that is merely slow or
 //! unreachable (a timeout, not a refusal) is left to Raft's own timers. Followers are staggered
 //! by their rank among the voters, with jitter, so that they do not split the vote; a follower
-//! goes on forcing elections only until it leads, knows the new leader or voted for another
-//! candidate (see [`keep_forcing`]).
+//! goes on forcing elections until it leads or knows the new leader, and holds off for a moment
+//! while it votes for another candidate (see [`Step`]).
 //!
 //! A refusal does not prove the leader is gone: a firewall may answer for it with RST while it
 //! lives and serves reads from its lease. A forced election makes this node vote for itself,
@@ -20,7 +20,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use openraft::{RaftMetrics, ServerState};
+use openraft::ServerState;
 use rand::Rng;
 use sonraft_raft::{NodeId, NodeInfo};
 
@@ -77,14 +77,32 @@ pub async fn watch_leader(node: Arc<Node>) {
             "the leader's Raft port refuses connections; starting an election"
         );
         let deadline = Instant::now() + Duration::from_millis(node.config.election_max_ms * 4);
+        let grace = hb * WINNER_GRACE_HEARTBEATS;
+        let mut deferring_since: Option<Instant> = None;
+        let mut forced = 0;
         while Instant::now() < deadline {
-            let now = node.raft.metrics().borrow().clone();
-            if !keep_forcing(node.id, leader, &now) {
+            // Asked of the Raft core itself, not of its metrics, which are published after
+            // the vote a moment ago was granted, so that the window for the race below stays
+            // as short as can be.
+            let Ok(now) = node.raft.with_raft_state(Ballot::of).await else {
                 break;
+            };
+            match next_step(node.id, leader, &now, forced) {
+                Step::Stop => break,
+                Step::Defer => {
+                    let since = *deferring_since.get_or_insert_with(Instant::now);
+                    if since.elapsed() < grace {
+                        tokio::time::sleep(hb / 5).await;
+                        continue;
+                    }
+                }
+                Step::Force => {}
             }
+            deferring_since = None;
             if !node.force_election(false).await {
                 break;
             }
+            forced += 1;
             let pause =
                 rand::rng().random_range(hb.as_millis() as u64 / 2..=hb.as_millis() as u64 * 3 / 2);
             tokio::time::sleep(Duration::from_millis(pause.max(1))).await;
@@ -92,23 +110,63 @@ pub async fn watch_leader(node: Arc<Node>) {
     }
 }
 
-/// Whether a follower that started elections because `leader` refuses connections should
-/// force one more, seeing `now`: not once it leads or knows of a leader other than `leader`,
-/// and not once it voted for another candidate. That candidate may already have won with this
-/// vote, its first AppendEntries still on the way: a forced election would depose it, and
-/// then fail, for a leader of a moment ago refuses votes for its lease (openraft's, the
-/// maximum election timeout), and a candidate that saw a longer log than its own waits two
-/// more maximum election timeouts before it campaigns again: nobody led for up to a second
-/// (issue 19). If that candidate does not win after all, Raft's own election timer starts the
-/// next election.
-fn keep_forcing(me: NodeId, leader: NodeId, now: &RaftMetrics<NodeId, NodeInfo>) -> bool {
-    let new_leader_known = now.current_leader.is_some_and(|l| l != leader);
-    let voted_for_another = now
-        .vote
-        .leader_id()
-        .voted_for()
-        .is_some_and(|v| v != me && v != leader);
-    now.state != ServerState::Leader && !new_leader_known && !voted_for_another
+/// How long a follower that votes for another candidate waits for it to win before it forces
+/// elections again: a vote and an AppendEntries on their way, with room for a busy machine.
+const WINNER_GRACE_HEARTBEATS: u32 = 2;
+
+/// The most elections one follower forces for one cut-off leader. A candidate whose log is
+/// shorter than the other follower's cannot win, and each election it forces raises the term
+/// past the one the other follower campaigns in: forcing them back to back for the whole
+/// deadline kept the cluster without a leader for 1.7 s (issue 19). Raft's own election timers
+/// take over after these.
+const MAX_FORCED_ELECTIONS: u32 = 3;
+
+/// What the watchdog decides from: this node's role and vote, as its Raft core has them.
+struct Ballot {
+    state: ServerState,
+    vote: openraft::Vote<NodeId>,
+}
+
+impl Ballot {
+    fn of(s: &openraft::RaftState<NodeId, NodeInfo, tokio::time::Instant>) -> Ballot {
+        Ballot {
+            state: s.server_state,
+            vote: *s.vote_ref(),
+        }
+    }
+}
+
+/// What a follower that started elections because its leader refuses connections does next.
+#[derive(Debug, PartialEq, Eq)]
+enum Step {
+    /// Force another election: it still follows the cut-off leader, or its own candidacy is
+    /// undecided (the other follower may have voted for itself in the same term).
+    Force,
+    /// Wait: it votes for another candidate, which may have won already, its first
+    /// AppendEntries still on the way. Another election now would depose it, and then fail:
+    /// a leader of a moment ago refuses votes for its lease (openraft's, the maximum election
+    /// timeout), and a candidate that saw a longer log than its own waits two more maximum
+    /// election timeouts before it campaigns again, so nobody led for up to a second (issue
+    /// 19). Its vote may also only have been taken from a candidate's rejection (openraft
+    /// adopts a higher vote it sees), for a candidate with a shorter log that cannot win: so
+    /// it waits [`WINNER_GRACE_HEARTBEATS`] for a leader, then forces elections again.
+    Defer,
+    /// Stop: it leads, knows a leader other than the cut-off one, or forced
+    /// [`MAX_FORCED_ELECTIONS`] already.
+    Stop,
+}
+
+/// The next step of a follower that forced `forced` elections so far.
+fn next_step(me: NodeId, cut_off: NodeId, now: &Ballot, forced: u32) -> Step {
+    let voted_for = now.vote.leader_id().voted_for();
+    let new_leader_known = now.vote.is_committed() && voted_for.is_some_and(|l| l != cut_off);
+    if now.state == ServerState::Leader || new_leader_known || forced >= MAX_FORCED_ELECTIONS {
+        Step::Stop
+    } else if voted_for.is_some_and(|v| v != me && v != cut_off) {
+        Step::Defer
+    } else {
+        Step::Force
+    }
 }
 
 /// A restarted voter stays out of elections until it hears from a leader (or for a grace
@@ -146,58 +204,53 @@ pub async fn startup_grace(node: Arc<Node>) {
 
 #[cfg(test)]
 mod tests {
-    use openraft::{Membership, StoredMembership, Vote};
+    use openraft::Vote;
 
     use super::*;
 
-    /// Metrics of node `me` in a three-node cluster whose leader of term 5, node 1, was cut off:
-    /// its role, vote and the leader it knows.
-    fn seen(me: NodeId, state: ServerState, vote: Vote<NodeId>) -> RaftMetrics<NodeId, NodeInfo> {
-        let mut m = RaftMetrics::new_initial(me);
-        let voters = std::collections::BTreeSet::from([1, 2, 3]);
-        m.membership_config = Arc::new(StoredMembership::new(
-            None,
-            Membership::new(vec![voters], None),
-        ));
-        m.state = state;
-        m.current_term = vote.leader_id().term;
-        m.current_leader = (vote.is_committed()).then(|| vote.leader_id().node_id);
-        m.vote = vote;
-        m
+    /// Node 2's ballot after node 1, leader of term 5, was cut off.
+    fn ballot(state: ServerState, vote: Vote<NodeId>) -> Ballot {
+        Ballot { state, vote }
     }
 
     #[test]
     fn a_follower_forces_elections_while_it_knows_only_the_cut_off_leader_or_a_split_vote() {
-        // Still following the cut-off leader of term 5.
-        let following = seen(2, ServerState::Follower, Vote::new_committed(5, 1));
-        assert!(keep_forcing(2, 1, &following));
-        // Its own candidacy of term 6 is undecided (the other follower may have voted for
-        // itself): try again.
-        let candidate = seen(2, ServerState::Candidate, Vote::new(6, 2));
-        assert!(keep_forcing(2, 1, &candidate));
+        let following = ballot(ServerState::Follower, Vote::new_committed(5, 1));
+        assert_eq!(next_step(2, 1, &following, 0), Step::Force);
+        let candidate = ballot(ServerState::Candidate, Vote::new(6, 2));
+        assert_eq!(next_step(2, 1, &candidate, 1), Step::Force);
     }
 
     #[test]
     fn a_follower_stops_forcing_elections_once_it_leads_or_knows_the_new_leader() {
-        assert!(!keep_forcing(
-            2,
-            1,
-            &seen(2, ServerState::Leader, Vote::new_committed(6, 2))
-        ));
-        assert!(!keep_forcing(
-            2,
-            1,
-            &seen(2, ServerState::Follower, Vote::new_committed(6, 3))
-        ));
+        let leads = ballot(ServerState::Leader, Vote::new_committed(6, 2));
+        assert_eq!(next_step(2, 1, &leads, 1), Step::Stop);
+        let follows_3 = ballot(ServerState::Follower, Vote::new_committed(6, 3));
+        assert_eq!(next_step(2, 1, &follows_3, 1), Step::Stop);
+    }
+
+    /// Seen in the failover bench: node 2's log was shorter than node 3's, so node 3 refused
+    /// it every vote, and took the higher vote it saw in the refusals as its own. Had node 2
+    /// gone on forcing elections, each would have raised the term past node 3's campaign.
+    #[test]
+    fn a_follower_forces_a_bounded_number_of_elections() {
+        let candidate = ballot(ServerState::Candidate, Vote::new(9, 2));
+        assert_eq!(
+            next_step(2, 1, &candidate, MAX_FORCED_ELECTIONS - 1),
+            Step::Force
+        );
+        assert_eq!(
+            next_step(2, 1, &candidate, MAX_FORCED_ELECTIONS),
+            Step::Stop
+        );
     }
 
     /// The race seen in the failover bench: node 2 voted for node 3 in term 6; node 3 wins
-    /// and leads before its first AppendEntries reaches node 2. Another forced election (term
-    /// 7) would depose it, and fail: node 3, a leader a moment ago, refuses votes for its
-    /// lease. Nobody would lead until an election timer fires, hundreds of milliseconds later.
+    /// and leads before its first AppendEntries reaches node 2. An election of term 7 now
+    /// would depose it, and fail.
     #[test]
     fn a_follower_that_voted_for_another_candidate_forces_no_election_against_it() {
-        let voted_for_3 = seen(2, ServerState::Follower, Vote::new(6, 3));
-        assert!(!keep_forcing(2, 1, &voted_for_3));
+        let voted_for_3 = ballot(ServerState::Follower, Vote::new(6, 3));
+        assert_eq!(next_step(2, 1, &voted_for_3, 1), Step::Defer);
     }
 }
