@@ -33,6 +33,14 @@ pub async fn prepare_read(
         v1::Consistency::Leader => Ok(Some(
             forward::to_leader(node, Method::GET, uri, headers, None).await,
         )),
+        // A follower sends the read on at once. Its read barrier would only find out, through
+        // its Raft core, that it does not lead; and a follower's core may be busy for hundreds
+        // of milliseconds (syncing its log on a loaded disk), which every read through it then
+        // waited for (issue 19). The leader it reaches proves the read; if this node has just
+        // become the leader, its metrics say so a moment later and the read comes back to it.
+        v1::Consistency::Linearizable if !node.is_leader() => Ok(Some(
+            forward::to_leader(node, Method::GET, uri, headers, None).await,
+        )),
         v1::Consistency::Linearizable => match node.reads.wait().await {
             Ok(()) => Ok(None),
             Err(crate::reads::ReadError::NotLeader) => Ok(Some(
