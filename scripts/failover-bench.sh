@@ -10,6 +10,10 @@
 #
 #   scripts/failover-bench.sh [--rounds N] [--seed S] [other `sonraft-campaign failover` flags]
 #
+# With --trace N the nodes log at debug level and each round prints its N slowest requests
+# with what the node logs say about them: forward attempts, read proofs, role changes and
+# forced elections, in time order relative to the cut.
+#
 # Needs root (namespaces, iptables), iproute2, iptables and libfaketime (the campaign's node
 # harness preloads it). Builds the release binaries (CARGO_TARGET_DIR is honoured).
 set -euo pipefail
