@@ -84,8 +84,10 @@ pub const DEFAULT_RETRY_CAP: Duration = Duration::from_millis(500);
 /// 19 saw it happen with 500 ms pauses and a 150-300 ms election timeout). A node caps the
 /// pauses at its minimum election timeout.
 pub fn retry_pauses(cap: Duration) -> impl Iterator<Item = Duration> {
-    std::iter::successors(Some(Duration::from_millis(50)), |d| Some(*d * 2))
-        .map(move |d| d.min(cap))
+    // Clamped at each step, so the doubling never runs past `cap` (nor overflows).
+    std::iter::successors(Some(Duration::from_millis(50).min(cap)), move |d| {
+        Some(d.saturating_mul(2).min(cap))
+    })
 }
 
 impl HttpNetworkFactory {
@@ -314,5 +316,14 @@ mod tests {
                 ms(1000)
             ]
         );
+    }
+
+    #[test]
+    fn a_peer_down_for_hours_is_still_retried_every_cap() {
+        // openraft takes one pause per failed attempt for as long as the peer stays down: at
+        // 150 ms a pause, a day is ~576,000 of them; doubling without a bound overflows
+        // `Duration` (a panic) after about 70.
+        let cap = Duration::from_millis(150);
+        assert_eq!(retry_pauses(cap).nth(600_000), Some(cap));
     }
 }
