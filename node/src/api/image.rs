@@ -110,12 +110,7 @@ pub async fn cells(
             .collect();
         serde_json::to_vec(&cells)
     });
-    let body = body.map_err(|e| ApiError::internal(e.to_string()))?;
-    Ok((
-        [(axum::http::header::CONTENT_TYPE, "application/json")],
-        body,
-    )
-        .into_response())
+    json_bytes(body)
 }
 
 /// `GET /image/cells/{id}`.
@@ -155,6 +150,11 @@ pub async fn relations(
         };
         serde_json::to_vec(&rels)
     });
+    json_bytes(body)
+}
+
+/// A JSON body serialized in place (under the image's lock, without copying the entities).
+fn json_bytes(body: serde_json::Result<Vec<u8>>) -> Result<Response, ApiError> {
     let body = body.map_err(|e| ApiError::internal(e.to_string()))?;
     Ok((
         [(axum::http::header::CONTENT_TYPE, "application/json")],
