@@ -81,9 +81,9 @@ impl Batcher {
         let result = match sent {
             Ok(()) => rx
                 .await
-                .map_err(|_| ProposeError::Raft("the node is stopping".into()))
+                .map_err(|_| ProposeError::ShuttingDown)
                 .and_then(|r| r),
-            Err(_) => Err(ProposeError::Raft("the node is stopping".into())),
+            Err(_) => Err(ProposeError::ShuttingDown),
         };
         self.pending
             .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
@@ -125,9 +125,9 @@ async fn commit<C: Committer>(node: Arc<C>, batch: Vec<(ChangeSet, Reply)>) {
             set.spawn(async move {
                 let r = match n.commit(command).await {
                     Ok((index, Response::ChangeSet(o))) => Ok((index, o)),
-                    Ok((_, other)) => {
-                        Err(ProposeError::Raft(format!("unexpected answer {other:?}")))
-                    }
+                    Ok((_, other)) => Err(ProposeError::UnexpectedAnswer(format!(
+                        "unexpected answer {other:?}"
+                    ))),
                     Err(e) => Err(e),
                 };
                 let _ = reply.send(r);
@@ -145,7 +145,7 @@ async fn commit<C: Committer>(node: Arc<C>, batch: Vec<(ChangeSet, Reply)>) {
         }
         Ok((_, other)) => {
             for reply in replies {
-                let _ = reply.send(Err(ProposeError::Raft(format!(
+                let _ = reply.send(Err(ProposeError::UnexpectedAnswer(format!(
                     "unexpected answer {other:?}"
                 ))));
             }
@@ -347,7 +347,7 @@ mod tests {
         let (node, batcher) = start(2, true, one_short);
         let answers = behind_a_held_entry(&node, &batcher, 3).await;
         for a in &answers[..3] {
-            assert!(matches!(a, Err(ProposeError::Raft(_))), "{a:?}");
+            assert!(matches!(a, Err(ProposeError::UnexpectedAnswer(_))), "{a:?}");
         }
     }
 }

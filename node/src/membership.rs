@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use openraft::ChangeMembers;
-use openraft::error::ClientWriteError;
+use openraft::error::{ChangeMembershipError, ClientWriteError, Fatal, InitializeError, RaftError};
 use sonraft_raft::transport::{PeerCallError, PeerReply, PeerRpc};
 use sonraft_raft::{NodeId, NodeInfo};
 
@@ -46,24 +46,72 @@ const CATCH_UP_WITHIN: Duration = Duration::from_secs(120);
 /// Why a membership operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum MembershipError {
-    #[error("{0}")]
-    Refused(String),
-    #[error("the cluster is already initialised: {0}")]
-    AlreadyInitialized(String),
+    /// Membership changes go through the leader, and this node does not lead.
     #[error("this node is not the leader")]
     NotLeader,
+    /// The node list of a new cluster leaves out the node asked to initialise it.
+    #[error("the node list must include this node ({0})")]
+    InitWithoutSelf(NodeId),
+    /// This node already has a log or a vote: it is, or was, part of a cluster.
+    #[error("the cluster is already initialised: {0}")]
+    AlreadyInitialized(openraft::error::NotAllowed<NodeId>),
+    /// Node `id` is a member at another Raft address.
+    #[error("node {id} is already a member at {raft_addr}; remove it first (or pass force=true)")]
+    AlreadyMember { id: NodeId, raft_addr: String },
+    /// The node is neither a voter nor a learner.
+    #[error("node {0} is not a member")]
+    NotMember(NodeId),
+    /// Refused because it would cost the cluster its fault tolerance or could not work; the
+    /// text says why, and whether `force` overrides it.
     #[error("{0}")]
-    Raft(String),
+    Refused(String),
+    /// openraft refused the change: another one is in progress, the voter set is empty, or a
+    /// voter is not a learner yet.
+    #[error(transparent)]
+    Change(ChangeMembershipError<NodeId>),
+    /// The learner was added but did not catch up within the bound; it stays a learner.
+    #[error(
+        "node {id} was added as a learner but did not catch up within {} s; see /cluster/health",
+        .within.as_secs()
+    )]
+    CatchUpTimeout { id: NodeId, within: Duration },
+    /// The hand-over target did not win an election in time; this node may still lead.
+    #[error("node {target} did not win an election within {timeout_ms} ms")]
+    NotElected { target: NodeId, timeout_ms: u64 },
+    /// The hand-over target was not reached or answered something else than the outcome of
+    /// its campaign.
+    #[error("{0}")]
+    TargetUnreachable(String),
+    /// This node's Raft core stopped (the node is stopping) or failed (see its log).
+    #[error(transparent)]
+    RaftStopped(Box<Fatal<NodeId>>),
 }
 
-type WriteError = openraft::error::RaftError<NodeId, ClientWriteError<NodeId, NodeInfo>>;
-
-fn raft_err(e: WriteError) -> MembershipError {
-    match e {
-        openraft::error::RaftError::APIError(ClientWriteError::ForwardToLeader(_)) => {
-            MembershipError::NotLeader
+/// Classifies a failed membership write by openraft's error type.
+impl From<crate::propose::WriteError> for MembershipError {
+    fn from(e: crate::propose::WriteError) -> Self {
+        match e {
+            RaftError::APIError(ClientWriteError::ForwardToLeader(_)) => MembershipError::NotLeader,
+            RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => {
+                MembershipError::Change(e)
+            }
+            RaftError::Fatal(f) => MembershipError::RaftStopped(Box::new(f)),
         }
-        other => MembershipError::Raft(other.to_string()),
+    }
+}
+
+/// Classifies a failed initialisation by openraft's error type.
+impl From<RaftError<NodeId, InitializeError<NodeId, NodeInfo>>> for MembershipError {
+    fn from(e: RaftError<NodeId, InitializeError<NodeId, NodeInfo>>) -> Self {
+        match e {
+            RaftError::APIError(InitializeError::NotAllowed(n)) => {
+                MembershipError::AlreadyInitialized(n)
+            }
+            RaftError::APIError(InitializeError::NotInMembers(n)) => {
+                MembershipError::InitWithoutSelf(n.node_id)
+            }
+            RaftError::Fatal(f) => MembershipError::RaftStopped(Box::new(f)),
+        }
     }
 }
 
@@ -74,17 +122,9 @@ impl Node {
         nodes: BTreeMap<NodeId, NodeInfo>,
     ) -> Result<(), MembershipError> {
         if !nodes.contains_key(&self.id) {
-            return Err(MembershipError::Refused(format!(
-                "the node list must include this node ({})",
-                self.id
-            )));
+            return Err(MembershipError::InitWithoutSelf(self.id));
         }
-        self.raft.initialize(nodes).await.map_err(|e| match e {
-            openraft::error::RaftError::APIError(openraft::error::InitializeError::NotAllowed(
-                n,
-            )) => MembershipError::AlreadyInitialized(n.to_string()),
-            other => MembershipError::Raft(other.to_string()),
-        })
+        Ok(self.raft.initialize(nodes).await?)
     }
 
     /// Checks that the node at `info.raft_addr` answers as node `id` with this node's election
@@ -144,24 +184,24 @@ impl Node {
             && known.raft_addr != info.raft_addr
             && !force
         {
-            return Err(MembershipError::Refused(format!(
-                "node {id} is already a member at {}; remove it first (or pass force=true)",
-                known.raft_addr
-            )));
+            return Err(MembershipError::AlreadyMember {
+                id,
+                raft_addr: known.raft_addr,
+            });
         }
         if !force {
             self.check_answers_as(id, &info).await?;
         }
         match tokio::time::timeout(CATCH_UP_WITHIN, self.raft.add_learner(id, info, true)).await {
             Ok(r) => {
-                r.map_err(raft_err)?;
+                r?;
                 tracing::info!(learner = id, "added a learner; it has caught up");
                 Ok(())
             }
-            Err(_) => Err(MembershipError::Raft(format!(
-                "node {id} was added as a learner but did not catch up within {} s; see /cluster/health",
-                CATCH_UP_WITHIN.as_secs()
-            ))),
+            Err(_) => Err(MembershipError::CatchUpTimeout {
+                id,
+                within: CATCH_UP_WITHIN,
+            }),
         }
     }
 
@@ -214,10 +254,7 @@ impl Node {
                 }
             }
         }
-        self.raft
-            .change_membership(ids.clone(), true)
-            .await
-            .map_err(raft_err)?;
+        self.raft.change_membership(ids.clone(), true).await?;
         tracing::info!(voters = ?ids, "changed the voter set");
         Ok(())
     }
@@ -250,20 +287,12 @@ impl Node {
                     ))
                 })?;
             }
-            self.raft
-                .change_membership(rest, false)
-                .await
-                .map_err(raft_err)?;
+            self.raft.change_membership(rest, false).await?;
         } else if membership.learner_ids().any(|l| l == id) {
             let remove = ChangeMembers::RemoveNodes([id].into());
-            self.raft
-                .change_membership(remove, false)
-                .await
-                .map_err(raft_err)?;
+            self.raft.change_membership(remove, false).await?;
         } else {
-            return Err(MembershipError::Refused(format!(
-                "node {id} is not a member"
-            )));
+            return Err(MembershipError::NotMember(id));
         }
         tracing::info!(node = id, "removed a node from the cluster");
         Ok(())
@@ -375,10 +404,8 @@ impl Node {
                 );
                 Ok(started.elapsed())
             }
-            Ok(false) => Err(MembershipError::Raft(format!(
-                "node {target} did not win an election within {timeout_ms} ms"
-            ))),
-            Err(e) => Err(MembershipError::Raft(e)),
+            Ok(false) => Err(MembershipError::NotElected { target, timeout_ms }),
+            Err(e) => Err(MembershipError::TargetUnreachable(e)),
         }
     }
 
@@ -475,5 +502,57 @@ impl Drop for Quiet<'_> {
         runtime.heartbeat(true);
         runtime.elect(true);
         // The gate opens when `_gate` drops, right after this.
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use openraft::error::{ForwardToLeader, InProgress, NotAllowed};
+
+    use super::*;
+    use crate::propose::WriteError;
+
+    #[test]
+    fn a_follower_refusing_a_membership_write_is_not_leader() {
+        let e = WriteError::APIError(ClientWriteError::ForwardToLeader(ForwardToLeader::empty()));
+        assert!(matches!(
+            MembershipError::from(e),
+            MembershipError::NotLeader
+        ));
+    }
+
+    #[test]
+    fn a_change_while_another_is_in_progress_is_a_change_error() {
+        let e = WriteError::APIError(ClientWriteError::ChangeMembershipError(
+            ChangeMembershipError::InProgress(InProgress {
+                committed: None,
+                membership_log_id: None,
+            }),
+        ));
+        assert!(matches!(
+            MembershipError::from(e),
+            MembershipError::Change(ChangeMembershipError::InProgress(_))
+        ));
+    }
+
+    #[test]
+    fn initialising_a_node_with_a_log_or_vote_is_already_initialized() {
+        let e = RaftError::APIError(InitializeError::NotAllowed(NotAllowed {
+            last_log_id: None,
+            vote: openraft::Vote::new(3, 1),
+        }));
+        let e = MembershipError::from(e);
+        assert!(matches!(e, MembershipError::AlreadyInitialized(_)), "{e:?}");
+        assert!(
+            e.to_string()
+                .starts_with("the cluster is already initialised: not allowed to initialize"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_failed_raft_core_is_raft_stopped() {
+        let e = MembershipError::from(WriteError::Fatal(Fatal::Panicked));
+        assert!(matches!(e, MembershipError::RaftStopped(ref f) if **f == Fatal::Panicked));
     }
 }

@@ -250,7 +250,12 @@ fn submit_error(e: ProposeError) -> SubmitError {
         // The peer format has no variant of its own for it; both mean "not appended, send it
         // again later".
         ProposeError::NoQuorum(_) => SubmitError::NotLeader(None),
-        ProposeError::Raft(r) => SubmitError::Failed(r),
+        e @ (ProposeError::Invalid(_)
+        | ProposeError::ShuttingDown
+        | ProposeError::RaftStopped(_)
+        | ProposeError::LeaderFailed(_)
+        | ProposeError::LeaderUnreachable(_)
+        | ProposeError::UnexpectedAnswer(_)) => SubmitError::Failed(e.to_string()),
     }
 }
 
@@ -264,7 +269,7 @@ impl From<SubmitError> for ProposeError {
             SubmitError::OutcomeUnknown { after_ms } => {
                 ProposeError::OutcomeUnknown(Duration::from_millis(after_ms))
             }
-            SubmitError::Failed(r) => ProposeError::Raft(r),
+            SubmitError::Failed(r) => ProposeError::LeaderFailed(r),
         }
     }
 }

@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use openraft::error::{ClientWriteError, RaftError};
+use openraft::error::{ClientWriteError, Fatal, RaftError};
 use sonraft_raft::codec;
 use sonraft_raft::command::{
     COMMAND_FORMAT, Command, Envelope, MAX_CHANGE_SETS_PER_ENTRY, Response,
@@ -45,8 +45,46 @@ pub enum ProposeError {
         .0.as_millis()
     )]
     NoQuorum(Duration),
+    /// Refused before it was appended: the command cannot go into one log entry as it is (too
+    /// many change sets, or it does not encode).
     #[error("{0}")]
-    Raft(String),
+    Invalid(String),
+    /// The node is stopping: its batcher no longer takes change sets.
+    #[error("the node is stopping")]
+    ShuttingDown,
+    /// This node's Raft core stopped (the node is stopping) or failed (a storage error, a
+    /// panic; see its log). Whether an appended command was applied is not known.
+    #[error(transparent)]
+    RaftStopped(Box<Fatal<NodeId>>),
+    /// The leader did not take the command: it refused it or failed to commit it, in its words.
+    #[error("{0}")]
+    LeaderFailed(String),
+    /// The leader could not be reached; nothing was sent.
+    #[error("leader not reached: {0}")]
+    LeaderUnreachable(String),
+    /// An answer this node does not understand (a bug or a release mismatch), in its words.
+    #[error("{0}")]
+    UnexpectedAnswer(String),
+}
+
+/// The error of an openraft client write.
+pub type WriteError = RaftError<NodeId, ClientWriteError<NodeId, NodeInfo>>;
+
+/// Classifies a failed client write by openraft's error type: a follower's refusal names the
+/// leader it knows of; anything else stopped the Raft core. A membership error cannot come of
+/// a normal entry; should it, it is this node's answer to an unexpected situation.
+impl From<WriteError> for ProposeError {
+    fn from(e: WriteError) -> Self {
+        match e {
+            RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => {
+                ProposeError::NotLeader(f.leader_id.zip(f.leader_node))
+            }
+            RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => {
+                ProposeError::UnexpectedAnswer(e.to_string())
+            }
+            RaftError::Fatal(f) => ProposeError::RaftStopped(Box::new(f)),
+        }
+    }
 }
 
 /// Longest wait for an import's outcome: an image of 100,000 cells takes tens of seconds to
@@ -76,13 +114,13 @@ impl Node {
             && list.len() > MAX_CHANGE_SETS_PER_ENTRY
         {
             // Entity versions count on it (see `sonraft_raft::model::import`).
-            return Err(ProposeError::Raft(format!(
+            return Err(ProposeError::Invalid(format!(
                 "{} change sets in one entry; at most {MAX_CHANGE_SETS_PER_ENTRY}",
                 list.len()
             )));
         }
         let envelope =
-            Envelope::new(command, now_ms()).map_err(|e| ProposeError::Raft(e.to_string()))?;
+            Envelope::new(command, now_ms()).map_err(|e| ProposeError::Invalid(e.to_string()))?;
         let _in_flight = self.pass_hand_over_gate().await;
         let started = Instant::now();
         // Every part of an import waits long: its last one checks and applies the whole image,
@@ -126,13 +164,8 @@ impl Node {
             return Err(ProposeError::OutcomeUnknown(bound));
         };
         metrics::histogram!("sonraft_commit_seconds").record(started.elapsed().as_secs_f64());
-        match result {
-            Ok(r) => Ok((r.log_id.index, r.data)),
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-                Err(ProposeError::NotLeader(f.leader_id.zip(f.leader_node)))
-            }
-            Err(e) => Err(ProposeError::Raft(e.to_string())),
-        }
+        let r = result?;
+        Ok((r.log_id.index, r.data))
     }
 }
 
@@ -177,7 +210,7 @@ impl Node {
         };
         let rpc = PeerRpc::Submit {
             format: command.format(),
-            command: codec::encode(command).map_err(|e| ProposeError::Raft(e.to_string()))?,
+            command: codec::encode(command).map_err(|e| ProposeError::Invalid(e.to_string()))?,
         };
         // A little longer than the leader waits for the outcome itself.
         let within = self.config.outcome_bound() + Duration::from_secs(1);
@@ -187,10 +220,10 @@ impl Node {
             .await
         {
             Ok(PeerReply::Submitted(r)) => r.map_err(ProposeError::from),
-            Ok(PeerReply::Refused(why)) => Err(ProposeError::Raft(format!(
+            Ok(PeerReply::Refused(why)) => Err(ProposeError::LeaderFailed(format!(
                 "the leader refused the command: {why}"
             ))),
-            Ok(other) => Err(ProposeError::Raft(format!(
+            Ok(other) => Err(ProposeError::UnexpectedAnswer(format!(
                 "the leader answered {other:?} to a command"
             ))),
             // The leader may have appended it: nobody knows.
@@ -198,7 +231,7 @@ impl Node {
             Err(PeerCallError::NotSupported { .. }) => {
                 self.submit_to_old_leader(&leader, command).await
             }
-            Err(e) => Err(ProposeError::Raft(format!("leader not reached: {e}"))),
+            Err(e) => Err(ProposeError::LeaderUnreachable(e.to_string())),
         }
     }
 
@@ -209,17 +242,18 @@ impl Node {
         leader: &NodeInfo,
         command: &Command,
     ) -> Result<(u64, Response), ProposeError> {
-        let body = serde_json::to_value(command).map_err(|e| ProposeError::Raft(e.to_string()))?;
+        let body =
+            serde_json::to_value(command).map_err(|e| ProposeError::Invalid(e.to_string()))?;
         let r = self
             .peers
             .post(&leader.api_addr, "/internal/command", &body)
             .await
-            .map_err(|e| ProposeError::Raft(format!("leader not reached: {e}")))?;
+            .map_err(|e| ProposeError::LeaderUnreachable(e.to_string()))?;
         if !r.status.is_success() {
             if r.status == hyper::StatusCode::SERVICE_UNAVAILABLE {
                 return Err(ProposeError::NotLeader(None));
             }
-            return Err(ProposeError::Raft(format!(
+            return Err(ProposeError::LeaderFailed(format!(
                 "leader answered {}: {}",
                 r.status,
                 String::from_utf8_lossy(&r.body)
@@ -227,8 +261,9 @@ impl Node {
         }
         let v = r.json();
         let index = v["index"].as_u64().unwrap_or(0);
-        let response = serde_json::from_value(v["response"].clone())
-            .map_err(|e| ProposeError::Raft(format!("leader's answer not understood: {e}")))?;
+        let response = serde_json::from_value(v["response"].clone()).map_err(|e| {
+            ProposeError::UnexpectedAnswer(format!("leader's answer not understood: {e}"))
+        })?;
         Ok((index, response))
     }
 }
@@ -273,5 +308,57 @@ pub async fn advertise_release(node: Arc<Node>) {
                 tracing::debug!(error = %e, "release not advertised yet; will retry");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use openraft::error::{ChangeMembershipError, EmptyMembership, ForwardToLeader};
+
+    use super::*;
+
+    fn leader() -> NodeInfo {
+        NodeInfo {
+            site: "b".into(),
+            raft_addr: "b:1".into(),
+            api_addr: "b:2".into(),
+        }
+    }
+
+    #[test]
+    fn a_follower_refusing_a_write_is_not_leader_with_the_leader_it_knows() {
+        let e = WriteError::APIError(ClientWriteError::ForwardToLeader(ForwardToLeader::new(
+            2,
+            leader(),
+        )));
+        assert!(
+            matches!(ProposeError::from(e), ProposeError::NotLeader(Some((2, ref i))) if *i == leader())
+        );
+        let e = WriteError::APIError(ClientWriteError::ForwardToLeader(ForwardToLeader::empty()));
+        assert!(matches!(
+            ProposeError::from(e),
+            ProposeError::NotLeader(None)
+        ));
+    }
+
+    #[test]
+    fn a_stopped_raft_core_is_raft_stopped_and_says_so_in_openraft_words() {
+        let e = ProposeError::from(WriteError::Fatal(Fatal::Stopped));
+        assert!(
+            matches!(e, ProposeError::RaftStopped(ref f) if **f == Fatal::Stopped),
+            "{e:?}"
+        );
+        assert_eq!(e.to_string(), "raft stopped");
+    }
+
+    #[test]
+    fn a_membership_error_on_a_normal_write_is_an_unexpected_answer() {
+        let e = WriteError::APIError(ClientWriteError::ChangeMembershipError(
+            ChangeMembershipError::EmptyMembership(EmptyMembership {}),
+        ));
+        assert!(matches!(
+            ProposeError::from(e),
+            ProposeError::UnexpectedAnswer(_)
+        ));
     }
 }

@@ -27,7 +27,8 @@ fn info(n: &v1::NodeSpec) -> NodeInfo {
     }
 }
 
-/// Answers a membership error, forwarding to the leader when this node is not it.
+/// Answers the result of a membership operation, forwarding the request to the leader when
+/// this node is not it.
 async fn answer<T: serde::Serialize>(
     node: &Node,
     result: Result<T, MembershipError>,
@@ -41,11 +42,7 @@ async fn answer<T: serde::Serialize>(
         Err(MembershipError::NotLeader) => {
             forward::to_leader(node, method, uri, headers, Some(body)).await
         }
-        Err(MembershipError::Refused(r)) => ApiError::conflict("refused", r).into_response(),
-        Err(e @ MembershipError::AlreadyInitialized(_)) => {
-            ApiError::conflict("already_initialized", e.to_string()).into_response()
-        }
-        Err(MembershipError::Raft(r)) => ApiError::unavailable("raft", r).into_response(),
+        Err(e) => ApiError::from(e).into_response(),
     }
 }
 
@@ -84,18 +81,12 @@ pub async fn init(
         }
     }
     let voters: Vec<NodeId> = nodes.keys().copied().collect();
-    match node.init_cluster(nodes).await {
-        Ok(()) => Ok(Json(v1::Initialized {
-            initialized: true,
-            voters,
-        })
-        .into_response()),
-        Err(e @ MembershipError::AlreadyInitialized(_)) => {
-            Err(ApiError::conflict("already_initialized", e.to_string()))
-        }
-        Err(MembershipError::Refused(r)) => Err(ApiError::unprocessable(r)),
-        Err(e) => Err(ApiError::unavailable("raft", e.to_string())),
-    }
+    node.init_cluster(nodes).await?;
+    Ok(Json(v1::Initialized {
+        initialized: true,
+        voters,
+    })
+    .into_response())
 }
 
 /// A node id from a request, refused with the range when it is none.

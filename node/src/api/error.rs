@@ -8,6 +8,9 @@ use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use sonraft_client::v1;
 
+use crate::membership::MembershipError;
+use crate::propose::ProposeError;
+
 /// An error answer of the admin API.
 #[derive(Debug)]
 pub struct ApiError {
@@ -59,21 +62,55 @@ impl ApiError {
     }
 }
 
+/// A node that does not lead, when the request cannot be forwarded to the leader.
+fn not_leader() -> ApiError {
+    ApiError::unavailable("not_leader", "this node does not lead; retry").retry_after(1)
+}
+
 /// The one mapping of a failed proposal to an answer. `NotLeader` is normally forwarded
-/// instead; it maps to 503 only when it cannot be.
-impl From<crate::propose::ProposeError> for ApiError {
-    fn from(e: crate::propose::ProposeError) -> Self {
-        use crate::propose::ProposeError as P;
+/// instead; it maps to 503 only when it cannot be. What the caller cannot fix and this node
+/// cannot say more of is `raft`, without `Retry-After`.
+impl From<ProposeError> for ApiError {
+    fn from(e: ProposeError) -> Self {
         match e {
-            P::NotLeader(_) => {
-                ApiError::unavailable("not_leader", "this node does not lead; retry").retry_after(1)
+            ProposeError::NotLeader(_) => not_leader(),
+            e @ ProposeError::FormatTooNew { .. } => {
+                ApiError::conflict("cluster_version", e.to_string())
             }
-            e @ P::FormatTooNew { .. } => ApiError::conflict("cluster_version", e.to_string()),
-            e @ P::OutcomeUnknown(_) => {
+            e @ ProposeError::OutcomeUnknown(_) => {
                 ApiError::unavailable("outcome_unknown", e.to_string()).retry_after(1)
             }
-            e @ P::NoQuorum(_) => ApiError::unavailable("no_quorum", e.to_string()).retry_after(1),
-            e @ P::Raft(_) => ApiError::unavailable("raft", e.to_string()),
+            e @ ProposeError::NoQuorum(_) => {
+                ApiError::unavailable("no_quorum", e.to_string()).retry_after(1)
+            }
+            e @ (ProposeError::Invalid(_)
+            | ProposeError::ShuttingDown
+            | ProposeError::RaftStopped(_)
+            | ProposeError::LeaderFailed(_)
+            | ProposeError::LeaderUnreachable(_)
+            | ProposeError::UnexpectedAnswer(_)) => ApiError::unavailable("raft", e.to_string()),
+        }
+    }
+}
+
+/// The one mapping of a failed membership operation to an answer. `NotLeader` is normally
+/// forwarded instead; it maps to 503 only when it cannot be.
+impl From<MembershipError> for ApiError {
+    fn from(e: MembershipError) -> Self {
+        match e {
+            MembershipError::NotLeader => not_leader(),
+            e @ MembershipError::InitWithoutSelf(_) => ApiError::unprocessable(e.to_string()),
+            e @ MembershipError::AlreadyInitialized(_) => {
+                ApiError::conflict("already_initialized", e.to_string())
+            }
+            e @ (MembershipError::AlreadyMember { .. }
+            | MembershipError::NotMember(_)
+            | MembershipError::Refused(_)) => ApiError::conflict("refused", e.to_string()),
+            e @ (MembershipError::Change(_)
+            | MembershipError::CatchUpTimeout { .. }
+            | MembershipError::NotElected { .. }
+            | MembershipError::TargetUnreachable(_)
+            | MembershipError::RaftStopped(_)) => ApiError::unavailable("raft", e.to_string()),
         }
     }
 }
@@ -204,4 +241,139 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             format!("the body is not the expected JSON: {e}"),
         )
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use openraft::error::{ChangeMembershipError, EmptyMembership, Fatal, NotAllowed};
+
+    use super::*;
+
+    /// Status, kind and `Retry-After` of an error answer.
+    fn answer(e: impl Into<ApiError>) -> (StatusCode, &'static str, Option<u64>) {
+        let e = e.into();
+        (e.status, e.kind, e.retry_after)
+    }
+
+    const UNAVAILABLE: StatusCode = StatusCode::SERVICE_UNAVAILABLE;
+
+    #[test]
+    fn a_failed_proposal_answers_the_status_and_kind_of_what_happened() {
+        let ms = Duration::from_millis(5);
+        let cases = [
+            (
+                ProposeError::NotLeader(None),
+                (UNAVAILABLE, "not_leader", Some(1)),
+            ),
+            (
+                ProposeError::FormatTooNew {
+                    format: 3,
+                    effective: 2,
+                },
+                (StatusCode::CONFLICT, "cluster_version", None),
+            ),
+            (
+                ProposeError::OutcomeUnknown(ms),
+                (UNAVAILABLE, "outcome_unknown", Some(1)),
+            ),
+            (
+                ProposeError::NoQuorum(ms),
+                (UNAVAILABLE, "no_quorum", Some(1)),
+            ),
+            (
+                ProposeError::Invalid("x".into()),
+                (UNAVAILABLE, "raft", None),
+            ),
+            (ProposeError::ShuttingDown, (UNAVAILABLE, "raft", None)),
+            (
+                ProposeError::RaftStopped(Box::new(Fatal::Stopped)),
+                (UNAVAILABLE, "raft", None),
+            ),
+            (
+                ProposeError::LeaderFailed("x".into()),
+                (UNAVAILABLE, "raft", None),
+            ),
+            (
+                ProposeError::LeaderUnreachable("x".into()),
+                (UNAVAILABLE, "raft", None),
+            ),
+            (
+                ProposeError::UnexpectedAnswer("x".into()),
+                (UNAVAILABLE, "raft", None),
+            ),
+        ];
+        for (e, expected) in cases {
+            let shown = format!("{e:?}");
+            assert_eq!(answer(e), expected, "{shown}");
+        }
+    }
+
+    #[test]
+    fn a_failed_membership_operation_answers_the_status_and_kind_of_what_happened() {
+        let refused = (StatusCode::CONFLICT, "refused", None);
+        let raft = (UNAVAILABLE, "raft", None);
+        let cases = [
+            (
+                MembershipError::NotLeader,
+                (UNAVAILABLE, "not_leader", Some(1)),
+            ),
+            (
+                MembershipError::InitWithoutSelf(1),
+                (StatusCode::UNPROCESSABLE_ENTITY, "invalid", None),
+            ),
+            (
+                MembershipError::AlreadyInitialized(NotAllowed {
+                    last_log_id: None,
+                    vote: openraft::Vote::new(1, 1),
+                }),
+                (StatusCode::CONFLICT, "already_initialized", None),
+            ),
+            (
+                MembershipError::AlreadyMember {
+                    id: 2,
+                    raft_addr: "b:1".into(),
+                },
+                refused,
+            ),
+            (MembershipError::NotMember(2), refused),
+            (MembershipError::Refused("x".into()), refused),
+            (
+                MembershipError::Change(ChangeMembershipError::EmptyMembership(EmptyMembership {})),
+                raft,
+            ),
+            (
+                MembershipError::CatchUpTimeout {
+                    id: 2,
+                    within: Duration::from_secs(1),
+                },
+                raft,
+            ),
+            (
+                MembershipError::NotElected {
+                    target: 2,
+                    timeout_ms: 1,
+                },
+                raft,
+            ),
+            (MembershipError::TargetUnreachable("x".into()), raft),
+            (
+                MembershipError::RaftStopped(Box::new(Fatal::Panicked)),
+                raft,
+            ),
+        ];
+        for (e, expected) in cases {
+            let shown = format!("{e:?}");
+            assert_eq!(answer(e), expected, "{shown}");
+        }
+    }
+
+    #[test]
+    fn the_detail_of_an_error_answer_is_the_error_text() {
+        let e = ApiError::from(MembershipError::NotMember(7));
+        assert_eq!(e.detail, "node 7 is not a member");
+        let e = ApiError::from(ProposeError::ShuttingDown);
+        assert_eq!(e.detail, "the node is stopping");
+    }
 }
