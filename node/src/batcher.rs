@@ -12,7 +12,6 @@ use std::sync::Arc;
 
 use sonraft_raft::changeset::{ChangeSet, Outcome};
 use sonraft_raft::command::{Command, Response};
-use sonraft_storage::read;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use crate::Node;
@@ -37,9 +36,7 @@ pub trait Committer: Send + Sync + 'static {
 
 impl Committer for Node {
     fn effective_format(&self) -> u16 {
-        read(self.store.state())
-            .image
-            .effective_format(self.voters())
+        self.store().effective_format(&self.voters())
     }
 
     async fn commit(&self, command: Command) -> Result<(u64, Response), ProposeError> {

@@ -22,6 +22,20 @@ const CHECK_EVERY: Duration = Duration::from_secs(1);
 /// A snapshot asked for but not seen by then is asked for again.
 const ASK_AGAIN_AFTER: Duration = Duration::from_secs(60);
 
+impl Node {
+    /// Builds a snapshot now (and purges the log behind it); returns the last applied index
+    /// it will cover.
+    pub async fn snapshot_now(&self) -> Result<u64, openraft::error::Fatal<sonraft_raft::NodeId>> {
+        self.raft.trigger().snapshot().await?;
+        Ok(self
+            .raft
+            .metrics()
+            .borrow()
+            .last_applied
+            .map_or(0, |l| l.index))
+    }
+}
+
 /// Runs for the life of the node.
 pub async fn snapshot_by_size(node: Arc<Node>) {
     let floor = node.config.snapshot_log_bytes;

@@ -72,44 +72,106 @@ use crate::config::NodeConfig;
 
 pub use telemetry::init_logging;
 
-/// Everything the admin API and the background tasks of one node share.
+/// One node: its Raft instance, its store, and what its admin API and background tasks share.
+///
+/// Its fields are private. The modules that own a concern reach their part directly (Raft's
+/// core: [`propose`], [`membership`], [`reads`], [`watchdog`], [`compaction`], [`telemetry`],
+/// [`peers`], [`shutdown`]; the forwarding client: [`api::forward`]); every other caller (the
+/// API handlers, [`son`], [`antennas`]) goes through the methods: propose a change set or a
+/// command ([`Node::propose_change_set`], [`Node::submit`]), prepare a read of a consistency
+/// ([`Node::ready_to_read`]), status and readiness ([`Node::status`], [`Node::readiness`],
+/// [`Node::leader`]), membership operations ([`Node::add_learner`] and its neighbours), and
+/// queries of the applied image through [`Node::store`] (`StoreReader`'s queries: none of
+/// them keeps the state's lock past its call).
 pub struct Node {
-    pub id: NodeId,
-    pub site: String,
-    pub raft: Raft,
-    pub store: StoreReader,
-    pub config: NodeConfig,
+    id: NodeId,
+    site: String,
+    raft: Raft,
+    store: StoreReader,
+    config: NodeConfig,
     /// How other nodes and clients reach this node.
-    pub advertised: NodeInfo,
+    advertised: NodeInfo,
     /// Client for the admin routes of nodes of a release before peer requests (with this
     /// node's token).
-    pub peers: ApiClient,
+    peers: ApiClient,
     /// Client that forwards operators' requests to the leader (bounds per request: see
     /// `api::forward`).
-    pub forwarder: ApiClient,
+    forwarder: ApiClient,
     /// Node-to-node requests over the Raft listeners, with the cluster secret.
-    pub peer_client: sonraft_raft::transport::PeerClient,
+    peer_client: sonraft_raft::transport::PeerClient,
     /// What this node last learned of the other members.
-    pub known_peers: peers::KnownPeers,
+    known_peers: peers::KnownPeers,
     /// When this node last heard an AppendEntries from a leader.
-    pub contact: Arc<sonraft_raft::transport::LeaderContact>,
+    contact: Arc<sonraft_raft::transport::LeaderContact>,
     /// When this process started.
-    pub started: std::time::Instant,
+    started: std::time::Instant,
     /// The commit index persisted when this node started: `/readyz` waits until it is applied.
-    pub committed_at_start: u64,
-    pub prometheus: metrics_exporter_prometheus::PrometheusHandle,
+    committed_at_start: u64,
+    prometheus: metrics_exporter_prometheus::PrometheusHandle,
     /// Sessions with this site's antennas (when `--antennas` is set).
-    pub antennas: Option<Arc<crate::antennas::fleet::Fleet>>,
+    antennas: Option<Arc<crate::antennas::fleet::Fleet>>,
     /// Change sets proposed on this node go through here (group commit).
-    pub batcher: batcher::Batcher,
+    batcher: batcher::Batcher,
     /// Linearizable reads wait here.
-    pub reads: Arc<reads::ReadBarrier>,
+    reads: Arc<reads::ReadBarrier>,
     /// Closed while leadership is being handed over: new proposals wait, so that no
     /// AppendEntries keeps renewing the followers' vote leases against the chosen successor.
-    pub hand_over_gate: gate::HandOverGate,
+    hand_over_gate: gate::HandOverGate,
 }
 
 impl Node {
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    /// The site this node serves.
+    pub fn site(&self) -> &str {
+        &self.site
+    }
+
+    /// The settings this node runs with.
+    pub fn config(&self) -> &NodeConfig {
+        &self.config
+    }
+
+    /// Queries of the applied image, the history and the store's state.
+    pub fn store(&self) -> &StoreReader {
+        &self.store
+    }
+
+    /// How other nodes and clients reach this node.
+    pub fn advertised(&self) -> &NodeInfo {
+        &self.advertised
+    }
+
+    /// Commits change set `cs` together with the others proposed meanwhile (group commit);
+    /// returns its log index and outcome. Only the leader commits: elsewhere it is
+    /// [`propose::ProposeError::NotLeader`].
+    pub async fn propose_change_set(
+        &self,
+        cs: sonraft_raft::changeset::ChangeSet,
+    ) -> Result<(u64, sonraft_raft::changeset::Outcome), propose::ProposeError> {
+        self.batcher.propose(cs).await
+    }
+
+    /// This site's antenna sessions (at most `limit`) and their summary; none without
+    /// `--antennas`.
+    pub fn antenna_sessions(&self, limit: usize) -> sonraft_client::v1::Antennas {
+        match &self.antennas {
+            Some(fleet) => fleet.describe(limit),
+            None => sonraft_client::v1::Antennas {
+                site: self.site.clone(),
+                ..Default::default()
+            },
+        }
+    }
+
+    /// Raft's view of the cluster (leader, term, membership, replication), and its changes.
+    pub fn metrics(&self) -> tokio::sync::watch::Receiver<openraft::RaftMetrics<NodeId, NodeInfo>> {
+        self.raft.metrics()
+    }
+
     /// The current leader and how to reach it, if known.
     pub fn leader(&self) -> Option<(NodeId, NodeInfo)> {
         let m = self.raft.metrics().borrow().clone();

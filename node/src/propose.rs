@@ -16,7 +16,6 @@ use sonraft_raft::command::{
 use sonraft_raft::model::NodeRelease;
 use sonraft_raft::transport::{PeerCallError, PeerReply, PeerRpc};
 use sonraft_raft::{NodeId, NodeInfo};
-use sonraft_storage::read;
 
 use crate::Node;
 
@@ -103,9 +102,7 @@ impl Node {
     pub async fn propose(&self, command: &Command) -> Result<(u64, Response), ProposeError> {
         let format = command.format();
         if format > 1 {
-            let effective = read(self.store.state())
-                .image
-                .effective_format(self.voters());
+            let effective = self.store().effective_format(&self.voters());
             if format > effective {
                 return Err(ProposeError::FormatTooNew { format, effective });
             }
@@ -176,15 +173,8 @@ impl Node {
         let deadline = tokio::time::Instant::now() + within;
         loop {
             let voters = self.voters();
-            let (effective, unknown) = {
-                let state = read(self.store.state());
-                let releases = &state.image.releases;
-                (
-                    state.image.effective_format(voters.iter().copied()),
-                    voters.iter().any(|v| !releases.contains_key(v)),
-                )
-            };
-            if !unknown || tokio::time::Instant::now() >= deadline {
+            let (effective, known) = self.store().effective_format_known(&voters);
+            if known || tokio::time::Instant::now() >= deadline {
                 return effective;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -272,7 +262,7 @@ impl Node {
 /// part of one, and again whenever the recorded value differs (e.g. after an upgrade).
 pub async fn advertise_release(node: Arc<Node>) {
     let mine = NodeRelease {
-        node_id: node.id,
+        node_id: node.id(),
         release: crate::RELEASE.to_string(),
         max_command_format: COMMAND_FORMAT,
     };
@@ -282,11 +272,7 @@ pub async fn advertise_release(node: Arc<Node>) {
     loop {
         tokio::time::sleep(pause).await;
         pause = Duration::from_secs(2);
-        let recorded = read(node.store.state())
-            .image
-            .releases
-            .get(&node.id)
-            .cloned();
+        let recorded = node.store().release_of(node.id());
         if recorded.as_ref() == Some(&mine) {
             continue;
         }

@@ -29,6 +29,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use openraft::ServerState;
+use sonraft_client::v1::Consistency;
 use sonraft_raft::transport::AckClock;
 use tokio::sync::{Notify, watch};
 
@@ -44,6 +45,40 @@ pub enum ReadError {
     NotLeader,
     #[error("{0}")]
     Unavailable(String),
+}
+
+/// Where a read of a given consistency is answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadAt {
+    /// Here, from this node's applied image.
+    Here,
+    /// At the leader: forward the read.
+    Leader,
+}
+
+impl Node {
+    /// Makes this node fit to answer a read of consistency `c` (for a linearizable one on the
+    /// leader: proves its leadership and applies what was committed), or says that the leader
+    /// must answer it.
+    pub async fn ready_to_read(&self, c: Consistency) -> Result<ReadAt, ReadError> {
+        match c {
+            Consistency::Local => Ok(ReadAt::Here),
+            Consistency::Leader if self.is_leader() => Ok(ReadAt::Here),
+            Consistency::Leader => Ok(ReadAt::Leader),
+            // A follower sends the read on at once. Its read barrier would only find out,
+            // through its Raft core, that it does not lead; and a follower's core may be busy
+            // for hundreds of milliseconds (syncing its log on a loaded disk), which every read
+            // through it then waited for (issue 19). The leader it reaches proves the read; if
+            // this node has just become the leader, its metrics say so a moment later and the
+            // read comes back to it.
+            Consistency::Linearizable if !self.is_leader() => Ok(ReadAt::Leader),
+            Consistency::Linearizable => match self.reads.wait().await {
+                Ok(()) => Ok(ReadAt::Here),
+                Err(ReadError::NotLeader) => Ok(ReadAt::Leader),
+                Err(e) => Err(e),
+            },
+        }
+    }
 }
 
 /// Shared state of the read proofs.

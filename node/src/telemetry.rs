@@ -40,6 +40,13 @@ pub fn install_metrics() -> anyhow::Result<PrometheusHandle> {
         .context("cannot install the metrics recorder")
 }
 
+impl Node {
+    /// This node's metrics in the Prometheus text format (draining the histograms' samples).
+    pub fn render_metrics(&self) -> String {
+        self.prometheus.render()
+    }
+}
+
 /// Mirrors Raft's metrics into gauges whenever they change, and logs every change of role,
 /// term or known leader (when this node learned of a new leader is what a client forwarded
 /// through it waits for).

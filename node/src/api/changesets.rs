@@ -48,14 +48,14 @@ pub async fn propose(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let bytes = read_body(&headers, body, node.config.max_body_bytes).await?;
+    let bytes = read_body(&headers, body, node.config().max_body_bytes).await?;
     let parsed: v1::ChangeSetRequest = parse_json(&bytes)?;
     let dry_run = q.dry_run;
     let origin_node = headers
         .get(forward::FORWARDED)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse().ok())
-        .unwrap_or(node.id);
+        .unwrap_or(node.id());
     let cs = match change_set(parsed, origin_node, now_ms()) {
         Ok(cs) => cs,
         Err(reason) => return Ok(answer(&Outcome::Invalid { reason }, dry_run)),
@@ -67,10 +67,12 @@ pub async fn propose(
         if let Some(r) = prepare_read(&node, v1::Consistency::Linearizable, &uri, &headers).await? {
             return Ok(r);
         }
-        let outcome = node.store.with_image(|image| image.dry_run(&cs, now_ms()));
+        let outcome = node
+            .store()
+            .with_image(|image| image.dry_run(&cs, now_ms()));
         return Ok(answer(&outcome, true));
     }
-    match node.batcher.propose(cs).await {
+    match node.propose_change_set(cs).await {
         Ok((_, outcome)) => Ok(answer(&outcome, false)),
         Err(ProposeError::NotLeader(_)) => {
             Ok(forward::to_leader(&node, Method::POST, &uri, &headers, Some(bytes)).await)
@@ -104,7 +106,7 @@ pub async fn history(
     if let Some(r) = prepare_read(&node, q.consistency.unwrap_or_default(), &uri, &headers).await? {
         return Ok(r);
     }
-    let store = node.store.clone();
+    let store = node.store().clone();
     let records = tokio::task::spawn_blocking(move || store.history(limit.min(MAX_PAGE), before))
         .await
         .map_err(|e| ApiError::internal(e.to_string()))?

@@ -64,7 +64,7 @@ pub async fn init(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let bytes = read_body(&headers, body, node.config.max_body_bytes).await?;
+    let bytes = read_body(&headers, body, node.config().max_body_bytes).await?;
     let req: v1::InitRequest = parse_json(&bytes)?;
     if req.nodes.is_empty() {
         return Err(ApiError::unprocessable("nodes must list at least one node"));
@@ -104,7 +104,7 @@ pub async fn add_learner(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let bytes = read_body(&headers, body, node.config.max_body_bytes).await?;
+    let bytes = read_body(&headers, body, node.config().max_body_bytes).await?;
     let req: v1::NodeSpec = parse_json(&bytes)?;
     node_id(req.id)?;
     check_addr("raft_addr", &req.raft_addr)?;
@@ -126,7 +126,7 @@ pub async fn change_voters(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let bytes = read_body(&headers, body, node.config.max_body_bytes).await?;
+    let bytes = read_body(&headers, body, node.config().max_body_bytes).await?;
     let req: v1::VotersRequest = parse_json(&bytes)?;
     for id in &req.ids {
         node_id(*id)?;
@@ -171,7 +171,7 @@ pub async fn transfer_leader(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let bytes = read_body(&headers, body, node.config.max_body_bytes).await?;
+    let bytes = read_body(&headers, body, node.config().max_body_bytes).await?;
     let req: v1::LeaderRequest = parse_json(&bytes)?;
     let result = node
         .hand_over(req.id)

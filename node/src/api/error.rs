@@ -10,6 +10,7 @@ use sonraft_client::v1;
 
 use crate::membership::MembershipError;
 use crate::propose::ProposeError;
+use crate::reads::ReadError;
 
 /// An error answer of the admin API.
 #[derive(Debug)]
@@ -111,6 +112,16 @@ impl From<MembershipError> for ApiError {
             | MembershipError::NotElected { .. }
             | MembershipError::TargetUnreachable(_)
             | MembershipError::RaftStopped(_)) => ApiError::unavailable("raft", e.to_string()),
+        }
+    }
+}
+
+/// A linearizable read this node could not prove. `NotLeader` is normally forwarded instead.
+impl From<ReadError> for ApiError {
+    fn from(e: ReadError) -> Self {
+        match e {
+            ReadError::NotLeader => not_leader(),
+            e @ ReadError::Unavailable(_) => ApiError::unavailable("no_quorum", e.to_string()),
         }
     }
 }
@@ -367,6 +378,16 @@ mod tests {
             let shown = format!("{e:?}");
             assert_eq!(answer(e), expected, "{shown}");
         }
+    }
+
+    #[test]
+    fn a_read_this_node_cannot_prove_answers_no_quorum() {
+        let e = ReadError::Unavailable("no majority answered".into());
+        assert_eq!(answer(e), (UNAVAILABLE, "no_quorum", None));
+        assert_eq!(
+            answer(ReadError::NotLeader),
+            (UNAVAILABLE, "not_leader", Some(1))
+        );
     }
 
     #[test]

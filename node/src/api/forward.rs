@@ -46,11 +46,11 @@ const HAND_OVER: &str = "/cluster/leader";
 /// they legitimately take.
 fn answer_bound(node: &Node, method: &Method, uri: &Uri) -> Duration {
     if *method == Method::GET {
-        node.config.outcome_bound()
+        node.config().outcome_bound()
     } else if uri.path() == HAND_OVER {
-        2 * node.config.outcome_bound()
+        2 * node.config().outcome_bound()
     } else if uri.path() == "/image/changesets" {
-        node.config.outcome_bound() + Duration::from_secs(1)
+        node.config().outcome_bound() + Duration::from_secs(1)
     } else {
         Duration::from_secs(660)
     }
@@ -63,7 +63,7 @@ async fn leader_within(
     not: Option<NodeId>,
 ) -> Option<(NodeId, NodeInfo)> {
     let deadline = tokio::time::Instant::now() + within;
-    let mut metrics = node.raft.metrics();
+    let mut metrics = node.metrics();
     loop {
         if let Some((id, info)) = node.leader()
             && Some(id) != not
@@ -90,14 +90,14 @@ async fn forward_once(
     let (id, info) = leader;
     let path = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
     let url = format!("{}{path}", sonraft_client::base_url(&info.api_addr));
-    let me = node.id.to_string();
+    let me = node.id().to_string();
     let bound = answer_bound(node, &method, uri);
     let mut extra = vec![(FORWARDED, me.as_str())];
     if let Some(id) = headers.get(REQUEST_ID).and_then(|v| v.to_str().ok()) {
         extra.push((REQUEST_ID, id));
     }
     let send = node.forwarder.send(method, &url, body, &extra);
-    let mut metrics = node.raft.metrics();
+    let mut metrics = node.metrics();
     let hand_over = uri.path() == HAND_OVER;
     let leader_moved = async {
         if hand_over {
@@ -156,7 +156,7 @@ pub async fn to_leader(
         .retry_after(1)
         .into_response();
     }
-    let election = Duration::from_millis(2 * node.config.election_max_ms);
+    let election = Duration::from_millis(2 * node.config().election_max_ms);
     let mut tried: Option<NodeId> = None;
     for attempt in 0..2 {
         let looked = std::time::Instant::now();
@@ -174,8 +174,8 @@ pub async fn to_leader(
             .into_response();
         };
         // This node became the leader meanwhile: it answers itself, through its own API.
-        let target = if id == node.id {
-            node.advertised.clone()
+        let target = if id == node.id() {
+            node.advertised().clone()
         } else {
             info
         };

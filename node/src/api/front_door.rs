@@ -101,7 +101,7 @@ impl FrontDoor {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .unwrap_or("");
-        same(presented.as_bytes(), self.node.config.token.as_bytes())
+        same(presented.as_bytes(), self.node.config().token.as_bytes())
     }
 }
 

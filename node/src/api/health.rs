@@ -37,7 +37,7 @@ pub async fn status(State(node): State<Arc<Node>>) -> Json<v1::Status> {
 
 /// Prometheus text format.
 pub async fn metrics(State(node): State<Arc<Node>>) -> Response {
-    let body = node.prometheus.render();
+    let body = node.render_metrics();
     (
         [(
             axum::http::header::CONTENT_TYPE,

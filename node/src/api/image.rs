@@ -18,6 +18,7 @@ use super::error::{ApiError, Params, parse_json, read_body};
 use super::forward;
 use crate::Node;
 use crate::propose::ProposeError;
+use crate::reads::ReadAt;
 
 /// Makes this node fit to answer a read of the given consistency, or forwards the read to the
 /// leader (`Some(response)`).
@@ -27,34 +28,18 @@ pub async fn prepare_read(
     uri: &Uri,
     headers: &HeaderMap,
 ) -> Result<Option<Response>, ApiError> {
-    match c {
-        v1::Consistency::Local => Ok(None),
-        v1::Consistency::Leader if node.is_leader() => Ok(None),
-        v1::Consistency::Leader => Ok(Some(
+    match node.ready_to_read(c).await? {
+        ReadAt::Here => Ok(None),
+        ReadAt::Leader => Ok(Some(
             forward::to_leader(node, Method::GET, uri, headers, None).await,
         )),
-        // A follower sends the read on at once. Its read barrier would only find out, through
-        // its Raft core, that it does not lead; and a follower's core may be busy for hundreds
-        // of milliseconds (syncing its log on a loaded disk), which every read through it then
-        // waited for (issue 19). The leader it reaches proves the read; if this node has just
-        // become the leader, its metrics say so a moment later and the read comes back to it.
-        v1::Consistency::Linearizable if !node.is_leader() => Ok(Some(
-            forward::to_leader(node, Method::GET, uri, headers, None).await,
-        )),
-        v1::Consistency::Linearizable => match node.reads.wait().await {
-            Ok(()) => Ok(None),
-            Err(crate::reads::ReadError::NotLeader) => Ok(Some(
-                forward::to_leader(node, Method::GET, uri, headers, None).await,
-            )),
-            Err(e) => Err(ApiError::unavailable("no_quorum", e.to_string())),
-        },
     }
 }
 
 /// `GET /image/digest`: this node's last-applied entry and a digest of its whole applied state,
 /// always local (it is how replicas are compared: equal entries must give equal digests).
 pub async fn digest(State(node): State<Arc<Node>>) -> Result<Response, ApiError> {
-    let store = node.store.clone();
+    let store = node.store().clone();
     let d = tokio::task::spawn_blocking(move || store.digest())
         .await
         .map_err(|e| ApiError::internal(e.to_string()))?
@@ -82,7 +67,7 @@ pub async fn sites(
         return Ok(r);
     }
     let sites: Vec<_> = node
-        .store
+        .store()
         .with_image(|image| image.sites.values().cloned().collect());
     Ok(Json(sites).into_response())
 }
@@ -101,7 +86,7 @@ pub async fn cells(
     }
     let site = q.site;
     // Serialized in place: a large image's cells are not copied first.
-    let body = node.store.with_image(|image| {
+    let body = node.store().with_image(|image| {
         let cells: Vec<_> = image
             .cells
             .values()
@@ -125,7 +110,7 @@ pub async fn cell(
     if let Some(r) = prepare_read(&node, consistency, &uri, &headers).await? {
         return Ok(r);
     }
-    match node.store.cell(&id) {
+    match node.store().cell(&id) {
         Some(c) => Ok(Json(c).into_response()),
         None => Err(ApiError::not_found(format!("no cell {id:?} in the image"))),
     }
@@ -143,7 +128,7 @@ pub async fn relations(
     if let Some(r) = prepare_read(&node, consistency, &uri, &headers).await? {
         return Ok(r);
     }
-    let body = node.store.with_image(|image| {
+    let body = node.store().with_image(|image| {
         let rels: Vec<_> = match &q.source {
             Some(s) => image.relations_from(s).take(limit).collect(),
             None => image.relations.values().take(limit).collect(),
@@ -244,7 +229,7 @@ pub async fn import(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let bytes = read_body(&headers, body, node.config.max_import_bytes).await?;
+    let bytes = read_body(&headers, body, node.config().max_import_bytes).await?;
     let import: ImageImport = parse_json(&bytes)?;
     if !node.is_leader() {
         return Ok(forward::to_leader(&node, Method::POST, &uri, &headers, Some(bytes)).await);
@@ -279,7 +264,7 @@ pub async fn import(
         .get(forward::FORWARDED)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse().ok())
-        .unwrap_or(node.id);
+        .unwrap_or(node.id());
     let parts = chunks(import);
     let count = parts.len();
     let import_id = rand::random::<u64>();

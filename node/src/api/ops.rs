@@ -14,17 +14,10 @@ use crate::Node;
 
 /// `POST /snapshot`: build a snapshot now (and purge the log behind it).
 pub async fn snapshot(State(node): State<Arc<Node>>) -> Result<Response, ApiError> {
-    node.raft
-        .trigger()
-        .snapshot()
+    let applied = node
+        .snapshot_now()
         .await
         .map_err(|e| ApiError::unavailable("raft", e.to_string()))?;
-    let applied = node
-        .raft
-        .metrics()
-        .borrow()
-        .last_applied
-        .map_or(0, |l| l.index);
     Ok((
         axum::http::StatusCode::ACCEPTED,
         Json(v1::SnapshotStarted {
@@ -38,7 +31,7 @@ pub async fn snapshot(State(node): State<Arc<Node>>) -> Result<Response, ApiErro
 /// `GET /backup`: a consistent copy of the image and history in the snapshot file format
 /// (versioned, CRC-checked). Restore with `sonraft ctl restore`.
 pub async fn backup(State(node): State<Arc<Node>>) -> Result<Response, ApiError> {
-    let store = node.store.clone();
+    let store = node.store().clone();
     let (index, bytes) = tokio::task::spawn_blocking(move || {
         let (meta, body) = store.capture().map_err(|e| e.to_string())?;
         let index = meta.last_log_id.map_or(0, |l| l.index);
@@ -51,7 +44,7 @@ pub async fn backup(State(node): State<Arc<Node>>) -> Result<Response, ApiError>
     .map_err(ApiError::internal)?;
     let name = format!(
         "attachment; filename=\"sonraft-node{}-{index}.backup\"",
-        node.id
+        node.id()
     );
     Ok((
         [
@@ -69,11 +62,5 @@ pub async fn antennas(
     Params(q): Params<v1::AntennasQuery>,
 ) -> Json<v1::Antennas> {
     let limit = q.limit.map_or(1000, super::image::count);
-    Json(match &node.antennas {
-        Some(f) => f.describe(limit),
-        None => v1::Antennas {
-            site: node.site.clone(),
-            ..Default::default()
-        },
-    })
+    Json(node.antenna_sessions(limit))
 }

@@ -27,7 +27,6 @@ use sonraft_protocol::{RELATION_COUNTERS, ReportView, cell_counter as cc, relati
 use sonraft_raft::changeset::{ChangeSet, Outcome};
 use sonraft_raft::command::{Command, KpiBatch, Response};
 use sonraft_raft::model::KpiSummary;
-use sonraft_storage::read;
 use tokio::sync::mpsc;
 
 use crate::Node;
@@ -135,7 +134,7 @@ pub async fn run(
     fleet: Arc<Fleet>,
     mut closed: mpsc::Receiver<Arc<ClosedPeriod>>,
 ) {
-    let mut feed = node.store.subscribe();
+    let mut feed = node.store().subscribe();
     let mut cycle = Cycle {
         dirty: true,
         ..Cycle::default()
@@ -169,18 +168,15 @@ pub async fn run(
             let mut c = std::mem::take(&mut cycle);
             let result = tokio::task::spawn_blocking(move || {
                 let full = c.dirty || c.view.is_none();
-                {
-                    let state = read(node.store.state());
-                    match (&mut c.view, full) {
-                        (Some(v), false) => v.refresh_kpis(&state.image),
-                        _ => c.view = Some(RadioView::capture(&state.image, &node.site)),
-                    }
-                }
+                node.store().with_image(|image| match (&mut c.view, full) {
+                    (Some(v), false) => v.refresh_kpis(image),
+                    _ => c.view = Some(RadioView::capture(image, node.site())),
+                });
                 c.dirty = false;
                 let view = c.view.as_ref().expect("captured above");
                 let input = PeriodInput::new(view, &period);
                 // PCIs only change with the configuration: skip the search when nothing did.
-                let proposals = analyse(view, &input, &mut c.streaks, node.id, full);
+                let proposals = analyse(view, &input, &mut c.streaks, node.id(), full);
                 (proposals, c)
             })
             .await;
@@ -214,7 +210,7 @@ pub async fn run(
                 let view = capture(&node2);
                 let input = PeriodInput::new(&view, &period2);
                 let mut none = anr::Streaks::default();
-                analyse(&view, &input, &mut none, node2.id, true)
+                analyse(&view, &input, &mut none, node2.id(), true)
                     .into_iter()
                     .filter(|p| {
                         p.change_set
@@ -235,8 +231,8 @@ pub async fn run(
 }
 
 fn capture(node: &Node) -> RadioView {
-    let state = read(node.store.state());
-    RadioView::capture(&state.image, &node.site)
+    node.store()
+        .with_image(|image| RadioView::capture(image, node.site()))
 }
 
 /// Runs every function over one view (`with_pci`: also the PCI search, which only needs to
@@ -264,7 +260,7 @@ async fn replicate_kpis(node: &Node, period: &ClosedPeriod) {
     let all = summaries(period);
     for chunk in all.chunks(SUMMARIES_PER_ENTRY) {
         let cmd = Command::Kpis(KpiBatch {
-            site: node.site.clone(),
+            site: node.site().to_string(),
             summaries: chunk.to_vec(),
         });
         if let Err(e) = node.submit(&cmd).await {
