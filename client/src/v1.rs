@@ -12,15 +12,27 @@
 //!   answer still reads (`Status::now_ms`);
 //! - request bodies are strict (`deny_unknown_fields`): a misspelt field is a 400, not ignored.
 //!
-//! Not here: the image's own entities (`GET /image/sites`, `/image/cells`, `/image/relations`
-//! answer, and `POST /image/import` takes, the replicated model's `Site`, `Cell`, `Relation` and
-//! `Policy` as they are serialized by `sonraft-raft`), `GET /metrics` (Prometheus text) and
-//! `GET /backup` (the snapshot file format). This crate cannot name the model without the node's
-//! Raft stack; once the model is a crate of its own it belongs here by re-export.
+//! The image's own entities (`GET /image/sites`, `/image/cells`, `/image/relations` answer them)
+//! are the replicated model's [`Site`], [`Cell`] and [`Relation`], re-exported from
+//! `sonraft-model` (pure data, no Raft stack): the node serializes the applied image's entities
+//! in place, without copying them into look-alike types, and their golden JSON pins them like
+//! the rest. Not here: the body of `POST /image/import` (the model's import, with its
+//! `Policy`), `GET /metrics` (Prometheus text) and `GET /backup` (the snapshot file format).
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Deserializer, Serialize};
+
+// ---------------------------------------------------------------------------------------------
+// Image entities
+
+/// A site, a cell and a neighbour relation of the image, and the values their fields take.
+/// `last_change` records, per parameter, which function last wrote it, when and in which
+/// log entry.
+pub use sonraft_model::changeset::Function;
+pub use sonraft_model::model::{
+    AdminState, Cell, EnergySaving, Param, Rat, Relation, RelationOrigin, Site, Stamp, TiltBox,
+};
 
 /// A node's id in the cluster (1 ..= 2^53, see `POST /cluster/init`).
 pub type NodeId = u64;

@@ -172,6 +172,61 @@ fn import_changes(listed: bool) -> ImportChanges {
     }
 }
 
+fn site() -> Site {
+    Site {
+        id: "S1".into(),
+        name: "North Hill".into(),
+        lat: 47.3769,
+        lon: 8.5417,
+        region: "north".into(),
+    }
+}
+
+fn stamp(by: Function) -> Stamp {
+    Stamp {
+        by,
+        at_ms: 1_764_000_000_000,
+        index: 1180,
+    }
+}
+
+fn cell() -> Cell {
+    Cell {
+        id: "S1-1".into(),
+        site: "S1".into(),
+        rat: Rat::Lte,
+        pci: 101,
+        arfcn: 1850,
+        azimuth: 120,
+        electrical_tilt: 40,
+        tilt_box: TiltBox { min: 20, max: 80 },
+        max_tx_power_dbm: 46,
+        hysteresis: 4,
+        time_to_trigger_ms: 320,
+        a3_offset: 6,
+        admin_state: AdminState::Unlocked,
+        energy_saving: EnergySaving::Normal,
+        version: 3,
+        last_change: BTreeMap::from([
+            (Param::Pci, stamp(Function::PciConflict)),
+            (Param::ElectricalTilt, stamp(Function::Operator)),
+        ]),
+    }
+}
+
+fn relation() -> Relation {
+    Relation {
+        source: "S1-1".into(),
+        target: "S2-3".into(),
+        cio_db: -2,
+        ho_allowed: true,
+        remove_allowed: false,
+        origin: RelationOrigin::Operator,
+        version: 2,
+        last_change: BTreeMap::from([(Param::CioDb, stamp(Function::MobilityRobustness))]),
+    }
+}
+
 #[test]
 fn every_v1_type_matches_its_golden_json_both_ways() {
     let failures: Vec<String> = [
@@ -504,6 +559,9 @@ fn every_v1_type_matches_its_golden_json_both_ways() {
                 }],
             },
         ),
+        check("image-sites", vec![site()]),
+        check("image-cell", cell()),
+        check("image-relations", vec![relation()]),
         check(
             "antennas-none",
             Antennas {
