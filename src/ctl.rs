@@ -244,18 +244,12 @@ fn opt(v: Option<u64>) -> String {
     v.map_or("-".into(), |v| v.to_string())
 }
 
-/// A cell or relation's version (the image's entities are not part of [`v1`]; this is all a
-/// change set's read set needs of them).
-#[derive(serde::Deserialize)]
-struct Versioned {
-    version: u64,
-}
-
-/// A relation's target and version, to find one relation among a cell's.
-#[derive(serde::Deserialize)]
-struct RelationVersion {
-    target: String,
-    version: u64,
+/// A radio access technology as the API names it.
+fn rat(r: v1::Rat) -> &'static str {
+    match r {
+        v1::Rat::Lte => "LTE",
+        v1::Rat::Nr => "NR",
+    }
 }
 
 /// Runs one `ctl` command.
@@ -465,25 +459,25 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
                 query.push(("site", site));
             }
             let path = format!("/image/cells{}", query_string(&query));
-            let v = ctl.ok::<Value>(Method::GET, &path, None).await?;
-            ctl.show(&v, |v| {
+            let v = ctl.ok::<Vec<v1::Cell>>(Method::GET, &path, None).await?;
+            ctl.show(&v, |cells| {
                 println!(
                     "{:<12} {:<8} {:<4} {:>5} {:>7} {:>5} {:>5} {:>5} {:>5}  version",
                     "cell", "site", "rat", "pci", "arfcn", "tilt", "hyst", "ttt", "pwr"
                 );
-                for c in v.as_array().into_iter().flatten() {
+                for c in cells {
                     println!(
                         "{:<12} {:<8} {:<4} {:>5} {:>7} {:>5} {:>5} {:>5} {:>5}  {}",
-                        s(&c["id"]),
-                        s(&c["site"]),
-                        s(&c["rat"]),
-                        s(&c["pci"]),
-                        s(&c["arfcn"]),
-                        s(&c["electrical_tilt"]),
-                        s(&c["hysteresis"]),
-                        s(&c["time_to_trigger_ms"]),
-                        s(&c["max_tx_power_dbm"]),
-                        s(&c["version"])
+                        c.id,
+                        c.site,
+                        rat(c.rat),
+                        c.pci,
+                        c.arfcn,
+                        c.electrical_tilt,
+                        c.hysteresis,
+                        c.time_to_trigger_ms,
+                        c.max_tx_power_dbm,
+                        c.version
                     );
                 }
             });
@@ -674,7 +668,7 @@ async fn build_change_set(
         }
         let version = match entity.split('/').collect::<Vec<_>>().as_slice() {
             ["cell", id] => {
-                ctl.ok::<Versioned>(
+                ctl.ok::<v1::Cell>(
                     hyper::Method::GET,
                     &format!("/image/cells/{}", urlencode(id)),
                     None,
@@ -688,7 +682,7 @@ async fn build_change_set(
                     source: Some(src.to_string()),
                     ..Default::default()
                 };
-                ctl.ok::<Vec<RelationVersion>>(
+                ctl.ok::<Vec<v1::Relation>>(
                     hyper::Method::GET,
                     &with_query("/image/relations", &query),
                     None,

@@ -66,7 +66,7 @@ pub async fn sites(
     if let Some(r) = prepare_read(&node, consistency, &uri, &headers).await? {
         return Ok(r);
     }
-    let sites: Vec<_> = node
+    let sites: Vec<v1::Site> = node
         .store()
         .with_image(|image| image.sites.values().cloned().collect());
     Ok(Json(sites).into_response())
@@ -87,7 +87,7 @@ pub async fn cells(
     let site = q.site;
     // Serialized in place: a large image's cells are not copied first.
     let body = node.store().with_image(|image| {
-        let cells: Vec<_> = image
+        let cells: Vec<&v1::Cell> = image
             .cells
             .values()
             .filter(|c| site.as_ref().is_none_or(|s| &c.site == s))
@@ -111,7 +111,7 @@ pub async fn cell(
         return Ok(r);
     }
     match node.store().cell(&id) {
-        Some(c) => Ok(Json(c).into_response()),
+        Some(c) => Ok(Json::<v1::Cell>(c).into_response()),
         None => Err(ApiError::not_found(format!("no cell {id:?} in the image"))),
     }
 }
@@ -129,7 +129,7 @@ pub async fn relations(
         return Ok(r);
     }
     let body = node.store().with_image(|image| {
-        let rels: Vec<_> = match &q.source {
+        let rels: Vec<&v1::Relation> = match &q.source {
             Some(s) => image.relations_from(s).take(limit).collect(),
             None => image.relations.values().take(limit).collect(),
         };
