@@ -147,16 +147,21 @@ pub enum Outcome {
     Rejected { reason: String },
     /// An illegal value, an unknown entity or parameter, or a step over the limit.
     Invalid { reason: String },
+    /// The function runs open loop: the change set passed every rule and now waits, as
+    /// pending proposal `id`, for an operator to approve or reject it (command format 4).
+    Pending { id: u64 },
 }
 
 impl Outcome {
-    /// `applied`, `conflict`, `rejected` or `invalid`: the label used in the API and metrics.
+    /// `applied`, `conflict`, `rejected`, `invalid` or `pending`: the label used in the API
+    /// and metrics.
     pub fn kind(&self) -> &'static str {
         match self {
             Outcome::Applied { .. } => "applied",
             Outcome::Conflict { .. } => "conflict",
             Outcome::Rejected { .. } => "rejected",
             Outcome::Invalid { .. } => "invalid",
+            Outcome::Pending { .. } => "pending",
         }
     }
 }

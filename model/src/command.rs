@@ -12,6 +12,7 @@ use crate::changeset::{ChangeSet, Outcome};
 use crate::codec;
 use crate::model::import::{ImportOutcome, ImportPart};
 use crate::model::{Cell, KpiSummary, NodeRelease, Policy, Relation, Site, SiteId};
+use crate::son::{Decision, SonPolicy};
 
 /// The newest command format this build understands and may propose.
 ///
@@ -20,7 +21,8 @@ use crate::model::{Cell, KpiSummary, NodeRelease, Policy, Relation, Site, SiteId
 /// | 1 | 0.1.0 | `ChangeSet`, `Import`, `Kpis`, `Release` |
 /// | 2 | 0.2.0 | `ChangeSets` (several change sets in one entry) |
 /// | 3 | 0.2.0 | `ImportPart` (an import staged in parts, applied in one step, in the history) |
-pub const COMMAND_FORMAT: u16 = 3;
+/// | 4 | 0.3.0 | `SonPolicy`, `Decide`; change sets judged with the SON controls and parameter groups |
+pub const COMMAND_FORMAT: u16 = 4;
 
 /// The application data of a Raft log entry (openraft's `D`).
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
@@ -60,10 +62,20 @@ pub enum CommandError {
 }
 
 impl Envelope {
-    /// Wraps a command stamped with the log time.
+    /// Wraps a command stamped with the log time, in the oldest format that carries it.
     pub fn new(command: &Command, log_time_ms: u64) -> Result<Self, codec::CodecError> {
+        Self::in_format(command, log_time_ms, 1)
+    }
+
+    /// Wraps a command in format `effective` (the cluster's effective format: the rules of that
+    /// format judge it), or the command's own format when that is newer.
+    pub fn in_format(
+        command: &Command,
+        log_time_ms: u64,
+        effective: u16,
+    ) -> Result<Self, codec::CodecError> {
         Ok(Envelope {
-            format: command.format(),
+            format: command.format().max(effective.min(COMMAND_FORMAT)),
             log_time_ms,
             body: codec::encode(command)?,
         })
@@ -126,6 +138,10 @@ pub enum Command {
     ChangeSets(Vec<ChangeSet>),
     /// One part of an import that becomes visible with its last part (format 3).
     ImportPart(ImportPart),
+    /// Replaces the operator's controls of the SON functions (format 4).
+    SonPolicy(SonPolicy),
+    /// An operator approves or rejects a pending open-loop proposal (format 4).
+    Decide(Decision),
 }
 
 impl Command {
@@ -137,6 +153,7 @@ impl Command {
             }
             Command::ChangeSets(_) => 2,
             Command::ImportPart(_) => ImportPart::FORMAT,
+            Command::SonPolicy(_) | Command::Decide(_) => 4,
         }
     }
 }
@@ -152,6 +169,8 @@ pub enum Response {
     Recorded,
     ChangeSets(Vec<Outcome>),
     Import(ImportOutcome),
+    /// A SON policy was set (`Ok`) or refused with the reason.
+    SonPolicy(Result<(), String>),
 }
 
 /// How many entities an import wrote.

@@ -11,6 +11,8 @@
 //!   versions, legal values, per-step limits, coordination between SON functions);
 //! - [`command`]: the log entry's data, a versioned [`command::Envelope`] around a
 //!   [`command::Command`], and the [`command::Response`] applying it answers;
+//! - [`son`]: the operator's controls of the SON functions (mode, exclusions, change windows)
+//!   and the open-loop proposals waiting for an operator;
 //! - [`codec`]: the bounded bincode encoding used on disk and on the wire.
 //!
 //! Every node applies the same committed entries and must reach the same image and the same
@@ -27,3 +29,4 @@ pub mod codec;
 pub mod command;
 pub mod model;
 pub mod rules;
+pub mod son;

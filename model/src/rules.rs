@@ -8,13 +8,27 @@
 //!    another function changed inside the cool-down or that a higher-priority function holds,
 //!    and never removes a relation with `remove_allowed = false`, else `Rejected`;
 //! 4. otherwise [`Plan`] holds the new state of every written entity.
+//!
+//! Entries of command format 4 and later add, for SON functions (never the operator):
+//! - the operator's controls ([`crate::son`]): a function switched `off`, an excluded cell,
+//!   site or region (at either end of a relation), or a log time outside the function's change
+//!   window is `Rejected`;
+//! - coordination by parameter group ([`coupled`]): a parameter is also left alone while
+//!   another writer changed a coupled one on the same cell, or on the cell's relations,
+//!   inside the cool-down;
+//! - pruning is coordinated like any write: a relation that another writer changed inside the
+//!   cool-down is not removed, and one the operator created is never removed by a function.
+//!
+//! Which rules judge an entry is fixed by the format written in the entry, so every node,
+//! old or new, judges it the same way.
 
 use std::collections::BTreeMap;
 
 use crate::changeset::{ChangeSet, Function, Outcome};
 use crate::model::image::NetworkImage;
 use crate::model::param::{set_cell, set_relation};
-use crate::model::{Cell, EntityRef, Param, Relation, RelationKey, Stamp};
+use crate::model::{Cell, EntityRef, Param, Relation, RelationKey, RelationOrigin, Stamp};
+use crate::son::Mode;
 
 /// Most writes one change set may carry.
 pub const MAX_WRITES: usize = 1000;
@@ -27,18 +41,98 @@ pub struct Plan {
     pub removed: Vec<RelationKey>,
 }
 
-/// Evaluates `cs` against `image` at log time `now_ms` for log index `index`. `Ok` carries
-/// the plan and the `Applied` outcome; `Err` the outcome that refuses it.
+/// The first command format whose entries are judged with the operator's SON controls and
+/// coordination by parameter group.
+pub const CONTROLS_FORMAT: u16 = 4;
+
+/// Parameters that act on the same handover decision: a change to one changes what the
+/// others do (A3 entry condition: offset, hysteresis, time to trigger, and the CIO per
+/// neighbour).
+pub const MOBILITY_GROUP: [Param; 4] = [
+    Param::CioDb,
+    Param::Hysteresis,
+    Param::TimeToTriggerMs,
+    Param::A3Offset,
+];
+/// Parameters that move a cell's border: tilt and power move the coverage, CIO the
+/// handover border.
+pub const COVERAGE_GROUP: [Param; 3] = [Param::ElectricalTilt, Param::MaxTxPowerDbm, Param::CioDb];
+
+/// The parameters coupled with `param` (sharing a group with it), `param` excluded.
+pub fn coupled(param: Param) -> impl Iterator<Item = Param> {
+    let groups: [&[Param]; 2] = [&MOBILITY_GROUP, &COVERAGE_GROUP];
+    let mut out: Vec<Param> = groups
+        .into_iter()
+        .filter(|g| g.contains(&param))
+        .flat_map(|g| g.iter().copied())
+        .filter(|p| *p != param)
+        .collect();
+    out.sort();
+    out.dedup();
+    out.into_iter()
+}
+
+/// How a change set is judged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Judge {
+    /// Command format of the entry carrying the change set.
+    pub format: u16,
+    /// An operator approved this open-loop proposal: the function's mode is not consulted.
+    pub approved: bool,
+}
+
+impl Judge {
+    pub fn format(format: u16) -> Judge {
+        Judge {
+            format,
+            approved: false,
+        }
+    }
+
+    fn controls(&self) -> bool {
+        self.format >= CONTROLS_FORMAT
+    }
+}
+
+/// Evaluates `cs` against `image` at log time `now_ms` for log index `index`, with the rules
+/// of command format 1-3. `Ok` carries the plan and the `Applied` outcome; `Err` the outcome
+/// that refuses it.
 pub fn evaluate(
     image: &NetworkImage,
     cs: &ChangeSet,
     index: u64,
     now_ms: u64,
 ) -> Result<(Plan, Outcome), Outcome> {
+    evaluate_with(image, cs, index, now_ms, Judge::format(1))
+}
+
+/// Evaluates `cs` with the rules `judge` names. An open-loop function's change set that passes
+/// every rule is still refused here unless approved: the caller records it as pending.
+pub fn evaluate_with(
+    image: &NetworkImage,
+    cs: &ChangeSet,
+    index: u64,
+    now_ms: u64,
+    judge: Judge,
+) -> Result<(Plan, Outcome), Outcome> {
     check_read_set(image, cs)?;
     let work = check_writes(image, cs)?;
     check_coordination(image, cs, now_ms)?;
+    if judge.controls() {
+        check_controls(image, cs, now_ms, judge)?;
+        check_groups(image, cs, now_ms)?;
+    }
     Ok(commit_plan(work, cs, index, now_ms))
+}
+
+/// The mode a change set's function runs in under `judge` (always closed loop before format 4
+/// and for the operator).
+pub fn mode_of(image: &NetworkImage, cs: &ChangeSet, judge: Judge) -> Mode {
+    let function = cs.origin.function;
+    if !judge.controls() || function == Function::Operator {
+        return Mode::ClosedLoop;
+    }
+    image.son.policy.controls(function).mode
 }
 
 /// Rule 1: every read version is current.
@@ -204,6 +298,137 @@ fn check_coordination(image: &NetworkImage, cs: &ChangeSet, now_ms: u64) -> Resu
                     (policy.priority_hold_ms - age).div_ceil(1000)
                 ),
             });
+        }
+    }
+    Ok(())
+}
+
+fn rejected(reason: String) -> Outcome {
+    Outcome::Rejected { reason }
+}
+
+/// Format 4: the operator's controls of the function: mode, exclusions, change window.
+fn check_controls(
+    image: &NetworkImage,
+    cs: &ChangeSet,
+    now_ms: u64,
+    judge: Judge,
+) -> Result<(), Outcome> {
+    let function = cs.origin.function;
+    if function == Function::Operator {
+        return Ok(());
+    }
+    let controls = image.son.policy.controls(function);
+    if controls.mode == Mode::Off && !judge.approved {
+        return Err(rejected(format!(
+            "{function} is switched off by the operator"
+        )));
+    }
+    if let Some(window) = controls.window
+        && !window.contains(now_ms)
+    {
+        return Err(rejected(format!(
+            "{function} may change the network only in its window {window}"
+        )));
+    }
+    let exclude = &controls.exclude;
+    if exclude.is_empty() {
+        return Ok(());
+    }
+    for w in &cs.writes {
+        let cells: Vec<&str> = match &w.entity {
+            EntityRef::Cell(id) => vec![id],
+            EntityRef::Relation(s, t) => vec![s, t],
+        };
+        for id in cells {
+            let site = image.cells.get(id).map(|c| c.site.as_str());
+            let region = site
+                .and_then(|s| image.sites.get(s))
+                .map(|s| s.region.as_str());
+            let why = if exclude.cells.contains(id) {
+                Some(format!("cell {id}"))
+            } else if let Some(s) = site.filter(|s| exclude.sites.contains(*s)) {
+                Some(format!("site {s} of cell {id}"))
+            } else {
+                region
+                    .filter(|r| exclude.regions.contains(*r))
+                    .map(|r| format!("region {r} of cell {id}"))
+            };
+            if let Some(why) = why {
+                return Err(rejected(format!(
+                    "{} of {} is not {function}'s to change: the operator excluded {why}",
+                    w.param, w.entity
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Format 4: coordination by parameter group, and pruning coordinated like any write.
+fn check_groups(image: &NetworkImage, cs: &ChangeSet, now_ms: u64) -> Result<(), Outcome> {
+    let function = cs.origin.function;
+    if function == Function::Operator {
+        return Ok(());
+    }
+    let cooldown = image.policy.cooldown_ms;
+    // A stamp by another writer inside the cool-down refuses the write.
+    let fresh =
+        |stamp: &Stamp| stamp.by != function && now_ms.saturating_sub(stamp.at_ms) < cooldown;
+    let refuse = |w: &crate::changeset::Write, what: String, stamp: &Stamp| {
+        rejected(format!(
+            "{} of {} is coupled with {what}, which {} changed {} s ago; the cool-down is {} s",
+            w.param,
+            w.entity,
+            stamp.by,
+            now_ms.saturating_sub(stamp.at_ms) / 1000,
+            cooldown / 1000
+        ))
+    };
+    for w in &cs.writes {
+        match &w.entity {
+            EntityRef::Cell(id) => {
+                let Some(cell) = image.cells.get(id) else {
+                    continue;
+                };
+                for q in coupled(w.param) {
+                    if q.on_relation() {
+                        for rel in image.relations_from(id) {
+                            if let Some(s) = rel.last_change.get(&q).filter(|s| fresh(s)) {
+                                let what = format!("{q} of relation/{}/{}", rel.source, rel.target);
+                                return Err(refuse(w, what, s));
+                            }
+                        }
+                    } else if let Some(s) = cell.last_change.get(&q).filter(|s| fresh(s)) {
+                        return Err(refuse(w, format!("{q} of cell/{id}"), s));
+                    }
+                }
+            }
+            EntityRef::Relation(source, target) => {
+                let Some(rel) = image.relations.get(&(source.clone(), target.clone())) else {
+                    continue;
+                };
+                if w.param == Param::Exists {
+                    if rel.origin == RelationOrigin::Operator {
+                        return Err(rejected(format!(
+                            "{} was created by the operator; no SON function removes it",
+                            w.entity
+                        )));
+                    }
+                    if let Some((q, s)) = rel.last_change.iter().find(|(_, s)| fresh(s)) {
+                        return Err(refuse(w, format!("{q} of {}", w.entity), s));
+                    }
+                    continue;
+                }
+                let Some(cell) = image.cells.get(source) else {
+                    continue;
+                };
+                for q in coupled(w.param).filter(|q| !q.on_relation()) {
+                    if let Some(s) = cell.last_change.get(&q).filter(|s| fresh(s)) {
+                        return Err(refuse(w, format!("{q} of cell/{source}"), s));
+                    }
+                }
+            }
         }
     }
     Ok(())

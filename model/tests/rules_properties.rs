@@ -388,6 +388,7 @@ fn kind(o: &Outcome) -> Kind {
         Outcome::Invalid { .. } => Kind::Invalid,
         Outcome::Rejected { .. } => Kind::Rejected,
         Outcome::Applied { .. } => Kind::Applied,
+        Outcome::Pending { .. } => panic!("no open-loop function in these properties: {o:?}"),
     }
 }
 

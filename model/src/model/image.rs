@@ -10,7 +10,8 @@ use super::{
 };
 use crate::changeset::{ChangeSet, Origin, Outcome, Write};
 use crate::command::{Command, CommandError, Envelope, KpiBatch, Response};
-use crate::rules;
+use crate::rules::{self, Judge};
+use crate::son::{Decision, MAX_PENDING, Mode, Pending, SonPolicy, SonState};
 
 /// Every site, cell and relation with its configuration, the latest KPI summary per cell, the
 /// coordination policy and what each node advertised about its release.
@@ -29,6 +30,10 @@ pub struct NetworkImage {
     /// this struct's encoding either: stored beside it.
     #[serde(skip)]
     pub staged: Option<StagedImport>,
+    /// The operator's SON controls and the proposals waiting for an operator (format 4). Not
+    /// part of this struct's encoding either: stored beside it.
+    #[serde(skip)]
+    pub son: SonState,
 }
 
 /// One applied or refused change set, as kept in the history.
@@ -54,6 +59,8 @@ pub struct Changes {
     pub releases: bool,
     /// The staged import changed.
     pub staged: bool,
+    /// The SON controls or the pending proposals changed.
+    pub son: bool,
     pub history: Vec<HistoryRecord>,
 }
 
@@ -66,6 +73,7 @@ impl Changes {
             && !self.policy
             && !self.releases
             && !self.staged
+            && !self.son
             && self.history.is_empty()
     }
 }
@@ -112,14 +120,28 @@ impl NetworkImage {
     ) -> Result<Response, CommandError> {
         let command = entry.command()?;
         self.log_time_ms = self.log_time_ms.max(entry.log_time_ms);
-        Ok(self.apply(index, &command, changes))
+        self.expire_pending(index, changes);
+        Ok(self.apply_in_format(index, &command, changes, entry.format))
     }
 
-    /// Applies a decoded command at the current log clock.
+    /// Applies a decoded command at the current log clock, in its own format.
     pub fn apply(&mut self, index: u64, command: &Command, changes: &mut Changes) -> Response {
+        self.apply_in_format(index, command, changes, command.format())
+    }
+
+    /// Applies a decoded command carried in an entry of `format`: change sets are judged by
+    /// that format's rules.
+    fn apply_in_format(
+        &mut self,
+        index: u64,
+        command: &Command,
+        changes: &mut Changes,
+        format: u16,
+    ) -> Response {
+        let judge = Judge::format(format);
         match command {
             Command::ChangeSet(cs) => {
-                Response::ChangeSet(self.apply_change_set(index, cs, changes))
+                Response::ChangeSet(self.apply_change_set(index, cs, changes, judge))
             }
             Command::Import(import) => Response::Imported(self.import_v1(import, changes)),
             Command::ImportPart(part) => Response::Import(self.import_part(index, part, changes)),
@@ -129,7 +151,7 @@ impl NetworkImage {
             }
             Command::ChangeSets(list) => Response::ChangeSets(
                 list.iter()
-                    .map(|cs| self.apply_change_set(index, cs, changes))
+                    .map(|cs| self.apply_change_set(index, cs, changes, judge))
                     .collect(),
             ),
             Command::Release(release) => {
@@ -137,18 +159,41 @@ impl NetworkImage {
                 changes.releases = true;
                 Response::Recorded
             }
+            Command::SonPolicy(policy) => Response::SonPolicy(self.set_son_policy(policy, changes)),
+            Command::Decide(decision) => {
+                Response::ChangeSet(self.decide(index, decision, changes, judge))
+            }
         }
     }
 
-    /// Evaluates a change set without applying it (dry run).
+    /// Evaluates a change set without applying it (dry run), with the rules of the newest
+    /// command format.
     pub fn dry_run(&self, cs: &ChangeSet, now_ms: u64) -> Outcome {
-        match rules::evaluate(self, cs, 0, now_ms.max(self.log_time_ms)) {
+        self.dry_run_in_format(cs, now_ms, crate::command::COMMAND_FORMAT)
+    }
+
+    /// Evaluates a change set without applying it, with the rules of command format `format`
+    /// (the cluster's effective format: the one its entry would carry).
+    pub fn dry_run_in_format(&self, cs: &ChangeSet, now_ms: u64, format: u16) -> Outcome {
+        let judge = Judge::format(format);
+        match rules::evaluate_with(self, cs, 0, now_ms.max(self.log_time_ms), judge) {
+            Ok(_) if rules::mode_of(self, cs, judge) == Mode::OpenLoop => {
+                Outcome::Pending { id: 0 }
+            }
             Ok((_, outcome)) | Err(outcome) => outcome,
         }
     }
 
-    fn apply_change_set(&mut self, index: u64, cs: &ChangeSet, changes: &mut Changes) -> Outcome {
-        let outcome = match rules::evaluate(self, cs, index, self.log_time_ms) {
+    fn apply_change_set(
+        &mut self,
+        index: u64,
+        cs: &ChangeSet,
+        changes: &mut Changes,
+        judge: Judge,
+    ) -> Outcome {
+        let open_loop = !judge.approved && rules::mode_of(self, cs, judge) == Mode::OpenLoop;
+        let outcome = match rules::evaluate_with(self, cs, index, self.log_time_ms, judge) {
+            Ok(_) if open_loop => self.record_pending(index, cs, changes),
             Ok((plan, outcome)) => {
                 for cell in plan.cells {
                     changes.cells.insert(cell.id.clone());
@@ -167,6 +212,12 @@ impl NetworkImage {
             }
             Err(outcome) => outcome,
         };
+        self.record(index, cs, &outcome, changes);
+        outcome
+    }
+
+    /// Adds a change set's outcome to the history of entry `index`.
+    fn record(&self, index: u64, cs: &ChangeSet, outcome: &Outcome, changes: &mut Changes) {
         changes.history.push(HistoryRecord {
             index,
             log_time_ms: self.log_time_ms,
@@ -176,7 +227,90 @@ impl NetworkImage {
             writes: cs.writes.clone(),
             outcome: outcome.clone(),
         });
-        outcome
+    }
+
+    /// Keeps an open-loop proposal that passed every rule for an operator to decide on.
+    fn record_pending(&mut self, index: u64, cs: &ChangeSet, changes: &mut Changes) -> Outcome {
+        if self.son.pending.len() >= MAX_PENDING {
+            return Outcome::Rejected {
+                reason: format!(
+                    "{MAX_PENDING} proposals are waiting for an operator already; approve or reject some"
+                ),
+            };
+        }
+        let id = self.son.next_id.max(index);
+        self.son.next_id = id + 1;
+        self.son.pending.insert(
+            id,
+            Pending {
+                id,
+                recorded_at_ms: self.log_time_ms,
+                expires_at_ms: self
+                    .log_time_ms
+                    .saturating_add(self.son.policy.pending_ttl_ms),
+                change_set: cs.clone(),
+            },
+        );
+        changes.son = true;
+        Outcome::Pending { id }
+    }
+
+    /// Applies an operator's decision on a pending proposal: an approved one is judged now,
+    /// by every rule but its function's mode.
+    fn decide(
+        &mut self,
+        index: u64,
+        decision: &Decision,
+        changes: &mut Changes,
+        judge: Judge,
+    ) -> Outcome {
+        let Some(pending) = self.son.pending.remove(&decision.id) else {
+            return Outcome::Invalid {
+                reason: format!(
+                    "no proposal {} is pending: it was decided, it expired, or it never was",
+                    decision.id
+                ),
+            };
+        };
+        changes.son = true;
+        let cs = &pending.change_set;
+        if !decision.approve {
+            let outcome = Outcome::Rejected {
+                reason: format!("rejected by the operator: {}", decision.note),
+            };
+            self.record(index, cs, &outcome, changes);
+            return outcome;
+        }
+        let judge = Judge {
+            approved: true,
+            ..judge
+        };
+        self.apply_change_set(index, cs, changes, judge)
+    }
+
+    /// Drops the pending proposals whose time ran out, into the history of entry `index`.
+    fn expire_pending(&mut self, index: u64, changes: &mut Changes) {
+        if self.son.pending.is_empty() {
+            return;
+        }
+        for p in self.son.expire(self.log_time_ms) {
+            let outcome = Outcome::Rejected {
+                reason: format!(
+                    "expired: no operator decided within {} s",
+                    p.expires_at_ms.saturating_sub(p.recorded_at_ms) / 1000
+                ),
+            };
+            self.record(index, &p.change_set, &outcome, changes);
+            changes.son = true;
+        }
+    }
+
+    /// Replaces the SON policy, if it is valid.
+    fn set_son_policy(&mut self, policy: &SonPolicy, changes: &mut Changes) -> Result<(), String> {
+        policy.validate().map_err(|e| e.to_string())?;
+        self.son.policy = policy.clone();
+        changes.son = true;
+        Ok(())
     }
 
     /// Keeps the newest summary per known cell.

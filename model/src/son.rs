@@ -1,0 +1,292 @@
+//! The operator's controls over the SON functions: part of the replicated image since command
+//! format 4, so every node enforces the same controls at the same log index.
+//!
+//! A SON change is an experiment on a live network, so the operator decides, per function:
+//! - its **mode**: `closed_loop` (changes apply when the rules accept them), `open_loop` (a
+//!   proposal is only recorded as *pending* and applies when an operator approves it, within
+//!   [`SonPolicy::pending_ttl_ms`]), or `off`;
+//! - **exclusions**: cells, sites or regions it must not touch;
+//! - a **change window**: the minutes of the (UTC) log day in which it may change anything,
+//!   e.g. PCI changes only 01:00-05:00.
+//!
+//! Controls bind SON functions only, never the operator, and they are judged at apply time
+//! against the log time ([`crate::rules`]), like every other rule.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::changeset::{ChangeSet, Function};
+use crate::model::{CellId, SiteId};
+
+/// Most proposals waiting for an operator at once; more are refused until some are decided.
+pub const MAX_PENDING: usize = 1000;
+/// Most entries in one exclusion list.
+pub const MAX_EXCLUDED: usize = 100_000;
+/// Minutes in a day of log time.
+pub const MINUTES_PER_DAY: u16 = 24 * 60;
+
+/// How a SON function's proposals take effect.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// Proposals apply when the rules accept them.
+    #[default]
+    ClosedLoop,
+    /// Proposals wait for an operator's approval.
+    OpenLoop,
+    /// Proposals are refused.
+    Off,
+}
+
+impl Mode {
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::ClosedLoop => "closed_loop",
+            Mode::OpenLoop => "open_loop",
+            Mode::Off => "off",
+        }
+    }
+}
+
+/// Cells, sites and regions (a site's `region`) a function must leave alone.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(default)]
+pub struct Exclusions {
+    pub cells: BTreeSet<CellId>,
+    pub sites: BTreeSet<SiteId>,
+    pub regions: BTreeSet<String>,
+}
+
+impl Exclusions {
+    pub fn is_empty(&self) -> bool {
+        self.cells.is_empty() && self.sites.is_empty() && self.regions.is_empty()
+    }
+
+    fn len(&self) -> usize {
+        self.cells.len() + self.sites.len() + self.regions.len()
+    }
+}
+
+/// The minutes of the log day (UTC) in which a function may change anything: from
+/// `from_minute` (inclusive) to `to_minute` (exclusive); a window that ends before it starts
+/// spans midnight (22:00-02:00).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Window {
+    pub from_minute: u16,
+    pub to_minute: u16,
+}
+
+impl Window {
+    /// Whether log time `now_ms` (milliseconds since the Unix epoch) falls inside.
+    pub fn contains(&self, now_ms: u64) -> bool {
+        let minute = ((now_ms / 60_000) % u64::from(MINUTES_PER_DAY)) as u16;
+        if self.from_minute <= self.to_minute {
+            (self.from_minute..self.to_minute).contains(&minute)
+        } else {
+            minute >= self.from_minute || minute < self.to_minute
+        }
+    }
+}
+
+impl fmt::Display for Window {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let hm = |m: u16| format!("{:02}:{:02}", m / 60, m % 60);
+        write!(f, "{}-{} UTC", hm(self.from_minute), hm(self.to_minute))
+    }
+}
+
+/// One function's controls. The default leaves the function as it was before format 4.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(default)]
+pub struct Controls {
+    pub mode: Mode,
+    pub exclude: Exclusions,
+    pub window: Option<Window>,
+}
+
+/// The operator's controls of every SON function. A function without an entry runs closed
+/// loop everywhere at any time.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(default)]
+pub struct SonPolicy {
+    pub functions: BTreeMap<Function, Controls>,
+    /// An open-loop proposal that no operator decided within this long (log time) expires.
+    pub pending_ttl_ms: u64,
+}
+
+impl Default for SonPolicy {
+    fn default() -> Self {
+        SonPolicy {
+            functions: BTreeMap::new(),
+            pending_ttl_ms: 24 * 60 * 60 * 1000,
+        }
+    }
+}
+
+/// Why a SON policy cannot be set.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PolicyError {
+    #[error("the operator is not a SON function: it has no controls")]
+    OperatorControls,
+    #[error(
+        "{function}'s change window {from}-{to}: minutes of the day run 0..1440 and a window is not empty"
+    )]
+    BadWindow {
+        function: Function,
+        from: u16,
+        to: u16,
+    },
+    #[error("{function} excludes {count} entries; at most {MAX_EXCLUDED}")]
+    TooManyExcluded { function: Function, count: usize },
+    #[error("pending_ttl_ms must be at least one minute")]
+    ShortTtl,
+}
+
+impl SonPolicy {
+    /// The controls of `function` (the defaults when it has none).
+    pub fn controls(&self, function: Function) -> Controls {
+        self.functions.get(&function).cloned().unwrap_or_default()
+    }
+
+    /// Checks a policy before it is applied.
+    pub fn validate(&self) -> Result<(), PolicyError> {
+        if self.pending_ttl_ms < 60_000 {
+            return Err(PolicyError::ShortTtl);
+        }
+        for (&function, c) in &self.functions {
+            if function == Function::Operator {
+                return Err(PolicyError::OperatorControls);
+            }
+            if let Some(w) = c.window
+                && (w.from_minute >= MINUTES_PER_DAY
+                    || w.to_minute >= MINUTES_PER_DAY
+                    || w.from_minute == w.to_minute)
+            {
+                return Err(PolicyError::BadWindow {
+                    function,
+                    from: w.from_minute,
+                    to: w.to_minute,
+                });
+            }
+            if c.exclude.len() > MAX_EXCLUDED {
+                return Err(PolicyError::TooManyExcluded {
+                    function,
+                    count: c.exclude.len(),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A change set of an open-loop function, waiting for an operator.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct Pending {
+    /// Log index of the entry that recorded it; the id operators approve or reject.
+    pub id: u64,
+    /// Log time it was recorded.
+    pub recorded_at_ms: u64,
+    /// Log time after which it can no longer be approved.
+    pub expires_at_ms: u64,
+    pub change_set: ChangeSet,
+}
+
+/// An operator's decision on a pending proposal (command format 4).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct Decision {
+    /// The pending proposal's id.
+    pub id: u64,
+    pub approve: bool,
+    /// Who decided and why, for the history.
+    pub note: String,
+}
+
+/// What the SON controls keep in the image: the policy and the proposals waiting for an
+/// operator. Stored beside the image's own encoding (it came with format 4).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+pub struct SonState {
+    pub policy: SonPolicy,
+    pub pending: BTreeMap<u64, Pending>,
+    /// The smallest id the next pending proposal may take.
+    pub next_id: u64,
+}
+
+impl SonState {
+    /// Drops the proposals that expired by log time `now_ms`; returns them.
+    pub fn expire(&mut self, now_ms: u64) -> Vec<Pending> {
+        let expired: Vec<u64> = self
+            .pending
+            .values()
+            .filter(|p| p.expires_at_ms <= now_ms)
+            .map(|p| p.id)
+            .collect();
+        expired
+            .into_iter()
+            .filter_map(|id| self.pending.remove(&id))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HOUR: u64 = 3_600_000;
+
+    #[test]
+    fn a_window_holds_its_start_and_not_its_end() {
+        let w = Window {
+            from_minute: 60,
+            to_minute: 300,
+        };
+        assert!(!w.contains(HOUR - 1));
+        assert!(w.contains(HOUR));
+        assert!(w.contains(5 * HOUR - 1));
+        assert!(!w.contains(5 * HOUR));
+        // The next day.
+        assert!(w.contains(25 * HOUR));
+        assert_eq!(w.to_string(), "01:00-05:00 UTC");
+    }
+
+    #[test]
+    fn a_window_that_ends_before_it_starts_spans_midnight() {
+        let w = Window {
+            from_minute: 22 * 60,
+            to_minute: 2 * 60,
+        };
+        assert!(w.contains(23 * HOUR));
+        assert!(w.contains(24 * HOUR + HOUR));
+        assert!(!w.contains(2 * HOUR));
+        assert!(!w.contains(12 * HOUR));
+    }
+
+    #[test]
+    fn a_policy_with_an_empty_or_out_of_range_window_is_refused() {
+        for (from, to) in [(60, 60), (0, 1440), (1440, 10)] {
+            let mut p = SonPolicy::default();
+            p.functions.insert(
+                Function::PciConflict,
+                Controls {
+                    window: Some(Window {
+                        from_minute: from,
+                        to_minute: to,
+                    }),
+                    ..Controls::default()
+                },
+            );
+            assert!(
+                matches!(p.validate(), Err(PolicyError::BadWindow { .. })),
+                "{from}-{to}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_operator_has_no_controls() {
+        let mut p = SonPolicy::default();
+        p.functions.insert(Function::Operator, Controls::default());
+        assert_eq!(p.validate(), Err(PolicyError::OperatorControls));
+    }
+}

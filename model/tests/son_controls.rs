@@ -1,0 +1,576 @@
+//! Command format 4: the operator's SON controls and coordination by parameter group, one
+//! behaviour per test.
+
+mod common;
+
+use common::*;
+use sonraft_model::changeset::{ChangeSet, Function, Outcome};
+use sonraft_model::command::{Command, Envelope, Response};
+use sonraft_model::model::image::{Changes, NetworkImage};
+use sonraft_model::model::{Param, Policy, RelationOrigin, Value};
+use sonraft_model::son::{Controls, Decision, MAX_PENDING, Mode, SonPolicy, Window};
+
+const MINUTE: u64 = 60_000;
+const HOUR: u64 = 60 * MINUTE;
+/// A day at 00:00 UTC, far from the epoch.
+const DAY: u64 = 20_000 * 24 * HOUR;
+
+/// Applies `command` in an entry of `format` at log time `now_ms`.
+fn apply_in(
+    img: &mut NetworkImage,
+    index: u64,
+    now_ms: u64,
+    format: u16,
+    command: Command,
+) -> (Response, Changes) {
+    let env = Envelope::in_format(&command, now_ms, format).expect("encode");
+    let mut changes = Changes::default();
+    let r = img.apply_entry(index, &env, &mut changes).expect("apply");
+    (r, changes)
+}
+
+/// Applies a change set in a format-4 entry.
+fn apply4(img: &mut NetworkImage, index: u64, now_ms: u64, cs: impl Into<Proposal>) -> Outcome {
+    let cs = cs.into().0(img);
+    match apply_in(img, index, now_ms, 4, Command::ChangeSet(cs)).0 {
+        Response::ChangeSet(o) => o,
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+/// A change set, or how to compute one from the image it will be applied to.
+struct Proposal(Box<dyn FnOnce(&NetworkImage) -> ChangeSet>);
+
+impl From<ChangeSet> for Proposal {
+    fn from(cs: ChangeSet) -> Self {
+        Proposal(Box::new(move |_| cs))
+    }
+}
+
+fn from_image(f: impl FnOnce(&NetworkImage) -> ChangeSet + 'static) -> Proposal {
+    Proposal(Box::new(f))
+}
+
+fn decide(img: &mut NetworkImage, index: u64, now_ms: u64, id: u64, approve: bool) -> Outcome {
+    let d = Decision {
+        id,
+        approve,
+        note: "by alice".into(),
+    };
+    match apply_in(img, index, now_ms, 4, Command::Decide(d)).0 {
+        Response::ChangeSet(o) => o,
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+fn set_policy(img: &mut NetworkImage, function: Function, controls: Controls) {
+    let mut policy = img.son.policy.clone();
+    policy.functions.insert(function, controls);
+    let (r, changes) = apply_in(img, 1, DAY, 4, Command::SonPolicy(policy));
+    assert_eq!(r, Response::SonPolicy(Ok(())));
+    assert!(changes.son);
+}
+
+fn tilt(function: Function, img: &NetworkImage, cell: &str, value: i64) -> ChangeSet {
+    change_set(
+        function,
+        img,
+        vec![write(
+            &format!("cell/{cell}"),
+            Param::ElectricalTilt,
+            Value::Int(value),
+        )],
+    )
+}
+
+fn cio(function: Function, img: &NetworkImage, rel: &str, value: i64) -> ChangeSet {
+    change_set(
+        function,
+        img,
+        vec![write(
+            &format!("relation/{rel}"),
+            Param::CioDb,
+            Value::Int(value),
+        )],
+    )
+}
+
+fn reason(o: &Outcome) -> &str {
+    match o {
+        Outcome::Rejected { reason } | Outcome::Invalid { reason } => reason,
+        other => panic!("not refused: {other:?}"),
+    }
+}
+
+#[test]
+fn an_entry_of_an_older_format_is_judged_by_the_old_rules_even_with_a_policy_set() {
+    let mut img = image();
+    set_policy(
+        &mut img,
+        Function::LoadBalancing,
+        Controls {
+            mode: Mode::Off,
+            ..Controls::default()
+        },
+    );
+    let cs = cio(Function::LoadBalancing, &img, "A-1/A-2", 2);
+    let (r, _) = apply_in(&mut img, 2, DAY, 3, Command::ChangeSet(cs));
+    assert!(
+        matches!(r, Response::ChangeSet(Outcome::Applied { .. })),
+        "{r:?}"
+    );
+}
+
+#[test]
+fn a_function_switched_off_changes_nothing_but_the_operator_still_does() {
+    let mut img = image();
+    set_policy(
+        &mut img,
+        Function::LoadBalancing,
+        Controls {
+            mode: Mode::Off,
+            ..Controls::default()
+        },
+    );
+    let out = apply4(
+        &mut img,
+        2,
+        DAY,
+        from_image(move |i: &NetworkImage| cio(Function::LoadBalancing, i, "A-1/A-2", 2)),
+    );
+    assert!(reason(&out).contains("switched off"), "{out:?}");
+    let out = apply4(
+        &mut img,
+        3,
+        DAY,
+        from_image(move |i: &NetworkImage| cio(Function::Operator, i, "A-1/A-2", 2)),
+    );
+    assert_eq!(out.kind(), "applied");
+}
+
+#[test]
+fn an_excluded_cell_site_or_region_is_not_touched_by_that_function() {
+    for (exclude, rel) in [
+        (("cells", "A-2"), "A-1/A-2"),
+        (("cells", "A-1"), "A-1/A-2"),
+        (("sites", "A"), "A-1/A-2"),
+        (("regions", "south"), "A-1/A-2"),
+    ] {
+        let mut img = image();
+        let mut controls = Controls::default();
+        let set = match exclude.0 {
+            "cells" => &mut controls.exclude.cells,
+            "sites" => &mut controls.exclude.sites,
+            _ => &mut controls.exclude.regions,
+        };
+        set.insert(exclude.1.to_string());
+        set_policy(&mut img, Function::LoadBalancing, controls);
+        let before = img.relations.clone();
+        let out = apply4(
+            &mut img,
+            2,
+            DAY,
+            from_image(move |i: &NetworkImage| cio(Function::LoadBalancing, i, rel, 2)),
+        );
+        assert!(
+            reason(&out).contains("excluded") && reason(&out).contains(exclude.1),
+            "{exclude:?}: {out:?}"
+        );
+        assert_eq!(img.relations, before);
+        // Another function, and the operator, are not bound by it.
+        let out = apply4(
+            &mut img,
+            3,
+            DAY,
+            from_image(move |i: &NetworkImage| cio(Function::MobilityRobustness, i, rel, 1)),
+        );
+        assert_eq!(out.kind(), "applied", "{exclude:?}");
+    }
+}
+
+#[test]
+fn a_function_with_a_change_window_changes_the_network_only_inside_it() {
+    let mut img = image();
+    set_policy(
+        &mut img,
+        Function::PciConflict,
+        Controls {
+            window: Some(Window {
+                from_minute: 60,
+                to_minute: 300,
+            }),
+            ..Controls::default()
+        },
+    );
+    let pci = |img: &NetworkImage, v| {
+        change_set(
+            Function::PciConflict,
+            img,
+            vec![write("cell/A-1", Param::Pci, Value::Int(v))],
+        )
+    };
+    let out = apply4(
+        &mut img,
+        2,
+        DAY + 14 * HOUR,
+        from_image(move |i: &NetworkImage| pci(i, 99)),
+    );
+    assert!(reason(&out).contains("01:00-05:00 UTC"), "{out:?}");
+    assert_eq!(img.cells["A-1"].pci, 10);
+    let out = apply4(
+        &mut img,
+        3,
+        DAY + 24 * HOUR + 2 * HOUR,
+        from_image(move |i: &NetworkImage| pci(i, 99)),
+    );
+    assert_eq!(out.kind(), "applied");
+    assert_eq!(img.cells["A-1"].pci, 99);
+}
+
+#[test]
+fn an_open_loop_proposal_waits_and_applies_only_when_an_operator_approves_it() {
+    let mut img = image();
+    set_policy(
+        &mut img,
+        Function::LoadBalancing,
+        Controls {
+            mode: Mode::OpenLoop,
+            ..Controls::default()
+        },
+    );
+    let cs = cio(Function::LoadBalancing, &img, "A-1/A-2", 2);
+    let (r, changes) = apply_in(&mut img, 7, DAY, 4, Command::ChangeSet(cs));
+    let Response::ChangeSet(Outcome::Pending { id }) = r else {
+        panic!("{r:?}")
+    };
+    assert!(changes.son);
+    assert_eq!(changes.history[0].outcome, Outcome::Pending { id });
+    assert_eq!(img.relations[&("A-1".into(), "A-2".into())].cio_db, 0);
+    assert_eq!(
+        img.son.pending[&id].change_set.origin.function,
+        Function::LoadBalancing
+    );
+
+    let out = decide(&mut img, 8, DAY + MINUTE, id, true);
+    assert_eq!(out.kind(), "applied", "{out:?}");
+    let rel = &img.relations[&("A-1".into(), "A-2".into())];
+    assert_eq!(rel.cio_db, 2);
+    assert_eq!(rel.last_change[&Param::CioDb].by, Function::LoadBalancing);
+    assert_eq!(rel.last_change[&Param::CioDb].index, 8);
+    assert!(img.son.pending.is_empty());
+    let again = decide(&mut img, 9, DAY + MINUTE, id, true);
+    assert!(reason(&again).contains("no proposal"), "{again:?}");
+}
+
+#[test]
+fn a_rejected_or_expired_proposal_never_applies() {
+    let mut img = image();
+    set_policy(
+        &mut img,
+        Function::LoadBalancing,
+        Controls {
+            mode: Mode::OpenLoop,
+            ..Controls::default()
+        },
+    );
+    let first = apply4(
+        &mut img,
+        2,
+        DAY,
+        from_image(move |i: &NetworkImage| cio(Function::LoadBalancing, i, "A-1/A-2", 2)),
+    );
+    let second = apply4(
+        &mut img,
+        3,
+        DAY,
+        from_image(move |i: &NetworkImage| cio(Function::LoadBalancing, i, "A-2/A-3", 2)),
+    );
+    let (Outcome::Pending { id: a }, Outcome::Pending { id: b }) = (first, second) else {
+        panic!("not pending")
+    };
+    assert_ne!(a, b);
+    let out = decide(&mut img, 4, DAY, a, false);
+    assert!(
+        reason(&out).contains("rejected by the operator: by alice"),
+        "{out:?}"
+    );
+
+    // Any entry past the time to live drops the other one, into that entry's history.
+    let ttl = img.son.policy.pending_ttl_ms;
+    let later = Command::Kpis(sonraft_model::command::KpiBatch {
+        site: "A".into(),
+        summaries: vec![],
+    });
+    let (_, changes) = apply_in(&mut img, 5, DAY + ttl, 4, later);
+    assert!(changes.son);
+    assert!(reason(&changes.history[0].outcome).contains("expired"));
+    assert!(img.son.pending.is_empty());
+    let out = decide(&mut img, 6, DAY + ttl, b, true);
+    assert!(reason(&out).contains("no proposal"), "{out:?}");
+    assert!(img.relations.values().all(|r| r.cio_db == 0));
+}
+
+#[test]
+fn an_approved_proposal_computed_from_a_stale_view_conflicts() {
+    let mut img = image();
+    set_policy(
+        &mut img,
+        Function::LoadBalancing,
+        Controls {
+            mode: Mode::OpenLoop,
+            ..Controls::default()
+        },
+    );
+    let Outcome::Pending { id } = apply4(
+        &mut img,
+        2,
+        DAY,
+        from_image(move |i: &NetworkImage| cio(Function::LoadBalancing, i, "A-1/A-2", 2)),
+    ) else {
+        panic!("not pending")
+    };
+    assert_eq!(
+        apply4(
+            &mut img,
+            3,
+            DAY,
+            from_image(move |i: &NetworkImage| cio(Function::Operator, i, "A-1/A-2", -2))
+        )
+        .kind(),
+        "applied"
+    );
+    assert_eq!(decide(&mut img, 4, DAY, id, true).kind(), "conflict");
+    assert_eq!(img.relations[&("A-1".into(), "A-2".into())].cio_db, -2);
+}
+
+#[test]
+fn pending_proposals_are_bounded() {
+    let mut img = image();
+    set_policy(
+        &mut img,
+        Function::LoadBalancing,
+        Controls {
+            mode: Mode::OpenLoop,
+            ..Controls::default()
+        },
+    );
+    for i in 0..MAX_PENDING as u64 {
+        let out = apply4(
+            &mut img,
+            10 + i,
+            DAY,
+            from_image(move |i: &NetworkImage| cio(Function::LoadBalancing, i, "A-1/A-2", 2)),
+        );
+        assert_eq!(out.kind(), "pending");
+    }
+    let out = apply4(
+        &mut img,
+        5000,
+        DAY,
+        from_image(move |i: &NetworkImage| cio(Function::LoadBalancing, i, "A-1/A-2", 2)),
+    );
+    assert!(reason(&out).contains("waiting for an operator"), "{out:?}");
+    assert_eq!(img.son.pending.len(), MAX_PENDING);
+}
+
+#[test]
+fn a_bad_policy_is_refused_and_changes_nothing() {
+    let mut img = image();
+    let mut policy = SonPolicy::default();
+    policy.functions.insert(
+        Function::PciConflict,
+        Controls {
+            window: Some(Window {
+                from_minute: 0,
+                to_minute: 0,
+            }),
+            ..Controls::default()
+        },
+    );
+    let (r, changes) = apply_in(&mut img, 2, DAY, 4, Command::SonPolicy(policy));
+    assert!(
+        matches!(r, Response::SonPolicy(Err(ref e)) if e.contains("window")),
+        "{r:?}"
+    );
+    assert!(!changes.son);
+    assert_eq!(img.son.policy, SonPolicy::default());
+}
+
+fn with_cooldown(mut img: NetworkImage) -> NetworkImage {
+    img.policy = Policy {
+        cooldown_ms: 10 * MINUTE,
+        priority_hold_ms: 10 * MINUTE,
+        ..Policy::default()
+    };
+    img
+}
+
+#[test]
+fn a_cio_is_left_alone_while_another_function_tunes_the_cells_hysteresis() {
+    let mut img = with_cooldown(image());
+    let mro = change_set(
+        Function::MobilityRobustness,
+        &img,
+        vec![write("cell/A-1", Param::Hysteresis, Value::Int(6))],
+    );
+    assert_eq!(apply4(&mut img, 2, DAY, mro).kind(), "applied");
+    let out = apply4(
+        &mut img,
+        3,
+        DAY + MINUTE,
+        from_image(move |i: &NetworkImage| cio(Function::LoadBalancing, i, "A-1/A-2", 2)),
+    );
+    assert!(
+        reason(&out).contains("coupled with hysteresis of cell/A-1"),
+        "{out:?}"
+    );
+    // The same function may go on; other cells are free; after the cool-down, anyone.
+    let own = cio(Function::MobilityRobustness, &img, "A-1/A-2", 1);
+    assert_eq!(apply4(&mut img, 4, DAY + MINUTE, own).kind(), "applied");
+    let other = cio(Function::LoadBalancing, &img, "A-2/A-3", 2);
+    assert_eq!(apply4(&mut img, 5, DAY + MINUTE, other).kind(), "applied");
+}
+
+#[test]
+fn a_hysteresis_is_left_alone_while_another_function_tunes_a_cio_of_the_cell() {
+    let mut img = with_cooldown(image());
+    let mlb = cio(Function::LoadBalancing, &img, "A-1/A-2", 2);
+    assert_eq!(apply4(&mut img, 2, DAY, mlb).kind(), "applied");
+    let mro = change_set(
+        Function::MobilityRobustness,
+        &img,
+        vec![write("cell/A-1", Param::TimeToTriggerMs, Value::Int(480))],
+    );
+    let out = apply4(&mut img, 3, DAY + MINUTE, mro.clone());
+    assert!(
+        reason(&out).contains("coupled with cio_db of relation/A-1/A-2"),
+        "{out:?}"
+    );
+    // The old rules did not couple them.
+    let (r, _) = apply_in(&mut img, 4, DAY + MINUTE, 3, Command::ChangeSet(mro));
+    assert!(
+        matches!(r, Response::ChangeSet(Outcome::Applied { .. })),
+        "{r:?}"
+    );
+}
+
+#[test]
+fn a_cio_is_left_alone_while_the_operator_moves_the_cells_tilt() {
+    let mut img = with_cooldown(image());
+    assert_eq!(
+        apply4(
+            &mut img,
+            2,
+            DAY,
+            from_image(move |i: &NetworkImage| tilt(Function::Operator, i, "A-1", 45))
+        )
+        .kind(),
+        "applied"
+    );
+    let out = apply4(
+        &mut img,
+        3,
+        DAY + MINUTE,
+        from_image(move |i: &NetworkImage| cio(Function::LoadBalancing, i, "A-1/A-2", 2)),
+    );
+    assert!(
+        reason(&out).contains("coupled with electrical_tilt of cell/A-1"),
+        "{out:?}"
+    );
+    let later = cio(Function::LoadBalancing, &img, "A-1/A-2", 2);
+    assert_eq!(
+        apply4(&mut img, 4, DAY + 11 * MINUTE, later).kind(),
+        "applied"
+    );
+}
+
+#[test]
+fn pruning_leaves_a_relation_another_function_just_tuned_or_the_operator_created() {
+    let mut img = with_cooldown(image());
+    let prune = |img: &NetworkImage, rel: &str| {
+        change_set(
+            Function::AnrPruning,
+            img,
+            vec![write(
+                &format!("relation/{rel}"),
+                Param::Exists,
+                Value::Bool(false),
+            )],
+        )
+    };
+    assert_eq!(
+        apply4(
+            &mut img,
+            2,
+            DAY,
+            from_image(move |i: &NetworkImage| cio(Function::LoadBalancing, i, "A-1/A-2", 2))
+        )
+        .kind(),
+        "applied"
+    );
+    let out = apply4(
+        &mut img,
+        3,
+        DAY + MINUTE,
+        from_image(move |i: &NetworkImage| prune(i, "A-1/A-2")),
+    );
+    assert!(
+        reason(&out).contains("cio_db of relation/A-1/A-2"),
+        "{out:?}"
+    );
+
+    img.relations
+        .get_mut(&("A-2".into(), "A-3".into()))
+        .unwrap()
+        .origin = RelationOrigin::Operator;
+    let out = apply4(
+        &mut img,
+        4,
+        DAY + HOUR,
+        from_image(move |i: &NetworkImage| prune(i, "A-2/A-3")),
+    );
+    assert!(reason(&out).contains("created by the operator"), "{out:?}");
+    // Format 3 removed it.
+    let old = Command::ChangeSet(prune(&img, "A-2/A-3"));
+    let (r, _) = apply_in(&mut img, 5, DAY + HOUR, 3, old);
+    assert!(
+        matches!(r, Response::ChangeSet(Outcome::Applied { .. })),
+        "{r:?}"
+    );
+    assert_eq!(
+        apply4(
+            &mut img,
+            6,
+            DAY + HOUR,
+            from_image(move |i: &NetworkImage| prune(i, "A-1/A-2"))
+        )
+        .kind(),
+        "applied",
+        "after the cool-down"
+    );
+}
+
+#[test]
+fn coupled_parameters_follow_the_two_groups() {
+    use sonraft_model::rules::coupled;
+    let c = |p| coupled(p).collect::<Vec<_>>();
+    assert_eq!(
+        c(Param::CioDb),
+        vec![
+            Param::ElectricalTilt,
+            Param::MaxTxPowerDbm,
+            Param::Hysteresis,
+            Param::TimeToTriggerMs,
+            Param::A3Offset
+        ]
+    );
+    assert_eq!(
+        c(Param::ElectricalTilt),
+        vec![Param::MaxTxPowerDbm, Param::CioDb]
+    );
+    assert_eq!(
+        c(Param::Hysteresis),
+        vec![Param::TimeToTriggerMs, Param::A3Offset, Param::CioDb]
+    );
+    assert!(c(Param::Pci).is_empty());
+}
