@@ -19,7 +19,7 @@
 pub mod durable;
 pub mod transport;
 
-pub use sonraft_model::{changeset, codec, command, model, rules};
+pub use sonraft_model::{changeset, codec, command, model, rules, son};
 
 use std::fmt;
 

@@ -134,8 +134,9 @@ impl StoreReader {
     /// last-applied entry: two replicas at the same applied entry must have the same digest.
     pub fn digest(&self) -> Result<StateDigest, Damaged> {
         let (meta, body) = self.capture()?;
-        let bytes =
-            sonraft_raft::codec::encode(&body).map_err(|e| Damaged::new("state digest", e))?;
+        let mut bytes = Vec::new();
+        body.encode_into(&mut bytes)
+            .map_err(|e| Damaged::new("state digest", e))?;
         Ok(StateDigest {
             applied: meta.last_log_id,
             digest: fnv1a64(&bytes),
@@ -391,7 +392,8 @@ fn migrate(
     } else {
         0
     };
-    // Format 2 -> 3 only adds a key (`m/staged`), absent until an import is staged.
+    // Format 2 -> 3 only adds a key (`m/staged`), absent until an import is staged; 3 -> 4
+    // likewise (`m/son`, absent until the SON controls are set).
     durability.sync().map_err(|source| OpenError::Io {
         what: "cannot sync the migrated store",
         dir: dir.to_path_buf(),

@@ -8,6 +8,11 @@
 //! | --- | --- | --- |
 //! | 1 | 0.1.0 | image, history |
 //! | 2 | 0.2.0 | image, history, the import staged in parts, if any |
+//! | 3 | 0.3.0 | image, history, staged import, the SON controls and pending proposals |
+//!
+//! A snapshot is written in the oldest format that holds its body: format 3 only once the
+//! cluster has SON controls (set by command format 4, which every voter understands), so a
+//! node of the previous release can still install the snapshots of an upgraded one until then.
 //!
 //! The CRC covers everything between the magic and itself. A file is written as
 //! `.<name>.part`, synced, renamed to `<index>-<term>-<id>.snap` and the directory synced, so a
@@ -22,13 +27,14 @@ use std::sync::Mutex;
 use serde::{Deserialize, Serialize};
 use sonraft_raft::model::image::{HistoryRecord, NetworkImage};
 use sonraft_raft::model::import::StagedImport;
+use sonraft_raft::son::SonState;
 use sonraft_raft::{SnapshotMeta, codec};
 
 use crate::durable::sync_dir;
 use crate::error::Damaged;
 
-/// The snapshot format this build writes (it also reads format 1).
-pub const SNAPSHOT_FORMAT: u16 = 2;
+/// The newest snapshot format this build writes (it reads all since format 1).
+pub const SNAPSHOT_FORMAT: u16 = 3;
 /// The oldest snapshot format this build reads.
 pub const OLDEST_SNAPSHOT_FORMAT: u16 = 1;
 const MAGIC: &[u8; 8] = b"SRSNAP\0\0";
@@ -36,8 +42,8 @@ const SUFFIX: &str = ".snap";
 
 /// Everything a snapshot restores besides its metadata.
 ///
-/// Encoded (format 2) as the image, the history, then `image.staged` (an import waiting for
-/// its last part), which the image's own encoding leaves out.
+/// Encoded (format 3) as the image, the history, `image.staged` (an import waiting for its last
+/// part) and `image.son` (the SON controls), which the image's own encoding leaves out.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SnapshotBody {
     pub image: NetworkImage,
@@ -46,19 +52,67 @@ pub struct SnapshotBody {
     pub history: Vec<HistoryRecord>,
 }
 
+impl SnapshotBody {
+    /// The oldest format that holds this body.
+    pub fn format(&self) -> u16 {
+        if self.image.son == SonState::default() {
+            2
+        } else {
+            3
+        }
+    }
+
+    /// Encodes the body in [`SnapshotBody::format`].
+    pub fn encode_into<W: Write>(&self, w: &mut W) -> Result<(), codec::CodecError> {
+        match self.format() {
+            2 => codec::encode_into(&Format2(&self.image, &self.history, &self.image.staged), w),
+            _ => codec::encode_into(self, w),
+        }
+        .map(|_| ())
+    }
+}
+
 impl Serialize for SnapshotBody {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        (&self.image, &self.history, &self.image.staged).serialize(s)
+        (
+            &self.image,
+            &self.history,
+            &self.image.staged,
+            &self.image.son,
+        )
+            .serialize(s)
     }
 }
 
 impl<'de> Deserialize<'de> for SnapshotBody {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let (mut image, history, staged): (NetworkImage, Vec<HistoryRecord>, Option<StagedImport>) =
-            Deserialize::deserialize(d)?;
+        type Body = (
+            NetworkImage,
+            Vec<HistoryRecord>,
+            Option<StagedImport>,
+            SonState,
+        );
+        let (mut image, history, staged, son): Body = Deserialize::deserialize(d)?;
         image.staged = staged;
+        image.son = son;
         Ok(SnapshotBody { image, history })
     }
+}
+
+/// The body as format 2 encodes it: no SON controls.
+#[derive(Serialize)]
+struct Format2<'a>(
+    &'a NetworkImage,
+    &'a Vec<HistoryRecord>,
+    &'a Option<StagedImport>,
+);
+
+/// A body of snapshot format 2, which knew no SON controls.
+fn body_of_format_2<R: Read>(r: &mut R) -> Result<SnapshotBody, codec::CodecError> {
+    let (mut image, history, staged): (NetworkImage, Vec<HistoryRecord>, Option<StagedImport>) =
+        codec::decode_from(r)?;
+    image.staged = staged;
+    Ok(SnapshotBody { image, history })
 }
 
 /// A body of snapshot format 1, which knew no staged imports.
@@ -104,9 +158,9 @@ pub fn encode_snapshot<W: Write>(w: W, meta: &SnapshotMeta, body: &SnapshotBody)
         inner: w,
         crc: crc32fast::Hasher::new(),
     };
-    cw.write_all(&SNAPSHOT_FORMAT.to_be_bytes())?;
+    cw.write_all(&body.format().to_be_bytes())?;
     codec::encode_into(meta, &mut cw).map_err(io::Error::other)?;
-    codec::encode_into(body, &mut cw).map_err(io::Error::other)?;
+    body.encode_into(&mut cw).map_err(io::Error::other)?;
     let crc = cw.crc.finalize();
     let mut w = cw.inner;
     w.write_all(&crc.to_be_bytes())?;
@@ -155,6 +209,7 @@ pub fn decode_snapshot<R: Read>(r: R) -> Result<(SnapshotMeta, SnapshotBody), Da
         codec::decode_from(&mut cr).map_err(|e| Damaged::new("snapshot metadata", e))?;
     let body: SnapshotBody = match format {
         1 => body_of_format_1(&mut cr),
+        2 => body_of_format_2(&mut cr),
         _ => codec::decode_from(&mut cr),
     }
     .map_err(|e| Damaged::new("snapshot body", e))?;

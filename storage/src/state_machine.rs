@@ -6,6 +6,7 @@
 //! ```text
 //! m/applied  m/membership  m/clock  m/policy  m/releases      state-machine metadata
 //! m/staged                                                     an import waiting for its last part
+//! m/son                                                        SON controls, pending proposals
 //! s/<site>   c/<cell>   r/<source>/<target>   k/<cell>         the image
 //! g/<index as 8 big-endian bytes>                              history, one value per entry
 //! ```
@@ -27,6 +28,7 @@ use serde::Serialize;
 use sonraft_raft::command::Response;
 use sonraft_raft::durable::DurableLog;
 use sonraft_raft::model::image::{Changes, HistoryRecord, NetworkImage};
+use sonraft_raft::son::SonState;
 use sonraft_raft::{Entry, LogId, SnapshotMeta, StorageError, StoredMembership, TypeConfig, codec};
 
 use crate::durable::Durability;
@@ -228,6 +230,9 @@ impl StateMachine {
         if let Some(staged) = &image.staged {
             batch.insert(b"m/staged".as_slice(), enc(staged)?);
         }
+        if image.son != SonState::default() {
+            batch.insert(b"m/son".as_slice(), enc(&image.son)?);
+        }
         let mut state = write(&self.state);
         self.tree
             .apply_batch(batch)
@@ -299,6 +304,9 @@ impl StateMachine {
                 None => batch.remove(b"m/staged".as_slice()),
             }
         }
+        if changes.son {
+            batch.insert(b"m/son".as_slice(), enc(&image.son)?);
+        }
         for (index, run) in history::by_entry(&changes.history) {
             batch.insert(history::key(index), enc(&run)?);
         }
@@ -364,6 +372,7 @@ fn load(tree: &sled::Tree) -> Result<ImageState, Damaged> {
                 b"m/policy" => image.policy = codec::decode(&v).map_err(bad)?,
                 b"m/releases" => image.releases = codec::decode(&v).map_err(bad)?,
                 b"m/staged" => image.staged = Some(codec::decode(&v).map_err(bad)?),
+                b"m/son" => image.son = codec::decode(&v).map_err(bad)?,
                 _ => {
                     return Err(Damaged::new(
                         "state machine",

@@ -19,6 +19,7 @@ use sonraft_raft::changeset::Outcome;
 use sonraft_raft::command::{COMMAND_FORMAT, Command, Envelope, Response};
 use sonraft_raft::model::image::{Changes, NetworkImage};
 use sonraft_raft::model::import::StagedImport;
+use sonraft_raft::son::{Pending, SonState};
 use sonraft_raft::transport::{
     NodeFacts, PEER_FORMAT, PeerReply, PeerRpc, RaftReply, RaftRpc, SubmitError, WIRE_FORMAT,
     decode_frame, decode_peer_frame, encode_frame, encode_peer_frame,
@@ -77,6 +78,46 @@ const SAMPLE_COMMANDS_SINCE_3: &str = r#"[
                            "relations": [{"source": "F-3", "target": "F-1", "cio_db": 2}]}}}
 ]"#;
 
+/// Commands of format 4: the SON controls and an operator's decision.
+const SAMPLE_COMMANDS_SINCE_4: &str = r#"[
+  {"SonPolicy": {"functions": {"pci_conflict": {"mode": "open_loop",
+                                                "exclude": {"cells": ["F-2"], "sites": ["G"], "regions": ["north"]},
+                                                "window": {"from_minute": 60, "to_minute": 300}},
+                               "anr_pruning": {"mode": "off"}},
+                 "pending_ttl_ms": 86400000}},
+  {"Decide": {"id": 12, "approve": true, "note": "fixture"}}
+]"#;
+
+/// The SON state the format-4 samples leave: the policy and one pending PCI change.
+fn son_state() -> SonState {
+    let policy = match &commands_since_4()[0] {
+        Command::SonPolicy(p) => p.clone(),
+        other => panic!("the first format-4 sample is a policy, not {other:?}"),
+    };
+    let change_set = match &commands()[1] {
+        Command::ChangeSet(cs) => cs.clone(),
+        other => panic!("the second sample is a change set, not {other:?}"),
+    };
+    SonState {
+        policy,
+        pending: [(
+            12,
+            Pending {
+                id: 12,
+                recorded_at_ms: 1_764_000_000_012,
+                expires_at_ms: 1_764_086_400_012,
+                change_set,
+            },
+        )]
+        .into(),
+        next_id: 13,
+    }
+}
+
+fn commands_since_4() -> Vec<Command> {
+    serde_json::from_str(SAMPLE_COMMANDS_SINCE_4).expect("sample commands parse")
+}
+
 /// An import waiting for its last part, as the state machine stores it.
 fn staged_import() -> StagedImport {
     let data = match &commands()[0] {
@@ -99,6 +140,7 @@ fn every_command() -> Vec<Command> {
     let newer: Vec<Command> =
         serde_json::from_str(SAMPLE_COMMANDS_SINCE_3).expect("sample commands parse");
     all.extend(newer);
+    all.extend(commands_since_4());
     all
 }
 
@@ -311,9 +353,19 @@ fn peer_bodies_match_the_fixture_of_the_current_peer_format() {
     check_current(&format!("peer-v{PEER_FORMAT}.hex"), "peer request", lines);
 }
 
+/// The sample snapshot body of snapshot format `format`: from format 3 it holds SON controls.
+fn snapshot_body(format: u16) -> SnapshotBody {
+    let (_, mut body) = image();
+    if format >= 3 {
+        body.image.son = son_state();
+    }
+    body
+}
+
 #[test]
 fn snapshots_match_the_fixture_of_the_current_snapshot_format() {
-    let (_, body) = image();
+    let body = snapshot_body(SNAPSHOT_FORMAT);
+    assert_eq!(body.format(), SNAPSHOT_FORMAT);
     let bytes = encode_snapshot(Vec::new(), &snapshot_meta(), &body).unwrap();
     check_current(
         &format!("snapshot-v{SNAPSHOT_FORMAT}.hex"),
@@ -343,6 +395,7 @@ fn stored_image_values_match_the_fixture_of_the_current_data_format() {
     lines.push(enc(&image.policy));
     lines.push(enc(&image.releases));
     lines.push(enc(&staged_import()));
+    lines.push(enc(&son_state()));
     check_current(&format!("data-v{DATA_FORMAT}.hex"), "stored image", lines);
 }
 
@@ -391,7 +444,12 @@ fn recorded_fixtures_of_every_version_still_decode() {
             let (meta, body) =
                 decode_snapshot(&lines[0][..]).unwrap_or_else(|e| panic!("{name}: {e}"));
             assert_eq!(meta, snapshot_meta(), "{name}");
-            assert_eq!(body, image().1, "{name}");
+            let format: u16 = name
+                .strip_prefix("snapshot-v")
+                .and_then(|v| v.strip_suffix(".hex"))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("{name}: not snapshot-v<number>.hex"));
+            assert_eq!(body, snapshot_body(format), "{name}");
         } else if let Some(version) = name
             .strip_prefix("data-v")
             .and_then(|v| v.strip_suffix(".hex"))
@@ -466,6 +524,10 @@ fn check_stored_values(name: &str, version: u32, lines: &[Vec<u8>]) {
     if version >= 3 {
         let staged: StagedImport = decoded(name, "the staged import", lines.next());
         assert_eq!(staged, staged_import(), "{name}");
+    }
+    if version >= 4 {
+        let son: SonState = decoded(name, "the SON state", lines.next());
+        assert_eq!(son, son_state(), "{name}");
     }
     assert_eq!(
         lines.count(),

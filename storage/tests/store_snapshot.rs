@@ -141,3 +141,107 @@ async fn an_import_staged_in_parts_survives_a_restart_and_a_snapshot() {
         "created at the span of its log index"
     );
 }
+
+/// The SON controls and a proposal waiting for an operator survive a restart and travel in
+/// snapshots (format 3): a node that restarted or installed a snapshot decides like the others.
+#[tokio::test]
+async fn son_controls_and_pending_proposals_survive_a_restart_and_a_snapshot() {
+    use openraft::{CommittedLeaderId, EntryPayload, LogId};
+    use sonraft_raft::Entry;
+    use sonraft_raft::changeset::{ChangeSet, Function, Origin, Outcome, ReadVersion, Write};
+    use sonraft_raft::command::{Command, Envelope, Response};
+    use sonraft_raft::model::{EntityRef, Param, Value};
+    use sonraft_raft::son::{Controls, Decision, Mode, SonPolicy};
+    use sonraft_storage::snapshot::{SnapshotBody, decode_snapshot, encode_snapshot};
+    // Format-4 entries, as a cluster whose voters all understand format 4 writes them.
+    let entry4 = |index: u64, command: &Command| Entry {
+        log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+        payload: EntryPayload::Normal(Envelope::in_format(command, 1_000 + index, 4).unwrap()),
+    };
+    let mut policy = SonPolicy::default();
+    policy.functions.insert(
+        Function::LoadBalancing,
+        Controls {
+            mode: Mode::OpenLoop,
+            ..Controls::default()
+        },
+    );
+    let cs = ChangeSet {
+        origin: Origin {
+            node: 1,
+            function: Function::LoadBalancing,
+        },
+        reason: "move load".into(),
+        read_set: vec![ReadVersion {
+            entity: EntityRef::relation("C0", "C1"),
+            version: 1,
+        }],
+        writes: vec![Write {
+            entity: EntityRef::relation("C0", "C1"),
+            param: Param::CioDb,
+            value: Value::Int(2),
+        }],
+        proposed_at_ms: 0,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(dir.path()).unwrap();
+    common::apply_demo(&mut store, 4).await;
+    let r = store
+        .sm
+        .apply([
+            entry4(3, &Command::SonPolicy(policy.clone())),
+            entry4(4, &Command::ChangeSet(cs)),
+        ])
+        .await
+        .unwrap();
+    let Response::ChangeSet(Outcome::Pending { id }) = r[1] else {
+        panic!("not pending: {:?}", r[1])
+    };
+    store.close().unwrap();
+
+    let mut store = Store::open(dir.path()).unwrap();
+    {
+        let state = read(store.reader.state());
+        assert_eq!(state.image.son.policy, policy, "kept across a restart");
+        assert!(state.image.son.pending.contains_key(&id));
+    }
+    let snap = common::build_snapshot(&mut store).await;
+    let other = tempfile::tempdir().unwrap();
+    let mut restored = Store::open(other.path()).unwrap();
+    restored
+        .sm
+        .install_snapshot(&snap.meta, snap.snapshot)
+        .await
+        .unwrap();
+    let approve = Command::Decide(Decision {
+        id,
+        approve: true,
+        note: "ok".into(),
+    });
+    for s in [&mut store, &mut restored] {
+        let r = s.sm.apply([entry4(5, &approve)]).await.unwrap();
+        assert!(
+            matches!(r[0], Response::ChangeSet(Outcome::Applied { .. })),
+            "{:?}",
+            r[0]
+        );
+    }
+    let (a, b) = (
+        read(store.reader.state()).image.clone(),
+        read(restored.reader.state()).image.clone(),
+    );
+    assert_eq!(a, b);
+    assert_eq!(a.son, b.son);
+    assert!(a.son.pending.is_empty());
+    assert_eq!(a.relations[&("C0".into(), "C1".into())].cio_db, 2);
+
+    // A body without SON controls is written in format 2, which the previous release reads.
+    let plain = SnapshotBody {
+        image: sonraft_raft::model::image::NetworkImage::default(),
+        history: vec![],
+    };
+    let meta = sonraft_raft::SnapshotMeta::default();
+    let bytes = encode_snapshot(Vec::new(), &meta, &plain).unwrap();
+    assert_eq!(u16::from_be_bytes([bytes[8], bytes[9]]), 2);
+    assert_eq!(decode_snapshot(&bytes[..]).unwrap().1, plain);
+}
