@@ -18,16 +18,30 @@ pub enum Function {
     LoadBalancing,
     EnergySaving,
     AnrPruning,
+    /// The undoing of a SON change whose verification found that it hurt (command format 4):
+    /// never proposed by anyone, written by the state machine when it applies the verdict.
+    Fallback,
 }
 
 impl Function {
-    pub const ALL: [Function; 6] = [
+    /// The functions that propose change sets (all but [`Function::Fallback`]).
+    pub const PROPOSERS: [Function; 6] = [
         Function::Operator,
         Function::PciConflict,
         Function::MobilityRobustness,
         Function::LoadBalancing,
         Function::EnergySaving,
         Function::AnrPruning,
+    ];
+
+    pub const ALL: [Function; 7] = [
+        Function::Operator,
+        Function::PciConflict,
+        Function::MobilityRobustness,
+        Function::LoadBalancing,
+        Function::EnergySaving,
+        Function::AnrPruning,
+        Function::Fallback,
     ];
 
     pub fn name(self) -> &'static str {
@@ -38,7 +52,14 @@ impl Function {
             Function::LoadBalancing => "load_balancing",
             Function::EnergySaving => "energy_saving",
             Function::AnrPruning => "anr_pruning",
+            Function::Fallback => "fallback",
         }
+    }
+
+    /// A SON function: one whose changes are experiments that are verified (not the operator,
+    /// not a fallback).
+    pub fn is_son(self) -> bool {
+        !matches!(self, Function::Operator | Function::Fallback)
     }
 
     /// Higher wins. A parameter last written by a higher-priority function is held against
@@ -47,6 +68,7 @@ impl Function {
     pub fn priority(self) -> u8 {
         match self {
             Function::Operator => 100,
+            Function::Fallback => 90,
             Function::PciConflict => 50,
             Function::MobilityRobustness => 40,
             Function::LoadBalancing => 30,
@@ -55,10 +77,15 @@ impl Function {
         }
     }
 
-    /// The parameters a function may write. The operator may write all of them.
+    /// The parameters a function may write. The operator may write all of them; a fallback
+    /// what any SON function may.
     pub fn may_write(self, param: Param) -> bool {
         match self {
             Function::Operator => true,
+            Function::Fallback => Function::ALL
+                .into_iter()
+                .filter(|f| f.is_son())
+                .any(|f| f.may_write(param)),
             Function::PciConflict => param == Param::Pci,
             Function::MobilityRobustness => matches!(
                 param,
@@ -79,7 +106,7 @@ impl fmt::Display for Function {
     }
 }
 
-/// A function name that is not one of [`Function::ALL`].
+/// A name that is not one of the functions that propose change sets.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error(
     "unknown function {0:?}; expected one of operator, pci_conflict, mobility_robustness, load_balancing, energy_saving, anr_pruning"
@@ -89,8 +116,10 @@ pub struct UnknownFunction(pub String);
 impl FromStr for Function {
     type Err = UnknownFunction;
 
+    /// Parses the name of a function that proposes change sets: `fallback` is not one (only
+    /// the state machine writes it, when it applies a verdict).
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Function::ALL
+        Function::PROPOSERS
             .into_iter()
             .find(|f| f.name() == s)
             .ok_or_else(|| UnknownFunction(s.chars().take(64).collect()))

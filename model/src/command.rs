@@ -12,7 +12,7 @@ use crate::changeset::{ChangeSet, Outcome};
 use crate::codec;
 use crate::model::import::{ImportOutcome, ImportPart};
 use crate::model::{Cell, KpiSummary, NodeRelease, Policy, Relation, Site, SiteId};
-use crate::son::{Decision, SonPolicy};
+use crate::son::{Decision, SonPolicy, TrialEnd, Verdict};
 
 /// The newest command format this build understands and may propose.
 ///
@@ -21,7 +21,7 @@ use crate::son::{Decision, SonPolicy};
 /// | 1 | 0.1.0 | `ChangeSet`, `Import`, `Kpis`, `Release` |
 /// | 2 | 0.2.0 | `ChangeSets` (several change sets in one entry) |
 /// | 3 | 0.2.0 | `ImportPart` (an import staged in parts, applied in one step, in the history) |
-/// | 4 | 0.3.0 | `SonPolicy`, `Decide`; change sets judged with the SON controls and parameter groups |
+/// | 4 | 0.3.0 | `SonPolicy`, `Decide`, `Verdict`; change sets judged with the SON controls, trials and parameter groups |
 pub const COMMAND_FORMAT: u16 = 4;
 
 /// The application data of a Raft log entry (openraft's `D`).
@@ -142,6 +142,8 @@ pub enum Command {
     SonPolicy(SonPolicy),
     /// An operator approves or rejects a pending open-loop proposal (format 4).
     Decide(Decision),
+    /// A site's verdict on a SON change under verification; a degraded one undoes it (format 4).
+    Verdict(Verdict),
 }
 
 impl Command {
@@ -153,7 +155,7 @@ impl Command {
             }
             Command::ChangeSets(_) => 2,
             Command::ImportPart(_) => ImportPart::FORMAT,
-            Command::SonPolicy(_) | Command::Decide(_) => 4,
+            Command::SonPolicy(_) | Command::Decide(_) | Command::Verdict(_) => 4,
         }
     }
 }
@@ -171,6 +173,8 @@ pub enum Response {
     Import(ImportOutcome),
     /// A SON policy was set (`Ok`) or refused with the reason.
     SonPolicy(Result<(), String>),
+    /// How a trial ended on a verdict, or why the verdict was refused.
+    Trial(Result<TrialEnd, String>),
 }
 
 /// How many entities an import wrote.

@@ -13,6 +13,8 @@
 //! - the operator's controls ([`crate::son`]): a function switched `off`, an excluded cell,
 //!   site or region (at either end of a relation), or a log time outside the function's change
 //!   window is `Rejected`;
+//! - verification ([`crate::son::Trial`]): a function does not step again on a cell before its
+//!   last change there has a verdict, nor on a cell where its change was undone, for the hold;
 //! - coordination by parameter group ([`coupled`]): a parameter is also left alone while
 //!   another writer changed a coupled one on the same cell, or on the cell's relations,
 //!   inside the cool-down;
@@ -24,11 +26,11 @@
 
 use std::collections::BTreeMap;
 
-use crate::changeset::{ChangeSet, Function, Outcome};
+use crate::changeset::{ChangeSet, Outcome};
 use crate::model::image::NetworkImage;
 use crate::model::param::{set_cell, set_relation};
 use crate::model::{Cell, EntityRef, Param, Relation, RelationKey, RelationOrigin, Stamp};
-use crate::son::Mode;
+use crate::son::{MAX_TRIALS, Mode};
 
 /// Most writes one change set may carry.
 pub const MAX_WRITES: usize = 1000;
@@ -129,7 +131,7 @@ pub fn evaluate_with(
 /// and for the operator).
 pub fn mode_of(image: &NetworkImage, cs: &ChangeSet, judge: Judge) -> Mode {
     let function = cs.origin.function;
-    if !judge.controls() || function == Function::Operator {
+    if !judge.controls() || !function.is_son() {
         return Mode::ClosedLoop;
     }
     image.son.policy.controls(function).mode
@@ -177,7 +179,9 @@ fn check_writes(image: &NetworkImage, cs: &ChangeSet) -> Result<Work, Outcome> {
             cs.writes.len()
         )));
     }
-    let operator = cs.origin.function == Function::Operator;
+    // The operator, and a fallback restoring what was there before a SON change, use the
+    // whole legal range; SON functions stay inside the operator's bounds.
+    let operator = !cs.origin.function.is_son();
     let max_cio = if operator {
         24
     } else {
@@ -269,7 +273,7 @@ fn check_coordination(image: &NetworkImage, cs: &ChangeSet, now_ms: u64) -> Resu
                 ),
             });
         }
-        if function == Function::Operator {
+        if !function.is_son() {
             continue;
         }
         let Some(stamp) = stamps.and_then(|s| s.get(&w.param)) else {
@@ -315,7 +319,7 @@ fn check_controls(
     judge: Judge,
 ) -> Result<(), Outcome> {
     let function = cs.origin.function;
-    if function == Function::Operator {
+    if !function.is_son() {
         return Ok(());
     }
     let controls = image.son.policy.controls(function);
@@ -330,6 +334,25 @@ fn check_controls(
         return Err(rejected(format!(
             "{function} may change the network only in its window {window}"
         )));
+    }
+    if image.son.trials.len() >= MAX_TRIALS {
+        return Err(rejected(format!(
+            "{MAX_TRIALS} changes are under verification already; wait for their verdicts"
+        )));
+    }
+    for cell in reconfigured_cells(cs) {
+        if let Some(until) = image.son.held_until(function, &cell, now_ms) {
+            return Err(rejected(format!(
+                "{function} leaves cell {cell} alone for another {} s: its change there was undone",
+                (until - now_ms).div_ceil(1000)
+            )));
+        }
+        if let Some(trial) = image.son.open_trial(function, &cell) {
+            return Err(rejected(format!(
+                "{function} waits for the verification of its change {} on cell {cell}",
+                trial.index
+            )));
+        }
     }
     let exclude = &controls.exclude;
     if exclude.is_empty() {
@@ -365,10 +388,25 @@ fn check_controls(
     Ok(())
 }
 
+/// The cells a change set reconfigures (a relation belongs to its source cell), sorted.
+pub fn reconfigured_cells(cs: &ChangeSet) -> Vec<String> {
+    let mut cells: Vec<String> = cs
+        .writes
+        .iter()
+        .map(|w| match &w.entity {
+            EntityRef::Cell(id) => id.clone(),
+            EntityRef::Relation(source, _) => source.clone(),
+        })
+        .collect();
+    cells.sort();
+    cells.dedup();
+    cells
+}
+
 /// Format 4: coordination by parameter group, and pruning coordinated like any write.
 fn check_groups(image: &NetworkImage, cs: &ChangeSet, now_ms: u64) -> Result<(), Outcome> {
     let function = cs.origin.function;
-    if function == Function::Operator {
+    if !function.is_son() {
         return Ok(());
     }
     let cooldown = image.policy.cooldown_ms;

@@ -11,14 +11,23 @@
 //!
 //! Controls bind SON functions only, never the operator, and they are judged at apply time
 //! against the log time ([`crate::rules`]), like every other rule.
+//!
+//! Every SON change that applies opens a **trial** ([`Trial`]): what it wrote, with the values
+//! before and after. The site that owns the cells compares their KPIs before and after
+//! [`Verification::periods`] counter periods and proposes a [`Verdict`]. A verdict that names a
+//! degraded KPI undoes the change when it is applied: every parameter the change wrote that
+//! nobody changed since gets its old value back (origin `fallback`), and the function is held
+//! off the changed cells for [`Verification::hold_ms`]. Until its trial is closed, a function
+//! does not step again on the same cell (the self cool-down); a trial without a verdict within
+//! [`Verification::verdict_within_ms`] closes as unverified.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::changeset::{ChangeSet, Function};
-use crate::model::{CellId, SiteId};
+use crate::changeset::{ChangeSet, Function, Write};
+use crate::model::{CellId, SiteId, Value};
 
 /// Most proposals waiting for an operator at once; more are refused until some are decided.
 pub const MAX_PENDING: usize = 1000;
@@ -106,6 +115,36 @@ pub struct Controls {
     pub window: Option<Window>,
 }
 
+/// How SON changes are verified, and what makes a change fail.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(default)]
+pub struct Verification {
+    /// Counter periods after a change (and before it, for the baseline) whose KPIs judge it.
+    pub periods: u32,
+    /// A trial without a verdict this long after its change applied closes as unverified.
+    pub verdict_within_ms: u64,
+    /// How long a function leaves the cells of its undone change alone.
+    pub hold_ms: u64,
+    /// A change fails when the KPI its function targets, or a guard KPI, is worse by more than
+    /// this many per mille points (handover failure or success rates, drop rates), or by more
+    /// than this many per mille of its value (throughput).
+    pub degrade_permille: u32,
+    /// Fewest handover attempts in each of the periods before and after for a rate to count.
+    pub min_attempts: u32,
+}
+
+impl Default for Verification {
+    fn default() -> Self {
+        Verification {
+            periods: 2,
+            verdict_within_ms: 2 * 60 * 60 * 1000,
+            hold_ms: 6 * 60 * 60 * 1000,
+            degrade_permille: 30,
+            min_attempts: 50,
+        }
+    }
+}
+
 /// The operator's controls of every SON function. A function without an entry runs closed
 /// loop everywhere at any time.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
@@ -114,6 +153,7 @@ pub struct SonPolicy {
     pub functions: BTreeMap<Function, Controls>,
     /// An open-loop proposal that no operator decided within this long (log time) expires.
     pub pending_ttl_ms: u64,
+    pub verification: Verification,
 }
 
 impl Default for SonPolicy {
@@ -121,6 +161,7 @@ impl Default for SonPolicy {
         SonPolicy {
             functions: BTreeMap::new(),
             pending_ttl_ms: 24 * 60 * 60 * 1000,
+            verification: Verification::default(),
         }
     }
 }
@@ -128,8 +169,12 @@ impl Default for SonPolicy {
 /// Why a SON policy cannot be set.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum PolicyError {
-    #[error("the operator is not a SON function: it has no controls")]
-    OperatorControls,
+    #[error("{0} is not a SON function: it has no controls")]
+    NotSon(Function),
+    #[error(
+        "verification needs 1 to 96 periods, a verdict deadline of at least a minute and a degradation threshold of 1 to 1000 per mille"
+    )]
+    BadVerification,
     #[error(
         "{function}'s change window {from}-{to}: minutes of the day run 0..1440 and a window is not empty"
     )]
@@ -155,9 +200,16 @@ impl SonPolicy {
         if self.pending_ttl_ms < 60_000 {
             return Err(PolicyError::ShortTtl);
         }
+        let v = &self.verification;
+        if !(1..=96).contains(&v.periods)
+            || v.verdict_within_ms < 60_000
+            || !(1..=1000).contains(&v.degrade_permille)
+        {
+            return Err(PolicyError::BadVerification);
+        }
         for (&function, c) in &self.functions {
-            if function == Function::Operator {
-                return Err(PolicyError::OperatorControls);
+            if !function.is_son() {
+                return Err(PolicyError::NotSon(function));
             }
             if let Some(w) = c.window
                 && (w.from_minute >= MINUTES_PER_DAY
@@ -203,17 +255,140 @@ pub struct Decision {
     pub note: String,
 }
 
-/// What the SON controls keep in the image: the policy and the proposals waiting for an
-/// operator. Stored beside the image's own encoding (it came with format 4).
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+/// A SON change under verification: what it wrote and the values before.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct Trial {
+    /// Log index of the entry that applied the change: its id.
+    pub index: u64,
+    pub function: Function,
+    /// Log time the change applied.
+    pub applied_at_ms: u64,
+    /// Each write with the value it replaced.
+    pub writes: Vec<(Write, Value)>,
+    /// The cells the change reconfigured (a relation's source cell), sorted.
+    pub cells: Vec<CellId>,
+    /// The relations it removed, as they were.
+    pub removed: Vec<crate::model::Relation>,
+}
+
+/// One KPI of the cells a change touched, before and after it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct KpiDelta {
+    /// The counter-derived KPI, e.g. `ho_too_late_permille`.
+    pub kpi: String,
+    pub before: f64,
+    pub after: f64,
+}
+
+/// A site's judgement of a trial (command format 4).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct Verdict {
+    /// The trial's index.
+    pub trial: u64,
+    /// The KPIs it was judged on.
+    pub kpis: Vec<KpiDelta>,
+    /// `Some(why)`, naming the KPI, when the change hurt and must be undone.
+    pub degraded: Option<String>,
+}
+
+/// How a trial ended, for the history.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub enum TrialEnd {
+    /// The KPIs held: the change stays.
+    Kept,
+    /// The change hurt: `restored` parameters got their old value back; the others had been
+    /// changed since and were left alone.
+    Undone { reason: String, restored: usize },
+    /// No verdict came in time.
+    Unverified,
+}
+
+/// A closed trial, as the verification journal keeps it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct TrialRecord {
+    pub trial: Trial,
+    pub kpis: Vec<KpiDelta>,
+    pub end: TrialEnd,
+    /// Log time it closed.
+    pub closed_at_ms: u64,
+}
+
+/// Most trials open at once; a SON change beyond them is refused until some close.
+pub const MAX_TRIALS: usize = 100_000;
+/// Closed trials the journal keeps; older ones are dropped.
+pub const JOURNAL_KEEP: usize = 10_000;
+
+/// What the SON controls keep in the image: the policy, the proposals waiting for an operator,
+/// the changes under verification, the holds after undone changes and the journal of closed
+/// trials. Stored beside the image's own encoding (it came with format 4).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 pub struct SonState {
     pub policy: SonPolicy,
     pub pending: BTreeMap<u64, Pending>,
     /// The smallest id the next pending proposal may take.
     pub next_id: u64,
+    /// Open trials by index.
+    pub trials: BTreeMap<u64, Trial>,
+    /// (cell, function) → log time until which the function leaves the cell alone.
+    pub holds: BTreeMap<(CellId, Function), u64>,
+    /// Closed trials, oldest first, at most [`JOURNAL_KEEP`].
+    pub journal: std::collections::VecDeque<TrialRecord>,
 }
 
 impl SonState {
+    /// The open trial of `function` on `cell`, if any.
+    pub fn open_trial(&self, function: Function, cell: &str) -> Option<&Trial> {
+        self.trials
+            .values()
+            .find(|t| t.function == function && t.cells.iter().any(|c| c == cell))
+    }
+
+    /// Log time until which `function` leaves `cell` alone, if it is held at `now_ms`.
+    pub fn held_until(&self, function: Function, cell: &str, now_ms: u64) -> Option<u64> {
+        self.holds
+            .get(&(cell.to_string(), function))
+            .copied()
+            .filter(|until| *until > now_ms)
+    }
+
+    /// Drops the holds that ran out by `now_ms`.
+    pub fn prune_holds(&mut self, now_ms: u64) {
+        self.holds.retain(|_, until| *until > now_ms);
+    }
+
+    /// Adds a closed trial to the journal, dropping the oldest beyond [`JOURNAL_KEEP`].
+    pub fn close(&mut self, record: TrialRecord) {
+        self.journal.push_back(record);
+        while self.journal.len() > JOURNAL_KEEP {
+            self.journal.pop_front();
+        }
+    }
+
+    /// Closes as unverified the trials whose verdict is overdue at `now_ms`. True when any was.
+    /// (Trials open in log order, and log time never runs backwards: only the oldest need a
+    /// look.)
+    pub fn expire_trials(&mut self, now_ms: u64) -> bool {
+        let within = self.policy.verification.verdict_within_ms;
+        let overdue: Vec<u64> = self
+            .trials
+            .values()
+            .take_while(|t| now_ms.saturating_sub(t.applied_at_ms) >= within)
+            .map(|t| t.index)
+            .collect();
+        let changed = !overdue.is_empty();
+        for index in overdue {
+            if let Some(trial) = self.trials.remove(&index) {
+                self.close(TrialRecord {
+                    trial,
+                    kpis: Vec::new(),
+                    end: TrialEnd::Unverified,
+                    closed_at_ms: now_ms,
+                });
+            }
+        }
+        changed
+    }
+
     /// Drops the proposals that expired by log time `now_ms`; returns them.
     pub fn expire(&mut self, now_ms: u64) -> Vec<Pending> {
         let expired: Vec<u64> = self
@@ -287,6 +462,6 @@ mod tests {
     fn the_operator_has_no_controls() {
         let mut p = SonPolicy::default();
         p.functions.insert(Function::Operator, Controls::default());
-        assert_eq!(p.validate(), Err(PolicyError::OperatorControls));
+        assert_eq!(p.validate(), Err(PolicyError::NotSon(Function::Operator)));
     }
 }

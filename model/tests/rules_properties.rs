@@ -178,7 +178,7 @@ fn read_spec() -> impl Strategy<Value = ReadSpec> {
 
 fn step() -> impl Strategy<Value = Step> {
     let cs = (
-        0usize..Function::ALL.len(),
+        0usize..Function::PROPOSERS.len(),
         prop::collection::vec(write_spec(), 1..3),
         read_spec(),
     )
@@ -221,6 +221,7 @@ fn domain(f: Function) -> &'static [Param] {
         Function::LoadBalancing => &[Param::CioDb],
         Function::EnergySaving => &[Param::EnergySaving, Param::MaxTxPowerDbm],
         Function::AnrPruning => &[Param::Exists, Param::HoAllowed],
+        Function::Fallback => unreachable!("nobody proposes as fallback"),
     }
 }
 
@@ -233,6 +234,7 @@ fn priority(f: Function) -> u8 {
         Function::LoadBalancing => 30,
         Function::EnergySaving => 20,
         Function::AnrPruning => 10,
+        Function::Fallback => unreachable!("nobody proposes as fallback"),
     }
 }
 
@@ -337,7 +339,7 @@ fn build_write(img: &NetworkImage, function: Function, w: &WriteSpec) -> Write {
 }
 
 fn build(img: &NetworkImage, spec: &CsSpec) -> ChangeSet {
-    let function = Function::ALL[spec.function];
+    let function = Function::PROPOSERS[spec.function];
     let writes: Vec<Write> = spec
         .writes
         .iter()

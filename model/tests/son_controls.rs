@@ -8,7 +8,9 @@ use sonraft_model::changeset::{ChangeSet, Function, Outcome};
 use sonraft_model::command::{Command, Envelope, Response};
 use sonraft_model::model::image::{Changes, NetworkImage};
 use sonraft_model::model::{Param, Policy, RelationOrigin, Value};
-use sonraft_model::son::{Controls, Decision, MAX_PENDING, Mode, SonPolicy, Window};
+use sonraft_model::son::{
+    Controls, Decision, KpiDelta, MAX_PENDING, Mode, SonPolicy, TrialEnd, Verdict, Window,
+};
 
 const MINUTE: u64 = 60_000;
 const HOUR: u64 = 60 * MINUTE;
@@ -424,11 +426,206 @@ fn a_cio_is_left_alone_while_another_function_tunes_the_cells_hysteresis() {
         reason(&out).contains("coupled with hysteresis of cell/A-1"),
         "{out:?}"
     );
-    // The same function may go on; other cells are free; after the cool-down, anyone.
-    let own = cio(Function::MobilityRobustness, &img, "A-1/A-2", 1);
-    assert_eq!(apply4(&mut img, 4, DAY + MINUTE, own).kind(), "applied");
+    // Other cells are free; the same function goes on once its change has a verdict.
     let other = cio(Function::LoadBalancing, &img, "A-2/A-3", 2);
-    assert_eq!(apply4(&mut img, 5, DAY + MINUTE, other).kind(), "applied");
+    assert_eq!(apply4(&mut img, 4, DAY + MINUTE, other).kind(), "applied");
+    assert_eq!(
+        verdict(&mut img, 5, DAY + MINUTE, 2, None),
+        Ok(TrialEnd::Kept)
+    );
+    let own = cio(Function::MobilityRobustness, &img, "A-1/A-2", 1);
+    assert_eq!(apply4(&mut img, 6, DAY + MINUTE, own).kind(), "applied");
+}
+
+fn verdict(
+    img: &mut NetworkImage,
+    index: u64,
+    now_ms: u64,
+    trial: u64,
+    degraded: Option<&str>,
+) -> Result<TrialEnd, String> {
+    let v = Verdict {
+        trial,
+        kpis: vec![KpiDelta {
+            kpi: "ho_too_late_permille".into(),
+            before: 10.0,
+            after: if degraded.is_some() { 80.0 } else { 9.0 },
+        }],
+        degraded: degraded.map(str::to_string),
+    };
+    match apply_in(img, index, now_ms, 4, Command::Verdict(v)).0 {
+        Response::Trial(r) => r,
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+fn hysteresis(function: Function, img: &NetworkImage, cell: &str, value: i64) -> ChangeSet {
+    change_set(
+        function,
+        img,
+        vec![write(
+            &format!("cell/{cell}"),
+            Param::Hysteresis,
+            Value::Int(value),
+        )],
+    )
+}
+
+#[test]
+fn a_function_does_not_step_again_on_a_cell_before_its_change_there_has_a_verdict() {
+    let mut img = image();
+    let first = hysteresis(Function::MobilityRobustness, &img, "A-1", 5);
+    assert_eq!(apply4(&mut img, 2, DAY, first).kind(), "applied");
+    assert_eq!(
+        img.son.trials[&2].writes[0].1,
+        Value::Int(4),
+        "the value before"
+    );
+    let again = hysteresis(Function::MobilityRobustness, &img, "A-1", 6);
+    let out = apply4(&mut img, 3, DAY + MINUTE, again);
+    assert!(
+        reason(&out).contains("waits for the verification of its change 2 on cell A-1"),
+        "{out:?}"
+    );
+    assert_eq!(
+        verdict(&mut img, 4, DAY + MINUTE, 2, None),
+        Ok(TrialEnd::Kept)
+    );
+    assert_eq!(img.son.journal.back().unwrap().end, TrialEnd::Kept);
+    let again = hysteresis(Function::MobilityRobustness, &img, "A-1", 6);
+    assert_eq!(apply4(&mut img, 5, DAY + MINUTE, again).kind(), "applied");
+    // A trial without a verdict closes as unverified and frees the cell.
+    let within = img.son.policy.verification.verdict_within_ms;
+    let later = hysteresis(Function::MobilityRobustness, &img, "A-1", 7);
+    assert_eq!(
+        apply4(&mut img, 6, DAY + MINUTE + within, later).kind(),
+        "applied"
+    );
+    assert!(
+        img.son
+            .journal
+            .iter()
+            .any(|r| r.trial.index == 5 && r.end == TrialEnd::Unverified)
+    );
+    // The operator's changes are not trials.
+    let op = tilt(Function::Operator, &img, "A-2", 45);
+    assert_eq!(apply4(&mut img, 7, DAY + 2 * within, op).kind(), "applied");
+    assert!(!img.son.trials.contains_key(&7));
+}
+
+#[test]
+fn a_degraded_verdict_restores_the_old_values_and_holds_the_function_off_the_cell() {
+    let mut img = image();
+    let before = img.cells["A-1"].clone();
+    let mro = change_set(
+        Function::MobilityRobustness,
+        &img,
+        vec![
+            write("cell/A-1", Param::Hysteresis, Value::Int(2)),
+            write("relation/A-1/A-2", Param::CioDb, Value::Int(3)),
+        ],
+    );
+    assert_eq!(apply4(&mut img, 2, DAY, mro).kind(), "applied");
+    let (r, changes) = apply_in(
+        &mut img,
+        3,
+        DAY + 2 * MINUTE,
+        4,
+        Command::Verdict(Verdict {
+            trial: 2,
+            kpis: vec![],
+            degraded: Some("ho_too_late_permille 10 -> 80".into()),
+        }),
+    );
+    assert_eq!(
+        r,
+        Response::Trial(Ok(TrialEnd::Undone {
+            reason: "ho_too_late_permille 10 -> 80".into(),
+            restored: 2
+        }))
+    );
+    let cell = &img.cells["A-1"];
+    assert_eq!(cell.hysteresis, before.hysteresis);
+    assert_eq!(cell.last_change[&Param::Hysteresis].by, Function::Fallback);
+    assert_eq!(img.relations[&("A-1".into(), "A-2".into())].cio_db, 0);
+    let record = changes.history.last().unwrap();
+    assert_eq!(record.origin.function, Function::Fallback);
+    assert!(
+        record
+            .reason
+            .contains("undoes change 2 of mobility_robustness: ho_too_late")
+    );
+    // Held off the cell for the hold (past the fallback's priority hold), then free again.
+    let again = hysteresis(Function::MobilityRobustness, &img, "A-1", 5);
+    let out = apply4(&mut img, 4, DAY + 2 * HOUR, again);
+    assert!(reason(&out).contains("leaves cell A-1 alone"), "{out:?}");
+    let hold = img.son.policy.verification.hold_ms;
+    let again = hysteresis(Function::MobilityRobustness, &img, "A-1", 5);
+    assert_eq!(
+        apply4(&mut img, 5, DAY + 2 * MINUTE + hold, again).kind(),
+        "applied"
+    );
+}
+
+#[test]
+fn an_undo_leaves_alone_what_the_operator_changed_since() {
+    let mut img = image();
+    let mro = change_set(
+        Function::MobilityRobustness,
+        &img,
+        vec![
+            write("cell/A-1", Param::Hysteresis, Value::Int(2)),
+            write("cell/A-1", Param::TimeToTriggerMs, Value::Int(480)),
+        ],
+    );
+    assert_eq!(apply4(&mut img, 2, DAY, mro).kind(), "applied");
+    let op = hysteresis(Function::Operator, &img, "A-1", 3);
+    assert_eq!(apply4(&mut img, 3, DAY + MINUTE, op).kind(), "applied");
+    let end = verdict(&mut img, 4, DAY + 2 * MINUTE, 2, Some("drops"));
+    assert_eq!(
+        end,
+        Ok(TrialEnd::Undone {
+            reason: "drops".into(),
+            restored: 1
+        })
+    );
+    assert_eq!(img.cells["A-1"].hysteresis, 3, "the operator's value stays");
+    assert_eq!(img.cells["A-1"].time_to_trigger_ms, 320, "restored");
+}
+
+#[test]
+fn an_undone_pruning_brings_the_relation_back_with_a_version_no_reader_saw() {
+    let mut img = image();
+    let old_version = img.relations[&("A-1".into(), "A-2".into())].version;
+    let prune = change_set(
+        Function::AnrPruning,
+        &img,
+        vec![write("relation/A-1/A-2", Param::Exists, Value::Bool(false))],
+    );
+    assert_eq!(apply4(&mut img, 2, DAY, prune).kind(), "applied");
+    assert!(!img.relations.contains_key(&("A-1".into(), "A-2".into())));
+    let end = verdict(&mut img, 3, DAY + MINUTE, 2, Some("ho_success dropped"));
+    assert!(
+        matches!(end, Ok(TrialEnd::Undone { restored: 1, .. })),
+        "{end:?}"
+    );
+    let back = &img.relations[&("A-1".into(), "A-2".into())];
+    assert!(back.version > old_version);
+}
+
+#[test]
+fn a_verdict_on_no_open_trial_is_refused_and_nobody_proposes_as_fallback() {
+    let mut img = image();
+    assert!(
+        verdict(&mut img, 2, DAY, 99, Some("x"))
+            .unwrap_err()
+            .contains("no change 99")
+    );
+    let mut cs = hysteresis(Function::Operator, &img, "A-1", 3);
+    cs.origin.function = Function::Fallback;
+    let out = apply4(&mut img, 3, DAY, cs);
+    assert!(reason(&out).contains("nobody proposes them"), "{out:?}");
+    assert!("fallback".parse::<Function>().is_err());
 }
 
 #[test]

@@ -16,10 +16,12 @@ use std::path::{Path, PathBuf};
 use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, VoteRequest, VoteResponse};
 use openraft::{CommittedLeaderId, EntryPayload, LogId, Membership, StoredMembership, Vote};
 use sonraft_raft::changeset::Outcome;
+use sonraft_raft::changeset::{Function, Write};
 use sonraft_raft::command::{COMMAND_FORMAT, Command, Envelope, Response};
 use sonraft_raft::model::image::{Changes, NetworkImage};
 use sonraft_raft::model::import::StagedImport;
-use sonraft_raft::son::{Pending, SonState};
+use sonraft_raft::model::{EntityRef, Param, Value};
+use sonraft_raft::son::{KpiDelta, Pending, SonState, Trial, TrialEnd, TrialRecord};
 use sonraft_raft::transport::{
     NodeFacts, PEER_FORMAT, PeerReply, PeerRpc, RaftReply, RaftRpc, SubmitError, WIRE_FORMAT,
     decode_frame, decode_peer_frame, encode_frame, encode_peer_frame,
@@ -84,11 +86,16 @@ const SAMPLE_COMMANDS_SINCE_4: &str = r#"[
                                                 "exclude": {"cells": ["F-2"], "sites": ["G"], "regions": ["north"]},
                                                 "window": {"from_minute": 60, "to_minute": 300}},
                                "anr_pruning": {"mode": "off"}},
-                 "pending_ttl_ms": 86400000}},
-  {"Decide": {"id": 12, "approve": true, "note": "fixture"}}
+                 "pending_ttl_ms": 86400000,
+                 "verification": {"periods": 2, "verdict_within_ms": 7200000, "hold_ms": 21600000,
+                                  "degrade_permille": 30, "min_attempts": 50}}},
+  {"Decide": {"id": 12, "approve": true, "note": "fixture"}},
+  {"Verdict": {"trial": 6, "kpis": [{"kpi": "ho_too_late_permille", "before": 10.5, "after": 80.25}],
+               "degraded": "ho_too_late_permille rose by 69.75 per mille"}}
 ]"#;
 
-/// The SON state the format-4 samples leave: the policy and one pending PCI change.
+/// A SON state with one of each: the policy, a pending PCI change, an open trial, a hold and
+/// a closed trial in the journal.
 fn son_state() -> SonState {
     let policy = match &commands_since_4()[0] {
         Command::SonPolicy(p) => p.clone(),
@@ -97,6 +104,26 @@ fn son_state() -> SonState {
     let change_set = match &commands()[1] {
         Command::ChangeSet(cs) => cs.clone(),
         other => panic!("the second sample is a change set, not {other:?}"),
+    };
+    let trial = Trial {
+        index: 6,
+        function: Function::LoadBalancing,
+        applied_at_ms: 1_764_000_000_006,
+        writes: vec![(
+            Write {
+                entity: EntityRef::relation("F-1", "F-2"),
+                param: Param::CioDb,
+                value: Value::Int(2),
+            },
+            Value::Int(0),
+        )],
+        cells: vec!["F-1".into()],
+        removed: vec![
+            serde_json::from_value(
+                serde_json::json!({"source": "F-2", "target": "F-1", "cio_db": -2}),
+            )
+            .expect("relation"),
+        ],
     };
     SonState {
         policy,
@@ -111,6 +138,26 @@ fn son_state() -> SonState {
         )]
         .into(),
         next_id: 13,
+        trials: [(6, trial.clone())].into(),
+        holds: [(
+            ("F-1".to_string(), Function::LoadBalancing),
+            1_764_021_600_000,
+        )]
+        .into(),
+        journal: [TrialRecord {
+            trial,
+            kpis: vec![KpiDelta {
+                kpi: "ho_too_late_permille".into(),
+                before: 10.5,
+                after: 80.25,
+            }],
+            end: TrialEnd::Undone {
+                reason: "fixture".into(),
+                restored: 1,
+            },
+            closed_at_ms: 1_764_000_000_020,
+        }]
+        .into(),
     }
 }
 

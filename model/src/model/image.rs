@@ -8,10 +8,13 @@ use super::import::StagedImport;
 use super::{
     Cell, CellId, EntityRef, KpiSummary, NodeRelease, Policy, Relation, RelationKey, Site, SiteId,
 };
-use crate::changeset::{ChangeSet, Origin, Outcome, Write};
+use crate::changeset::{ChangeSet, Function, Origin, Outcome, Write};
 use crate::command::{Command, CommandError, Envelope, KpiBatch, Response};
 use crate::rules::{self, Judge};
-use crate::son::{Decision, MAX_PENDING, Mode, Pending, SonPolicy, SonState};
+use crate::son::{
+    Decision, MAX_PENDING, Mode, Pending, SonPolicy, SonState, Trial, TrialEnd, TrialRecord,
+    Verdict,
+};
 
 /// Every site, cell and relation with its configuration, the latest KPI summary per cell, the
 /// coordination policy and what each node advertised about its release.
@@ -121,6 +124,9 @@ impl NetworkImage {
         let command = entry.command()?;
         self.log_time_ms = self.log_time_ms.max(entry.log_time_ms);
         self.expire_pending(index, changes);
+        if self.son.expire_trials(self.log_time_ms) {
+            changes.son = true;
+        }
         Ok(self.apply_in_format(index, &command, changes, entry.format))
     }
 
@@ -141,7 +147,7 @@ impl NetworkImage {
         let judge = Judge::format(format);
         match command {
             Command::ChangeSet(cs) => {
-                Response::ChangeSet(self.apply_change_set(index, cs, changes, judge))
+                Response::ChangeSet(self.apply_proposed(index, cs, changes, judge))
             }
             Command::Import(import) => Response::Imported(self.import_v1(import, changes)),
             Command::ImportPart(part) => Response::Import(self.import_part(index, part, changes)),
@@ -151,7 +157,7 @@ impl NetworkImage {
             }
             Command::ChangeSets(list) => Response::ChangeSets(
                 list.iter()
-                    .map(|cs| self.apply_change_set(index, cs, changes, judge))
+                    .map(|cs| self.apply_proposed(index, cs, changes, judge))
                     .collect(),
             ),
             Command::Release(release) => {
@@ -162,6 +168,9 @@ impl NetworkImage {
             Command::SonPolicy(policy) => Response::SonPolicy(self.set_son_policy(policy, changes)),
             Command::Decide(decision) => {
                 Response::ChangeSet(self.decide(index, decision, changes, judge))
+            }
+            Command::Verdict(verdict) => {
+                Response::Trial(self.apply_verdict(index, verdict, changes, judge))
             }
         }
     }
@@ -184,6 +193,24 @@ impl NetworkImage {
         }
     }
 
+    /// Applies a change set someone proposed: nobody proposes as `fallback`.
+    fn apply_proposed(
+        &mut self,
+        index: u64,
+        cs: &ChangeSet,
+        changes: &mut Changes,
+        judge: Judge,
+    ) -> Outcome {
+        if cs.origin.function == Function::Fallback {
+            let outcome = Outcome::Invalid {
+                reason: "fallback changes are made by the cluster when a verdict undoes a change; nobody proposes them".into(),
+            };
+            self.record(index, cs, &outcome, changes);
+            return outcome;
+        }
+        self.apply_change_set(index, cs, changes, judge)
+    }
+
     fn apply_change_set(
         &mut self,
         index: u64,
@@ -195,6 +222,11 @@ impl NetworkImage {
         let outcome = match rules::evaluate_with(self, cs, index, self.log_time_ms, judge) {
             Ok(_) if open_loop => self.record_pending(index, cs, changes),
             Ok((plan, outcome)) => {
+                if judge.format >= rules::CONTROLS_FORMAT && cs.origin.function.is_son() {
+                    let trial = self.trial_of(index, cs);
+                    self.son.trials.insert(index, trial);
+                    changes.son = true;
+                }
                 for cell in plan.cells {
                     changes.cells.insert(cell.id.clone());
                     self.cells.insert(cell.id.clone(), cell);
@@ -214,6 +246,164 @@ impl NetworkImage {
         };
         self.record(index, cs, &outcome, changes);
         outcome
+    }
+
+    /// The trial a SON change set opens: what it writes, with the values it replaces (read
+    /// before its plan is applied).
+    fn trial_of(&self, index: u64, cs: &ChangeSet) -> Trial {
+        use super::param::{cell_value, relation_value};
+        let mut writes = Vec::new();
+        let mut removed = Vec::new();
+        for w in &cs.writes {
+            let before = match &w.entity {
+                EntityRef::Cell(id) => self.cells.get(id).and_then(|c| cell_value(c, w.param)),
+                EntityRef::Relation(s, t) => {
+                    let rel = self.relations.get(&(s.clone(), t.clone()));
+                    if w.param == super::Param::Exists
+                        && let Some(r) = rel
+                    {
+                        removed.push(r.clone());
+                    }
+                    rel.and_then(|r| relation_value(r, w.param))
+                }
+            };
+            if let Some(before) = before {
+                writes.push((w.clone(), before));
+            }
+        }
+        Trial {
+            index,
+            function: cs.origin.function,
+            applied_at_ms: self.log_time_ms,
+            writes,
+            cells: rules::reconfigured_cells(cs),
+            removed,
+        }
+    }
+
+    /// Applies a site's verdict on an open trial: a degraded change is undone where nobody
+    /// changed it since, and its function held off its cells.
+    fn apply_verdict(
+        &mut self,
+        index: u64,
+        verdict: &Verdict,
+        changes: &mut Changes,
+        judge: Judge,
+    ) -> Result<TrialEnd, String> {
+        let Some(trial) = self.son.trials.remove(&verdict.trial) else {
+            return Err(format!(
+                "no change {} is under verification: it had its verdict, it expired, or it never was",
+                verdict.trial
+            ));
+        };
+        changes.son = true;
+        let now = self.log_time_ms;
+        self.son.prune_holds(now);
+        let end = match &verdict.degraded {
+            None => TrialEnd::Kept,
+            Some(reason) => {
+                let restored = self.undo(index, &trial, reason, changes, judge);
+                let until = now.saturating_add(self.son.policy.verification.hold_ms);
+                for cell in &trial.cells {
+                    self.son.holds.insert((cell.clone(), trial.function), until);
+                }
+                TrialEnd::Undone {
+                    reason: reason.clone(),
+                    restored,
+                }
+            }
+        };
+        self.son.close(TrialRecord {
+            trial,
+            kpis: verdict.kpis.clone(),
+            end: end.clone(),
+            closed_at_ms: now,
+        });
+        Ok(end)
+    }
+
+    /// Restores what `trial` changed and nobody changed since (a parameter whose last change
+    /// is still the trial's; a removed relation nobody re-created), as one change set of origin
+    /// `fallback`; returns how many parameters and relations it restored.
+    fn undo(
+        &mut self,
+        index: u64,
+        trial: &Trial,
+        reason: &str,
+        changes: &mut Changes,
+        judge: Judge,
+    ) -> usize {
+        let untouched = |stamps: &BTreeMap<super::Param, super::Stamp>, param| {
+            stamps.get(&param).is_some_and(|s| s.index == trial.index)
+        };
+        let mut writes = Vec::new();
+        for (w, before) in &trial.writes {
+            let still = match &w.entity {
+                EntityRef::Cell(id) => self
+                    .cells
+                    .get(id)
+                    .is_some_and(|c| untouched(&c.last_change, w.param)),
+                EntityRef::Relation(s, t) => self
+                    .relations
+                    .get(&(s.clone(), t.clone()))
+                    .is_some_and(|r| {
+                        w.param != super::Param::Exists && untouched(&r.last_change, w.param)
+                    }),
+            };
+            if still {
+                writes.push(Write {
+                    entity: w.entity.clone(),
+                    param: w.param,
+                    value: before.clone(),
+                });
+            }
+        }
+        let fallback = ChangeSet {
+            origin: Origin {
+                node: 0,
+                function: Function::Fallback,
+            },
+            reason: format!(
+                "undoes change {} of {}: {reason}",
+                trial.index, trial.function
+            ),
+            read_set: Vec::new(),
+            writes,
+            proposed_at_ms: self.log_time_ms,
+        };
+        let mut restored = 0;
+        if !fallback.writes.is_empty() {
+            let judge = Judge {
+                approved: true,
+                ..judge
+            };
+            let outcome = self.apply_change_set(index, &fallback, changes, judge);
+            if let Outcome::Applied { .. } = outcome {
+                restored += fallback.writes.len();
+            }
+        }
+        for rel in &trial.removed {
+            let key = (rel.source.clone(), rel.target.clone());
+            let ends = self.cells.contains_key(&rel.source) && self.cells.contains_key(&rel.target);
+            if self.relations.contains_key(&key) || !ends {
+                continue;
+            }
+            let mut back = rel.clone();
+            // Above every version it had: a read of the removed relation stays stale.
+            back.version = crate::command::VERSION_SPAN.saturating_mul(index);
+            back.last_change.insert(
+                super::Param::Exists,
+                super::Stamp {
+                    by: Function::Fallback,
+                    at_ms: self.log_time_ms,
+                    index,
+                },
+            );
+            self.relations.insert(key.clone(), back);
+            changes.relations.insert(key);
+            restored += 1;
+        }
+        restored
     }
 
     /// Adds a change set's outcome to the history of entry `index`.
