@@ -538,16 +538,20 @@ pub enum Outcome {
     Rejected { reason: String },
     /// An illegal value, a step over the limit, an unknown entity or parameter (422).
     Invalid { reason: String },
+    /// The function runs open loop: the change set passed every rule and waits as pending
+    /// proposal `id` for an operator to approve or reject it (202).
+    Pending { id: u64 },
 }
 
 impl Outcome {
-    /// `applied`, `conflict`, `rejected` or `invalid`.
+    /// `applied`, `conflict`, `rejected`, `invalid` or `pending`.
     pub fn kind(&self) -> &'static str {
         match self {
             Outcome::Applied { .. } => "applied",
             Outcome::Conflict { .. } => "conflict",
             Outcome::Rejected { .. } => "rejected",
             Outcome::Invalid { .. } => "invalid",
+            Outcome::Pending { .. } => "pending",
         }
     }
 }

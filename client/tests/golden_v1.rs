@@ -427,6 +427,13 @@ fn every_v1_type_matches_its_golden_json_both_ways() {
             },
         ),
         check(
+            "changeset-pending",
+            ChangeSetAnswer {
+                outcome: Outcome::Pending { id: 1207 },
+                dry_run: false,
+            },
+        ),
+        check(
             "history-query",
             HistoryQuery {
                 limit: Some(20),

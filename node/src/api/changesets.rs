@@ -18,10 +18,12 @@ use super::json::{change_set, history_record, outcome};
 use crate::Node;
 use crate::propose::{ProposeError, now_ms};
 
-/// The HTTP status of an outcome: 200 applied, 409 conflict or rejected, 422 invalid.
+/// The HTTP status of an outcome: 200 applied, 202 pending, 409 conflict or rejected, 422
+/// invalid.
 pub fn status_of(o: &Outcome) -> StatusCode {
     match o {
         Outcome::Applied { .. } => StatusCode::OK,
+        Outcome::Pending { .. } => StatusCode::ACCEPTED,
         Outcome::Conflict { .. } | Outcome::Rejected { .. } => StatusCode::CONFLICT,
         Outcome::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
     }

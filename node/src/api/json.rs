@@ -90,6 +90,7 @@ pub fn outcome(o: &Outcome) -> v1::Outcome {
         Outcome::Conflict { current } => v1::Outcome::Conflict { current },
         Outcome::Rejected { reason } => v1::Outcome::Rejected { reason },
         Outcome::Invalid { reason } => v1::Outcome::Invalid { reason },
+        Outcome::Pending { id } => v1::Outcome::Pending { id },
     }
 }
 
