@@ -126,9 +126,12 @@ pub struct Verification {
     /// How long a function leaves the cells of its undone change alone.
     pub hold_ms: u64,
     /// A change fails when the KPI its function targets, or a guard KPI, is worse by more than
-    /// this many per mille points (handover failure or success rates, drop rates), or by more
-    /// than this many per mille of its value (throughput).
+    /// this many per mille points: handover success, failure (too early, too late, wrong cell)
+    /// and ping-pong rates, the highest PRB load among the cells.
     pub degrade_permille: u32,
+    /// ... or when the cells' downlink throughput fell by more than this many per mille of its
+    /// value.
+    pub throughput_drop_permille: u32,
     /// Fewest handover attempts in each of the periods before and after for a rate to count.
     pub min_attempts: u32,
 }
@@ -140,6 +143,7 @@ impl Default for Verification {
             verdict_within_ms: 2 * 60 * 60 * 1000,
             hold_ms: 6 * 60 * 60 * 1000,
             degrade_permille: 30,
+            throughput_drop_permille: 100,
             min_attempts: 50,
         }
     }
@@ -204,6 +208,7 @@ impl SonPolicy {
         if !(1..=96).contains(&v.periods)
             || v.verdict_within_ms < 60_000
             || !(1..=1000).contains(&v.degrade_permille)
+            || !(1..=1000).contains(&v.throughput_drop_permille)
         {
             return Err(PolicyError::BadVerification);
         }

@@ -88,7 +88,8 @@ const SAMPLE_COMMANDS_SINCE_4: &str = r#"[
                                "anr_pruning": {"mode": "off"}},
                  "pending_ttl_ms": 86400000,
                  "verification": {"periods": 2, "verdict_within_ms": 7200000, "hold_ms": 21600000,
-                                  "degrade_permille": 30, "min_attempts": 50}}},
+                                  "degrade_permille": 30, "throughput_drop_permille": 100,
+                                  "min_attempts": 50}}},
   {"Decide": {"id": 12, "approve": true, "note": "fixture"}},
   {"Verdict": {"trial": 6, "kpis": [{"kpi": "ho_too_late_permille", "before": 10.5, "after": 80.25}],
                "degraded": "ho_too_late_permille rose by 69.75 per mille"}}
