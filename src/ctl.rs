@@ -527,7 +527,9 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
                     Ok(v1::Outcome::Rejected { reason }) => println!("rejected: {reason}"),
                     Ok(v1::Outcome::Invalid { reason }) => println!("invalid: {reason}"),
                     Ok(v1::Outcome::Pending { id }) => {
-                        println!("pending as proposal {id}: it applies once an operator approves it")
+                        println!(
+                            "pending as proposal {id}: it applies once an operator approves it"
+                        )
                     }
                     Err(_) => println!("{} {}", r.status, String::from_utf8_lossy(&r.body)),
                 }

@@ -18,6 +18,7 @@ pub mod pci;
 pub mod robustness;
 #[cfg(test)]
 mod testing;
+pub mod verify;
 pub mod view;
 
 use std::collections::HashMap;

@@ -1,0 +1,559 @@
+//! Verification of SON changes: each site judges the trials of its own cells from the raw
+//! counters it received, and proposes the verdict ([`sonraft_raft::son`] says what a verdict
+//! does when it is applied).
+//!
+//! The scope of a trial is the cells it reconfigured and their first-order neighbours that
+//! this site has counters of. Its KPIs are summed over the scope and over
+//! [`Verification::periods`] closed periods before the change (the baseline) and as many
+//! periods that started after it; a verdict is due once the later ones closed. A change fails
+//! when a KPI its function targets, or a guard KPI, got worse beyond the policy's threshold:
+//!
+//! | KPI | meaning | worse when | judged for |
+//! | --- | --- | --- | --- |
+//! | `ho_success_permille` | `HO.ExeSucc / HO.ExeAtt` | lower | every function (guard) |
+//! | `ho_failure_permille` | `(HO.TooEarly + HO.TooLate + HO.WrongCell) / HO.ExeAtt` | higher | mobility robustness |
+//! | `ping_pong_permille` | `HO.PingPong / HO.ExeAtt` | higher | mobility robustness |
+//! | `prb_max_permille` | highest mean `RRU.PrbUsedDl / RRU.PrbTotDl` of a cell | higher | load balancing |
+//! | `thp_dl_kbps` | `DRB.UEThpDl`, mean of the cells | lower, relatively | every function (guard) |
+//!
+//! Rates count only with at least [`Verification::min_attempts`] handover attempts a period
+//! on both sides: too few events say nothing. Without a baseline (the node started after the
+//! change, a new cell) the verdict keeps the change and records no KPI.
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+
+use sonraft_protocol::{ReportView, cell_counter as cc, relation_counter as rc};
+use sonraft_raft::changeset::Function;
+use sonraft_raft::son::{KpiDelta, Trial, Verdict, Verification};
+
+use crate::antennas::counters::ClosedPeriod;
+
+/// Most periods kept per cell: a baseline and a verification window of the longest allowed
+/// verification (96 periods each), and a little slack.
+pub const MAX_PERIODS: usize = 2 * 96 + 4;
+
+/// One own cell's counters of one closed period (relations summed).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CellPeriod {
+    pub end_ms: u64,
+    pub period_ms: u32,
+    pub ho_att: u64,
+    pub ho_succ: u64,
+    pub too_early: u64,
+    pub too_late: u64,
+    pub wrong_cell: u64,
+    pub ping_pong: u64,
+    pub thp_dl_kbps: u64,
+    pub prb_used: u64,
+    pub prb_tot: u64,
+}
+
+impl CellPeriod {
+    /// The counters of one validated report.
+    pub fn of(report: &ReportView<'_>) -> CellPeriod {
+        let mut p = CellPeriod {
+            end_ms: report.period_end_ms,
+            period_ms: report.period_ms,
+            thp_dl_kbps: report.cell[cc::THP_DL],
+            prb_used: report.cell[cc::PRB_USED_DL],
+            prb_tot: report.cell[cc::PRB_TOT_DL],
+            ..CellPeriod::default()
+        };
+        for (_, v) in report.relations() {
+            p.ho_att = p.ho_att.saturating_add(v[rc::ATT]);
+            p.ho_succ = p.ho_succ.saturating_add(v[rc::SUCC]);
+            p.too_early = p.too_early.saturating_add(v[rc::TOO_EARLY]);
+            p.too_late = p.too_late.saturating_add(v[rc::TOO_LATE]);
+            p.wrong_cell = p.wrong_cell.saturating_add(v[rc::WRONG_CELL]);
+            p.ping_pong = p.ping_pong.saturating_add(v[rc::PING_PONG]);
+        }
+        p
+    }
+
+    fn start_ms(&self) -> u64 {
+        self.end_ms.saturating_sub(u64::from(self.period_ms))
+    }
+}
+
+/// The last periods of every own cell, at most [`MAX_PERIODS`] each.
+#[derive(Debug, Default)]
+pub struct KpiRing {
+    cells: HashMap<String, VecDeque<CellPeriod>>,
+}
+
+impl KpiRing {
+    /// Records a closed period's reports (unparsable ones were refused when received).
+    pub fn record(&mut self, period: &ClosedPeriod) {
+        for (cell, body) in &period.reports {
+            if let Ok(report) = ReportView::parse(body) {
+                self.record_cell(cell, CellPeriod::of(&report));
+            }
+        }
+    }
+
+    /// Records one cell's period; a period already recorded (same end) is replaced.
+    pub fn record_cell(&mut self, cell: &str, period: CellPeriod) {
+        let ring = self.cells.entry(cell.to_string()).or_default();
+        if let Some(last) = ring.back_mut()
+            && last.end_ms == period.end_ms
+        {
+            *last = period;
+            return;
+        }
+        ring.push_back(period);
+        while ring.len() > MAX_PERIODS {
+            ring.pop_front();
+        }
+    }
+
+    /// Forgets the cells that are not in `keep` (cells removed from the image or moved away).
+    pub fn retain(&mut self, keep: impl Fn(&str) -> bool) {
+        self.cells.retain(|c, _| keep(c));
+    }
+
+    pub fn has(&self, cell: &str) -> bool {
+        self.cells.contains_key(cell)
+    }
+
+    /// The `n` newest periods of `cell` that ended at or before `before_ms`, if there are `n`.
+    fn baseline(&self, cell: &str, before_ms: u64, n: usize) -> Option<Vec<CellPeriod>> {
+        let ring = self.cells.get(cell)?;
+        let found: Vec<CellPeriod> = ring
+            .iter()
+            .rev()
+            .filter(|p| p.end_ms <= before_ms)
+            .take(n)
+            .copied()
+            .collect();
+        (found.len() == n).then_some(found)
+    }
+
+    /// The `n` oldest periods of `cell` that started at or after `after_ms`, if there are `n`.
+    fn after(&self, cell: &str, after_ms: u64, n: usize) -> Option<Vec<CellPeriod>> {
+        let ring = self.cells.get(cell)?;
+        let found: Vec<CellPeriod> = ring
+            .iter()
+            .filter(|p| p.start_ms() >= after_ms)
+            .take(n)
+            .copied()
+            .collect();
+        (found.len() == n).then_some(found)
+    }
+}
+
+/// Sums over cells and periods.
+#[derive(Debug, Default, Clone, Copy)]
+struct Sums {
+    periods: u64,
+    cells: u64,
+    ho_att: u64,
+    ho_succ: u64,
+    failures: u64,
+    ping_pong: u64,
+    thp_dl_kbps: u64,
+    /// Highest mean PRB load of one cell, per mille.
+    prb_max_permille: u64,
+}
+
+impl Sums {
+    fn add_cell(&mut self, periods: &[CellPeriod]) {
+        let n = periods.len() as u64;
+        self.periods = self.periods.max(n);
+        self.cells += 1;
+        let (mut used, mut tot) = (0u64, 0u64);
+        for p in periods {
+            self.ho_att = self.ho_att.saturating_add(p.ho_att);
+            self.ho_succ = self.ho_succ.saturating_add(p.ho_succ);
+            self.failures = self
+                .failures
+                .saturating_add(p.too_early + p.too_late + p.wrong_cell);
+            self.ping_pong = self.ping_pong.saturating_add(p.ping_pong);
+            self.thp_dl_kbps = self.thp_dl_kbps.saturating_add(p.thp_dl_kbps);
+            used = used.saturating_add(p.prb_used);
+            tot = tot.saturating_add(p.prb_tot);
+        }
+        if let Some(load) = used.saturating_mul(1000).checked_div(tot) {
+            self.prb_max_permille = self.prb_max_permille.max(load);
+        }
+    }
+
+    fn permille(part: u64, whole: u64) -> f64 {
+        part as f64 * 1000.0 / whole as f64
+    }
+
+    fn mean_thp(&self) -> f64 {
+        self.thp_dl_kbps as f64 / (self.periods * self.cells).max(1) as f64
+    }
+}
+
+/// What verifying a trial came to this period.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Judgement {
+    /// Its later periods have not all closed yet.
+    NotYet,
+    /// Not this site's to judge: none of its reconfigured cells is one of this site's.
+    NotOurs,
+    Verdict(Verdict),
+}
+
+/// Judges `trial`: `own` says which cells are this site's, `neighbours` lists the targets of a
+/// cell's relations.
+pub fn judge(
+    trial: &Trial,
+    own: impl Fn(&str) -> bool,
+    neighbours: impl Fn(&str) -> Vec<String>,
+    ring: &KpiRing,
+    policy: &Verification,
+) -> Judgement {
+    if !trial.cells.iter().any(|c| own(c)) {
+        return Judgement::NotOurs;
+    }
+    let n = policy.periods.max(1) as usize;
+    let mut scope: BTreeSet<String> = trial.cells.iter().filter(|c| own(c)).cloned().collect();
+    for c in &trial.cells {
+        scope.extend(neighbours(c).into_iter().filter(|t| own(t) && ring.has(t)));
+    }
+    // Due once every reconfigured own cell has its later periods.
+    let mut after = Sums::default();
+    let mut before = Sums::default();
+    let mut baseline = true;
+    for cell in &scope {
+        let later = ring.after(cell, trial.applied_at_ms, n);
+        let reconfigured = trial.cells.contains(cell);
+        match later {
+            Some(periods) => after.add_cell(&periods),
+            None if reconfigured => return Judgement::NotYet,
+            None => continue,
+        }
+        match ring.baseline(cell, trial.applied_at_ms, n) {
+            Some(periods) => before.add_cell(&periods),
+            None => baseline = false,
+        }
+    }
+    if !baseline || before.cells == 0 {
+        return Judgement::Verdict(Verdict {
+            trial: trial.index,
+            kpis: Vec::new(),
+            degraded: None,
+        });
+    }
+    let (kpis, degraded) = compare(trial.function, &before, &after, policy);
+    let degraded = degraded.map(|why| format!("{why} over cells {}", list(&scope)));
+    Judgement::Verdict(Verdict {
+        trial: trial.index,
+        kpis,
+        degraded,
+    })
+}
+
+fn list(cells: &BTreeSet<String>) -> String {
+    let shown: Vec<&str> = cells.iter().take(8).map(String::as_str).collect();
+    let more = cells.len().saturating_sub(shown.len());
+    if more > 0 {
+        format!("{} and {more} more", shown.join(", "))
+    } else {
+        shown.join(", ")
+    }
+}
+
+/// The KPIs of `function`'s change, before and after, and the first that got worse beyond the
+/// policy's thresholds.
+fn compare(
+    function: Function,
+    before: &Sums,
+    after: &Sums,
+    policy: &Verification,
+) -> (Vec<KpiDelta>, Option<String>) {
+    let limit = f64::from(policy.degrade_permille);
+    let mut kpis = Vec::new();
+    let mut degraded = None;
+    let mut judge = |kpi: &str, b: f64, a: f64, worse: f64, limit: f64, unit: &str| {
+        kpis.push(KpiDelta {
+            kpi: kpi.into(),
+            before: b,
+            after: a,
+        });
+        if degraded.is_none() && worse > limit {
+            degraded = Some(format!(
+                "{kpi} {b:.1} -> {a:.1} (worse by {worse:.1}{unit}, limit {limit:.0}{unit})"
+            ));
+        }
+    };
+    let floor = u64::from(policy.min_attempts);
+    let rates = before.ho_att >= floor * before.periods && after.ho_att >= floor * after.periods;
+    if rates {
+        let (b, a) = (
+            Sums::permille(before.ho_succ, before.ho_att),
+            Sums::permille(after.ho_succ, after.ho_att),
+        );
+        judge("ho_success_permille", b, a, b - a, limit, " per mille");
+        if function == Function::MobilityRobustness {
+            let (b, a) = (
+                Sums::permille(before.failures, before.ho_att),
+                Sums::permille(after.failures, after.ho_att),
+            );
+            judge("ho_failure_permille", b, a, a - b, limit, " per mille");
+            let (b, a) = (
+                Sums::permille(before.ping_pong, before.ho_att),
+                Sums::permille(after.ping_pong, after.ho_att),
+            );
+            judge("ping_pong_permille", b, a, a - b, limit, " per mille");
+        }
+    }
+    if function == Function::LoadBalancing {
+        let (b, a) = (
+            before.prb_max_permille as f64,
+            after.prb_max_permille as f64,
+        );
+        judge("prb_max_permille", b, a, a - b, limit, " per mille");
+    }
+    let (b, a) = (before.mean_thp(), after.mean_thp());
+    if b > 0.0 {
+        let drop = (b - a) * 1000.0 / b;
+        judge(
+            "thp_dl_kbps",
+            b,
+            a,
+            drop,
+            f64::from(policy.throughput_drop_permille),
+            " per mille of the value",
+        );
+    }
+    (kpis, degraded)
+}
+
+/// The trials this site has proposed a verdict for, so that each is proposed once (until it
+/// closes, or the proposal failed).
+#[derive(Debug, Default)]
+pub struct Proposed(BTreeSet<u64>);
+
+impl Proposed {
+    /// True the first time.
+    pub fn insert(&mut self, trial: u64) -> bool {
+        self.0.insert(trial)
+    }
+
+    pub fn forget(&mut self, trial: u64) {
+        self.0.remove(&trial);
+    }
+
+    /// Keeps only the trials still open.
+    pub fn retain_open(&mut self, open: impl Fn(u64) -> bool) {
+        self.0.retain(|t| open(*t));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sonraft_raft::changeset::Write;
+    use sonraft_raft::model::{EntityRef, Param, Value};
+
+    const PERIOD: u64 = 1000;
+
+    fn trial(function: Function, at_ms: u64) -> Trial {
+        Trial {
+            index: 9,
+            function,
+            applied_at_ms: at_ms,
+            writes: vec![(
+                Write {
+                    entity: EntityRef::cell("A-1"),
+                    param: Param::Hysteresis,
+                    value: Value::Int(1),
+                },
+                Value::Int(4),
+            )],
+            cells: vec!["A-1".into()],
+            removed: vec![],
+        }
+    }
+
+    fn period(end_ms: u64, att: u64, late: u64, thp: u64, prb: u64) -> CellPeriod {
+        CellPeriod {
+            end_ms,
+            period_ms: PERIOD as u32,
+            ho_att: att,
+            ho_succ: att - late,
+            too_late: late,
+            thp_dl_kbps: thp,
+            prb_used: prb,
+            prb_tot: 100,
+            ..CellPeriod::default()
+        }
+    }
+
+    /// Cells A-1 (changed) and A-2 (its neighbour), `n` periods ending at 1 s, 2 s, ...: the
+    /// first half before the change at `at`, the rest with `late_after` too-late handovers.
+    fn ring(at: u64, n: u64, late_after: u64) -> KpiRing {
+        let mut r = KpiRing::default();
+        for i in 1..=n {
+            let end = i * PERIOD;
+            let late = if end > at { late_after } else { 10 };
+            r.record_cell("A-1", period(end, 1000, late, 20_000, 50));
+            r.record_cell("A-2", period(end, 1000, 10, 20_000, 40));
+        }
+        r
+    }
+
+    fn own(c: &str) -> bool {
+        c.starts_with('A')
+    }
+
+    fn neighbours(_: &str) -> Vec<String> {
+        vec!["A-2".into(), "Z-1".into()]
+    }
+
+    #[test]
+    fn a_change_that_raised_too_late_handovers_is_judged_degraded() {
+        let t = trial(Function::MobilityRobustness, 4 * PERIOD);
+        let j = judge(
+            &t,
+            own,
+            neighbours,
+            &ring(4 * PERIOD, 6, 80),
+            &Verification::default(),
+        );
+        let Judgement::Verdict(v) = j else {
+            panic!("{j:?}")
+        };
+        let why = v.degraded.expect("degraded");
+        assert!(why.starts_with("ho_success_permille"), "{why}");
+        assert!(why.contains("over cells A-1, A-2"), "{why}");
+        let failure = v
+            .kpis
+            .iter()
+            .find(|k| k.kpi == "ho_failure_permille")
+            .unwrap();
+        assert_eq!((failure.before, failure.after), (10.0, 45.0));
+    }
+
+    #[test]
+    fn a_change_whose_kpis_held_within_noise_is_kept() {
+        let t = trial(Function::MobilityRobustness, 4 * PERIOD);
+        let j = judge(
+            &t,
+            own,
+            neighbours,
+            &ring(4 * PERIOD, 6, 12),
+            &Verification::default(),
+        );
+        let Judgement::Verdict(v) = j else {
+            panic!("{j:?}")
+        };
+        assert_eq!(v.degraded, None, "{:?}", v.kpis);
+        assert_eq!(v.kpis.len(), 4);
+    }
+
+    #[test]
+    fn a_verdict_waits_for_the_periods_after_the_change() {
+        let t = trial(Function::MobilityRobustness, 4 * PERIOD);
+        let j = judge(
+            &t,
+            own,
+            neighbours,
+            &ring(4 * PERIOD, 5, 80),
+            &Verification::default(),
+        );
+        assert_eq!(j, Judgement::NotYet);
+    }
+
+    #[test]
+    fn another_sites_change_is_not_ours_and_no_baseline_keeps_the_change() {
+        let mut t = trial(Function::MobilityRobustness, 4 * PERIOD);
+        t.cells = vec!["Z-1".into()];
+        let j = judge(
+            &t,
+            own,
+            neighbours,
+            &ring(4 * PERIOD, 6, 80),
+            &Verification::default(),
+        );
+        assert_eq!(j, Judgement::NotOurs);
+        // The node started after the change: no baseline.
+        let t = trial(Function::MobilityRobustness, 0);
+        let j = judge(
+            &t,
+            own,
+            neighbours,
+            &ring(0, 3, 80),
+            &Verification::default(),
+        );
+        let Judgement::Verdict(v) = j else {
+            panic!("{j:?}")
+        };
+        assert_eq!((v.degraded, v.kpis.len()), (None, 0));
+    }
+
+    #[test]
+    fn rates_from_too_few_handovers_do_not_count() {
+        let mut r = KpiRing::default();
+        for i in 1..=6 {
+            let late = if i > 4 { 9 } else { 1 };
+            r.record_cell("A-1", period(i * PERIOD, 10, late, 20_000, 50));
+        }
+        let t = trial(Function::MobilityRobustness, 4 * PERIOD);
+        let Judgement::Verdict(v) = judge(&t, own, |_| vec![], &r, &Verification::default()) else {
+            panic!()
+        };
+        assert_eq!(v.degraded, None);
+        assert!(
+            v.kpis.iter().all(|k| k.kpi == "thp_dl_kbps"),
+            "{:?}",
+            v.kpis
+        );
+    }
+
+    #[test]
+    fn a_load_balancing_change_that_overloads_a_neighbour_is_degraded() {
+        let mut r = KpiRing::default();
+        for i in 1..=6 {
+            let prb = if i > 4 { 95 } else { 60 };
+            r.record_cell("A-1", period(i * PERIOD, 1000, 10, 20_000, 50));
+            r.record_cell("A-2", period(i * PERIOD, 1000, 10, 20_000, prb));
+        }
+        let t = trial(Function::LoadBalancing, 4 * PERIOD);
+        let Judgement::Verdict(v) = judge(&t, own, neighbours, &r, &Verification::default()) else {
+            panic!()
+        };
+        assert!(
+            v.degraded
+                .unwrap()
+                .starts_with("prb_max_permille 600.0 -> 950.0")
+        );
+    }
+
+    #[test]
+    fn a_throughput_drop_within_ten_percent_is_noise() {
+        let mut r = KpiRing::default();
+        for i in 1..=6 {
+            let thp = if i > 4 { 18_500 } else { 20_000 };
+            r.record_cell("A-1", period(i * PERIOD, 1000, 10, thp, 50));
+        }
+        let t = trial(Function::PciConflict, 4 * PERIOD);
+        let v = |r: &KpiRing| match judge(&t, own, |_| vec![], r, &Verification::default()) {
+            Judgement::Verdict(v) => v,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(v(&r).degraded, None);
+        r.record_cell("A-1", period(6 * PERIOD, 1000, 10, 15_000, 50));
+        assert!(v(&r).degraded.unwrap().starts_with("thp_dl_kbps"));
+    }
+
+    #[test]
+    fn the_ring_keeps_a_bounded_number_of_periods_and_replaces_a_repeated_one() {
+        let mut r = KpiRing::default();
+        for i in 1..=(MAX_PERIODS as u64 + 10) {
+            r.record_cell("A-1", period(i * PERIOD, 1, 0, 1, 1));
+        }
+        r.record_cell(
+            "A-1",
+            period((MAX_PERIODS as u64 + 10) * PERIOD, 5, 0, 1, 1),
+        );
+        let ring = &r.cells["A-1"];
+        assert_eq!(ring.len(), MAX_PERIODS);
+        assert_eq!(ring.back().unwrap().ho_att, 5);
+        r.retain(|c| c != "A-1");
+        assert!(!r.has("A-1"));
+    }
+}
