@@ -34,6 +34,11 @@ pub use sonraft_model::model::{
     AdminState, Cell, EnergySaving, Param, Rat, Relation, RelationOrigin, Site, Stamp, TiltBox,
 };
 
+mod son;
+pub use son::*;
+/// The operator's controls of the SON functions (`GET`/`PUT /son/policy`).
+pub use sonraft_model::son::{Controls, Exclusions, Mode, SonPolicy, Verification, Window};
+
 /// A node's id in the cluster (1 ..= 2^53, see `POST /cluster/init`).
 pub type NodeId = u64;
 
