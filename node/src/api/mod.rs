@@ -20,6 +20,7 @@ pub mod health;
 pub mod image;
 pub mod json;
 pub mod ops;
+pub mod son;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -28,7 +29,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::ServiceExt;
 use axum::http::Method;
-use axum::routing::{MethodRouter, delete, get, post};
+use axum::routing::{MethodRouter, delete, get, post, put};
 use tokio::net::TcpListener;
 
 use crate::Node;
@@ -57,7 +58,7 @@ const fn route(
 }
 
 /// Every route of the admin API (README, "Admin API").
-pub static ROUTES: [Route; 21] = [
+pub static ROUTES: [Route; 27] = [
     route(Method::GET, "/health", || get(health::health)),
     route(Method::GET, "/readyz", || get(health::readyz)),
     route(Method::GET, "/status", || get(health::status)),
@@ -91,6 +92,16 @@ pub static ROUTES: [Route; 21] = [
     route(Method::GET, "/antennas", || get(ops::antennas)),
     route(Method::POST, "/snapshot", || post(ops::snapshot)),
     route(Method::GET, "/backup", || get(ops::backup)),
+    route(Method::GET, "/son/policy", || get(son::policy)),
+    route(Method::PUT, "/son/policy", || put(son::set_policy)),
+    route(Method::GET, "/son/pending", || get(son::pending)),
+    route(Method::POST, "/son/pending/{id}/approve", || {
+        post(son::approve)
+    }),
+    route(Method::POST, "/son/pending/{id}/reject", || {
+        post(son::reject)
+    }),
+    route(Method::GET, "/son/trials", || get(son::trials)),
 ];
 
 /// Builds the router of one node from [`ROUTES`] (without the token check: see [`front_door`]).

@@ -1,0 +1,301 @@
+//! The operator's SON controls: `GET`/`PUT /son/policy`, `GET /son/pending`,
+//! `POST /son/pending/{id}/approve` and `/reject`, `GET /son/trials`.
+//!
+//! The policy, the pending proposals and the trials live in the replicated image (command
+//! format 4): writes go to the leader as commands, reads are linearizable unless asked
+//! otherwise.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use sonraft_client::v1;
+use sonraft_raft::command::{Command, Response as Applied};
+use sonraft_raft::son::{Decision, Pending, SonPolicy, Trial, TrialEnd, TrialRecord};
+
+use super::changesets::status_of;
+use super::error::{ApiError, Params, parse_json, read_body};
+use super::forward;
+use super::image::{count, prepare_read};
+use super::json::{outcome, param_value};
+use crate::Node;
+use crate::propose::ProposeError;
+
+impl super::error::QueryKinds for v1::TrialsQuery {
+    const FIELD_KINDS: &'static [(&'static str, &'static str)] = &[("limit", "bad_limit")];
+}
+
+/// Longest note an operator may attach to a decision.
+const MAX_NOTE: usize = 2000;
+
+/// Proposes `command` at the leader, forwarding the request there when this node does not lead.
+async fn at_leader(
+    node: &Node,
+    command: Command,
+    uri: &Uri,
+    headers: &HeaderMap,
+    method: Method,
+    body: bytes::Bytes,
+) -> Result<Result<Applied, Response>, ApiError> {
+    if !node.is_leader() {
+        return Ok(Err(forward::to_leader(
+            node,
+            method,
+            uri,
+            headers,
+            Some(body),
+        )
+        .await));
+    }
+    match node.propose(&command).await {
+        Ok((_, applied)) => Ok(Ok(applied)),
+        Err(ProposeError::NotLeader(_)) => Ok(Err(forward::to_leader(
+            node,
+            method,
+            uri,
+            headers,
+            Some(body),
+        )
+        .await)),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// `GET /son/policy`: the operator's controls of every SON function.
+pub async fn policy(
+    State(node): State<Arc<Node>>,
+    Params(q): Params<v1::ReadQuery>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    if let Some(r) = prepare_read(&node, q.consistency.unwrap_or_default(), &uri, &headers).await? {
+        return Ok(r);
+    }
+    let policy = node.store().with_image(|i| i.son.policy.clone());
+    Ok(Json(policy).into_response())
+}
+
+/// `PUT /son/policy`: replaces the controls (the whole policy; absent fields take their
+/// defaults).
+pub async fn set_policy(
+    State(node): State<Arc<Node>>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let bytes = read_body(&headers, body, node.config().max_body_bytes).await?;
+    let policy: SonPolicy = parse_json(&bytes)?;
+    if let Err(e) = policy.validate() {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_policy",
+            e.to_string(),
+        ));
+    }
+    let command = Command::SonPolicy(policy.clone());
+    match at_leader(&node, command, &uri, &headers, Method::PUT, bytes).await? {
+        Err(forwarded) => Ok(forwarded),
+        Ok(Applied::SonPolicy(Ok(()))) => Ok(Json(policy).into_response()),
+        Ok(Applied::SonPolicy(Err(reason))) => Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_policy",
+            reason,
+        )),
+        Ok(other) => Err(ApiError::internal(format!(
+            "unexpected answer to a SON policy: {other:?}"
+        ))),
+    }
+}
+
+fn pending_view(p: &Pending) -> v1::PendingProposal {
+    v1::PendingProposal {
+        id: p.id,
+        recorded_at_ms: p.recorded_at_ms,
+        expires_at_ms: p.expires_at_ms,
+        origin: v1::Origin {
+            node: p.change_set.origin.node,
+            function: p.change_set.origin.function.name().to_string(),
+        },
+        reason: p.change_set.reason.clone(),
+        writes: p
+            .change_set
+            .writes
+            .iter()
+            .map(|w| v1::Written {
+                entity: w.entity.to_string(),
+                param: w.param.name().to_string(),
+                value: param_value(&w.value),
+            })
+            .collect(),
+    }
+}
+
+/// `GET /son/pending`: the open-loop proposals waiting for an operator, oldest first.
+pub async fn pending(
+    State(node): State<Arc<Node>>,
+    Params(q): Params<v1::ReadQuery>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    if let Some(r) = prepare_read(&node, q.consistency.unwrap_or_default(), &uri, &headers).await? {
+        return Ok(r);
+    }
+    let list: Vec<v1::PendingProposal> = node
+        .store()
+        .with_image(|i| i.son.pending.values().map(pending_view).collect());
+    Ok(Json(list).into_response())
+}
+
+/// `POST /son/pending/{id}/approve`.
+pub async fn approve(
+    node: State<Arc<Node>>,
+    id: Path<String>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    decide(node, id, uri, headers, body, true).await
+}
+
+/// `POST /son/pending/{id}/reject`.
+pub async fn reject(
+    node: State<Arc<Node>>,
+    id: Path<String>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    decide(node, id, uri, headers, body, false).await
+}
+
+async fn decide(
+    State(node): State<Arc<Node>>,
+    Path(id): Path<String>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+    approve: bool,
+) -> Result<Response, ApiError> {
+    let id: u64 = id.parse().map_err(|_| {
+        ApiError::bad_request(
+            "bad_id",
+            format!(
+                "{:?} is not a proposal id (a whole number)",
+                id.chars().take(40).collect::<String>()
+            ),
+        )
+    })?;
+    let bytes = read_body(&headers, body, node.config().max_body_bytes).await?;
+    let request: v1::DecisionRequest = if bytes.iter().all(u8::is_ascii_whitespace) {
+        v1::DecisionRequest::default()
+    } else {
+        parse_json(&bytes)?
+    };
+    if request.note.chars().count() > MAX_NOTE {
+        return Err(ApiError::bad_request(
+            "bad_note",
+            format!("a note holds at most {MAX_NOTE} characters"),
+        ));
+    }
+    let command = Command::Decide(Decision {
+        id,
+        approve,
+        note: request.note,
+    });
+    match at_leader(&node, command, &uri, &headers, Method::POST, bytes).await? {
+        Err(forwarded) => Ok(forwarded),
+        Ok(Applied::ChangeSet(o)) => {
+            let body = v1::DecisionAnswer {
+                id,
+                outcome: outcome(&o),
+            };
+            Ok((status_of(&o), Json(body)).into_response())
+        }
+        Ok(other) => Err(ApiError::internal(format!(
+            "unexpected answer to a decision: {other:?}"
+        ))),
+    }
+}
+
+fn trial_view(t: &Trial, closed: Option<&TrialRecord>) -> v1::Trial {
+    let (state, reason, restored) = match closed.map(|r| &r.end) {
+        None => ("open", None, None),
+        Some(TrialEnd::Kept) => ("kept", None, None),
+        Some(TrialEnd::Unverified) => ("unverified", None, None),
+        Some(TrialEnd::Undone { reason, restored }) => {
+            ("undone", Some(reason.clone()), Some(*restored))
+        }
+    };
+    v1::Trial {
+        index: t.index,
+        function: t.function.name().to_string(),
+        applied_at_ms: t.applied_at_ms,
+        cells: t.cells.clone(),
+        writes: t
+            .writes
+            .iter()
+            .map(|(w, before)| v1::TrialWrite {
+                entity: w.entity.to_string(),
+                param: w.param.name().to_string(),
+                before: param_value(before),
+                after: param_value(&w.value),
+            })
+            .collect(),
+        removed: t
+            .removed
+            .iter()
+            .map(|r| format!("relation/{}/{}", r.source, r.target))
+            .collect(),
+        state: state.to_string(),
+        reason,
+        restored,
+        kpis: closed
+            .map(|r| {
+                r.kpis
+                    .iter()
+                    .map(|k| v1::KpiDelta {
+                        kpi: k.kpi.clone(),
+                        before: k.before,
+                        after: k.after,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
+        closed_at_ms: closed.map(|r| r.closed_at_ms),
+    }
+}
+
+/// `GET /son/trials[?limit=N]`: the SON changes under verification, the newest N verified
+/// ones (default 100), and the holds after undone changes.
+pub async fn trials(
+    State(node): State<Arc<Node>>,
+    Params(q): Params<v1::TrialsQuery>,
+) -> Result<Response, ApiError> {
+    let limit = q.limit.map_or(100, count);
+    let answer = node.store().with_image(|i| v1::Trials {
+        open: i.son.trials.values().map(|t| trial_view(t, None)).collect(),
+        closed: i
+            .son
+            .journal
+            .iter()
+            .rev()
+            .take(limit)
+            .map(|r| trial_view(&r.trial, Some(r)))
+            .collect(),
+        holds: i
+            .son
+            .holds
+            .iter()
+            .filter(|(_, until)| **until > i.log_time_ms)
+            .map(|((cell, function), until)| v1::Hold {
+                cell: cell.clone(),
+                function: function.name().to_string(),
+                until_ms: *until,
+            })
+            .collect(),
+    });
+    Ok(Json(answer).into_response())
+}
