@@ -211,18 +211,32 @@ impl ApiClient {
         path: &str,
         body: &B,
     ) -> Result<ApiResponse, ClientError> {
+        self.send_json(Method::POST, base, path, body).await
+    }
+
+    /// `PUT`s `body` as JSON.
+    pub async fn put<B: Serialize + ?Sized>(
+        &self,
+        base: &str,
+        path: &str,
+        body: &B,
+    ) -> Result<ApiResponse, ClientError> {
+        self.send_json(Method::PUT, base, path, body).await
+    }
+
+    async fn send_json<B: Serialize + ?Sized>(
+        &self,
+        method: Method,
+        base: &str,
+        path: &str,
+        body: &B,
+    ) -> Result<ApiResponse, ClientError> {
+        let url = format!("{}{path}", base_url(base));
         let bytes = serde_json::to_vec(body).map_err(|e| ClientError::Request {
-            url: format!("{}{path}", base_url(base)),
+            url: url.clone(),
             reason: e.to_string(),
         })?;
-        let bytes = Bytes::from(bytes);
-        self.send(
-            Method::POST,
-            &format!("{}{path}", base_url(base)),
-            Some(bytes),
-            &[],
-        )
-        .await
+        self.send(method, &url, Some(Bytes::from(bytes)), &[]).await
     }
 
     pub async fn delete(&self, base: &str, path: &str) -> Result<ApiResponse, ClientError> {

@@ -1,0 +1,201 @@
+//! The operator's SON controls through the admin API and `ctl` (issue 12): an open-loop
+//! function's change applies only when an operator approves it; an excluded cell is left
+//! alone by that function; every applied SON change is a trial with the values it replaced.
+
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::{Value, json};
+
+/// Runs `sonraft ctl ARGS` against the cluster; returns whether it exited 0, and its output.
+fn ctl(c: &Cluster, args: &[&str]) -> (bool, String) {
+    let out = Command::new(binary())
+        .arg("ctl")
+        .args(args)
+        .env("SONRAFT_NODES", c.apis().join(","))
+        .env("SONRAFT_TOKEN", TOKEN)
+        .output()
+        .expect("run ctl");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+/// Sets the SON policy, waiting until every voter advertised command format 4 (each node
+/// does so once it runs; until then the cluster answers 409 `cluster_version`).
+async fn set_policy(c: &Cluster, policy: Value) {
+    let api = &c.nodes[0].api;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = c.client.put(api, "/son/policy", &policy).await.unwrap();
+        if r.status == 200 {
+            return;
+        }
+        let body = String::from_utf8_lossy(&r.body).into_owned();
+        assert!(
+            r.status == 409 && body.contains("cluster_version") && Instant::now() < deadline,
+            "{} {body}",
+            r.status
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn cio_change(function: &str, source: &str, target: &str, cio: i64) -> Value {
+    json!({
+        "origin": {"function": function},
+        "reason": "test",
+        "writes": [{"entity": format!("relation/{source}/{target}"), "param": "cio_db", "value": cio}],
+    })
+}
+
+async fn cio_of(c: &Cluster, source: &str) -> i64 {
+    let r = c
+        .client
+        .get(
+            &c.nodes[0].api,
+            &format!("/image/relations?source={source}&consistency=linearizable"),
+        )
+        .await
+        .unwrap()
+        .json();
+    r.as_array()
+        .and_then(|a| a.first())
+        .and_then(|rel| rel["cio_db"].as_i64())
+        .unwrap_or_else(|| panic!("no relation from {source}: {r}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_loop_functions_change_applies_only_when_an_operator_approves_it() {
+    let c = Cluster::start(3).await;
+    c.import_demo(6).await;
+    set_policy(
+        &c,
+        json!({"functions": {"load_balancing": {"mode": "open_loop"}}}),
+    )
+    .await;
+    let (ok, out) = ctl(&c, &["son-policy"]);
+    assert!(
+        ok && out.contains("load_balancing") && out.contains("open_loop"),
+        "{out}"
+    );
+
+    let api = &c.nodes[1].api;
+    let r = c
+        .client
+        .post(
+            api,
+            "/image/changesets",
+            &cio_change("load_balancing", "C0", "C1", 2),
+        )
+        .await
+        .unwrap();
+    let answer = r.json();
+    assert_eq!(r.status, 202, "{answer}");
+    assert_eq!(answer["outcome"], "pending", "{answer}");
+    let id = answer["id"].as_u64().expect("an id");
+    assert_eq!(
+        cio_of(&c, "C0").await,
+        0,
+        "nothing applied before the approval"
+    );
+
+    let (ok, out) = ctl(&c, &["pending"]);
+    assert!(
+        ok && out.contains(&id.to_string()) && out.contains("relation/C0/C1"),
+        "{out}"
+    );
+    let (ok, out) = ctl(
+        &c,
+        &["approve", &id.to_string(), "--note", "checked by alice"],
+    );
+    assert!(ok, "{out}");
+    assert!(out.contains("applied"), "{out}");
+    assert_eq!(cio_of(&c, "C0").await, 2);
+    let (ok, out) = ctl(&c, &["approve", &id.to_string()]);
+    assert!(!ok && out.contains("no proposal"), "approved twice: {out}");
+
+    // A second one is rejected and never applies.
+    let r = c
+        .client
+        .post(
+            api,
+            "/image/changesets",
+            &cio_change("load_balancing", "C2", "C3", 2),
+        )
+        .await
+        .unwrap();
+    let second = r.json()["id"].as_u64().expect("an id");
+    let (ok, out) = ctl(&c, &["reject", &second.to_string()]);
+    assert!(ok && out.contains("rejected by the operator"), "{out}");
+    assert_eq!(cio_of(&c, "C2").await, 0);
+    let pending = c.client.get(api, "/son/pending").await.unwrap().json();
+    assert_eq!(pending, json!([]));
+
+    // The approved change is a trial: what it wrote and the value it replaced.
+    let trials = c.client.get(api, "/son/trials").await.unwrap().json();
+    let open = &trials["open"][0];
+    assert_eq!(open["function"], "load_balancing", "{trials}");
+    assert_eq!(open["writes"][0]["before"], 0, "{trials}");
+    assert_eq!(open["writes"][0]["after"], 2, "{trials}");
+    assert_eq!(open["state"], "open", "{trials}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_excluded_cell_is_left_alone_by_that_function_only() {
+    let c = Cluster::start(3).await;
+    c.import_demo(6).await;
+    set_policy(
+        &c,
+        json!({"functions": {"load_balancing": {"exclude": {"cells": ["C1"]}}}}),
+    )
+    .await;
+    let api = &c.nodes[0].api;
+    let r = c
+        .client
+        .post(
+            api,
+            "/image/changesets",
+            &cio_change("load_balancing", "C0", "C1", 2),
+        )
+        .await
+        .unwrap();
+    let answer = r.json();
+    assert_eq!(r.status, 409, "{answer}");
+    assert!(
+        answer["reason"]
+            .as_str()
+            .unwrap()
+            .contains("excluded cell C1"),
+        "{answer}"
+    );
+    for function in ["mobility_robustness", "operator"] {
+        let r = c
+            .client
+            .post(
+                api,
+                "/image/changesets",
+                &cio_change(function, "C0", "C1", 1),
+            )
+            .await
+            .unwrap();
+        assert_eq!(r.status, 200, "{function}: {}", r.json());
+    }
+    // A policy that cannot hold is refused, and the old one stays.
+    let bad =
+        json!({"functions": {"pci_conflict": {"window": {"from_minute": 60, "to_minute": 60}}}});
+    let r = c.client.put(api, "/son/policy", &bad).await.unwrap();
+    assert_eq!(r.status, 422, "{}", r.json());
+    let policy = c.client.get(api, "/son/policy").await.unwrap().json();
+    assert_eq!(
+        policy["functions"]["load_balancing"]["exclude"]["cells"],
+        json!(["C1"]),
+        "{policy}"
+    );
+}
