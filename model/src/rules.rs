@@ -127,6 +127,26 @@ pub fn evaluate_with(
     Ok(commit_plan(work, cs, index, now_ms))
 }
 
+/// Why the operator's controls (mode, window, exclusions, holds, the self cool-down) refuse
+/// `cs` at log time `now_ms` under format `format`, if they do: lets a SON function skip what
+/// would only be refused.
+pub fn controls_refusal(
+    image: &NetworkImage,
+    cs: &ChangeSet,
+    now_ms: u64,
+    format: u16,
+) -> Option<String> {
+    let judge = Judge::format(format);
+    if !judge.controls() {
+        return None;
+    }
+    match check_controls(image, cs, now_ms, judge) {
+        Ok(()) => None,
+        Err(Outcome::Rejected { reason }) | Err(Outcome::Invalid { reason }) => Some(reason),
+        Err(other) => Some(other.kind().to_string()),
+    }
+}
+
 /// The mode a change set's function runs in under `judge` (always closed loop before format 4
 /// and for the operator).
 pub fn mode_of(image: &NetworkImage, cs: &ChangeSet, judge: Judge) -> Mode {

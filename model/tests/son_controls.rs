@@ -346,31 +346,54 @@ fn an_approved_proposal_computed_from_a_stale_view_conflicts() {
 }
 
 #[test]
-fn pending_proposals_are_bounded() {
+fn pending_proposals_are_bounded_and_the_same_proposal_is_kept_once() {
     let mut img = image();
     set_policy(
         &mut img,
-        Function::LoadBalancing,
+        Function::MobilityRobustness,
         Controls {
             mode: Mode::OpenLoop,
             ..Controls::default()
         },
     );
-    for i in 0..MAX_PENDING as u64 {
-        let out = apply4(
-            &mut img,
-            10 + i,
-            DAY,
-            from_image(move |i: &NetworkImage| cio(Function::LoadBalancing, i, "A-1/A-2", 2)),
-        );
-        assert_eq!(out.kind(), "pending");
+    let relations: Vec<String> = img
+        .relations
+        .keys()
+        .map(|(s, t)| format!("relation/{s}/{t}"))
+        .collect();
+    let cells: Vec<String> = img.cells.keys().map(|c| format!("cell/{c}")).collect();
+    // Distinct proposals: a CIO on one relation and a hysteresis on one cell.
+    let proposal = |img: &NetworkImage, i: usize| {
+        change_set(
+            Function::MobilityRobustness,
+            img,
+            vec![
+                write(
+                    &relations[i % relations.len()],
+                    Param::CioDb,
+                    Value::Int((i / relations.len()) as i64 % 7 - 3),
+                ),
+                write(
+                    &cells[(i / (7 * relations.len())) % cells.len()],
+                    Param::Hysteresis,
+                    Value::Int(2 + (i / (7 * relations.len() * cells.len())) as i64 % 5),
+                ),
+            ],
+        )
+    };
+    for i in 0..MAX_PENDING {
+        let cs = proposal(&img, i);
+        let out = apply4(&mut img, 10 + i as u64, DAY, cs);
+        assert_eq!(out, Outcome::Pending { id: 10 + i as u64 });
     }
-    let out = apply4(
-        &mut img,
-        5000,
-        DAY,
-        from_image(move |i: &NetworkImage| cio(Function::LoadBalancing, i, "A-1/A-2", 2)),
+    let again = proposal(&img, 3);
+    assert_eq!(
+        apply4(&mut img, 4999, DAY, again),
+        Outcome::Pending { id: 13 },
+        "the one already pending"
     );
+    let one_more = proposal(&img, MAX_PENDING);
+    let out = apply4(&mut img, 5000, DAY, one_more);
     assert!(reason(&out).contains("waiting for an operator"), "{out:?}");
     assert_eq!(img.son.pending.len(), MAX_PENDING);
 }
@@ -770,4 +793,22 @@ fn coupled_parameters_follow_the_two_groups() {
         vec![Param::TimeToTriggerMs, Param::A3Offset, Param::CioDb]
     );
     assert!(c(Param::Pci).is_empty());
+}
+
+#[test]
+fn a_function_can_ask_whether_the_controls_would_refuse_a_change() {
+    use sonraft_model::rules::controls_refusal;
+    let mut img = image();
+    let first = hysteresis(Function::MobilityRobustness, &img, "A-1", 5);
+    assert_eq!(apply4(&mut img, 2, DAY, first).kind(), "applied");
+    let again = hysteresis(Function::MobilityRobustness, &img, "A-1", 6);
+    let why = controls_refusal(&img, &again, DAY, 4).expect("refused");
+    assert!(why.contains("waits for the verification"), "{why}");
+    assert_eq!(
+        controls_refusal(&img, &again, DAY, 3),
+        None,
+        "format 3 has no controls"
+    );
+    let op = hysteresis(Function::Operator, &img, "A-1", 6);
+    assert_eq!(controls_refusal(&img, &op, DAY, 4), None);
 }

@@ -419,8 +419,15 @@ impl NetworkImage {
         });
     }
 
-    /// Keeps an open-loop proposal that passed every rule for an operator to decide on.
+    /// Keeps an open-loop proposal that passed every rule for an operator to decide on. The
+    /// same proposal again (same function and writes, as a function proposes each period
+    /// until it is decided) is the one already pending.
     fn record_pending(&mut self, index: u64, cs: &ChangeSet, changes: &mut Changes) -> Outcome {
+        if let Some(p) = self.son.pending.values().find(|p| {
+            p.change_set.origin.function == cs.origin.function && p.change_set.writes == cs.writes
+        }) {
+            return Outcome::Pending { id: p.id };
+        }
         if self.son.pending.len() >= MAX_PENDING {
             return Outcome::Rejected {
                 reason: format!(
