@@ -145,6 +145,34 @@ enum CtlCommand {
         #[arg(long)]
         reason: Option<String>,
     },
+    /// The operator's controls of the SON functions (mode, exclusions, change windows,
+    /// verification); with --set FILE (`-` for stdin), replace them with FILE's JSON.
+    SonPolicy {
+        #[arg(long, value_name = "FILE")]
+        set: Option<std::path::PathBuf>,
+    },
+    /// Open-loop proposals waiting for an operator.
+    Pending,
+    /// Approve pending proposal ID: it is judged now and applies if the network did not change
+    /// under it.
+    Approve {
+        id: u64,
+        /// Who decides and why, for the history.
+        #[arg(long, default_value = "approved with sonraft ctl")]
+        note: String,
+    },
+    /// Reject pending proposal ID: it never applies.
+    Reject {
+        id: u64,
+        #[arg(long, default_value = "rejected with sonraft ctl")]
+        note: String,
+    },
+    /// SON changes under verification, the newest verified ones and the holds after undone
+    /// changes.
+    Trials {
+        #[arg(long, default_value_t = 20)]
+        limit: u64,
+    },
     /// Download a consistent backup to FILE.
     Backup { file: std::path::PathBuf },
     /// Load the image of a backup file into the (new) cluster.
@@ -229,6 +257,40 @@ impl Ctl {
             human();
         }
     }
+}
+
+/// `ctl approve` and `ctl reject`: exits 2 unless the node answered with success.
+async fn decide(ctl: &Ctl, id: u64, note: String, verb: &str) -> anyhow::Result<()> {
+    let body = json_body(&v1::DecisionRequest { note })?;
+    let r = ctl
+        .call(
+            Method::POST,
+            &format!("/son/pending/{id}/{verb}"),
+            Some(body),
+        )
+        .await?;
+    if ctl.json {
+        println!("{}", String::from_utf8_lossy(&r.body));
+    } else {
+        match r.parse::<v1::DecisionAnswer>().map(|a| a.outcome) {
+            Ok(v1::Outcome::Applied { index, .. }) => {
+                println!("proposal {id} applied at index {}", opt(index))
+            }
+            Ok(v1::Outcome::Rejected { reason }) => println!("proposal {id} rejected: {reason}"),
+            Ok(v1::Outcome::Conflict { current }) => println!(
+                "proposal {id} not applied: the network changed under it (current versions {})",
+                json!(current)
+            ),
+            Ok(v1::Outcome::Invalid { reason }) => println!("proposal {id}: {reason}"),
+            Ok(v1::Outcome::Pending { .. }) | Err(_) => {
+                println!("{} {}", r.status, String::from_utf8_lossy(&r.body))
+            }
+        }
+    }
+    if !r.status.is_success() {
+        std::process::exit(2);
+    }
+    Ok(())
 }
 
 fn s(v: &Value) -> String {
@@ -537,6 +599,89 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
             if !r.status.is_success() {
                 std::process::exit(2);
             }
+        }
+        CtlCommand::SonPolicy { set } => {
+            let answer = match set {
+                Some(file) => {
+                    let text = if file.as_os_str() == "-" {
+                        let mut t = Vec::new();
+                        std::io::Read::read_to_end(&mut std::io::stdin(), &mut t)?;
+                        t
+                    } else {
+                        std::fs::read(&file)
+                            .with_context(|| format!("cannot read {}", file.display()))?
+                    };
+                    serde_json::from_slice::<Value>(&text)
+                        .with_context(|| format!("{} is not JSON", file.display()))?;
+                    ctl.ok::<Value>(Method::PUT, "/son/policy", Some(Bytes::from(text)))
+                        .await?
+                }
+                None => ctl.ok::<Value>(Method::GET, "/son/policy", None).await?,
+            };
+            ctl.show(&answer, |p| {
+                println!("{}", serde_json::to_string_pretty(p).unwrap_or_default())
+            });
+        }
+        CtlCommand::Pending => {
+            let v = ctl
+                .ok::<Vec<v1::PendingProposal>>(Method::GET, "/son/pending", None)
+                .await?;
+            ctl.show(&v, |list| {
+                if list.is_empty() {
+                    println!("no proposal is waiting for an operator");
+                }
+                for p in list {
+                    let writes: Vec<String> = p
+                        .writes
+                        .iter()
+                        .map(|w| format!("{} {}={}", w.entity, w.param, json!(w.value)))
+                        .collect();
+                    println!(
+                        "{:>8} {:<20} {}  [{}]  expires at {}",
+                        p.id,
+                        p.origin.function,
+                        writes.join(", "),
+                        p.reason,
+                        p.expires_at_ms
+                    );
+                }
+            });
+        }
+        CtlCommand::Approve { id, note } => decide(&ctl, id, note, "approve").await?,
+        CtlCommand::Reject { id, note } => decide(&ctl, id, note, "reject").await?,
+        CtlCommand::Trials { limit } => {
+            let path = with_query("/son/trials", &v1::TrialsQuery { limit: Some(limit) });
+            let v = ctl.ok::<v1::Trials>(Method::GET, &path, None).await?;
+            ctl.show(&v, |t| {
+                let line = |t: &v1::Trial| {
+                    let writes: Vec<String> = t
+                        .writes
+                        .iter()
+                        .map(|w| format!("{} {} {}->{}", w.entity, w.param, w.before, w.after))
+                        .collect();
+                    println!(
+                        "{:>8} {:<20} {:<10} {}{}",
+                        t.index,
+                        t.function,
+                        t.state,
+                        writes.join(", "),
+                        t.reason
+                            .as_deref()
+                            .map(|r| format!("  [{r}]"))
+                            .unwrap_or_default()
+                    );
+                };
+                println!("under verification: {}", t.open.len());
+                t.open.iter().for_each(line);
+                println!("verified (newest first):");
+                t.closed.iter().for_each(line);
+                for h in &t.holds {
+                    println!(
+                        "hold: {} leaves {} alone until {}",
+                        h.function, h.cell, h.until_ms
+                    );
+                }
+            });
         }
         CtlCommand::History { limit, before } => {
             let query = v1::HistoryQuery {
