@@ -264,7 +264,7 @@ async fn decide(ctl: &Ctl, id: u64, note: String, verb: &str) -> anyhow::Result<
     let body = json_body(&v1::DecisionRequest { note })?;
     let r = ctl
         .call(
-            Method::POST,
+            hyper::Method::POST,
             &format!("/son/pending/{id}/{verb}"),
             Some(body),
         )

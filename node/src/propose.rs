@@ -100,12 +100,13 @@ pub fn now_ms() -> u64 {
 impl Node {
     /// Commits `command` through Raft and returns its log index and applied response.
     pub async fn propose(&self, command: &Command) -> Result<(u64, Response), ProposeError> {
+        // The cluster's effective format: what every voter applies. The entry carries it, and
+        // its change sets are judged by that format's rules on every node (format 4: the SON
+        // controls and trials; see `sonraft_raft::rules`).
         let format = command.format();
-        if format > 1 {
-            let effective = self.store().effective_format(&self.voters());
-            if format > effective {
-                return Err(ProposeError::FormatTooNew { format, effective });
-            }
+        let effective = self.store().effective_format(&self.voters());
+        if format > 1 && format > effective {
+            return Err(ProposeError::FormatTooNew { format, effective });
         }
         if let Command::ChangeSets(list) = command
             && list.len() > MAX_CHANGE_SETS_PER_ENTRY
@@ -116,8 +117,8 @@ impl Node {
                 list.len()
             )));
         }
-        let envelope =
-            Envelope::new(command, now_ms()).map_err(|e| ProposeError::Invalid(e.to_string()))?;
+        let envelope = Envelope::in_format(command, now_ms(), effective)
+            .map_err(|e| ProposeError::Invalid(e.to_string()))?;
         let _in_flight = self.pass_hand_over_gate().await;
         let started = Instant::now();
         // Every part of an import waits long: its last one checks and applies the whole image,

@@ -69,9 +69,12 @@ pub async fn propose(
         if let Some(r) = prepare_read(&node, v1::Consistency::Linearizable, &uri, &headers).await? {
             return Ok(r);
         }
-        let outcome = node
-            .store()
-            .with_image(|image| image.dry_run(&cs, now_ms()));
+        // Judged by the rules of the format its entry would carry.
+        let voters = node.voters();
+        let outcome = node.store().with_image(|image| {
+            let format = image.effective_format(voters.iter().copied());
+            image.dry_run_in_format(&cs, now_ms(), format)
+        });
         return Ok(answer(&outcome, true));
     }
     match node.propose_change_set(cs).await {

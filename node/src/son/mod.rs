@@ -127,6 +127,10 @@ struct Cycle {
     /// The configuration changed since the view was captured.
     dirty: bool,
     streaks: anr::Streaks,
+    /// This site's cells' recent counters, for verifying SON changes.
+    ring: verify::KpiRing,
+    /// Trials whose verdict this site proposed.
+    proposed: verify::Proposed,
 }
 
 /// Runs the SON cycle of this site for the life of the node.
@@ -163,7 +167,7 @@ pub async fn run(
             let (node, period) = (node.clone(), period.clone());
             async move { replicate_kpis(&node, &period).await }
         });
-        let (proposals, c) = {
+        let (proposals, verdicts, c) = {
             let node = node.clone();
             let period = period.clone();
             let mut c = std::mem::take(&mut cycle);
@@ -177,8 +181,21 @@ pub async fn run(
                 let view = c.view.as_ref().expect("captured above");
                 let input = PeriodInput::new(view, &period);
                 // PCIs only change with the configuration: skip the search when nothing did.
-                let proposals = analyse(view, &input, &mut c.streaks, node.id(), full);
-                (proposals, c)
+                let mut proposals = analyse(view, &input, &mut c.streaks, node.id(), full);
+                let voters = node.voters();
+                let (trials, verification) = node.store().with_image(|image| {
+                    let format = image.effective_format(voters.iter().copied());
+                    let now = now_ms().max(image.log_time_ms);
+                    skip_refused(image, &mut proposals, now, format);
+                    let policy = image.son.policy.verification.clone();
+                    (verify::open_trials(image, view), policy)
+                });
+                c.ring.record(&period);
+                if full {
+                    c.ring.retain(|cell| verify::is_own(view, cell));
+                }
+                let verdicts = verify::due(&trials, view, &c.ring, &mut c.proposed, &verification);
+                (proposals, verdicts, c)
             })
             .await;
             match result {
@@ -194,6 +211,9 @@ pub async fn run(
         let analysed = started.elapsed();
         let count = proposals.len();
         let conflicted = submit_all(&node, &fleet, &period, proposals).await;
+        for verdict in verdicts {
+            submit_verdict(&node, verdict, &mut cycle.proposed).await;
+        }
         tracing::debug!(
             period_end_ms = period.end_ms,
             waited_ms,
@@ -228,6 +248,57 @@ pub async fn run(
         }
         let _ = kpis.await;
         metrics::histogram!("sonraft_son_cycle_seconds").record(started.elapsed().as_secs_f64());
+    }
+}
+
+/// Drops the proposals the operator's SON controls would refuse (a function switched off,
+/// outside its window, an excluded cell, a cell under verification or held after an undo): they
+/// would only fill the history with refusals, every period.
+fn skip_refused(
+    image: &sonraft_raft::model::image::NetworkImage,
+    proposals: &mut Vec<Proposal>,
+    now_ms: u64,
+    format: u16,
+) {
+    proposals.retain(|p| {
+        let refusal = sonraft_raft::rules::controls_refusal(image, &p.change_set, now_ms, format);
+        if let Some(why) = &refusal {
+            metrics::counter!("sonraft_son_proposals_skipped_total", "function" => p.change_set.origin.function.name()).increment(1);
+            tracing::trace!(reason = %why, "SON proposal skipped");
+        }
+        refusal.is_none()
+    });
+}
+
+/// Proposes a verdict; one that did not get through is proposed again next period.
+async fn submit_verdict(
+    node: &Node,
+    verdict: sonraft_raft::son::Verdict,
+    proposed: &mut verify::Proposed,
+) {
+    let trial = verdict.trial;
+    let degraded = verdict.degraded.is_some();
+    match node.submit(&Command::Verdict(verdict)).await {
+        Ok((_, Response::Trial(Ok(end)))) => {
+            let outcome = match end {
+                sonraft_raft::son::TrialEnd::Kept => "kept",
+                sonraft_raft::son::TrialEnd::Undone { .. } => "undone",
+                sonraft_raft::son::TrialEnd::Unverified => "unverified",
+            };
+            metrics::counter!("sonraft_son_verdicts_total", "outcome" => outcome).increment(1);
+            if degraded {
+                tracing::info!(trial, "SON change undone: it degraded a KPI");
+            }
+        }
+        Ok((_, Response::Trial(Err(reason)))) => {
+            // Closed meanwhile (expired, or another verdict): nothing more to do.
+            tracing::debug!(trial, %reason, "verdict not needed");
+        }
+        Ok((_, other)) => tracing::warn!(?other, "unexpected answer to a verdict"),
+        Err(e) => {
+            tracing::debug!(trial, error = %e, "verdict not proposed; again next period");
+            proposed.forget(trial);
+        }
     }
 }
 

@@ -26,6 +26,9 @@ use sonraft_protocol::{ReportView, cell_counter as cc, relation_counter as rc};
 use sonraft_raft::changeset::Function;
 use sonraft_raft::son::{KpiDelta, Trial, Verdict, Verification};
 
+use sonraft_raft::model::image::NetworkImage;
+
+use super::view::RadioView;
 use crate::antennas::counters::ClosedPeriod;
 
 /// Most periods kept per cell: a baseline and a verification window of the longest allowed
@@ -320,6 +323,62 @@ fn compare(
         );
     }
     (kpis, degraded)
+}
+
+/// Whether `cell` is one of this site's cells in `view`.
+pub fn is_own(view: &RadioView, cell: &str) -> bool {
+    view.index.get(cell).is_some_and(|&c| view.cell(c).own)
+}
+
+/// The ids of the cells around `cell` in `view`: targets of its relations and sources of
+/// relations to it.
+fn neighbours_in(view: &RadioView, cell: &str) -> Vec<String> {
+    view.index
+        .get(cell)
+        .map(|&c| {
+            view.neighbours(c)
+                .into_iter()
+                .map(|n| view.id(n).to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The open trials with a cell of this site.
+pub fn open_trials(image: &NetworkImage, view: &RadioView) -> Vec<Trial> {
+    image
+        .son
+        .trials
+        .values()
+        .filter(|t| t.cells.iter().any(|c| is_own(view, c)))
+        .cloned()
+        .collect()
+}
+
+/// The verdicts due this period on `trials` (this site's open ones), each proposed once.
+pub fn due(
+    trials: &[Trial],
+    view: &RadioView,
+    ring: &KpiRing,
+    proposed: &mut Proposed,
+    policy: &Verification,
+) -> Vec<Verdict> {
+    proposed.retain_open(|t| trials.iter().any(|x| x.index == t));
+    trials
+        .iter()
+        .filter_map(|t| {
+            match judge(
+                t,
+                |c| is_own(view, c),
+                |c| neighbours_in(view, c),
+                ring,
+                policy,
+            ) {
+                Judgement::Verdict(v) if proposed.insert(v.trial) => Some(v),
+                _ => None,
+            }
+        })
+        .collect()
 }
 
 /// The trials this site has proposed a verdict for, so that each is proposed once (until it
