@@ -13,6 +13,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use sonraft_client::v1;
+use sonraft_raft::changeset::Outcome;
 use sonraft_raft::command::{Command, Response as Applied};
 use sonraft_raft::son::{Decision, Pending, SonPolicy, Trial, TrialEnd, TrialRecord};
 
@@ -208,11 +209,16 @@ async fn decide(
     match at_leader(&node, command, &uri, &headers, Method::POST, bytes).await? {
         Err(forwarded) => Ok(forwarded),
         Ok(Applied::ChangeSet(o)) => {
+            // A rejection that took effect is what was asked for.
+            let status = match &o {
+                Outcome::Rejected { .. } if !approve => StatusCode::OK,
+                o => status_of(o),
+            };
             let body = v1::DecisionAnswer {
                 id,
                 outcome: outcome(&o),
             };
-            Ok((status_of(&o), Json(body)).into_response())
+            Ok((status, Json(body)).into_response())
         }
         Ok(other) => Err(ApiError::internal(format!(
             "unexpected answer to a decision: {other:?}"
