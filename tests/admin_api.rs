@@ -366,7 +366,15 @@ async fn every_route_is_counted_under_its_template_and_every_readme_metric_is_ex
 ) {
     let routes = router_routes();
     let paths: BTreeSet<&str> = routes.iter().map(|(_, p)| p.as_str()).collect();
-    assert_eq!(paths.len(), routes.len(), "a path twice in the route table");
+    let unique: BTreeSet<(&str, &str)> = routes
+        .iter()
+        .map(|(m, p)| (m.as_str(), p.as_str()))
+        .collect();
+    assert_eq!(
+        unique.len(),
+        routes.len(),
+        "a method and path twice in the route table"
+    );
     let readme = include_str!("../README.md");
     let api_section = readme
         .split("## Admin API")

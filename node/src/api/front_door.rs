@@ -38,19 +38,28 @@ pub fn route_of(path: &str) -> &'static str {
         return exact;
     }
     templates()
-        .find(|t| {
-            t.strip_suffix("{id}").is_some_and(|prefix| {
-                path.strip_prefix(prefix)
-                    .is_some_and(|id| !id.is_empty() && !id.contains('/'))
-            })
-        })
+        .find(|t| matches_template(t, path))
         .unwrap_or("other")
+}
+
+/// Whether `path` fits `template`, where a `{id}` segment stands for any non-empty segment.
+fn matches_template(template: &str, path: &str) -> bool {
+    let (mut t, mut p) = (template.split('/'), path.split('/'));
+    loop {
+        match (t.next(), p.next()) {
+            (None, None) => return true,
+            (Some("{id}"), Some(segment)) if !segment.is_empty() => {}
+            (Some(a), Some(b)) if a == b => {}
+            _ => return false,
+        }
+    }
 }
 
 fn method_label(m: &Method) -> &'static str {
     match *m {
         Method::GET => "GET",
         Method::POST => "POST",
+        Method::PUT => "PUT",
         Method::DELETE => "DELETE",
         _ => "other",
     }
@@ -164,6 +173,12 @@ mod tests {
         assert_eq!(route_of("/image/cells/"), "other", "an empty id is no id");
         assert_eq!(route_of("/image/cells/a/b"), "other");
         assert_eq!(route_of("/nope"), "other");
+        assert_eq!(
+            route_of("/son/pending/17/approve"),
+            "/son/pending/{id}/approve"
+        );
+        assert_eq!(route_of("/son/pending//approve"), "other");
+        assert_eq!(route_of("/son/pending/17"), "other");
         assert_eq!(route_of("/"), "other");
     }
 }
