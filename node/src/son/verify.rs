@@ -216,37 +216,61 @@ pub fn judge(
     for c in &trial.cells {
         scope.extend(neighbours(c).into_iter().filter(|t| own(t) && ring.has(t)));
     }
-    // Due once every reconfigured own cell has its later periods.
-    let mut after = Sums::default();
-    let mut before = Sums::default();
+    // Due once every reconfigured own cell has its later periods. Handover rates are judged on
+    // the reconfigured cells (their outgoing handovers are what the change configures: summed
+    // with the neighbours' they would be diluted), load and throughput over the whole scope.
+    let changed: BTreeSet<String> = trial.cells.iter().filter(|c| own(c)).cloned().collect();
+    let mut cells = Window::default();
+    let mut area = Window::default();
     let mut baseline = true;
     for cell in &scope {
-        let later = ring.after(cell, trial.applied_at_ms, n);
-        let reconfigured = trial.cells.contains(cell);
-        match later {
-            Some(periods) => after.add_cell(&periods),
-            None if reconfigured => return Judgement::NotYet,
-            None => continue,
-        }
-        match ring.baseline(cell, trial.applied_at_ms, n) {
-            Some(periods) => before.add_cell(&periods),
-            None => baseline = false,
+        let reconfigured = changed.contains(cell);
+        let Some(later) = ring.after(cell, trial.applied_at_ms, n) else {
+            if reconfigured {
+                return Judgement::NotYet;
+            }
+            continue;
+        };
+        let Some(earlier) = ring.baseline(cell, trial.applied_at_ms, n) else {
+            baseline = false;
+            continue;
+        };
+        area.add(&earlier, &later);
+        if reconfigured {
+            cells.add(&earlier, &later);
         }
     }
-    if !baseline || before.cells == 0 {
+    if !baseline || cells.before.cells == 0 {
         return Judgement::Verdict(Verdict {
             trial: trial.index,
             kpis: Vec::new(),
             degraded: None,
         });
     }
-    let (kpis, degraded) = compare(trial.function, &before, &after, policy);
-    let degraded = degraded.map(|why| format!("{why} over cells {}", list(&scope)));
+    let (kpis, degraded) = compare(trial.function, &cells, &area, policy);
+    let degraded = degraded.map(|(why, on_area)| {
+        let over = if on_area { &scope } else { &changed };
+        format!("{why} over cells {}", list(over))
+    });
     Judgement::Verdict(Verdict {
         trial: trial.index,
         kpis,
         degraded,
     })
+}
+
+/// Sums before and after a change over some cells.
+#[derive(Debug, Default)]
+struct Window {
+    before: Sums,
+    after: Sums,
+}
+
+impl Window {
+    fn add(&mut self, before: &[CellPeriod], after: &[CellPeriod]) {
+        self.before.add_cell(before);
+        self.after.add_cell(after);
+    }
 }
 
 fn list(cells: &BTreeSet<String>) -> String {
@@ -260,66 +284,77 @@ fn list(cells: &BTreeSet<String>) -> String {
 }
 
 /// The KPIs of `function`'s change, before and after, and the first that got worse beyond the
-/// policy's thresholds.
+/// policy's thresholds (with whether it was judged over the whole area, or on the reconfigured
+/// cells).
 fn compare(
     function: Function,
-    before: &Sums,
-    after: &Sums,
+    cells: &Window,
+    area: &Window,
     policy: &Verification,
-) -> (Vec<KpiDelta>, Option<String>) {
+) -> (Vec<KpiDelta>, Option<(String, bool)>) {
     let limit = f64::from(policy.degrade_permille);
     let mut kpis = Vec::new();
     let mut degraded = None;
-    let mut judge = |kpi: &str, b: f64, a: f64, worse: f64, limit: f64, unit: &str| {
-        kpis.push(KpiDelta {
-            kpi: kpi.into(),
-            before: b,
-            after: a,
-        });
-        if degraded.is_none() && worse > limit {
-            degraded = Some(format!(
-                "{kpi} {b:.1} -> {a:.1} (worse by {worse:.1}{unit}, limit {limit:.0}{unit})"
-            ));
-        }
-    };
+    let mut judge =
+        |kpi: &str, b: f64, a: f64, worse: f64, limit: f64, unit: &str, on_area: bool| {
+            kpis.push(KpiDelta {
+                kpi: kpi.into(),
+                before: b,
+                after: a,
+            });
+            if degraded.is_none() && worse > limit {
+                degraded = Some((
+                    format!(
+                        "{kpi} {b:.1} -> {a:.1} (worse by {worse:.1}{unit}, limit {limit:.0}{unit})"
+                    ),
+                    on_area,
+                ));
+            }
+        };
     let floor = u64::from(policy.min_attempts);
-    let rates = before.ho_att >= floor * before.periods && after.ho_att >= floor * after.periods;
+    let (before, after) = (&cells.before, &cells.after);
+    let rates = before.ho_att >= floor * before.periods * before.cells
+        && after.ho_att >= floor * after.periods * after.cells;
+    const PM: &str = " per mille";
     if rates {
         let (b, a) = (
             Sums::permille(before.ho_succ, before.ho_att),
             Sums::permille(after.ho_succ, after.ho_att),
         );
-        judge("ho_success_permille", b, a, b - a, limit, " per mille");
+        judge("ho_success_permille", b, a, b - a, limit, PM, false);
         if function == Function::MobilityRobustness {
             let (b, a) = (
                 Sums::permille(before.failures, before.ho_att),
                 Sums::permille(after.failures, after.ho_att),
             );
-            judge("ho_failure_permille", b, a, a - b, limit, " per mille");
+            judge("ho_failure_permille", b, a, a - b, limit, PM, false);
             let (b, a) = (
                 Sums::permille(before.ping_pong, before.ho_att),
                 Sums::permille(after.ping_pong, after.ho_att),
             );
-            judge("ping_pong_permille", b, a, a - b, limit, " per mille");
+            judge("ping_pong_permille", b, a, a - b, limit, PM, false);
         }
     }
+    let (before, after) = (&area.before, &area.after);
     if function == Function::LoadBalancing {
         let (b, a) = (
             before.prb_max_permille as f64,
             after.prb_max_permille as f64,
         );
-        judge("prb_max_permille", b, a, a - b, limit, " per mille");
+        judge("prb_max_permille", b, a, a - b, limit, PM, true);
     }
     let (b, a) = (before.mean_thp(), after.mean_thp());
     if b > 0.0 {
         let drop = (b - a) * 1000.0 / b;
+        let limit = f64::from(policy.throughput_drop_permille);
         judge(
             "thp_dl_kbps",
             b,
             a,
             drop,
-            f64::from(policy.throughput_drop_permille),
+            limit,
             " per mille of the value",
+            true,
         );
     }
     (kpis, degraded)
@@ -477,14 +512,17 @@ mod tests {
             panic!("{j:?}")
         };
         let why = v.degraded.expect("degraded");
-        assert!(why.starts_with("ho_success_permille"), "{why}");
-        assert!(why.contains("over cells A-1, A-2"), "{why}");
+        assert!(
+            why.starts_with("ho_success_permille 990.0 -> 920.0"),
+            "{why}"
+        );
+        assert!(why.ends_with("per mille) over cells A-1"), "{why}");
         let failure = v
             .kpis
             .iter()
             .find(|k| k.kpi == "ho_failure_permille")
             .unwrap();
-        assert_eq!((failure.before, failure.after), (10.0, 45.0));
+        assert_eq!((failure.before, failure.after), (10.0, 80.0));
     }
 
     #[test]
