@@ -149,6 +149,9 @@ async fn harmful_mobility_changes_are_undone_and_their_cells_held() {
         for t in trials["closed"].as_array().into_iter().flatten() {
             let index = t["index"].as_u64().unwrap();
             if applied_at.contains_key(&index) && !ended.contains_key(&index) {
+                if t["state"] != "undone" {
+                    eprintln!("not undone: {t}");
+                }
                 ended.insert(index, (t["state"].as_str().unwrap().to_string(), now));
             }
         }
