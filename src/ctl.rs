@@ -754,15 +754,26 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
             let (meta, body) = sonraft_storage::snapshot::decode_snapshot(f)
                 .with_context(|| format!("{} is not a sonraft backup", file.display()))?;
             let image = body.image;
-            let import = json!({
-                "sites": image.sites.values().collect::<Vec<_>>(),
-                "cells": image.cells.values().collect::<Vec<_>>(),
-                "relations": image.relations.values().collect::<Vec<_>>(),
-                "policy": image.policy,
-            });
+            let import = v1::ImageImport {
+                sites: image.sites.values().cloned().collect(),
+                cells: image.cells.values().cloned().collect(),
+                relations: image.relations.values().cloned().collect(),
+                policy: Some(image.policy.clone()),
+            };
             let v = ctl
                 .ok::<v1::ImportAnswer>(Method::POST, "/image/import", Some(json_body(&import)?))
                 .await?;
+            // The operator's SON controls travel with the image (pending proposals and trials
+            // belong to the old cluster's network and do not).
+            if image.son.policy != v1::SonPolicy::default() {
+                ctl.ok::<Value>(
+                    Method::PUT,
+                    "/son/policy",
+                    Some(json_body(&image.son.policy)?),
+                )
+                .await
+                .context("the image was restored, but not the SON policy")?;
+            }
             ctl.show(&v, |v| {
                 let counts = match v {
                     v1::ImportAnswer::Imported(i) => json!(i.imported),

@@ -16,8 +16,9 @@
 //! are the replicated model's [`Site`], [`Cell`] and [`Relation`], re-exported from
 //! `sonraft-model` (pure data, no Raft stack): the node serializes the applied image's entities
 //! in place, without copying them into look-alike types, and their golden JSON pins them like
-//! the rest. Not here: the body of `POST /image/import` (the model's import, with its
-//! `Policy`), `GET /metrics` (Prometheus text) and `GET /backup` (the snapshot file format).
+//! the rest, as are the body of `POST /image/import` ([`ImageImport`], with its [`Policy`]) and
+//! the SON policy ([`SonPolicy`]). Not here: `GET /metrics` (Prometheus text) and `GET /backup`
+//! (the snapshot file format).
 
 use std::collections::BTreeMap;
 
@@ -36,6 +37,10 @@ pub use sonraft_model::model::{
 
 mod son;
 pub use son::*;
+/// The body of `POST /image/import`: sites, cells and relations to upsert, and the coordination
+/// policy to set, if any.
+pub use sonraft_model::command::ImageImport;
+pub use sonraft_model::model::Policy;
 /// The operator's controls of the SON functions (`GET`/`PUT /son/policy`).
 pub use sonraft_model::son::{Controls, Exclusions, Mode, SonPolicy, Verification, Window};
 

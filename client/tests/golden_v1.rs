@@ -570,6 +570,52 @@ fn every_v1_type_matches_its_golden_json_both_ways() {
         check("image-cell", cell()),
         check("image-relations", vec![relation()]),
         check(
+            "import-request",
+            ImageImport {
+                sites: vec![site()],
+                cells: vec![cell()],
+                relations: vec![relation()],
+                policy: Some(Policy::default()),
+            },
+        ),
+        check("son-policy", son_policy()),
+        check(
+            "son-pending",
+            vec![PendingProposal {
+                id: 1207,
+                recorded_at_ms: 1_764_000_000_000,
+                expires_at_ms: 1_764_086_400_000,
+                origin: Origin {
+                    node: 2,
+                    function: "pci_conflict".into(),
+                },
+                reason: "PCI 12 collides with S00002-1".into(),
+                writes: vec![Written {
+                    entity: "cell/S00001-1".into(),
+                    param: "pci".into(),
+                    value: ParamValue::Int(31),
+                }],
+            }],
+        ),
+        check(
+            "son-decision-request",
+            DecisionRequest {
+                note: "checked by alice".into(),
+            },
+        ),
+        check(
+            "son-decision",
+            DecisionAnswer {
+                id: 1207,
+                outcome: Outcome::Applied {
+                    index: Some(1300),
+                    versions: [("cell/S00001-1".to_string(), 5)].into(),
+                },
+            },
+        ),
+        check("son-trials", son_trials()),
+        check("son-trials-query", TrialsQuery { limit: Some(50) }),
+        check(
             "antennas-none",
             Antennas {
                 site: "site-a".into(),
@@ -581,6 +627,74 @@ fn every_v1_type_matches_its_golden_json_both_ways() {
     .flatten()
     .collect();
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+fn son_policy() -> SonPolicy {
+    let mut policy = SonPolicy::default();
+    policy.functions.insert(
+        Function::PciConflict,
+        Controls {
+            mode: Mode::OpenLoop,
+            exclude: Exclusions::default(),
+            window: Some(Window {
+                from_minute: 60,
+                to_minute: 300,
+            }),
+        },
+    );
+    let mut exclude = Exclusions::default();
+    exclude.cells.insert("S00001-1".into());
+    exclude.sites.insert("S00002".into());
+    exclude.regions.insert("north".into());
+    policy.functions.insert(
+        Function::LoadBalancing,
+        Controls {
+            exclude,
+            ..Controls::default()
+        },
+    );
+    policy
+}
+
+fn son_trials() -> Trials {
+    let trial = |state: &str| Trial {
+        index: 1300,
+        function: "mobility_robustness".into(),
+        applied_at_ms: 1_764_000_000_000,
+        cells: vec!["S00001-1".into()],
+        writes: vec![TrialWrite {
+            entity: "cell/S00001-1".into(),
+            param: "hysteresis".into(),
+            before: ParamValue::Int(4),
+            after: ParamValue::Int(6),
+        }],
+        removed: vec![],
+        state: state.into(),
+        reason: None,
+        restored: None,
+        kpis: vec![],
+        closed_at_ms: None,
+    };
+    Trials {
+        open: vec![trial("open")],
+        closed: vec![Trial {
+            reason: Some("ho_success_permille 990.0 -> 920.0 over cells S00001-1".into()),
+            restored: Some(1),
+            kpis: vec![KpiDelta {
+                kpi: "ho_success_permille".into(),
+                before: 990.0,
+                after: 920.0,
+            }],
+            closed_at_ms: Some(1_764_000_003_000),
+            removed: vec!["relation/S00001-1/S00002-1".into()],
+            ..trial("undone")
+        }],
+        holds: vec![Hold {
+            cell: "S00001-1".into(),
+            function: "mobility_robustness".into(),
+            until_ms: 1_764_021_603_000,
+        }],
+    }
 }
 
 #[test]
