@@ -4,21 +4,9 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
-
-fn signal(p: &NodeProc, sig: &str) {
-    let pid = p.pid().expect("running").to_string();
-    assert!(
-        Command::new("kill")
-            .args([format!("-{sig}"), pid])
-            .status()
-            .expect("kill")
-            .success()
-    );
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_forwarded_to_a_leader_that_stopped_answering_end_when_a_new_leader_is_elected() {
@@ -31,14 +19,14 @@ async fn requests_forwarded_to_a_leader_that_stopped_answering_end_when_a_new_le
     let version = cell["version"].as_u64().unwrap();
 
     // The leader stops answering (its sockets still accept connections).
-    signal(&c.nodes[leader], "STOP");
+    c.nodes[leader].pause().expect("pause");
     let started = Instant::now();
     let read = client.get(&follower, "/image/cells/C1");
     let change = tilt("C1", version, 50);
     let write = client.post(&follower, "/image/changesets", &change);
     let (read, write) = tokio::join!(read, write);
     let waited = started.elapsed();
-    signal(&c.nodes[leader], "CONT");
+    c.nodes[leader].resume().expect("resume");
 
     let read = read.expect("the read got an answer");
     assert_eq!(read.status, 200, "{}", String::from_utf8_lossy(&read.body));

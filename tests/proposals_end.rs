@@ -3,21 +3,10 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::json;
-
-fn signal(p: &NodeProc, sig: &str) {
-    let pid = p.pid().expect("running").to_string();
-    let ok = Command::new("kill")
-        .args([format!("-{sig}"), pid])
-        .status()
-        .expect("kill")
-        .success();
-    assert!(ok, "kill -{sig} failed");
-}
 
 fn hysteresis(cell: &str, value: i64) -> serde_json::Value {
     json!({"origin": {"function": "operator"}, "reason": "test",
@@ -43,7 +32,7 @@ async fn a_proposal_the_leader_cannot_commit_ends_as_outcome_unknown_and_holds_u
         .map(|(_, p)| p)
         .collect();
     for f in &followers {
-        signal(f, "STOP");
+        f.pause().expect("pause");
     }
     // The first is appended and never committed; the second finds a leader that knows it is
     // cut off and is not appended at all.
@@ -71,7 +60,7 @@ async fn a_proposal_the_leader_cannot_commit_ends_as_outcome_unknown_and_holds_u
     assert!(counted, "the unknown outcome is not counted");
 
     for f in &followers {
-        signal(f, "CONT");
+        f.resume().expect("resume");
     }
     // With the quorum back, proposals are applied again (the batcher was not left waiting).
     let deadline = Instant::now() + Duration::from_secs(15);
@@ -119,7 +108,7 @@ async fn a_leader_cut_off_from_its_quorum_answers_its_clients_long_before_the_ou
         .map(|(_, p)| p)
         .collect();
     for f in &followers {
-        signal(f, "STOP");
+        f.pause().expect("pause");
     }
 
     let started = Instant::now();
@@ -135,7 +124,7 @@ async fn a_leader_cut_off_from_its_quorum_answers_its_clients_long_before_the_ou
         .expect("an answer");
     let refused_waited = started.elapsed();
     for f in &followers {
-        signal(f, "CONT");
+        f.resume().expect("resume");
     }
 
     assert_eq!(held.status, 503, "{}", String::from_utf8_lossy(&held.body));

@@ -5,20 +5,9 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
-
-fn signal(p: &NodeProc, sig: &str) {
-    let pid = p.pid().expect("running").to_string();
-    let ok = Command::new("kill")
-        .args([format!("-{sig}"), pid])
-        .status()
-        .expect("kill")
-        .success();
-    assert!(ok, "kill -{sig} failed");
-}
 
 /// How many linearizable reads node `p` proved from its lease so far.
 async fn lease_proofs(c: &Cluster, p: &NodeProc) -> u64 {
@@ -81,9 +70,9 @@ async fn reads_never_serve_a_deposed_leaders_state() {
 async fn leader_consistency_answers_the_leaders_state_from_a_lagging_follower(c: &Cluster) {
     let leader = c.leader().await;
     let follower = &c.nodes[(leader + 1) % 3];
-    signal(follower, "STOP");
+    follower.pause().expect("pause");
     let written = set_tilt(c, &c.nodes[leader], "C1").await;
-    signal(follower, "CONT");
+    follower.resume().expect("resume");
     assert_eq!(tilt_at(c, follower, "C1", "leader").await, written);
     assert_eq!(tilt_at(c, &c.nodes[leader], "C1", "leader").await, written);
 }
@@ -158,11 +147,11 @@ async fn an_old_leader_paused_while_a_new_one_wrote_serves_the_new_write(c: &Clu
     let l = c.leader().await;
     let old = &c.nodes[l];
     let before = tilt_at(c, old, "C3", "linearizable").await;
-    signal(old, "STOP");
+    old.pause().expect("pause");
     let n = leader_other_than(c, l).await;
     let written = set_tilt(c, &c.nodes[n], "C3").await;
     assert_ne!(written, before);
-    signal(old, "CONT");
+    old.resume().expect("resume");
     assert_eq!(
         tilt_at(c, old, "C3", "linearizable").await,
         written,

@@ -36,6 +36,44 @@ fn read_addresses(dir: &Path, pid: u32) -> Option<(String, String)> {
     ))
 }
 
+fn send_signal(pid: u32, signal: &str) -> anyhow::Result<()> {
+    let status = Command::new("kill")
+        .args([format!("-{signal}"), pid.to_string()])
+        .status()
+        .context("cannot run kill")?;
+    if !status.success() {
+        bail!("kill -{signal} {pid} failed: {status}");
+    }
+    Ok(())
+}
+
+/// How many threads of process `pid` are not in a stop (state `T`, or `t` under a tracer).
+#[cfg(target_os = "linux")]
+fn running_threads(pid: u32) -> anyhow::Result<usize> {
+    let tasks = format!("/proc/{pid}/task");
+    let mut running = 0;
+    for task in std::fs::read_dir(&tasks).with_context(|| format!("cannot list {tasks}"))? {
+        // A thread that exits meanwhile is not running either.
+        let Ok(stat) = std::fs::read_to_string(task?.path().join("stat")) else {
+            continue;
+        };
+        // `pid (comm) state ...`; comm may hold spaces and parentheses.
+        let state = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.trim_start().chars().next());
+        if !matches!(state, Some('T' | 't')) {
+            running += 1;
+        }
+    }
+    Ok(running)
+}
+
+/// Without `/proc` there is no way to tell; the signal has been sent.
+#[cfg(not(target_os = "linux"))]
+fn running_threads(_pid: u32) -> anyhow::Result<usize> {
+    Ok(0)
+}
+
 impl NodeProc {
     /// Starts node `id` of `binary` with data in `dir`, listening on `raft` and `api` (port 0:
     /// any), and waits until it listens. Its log goes to `<dir>.log`.
@@ -132,6 +170,39 @@ impl NodeProc {
     /// The node's log (its stderr).
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.with_extension("log")).unwrap_or_default()
+    }
+
+    /// SIGSTOP, and waits until the process is stopped: from then on it answers nothing and
+    /// acknowledges nothing until [`NodeProc::resume`].
+    ///
+    /// `kill -STOP` returns once the signal is queued. Linux stops a multi-threaded process
+    /// only when the one thread it woke to take the signal runs and stops the others; on a
+    /// busy machine that thread may wait for a CPU while the others go on serving Raft RPCs.
+    /// A test that paused both followers and then proposed saw one of them store and
+    /// acknowledge the entry, and got `applied` where it expected `outcome_unknown`.
+    pub fn pause(&self) -> anyhow::Result<()> {
+        let pid = self.pid().context("the node is not running")?;
+        send_signal(pid, "STOP")?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let running = running_threads(pid)?;
+            if running == 0 {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "node {} (pid {pid}) still has {running} threads not stopped 10 s after SIGSTOP",
+                    self.id
+                );
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// SIGCONT: a paused node goes on where it stopped.
+    pub fn resume(&self) -> anyhow::Result<()> {
+        let pid = self.pid().context("the node is not running")?;
+        send_signal(pid, "CONT")
     }
 
     /// SIGKILL, and reap.
