@@ -323,6 +323,26 @@ pub const MAX_TRIALS: usize = 100_000;
 /// Closed trials the journal keeps; older ones are dropped.
 pub const JOURNAL_KEEP: usize = 10_000;
 
+/// One item of the SON state that a store keeps under a key of its own: pending proposals,
+/// open trials and closed ones each count in thousands, so none of them is rewritten when
+/// another changes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum SonItem {
+    Pending(u64),
+    Trial(u64),
+    /// A closed trial in the journal, by its index.
+    Closed(u64),
+}
+
+/// The small rest of the SON state, stored as one value: the policy, the next pending id and
+/// the holds.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct SonMeta {
+    pub policy: SonPolicy,
+    pub next_id: u64,
+    pub holds: BTreeMap<(CellId, Function), u64>,
+}
+
 /// What the SON controls keep in the image: the policy, the proposals waiting for an operator,
 /// the changes under verification, the holds after undone changes and the journal of closed
 /// trials. Stored beside the image's own encoding (it came with format 4).
@@ -336,11 +356,27 @@ pub struct SonState {
     pub trials: BTreeMap<u64, Trial>,
     /// (cell, function) → log time until which the function leaves the cell alone.
     pub holds: BTreeMap<(CellId, Function), u64>,
-    /// Closed trials, oldest first, at most [`JOURNAL_KEEP`].
-    pub journal: std::collections::VecDeque<TrialRecord>,
+    /// Closed trials by index, at most [`JOURNAL_KEEP`] (the oldest changes are dropped).
+    pub journal: BTreeMap<u64, TrialRecord>,
 }
 
 impl SonState {
+    /// The part stored as one value.
+    pub fn meta(&self) -> SonMeta {
+        SonMeta {
+            policy: self.policy.clone(),
+            next_id: self.next_id,
+            holds: self.holds.clone(),
+        }
+    }
+
+    /// Sets the part stored as one value.
+    pub fn set_meta(&mut self, meta: SonMeta) {
+        self.policy = meta.policy;
+        self.next_id = meta.next_id;
+        self.holds = meta.holds;
+    }
+
     /// The open trial of `function` on `cell`, if any.
     pub fn open_trial(&self, function: Function, cell: &str) -> Option<&Trial> {
         self.trials
@@ -361,37 +397,42 @@ impl SonState {
         self.holds.retain(|_, until| *until > now_ms);
     }
 
-    /// Adds a closed trial to the journal, dropping the oldest beyond [`JOURNAL_KEEP`].
-    pub fn close(&mut self, record: TrialRecord) {
-        self.journal.push_back(record);
+    /// Moves an open trial's record to the journal, dropping the oldest beyond
+    /// [`JOURNAL_KEEP`]; returns the items it changed.
+    pub fn close(&mut self, record: TrialRecord) -> Vec<SonItem> {
+        let index = record.trial.index;
+        let mut touched = vec![SonItem::Trial(index), SonItem::Closed(index)];
+        self.trials.remove(&index);
+        self.journal.insert(index, record);
         while self.journal.len() > JOURNAL_KEEP {
-            self.journal.pop_front();
+            if let Some((oldest, _)) = self.journal.pop_first() {
+                touched.push(SonItem::Closed(oldest));
+            }
         }
+        touched
     }
 
-    /// Closes as unverified the trials whose verdict is overdue at `now_ms`. True when any was.
-    /// (Trials open in log order, and log time never runs backwards: only the oldest need a
-    /// look.)
-    pub fn expire_trials(&mut self, now_ms: u64) -> bool {
+    /// Closes as unverified the trials whose verdict is overdue at `now_ms`; returns the items
+    /// it changed. (Trials open in log order, and log time never runs backwards: only the
+    /// oldest need a look.)
+    pub fn expire_trials(&mut self, now_ms: u64) -> Vec<SonItem> {
         let within = self.policy.verification.verdict_within_ms;
-        let overdue: Vec<u64> = self
+        let overdue: Vec<Trial> = self
             .trials
             .values()
             .take_while(|t| now_ms.saturating_sub(t.applied_at_ms) >= within)
-            .map(|t| t.index)
+            .cloned()
             .collect();
-        let changed = !overdue.is_empty();
-        for index in overdue {
-            if let Some(trial) = self.trials.remove(&index) {
-                self.close(TrialRecord {
-                    trial,
-                    kpis: Vec::new(),
-                    end: TrialEnd::Unverified,
-                    closed_at_ms: now_ms,
-                });
-            }
+        let mut touched = Vec::new();
+        for trial in overdue {
+            touched.extend(self.close(TrialRecord {
+                trial,
+                kpis: Vec::new(),
+                end: TrialEnd::Unverified,
+                closed_at_ms: now_ms,
+            }));
         }
-        changed
+        touched
     }
 
     /// Drops the proposals that expired by log time `now_ms`; returns them.

@@ -304,7 +304,10 @@ fn a_rejected_or_expired_proposal_never_applies() {
         summaries: vec![],
     });
     let (_, changes) = apply_in(&mut img, 5, DAY + ttl, 4, later);
-    assert!(changes.son);
+    assert_eq!(
+        changes.son_items,
+        [sonraft_model::son::SonItem::Pending(b)].into()
+    );
     assert!(reason(&changes.history[0].outcome).contains("expired"));
     assert!(img.son.pending.is_empty());
     let out = decide(&mut img, 6, DAY + ttl, b, true);
@@ -514,7 +517,7 @@ fn a_function_does_not_step_again_on_a_cell_before_its_change_there_has_a_verdic
         verdict(&mut img, 4, DAY + MINUTE, 2, None),
         Ok(TrialEnd::Kept)
     );
-    assert_eq!(img.son.journal.back().unwrap().end, TrialEnd::Kept);
+    assert_eq!(img.son.journal[&2].end, TrialEnd::Kept);
     let again = hysteresis(Function::MobilityRobustness, &img, "A-1", 6);
     assert_eq!(apply4(&mut img, 5, DAY + MINUTE, again).kind(), "applied");
     // A trial without a verdict closes as unverified and frees the cell.
@@ -527,8 +530,8 @@ fn a_function_does_not_step_again_on_a_cell_before_its_change_there_has_a_verdic
     assert!(
         img.son
             .journal
-            .iter()
-            .any(|r| r.trial.index == 5 && r.end == TrialEnd::Unverified)
+            .get(&5)
+            .is_some_and(|r| r.end == TrialEnd::Unverified)
     );
     // The operator's changes are not trials.
     let op = tilt(Function::Operator, &img, "A-2", 45);

@@ -6,7 +6,9 @@
 //! ```text
 //! m/applied  m/membership  m/clock  m/policy  m/releases      state-machine metadata
 //! m/staged                                                     an import waiting for its last part
-//! m/son                                                        SON controls, pending proposals
+//! m/son                                                        SON policy, next pending id, holds
+//! p/<id>   t/<index>   j/<index>   (8 big-endian bytes)        pending proposals, open trials,
+//!                                                              closed trials (the journal)
 //! s/<site>   c/<cell>   r/<source>/<target>   k/<cell>         the image
 //! g/<index as 8 big-endian bytes>                              history, one value per entry
 //! ```
@@ -28,7 +30,7 @@ use serde::Serialize;
 use sonraft_raft::command::Response;
 use sonraft_raft::durable::DurableLog;
 use sonraft_raft::model::image::{Changes, HistoryRecord, NetworkImage};
-use sonraft_raft::son::SonState;
+use sonraft_raft::son::{SonItem, SonState};
 use sonraft_raft::{Entry, LogId, SnapshotMeta, StorageError, StoredMembership, TypeConfig, codec};
 
 use crate::durable::Durability;
@@ -115,6 +117,46 @@ fn relation_key(s: &str, t: &str) -> Vec<u8> {
 }
 fn kpi_key(id: &str) -> Vec<u8> {
     format!("k/{id}").into_bytes()
+}
+fn son_key(item: SonItem) -> Vec<u8> {
+    let (prefix, n) = match item {
+        SonItem::Pending(id) => (b"p/", id),
+        SonItem::Trial(index) => (b"t/", index),
+        SonItem::Closed(index) => (b"j/", index),
+    };
+    [prefix.as_slice(), &n.to_be_bytes()].concat()
+}
+
+/// The number after a SON item key's prefix.
+fn son_number(key: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(key.get(2..)?.try_into().ok()?))
+}
+
+/// The stored value of SON item `item`, `None` when it is gone.
+fn son_value(son: &SonState, item: SonItem) -> Result<Option<Vec<u8>>, StorageError> {
+    match item {
+        SonItem::Pending(id) => son.pending.get(&id).map(enc).transpose(),
+        SonItem::Trial(index) => son.trials.get(&index).map(enc).transpose(),
+        SonItem::Closed(index) => son.journal.get(&index).map(enc).transpose(),
+    }
+}
+
+/// Adds to `batch` the current value (or removal) of SON item `item`.
+fn persist_son_item(son: &SonState, item: SonItem, batch: &mut Ops) -> Result<(), StorageError> {
+    match son_value(son, item)? {
+        Some(v) => batch.insert(son_key(item), v),
+        None => batch.remove(son_key(item)),
+    }
+    Ok(())
+}
+
+/// Every SON item's key, for writing a whole state.
+fn son_items(son: &SonState) -> impl Iterator<Item = SonItem> + '_ {
+    son.pending
+        .keys()
+        .map(|id| SonItem::Pending(*id))
+        .chain(son.trials.keys().map(|i| SonItem::Trial(*i)))
+        .chain(son.journal.keys().map(|i| SonItem::Closed(*i)))
 }
 
 impl StateMachine {
@@ -231,7 +273,12 @@ impl StateMachine {
             batch.insert(b"m/staged".as_slice(), enc(staged)?);
         }
         if image.son != SonState::default() {
-            batch.insert(b"m/son".as_slice(), enc(&image.son)?);
+            batch.insert(b"m/son".as_slice(), enc(&image.son.meta())?);
+            for item in son_items(&image.son) {
+                if let Some(v) = son_value(&image.son, item)? {
+                    batch.insert(son_key(item), v);
+                }
+            }
         }
         let mut state = write(&self.state);
         self.tree
@@ -305,7 +352,10 @@ impl StateMachine {
             }
         }
         if changes.son {
-            batch.insert(b"m/son".as_slice(), enc(&image.son)?);
+            batch.insert(b"m/son".as_slice(), enc(&image.son.meta())?);
+        }
+        for item in &changes.son_items {
+            persist_son_item(&image.son, *item, batch)?;
         }
         for (index, run) in history::by_entry(&changes.history) {
             batch.insert(history::key(index), enc(&run)?);
@@ -348,6 +398,26 @@ fn load(tree: &sled::Tree) -> Result<ImageState, Damaged> {
                 let s: sonraft_raft::model::KpiSummary = codec::decode(&v).map_err(bad)?;
                 image.kpis.insert(s.cell.clone(), s);
             }
+            Some(b"p/" | b"t/" | b"j/") => {
+                let Some(n) = son_number(&k) else {
+                    return Err(Damaged::new(
+                        "state machine",
+                        format!("bad SON key {key:?}"),
+                    ));
+                };
+                let son = &mut image.son;
+                match k[0] {
+                    b'p' => {
+                        son.pending.insert(n, codec::decode(&v).map_err(bad)?);
+                    }
+                    b't' => {
+                        son.trials.insert(n, codec::decode(&v).map_err(bad)?);
+                    }
+                    _ => {
+                        son.journal.insert(n, codec::decode(&v).map_err(bad)?);
+                    }
+                }
+            }
             Some(b"g/") => {
                 let Some(index) = history::index_of(&k) else {
                     return Err(Damaged::new(
@@ -372,7 +442,7 @@ fn load(tree: &sled::Tree) -> Result<ImageState, Damaged> {
                 b"m/policy" => image.policy = codec::decode(&v).map_err(bad)?,
                 b"m/releases" => image.releases = codec::decode(&v).map_err(bad)?,
                 b"m/staged" => image.staged = Some(codec::decode(&v).map_err(bad)?),
-                b"m/son" => image.son = codec::decode(&v).map_err(bad)?,
+                b"m/son" => image.son.set_meta(codec::decode(&v).map_err(bad)?),
                 _ => {
                     return Err(Damaged::new(
                         "state machine",

@@ -21,7 +21,7 @@ use sonraft_raft::command::{COMMAND_FORMAT, Command, Envelope, Response};
 use sonraft_raft::model::image::{Changes, NetworkImage};
 use sonraft_raft::model::import::StagedImport;
 use sonraft_raft::model::{EntityRef, Param, Value};
-use sonraft_raft::son::{KpiDelta, Pending, SonState, Trial, TrialEnd, TrialRecord};
+use sonraft_raft::son::{KpiDelta, Pending, SonMeta, SonState, Trial, TrialEnd, TrialRecord};
 use sonraft_raft::transport::{
     NodeFacts, PEER_FORMAT, PeerReply, PeerRpc, RaftReply, RaftRpc, SubmitError, WIRE_FORMAT,
     decode_frame, decode_peer_frame, encode_frame, encode_peer_frame,
@@ -145,19 +145,22 @@ fn son_state() -> SonState {
             1_764_021_600_000,
         )]
         .into(),
-        journal: [TrialRecord {
-            trial,
-            kpis: vec![KpiDelta {
-                kpi: "ho_too_late_permille".into(),
-                before: 10.5,
-                after: 80.25,
-            }],
-            end: TrialEnd::Undone {
-                reason: "fixture".into(),
-                restored: 1,
+        journal: [(
+            5,
+            TrialRecord {
+                trial: Trial { index: 5, ..trial },
+                kpis: vec![KpiDelta {
+                    kpi: "ho_too_late_permille".into(),
+                    before: 10.5,
+                    after: 80.25,
+                }],
+                end: TrialEnd::Undone {
+                    reason: "fixture".into(),
+                    restored: 1,
+                },
+                closed_at_ms: 1_764_000_000_020,
             },
-            closed_at_ms: 1_764_000_000_020,
-        }]
+        )]
         .into(),
     }
 }
@@ -443,7 +446,13 @@ fn stored_image_values_match_the_fixture_of_the_current_data_format() {
     lines.push(enc(&image.policy));
     lines.push(enc(&image.releases));
     lines.push(enc(&staged_import()));
-    lines.push(enc(&son_state()));
+    // From data format 4, the SON state: its small rest, then one value per pending proposal,
+    // open trial and closed trial.
+    let son = son_state();
+    lines.push(enc(&son.meta()));
+    lines.extend(son.pending.values().map(enc));
+    lines.extend(son.trials.values().map(enc));
+    lines.extend(son.journal.values().map(enc));
     check_current(&format!("data-v{DATA_FORMAT}.hex"), "stored image", lines);
 }
 
@@ -574,8 +583,21 @@ fn check_stored_values(name: &str, version: u32, lines: &[Vec<u8>]) {
         assert_eq!(staged, staged_import(), "{name}");
     }
     if version >= 4 {
-        let son: SonState = decoded(name, "the SON state", lines.next());
-        assert_eq!(son, son_state(), "{name}");
+        let son = son_state();
+        let meta: SonMeta = decoded(name, "the SON state", lines.next());
+        assert_eq!(meta, son.meta(), "{name}");
+        for p in son.pending.values() {
+            let got: Pending = decoded(name, "a pending proposal", lines.next());
+            assert_eq!(&got, p, "{name}");
+        }
+        for t in son.trials.values() {
+            let got: Trial = decoded(name, "an open trial", lines.next());
+            assert_eq!(&got, t, "{name}");
+        }
+        for r in son.journal.values() {
+            let got: TrialRecord = decoded(name, "a closed trial", lines.next());
+            assert_eq!(&got, r, "{name}");
+        }
     }
     assert_eq!(
         lines.count(),

@@ -234,6 +234,15 @@ async fn son_controls_and_pending_proposals_survive_a_restart_and_a_snapshot() {
     assert_eq!(a.son, b.son);
     assert!(a.son.pending.is_empty());
     assert_eq!(a.relations[&("C0".into(), "C1".into())].cio_db, 2);
+    assert!(
+        a.son.trials.contains_key(&5),
+        "the approved change is a trial"
+    );
+    // Each item under its own key: the open trial and the gone pending one survive a restart.
+    store.close().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(read(store.reader.state()).image.son, a.son);
+    store.close().unwrap();
 
     // A body without SON controls is written in format 2, which the previous release reads.
     let plain = SnapshotBody {

@@ -12,8 +12,8 @@ use crate::changeset::{ChangeSet, Function, Origin, Outcome, Write};
 use crate::command::{Command, CommandError, Envelope, KpiBatch, Response};
 use crate::rules::{self, Judge};
 use crate::son::{
-    Decision, MAX_PENDING, Mode, Pending, SonPolicy, SonState, Trial, TrialEnd, TrialRecord,
-    Verdict,
+    Decision, MAX_PENDING, Mode, Pending, SonItem, SonPolicy, SonState, Trial, TrialEnd,
+    TrialRecord, Verdict,
 };
 
 /// Every site, cell and relation with its configuration, the latest KPI summary per cell, the
@@ -62,8 +62,10 @@ pub struct Changes {
     pub releases: bool,
     /// The staged import changed.
     pub staged: bool,
-    /// The SON controls or the pending proposals changed.
+    /// The SON state's policy, next pending id or holds changed.
     pub son: bool,
+    /// The pending proposals, open trials and closed trials that changed.
+    pub son_items: BTreeSet<SonItem>,
     pub history: Vec<HistoryRecord>,
 }
 
@@ -77,6 +79,7 @@ impl Changes {
             && !self.releases
             && !self.staged
             && !self.son
+            && self.son_items.is_empty()
             && self.history.is_empty()
     }
 }
@@ -124,9 +127,9 @@ impl NetworkImage {
         let command = entry.command()?;
         self.log_time_ms = self.log_time_ms.max(entry.log_time_ms);
         self.expire_pending(index, changes);
-        if self.son.expire_trials(self.log_time_ms) {
-            changes.son = true;
-        }
+        changes
+            .son_items
+            .extend(self.son.expire_trials(self.log_time_ms));
         Ok(self.apply_in_format(index, &command, changes, entry.format))
     }
 
@@ -225,7 +228,7 @@ impl NetworkImage {
                 if judge.format >= rules::CONTROLS_FORMAT && cs.origin.function.is_son() {
                     let trial = self.trial_of(index, cs);
                     self.son.trials.insert(index, trial);
-                    changes.son = true;
+                    changes.son_items.insert(SonItem::Trial(index));
                 }
                 for cell in plan.cells {
                     changes.cells.insert(cell.id.clone());
@@ -296,9 +299,10 @@ impl NetworkImage {
                 verdict.trial
             ));
         };
-        changes.son = true;
         let now = self.log_time_ms;
+        let holds = self.son.holds.len();
         self.son.prune_holds(now);
+        changes.son |= holds != self.son.holds.len();
         let end = match &verdict.degraded {
             None => TrialEnd::Kept,
             Some(reason) => {
@@ -307,18 +311,19 @@ impl NetworkImage {
                 for cell in &trial.cells {
                     self.son.holds.insert((cell.clone(), trial.function), until);
                 }
+                changes.son = true;
                 TrialEnd::Undone {
                     reason: reason.clone(),
                     restored,
                 }
             }
         };
-        self.son.close(TrialRecord {
+        changes.son_items.extend(self.son.close(TrialRecord {
             trial,
             kpis: verdict.kpis.clone(),
             end: end.clone(),
             closed_at_ms: now,
-        });
+        }));
         Ok(end)
     }
 
@@ -449,6 +454,7 @@ impl NetworkImage {
             },
         );
         changes.son = true;
+        changes.son_items.insert(SonItem::Pending(id));
         Outcome::Pending { id }
     }
 
@@ -469,7 +475,7 @@ impl NetworkImage {
                 ),
             };
         };
-        changes.son = true;
+        changes.son_items.insert(SonItem::Pending(decision.id));
         let cs = &pending.change_set;
         if !decision.approve {
             let outcome = Outcome::Rejected {
@@ -498,7 +504,7 @@ impl NetworkImage {
                 ),
             };
             self.record(index, &p.change_set, &outcome, changes);
-            changes.son = true;
+            changes.son_items.insert(SonItem::Pending(p.id));
         }
     }
 

@@ -274,8 +274,8 @@ fn trial_view(t: &Trial, closed: Option<&TrialRecord>) -> v1::Trial {
     }
 }
 
-/// `GET /son/trials[?limit=N]`: the SON changes under verification, the newest N verified
-/// ones (default 100), and the holds after undone changes.
+/// `GET /son/trials[?limit=N]`: the SON changes under verification, the N newest verified
+/// changes (default 100), and the holds after undone changes.
 pub async fn trials(
     State(node): State<Arc<Node>>,
     Params(q): Params<v1::TrialsQuery>,
@@ -286,7 +286,7 @@ pub async fn trials(
         closed: i
             .son
             .journal
-            .iter()
+            .values()
             .rev()
             .take(limit)
             .map(|r| trial_view(&r.trial, Some(r)))
