@@ -260,11 +260,28 @@ fn skip_refused(
     now_ms: u64,
     format: u16,
 ) {
+    use sonraft_raft::rules::{CONTROLS_FORMAT, controls_refusal, reconfigured_cells};
+    if format < CONTROLS_FORMAT {
+        return;
+    }
+    // A function steps once on a cell until that change has its verdict: of two proposals of
+    // one function on one cell this period, the second would only be refused.
+    let mut claimed = std::collections::HashSet::new();
     proposals.retain(|p| {
-        let refusal = sonraft_raft::rules::controls_refusal(image, &p.change_set, now_ms, format);
-        if let Some(why) = &refusal {
-            metrics::counter!("sonraft_son_proposals_skipped_total", "function" => p.change_set.origin.function.name()).increment(1);
-            tracing::trace!(reason = %why, "SON proposal skipped");
+        let function = p.change_set.origin.function;
+        let cells = reconfigured_cells(&p.change_set);
+        let refusal = controls_refusal(image, &p.change_set, now_ms, format).or_else(|| {
+            cells
+                .iter()
+                .any(|c| claimed.contains(&(function, c.clone())))
+                .then(|| "another of its proposals this period changes the same cell".to_string())
+        });
+        match &refusal {
+            Some(why) => {
+                metrics::counter!("sonraft_son_proposals_skipped_total", "function" => function.name()).increment(1);
+                tracing::trace!(reason = %why, "SON proposal skipped");
+            }
+            None => claimed.extend(cells.into_iter().map(|c| (function, c))),
         }
         refusal.is_none()
     });
@@ -410,6 +427,56 @@ mod futures_lite_stream {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sonraft_raft::changeset::{Function, Origin, Write};
+    use sonraft_raft::model::{EntityRef, Param, Value};
+
+    fn cio(source: &str, target: &str) -> Proposal {
+        Proposal {
+            change_set: ChangeSet {
+                origin: Origin {
+                    node: 1,
+                    function: Function::LoadBalancing,
+                },
+                reason: "test".into(),
+                read_set: vec![],
+                writes: vec![Write {
+                    entity: EntityRef::relation(source, target),
+                    param: Param::CioDb,
+                    value: Value::Int(2),
+                }],
+                proposed_at_ms: 0,
+            },
+            cells: vec![source.into()],
+        }
+    }
+
+    #[test]
+    fn of_two_proposals_of_one_function_on_one_cell_only_the_first_is_sent() {
+        let img = testing::image(
+            vec![
+                testing::cell("A1", 1, 100),
+                testing::cell("A2", 2, 100),
+                testing::cell("A3", 3, 100),
+            ],
+            vec![
+                testing::relation("A1", "A2"),
+                testing::relation("A1", "A3"),
+                testing::relation("A2", "A3"),
+            ],
+        );
+        let all = || vec![cio("A1", "A2"), cio("A1", "A3"), cio("A2", "A3")];
+        let mut proposals = all();
+        skip_refused(&img, &mut proposals, 1_000, 4);
+        let kept: Vec<String> = proposals
+            .iter()
+            .map(|p| p.change_set.writes[0].entity.to_string())
+            .collect();
+        assert_eq!(kept, ["relation/A1/A2", "relation/A2/A3"]);
+        // Before format 4 a function may step on a cell every period: nothing is skipped.
+        let mut proposals = all();
+        skip_refused(&img, &mut proposals, 1_000, 3);
+        assert_eq!(proposals.len(), 3);
+    }
 
     #[test]
     fn a_kpi_entry_stays_small_enough_for_sled_to_keep_it_inline() {
