@@ -195,6 +195,11 @@ async fn harmful_mobility_changes_are_undone_and_their_cells_held() {
         undone >= HARMFUL * 95 / 100,
         "only {undone} of {HARMFUL} undone"
     );
+    assert_eq!(
+        undone + too_few_handovers,
+        HARMFUL,
+        "a change judged on its handover rates was kept"
+    );
 
     // The function is held off those cells; the history names the KPI.
     let trials = c.client.get(&api, "/son/trials").await.unwrap().json();
