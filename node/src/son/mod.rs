@@ -190,6 +190,7 @@ pub async fn run(
                     let policy = image.son.policy.verification.clone();
                     (verify::open_trials(image, view), policy)
                 });
+                c.ring.keep_for(verification.periods);
                 c.ring.record(&period);
                 if full {
                     c.ring.retain(|cell| verify::is_own(view, cell));

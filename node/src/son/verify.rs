@@ -78,13 +78,30 @@ impl CellPeriod {
     }
 }
 
-/// The last periods of every own cell, at most [`MAX_PERIODS`] each.
+/// The last periods of every own cell: as many as verification needs (see
+/// [`KpiRing::keep_for`]), at most [`MAX_PERIODS`] each.
 #[derive(Debug, Default)]
 pub struct KpiRing {
     cells: HashMap<String, VecDeque<CellPeriod>>,
+    /// Periods kept per cell; 0 means [`MAX_PERIODS`].
+    keep: usize,
 }
 
 impl KpiRing {
+    /// Keeps what verifying over `periods` periods needs: the baseline before a change, the
+    /// periods after it, and a few more for a verdict proposed a little late.
+    pub fn keep_for(&mut self, periods: u32) {
+        self.keep = (2 * periods as usize + 4).min(MAX_PERIODS);
+    }
+
+    fn capacity(&self) -> usize {
+        if self.keep == 0 {
+            MAX_PERIODS
+        } else {
+            self.keep
+        }
+    }
+
     /// Records a closed period's reports (unparsable ones were refused when received).
     pub fn record(&mut self, period: &ClosedPeriod) {
         for (cell, body) in &period.reports {
@@ -96,6 +113,7 @@ impl KpiRing {
 
     /// Records one cell's period; a period already recorded (same end) is replaced.
     pub fn record_cell(&mut self, cell: &str, period: CellPeriod) {
+        let capacity = self.capacity();
         let ring = self.cells.entry(cell.to_string()).or_default();
         if let Some(last) = ring.back_mut()
             && last.end_ms == period.end_ms
@@ -104,7 +122,7 @@ impl KpiRing {
             return;
         }
         ring.push_back(period);
-        while ring.len() > MAX_PERIODS {
+        while ring.len() > capacity {
             ring.pop_front();
         }
     }
@@ -650,6 +668,13 @@ mod tests {
         let ring = &r.cells["A-1"];
         assert_eq!(ring.len(), MAX_PERIODS);
         assert_eq!(ring.back().unwrap().ho_att, 5);
+        // Only what verification over 2 periods needs, once the policy is known.
+        r.keep_for(2);
+        r.record_cell(
+            "A-1",
+            period((MAX_PERIODS as u64 + 11) * PERIOD, 5, 0, 1, 1),
+        );
+        assert_eq!(r.cells["A-1"].len(), 8);
         r.retain(|c| c != "A-1");
         assert!(!r.has("A-1"));
     }
