@@ -33,12 +33,14 @@ pub const MAX_FRAME: usize = 256 * 1024;
 /// Most relations one frame may list.
 pub const MAX_RELATIONS: usize = 512;
 
-/// Per-cell counters of a report, in order.
+/// Per-cell counters of a report, in order. The PRB counters are counts averaged over the
+/// period, so a cell's downlink load is `RRU.PrbUsedDl / RRU.PrbAvailDl`; TS 28.552's
+/// `RRU.PrbTotDl` (5.1.1.2.1) is a percentage of use and is not carried.
 pub const CELL_COUNTERS: [&str; 10] = [
     "RRU.PrbUsedDl",
-    "RRU.PrbTotDl",
+    "RRU.PrbAvailDl",
     "RRU.PrbUsedUl",
-    "RRU.PrbTotUl",
+    "RRU.PrbAvailUl",
     "RRC.ConnMean",
     "RRC.ConnMax",
     "DRB.UEThpDl",
@@ -46,21 +48,23 @@ pub const CELL_COUNTERS: [&str; 10] = [
     "HO.ExeAtt",
     "HO.ExeSucc",
 ];
-/// Per-relation counters of a report, in order.
+/// Per-relation counters of a report, in order: handover executions (TS 28.552 5.1.1.6) and
+/// the mobility robustness counters of TS 32.425 (too early, too late, to the wrong cell);
+/// ping-pongs have no 3GPP counter and keep a plain name.
 pub const RELATION_COUNTERS: [&str; 6] = [
     "HO.ExeAtt",
     "HO.ExeSucc",
-    "HO.TooEarly",
-    "HO.TooLate",
-    "HO.WrongCell",
+    "HO.IntraSys.TooEarly",
+    "HO.IntraSys.TooLate",
+    "HO.IntraSys.ToWrongCell",
     "HO.PingPong",
 ];
 
 pub mod cell_counter {
     pub const PRB_USED_DL: usize = 0;
-    pub const PRB_TOT_DL: usize = 1;
+    pub const PRB_AVAIL_DL: usize = 1;
     pub const PRB_USED_UL: usize = 2;
-    pub const PRB_TOT_UL: usize = 3;
+    pub const PRB_AVAIL_UL: usize = 3;
     pub const CONN_MEAN: usize = 4;
     pub const CONN_MAX: usize = 5;
     pub const THP_DL: usize = 6;

@@ -158,9 +158,9 @@ pub fn run_period(
             .min(PRB_TOTAL as f64) as u64;
         let mut counters = [0u64; CELL_COUNTERS.len()];
         counters[cc::PRB_USED_DL] = prb_dl;
-        counters[cc::PRB_TOT_DL] = PRB_TOTAL;
+        counters[cc::PRB_AVAIL_DL] = PRB_TOTAL;
         counters[cc::PRB_USED_UL] = prb_ul;
-        counters[cc::PRB_TOT_UL] = PRB_TOTAL;
+        counters[cc::PRB_AVAIL_UL] = PRB_TOTAL;
         counters[cc::CONN_MEAN] = noise(rng, l * 300.0) as u64;
         counters[cc::CONN_MAX] = noise(rng, l * 390.0) as u64;
         counters[cc::THP_DL] = noise(rng, 60_000.0 * (1.05 - l.min(1.0)) + 1_500.0) as u64;

@@ -191,7 +191,7 @@ pub struct KpiSummary {
     pub cell: CellId,
     /// End of the counter period, milliseconds since the Unix epoch (antenna time).
     pub period_end_ms: u64,
-    /// Downlink PRB utilisation, per mille (`RRU.PrbUsedDl / RRU.PrbTotDl * 1000`).
+    /// Downlink PRB utilisation, per mille (`RRU.PrbUsedDl / RRU.PrbAvailDl * 1000`).
     pub prb_dl_permille: u16,
     /// `RRC.ConnMean`.
     pub rrc_conn_mean: u32,

@@ -11,9 +11,9 @@
 //! | KPI | meaning | worse when | judged for |
 //! | --- | --- | --- | --- |
 //! | `ho_success_permille` | `HO.ExeSucc / HO.ExeAtt` | lower | every function (guard) |
-//! | `ho_failure_permille` | `(HO.TooEarly + HO.TooLate + HO.WrongCell) / HO.ExeAtt` | higher | mobility robustness |
+//! | `ho_failure_permille` | `(HO.IntraSys.TooEarly + HO.IntraSys.TooLate + HO.IntraSys.ToWrongCell) / HO.ExeAtt` | higher | mobility robustness |
 //! | `ping_pong_permille` | `HO.PingPong / HO.ExeAtt` | higher | mobility robustness |
-//! | `prb_max_permille` | highest mean `RRU.PrbUsedDl / RRU.PrbTotDl` of a cell | higher | load balancing |
+//! | `prb_max_permille` | highest mean `RRU.PrbUsedDl / RRU.PrbAvailDl` of a cell | higher | load balancing |
 //! | `thp_dl_kbps` | `DRB.UEThpDl`, mean of the cells | lower, relatively | every function (guard) |
 //!
 //! Rates count only with at least [`Verification::min_attempts`] handover attempts a period
@@ -48,7 +48,7 @@ pub struct CellPeriod {
     pub ping_pong: u64,
     pub thp_dl_kbps: u64,
     pub prb_used: u64,
-    pub prb_tot: u64,
+    pub prb_avail: u64,
 }
 
 impl CellPeriod {
@@ -59,7 +59,7 @@ impl CellPeriod {
             period_ms: report.period_ms,
             thp_dl_kbps: report.cell[cc::THP_DL],
             prb_used: report.cell[cc::PRB_USED_DL],
-            prb_tot: report.cell[cc::PRB_TOT_DL],
+            prb_avail: report.cell[cc::PRB_AVAIL_DL],
             ..CellPeriod::default()
         };
         for (_, v) in report.relations() {
@@ -191,7 +191,7 @@ impl Sums {
             self.ping_pong = self.ping_pong.saturating_add(p.ping_pong);
             self.thp_dl_kbps = self.thp_dl_kbps.saturating_add(p.thp_dl_kbps);
             used = used.saturating_add(p.prb_used);
-            tot = tot.saturating_add(p.prb_tot);
+            tot = tot.saturating_add(p.prb_avail);
         }
         if let Some(load) = used.saturating_mul(1000).checked_div(tot) {
             self.prb_max_permille = self.prb_max_permille.max(load);
@@ -490,7 +490,7 @@ mod tests {
             too_late: late,
             thp_dl_kbps: thp,
             prb_used: prb,
-            prb_tot: 100,
+            prb_avail: 100,
             ..CellPeriod::default()
         }
     }
