@@ -1,6 +1,17 @@
-//! ANR pruning: a relation with no handover attempts, or with fewer than half of at least ten
-//! attempts succeeding, for three periods in a row is removed — unless `remove_allowed` is
-//! false, which no SON function ever overrides.
+//! ANR: relations that carry no handovers are pruned, relations whose handovers fail are barred.
+//!
+//! - A relation without handover attempts for [`IDLE_PERIODS`] periods in a row is removed
+//!   (`exists = false`) — unless `remove_allowed` is false, its handovers are barred already
+//!   (an operator's or this function's decision, kept), or its target is down or dormant
+//!   (a locked or energy-saving cell has no traffic to hand over to; it comes back).
+//! - A relation on which fewer than half of at least ten attempts succeed for
+//!   [`FAILING_PERIODS`] periods in a row is not removed: its handovers are barred
+//!   (`ho_allowed = false`, TS 32.511's "no HO" attribute) with the suspected cause in the
+//!   reason, so the operator sees why and can allow them again. A relation whose target's PCI
+//!   clashes with the source or with another of its neighbours is left to the PCI function:
+//!   its handovers fail for a reason that function fixes.
+//!
+//! Relations the operator created are never pruned (the apply-time rules refuse it).
 
 use sonraft_protocol::relation_counter as rc;
 use sonraft_raft::changeset::{ChangeSet, Function, Origin, Write};
@@ -9,14 +20,36 @@ use sonraft_raft::model::{EntityRef, Param, Value};
 use super::view::{FastMap, RadioView};
 use super::{PeriodInput, Proposal};
 
-/// Consecutive bad periods before a relation is pruned.
-pub const PERIODS: u8 = 3;
+/// Consecutive periods without attempts before a relation is pruned.
+pub const IDLE_PERIODS: u8 = 3;
+/// Consecutive failing periods before a relation's handovers are barred.
+pub const FAILING_PERIODS: u8 = 3;
+/// Attempts a period needs before its success ratio says anything.
+pub const FAILING_MIN_ATTEMPTS: u64 = 10;
 
 /// Per relation (keyed by a hash of source and target id): consecutive periods without
 /// attempts, and failing.
 #[derive(Debug, Default)]
 pub struct Streaks {
     bad: FastMap<u64, (u8, u8)>,
+}
+
+/// The likeliest cause of a relation's failed handovers, from its mobility counters.
+fn suspected_cause(v: &[u64]) -> String {
+    let failed = v[rc::ATT].saturating_sub(v[rc::SUCC]).max(1);
+    let (late, early, wrong) = (v[rc::TOO_LATE], v[rc::TOO_EARLY], v[rc::WRONG_CELL]);
+    let named = [
+        (late, "too late (a coverage gap towards the target)"),
+        (early, "too early (the target's coverage does not hold)"),
+        (
+            wrong,
+            "to the wrong cell (an overshooting or missing neighbour)",
+        ),
+    ];
+    match named.iter().max_by_key(|(n, _)| *n) {
+        Some((n, what)) if 2 * n >= failed => format!("most failures are {what}"),
+        _ => "the failures have no mobility cause (admission or radio link at the target)".into(),
+    }
 }
 
 impl Streaks {
@@ -35,35 +68,60 @@ impl Streaks {
                 let Some(rel) = view.relation(c, *t) else {
                     continue;
                 };
-                let key = rel.key;
-                let (dead, failing) = self.bad.get(&key).copied().unwrap_or_default();
-                let is_dead = v[rc::ATT] == 0;
-                let is_failing = v[rc::ATT] >= 10 && (v[rc::SUCC] as f64) < 0.5 * v[rc::ATT] as f64;
+                let (idle, failing) = self.bad.get(&rel.key).copied().unwrap_or_default();
+                let is_idle = v[rc::ATT] == 0;
+                let is_failing = v[rc::ATT] >= FAILING_MIN_ATTEMPTS
+                    && (v[rc::SUCC] as f64) < 0.5 * v[rc::ATT] as f64;
                 let next = (
-                    if is_dead { dead.saturating_add(1) } else { 0 },
+                    if is_idle { idle.saturating_add(1) } else { 0 },
                     if is_failing {
                         failing.saturating_add(1)
                     } else {
                         0
                     },
                 );
-                seen.insert(key, next);
-                let Some(rel) = view.relation(c, *t) else {
-                    continue;
-                };
-                if !rel.remove_allowed || !rel.ho_allowed || (next.0 < PERIODS && next.1 < PERIODS)
-                {
+                seen.insert(rel.key, next);
+                if !rel.ho_allowed {
                     continue;
                 }
-                let why = if next.0 >= PERIODS {
-                    format!("no handover attempts for {} periods", next.0)
-                } else {
-                    format!(
-                        "{} of {} handovers succeeded, failing for {} periods",
-                        v[rc::SUCC],
-                        v[rc::ATT],
-                        next.1
+                let (entity, text) = (
+                    EntityRef::relation(view.id(c), view.id(*t)),
+                    format!("relation {} -> {}", view.id(c), view.id(*t)),
+                );
+                let (param, value, reason) = if next.0 >= IDLE_PERIODS {
+                    if !rel.remove_allowed || view.cell(*t).down {
+                        continue;
+                    }
+                    (
+                        Param::Exists,
+                        false,
+                        format!(
+                            "{text}: no handover attempts for {} periods; pruning",
+                            next.0
+                        ),
                     )
+                } else if next.1 >= FAILING_PERIODS {
+                    if let Some(clash) = view.pci_clash(c, *t) {
+                        tracing::trace!(
+                            relation = %text,
+                            clash = view.id(clash),
+                            "failing relation left to the PCI function"
+                        );
+                        continue;
+                    }
+                    (
+                        Param::HoAllowed,
+                        false,
+                        format!(
+                            "{text}: {} of {} handovers succeeded, failing for {} periods; {}; handovers barred",
+                            v[rc::SUCC],
+                            v[rc::ATT],
+                            next.1,
+                            suspected_cause(v)
+                        ),
+                    )
+                } else {
+                    continue;
                 };
                 out.push(Proposal {
                     change_set: ChangeSet {
@@ -71,16 +129,12 @@ impl Streaks {
                             node,
                             function: Function::AnrPruning,
                         },
-                        reason: format!(
-                            "relation {} -> {}: {why}; pruning",
-                            view.id(c),
-                            view.id(*t)
-                        ),
+                        reason,
                         read_set: vec![view.read_relation(c, rel)],
                         writes: vec![Write {
-                            entity: EntityRef::relation(view.id(c), view.id(*t)),
-                            param: Param::Exists,
-                            value: Value::Bool(false),
+                            entity,
+                            param,
+                            value: Value::Bool(value),
                         }],
                         proposed_at_ms: now_ms,
                     },
@@ -119,22 +173,25 @@ mod tests {
     }
 
     /// Runs the periods (each the counters of A1's relations to A2, A3 and A4) and returns
-    /// after which period (1-based) each pruning was proposed: `(period, target)`.
-    fn prunings(periods: &[Option<[u64; 6]>]) -> Vec<(usize, String)> {
-        let img = img();
-        let v = view(&img);
+    /// after which period (1-based) each write was proposed: `(period, target, param)`.
+    fn decisions(img: &NetworkImage, periods: &[Option<[u64; 6]>]) -> Vec<(usize, String, Param)> {
+        let v = view(img);
         let mut streaks = Streaks::default();
         let mut out = Vec::new();
         for (n, c) in periods.iter().enumerate() {
             let reports: Vec<(&str, &str, [u64; 6])> = match c {
-                Some(c) => vec![("A1", "A2", *c), ("A1", "A3", *c), ("A1", "A4", *c)],
+                Some(c) => ["A2", "A3", "A4"]
+                    .into_iter()
+                    .filter(|t| v.index.contains_key(*t))
+                    .map(|t| ("A1", t, *c))
+                    .collect(),
                 None => Vec::new(),
             };
             for p in streaks.propose(&v, &period(&v, &reports), 1, 0) {
                 let cs = &p.change_set;
                 assert_eq!(cs.origin.function, Function::AnrPruning);
                 let w = &cs.writes[0];
-                assert_eq!((w.param, &w.value), (Param::Exists, &Value::Bool(false)));
+                assert_eq!(w.value, Value::Bool(false));
                 let EntityRef::Relation(s, t) = &w.entity else {
                     panic!("{w:?}")
                 };
@@ -143,10 +200,32 @@ mod tests {
                     cs.read_set[0].version,
                     img.relations[&(s.clone(), t.clone())].version
                 );
-                out.push((n + 1, t.clone()));
+                out.push((n + 1, t.clone(), w.param));
             }
         }
         out
+    }
+
+    /// After which period each relation would be removed, `(period, target)`.
+    fn prunings(periods: &[Option<[u64; 6]>]) -> Vec<(usize, String)> {
+        writes_of(Param::Exists, &img(), periods)
+    }
+
+    /// After which period each relation's handovers would be barred, `(period, target)`.
+    fn barrings(periods: &[Option<[u64; 6]>]) -> Vec<(usize, String)> {
+        writes_of(Param::HoAllowed, &img(), periods)
+    }
+
+    fn writes_of(
+        param: Param,
+        img: &NetworkImage,
+        periods: &[Option<[u64; 6]>],
+    ) -> Vec<(usize, String)> {
+        decisions(img, periods)
+            .into_iter()
+            .filter(|(_, _, p)| *p == param)
+            .map(|(n, t, _)| (n, t))
+            .collect()
     }
 
     const DEAD: Option<[u64; 6]> = Some([0, 0, 0, 0, 0, 0]);
@@ -159,12 +238,66 @@ mod tests {
     }
 
     #[test]
-    fn a_relation_failing_for_three_periods_is_pruned_on_the_third() {
-        assert!(prunings(&[FAILING, FAILING]).is_empty());
+    fn a_relation_failing_for_three_periods_has_its_handovers_barred_not_removed() {
+        assert!(barrings(&[FAILING, FAILING]).is_empty());
         assert_eq!(
-            prunings(&[FAILING, FAILING, FAILING]),
-            [(3, "A2".to_string())]
+            barrings(&[FAILING, FAILING, FAILING]),
+            [(3, "A2".to_string()), (3, "A3".to_string())],
+            "a protected relation may be barred: it stays"
         );
+        assert!(
+            prunings(&[FAILING; 6]).is_empty(),
+            "a failing relation is never removed"
+        );
+    }
+
+    #[test]
+    fn a_barred_relation_says_the_suspected_cause() {
+        let img = img();
+        let v = view(&img);
+        let mut streaks = Streaks::default();
+        // 20 attempts, 8 succeed, 9 too late.
+        let late = [20, 8, 1, 9, 2, 0];
+        let mut last = Vec::new();
+        for _ in 0..3 {
+            last = streaks.propose(&v, &period(&v, &[("A1", "A2", late)]), 1, 0);
+        }
+        assert_eq!(last.len(), 1);
+        let reason = &last[0].change_set.reason;
+        assert!(reason.contains("most failures are too late"), "{reason}");
+        assert!(reason.contains("8 of 20"), "{reason}");
+    }
+
+    #[test]
+    fn a_failing_relation_into_a_pci_clash_is_left_to_the_pci_function() {
+        // A2 and A3 share PCI 2: from A1, handovers to A2 may reach A3 (a confusion).
+        let img = image(
+            vec![
+                cell("A1", 1, 1300),
+                cell("A2", 2, 1300),
+                cell("A3", 2, 1300),
+            ],
+            vec![relation("A1", "A2"), relation("A1", "A3")],
+        );
+        let v = view(&img);
+        let mut streaks = Streaks::default();
+        for _ in 0..4 {
+            let p = streaks.propose(&v, &period(&v, &[("A1", "A2", FAILING.unwrap())]), 1, 0);
+            assert!(p.is_empty(), "{p:?}");
+        }
+    }
+
+    #[test]
+    fn an_idle_relation_into_a_locked_or_dormant_cell_is_kept() {
+        for (param, value) in [("admin_state", "locked"), ("energy_saving", "dormant")] {
+            let mut down = cell("A2", 2, 1300);
+            down[param] = value.into();
+            let img = image(vec![cell("A1", 1, 1300), down], vec![relation("A1", "A2")]);
+            assert!(
+                writes_of(Param::Exists, &img, &[DEAD; 5]).is_empty(),
+                "pruned into a {value} cell"
+            );
+        }
     }
 
     #[test]
@@ -172,8 +305,8 @@ mod tests {
         assert!(prunings(&[DEAD, DEAD, GOOD, DEAD, DEAD]).is_empty());
         assert!(prunings(&[DEAD, DEAD, None, DEAD, DEAD]).is_empty());
         assert_eq!(
-            prunings(&[FAILING, FAILING, GOOD, FAILING, FAILING, FAILING]),
-            [(6, "A2".to_string())]
+            barrings(&[FAILING, FAILING, GOOD, FAILING, FAILING, FAILING])[0],
+            (6, "A2".to_string())
         );
     }
 
@@ -184,7 +317,7 @@ mod tests {
 
     #[test]
     fn under_ten_attempts_a_relation_is_not_failing() {
-        assert!(prunings(&[Some([9, 0, 0, 0, 0, 0]); 4]).is_empty());
+        assert!(barrings(&[Some([9, 0, 0, 0, 0, 0]); 4]).is_empty());
     }
 
     #[test]

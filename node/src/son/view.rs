@@ -6,7 +6,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 
 use sonraft_raft::changeset::ReadVersion;
 use sonraft_raft::model::image::NetworkImage;
-use sonraft_raft::model::{EntityRef, Policy, Rat};
+use sonraft_raft::model::{AdminState, EnergySaving, EntityRef, Policy, Rat};
 
 /// FNV-1a: a fast hash for the short ids the SON functions look up millions of times; the
 /// ids come from the replicated image, not from outside, so flooding is not a concern.
@@ -42,6 +42,10 @@ pub struct ViewCell {
     pub hysteresis: u8,
     pub time_to_trigger_ms: u16,
     pub own: bool,
+    /// Index of its cell site in [`RadioView::site_cells`]: co-site cells share it.
+    pub cell_site: u32,
+    /// Locked, shutting down or dormant (energy saving): it carries no traffic now.
+    pub down: bool,
     /// Downlink PRB use from the replicated KPI summary, per mille.
     pub prb_permille: Option<u16>,
 }
@@ -69,6 +73,8 @@ pub struct RadioView {
     pub incoming: Vec<Vec<u32>>,
     /// Cells this site owns.
     pub own: Vec<u32>,
+    /// The cells of each cell site, indexed by [`ViewCell::cell_site`].
+    pub site_cells: Vec<Vec<u32>>,
     pub policy: Policy,
 }
 
@@ -100,9 +106,17 @@ impl RadioView {
             out: vec![Vec::new(); n],
             incoming: vec![Vec::new(); n],
             own: Vec::new(),
+            site_cells: Vec::new(),
             policy: image.policy.clone(),
         };
+        let mut site_index: FastMap<&str, u32> = FastMap::default();
         for (i, c) in image.cells.values().enumerate() {
+            let next = site_index.len() as u32;
+            let cell_site = *site_index.entry(c.site.as_str()).or_insert_with(|| {
+                v.site_cells.push(Vec::new());
+                next
+            });
+            v.site_cells[cell_site as usize].push(i as u32);
             let own = image.sites.get(&c.site).is_some_and(|s| s.region == site);
             v.ids.push(c.id.clone());
             v.index.insert(c.id.clone(), i as u32);
@@ -114,6 +128,9 @@ impl RadioView {
                 hysteresis: c.hysteresis,
                 time_to_trigger_ms: c.time_to_trigger_ms,
                 own,
+                cell_site,
+                down: c.admin_state != AdminState::Unlocked
+                    || c.energy_saving == EnergySaving::Dormant,
                 prb_permille: image.kpis.get(&c.id).map(|k| k.prb_dl_permille),
             });
             if own {
@@ -156,6 +173,27 @@ impl RadioView {
         n.dedup();
         n.retain(|x| *x != c);
         n
+    }
+
+    /// The other cells of `c`'s cell site.
+    pub fn co_site(&self, c: u32) -> impl Iterator<Item = u32> + '_ {
+        self.site_cells[self.cell(c).cell_site as usize]
+            .iter()
+            .copied()
+            .filter(move |x| *x != c)
+    }
+
+    /// A cell that shares `target`'s PCI on its frequency as `source` sees it: `source` itself
+    /// (a collision) or another of `source`'s neighbours (a confusion). Handovers from `source`
+    /// to `target` then fail for a reason the PCI function fixes, not the mobility functions.
+    pub fn pci_clash(&self, source: u32, target: u32) -> Option<u32> {
+        let t = self.cell(target);
+        let same =
+            |x: u32| x != target && self.cell(x).pci == t.pci && self.cell(x).arfcn == t.arfcn;
+        if same(source) {
+            return Some(source);
+        }
+        self.neighbours(source).into_iter().find(|x| same(*x))
     }
 
     pub fn relation(&self, source: u32, target: u32) -> Option<&ViewRelation> {
