@@ -1,14 +1,23 @@
-//! Mobility robustness: hysteresis and time-to-trigger from the too-late, too-early and
-//! ping-pong ratios of a cell's outgoing handovers.
+//! Mobility robustness (MRO): the handover parameters from the mobility failures of a cell's
+//! outgoing handovers (TS 32.425 too late, too early, to the wrong cell; ping-pongs).
 //!
-//! More than 3 % too-late handovers: hand over sooner (time-to-trigger one step down while it is
-//! above 100 ms, else hysteresis −0.5 dB). More than 3 % too-early or 5 % ping-pong: hand over
-//! later (hysteresis +0.5 dB up to 5 dB, else time-to-trigger one step up). At least 20
-//! attempts are needed to judge.
+//! Evidence first: a cell or relation is judged only with at least [`MIN_ATTEMPTS`] attempts
+//! and [`MIN_EVENTS`] failures of the kind that moves it, so one unlucky period does not step.
+//! A direction follows from weighing both sides: more than 3 % too-late handovers ask to hand
+//! over sooner; more than 3 % too-early (wrong-cell handovers count as early, unless the
+//! target's PCI clashes, which is the PCI function's to fix) or 5 % ping-pongs ask for later.
+//! When both ask, the side with at least twice the other's events wins; otherwise the two are
+//! balanced and nothing changes (a step either way would trade one failure for the other).
+//!
+//! Per relation before per cell: when the relations asking for the cell's direction carry at
+//! least half of its attempts, the problem is the cell's — sooner: time-to-trigger one step down
+//! while above 100 ms, else hysteresis −0.5 dB; later: hysteresis +0.5 dB up to 5 dB, else
+//! time-to-trigger one step up. Otherwise only the relations that ask move, by their cell
+//! individual offset (one Q-OffsetRange step, within the policy's bound), in one change set.
 
 use sonraft_protocol::relation_counter as rc;
-use sonraft_raft::changeset::{ChangeSet, Function, Origin, Write};
-use sonraft_raft::model::{EntityRef, Param, TIME_TO_TRIGGER_MS, Value};
+use sonraft_raft::changeset::{ChangeSet, Function, Origin, ReadVersion, Write};
+use sonraft_raft::model::{EntityRef, Param, Q_OFFSET_RANGE_DB, TIME_TO_TRIGGER_MS, Value};
 
 use super::view::RadioView;
 use super::{PeriodInput, Proposal};
@@ -16,7 +25,82 @@ use super::{PeriodInput, Proposal};
 pub const MAX_LATE: f64 = 0.03;
 pub const MAX_EARLY: f64 = 0.03;
 pub const MAX_PING_PONG: f64 = 0.05;
+/// Attempts a cell (or a relation, for its own offset) needs in a period to be judged.
 pub const MIN_ATTEMPTS: u64 = 20;
+/// Failures of the kind that asks for a step, below which a ratio is noise.
+pub const MIN_EVENTS: u64 = 3;
+/// How many times the other side's events one side needs to win when both ask.
+pub const DOMINANCE: u64 = 2;
+/// Share of a cell's attempts on relations asking for one direction that makes it the cell's.
+pub const CELL_WIDE_SHARE: f64 = 0.5;
+
+/// Which way a cell's or relation's handovers should move.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Direction {
+    Sooner,
+    Later,
+}
+
+/// The mobility failures of one period, over one relation or a cell's relations.
+#[derive(Debug, Default, Clone, Copy)]
+struct Failures {
+    att: u64,
+    late: u64,
+    /// Too early plus wrong cell (the handover went, but not to where the user stays).
+    early: u64,
+    ping_pong: u64,
+}
+
+impl Failures {
+    fn add(&mut self, o: Failures) {
+        self.att += o.att;
+        self.late += o.late;
+        self.early += o.early;
+        self.ping_pong += o.ping_pong;
+    }
+
+    fn ratio(&self, n: u64) -> f64 {
+        n as f64 / self.att.max(1) as f64
+    }
+
+    /// The direction the evidence asks for, if it is enough and not balanced.
+    fn direction(&self) -> Option<Direction> {
+        if self.att < MIN_ATTEMPTS {
+            return None;
+        }
+        let sooner = self.late >= MIN_EVENTS && self.ratio(self.late) > MAX_LATE;
+        let later = (self.early >= MIN_EVENTS && self.ratio(self.early) > MAX_EARLY)
+            || (self.ping_pong >= MIN_EVENTS && self.ratio(self.ping_pong) > MAX_PING_PONG);
+        let against_late = self.early + self.ping_pong;
+        if sooner && self.late >= DOMINANCE * against_late {
+            Some(Direction::Sooner)
+        } else if later && against_late >= DOMINANCE * self.late {
+            Some(Direction::Later)
+        } else {
+            None
+        }
+    }
+
+    /// Whether its ratios ask for `d`, however few its events: to place a cell's problem.
+    fn leans(&self, d: Direction) -> bool {
+        match d {
+            Direction::Sooner => self.ratio(self.late) > MAX_LATE,
+            Direction::Later => {
+                self.ratio(self.early) > MAX_EARLY || self.ratio(self.ping_pong) > MAX_PING_PONG
+            }
+        }
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "{:.1} % too late, {:.1} % too early or to a wrong cell, {:.1} % ping-pong over {} attempts",
+            self.ratio(self.late) * 100.0,
+            self.ratio(self.early) * 100.0,
+            self.ratio(self.ping_pong) * 100.0,
+            self.att
+        )
+    }
+}
 
 fn ttt_step(ttt: u16, up: bool) -> Option<u16> {
     let i = TIME_TO_TRIGGER_MS.iter().position(|t| *t == ttt)?;
@@ -27,76 +111,146 @@ fn ttt_step(ttt: u16, up: bool) -> Option<u16> {
     }
 }
 
-/// Proposals for this period.
+/// The next Q-OffsetRange value from `cio` in `direction` (a higher offset hands over sooner),
+/// within `bound`.
+fn cio_step(cio: i8, direction: Direction, bound: i8) -> Option<i8> {
+    let i = Q_OFFSET_RANGE_DB.iter().position(|q| *q == cio)?;
+    let next = match direction {
+        Direction::Sooner => Q_OFFSET_RANGE_DB.get(i + 1).copied()?,
+        Direction::Later => Q_OFFSET_RANGE_DB[i.checked_sub(1)?],
+    };
+    (next.abs() <= bound || next.abs() < cio.abs()).then_some(next)
+}
+
+/// The cell-wide step: which parameter, from what, to what.
+fn cell_step(hysteresis: u8, ttt: u16, direction: Direction) -> Option<(Param, i64, i64)> {
+    let (h, t) = (i64::from(hysteresis), i64::from(ttt));
+    match direction {
+        Direction::Sooner => match ttt_step(ttt, false) {
+            Some(to) if ttt > 100 => Some((Param::TimeToTriggerMs, t, i64::from(to))),
+            _ if hysteresis > 0 => Some((Param::Hysteresis, h, h - 1)),
+            _ => None,
+        },
+        Direction::Later if hysteresis < 10 => Some((Param::Hysteresis, h, h + 1)),
+        Direction::Later => {
+            ttt_step(ttt, true).map(|to| (Param::TimeToTriggerMs, t, i64::from(to)))
+        }
+    }
+}
+
+/// Proposals for this period: at most one change set per cell.
 pub fn propose(view: &RadioView, input: &PeriodInput, node: u64, now_ms: u64) -> Vec<Proposal> {
+    let bound = view.policy.max_son_cio_db;
     let mut out = Vec::new();
     for &c in &view.own {
         let Some(rels) = input.relations.get(&c) else {
             continue;
         };
-        let sum = |k: usize| rels.iter().map(|(_, v)| v[k]).sum::<u64>();
-        let att = sum(rc::ATT);
-        if att < MIN_ATTEMPTS {
+        let mut cell = Failures::default();
+        let per_relation: Vec<(u32, Failures)> = rels
+            .iter()
+            .map(|(t, v)| {
+                // A wrong-cell handover towards a target whose PCI clashes is the PCI's fault.
+                let wrong = if view.pci_clash(c, *t).is_some() {
+                    0
+                } else {
+                    v[rc::WRONG_CELL]
+                };
+                let f = Failures {
+                    att: v[rc::ATT],
+                    late: v[rc::TOO_LATE],
+                    early: v[rc::TOO_EARLY] + wrong,
+                    ping_pong: v[rc::PING_PONG],
+                };
+                cell.add(f);
+                (*t, f)
+            })
+            .collect();
+        let wanted = cell.direction();
+        // The share of the attempts, on relations with enough attempts of their own, whose
+        // ratios lean towards `d`; without any such relation the problem cannot be placed and
+        // is the cell's.
+        let share = |d: Direction| {
+            let judged = per_relation.iter().filter(|(_, f)| f.att >= MIN_ATTEMPTS);
+            let (asking, all) = judged.fold((0, 0), |(a, n), (_, f)| {
+                (a + if f.leans(d) { f.att } else { 0 }, n + f.att)
+            });
+            if all == 0 {
+                1.0
+            } else {
+                asking as f64 / all as f64
+            }
+        };
+        let me = view.cell(c);
+        if let Some(d) = wanted.filter(|d| share(*d) >= CELL_WIDE_SHARE) {
+            // A cell-wide problem with nothing left to step is left alone: offsets are for
+            // relations (and load balancing's), not a cell's whole timing.
+            let Some((param, from, to)) = cell_step(me.hysteresis, me.time_to_trigger_ms, d) else {
+                continue;
+            };
+            out.push(Proposal {
+                change_set: ChangeSet {
+                    origin: Origin {
+                        node,
+                        function: Function::MobilityRobustness,
+                    },
+                    reason: format!(
+                        "{} has {} (cell-wide): {param} {from} -> {to}",
+                        view.id(c),
+                        cell.describe()
+                    ),
+                    read_set: vec![view.read_cell(c)],
+                    writes: vec![Write {
+                        entity: EntityRef::cell(view.id(c)),
+                        param,
+                        value: Value::Int(to),
+                    }],
+                    proposed_at_ms: now_ms,
+                },
+                cells: vec![view.id(c).to_string()],
+            });
             continue;
         }
-        let ratio = |k: usize| sum(k) as f64 / att as f64;
-        let (late, early, pp) = (
-            ratio(rc::TOO_LATE),
-            ratio(rc::TOO_EARLY),
-            ratio(rc::PING_PONG),
-        );
-        let cell = view.cell(c);
-        let (param, to, why) = if late > MAX_LATE {
-            match ttt_step(cell.time_to_trigger_ms, false) {
-                Some(t) if cell.time_to_trigger_ms > 100 => (
-                    Param::TimeToTriggerMs,
-                    i64::from(t),
-                    format!("{:.1} % too-late handovers", late * 100.0),
-                ),
-                _ if cell.hysteresis > 0 => (
-                    Param::Hysteresis,
-                    i64::from(cell.hysteresis) - 1,
-                    format!("{:.1} % too-late handovers", late * 100.0),
-                ),
-                _ => continue,
-            }
-        } else if early > MAX_EARLY || pp > MAX_PING_PONG {
-            let why = format!(
-                "{:.1} % too-early, {:.1} % ping-pong handovers",
-                early * 100.0,
-                pp * 100.0
-            );
-            if cell.hysteresis < 10 {
-                (Param::Hysteresis, i64::from(cell.hysteresis) + 1, why)
-            } else if let Some(t) = ttt_step(cell.time_to_trigger_ms, true) {
-                (Param::TimeToTriggerMs, i64::from(t), why)
-            } else {
+        // The problem is on some relations only: move their offsets.
+        let mut read_set: Vec<ReadVersion> = Vec::new();
+        let mut writes = Vec::new();
+        let mut why = Vec::new();
+        for (t, f) in &per_relation {
+            let (Some(d), Some(rel)) = (f.direction(), view.relation(c, *t)) else {
                 continue;
-            }
-        } else {
+            };
+            let Some(to) = rel
+                .ho_allowed
+                .then(|| cio_step(rel.cio_db, d, bound))
+                .flatten()
+            else {
+                continue;
+            };
+            read_set.push(view.read_relation(c, rel));
+            writes.push(Write {
+                entity: EntityRef::relation(view.id(c), view.id(*t)),
+                param: Param::CioDb,
+                value: Value::Int(to.into()),
+            });
+            why.push(format!(
+                "-> {} has {}: CIO {} -> {to} dB",
+                view.id(*t),
+                f.describe(),
+                rel.cio_db
+            ));
+        }
+        if writes.is_empty() {
             continue;
-        };
-        let from = if param == Param::Hysteresis {
-            i64::from(cell.hysteresis)
-        } else {
-            i64::from(cell.time_to_trigger_ms)
-        };
+        }
         out.push(Proposal {
             change_set: ChangeSet {
                 origin: Origin {
                     node,
                     function: Function::MobilityRobustness,
                 },
-                reason: format!(
-                    "{} has {why} over {att} attempts: {param} {from} -> {to}",
-                    view.id(c)
-                ),
-                read_set: vec![view.read_cell(c)],
-                writes: vec![Write {
-                    entity: EntityRef::cell(view.id(c)),
-                    param,
-                    value: Value::Int(to),
-                }],
+                reason: format!("{} per relation: {}", view.id(c), why.join("; ")),
+                read_set,
+                writes,
                 proposed_at_ms: now_ms,
             },
             cells: vec![view.id(c).to_string()],
@@ -179,8 +333,119 @@ mod tests {
     }
 
     #[test]
-    fn late_handovers_are_fixed_before_early_ones() {
-        assert_eq!(run(4, 320, 50, 5, 5, 0), [(Param::TimeToTriggerMs, 256)]);
+    fn balanced_late_and_early_handovers_change_nothing() {
+        // A step either way would trade one failure for the other.
+        assert!(run(4, 320, 50, 5, 5, 0).is_empty());
+        assert!(
+            run(4, 320, 50, 3, 5, 0).is_empty(),
+            "late 5, early 3: not twice"
+        );
+    }
+
+    #[test]
+    fn late_handovers_at_twice_the_early_ones_win() {
+        assert_eq!(run(4, 320, 50, 2, 5, 0), [(Param::TimeToTriggerMs, 256)]);
+        assert_eq!(run(4, 320, 50, 5, 2, 0), [(Param::Hysteresis, 5)]);
+    }
+
+    #[test]
+    fn fewer_than_three_failures_are_noise_whatever_their_ratio() {
+        // 2 x 30 attempts, one too late each: 3.3 %, but two events.
+        assert!(run(4, 320, 30, 0, 1, 0).is_empty());
+        assert_eq!(run(4, 320, 30, 0, 2, 0), [(Param::TimeToTriggerMs, 256)]);
+    }
+
+    /// A1 -> A2 (`a2` counters) and A1 -> Z1 (`z1`), with PCIs `pci_a2` and `pci_z1` and the
+    /// offset A1 -> A2 at `cio`: the CIO writes proposed, `(target, new offset)`.
+    fn per_relation(
+        a2: [u64; 6],
+        z1: [u64; 6],
+        pci_a2: u16,
+        pci_z1: u16,
+        cio: i8,
+    ) -> Vec<(String, i64)> {
+        let mut r = relation("A1", "A2");
+        r["cio_db"] = cio.into();
+        let img = image(
+            vec![
+                cell("A1", 1, 1300),
+                cell("A2", pci_a2, 1300),
+                cell("Z1", pci_z1, 1300),
+            ],
+            vec![r, relation("A1", "Z1")],
+        );
+        let v = view(&img);
+        let input = period(&v, &[("A1", "A2", a2), ("A1", "Z1", z1)]);
+        let mut out = Vec::new();
+        for p in propose(&v, &input, 1, 0) {
+            let cs = &p.change_set;
+            assert_eq!(
+                cs.writes.len(),
+                cs.read_set.len(),
+                "it reads what it writes"
+            );
+            for (w, read) in cs.writes.iter().zip(&cs.read_set) {
+                assert_eq!(w.entity, read.entity);
+                let EntityRef::Relation(_, t) = &w.entity else {
+                    return vec![(w.entity.to_string(), -99)];
+                };
+                assert_eq!(w.param, Param::CioDb);
+                let Value::Int(to) = w.value else {
+                    panic!("{w:?}")
+                };
+                out.push((t.clone(), to));
+            }
+        }
+        out
+    }
+
+    /// `[att, succ, early, late, wrong, ping-pong]`.
+    const fn rel(att: u64, early: u64, late: u64, wrong: u64) -> [u64; 6] {
+        [att, att - early - late - wrong, early, late, wrong, 0]
+    }
+
+    #[test]
+    fn a_problem_on_one_relation_moves_only_its_offset() {
+        // A1 -> A2 carries a third of the attempts and all the late handovers.
+        let clean = rel(80, 0, 0, 0);
+        assert_eq!(
+            per_relation(rel(40, 0, 6, 0), clean, 2, 3, 0),
+            [("A2".to_string(), 1)]
+        );
+        assert_eq!(
+            per_relation(rel(40, 6, 0, 0), clean, 2, 3, 0),
+            [("A2".to_string(), -1)]
+        );
+        // When the late relation carries half of the attempts, the problem is the cell's.
+        assert_eq!(
+            per_relation(rel(80, 0, 12, 0), clean, 2, 3, 0),
+            [("cell/A1".to_string(), -99)]
+        );
+    }
+
+    #[test]
+    fn offsets_stay_within_the_policys_bound_but_may_always_come_back() {
+        let clean = rel(80, 0, 0, 0);
+        assert!(per_relation(rel(40, 0, 6, 0), clean, 2, 3, 6).is_empty());
+        assert_eq!(
+            per_relation(rel(40, 6, 0, 0), clean, 2, 3, 6),
+            [("A2".to_string(), 5)]
+        );
+        assert_eq!(
+            per_relation(rel(40, 6, 0, 0), clean, 2, 3, 10),
+            [("A2".to_string(), 8)]
+        );
+    }
+
+    #[test]
+    fn wrong_cell_handovers_count_as_early_unless_the_targets_pci_clashes() {
+        let clean = rel(80, 0, 0, 0);
+        assert_eq!(
+            per_relation(rel(40, 0, 0, 6), clean, 2, 3, 0),
+            [("A2".to_string(), -1)]
+        );
+        // A2 and Z1 share PCI 2: from A1 they are confused, which the PCI function fixes.
+        assert!(per_relation(rel(40, 0, 0, 6), clean, 2, 2, 0).is_empty());
     }
 
     #[test]
