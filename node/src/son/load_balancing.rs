@@ -1,22 +1,78 @@
-//! Mobility load balancing through the relations' cell individual offsets (CIO).
+//! Mobility load balancing (MLB) through the relations' cell individual offsets (CIO).
 //!
-//! A cell using more than 80 % of its downlink PRBs steps up the CIO (+2 dB, along the
-//! Q-OffsetRange values) towards neighbours under 60 % whose handovers succeed at least 95 % of
-//! the time, at most three per period, so that edge users move there. When the cell falls under
+//! Loads are `RRU.PrbUsedDl / RRU.PrbAvailDl`, smoothed over [`SMOOTHING_PERIODS`] periods
+//! (exponentially) so that one busy period does not move traffic. A cell above 80 % steps up the
+//! CIO (+2 dB along the Q-OffsetRange values) towards at most three neighbours whose handovers
+//! succeed at least 95 % of the time and whose load, *projected* with what this period's other
+//! moves send them, stays under 60 % — so several overloaded sources do not herd into one
+//! target. The reverse offset moves with it (reciprocal offsets: target → source goes to minus
+//! the new value), so the users moved are not handed straight back. When the cell falls under
 //! 50 % (a wide band, so that it does not oscillate), or a neighbour it offloads to rises over
-//! 80 %, it steps back towards 0 dB. |CIO| stays
-//! within the policy's bound.
+//! 80 %, both offsets step back towards 0 dB. |CIO| stays within the policy's bound. A cell's
+//! moves are one change set.
 
-use sonraft_raft::changeset::{ChangeSet, Function, Origin, Write};
+use sonraft_raft::changeset::{ChangeSet, Function, Origin, ReadVersion, Write};
 use sonraft_raft::model::{EntityRef, Param, Q_OFFSET_RANGE_DB, Value};
 
-use super::view::RadioView;
+use super::view::{FastMap, RadioView, relation_key};
 use super::{PeriodInput, Proposal};
 
 pub const HIGH_PCT: f64 = 80.0;
 pub const LOW_PCT: f64 = 60.0;
 pub const RELEASE_PCT: f64 = 50.0;
 pub const MIN_SUCCESS: f64 = 0.95;
+/// Most neighbours one cell offloads to in a period.
+pub const MAX_TARGETS: usize = 3;
+/// Periods the load is smoothed over (an exponential average with weight 2 / (N + 1)).
+pub const SMOOTHING_PERIODS: f64 = 3.0;
+/// The share of a source's load one dB of offset is expected to move, for the projection (a
+/// cautious figure: field trials report 2–4 % per dB at the cell edge).
+pub const SHIFT_PER_DB: f64 = 0.03;
+
+/// Each cell's smoothed load, kept between periods (keyed by a hash of the cell id, so that it
+/// survives a new capture of the view). Holds the cells of the last period only: bounded by
+/// the view.
+#[derive(Debug, Default, Clone)]
+pub struct Smoothed {
+    load: FastMap<u64, f64>,
+    /// A copy for recomputing a period already folded in: it answers without folding again.
+    frozen: bool,
+}
+
+impl Smoothed {
+    /// A copy that answers the averages as they are, for recomputing this period's proposals.
+    pub fn frozen(&self) -> Smoothed {
+        Smoothed {
+            load: self.load.clone(),
+            frozen: true,
+        }
+    }
+
+    /// Folds this period's loads (own cells' reports, other cells' replicated summaries) into
+    /// the averages, and returns them by view index.
+    pub fn update(&mut self, view: &RadioView, input: &PeriodInput) -> FastMap<u32, f64> {
+        let weight = 2.0 / (SMOOTHING_PERIODS + 1.0);
+        let mut next = FastMap::with_capacity_and_hasher(self.load.len(), Default::default());
+        let mut by_index = FastMap::default();
+        for c in 0..view.cells.len() as u32 {
+            let Some(now) = input.prb_pct(view, c) else {
+                continue;
+            };
+            let key = relation_key(view.id(c), "");
+            let smoothed = match self.load.get(&key) {
+                Some(&before) if self.frozen => before,
+                Some(before) => before + weight * (now - before),
+                None => now,
+            };
+            next.insert(key, smoothed);
+            by_index.insert(c, smoothed);
+        }
+        if !self.frozen {
+            self.load = next;
+        }
+        by_index
+    }
+}
 
 fn next_q(cio: i8, up: bool, bound: i8) -> Option<i8> {
     let pos = Q_OFFSET_RANGE_DB.iter().position(|q| *q == cio)?;
@@ -39,94 +95,170 @@ fn next_q(cio: i8, up: bool, bound: i8) -> Option<i8> {
     (next.abs() <= bound && (next - cio).abs() <= 3).then_some(next)
 }
 
-fn change(
-    view: &RadioView,
-    node: u64,
-    now_ms: u64,
-    c: u32,
-    t: u32,
-    to: i8,
-    reason: String,
-) -> Option<Proposal> {
-    let rel = view.relation(c, t)?;
-    Some(Proposal {
-        change_set: ChangeSet {
-            origin: Origin {
-                node,
-                function: Function::LoadBalancing,
-            },
-            reason,
-            read_set: vec![view.read_relation(c, rel)],
-            writes: vec![Write {
-                entity: EntityRef::relation(view.id(c), view.id(t)),
-                param: Param::CioDb,
-                value: Value::Int(to.into()),
-            }],
-            proposed_at_ms: now_ms,
-        },
-        cells: vec![view.id(c).to_string()],
-    })
+/// One source cell's moves: the offsets written, what they read, and why.
+struct Moves<'a> {
+    view: &'a RadioView,
+    source: u32,
+    read_set: Vec<ReadVersion>,
+    writes: Vec<Write>,
+    cells: Vec<String>,
+    why: Vec<String>,
 }
 
-/// Proposals for this period.
-pub fn propose(view: &RadioView, input: &PeriodInput, node: u64, now_ms: u64) -> Vec<Proposal> {
+impl<'a> Moves<'a> {
+    fn new(view: &'a RadioView, source: u32) -> Self {
+        Moves {
+            view,
+            source,
+            read_set: Vec::new(),
+            writes: Vec::new(),
+            cells: vec![view.id(source).to_string()],
+            why: Vec::new(),
+        }
+    }
+
+    /// Sets the offset `source -> target` to `to`, and the reverse one to `-to` where that
+    /// lowers it (`moving_out`) or, backing off, raises it.
+    fn set(&mut self, target: u32, to: i8, moving_out: bool, why: String) {
+        let v = self.view;
+        let Some(rel) = v.relation(self.source, target) else {
+            return;
+        };
+        self.read_set.push(v.read_relation(self.source, rel));
+        self.writes.push(cio_write(v, self.source, target, to));
+        let reverse = v
+            .relation(target, self.source)
+            .filter(|r| r.ho_allowed && r.cio_db != -to)
+            .filter(|r| {
+                if moving_out {
+                    r.cio_db > -to
+                } else {
+                    r.cio_db < -to
+                }
+            });
+        if let Some(back) = reverse {
+            self.read_set.push(v.read_relation(target, back));
+            self.writes.push(cio_write(v, target, self.source, -to));
+            if v.cell(target).own {
+                self.cells.push(v.id(target).to_string());
+            }
+        }
+        self.why.push(why);
+    }
+
+    fn into_proposal(self, node: u64, now_ms: u64) -> Option<Proposal> {
+        (!self.writes.is_empty()).then(|| Proposal {
+            change_set: ChangeSet {
+                origin: Origin {
+                    node,
+                    function: Function::LoadBalancing,
+                },
+                reason: self.why.join("; "),
+                read_set: self.read_set,
+                writes: self.writes,
+                proposed_at_ms: now_ms,
+            },
+            cells: self.cells,
+        })
+    }
+}
+
+fn cio_write(view: &RadioView, source: u32, target: u32, to: i8) -> Write {
+    Write {
+        entity: EntityRef::relation(view.id(source), view.id(target)),
+        param: Param::CioDb,
+        value: Value::Int(to.into()),
+    }
+}
+
+/// Proposals for this period, from the smoothed loads (`load`, by view index).
+pub fn propose(
+    view: &RadioView,
+    input: &PeriodInput,
+    load: &FastMap<u32, f64>,
+    node: u64,
+    now_ms: u64,
+) -> Vec<Proposal> {
     let bound = view.policy.max_son_cio_db;
     let mut out = Vec::new();
+    // Load each target is expected to receive from this period's moves.
+    let mut incoming: FastMap<u32, f64> = FastMap::default();
     for &c in &view.own {
-        let Some(load) = input.prb_pct(view, c) else {
+        let Some(&l) = load.get(&c) else {
             continue;
         };
         let rels = &view.out[c as usize];
-        if load > HIGH_PCT {
+        let mut moves = Moves::new(view, c);
+        if l > HIGH_PCT {
             let mut candidates: Vec<(f64, u32, i8)> = rels
                 .iter()
-                .filter(|r| r.ho_allowed)
+                .filter(|r| r.ho_allowed && !view.cell(r.target).down)
                 .filter_map(|r| {
-                    let target_load = input.prb_pct(view, r.target)?;
+                    let projected =
+                        load.get(&r.target)? + incoming.get(&r.target).copied().unwrap_or(0.0);
                     let success = input.ho_success(c, r.target)?;
-                    (target_load < LOW_PCT && success >= MIN_SUCCESS).then_some((
-                        target_load,
-                        r.target,
-                        r.cio_db,
-                    ))
+                    (projected < LOW_PCT && success >= MIN_SUCCESS)
+                        .then_some((projected, r.target, r.cio_db))
                 })
                 .collect();
             candidates.sort_by(|a, b| a.0.total_cmp(&b.0));
-            for (target_load, t, cio) in candidates.into_iter().take(3) {
+            for (projected, t, cio) in candidates {
+                if moves.why.len() == MAX_TARGETS {
+                    break;
+                }
                 let Some(to) = next_q(cio, true, bound) else {
                     continue;
                 };
-                let reason = format!(
-                    "{} uses {load:.0} % of its DL PRBs; {} uses {target_load:.0} %: CIO {cio} -> {to} dB to move edge users",
-                    view.id(c),
-                    view.id(t)
+                // Both offsets move by the step: twice the shift of one.
+                let shift = 2.0 * f64::from(to - cio) * SHIFT_PER_DB * l;
+                let after = projected + shift;
+                if after >= LOW_PCT {
+                    continue;
+                }
+                *incoming.entry(t).or_default() += shift;
+                moves.set(
+                    t,
+                    to,
+                    true,
+                    format!(
+                        "{} uses {l:.0} % of its DL PRBs; {} {projected:.0} %, {after:.0} % expected after: CIO {cio} -> {to} dB to move edge users",
+                        view.id(c),
+                        view.id(t)
+                    ),
                 );
-                out.extend(change(view, node, now_ms, c, t, to, reason));
             }
         } else {
             for r in rels.iter().filter(|r| r.cio_db > 0) {
-                let target_load = input.prb_pct(view, r.target).unwrap_or(0.0);
-                if load < RELEASE_PCT || target_load > HIGH_PCT {
+                let target_load = load.get(&r.target).copied().unwrap_or(0.0);
+                if l < RELEASE_PCT || target_load > HIGH_PCT {
                     let Some(to) = next_q(r.cio_db, false, 24) else {
                         continue;
                     };
-                    let reason = format!(
-                        "{} is at {load:.0} %, {} at {target_load:.0} %: CIO {} -> {to} dB (backing off)",
-                        view.id(c),
-                        view.id(r.target),
-                        r.cio_db
+                    moves.set(
+                        r.target,
+                        to,
+                        false,
+                        format!(
+                            "{} is at {l:.0} %, {} at {target_load:.0} %: CIO {} -> {to} dB (backing off)",
+                            view.id(c),
+                            view.id(r.target),
+                            r.cio_db
+                        ),
                     );
-                    out.extend(change(view, node, now_ms, c, r.target, to, reason));
                 }
             }
         }
+        out.extend(moves.into_proposal(node, now_ms));
     }
     out
 }
 
 #[cfg(test)]
 mod tests {
-    use super::next_q;
+    use sonraft_raft::model::image::NetworkImage;
+
+    use super::super::testing::{cell, counters, image, period, relation, view};
+    use super::*;
 
     #[test]
     fn cio_steps_along_q_offset_values_within_the_bound() {
@@ -136,5 +268,141 @@ mod tests {
         assert_eq!(next_q(6, false, 24), Some(5));
         assert_eq!(next_q(1, false, 24), Some(0));
         assert_eq!(next_q(0, false, 24), None);
+    }
+
+    /// Overloaded-candidate cells A1 and A2 next to Z1, each with relations both ways, at the
+    /// given offsets `(A1->Z1, Z1->A1)`.
+    fn img(cio: (i8, i8)) -> NetworkImage {
+        let mut out = relation("A1", "Z1");
+        out["cio_db"] = cio.0.into();
+        let mut back = relation("Z1", "A1");
+        back["cio_db"] = cio.1.into();
+        image(
+            vec![
+                cell("A1", 1, 1300),
+                cell("A2", 2, 1300),
+                cell("Z1", 3, 1300),
+            ],
+            vec![out, back, relation("A2", "Z1"), relation("Z1", "A2")],
+        )
+    }
+
+    /// One period's proposals with the loads `(cell, %)` (handovers succeeding everywhere),
+    /// after `smoothed` earlier periods at the same loads: `(relation, new offset)` per write.
+    fn run(
+        img: &NetworkImage,
+        loads: &[(&str, f64)],
+        smoothed: &mut Smoothed,
+    ) -> Vec<(String, i64)> {
+        let v = view(img);
+        let good = counters(40, 40, 0, 0, 0);
+        let mut input = period(&v, &[("A1", "Z1", good), ("A2", "Z1", good)]);
+        for (id, pct) in loads {
+            input.prb_pct.insert(v.index[*id], *pct);
+        }
+        let load = smoothed.update(&v, &input);
+        propose(&v, &input, &load, 1, 0)
+            .iter()
+            .flat_map(|p| {
+                let cs = &p.change_set;
+                assert_eq!(cs.origin.function, Function::LoadBalancing);
+                assert_eq!(
+                    cs.read_set.len(),
+                    cs.writes.len(),
+                    "it reads what it writes"
+                );
+                cs.writes.iter().map(|w| {
+                    let Value::Int(to) = w.value else {
+                        panic!("{w:?}")
+                    };
+                    (w.entity.to_string(), to)
+                })
+            })
+            .collect()
+    }
+
+    #[test]
+    fn raising_an_offset_lowers_the_reverse_one() {
+        let moves = run(
+            &img((0, 0)),
+            &[("A1", 90.0), ("A2", 40.0), ("Z1", 30.0)],
+            &mut Smoothed::default(),
+        );
+        assert_eq!(
+            moves,
+            [
+                ("relation/A1/Z1".to_string(), 2),
+                ("relation/Z1/A1".to_string(), -2)
+            ]
+        );
+    }
+
+    #[test]
+    fn backing_off_brings_both_offsets_back() {
+        let moves = run(
+            &img((4, -4)),
+            &[("A1", 40.0), ("A2", 40.0), ("Z1", 30.0)],
+            &mut Smoothed::default(),
+        );
+        assert_eq!(
+            moves,
+            [
+                ("relation/A1/Z1".to_string(), 3),
+                ("relation/Z1/A1".to_string(), -3)
+            ]
+        );
+        // A reverse offset someone else set higher is left alone.
+        let moves = run(
+            &img((4, 2)),
+            &[("A1", 40.0), ("A2", 40.0), ("Z1", 30.0)],
+            &mut Smoothed::default(),
+        );
+        assert_eq!(moves, [("relation/A1/Z1".to_string(), 3)]);
+    }
+
+    #[test]
+    fn one_busy_period_does_not_move_traffic() {
+        let img = img((0, 0));
+        let mut smoothed = Smoothed::default();
+        let quiet = [("A1", 50.0), ("A2", 40.0), ("Z1", 30.0)];
+        let busy = [("A1", 95.0), ("A2", 40.0), ("Z1", 30.0)];
+        for _ in 0..3 {
+            assert!(run(&img, &quiet, &mut smoothed).is_empty());
+        }
+        assert!(
+            run(&img, &busy, &mut smoothed).is_empty(),
+            "one period at 95 %: 72 % smoothed"
+        );
+        assert!(!run(&img, &busy, &mut smoothed).is_empty(), "two: 84 %");
+    }
+
+    #[test]
+    fn two_overloaded_sources_do_not_herd_into_one_target() {
+        // Z1 at 45 %: one move of 2 dB both ways from a 90 % cell is expected to bring it
+        // 10.8 points, to 55.8 %; a second would take it over 60 %.
+        let moves = run(
+            &img((0, 0)),
+            &[("A1", 90.0), ("A2", 90.0), ("Z1", 45.0)],
+            &mut Smoothed::default(),
+        );
+        let into_z1 = moves
+            .iter()
+            .filter(|(r, to)| r.ends_with("/Z1") && *to > 0)
+            .count();
+        assert_eq!(into_z1, 1, "{moves:?}");
+    }
+
+    #[test]
+    fn a_frozen_copy_does_not_fold_a_period_in_twice() {
+        let img = img((0, 0));
+        let v = view(&img);
+        let mut smoothed = Smoothed::default();
+        let mut input = period(&v, &[]);
+        input.prb_pct.insert(v.index["A1"], 50.0);
+        smoothed.update(&v, &input);
+        input.prb_pct.insert(v.index["A1"], 90.0);
+        let once = smoothed.update(&v, &input)[&v.index["A1"]];
+        assert_eq!(once, 70.0);
+        assert_eq!(smoothed.frozen().update(&v, &input)[&v.index["A1"]], 70.0);
     }
 }

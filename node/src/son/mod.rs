@@ -57,7 +57,7 @@ impl PeriodInput {
             let (Some(&c), Ok(r)) = (view.index.get(&**cell), ReportView::parse(body)) else {
                 continue;
             };
-            let tot = r.cell[cc::PRB_TOT_DL].max(1) as f64;
+            let tot = r.cell[cc::PRB_AVAIL_DL].max(1) as f64;
             input
                 .prb_pct
                 .insert(c, r.cell[cc::PRB_USED_DL] as f64 * 100.0 / tot);
@@ -99,7 +99,7 @@ pub fn summaries(period: &ClosedPeriod) -> Vec<KpiSummary> {
         .map(|(cell, r)| KpiSummary {
             cell: cell.to_string(),
             period_end_ms: period.end_ms,
-            prb_dl_permille: (r.cell[cc::PRB_USED_DL] * 1000 / r.cell[cc::PRB_TOT_DL].max(1))
+            prb_dl_permille: (r.cell[cc::PRB_USED_DL] * 1000 / r.cell[cc::PRB_AVAIL_DL].max(1))
                 .min(1000) as u16,
             rrc_conn_mean: r.cell[cc::CONN_MEAN].min(u64::from(u32::MAX)) as u32,
             thp_dl_kbps: r.cell[cc::THP_DL].min(u64::from(u32::MAX)) as u32,
@@ -126,7 +126,7 @@ struct Cycle {
     view: Option<RadioView>,
     /// The configuration changed since the view was captured.
     dirty: bool,
-    streaks: anr::Streaks,
+    memory: Memory,
     /// This site's cells' recent counters, for verifying SON changes.
     ring: verify::KpiRing,
     /// Trials whose verdict this site proposed.
@@ -181,7 +181,7 @@ pub async fn run(
                 let view = c.view.as_ref().expect("captured above");
                 let input = PeriodInput::new(view, &period);
                 // PCIs only change with the configuration: skip the search when nothing did.
-                let mut proposals = analyse(view, &input, &mut c.streaks, node.id(), full);
+                let mut proposals = analyse(view, &input, &mut c.memory, node.id(), full);
                 let voters = node.voters();
                 let (trials, verification) = node.store().with_image(|image| {
                     let format = image.effective_format(voters.iter().copied());
@@ -228,11 +228,16 @@ pub async fn run(
             // Recompute with a fresh view, only for what conflicted.
             let node2 = node.clone();
             let period2 = period.clone();
+            // This period is in the smoothed loads already, and must not count twice in the
+            // ANR streaks either.
+            let mut memory = Memory {
+                streaks: anr::Streaks::default(),
+                load: cycle.memory.load.frozen(),
+            };
             let retry = tokio::task::spawn_blocking(move || {
                 let view = capture(&node2);
                 let input = PeriodInput::new(&view, &period2);
-                let mut none = anr::Streaks::default();
-                analyse(&view, &input, &mut none, node2.id(), true)
+                analyse(&view, &input, &mut memory, node2.id(), true)
                     .into_iter()
                     .filter(|p| {
                         p.change_set
@@ -325,12 +330,20 @@ fn capture(node: &Node) -> RadioView {
         .with_image(|image| RadioView::capture(image, node.site()))
 }
 
+/// What the functions remember between periods: ANR's streaks of idle and failing relations,
+/// MLB's smoothed loads.
+#[derive(Debug, Default)]
+pub struct Memory {
+    pub streaks: anr::Streaks,
+    pub load: load_balancing::Smoothed,
+}
+
 /// Runs every function over one view (`with_pci`: also the PCI search, which only needs to
 /// run when the configuration changed).
 pub fn analyse(
     view: &RadioView,
     input: &PeriodInput,
-    streaks: &mut anr::Streaks,
+    memory: &mut Memory,
     node: u64,
     with_pci: bool,
 ) -> Vec<Proposal> {
@@ -341,8 +354,9 @@ pub fn analyse(
         Vec::new()
     };
     out.extend(robustness::propose(view, input, node, now));
-    out.extend(load_balancing::propose(view, input, node, now));
-    out.extend(streaks.propose(view, input, node, now));
+    let load = memory.load.update(view, input);
+    out.extend(load_balancing::propose(view, input, &load, node, now));
+    out.extend(memory.streaks.propose(view, input, node, now));
     out
 }
 
