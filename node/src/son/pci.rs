@@ -3,8 +3,10 @@
 //! A cell's PCI must differ from every first-order neighbour (else a *collision*) and from every
 //! second-order neighbour — another neighbour of one of its neighbours (else a *confusion* at
 //! that neighbour). Of two cells in conflict, the one with the greater id changes, so the two
-//! owning sites never both move; it takes the lowest PCI clean against its first- and
-//! second-order neighbours on its frequency. The read set holds every cell whose PCI the choice
+//! owning sites never both move; it takes a PCI clean against its first- and second-order
+//! neighbours on its frequency: of those, the one whose value mod 3 (and then mod 30) it shares
+//! with the fewest first-order neighbours and co-site cells on its frequency, then the lowest.
+//! LTE PCIs are 0..=503, NR's 0..=1007. The read set holds every cell whose PCI the choice
 //! relied on: a concurrent change to any of them makes the proposal a conflict, recomputed.
 
 use std::collections::BTreeSet;
@@ -52,18 +54,41 @@ pub fn propose(view: &RadioView, node: u64, now_ms: u64) -> Vec<Proposal> {
                 .filter(|(x, _)| related.contains(x))
                 .map(|(_, p)| *p),
         );
-        let Some(pci) = (0..=me.rat.max_pci()).find(|p| !used.contains(p)) else {
+        // Of the clean PCIs, the one sharing its PCI mod 3 (the primary synchronisation
+        // signal, and LTE's reference-signal shift) with fewest cells it can interfere with —
+        // first-order neighbours and co-site cells on its frequency — then mod 30 (uplink
+        // reference-signal groups, LTE and NR alike), then the lowest.
+        let adjacent: BTreeSet<u32> = first
+            .iter()
+            .copied()
+            .chain(view.co_site(c))
+            .filter(same_freq)
+            .collect();
+        let pci_of = |x: u32| {
+            planned
+                .iter()
+                .rev()
+                .find(|(y, _)| *y == x)
+                .map_or(view.cell(x).pci, |(_, p)| *p)
+        };
+        let around: Vec<u16> = adjacent.iter().map(|x| pci_of(*x)).collect();
+        let clashes = |p: u16, m: u16| around.iter().filter(|q| *q % m == p % m).count();
+        let Some(pci) = (0..=me.rat.max_pci())
+            .filter(|p| !used.contains(p))
+            .min_by_key(|p| (clashes(*p, 3), clashes(*p, 30), *p))
+        else {
             tracing::warn!(cell = view.id(c), "no clean PCI left for a {kind}");
             continue;
         };
+        let mod3 = clashes(pci, 3);
         planned.push((c, pci));
         let mut read_set = vec![view.read_cell(c)];
-        read_set.extend(related.iter().map(|x| view.read_cell(*x)));
+        read_set.extend(related.union(&adjacent).map(|x| view.read_cell(*x)));
         out.push(Proposal {
             change_set: ChangeSet {
                 origin: Origin { node, function: Function::PciConflict },
                 reason: format!(
-                    "PCI {kind}: {} shares PCI {} with {} on EARFCN {}; {pci} is the lowest PCI clean against first- and second-order neighbours",
+                    "PCI {kind}: {} shares PCI {} with {} on EARFCN {}; {pci} is clean against first- and second-order neighbours and shares its value mod 3 with {mod3} neighbouring or co-site cells",
                     view.id(c),
                     me.pci,
                     view.id(other),
@@ -100,6 +125,43 @@ mod tests {
                 (w.entity.to_string(), w.value.clone())
             })
             .collect()
+    }
+
+    #[test]
+    fn the_new_pci_avoids_the_mod_3_of_neighbours_and_co_site_cells() {
+        // A2 collides with its co-site neighbour A1 (PCI 4, mod 3 = 1); Z1 holds 0 (mod 3 = 0).
+        // 1 is the lowest clean PCI but shares mod 3 with A1; 2 shares it with nobody.
+        let img = image(
+            vec![
+                cell("A1", 4, 1300),
+                cell("A2", 4, 1300),
+                cell("Z1", 0, 1300),
+            ],
+            vec![relation("A2", "A1"), relation("A2", "Z1")],
+        );
+        assert_eq!(
+            moves(&propose(&view(&img), 1, 0)),
+            [("cell/A2".to_string(), Value::Int(2))]
+        );
+        // A co-site cell on the frequency counts without a relation to it: A3 holds 6
+        // (mod 3 = 0), so 0, clean and lowest, loses to 2.
+        let img = image(
+            vec![
+                cell("A1", 4, 1300),
+                cell("A2", 4, 1300),
+                cell("A3", 6, 1300),
+            ],
+            vec![relation("A2", "A1")],
+        );
+        let p = propose(&view(&img), 1, 0);
+        assert_eq!(moves(&p), [("cell/A2".to_string(), Value::Int(2))]);
+        assert!(
+            p[0].change_set
+                .read_set
+                .iter()
+                .any(|r| r.entity == EntityRef::cell("A3")),
+            "it read the co-site PCI it relied on"
+        );
     }
 
     #[test]
