@@ -365,6 +365,33 @@ async fn son_functions_fix_the_planted_problems_and_every_change_reaches_the_ant
         );
     }
 
+    // The planted failing relations are not removed: their handovers are barred, with the
+    // suspected cause in the history.
+    let failing: Vec<(String, String)> = topo
+        .problems
+        .failing_relations
+        .iter()
+        .map(|&r| {
+            let rel = &topo.relations[r];
+            (
+                topo.cells[rel.source].id.clone(),
+                topo.cells[rel.target].id.clone(),
+            )
+        })
+        .collect();
+    assert!(!failing.is_empty(), "no failing relation planted");
+    for (s, t) in &failing {
+        let found = relations
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["source"] == s.as_str() && r["target"] == t.as_str());
+        let Some(r) = found else {
+            panic!("failing relation {s} -> {t} was removed; it should be barred");
+        };
+        assert_eq!(r["ho_allowed"], false, "failing relation {s} -> {t}: {r}");
+    }
+
     let history = c
         .client
         .get(&c.nodes[0].api, "/image/history?limit=10000")
@@ -389,4 +416,20 @@ async fn son_functions_fix_the_planted_problems_and_every_change_reaches_the_ant
             "no applied change set of {f}: {functions:?}"
         );
     }
+    let barred = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|h| h["outcome"]["outcome"] == "applied")
+        .filter(|h| {
+            h["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("handovers barred"))
+        })
+        .count();
+    assert!(
+        barred >= failing.len(),
+        "{barred} relations barred, {} planted failing",
+        failing.len()
+    );
 }
