@@ -21,7 +21,9 @@ use sonraft_protocol::{
 use super::topology::Topology;
 
 /// Physical resource blocks of a 20 MHz LTE carrier.
-pub const PRB_TOTAL: u64 = 100;
+pub const LTE_PRBS: u64 = 100;
+/// Physical resource blocks of a 100 MHz NR carrier at 30 kHz subcarrier spacing.
+pub const NR_PRBS: u64 = 273;
 
 /// The configuration state of one simulated cell.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -150,17 +152,23 @@ pub fn run_period(
         let cfg = &configs[i];
         let l = load[i].clamp(0.0, 1.5);
         let noise = |rng: &mut StdRng, v: f64| (v * rng.random_range(0.97..1.03)).max(0.0);
-        let prb_dl = (noise(rng, l.min(1.0)) * PRB_TOTAL as f64)
+        // RRU.PrbUsed* and RRU.PrbAvail* are counts: the carrier's width matters.
+        let prbs = if super::topology::is_nr(cell.arfcn) {
+            NR_PRBS
+        } else {
+            LTE_PRBS
+        };
+        let prb_dl = (noise(rng, l.min(1.0)) * prbs as f64)
             .round()
-            .min(PRB_TOTAL as f64) as u64;
-        let prb_ul = (noise(rng, (l * 0.6).min(1.0)) * PRB_TOTAL as f64)
+            .min(prbs as f64) as u64;
+        let prb_ul = (noise(rng, (l * 0.6).min(1.0)) * prbs as f64)
             .round()
-            .min(PRB_TOTAL as f64) as u64;
+            .min(prbs as f64) as u64;
         let mut counters = [0u64; CELL_COUNTERS.len()];
         counters[cc::PRB_USED_DL] = prb_dl;
-        counters[cc::PRB_AVAIL_DL] = PRB_TOTAL;
+        counters[cc::PRB_AVAIL_DL] = prbs;
         counters[cc::PRB_USED_UL] = prb_ul;
-        counters[cc::PRB_AVAIL_UL] = PRB_TOTAL;
+        counters[cc::PRB_AVAIL_UL] = prbs;
         counters[cc::CONN_MEAN] = noise(rng, l * 300.0) as u64;
         counters[cc::CONN_MAX] = noise(rng, l * 390.0) as u64;
         counters[cc::THP_DL] = noise(rng, 60_000.0 * (1.05 - l.min(1.0)) + 1_500.0) as u64;

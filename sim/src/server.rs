@@ -11,7 +11,7 @@ use bytes::{Bytes, BytesMut};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use serde_json::{Value, json};
-use sonraft_protocol::{self as protocol, CellConfig, Frame, code, encode};
+use sonraft_protocol::{self as protocol, CellConfig, Frame, cell_counter as cc, code, encode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -110,8 +110,7 @@ impl Sim {
         let faulty = self.faulty_every > 0 && n.is_multiple_of(self.faulty_every);
         let mut s = lock(&self.state);
         let cfg = &mut s.configs[cell];
-        let max_pci = 503;
-        if wanted.pci <= max_pci {
+        if wanted.pci <= crate::topology::max_pci(self.topo.cells[cell].arfcn) {
             cfg.pci = wanted.pci;
         }
         cfg.electrical_tilt = wanted.electrical_tilt.clamp(-900, 900);
@@ -201,7 +200,12 @@ impl Sim {
     /// The state of the network and of every planted problem, as JSON.
     pub fn status(&self) -> Value {
         let s = lock(&self.state);
-        let prb = |c: usize| s.last.reports.get(c).map_or(0.0, |r| r.cell[0] as f64);
+        // RRU.PrbUsedDl is a count: the load is its share of RRU.PrbAvailDl.
+        let prb = |c: usize| {
+            s.last.reports.get(c).map_or(0.0, |r| {
+                (r.cell[cc::PRB_USED_DL] * 100) as f64 / r.cell[cc::PRB_AVAIL_DL].max(1) as f64
+            })
+        };
         let same = |x: usize, y: usize| {
             s.configs[x].pci == s.configs[y].pci
                 && self.topo.cells[x].arfcn == self.topo.cells[y].arfcn

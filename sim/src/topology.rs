@@ -15,8 +15,21 @@ use serde_json::{Value, json};
 pub const ISD_M: f64 = 1000.0;
 /// Downlink EARFCN of every simulated LTE cell (band 3, 1815 MHz).
 pub const EARFCN: u32 = 1300;
-/// A second carrier on part of the sites (band 7), so that PCI rules are per frequency.
-pub const EARFCN_2: u32 = 3100;
+/// A second carrier on part of the sites, NR (band n78, 3.55 GHz, NR-ARFCN), so that PCI
+/// rules are per frequency and NR's PCIs above 503 occur.
+pub const NR_ARFCN: u32 = 636_666;
+/// The first NR-ARFCN (TS 38.104): a cell on a channel from here on is NR.
+pub const FIRST_NR_ARFCN: u32 = 600_000;
+
+/// Whether a simulated cell on `arfcn` is NR (else LTE).
+pub fn is_nr(arfcn: u32) -> bool {
+    arfcn >= FIRST_NR_ARFCN
+}
+
+/// Largest legal PCI on `arfcn`: 503 for LTE (TS 36.211), 1007 for NR (TS 38.211).
+pub fn max_pci(arfcn: u32) -> u16 {
+    if is_nr(arfcn) { 1007 } else { 503 }
+}
 
 #[derive(Debug, Clone)]
 pub struct SimSite {
@@ -176,17 +189,19 @@ impl Topology {
                     break;
                 }
                 let arfcn = if second_carrier.contains(&s) && sector == 2 {
-                    EARFCN_2
+                    NR_ARFCN
                 } else {
                     EARFCN
                 };
+                // NR plans its PCIs in the upper half of its range, above LTE's.
+                let pci = group[s] * 3 + u16::from(sector) + if is_nr(arfcn) { 504 } else { 0 };
                 cell_list.push(SimCell {
                     id: format!("{}-{}", site.id, sector + 1),
                     site: s,
                     sector,
                     azimuth: (u16::from(sector) * 120 + rng.random_range(0..10)) % 360,
                     arfcn,
-                    pci: group[s] * 3 + u16::from(sector),
+                    pci,
                     demand: rng.random_range(0.25..0.6),
                     optimal_delay_db: 4.0,
                 })
@@ -343,7 +358,7 @@ impl Topology {
             .iter()
             .map(|c| {
                 json!({
-                    "id": c.id, "site": self.sites[c.site].id, "rat": "LTE", "pci": c.pci, "arfcn": c.arfcn,
+                    "id": c.id, "site": self.sites[c.site].id, "rat": if is_nr(c.arfcn) { "NR" } else { "LTE" }, "pci": c.pci, "arfcn": c.arfcn,
                     "azimuth": c.azimuth, "electrical_tilt": 40, "max_tx_power_dbm": 46, "hysteresis": 4,
                     "time_to_trigger_ms": 320, "a3_offset": 6,
                 })
@@ -408,6 +423,47 @@ mod tests {
         assert!(!p.late_cells.is_empty() && !p.dead_relations.is_empty());
         for &(a, b) in &p.pci_collisions {
             assert_eq!(t.cells[a].pci, t.cells[b].pci);
+        }
+    }
+
+    #[test]
+    fn nr_cells_use_pcis_above_lte_range_and_report_prb_counts_of_their_carrier() {
+        use rand::SeedableRng;
+        use sonraft_protocol::cell_counter as cc;
+
+        let t = Topology::build(300, 1, &regions());
+        let nr: Vec<usize> = (0..t.cells.len())
+            .filter(|c| is_nr(t.cells[*c].arfcn))
+            .collect();
+        assert!(!nr.is_empty(), "no NR cell");
+        assert!(nr.iter().all(|c| (504..=1007).contains(&t.cells[*c].pci)));
+        let export = t.image_json();
+        let rats: Vec<&str> = export["cells"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|c| c["rat"].as_str())
+            .collect();
+        assert_eq!(rats.iter().filter(|r| **r == "NR").count(), nr.len());
+
+        let by_source = t.relations_by_source();
+        let configs: Vec<_> = (0..t.cells.len())
+            .map(|c| crate::model::initial_config(&t, c, &by_source))
+            .collect();
+        let relations = vec![
+            crate::model::RelationState {
+                cio_db: 0,
+                ho_allowed: true,
+                exists: true,
+            };
+            t.relations.len()
+        ];
+        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+        let out = crate::model::run_period(&t, &by_source, &configs, &relations, 0, 1000, &mut rng);
+        for (c, r) in out.reports.iter().enumerate() {
+            let avail = if is_nr(t.cells[c].arfcn) { 273 } else { 100 };
+            assert_eq!(r.cell[cc::PRB_AVAIL_DL], avail);
+            assert!(r.cell[cc::PRB_USED_DL] <= avail);
         }
     }
 }
