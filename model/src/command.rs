@@ -12,7 +12,7 @@ use crate::changeset::{ChangeSet, Outcome};
 use crate::codec;
 use crate::model::import::{ImportOutcome, ImportPart};
 use crate::model::{Cell, KpiSummary, NodeRelease, Policy, Relation, Site, SiteId};
-use crate::son::{Decision, SonPolicy, TrialEnd, Verdict};
+use crate::son::{Decision, SonPolicy, TrialEnd, Tuning, Verdict};
 
 /// The newest command format this build understands and may propose.
 ///
@@ -22,7 +22,8 @@ use crate::son::{Decision, SonPolicy, TrialEnd, Verdict};
 /// | 2 | 0.2.0 | `ChangeSets` (several change sets in one entry) |
 /// | 3 | 0.2.0 | `ImportPart` (an import staged in parts, applied in one step, in the history) |
 /// | 4 | 0.3.0 | `SonPolicy`, `Decide`, `Verdict`; change sets judged with the SON controls, trials and parameter groups |
-pub const COMMAND_FORMAT: u16 = 4;
+/// | 5 | 0.3.0 | `SonTuning`: the SON functions' thresholds |
+pub const COMMAND_FORMAT: u16 = 5;
 
 /// The application data of a Raft log entry (openraft's `D`).
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
@@ -144,6 +145,8 @@ pub enum Command {
     Decide(Decision),
     /// A site's verdict on a SON change under verification; a degraded one undoes it (format 4).
     Verdict(Verdict),
+    /// Replaces the SON functions' thresholds (format 5).
+    SonTuning(Tuning),
 }
 
 impl Command {
@@ -156,6 +159,7 @@ impl Command {
             Command::ChangeSets(_) => 2,
             Command::ImportPart(_) => ImportPart::FORMAT,
             Command::SonPolicy(_) | Command::Decide(_) | Command::Verdict(_) => 4,
+            Command::SonTuning(_) => 5,
         }
     }
 }
@@ -175,6 +179,8 @@ pub enum Response {
     SonPolicy(Result<(), String>),
     /// How a trial ended on a verdict, or why the verdict was refused.
     Trial(Result<TrialEnd, String>),
+    /// The SON tuning was set (`Ok`) or refused with the reason.
+    SonTuning(Result<(), String>),
 }
 
 /// How many entities an import wrote.

@@ -170,6 +170,187 @@ impl Default for SonPolicy {
     }
 }
 
+/// The numbers the SON functions decide by, per function: replicated since command format 5
+/// (`PUT /son/tuning`), so every site's functions use the same ones. The defaults are what the
+/// functions used before they could be tuned.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct Tuning {
+    pub mobility_robustness: MroTuning,
+    pub load_balancing: MlbTuning,
+    pub anr: AnrTuning,
+    pub pci: PciTuning,
+}
+
+/// Mobility robustness: when the handover failures of a cell or relation ask for a step.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct MroTuning {
+    /// Too-late handovers above this share of the attempts ask to hand over sooner.
+    pub max_late_permille: u16,
+    /// Too-early (and wrong-cell) handovers above this share ask to hand over later.
+    pub max_early_permille: u16,
+    /// Ping-pongs above this share ask to hand over later.
+    pub max_ping_pong_permille: u16,
+    /// Attempts in a period below which a cell or relation is not judged.
+    pub min_attempts: u32,
+    /// Failures of the deciding kind below which a ratio is noise.
+    pub min_events: u32,
+    /// When both sides ask, how many times the other's events one side needs to win.
+    pub dominance: u8,
+    /// The share of a cell's attempts, on relations leaning the same way, from which the
+    /// problem is the cell's (hysteresis, time-to-trigger) rather than its relations' (CIO).
+    pub cell_wide_permille: u16,
+}
+
+impl Default for MroTuning {
+    fn default() -> Self {
+        MroTuning {
+            max_late_permille: 30,
+            max_early_permille: 30,
+            max_ping_pong_permille: 50,
+            min_attempts: 20,
+            min_events: 3,
+            dominance: 2,
+            cell_wide_permille: 500,
+        }
+    }
+}
+
+/// Mobility load balancing: loads in percent of the available downlink PRBs.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct MlbTuning {
+    /// A cell above this load offloads.
+    pub high_pct: u8,
+    /// A neighbour takes load while it is (and is expected to stay) below this.
+    pub low_pct: u8,
+    /// A cell below this load takes its offsets back.
+    pub release_pct: u8,
+    /// Handover success a neighbour's relation needs to take load.
+    pub min_success_permille: u16,
+    /// Most neighbours one cell offloads to in a period.
+    pub max_targets: u8,
+    /// Periods the load is smoothed over.
+    pub smoothing_periods: u8,
+    /// The share of a source's load one dB of offset is expected to move, for the projection.
+    pub shift_permille_per_db: u16,
+}
+
+impl Default for MlbTuning {
+    fn default() -> Self {
+        MlbTuning {
+            high_pct: 80,
+            low_pct: 60,
+            release_pct: 50,
+            min_success_permille: 950,
+            max_targets: 3,
+            smoothing_periods: 3,
+            shift_permille_per_db: 30,
+        }
+    }
+}
+
+/// ANR: when relations are pruned or barred.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AnrTuning {
+    /// A relation without handover attempts for this long (log time; and at least
+    /// `min_idle_periods` periods) is pruned. Days in a live network: traffic is weekly.
+    pub idle_prune_ms: u64,
+    /// Consecutive idle periods a pruning needs, however short `idle_prune_ms` is.
+    pub min_idle_periods: u8,
+    /// Consecutive failing periods before a relation's handovers are barred.
+    pub failing_periods: u8,
+    /// Attempts a period needs before its success ratio says anything.
+    pub failing_min_attempts: u32,
+    /// A period whose handovers succeed below this share is failing.
+    pub failing_success_permille: u16,
+}
+
+impl Default for AnrTuning {
+    fn default() -> Self {
+        AnrTuning {
+            idle_prune_ms: 7 * 24 * 60 * 60 * 1000,
+            min_idle_periods: 3,
+            failing_periods: 3,
+            failing_min_attempts: 10,
+            failing_success_permille: 500,
+        }
+    }
+}
+
+/// PCI conflict resolution.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct PciTuning {
+    /// PCIs the function never chooses (kept for planned sites, test cells, borders).
+    pub reserved: BTreeSet<u16>,
+}
+
+/// Why a tuning cannot be set.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum TuningError {
+    #[error("{0}")]
+    OutOfRange(String),
+}
+
+impl Tuning {
+    /// Checks a tuning before it is applied.
+    pub fn validate(&self) -> Result<(), TuningError> {
+        let bad = |what: &str| Err(TuningError::OutOfRange(what.to_string()));
+        let m = &self.mobility_robustness;
+        if [
+            m.max_late_permille,
+            m.max_early_permille,
+            m.max_ping_pong_permille,
+        ]
+        .iter()
+        .any(|p| !(1..=1000).contains(p))
+        {
+            return bad("mobility_robustness: the max_*_permille thresholds run 1 to 1000");
+        }
+        if m.min_attempts == 0 || m.min_events == 0 || m.dominance == 0 {
+            return bad(
+                "mobility_robustness: min_attempts, min_events and dominance are at least 1",
+            );
+        }
+        if !(1..=1000).contains(&m.cell_wide_permille) {
+            return bad("mobility_robustness: cell_wide_permille runs 1 to 1000");
+        }
+        let l = &self.load_balancing;
+        if !(l.release_pct < l.high_pct && l.low_pct < l.high_pct && l.high_pct <= 100) {
+            return bad(
+                "load_balancing: release_pct and low_pct are below high_pct, which is at most 100",
+            );
+        }
+        if l.min_success_permille > 1000
+            || l.max_targets == 0
+            || !(1..=24).contains(&l.smoothing_periods)
+            || !(1..=200).contains(&l.shift_permille_per_db)
+        {
+            return bad(
+                "load_balancing: min_success_permille at most 1000, max_targets at least 1, smoothing_periods 1 to 24, shift_permille_per_db 1 to 200",
+            );
+        }
+        let a = &self.anr;
+        if a.min_idle_periods == 0 || a.failing_periods == 0 || a.failing_min_attempts == 0 {
+            return bad(
+                "anr: min_idle_periods, failing_periods and failing_min_attempts are at least 1",
+            );
+        }
+        if a.failing_success_permille > 1000 {
+            return bad("anr: failing_success_permille is at most 1000");
+        }
+        if let Some(p) = self.pci.reserved.iter().find(|p| **p > 1007) {
+            return bad(&format!(
+                "pci: reserved PCI {p} is above 1007, NR's largest"
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// Why a SON policy cannot be set.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum PolicyError {
@@ -358,6 +539,10 @@ pub struct SonState {
     pub holds: BTreeMap<(CellId, Function), u64>,
     /// Closed trials by index, at most [`JOURNAL_KEEP`] (the oldest changes are dropped).
     pub journal: BTreeMap<u64, TrialRecord>,
+    /// The functions' thresholds (command format 5). Stored and carried in snapshots apart
+    /// (`m/tuning`, snapshot format 4), so format-4 encodings of this state stay as they were.
+    #[serde(skip)]
+    pub tuning: Tuning,
 }
 
 impl SonState {

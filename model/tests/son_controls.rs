@@ -424,6 +424,35 @@ fn a_bad_policy_is_refused_and_changes_nothing() {
     assert_eq!(img.son.policy, SonPolicy::default());
 }
 
+#[test]
+fn a_tuning_is_set_whole_and_a_bad_one_changes_nothing() {
+    use sonraft_model::son::Tuning;
+    let mut img = image();
+    let mut tuning = Tuning::default();
+    tuning.anr.idle_prune_ms = 3 * 24 * HOUR;
+    tuning.pci.reserved = [0, 1, 2].into();
+    let (r, changes) = apply_in(&mut img, 2, DAY, 5, Command::SonTuning(tuning.clone()));
+    assert_eq!(r, Response::SonTuning(Ok(())));
+    assert!(changes.son_tuning);
+    assert_eq!(img.son.tuning, tuning);
+
+    for bad in [
+        serde_json::json!({"load_balancing": {"high_pct": 50, "low_pct": 60}}),
+        serde_json::json!({"mobility_robustness": {"max_late_permille": 0}}),
+        serde_json::json!({"pci": {"reserved": [1008]}}),
+        serde_json::json!({"anr": {"failing_periods": 0}}),
+    ] {
+        let t: Tuning = serde_json::from_value(bad.clone()).expect("parses");
+        let (r, changes) = apply_in(&mut img, 3, DAY, 5, Command::SonTuning(t));
+        assert!(matches!(r, Response::SonTuning(Err(_))), "{bad}: {r:?}");
+        assert!(!changes.son_tuning, "{bad}");
+        assert_eq!(img.son.tuning, tuning, "{bad}");
+    }
+    // A misspelt threshold is refused, not silently ignored.
+    let typo = serde_json::from_value::<Tuning>(serde_json::json!({"anr": {"idle_prune": 1}}));
+    assert!(typo.is_err());
+}
+
 fn with_cooldown(mut img: NetworkImage) -> NetworkImage {
     img.policy = Policy {
         cooldown_ms: 10 * MINUTE,

@@ -13,7 +13,7 @@ use crate::command::{Command, CommandError, Envelope, KpiBatch, Response};
 use crate::rules::{self, Judge};
 use crate::son::{
     Decision, MAX_PENDING, Mode, Pending, SonItem, SonPolicy, SonState, Trial, TrialEnd,
-    TrialRecord, Verdict,
+    TrialRecord, Tuning, Verdict,
 };
 
 /// Every site, cell and relation with its configuration, the latest KPI summary per cell, the
@@ -66,6 +66,8 @@ pub struct Changes {
     pub son: bool,
     /// The pending proposals, open trials and closed trials that changed.
     pub son_items: BTreeSet<SonItem>,
+    /// The SON tuning changed.
+    pub son_tuning: bool,
     pub history: Vec<HistoryRecord>,
 }
 
@@ -80,6 +82,7 @@ impl Changes {
             && !self.staged
             && !self.son
             && self.son_items.is_empty()
+            && !self.son_tuning
             && self.history.is_empty()
     }
 }
@@ -169,6 +172,7 @@ impl NetworkImage {
                 Response::Recorded
             }
             Command::SonPolicy(policy) => Response::SonPolicy(self.set_son_policy(policy, changes)),
+            Command::SonTuning(tuning) => Response::SonTuning(self.set_son_tuning(tuning, changes)),
             Command::Decide(decision) => {
                 Response::ChangeSet(self.decide(index, decision, changes, judge))
             }
@@ -513,6 +517,14 @@ impl NetworkImage {
         policy.validate().map_err(|e| e.to_string())?;
         self.son.policy = policy.clone();
         changes.son = true;
+        Ok(())
+    }
+
+    /// Replaces the SON functions' thresholds, if they are valid.
+    fn set_son_tuning(&mut self, tuning: &Tuning, changes: &mut Changes) -> Result<(), String> {
+        tuning.validate().map_err(|e| e.to_string())?;
+        self.son.tuning = tuning.clone();
+        changes.son_tuning = true;
         Ok(())
     }
 
