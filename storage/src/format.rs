@@ -24,7 +24,8 @@ use crate::error::OpenError;
 /// | 2 | 0.2.0 | one history value per log entry (`g/<index>`); format-1 directories are migrated when opened |
 /// | 3 | 0.2.0 | `m/staged`, an import waiting for its last part (format-2 directories have none) |
 /// | 4 | 0.3.0 | `m/son`, the SON controls and pending proposals (format-3 directories have none) |
-pub const DATA_FORMAT: u32 = 4;
+/// | 5 | 0.3.0 | `m/tuning`, the SON functions' thresholds (format-4 directories have none) |
+pub const DATA_FORMAT: u32 = 5;
 /// The oldest data format this build opens (and migrates to [`DATA_FORMAT`]).
 pub const OLDEST_DATA_FORMAT: u32 = 1;
 /// Format of one stored log entry value (its first byte).

@@ -9,10 +9,12 @@
 //! | 1 | 0.1.0 | image, history |
 //! | 2 | 0.2.0 | image, history, the import staged in parts, if any |
 //! | 3 | 0.3.0 | image, history, staged import, the SON controls and pending proposals |
+//! | 4 | 0.3.0 | image, history, staged import, SON controls, the SON functions' tuning |
 //!
 //! A snapshot is written in the oldest format that holds its body: format 3 only once the
-//! cluster has SON controls (set by command format 4, which every voter understands), so a
-//! node of the previous release can still install the snapshots of an upgraded one until then.
+//! cluster has SON controls (set by command format 4, which every voter understands), format 4
+//! only once it has a tuning (command format 5), so a node of the previous release can still
+//! install the snapshots of an upgraded one until then.
 //!
 //! The CRC covers everything between the magic and itself. A file is written as
 //! `.<name>.part`, synced, renamed to `<index>-<term>-<id>.snap` and the directory synced, so a
@@ -27,14 +29,14 @@ use std::sync::Mutex;
 use serde::{Deserialize, Serialize};
 use sonraft_raft::model::image::{HistoryRecord, NetworkImage};
 use sonraft_raft::model::import::StagedImport;
-use sonraft_raft::son::SonState;
+use sonraft_raft::son::{SonState, Tuning};
 use sonraft_raft::{SnapshotMeta, codec};
 
 use crate::durable::sync_dir;
 use crate::error::Damaged;
 
 /// The newest snapshot format this build writes (it reads all since format 1).
-pub const SNAPSHOT_FORMAT: u16 = 3;
+pub const SNAPSHOT_FORMAT: u16 = 4;
 /// The oldest snapshot format this build reads.
 pub const OLDEST_SNAPSHOT_FORMAT: u16 = 1;
 const MAGIC: &[u8; 8] = b"SRSNAP\0\0";
@@ -42,8 +44,9 @@ const SUFFIX: &str = ".snap";
 
 /// Everything a snapshot restores besides its metadata.
 ///
-/// Encoded (format 3) as the image, the history, `image.staged` (an import waiting for its last
-/// part) and `image.son` (the SON controls), which the image's own encoding leaves out.
+/// Encoded (format 4) as the image, the history, `image.staged` (an import waiting for its last
+/// part), `image.son` (the SON controls) and `image.son.tuning`, which the image's and the SON
+/// state's own encodings leave out.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SnapshotBody {
     pub image: NetworkImage,
@@ -55,7 +58,9 @@ pub struct SnapshotBody {
 impl SnapshotBody {
     /// The oldest format that holds this body.
     pub fn format(&self) -> u16 {
-        if self.image.son == SonState::default() {
+        if self.image.son.tuning != Tuning::default() {
+            4
+        } else if self.image.son == SonState::default() {
             2
         } else {
             3
@@ -66,6 +71,15 @@ impl SnapshotBody {
     pub fn encode_into<W: Write>(&self, w: &mut W) -> Result<(), codec::CodecError> {
         match self.format() {
             2 => codec::encode_into(&Format2(&self.image, &self.history, &self.image.staged), w),
+            3 => codec::encode_into(
+                &Format3(
+                    &self.image,
+                    &self.history,
+                    &self.image.staged,
+                    &self.image.son,
+                ),
+                w,
+            ),
             _ => codec::encode_into(self, w),
         }
         .map(|_| ())
@@ -79,6 +93,7 @@ impl Serialize for SnapshotBody {
             &self.history,
             &self.image.staged,
             &self.image.son,
+            &self.image.son.tuning,
         )
             .serialize(s)
     }
@@ -91,12 +106,37 @@ impl<'de> Deserialize<'de> for SnapshotBody {
             Vec<HistoryRecord>,
             Option<StagedImport>,
             SonState,
+            Tuning,
         );
-        let (mut image, history, staged, son): Body = Deserialize::deserialize(d)?;
+        let (mut image, history, staged, son, tuning): Body = Deserialize::deserialize(d)?;
         image.staged = staged;
         image.son = son;
+        image.son.tuning = tuning;
         Ok(SnapshotBody { image, history })
     }
+}
+
+/// The body as format 3 encodes it: no SON tuning.
+#[derive(Serialize)]
+struct Format3<'a>(
+    &'a NetworkImage,
+    &'a Vec<HistoryRecord>,
+    &'a Option<StagedImport>,
+    &'a SonState,
+);
+
+/// A body of snapshot format 3, which knew no SON tuning.
+fn body_of_format_3<R: Read>(r: &mut R) -> Result<SnapshotBody, codec::CodecError> {
+    type Body = (
+        NetworkImage,
+        Vec<HistoryRecord>,
+        Option<StagedImport>,
+        SonState,
+    );
+    let (mut image, history, staged, son): Body = codec::decode_from(r)?;
+    image.staged = staged;
+    image.son = son;
+    Ok(SnapshotBody { image, history })
 }
 
 /// The body as format 2 encodes it: no SON controls.
@@ -210,6 +250,7 @@ pub fn decode_snapshot<R: Read>(r: R) -> Result<(SnapshotMeta, SnapshotBody), Da
     let body: SnapshotBody = match format {
         1 => body_of_format_1(&mut cr),
         2 => body_of_format_2(&mut cr),
+        3 => body_of_format_3(&mut cr),
         _ => codec::decode_from(&mut cr),
     }
     .map_err(|e| Damaged::new("snapshot body", e))?;

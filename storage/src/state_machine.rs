@@ -7,6 +7,7 @@
 //! m/applied  m/membership  m/clock  m/policy  m/releases      state-machine metadata
 //! m/staged                                                     an import waiting for its last part
 //! m/son                                                        SON policy, next pending id, holds
+//! m/tuning                                                     the SON functions' thresholds
 //! p/<id>   t/<index>   j/<index>   (8 big-endian bytes)        pending proposals, open trials,
 //!                                                              closed trials (the journal)
 //! s/<site>   c/<cell>   r/<source>/<target>   k/<cell>         the image
@@ -30,7 +31,7 @@ use serde::Serialize;
 use sonraft_raft::command::Response;
 use sonraft_raft::durable::DurableLog;
 use sonraft_raft::model::image::{Changes, HistoryRecord, NetworkImage};
-use sonraft_raft::son::{SonItem, SonState};
+use sonraft_raft::son::{SonItem, SonState, Tuning};
 use sonraft_raft::{Entry, LogId, SnapshotMeta, StorageError, StoredMembership, TypeConfig, codec};
 
 use crate::durable::Durability;
@@ -272,6 +273,9 @@ impl StateMachine {
         if let Some(staged) = &image.staged {
             batch.insert(b"m/staged".as_slice(), enc(staged)?);
         }
+        if image.son.tuning != Tuning::default() {
+            batch.insert(b"m/tuning".as_slice(), enc(&image.son.tuning)?);
+        }
         if image.son != SonState::default() {
             batch.insert(b"m/son".as_slice(), enc(&image.son.meta())?);
             for item in son_items(&image.son) {
@@ -356,6 +360,9 @@ impl StateMachine {
         }
         for item in &changes.son_items {
             persist_son_item(&image.son, *item, batch)?;
+        }
+        if changes.son_tuning {
+            batch.insert(b"m/tuning".as_slice(), enc(&image.son.tuning)?);
         }
         for (index, run) in history::by_entry(&changes.history) {
             batch.insert(history::key(index), enc(&run)?);
@@ -443,6 +450,7 @@ fn load(tree: &sled::Tree) -> Result<ImageState, Damaged> {
                 b"m/releases" => image.releases = codec::decode(&v).map_err(bad)?,
                 b"m/staged" => image.staged = Some(codec::decode(&v).map_err(bad)?),
                 b"m/son" => image.son.set_meta(codec::decode(&v).map_err(bad)?),
+                b"m/tuning" => image.son.tuning = codec::decode(&v).map_err(bad)?,
                 _ => {
                     return Err(Damaged::new(
                         "state machine",

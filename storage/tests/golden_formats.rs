@@ -21,7 +21,9 @@ use sonraft_raft::command::{COMMAND_FORMAT, Command, Envelope, Response};
 use sonraft_raft::model::image::{Changes, NetworkImage};
 use sonraft_raft::model::import::StagedImport;
 use sonraft_raft::model::{EntityRef, Param, Value};
-use sonraft_raft::son::{KpiDelta, Pending, SonMeta, SonState, Trial, TrialEnd, TrialRecord};
+use sonraft_raft::son::{
+    KpiDelta, Pending, SonMeta, SonState, Trial, TrialEnd, TrialRecord, Tuning,
+};
 use sonraft_raft::transport::{
     NodeFacts, PEER_FORMAT, PeerReply, PeerRpc, RaftReply, RaftRpc, SubmitError, WIRE_FORMAT,
     decode_frame, decode_peer_frame, encode_frame, encode_peer_frame,
@@ -95,6 +97,31 @@ const SAMPLE_COMMANDS_SINCE_4: &str = r#"[
                "degraded": "ho_too_late_permille rose by 69.75 per mille"}}
 ]"#;
 
+/// Commands of format 5: the SON functions' thresholds.
+const SAMPLE_COMMANDS_SINCE_5: &str = r#"[
+  {"SonTuning": {"mobility_robustness": {"max_late_permille": 40, "max_early_permille": 25,
+                                         "max_ping_pong_permille": 60, "min_attempts": 30,
+                                         "min_events": 4, "dominance": 3, "cell_wide_permille": 600},
+                 "load_balancing": {"high_pct": 85, "low_pct": 55, "release_pct": 45,
+                                    "min_success_permille": 900, "max_targets": 2,
+                                    "smoothing_periods": 4, "shift_permille_per_db": 25},
+                 "anr": {"idle_prune_ms": 259200000, "min_idle_periods": 5, "failing_periods": 4,
+                         "failing_min_attempts": 12, "failing_success_permille": 400},
+                 "pci": {"reserved": [0, 1, 2, 1007]}}}
+]"#;
+
+fn commands_since_5() -> Vec<Command> {
+    serde_json::from_str(SAMPLE_COMMANDS_SINCE_5).expect("sample commands parse")
+}
+
+/// The sample tuning (the format-5 command's).
+fn tuning() -> Tuning {
+    match &commands_since_5()[0] {
+        Command::SonTuning(t) => t.clone(),
+        other => panic!("the format-5 sample is a tuning, not {other:?}"),
+    }
+}
+
 /// A SON state with one of each: the policy, a pending PCI change, an open trial, a hold and
 /// a closed trial in the journal.
 fn son_state() -> SonState {
@@ -162,6 +189,7 @@ fn son_state() -> SonState {
             },
         )]
         .into(),
+        tuning: Tuning::default(),
     }
 }
 
@@ -192,6 +220,7 @@ fn every_command() -> Vec<Command> {
         serde_json::from_str(SAMPLE_COMMANDS_SINCE_3).expect("sample commands parse");
     all.extend(newer);
     all.extend(commands_since_4());
+    all.extend(commands_since_5());
     all
 }
 
@@ -410,6 +439,9 @@ fn snapshot_body(format: u16) -> SnapshotBody {
     if format >= 3 {
         body.image.son = son_state();
     }
+    if format >= 4 {
+        body.image.son.tuning = tuning();
+    }
     body
 }
 
@@ -453,6 +485,8 @@ fn stored_image_values_match_the_fixture_of_the_current_data_format() {
     lines.extend(son.pending.values().map(enc));
     lines.extend(son.trials.values().map(enc));
     lines.extend(son.journal.values().map(enc));
+    // From data format 5, the SON tuning.
+    lines.push(enc(&tuning()));
     check_current(&format!("data-v{DATA_FORMAT}.hex"), "stored image", lines);
 }
 
@@ -598,6 +632,10 @@ fn check_stored_values(name: &str, version: u32, lines: &[Vec<u8>]) {
             let got: TrialRecord = decoded(name, "a closed trial", lines.next());
             assert_eq!(&got, r, "{name}");
         }
+    }
+    if version >= 5 {
+        let got: Tuning = decoded(name, "the SON tuning", lines.next());
+        assert_eq!(got, tuning(), "{name}");
     }
     assert_eq!(
         lines.count(),

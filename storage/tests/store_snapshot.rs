@@ -254,3 +254,67 @@ async fn son_controls_and_pending_proposals_survive_a_restart_and_a_snapshot() {
     assert_eq!(u16::from_be_bytes([bytes[8], bytes[9]]), 2);
     assert_eq!(decode_snapshot(&bytes[..]).unwrap().1, plain);
 }
+
+#[tokio::test]
+async fn the_son_tuning_survives_a_restart_and_a_snapshot_of_format_4() {
+    use openraft::{CommittedLeaderId, EntryPayload, LogId};
+    use sonraft_raft::Entry;
+    use sonraft_raft::command::{Command, Envelope, Response};
+    use sonraft_raft::son::Tuning;
+    use sonraft_storage::snapshot::{SnapshotBody, decode_snapshot};
+    let mut tuning = Tuning::default();
+    tuning.load_balancing.high_pct = 85;
+    tuning.pci.reserved = [0, 1007].into();
+    let entry5 = |index: u64, command: &Command| Entry {
+        log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+        payload: EntryPayload::Normal(Envelope::in_format(command, 1_000 + index, 5).unwrap()),
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(dir.path()).unwrap();
+    common::apply_demo(&mut store, 4).await;
+    let r = store
+        .sm
+        .apply([entry5(3, &Command::SonTuning(tuning.clone()))])
+        .await
+        .unwrap();
+    assert_eq!(r[0], Response::SonTuning(Ok(())));
+    store.close().unwrap();
+
+    let mut store = Store::open(dir.path()).unwrap();
+    assert_eq!(
+        read(store.reader.state()).image.son.tuning,
+        tuning,
+        "kept across a restart"
+    );
+    let snap = common::build_snapshot(&mut store).await;
+    let path = std::fs::read_dir(dir.path().join("snapshots"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let bytes = std::fs::read(&path).unwrap();
+    assert_eq!(
+        u16::from_be_bytes([bytes[8], bytes[9]]),
+        4,
+        "written in format 4"
+    );
+    let (_, body): (_, SnapshotBody) = decode_snapshot(&bytes[..]).unwrap();
+    assert_eq!(body.format(), 4, "a tuning needs snapshot format 4");
+    assert_eq!(body.image.son.tuning, tuning);
+    let other = tempfile::tempdir().unwrap();
+    let mut restored = Store::open(other.path()).unwrap();
+    restored
+        .sm
+        .install_snapshot(&snap.meta, snap.snapshot)
+        .await
+        .unwrap();
+    assert_eq!(read(restored.reader.state()).image.son.tuning, tuning);
+    restored.close().unwrap();
+    let restored = Store::open(other.path()).unwrap();
+    assert_eq!(
+        read(restored.reader.state()).image.son.tuning,
+        tuning,
+        "an installed snapshot's tuning is kept across a restart"
+    );
+}
