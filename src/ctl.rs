@@ -151,6 +151,12 @@ enum CtlCommand {
         #[arg(long, value_name = "FILE")]
         set: Option<std::path::PathBuf>,
     },
+    /// The SON functions' thresholds (per function: when MRO, MLB and ANR act, reserved PCIs);
+    /// with --set FILE (`-` for stdin), replace them with FILE's JSON.
+    SonTuning {
+        #[arg(long, value_name = "FILE")]
+        set: Option<std::path::PathBuf>,
+    },
     /// Open-loop proposals waiting for an operator.
     Pending,
     /// Approve pending proposal ID: it is judged now and applies if the network did not change
@@ -600,28 +606,8 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
                 std::process::exit(2);
             }
         }
-        CtlCommand::SonPolicy { set } => {
-            let answer = match set {
-                Some(file) => {
-                    let text = if file.as_os_str() == "-" {
-                        let mut t = Vec::new();
-                        std::io::Read::read_to_end(&mut std::io::stdin(), &mut t)?;
-                        t
-                    } else {
-                        std::fs::read(&file)
-                            .with_context(|| format!("cannot read {}", file.display()))?
-                    };
-                    serde_json::from_slice::<Value>(&text)
-                        .with_context(|| format!("{} is not JSON", file.display()))?;
-                    ctl.ok::<Value>(Method::PUT, "/son/policy", Some(Bytes::from(text)))
-                        .await?
-                }
-                None => ctl.ok::<Value>(Method::GET, "/son/policy", None).await?,
-            };
-            ctl.show(&answer, |p| {
-                println!("{}", serde_json::to_string_pretty(p).unwrap_or_default())
-            });
-        }
+        CtlCommand::SonPolicy { set } => show_or_set(&ctl, "/son/policy", set).await?,
+        CtlCommand::SonTuning { set } => show_or_set(&ctl, "/son/tuning", set).await?,
         CtlCommand::Pending => {
             let v = ctl
                 .ok::<Vec<v1::PendingProposal>>(Method::GET, "/son/pending", None)
@@ -773,6 +759,15 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
                 )
                 .await
                 .context("the image was restored, but not the SON policy")?;
+            }
+            if image.son.tuning != v1::Tuning::default() {
+                ctl.ok::<Value>(
+                    Method::PUT,
+                    "/son/tuning",
+                    Some(json_body(&image.son.tuning)?),
+                )
+                .await
+                .context("the image and SON policy were restored, but not the SON tuning")?;
             }
             ctl.show(&v, |v| {
                 let counts = match v {
@@ -965,6 +960,31 @@ fn print_import(v: &v1::ImportAnswer) {
             }
         },
     }
+}
+
+/// Shows the JSON document at `path`, or replaces it with FILE's (`-`: stdin) and shows what
+/// the cluster now holds.
+async fn show_or_set(ctl: &Ctl, path: &str, set: Option<std::path::PathBuf>) -> anyhow::Result<()> {
+    let answer = match set {
+        Some(file) => {
+            let text = if file.as_os_str() == "-" {
+                let mut t = Vec::new();
+                std::io::Read::read_to_end(&mut std::io::stdin(), &mut t)?;
+                t
+            } else {
+                std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?
+            };
+            serde_json::from_slice::<Value>(&text)
+                .with_context(|| format!("{} is not JSON", file.display()))?;
+            ctl.ok::<Value>(hyper::Method::PUT, path, Some(Bytes::from(text)))
+                .await?
+        }
+        None => ctl.ok::<Value>(hyper::Method::GET, path, None).await?,
+    };
+    ctl.show(&answer, |p| {
+        println!("{}", serde_json::to_string_pretty(p).unwrap_or_default())
+    });
+    Ok(())
 }
 
 #[cfg(test)]

@@ -199,3 +199,45 @@ async fn an_excluded_cell_is_left_alone_by_that_function_only() {
         "{policy}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_son_tuning_is_replicated_and_a_bad_one_refused() {
+    let c = Cluster::start(3).await;
+    let tuning = json!({"load_balancing": {"high_pct": 85}, "pci": {"reserved": [0, 1, 2]}});
+    // Until every node advertised its release, the cluster refuses a format-5 command.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let r = c
+            .client
+            .put(&c.nodes[0].api, "/son/tuning", &tuning)
+            .await
+            .unwrap();
+        if r.status == 200 {
+            break;
+        }
+        assert_eq!(r.status, 409, "{}", r.json());
+        assert!(std::time::Instant::now() < deadline, "{}", r.json());
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    for n in &c.nodes {
+        let t = c.client.get(&n.api, "/son/tuning").await.unwrap().json();
+        assert_eq!(t["load_balancing"]["high_pct"], 85, "{t}");
+        assert_eq!(
+            t["load_balancing"]["low_pct"], 60,
+            "absent fields take defaults: {t}"
+        );
+        assert_eq!(t["pci"]["reserved"], json!([0, 1, 2]), "{t}");
+    }
+    // Thresholds that cannot hold, and a misspelt one, are refused; the tuning stays.
+    let api = &c.nodes[1].api;
+    let bad = json!({"load_balancing": {"high_pct": 50, "low_pct": 60}});
+    let r = c.client.put(api, "/son/tuning", &bad).await.unwrap();
+    assert_eq!(r.status, 422, "{}", r.json());
+    assert_eq!(r.json()["error"], "invalid_tuning", "{}", r.json());
+    let typo = json!({"anr": {"idle_prune": 1000}});
+    let r = c.client.put(api, "/son/tuning", &typo).await.unwrap();
+    assert!(r.status.is_client_error(), "{}", r.json());
+    assert!(r.json().to_string().contains("idle_prune"), "{}", r.json());
+    let t = c.client.get(api, "/son/tuning").await.unwrap().json();
+    assert_eq!(t["load_balancing"]["high_pct"], 85, "{t}");
+}

@@ -41,8 +41,12 @@ pub use son::*;
 /// policy to set, if any.
 pub use sonraft_model::command::ImageImport;
 pub use sonraft_model::model::Policy;
-/// The operator's controls of the SON functions (`GET`/`PUT /son/policy`).
-pub use sonraft_model::son::{Controls, Exclusions, Mode, SonPolicy, Verification, Window};
+/// The operator's controls of the SON functions (`GET`/`PUT /son/policy`) and their thresholds
+/// (`GET`/`PUT /son/tuning`).
+pub use sonraft_model::son::{
+    AnrTuning, Controls, Exclusions, MlbTuning, Mode, MroTuning, PciTuning, SonPolicy, Tuning,
+    Verification, Window,
+};
 
 /// A node's id in the cluster (1 ..= 2^53, see `POST /cluster/init`).
 pub type NodeId = u64;

@@ -579,6 +579,7 @@ fn every_v1_type_matches_its_golden_json_both_ways() {
             },
         ),
         check("son-policy", son_policy()),
+        check("son-tuning", son_tuning()),
         check(
             "son-pending",
             vec![PendingProposal {
@@ -627,6 +628,15 @@ fn every_v1_type_matches_its_golden_json_both_ways() {
     .flatten()
     .collect();
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+fn son_tuning() -> Tuning {
+    let mut tuning = Tuning::default();
+    tuning.mobility_robustness.max_late_permille = 40;
+    tuning.load_balancing.high_pct = 85;
+    tuning.anr.idle_prune_ms = 3 * 24 * 60 * 60 * 1000;
+    tuning.pci.reserved = [0, 1, 2].into();
+    tuning
 }
 
 fn son_policy() -> SonPolicy {

@@ -58,7 +58,7 @@ const fn route(
 }
 
 /// Every route of the admin API (README, "Admin API").
-pub static ROUTES: [Route; 27] = [
+pub static ROUTES: [Route; 29] = [
     route(Method::GET, "/health", || get(health::health)),
     route(Method::GET, "/readyz", || get(health::readyz)),
     route(Method::GET, "/status", || get(health::status)),
@@ -94,6 +94,8 @@ pub static ROUTES: [Route; 27] = [
     route(Method::GET, "/backup", || get(ops::backup)),
     route(Method::GET, "/son/policy", || get(son::policy)),
     route(Method::PUT, "/son/policy", || put(son::set_policy)),
+    route(Method::GET, "/son/tuning", || get(son::tuning)),
+    route(Method::PUT, "/son/tuning", || put(son::set_tuning)),
     route(Method::GET, "/son/pending", || get(son::pending)),
     route(Method::POST, "/son/pending/{id}/approve", || {
         post(son::approve)

@@ -1,9 +1,10 @@
 //! The operator's SON controls: `GET`/`PUT /son/policy`, `GET /son/pending`,
-//! `POST /son/pending/{id}/approve` and `/reject`, `GET /son/trials`.
+//! `POST /son/pending/{id}/approve` and `/reject`, `GET /son/trials`; and the functions'
+//! thresholds, `GET`/`PUT /son/tuning`.
 //!
 //! The policy, the pending proposals and the trials live in the replicated image (command
-//! format 4): writes go to the leader as commands, reads are linearizable unless asked
-//! otherwise.
+//! format 4, the tuning format 5): writes go to the leader as commands, reads are linearizable
+//! unless asked otherwise.
 
 use std::sync::Arc;
 
@@ -15,7 +16,7 @@ use axum::response::{IntoResponse, Response};
 use sonraft_client::v1;
 use sonraft_raft::changeset::Outcome;
 use sonraft_raft::command::{Command, Response as Applied};
-use sonraft_raft::son::{Decision, Pending, SonPolicy, Trial, TrialEnd, TrialRecord};
+use sonraft_raft::son::{Decision, Pending, SonPolicy, Trial, TrialEnd, TrialRecord, Tuning};
 
 use super::changesets::status_of;
 use super::error::{ApiError, Params, parse_json, read_body};
@@ -107,6 +108,44 @@ pub async fn set_policy(
         )),
         Ok(other) => Err(ApiError::internal(format!(
             "unexpected answer to a SON policy: {other:?}"
+        ))),
+    }
+}
+
+/// `GET /son/tuning`: the SON functions' thresholds.
+pub async fn tuning(
+    State(node): State<Arc<Node>>,
+    Params(q): Params<v1::ReadQuery>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    if let Some(r) = prepare_read(&node, q.consistency.unwrap_or_default(), &uri, &headers).await? {
+        return Ok(r);
+    }
+    let tuning = node.store().with_image(|i| i.son.tuning.clone());
+    Ok(Json(tuning).into_response())
+}
+
+/// `PUT /son/tuning`: replaces the thresholds (absent fields take their defaults; unknown
+/// ones are refused, so a misspelt threshold is not silently ignored).
+pub async fn set_tuning(
+    State(node): State<Arc<Node>>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let bytes = read_body(&headers, body, node.config().max_body_bytes).await?;
+    let tuning: Tuning = parse_json(&bytes)?;
+    let invalid =
+        |reason: String| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_tuning", reason);
+    tuning.validate().map_err(|e| invalid(e.to_string()))?;
+    let command = Command::SonTuning(tuning.clone());
+    match at_leader(&node, command, &uri, &headers, Method::PUT, bytes).await? {
+        Err(forwarded) => Ok(forwarded),
+        Ok(Applied::SonTuning(Ok(()))) => Ok(Json(tuning).into_response()),
+        Ok(Applied::SonTuning(Err(reason))) => Err(invalid(reason)),
+        Ok(other) => Err(ApiError::internal(format!(
+            "unexpected answer to a SON tuning: {other:?}"
         ))),
     }
 }
