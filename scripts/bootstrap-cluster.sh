@@ -163,6 +163,16 @@ up() {
         # Short cool-downs to match the demo's short counter periods.
         "$BIN" sim export --cells "$CELLS" --cooldown-ms $((PERIOD_MS * 3)) > "$RUN_DIR/demo-image.json"
         "$BIN" ctl import "$RUN_DIR/demo-image.json" > /dev/null
+        # Likewise ANR's idle window: a minute of the demo's traffic, not a week of a live
+        # network's. Until every node has advertised its release the cluster refuses it
+        # (409 cluster_version): try for a few seconds.
+        echo '{"anr": {"idle_prune_ms": 60000}}' > "$RUN_DIR/demo-tuning.json"
+        local tries=0
+        until "$BIN" ctl son-tuning --set "$RUN_DIR/demo-tuning.json" > /dev/null 2>&1; do
+            tries=$((tries + 1))
+            [[ $tries -lt 50 ]] || die "the SON tuning was not accepted: $("$BIN" ctl son-tuning --set "$RUN_DIR/demo-tuning.json" 2>&1)"
+            sleep 0.2
+        done
     fi
     summary
 }

@@ -160,6 +160,22 @@ async fn son_functions_fix_the_planted_problems_and_every_change_reaches_the_ant
         !topo.problems.early_cells.is_empty(),
         "no early cell planted"
     );
+    // The simulated periods are a second: a relation idle for two of them has been idle long
+    // enough (a live network's default is a week). The cluster takes a format-5 command once
+    // every node has advertised its release.
+    let tuning = serde_json::json!({"anr": {"idle_prune_ms": 2000}});
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = c.client.put(&c.nodes[0].api, "/son/tuning", &tuning).await;
+        match r {
+            Ok(r) if r.status.is_success() => break,
+            other => assert!(
+                Instant::now() < deadline,
+                "the SON tuning was not accepted: {other:?}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     let r = c
         .client
         .post(&c.nodes[0].api, "/image/import", &image)

@@ -1,11 +1,15 @@
 //! ANR: relations that carry no handovers are pruned, relations whose handovers fail are barred.
 //!
-//! - A relation without handover attempts for [`IDLE_PERIODS`] periods in a row is removed
+//! The numbers are the replicated tuning's ([`AnrTuning`]; defaults in brackets).
+//!
+//! - A relation without handover attempts for `idle_prune_ms` (7 days: traffic has weekly
+//!   cycles) and at least `min_idle_periods` (3) periods in a row is removed
 //!   (`exists = false`) — unless `remove_allowed` is false, its handovers are barred already
 //!   (an operator's or this function's decision, kept), or its target is down or dormant
 //!   (a locked or energy-saving cell has no traffic to hand over to; it comes back).
-//! - A relation on which fewer than half of at least ten attempts succeed for
-//!   [`FAILING_PERIODS`] periods in a row is not removed: its handovers are barred
+//! - A relation on which fewer than `failing_success_permille` (half) of at least
+//!   `failing_min_attempts` (10) attempts succeed for `failing_periods` (3) periods in a row is
+//!   not removed: its handovers are barred
 //!   (`ho_allowed = false`, TS 32.511's "no HO" attribute) with the suspected cause in the
 //!   reason, so the operator sees why and can allow them again. A relation whose target's PCI
 //!   clashes with the source or with another of its neighbours is left to the PCI function:
@@ -16,22 +20,25 @@
 use sonraft_protocol::relation_counter as rc;
 use sonraft_raft::changeset::{ChangeSet, Function, Origin, Write};
 use sonraft_raft::model::{EntityRef, Param, Value};
+use sonraft_raft::son::AnrTuning;
 
 use super::view::{FastMap, RadioView};
 use super::{PeriodInput, Proposal};
 
-/// Consecutive periods without attempts before a relation is pruned.
-pub const IDLE_PERIODS: u8 = 3;
-/// Consecutive failing periods before a relation's handovers are barred.
-pub const FAILING_PERIODS: u8 = 3;
-/// Attempts a period needs before its success ratio says anything.
-pub const FAILING_MIN_ATTEMPTS: u64 = 10;
+/// One relation's evidence so far.
+#[derive(Debug, Default, Clone, Copy)]
+struct Streak {
+    /// Consecutive periods without attempts, and since when (this node's clock).
+    idle: u8,
+    idle_since_ms: u64,
+    /// Consecutive failing periods.
+    failing: u8,
+}
 
-/// Per relation (keyed by a hash of source and target id): consecutive periods without
-/// attempts, and failing.
+/// Per relation (keyed by a hash of source and target id): its idle and failing streaks.
 #[derive(Debug, Default)]
 pub struct Streaks {
-    bad: FastMap<u64, (u8, u8)>,
+    bad: FastMap<u64, Streak>,
 }
 
 /// The likeliest cause of a relation's failed handovers, from its mobility counters.
@@ -61,6 +68,7 @@ impl Streaks {
         node: u64,
         now_ms: u64,
     ) -> Vec<Proposal> {
+        let tuning: &AnrTuning = &view.tuning.anr;
         let mut out = Vec::new();
         let mut seen = FastMap::default();
         for (&c, rels) in &input.relations {
@@ -68,18 +76,27 @@ impl Streaks {
                 let Some(rel) = view.relation(c, *t) else {
                     continue;
                 };
-                let (idle, failing) = self.bad.get(&rel.key).copied().unwrap_or_default();
+                let before = self.bad.get(&rel.key).copied().unwrap_or_default();
                 let is_idle = v[rc::ATT] == 0;
-                let is_failing = v[rc::ATT] >= FAILING_MIN_ATTEMPTS
-                    && (v[rc::SUCC] as f64) < 0.5 * v[rc::ATT] as f64;
-                let next = (
-                    if is_idle { idle.saturating_add(1) } else { 0 },
-                    if is_failing {
-                        failing.saturating_add(1)
+                let is_failing = v[rc::ATT] >= u64::from(tuning.failing_min_attempts)
+                    && v[rc::SUCC] * 1000 < u64::from(tuning.failing_success_permille) * v[rc::ATT];
+                let next = Streak {
+                    idle: if is_idle {
+                        before.idle.saturating_add(1)
                     } else {
                         0
                     },
-                );
+                    idle_since_ms: match (is_idle, before.idle) {
+                        (true, 0) => now_ms,
+                        (true, _) => before.idle_since_ms,
+                        (false, _) => 0,
+                    },
+                    failing: if is_failing {
+                        before.failing.saturating_add(1)
+                    } else {
+                        0
+                    },
+                };
                 seen.insert(rel.key, next);
                 if !rel.ho_allowed {
                     continue;
@@ -88,7 +105,10 @@ impl Streaks {
                     EntityRef::relation(view.id(c), view.id(*t)),
                     format!("relation {} -> {}", view.id(c), view.id(*t)),
                 );
-                let (param, value, reason) = if next.0 >= IDLE_PERIODS {
+                let idle_for = now_ms.saturating_sub(next.idle_since_ms);
+                let (param, value, reason) = if next.idle >= tuning.min_idle_periods
+                    && idle_for >= tuning.idle_prune_ms
+                {
                     if !rel.remove_allowed || view.cell(*t).down {
                         continue;
                     }
@@ -96,11 +116,12 @@ impl Streaks {
                         Param::Exists,
                         false,
                         format!(
-                            "{text}: no handover attempts for {} periods; pruning",
-                            next.0
+                            "{text}: no handover attempts for {} s ({} periods); pruning",
+                            idle_for / 1000,
+                            next.idle
                         ),
                     )
-                } else if next.1 >= FAILING_PERIODS {
+                } else if next.failing >= tuning.failing_periods {
                     if let Some(clash) = view.pci_clash(c, *t) {
                         tracing::trace!(
                             relation = %text,
@@ -116,7 +137,7 @@ impl Streaks {
                             "{text}: {} of {} handovers succeeded, failing for {} periods; {}; handovers barred",
                             v[rc::SUCC],
                             v[rc::ATT],
-                            next.1,
+                            next.failing,
                             suspected_cause(v)
                         ),
                     )
@@ -175,7 +196,9 @@ mod tests {
     /// Runs the periods (each the counters of A1's relations to A2, A3 and A4) and returns
     /// after which period (1-based) each write was proposed: `(period, target, param)`.
     fn decisions(img: &NetworkImage, periods: &[Option<[u64; 6]>]) -> Vec<(usize, String, Param)> {
-        let v = view(img);
+        let mut v = view(img);
+        // Periods of a second: a relation idle for three of them has been idle long enough.
+        v.tuning.anr.idle_prune_ms = 2_000;
         let mut streaks = Streaks::default();
         let mut out = Vec::new();
         for (n, c) in periods.iter().enumerate() {
@@ -187,7 +210,8 @@ mod tests {
                     .collect(),
                 None => Vec::new(),
             };
-            for p in streaks.propose(&v, &period(&v, &reports), 1, 0) {
+            let now = 1_000 * n as u64;
+            for p in streaks.propose(&v, &period(&v, &reports), 1, now) {
                 let cs = &p.change_set;
                 assert_eq!(cs.origin.function, Function::AnrPruning);
                 let w = &cs.writes[0];
@@ -235,6 +259,31 @@ mod tests {
     #[test]
     fn a_relation_without_handovers_for_three_periods_is_pruned_on_the_third() {
         assert_eq!(prunings(&[DEAD, DEAD, DEAD]), [(3, "A2".to_string())]);
+    }
+
+    #[test]
+    fn an_idle_relation_is_pruned_only_after_the_idle_window() {
+        let img = img();
+        let mut v = view(&img);
+        v.tuning.anr.idle_prune_ms = 60_000;
+        let mut streaks = Streaks::default();
+        let dead = [0; 6];
+        // A period every 10 s: idle since the first, pruned once 60 s have passed.
+        let mut pruned_at = None;
+        for n in 0..10u64 {
+            let p = streaks.propose(&v, &period(&v, &[("A1", "A2", dead)]), 1, n * 10_000);
+            if !p.is_empty() && pruned_at.is_none() {
+                pruned_at = Some(n);
+            }
+        }
+        assert_eq!(pruned_at, Some(6));
+        // The default window is a week: a day of idle periods prunes nothing.
+        let v = view(&img);
+        let mut streaks = Streaks::default();
+        for n in 0..=24u64 {
+            let p = streaks.propose(&v, &period(&v, &[("A1", "A2", dead)]), 1, n * 3_600_000);
+            assert!(p.is_empty(), "pruned after {n} hours");
+        }
     }
 
     #[test]

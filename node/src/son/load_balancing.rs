@@ -1,7 +1,8 @@
 //! Mobility load balancing (MLB) through the relations' cell individual offsets (CIO).
 //!
-//! Loads are `RRU.PrbUsedDl / RRU.PrbAvailDl`, smoothed over [`SMOOTHING_PERIODS`] periods
-//! (exponentially) so that one busy period does not move traffic. A cell above 80 % steps up the
+//! The numbers are the replicated tuning's ([`MlbTuning`]; defaults here). Loads are
+//! `RRU.PrbUsedDl / RRU.PrbAvailDl`, smoothed over 3 periods (exponentially) so that one busy
+//! period does not move traffic. A cell above 80 % steps up the
 //! CIO (+2 dB along the Q-OffsetRange values) towards at most three neighbours whose handovers
 //! succeed at least 95 % of the time and whose load, *projected* with what this period's other
 //! moves send them, stays under 60 % — so several overloaded sources do not herd into one
@@ -13,21 +14,10 @@
 
 use sonraft_raft::changeset::{ChangeSet, Function, Origin, ReadVersion, Write};
 use sonraft_raft::model::{EntityRef, Param, Q_OFFSET_RANGE_DB, Value};
+use sonraft_raft::son::MlbTuning;
 
 use super::view::{FastMap, RadioView, relation_key};
 use super::{PeriodInput, Proposal};
-
-pub const HIGH_PCT: f64 = 80.0;
-pub const LOW_PCT: f64 = 60.0;
-pub const RELEASE_PCT: f64 = 50.0;
-pub const MIN_SUCCESS: f64 = 0.95;
-/// Most neighbours one cell offloads to in a period.
-pub const MAX_TARGETS: usize = 3;
-/// Periods the load is smoothed over (an exponential average with weight 2 / (N + 1)).
-pub const SMOOTHING_PERIODS: f64 = 3.0;
-/// The share of a source's load one dB of offset is expected to move, for the projection (a
-/// cautious figure: field trials report 2–4 % per dB at the cell edge).
-pub const SHIFT_PER_DB: f64 = 0.03;
 
 /// Each cell's smoothed load, kept between periods (keyed by a hash of the cell id, so that it
 /// survives a new capture of the view). Holds the cells of the last period only: bounded by
@@ -51,7 +41,8 @@ impl Smoothed {
     /// Folds this period's loads (own cells' reports, other cells' replicated summaries) into
     /// the averages, and returns them by view index.
     pub fn update(&mut self, view: &RadioView, input: &PeriodInput) -> FastMap<u32, f64> {
-        let weight = 2.0 / (SMOOTHING_PERIODS + 1.0);
+        let periods = f64::from(view.tuning.load_balancing.smoothing_periods);
+        let weight = 2.0 / (periods + 1.0);
         let mut next = FastMap::with_capacity_and_hasher(self.load.len(), Default::default());
         let mut by_index = FastMap::default();
         for c in 0..view.cells.len() as u32 {
@@ -180,6 +171,22 @@ pub fn propose(
     now_ms: u64,
 ) -> Vec<Proposal> {
     let bound = view.policy.max_son_cio_db;
+    let MlbTuning {
+        high_pct,
+        low_pct,
+        release_pct,
+        min_success_permille,
+        max_targets,
+        smoothing_periods: _,
+        shift_permille_per_db,
+    } = view.tuning.load_balancing;
+    let (high, low, release) = (
+        f64::from(high_pct),
+        f64::from(low_pct),
+        f64::from(release_pct),
+    );
+    let min_success = f64::from(min_success_permille) / 1000.0;
+    let shift_per_db = f64::from(shift_permille_per_db) / 1000.0;
     let mut out = Vec::new();
     // Load each target is expected to receive from this period's moves.
     let mut incoming: FastMap<u32, f64> = FastMap::default();
@@ -189,7 +196,7 @@ pub fn propose(
         };
         let rels = &view.out[c as usize];
         let mut moves = Moves::new(view, c);
-        if l > HIGH_PCT {
+        if l > high {
             let mut candidates: Vec<(f64, u32, i8)> = rels
                 .iter()
                 .filter(|r| r.ho_allowed && !view.cell(r.target).down)
@@ -197,22 +204,22 @@ pub fn propose(
                     let projected =
                         load.get(&r.target)? + incoming.get(&r.target).copied().unwrap_or(0.0);
                     let success = input.ho_success(c, r.target)?;
-                    (projected < LOW_PCT && success >= MIN_SUCCESS)
+                    (projected < low && success >= min_success)
                         .then_some((projected, r.target, r.cio_db))
                 })
                 .collect();
             candidates.sort_by(|a, b| a.0.total_cmp(&b.0));
             for (projected, t, cio) in candidates {
-                if moves.why.len() == MAX_TARGETS {
+                if moves.why.len() >= usize::from(max_targets) {
                     break;
                 }
                 let Some(to) = next_q(cio, true, bound) else {
                     continue;
                 };
                 // Both offsets move by the step: twice the shift of one.
-                let shift = 2.0 * f64::from(to - cio) * SHIFT_PER_DB * l;
+                let shift = 2.0 * f64::from(to - cio) * shift_per_db * l;
                 let after = projected + shift;
-                if after >= LOW_PCT {
+                if after >= low {
                     continue;
                 }
                 *incoming.entry(t).or_default() += shift;
@@ -230,7 +237,7 @@ pub fn propose(
         } else {
             for r in rels.iter().filter(|r| r.cio_db > 0) {
                 let target_load = load.get(&r.target).copied().unwrap_or(0.0);
-                if l < RELEASE_PCT || target_load > HIGH_PCT {
+                if l < release || target_load > high {
                     let Some(to) = next_q(r.cio_db, false, 24) else {
                         continue;
                     };

@@ -174,7 +174,7 @@ pub async fn run(
             let result = tokio::task::spawn_blocking(move || {
                 let full = c.dirty || c.view.is_none();
                 node.store().with_image(|image| match (&mut c.view, full) {
-                    (Some(v), false) => v.refresh_kpis(image),
+                    (Some(v), false) => v.refresh(image),
                     _ => c.view = Some(RadioView::capture(image, node.site())),
                 });
                 c.dirty = false;

@@ -6,7 +6,7 @@
 //! owning sites never both move; it takes a PCI clean against its first- and second-order
 //! neighbours on its frequency: of those, the one whose value mod 3 (and then mod 30) it shares
 //! with the fewest first-order neighbours and co-site cells on its frequency, then the lowest.
-//! LTE PCIs are 0..=503, NR's 0..=1007. The read set holds every cell whose PCI the choice
+//! LTE PCIs are 0..=503, NR's 0..=1007; the tuning's reserved PCIs are never chosen. The read set holds every cell whose PCI the choice
 //! relied on: a concurrent change to any of them makes the proposal a conflict, recomputed.
 
 use std::collections::BTreeSet;
@@ -73,8 +73,9 @@ pub fn propose(view: &RadioView, node: u64, now_ms: u64) -> Vec<Proposal> {
         };
         let around: Vec<u16> = adjacent.iter().map(|x| pci_of(*x)).collect();
         let clashes = |p: u16, m: u16| around.iter().filter(|q| *q % m == p % m).count();
+        let reserved = &view.tuning.pci.reserved;
         let Some(pci) = (0..=me.rat.max_pci())
-            .filter(|p| !used.contains(p))
+            .filter(|p| !used.contains(p) && !reserved.contains(p))
             .min_by_key(|p| (clashes(*p, 3), clashes(*p, 30), *p))
         else {
             tracing::warn!(cell = view.id(c), "no clean PCI left for a {kind}");
@@ -161,6 +162,25 @@ mod tests {
                 .iter()
                 .any(|r| r.entity == EntityRef::cell("A3")),
             "it read the co-site PCI it relied on"
+        );
+    }
+
+    #[test]
+    fn reserved_pcis_are_never_chosen() {
+        let img = image(
+            vec![
+                cell("A1", 4, 1300),
+                cell("A2", 4, 1300),
+                cell("Z1", 0, 1300),
+            ],
+            vec![relation("A2", "A1"), relation("A2", "Z1")],
+        );
+        let mut v = view(&img);
+        v.tuning.pci.reserved = [2, 5].into();
+        // 2 was the choice (see above); of the rest, 8 is the lowest sharing mod 3 with nobody.
+        assert_eq!(
+            moves(&propose(&v, 1, 0)),
+            [("cell/A2".to_string(), Value::Int(8))]
         );
     }
 

@@ -1,16 +1,18 @@
 //! Mobility robustness (MRO): the handover parameters from the mobility failures of a cell's
 //! outgoing handovers (TS 32.425 too late, too early, to the wrong cell; ping-pongs).
 //!
-//! Evidence first: a cell or relation is judged only with at least [`MIN_ATTEMPTS`] attempts
-//! and [`MIN_EVENTS`] failures of the kind that moves it, so one unlucky period does not step.
+//! The numbers are the replicated tuning's ([`MroTuning`]; defaults in brackets). Evidence
+//! first: a cell or relation is judged only with at least `min_attempts` (20) attempts and
+//! `min_events` (3) failures of the kind that moves it, so one unlucky period does not step.
 //! A direction follows from weighing both sides: more than 3 % too-late handovers ask to hand
 //! over sooner; more than 3 % too-early (wrong-cell handovers count as early, unless the
 //! target's PCI clashes, which is the PCI function's to fix) or 5 % ping-pongs ask for later.
-//! When both ask, the side with at least twice the other's events wins; otherwise the two are
-//! balanced and nothing changes (a step either way would trade one failure for the other).
+//! When both ask, the side with at least `dominance` (twice) the other's events wins;
+//! otherwise the two are balanced and nothing changes (a step either way would trade one
+//! failure for the other).
 //!
-//! Per relation before per cell: when the relations asking for the cell's direction carry at
-//! least half of its attempts, the problem is the cell's — sooner: time-to-trigger one step down
+//! Per relation before per cell: when the relations leaning towards the cell's direction carry
+//! at least `cell_wide_permille` (half) of its attempts, the problem is the cell's — sooner: time-to-trigger one step down
 //! while above 100 ms, else hysteresis −0.5 dB; later: hysteresis +0.5 dB up to 5 dB, else
 //! time-to-trigger one step up. Otherwise only the relations that ask move, by their cell
 //! individual offset (one Q-OffsetRange step, within the policy's bound), in one change set.
@@ -18,21 +20,10 @@
 use sonraft_protocol::relation_counter as rc;
 use sonraft_raft::changeset::{ChangeSet, Function, Origin, ReadVersion, Write};
 use sonraft_raft::model::{EntityRef, Param, Q_OFFSET_RANGE_DB, TIME_TO_TRIGGER_MS, Value};
+use sonraft_raft::son::MroTuning;
 
 use super::view::RadioView;
 use super::{PeriodInput, Proposal};
-
-pub const MAX_LATE: f64 = 0.03;
-pub const MAX_EARLY: f64 = 0.03;
-pub const MAX_PING_PONG: f64 = 0.05;
-/// Attempts a cell (or a relation, for its own offset) needs in a period to be judged.
-pub const MIN_ATTEMPTS: u64 = 20;
-/// Failures of the kind that asks for a step, below which a ratio is noise.
-pub const MIN_EVENTS: u64 = 3;
-/// How many times the other side's events one side needs to win when both ask.
-pub const DOMINANCE: u64 = 2;
-/// Share of a cell's attempts on relations asking for one direction that makes it the cell's.
-pub const CELL_WIDE_SHARE: f64 = 0.5;
 
 /// Which way a cell's or relation's handovers should move.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,22 +50,30 @@ impl Failures {
         self.ping_pong += o.ping_pong;
     }
 
+    /// `n` of the attempts, per mille.
+    fn permille(&self, n: u64) -> f64 {
+        n as f64 * 1000.0 / self.att.max(1) as f64
+    }
+
     fn ratio(&self, n: u64) -> f64 {
         n as f64 / self.att.max(1) as f64
     }
 
     /// The direction the evidence asks for, if it is enough and not balanced.
-    fn direction(&self) -> Option<Direction> {
-        if self.att < MIN_ATTEMPTS {
+    fn direction(&self, t: &MroTuning) -> Option<Direction> {
+        if self.att < u64::from(t.min_attempts) {
             return None;
         }
-        let sooner = self.late >= MIN_EVENTS && self.ratio(self.late) > MAX_LATE;
-        let later = (self.early >= MIN_EVENTS && self.ratio(self.early) > MAX_EARLY)
-            || (self.ping_pong >= MIN_EVENTS && self.ratio(self.ping_pong) > MAX_PING_PONG);
+        let events = u64::from(t.min_events);
+        let over = |n: u64, limit: u16| n >= events && self.permille(n) > f64::from(limit);
+        let sooner = over(self.late, t.max_late_permille);
+        let later = over(self.early, t.max_early_permille)
+            || over(self.ping_pong, t.max_ping_pong_permille);
         let against_late = self.early + self.ping_pong;
-        if sooner && self.late >= DOMINANCE * against_late {
+        let dominance = u64::from(t.dominance);
+        if sooner && self.late >= dominance * against_late {
             Some(Direction::Sooner)
-        } else if later && against_late >= DOMINANCE * self.late {
+        } else if later && against_late >= dominance * self.late {
             Some(Direction::Later)
         } else {
             None
@@ -82,11 +81,12 @@ impl Failures {
     }
 
     /// Whether its ratios ask for `d`, however few its events: to place a cell's problem.
-    fn leans(&self, d: Direction) -> bool {
+    fn leans(&self, d: Direction, t: &MroTuning) -> bool {
         match d {
-            Direction::Sooner => self.ratio(self.late) > MAX_LATE,
+            Direction::Sooner => self.permille(self.late) > f64::from(t.max_late_permille),
             Direction::Later => {
-                self.ratio(self.early) > MAX_EARLY || self.ratio(self.ping_pong) > MAX_PING_PONG
+                self.permille(self.early) > f64::from(t.max_early_permille)
+                    || self.permille(self.ping_pong) > f64::from(t.max_ping_pong_permille)
             }
         }
     }
@@ -141,6 +141,7 @@ fn cell_step(hysteresis: u8, ttt: u16, direction: Direction) -> Option<(Param, i
 /// Proposals for this period: at most one change set per cell.
 pub fn propose(view: &RadioView, input: &PeriodInput, node: u64, now_ms: u64) -> Vec<Proposal> {
     let bound = view.policy.max_son_cio_db;
+    let tuning = &view.tuning.mobility_robustness;
     let mut out = Vec::new();
     for &c in &view.own {
         let Some(rels) = input.relations.get(&c) else {
@@ -166,14 +167,16 @@ pub fn propose(view: &RadioView, input: &PeriodInput, node: u64, now_ms: u64) ->
                 (*t, f)
             })
             .collect();
-        let wanted = cell.direction();
+        let wanted = cell.direction(tuning);
         // The share of the attempts, on relations with enough attempts of their own, whose
         // ratios lean towards `d`; without any such relation the problem cannot be placed and
         // is the cell's.
         let share = |d: Direction| {
-            let judged = per_relation.iter().filter(|(_, f)| f.att >= MIN_ATTEMPTS);
+            let judged = per_relation
+                .iter()
+                .filter(|(_, f)| f.att >= u64::from(tuning.min_attempts));
             let (asking, all) = judged.fold((0, 0), |(a, n), (_, f)| {
-                (a + if f.leans(d) { f.att } else { 0 }, n + f.att)
+                (a + if f.leans(d, tuning) { f.att } else { 0 }, n + f.att)
             });
             if all == 0 {
                 1.0
@@ -182,7 +185,8 @@ pub fn propose(view: &RadioView, input: &PeriodInput, node: u64, now_ms: u64) ->
             }
         };
         let me = view.cell(c);
-        if let Some(d) = wanted.filter(|d| share(*d) >= CELL_WIDE_SHARE) {
+        let cell_wide = f64::from(tuning.cell_wide_permille) / 1000.0;
+        if let Some(d) = wanted.filter(|d| share(*d) >= cell_wide) {
             // A cell-wide problem with nothing left to step is left alone: offsets are for
             // relations (and load balancing's), not a cell's whole timing.
             let Some((param, from, to)) = cell_step(me.hysteresis, me.time_to_trigger_ms, d) else {
@@ -216,7 +220,7 @@ pub fn propose(view: &RadioView, input: &PeriodInput, node: u64, now_ms: u64) ->
         let mut writes = Vec::new();
         let mut why = Vec::new();
         for (t, f) in &per_relation {
-            let (Some(d), Some(rel)) = (f.direction(), view.relation(c, *t)) else {
+            let (Some(d), Some(rel)) = (f.direction(tuning), view.relation(c, *t)) else {
                 continue;
             };
             let Some(to) = rel

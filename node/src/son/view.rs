@@ -7,6 +7,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 use sonraft_raft::changeset::ReadVersion;
 use sonraft_raft::model::image::NetworkImage;
 use sonraft_raft::model::{AdminState, EnergySaving, EntityRef, Policy, Rat};
+use sonraft_raft::son::Tuning;
 
 /// FNV-1a: a fast hash for the short ids the SON functions look up millions of times; the
 /// ids come from the replicated image, not from outside, so flooding is not a concern.
@@ -76,6 +77,8 @@ pub struct RadioView {
     /// The cells of each cell site, indexed by [`ViewCell::cell_site`].
     pub site_cells: Vec<Vec<u32>>,
     pub policy: Policy,
+    /// The functions' thresholds (`PUT /son/tuning`).
+    pub tuning: Tuning,
 }
 
 /// A stable hash of a relation's ids.
@@ -88,12 +91,14 @@ pub fn relation_key(source: &str, target: &str) -> u64 {
 }
 
 impl RadioView {
-    /// Refreshes what changes every period without a configuration change: the replicated
-    /// KPI summaries.
-    pub fn refresh_kpis(&mut self, image: &NetworkImage) {
+    /// Refreshes what changes without a configuration change: the replicated KPI summaries,
+    /// the coordination policy and the functions' tuning.
+    pub fn refresh(&mut self, image: &NetworkImage) {
         for (i, id) in self.ids.iter().enumerate() {
             self.cells[i].prb_permille = image.kpis.get(id).map(|k| k.prb_dl_permille);
         }
+        self.policy = image.policy.clone();
+        self.tuning = image.son.tuning.clone();
     }
 
     /// Captures the view of `site` (the cells whose cell site's region is `site`).
@@ -108,6 +113,7 @@ impl RadioView {
             own: Vec::new(),
             site_cells: Vec::new(),
             policy: image.policy.clone(),
+            tuning: image.son.tuning.clone(),
         };
         let mut site_index: FastMap<&str, u32> = FastMap::default();
         for (i, c) in image.cells.values().enumerate() {
