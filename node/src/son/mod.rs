@@ -493,6 +493,108 @@ mod tests {
         assert_eq!(proposals.len(), 3);
     }
 
+    /// An overloaded cell next to an early-handover-prone relation: load balancing wants to
+    /// raise the relation's offset, mobility robustness to hand over later — by the cell's
+    /// hysteresis when the relation is all it has, by the relation's own offset when a clean
+    /// relation carries most handovers. Both propose in the same period; whichever applies
+    /// first wins and the other is refused with a reason naming it, in either order.
+    #[test]
+    fn load_balancing_and_robustness_on_one_relation_do_not_both_apply() {
+        use sonraft_raft::command::Envelope;
+        use sonraft_raft::model::image::Changes;
+
+        // 100 handovers A1 -> A2, 96 succeed, 4 too early: 4 % early (robustness: later)
+        // and 96 % success (load balancing: a good target).
+        let early = testing::counters(100, 96, 4, 0, 0);
+        let clean = testing::counters(200, 200, 0, 0, 0);
+        for (with_z1, mro_writes) in [(false, Param::Hysteresis), (true, Param::CioDb)] {
+            let mut cells = vec![testing::cell("A1", 1, 1300), testing::cell("A2", 2, 1300)];
+            let mut relations = vec![testing::relation("A1", "A2"), testing::relation("A2", "A1")];
+            let mut reports = vec![("A1", "A2", early)];
+            if with_z1 {
+                cells.push(testing::cell("Z1", 3, 1300));
+                relations.push(testing::relation("A1", "Z1"));
+                reports.push(("A1", "Z1", clean));
+            }
+            let img = testing::image(cells, relations);
+            let v = testing::view(&img);
+            let mut input = testing::period(&v, &reports);
+            input.prb_pct.insert(v.index["A1"], 95.0);
+            input.prb_pct.insert(v.index["A2"], 30.0);
+            if with_z1 {
+                input.prb_pct.insert(v.index["Z1"], 30.0);
+            }
+            let proposals = analyse(&v, &input, &mut Memory::default(), 1, false);
+            let by = |f: Function| {
+                proposals
+                    .iter()
+                    .find(|p| p.change_set.origin.function == f)
+                    .unwrap_or_else(|| panic!("no {f} proposal in {proposals:?}"))
+                    .change_set
+                    .clone()
+            };
+            let (mro, mlb) = (
+                by(Function::MobilityRobustness),
+                by(Function::LoadBalancing),
+            );
+            assert_eq!(mro.writes[0].param, mro_writes, "{mro:?}");
+            assert!(
+                mlb.writes
+                    .iter()
+                    .any(|w| w.entity == EntityRef::relation("A1", "A2")),
+                "{mlb:?}"
+            );
+            let now = 1_764_000_000_000;
+            for order in [[&mro, &mlb], [&mlb, &mro]] {
+                let mut img = img.clone();
+                let outcomes: Vec<Outcome> = order
+                    .iter()
+                    .enumerate()
+                    .map(|(i, cs)| {
+                        let env = Envelope::in_format(&Command::ChangeSet((*cs).clone()), now, 5)
+                            .expect("encodes");
+                        match img.apply_entry(10 + i as u64, &env, &mut Changes::default()) {
+                            Ok(Response::ChangeSet(o)) => o,
+                            other => panic!("{other:?}"),
+                        }
+                    })
+                    .collect();
+                assert!(
+                    matches!(outcomes[0], Outcome::Applied { .. }),
+                    "{outcomes:?}"
+                );
+                // The second read what the first changed: a conflict, and recomputed from the
+                // new image it is refused.
+                let reason = match &outcomes[1] {
+                    Outcome::Rejected { reason } => reason.clone(),
+                    Outcome::Conflict { .. } => {
+                        let v = testing::view(&img);
+                        let again = analyse(&v, &input, &mut Memory::default(), 1, false);
+                        let second = order[1].origin.function;
+                        let Some(p) = again
+                            .iter()
+                            .find(|p| p.change_set.origin.function == second)
+                        else {
+                            panic!("{second} no longer proposes: {again:?}");
+                        };
+                        let env =
+                            Envelope::in_format(&Command::ChangeSet(p.change_set.clone()), now, 5)
+                                .expect("encodes");
+                        match img.apply_entry(12, &env, &mut Changes::default()) {
+                            Ok(Response::ChangeSet(Outcome::Rejected { reason })) => reason,
+                            other => panic!("recomputed, the second applied: {other:?}"),
+                        }
+                    }
+                    other => panic!("the second applied too: {other:?}"),
+                };
+                assert!(
+                    reason.contains(order[0].origin.function.name()),
+                    "the refusal names the function that changed it: {reason}"
+                );
+            }
+        }
+    }
+
     #[test]
     fn a_kpi_entry_stays_small_enough_for_sled_to_keep_it_inline() {
         let summaries: Vec<KpiSummary> = (0..SUMMARIES_PER_ENTRY)
