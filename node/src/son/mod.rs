@@ -21,11 +21,11 @@ mod testing;
 pub mod verify;
 pub mod view;
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use sonraft_protocol::{RELATION_COUNTERS, ReportView, cell_counter as cc, relation_counter as rc};
-use sonraft_raft::changeset::{ChangeSet, Outcome};
+use sonraft_raft::changeset::{ChangeSet, Function, Outcome};
 use sonraft_raft::command::{Command, KpiBatch, Response};
 use sonraft_raft::model::KpiSummary;
 use tokio::sync::mpsc;
@@ -131,6 +131,26 @@ struct Cycle {
     ring: verify::KpiRing,
     /// Trials whose verdict this site proposed.
     proposed: verify::Proposed,
+    /// A PCI proposal was held back (outside its window, refused, not submitted): search
+    /// again next period even if the configuration did not change.
+    pci_unresolved: bool,
+    /// Periods since the last PCI search.
+    since_pci: u32,
+}
+
+/// Periods after which the PCI search runs even without a configuration change: a safety
+/// net for a problem whose fix was held back in a way this cycle did not see.
+const PCI_SEARCH_EVERY: u32 = 30;
+
+impl Cycle {
+    /// Whether this period runs the PCI search: PCIs only change with the configuration, so
+    /// it is skipped unless the view was recaptured, a PCI fix is still outstanding, or it has
+    /// not run for [`PCI_SEARCH_EVERY`] periods.
+    fn pci_search_due(&mut self, full: bool) -> bool {
+        let due = full || self.pci_unresolved || self.since_pci + 1 >= PCI_SEARCH_EVERY;
+        self.since_pci = if due { 0 } else { self.since_pci + 1 };
+        due
+    }
 }
 
 /// Runs the SON cycle of this site for the life of the node.
@@ -178,15 +198,18 @@ pub async fn run(
                     _ => c.view = Some(RadioView::capture(image, node.site())),
                 });
                 c.dirty = false;
+                let with_pci = c.pci_search_due(full);
                 let view = c.view.as_ref().expect("captured above");
                 let input = PeriodInput::new(view, &period);
-                // PCIs only change with the configuration: skip the search when nothing did.
-                let mut proposals = analyse(view, &input, &mut c.memory, node.id(), full);
+                let mut proposals = analyse(view, &input, &mut c.memory, node.id(), with_pci);
                 let voters = node.voters();
                 let (trials, verification) = node.store().with_image(|image| {
                     let format = image.effective_format(voters.iter().copied());
                     let now = now_ms().max(image.log_time_ms);
-                    skip_refused(image, &mut proposals, now, format);
+                    let skipped = skip_refused(image, &mut proposals, now, format);
+                    if with_pci {
+                        c.pci_unresolved = skipped.contains(&Function::PciConflict);
+                    }
                     let policy = image.son.policy.verification.clone();
                     (verify::open_trials(image, view), policy)
                 });
@@ -211,7 +234,8 @@ pub async fn run(
         cycle = c;
         let analysed = started.elapsed();
         let count = proposals.len();
-        let conflicted = submit_all(&node, &fleet, &period, proposals).await;
+        let (conflicted, unapplied) = submit_all(&node, &fleet, &period, proposals).await;
+        cycle.pci_unresolved |= unapplied.contains(&Function::PciConflict);
         for verdict in verdicts {
             submit_verdict(&node, verdict, &mut cycle.proposed).await;
         }
@@ -259,16 +283,18 @@ pub async fn run(
 
 /// Drops the proposals the operator's SON controls would refuse (a function switched off,
 /// outside its window, an excluded cell, a cell under verification or held after an undo): they
-/// would only fill the history with refusals, every period.
+/// would only fill the history with refusals, every period. Returns the functions whose
+/// proposals it dropped.
 fn skip_refused(
     image: &sonraft_raft::model::image::NetworkImage,
     proposals: &mut Vec<Proposal>,
     now_ms: u64,
     format: u16,
-) {
+) -> BTreeSet<Function> {
     use sonraft_raft::rules::{CONTROLS_FORMAT, controls_refusal, reconfigured_cells};
+    let mut skipped = BTreeSet::new();
     if format < CONTROLS_FORMAT {
-        return;
+        return skipped;
     }
     // A function steps once on a cell until that change has its verdict: of two proposals of
     // one function on one cell this period, the second would only be refused.
@@ -286,11 +312,13 @@ fn skip_refused(
             Some(why) => {
                 metrics::counter!("sonraft_son_proposals_skipped_total", "function" => function.name()).increment(1);
                 tracing::trace!(reason = %why, "SON proposal skipped");
+                skipped.insert(function);
             }
             None => claimed.extend(cells.into_iter().map(|c| (function, c))),
         }
         refusal.is_none()
     });
+    skipped
 }
 
 /// Proposes a verdict; one that did not get through is proposed again next period.
@@ -374,13 +402,14 @@ async fn replicate_kpis(node: &Node, period: &ClosedPeriod) {
     }
 }
 
-/// Submits proposals a few at a time; returns the entities of those that conflicted.
+/// Submits proposals a few at a time; returns the entities of those that conflicted, and the
+/// functions of those that did not apply (refused, conflicted or not submitted).
 async fn submit_all(
     node: &Arc<Node>,
     fleet: &Arc<Fleet>,
     period: &ClosedPeriod,
     proposals: Vec<Proposal>,
-) -> Vec<String> {
+) -> (Vec<String>, BTreeSet<Function>) {
     use futures_lite_stream::buffer_unordered;
     let results = buffer_unordered(proposals, CONCURRENCY, |p| {
         let node = node.clone();
@@ -391,23 +420,34 @@ async fn submit_all(
     })
     .await;
     let mut conflicted = Vec::new();
+    let mut unapplied = BTreeSet::new();
     for (p, r) in results {
+        let function = p.change_set.origin.function;
         match r {
             Ok((index, Response::ChangeSet(Outcome::Applied { .. }))) => {
-                metrics::counter!("sonraft_son_proposals_total", "function" => p.change_set.origin.function.name(), "outcome" => "applied").increment(1);
+                metrics::counter!("sonraft_son_proposals_total", "function" => function.name(), "outcome" => "applied").increment(1);
                 fleet.await_acks(index, period.end_ms, p.cells);
             }
             Ok((_, Response::ChangeSet(o))) => {
-                metrics::counter!("sonraft_son_proposals_total", "function" => p.change_set.origin.function.name(), "outcome" => o.kind()).increment(1);
-                if matches!(o, Outcome::Conflict { .. }) {
-                    conflicted.extend(p.change_set.writes.iter().map(|w| w.entity.to_string()));
+                metrics::counter!("sonraft_son_proposals_total", "function" => function.name(), "outcome" => o.kind()).increment(1);
+                match o {
+                    Outcome::Conflict { .. } => {
+                        conflicted.extend(p.change_set.writes.iter().map(|w| w.entity.to_string()))
+                    }
+                    // Waiting for an operator: proposing it again finds it pending.
+                    Outcome::Pending { .. } => continue,
+                    _ => {}
                 }
+                unapplied.insert(function);
             }
             Ok((_, other)) => tracing::warn!(?other, "unexpected answer to a change set"),
-            Err(e) => tracing::debug!(error = %e, "change set not submitted"),
+            Err(e) => {
+                tracing::debug!(error = %e, "change set not submitted");
+                unapplied.insert(function);
+            }
         }
     }
-    conflicted
+    (conflicted, unapplied)
 }
 
 /// A tiny bounded-concurrency map, to avoid a dependency for one loop.
@@ -593,6 +633,52 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// A PCI fix held back while its change window is closed is searched for again next
+    /// period, though the configuration did not change (the search runs only on a change
+    /// otherwise): found by the acceptance benchmark, where planted PCI problems stayed
+    /// unfixed after the window opened.
+    #[test]
+    fn a_pci_fix_held_back_by_its_window_is_searched_for_again_next_period() {
+        use sonraft_raft::son::{Controls, Window};
+
+        let mut img = testing::image(
+            vec![testing::cell("A1", 5, 1300), testing::cell("A2", 5, 1300)],
+            vec![testing::relation("A1", "A2")],
+        );
+        // 01:00-05:00 UTC; `now` is 12:00.
+        img.son.policy.functions.insert(
+            Function::PciConflict,
+            Controls {
+                window: Some(Window {
+                    from_minute: 60,
+                    to_minute: 300,
+                }),
+                ..Controls::default()
+            },
+        );
+        let now = 20_000 * 86_400_000 + 12 * 3_600_000;
+        let v = testing::view(&img);
+        let mut cycle = Cycle::default();
+        assert!(cycle.pci_search_due(true), "a new view is searched");
+        let mut proposals = pci::propose(&v, 1, now);
+        assert_eq!(proposals.len(), 1, "A2 collides with A1");
+        let skipped = skip_refused(&img, &mut proposals, now, 5);
+        assert!(proposals.is_empty());
+        assert_eq!(skipped, BTreeSet::from([Function::PciConflict]));
+        cycle.pci_unresolved = skipped.contains(&Function::PciConflict);
+        assert!(cycle.pci_search_due(false), "held back: search again");
+        cycle.pci_unresolved = false;
+        let quiet: Vec<bool> = (0..PCI_SEARCH_EVERY)
+            .map(|_| cycle.pci_search_due(false))
+            .collect();
+        assert_eq!(
+            quiet.iter().filter(|d| **d).count(),
+            1,
+            "with nothing outstanding, once every {PCI_SEARCH_EVERY} periods: {quiet:?}"
+        );
+        assert!(quiet[PCI_SEARCH_EVERY as usize - 1]);
     }
 
     #[test]
