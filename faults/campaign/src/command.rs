@@ -100,11 +100,54 @@ pub async fn signal(pid: u32, signal: &str) -> Result<(), CommandError> {
         .map(drop)
 }
 
+/// The state letter of a `/proc/.../stat` line (`pid (comm) state ...`; comm may hold spaces
+/// and parentheses).
+fn proc_state(stat: &str) -> Option<&str> {
+    stat.rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().next())
+}
+
+/// How many of process `pid`'s threads are not stopped yet. SIGSTOP is delivered to each
+/// thread on its own: right after `kill -STOP` returns, some may still run (and, say, answer a
+/// heartbeat). A thread gone meanwhile is not running either; so is a process gone.
+pub fn threads_not_stopped(pid: u32) -> usize {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("stat")).ok())
+        .filter(|stat| !matches!(proc_state(stat), Some("T" | "t")))
+        .count()
+}
+
 /// Whether process `pid` exists (and is not a zombie).
 pub fn alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
-        s.rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().next())
-            .is_some_and(|state| state != "Z" && state != "X")
-    })
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .is_ok_and(|s| proc_state(&s).is_some_and(|state| state != "Z" && state != "X"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_stopped_process_has_no_running_thread_and_a_gone_one_counts_as_stopped() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .expect("sleep");
+        let pid = child.id();
+        assert!(alive(pid));
+        signal(pid, "STOP").await.unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while threads_not_stopped(pid) > 0 {
+            assert!(std::time::Instant::now() < deadline, "not stopped");
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        signal(pid, "CONT").await.unwrap();
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(!alive(pid));
+        assert_eq!(threads_not_stopped(pid), 0);
+    }
 }

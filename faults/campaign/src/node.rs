@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::command::{CommandError, alive, signal};
+use crate::command::{CommandError, alive, signal, threads_not_stopped};
 
 /// The operator token and cluster secret of campaign clusters.
 pub const TOKEN: &str = "campaign-operator-token";
@@ -35,6 +35,8 @@ pub enum NodeError {
     },
     #[error(transparent)]
     Signal(#[from] CommandError),
+    #[error("node {id} still has {running} threads running 5 s after SIGSTOP")]
+    NotStopped { id: u64, running: usize },
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }
@@ -185,9 +187,21 @@ impl NodeProcess {
         let _ = tokio::task::spawn_blocking(move || me.kill_now()).await;
     }
 
+    /// SIGSTOP, and waits until every thread has stopped (at most a few seconds): a pause
+    /// that is still half running is not the fault the nemesis planned.
     pub async fn pause(&mut self) -> Result<(), NodeError> {
         signal(self.pid(), "STOP").await?;
         self.paused = true;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while threads_not_stopped(self.pid()) > 0 {
+            if Instant::now() > deadline {
+                return Err(NodeError::NotStopped {
+                    id: self.spec.id,
+                    running: threads_not_stopped(self.pid()),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
         Ok(())
     }
 
