@@ -6,7 +6,9 @@
 //!   keep-alive connection ([`session`]);
 //! - `etcd_target` (feature `etcd`): the same workload against etcd's gRPC API;
 //! - [`failover`]: SIGKILL the leader under load, time to the first successful write;
-//! - [`fleet`]: one node against a simulated fleet: sessions, memory, ingestion, latency.
+//! - [`fleet`]: one node against a simulated fleet: sessions, memory, ingestion, latency;
+//! - [`son`]: the SON left alone on the simulator for N periods: changes undone, excluded cells
+//!   and change windows honoured, parameter groups reversing, too-early handovers.
 //!
 //! The node is measured from outside, as a client would see it: through the admin API
 //! ([`sonraft_client`]) and real processes ([`sonraft_testkit`]). The node's library does not
@@ -19,6 +21,7 @@ pub mod failover;
 pub mod fleet;
 pub mod load;
 pub mod session;
+pub mod son;
 pub mod sonraft_target;
 
 use clap::{Args, Subcommand};
@@ -37,6 +40,8 @@ pub enum BenchCommand {
     Failover(failover::FailoverArgs),
     /// One node against a simulated antenna fleet.
     Fleet(fleet::FleetArgs),
+    /// The SON on the simulator for N periods: the acceptance figures of issue 12.
+    Son(son::SonArgs),
 }
 
 /// Runs `sonraft bench`.
@@ -45,6 +50,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         BenchCommand::Load(a) => load::run(a).await,
         BenchCommand::Failover(a) => failover::run(a).await,
         BenchCommand::Fleet(a) => fleet::run(a).await,
+        BenchCommand::Son(a) => son::run(a).await,
     }
 }
 

@@ -11,7 +11,9 @@ use bytes::{Bytes, BytesMut};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use serde_json::{Value, json};
-use sonraft_protocol::{self as protocol, CellConfig, Frame, cell_counter as cc, code, encode};
+use sonraft_protocol::{
+    self as protocol, CellConfig, Frame, cell_counter as cc, code, encode, relation_counter as rc,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -27,6 +29,9 @@ struct Mutable {
     period: u64,
     last: model::PeriodOutcome,
     first_late: Vec<f64>,
+    /// Per cell, since the start: handover attempts, too-early and too-late handovers over its
+    /// relations (what `sonraft bench son` reads the too-early ratio from).
+    handovers: Vec<[u64; 3]>,
 }
 
 /// One period's pre-encoded report frames, one per cell.
@@ -92,6 +97,7 @@ impl Sim {
                 period: 0,
                 last: model::PeriodOutcome::default(),
                 first_late: Vec::new(),
+                handovers: Vec::new(),
             }),
             topo,
             period_ms,
@@ -167,6 +173,14 @@ impl Sim {
                 .map(|r| encode(&Frame::Report(r.clone())))
                 .collect();
             s.period += 1;
+            s.handovers.resize(outcome.reports.len(), [0; 3]);
+            for (sum, r) in s.handovers.iter_mut().zip(&outcome.reports) {
+                for rel in &r.relations {
+                    sum[0] += rel.values[rc::ATT];
+                    sum[1] += rel.values[rc::TOO_EARLY];
+                    sum[2] += rel.values[rc::TOO_LATE];
+                }
+            }
             if s.first_late.is_empty() {
                 s.first_late = self.late_ratios(&outcome);
             }
@@ -280,6 +294,18 @@ impl Sim {
                     "hysteresis": cfg.hysteresis, "time_to_trigger_ms": cfg.time_to_trigger_ms, "a3_offset": cfg.a3_offset, "relations": rels}))
             })
             .collect();
+        let handovers: serde_json::Map<String, Value> = self
+            .topo
+            .cells
+            .iter()
+            .zip(&s.handovers)
+            .map(|(c, h)| {
+                (
+                    c.id.clone(),
+                    json!({"attempts": h[0], "too_early": h[1], "too_late": h[2]}),
+                )
+            })
+            .collect();
         json!({
             "period": s.period,
             "cells": self.topo.cells.len(),
@@ -292,6 +318,7 @@ impl Sim {
             "late": late,
             "pruned_candidates": dead,
             "configs": configs,
+            "handovers": handovers,
         })
     }
 }
