@@ -344,6 +344,10 @@ async fn measure(args: &SonArgs, binary: &Path, root: &Path, command: &str) -> a
     let mut last_state;
     let mut stalled = Instant::now();
     let mut seen = first;
+    // PCI collisions and confusions on the simulator at the last look before the window opened,
+    // and the period they were all gone.
+    let mut pci_while_closed = 0;
+    let mut pci_fixed_at: Option<u64> = None;
     loop {
         tokio::time::sleep(Duration::from_millis(PERIOD_MS)).await;
         // A missed look is made up at the next: the counters are cumulative.
@@ -363,6 +367,13 @@ async fn measure(args: &SonArgs, binary: &Path, root: &Path, command: &str) -> a
             stalled = Instant::now();
         } else if stalled.elapsed() > Duration::from_secs(30) {
             bail!("the simulator stopped at period {period}");
+        }
+        let pci_problems = |k: &str| last_state[k].as_array().map_or(0, Vec::len);
+        let problems = pci_problems("pci_collisions") + pci_problems("pci_confusions");
+        if now_ms() < opens_ms {
+            pci_while_closed = problems;
+        } else if problems == 0 && pci_fixed_at.is_none() {
+            pci_fixed_at = Some(period.saturating_sub(first));
         }
         let done = period.saturating_sub(first);
         if done >= args.warmup && steady_from.is_none() {
@@ -601,6 +612,8 @@ async fn measure(args: &SonArgs, binary: &Path, root: &Path, command: &str) -> a
         "pci_writes_out_of_window": pci_out.len(),
         "pci_out_of_window_examples": pci_out.iter().take(10).collect::<Vec<_>>(),
         "pci_refused_outside_window": pci_window_refusals,
+        "pci_problems_at_last_look_before_window": pci_while_closed,
+        "pci_problems_all_fixed_at_period": pci_fixed_at,
         "pci_collisions_left": pci_left.0,
         "pci_confusions_left": pci_left.1,
         "reversal_window_periods": args.reversal_window,
@@ -640,7 +653,7 @@ async fn measure(args: &SonArgs, binary: &Path, root: &Path, command: &str) -> a
     let mark = |ok: bool| if ok { "ok" } else { "MISSED" };
     println!("{:<58} {:>12}  target", "figure", "value");
     let early_pct = pct(early_sum, att_sum);
-    let rows: [(String, String, &str, bool); 8] = [
+    let rows: [(String, String, &str, bool); 9] = [
         (
             "SON change sets undone (fallback)".into(),
             format!("{undone_pct} %"),
@@ -658,6 +671,12 @@ async fn measure(args: &SonArgs, binary: &Path, root: &Path, command: &str) -> a
             pci_out.len().to_string(),
             "0",
             pci_out.is_empty(),
+        ),
+        (
+            "PCI collisions+confusions just before the window opened".into(),
+            pci_while_closed.to_string(),
+            "-",
+            true,
         ),
         (
             "PCI writes inside the window".into(),
