@@ -143,6 +143,29 @@ async fn sim_state(client: &ApiClient, sim: &SimProc) -> anyhow::Result<Value> {
     Ok(r.json())
 }
 
+/// Proposals the nodes dropped before proposing them because the operator's controls would
+/// refuse them (window, exclusion, verification, hold), per function, summed over `apis`.
+async fn skipped(client: &ApiClient, apis: &[String]) -> BTreeMap<String, u64> {
+    let mut out = BTreeMap::new();
+    for api in apis {
+        let Ok(r) = client.get(api, "/metrics").await else {
+            continue;
+        };
+        for line in String::from_utf8_lossy(&r.body).lines() {
+            let Some(rest) = line.strip_prefix("sonraft_son_proposals_skipped_total{function=\"")
+            else {
+                continue;
+            };
+            let Some((function, value)) = rest.split_once("\"} ") else {
+                continue;
+            };
+            let v = value.trim().parse::<f64>().unwrap_or(0.0) as u64;
+            *out.entry(function.to_string()).or_default() += v;
+        }
+    }
+    out
+}
+
 /// The whole history, oldest first.
 async fn history(client: &ApiClient, api: &str) -> anyhow::Result<Vec<v1::HistoryRecord>> {
     let mut all = Vec::new();
@@ -389,6 +412,7 @@ async fn measure(args: &SonArgs, binary: &Path, root: &Path, command: &str) -> a
     let period_of = |ms: u64| ms.saturating_sub(t0) / PERIOD_MS;
 
     let records = history(&client, &api).await?;
+    let skipped = skipped(&client, &cluster.apis()).await;
     let trials: v1::Trials = {
         let r = client.get(&api, "/son/trials?limit=100000").await?;
         r.parse()
@@ -596,6 +620,7 @@ async fn measure(args: &SonArgs, binary: &Path, root: &Path, command: &str) -> a
         "warmup_periods": args.warmup,
         "applied": applied,
         "refused": refused,
+        "skipped_by_controls": skipped,
         "trials": trial_states,
         "son_applied": son_applied,
         "undone": undone_total,
@@ -633,23 +658,28 @@ async fn measure(args: &SonArgs, binary: &Path, root: &Path, command: &str) -> a
         args.periods, args.cells, args.warmup
     );
     println!(
-        "{:<24} {:>8} {:>8} {:>6} {:>6} {:>10} {:>6}",
-        "function", "applied", "refused", "kept", "undone", "unverified", "open"
+        "{:<24} {:>8} {:>8} {:>8} {:>6} {:>6} {:>10} {:>6}",
+        "function", "applied", "refused", "skipped", "kept", "undone", "unverified", "open"
     );
     for f in SON_FUNCTIONS {
         let s = trial_states.get(f).cloned().unwrap_or_default();
         let g = |k: &str| s.get(k).copied().unwrap_or(0);
         println!(
-            "{:<24} {:>8} {:>8} {:>6} {:>6} {:>10} {:>6}",
+            "{:<24} {:>8} {:>8} {:>8} {:>6} {:>6} {:>10} {:>6}",
             f,
             applied.get(f).copied().unwrap_or(0),
             refused.get(f).copied().unwrap_or(0),
+            skipped.get(f).copied().unwrap_or(0),
             g("kept"),
             g("undone"),
             g("unverified"),
             g("open")
         );
     }
+    println!(
+        "(refused: in the history; skipped: dropped by the nodes before proposing, as the \
+         controls would refuse them: window, exclusion, verification pending, hold)"
+    );
     let mark = |ok: bool| if ok { "ok" } else { "MISSED" };
     println!("{:<58} {:>12}  target", "figure", "value");
     let early_pct = pct(early_sum, att_sum);
