@@ -221,21 +221,38 @@ async fn prove(
     // openraft's `ensure_linearizable`, in its two steps so that the trace can tell them apart:
     // a round of heartbeats answered by a quorum, then the state machine reaching the read
     // index (this leader's first entry at least).
-    match node.raft.get_read_log_id().await {
-        Ok((read_log_id, _applied)) => {
-            trace.confirmed_us = acks.now_us();
-            trace.read_index = read_log_id.map(|l| l.index);
-            match read_log_id {
-                Some(l) => wait_applied(node, l.index).await,
-                None => Ok(()),
+    //
+    // openraft gives each heartbeat of the round one heartbeat interval to come back. On a busy
+    // machine a live follower can miss that (a new leader's first rounds especially), and one
+    // failed round says nothing about the quorum: rounds are tried again while this node leads,
+    // for up to the maximum election timeout — after which a leader that really lost its quorum
+    // knows it anyway (see `quorum`).
+    let give_up = tokio::time::Instant::now() + Duration::from_millis(node.config.election_max_ms);
+    loop {
+        match node.raft.get_read_log_id().await {
+            Ok((read_log_id, _applied)) => {
+                trace.confirmed_us = acks.now_us();
+                trace.read_index = read_log_id.map(|l| l.index);
+                return match read_log_id {
+                    Some(l) => wait_applied(node, l.index).await,
+                    None => Ok(()),
+                };
+            }
+            Err(e) if e.forward_to_leader::<sonraft_raft::NodeInfo>().is_some() => {
+                return Err(ReadError::NotLeader);
+            }
+            Err(e) if tokio::time::Instant::now() >= give_up || node.lost_quorum().is_some() => {
+                return Err(ReadError::Unavailable(format!(
+                    "cannot confirm leadership with a quorum: {e}"
+                )));
+            }
+            Err(e) => {
+                metrics::counter!("sonraft_read_proof_rounds_failed_total").increment(1);
+                tracing::debug!(error = %e, "a heartbeat round confirmed no quorum; trying again");
+                tokio::time::sleep(Duration::from_millis(node.config.heartbeat_ms.max(1) / 2))
+                    .await;
             }
         }
-        Err(e) if e.forward_to_leader::<sonraft_raft::NodeInfo>().is_some() => {
-            Err(ReadError::NotLeader)
-        }
-        Err(e) => Err(ReadError::Unavailable(format!(
-            "cannot confirm leadership with a quorum: {e}"
-        ))),
     }
 }
 
