@@ -66,6 +66,96 @@ async fn at_leader(
     }
 }
 
+/// Answers one SON document of the image (`pick`), after the read's consistency is proven.
+async fn read_son<T: serde::Serialize>(
+    node: &Node,
+    q: v1::ReadQuery,
+    uri: &Uri,
+    headers: &HeaderMap,
+    pick: impl FnOnce(&sonraft_raft::model::image::NetworkImage) -> T,
+) -> Result<Response, ApiError> {
+    if let Some(r) = prepare_read(node, q.consistency.unwrap_or_default(), uri, headers).await? {
+        return Ok(r);
+    }
+    Ok(Json(node.store().with_image(pick)).into_response())
+}
+
+/// A whole SON document a `PUT` replaces: how it is checked, proposed and answered.
+trait SonDocument: serde::Serialize + serde::de::DeserializeOwned + Clone {
+    /// The error kind of a document that cannot hold (422).
+    const INVALID: &'static str;
+    fn validate(&self) -> Result<(), String>;
+    fn command(self) -> Command;
+    /// What applying the command answered, if it is this document's answer.
+    fn applied(answer: Applied) -> Result<Result<(), String>, Applied>;
+}
+
+impl SonDocument for SonPolicy {
+    const INVALID: &'static str = "invalid_policy";
+    fn validate(&self) -> Result<(), String> {
+        SonPolicy::validate(self).map_err(|e| e.to_string())
+    }
+    fn command(self) -> Command {
+        Command::SonPolicy(self)
+    }
+    fn applied(answer: Applied) -> Result<Result<(), String>, Applied> {
+        match answer {
+            Applied::SonPolicy(r) => Ok(r),
+            other => Err(other),
+        }
+    }
+}
+
+impl SonDocument for Tuning {
+    const INVALID: &'static str = "invalid_tuning";
+    fn validate(&self) -> Result<(), String> {
+        Tuning::validate(self).map_err(|e| e.to_string())
+    }
+    fn command(self) -> Command {
+        Command::SonTuning(self)
+    }
+    fn applied(answer: Applied) -> Result<Result<(), String>, Applied> {
+        match answer {
+            Applied::SonTuning(r) => Ok(r),
+            other => Err(other),
+        }
+    }
+}
+
+/// Replaces a SON document with the request's: checked here first (a clear 422 without a
+/// round trip), then proposed at the leader, which checks it again when it applies.
+async fn replace<T: SonDocument>(
+    node: &Node,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let bytes = read_body(headers, body, node.config().max_body_bytes).await?;
+    let doc: T = parse_json(&bytes)?;
+    let invalid =
+        |reason: String| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, T::INVALID, reason);
+    doc.validate().map_err(invalid)?;
+    match at_leader(
+        node,
+        doc.clone().command(),
+        uri,
+        headers,
+        Method::PUT,
+        bytes,
+    )
+    .await?
+    {
+        Err(forwarded) => Ok(forwarded),
+        Ok(answer) => match T::applied(answer) {
+            Ok(Ok(())) => Ok(Json(doc).into_response()),
+            Ok(Err(reason)) => Err(invalid(reason)),
+            Err(other) => Err(ApiError::internal(format!(
+                "unexpected answer to PUT {uri}: {other:?}"
+            ))),
+        },
+    }
+}
+
 /// `GET /son/policy`: the operator's controls of every SON function.
 pub async fn policy(
     State(node): State<Arc<Node>>,
@@ -73,11 +163,7 @@ pub async fn policy(
     uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    if let Some(r) = prepare_read(&node, q.consistency.unwrap_or_default(), &uri, &headers).await? {
-        return Ok(r);
-    }
-    let policy = node.store().with_image(|i| i.son.policy.clone());
-    Ok(Json(policy).into_response())
+    read_son(&node, q, &uri, &headers, |i| i.son.policy.clone()).await
 }
 
 /// `PUT /son/policy`: replaces the controls (the whole policy; absent fields take their
@@ -88,28 +174,7 @@ pub async fn set_policy(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let bytes = read_body(&headers, body, node.config().max_body_bytes).await?;
-    let policy: SonPolicy = parse_json(&bytes)?;
-    if let Err(e) = policy.validate() {
-        return Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_policy",
-            e.to_string(),
-        ));
-    }
-    let command = Command::SonPolicy(policy.clone());
-    match at_leader(&node, command, &uri, &headers, Method::PUT, bytes).await? {
-        Err(forwarded) => Ok(forwarded),
-        Ok(Applied::SonPolicy(Ok(()))) => Ok(Json(policy).into_response()),
-        Ok(Applied::SonPolicy(Err(reason))) => Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_policy",
-            reason,
-        )),
-        Ok(other) => Err(ApiError::internal(format!(
-            "unexpected answer to a SON policy: {other:?}"
-        ))),
-    }
+    replace::<SonPolicy>(&node, &uri, &headers, body).await
 }
 
 /// `GET /son/tuning`: the SON functions' thresholds.
@@ -119,11 +184,7 @@ pub async fn tuning(
     uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    if let Some(r) = prepare_read(&node, q.consistency.unwrap_or_default(), &uri, &headers).await? {
-        return Ok(r);
-    }
-    let tuning = node.store().with_image(|i| i.son.tuning.clone());
-    Ok(Json(tuning).into_response())
+    read_son(&node, q, &uri, &headers, |i| i.son.tuning.clone()).await
 }
 
 /// `PUT /son/tuning`: replaces the thresholds (absent fields take their defaults; unknown
@@ -134,20 +195,7 @@ pub async fn set_tuning(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let bytes = read_body(&headers, body, node.config().max_body_bytes).await?;
-    let tuning: Tuning = parse_json(&bytes)?;
-    let invalid =
-        |reason: String| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_tuning", reason);
-    tuning.validate().map_err(|e| invalid(e.to_string()))?;
-    let command = Command::SonTuning(tuning.clone());
-    match at_leader(&node, command, &uri, &headers, Method::PUT, bytes).await? {
-        Err(forwarded) => Ok(forwarded),
-        Ok(Applied::SonTuning(Ok(()))) => Ok(Json(tuning).into_response()),
-        Ok(Applied::SonTuning(Err(reason))) => Err(invalid(reason)),
-        Ok(other) => Err(ApiError::internal(format!(
-            "unexpected answer to a SON tuning: {other:?}"
-        ))),
-    }
+    replace::<Tuning>(&node, &uri, &headers, body).await
 }
 
 fn pending_view(p: &Pending) -> v1::PendingProposal {
