@@ -151,11 +151,13 @@ pub fn propose(view: &RadioView, input: &PeriodInput, node: u64, now_ms: u64) ->
         let per_relation: Vec<(u32, Failures)> = rels
             .iter()
             .map(|(t, v)| {
-                // A wrong-cell handover towards a target whose PCI clashes is the PCI's fault.
-                let wrong = if view.pci_clash(c, *t).is_some() {
+                // A wrong-cell handover towards a target whose PCI clashes is the PCI's fault
+                // (looked up only when there are some: it lists the cell's neighbours).
+                let wrong = v[rc::WRONG_CELL];
+                let wrong = if wrong > 0 && view.pci_clash(c, *t).is_some() {
                     0
                 } else {
-                    v[rc::WRONG_CELL]
+                    wrong
                 };
                 let f = Failures {
                     att: v[rc::ATT],
