@@ -54,13 +54,16 @@ async fn the_leader_stopped_a_new_leader_is_elected_and_writes_continue() {
     let root = tempfile::tempdir().unwrap();
     let mut nodes = cluster(root.path(), 3, 10_000).await;
     let pos = wait_leader(&nodes).await;
-    propose(&nodes[pos].raft, Command::Import(demo_import(5))).await;
+    let (imported, _) = propose(&nodes[pos].raft, Command::Import(demo_import(5))).await;
     let old = nodes.remove(pos);
     let old_id = old.id;
     old.stop().await;
 
     let new_pos = wait_leader(&nodes).await;
     assert_ne!(nodes[new_pos].id, old_id);
+    // The import was committed, but the new leader may learn so (and apply it) only after its
+    // election: read its version once it has.
+    wait_applied(&[&nodes[new_pos]], imported).await;
     let v = cell_version(&nodes[new_pos], "C1");
     let (_, r) = propose(&nodes[new_pos].raft, tilt_change("C1", v, 41)).await;
     assert_eq!(outcome(r).kind(), "applied");
