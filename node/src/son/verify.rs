@@ -14,7 +14,7 @@
 //! | `ho_failure_permille` | `(HO.IntraSys.TooEarly + HO.IntraSys.TooLate + HO.IntraSys.ToWrongCell) / HO.ExeAtt` | higher | mobility robustness |
 //! | `ping_pong_permille` | `HO.PingPong / HO.ExeAtt` | higher | mobility robustness |
 //! | `prb_max_permille` | highest mean `RRU.PrbUsedDl / RRU.PrbAvailDl` of a cell | higher | load balancing |
-//! | `thp_dl_kbps` | `DRB.UEThpDl`, mean of the cells | lower, relatively | every function (guard) |
+//! | `thp_dl_kbps` | `DRB.UEThpDl`, mean per user (cells weighted by `RRC.ConnMean`) | lower, relatively | every function (guard) |
 //!
 //! Rates count only with at least [`Verification::min_attempts`] handover attempts a period
 //! on both sides: too few events say nothing. Without a baseline (the node started after the
@@ -47,6 +47,8 @@ pub struct CellPeriod {
     pub wrong_cell: u64,
     pub ping_pong: u64,
     pub thp_dl_kbps: u64,
+    /// `RRC.ConnMean`: the weight of the cell's throughput.
+    pub users: u64,
     pub prb_used: u64,
     pub prb_avail: u64,
 }
@@ -58,6 +60,7 @@ impl CellPeriod {
             end_ms: report.period_end_ms,
             period_ms: report.period_ms,
             thp_dl_kbps: report.cell[cc::THP_DL],
+            users: report.cell[cc::CONN_MEAN],
             prb_used: report.cell[cc::PRB_USED_DL],
             prb_avail: report.cell[cc::PRB_AVAIL_DL],
             ..CellPeriod::default()
@@ -171,7 +174,9 @@ struct Sums {
     ho_succ: u64,
     failures: u64,
     ping_pong: u64,
-    thp_dl_kbps: u64,
+    /// `DRB.UEThpDl` times the cell's users (at least 1), summed, and those weights.
+    thp_user_kbps: f64,
+    users: f64,
     /// Highest mean PRB load of one cell, per mille.
     prb_max_permille: u64,
 }
@@ -189,7 +194,9 @@ impl Sums {
                 .failures
                 .saturating_add(p.too_early + p.too_late + p.wrong_cell);
             self.ping_pong = self.ping_pong.saturating_add(p.ping_pong);
-            self.thp_dl_kbps = self.thp_dl_kbps.saturating_add(p.thp_dl_kbps);
+            let weight = p.users.max(1) as f64;
+            self.thp_user_kbps += p.thp_dl_kbps as f64 * weight;
+            self.users += weight;
             used = used.saturating_add(p.prb_used);
             tot = tot.saturating_add(p.prb_avail);
         }
@@ -202,8 +209,15 @@ impl Sums {
         part as f64 * 1000.0 / whole as f64
     }
 
+    /// Mean throughput per user: each cell's `DRB.UEThpDl` weighted by its `RRC.ConnMean`.
+    /// (A plain mean of the cells counts a congested cell's gain once however many users it
+    /// has, so moving users out of it looked like a loss.)
     fn mean_thp(&self) -> f64 {
-        self.thp_dl_kbps as f64 / (self.periods * self.cells).max(1) as f64
+        if self.users > 0.0 {
+            self.thp_user_kbps / self.users
+        } else {
+            0.0
+        }
     }
 }
 
@@ -653,6 +667,46 @@ mod tests {
         assert_eq!(v(&r).degraded, None);
         r.record_cell("A-1", period(6 * PERIOD, 1000, 10, 15_000, 50));
         assert!(v(&r).degraded.unwrap().starts_with("thp_dl_kbps"));
+    }
+
+    #[test]
+    fn users_moved_out_of_a_congested_cell_count_as_the_gain_they_are() {
+        // A-1 is congested (300 users at 1 Mbit/s); load balancing moves 60 of them to A-2
+        // (300 users at 30 Mbit/s). Per user, the mean falls 5 % (15.5 -> 14.75 Mbit/s),
+        // within noise; the plain mean of the two cells falls 12 % (15.5 -> 13.6), because
+        // A-1's gain counts once however many users it has. The user-weighted mean is what
+        // the users saw.
+        let mut r = KpiRing::default();
+        for i in 1..=6 {
+            let after = i > 4;
+            let cell = |thp: u64, users: u64| CellPeriod {
+                users,
+                ..period(i * PERIOD, 1000, 10, thp, 50)
+            };
+            r.record_cell(
+                "A-1",
+                if after {
+                    cell(8_000, 240)
+                } else {
+                    cell(1_000, 300)
+                },
+            );
+            r.record_cell(
+                "A-2",
+                if after {
+                    cell(19_250, 360)
+                } else {
+                    cell(30_000, 300)
+                },
+            );
+        }
+        let t = trial(Function::LoadBalancing, 4 * PERIOD);
+        let Judgement::Verdict(v) = judge(&t, own, neighbours, &r, &Verification::default()) else {
+            panic!()
+        };
+        let thp = v.kpis.iter().find(|k| k.kpi == "thp_dl_kbps").unwrap();
+        assert_eq!((thp.before, thp.after), (15_500.0, 14_750.0));
+        assert_eq!(v.degraded, None, "{:?}", v.kpis);
     }
 
     #[test]
