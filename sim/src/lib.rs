@@ -2,7 +2,8 @@
 //!
 //! - [`topology`]: the layout (hex grid, three sectors per site, relations, PCI plan) and the
 //!   planted problems;
-//! - [`model`]: the load and handover model that reacts to pushed configuration;
+//! - [`radio`]: the radio layer (bins of users, path loss, antenna patterns, SINR, PRB load);
+//! - [`model`]: the counters each cell reports, from the radio layer and the mobility model;
 //! - [`server`]: antenna connections, the period clock, and the status endpoint;
 //! - `signal`: when to stop.
 //!
@@ -11,6 +12,7 @@
 #![forbid(unsafe_code)]
 
 pub mod model;
+pub mod radio;
 pub mod server;
 mod signal;
 pub mod topology;
@@ -31,6 +33,17 @@ pub enum SimCommand {
     Export(ExportArgs),
     /// Play the antennas: listen for controller sessions and report counters every period.
     Run(RunArgs),
+    /// Measure the radio model alone: build a network and run periods on one core.
+    Bench(BenchArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct BenchArgs {
+    #[command(flatten)]
+    pub layout: LayoutArgs,
+    /// Periods to run.
+    #[arg(long, default_value_t = 20)]
+    pub periods: u32,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -69,6 +82,13 @@ pub struct RunArgs {
     /// Send the first report only after this many milliseconds (sessions stay idle until then).
     #[arg(long, default_value_t = 0)]
     pub first_report_after_ms: u64,
+    /// Run a daily demand profile with one simulated day taking this many real seconds
+    /// (86400: real time; 0: demand stays at the busy hour).
+    #[arg(long, default_value_t = 0)]
+    pub day_seconds: u64,
+    /// Simulated hour of day at the first period (with --day-seconds).
+    #[arg(long, default_value_t = 12.0)]
+    pub start_hour: f32,
 }
 
 /// What determines the layout; the simulator and the exported image must use the same values.
@@ -103,7 +123,61 @@ pub async fn run(args: SimArgs) -> anyhow::Result<()> {
             Ok(())
         }
         SimCommand::Run(run) => run_sim(run).await,
+        SimCommand::Bench(b) => {
+            tokio::task::spawn_blocking(move || bench(&b)).await?;
+            Ok(())
+        }
     }
+}
+
+/// `sonraft sim bench`: how fast the radio model runs on one core.
+fn bench(args: &BenchArgs) {
+    use std::time::Instant;
+    let t = Instant::now();
+    let topo = topology::Topology::build(args.layout.cells, args.layout.seed, &args.layout.regions);
+    let layout_s = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let mut grid = radio::RadioGrid::build(&topo, args.layout.seed);
+    let grid_s = t.elapsed().as_secs_f64();
+    let by_source = topo.relations_by_source();
+    let configs: Vec<_> = (0..topo.cells.len())
+        .map(|c| model::initial_config(&topo, c, &by_source))
+        .collect();
+    let relations = vec![model::RelationState::NEUTRAL; topo.relations.len()];
+    let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(args.layout.seed);
+    let t = Instant::now();
+    let mut served = 0.0;
+    for p in 0..args.periods {
+        let out = model::run_period(
+            &topo,
+            &by_source,
+            &mut grid,
+            &configs,
+            &relations,
+            model::PeriodClock {
+                end_ms: u64::from(p) * 1000,
+                period_ms: 1000,
+                profile: radio::daily_profile(p as f32),
+            },
+            &mut rng,
+        );
+        served = out.radio.total_served_mbps / out.radio.total_demand_mbps.max(1e-9);
+    }
+    let run_s = t.elapsed().as_secs_f64();
+    println!(
+        "cells {} relations {} bins {} (bin {:.0} m): layout {:.2} s, radio grid {:.2} s; {} periods in {:.2} s = {:.2} periods/s on one core ({:.0} ms a period); served {:.1} % of demand",
+        topo.cells.len(),
+        topo.relations.len(),
+        grid.bins,
+        grid.bin_m,
+        layout_s,
+        grid_s,
+        args.periods,
+        run_s,
+        f64::from(args.periods) / run_s,
+        run_s * 1000.0 / f64::from(args.periods),
+        served * 100.0
+    );
 }
 
 async fn run_sim(args: RunArgs) -> anyhow::Result<()> {
@@ -115,7 +189,20 @@ async fn run_sim(args: RunArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.period_ms >= 200, "--period-ms must be at least 200");
     let started = std::time::Instant::now();
     let topo = topology::Topology::build(args.layout.cells, args.layout.seed, &args.layout.regions);
-    let sim = server::Sim::new(topo, args.period_ms, args.layout.seed, args.faulty_every);
+    anyhow::ensure!(
+        (0.0..24.0).contains(&args.start_hour),
+        "--start-hour must be in 0..24"
+    );
+    let sim = server::Sim::new(
+        topo,
+        server::SimOptions {
+            period_ms: args.period_ms,
+            seed: args.layout.seed,
+            faulty_every: args.faulty_every,
+            day_ms: args.day_seconds.saturating_mul(1000),
+            start_hour: args.start_hour,
+        },
+    );
     let first: std::net::SocketAddr = args.listen.parse().context("--listen is not ip:port")?;
     let mut addrs = Vec::new();
     for k in 0..args.ports.max(1) {

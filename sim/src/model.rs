@@ -1,15 +1,16 @@
-//! The radio model: what each cell's counters read for one period, given the configuration
-//! pushed to it.
+//! What each cell's counters read for one period, given the configuration pushed to it.
 //!
-//! - **Load.** A cell's PRB demand shrinks with more downtilt (4 % per degree above 4 degrees)
-//!   and less power (3 % per dB below 46 dBm); what it loses goes to its neighbours. A CIO of
-//!   `c` dB on relation X→Y hands 3.5 % × c of X's traffic to Y (negative: pulls Y's to X).
-//!   A dormant (energy-saving) or locked cell hands all its traffic to its neighbours.
+//! - **Load, users, throughput** come from the radio layer ([`crate::radio`]): geometry, path
+//!   loss, antenna patterns with the pushed tilt and power, CIO-shifted borders, SINR.
+//! - **Handover attempts** on a relation scale with the users at its handover border now,
+//!   relative to the start (a relation planted dead has none).
 //! - **Mobility.** The handover delay of relation X→Y is `E = hysteresis/2 + TTT/160 ms − CIO/4`
 //!   (dB-equivalent). Each cell has an optimum `O` (user speed); too-late handovers are
 //!   4 % × (E − O), too-early 4 % × (O − E − 0.5), ping-pongs grow as hysteresis falls below 1.5 dB.
 //! - **PCI.** Handovers towards a target whose PCI collides with the source or is confused with
 //!   another neighbour's fail 40 % more often (wrong cell).
+//! - **Faults.** A sleeping cell reports but serves nobody: its counters read idle and every
+//!   handover into it fails (counted too early: the user returns to the source at once).
 
 use rand::Rng;
 use rand::rngs::StdRng;
@@ -18,6 +19,7 @@ use sonraft_protocol::{
     relation_counter as rc,
 };
 
+use super::radio::{CellFault, RadioGrid, USERS_PER_MBPS};
 use super::topology::Topology;
 
 /// Physical resource blocks of a 20 MHz LTE carrier.
@@ -37,6 +39,24 @@ pub struct RelationState {
     pub cio_db: i8,
     pub ho_allowed: bool,
     pub exists: bool,
+}
+
+impl RelationState {
+    /// As exported: present, handovers allowed, no offset.
+    pub const NEUTRAL: RelationState = RelationState {
+        cio_db: 0,
+        ho_allowed: true,
+        exists: true,
+    };
+}
+
+/// The clock of one period.
+#[derive(Debug, Clone, Copy)]
+pub struct PeriodClock {
+    pub end_ms: u64,
+    pub period_ms: u32,
+    /// Share of busy-hour demand (the daily profile).
+    pub profile: f32,
 }
 
 /// The configuration an antenna starts with: what the exported image says.
@@ -66,6 +86,7 @@ pub fn initial_config(topo: &Topology, cell: usize, by_source: &[Vec<usize>]) ->
 #[derive(Debug, Clone, Default)]
 pub struct PeriodOutcome {
     pub load: Vec<f64>,
+    pub radio: super::radio::RadioOutcome,
     pub reports: Vec<Report>,
     /// Per relation: (attempts, too late).
     pub relation_late: Vec<(u64, u64)>,
@@ -80,56 +101,16 @@ pub fn delay_db(config: &CellConfig) -> f64 {
 pub fn run_period(
     topo: &Topology,
     by_source: &[Vec<usize>],
+    grid: &mut RadioGrid,
     configs: &[CellConfig],
     relations: &[RelationState],
-    period_end_ms: u64,
-    period_ms: u32,
+    clock: PeriodClock,
     rng: &mut StdRng,
 ) -> PeriodOutcome {
     let n = topo.cells.len();
-    let live = |r: usize| relations[r].exists && relations[r].ho_allowed;
-
-    // Coverage: tilt, power and energy saving move demand to neighbours.
-    let mut load: Vec<f64> = vec![0.0; n];
-    for (i, cell) in topo.cells.iter().enumerate() {
-        let cfg = &configs[i];
-        let tilt_deg_over = (f64::from(cfg.electrical_tilt) - 40.0) / 10.0;
-        let mut keep =
-            (1.0 - 0.04 * tilt_deg_over) * (1.0 + 0.03 * (f64::from(cfg.max_tx_power_dbm) - 46.0));
-        if cfg.energy_saving == 1 || cfg.admin_state != 0 {
-            keep = 0.0;
-        }
-        let keep = keep.clamp(0.0, 1.3);
-        load[i] += cell.demand * keep;
-        let lost = cell.demand * (1.0 - keep);
-        let targets: Vec<usize> = by_source[i]
-            .iter()
-            .filter(|r| relations[**r].exists)
-            .map(|r| topo.relations[*r].target)
-            .collect();
-        if lost.abs() > 0.0 && !targets.is_empty() {
-            for t in &targets {
-                load[*t] += lost / targets.len() as f64;
-            }
-        } else if lost > 0.0 {
-            load[i] += lost;
-        }
-    }
-    // Mobility load balancing: CIO moves traffic across relations.
-    let base = load.clone();
-    for (r, rel) in topo.relations.iter().enumerate() {
-        if !live(r) || relations[r].cio_db == 0 {
-            continue;
-        }
-        let c = f64::from(relations[r].cio_db);
-        let shift = if c > 0.0 {
-            0.035 * c * base[rel.source]
-        } else {
-            0.035 * c * base[rel.target]
-        };
-        load[rel.source] -= shift;
-        load[rel.target] += shift;
-    }
+    let radio = grid.run(topo, by_source, configs, relations, clock.profile);
+    let load = radio.load.clone();
+    let sleeping = |c: usize| grid.faults[c] == Some(CellFault::Sleeping);
 
     // PCI problems: targets whose PCI collides with the source or another neighbour.
     let mut pci_trouble = vec![false; topo.relations.len()];
@@ -150,7 +131,11 @@ pub fn run_period(
     let mut relation_late = vec![(0, 0); topo.relations.len()];
     for (i, cell) in topo.cells.iter().enumerate() {
         let cfg = &configs[i];
-        let l = load[i].clamp(0.0, 1.5);
+        let l = if sleeping(i) {
+            0.0
+        } else {
+            load[i].clamp(0.0, 1.5)
+        };
         let noise = |rng: &mut StdRng, v: f64| (v * rng.random_range(0.97..1.03)).max(0.0);
         // RRU.PrbUsed* and RRU.PrbAvail* are counts: the carrier's width matters.
         let prbs = if super::topology::is_nr(cell.arfcn) {
@@ -169,10 +154,20 @@ pub fn run_period(
         counters[cc::PRB_AVAIL_DL] = prbs;
         counters[cc::PRB_USED_UL] = prb_ul;
         counters[cc::PRB_AVAIL_UL] = prbs;
-        counters[cc::CONN_MEAN] = noise(rng, l * 300.0) as u64;
-        counters[cc::CONN_MAX] = noise(rng, l * 390.0) as u64;
-        counters[cc::THP_DL] = noise(rng, 60_000.0 * (1.05 - l.min(1.0)) + 1_500.0) as u64;
-        counters[cc::THP_UL] = noise(rng, 15_000.0 * (1.05 - l.min(1.0)) + 500.0) as u64;
+        let (users, thp_dl) = if sleeping(i) {
+            (0.0, 0.0)
+        } else {
+            // Per-user throughput: the cell's capacity at its mean efficiency, shared.
+            let mhz = prbs as f64 * if prbs == NR_PRBS { 0.36 } else { 0.18 };
+            (
+                radio.served_mbps[i] * f64::from(USERS_PER_MBPS),
+                radio.spectral_eff[i] * mhz * 1000.0 * (1.05 - l.min(1.0)) + 1_500.0,
+            )
+        };
+        counters[cc::CONN_MEAN] = noise(rng, users) as u64;
+        counters[cc::CONN_MAX] = noise(rng, users * 1.3) as u64;
+        counters[cc::THP_DL] = noise(rng, thp_dl) as u64;
+        counters[cc::THP_UL] = noise(rng, thp_dl / 4.0) as u64;
         let mut rel_counters = Vec::with_capacity(by_source[i].len());
         let delay = delay_db(cfg);
         for &r in &by_source[i] {
@@ -182,19 +177,29 @@ pub fn run_period(
             let rel = &topo.relations[r];
             let c = f64::from(relations[r].cio_db);
             let mut v = [0u64; RELATION_COUNTERS.len()];
-            if relations[r].ho_allowed && rel.base_attempts > 0.0 {
-                let att = noise(
-                    rng,
-                    rel.base_attempts * (1.0 + 0.08 * c).max(0.1) * (l / 0.5).clamp(0.3, 2.0),
-                )
-                .round();
+            if relations[r].ho_allowed && rel.base_attempts > 0.0 && !sleeping(i) {
+                // Attempts follow the users at this relation's border (CIO moves it).
+                let b0 = grid.border0.get(r).copied().unwrap_or(0.0);
+                let ratio = if b0 > 0.0 {
+                    f64::from(radio.border_users[r] / b0)
+                } else {
+                    (l / 0.5).clamp(0.3, 2.0)
+                };
+                let att = noise(rng, rel.base_attempts * ratio.clamp(0.0, 3.0)).round();
                 let e = delay - c / 4.0;
                 let late = (0.04 * (e - cell.optimal_delay_db)).clamp(0.0, 0.6);
                 let early = (0.04 * (cell.optimal_delay_db - e - 0.5)).clamp(0.0, 0.6);
                 let ping_pong = (0.05 * (1.5 - f64::from(cfg.hysteresis) * 0.5)).clamp(0.0, 0.3);
                 let wrong = if pci_trouble[r] { 0.4 } else { 0.0 };
-                let success =
-                    (rel.base_success * (1.0 - late - early) * (1.0 - wrong)).clamp(0.0, 1.0);
+                // Into a sleeping cell every handover fails at once.
+                let (early, success) = if sleeping(rel.target) {
+                    (1.0 - late, 0.0)
+                } else {
+                    (
+                        early,
+                        (rel.base_success * (1.0 - late - early) * (1.0 - wrong)).clamp(0.0, 1.0),
+                    )
+                };
                 v[rc::ATT] = att as u64;
                 v[rc::SUCC] = (att * success).round() as u64;
                 v[rc::TOO_LATE] = (att * late).round() as u64;
@@ -211,14 +216,15 @@ pub fn run_period(
             });
         }
         reports.push(Report {
-            period_end_ms,
-            period_ms,
+            period_end_ms: clock.end_ms,
+            period_ms: clock.period_ms,
             cell: counters,
             relations: rel_counters,
         });
     }
     PeriodOutcome {
         load,
+        radio,
         reports,
         relation_late,
     }

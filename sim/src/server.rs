@@ -19,10 +19,14 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 use super::model::{self, RelationState};
-use super::topology::Topology;
+use super::radio::{CellFault, RadioGrid};
+use super::topology::{ISD_M, Topology};
 
 /// Everything that changes while the simulator runs.
 struct Mutable {
+    grid: RadioGrid,
+    /// Faults planted through `POST /fault`, newest last.
+    planted: Vec<Planted>,
     configs: Vec<CellConfig>,
     relations: Vec<RelationState>,
     rng: StdRng,
@@ -32,6 +36,62 @@ struct Mutable {
     /// Per cell, since the start: handover attempts, too-early and too-late handovers over its
     /// relations (what `sonraft bench son` reads the too-early ratio from).
     handovers: Vec<[u64; 3]>,
+}
+
+/// A fault planted while running.
+#[derive(Debug, Clone)]
+struct Planted {
+    kind: FaultKind,
+    cell: usize,
+    /// Period in which it was planted.
+    period: u64,
+}
+
+/// What `POST /fault` can plant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FaultKind {
+    /// The cell stops: no coverage, its session closes and it refuses new ones.
+    Outage,
+    /// The cell reports but serves nobody.
+    Sleeping,
+    /// 25 dB more loss within 250 m of a point 400 m out along the cell's azimuth.
+    Hole,
+    /// Four times the demand within 300 m of that point.
+    Hotspot,
+}
+
+impl FaultKind {
+    pub fn parse(s: &str) -> Option<FaultKind> {
+        Some(match s {
+            "outage" => FaultKind::Outage,
+            "sleeping" => FaultKind::Sleeping,
+            "hole" => FaultKind::Hole,
+            "hotspot" => FaultKind::Hotspot,
+            _ => return None,
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            FaultKind::Outage => "outage",
+            FaultKind::Sleeping => "sleeping",
+            FaultKind::Hole => "hole",
+            FaultKind::Hotspot => "hotspot",
+        }
+    }
+}
+
+/// How the simulator runs, besides the layout.
+#[derive(Debug, Clone, Copy)]
+pub struct SimOptions {
+    pub period_ms: u32,
+    pub seed: u64,
+    /// Ignore the hysteresis of one push in this many (0: never).
+    pub faulty_every: u64,
+    /// Real milliseconds per simulated day (0: demand stays at the busy hour).
+    pub day_ms: u64,
+    /// Simulated hour of the first period.
+    pub start_hour: f32,
 }
 
 /// One period's pre-encoded report frames, one per cell.
@@ -52,6 +112,10 @@ pub struct Sim {
     /// Ignore one push in this many (0: never), to exercise divergence handling.
     faulty_every: u64,
     pushes: AtomicU64,
+    day_ms: u64,
+    start_hour: f32,
+    /// Per cell: in hard outage (its sessions close, new ones are refused).
+    out: Vec<std::sync::atomic::AtomicBool>,
     pub connections: AtomicU64,
     pub frames_sent: AtomicU64,
     pub bad_frames: AtomicU64,
@@ -68,19 +132,20 @@ fn now_ms() -> u64 {
 }
 
 impl Sim {
-    pub fn new(topo: Topology, period_ms: u32, seed: u64, faulty_every: u64) -> Arc<Sim> {
+    pub fn new(topo: Topology, options: SimOptions) -> Arc<Sim> {
+        let SimOptions {
+            period_ms,
+            seed,
+            faulty_every,
+            day_ms,
+            start_hour,
+        } = options;
         let by_source = topo.relations_by_source();
+        let grid = RadioGrid::build(&topo, seed);
         let configs = (0..topo.cells.len())
             .map(|i| model::initial_config(&topo, i, &by_source))
             .collect();
-        let relations = vec![
-            RelationState {
-                cio_db: 0,
-                ho_allowed: true,
-                exists: true
-            };
-            topo.relations.len()
-        ];
+        let relations = vec![RelationState::NEUTRAL; topo.relations.len()];
         let index = topo
             .cells
             .iter()
@@ -90,7 +155,12 @@ impl Sim {
         Arc::new(Sim {
             by_source,
             index,
+            out: (0..topo.cells.len())
+                .map(|_| std::sync::atomic::AtomicBool::new(false))
+                .collect(),
             state: Mutex::new(Mutable {
+                grid,
+                planted: Vec::new(),
                 configs,
                 relations,
                 rng: StdRng::seed_from_u64(seed ^ 0x5eed),
@@ -104,6 +174,8 @@ impl Sim {
             latest: watch::channel(Arc::new(PeriodFrames::default())).0,
             faulty_every,
             pushes: AtomicU64::new(0),
+            day_ms,
+            start_hour,
             connections: AtomicU64::new(0),
             frames_sent: AtomicU64::new(0),
             bad_frames: AtomicU64::new(0),
@@ -152,7 +224,9 @@ impl Sim {
         let end = now_ms();
         let (frames, number) = {
             let mut s = lock(&self.state);
+            let profile = radio_profile(self.hour(s.period));
             let Mutable {
+                grid,
                 configs,
                 relations,
                 rng,
@@ -161,10 +235,14 @@ impl Sim {
             let outcome = model::run_period(
                 &self.topo,
                 &self.by_source,
+                grid,
                 configs,
                 relations,
-                end,
-                self.period_ms,
+                model::PeriodClock {
+                    end_ms: end,
+                    period_ms: self.period_ms,
+                    profile,
+                },
                 rng,
             );
             let frames: Vec<Bytes> = outcome
@@ -189,6 +267,80 @@ impl Sim {
         };
         self.latest
             .send_replace(Arc::new(PeriodFrames { number, frames }));
+    }
+
+    /// The simulated hour of day in period `period` (busy hour when the day does not run).
+    pub fn hour(&self, period: u64) -> Option<f32> {
+        (self.day_ms > 0).then(|| {
+            let day = (period * u64::from(self.period_ms)) as f64 / self.day_ms as f64;
+            (f64::from(self.start_hour) + 24.0 * day).rem_euclid(24.0) as f32
+        })
+    }
+
+    /// Whether cell `idx` is in hard outage.
+    fn is_out(&self, idx: usize) -> bool {
+        self.out[idx].load(Ordering::Relaxed)
+    }
+
+    /// Plants a fault at a cell (`clear`: removes every fault planted at it).
+    pub fn plant(&self, cell: &str, kind: Option<FaultKind>) -> Result<Value, String> {
+        let Some(&c) = self.index.get(cell) else {
+            return Err(format!("no cell {cell}"));
+        };
+        let mut s = lock(&self.state);
+        let period = s.period;
+        let site = &self.topo.sites[self.topo.cells[c].site];
+        let az = f64::from(self.topo.cells[c].azimuth).to_radians();
+        let (x, y) = (
+            (site.x + 0.4 * ISD_M * az.sin()) as f32,
+            (site.y + 0.4 * ISD_M * az.cos()) as f32,
+        );
+        let bins = match kind {
+            None => {
+                let was: Vec<FaultKind> = s
+                    .planted
+                    .iter()
+                    .filter(|p| p.cell == c)
+                    .map(|p| p.kind)
+                    .collect();
+                for k in &was {
+                    match k {
+                        FaultKind::Hole => {
+                            s.grid.set_hole(x, y, 250.0, 0.0);
+                        }
+                        FaultKind::Hotspot => {
+                            s.grid.set_hotspot(x, y, 300.0, 1.0);
+                        }
+                        FaultKind::Outage | FaultKind::Sleeping => s.grid.faults[c] = None,
+                    }
+                }
+                self.out[c].store(false, Ordering::Relaxed);
+                s.planted.retain(|p| p.cell != c);
+                return Ok(
+                    json!({"cell": cell, "cleared": was.iter().map(|k| k.name()).collect::<Vec<_>>(), "period": period}),
+                );
+            }
+            Some(FaultKind::Outage) => {
+                s.grid.faults[c] = Some(CellFault::Outage);
+                self.out[c].store(true, Ordering::Relaxed);
+                0
+            }
+            Some(FaultKind::Sleeping) => {
+                s.grid.faults[c] = Some(CellFault::Sleeping);
+                0
+            }
+            Some(FaultKind::Hole) => s.grid.set_hole(x, y, 250.0, 25.0),
+            Some(FaultKind::Hotspot) => s.grid.set_hotspot(x, y, 300.0, 4.0),
+        };
+        let kind = kind.unwrap_or(FaultKind::Outage);
+        s.planted.retain(|p| !(p.cell == c && p.kind == kind));
+        s.planted.push(Planted {
+            kind,
+            cell: c,
+            period,
+        });
+        tracing::info!(cell, fault = kind.name(), period, bins, "fault planted");
+        Ok(json!({"cell": cell, "fault": kind.name(), "period": period, "bins": bins}))
     }
 
     /// Too-late ratio of each planted late cell.
@@ -306,9 +458,36 @@ impl Sim {
                 )
             })
             .collect();
+        let r = &s.last.radio;
+        let faults: Vec<Value> = s
+            .planted
+            .iter()
+            .map(|p| {
+                let c = p.cell;
+                let area = |v: &Vec<f64>| v.get(c).copied().unwrap_or(0.0);
+                let (d, served) = (area(&r.home_demand_mbps), area(&r.home_served_mbps));
+                let neighbours: Vec<usize> = self.by_source[c].iter().map(|r| self.topo.relations[*r].target).collect();
+                let max_nb = neighbours.iter().map(|n| prb(*n)).fold(0.0, f64::max);
+                json!({"cell": self.topo.cells[c].id, "fault": p.kind.name(), "since_period": p.period,
+                       "area_demand_mbps": d, "area_served_mbps": served,
+                       "area_served_pct": if d > 0.0 { served * 100.0 / d } else { 100.0 },
+                       "max_neighbour_prb_dl_pct": max_nb})
+            })
+            .collect();
+        let radio = json!({
+            "bins": s.grid.bins,
+            "bin_m": s.grid.bin_m,
+            "hour": self.hour(s.period.saturating_sub(1)),
+            "demand_mbps": r.total_demand_mbps,
+            "served_mbps": r.total_served_mbps,
+            "served_pct": if r.total_demand_mbps > 0.0 { r.total_served_mbps * 100.0 / r.total_demand_mbps } else { 100.0 },
+            "uncovered_bins": r.uncovered_bins,
+        });
         json!({
             "period": s.period,
             "cells": self.topo.cells.len(),
+            "radio": radio,
+            "faults": faults,
             "connections": self.connections.load(Ordering::Relaxed),
             "pushes": self.pushes.load(Ordering::Relaxed),
             "bad_frames": self.bad_frames.load(Ordering::Relaxed),
@@ -321,6 +500,11 @@ impl Sim {
             "handovers": handovers,
         })
     }
+}
+
+/// The share of busy-hour demand at `hour` (no hour: the busy hour).
+fn radio_profile(hour: Option<f32>) -> f32 {
+    hour.map_or(1.0, super::radio::daily_profile)
 }
 
 /// Drives the period clock until the process ends.
@@ -409,6 +593,10 @@ async fn serve(sim: &Sim, stream: TcpStream) -> anyhow::Result<()> {
         .await?;
         anyhow::bail!("unknown cell {cell}");
     };
+    if sim.is_out(idx) {
+        // A cell in hard outage does not answer.
+        anyhow::bail!("cell {cell} is in outage");
+    }
     let config = lock(&sim.state).configs[idx].clone();
     wr.write_all(&encode(&Frame::Welcome {
         cell,
@@ -426,6 +614,9 @@ async fn serve(sim: &Sim, stream: TcpStream) -> anyhow::Result<()> {
             changed = rx.changed() => {
                 if changed.is_err() {
                     return Ok(());
+                }
+                if sim.is_out(idx) {
+                    anyhow::bail!("the cell went into outage");
                 }
                 let frame = rx.borrow_and_update().frames.get(idx).cloned();
                 if let Some(f) = frame {
@@ -465,23 +656,62 @@ async fn serve(sim: &Sim, stream: TcpStream) -> anyhow::Result<()> {
     }
 }
 
-/// Serves `GET /state` (the status JSON) on `listener`.
+/// Serves `GET /state` (the status JSON) and `POST /fault` (plant or clear a fault:
+/// `{"cell": "S00001-1", "fault": "outage" | "sleeping" | "hole" | "hotspot" | "clear"}`).
 pub async fn status_http(sim: Arc<Sim>, listener: TcpListener) {
-    let app = axum::Router::new().route(
-        "/state",
-        axum::routing::get(move || {
-            let sim = sim.clone();
-            async move {
-                axum::Json(
-                    tokio::task::spawn_blocking(move || sim.status())
-                        .await
-                        .unwrap_or(Value::Null),
-                )
-            }
-        }),
-    );
+    let state = sim.clone();
+    let app = axum::Router::new()
+        .route(
+            "/state",
+            axum::routing::get(move || {
+                let sim = state.clone();
+                async move {
+                    axum::Json(
+                        tokio::task::spawn_blocking(move || sim.status())
+                            .await
+                            .unwrap_or(Value::Null),
+                    )
+                }
+            }),
+        )
+        .route(
+            "/fault",
+            axum::routing::post(move |body: axum::body::Bytes| {
+                let sim = sim.clone();
+                async move { fault_request(&sim, &body) }
+            }),
+        );
     if let Err(e) = axum::serve(listener, app).await {
         tracing::error!(error = %e, "status endpoint stopped");
+    }
+}
+
+fn fault_request(sim: &Sim, body: &[u8]) -> (axum::http::StatusCode, axum::Json<Value>) {
+    use axum::http::StatusCode;
+    let bad = |m: String| (StatusCode::BAD_REQUEST, axum::Json(json!({"error": m})));
+    let v: Value = match serde_json::from_slice(body) {
+        Ok(v) => v,
+        Err(e) => return bad(format!("body is not JSON: {e}")),
+    };
+    let (Some(cell), Some(fault)) = (v["cell"].as_str(), v["fault"].as_str()) else {
+        return bad(
+            "expected {\"cell\": id, \"fault\": outage|sleeping|hole|hotspot|clear}".into(),
+        );
+    };
+    let kind = match fault {
+        "clear" => None,
+        other => match FaultKind::parse(other) {
+            Some(k) => Some(k),
+            None => {
+                return bad(format!(
+                    "unknown fault {other:?}: outage, sleeping, hole, hotspot or clear"
+                ));
+            }
+        },
+    };
+    match sim.plant(cell, kind) {
+        Ok(v) => (StatusCode::OK, axum::Json(v)),
+        Err(e) => (StatusCode::NOT_FOUND, axum::Json(json!({"error": e}))),
     }
 }
 

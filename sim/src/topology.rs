@@ -450,16 +450,17 @@ mod tests {
         let configs: Vec<_> = (0..t.cells.len())
             .map(|c| crate::model::initial_config(&t, c, &by_source))
             .collect();
-        let relations = vec![
-            crate::model::RelationState {
-                cio_db: 0,
-                ho_allowed: true,
-                exists: true,
-            };
-            t.relations.len()
-        ];
+        let relations = vec![crate::model::RelationState::NEUTRAL; t.relations.len()];
         let mut rng = rand::rngs::StdRng::seed_from_u64(1);
-        let out = crate::model::run_period(&t, &by_source, &configs, &relations, 0, 1000, &mut rng);
+        let mut grid = crate::radio::RadioGrid::build(&t, 1);
+        let clock = crate::model::PeriodClock {
+            end_ms: 0,
+            period_ms: 1000,
+            profile: 1.0,
+        };
+        let out = crate::model::run_period(
+            &t, &by_source, &mut grid, &configs, &relations, clock, &mut rng,
+        );
         for (c, r) in out.reports.iter().enumerate() {
             let avail = if is_nr(t.cells[c].arfcn) { 273 } else { 100 };
             assert_eq!(r.cell[cc::PRB_AVAIL_DL], avail);
