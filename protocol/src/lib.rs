@@ -3,7 +3,9 @@
 //! - [`frame`] (its items are re-exported here): the length-prefixed binary frames, their
 //!   encoding and decoding, the counter names and the error codes;
 //! - [`net`]: sockets for many sessions: a listen backlog sized for reconnect storms and the
-//!   open-files limit.
+//!   open-files limit;
+//! - [`pm_xml`]: the same counters as TS 32.435 XML measurement files, the other way operators'
+//!   systems deliver them.
 //!
 //! Both ends speak it: the node's antenna sessions (`sonraft_node::antennas`) and the simulated
 //! antennas (`sonraft-sim`). It is a crate of its own so that the simulator is built against the
@@ -13,5 +15,6 @@
 
 pub mod frame;
 pub mod net;
+pub mod pm_xml;
 
 pub use frame::*;
