@@ -5,6 +5,7 @@
 //! - [`radio`]: the radio layer (bins of users, path loss, antenna patterns, SINR, PRB load);
 //! - [`model`]: the counters each cell reports, from the radio layer and the mobility model;
 //! - [`server`]: antenna connections, the period clock, and the status endpoint;
+//! - [`pm`]: each period also as TS 32.435 measurement files, one per region (`--pm-dir`);
 //! - `signal`: when to stop.
 //!
 //! It depends on the antenna protocol ([`sonraft_protocol`]) and nothing of the node: it is the
@@ -12,6 +13,7 @@
 #![forbid(unsafe_code)]
 
 pub mod model;
+pub mod pm;
 pub mod radio;
 pub mod server;
 mod signal;
@@ -89,6 +91,13 @@ pub struct RunArgs {
     /// Simulated hour of day at the first period (with --day-seconds).
     #[arg(long, default_value_t = 12.0)]
     pub start_hour: f32,
+    /// Also write each period as TS 32.435 measurement files, one per region:
+    /// `DIR/<region>/A<date>.<begin>-<end>_<region>.xml` (what `sonraft node --pm-dir` reads).
+    #[arg(long)]
+    pub pm_dir: Option<PathBuf>,
+    /// Measurement files kept per region (the oldest are deleted), so the directory is bounded.
+    #[arg(long, default_value_t = 96)]
+    pub pm_keep: usize,
 }
 
 /// What determines the layout; the simulator and the exported image must use the same values.
@@ -203,6 +212,11 @@ async fn run_sim(args: RunArgs) -> anyhow::Result<()> {
             start_hour: args.start_hour,
         },
     );
+    if let Some(dir) = &args.pm_dir {
+        let writer = pm::PmWriter::start(dir.clone(), args.pm_keep, &sim.topo)
+            .with_context(|| format!("cannot write PM files into {}", dir.display()))?;
+        let _ = sim.pm.set(writer);
+    }
     let first: std::net::SocketAddr = args.listen.parse().context("--listen is not ip:port")?;
     let mut addrs = Vec::new();
     for k in 0..args.ports.max(1) {

@@ -119,6 +119,8 @@ pub struct Sim {
     pub connections: AtomicU64,
     pub frames_sent: AtomicU64,
     pub bad_frames: AtomicU64,
+    /// Writes each period as TS 32.435 files too (`--pm-dir`).
+    pub pm: std::sync::OnceLock<super::pm::PmWriter>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -179,6 +181,7 @@ impl Sim {
             connections: AtomicU64::new(0),
             frames_sent: AtomicU64::new(0),
             bad_frames: AtomicU64::new(0),
+            pm: std::sync::OnceLock::new(),
         })
     }
 
@@ -250,6 +253,9 @@ impl Sim {
                 .iter()
                 .map(|r| encode(&Frame::Report(r.clone())))
                 .collect();
+            if let Some(pm) = self.pm.get() {
+                pm.period(end, self.period_ms, &outcome.reports);
+            }
             s.period += 1;
             s.handovers.resize(outcome.reports.len(), [0; 3]);
             for (sum, r) in s.handovers.iter_mut().zip(&outcome.reports) {
