@@ -31,6 +31,8 @@ use serde::{Deserialize, Deserializer, Serialize};
 /// `last_change` records, per parameter, which function last wrote it, when and in which
 /// log entry.
 pub use sonraft_model::changeset::Function;
+/// A cell's replicated KPI summary of its latest counter period (`GET /image/kpis`).
+pub use sonraft_model::model::KpiSummary;
 pub use sonraft_model::model::{
     AdminState, Cell, EnergySaving, Param, Rat, Relation, RelationOrigin, Site, Stamp, TiltBox,
 };
@@ -818,4 +820,33 @@ pub struct Antennas {
     pub summary: AntennasSummary,
     /// Up to `limit` sessions, by cell.
     pub sessions: Vec<AntennaSession>,
+    /// The PM directory the counters come from instead of the sessions' reports (`--pm-dir`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pm_dir: Option<PmDirStatus>,
+}
+
+/// What a node took from its PM directory (`--pm-dir`) since it started.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct PmDirStatus {
+    pub dir: String,
+    /// Measurement files read and taken.
+    pub files_ingested: u64,
+    /// The newest file taken: files whose names sort at or before it are not read again.
+    #[serde(default)]
+    pub newest_ingested: Option<String>,
+    /// Reports of this node's cells taken from them.
+    pub reports: u64,
+    /// Reports of cells other sites own, skipped.
+    pub foreign_reports: u64,
+    /// Reports of periods this node had already closed, not used.
+    pub late_reports: u64,
+    /// Files refused and still in the directory, newest first (at most 100).
+    pub bad_files: Vec<BadPmFile>,
+}
+
+/// A measurement file a node refused, and why (file, line, what).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct BadPmFile {
+    pub file: String,
+    pub error: String,
 }

@@ -564,6 +564,7 @@ fn every_v1_type_matches_its_golden_json_both_ways() {
                     in_sync: true,
                     acked_index: 1199,
                 }],
+                pm_dir: None,
             },
         ),
         check("image-sites", vec![site()]),
@@ -622,6 +623,37 @@ fn every_v1_type_matches_its_golden_json_both_ways() {
                 site: "site-a".into(),
                 ..Default::default()
             },
+        ),
+        check(
+            "antennas-pm-dir",
+            Antennas {
+                site: "site-a".into(),
+                pm_dir: Some(PmDirStatus {
+                    dir: "/var/lib/pm/site-a".into(),
+                    files_ingested: 12,
+                    newest_ingested: Some("A20261202.2200+0000-2215+0000_site-a.xml".into()),
+                    reports: 1200,
+                    foreign_reports: 0,
+                    late_reports: 0,
+                    bad_files: vec![BadPmFile {
+                        file: "A20261202.2145+0000-2200+0000_site-a.xml".into(),
+                        error: "A20261202.2145+0000-2200+0000_site-a.xml line 31: ManagedElement=S00001,EUtranCellFDD=S00001-1: RRU.PrbUsedDl = `-1` is not a non-negative whole number".into(),
+                    }],
+                }),
+                ..Default::default()
+            },
+        ),
+        check(
+            "kpi-summaries",
+            vec![KpiSummary {
+                cell: "S1-1".into(),
+                period_end_ms: 1_764_000_000_000,
+                prb_dl_permille: 420,
+                rrc_conn_mean: 37,
+                thp_dl_kbps: 21_000,
+                ho_att: 120,
+                ho_succ: 118,
+            }],
         ),
     ]
     .into_iter()

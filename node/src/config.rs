@@ -13,6 +13,7 @@
 //! cluster_secret = "..."   # or SONRAFT_CLUSTER_SECRET
 //! token = "..."            # or SONRAFT_TOKEN
 //! timing = "wan"           # loopback | wan
+//! pm_dir = "/var/lib/pm/site-a"  # counters from TS 32.435 files instead of sessions
 //! raw_counter_retention = "24h"   # or a number of periods, e.g. 96
 //! raw_counter_disk_cap = "2GiB"
 //! store_cache = "64MiB"
@@ -206,6 +207,12 @@ pub struct NodeArgs {
     /// the fleet benchmark to measure memory before and after).
     #[arg(long, env = "SONRAFT_ANTENNAS_AFTER_MS")]
     pub antennas_after_ms: Option<u64>,
+    /// Read this site's counters from the TS 32.435 measurement files in this directory
+    /// (`A….xml`, e.g. what `sonraft sim --pm-dir` writes into `<dir>/<site>`) instead of the
+    /// antenna sessions' reports; sessions, if `--antennas` is given too, still push
+    /// configuration.
+    #[arg(long, env = "SONRAFT_PM_DIR")]
+    pub pm_dir: Option<PathBuf>,
     /// How much raw counter history to keep on disk: a number of periods (e.g. 96) or a
     /// duration (e.g. 90s, 30m, 24h, 7d). Default 96 periods.
     #[arg(long, env = "SONRAFT_RAW_COUNTER_RETENTION")]
@@ -244,6 +251,7 @@ struct FileConfig {
     log_format: Option<LogFormat>,
     antennas: Option<String>,
     antennas_after_ms: Option<u64>,
+    pm_dir: Option<PathBuf>,
     raw_counter_retention: Option<NumberOrText>,
     raw_counter_disk_cap: Option<NumberOrText>,
     store_cache: Option<NumberOrText>,
@@ -274,6 +282,8 @@ pub struct NodeConfig {
     pub log_format: LogFormat,
     pub antennas: Option<String>,
     pub antennas_after_ms: u64,
+    /// The PM directory the counters are read from, if any (`--pm-dir`).
+    pub pm_dir: Option<PathBuf>,
     /// Retention and disk cap of the raw counter store.
     pub raw_counters: RawLimits,
     /// Sled page cache of the image store, in bytes.
@@ -437,6 +447,7 @@ impl NodeConfig {
                 .antennas_after_ms
                 .or(file.antennas_after_ms)
                 .unwrap_or(0),
+            pm_dir: args.pm_dir.or(file.pm_dir),
             raw_counters: RawLimits {
                 retention,
                 disk_cap_bytes: disk_cap,
@@ -550,6 +561,27 @@ mod tests {
         for bad in ["", "GiB", "1.5GiB", "-1", "12 parsecs", "99999999999TiB"] {
             assert!(bad.parse::<ByteSize>().is_err(), "{bad:?} was accepted");
         }
+    }
+
+    #[test]
+    fn the_pm_dir_comes_from_the_flag_or_else_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "pm_dir = \"/pm/from-file\"\n").unwrap();
+        let file = NodeConfig::resolve(NodeArgs {
+            config: Some(path.clone()),
+            ..base()
+        })
+        .unwrap();
+        assert_eq!(file.pm_dir, Some(PathBuf::from("/pm/from-file")));
+        let flag = NodeConfig::resolve(NodeArgs {
+            config: Some(path),
+            pm_dir: Some("/pm/flag".into()),
+            ..base()
+        })
+        .unwrap();
+        assert_eq!(flag.pm_dir, Some(PathBuf::from("/pm/flag")));
+        assert_eq!(NodeConfig::resolve(base()).unwrap().pm_dir, None);
     }
 
     #[test]

@@ -108,7 +108,8 @@ pub struct Node {
     /// The commit index persisted when this node started: `/readyz` waits until it is applied.
     committed_at_start: u64,
     prometheus: metrics_exporter_prometheus::PrometheusHandle,
-    /// Sessions with this site's antennas (when `--antennas` is set).
+    /// Sessions with this site's antennas and their counters (when `--antennas` or
+    /// `--pm-dir` is set).
     antennas: Option<Arc<crate::antennas::fleet::Fleet>>,
     /// Change sets proposed on this node go through here (group commit).
     batcher: batcher::Batcher,
@@ -278,26 +279,37 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     write_addresses(&config.data_dir, config.id, &advertised)?;
 
     sonraft_protocol::net::raise_fd_limit();
-    let fleet = match &config.antennas {
-        Some(list) => {
-            let addrs: Vec<String> = list
-                .split([',', ' '])
-                .filter(|a| !a.is_empty())
-                .map(str::to_string)
-                .collect();
-            let counters = crate::antennas::counters::CounterStore::open(
-                &config.data_dir.join("counters"),
-                config.raw_counters,
-            )?;
-            Some(crate::antennas::fleet::Fleet::new(
-                config.id,
-                config.site.clone(),
-                addrs,
-                store.reader.clone(),
-                counters,
-            ))
-        }
+    // Counters come from the antenna sessions, or from a PM directory (`antennas::pm_dir`).
+    let pm_dir = match &config.pm_dir {
+        Some(dir) => Some(crate::antennas::pm_dir::PmDir::open(
+            dir.clone(),
+            config.data_dir.join("pm-ingested"),
+        )?),
         None => None,
+    };
+    let fleet = if config.antennas.is_some() || pm_dir.is_some() {
+        let addrs: Vec<String> = config
+            .antennas
+            .as_deref()
+            .unwrap_or_default()
+            .split([',', ' '])
+            .filter(|a| !a.is_empty())
+            .map(str::to_string)
+            .collect();
+        let counters = crate::antennas::counters::CounterStore::open(
+            &config.data_dir.join("counters"),
+            config.raw_counters,
+        )?;
+        Some(crate::antennas::fleet::Fleet::new(
+            config.id,
+            config.site.clone(),
+            addrs,
+            store.reader.clone(),
+            counters,
+            pm_dir.clone(),
+        ))
+    } else {
+        None
     };
 
     // As leader, this node's appends replicate while they are synced here; the state machine
@@ -380,6 +392,10 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         let (tx, rx) = tokio::sync::mpsc::channel(8);
         let f = fleet.clone();
         tokio::spawn(fleet.counters.clone().run(move || f.connected(), tx));
+        if let Some(pm_dir) = pm_dir {
+            let f = fleet.clone();
+            tokio::spawn(pm_dir.run(fleet.counters.clone(), move || f.own_cells()));
+        }
         let delay = std::time::Duration::from_millis(node.config.antennas_after_ms);
         let sessions = fleet.clone();
         tokio::spawn(async move {

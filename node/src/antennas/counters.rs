@@ -36,6 +36,8 @@ struct OpenPeriod {
     first_seen: Instant,
     period_ms: u32,
     reports: Vec<RawReport>,
+    /// Every report of the period is in (it came whole, from a PM file): close it at once.
+    complete: bool,
 }
 
 /// Raw counter storage and per-period gathering.
@@ -85,8 +87,43 @@ impl CounterStore {
                 first_seen: Instant::now(),
                 period_ms: report.period_ms,
                 reports: Vec::new(),
+                complete: false,
             });
         p.reports.push((cell.clone(), body));
+    }
+
+    /// Takes a whole period of this node's cells at once (from PM files,
+    /// [`super::pm_dir`]): every report is a valid `REPORT` body of the same period. The
+    /// period closes at the closer's next look, not after a grace time, and none of its
+    /// reports can be split off as late. Returns false if that period was already closed (the
+    /// reports are then counted late and dropped, as a session's would be).
+    pub fn ingest_period(&self, reports: Vec<RawReport>) -> bool {
+        let mut views = reports
+            .iter()
+            .filter_map(|(_, body)| sonraft_protocol::ReportView::parse(body).ok());
+        let Some(first) = views.next() else {
+            return true;
+        };
+        let (end, period_ms) = (first.period_end_ms, first.period_ms);
+        let values = first.values() + views.map(|v| v.values()).sum::<usize>();
+        self.values.fetch_add(values as u64, Ordering::Relaxed);
+        self.reports
+            .fetch_add(reports.len() as u64, Ordering::Relaxed);
+        if end <= self.last_closed.load(Ordering::Relaxed) {
+            self.late_reports
+                .fetch_add(reports.len() as u64, Ordering::Relaxed);
+            return false;
+        }
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        let p = open.entry(end).or_insert_with(|| OpenPeriod {
+            first_seen: Instant::now(),
+            period_ms,
+            reports: Vec::new(),
+            complete: true,
+        });
+        p.reports.extend(reports);
+        p.complete = true;
+        true
     }
 
     /// Closes the periods that are complete (`expected` reports) or past their grace time
@@ -98,7 +135,7 @@ impl CounterStore {
         for end in ends {
             let Some(p) = open.get(&end) else { continue };
             let grace = Duration::from_millis((u64::from(p.period_ms) / 3).clamp(300, 10_000));
-            if p.reports.len() < expected && p.first_seen.elapsed() < grace {
+            if !p.complete && p.reports.len() < expected && p.first_seen.elapsed() < grace {
                 break;
             }
             if let Some(p) = open.remove(&end) {

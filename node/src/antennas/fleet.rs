@@ -1,4 +1,5 @@
 //! The fleet: one [`Session`] per cell this node's site owns, kept in line with the image.
+//! Without `--antennas` it holds no session (the counters then come from `--pm-dir` alone).
 //!
 //! A cell belongs to this node when its cell site's `region` is this node's site. The fleet
 //! starts and stops sessions as the image changes, and tells a session to push whenever an
@@ -16,6 +17,7 @@ use sonraft_raft::model::{AdminState, EnergySaving};
 use sonraft_storage::StoreReader;
 
 use super::counters::CounterStore;
+use super::pm_dir::PmDir;
 use super::session::Session;
 
 /// Most committed change sets whose acknowledgements are awaited at once (each holds the ids
@@ -37,6 +39,9 @@ pub struct Fleet {
     addrs: Vec<String>,
     store: StoreReader,
     pub counters: Arc<CounterStore>,
+    /// With `--pm-dir`, the counters come from PM files and the sessions' reports are not
+    /// stored (see [`super::pm_dir`]).
+    pm_dir: Option<Arc<PmDir>>,
     sessions: std::sync::Mutex<HashMap<String, Arc<Session>>>,
     awaited: std::sync::Mutex<BTreeMap<u64, Awaited>>,
     latencies_ms: std::sync::Mutex<VecDeque<f64>>,
@@ -54,6 +59,7 @@ impl Fleet {
         addrs: Vec<String>,
         store: StoreReader,
         counters: Arc<CounterStore>,
+        pm_dir: Option<Arc<PmDir>>,
     ) -> Arc<Fleet> {
         Arc::new(Fleet {
             node_id,
@@ -61,6 +67,7 @@ impl Fleet {
             addrs,
             store,
             counters,
+            pm_dir,
             sessions: std::sync::Mutex::new(HashMap::new()),
             awaited: std::sync::Mutex::new(BTreeMap::new()),
             latencies_ms: std::sync::Mutex::new(VecDeque::new()),
@@ -96,8 +103,13 @@ impl Fleet {
         self.connected.load(Ordering::Relaxed)
     }
 
+    /// Whether the sessions' reports are this node's counters (not with `--pm-dir`).
+    pub fn reports_from_sessions(&self) -> bool {
+        self.pm_dir.is_none()
+    }
+
     /// The cells this node owns in the current image.
-    fn own_cells(&self) -> HashSet<String> {
+    pub fn own_cells(&self) -> HashSet<String> {
         self.store.with_image(|image| {
             image
                 .cells
@@ -360,6 +372,7 @@ impl Fleet {
                 awaiting_acks: Some(lock(&self.awaited).len() as u64),
             },
             sessions: list,
+            pm_dir: self.pm_dir.as_ref().map(|p| p.describe()),
         }
     }
 }

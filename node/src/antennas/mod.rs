@@ -5,9 +5,11 @@
 //! - [`session`]: one async session per antenna: connect, hello, reports, pushes, back-off;
 //! - [`fleet`]: the sessions of this node's cells, kept in line with the image;
 //! - [`counters`]: raw counters gathered per period and kept in a local (unreplicated) store;
+//! - [`pm_dir`]: the same counters read from TS 32.435 PM files instead (`--pm-dir`);
 //! - [`period_files`]: that store on disk, one file per period, bounded by retention and a cap.
 
 pub mod counters;
 pub mod fleet;
 pub mod period_files;
+pub mod pm_dir;
 pub mod session;

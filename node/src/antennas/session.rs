@@ -183,7 +183,10 @@ impl Session {
                         let parsed = if body.get(1) == Some(&protocol::KIND_REPORT) {
                             protocol::ReportView::parse(&body).map(|r| {
                                 let end = r.period_end_ms;
-                                fleet.counters.ingest(&self.cell, &r, body.clone());
+                                // With `--pm-dir` the files are the counters (`pm_dir`).
+                                if fleet.reports_from_sessions() {
+                                    fleet.counters.ingest(&self.cell, &r, body.clone());
+                                }
                                 self.update(|s| {
                                     s.reports += 1;
                                     s.last_period_end_ms = end;

@@ -1,5 +1,5 @@
 //! Reads of the image (`/image/sites`, `/image/cells`, `/image/cells/{id}`,
-//! `/image/relations`) with a chosen consistency, and `POST /image/import`.
+//! `/image/relations`, `/image/kpis`) with a chosen consistency, and `POST /image/import`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -94,6 +94,35 @@ pub async fn cells(
             .take(limit)
             .collect();
         serde_json::to_vec(&cells)
+    });
+    json_bytes(body)
+}
+
+/// `GET /image/kpis[?site=S][&limit=N]`: the replicated KPI summaries, each cell's latest
+/// period, by cell (only the cells of cell site `S`).
+pub async fn kpis(
+    State(node): State<Arc<Node>>,
+    Params(q): Params<v1::CellsQuery>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let limit = q.limit.map_or(usize::MAX, count);
+    let consistency = q.consistency.unwrap_or_default();
+    if let Some(r) = prepare_read(&node, consistency, &uri, &headers).await? {
+        return Ok(r);
+    }
+    let site = q.site;
+    let body = node.store().with_image(|image| {
+        let kpis: Vec<&v1::KpiSummary> = image
+            .kpis
+            .values()
+            .filter(|k| {
+                site.as_ref()
+                    .is_none_or(|s| image.cells.get(&k.cell).is_some_and(|c| &c.site == s))
+            })
+            .take(limit)
+            .collect();
+        serde_json::to_vec(&kpis)
     });
     json_bytes(body)
 }

@@ -58,7 +58,7 @@ const fn route(
 }
 
 /// Every route of the admin API (README, "Admin API").
-pub static ROUTES: [Route; 29] = [
+pub static ROUTES: [Route; 30] = [
     route(Method::GET, "/health", || get(health::health)),
     route(Method::GET, "/readyz", || get(health::readyz)),
     route(Method::GET, "/status", || get(health::status)),
@@ -84,6 +84,7 @@ pub static ROUTES: [Route; 29] = [
     route(Method::GET, "/image/cells", || get(image::cells)),
     route(Method::GET, "/image/cells/{id}", || get(image::cell)),
     route(Method::GET, "/image/relations", || get(image::relations)),
+    route(Method::GET, "/image/kpis", || get(image::kpis)),
     route(Method::GET, "/image/digest", || get(image::digest)),
     route(Method::POST, "/image/changesets", || {
         post(changesets::propose)
