@@ -13,7 +13,8 @@
 //! **Which files, once.** Files named `A….xml` (TS 32.432; hidden and temporary names are
 //! never read) are taken in name order, which is time order. What was ingested is remembered
 //! as the newest name, no list: a file whose name sorts at or before it is not read again, and
-//! the name survives restarts in `<data dir>/pm-ingested`, written after each file. A crash
+//! the name survives restarts in `<data dir>/pm-ingested`, written after each file. While the
+//! image gives this node no cell (before the first import), no file is read: they wait. A crash
 //! between taking a file and writing the name reads that file again after the restart (its
 //! KPI summaries are then replicated twice, with the same values). Files of one period taken
 //! in one pass form one period; a period closes as soon as its files are taken.
@@ -181,6 +182,11 @@ impl PmDir {
     /// One pass: reads the next files and hands their own cells' reports to `counters`, one
     /// period at a time. `own` is the set of cells this node owns.
     pub async fn pass(self: &Arc<Self>, counters: &CounterStore, own: &HashSet<String>) {
+        if own.is_empty() {
+            // No image yet (or no cell of this site in it): every report would be skipped as
+            // another site's, so the files wait.
+            return;
+        }
         let dir = self.clone();
         let files = match tokio::task::spawn_blocking(move || dir.next_files()).await {
             Ok(Ok(f)) => f,
