@@ -88,14 +88,21 @@ fn is_measurement_file(name: &str) -> bool {
     name.starts_with('A') && name.ends_with(".xml")
 }
 
-/// Reads and parses one file (blocking).
-fn read(path: &Path, name: &str) -> Result<PmFile, String> {
-    let file = std::fs::File::open(path).map_err(|e| format!("{name}: cannot open: {e}"))?;
+/// Reads and parses one file (blocking); none if it was removed since it was listed (its
+/// writer keeps only the newest files).
+fn read(path: &Path, name: &str) -> Result<Option<PmFile>, String> {
+    let file = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("{name}: cannot open: {e}")),
+    };
     let mut bytes = Vec::new();
     file.take(MAX_FILE_BYTES + 1)
         .read_to_end(&mut bytes)
         .map_err(|e| format!("{name}: cannot read: {e}"))?;
-    pm_xml::parse(name, &bytes).map_err(|e| e.to_string())
+    pm_xml::parse(name, &bytes)
+        .map(Some)
+        .map_err(|e| e.to_string())
 }
 
 impl PmDir {
@@ -205,7 +212,11 @@ impl PmDir {
                 Err(e) => Err(format!("{name}: reading failed: {e}")),
             };
             let file = match parsed {
-                Ok(f) => f,
+                Ok(Some(f)) => f,
+                Ok(None) => {
+                    tracing::warn!(file = %name, "PM file removed before this node read it: its period is not counted");
+                    continue;
+                }
                 Err(e) => {
                     self.refuse(&name, seen, e);
                     continue;
