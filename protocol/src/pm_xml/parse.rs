@@ -76,7 +76,7 @@ enum El {
 }
 
 impl El {
-    /// The child `name` may be of `self`.
+    /// What an element named `name` is under `parent` (none at the root), if it may stand there.
     fn child(parent: Option<El>, name: &[u8]) -> Option<El> {
         Some(match (parent, name) {
             (None, b"measCollecFile") => El::File,
