@@ -83,7 +83,20 @@ fn next_q(cio: i8, up: bool, bound: i8) -> Option<i8> {
     } else {
         return None;
     };
-    (next.abs() <= bound && (next - cio).abs() <= 3).then_some(next)
+    (next.abs() <= bound && (next - cio).abs() <= MAX_CIO_STEP_DB).then_some(next)
+}
+
+/// Most a relation's CIO may move in one change set (the apply-time rules refuse more).
+const MAX_CIO_STEP_DB: i8 = 3;
+
+/// The Q-OffsetRange value nearest `to` that is at most [`MAX_CIO_STEP_DB`] from `from`.
+fn toward(from: i8, to: i8) -> i8 {
+    Q_OFFSET_RANGE_DB
+        .iter()
+        .copied()
+        .filter(|q| (q - from).abs() <= MAX_CIO_STEP_DB)
+        .min_by_key(|q| (q - to).abs())
+        .unwrap_or(from)
 }
 
 /// One source cell's moves: the offsets written, what they read, and why.
@@ -108,8 +121,9 @@ impl<'a> Moves<'a> {
         }
     }
 
-    /// Sets the offset `source -> target` to `to`, and the reverse one to `-to` where that
-    /// lowers it (`moving_out`) or, backing off, raises it.
+    /// Sets the offset `source -> target` to `to`, and the reverse one towards `-to` where that
+    /// lowers it (`moving_out`) or, backing off, raises it: all the way when within
+    /// [`MAX_CIO_STEP_DB`], else that far (another function may have moved it meanwhile).
     fn set(&mut self, target: u32, to: i8, moving_out: bool, why: String) {
         let v = self.view;
         let Some(rel) = v.relation(self.source, target) else {
@@ -129,7 +143,8 @@ impl<'a> Moves<'a> {
             });
         if let Some(back) = reverse {
             self.read_set.push(v.read_relation(target, back));
-            self.writes.push(cio_write(v, target, self.source, -to));
+            self.writes
+                .push(cio_write(v, target, self.source, toward(back.cio_db, -to)));
             if v.cell(target).own {
                 self.cells.push(v.id(target).to_string());
             }
@@ -365,6 +380,37 @@ mod tests {
             &mut Smoothed::default(),
         );
         assert_eq!(moves, [("relation/A1/Z1".to_string(), 3)]);
+    }
+
+    #[test]
+    fn a_reverse_offset_far_from_its_mirror_steps_within_the_rules_limit() {
+        // Mobility robustness moved Z1 -> A1 to -1 dB while A1 -> Z1 stood at 2: raising the
+        // offset to 4 wants the reverse at -4, three steps away; the rules allow 3 dB a change
+        // set, so it goes to -4 only if within 3 dB, else as far as it may (never refused).
+        let moves = run(
+            &img((2, -1)),
+            &[("A1", 90.0), ("A2", 40.0), ("Z1", 30.0)],
+            &mut Smoothed::default(),
+        );
+        assert_eq!(
+            moves,
+            [
+                ("relation/A1/Z1".to_string(), 4),
+                ("relation/Z1/A1".to_string(), -4)
+            ]
+        );
+        let moves = run(
+            &img((4, 0)),
+            &[("A1", 90.0), ("A2", 40.0), ("Z1", 30.0)],
+            &mut Smoothed::default(),
+        );
+        assert_eq!(
+            moves,
+            [
+                ("relation/A1/Z1".to_string(), 6),
+                ("relation/Z1/A1".to_string(), -3)
+            ]
+        );
     }
 
     #[test]
