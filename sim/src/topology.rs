@@ -15,8 +15,9 @@ use serde_json::{Value, json};
 pub const ISD_M: f64 = 1000.0;
 /// Downlink EARFCN of every simulated LTE cell (band 3, 1815 MHz).
 pub const EARFCN: u32 = 1300;
-/// A second carrier on part of the sites, NR (band n78, 3.55 GHz, NR-ARFCN), so that PCI
-/// rules are per frequency and NR's PCIs above 503 occur.
+/// A capacity layer on every fifth site: a fourth cell, NR (band n78, 3.55 GHz, NR-ARFCN),
+/// pointing like the site's first LTE sector (its coverage partner, which energy saving can
+/// hand its users to). PCI rules are per frequency, and NR's PCIs above 503 occur.
 pub const NR_ARFCN: u32 = 636_666;
 /// The first NR-ARFCN (TS 38.104): a cell on a channel from here on is NR.
 pub const FIRST_NR_ARFCN: u32 = 600_000;
@@ -119,11 +120,18 @@ fn angle_diff(a: f64, b: f64) -> f64 {
 }
 
 impl Topology {
-    /// Builds a network of `cells` cells (three per site; the last site may have fewer), its
-    /// cell sites split between `regions` by angle around the centre.
+    /// Builds a network of `cells` cells (three LTE sectors per site, plus an NR capacity cell
+    /// on every fifth site; the last site may have fewer), its cell sites split between
+    /// `regions` by angle around the centre.
     pub fn build(cells: usize, seed: u64, regions: &[String]) -> Topology {
         let mut rng = StdRng::seed_from_u64(seed);
-        let n_sites = cells.div_ceil(3).max(1);
+        let cells_of = |site: usize| if site.is_multiple_of(5) { 4 } else { 3 };
+        let mut n_sites = 0;
+        let mut counted = 0;
+        while counted < cells.max(1) {
+            counted += cells_of(n_sites);
+            n_sites += 1;
+        }
         let coords = hex_spiral(n_sites);
         let regions: Vec<String> = if regions.is_empty() {
             vec!["site-a".into()]
@@ -150,7 +158,6 @@ impl Topology {
                 }
             })
             .collect();
-        let second_carrier: BTreeSet<usize> = (0..n_sites).filter(|i| i % 5 == 0).collect();
 
         let at: std::collections::HashMap<(i32, i32), usize> =
             coords.iter().enumerate().map(|(i, c)| (*c, i)).collect();
@@ -182,24 +189,30 @@ impl Topology {
                 .unwrap_or((i % 168) as u16);
         }
 
-        let mut cell_list = Vec::with_capacity(cells);
+        let mut cell_list: Vec<SimCell> = Vec::with_capacity(cells);
         for (s, site) in sites.iter().enumerate() {
-            for sector in 0..3u8 {
+            for sector in 0..cells_of(s) as u8 {
                 if cell_list.len() == cells {
                     break;
                 }
-                let arfcn = if second_carrier.contains(&s) && sector == 2 {
-                    NR_ARFCN
-                } else {
-                    EARFCN
-                };
+                let overlay = sector == 3;
+                let arfcn = if overlay { NR_ARFCN } else { EARFCN };
                 // NR plans its PCIs in the upper half of its range, above LTE's.
-                let pci = group[s] * 3 + u16::from(sector) + if is_nr(arfcn) { 504 } else { 0 };
+                let pci = if overlay {
+                    504 + group[s] * 3
+                } else {
+                    group[s] * 3 + u16::from(sector)
+                };
+                let azimuth = if overlay {
+                    cell_list[cell_list.len() - 3].azimuth
+                } else {
+                    (u16::from(sector) * 120 + rng.random_range(0..10)) % 360
+                };
                 cell_list.push(SimCell {
                     id: format!("{}-{}", site.id, sector + 1),
                     site: s,
                     sector,
-                    azimuth: (u16::from(sector) * 120 + rng.random_range(0..10)) % 360,
+                    azimuth,
                     arfcn,
                     pci,
                     demand: rng.random_range(0.25..0.6),
@@ -300,7 +313,14 @@ impl Topology {
         }
         for _ in 0..count(0.01) {
             let Some(c) = pick(rng, &mut used) else { break };
-            let nb = neighbours(c);
+            // A collision is between cells on one carrier.
+            let nb: Vec<usize> = neighbours(c)
+                .into_iter()
+                .filter(|x| self.cells[*x].arfcn == self.cells[c].arfcn)
+                .collect();
+            if nb.is_empty() {
+                continue;
+            }
             let other = nb[rng.random_range(0..nb.len())];
             self.cells[other].pci = self.cells[c].pci;
             self.problems.pci_collisions.push((c, other));
@@ -423,6 +443,43 @@ mod tests {
         assert!(!p.late_cells.is_empty() && !p.dead_relations.is_empty());
         for &(a, b) in &p.pci_collisions {
             assert_eq!(t.cells[a].pci, t.cells[b].pci);
+        }
+    }
+
+    #[test]
+    fn planted_pcis_stay_legal_for_their_carrier_and_collisions_share_one() {
+        for seed in 1..30 {
+            for cells in [30, 300, 1000] {
+                let t = Topology::build(cells, seed, &regions());
+                for c in &t.cells {
+                    assert!(
+                        c.pci <= max_pci(c.arfcn),
+                        "seed {seed}: {} pci {}",
+                        c.id,
+                        c.pci
+                    );
+                }
+                for &(a, b) in &t.problems.pci_collisions {
+                    assert_eq!(t.cells[a].arfcn, t.cells[b].arfcn);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn every_fifth_site_has_an_nr_capacity_cell_pointing_like_its_first_sector() {
+        let t = Topology::build(300, 1, &regions());
+        assert_eq!(t.cells.len(), 300);
+        let overlays: Vec<&SimCell> = t.cells.iter().filter(|c| c.sector == 3).collect();
+        assert!(!overlays.is_empty());
+        for o in overlays {
+            assert!(is_nr(o.arfcn) && t.sites[o.site].id.ends_with(|d: char| d == '0' || d == '5'));
+            let first = t
+                .cells
+                .iter()
+                .find(|c| c.site == o.site && c.sector == 0)
+                .unwrap();
+            assert_eq!((first.azimuth, first.arfcn), (o.azimuth, EARFCN));
         }
     }
 
