@@ -36,6 +36,44 @@ struct Mutable {
     /// Per cell, since the start: handover attempts, too-early and too-late handovers over its
     /// relations (what `sonraft bench son` reads the too-early ratio from).
     handovers: Vec<[u64; 3]>,
+    /// What the network delivered and spent since the start.
+    totals: Totals,
+}
+
+/// Sums over the periods since the start: what `sonraft bench energy` compares.
+#[derive(Debug, Default, Clone)]
+struct Totals {
+    periods: u64,
+    /// Demand offered by users and served, Mbit (volume, simulated time).
+    demand_mbit: f64,
+    served_mbit: f64,
+    /// `DRB.UEThpDl` times users, summed over cells and periods, and the users.
+    thp_user_kbps: f64,
+    users: f64,
+    /// Energy by the power model, Wh.
+    energy_wh: f64,
+    /// Cell-periods dormant (energy saving), and the simulated seconds they add up to.
+    dormant_cell_periods: u64,
+    dormant_cell_s: f64,
+}
+
+/// The power a cell draws, W (EARTH macro model, G. Auer et al., "How much energy is needed
+/// to run a wireless network?", IEEE Wireless Communications 2011): per transceiver chain
+/// `P0 + Δp · P_max · load`, or `P_sleep` when dormant; two chains (2x2 MIMO) for an LTE
+/// cell, four for an NR 100 MHz cell. A locked cell or one in outage draws nothing.
+pub fn cell_power_w(nr: bool, load: f64, dormant: bool, off: bool) -> f64 {
+    const P0: f64 = 130.0;
+    const DELTA_P: f64 = 4.7;
+    const P_MAX: f64 = 20.0;
+    const P_SLEEP: f64 = 75.0;
+    let chains = if nr { 4.0 } else { 2.0 };
+    if off {
+        0.0
+    } else if dormant {
+        chains * P_SLEEP
+    } else {
+        chains * (P0 + DELTA_P * P_MAX * load.clamp(0.0, 1.0))
+    }
 }
 
 /// A fault planted while running.
@@ -170,6 +208,7 @@ impl Sim {
                 last: model::PeriodOutcome::default(),
                 first_late: Vec::new(),
                 handovers: Vec::new(),
+                totals: Totals::default(),
             }),
             topo,
             period_ms,
@@ -257,6 +296,27 @@ impl Sim {
                 pm.period(end, self.period_ms, &outcome.reports);
             }
             s.period += 1;
+            // Volumes and energy count in simulated time (a compressed day is still a day).
+            let period_s = self.simulated_period_s();
+            let mut t = std::mem::take(&mut s.totals);
+            t.periods += 1;
+            t.demand_mbit += outcome.radio.total_demand_mbps * period_s;
+            t.served_mbit += outcome.radio.total_served_mbps * period_s;
+            for (c, r) in outcome.reports.iter().enumerate() {
+                let cfg = &s.configs[c];
+                let dormant = cfg.energy_saving == 1;
+                let off = cfg.admin_state != 0 || self.is_out(c);
+                let nr = crate::topology::is_nr(self.topo.cells[c].arfcn);
+                t.energy_wh += cell_power_w(nr, outcome.load[c], dormant, off) * period_s / 3600.0;
+                if dormant {
+                    t.dormant_cell_periods += 1;
+                    t.dormant_cell_s += period_s;
+                }
+                let users = r.cell[cc::CONN_MEAN] as f64;
+                t.thp_user_kbps += r.cell[cc::THP_DL] as f64 * users;
+                t.users += users;
+            }
+            s.totals = t;
             s.handovers.resize(outcome.reports.len(), [0; 3]);
             for (sum, r) in s.handovers.iter_mut().zip(&outcome.reports) {
                 for rel in &r.relations {
@@ -281,6 +341,16 @@ impl Sim {
             let day = (period * u64::from(self.period_ms)) as f64 / self.day_ms as f64;
             (f64::from(self.start_hour) + 24.0 * day).rem_euclid(24.0) as f32
         })
+    }
+
+    /// Simulated seconds one period stands for.
+    fn simulated_period_s(&self) -> f64 {
+        let real = f64::from(self.period_ms) / 1000.0;
+        if self.day_ms > 0 {
+            real * 86_400_000.0 / self.day_ms as f64
+        } else {
+            real
+        }
     }
 
     /// Whether cell `idx` is in hard outage.
@@ -480,6 +550,19 @@ impl Sim {
                        "max_neighbour_prb_dl_pct": max_nb})
             })
             .collect();
+        // The NR capacity cells and their coverage partner (sector 1 of the same site).
+        let capacity: Vec<Value> = self
+            .topo
+            .cells
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.sector == 3)
+            .filter_map(|(c, cell)| {
+                let partner = self.topo.cells.iter().position(|p| p.site == cell.site && p.sector == 0)?;
+                Some(json!({"cell": cell.id, "dormant": s.configs[c].energy_saving == 1, "prb_dl_pct": prb(c),
+                            "partner": self.topo.cells[partner].id, "partner_prb_dl_pct": prb(partner)}))
+            })
+            .collect();
         let radio = json!({
             "bins": s.grid.bins,
             "bin_m": s.grid.bin_m,
@@ -494,6 +577,7 @@ impl Sim {
             "cells": self.topo.cells.len(),
             "radio": radio,
             "faults": faults,
+            "capacity_cells": capacity,
             "connections": self.connections.load(Ordering::Relaxed),
             "pushes": self.pushes.load(Ordering::Relaxed),
             "bad_frames": self.bad_frames.load(Ordering::Relaxed),
@@ -504,6 +588,16 @@ impl Sim {
             "pruned_candidates": dead,
             "configs": configs,
             "handovers": handovers,
+            "totals": {
+                "periods": s.totals.periods,
+                "demand_mbit": s.totals.demand_mbit,
+                "served_mbit": s.totals.served_mbit,
+                "served_pct": if s.totals.demand_mbit > 0.0 { s.totals.served_mbit * 100.0 / s.totals.demand_mbit } else { 100.0 },
+                "thp_dl_kbps_per_user": if s.totals.users > 0.0 { s.totals.thp_user_kbps / s.totals.users } else { 0.0 },
+                "energy_kwh": s.totals.energy_wh / 1000.0,
+                "dormant_cell_periods": s.totals.dormant_cell_periods,
+                "dormant_cell_hours": s.totals.dormant_cell_s / 3600.0,
+            },
         })
     }
 }
