@@ -473,7 +473,7 @@ mod tests {
         let overlays: Vec<&SimCell> = t.cells.iter().filter(|c| c.sector == 3).collect();
         assert!(!overlays.is_empty());
         for o in overlays {
-            assert!(is_nr(o.arfcn) && t.sites[o.site].id.ends_with(|d: char| d == '0' || d == '5'));
+            assert!(is_nr(o.arfcn) && t.sites[o.site].id.ends_with(['0', '5']));
             let first = t
                 .cells
                 .iter()
