@@ -5,7 +5,9 @@
 //! - [`pci`]: PCI collision and confusion resolution;
 //! - [`load_balancing`]: mobility load balancing through CIO;
 //! - [`robustness`]: mobility robustness through hysteresis and time-to-trigger;
-//! - [`anr`]: pruning of dead and failing relations.
+//! - [`anr`]: pruning of dead and failing relations;
+//! - [`energy_saving`]: capacity cells dormant while their coverage partners can carry
+//!   their users.
 //!
 //! Functions never coordinate with each other or with other sites directly: every proposal
 //! carries its read set and is judged by the apply-time rules (cool-downs, priorities, step
@@ -13,6 +15,7 @@
 //! per period; a `rejected` proposal is left for a later period.
 
 pub mod anr;
+pub mod energy_saving;
 pub mod load_balancing;
 pub mod pci;
 pub mod robustness;
@@ -47,6 +50,8 @@ pub struct Proposal {
 #[derive(Debug, Default)]
 pub struct PeriodInput {
     pub prb_pct: HashMap<u32, f64>,
+    /// `RRU.PrbAvailDl` of each reporting cell.
+    pub prb_avail: HashMap<u32, u64>,
     pub relations: HashMap<u32, Vec<(u32, [u64; RELATION_COUNTERS.len()])>>,
 }
 
@@ -61,6 +66,7 @@ impl PeriodInput {
             input
                 .prb_pct
                 .insert(c, r.cell[cc::PRB_USED_DL] as f64 * 100.0 / tot);
+            input.prb_avail.insert(c, r.cell[cc::PRB_AVAIL_DL]);
             let rels = r
                 .relations()
                 .filter_map(|(target, values)| view.index.get(target).map(|t| (*t, values)))
@@ -257,6 +263,7 @@ pub async fn run(
             let mut memory = Memory {
                 streaks: anr::Streaks::default(),
                 load: cycle.memory.load.frozen(),
+                energy: cycle.memory.energy.frozen(),
             };
             let retry = tokio::task::spawn_blocking(move || {
                 let view = capture(&node2);
@@ -359,11 +366,12 @@ fn capture(node: &Node) -> RadioView {
 }
 
 /// What the functions remember between periods: ANR's streaks of idle and failing relations,
-/// MLB's smoothed loads.
+/// MLB's smoothed loads, energy saving's recent demand per capacity cell.
 #[derive(Debug, Default)]
 pub struct Memory {
     pub streaks: anr::Streaks,
     pub load: load_balancing::Smoothed,
+    pub energy: energy_saving::Demand,
 }
 
 /// Runs every function over one view (`with_pci`: also the PCI search, which only needs to
@@ -385,6 +393,7 @@ pub fn analyse(
     let load = memory.load.update(view, input);
     out.extend(load_balancing::propose(view, input, &load, node, now));
     out.extend(memory.streaks.propose(view, input, node, now));
+    out.extend(memory.energy.propose(view, input, node, now));
     out
 }
 

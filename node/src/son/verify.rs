@@ -14,6 +14,7 @@
 //! | `ho_failure_permille` | `(HO.IntraSys.TooEarly + HO.IntraSys.TooLate + HO.IntraSys.ToWrongCell) / HO.ExeAtt` | higher | mobility robustness |
 //! | `ping_pong_permille` | `HO.PingPong / HO.ExeAtt` | higher | mobility robustness |
 //! | `prb_max_permille` | highest mean `RRU.PrbUsedDl / RRU.PrbAvailDl` of a cell | higher | load balancing |
+//! | `prb_max_permille` | the same, against an absolute ceiling (75 %) | above it | energy saving (instead of throughput) |
 //! | `thp_dl_kbps` | `DRB.UEThpDl`, mean per user (cells weighted by `RRC.ConnMean`) | lower, relatively | every function (guard) |
 //!
 //! Rates count only with at least [`Verification::min_attempts`] handover attempts a period
@@ -375,6 +376,17 @@ fn compare(
         );
         judge("prb_max_permille", b, a, a - b, limit, PM, true);
     }
+    if function == Function::EnergySaving {
+        // A sleeping capacity layer lowers per-user throughput by design; what it must not do
+        // is leave its partners short of capacity.
+        let (b, a) = (
+            before.prb_max_permille as f64,
+            after.prb_max_permille as f64,
+        );
+        let ceiling = super::energy_saving::PARTNER_MAX_PCT * 10.0;
+        judge("prb_max_permille", b, a, a, ceiling, PM, true);
+        return (kpis, degraded);
+    }
     let (b, a) = (before.mean_thp(), after.mean_thp());
     if b > 0.0 {
         let drop = (b - a) * 1000.0 / b;
@@ -707,6 +719,49 @@ mod tests {
         let thp = v.kpis.iter().find(|k| k.kpi == "thp_dl_kbps").unwrap();
         assert_eq!((thp.before, thp.after), (15_500.0, 14_750.0));
         assert_eq!(v.degraded, None, "{:?}", v.kpis);
+    }
+
+    #[test]
+    fn energy_saving_is_judged_by_its_partners_peak_load_not_by_throughput() {
+        // A-1 goes dormant; its partner A-2 takes its users: A-2's load rises and the
+        // per-user throughput falls (the capacity layer sleeps), which is the trade.
+        let ring = |partner_after: u64| {
+            let mut r = KpiRing::default();
+            for i in 1..=6 {
+                let after = i > 4;
+                r.record_cell(
+                    "A-1",
+                    period(
+                        i * PERIOD,
+                        0,
+                        0,
+                        if after { 0 } else { 60_000 },
+                        if after { 0 } else { 5 },
+                    ),
+                );
+                r.record_cell(
+                    "A-2",
+                    period(
+                        i * PERIOD,
+                        1000,
+                        10,
+                        if after { 30_000 } else { 40_000 },
+                        if after { partner_after } else { 20 },
+                    ),
+                );
+            }
+            r
+        };
+        let t = trial(Function::EnergySaving, 4 * PERIOD);
+        let verdict = |r: &KpiRing| match judge(&t, own, neighbours, r, &Verification::default()) {
+            Judgement::Verdict(v) => v,
+            other => panic!("{other:?}"),
+        };
+        let v = verdict(&ring(45));
+        assert_eq!(v.degraded, None, "{:?}", v.kpis);
+        let v = verdict(&ring(80));
+        let why = v.degraded.expect("a partner above its ceiling");
+        assert!(why.starts_with("prb_max_permille 200.0 -> 800.0"), "{why}");
     }
 
     #[test]

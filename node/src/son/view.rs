@@ -47,6 +47,10 @@ pub struct ViewCell {
     pub cell_site: u32,
     /// Locked, shutting down or dormant (energy saving): it carries no traffic now.
     pub down: bool,
+    /// Dormant by energy saving (then also `down`).
+    pub dormant: bool,
+    /// Antenna azimuth, degrees.
+    pub azimuth: u16,
     /// Downlink PRB use from the replicated KPI summary, per mille.
     pub prb_permille: Option<u16>,
 }
@@ -137,6 +141,8 @@ impl RadioView {
                 cell_site,
                 down: c.admin_state != AdminState::Unlocked
                     || c.energy_saving == EnergySaving::Dormant,
+                dormant: c.energy_saving == EnergySaving::Dormant,
+                azimuth: c.azimuth,
                 prb_permille: image.kpis.get(&c.id).map(|k| k.prb_dl_permille),
             });
             if own {
