@@ -8,13 +8,15 @@
 //! - [`failover`]: SIGKILL the leader under load, time to the first successful write;
 //! - [`fleet`]: one node against a simulated fleet: sessions, memory, ingestion, latency;
 //! - [`son`]: the SON left alone on the simulator for N periods: changes undone, excluded cells
-//!   and change windows honoured, parameter groups reversing, too-early handovers.
+//!   and change windows honoured, parameter groups reversing, too-early handovers;
+//! - [`energy`]: one simulated day with and without energy saving.
 //!
 //! The node is measured from outside, as a client would see it: through the admin API
 //! ([`sonraft_client`]) and real processes ([`sonraft_testkit`]). The node's library does not
 //! depend on this crate, so nothing here can become part of what a node runs.
 #![forbid(unsafe_code)]
 
+pub mod energy;
 #[cfg(feature = "etcd")]
 pub mod etcd_target;
 pub mod failover;
@@ -42,6 +44,8 @@ pub enum BenchCommand {
     Fleet(fleet::FleetArgs),
     /// The SON on the simulator for N periods: the acceptance figures of issue 12.
     Son(son::SonArgs),
+    /// Energy saving over one simulated day, against the same day without it.
+    Energy(energy::EnergyArgs),
 }
 
 /// Runs `sonraft bench`.
@@ -51,6 +55,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         BenchCommand::Failover(a) => failover::run(a).await,
         BenchCommand::Fleet(a) => fleet::run(a).await,
         BenchCommand::Son(a) => son::run(a).await,
+        BenchCommand::Energy(a) => energy::run(a).await,
     }
 }
 

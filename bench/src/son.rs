@@ -135,7 +135,7 @@ fn handovers(state: &Value) -> BTreeMap<String, (u64, u64)> {
         .collect()
 }
 
-async fn sim_state(client: &ApiClient, sim: &SimProc) -> anyhow::Result<Value> {
+pub(crate) async fn sim_state(client: &ApiClient, sim: &SimProc) -> anyhow::Result<Value> {
     let r = client.get(&sim.status, "/state").await?;
     if !r.status.is_success() {
         bail!("simulator state: {}", r.status);
@@ -167,7 +167,10 @@ async fn skipped(client: &ApiClient, apis: &[String]) -> BTreeMap<String, u64> {
 }
 
 /// The whole history, oldest first.
-async fn history(client: &ApiClient, api: &str) -> anyhow::Result<Vec<v1::HistoryRecord>> {
+pub(crate) async fn history(
+    client: &ApiClient,
+    api: &str,
+) -> anyhow::Result<Vec<v1::HistoryRecord>> {
     let mut all = Vec::new();
     let mut before: Option<String> = None;
     loop {
@@ -222,7 +225,11 @@ fn excluded_cells(topo: &Topology) -> Vec<String> {
 }
 
 /// Sets the SON policy, waiting until the cluster takes policies (command format 4).
-async fn set_policy(client: &ApiClient, api: &str, policy: &Value) -> anyhow::Result<()> {
+pub(crate) async fn set_policy(
+    client: &ApiClient,
+    api: &str,
+    policy: &Value,
+) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let r = client.put(api, "/son/policy", policy).await?;
