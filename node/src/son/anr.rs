@@ -77,6 +77,11 @@ impl Streaks {
                     continue;
                 };
                 let before = self.bad.get(&rel.key).copied().unwrap_or_default();
+                // An outage at either end says nothing about the relation: its streaks wait.
+                if input.outage.contains(&c) || input.outage.contains(t) {
+                    seen.insert(rel.key, before);
+                    continue;
+                }
                 let is_idle = v[rc::ATT] == 0;
                 let is_failing = v[rc::ATT] >= u64::from(tuning.failing_min_attempts)
                     && v[rc::SUCC] * 1000 < u64::from(tuning.failing_success_permille) * v[rc::ATT];
@@ -347,6 +352,26 @@ mod tests {
                 "pruned into a {value} cell"
             );
         }
+    }
+
+    #[test]
+    fn relations_into_a_cell_in_outage_are_neither_pruned_nor_barred() {
+        let img = img();
+        let mut v = view(&img);
+        v.tuning.anr.idle_prune_ms = 2_000;
+        let mut streaks = Streaks::default();
+        for n in 0..6u64 {
+            let mut input = period(
+                &v,
+                &[("A1", "A2", [0; 6]), ("A1", "A3", [20, 2, 0, 0, 0, 0])],
+            );
+            input.outage.insert(v.index["A2"]);
+            input.outage.insert(v.index["A3"]);
+            assert!(streaks.propose(&v, &input, 1, 1_000 * n).is_empty());
+        }
+        // Back from the outage: the count starts where it stood, not six periods on.
+        let input = period(&v, &[("A1", "A2", [0; 6])]);
+        assert!(streaks.propose(&v, &input, 1, 7_000).is_empty());
     }
 
     #[test]

@@ -209,12 +209,18 @@ pub fn propose(
         let Some(&l) = load.get(&c) else {
             continue;
         };
+        // A cell in outage reports nothing true about its load.
+        if input.outage.contains(&c) {
+            continue;
+        }
         let rels = &view.out[c as usize];
         let mut moves = Moves::new(view, c);
         if l > high {
             let mut candidates: Vec<(f64, u32, i8)> = rels
                 .iter()
-                .filter(|r| r.ho_allowed && !view.cell(r.target).down)
+                .filter(|r| {
+                    r.ho_allowed && !view.cell(r.target).down && !input.outage.contains(&r.target)
+                })
                 .filter_map(|r| {
                     let projected =
                         load.get(&r.target)? + incoming.get(&r.target).copied().unwrap_or(0.0);
@@ -411,6 +417,26 @@ mod tests {
                 ("relation/Z1/A1".to_string(), -3)
             ]
         );
+    }
+
+    #[test]
+    fn a_cell_in_outage_is_neither_offloaded_nor_offloaded_into() {
+        let img = img((0, 0));
+        let v = view(&img);
+        let good = counters(40, 40, 0, 0, 0);
+        let mut input = period(&v, &[("A1", "Z1", good), ("A2", "Z1", good)]);
+        for (id, pct) in [("A1", 90.0), ("A2", 40.0), ("Z1", 20.0)] {
+            input.prb_pct.insert(v.index[id], pct);
+        }
+        let load = Smoothed::default().update(&v, &input);
+        assert!(!propose(&v, &input, &load, 1, 0).is_empty());
+        // A sleeping Z1 reports almost no load: it must not look like a target.
+        input.outage.insert(v.index["Z1"]);
+        assert!(propose(&v, &input, &load, 1, 0).is_empty());
+        // Nor does a cell in outage offload (its counters say nothing true).
+        input.outage.clear();
+        input.outage.insert(v.index["A1"]);
+        assert!(propose(&v, &input, &load, 1, 0).is_empty());
     }
 
     #[test]

@@ -7,7 +7,8 @@
 //! - [`robustness`]: mobility robustness through hysteresis and time-to-trigger;
 //! - [`anr`]: pruning of dead and failing relations;
 //! - [`energy_saving`]: capacity cells dormant while their coverage partners can carry
-//!   their users.
+//!   their users;
+//! - [`outage`]: detection of hard outages and sleeping cells, which the others leave alone.
 //!
 //! Functions never coordinate with each other or with other sites directly: every proposal
 //! carries its read set and is judged by the apply-time rules (cool-downs, priorities, step
@@ -17,6 +18,7 @@
 pub mod anr;
 pub mod energy_saving;
 pub mod load_balancing;
+pub mod outage;
 pub mod pci;
 pub mod robustness;
 #[cfg(test)]
@@ -24,7 +26,7 @@ mod testing;
 pub mod verify;
 pub mod view;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use sonraft_protocol::{RELATION_COUNTERS, ReportView, cell_counter as cc, relation_counter as rc};
@@ -47,11 +49,15 @@ pub struct Proposal {
 }
 
 /// One closed period's counters of this site's cells, indexed like the view.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct PeriodInput {
     pub prb_pct: HashMap<u32, f64>,
     /// `RRU.PrbAvailDl` of each reporting cell.
     pub prb_avail: HashMap<u32, u64>,
+    /// `RRC.ConnMean` of each reporting cell.
+    pub conn: HashMap<u32, u64>,
+    /// Own cells in outage ([`outage`]): the functions leave them and their relations alone.
+    pub outage: HashSet<u32>,
     pub relations: HashMap<u32, Vec<(u32, [u64; RELATION_COUNTERS.len()])>>,
 }
 
@@ -67,6 +73,7 @@ impl PeriodInput {
                 .prb_pct
                 .insert(c, r.cell[cc::PRB_USED_DL] as f64 * 100.0 / tot);
             input.prb_avail.insert(c, r.cell[cc::PRB_AVAIL_DL]);
+            input.conn.insert(c, r.cell[cc::CONN_MEAN]);
             let rels = r
                 .relations()
                 .filter_map(|(target, values)| view.index.get(target).map(|t| (*t, values)))
@@ -206,8 +213,8 @@ pub async fn run(
                 c.dirty = false;
                 let with_pci = c.pci_search_due(full);
                 let view = c.view.as_ref().expect("captured above");
-                let input = PeriodInput::new(view, &period);
-                let mut proposals = analyse(view, &input, &mut c.memory, node.id(), with_pci);
+                let mut input = PeriodInput::new(view, &period);
+                let mut proposals = analyse(view, &mut input, &mut c.memory, node.id(), with_pci);
                 let voters = node.voters();
                 let (trials, verification) = node.store().with_image(|image| {
                     let format = image.effective_format(voters.iter().copied());
@@ -264,11 +271,12 @@ pub async fn run(
                 streaks: anr::Streaks::default(),
                 load: cycle.memory.load.frozen(),
                 energy: cycle.memory.energy.frozen(),
+                outages: cycle.memory.outages.frozen(),
             };
             let retry = tokio::task::spawn_blocking(move || {
                 let view = capture(&node2);
-                let input = PeriodInput::new(&view, &period2);
-                analyse(&view, &input, &mut memory, node2.id(), true)
+                let mut input = PeriodInput::new(&view, &period2);
+                analyse(&view, &mut input, &mut memory, node2.id(), true)
                     .into_iter()
                     .filter(|p| {
                         p.change_set
@@ -372,18 +380,21 @@ pub struct Memory {
     pub streaks: anr::Streaks,
     pub load: load_balancing::Smoothed,
     pub energy: energy_saving::Demand,
+    pub outages: outage::Outages,
 }
 
 /// Runs every function over one view (`with_pci`: also the PCI search, which only needs to
 /// run when the configuration changed).
 pub fn analyse(
     view: &RadioView,
-    input: &PeriodInput,
+    input: &mut PeriodInput,
     memory: &mut Memory,
     node: u64,
     with_pci: bool,
 ) -> Vec<Proposal> {
     let now = now_ms();
+    input.outage = memory.outages.update(view, input);
+    let input = &*input;
     let mut out = if with_pci {
         pci::propose(view, node, now)
     } else {
@@ -573,7 +584,7 @@ mod tests {
             if with_z1 {
                 input.prb_pct.insert(v.index["Z1"], 30.0);
             }
-            let proposals = analyse(&v, &input, &mut Memory::default(), 1, false);
+            let proposals = analyse(&v, &mut input, &mut Memory::default(), 1, false);
             let by = |f: Function| {
                 proposals
                     .iter()
@@ -618,7 +629,8 @@ mod tests {
                     Outcome::Rejected { reason } => reason.clone(),
                     Outcome::Conflict { .. } => {
                         let v = testing::view(&img);
-                        let again = analyse(&v, &input, &mut Memory::default(), 1, false);
+                        let again =
+                            analyse(&v, &mut input.clone(), &mut Memory::default(), 1, false);
                         let second = order[1].origin.function;
                         let Some(p) = again
                             .iter()

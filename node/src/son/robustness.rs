@@ -147,9 +147,14 @@ pub fn propose(view: &RadioView, input: &PeriodInput, node: u64, now_ms: u64) ->
         let Some(rels) = input.relations.get(&c) else {
             continue;
         };
+        if input.outage.contains(&c) {
+            continue;
+        }
         let mut cell = Failures::default();
+        // Handovers into a cell in outage fail for the outage's sake, not the mobility's.
         let per_relation: Vec<(u32, Failures)> = rels
             .iter()
+            .filter(|(t, _)| !input.outage.contains(t))
             .map(|(t, v)| {
                 // A wrong-cell handover towards a target whose PCI clashes is the PCI's fault
                 // (looked up only when there are some: it lists the cell's neighbours).

@@ -1,0 +1,235 @@
+//! Cell outage detection: each site watches its own cells' counters for the two outages a
+//! controller can see.
+//!
+//! - **Hard outage**: a cell that reported before is missing from [`HARD_PERIODS`] closed
+//!   periods in a row while most of the site's cells reported (its antenna stopped; when most
+//!   are missing, the fault is nearer this node and nothing is concluded).
+//! - **Sleeping cell**: a cell that carried users reports, for [`SLEEPING_PERIODS`] periods in
+//!   a row, no connected user and no PRB in use while it is neither locked nor dormant: it
+//!   radiates (its neighbours still hand over to it, and fail) but serves nobody.
+//!
+//! A cell leaves outage at its first normal report. While a cell is in outage the functions
+//! whose counters it corrupts leave it alone: load balancing neither offloads it nor offloads
+//! into it, mobility robustness ignores relations into it, ANR neither prunes nor bars its
+//! relations (their idle and failing streaks freeze). Detection is local to the site that owns
+//! the cell and not replicated; it is logged at INFO, and counted in
+//! `sonraft_son_outages_detected_total{kind}` and `sonraft_son_cells_in_outage{kind}`.
+//! Compensation by the neighbours is not implemented yet.
+
+use std::collections::HashSet;
+
+use super::PeriodInput;
+use super::view::{FastMap, RadioView, relation_key};
+
+/// Missing periods before a hard outage is declared.
+pub const HARD_PERIODS: u8 = 2;
+/// Idle periods before a sleeping cell is declared.
+pub const SLEEPING_PERIODS: u8 = 2;
+/// Share of own cells that must report for a period to say anything about one missing.
+const MIN_REPORTING: f64 = 0.5;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Hard,
+    Sleeping,
+}
+
+impl Kind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Hard => "hard",
+            Kind::Sleeping => "sleeping",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Watch {
+    /// It reported at least once (a cell never heard of is not "missing").
+    reported: bool,
+    /// It had connected users in some report.
+    carried: bool,
+    missing: u8,
+    idle: u8,
+    state: Option<Kind>,
+}
+
+/// What detection keeps between periods, per own cell (keyed by a hash of its id). Holds the
+/// cells of the last period only.
+#[derive(Debug, Default, Clone)]
+pub struct Outages {
+    cells: FastMap<u64, Watch>,
+    frozen: bool,
+}
+
+impl Outages {
+    pub fn frozen(&self) -> Outages {
+        Outages {
+            cells: self.cells.clone(),
+            frozen: true,
+        }
+    }
+
+    /// Folds this period's reports in and returns the own cells in outage now.
+    pub fn update(&mut self, view: &RadioView, input: &PeriodInput) -> HashSet<u32> {
+        let reporting = view
+            .own
+            .iter()
+            .filter(|c| input.prb_pct.contains_key(c))
+            .count();
+        let conclusive =
+            !view.own.is_empty() && reporting as f64 >= MIN_REPORTING * view.own.len() as f64;
+        let mut next = FastMap::default();
+        let mut out = HashSet::new();
+        let (mut hard, mut sleeping) = (0u32, 0u32);
+        for &c in &view.own {
+            let key = relation_key(view.id(c), "");
+            let mut w = self.cells.get(&key).copied().unwrap_or_default();
+            let cell = view.cell(c);
+            if !self.frozen {
+                match input.prb_pct.get(&c) {
+                    Some(&prb) => {
+                        let users = input.conn.get(&c).copied().unwrap_or(0);
+                        w.reported = true;
+                        w.missing = 0;
+                        let idle = users == 0 && prb == 0.0;
+                        w.idle = if idle && !cell.down && w.carried {
+                            w.idle.saturating_add(1)
+                        } else {
+                            0
+                        };
+                        w.carried |= users > 0;
+                    }
+                    None if conclusive && w.reported && !cell.down => {
+                        w.missing = w.missing.saturating_add(1);
+                    }
+                    None => {}
+                }
+                let now = if w.missing >= HARD_PERIODS {
+                    Some(Kind::Hard)
+                } else if w.idle >= SLEEPING_PERIODS {
+                    Some(Kind::Sleeping)
+                } else if w.state == Some(Kind::Hard) && !input.prb_pct.contains_key(&c) {
+                    // Still silent, but the period says nothing (most cells silent): hold.
+                    w.state
+                } else {
+                    None
+                };
+                if now != w.state {
+                    match now {
+                        Some(k) => {
+                            tracing::info!(
+                                cell = view.id(c),
+                                kind = k.name(),
+                                "cell outage detected"
+                            );
+                            metrics::counter!("sonraft_son_outages_detected_total", "kind" => k.name())
+                                .increment(1);
+                        }
+                        None => tracing::info!(
+                            cell = view.id(c),
+                            kind = w.state.map_or("", Kind::name),
+                            "cell outage over"
+                        ),
+                    }
+                }
+                w.state = now;
+            }
+            match w.state {
+                Some(Kind::Hard) => hard += 1,
+                Some(Kind::Sleeping) => sleeping += 1,
+                None => {}
+            }
+            if w.state.is_some() {
+                out.insert(c);
+            }
+            next.insert(key, w);
+        }
+        if !self.frozen {
+            self.cells = next;
+            metrics::gauge!("sonraft_son_cells_in_outage", "kind" => "hard").set(f64::from(hard));
+            metrics::gauge!("sonraft_son_cells_in_outage", "kind" => "sleeping")
+                .set(f64::from(sleeping));
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::{cell, image, view};
+    use super::*;
+
+    fn input(v: &RadioView, reports: &[(&str, f64, u64)]) -> PeriodInput {
+        let mut i = PeriodInput::default();
+        for (c, prb, users) in reports {
+            i.prb_pct.insert(v.index[*c], *prb);
+            i.conn.insert(v.index[*c], *users);
+        }
+        i
+    }
+
+    fn img() -> sonraft_raft::model::image::NetworkImage {
+        image(
+            vec![
+                cell("A1", 1, 100),
+                cell("A2", 2, 100),
+                cell("A3", 3, 100),
+                cell("Z1", 4, 100),
+            ],
+            vec![],
+        )
+    }
+
+    #[test]
+    fn a_cell_missing_two_periods_is_a_hard_outage_until_it_reports() {
+        let v = view(&img());
+        let mut o = Outages::default();
+        let all = input(&v, &[("A1", 40.0, 100), ("A2", 30.0, 90), ("A3", 20.0, 50)]);
+        let without_a1 = input(&v, &[("A2", 30.0, 90), ("A3", 20.0, 50)]);
+        assert!(o.update(&v, &all).is_empty());
+        assert!(
+            o.update(&v, &without_a1).is_empty(),
+            "one period is not enough"
+        );
+        assert_eq!(o.update(&v, &without_a1), HashSet::from([v.index["A1"]]));
+        // A frozen copy answers the same without counting the period again.
+        assert_eq!(o.frozen().update(&v, &without_a1).len(), 1);
+        assert!(o.update(&v, &all).is_empty(), "back at its first report");
+    }
+
+    #[test]
+    fn when_most_cells_are_silent_nothing_is_concluded() {
+        let v = view(&img());
+        let mut o = Outages::default();
+        let all = input(&v, &[("A1", 40.0, 100), ("A2", 30.0, 90), ("A3", 20.0, 50)]);
+        let one = input(&v, &[("A3", 20.0, 50)]);
+        o.update(&v, &all);
+        for _ in 0..5 {
+            assert!(o.update(&v, &one).is_empty());
+        }
+        // A cell never heard of is not missing either.
+        let mut fresh = Outages::default();
+        let two = input(&v, &[("A2", 30.0, 90), ("A3", 20.0, 50)]);
+        for _ in 0..5 {
+            assert!(fresh.update(&v, &two).is_empty());
+        }
+    }
+
+    #[test]
+    fn a_cell_that_carried_users_and_now_serves_nobody_is_sleeping() {
+        let v = view(&img());
+        let mut o = Outages::default();
+        let busy = input(&v, &[("A1", 40.0, 100), ("A2", 30.0, 90), ("A3", 20.0, 50)]);
+        let asleep = input(&v, &[("A1", 0.0, 0), ("A2", 30.0, 90), ("A3", 20.0, 50)]);
+        o.update(&v, &busy);
+        assert!(o.update(&v, &asleep).is_empty());
+        assert_eq!(o.update(&v, &asleep), HashSet::from([v.index["A1"]]));
+        assert!(o.update(&v, &busy).is_empty());
+        // A cell that never carried anyone (a new, unused cell) is not sleeping.
+        let mut fresh = Outages::default();
+        for _ in 0..5 {
+            assert!(fresh.update(&v, &asleep).is_empty());
+        }
+    }
+}
