@@ -15,7 +15,8 @@
 //! 3. PCI writes inside and outside the window;
 //! 4. direction reversals per cell or relation and parameter group at steady state, the most
 //!    in any `--reversal-window` consecutive periods;
-//! 5. the too-early handover ratio at steady state on the cells where mobility robustness acted.
+//! 5. the too-early handover ratio at steady state on the cells where mobility robustness acted;
+//! 6. cell outages detected (none is planted, so each is a false alarm).
 //!
 //! It prints a table and one JSON line; it asserts nothing.
 
@@ -164,6 +165,25 @@ async fn skipped(client: &ApiClient, apis: &[String]) -> BTreeMap<String, u64> {
         }
     }
     out
+}
+
+/// Cell outages the nodes detected (`sonraft_son_outages_detected_total`), summed over `apis`:
+/// with no fault planted, every one is a false alarm.
+async fn outage_alarms(client: &ApiClient, apis: &[String]) -> u64 {
+    let mut n = 0;
+    for api in apis {
+        let Ok(r) = client.get(api, "/metrics").await else {
+            continue;
+        };
+        for line in String::from_utf8_lossy(&r.body).lines() {
+            if let Some(rest) = line.strip_prefix("sonraft_son_outages_detected_total{")
+                && let Some((_, value)) = rest.split_once("} ")
+            {
+                n += value.trim().parse::<f64>().unwrap_or(0.0) as u64;
+            }
+        }
+    }
+    n
 }
 
 /// The whole history, oldest first.
@@ -420,6 +440,7 @@ async fn measure(args: &SonArgs, binary: &Path, root: &Path, command: &str) -> a
 
     let records = history(&client, &api).await?;
     let skipped = skipped(&client, &cluster.apis()).await;
+    let alarms = outage_alarms(&client, &cluster.apis()).await;
     let trials: v1::Trials = {
         let r = client.get(&api, "/son/trials?limit=100000").await?;
         r.parse()
@@ -628,6 +649,7 @@ async fn measure(args: &SonArgs, binary: &Path, root: &Path, command: &str) -> a
         "applied": applied,
         "refused": refused,
         "skipped_by_controls": skipped,
+        "outage_false_alarms": alarms,
         "trials": trial_states,
         "son_applied": son_applied,
         "undone": undone_total,
@@ -690,7 +712,7 @@ async fn measure(args: &SonArgs, binary: &Path, root: &Path, command: &str) -> a
     let mark = |ok: bool| if ok { "ok" } else { "MISSED" };
     println!("{:<58} {:>12}  target", "figure", "value");
     let early_pct = pct(early_sum, att_sum);
-    let rows: [(String, String, &str, bool); 9] = [
+    let rows: [(String, String, &str, bool); 10] = [
         (
             "SON change sets undone (fallback)".into(),
             format!("{undone_pct} %"),
@@ -750,6 +772,12 @@ async fn measure(args: &SonArgs, binary: &Path, root: &Path, command: &str) -> a
             early_over.len().to_string(),
             "0",
             early_over.is_empty(),
+        ),
+        (
+            "cell outages detected (none planted: false alarms)".into(),
+            alarms.to_string(),
+            "0",
+            alarms == 0,
         ),
     ];
     for (name, value, target, ok) in rows {
