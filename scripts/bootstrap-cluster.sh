@@ -12,7 +12,10 @@
 #                                           for one node per host
 #
 # Environment: SONRAFT_RUN_DIR (default ./run), SONRAFT_BIN (default: release build of this
-# checkout), SONRAFT_DEMO_CELLS (default 300), SONRAFT_SIM_PERIOD_MS (default 2000).
+# checkout), SONRAFT_DEMO_CELLS (default 300), SONRAFT_SIM_PERIOD_MS (default 2000),
+# SONRAFT_SIM_DAY_SECONDS (default 0: demand stays at the busy hour; e.g. 600 runs a daily
+# profile, one simulated day in ten minutes, and energy saving puts capacity cells to sleep at
+# night).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -22,6 +25,7 @@ RUN_DIR=$(cd "$RUN_DIR" && pwd)
 BIN=${SONRAFT_BIN:-$ROOT/target/release/sonraft}
 CELLS=${SONRAFT_DEMO_CELLS:-300}
 PERIOD_MS=${SONRAFT_SIM_PERIOD_MS:-2000}
+DAY_SECONDS=${SONRAFT_SIM_DAY_SECONDS:-0}
 SITES=(site-a site-b site-c)
 
 log() { printf '%s %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
@@ -77,8 +81,8 @@ start_sim() {
             listen=$(sed -n 's/.*"antennas":\["\([^"]*\)".*/\1/p' "$dir/addresses.json")
         fi
         rm -f "$dir/addresses.json"
-        log "antenna simulator: starting $CELLS cells, counters every $PERIOD_MS ms"
-        nohup "$BIN" sim run --cells "$CELLS" --period-ms "$PERIOD_MS" --listen "$listen" \
+        log "antenna simulator: starting $CELLS cells, counters every $PERIOD_MS ms, a day every ${DAY_SECONDS} s (0: always the busy hour)"
+        nohup "$BIN" sim run --cells "$CELLS" --period-ms "$PERIOD_MS" --day-seconds "$DAY_SECONDS" --listen "$listen" \
             --status-addr 127.0.0.1:0 --addresses-file "$dir/addresses.json" >> "$dir/sim.log" 2>&1 &
         echo $! > "$dir/sim.pid"
         for _ in $(seq 1 200); do [[ -f "$dir/addresses.json" ]] && break; sleep 0.05; done
@@ -192,10 +196,11 @@ Use it:
   sonraft ctl status
   sonraft ctl cells --site S00001
   sonraft ctl propose --set cell/S00001-1:electrical_tilt=45 --reason "tilt down"
-  sonraft ctl history              # the SON functions at work: PCI, load balancing, robustness, ANR
+  sonraft ctl history              # the SON functions at work: PCI, load balancing, robustness, ANR, energy saving
   curl -s -H "Authorization: Bearer \$SONRAFT_TOKEN" \$(echo \$SONRAFT_NODES | cut -d' ' -f1)/antennas?limit=3
   curl -s \$(echo \$SONRAFT_NODES | cut -d' ' -f1)/metrics | grep -E 'sonraft_(son|antenna)'
   curl -s http://$SIM_STATUS/state | head -c 600
+  curl -s -X POST http://$SIM_STATUS/fault -d '{"cell": "S00000-1", "fault": "outage"}'   # or sleeping, hole, hotspot, clear
 Stop it:
   scripts/bootstrap-cluster.sh stop
 TXT
