@@ -15,7 +15,8 @@
 # checkout), SONRAFT_DEMO_CELLS (default 300), SONRAFT_SIM_PERIOD_MS (default 2000),
 # SONRAFT_SIM_DAY_SECONDS (default 0: demand stays at the busy hour; e.g. 600 runs a daily
 # profile, one simulated day in ten minutes, and energy saving puts capacity cells to sleep at
-# night).
+# night; the day then also has one planted outage, at a third of it, for 30 periods, unless
+# SONRAFT_SIM_PLANT says otherwise: KIND:CELL@PERIOD[-CLEAR][,...], or "none").
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -26,6 +27,13 @@ BIN=${SONRAFT_BIN:-$ROOT/target/release/sonraft}
 CELLS=${SONRAFT_DEMO_CELLS:-300}
 PERIOD_MS=${SONRAFT_SIM_PERIOD_MS:-2000}
 DAY_SECONDS=${SONRAFT_SIM_DAY_SECONDS:-0}
+if (( DAY_SECONDS > 0 )); then
+    third=$(( DAY_SECONDS * 1000 / PERIOD_MS / 3 ))
+    PLANT=${SONRAFT_SIM_PLANT:-outage:S00002-2@$third-$(( third + 30 ))}
+else
+    PLANT=${SONRAFT_SIM_PLANT:-}
+fi
+[[ "$PLANT" == none ]] && PLANT=""
 SITES=(site-a site-b site-c)
 
 log() { printf '%s %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
@@ -82,7 +90,13 @@ start_sim() {
         fi
         rm -f "$dir/addresses.json"
         log "antenna simulator: starting $CELLS cells, counters every $PERIOD_MS ms, a day every ${DAY_SECONDS} s (0: always the busy hour)"
-        nohup "$BIN" sim run --cells "$CELLS" --period-ms "$PERIOD_MS" --day-seconds "$DAY_SECONDS" --listen "$listen" \
+        local plant=()
+        if [[ -n "$PLANT" ]]; then
+            local p
+            for p in ${PLANT//,/ }; do plant+=(--plant "$p"); done
+            log "antenna simulator: planting $PLANT (KIND:CELL@PERIOD-CLEAR)"
+        fi
+        nohup "$BIN" sim run --cells "$CELLS" --period-ms "$PERIOD_MS" --day-seconds "$DAY_SECONDS" "${plant[@]}" --listen "$listen" \
             --status-addr 127.0.0.1:0 --addresses-file "$dir/addresses.json" >> "$dir/sim.log" 2>&1 &
         echo $! > "$dir/sim.pid"
         for _ in $(seq 1 200); do [[ -f "$dir/addresses.json" ]] && break; sleep 0.05; done

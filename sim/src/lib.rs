@@ -91,6 +91,10 @@ pub struct RunArgs {
     /// Simulated hour of day at the first period (with --day-seconds).
     #[arg(long, default_value_t = 12.0)]
     pub start_hour: f32,
+    /// Faults to plant at a period, and clear at a later one: KIND:CELL@PERIOD[-CLEAR],
+    /// e.g. `outage:S00012-2@120-180` (KIND: outage, sleeping, hole, hotspot); repeatable.
+    #[arg(long, value_name = "KIND:CELL@PERIOD[-CLEAR]")]
+    pub plant: Vec<server::Scheduled>,
     /// Also write each period as TS 32.435 measurement files, one per region:
     /// `DIR/<region>/A<date>.<begin>-<end>_<region>.xml` (what `sonraft node --pm-dir` reads).
     #[arg(long)]
@@ -212,6 +216,8 @@ async fn run_sim(args: RunArgs) -> anyhow::Result<()> {
             start_hour: args.start_hour,
         },
     );
+    sim.set_schedule(args.plant.clone())
+        .map_err(|e| anyhow::anyhow!(e))?;
     if let Some(dir) = &args.pm_dir {
         let writer = pm::PmWriter::start(dir.clone(), args.pm_keep, &sim.topo)
             .with_context(|| format!("cannot write PM files into {}", dir.display()))?;

@@ -119,6 +119,53 @@ impl FaultKind {
     }
 }
 
+/// A fault planted at a period (and cleared at another), from `sim run --plant`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scheduled {
+    pub kind: FaultKind,
+    pub cell: String,
+    pub at_period: u64,
+    pub clear_period: Option<u64>,
+}
+
+impl std::str::FromStr for Scheduled {
+    type Err = String;
+
+    /// `KIND:CELL@PERIOD[-CLEAR_PERIOD]`, e.g. `outage:S00012-2@120-180`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        let usage = || {
+            format!("{s:?}: expected KIND:CELL@PERIOD[-CLEAR_PERIOD], e.g. outage:S00012-2@120-180")
+        };
+        let (kind, rest) = s.split_once(':').ok_or_else(usage)?;
+        let kind = FaultKind::parse(kind).ok_or_else(|| {
+            format!("{s:?}: unknown fault {kind:?} (outage, sleeping, hole or hotspot)")
+        })?;
+        let (cell, when) = rest.rsplit_once('@').ok_or_else(usage)?;
+        let (at, clear) = match when.split_once('-') {
+            Some((a, c)) => (a, Some(c)),
+            None => (when, None),
+        };
+        let at_period: u64 = at.parse().map_err(|_| usage())?;
+        let clear_period = clear
+            .map(|c| c.parse::<u64>().map_err(|_| usage()))
+            .transpose()?;
+        if clear_period.is_some_and(|c| c <= at_period) {
+            return Err(format!(
+                "{s:?}: the clearing period must come after the planting one"
+            ));
+        }
+        if cell.is_empty() {
+            return Err(usage());
+        }
+        Ok(Scheduled {
+            kind,
+            cell: cell.to_string(),
+            at_period,
+            clear_period,
+        })
+    }
+}
+
 /// How the simulator runs, besides the layout.
 #[derive(Debug, Clone, Copy)]
 pub struct SimOptions {
@@ -131,6 +178,9 @@ pub struct SimOptions {
     /// Simulated hour of the first period.
     pub start_hour: f32,
 }
+
+/// Faults to plant while running, by period.
+pub type Schedule = Vec<Scheduled>;
 
 /// One period's pre-encoded report frames, one per cell.
 #[derive(Default)]
@@ -154,6 +204,8 @@ pub struct Sim {
     start_hour: f32,
     /// Per cell: in hard outage (its sessions close, new ones are refused).
     out: Vec<std::sync::atomic::AtomicBool>,
+    /// Faults to plant (and clear) at given periods.
+    schedule: Mutex<Schedule>,
     pub connections: AtomicU64,
     pub frames_sent: AtomicU64,
     pub bad_frames: AtomicU64,
@@ -198,6 +250,7 @@ impl Sim {
             out: (0..topo.cells.len())
                 .map(|_| std::sync::atomic::AtomicBool::new(false))
                 .collect(),
+            schedule: Mutex::new(Vec::new()),
             state: Mutex::new(Mutable {
                 grid,
                 planted: Vec::new(),
@@ -262,7 +315,35 @@ impl Sim {
     }
 
     /// Runs one period and publishes its report frames.
+    /// Sets the faults to plant by period; refuses a cell the network does not have.
+    pub fn set_schedule(&self, schedule: Schedule) -> Result<(), String> {
+        if let Some(bad) = schedule.iter().find(|f| !self.index.contains_key(&f.cell)) {
+            return Err(format!("--plant: no cell {}", bad.cell));
+        }
+        *lock(&self.schedule) = schedule;
+        Ok(())
+    }
+
+    /// Plants and clears the scheduled faults due at `period`.
+    fn run_schedule(&self, period: u64) {
+        let due: Vec<(String, Option<FaultKind>)> = lock(&self.schedule)
+            .iter()
+            .flat_map(|f| {
+                let plant = (f.at_period == period).then(|| (f.cell.clone(), Some(f.kind)));
+                let clear = (f.clear_period == Some(period)).then(|| (f.cell.clone(), None));
+                plant.into_iter().chain(clear)
+            })
+            .collect();
+        for (cell, kind) in due {
+            if let Err(e) = self.plant(&cell, kind) {
+                tracing::warn!(%cell, error = %e, "scheduled fault not planted");
+            }
+        }
+    }
+
     fn tick(&self) {
+        let period = lock(&self.state).period;
+        self.run_schedule(period);
         let end = now_ms();
         let (frames, number) = {
             let mut s = lock(&self.state);
@@ -818,4 +899,36 @@ fn fault_request(sim: &Sim, body: &[u8]) -> (axum::http::StatusCode, axum::Json<
 /// Addresses the simulator listens on.
 pub fn addresses_json(antennas: &[SocketAddr], status: Option<SocketAddr>) -> Value {
     json!({"antennas": antennas.iter().map(ToString::to_string).collect::<Vec<_>>(), "status": status.map(|s| s.to_string()), "pid": std::process::id()})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn planted_faults_parse_with_clear_errors() {
+        let f: Scheduled = "outage:S00012-2@120-180".parse().unwrap();
+        assert_eq!(
+            f,
+            Scheduled {
+                kind: FaultKind::Outage,
+                cell: "S00012-2".into(),
+                at_period: 120,
+                clear_period: Some(180),
+            }
+        );
+        let f: Scheduled = "sleeping:S00001-1@5".parse().unwrap();
+        assert_eq!((f.kind, f.clear_period), (FaultKind::Sleeping, None));
+        for bad in [
+            "outage",
+            "fire:S1@2",
+            "outage:S1@x",
+            "outage:S1@9-3",
+            "outage:@3",
+            "",
+        ] {
+            let e = bad.parse::<Scheduled>().unwrap_err();
+            assert!(e.contains(&format!("{bad:?}")), "{e}");
+        }
+    }
 }
