@@ -196,6 +196,7 @@ fn bench(args: &BenchArgs) {
 async fn run_sim(args: RunArgs) -> anyhow::Result<()> {
     use anyhow::Context;
     let _ = tracing_subscriber::fmt()
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .try_init();
     sonraft_protocol::net::raise_fd_limit();
