@@ -1,6 +1,9 @@
 //! `sonraft ctl`: the admin API from a terminal. Human output by default, `--json` for
 //! scripts. Node addresses come from `--nodes` or `SONRAFT_NODES` (space- or comma-separated
 //! API URLs; the first that answers is used), the token from `--token` or `SONRAFT_TOKEN`.
+//! Its output never panics on a reader that went away ([`output`]).
+
+pub(crate) mod output;
 
 use std::time::Duration;
 
@@ -12,6 +15,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use sonraft_client::{ApiClient, ApiResponse, v1, with_query};
 
+use self::output::outln;
 use crate::upgrade;
 
 #[derive(Args, Debug)]
@@ -249,7 +253,7 @@ impl Ctl {
     /// The node's JSON with `--json`, else `human`'s rendering of it.
     fn show<T>(&self, answer: &Answer<T>, human: impl FnOnce(&T)) {
         if self.json {
-            println!("{}", String::from_utf8_lossy(&answer.raw));
+            outln!("{}", String::from_utf8_lossy(&answer.raw));
         } else {
             human(&answer.body);
         }
@@ -258,7 +262,7 @@ impl Ctl {
     /// `v` with `--json` (what ctl itself reports), else `human`.
     fn print(&self, v: &Value, human: impl FnOnce()) {
         if self.json {
-            println!("{v}");
+            outln!("{v}");
         } else {
             human();
         }
@@ -276,20 +280,20 @@ async fn decide(ctl: &Ctl, id: u64, note: String, verb: &str) -> anyhow::Result<
         )
         .await?;
     if ctl.json {
-        println!("{}", String::from_utf8_lossy(&r.body));
+        outln!("{}", String::from_utf8_lossy(&r.body));
     } else {
         match r.parse::<v1::DecisionAnswer>().map(|a| a.outcome) {
             Ok(v1::Outcome::Applied { index, .. }) => {
-                println!("proposal {id} applied at index {}", opt(index))
+                outln!("proposal {id} applied at index {}", opt(index))
             }
-            Ok(v1::Outcome::Rejected { reason }) => println!("proposal {id} rejected: {reason}"),
-            Ok(v1::Outcome::Conflict { current }) => println!(
+            Ok(v1::Outcome::Rejected { reason }) => outln!("proposal {id} rejected: {reason}"),
+            Ok(v1::Outcome::Conflict { current }) => outln!(
                 "proposal {id} not applied: the network changed under it (current versions {})",
                 json!(current)
             ),
-            Ok(v1::Outcome::Invalid { reason }) => println!("proposal {id}: {reason}"),
+            Ok(v1::Outcome::Invalid { reason }) => outln!("proposal {id}: {reason}"),
             Ok(v1::Outcome::Pending { .. }) | Err(_) => {
-                println!("{} {}", r.status, String::from_utf8_lossy(&r.body))
+                outln!("{} {}", r.status, String::from_utf8_lossy(&r.body))
             }
         }
     }
@@ -360,14 +364,20 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
                 }
             }
             ctl.print(&json!(raw), || {
-                println!(
+                outln!(
                     "{:<4} {:<10} {:<10} {:>5} {:>7} {:>10} {:>10}  api",
-                    "id", "site", "role", "term", "leader", "last_log", "applied"
+                    "id",
+                    "site",
+                    "role",
+                    "term",
+                    "leader",
+                    "last_log",
+                    "applied"
                 );
                 for r in &rows {
                     match r {
-                        Err((node, e)) => println!("{:<4} {node}  ({e})", "?"),
-                        Ok(st) => println!(
+                        Err((node, e)) => outln!("{:<4} {node}  ({e})", "?"),
+                        Ok(st) => outln!(
                             "{:<4} {:<10} {:<10} {:>5} {:>7} {:>10} {:>10}  {}",
                             st.id,
                             st.site,
@@ -385,12 +395,14 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
         CtlCommand::Members => {
             let v = ctl.ok::<v1::Status>(Method::GET, "/status", None).await?;
             ctl.show(&v, |st| {
-                println!("voters:   {}", json!(st.voters));
-                println!("learners: {}", json!(st.learners));
+                outln!("voters:   {}", json!(st.voters));
+                outln!("learners: {}", json!(st.learners));
                 for (id, n) in &st.nodes {
-                    println!(
+                    outln!(
                         "  {id:<4} {:<10} raft {:<22} api {}",
-                        n.site, n.raft_addr, n.api_addr
+                        n.site,
+                        n.raft_addr,
+                        n.api_addr
                     );
                 }
             });
@@ -412,7 +424,7 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
             let v = ctl
                 .ok::<v1::Initialized>(Method::POST, "/cluster/init", Some(json_body(&init)?))
                 .await?;
-            ctl.show(&v, |v| println!("initialised; voters {}", json!(v.voters)));
+            ctl.show(&v, |v| outln!("initialised; voters {}", json!(v.voters)));
         }
         CtlCommand::Join {
             addr,
@@ -459,9 +471,9 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
             }
             let out = String::from_utf8_lossy(&out);
             if ctl.json {
-                println!("{out}");
+                outln!("{out}");
             } else {
-                println!("joined: {out}");
+                outln!("joined: {out}");
             }
         }
         CtlCommand::Remove { id, force } => {
@@ -469,7 +481,7 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
             let v = ctl
                 .ok::<v1::NodeRemoved>(Method::DELETE, &path, None)
                 .await?;
-            ctl.show(&v, |v| println!("removed node {}", v.removed));
+            ctl.show(&v, |v| outln!("removed node {}", v.removed));
         }
         CtlCommand::Leader {
             away_from: Some(from),
@@ -485,7 +497,7 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
             .await?;
             let took_ms = started.elapsed().as_millis() as u64;
             let v = json!({"leader_id": leader, "moved": leader != from, "took_ms": took_ms});
-            ctl.print(&v, || println!("node {leader} leads ({took_ms} ms)"));
+            ctl.print(&v, || outln!("node {leader} leads ({took_ms} ms)"));
         }
         CtlCommand::Leader { id, .. } => {
             let id = id.context("give a node ID or --away-from ID")?;
@@ -497,7 +509,7 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
                 )
                 .await?;
             ctl.show(&v, |v| {
-                println!("node {} leads (hand-over took {} ms)", v.leader, v.took_ms)
+                outln!("node {} leads (hand-over took {} ms)", v.leader, v.took_ms)
             });
         }
         CtlCommand::Health {
@@ -518,7 +530,7 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
                     .await?;
             let v = json!({"id": id, "took_ms": took.as_millis() as u64});
             ctl.print(&v, || {
-                println!("node {id} caught up ({} ms)", took.as_millis())
+                outln!("node {id} caught up ({} ms)", took.as_millis())
             });
         }
         CtlCommand::Cells { site, consistency } => {
@@ -529,12 +541,20 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
             let path = format!("/image/cells{}", query_string(&query));
             let v = ctl.ok::<Vec<v1::Cell>>(Method::GET, &path, None).await?;
             ctl.show(&v, |cells| {
-                println!(
+                outln!(
                     "{:<12} {:<8} {:<4} {:>5} {:>7} {:>5} {:>5} {:>5} {:>5}  version",
-                    "cell", "site", "rat", "pci", "arfcn", "tilt", "hyst", "ttt", "pwr"
+                    "cell",
+                    "site",
+                    "rat",
+                    "pci",
+                    "arfcn",
+                    "tilt",
+                    "hyst",
+                    "ttt",
+                    "pwr"
                 );
                 for c in cells {
-                    println!(
+                    outln!(
                         "{:<12} {:<8} {:<4} {:>5} {:>7} {:>5} {:>5} {:>5} {:>5}  {}",
                         c.id,
                         c.site,
@@ -559,7 +579,7 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
                 )
                 .await?;
             ctl.show(&v, |v| {
-                println!("{}", serde_json::to_string_pretty(v).unwrap_or_default())
+                outln!("{}", serde_json::to_string_pretty(v).unwrap_or_default())
             });
         }
         CtlCommand::Propose {
@@ -583,23 +603,21 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
             let path = with_query("/image/changesets", &v1::ProposeQuery { dry_run });
             let r = ctl.call(Method::POST, &path, Some(body)).await?;
             if ctl.json {
-                println!("{}", String::from_utf8_lossy(&r.body));
+                outln!("{}", String::from_utf8_lossy(&r.body));
             } else {
                 match r.parse::<v1::ChangeSetAnswer>().map(|a| a.outcome) {
                     Ok(v1::Outcome::Applied { index, versions }) => {
-                        println!("applied at index {}: {}", opt(index), json!(versions))
+                        outln!("applied at index {}: {}", opt(index), json!(versions))
                     }
                     Ok(v1::Outcome::Conflict { current }) => {
-                        println!("conflict: current versions {}", json!(current))
+                        outln!("conflict: current versions {}", json!(current))
                     }
-                    Ok(v1::Outcome::Rejected { reason }) => println!("rejected: {reason}"),
-                    Ok(v1::Outcome::Invalid { reason }) => println!("invalid: {reason}"),
+                    Ok(v1::Outcome::Rejected { reason }) => outln!("rejected: {reason}"),
+                    Ok(v1::Outcome::Invalid { reason }) => outln!("invalid: {reason}"),
                     Ok(v1::Outcome::Pending { id }) => {
-                        println!(
-                            "pending as proposal {id}: it applies once an operator approves it"
-                        )
+                        outln!("pending as proposal {id}: it applies once an operator approves it")
                     }
-                    Err(_) => println!("{} {}", r.status, String::from_utf8_lossy(&r.body)),
+                    Err(_) => outln!("{} {}", r.status, String::from_utf8_lossy(&r.body)),
                 }
             }
             if !r.status.is_success() {
@@ -614,7 +632,7 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
                 .await?;
             ctl.show(&v, |list| {
                 if list.is_empty() {
-                    println!("no proposal is waiting for an operator");
+                    outln!("no proposal is waiting for an operator");
                 }
                 for p in list {
                     let writes: Vec<String> = p
@@ -622,7 +640,7 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
                         .iter()
                         .map(|w| format!("{} {}={}", w.entity, w.param, json!(w.value)))
                         .collect();
-                    println!(
+                    outln!(
                         "{:>8} {:<20} {}  [{}]  expires at {}",
                         p.id,
                         p.origin.function,
@@ -645,7 +663,7 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
                         .iter()
                         .map(|w| format!("{} {} {}->{}", w.entity, w.param, w.before, w.after))
                         .collect();
-                    println!(
+                    outln!(
                         "{:>8} {:<20} {:<10} {}{}",
                         t.index,
                         t.function,
@@ -657,14 +675,16 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
                             .unwrap_or_default()
                     );
                 };
-                println!("under verification: {}", t.open.len());
+                outln!("under verification: {}", t.open.len());
                 t.open.iter().for_each(line);
-                println!("verified (newest first):");
+                outln!("verified (newest first):");
                 t.closed.iter().for_each(line);
                 for h in &t.holds {
-                    println!(
+                    outln!(
                         "hold: {} leaves {} alone until {}",
-                        h.function, h.cell, h.until_ms
+                        h.function,
+                        h.cell,
+                        h.until_ms
                     );
                 }
             });
@@ -686,7 +706,7 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
                         .iter()
                         .map(|w| format!("{} {}={}", w.entity, w.param, json!(w.value)))
                         .collect();
-                    println!(
+                    outln!(
                         "{:>8} {:<20} {:<9} {}  [{}]",
                         h.index,
                         h.origin.function,
@@ -699,7 +719,7 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
                 if page.len() == limit
                     && let Some(last) = page.last()
                 {
-                    println!(
+                    outln!(
                         "more: sonraft ctl history --limit {limit} --before {}",
                         last.cursor
                     );
@@ -728,7 +748,7 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
             }
             std::fs::write(&file, &r.body)
                 .with_context(|| format!("cannot write {}", file.display()))?;
-            println!(
+            outln!(
                 "backup of {} bytes written to {}",
                 r.body.len(),
                 file.display()
@@ -774,7 +794,7 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
                     v1::ImportAnswer::Imported(i) => json!(i.imported),
                     v1::ImportAnswer::DryRun(_) => Value::Null,
                 };
-                println!(
+                outln!(
                     "restored the image of index {} ({counts})",
                     meta.last_log_id.map_or(0, |l| l.index),
                 )
@@ -918,14 +938,14 @@ fn print_import(v: &v1::ImportAnswer) {
     match v {
         v1::ImportAnswer::DryRun(dry) => {
             let Some(d) = dry.would_change.as_ref().filter(|_| dry.valid) else {
-                println!(
+                outln!(
                     "the import would be refused: {}",
                     dry.reason.as_deref().unwrap_or("?")
                 );
                 return;
             };
-            println!("dry run, nothing applied. It would change {}", kinds(d));
-            println!(
+            outln!("dry run, nothing applied. It would change {}", kinds(d));
+            outln!(
                 "{} parameter values would be replaced{}:",
                 d.changed_params,
                 if d.policy_changed {
@@ -936,7 +956,7 @@ fn print_import(v: &v1::ImportAnswer) {
             );
             let listed = d.changes.as_deref().unwrap_or_default();
             for c in listed {
-                println!(
+                outln!(
                     "  {} {}: {} -> {}",
                     c.entity,
                     c.param,
@@ -946,14 +966,14 @@ fn print_import(v: &v1::ImportAnswer) {
             }
             let listed = d.changes_listed.unwrap_or(listed.len() as u64);
             if d.changed_params > listed {
-                println!("  ... and {} more", d.changed_params - listed);
+                outln!("  ... and {} more", d.changed_params - listed);
             }
         }
         v1::ImportAnswer::Imported(i) => match &i.changed {
-            None => println!("imported {} at index {}", json!(i.imported), i.index),
+            None => outln!("imported {} at index {}", json!(i.imported), i.index),
             Some(c) => {
-                println!("imported at index {}: {}", i.index, kinds(c));
-                println!(
+                outln!("imported at index {}: {}", i.index, kinds(c));
+                outln!(
                     "{} parameter values replaced (listed in `sonraft ctl history`)",
                     c.changed_params
                 );
@@ -982,7 +1002,7 @@ async fn show_or_set(ctl: &Ctl, path: &str, set: Option<std::path::PathBuf>) -> 
         None => ctl.ok::<Value>(hyper::Method::GET, path, None).await?,
     };
     ctl.show(&answer, |p| {
-        println!("{}", serde_json::to_string_pretty(p).unwrap_or_default())
+        outln!("{}", serde_json::to_string_pretty(p).unwrap_or_default())
     });
     Ok(())
 }

@@ -9,6 +9,8 @@ use anyhow::{Context, bail};
 use serde_json::{Value, json};
 use sonraft_client::{ApiClient, base_url, v1, with_query};
 
+use crate::ctl::output::outln;
+
 /// One member as seen through its own API.
 #[derive(Debug, Clone)]
 pub struct MemberView {
@@ -247,15 +249,19 @@ fn judge_health(
         .collect();
     if json_out {
         raw["healthy"] = json!(problems.is_empty());
-        println!("{raw}");
+        outln!("{raw}");
     } else {
-        println!(
+        outln!(
             "{:<6} {:<10} {:<8} {:<8} {:>8}  release",
-            "id", "site", "role", "answers", "lag"
+            "id",
+            "site",
+            "role",
+            "answers",
+            "lag"
         );
         for m in &h.members {
             let leads = h.leader == Some(m.id);
-            println!(
+            outln!(
                 "{:<6} {:<10} {:<8} {:<8} {:>8}  {}",
                 format!("{}{}", m.id, if leads { "*" } else { "" }),
                 m.site,
@@ -268,7 +274,7 @@ fn judge_health(
                 m.release.as_deref().unwrap_or("-"),
             );
         }
-        println!(
+        outln!(
             "leader {}, term {}; fault tolerance {} (voters that may fail with a quorum left)",
             json!(h.leader),
             h.term,
@@ -277,7 +283,7 @@ fn judge_health(
     }
     if problems.is_empty() {
         if !json_out {
-            println!("healthy");
+            outln!("healthy");
         }
         Ok(())
     } else {
@@ -301,7 +307,7 @@ async fn health_from_statuses(
             .values()
             .map(|m| json!({"id": m.id, "site": m.site, "api": m.api, "role": m.role(), "applied": m.applied(), "ready": m.not_ready.is_none(), "version": m.status.as_ref().ok().map(|s| s.version.clone())}))
             .collect();
-        println!(
+        outln!(
             "{}",
             json!({"healthy": problems.is_empty(), "leader": view.agreed_leader(), "members": members, "problems": problems})
         );
@@ -311,7 +317,7 @@ async fn health_from_statuses(
                 .status
                 .as_ref()
                 .map_or_else(|_| "-".into(), |s| s.version.clone());
-            println!(
+            outln!(
                 "{:<4} {:<10} {:<11} {:<8} applied {:>9}  {}",
                 m.id,
                 m.site,
@@ -326,7 +332,7 @@ async fn health_from_statuses(
     }
     if problems.is_empty() {
         if !json_out {
-            println!("healthy");
+            outln!("healthy");
         }
         Ok(())
     } else {
@@ -370,7 +376,7 @@ pub async fn node_info(client: &ApiClient, api: &str) -> anyhow::Result<()> {
             .chars()
             .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':'))
             .collect();
-        println!("{f}={word}");
+        outln!("{f}={word}");
     }
     Ok(())
 }
