@@ -1,13 +1,17 @@
 //! `sonraft ctl`: the admin API from a terminal. Human output by default, `--json` for
 //! scripts. Node addresses come from `--nodes` or `SONRAFT_NODES` (space- or comma-separated
 //! API URLs; the first that answers is used), the token from `--token` or `SONRAFT_TOKEN`.
-//! Its output never panics on a reader that went away ([`output`]).
+//!
+//! Scripts can trust two things: the exit status says which kind of failure it was
+//! ([`exit`]: 0 ok, 1 the cluster said no, 2 usage, 3 a change refused as given, 4 no node
+//! answered), and the output never panics on a reader that went away ([`output`]).
 
+pub(crate) mod exit;
 pub(crate) mod output;
 
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use bytes::Bytes;
 use clap::{Args, Subcommand};
 use serde::Serialize;
@@ -15,20 +19,28 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use sonraft_client::{ApiClient, ApiResponse, v1, with_query};
 
+use self::exit::{Exit, Failure};
 use self::output::outln;
 use crate::upgrade;
 
+/// Examples, before the exit statuses, after the flags in `sonraft ctl --help`.
+const EXAMPLES: &str = "\
+Examples:
+  export SONRAFT_NODES=\"http://10.0.1.5:8001 http://10.0.2.5:8001 http://10.0.3.5:8001\"
+  export SONRAFT_TOKEN=...
+  sonraft ctl status
+  sonraft ctl cells --site S00001 | head
+  sonraft ctl propose --set cell/S00001-1:electrical_tilt=45 --reason \"tilt down\"
+  sonraft ctl health || echo \"not healthy: exit $?\"";
+
 #[derive(Args, Debug)]
+#[command(after_help = format!("{EXAMPLES}\n\n{}", exit::TABLE))]
 pub struct CtlArgs {
-    /// API addresses of the cluster's nodes.
-    #[arg(
-        long,
-        env = "SONRAFT_NODES",
-        global = true,
-        default_value = "127.0.0.1:8001"
-    )]
-    nodes: String,
-    /// Operator token.
+    /// API addresses of the cluster's nodes, space- or comma-separated; the first that answers
+    /// is used. Required (here or in SONRAFT_NODES) by every command but node-info.
+    #[arg(long, env = "SONRAFT_NODES", global = true, value_name = "ADDRS")]
+    nodes: Option<String>,
+    /// Operator token (better in SONRAFT_TOKEN: a command line is visible to every user).
     #[arg(long, env = "SONRAFT_TOKEN", hide_env_values = true, global = true)]
     token: Option<String>,
     /// Print the API's JSON instead of tables.
@@ -207,14 +219,16 @@ fn json_body(body: &impl Serialize) -> anyhow::Result<Bytes> {
 }
 
 impl Ctl {
-    /// Sends to the first node that answers.
+    /// Sends to the first node that answers; when none does, a failure naming why each did not
+    /// (exit 4).
     async fn call(
         &self,
         method: hyper::Method,
         path: &str,
         body: Option<Bytes>,
     ) -> anyhow::Result<ApiResponse> {
-        let mut last = None;
+        let mut why = Vec::new();
+        let mut exit = Exit::Unreachable;
         for n in &self.nodes {
             let url = format!("{}{path}", sonraft_client::base_url(n));
             match self
@@ -223,17 +237,22 @@ impl Ctl {
                 .await
             {
                 Ok(r) => return Ok(r),
-                Err(e) => last = Some(e),
+                Err(e) => {
+                    if Exit::of_client_error(&e) == Exit::Usage {
+                        exit = Exit::Usage;
+                    }
+                    why.push(e.to_string());
+                }
             }
         }
-        match last {
-            Some(e) => Err(e.into()),
-            None => bail!("no node address given (--nodes or SONRAFT_NODES)"),
-        }
+        Err(Failure::of(
+            exit,
+            format!("no node answered: {}", why.join("; ")),
+        ))
     }
 
     /// Sends to the first node that answers and reads a successful answer as `T`; an error
-    /// answer is an error naming its status and body.
+    /// answer is a failure naming its status and body.
     async fn ok<T: DeserializeOwned>(
         &self,
         method: hyper::Method,
@@ -242,11 +261,14 @@ impl Ctl {
     ) -> anyhow::Result<Answer<T>> {
         let r = self.call(method, path, body).await?;
         if !r.status.is_success() {
-            bail!("{} {}", r.status, String::from_utf8_lossy(&r.body));
+            return Err(Failure::answer(r.status, &r.body));
         }
-        let body = r
-            .parse()
-            .with_context(|| format!("the answer to {path} is not understood"))?;
+        let body = r.parse().map_err(|e| {
+            Failure::of(
+                Exit::Refused,
+                format!("the answer to {path} is not understood: {e}"),
+            )
+        })?;
         Ok(Answer { raw: r.body, body })
     }
 
@@ -269,7 +291,8 @@ impl Ctl {
     }
 }
 
-/// `ctl approve` and `ctl reject`: exits 2 unless the node answered with success.
+/// `ctl approve` and `ctl reject`: exit 0 when the decision took effect (the proposal applied,
+/// or was rejected as asked), 3 when an approved proposal did not apply, else by the answer.
 async fn decide(ctl: &Ctl, id: u64, note: String, verb: &str) -> anyhow::Result<()> {
     let body = json_body(&v1::DecisionRequest { note })?;
     let r = ctl
@@ -279,28 +302,31 @@ async fn decide(ctl: &Ctl, id: u64, note: String, verb: &str) -> anyhow::Result<
             Some(body),
         )
         .await?;
+    let outcome = r.parse::<v1::DecisionAnswer>().map(|a| a.outcome).ok();
     if ctl.json {
         outln!("{}", String::from_utf8_lossy(&r.body));
     } else {
-        match r.parse::<v1::DecisionAnswer>().map(|a| a.outcome) {
-            Ok(v1::Outcome::Applied { index, .. }) => {
-                outln!("proposal {id} applied at index {}", opt(index))
+        match &outcome {
+            Some(v1::Outcome::Applied { index, .. }) => {
+                outln!("proposal {id} applied at index {}", opt(*index))
             }
-            Ok(v1::Outcome::Rejected { reason }) => outln!("proposal {id} rejected: {reason}"),
-            Ok(v1::Outcome::Conflict { current }) => outln!(
+            Some(v1::Outcome::Rejected { reason }) => outln!("proposal {id} rejected: {reason}"),
+            Some(v1::Outcome::Conflict { current }) => outln!(
                 "proposal {id} not applied: the network changed under it (current versions {})",
                 json!(current)
             ),
-            Ok(v1::Outcome::Invalid { reason }) => outln!("proposal {id}: {reason}"),
-            Ok(v1::Outcome::Pending { .. }) | Err(_) => {
-                outln!("{} {}", r.status, String::from_utf8_lossy(&r.body))
-            }
+            Some(v1::Outcome::Invalid { reason }) => outln!("proposal {id}: {reason}"),
+            Some(v1::Outcome::Pending { .. }) | None => {}
         }
     }
-    if !r.status.is_success() {
-        std::process::exit(2);
+    if r.status.is_success() {
+        Ok(())
+    } else if outcome.is_some() {
+        // The outcome above says why.
+        Err(Failure::quiet(Exit::of_status(r.status)))
+    } else {
+        Err(Failure::answer(r.status, &r.body))
     }
-    Ok(())
 }
 
 fn s(v: &Value) -> String {
@@ -324,14 +350,77 @@ fn rat(r: v1::Rat) -> &'static str {
     }
 }
 
-/// Runs one `ctl` command.
-pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
-    let nodes: Vec<String> = args
-        .nodes
+/// What `--nodes` or `SONRAFT_NODES` holds, split into addresses: none is a usage error, as a
+/// silent default address would send a script's commands to whatever listens there.
+fn node_list(nodes: Option<&str>) -> anyhow::Result<Vec<String>> {
+    let list: Vec<String> = nodes
+        .unwrap_or_default()
         .split([' ', ','])
         .filter(|n| !n.is_empty())
         .map(str::to_string)
         .collect();
+    if list.is_empty() {
+        return Err(Failure::usage(
+            "no node addresses: give --nodes ADDR[,ADDR...] or set SONRAFT_NODES \
+             (e.g. SONRAFT_NODES=\"http://127.0.0.1:8001 http://127.0.0.1:8002\")",
+        ));
+    }
+    Ok(list)
+}
+
+/// `entity param=value, ...` of a change set's writes.
+fn writes_text(writes: &[v1::WriteSpec]) -> String {
+    writes
+        .iter()
+        .map(|w| format!("{} {}={}", w.entity, w.param, json!(w.value)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// What became of a proposed change set.
+fn outcome_text(o: &v1::Outcome) -> String {
+    match o {
+        v1::Outcome::Applied { index, versions } => {
+            format!("applied at index {}: {}", opt(*index), json!(versions))
+        }
+        v1::Outcome::Conflict { current } => {
+            format!("conflict: current versions {}", json!(current))
+        }
+        v1::Outcome::Rejected { reason } => format!("rejected: {reason}"),
+        v1::Outcome::Invalid { reason } => format!("invalid: {reason}"),
+        v1::Outcome::Pending { id } => {
+            format!("pending as proposal {id}: it applies once an operator approves it")
+        }
+    }
+}
+
+/// What would become of a change set (`writes`, as [`writes_text`] shows them) proposed now:
+/// a dry run applies nothing, so it has no log index to show.
+fn dry_run_text(o: &v1::Outcome, writes: &str) -> String {
+    let what = if writes.is_empty() {
+        String::new()
+    } else {
+        format!(" {writes}")
+    };
+    match o {
+        v1::Outcome::Applied { versions, .. } => format!(
+            "dry run: would apply{what} (new versions {}); nothing was applied",
+            json!(versions)
+        ),
+        v1::Outcome::Pending { .. } => {
+            format!("dry run: would wait for an operator to approve{what}; nothing was proposed")
+        }
+        refused => format!("dry run: would be refused, {}", outcome_text(refused)),
+    }
+}
+
+/// Runs one `ctl` command. A failure carries its exit status ([`exit::classify`]).
+pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
+    let nodes = match args.command {
+        // The one command that names its node itself.
+        CtlCommand::NodeInfo { .. } => Vec::new(),
+        _ => node_list(args.nodes.as_deref())?,
+    };
     let ctl = Ctl {
         client: ApiClient::new(args.token, Duration::from_secs(args.timeout)),
         nodes,
@@ -343,13 +432,19 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
             // Each node's own JSON for `--json`; its status, or why there is none, for the table.
             let mut raw = Vec::new();
             let mut rows = Vec::new();
+            let (mut answered, mut refused) = (0, 0);
             for n in &ctl.nodes {
                 let row = match ctl.client.get(n, "/status").await {
-                    Ok(r) if r.status.is_success() => r
-                        .parse::<v1::Status>()
-                        .map(|st| (r.json(), st))
-                        .map_err(|e| format!("status not understood: {e}")),
-                    Ok(r) => Err(format!("{} {}", r.status, String::from_utf8_lossy(&r.body))),
+                    Ok(r) if r.status.is_success() => {
+                        answered += 1;
+                        r.parse::<v1::Status>()
+                            .map(|st| (r.json(), st))
+                            .map_err(|e| format!("status not understood: {e}"))
+                    }
+                    Ok(r) => {
+                        refused += 1;
+                        Err(format!("{} {}", r.status, String::from_utf8_lossy(&r.body)))
+                    }
                     Err(e) => Err(e.to_string()),
                 };
                 match row {
@@ -391,6 +486,20 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
                     }
                 }
             });
+            // A table with holes is not a status a script may act on.
+            let unread = rows.iter().filter(|r| r.is_err()).count();
+            if answered + refused == 0 {
+                return Err(Failure::of(Exit::Unreachable, "no node answered"));
+            }
+            if unread > 0 {
+                return Err(Failure::of(
+                    Exit::Refused,
+                    format!(
+                        "the status of {unread} of {} nodes could not be read",
+                        rows.len()
+                    ),
+                ));
+            }
         }
         CtlCommand::Members => {
             let v = ctl.ok::<v1::Status>(Method::GET, "/status", None).await?;
@@ -410,14 +519,9 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
         CtlCommand::Init => {
             let mut list = Vec::new();
             for n in &ctl.nodes {
-                let r = ctl
-                    .client
-                    .get(n, "/status")
+                let st = node_status(&ctl.client, n)
                     .await
                     .with_context(|| format!("node {n}"))?;
-                let st: v1::Status = r
-                    .parse()
-                    .with_context(|| format!("the status of node {n} is not understood"))?;
                 list.push(node_spec(&st));
             }
             let init = v1::InitRequest { nodes: list };
@@ -432,14 +536,9 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
             replace,
             force,
         } => {
-            let r = ctl
-                .client
-                .get(&addr, "/status")
+            let me = node_status(&ctl.client, &addr)
                 .await
                 .with_context(|| format!("the new node at {addr}"))?;
-            let me: v1::Status = r.parse().with_context(|| {
-                format!("the status of the new node at {addr} is not understood")
-            })?;
             let force_q = with_query("", &v1::ForceQuery { force });
             let added = ctl
                 .ok::<v1::LearnerAdded>(
@@ -456,7 +555,10 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
                     let before = ids.len();
                     ids.retain(|v| *v != old);
                     if ids.len() == before {
-                        bail!("node {old} is not a voter; nothing to replace");
+                        return Err(Failure::of(
+                            Exit::Conflict,
+                            format!("node {old} is not a voter; nothing to replace"),
+                        ));
                     }
                 }
                 ids.push(me.id);
@@ -500,7 +602,7 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
             ctl.print(&v, || outln!("node {leader} leads ({took_ms} ms)"));
         }
         CtlCommand::Leader { id, .. } => {
-            let id = id.context("give a node ID or --away-from ID")?;
+            let id = id.ok_or_else(|| Failure::usage("give a node ID or --away-from ID"))?;
             let v = ctl
                 .ok::<v1::LeaderHandedOver>(
                     Method::POST,
@@ -591,37 +693,30 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
         } => {
             // A file is sent as it is, once it is known to be JSON: the node judges the rest.
             let body = match file {
-                Some(f) => {
-                    let text = std::fs::read(&f)
-                        .with_context(|| format!("cannot read {}", f.display()))?;
-                    serde_json::from_slice::<Value>(&text)
-                        .with_context(|| format!("{} is not JSON", f.display()))?;
-                    Bytes::from(text)
-                }
+                Some(f) => read_json(&f)?.0,
                 None => json_body(&build_change_set(&ctl, &function, &reason, &sets).await?)?,
             };
             let path = with_query("/image/changesets", &v1::ProposeQuery { dry_run });
-            let r = ctl.call(Method::POST, &path, Some(body)).await?;
+            let r = ctl.call(Method::POST, &path, Some(body.clone())).await?;
+            let outcome = r.parse::<v1::ChangeSetAnswer>().map(|a| a.outcome).ok();
             if ctl.json {
                 outln!("{}", String::from_utf8_lossy(&r.body));
-            } else {
-                match r.parse::<v1::ChangeSetAnswer>().map(|a| a.outcome) {
-                    Ok(v1::Outcome::Applied { index, versions }) => {
-                        outln!("applied at index {}: {}", opt(index), json!(versions))
-                    }
-                    Ok(v1::Outcome::Conflict { current }) => {
-                        outln!("conflict: current versions {}", json!(current))
-                    }
-                    Ok(v1::Outcome::Rejected { reason }) => outln!("rejected: {reason}"),
-                    Ok(v1::Outcome::Invalid { reason }) => outln!("invalid: {reason}"),
-                    Ok(v1::Outcome::Pending { id }) => {
-                        outln!("pending as proposal {id}: it applies once an operator approves it")
-                    }
-                    Err(_) => outln!("{} {}", r.status, String::from_utf8_lossy(&r.body)),
+            } else if let Some(o) = &outcome {
+                if dry_run {
+                    let writes = serde_json::from_slice::<v1::ChangeSetRequest>(&body)
+                        .map(|cs| writes_text(&cs.writes))
+                        .unwrap_or_default();
+                    outln!("{}", dry_run_text(o, &writes));
+                } else {
+                    outln!("{}", outcome_text(o));
                 }
             }
             if !r.status.is_success() {
-                std::process::exit(2);
+                return Err(match outcome {
+                    // The outcome above says why.
+                    Some(_) => Failure::quiet(Exit::of_status(r.status)),
+                    None => Failure::answer(r.status, &r.body),
+                });
             }
         }
         CtlCommand::SonPolicy { set } => show_or_set(&ctl, "/son/policy", set).await?,
@@ -731,10 +826,7 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
             dry_run,
             reason,
         } => {
-            let text =
-                std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
-            let body: Value = serde_json::from_slice(&text)
-                .with_context(|| format!("{} is not JSON", file.display()))?;
+            let (_, body) = read_json(&file)?;
             let path = with_query("/image/import", &v1::ImportQuery { dry_run, reason });
             let v = ctl
                 .ok::<v1::ImportAnswer>(Method::POST, &path, Some(json_body(&body)?))
@@ -744,10 +836,10 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
         CtlCommand::Backup { file } => {
             let r = ctl.call(Method::GET, "/backup", None).await?;
             if !r.status.is_success() {
-                bail!("{} {}", r.status, String::from_utf8_lossy(&r.body));
+                return Err(Failure::answer(r.status, &r.body));
             }
             std::fs::write(&file, &r.body)
-                .with_context(|| format!("cannot write {}", file.display()))?;
+                .map_err(|e| Failure::usage(format!("cannot write {}: {e}", file.display())))?;
             outln!(
                 "backup of {} bytes written to {}",
                 r.body.len(),
@@ -756,9 +848,10 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
         }
         CtlCommand::Restore { file } => {
             let f = std::fs::File::open(&file)
-                .with_context(|| format!("cannot open {}", file.display()))?;
-            let (meta, body) = sonraft_storage::snapshot::decode_snapshot(f)
-                .with_context(|| format!("{} is not a sonraft backup", file.display()))?;
+                .map_err(|e| Failure::usage(format!("cannot open {}: {e}", file.display())))?;
+            let (meta, body) = sonraft_storage::snapshot::decode_snapshot(f).map_err(|e| {
+                Failure::usage(format!("{} is not a sonraft backup: {e}", file.display()))
+            })?;
             let image = body.image;
             let import = v1::ImageImport {
                 sites: image.sites.values().cloned().collect(),
@@ -804,6 +897,19 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `GET /status` of the node at `addr`, a failure classed by what went wrong.
+pub(crate) async fn node_status(client: &ApiClient, addr: &str) -> anyhow::Result<v1::Status> {
+    let r = client
+        .get(addr, "/status")
+        .await
+        .map_err(Failure::no_answer)?;
+    if !r.status.is_success() {
+        return Err(Failure::answer(r.status, &r.body));
+    }
+    r.parse()
+        .map_err(|e| Failure::of(Exit::Refused, format!("status not understood: {e}")))
+}
+
 /// What a node's status says to add it as a member.
 fn node_spec(st: &v1::Status) -> v1::NodeSpec {
     v1::NodeSpec {
@@ -822,17 +928,19 @@ async fn build_change_set(
     sets: &[String],
 ) -> anyhow::Result<v1::ChangeSetRequest> {
     if sets.is_empty() {
-        bail!("give at least one --set entity:param=value, or --file");
+        return Err(Failure::usage(
+            "give at least one --set entity:param=value, or --file",
+        ));
     }
     let mut writes = Vec::new();
     let mut read_set: Vec<v1::ReadVersion> = Vec::new();
     for item in sets {
-        let (entity, rest) = item
-            .split_once(':')
-            .context("--set takes entity:param=value, e.g. cell/S1-1:electrical_tilt=45")?;
+        let (entity, rest) = item.split_once(':').ok_or_else(|| {
+            Failure::usage("--set takes entity:param=value, e.g. cell/S1-1:electrical_tilt=45")
+        })?;
         let (param, value) = rest
             .split_once('=')
-            .context("--set takes entity:param=value")?;
+            .ok_or_else(|| Failure::usage("--set takes entity:param=value"))?;
         let value: Value = serde_json::from_str(value).unwrap_or(Value::String(value.to_string()));
         writes.push(v1::WriteSpec {
             entity: entity.to_string(),
@@ -844,14 +952,23 @@ async fn build_change_set(
         }
         let version = match entity.split('/').collect::<Vec<_>>().as_slice() {
             ["cell", id] => {
-                ctl.ok::<v1::Cell>(
-                    hyper::Method::GET,
-                    &format!("/image/cells/{}", urlencode(id)),
-                    None,
-                )
-                .await?
-                .body
-                .version
+                let path = format!("/image/cells/{}", urlencode(id));
+                let r = ctl.call(hyper::Method::GET, &path, None).await?;
+                // Like a change set naming an unknown cell: invalid (exit 3), not a refusal.
+                if r.status == hyper::StatusCode::NOT_FOUND {
+                    return Err(Failure::of(
+                        Exit::Conflict,
+                        format!("invalid: there is no cell {id}"),
+                    ));
+                }
+                if !r.status.is_success() {
+                    return Err(Failure::answer(r.status, &r.body));
+                }
+                r.parse::<v1::Cell>()
+                    .map_err(|e| {
+                        Failure::of(Exit::Refused, format!("cell {id} not understood: {e}"))
+                    })?
+                    .version
             }
             ["relation", src, tgt] => {
                 let query = v1::RelationsQuery {
@@ -868,9 +985,15 @@ async fn build_change_set(
                 .into_iter()
                 .find(|r| r.target == *tgt)
                 .map(|r| r.version)
-                .with_context(|| format!("no relation {entity}"))?
+                .ok_or_else(|| {
+                    Failure::of(Exit::Conflict, format!("invalid: no relation {entity}"))
+                })?
             }
-            _ => bail!("{entity:?} is not cell/<id> or relation/<source>/<target>"),
+            _ => {
+                return Err(Failure::usage(format!(
+                    "{entity:?} is not cell/<id> or relation/<source>/<target>"
+                )));
+            }
         };
         read_set.push(v1::ReadVersion {
             entity: entity.to_string(),
@@ -982,21 +1105,30 @@ fn print_import(v: &v1::ImportAnswer) {
     }
 }
 
+/// The bytes of FILE (`-`: standard input) and their JSON; a usage failure (exit 2) when it
+/// cannot be read or is not JSON, as nothing was sent.
+fn read_json(file: &std::path::Path) -> anyhow::Result<(Bytes, Value)> {
+    let text = if file.as_os_str() == "-" {
+        let mut t = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::stdin(), &mut t)
+            .map_err(|e| Failure::usage(format!("cannot read the standard input: {e}")))?;
+        t
+    } else {
+        std::fs::read(file)
+            .map_err(|e| Failure::usage(format!("cannot read {}: {e}", file.display())))?
+    };
+    let json = serde_json::from_slice(&text)
+        .map_err(|e| Failure::usage(format!("{} is not JSON: {e}", file.display())))?;
+    Ok((Bytes::from(text), json))
+}
+
 /// Shows the JSON document at `path`, or replaces it with FILE's (`-`: stdin) and shows what
 /// the cluster now holds.
 async fn show_or_set(ctl: &Ctl, path: &str, set: Option<std::path::PathBuf>) -> anyhow::Result<()> {
     let answer = match set {
         Some(file) => {
-            let text = if file.as_os_str() == "-" {
-                let mut t = Vec::new();
-                std::io::Read::read_to_end(&mut std::io::stdin(), &mut t)?;
-                t
-            } else {
-                std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?
-            };
-            serde_json::from_slice::<Value>(&text)
-                .with_context(|| format!("{} is not JSON", file.display()))?;
-            ctl.ok::<Value>(hyper::Method::PUT, path, Some(Bytes::from(text)))
+            let (text, _) = read_json(&file)?;
+            ctl.ok::<Value>(hyper::Method::PUT, path, Some(text))
                 .await?
         }
         None => ctl.ok::<Value>(hyper::Method::GET, path, None).await?,

@@ -2,6 +2,8 @@
 //! simulates an antenna fleet (`sonraft-sim`), `bench` measures a cluster (`sonraft-bench`).
 #![forbid(unsafe_code)]
 
+use std::io::Write;
+
 use clap::{Parser, Subcommand};
 
 mod ctl;
@@ -46,6 +48,7 @@ fn main() {
             std::process::exit(1);
         }
     };
+    let is_ctl = matches!(cli.command, Command::Ctl(_));
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Node(args) => {
@@ -63,8 +66,18 @@ fn main() {
     match result {
         Ok(()) => std::process::exit(0),
         Err(e) => {
-            eprintln!("sonraft: {e:#}");
-            std::process::exit(1)
+            // `ctl` documents what its exit status means (`sonraft ctl --help`); the rest fail
+            // with 1.
+            let (code, say) = if is_ctl {
+                ctl::exit::classify(&e)
+            } else {
+                (1, true)
+            };
+            if say {
+                // Not `eprintln!`: a closed stderr must not turn a failure into a panic.
+                let _ = writeln!(std::io::stderr(), "sonraft: {e:#}");
+            }
+            std::process::exit(code)
         }
     }
 }

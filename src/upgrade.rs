@@ -9,6 +9,7 @@ use anyhow::{Context, bail};
 use serde_json::{Value, json};
 use sonraft_client::{ApiClient, base_url, v1, with_query};
 
+use crate::ctl::exit::{Exit, Failure};
 use crate::ctl::output::outln;
 
 /// One member as seen through its own API.
@@ -114,9 +115,12 @@ impl ClusterView {
 pub async fn cluster_view(client: &ApiClient, nodes: &[String]) -> anyhow::Result<ClusterView> {
     let mut membership = None;
     let mut errors = Vec::new();
+    // Whether any node answered at all (a 401 is an answer: exit 1, not 4).
+    let mut answered = false;
     for n in nodes {
         match client.get(n, "/status").await {
             Ok(r) if r.status.is_success() => {
+                answered = true;
                 let v: v1::Status = match r.parse() {
                     Ok(v) => v,
                     Err(e) => {
@@ -133,12 +137,23 @@ pub async fn cluster_view(client: &ApiClient, nodes: &[String]) -> anyhow::Resul
                     break;
                 }
             }
-            Ok(r) => errors.push(format!("{n}: {}", r.status)),
+            Ok(r) => {
+                answered = true;
+                errors.push(format!("{n}: {}", r.status));
+            }
             Err(e) => errors.push(format!("{n}: {e}")),
         }
     }
     let Some(status) = membership else {
-        bail!("no node answers: {}", errors.join("; "));
+        let exit = if answered {
+            Exit::Refused
+        } else {
+            Exit::Unreachable
+        };
+        return Err(Failure::of(
+            exit,
+            format!("no node answers: {}", errors.join("; ")),
+        ));
     };
     let mut members = BTreeMap::new();
     for (id, n) in &status.nodes {
@@ -199,6 +214,7 @@ pub async fn health(
     json_out: bool,
 ) -> anyhow::Result<()> {
     let mut last_err = None;
+    let mut answered = false;
     for n in nodes {
         let query = v1::ClusterHealthQuery {
             max_lag: Some(max_lag),
@@ -214,6 +230,7 @@ pub async fn health(
                 return health_from_statuses(client, nodes, max_lag, json_out).await;
             }
             Ok(r) => {
+                answered = true;
                 last_err = Some(format!(
                     "{n}: {} {}",
                     r.status,
@@ -223,10 +240,18 @@ pub async fn health(
             Err(e) => last_err = Some(format!("{n}: {e}")),
         }
     }
-    bail!(
-        "unhealthy: no node answers: {}",
-        last_err.unwrap_or_else(|| "no nodes given".into())
-    )
+    let exit = if answered {
+        Exit::Refused
+    } else {
+        Exit::Unreachable
+    };
+    Err(Failure::of(
+        exit,
+        format!(
+            "unhealthy: no node answers: {}",
+            last_err.unwrap_or_else(|| "no nodes given".into())
+        ),
+    ))
 }
 
 /// Judges `h` with the rules `relaxed`; with `json_out` prints the node's JSON (`raw`) with its
@@ -342,16 +367,9 @@ async fn health_from_statuses(
 
 /// `ctl node-info --api ADDR`: `key=value` lines about one node, for scripts.
 pub async fn node_info(client: &ApiClient, api: &str) -> anyhow::Result<()> {
-    let r = client
-        .get(api, "/status")
+    let v = crate::ctl::node_status(client, api)
         .await
         .with_context(|| format!("node at {api}"))?;
-    if !r.status.is_success() {
-        bail!("node at {api}: {}", r.status);
-    }
-    let v: v1::Status = r
-        .parse()
-        .with_context(|| format!("node at {api}: status not understood"))?;
     let fields = [
         ("id", v.id.to_string()),
         ("site", v.site),
@@ -411,7 +429,8 @@ pub async fn leader_away(
     let body = bytes::Bytes::from(serde_json::to_vec(&v1::LeaderRequest { id: target })?);
     let r = client
         .send(hyper::Method::POST, &url, Some(body), &[])
-        .await?;
+        .await
+        .map_err(Failure::no_answer)?;
     if !r.status.is_success() {
         bail!(
             "hand-over to node {target} refused: {} {}",
