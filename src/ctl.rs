@@ -47,7 +47,7 @@ pub struct CtlArgs {
     #[arg(long, global = true)]
     json: bool,
     /// Request timeout in seconds.
-    #[arg(long, global = true, default_value_t = 30)]
+    #[arg(long, global = true, default_value_t = 30, value_name = "SECONDS")]
     timeout: u64,
     #[command(subcommand)]
     command: CtlCommand,
@@ -55,15 +55,27 @@ pub struct CtlArgs {
 
 #[derive(Subcommand, Debug)]
 enum CtlCommand {
-    /// Role, term, leader and indexes of every node.
+    /// Role, term, leader and indexes of every node in --nodes (exit 1 unless each answers).
+    #[command(
+        after_help = "Example:\n  sonraft ctl status --nodes http://127.0.0.1:8001,http://127.0.0.1:8002"
+    )]
     Status,
     /// Voters, learners and their addresses.
+    #[command(after_help = "Example:\n  sonraft ctl members --json")]
     Members,
     /// Make every node in --nodes a voter of a new cluster.
+    #[command(
+        after_help = "Example:\n  SONRAFT_NODES=\"http://h1:8001 http://h2:8001 http://h3:8001\" sonraft ctl init"
+    )]
     Init,
     /// Add the node at API address ADDR as a learner (and, with --voter, make it a voter;
     /// with --replace ID, in voter ID's place, which stays a learner until removed).
+    #[command(after_help = "Examples:\n  \
+        sonraft ctl join http://10.0.4.5:8001 --voter\n  \
+        sonraft ctl join http://10.0.4.5:8001 --replace 3 && sonraft ctl remove 3")]
     Join {
+        /// API address of the new node (already running, with an empty data directory).
+        #[arg(value_name = "ADDR")]
         addr: String,
         /// Make it a voter once it caught up (refused if that leaves an even number of
         /// voters; use --replace, or --force).
@@ -79,25 +91,36 @@ enum CtlCommand {
     },
     /// Remove node ID from the cluster (a voter only with --force, as that lowers the fault
     /// tolerance: to replace a site, `join NEW --replace ID` first).
+    #[command(after_help = "Example:\n  sonraft ctl remove 3 --force")]
     Remove {
+        /// The node's id, as `status` shows it.
         id: u64,
+        /// Remove it even if it is a voter (the cluster tolerates fewer failures).
         #[arg(long)]
         force: bool,
     },
     /// Hand leadership to node ID, or with --away-from ID to the most caught-up other voter
     /// (nothing happens when ID does not lead).
+    #[command(after_help = "Examples:\n  \
+        sonraft ctl leader 2\n  \
+        sonraft ctl leader --away-from 1   # before maintenance of node 1")]
     Leader {
+        /// The voter that should lead.
         #[arg(required_unless_present = "away_from")]
         id: Option<u64>,
-        #[arg(long, conflicts_with = "id")]
+        /// If node ID leads, hand leadership to the most caught-up other ready voter and wait
+        /// until the cluster agrees on it.
+        #[arg(long, conflicts_with = "id", value_name = "ID")]
         away_from: Option<u64>,
     },
     /// Exit 0 when there is a leader, the cluster can lose a voter and keep a quorum, every
     /// member answers, and no voter trails the leader by more than --max-lag entries;
     /// otherwise name what is wrong and exit 1.
+    #[command(after_help = "Example:\n  \
+        sonraft ctl health --allow-no-fault-tolerance || exit 1")]
     Health {
         /// A voter trailing the leader by more entries is a problem.
-        #[arg(long, default_value_t = 1000)]
+        #[arg(long, default_value_t = 1000, value_name = "ENTRIES")]
         max_lag: u64,
         /// Pass although the cluster could not lose another voter (e.g. during maintenance
         /// of a three-site cluster).
@@ -107,41 +130,73 @@ enum CtlCommand {
         #[arg(long)]
         allow_unreachable: bool,
     },
-    /// `key=value` lines about the node at API address ADDR (id, site, role, version...).
-    NodeInfo { api: String },
+    /// `key=value` lines about the node at API address ADDR (id, site, role, version...);
+    /// needs no --nodes.
+    #[command(after_help = "Example:\n  \
+        sonraft ctl node-info http://10.0.1.5:8001 | sed -n 's/^role=//p'")]
+    NodeInfo {
+        /// API address of the node.
+        #[arg(value_name = "ADDR")]
+        api: String,
+    },
     /// Wait until node ID is ready, follows the agreed leader and applied what the leader had
-    /// applied when the wait began.
+    /// applied when the wait began (exit 1 if it did not within --within seconds).
+    #[command(after_help = "Example:\n  sonraft ctl wait-caught-up 2 --within 300")]
     WaitCaughtUp {
+        /// The node's id.
         id: u64,
-        /// Seconds.
-        #[arg(long, default_value_t = 120)]
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 120, value_name = "SECONDS")]
         within: u64,
     },
     /// List cells.
+    #[command(after_help = "Examples:\n  \
+        sonraft ctl cells --site S00001\n  \
+        sonraft ctl cells --consistency local --json")]
     Cells {
+        /// Only the cells of this site.
         #[arg(long)]
         site: Option<String>,
-        #[arg(long, default_value = "linearizable")]
+        /// `linearizable` (the leader confirms it still leads), `leader` (the leader's image,
+        /// unconfirmed) or `local` (this node's image, maybe stale, no leader needed).
+        #[arg(long, default_value = "linearizable", value_name = "LEVEL")]
         consistency: String,
     },
     /// Show one cell.
-    Cell { id: String },
+    #[command(after_help = "Example:\n  sonraft ctl cell S00001-1")]
+    Cell {
+        /// The cell's id.
+        id: String,
+    },
     /// Propose a change set: `--set cell/S1-1:electrical_tilt=45` (read versions are fetched),
     /// or `--file changeset.json`.
+    #[command(after_help = "Examples:\n  \
+        sonraft ctl propose --set cell/S00001-1:electrical_tilt=45 --reason \"tilt down\"\n  \
+        sonraft ctl propose --set relation/S00001-1/S00002-3:cio_db=2 --dry-run\n  \
+        sonraft ctl propose --file changeset.json\n\n\
+        Exit 3 when the change set is refused (conflict, rejected or invalid).")]
     Propose {
+        /// The function it is proposed as, for the rules and the history.
         #[arg(long, default_value = "operator")]
         function: String,
+        /// Why, for the history.
         #[arg(long, default_value = "set by sonraft ctl")]
         reason: String,
-        #[arg(long = "set")]
+        /// One write, `entity:param=value` (entity `cell/ID` or `relation/SOURCE/TARGET`);
+        /// repeat for more. The value is read as JSON, else as a string.
+        #[arg(long = "set", value_name = "ENTITY:PARAM=VALUE")]
         sets: Vec<String>,
-        #[arg(long)]
+        /// A whole change set as JSON (`origin`, `reason`, `read_set`, `writes`), sent as it is.
+        #[arg(long, value_name = "FILE", conflicts_with = "sets")]
         file: Option<std::path::PathBuf>,
+        /// Only judge it: say what it would apply or why it would be refused; apply nothing.
         #[arg(long)]
         dry_run: bool,
     },
     /// Applied and refused change sets, newest first.
+    #[command(after_help = "Example:\n  sonraft ctl history --limit 50")]
     History {
+        /// At most this many records.
         #[arg(long, default_value_t = 20)]
         limit: usize,
         /// Only records older than this cursor: the last `cursor` of the previous page
@@ -151,7 +206,11 @@ enum CtlCommand {
     },
     /// Bulk-load a network image from a JSON file (`{"sites", "cells", "relations"}`): applied
     /// whole or not at all, and recorded in the history with what it changed.
+    #[command(after_help = "Examples:\n  \
+        sonraft ctl import network.json --dry-run\n  \
+        sonraft ctl import network.json --reason \"spring re-plan\"")]
     Import {
+        /// The image as JSON.
         file: std::path::PathBuf,
         /// Only show what it would change in the live image (created, updated, unchanged, and
         /// every parameter value it would replace); apply nothing.
@@ -163,42 +222,63 @@ enum CtlCommand {
     },
     /// The operator's controls of the SON functions (mode, exclusions, change windows,
     /// verification); with --set FILE (`-` for stdin), replace them with FILE's JSON.
+    #[command(after_help = "Example:\n  \
+        sonraft ctl son-policy --json > policy.json && sonraft ctl son-policy --set policy.json")]
     SonPolicy {
+        /// Replace the controls with this JSON file (`-`: standard input).
         #[arg(long, value_name = "FILE")]
         set: Option<std::path::PathBuf>,
     },
     /// The SON functions' thresholds (per function: when MRO, MLB and ANR act, reserved PCIs);
     /// with --set FILE (`-` for stdin), replace them with FILE's JSON.
+    #[command(after_help = "Example:\n  sonraft ctl son-tuning --set - < tuning.json")]
     SonTuning {
+        /// Replace the thresholds with this JSON file (`-`: standard input).
         #[arg(long, value_name = "FILE")]
         set: Option<std::path::PathBuf>,
     },
     /// Open-loop proposals waiting for an operator.
+    #[command(after_help = "Example:\n  sonraft ctl pending")]
     Pending,
     /// Approve pending proposal ID: it is judged now and applies if the network did not change
-    /// under it.
+    /// under it (exit 3 if it does not apply).
+    #[command(after_help = "Example:\n  sonraft ctl approve 17 --note \"ok, ticket 4711\"")]
     Approve {
+        /// The proposal's id, as `pending` shows it.
         id: u64,
         /// Who decides and why, for the history.
         #[arg(long, default_value = "approved with sonraft ctl")]
         note: String,
     },
     /// Reject pending proposal ID: it never applies.
+    #[command(after_help = "Example:\n  sonraft ctl reject 17 --note \"not during the event\"")]
     Reject {
+        /// The proposal's id, as `pending` shows it.
         id: u64,
+        /// Who decides and why, for the history.
         #[arg(long, default_value = "rejected with sonraft ctl")]
         note: String,
     },
     /// SON changes under verification, the newest verified ones and the holds after undone
     /// changes.
+    #[command(after_help = "Example:\n  sonraft ctl trials --limit 5")]
     Trials {
+        /// At most this many verified changes.
         #[arg(long, default_value_t = 20)]
         limit: u64,
     },
     /// Download a consistent backup to FILE.
-    Backup { file: std::path::PathBuf },
+    #[command(after_help = "Example:\n  sonraft ctl backup image-$(date +%F).backup")]
+    Backup {
+        /// Where to write it (replaced if it exists).
+        file: std::path::PathBuf,
+    },
     /// Load the image of a backup file into the (new) cluster.
-    Restore { file: std::path::PathBuf },
+    #[command(after_help = "Example:\n  sonraft ctl restore image-2026-12-01.backup")]
+    Restore {
+        /// A file written by `ctl backup`.
+        file: std::path::PathBuf,
+    },
 }
 
 struct Ctl {
@@ -1142,6 +1222,27 @@ async fn show_or_set(ctl: &Ctl, path: &str, set: Option<std::path::PathBuf>) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_ctl_flag_and_argument_says_what_it_does_and_every_command_has_an_example() {
+        use clap::Args;
+        let ctl = CtlArgs::augment_args(clap::Command::new("ctl"));
+        assert!(ctl.get_after_help().is_some());
+        for arg in ctl.get_arguments() {
+            assert!(arg.get_help().is_some(), "ctl --{}", arg.get_id());
+        }
+        for command in ctl.get_subcommands() {
+            let name = command.get_name();
+            assert!(command.get_about().is_some(), "ctl {name}");
+            assert!(
+                command.get_after_help().is_some(),
+                "ctl {name} has no example"
+            );
+            for arg in command.get_arguments() {
+                assert!(arg.get_help().is_some(), "ctl {name}: {}", arg.get_id());
+            }
+        }
+    }
 
     #[test]
     fn query_values_and_path_segments_are_percent_encoded_so_the_node_reads_them_back() {
