@@ -145,6 +145,41 @@ mod tests {
     }
 
     #[test]
+    fn the_readme_lists_the_same_exit_statuses_as_the_help() {
+        let readme = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"));
+        let plain = |s: &str| {
+            s.replace('`', "")
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        // `  N  meaning` in the help, wrapped onto indented lines; `| N | meaning |` in the README.
+        let mut rows: Vec<String> = Vec::new();
+        for line in TABLE.lines().skip(1) {
+            match line.trim_start().split_once("  ") {
+                // A status: two spaces, one digit, two spaces.
+                Some((code, meaning)) if line.len() - line.trim_start().len() == 2 => {
+                    rows.push(format!("| {code} | {meaning}"))
+                }
+                _ => {
+                    if let Some(row) = rows.last_mut() {
+                        row.push(' ');
+                        row.push_str(line.trim());
+                    }
+                }
+            }
+        }
+        assert_eq!(rows.len(), 5, "{rows:?}");
+        for row in rows {
+            let row = plain(&format!("{row} |"));
+            assert!(
+                readme.lines().any(|l| plain(l) == row),
+                "the README has no row {row}"
+            );
+        }
+    }
+
+    #[test]
     fn conflicts_and_invalid_bodies_are_3_and_other_answers_1() {
         for (status, exit) in [
             (StatusCode::CONFLICT, Exit::Conflict),
