@@ -21,20 +21,25 @@ pub enum Function {
     /// The undoing of a SON change whose verification found that it hurt (command format 4):
     /// never proposed by anyone, written by the state machine when it applies the verdict.
     Fallback,
+    /// Cell outage compensation (command format 6): neighbours of a cell in outage uptilt and
+    /// raise power, and go back when it returns. Last, so that the encoding of every other
+    /// function stays what it was.
+    OutageCompensation,
 }
 
 impl Function {
     /// The functions that propose change sets (all but [`Function::Fallback`]).
-    pub const PROPOSERS: [Function; 6] = [
+    pub const PROPOSERS: [Function; 7] = [
         Function::Operator,
         Function::PciConflict,
         Function::MobilityRobustness,
         Function::LoadBalancing,
         Function::EnergySaving,
         Function::AnrPruning,
+        Function::OutageCompensation,
     ];
 
-    pub const ALL: [Function; 7] = [
+    pub const ALL: [Function; 8] = [
         Function::Operator,
         Function::PciConflict,
         Function::MobilityRobustness,
@@ -42,7 +47,18 @@ impl Function {
         Function::EnergySaving,
         Function::AnrPruning,
         Function::Fallback,
+        Function::OutageCompensation,
     ];
+
+    /// The command format an entry naming this function needs: nodes of older formats cannot
+    /// decode it.
+    pub fn format(self) -> u16 {
+        match self {
+            Function::OutageCompensation => 6,
+            Function::Fallback => 4,
+            _ => 1,
+        }
+    }
 
     pub fn name(self) -> &'static str {
         match self {
@@ -53,6 +69,7 @@ impl Function {
             Function::EnergySaving => "energy_saving",
             Function::AnrPruning => "anr_pruning",
             Function::Fallback => "fallback",
+            Function::OutageCompensation => "outage_compensation",
         }
     }
 
@@ -62,6 +79,13 @@ impl Function {
         !matches!(self, Function::Operator | Function::Fallback)
     }
 
+    /// A function that answers a fault rather than optimising: it does not wait for other
+    /// functions' cool-downs (nor their parameter groups'), and its changes open no trial —
+    /// they are undone when the fault ends, not by verification.
+    pub fn is_urgent(self) -> bool {
+        self == Function::OutageCompensation
+    }
+
     /// Higher wins. A parameter last written by a higher-priority function is held against
     /// lower-priority ones for `Policy::priority_hold_ms`. Robustness (no dropped calls)
     /// outranks load balancing, as in TS 32.522's MRO/MLB coordination.
@@ -69,6 +93,8 @@ impl Function {
         match self {
             Function::Operator => 100,
             Function::Fallback => 90,
+            // Coverage for users who lost their cell outranks every optimisation.
+            Function::OutageCompensation => 60,
             Function::PciConflict => 50,
             Function::MobilityRobustness => 40,
             Function::LoadBalancing => 30,
@@ -96,6 +122,9 @@ impl Function {
                 matches!(param, Param::EnergySaving | Param::MaxTxPowerDbm)
             }
             Function::AnrPruning => matches!(param, Param::Exists | Param::HoAllowed),
+            Function::OutageCompensation => {
+                matches!(param, Param::ElectricalTilt | Param::MaxTxPowerDbm)
+            }
         }
     }
 }

@@ -23,7 +23,8 @@ use crate::son::{Decision, SonPolicy, TrialEnd, Tuning, Verdict};
 /// | 3 | 0.2.0 | `ImportPart` (an import staged in parts, applied in one step, in the history) |
 /// | 4 | 0.3.0 | `SonPolicy`, `Decide`, `Verdict`; change sets judged with the SON controls, trials and parameter groups |
 /// | 5 | 0.3.0 | `SonTuning`: the SON functions' thresholds |
-pub const COMMAND_FORMAT: u16 = 5;
+/// | 6 | 0.3.0 | the `outage_compensation` function: change sets, and SON policies, naming it |
+pub const COMMAND_FORMAT: u16 = 6;
 
 /// The application data of a Raft log entry (openraft's `D`).
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
@@ -153,12 +154,15 @@ impl Command {
     /// The command format a node needs to apply this command.
     pub fn format(&self) -> u16 {
         match self {
-            Command::ChangeSet(_) | Command::Import(_) | Command::Kpis(_) | Command::Release(_) => {
-                1
-            }
-            Command::ChangeSets(_) => 2,
+            Command::ChangeSet(cs) => cs.origin.function.format(),
+            Command::Import(_) | Command::Kpis(_) | Command::Release(_) => 1,
+            Command::ChangeSets(list) => list
+                .iter()
+                .map(|cs| cs.origin.function.format())
+                .fold(2, u16::max),
             Command::ImportPart(_) => ImportPart::FORMAT,
-            Command::SonPolicy(_) | Command::Decide(_) | Command::Verdict(_) => 4,
+            Command::SonPolicy(p) => p.functions.keys().map(|f| f.format()).fold(4, u16::max),
+            Command::Decide(_) | Command::Verdict(_) => 4,
             Command::SonTuning(_) => 5,
         }
     }

@@ -300,7 +300,10 @@ fn check_coordination(image: &NetworkImage, cs: &ChangeSet, now_ms: u64) -> Resu
             continue;
         };
         let age = now_ms.saturating_sub(stamp.at_ms);
-        if stamp.by != function && age < policy.cooldown_ms {
+        // Compensating an outage does not wait for another function's cool-down: users have
+        // lost their cell (format 6; only the priority hold of the operator and fallbacks
+        // stands).
+        if stamp.by != function && age < policy.cooldown_ms && !function.is_urgent() {
             return Err(Outcome::Rejected {
                 reason: format!(
                     "{} of {} was changed by {} {} s ago; the cool-down is {} s",
@@ -430,6 +433,9 @@ fn check_groups(image: &NetworkImage, cs: &ChangeSet, now_ms: u64) -> Result<(),
         return Ok(());
     }
     let cooldown = image.policy.cooldown_ms;
+    if function.is_urgent() {
+        return Ok(());
+    }
     // A stamp by another writer inside the cool-down refuses the write.
     let fresh =
         |stamp: &Stamp| stamp.by != function && now_ms.saturating_sub(stamp.at_ms) < cooldown;

@@ -844,3 +844,80 @@ fn a_function_can_ask_whether_the_controls_would_refuse_a_change() {
     let op = hysteresis(Function::Operator, &img, "A-1", 6);
     assert_eq!(controls_refusal(&img, &op, DAY, 4), None);
 }
+
+/// Applies a change set in a format-6 entry.
+fn apply6(img: &mut NetworkImage, index: u64, now_ms: u64, cs: ChangeSet) -> Outcome {
+    match apply_in(img, index, now_ms, 6, Command::ChangeSet(cs)).0 {
+        Response::ChangeSet(o) => o,
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[test]
+fn outage_compensation_needs_format_6_and_every_entry_naming_it_says_so() {
+    let img = image();
+    let oc = tilt(Function::OutageCompensation, &img, "A-1", 30);
+    assert_eq!(Command::ChangeSet(oc.clone()).format(), 6);
+    let mlb = cio(Function::LoadBalancing, &img, "A-1/A-2", 2);
+    assert_eq!(Command::ChangeSet(mlb.clone()).format(), 1);
+    assert_eq!(Command::ChangeSets(vec![mlb.clone()]).format(), 2);
+    assert_eq!(Command::ChangeSets(vec![mlb, oc.clone()]).format(), 6);
+    let mut policy = img.son.policy.clone();
+    assert_eq!(Command::SonPolicy(policy.clone()).format(), 4);
+    policy
+        .functions
+        .insert(Function::OutageCompensation, Controls::default());
+    assert_eq!(Command::SonPolicy(policy).format(), 6);
+    // An entry holding it says format 6 whatever the cluster's effective format (a node
+    // refuses to propose it before every voter applies format 6).
+    assert_eq!(
+        Envelope::in_format(&Command::ChangeSet(oc), DAY, 5)
+            .unwrap()
+            .format,
+        6
+    );
+    assert_eq!(
+        "outage_compensation".parse::<Function>(),
+        Ok(Function::OutageCompensation)
+    );
+}
+
+#[test]
+fn outage_compensation_does_not_wait_for_cool_downs_opens_no_trial_and_is_held_against_optimisers()
+{
+    let mut img = with_cooldown(image());
+    // Energy saving just set A-1's power.
+    let es = change_set(
+        Function::EnergySaving,
+        &img,
+        vec![write("cell/A-1", Param::MaxTxPowerDbm, Value::Int(44))],
+    );
+    assert_eq!(apply6(&mut img, 3, DAY, es).kind(), "applied");
+    let trials = img.son.trials.len();
+    let oc = change_set(
+        Function::OutageCompensation,
+        &img,
+        vec![
+            write("cell/A-1", Param::ElectricalTilt, Value::Int(30)),
+            write("cell/A-1", Param::MaxTxPowerDbm, Value::Int(46)),
+        ],
+    );
+    assert_eq!(apply6(&mut img, 4, DAY + MINUTE, oc).kind(), "applied");
+    assert_eq!(img.son.trials.len(), trials, "no trial for a compensation");
+    // The optimisers leave the compensating cell alone: its power, and the CIOs coupled with
+    // its tilt.
+    let es = change_set(
+        Function::EnergySaving,
+        &img,
+        vec![write("cell/A-1", Param::MaxTxPowerDbm, Value::Int(45))],
+    );
+    let out = apply6(&mut img, 5, DAY + 2 * MINUTE, es);
+    assert!(reason(&out).contains("outage_compensation"), "{out:?}");
+    let mlb = cio(Function::LoadBalancing, &img, "A-1/A-2", 2);
+    let out = apply6(&mut img, 5, DAY + 2 * MINUTE, mlb);
+    assert!(reason(&out).contains("outage_compensation"), "{out:?}");
+    // It may not write outside its domain.
+    let oc = cio(Function::OutageCompensation, &img, "A-1/A-2", 2);
+    let out = apply6(&mut img, 6, DAY + 2 * MINUTE, oc);
+    assert!(reason(&out).contains("may not write"), "{out:?}");
+}

@@ -110,6 +110,25 @@ const SAMPLE_COMMANDS_SINCE_5: &str = r#"[
                  "pci": {"reserved": [0, 1, 2, 1007]}}}
 ]"#;
 
+/// Commands of format 6: outage compensation, and a policy naming it.
+const SAMPLE_COMMANDS_SINCE_6: &str = r#"[
+  {"ChangeSet": {"origin": {"node": 3, "function": "outage_compensation"},
+                 "reason": "fixture: compensating F-2 (hard outage)",
+                 "read_set": [{"entity": "cell/F-1", "version": 2}],
+                 "writes": [{"entity": "cell/F-1", "param": "electrical_tilt", "value": {"Int": 30}},
+                            {"entity": "cell/F-1", "param": "max_tx_power_dbm", "value": {"Int": 46}}],
+                 "proposed_at_ms": 1764000000000}},
+  {"SonPolicy": {"functions": {"outage_compensation": {"mode": "open_loop"}},
+                 "pending_ttl_ms": 86400000,
+                 "verification": {"periods": 2, "verdict_within_ms": 7200000, "hold_ms": 21600000,
+                                  "degrade_permille": 30, "throughput_drop_permille": 100,
+                                  "min_attempts": 50}}}
+]"#;
+
+fn commands_since_6() -> Vec<Command> {
+    serde_json::from_str(SAMPLE_COMMANDS_SINCE_6).expect("sample commands parse")
+}
+
 fn commands_since_5() -> Vec<Command> {
     serde_json::from_str(SAMPLE_COMMANDS_SINCE_5).expect("sample commands parse")
 }
@@ -221,6 +240,7 @@ fn every_command() -> Vec<Command> {
     all.extend(newer);
     all.extend(commands_since_4());
     all.extend(commands_since_5());
+    all.extend(commands_since_6());
     all
 }
 

@@ -229,7 +229,10 @@ impl NetworkImage {
         let outcome = match rules::evaluate_with(self, cs, index, self.log_time_ms, judge) {
             Ok(_) if open_loop => self.record_pending(index, cs, changes),
             Ok((plan, outcome)) => {
-                if judge.format >= rules::CONTROLS_FORMAT && cs.origin.function.is_son() {
+                if judge.format >= rules::CONTROLS_FORMAT
+                    && cs.origin.function.is_son()
+                    && !cs.origin.function.is_urgent()
+                {
                     let trial = self.trial_of(index, cs);
                     self.son.trials.insert(index, trial);
                     changes.son_items.insert(SonItem::Trial(index));
