@@ -8,7 +8,8 @@
 //! - [`anr`]: pruning of dead and failing relations;
 //! - [`energy_saving`]: capacity cells dormant while their coverage partners can carry
 //!   their users;
-//! - [`outage`]: detection of hard outages and sleeping cells, which the others leave alone.
+//! - [`outage`]: detection of hard outages and sleeping cells, which the others leave alone;
+//! - [`compensation`]: neighbours of a cell in outage cover for it until it returns.
 //!
 //! Functions never coordinate with each other or with other sites directly: every proposal
 //! carries its read set and is judged by the apply-time rules (cool-downs, priorities, step
@@ -16,6 +17,7 @@
 //! per period; a `rejected` proposal is left for a later period.
 
 pub mod anr;
+pub mod compensation;
 pub mod energy_saving;
 pub mod load_balancing;
 pub mod outage;
@@ -177,6 +179,7 @@ pub async fn run(
         dirty: true,
         ..Cycle::default()
     };
+    cycle.memory.compensation = compensation::Ledger::load(&node.config().data_dir);
     while let Some(period) = closed.recv().await {
         // Skip to the newest period if we fell behind.
         let mut period = period;
@@ -272,6 +275,7 @@ pub async fn run(
                 load: cycle.memory.load.frozen(),
                 energy: cycle.memory.energy.frozen(),
                 outages: cycle.memory.outages.frozen(),
+                compensation: cycle.memory.compensation.frozen(),
             };
             let retry = tokio::task::spawn_blocking(move || {
                 let view = capture(&node2);
@@ -308,6 +312,17 @@ fn skip_refused(
 ) -> BTreeSet<Function> {
     use sonraft_raft::rules::{CONTROLS_FORMAT, controls_refusal, reconfigured_cells};
     let mut skipped = BTreeSet::new();
+    // A function newer than the cluster's format waits (a rolling upgrade in progress): not
+    // every voter could apply its change sets.
+    proposals.retain(|p| {
+        let function = p.change_set.origin.function;
+        let fits = function.format() <= format;
+        if !fits {
+            tracing::trace!(%function, format, "SON proposal waits for a newer command format");
+            skipped.insert(function);
+        }
+        fits
+    });
     if format < CONTROLS_FORMAT {
         return skipped;
     }
@@ -381,6 +396,7 @@ pub struct Memory {
     pub load: load_balancing::Smoothed,
     pub energy: energy_saving::Demand,
     pub outages: outage::Outages,
+    pub compensation: compensation::Ledger,
 }
 
 /// Runs every function over one view (`with_pci`: also the PCI search, which only needs to
@@ -405,6 +421,13 @@ pub fn analyse(
     out.extend(load_balancing::propose(view, input, &load, node, now));
     out.extend(memory.streaks.propose(view, input, node, now));
     out.extend(memory.energy.propose(view, input, node, now));
+    out.extend(memory.compensation.propose(
+        view,
+        &input.outage,
+        |c| input.prb_pct(view, c),
+        node,
+        now,
+    ));
     out
 }
 
@@ -551,6 +574,48 @@ mod tests {
         let mut proposals = all();
         skip_refused(&img, &mut proposals, 1_000, 3);
         assert_eq!(proposals.len(), 3);
+    }
+
+    #[test]
+    fn outage_compensation_waits_until_every_voter_applies_format_6() {
+        let img = testing::image(
+            vec![testing::cell("A1", 1, 100), testing::cell("A2", 2, 100)],
+            vec![testing::relation("A2", "A1")],
+        );
+        let v = testing::view(&img);
+        let oc = || {
+            compensation::Ledger::default().propose(
+                &v,
+                &std::collections::HashSet::from([v.index["A1"]]),
+                |_| None,
+                1,
+                0,
+            )
+        };
+        // A2 is co-site with A1 in this image: use a foreign neighbour instead.
+        let img = testing::image(
+            vec![testing::cell("A1", 1, 100), testing::cell("Z1", 2, 100)],
+            vec![testing::relation("Z1", "A1")],
+        );
+        let v2 = testing::view(&img);
+        let oc2 = || {
+            compensation::Ledger::default().propose(
+                &v2,
+                &std::collections::HashSet::from([v2.index["A1"]]),
+                |_| None,
+                1,
+                0,
+            )
+        };
+        assert!(oc().is_empty(), "a co-site cell does not compensate");
+        let mut proposals = oc2();
+        assert_eq!(proposals.len(), 1);
+        let skipped = skip_refused(&img, &mut proposals, 1_000, 5);
+        assert!(proposals.is_empty());
+        assert!(skipped.contains(&Function::OutageCompensation));
+        let mut proposals = oc2();
+        skip_refused(&img, &mut proposals, 1_000, 6);
+        assert_eq!(proposals.len(), 1);
     }
 
     /// An overloaded cell next to an early-handover-prone relation: load balancing wants to

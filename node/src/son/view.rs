@@ -51,6 +51,11 @@ pub struct ViewCell {
     pub dormant: bool,
     /// Antenna azimuth, degrees.
     pub azimuth: u16,
+    /// Electrical tilt (0.1°), the lowest the operator's tilt box allows, and the maximum
+    /// transmit power (dBm): what outage compensation moves.
+    pub electrical_tilt: i16,
+    pub tilt_min: i16,
+    pub max_tx_power_dbm: i16,
     /// Downlink PRB use from the replicated KPI summary, per mille.
     pub prb_permille: Option<u16>,
 }
@@ -143,6 +148,9 @@ impl RadioView {
                     || c.energy_saving == EnergySaving::Dormant,
                 dormant: c.energy_saving == EnergySaving::Dormant,
                 azimuth: c.azimuth,
+                electrical_tilt: c.electrical_tilt,
+                tilt_min: c.tilt_box.min,
+                max_tx_power_dbm: c.max_tx_power_dbm,
                 prb_permille: image.kpis.get(&c.id).map(|k| k.prb_dl_permille),
             });
             if own {
