@@ -10,11 +10,13 @@
 //! | 2 | 0.2.0 | image, history, the import staged in parts, if any |
 //! | 3 | 0.3.0 | image, history, staged import, the SON controls and pending proposals |
 //! | 4 | 0.3.0 | image, history, staged import, SON controls, the SON functions' tuning |
+//! | 5 | 0.3.0 | as format 4; values may name the `outage_compensation` function |
 //!
 //! A snapshot is written in the oldest format that holds its body: format 3 only once the
 //! cluster has SON controls (set by command format 4, which every voter understands), format 4
-//! only once it has a tuning (command format 5), so a node of the previous release can still
-//! install the snapshots of an upgraded one until then.
+//! only once it has a tuning (command format 5), format 5 only once something names outage
+//! compensation (command format 6), so a node of the previous release can still install the
+//! snapshots of an upgraded one until then — and refuses, by number, one it could not decode.
 //!
 //! The CRC covers everything between the magic and itself. A file is written as
 //! `.<name>.part`, synced, renamed to `<index>-<term>-<id>.snap` and the directory synced, so a
@@ -27,6 +29,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
+use sonraft_raft::changeset::Function;
 use sonraft_raft::model::image::{HistoryRecord, NetworkImage};
 use sonraft_raft::model::import::StagedImport;
 use sonraft_raft::son::{SonState, Tuning};
@@ -36,7 +39,7 @@ use crate::durable::sync_dir;
 use crate::error::Damaged;
 
 /// The newest snapshot format this build writes (it reads all since format 1).
-pub const SNAPSHOT_FORMAT: u16 = 4;
+pub const SNAPSHOT_FORMAT: u16 = 5;
 /// The oldest snapshot format this build reads.
 pub const OLDEST_SNAPSHOT_FORMAT: u16 = 1;
 const MAGIC: &[u8; 8] = b"SRSNAP\0\0";
@@ -58,7 +61,9 @@ pub struct SnapshotBody {
 impl SnapshotBody {
     /// The oldest format that holds this body.
     pub fn format(&self) -> u16 {
-        if self.image.son.tuning != Tuning::default() {
+        if names_function(self, Function::OutageCompensation) {
+            5
+        } else if self.image.son.tuning != Tuning::default() {
             4
         } else if self.image.son == SonState::default() {
             2
@@ -114,6 +119,26 @@ impl<'de> Deserialize<'de> for SnapshotBody {
         image.son.tuning = tuning;
         Ok(SnapshotBody { image, history })
     }
+}
+
+/// Whether any value of `body` names `f` (a function older formats cannot decode).
+fn names_function(body: &SnapshotBody, f: Function) -> bool {
+    let image = &body.image;
+    let son = &image.son;
+    let stamped = |stamps: &std::collections::BTreeMap<_, sonraft_raft::model::Stamp>| {
+        stamps.values().any(|s| s.by == f)
+    };
+    body.history.iter().any(|h| h.origin.function == f)
+        || image.cells.values().any(|c| stamped(&c.last_change))
+        || image.relations.values().any(|r| stamped(&r.last_change))
+        || son.policy.functions.contains_key(&f)
+        || son
+            .pending
+            .values()
+            .any(|p| p.change_set.origin.function == f)
+        || son.trials.values().any(|t| t.function == f)
+        || son.journal.values().any(|t| t.trial.function == f)
+        || son.holds.keys().any(|(_, g)| *g == f)
 }
 
 /// The body as format 3 encodes it: no SON tuning.

@@ -453,7 +453,8 @@ fn peer_bodies_match_the_fixture_of_the_current_peer_format() {
     check_current(&format!("peer-v{PEER_FORMAT}.hex"), "peer request", lines);
 }
 
-/// The sample snapshot body of snapshot format `format`: from format 3 it holds SON controls.
+/// The sample snapshot body of snapshot format `format`: from format 3 it holds SON controls,
+/// from 5 a cell that outage compensation changed.
 fn snapshot_body(format: u16) -> SnapshotBody {
     let (_, mut body) = image();
     if format >= 3 {
@@ -462,13 +463,40 @@ fn snapshot_body(format: u16) -> SnapshotBody {
     if format >= 4 {
         body.image.son.tuning = tuning();
     }
+    if format >= 5 {
+        let cell = compensated_cell();
+        body.image.cells.insert(cell.id.clone(), cell);
+    }
     body
+}
+
+/// The sample image's first cell as outage compensation left it (data format 6, snapshot
+/// format 5: a value naming the function).
+fn compensated_cell() -> sonraft_raft::model::Cell {
+    let (image, _) = image();
+    let mut cell = image.cells.values().next().expect("a cell").clone();
+    cell.electrical_tilt -= 10;
+    cell.version += 1;
+    cell.last_change.insert(
+        sonraft_raft::model::Param::ElectricalTilt,
+        sonraft_raft::model::Stamp {
+            by: sonraft_raft::changeset::Function::OutageCompensation,
+            at_ms: 1_764_000_100_000,
+            index: 40,
+        },
+    );
+    cell
 }
 
 #[test]
 fn snapshots_match_the_fixture_of_the_current_snapshot_format() {
     let body = snapshot_body(SNAPSHOT_FORMAT);
     assert_eq!(body.format(), SNAPSHOT_FORMAT);
+    // Each body is written in the oldest format that holds it, so a node of the previous
+    // release installs it until something it cannot decode appears.
+    for f in 2..SNAPSHOT_FORMAT {
+        assert_eq!(snapshot_body(f).format(), f);
+    }
     let bytes = encode_snapshot(Vec::new(), &snapshot_meta(), &body).unwrap();
     check_current(
         &format!("snapshot-v{SNAPSHOT_FORMAT}.hex"),
@@ -507,6 +535,8 @@ fn stored_image_values_match_the_fixture_of_the_current_data_format() {
     lines.extend(son.journal.values().map(enc));
     // From data format 5, the SON tuning.
     lines.push(enc(&tuning()));
+    // From data format 6, values may name outage compensation.
+    lines.push(enc(&compensated_cell()));
     check_current(&format!("data-v{DATA_FORMAT}.hex"), "stored image", lines);
 }
 
@@ -656,6 +686,10 @@ fn check_stored_values(name: &str, version: u32, lines: &[Vec<u8>]) {
     if version >= 5 {
         let got: Tuning = decoded(name, "the SON tuning", lines.next());
         assert_eq!(got, tuning(), "{name}");
+    }
+    if version >= 6 {
+        let got: Cell = decoded(name, "a cell outage compensation changed", lines.next());
+        assert_eq!(got, compensated_cell(), "{name}");
     }
     assert_eq!(
         lines.count(),

@@ -14,7 +14,7 @@
 //! relations (their idle and failing streaks freeze). Detection is local to the site that owns
 //! the cell and not replicated; it is logged at INFO, and counted in
 //! `sonraft_son_outages_detected_total{kind}` and `sonraft_son_cells_in_outage{kind}`.
-//! Compensation by the neighbours is not implemented yet.
+//! Compensation by the neighbours: [`super::compensation`].
 
 use std::collections::HashSet;
 
