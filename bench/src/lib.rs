@@ -9,7 +9,8 @@
 //! - [`fleet`]: one node against a simulated fleet: sessions, memory, ingestion, latency;
 //! - [`son`]: the SON left alone on the simulator for N periods: changes undone, excluded cells
 //!   and change windows honoured, parameter groups reversing, too-early handovers;
-//! - [`energy`]: one simulated day with and without energy saving.
+//! - [`energy`]: one simulated day with and without energy saving;
+//! - [`outage`]: a cell site fails, with and without outage compensation.
 //!
 //! The node is measured from outside, as a client would see it: through the admin API
 //! ([`sonraft_client`]) and real processes ([`sonraft_testkit`]). The node's library does not
@@ -22,6 +23,7 @@ pub mod etcd_target;
 pub mod failover;
 pub mod fleet;
 pub mod load;
+pub mod outage;
 pub mod session;
 pub mod son;
 pub mod sonraft_target;
@@ -46,6 +48,8 @@ pub enum BenchCommand {
     Son(son::SonArgs),
     /// Energy saving over one simulated day, against the same day without it.
     Energy(energy::EnergyArgs),
+    /// A cell site fails: detection, compensation on and off, at the busy hour and at night.
+    Outage(outage::OutageArgs),
 }
 
 /// Runs `sonraft bench`.
@@ -56,6 +60,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         BenchCommand::Fleet(a) => fleet::run(a).await,
         BenchCommand::Son(a) => son::run(a).await,
         BenchCommand::Energy(a) => energy::run(a).await,
+        BenchCommand::Outage(a) => outage::run(a).await,
     }
 }
 

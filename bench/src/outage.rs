@@ -1,0 +1,310 @@
+//! Cell outage detection and compensation on the radio simulator (issue 13): a whole cell
+//! site fails, on a fresh three-node cluster and simulator each time, with
+//! `outage_compensation` switched off and then closed-loop, at the busy hour and at night.
+//!
+//! It measures, from the nodes' metrics and the simulator's `GET /state`: the periods until
+//! the owning site counts every cell of the site in outage; the share of the failed cells' area
+//! demand served once compensation settled (mean of the last looks) and the highest load of a
+//! neighbour; and, after the site returns, the periods until every compensated tilt and power is
+//! back. It prints a table and one JSON line; it asserts nothing.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::Args;
+use serde_json::{Value, json};
+
+use sonraft_client::ApiClient;
+use sonraft_testkit::local_cluster::{LocalCluster, SimProc, TOKEN};
+
+use crate::son::{set_policy, sim_state};
+
+#[derive(Args, Debug, Clone)]
+pub struct OutageArgs {
+    /// Simulated cells.
+    #[arg(long, default_value_t = 300)]
+    pub cells: usize,
+    /// The cell site that fails (all its cells).
+    #[arg(long, default_value = "S00000")]
+    pub site: String,
+    /// Counter period in milliseconds.
+    #[arg(long, default_value_t = 1000)]
+    pub period_ms: u64,
+    /// Periods the outage lasts before the site returns.
+    #[arg(long, default_value_t = 16)]
+    pub outage_periods: u64,
+    /// Where the processes keep their data (default: under the system temp dir; removed after).
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+}
+
+const REGIONS: &str = "site-1,site-2,site-3";
+
+#[derive(Debug, Clone, Default)]
+struct Run {
+    hour: f32,
+    compensation: bool,
+    detected_after: u64,
+    served_before_pct: f64,
+    served_pct: f64,
+    max_neighbour_pct: f64,
+    compensating: usize,
+    reverted_after: Option<u64>,
+}
+
+/// Runs `sonraft bench outage`.
+pub async fn run(args: OutageArgs) -> anyhow::Result<()> {
+    let command = std::env::args().collect::<Vec<_>>().join(" ");
+    let binary = std::env::current_exe().context("cannot find this binary")?;
+    let root = args.dir.clone().unwrap_or_else(|| {
+        std::env::temp_dir().join(format!("sonraft-bench-outage-{}", std::process::id()))
+    });
+    let _ = std::fs::remove_dir_all(&root);
+    let mut runs = Vec::new();
+    for hour in [20.0f32, 3.0] {
+        for on in [false, true] {
+            let dir = root.join(format!("h{hour}-{}", if on { "on" } else { "off" }));
+            eprintln!(
+                "site outage at {hour:02}:00, compensation {}",
+                if on { "on" } else { "off" }
+            );
+            match one(&args, &binary, &dir, hour, on).await {
+                Ok(r) => runs.push(r),
+                Err(e) => {
+                    eprintln!("logs kept under {}", root.display());
+                    return Err(e);
+                }
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(&root);
+    println!("# {command}");
+    println!(
+        "{:<6} {:<13} {:>9} {:>15} {:>13} {:>14} {:>13} {:>9}",
+        "hour",
+        "compensation",
+        "detected",
+        "served at start",
+        "served after",
+        "max neighbour",
+        "compensating",
+        "reverted"
+    );
+    for r in &runs {
+        println!(
+            "{:<6} {:<13} {:>7} p {:>14.1}% {:>12.1}% {:>13.0}% {:>13} {:>9}",
+            format!("{:02}:00", r.hour as u32),
+            if r.compensation { "on" } else { "off" },
+            r.detected_after,
+            r.served_before_pct,
+            r.served_pct,
+            r.max_neighbour_pct,
+            r.compensating,
+            r.reverted_after.map_or("-".into(), |p| format!("{p} p"))
+        );
+    }
+    let rows: Vec<Value> = runs
+        .iter()
+        .map(|r| {
+            json!({"hour": r.hour, "compensation": r.compensation, "detected_after_periods": r.detected_after,
+                   "area_served_at_detection_pct": r.served_before_pct, "area_served_pct": r.served_pct,
+                   "max_neighbour_prb_dl_pct": r.max_neighbour_pct, "compensating_cells": r.compensating,
+                   "reverted_after_periods": r.reverted_after})
+        })
+        .collect();
+    println!(
+        "{}",
+        json!({"bench": "outage", "cells": args.cells, "site": args.site, "period_ms": args.period_ms, "runs": rows})
+    );
+    Ok(())
+}
+
+async fn cells_in_outage(client: &ApiClient, apis: &[String]) -> u64 {
+    let mut n = 0;
+    for api in apis {
+        let Ok(r) = client.get(api, "/metrics").await else {
+            continue;
+        };
+        for line in String::from_utf8_lossy(&r.body).lines() {
+            if let Some(v) = line.strip_prefix("sonraft_son_cells_in_outage{kind=\"hard\"} ") {
+                n += v.trim().parse::<f64>().unwrap_or(0.0) as u64;
+            }
+        }
+    }
+    n
+}
+
+fn area(state: &Value) -> (f64, f64) {
+    let (mut d, mut s, mut nb) = (0.0, 0.0, 0.0f64);
+    for f in state["faults"].as_array().into_iter().flatten() {
+        d += f["area_demand_mbps"].as_f64().unwrap_or(0.0);
+        s += f["area_served_mbps"].as_f64().unwrap_or(0.0);
+        nb = nb.max(f["max_neighbour_prb_dl_pct"].as_f64().unwrap_or(0.0));
+    }
+    (if d > 0.0 { s * 100.0 / d } else { 100.0 }, nb)
+}
+
+/// Cell id -> (tilt, power).
+fn coverage(state: &Value) -> std::collections::BTreeMap<String, (i64, i64)> {
+    state["configs"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(id, c)| {
+            let n = |k: &str| c[k].as_i64().unwrap_or(0);
+            (id.clone(), (n("electrical_tilt"), n("max_tx_power_dbm")))
+        })
+        .collect()
+}
+
+async fn one(
+    args: &OutageArgs,
+    binary: &Path,
+    dir: &Path,
+    hour: f32,
+    on: bool,
+) -> anyhow::Result<Run> {
+    // Ten real days a simulated day: the hour barely moves during the run.
+    let sim = SimProc::start(
+        binary,
+        &dir.join("sim"),
+        &[
+            "--cells",
+            &args.cells.to_string(),
+            "--period-ms",
+            &args.period_ms.to_string(),
+            "--regions",
+            REGIONS,
+            "--day-seconds",
+            "864000",
+            "--start-hour",
+            &hour.to_string(),
+        ],
+    )?;
+    let cluster = LocalCluster::start(
+        binary,
+        dir,
+        3,
+        &["--antennas".to_string(), sim.antennas.join(",")],
+    )
+    .await?;
+    let client = ApiClient::new(Some(TOKEN.to_string()), Duration::from_secs(60));
+    let api = cluster.nodes[0].api.clone();
+    let apis = cluster.apis();
+    let mut policy = client.get(&api, "/son/policy").await?.json();
+    if !policy.is_object() {
+        policy = json!({});
+    }
+    let mode = if on { "closed_loop" } else { "off" };
+    policy["functions"] = json!({"outage_compensation": {"mode": mode}});
+    set_policy(&client, &api, &policy).await?;
+    let out = std::process::Command::new(binary)
+        .args(["sim", "export", "--cells", &args.cells.to_string()])
+        .args(["--regions", REGIONS, "--cooldown-ms"])
+        .arg((2 * args.period_ms).to_string())
+        .output()
+        .context("sim export")?;
+    if !out.status.success() {
+        bail!("sim export: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let image: Value = serde_json::from_slice(&out.stdout).context("sim export: not JSON")?;
+    let site_cells: Vec<String> = image["cells"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|c| c["site"] == args.site.as_str())
+        .filter_map(|c| c["id"].as_str().map(str::to_string))
+        .collect();
+    if site_cells.is_empty() {
+        bail!("no cell of site {} in the network", args.site);
+    }
+    let r = client.post(&api, "/image/import", &image).await?;
+    if !r.status.is_success() {
+        bail!("import: {} {}", r.status, String::from_utf8_lossy(&r.body));
+    }
+    let period = |s: &Value| s["period"].as_u64().unwrap_or(0);
+    let wait = |n: u64| {
+        let (client, sim) = (&client, &sim);
+        async move {
+            let from = period(&sim_state(client, sim).await?);
+            loop {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                let s = sim_state(client, sim).await?;
+                if period(&s) >= from + n {
+                    return anyhow::Ok(s);
+                }
+            }
+        }
+    };
+    let settled = wait(10).await?;
+    let baseline = coverage(&settled);
+    let planted_at = period(&settled);
+    for cell in &site_cells {
+        client
+            .post(
+                &sim.status,
+                "/fault",
+                &json!({"cell": cell, "fault": "outage"}),
+            )
+            .await?;
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while cells_in_outage(&client, &apis).await < site_cells.len() as u64 {
+        if Instant::now() > deadline {
+            bail!("the site's outage was not detected in 60 s");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let at_detection = sim_state(&client, &sim).await?;
+    let mut run = Run {
+        hour,
+        compensation: on,
+        detected_after: period(&at_detection).saturating_sub(planted_at),
+        served_before_pct: area(&at_detection).0,
+        ..Run::default()
+    };
+    // Let compensation land and the loads settle, then average the last looks.
+    let mut looks = Vec::new();
+    let mut last = at_detection;
+    while period(&last) < planted_at + args.outage_periods {
+        last = wait(1).await?;
+        looks.push(area(&last));
+    }
+    let tail = &looks[looks.len().saturating_sub(4)..];
+    run.served_pct = tail.iter().map(|a| a.0).sum::<f64>() / tail.len().max(1) as f64;
+    run.max_neighbour_pct = tail.iter().map(|a| a.1).fold(0.0, f64::max);
+    let during = coverage(&last);
+    let compensated: Vec<String> = during
+        .iter()
+        .filter(|(id, v)| baseline.get(*id) != Some(v))
+        .map(|(id, _)| id.clone())
+        .collect();
+    run.compensating = compensated.len();
+    for cell in &site_cells {
+        client
+            .post(
+                &sim.status,
+                "/fault",
+                &json!({"cell": cell, "fault": "clear"}),
+            )
+            .await?;
+    }
+    let cleared_at = period(&sim_state(&client, &sim).await?);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let s = sim_state(&client, &sim).await?;
+        let now = coverage(&s);
+        if compensated.iter().all(|id| now.get(id) == baseline.get(id)) {
+            run.reverted_after = Some(period(&s).saturating_sub(cleared_at));
+            break;
+        }
+        if Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(cluster);
+    drop(sim);
+    Ok(run)
+}
