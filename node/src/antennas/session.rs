@@ -45,6 +45,19 @@ pub struct Session {
     pub notify: Notify,
     pub stop: AtomicBool,
     pub state: std::sync::Mutex<SessionState>,
+    /// The report period the antenna announced in its last `WELCOME` (0: none yet).
+    period_ms: std::sync::atomic::AtomicU32,
+}
+
+/// The longest pause between reconnects: half the antenna's report period, between 1 s and
+/// 30 s, so that a cell back from an outage is heard from (and its outage ends, and its
+/// neighbours' compensation is reverted) within about a period whatever the period is.
+pub fn reconnect_cap(period_ms: u32) -> Duration {
+    if period_ms == 0 {
+        return Duration::from_secs(30);
+    }
+    (Duration::from_millis(u64::from(period_ms)) / 2)
+        .clamp(Duration::from_secs(1), Duration::from_secs(30))
 }
 
 /// A hash of a configuration that does not depend on the order relations are listed in.
@@ -63,6 +76,7 @@ impl Session {
             notify: Notify::new(),
             stop: AtomicBool::new(false),
             state: std::sync::Mutex::new(SessionState::default()),
+            period_ms: std::sync::atomic::AtomicU32::new(0),
         })
     }
 
@@ -105,7 +119,8 @@ impl Session {
             }
             let jitter = rand::rng().random_range(0.5..1.5);
             tokio::time::sleep(backoff.mul_f64(jitter)).await;
-            backoff = (backoff * 2).min(Duration::from_secs(30));
+            let cap = reconnect_cap(self.period_ms.load(Ordering::Relaxed));
+            backoff = (backoff * 2).min(cap);
         }
     }
 
@@ -146,7 +161,14 @@ impl Session {
                 .await
                 .context("no WELCOME within 10 s")??;
         let mut acked = match welcome {
-            Frame::Welcome { cell, config, .. } if *cell == *self.cell => config_hash(&config),
+            Frame::Welcome {
+                cell,
+                config,
+                period_ms,
+            } if *cell == *self.cell => {
+                self.period_ms.store(period_ms, Ordering::Relaxed);
+                config_hash(&config)
+            }
             Frame::Welcome { cell, .. } => bail!("the antenna answered as cell {cell}"),
             Frame::Error { code, message } => bail!("the antenna refused: {message} (code {code})"),
             other => bail!("expected WELCOME, got {other:?}"),
@@ -318,4 +340,22 @@ async fn refuse_bad_frame(
     };
     let _ = wr.write_all(&encode(&refusal)).await;
     bail!("bad frame from the antenna: {e}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reconnects_back_off_to_half_a_period_between_one_and_thirty_seconds() {
+        assert_eq!(
+            reconnect_cap(0),
+            Duration::from_secs(30),
+            "before any WELCOME"
+        );
+        assert_eq!(reconnect_cap(900_000), Duration::from_secs(30));
+        assert_eq!(reconnect_cap(10_000), Duration::from_secs(5));
+        assert_eq!(reconnect_cap(1_000), Duration::from_secs(1));
+        assert_eq!(reconnect_cap(200), Duration::from_secs(1));
+    }
 }
