@@ -115,13 +115,25 @@ impl Ledger {
     ) -> Vec<Proposal> {
         let before = self.cells.clone();
         let mut out = Vec::new();
-        // New outages: choose the compensators once, with their values now.
+        // New outages: choose the compensators once, with their values now. A cell already
+        // compensating another outage is left out: its values now are not its own, and two
+        // reverts would fight over what it goes back to.
+        let mut busy: HashSet<String> = self
+            .cells
+            .values()
+            .flatten()
+            .map(|k| k.cell.clone())
+            .collect();
         for &c in outage {
             let id = view.id(c).to_string();
             if self.cells.contains_key(&id) {
                 continue;
             }
-            let chosen = compensators(view, c, outage, &load);
+            let chosen: Vec<Compensator> = compensators(view, c, outage, &load)
+                .into_iter()
+                .filter(|k| !busy.contains(&k.cell))
+                .collect();
+            busy.extend(chosen.iter().map(|k| k.cell.clone()));
             if !chosen.is_empty() {
                 self.cells.insert(id, chosen);
             }
@@ -459,6 +471,30 @@ mod tests {
         set(&mut img, "Z1", 40, 46);
         let v = view(&img);
         assert!(ledger.propose(&v, &outage, full, 1, 0).is_empty());
+    }
+
+    #[test]
+    fn a_cell_compensates_one_outage_at_a_time() {
+        // A1 and A2 (site A) both fail; Z1 points at both. It compensates the first only, so
+        // that each revert puts back values that were Z1's own.
+        let img = image(
+            vec![
+                cell("A1", 1, 1300),
+                cell("A2", 2, 1300),
+                cell("Z1", 11, 1300),
+            ],
+            vec![relation("Z1", "A1"), relation("Z1", "A2")],
+        );
+        let v = view(&img);
+        let mut ledger = Ledger::default();
+        let both = HashSet::from([v.index["A1"], v.index["A2"]]);
+        let ps = ledger.propose(&v, &both, |_| None, 1, 0);
+        assert_eq!(ps.len(), 1, "{ps:?}");
+        let users: Vec<usize> = ["A1", "A2"]
+            .iter()
+            .map(|c| ledger.cells.get(*c).map_or(0, Vec::len))
+            .collect();
+        assert_eq!(users.iter().sum::<usize>(), 1, "{:?}", ledger.cells);
     }
 
     #[test]
