@@ -281,6 +281,15 @@ pub fn judge(
         });
     }
     let (kpis, degraded) = compare(trial.function, &cells, &area, policy);
+    // Waking a capacity cell answers a load its partners could not carry: judged by their
+    // peak load it would look degraded (they were full), and undoing it would put the cell
+    // back to sleep when it is needed most. Only sleeping is an experiment.
+    let waking = trial.function == Function::EnergySaving
+        && trial
+            .writes
+            .iter()
+            .all(|(w, _)| matches!(&w.value, sonraft_raft::model::Value::Text(t) if t == "normal"));
+    let degraded = degraded.filter(|_| !waking);
     let degraded = degraded.map(|(why, on_area)| {
         let over = if on_area { &scope } else { &changed };
         format!("{why} over cells {}", list(over))
@@ -762,6 +771,31 @@ mod tests {
         let v = verdict(&ring(80));
         let why = v.degraded.expect("a partner above its ceiling");
         assert!(why.starts_with("prb_max_permille 200.0 -> 800.0"), "{why}");
+    }
+
+    #[test]
+    fn waking_a_capacity_cell_is_never_undone() {
+        let mut r = KpiRing::default();
+        for i in 1..=6 {
+            r.record_cell(
+                "A-1",
+                period(i * PERIOD, 0, 0, 20_000, if i > 4 { 30 } else { 0 }),
+            );
+            r.record_cell("A-2", period(i * PERIOD, 1000, 10, 20_000, 90));
+        }
+        let mut t = trial(Function::EnergySaving, 4 * PERIOD);
+        t.writes = vec![(
+            sonraft_raft::changeset::Write {
+                entity: sonraft_raft::model::EntityRef::cell("A-1"),
+                param: sonraft_raft::model::Param::EnergySaving,
+                value: sonraft_raft::model::Value::Text("normal".into()),
+            },
+            sonraft_raft::model::Value::Text("dormant".into()),
+        )];
+        let Judgement::Verdict(v) = judge(&t, own, neighbours, &r, &Verification::default()) else {
+            panic!()
+        };
+        assert_eq!(v.degraded, None, "{:?}", v.kpis);
     }
 
     #[test]
