@@ -14,7 +14,8 @@
 //! - **Sleep** when, for [`SLEEP_PERIODS`] periods in a row, the forecast stays under
 //!   [`SLEEP_CEILING_PCT`], every partner reported and is up.
 //! - **Wake** at once when the forecast reaches [`WAKE_CEILING_PCT`], a partner's own load
-//!   reaches [`PARTNER_MAX_PCT`], or a partner is down or did not report (it failed).
+//!   reaches [`PARTNER_MAX_PCT`], or a partner is down or silent for [`SILENT_PERIODS`]
+//!   periods (it failed).
 //!
 //! The thresholds are constants of this build, not yet in the replicated tuning. Verification
 //! judges an ES change by its partners' peak load staying under [`PARTNER_MAX_PCT`] rather than
@@ -38,6 +39,8 @@ pub const SLEEP_PERIODS: u8 = 3;
 pub const SLEEP_CEILING_PCT: f64 = 50.0;
 /// Forecast partner load at which a dormant cell wakes, percent.
 pub const WAKE_CEILING_PCT: f64 = 65.0;
+/// Periods in a row a partner must be silent to count as failed.
+pub const SILENT_PERIODS: u8 = 2;
 /// A partner's own load at which a dormant cell wakes, percent (also the verification bound).
 pub const PARTNER_MAX_PCT: f64 = 75.0;
 
@@ -54,6 +57,8 @@ fn prb_khz(rat: Rat) -> f64 {
 struct Recent {
     demand: Vec<f64>,
     low: u8,
+    /// Periods in a row a partner did not report.
+    silent: u8,
 }
 
 /// What energy saving keeps between periods: per own capacity cell (keyed by a hash of its
@@ -129,16 +134,31 @@ impl Demand {
             let locked = cell.down && !cell.dormant;
             let key = relation_key(view.id(c), "");
             let mut recent = self.cells.get(&key).cloned().unwrap_or_default();
-            // A partner that is down or did not report has failed.
-            let failed = ps
-                .iter()
-                .find(|p| view.cell(**p).down || !input.prb_pct.contains_key(p));
+            // A partner that is down, or did not report for SILENT_PERIODS periods in a row
+            // (one late report is not a failure), has failed.
+            let silent = ps.iter().find(|p| !input.prb_pct.contains_key(p));
+            if !self.frozen {
+                recent.silent = if silent.is_some() {
+                    recent.silent.saturating_add(1)
+                } else {
+                    0
+                };
+            }
+            let failed =
+                ps.iter()
+                    .find(|p| view.cell(**p).down)
+                    .or(if recent.silent >= SILENT_PERIODS {
+                        silent
+                    } else {
+                        None
+                    });
             let own_load = input.prb_pct.get(&c).copied();
-            let demand = match (failed, own_load) {
+            // Known only when the cell and every partner reported this period.
+            let demand = match (failed.or(silent), own_load) {
                 (None, Some(l)) => {
                     let mut worst: f64 = 0.0;
                     for p in &ps {
-                        let pl = input.prb_pct[p];
+                        let pl = input.prb_pct.get(p).copied().unwrap_or(0.0);
                         let moved = if cell.dormant {
                             0.0
                         } else {
@@ -358,6 +378,26 @@ mod tests {
         let (_, load, why) = woke.expect("never woke");
         assert!(load < WAKE_CEILING_PCT, "woke only at {load} %: {why}");
         assert!(why.contains("before the load returns"), "{why}");
+    }
+
+    #[test]
+    fn one_late_report_of_the_partner_does_not_wake_a_dormant_cell_two_missing_do() {
+        let dormant = view(&img(true, false));
+        let mut es = Demand::default();
+        let heard = input(
+            &dormant,
+            &[("A1", 30.0, 100), ("A2", 20.0, 100), ("A4", 0.0, 273)],
+        );
+        let silent = input(&dormant, &[("A2", 20.0, 100), ("A4", 0.0, 273)]);
+        assert!(es.propose(&dormant, &heard, 1, 0).is_empty());
+        assert!(
+            es.propose(&dormant, &silent, 1, 0).is_empty(),
+            "one late report"
+        );
+        assert!(es.propose(&dormant, &heard, 1, 0).is_empty());
+        assert!(es.propose(&dormant, &silent, 1, 0).is_empty());
+        let ps = es.propose(&dormant, &silent, 1, 0);
+        assert_eq!(writes(&ps), vec![("cell/A4".into(), "normal".into())]);
     }
 
     #[test]
