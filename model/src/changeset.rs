@@ -18,8 +18,9 @@ pub enum Function {
     LoadBalancing,
     EnergySaving,
     AnrPruning,
-    /// The undoing of a SON change whose verification found that it hurt (command format 4):
-    /// never proposed by anyone, written by the state machine when it applies the verdict.
+    /// The undoing of a SON change: written by the state machine when a verdict found that the
+    /// change hurt (command format 4), and proposed by a site to put back what its outage
+    /// compensation changed once the outage is over (format 6).
     Fallback,
     /// Cell outage compensation (command format 6): neighbours of a cell in outage uptilt and
     /// raise power, and go back when it returns. Last, so that the encoding of every other

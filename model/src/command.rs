@@ -154,17 +154,23 @@ impl Command {
     /// The command format a node needs to apply this command.
     pub fn format(&self) -> u16 {
         match self {
-            Command::ChangeSet(cs) => cs.origin.function.format(),
+            Command::ChangeSet(cs) => proposed_format(cs),
             Command::Import(_) | Command::Kpis(_) | Command::Release(_) => 1,
-            Command::ChangeSets(list) => list
-                .iter()
-                .map(|cs| cs.origin.function.format())
-                .fold(2, u16::max),
+            Command::ChangeSets(list) => list.iter().map(proposed_format).fold(2, u16::max),
             Command::ImportPart(_) => ImportPart::FORMAT,
             Command::SonPolicy(p) => p.functions.keys().map(|f| f.format()).fold(4, u16::max),
             Command::Decide(_) | Command::Verdict(_) => 4,
             Command::SonTuning(_) => 5,
         }
+    }
+}
+
+/// The format a proposed change set needs: its function's, and 6 for a proposed fallback (a
+/// site reverting its outage compensation; before format 6 only the state machine wrote them).
+fn proposed_format(cs: &ChangeSet) -> u16 {
+    match cs.origin.function {
+        crate::changeset::Function::Fallback => 6,
+        f => f.format(),
     }
 }
 

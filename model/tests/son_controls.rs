@@ -31,6 +31,28 @@ fn apply_in(
     (r, changes)
 }
 
+/// Applies a change set in an entry written in exactly `format` (as an older leader would).
+fn apply_exact(
+    img: &mut NetworkImage,
+    index: u64,
+    now_ms: u64,
+    format: u16,
+    cs: ChangeSet,
+) -> Outcome {
+    let env = Envelope {
+        format,
+        log_time_ms: now_ms,
+        body: sonraft_model::codec::encode(&Command::ChangeSet(cs)).expect("encode"),
+    };
+    match img
+        .apply_entry(index, &env, &mut Changes::default())
+        .expect("apply")
+    {
+        Response::ChangeSet(o) => o,
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
 /// Applies a change set in a format-4 entry.
 fn apply4(img: &mut NetworkImage, index: u64, now_ms: u64, cs: impl Into<Proposal>) -> Outcome {
     let cs = cs.into().0(img);
@@ -678,8 +700,10 @@ fn a_verdict_on_no_open_trial_is_refused_and_nobody_proposes_as_fallback() {
     );
     let mut cs = hysteresis(Function::Operator, &img, "A-1", 3);
     cs.origin.function = Function::Fallback;
-    let out = apply4(&mut img, 3, DAY, cs);
-    assert!(reason(&out).contains("nobody proposes them"), "{out:?}");
+    for format in [4, 5] {
+        let out = apply_exact(&mut img, 3, DAY, format, cs.clone());
+        assert!(reason(&out).contains("nobody proposes them"), "{out:?}");
+    }
     assert!("fallback".parse::<Function>().is_err());
 }
 
@@ -920,4 +944,24 @@ fn outage_compensation_does_not_wait_for_cool_downs_opens_no_trial_and_is_held_a
     let oc = cio(Function::OutageCompensation, &img, "A-1/A-2", 2);
     let out = apply6(&mut img, 6, DAY + 2 * MINUTE, oc);
     assert!(reason(&out).contains("may not write"), "{out:?}");
+}
+
+#[test]
+fn from_format_6_a_site_may_propose_a_fallback_and_the_functions_controls_do_not_hold_it() {
+    let mut img = with_cooldown(image());
+    set_policy(
+        &mut img,
+        Function::OutageCompensation,
+        Controls {
+            mode: Mode::Off,
+            ..Controls::default()
+        },
+    );
+    let revert = tilt(Function::Fallback, &img, "A-1", 30);
+    assert_eq!(Command::ChangeSet(revert.clone()).format(), 6);
+    let out = apply_exact(&mut img, 2, DAY, 5, revert.clone());
+    assert!(reason(&out).contains("nobody proposes them"), "{out:?}");
+    let trials = img.son.trials.len();
+    assert_eq!(apply6(&mut img, 3, DAY, revert).kind(), "applied");
+    assert_eq!(img.son.trials.len(), trials, "a fallback opens no trial");
 }

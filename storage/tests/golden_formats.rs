@@ -110,13 +110,19 @@ const SAMPLE_COMMANDS_SINCE_5: &str = r#"[
                  "pci": {"reserved": [0, 1, 2, 1007]}}}
 ]"#;
 
-/// Commands of format 6: outage compensation, and a policy naming it.
+/// Commands of format 6: outage compensation, a site's fallback reverting it, and a policy
+/// naming it.
 const SAMPLE_COMMANDS_SINCE_6: &str = r#"[
   {"ChangeSet": {"origin": {"node": 3, "function": "outage_compensation"},
                  "reason": "fixture: compensating F-2 (hard outage)",
                  "read_set": [{"entity": "cell/F-1", "version": 2}],
                  "writes": [{"entity": "cell/F-1", "param": "electrical_tilt", "value": {"Int": 30}},
                             {"entity": "cell/F-1", "param": "max_tx_power_dbm", "value": {"Int": 46}}],
+                 "proposed_at_ms": 1764000000000}},
+  {"ChangeSet": {"origin": {"node": 3, "function": "fallback"},
+                 "reason": "fixture: F-2 is back: reverting its compensation",
+                 "read_set": [{"entity": "cell/F-1", "version": 3}],
+                 "writes": [{"entity": "cell/F-1", "param": "electrical_tilt", "value": {"Int": 40}}],
                  "proposed_at_ms": 1764000000000}},
   {"SonPolicy": {"functions": {"outage_compensation": {"mode": "open_loop"}},
                  "pending_ttl_ms": 86400000,

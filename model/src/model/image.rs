@@ -200,7 +200,10 @@ impl NetworkImage {
         }
     }
 
-    /// Applies a change set someone proposed: nobody proposes as `fallback`.
+    /// Applies a change set someone proposed. Before format 6 nobody proposes as `fallback`;
+    /// from format 6 a site does, to put back what its outage compensation changed once the
+    /// outage is over (restoring is not an experiment: the function's controls do not hold it
+    /// back, and it opens no trial). Operators cannot: the API parses only proposers' names.
     fn apply_proposed(
         &mut self,
         index: u64,
@@ -208,7 +211,7 @@ impl NetworkImage {
         changes: &mut Changes,
         judge: Judge,
     ) -> Outcome {
-        if cs.origin.function == Function::Fallback {
+        if cs.origin.function == Function::Fallback && judge.format < 6 {
             let outcome = Outcome::Invalid {
                 reason: "fallback changes are made by the cluster when a verdict undoes a change; nobody proposes them".into(),
             };

@@ -52,6 +52,15 @@ pub struct Compensator {
     pub withdrawn: bool,
 }
 
+/// This period's outages, as detection sees them.
+pub struct Outage<'a> {
+    /// The own cells in outage.
+    pub cells: &'a HashSet<u32>,
+    /// Detection has seen enough periods since the node started that a cell not in `cells` is
+    /// known to be up: until then nothing is reverted.
+    pub settled: bool,
+}
+
 /// The compensations this site started and has not finished reverting, by failed cell.
 #[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Ledger {
@@ -85,10 +94,21 @@ impl Ledger {
     fn save(&self) {
         let Some(path) = &self.path else { return };
         let tmp = path.with_extension("json.tmp");
+        // Synced, renamed, and the directory synced: after a power cut the ledger is the old
+        // one or the new one, never empty (it is what puts the network back).
         let written = serde_json::to_vec_pretty(self)
             .map_err(std::io::Error::other)
-            .and_then(|b| std::fs::write(&tmp, b))
-            .and_then(|()| std::fs::rename(&tmp, path));
+            .and_then(|b| {
+                use std::io::Write;
+                let mut f = std::fs::File::create(&tmp)?;
+                f.write_all(&b)?;
+                f.sync_all()
+            })
+            .and_then(|()| std::fs::rename(&tmp, path))
+            .and_then(|()| match path.parent() {
+                Some(dir) => std::fs::File::open(dir)?.sync_all(),
+                None => Ok(()),
+            });
         if let Err(e) = written {
             tracing::warn!(file = %path.display(), error = %e, "outage compensation ledger not saved");
         }
@@ -108,11 +128,12 @@ impl Ledger {
     pub fn propose(
         &mut self,
         view: &RadioView,
-        outage: &HashSet<u32>,
+        outage: &Outage<'_>,
         load: impl Fn(u32) -> Option<f64>,
         node: u64,
         now_ms: u64,
     ) -> Vec<Proposal> {
+        let (settled, outage) = (outage.settled, outage.cells);
         let before = self.cells.clone();
         let mut out = Vec::new();
         // New outages: choose the compensators once, with their values now. A cell already
@@ -141,102 +162,95 @@ impl Ledger {
         let mut finished = Vec::new();
         for (failed, list) in &mut self.cells {
             let active = view.index.get(failed).is_some_and(|c| outage.contains(c));
-            let mut writes = Vec::new();
-            let mut read_set = Vec::new();
-            let mut cells = Vec::new();
-            let mut what = Vec::new();
+            if !active && !settled {
+                // Not known to be back yet (this node just started): wait.
+                continue;
+            }
             let mut withdrawn = Vec::new();
             list.retain_mut(|k| {
                 let Some(&n) = view.index.get(&k.cell) else {
                     return false;
                 };
                 let cell = view.cell(n);
-                let now = (cell.electrical_tilt, cell.max_tx_power_dbm);
-                let (before, during) = ((k.tilt.0, k.power.0), (k.tilt.1, k.power.1));
                 // A compensating cell that filled up goes back, and stays out of this outage.
                 if active && !k.withdrawn && load(n).is_some_and(|l| l >= WITHDRAW_LOAD_PCT) {
                     k.withdrawn = true;
-                    withdrawn.push(format!(
-                        "{} at {:.0} % (withdrawn at {WITHDRAW_LOAD_PCT:.0} %)",
-                        k.cell,
-                        load(n).unwrap_or(0.0)
-                    ));
+                    withdrawn.push(k.cell.clone());
                 }
                 let compensating = active && !k.withdrawn;
-                let (from, to) = if compensating {
-                    (before, during)
-                } else {
-                    (during, before)
-                };
-                if now == to {
-                    // Done: compensating (kept), or back (leaves the ledger, unless it is a
-                    // withdrawn one of an outage still on: kept so it is not chosen again).
-                    return compensating || (active && k.withdrawn);
+                // Each parameter on its own: done, to write, or someone else's now.
+                let mut writes = Vec::new();
+                let mut live = false;
+                for (param, (before, during), now) in [
+                    (Param::ElectricalTilt, k.tilt, cell.electrical_tilt),
+                    (Param::MaxTxPowerDbm, k.power, cell.max_tx_power_dbm),
+                ] {
+                    let (from, to) = if compensating {
+                        (before, during)
+                    } else {
+                        (during, before)
+                    };
+                    if now == to {
+                        live |= compensating;
+                    } else if now == from {
+                        writes.push(write(&k.cell, param, to));
+                        live = true;
+                    }
                 }
-                if now != from {
-                    // Someone else changed it meanwhile: theirs now.
-                    return false;
+                if !writes.is_empty() {
+                    let what = format!(
+                        "{}: tilt {:.1} -> {:.1}°, power {} -> {} dBm",
+                        k.cell,
+                        f64::from(cell.electrical_tilt) / 10.0,
+                        f64::from(if compensating { k.tilt.1 } else { k.tilt.0 }) / 10.0,
+                        cell.max_tx_power_dbm,
+                        if compensating { k.power.1 } else { k.power.0 }
+                    );
+                    let (function, reason) = if compensating {
+                        (
+                            Function::OutageCompensation,
+                            format!("compensating {failed} (in outage): {what}"),
+                        )
+                    } else if active {
+                        (
+                            Function::Fallback,
+                            format!(
+                                "{} reached {:.0} % compensating {failed} (withdrawn at {WITHDRAW_LOAD_PCT:.0} %): {what}",
+                                k.cell,
+                                load(n).unwrap_or(0.0)
+                            ),
+                        )
+                    } else {
+                        (
+                            Function::Fallback,
+                            format!("{failed} is back: reverting its compensation: {what}"),
+                        )
+                    };
+                    out.push(Proposal {
+                        change_set: ChangeSet {
+                            origin: Origin { node, function },
+                            reason,
+                            read_set: vec![view.read_cell(n)],
+                            writes,
+                            proposed_at_ms: now_ms,
+                        },
+                        cells: if cell.own {
+                            vec![k.cell.clone()]
+                        } else {
+                            Vec::new()
+                        },
+                    });
                 }
-                read_set.push(view.read_cell(n));
-                if to.0 != now.0 {
-                    writes.push(write(&k.cell, Param::ElectricalTilt, to.0));
-                }
-                if to.1 != now.1 {
-                    writes.push(write(&k.cell, Param::MaxTxPowerDbm, to.1));
-                }
-                if cell.own {
-                    cells.push(k.cell.clone());
-                }
-                what.push(format!(
-                    "{} tilt {:.1} -> {:.1}°, power {} -> {} dBm",
-                    k.cell,
-                    f64::from(now.0) / 10.0,
-                    f64::from(to.0) / 10.0,
-                    now.1,
-                    to.1
-                ));
-                true
+                // Kept while something is left to do, and a withdrawn one for the rest of its
+                // outage (so it is not chosen again).
+                live || (active && k.withdrawn)
             });
+            if !withdrawn.is_empty() {
+                tracing::info!(failed = %failed, cells = ?withdrawn, "outage compensation withdrawn from full cells");
+            }
             if list.is_empty() && !active {
                 finished.push(failed.clone());
             }
-            if writes.is_empty() {
-                continue;
-            }
-            let reason = if active {
-                let mut parts = Vec::new();
-                if !what.is_empty() {
-                    parts.push(format!(
-                        "compensating {failed} (in outage): {}",
-                        what.join("; ")
-                    ));
-                }
-                if !withdrawn.is_empty() {
-                    parts.push(format!(
-                        "{failed}'s compensation withdrawn from {}",
-                        withdrawn.join("; ")
-                    ));
-                }
-                parts.join("; ")
-            } else {
-                format!(
-                    "{failed} is back: reverting its compensation: {}",
-                    what.join("; ")
-                )
-            };
-            out.push(Proposal {
-                change_set: ChangeSet {
-                    origin: Origin {
-                        node,
-                        function: Function::OutageCompensation,
-                    },
-                    reason,
-                    read_set,
-                    writes,
-                    proposed_at_ms: now_ms,
-                },
-                cells,
-            });
         }
         for f in finished {
             self.cells.remove(&f);
@@ -283,7 +297,8 @@ fn compensators(
             let cell = view.cell(n);
             let tilt = (cell.electrical_tilt - UPTILT).max(cell.tilt_min);
             let power = (cell.max_tx_power_dbm + POWER_UP_DB).min(MAX_POWER_DBM);
-            let room = (cell.electrical_tilt - tilt) + (power - cell.max_tx_power_dbm);
+            let room =
+                (cell.electrical_tilt - tilt).max(0) + (power - cell.max_tx_power_dbm).max(0);
             (room > 0).then(|| {
                 (
                     room,
@@ -345,6 +360,13 @@ mod tests {
         )
     }
 
+    fn up(cells: &HashSet<u32>) -> Outage<'_> {
+        Outage {
+            cells,
+            settled: true,
+        }
+    }
+
     fn writes(ps: &[Proposal]) -> Vec<(String, String, i64)> {
         ps.iter()
             .flat_map(|p| &p.change_set.writes)
@@ -368,11 +390,11 @@ mod tests {
         let v = view(&img);
         let mut ledger = Ledger::default();
         let outage = HashSet::from([v.index["A1"]]);
-        let ps = ledger.propose(&v, &outage, |_| None, 1, 0);
-        assert_eq!(ps.len(), 1);
-        assert_eq!(
-            ps[0].change_set.origin.function,
-            Function::OutageCompensation
+        let ps = ledger.propose(&v, &up(&outage), |_| None, 1, 0);
+        assert_eq!(ps.len(), 2, "one change set per compensating cell");
+        assert!(
+            ps.iter()
+                .all(|p| p.change_set.origin.function == Function::OutageCompensation)
         );
         assert_eq!(
             writes(&ps),
@@ -386,31 +408,36 @@ mod tests {
         );
         // Not applied yet (refused, lost): proposed again next period.
         assert_eq!(
-            writes(&ledger.propose(&v, &outage, |_| None, 1, 0)).len(),
+            writes(&ledger.propose(&v, &up(&outage), |_| None, 1, 0)).len(),
             4
         );
         // Applied: nothing more while the outage lasts.
         set(&mut img, "Z1", 30, 49);
         set(&mut img, "Z2", 30, 49);
         let v = view(&img);
-        assert!(ledger.propose(&v, &outage, |_| None, 1, 0).is_empty());
-        // Back: both revert; someone else's change to Z2 meanwhile would be left alone.
+        assert!(ledger.propose(&v, &up(&outage), |_| None, 1, 0).is_empty());
+        // Back: both revert, except Z2's tilt, which someone else set meanwhile.
         set(&mut img, "Z2", 35, 49);
         let v = view(&img);
-        let ps = ledger.propose(&v, &HashSet::new(), |_| None, 1, 0);
+        let ps = ledger.propose(&v, &up(&HashSet::new()), |_| None, 1, 0);
         assert_eq!(
             writes(&ps),
             [
                 ("cell/Z1".into(), "electrical_tilt".into(), 40),
                 ("cell/Z1".into(), "max_tx_power_dbm".into(), 46),
+                ("cell/Z2".into(), "max_tx_power_dbm".into(), 46),
             ]
         );
         assert!(ps[0].change_set.reason.starts_with("A1 is back"));
+        // A revert restores what a SON function changed: a fallback, which the operator's
+        // controls for outage compensation (off, excluded, a closed window) do not hold back.
+        assert_eq!(ps[0].change_set.origin.function, Function::Fallback);
         set(&mut img, "Z1", 40, 46);
+        set(&mut img, "Z2", 35, 46);
         let v = view(&img);
         assert!(
             ledger
-                .propose(&v, &HashSet::new(), |_| None, 1, 0)
+                .propose(&v, &up(&HashSet::new()), |_| None, 1, 0)
                 .is_empty()
         );
         assert!(
@@ -428,7 +455,8 @@ mod tests {
         img.cells.get_mut("Z2").unwrap().max_tx_power_dbm = MAX_POWER_DBM;
         img.cells.get_mut("Z2").unwrap().electrical_tilt = 0;
         let v = view(&img);
-        let ps = Ledger::default().propose(&v, &HashSet::from([v.index["A1"]]), |_| None, 1, 0);
+        let ps =
+            Ledger::default().propose(&v, &up(&HashSet::from([v.index["A1"]])), |_| None, 1, 0);
         assert_eq!(
             writes(&ps),
             [("cell/Z1".into(), "max_tx_power_dbm".into(), 49)],
@@ -445,7 +473,7 @@ mod tests {
         let outage = HashSet::from([v.index["A1"]]);
         // Z2 is already at 75 %: only Z1 compensates.
         let busy = move |n: u32| Some(if n == z2 { 75.0 } else { 40.0 });
-        let ps = ledger.propose(&v, &outage, busy, 1, 0);
+        let ps = ledger.propose(&v, &up(&outage), busy, 1, 0);
         assert!(
             writes(&ps).iter().all(|w| w.0 == "cell/Z1"),
             "{:?}",
@@ -455,7 +483,7 @@ mod tests {
         let v = view(&img);
         // Z1 fills up with the outage's users: it goes back, and is not chosen again.
         let full = move |n: u32| Some(if n == z1 { 90.0 } else { 40.0 });
-        let ps = ledger.propose(&v, &outage, full, 1, 0);
+        let ps = ledger.propose(&v, &up(&outage), full, 1, 0);
         assert_eq!(
             writes(&ps),
             [
@@ -470,7 +498,52 @@ mod tests {
         );
         set(&mut img, "Z1", 40, 46);
         let v = view(&img);
-        assert!(ledger.propose(&v, &outage, full, 1, 0).is_empty());
+        assert!(ledger.propose(&v, &up(&outage), full, 1, 0).is_empty());
+    }
+
+    #[test]
+    fn a_parameter_someone_else_changed_is_theirs_and_the_other_still_goes_back() {
+        let mut img = img(40);
+        let v = view(&img);
+        let mut ledger = Ledger::default();
+        let outage = HashSet::from([v.index["A1"]]);
+        ledger.propose(&v, &up(&outage), |_| None, 1, 0);
+        set(&mut img, "Z1", 30, 49);
+        set(&mut img, "Z2", 30, 49);
+        // The operator sets Z1's tilt during the outage; its power is still compensation's.
+        set(&mut img, "Z1", 35, 49);
+        let v = view(&img);
+        assert!(ledger.propose(&v, &up(&outage), |_| None, 1, 0).is_empty());
+        let ps = ledger.propose(&v, &up(&HashSet::new()), |_| None, 1, 0);
+        let mut w = writes(&ps);
+        w.sort();
+        assert_eq!(
+            w,
+            [
+                ("cell/Z1".into(), "max_tx_power_dbm".into(), 46),
+                ("cell/Z2".into(), "electrical_tilt".into(), 40),
+                ("cell/Z2".into(), "max_tx_power_dbm".into(), 46),
+            ]
+        );
+    }
+
+    #[test]
+    fn nothing_is_reverted_until_detection_has_settled_after_a_restart() {
+        let img = img(40);
+        let v = view(&img);
+        let mut ledger = Ledger::default();
+        ledger.propose(&v, &up(&HashSet::from([v.index["A1"]])), |_| None, 1, 0);
+        let mut img = img;
+        set(&mut img, "Z1", 30, 49);
+        set(&mut img, "Z2", 30, 49);
+        let v = view(&img);
+        let none = HashSet::new();
+        let fresh = Outage {
+            cells: &none,
+            settled: false,
+        };
+        assert!(ledger.propose(&v, &fresh, |_| None, 1, 0).is_empty());
+        assert_eq!(ledger.cells["A1"].len(), 2, "kept until known to be back");
     }
 
     #[test]
@@ -488,7 +561,7 @@ mod tests {
         let v = view(&img);
         let mut ledger = Ledger::default();
         let both = HashSet::from([v.index["A1"], v.index["A2"]]);
-        let ps = ledger.propose(&v, &both, |_| None, 1, 0);
+        let ps = ledger.propose(&v, &up(&both), |_| None, 1, 0);
         assert_eq!(ps.len(), 1, "{ps:?}");
         let users: Vec<usize> = ["A1", "A2"]
             .iter()
@@ -503,7 +576,7 @@ mod tests {
         let img = img(40);
         let v = view(&img);
         let mut ledger = Ledger::load(dir.path());
-        ledger.propose(&v, &HashSet::from([v.index["A1"]]), |_| None, 1, 0);
+        ledger.propose(&v, &up(&HashSet::from([v.index["A1"]])), |_| None, 1, 0);
         let again = Ledger::load(dir.path());
         assert_eq!(again.cells, ledger.cells);
         assert_eq!(again.cells["A1"].len(), 2);

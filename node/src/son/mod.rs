@@ -203,6 +203,7 @@ pub async fn run(
             let (node, period) = (node.clone(), period.clone());
             async move { replicate_kpis(&node, &period).await }
         });
+        let data_dir = node.config().data_dir.clone();
         let (proposals, verdicts, c) = {
             let node = node.clone();
             let period = period.clone();
@@ -243,6 +244,9 @@ pub async fn run(
                 Err(e) => {
                     tracing::error!(error = %e, "SON analysis failed");
                     cycle.dirty = true;
+                    // The cycle's memory went with the failed task: the compensation ledger
+                    // comes back from its file (the rest is rebuilt from the next periods).
+                    cycle.memory.compensation = compensation::Ledger::load(&data_dir);
                     continue;
                 }
             }
@@ -316,7 +320,7 @@ fn skip_refused(
     // every voter could apply its change sets.
     proposals.retain(|p| {
         let function = p.change_set.origin.function;
-        let fits = function.format() <= format;
+        let fits = Command::ChangeSet(p.change_set.clone()).format() <= format;
         if !fits {
             tracing::trace!(%function, format, "SON proposal waits for a newer command format");
             skipped.insert(function);
@@ -423,7 +427,10 @@ pub fn analyse(
     out.extend(memory.energy.propose(view, input, node, now));
     out.extend(memory.compensation.propose(
         view,
-        &input.outage,
+        &compensation::Outage {
+            cells: &input.outage,
+            settled: memory.outages.settled(),
+        },
         |c| input.prb_pct(view, c),
         node,
         now,
@@ -586,7 +593,10 @@ mod tests {
         let oc = || {
             compensation::Ledger::default().propose(
                 &v,
-                &std::collections::HashSet::from([v.index["A1"]]),
+                &compensation::Outage {
+                    cells: &std::collections::HashSet::from([v.index["A1"]]),
+                    settled: true,
+                },
                 |_| None,
                 1,
                 0,
@@ -601,7 +611,10 @@ mod tests {
         let oc2 = || {
             compensation::Ledger::default().propose(
                 &v2,
-                &std::collections::HashSet::from([v2.index["A1"]]),
+                &compensation::Outage {
+                    cells: &std::collections::HashSet::from([v2.index["A1"]]),
+                    settled: true,
+                },
                 |_| None,
                 1,
                 0,

@@ -59,6 +59,8 @@ struct Watch {
 #[derive(Debug, Default, Clone)]
 pub struct Outages {
     cells: FastMap<u64, Watch>,
+    /// Conclusive periods seen since this node started.
+    periods: u32,
     frozen: bool,
 }
 
@@ -66,8 +68,16 @@ impl Outages {
     pub fn frozen(&self) -> Outages {
         Outages {
             cells: self.cells.clone(),
+            periods: self.periods,
             frozen: true,
         }
+    }
+
+    /// Whether enough periods were seen since the node started for an outage to have been
+    /// detected: until then, "no outage" may only mean "not detected yet" (a cell that died
+    /// while this node was down never reports again).
+    pub fn settled(&self) -> bool {
+        self.periods >= u32::from(HARD_PERIODS)
     }
 
     /// Folds this period's reports in and returns the own cells in outage now.
@@ -86,6 +96,9 @@ impl Outages {
             let key = relation_key(view.id(c), "");
             let mut w = self.cells.get(&key).copied().unwrap_or_default();
             let cell = view.cell(c);
+            // A replicated KPI summary says the cell reported before, if not to this node
+            // since it started.
+            w.reported |= cell.prb_permille.is_some();
             if !self.frozen {
                 match input.prb_pct.get(&c) {
                     Some(&prb) => {
@@ -147,6 +160,9 @@ impl Outages {
         }
         if !self.frozen {
             self.cells = next;
+            if conclusive {
+                self.periods = self.periods.saturating_add(1);
+            }
             metrics::gauge!("sonraft_son_cells_in_outage", "kind" => "hard").set(f64::from(hard));
             metrics::gauge!("sonraft_son_cells_in_outage", "kind" => "sleeping")
                 .set(f64::from(sleeping));
@@ -196,6 +212,30 @@ mod tests {
         // A frozen copy answers the same without counting the period again.
         assert_eq!(o.frozen().update(&v, &without_a1).len(), 1);
         assert!(o.update(&v, &all).is_empty(), "back at its first report");
+    }
+
+    #[test]
+    fn after_a_restart_a_cell_with_a_replicated_summary_that_stays_silent_is_detected() {
+        let mut img = img();
+        img.kpis.insert(
+            "A1".into(),
+            sonraft_raft::model::KpiSummary {
+                cell: "A1".into(),
+                period_end_ms: 1,
+                prb_dl_permille: 400,
+                rrc_conn_mean: 100,
+                thp_dl_kbps: 10_000,
+                ho_att: 10,
+                ho_succ: 10,
+            },
+        );
+        let v = view(&img);
+        let mut o = Outages::default();
+        assert!(!o.settled());
+        let without_a1 = input(&v, &[("A2", 30.0, 90), ("A3", 20.0, 50)]);
+        assert!(o.update(&v, &without_a1).is_empty());
+        assert_eq!(o.update(&v, &without_a1), HashSet::from([v.index["A1"]]));
+        assert!(o.settled());
     }
 
     #[test]
