@@ -333,10 +333,26 @@ fn skip_refused(
     // A function steps once on a cell until that change has its verdict: of two proposals of
     // one function on one cell this period, the second would only be refused.
     let mut claimed = std::collections::HashSet::new();
-    proposals.retain(|p| {
+    proposals.retain_mut(|p| {
         let function = p.change_set.origin.function;
         let cells = reconfigured_cells(&p.change_set);
-        let refusal = controls_refusal(image, &p.change_set, now_ms, format).or_else(|| {
+        let refusal = controls_refusal(image, &p.change_set, now_ms, format);
+        // Waking a dormant cell undoes energy saving's change: when the function's controls
+        // hold it back (switched off, the cell excluded, outside its window, its sleep still
+        // under verification), the site wakes it as a fallback (format 6), or the cell would
+        // stay dark with nothing to wake it.
+        if let Some(why) = &refusal
+            && format >= 6
+            && is_wake(&p.change_set)
+        {
+            p.change_set.origin.function = Function::Fallback;
+            p.change_set.reason = format!(
+                "energy saving may not wake the cell itself ({why}); waking it as a fallback: {}",
+                p.change_set.reason
+            );
+            return true;
+        }
+        let refusal = refusal.or_else(|| {
             cells
                 .iter()
                 .any(|c| claimed.contains(&(function, c.clone())))
@@ -353,6 +369,16 @@ fn skip_refused(
         refusal.is_none()
     });
     skipped
+}
+
+/// Whether `cs` is energy saving waking cells (every write sets `energy_saving` to `normal`).
+fn is_wake(cs: &ChangeSet) -> bool {
+    cs.origin.function == Function::EnergySaving
+        && !cs.writes.is_empty()
+        && cs.writes.iter().all(|w| {
+            w.param == sonraft_raft::model::Param::EnergySaving
+                && matches!(&w.value, sonraft_raft::model::Value::Text(t) if t == "normal")
+        })
 }
 
 /// Proposes a verdict; one that did not get through is proposed again next period.
@@ -581,6 +607,50 @@ mod tests {
         let mut proposals = all();
         skip_refused(&img, &mut proposals, 1_000, 3);
         assert_eq!(proposals.len(), 3);
+    }
+
+    #[test]
+    fn a_wake_the_energy_saving_controls_hold_back_goes_out_as_a_fallback_from_format_6() {
+        use sonraft_raft::son::{Controls, Mode};
+        let mut dormant = testing::cell("A4", 504, 636_666);
+        dormant["energy_saving"] = serde_json::json!("dormant");
+        let mut img = testing::image(vec![testing::cell("A1", 1, 100), dormant], vec![]);
+        img.son.policy.functions.insert(
+            Function::EnergySaving,
+            Controls {
+                mode: Mode::Off,
+                ..Controls::default()
+            },
+        );
+        let v = testing::view(&img);
+        let wake = |to: &str| Proposal {
+            change_set: ChangeSet {
+                origin: Origin {
+                    node: 1,
+                    function: Function::EnergySaving,
+                },
+                reason: "test".into(),
+                read_set: vec![v.read_cell(v.index["A4"])],
+                writes: vec![Write {
+                    entity: EntityRef::cell("A4"),
+                    param: Param::EnergySaving,
+                    value: Value::Text(to.into()),
+                }],
+                proposed_at_ms: 0,
+            },
+            cells: vec!["A4".into()],
+        };
+        let mut proposals = vec![wake("normal"), wake("dormant")];
+        skip_refused(&img, &mut proposals, 1_000, 6);
+        assert_eq!(proposals.len(), 1, "the sleep is refused, the wake goes on");
+        assert_eq!(proposals[0].change_set.origin.function, Function::Fallback);
+        assert!(proposals[0].change_set.reason.contains("switched off"));
+        let mut proposals = vec![wake("normal")];
+        skip_refused(&img, &mut proposals, 1_000, 5);
+        assert!(
+            proposals.is_empty(),
+            "before format 6 nobody proposes fallbacks"
+        );
     }
 
     #[test]
