@@ -9,10 +9,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::{Value, json};
-use sonraft_testkit::local_cluster::SimProc;
-
-const CELLS: &str = "30";
-const REGIONS: &str = "site-1";
 
 fn capacity_cells(state: &Value) -> Vec<Value> {
     state["capacity_cells"]
@@ -25,38 +21,9 @@ fn capacity_cells(state: &Value) -> Vec<Value> {
 async fn a_capacity_cell_sleeps_at_night_and_wakes_when_its_partner_fails() {
     let dir = tempfile::tempdir().unwrap();
     // A real-time day starting at 04:00: the night trough for the whole test.
-    let sim = SimProc::start(
-        binary(),
-        dir.path(),
-        &[
-            "--cells",
-            CELLS,
-            "--period-ms",
-            "500",
-            "--regions",
-            REGIONS,
-            "--day-seconds",
-            "86400",
-            "--start-hour",
-            "4",
-        ],
-    )
-    .expect("simulator");
-    let c = Cluster::start_with(1, &["--antennas", &sim.antennas.join(",")]).await;
+    let (sim, c) =
+        simulated_site(dir.path(), &["--day-seconds", "86400", "--start-hour", "4"]).await;
     let api = c.nodes[0].api.clone();
-    let out = std::process::Command::new(binary())
-        .args(["sim", "export", "--cells", CELLS, "--regions", REGIONS])
-        .args(["--cooldown-ms", "1000"])
-        .output()
-        .expect("sim export");
-    assert!(out.status.success());
-    let image: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let r = c.client.post(&api, "/image/import", &image).await.unwrap();
-    assert!(
-        r.status.is_success(),
-        "{}",
-        String::from_utf8_lossy(&r.body)
-    );
 
     // Night: a capacity cell goes dormant, and its antenna has it.
     let deadline = Instant::now() + Duration::from_secs(60);

@@ -11,17 +11,10 @@ use common::*;
 use serde_json::{Value, json};
 use sonraft_testkit::local_cluster::SimProc;
 
-const CELLS: &str = "30";
-const REGIONS: &str = "site-1";
 const SITE: [&str; 4] = ["S00000-1", "S00000-2", "S00000-3", "S00000-4"];
 
 async fn in_outage(c: &Cluster) -> u64 {
-    let r = c.client.get(&c.nodes[0].api, "/metrics").await.unwrap();
-    let text = String::from_utf8_lossy(&r.body).into_owned();
-    text.lines()
-        .find_map(|l| l.strip_prefix("sonraft_son_cells_in_outage{kind=\"hard\"} "))
-        .and_then(|v| v.trim().parse::<f64>().ok())
-        .unwrap_or(0.0) as u64
+    metric(c, "sonraft_son_cells_in_outage{kind=\"hard\"} ").await as u64
 }
 
 /// Share of the failed cells' area demand served now, percent.
@@ -61,43 +54,10 @@ async fn wait_periods(c: &Cluster, sim: &SimProc, n: u64) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn neighbours_compensate_a_failed_site_and_go_back_when_it_returns() {
     let dir = tempfile::tempdir().unwrap();
-    let sim = SimProc::start(
-        binary(),
-        dir.path(),
-        &[
-            "--cells",
-            CELLS,
-            "--period-ms",
-            "500",
-            "--regions",
-            REGIONS,
-            // Night (real time from 02:00): the neighbours have capacity to spare, so what
-            // the outage takes away is coverage, which compensation can give back.
-            "--day-seconds",
-            "86400",
-            "--start-hour",
-            "2",
-        ],
-    )
-    .expect("simulator");
-    let c = Cluster::start_with(1, &["--antennas", &sim.antennas.join(",")]).await;
-    let out = std::process::Command::new(binary())
-        .args(["sim", "export", "--cells", CELLS, "--regions", REGIONS])
-        .args(["--cooldown-ms", "1000"])
-        .output()
-        .expect("sim export");
-    assert!(out.status.success());
-    let image: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let r = c
-        .client
-        .post(&c.nodes[0].api, "/image/import", &image)
-        .await
-        .unwrap();
-    assert!(
-        r.status.is_success(),
-        "{}",
-        String::from_utf8_lossy(&r.body)
-    );
+    // Night (real time from 02:00): the neighbours have capacity to spare, so what the
+    // outage takes away is coverage, which compensation can give back.
+    let (sim, c) =
+        simulated_site(dir.path(), &["--day-seconds", "86400", "--start-hour", "2"]).await;
     let settled = wait_periods(&c, &sim, 6).await;
     let before = changed(&settled);
 

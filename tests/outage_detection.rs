@@ -11,18 +11,13 @@ use common::*;
 use serde_json::json;
 use sonraft_testkit::local_cluster::SimProc;
 
-const CELLS: &str = "30";
-const REGIONS: &str = "site-1";
-
 /// `sonraft_son_cells_in_outage{kind}` on the node's `/metrics`.
 async fn in_outage(c: &Cluster, kind: &str) -> u64 {
-    let r = c.client.get(&c.nodes[0].api, "/metrics").await.unwrap();
-    let text = String::from_utf8_lossy(&r.body).into_owned();
-    let prefix = format!("sonraft_son_cells_in_outage{{kind=\"{kind}\"}} ");
-    text.lines()
-        .find_map(|l| l.strip_prefix(&prefix))
-        .and_then(|v| v.trim().parse::<f64>().ok())
-        .unwrap_or(0.0) as u64
+    metric(
+        c,
+        &format!("sonraft_son_cells_in_outage{{kind=\"{kind}\"}} "),
+    )
+    .await as u64
 }
 
 async fn sim_period(c: &Cluster, sim: &SimProc) -> u64 {
@@ -80,30 +75,7 @@ async fn clear(c: &Cluster, sim: &SimProc, cell: &str, kind: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hard_outages_and_sleeping_cells_are_detected_and_clear() {
     let dir = tempfile::tempdir().unwrap();
-    let sim = SimProc::start(
-        binary(),
-        dir.path(),
-        &["--cells", CELLS, "--period-ms", "500", "--regions", REGIONS],
-    )
-    .expect("simulator");
-    let c = Cluster::start_with(1, &["--antennas", &sim.antennas.join(",")]).await;
-    let out = std::process::Command::new(binary())
-        .args(["sim", "export", "--cells", CELLS, "--regions", REGIONS])
-        .args(["--cooldown-ms", "1000"])
-        .output()
-        .expect("sim export");
-    assert!(out.status.success());
-    let image: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let r = c
-        .client
-        .post(&c.nodes[0].api, "/image/import", &image)
-        .await
-        .unwrap();
-    assert!(
-        r.status.is_success(),
-        "{}",
-        String::from_utf8_lossy(&r.body)
-    );
+    let (sim, c) = simulated_site(dir.path(), &[]).await;
 
     // Twenty healthy periods with the SON running: no alarm.
     let start = sim_period(&c, &sim).await;

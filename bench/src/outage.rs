@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 use sonraft_client::ApiClient;
 use sonraft_testkit::local_cluster::{LocalCluster, SimProc, TOKEN};
 
-use crate::son::{set_policy, sim_state};
+use crate::son::{metric_sum, set_policy, sim_state};
 
 #[derive(Args, Debug, Clone)]
 pub struct OutageArgs {
@@ -118,21 +118,6 @@ pub async fn run(args: OutageArgs) -> anyhow::Result<()> {
         json!({"bench": "outage", "cells": args.cells, "site": args.site, "period_ms": args.period_ms, "runs": rows})
     );
     Ok(())
-}
-
-async fn cells_in_outage(client: &ApiClient, apis: &[String]) -> u64 {
-    let mut n = 0;
-    for api in apis {
-        let Ok(r) = client.get(api, "/metrics").await else {
-            continue;
-        };
-        for line in String::from_utf8_lossy(&r.body).lines() {
-            if let Some(v) = line.strip_prefix("sonraft_son_cells_in_outage{kind=\"hard\"} ") {
-                n += v.trim().parse::<f64>().unwrap_or(0.0) as u64;
-            }
-        }
-    }
-    n
 }
 
 fn area(state: &Value) -> (f64, f64) {
@@ -250,7 +235,8 @@ async fn one(
             .await?;
     }
     let deadline = Instant::now() + Duration::from_secs(60);
-    while cells_in_outage(&client, &apis).await < site_cells.len() as u64 {
+    let hard = "sonraft_son_cells_in_outage{kind=\"hard\"}";
+    while metric_sum(&client, &apis, hard).await < site_cells.len() as u64 {
         if Instant::now() > deadline {
             bail!("the site's outage was not detected in 60 s");
         }

@@ -167,17 +167,17 @@ async fn skipped(client: &ApiClient, apis: &[String]) -> BTreeMap<String, u64> {
     out
 }
 
-/// Cell outages the nodes detected (`sonraft_son_outages_detected_total`), summed over `apis`:
-/// with no fault planted, every one is a false alarm.
-async fn outage_alarms(client: &ApiClient, apis: &[String]) -> u64 {
+/// The sum over `apis` of every metric line that starts with `prefix` (all label sets of a
+/// metric when `prefix` ends at its `{`).
+pub(crate) async fn metric_sum(client: &ApiClient, apis: &[String], prefix: &str) -> u64 {
     let mut n = 0;
     for api in apis {
         let Ok(r) = client.get(api, "/metrics").await else {
             continue;
         };
         for line in String::from_utf8_lossy(&r.body).lines() {
-            if let Some(rest) = line.strip_prefix("sonraft_son_outages_detected_total{")
-                && let Some((_, value)) = rest.split_once("} ")
+            if let Some(rest) = line.strip_prefix(prefix)
+                && let Some((_, value)) = rest.rsplit_once(' ')
             {
                 n += value.trim().parse::<f64>().unwrap_or(0.0) as u64;
             }
@@ -440,7 +440,13 @@ async fn measure(args: &SonArgs, binary: &Path, root: &Path, command: &str) -> a
 
     let records = history(&client, &api).await?;
     let skipped = skipped(&client, &cluster.apis()).await;
-    let alarms = outage_alarms(&client, &cluster.apis()).await;
+    // With no fault planted, every outage detected is a false alarm.
+    let alarms = metric_sum(
+        &client,
+        &cluster.apis(),
+        "sonraft_son_outages_detected_total{",
+    )
+    .await;
     let trials: v1::Trials = {
         let r = client.get(&api, "/son/trials?limit=100000").await?;
         r.parse()

@@ -116,3 +116,47 @@ impl Cluster {
         r.json()
     }
 }
+
+/// A one-node cluster of site `site-1` on a simulated network of 30 cells (counters every
+/// 500 ms, `extra` more simulator flags), its image imported (cool-down 1 s). The simulator's
+/// files live in `dir`.
+pub async fn simulated_site(
+    dir: &Path,
+    extra: &[&str],
+) -> (sonraft_testkit::local_cluster::SimProc, Cluster) {
+    const CELLS: &str = "30";
+    const REGIONS: &str = "site-1";
+    let mut args = vec!["--cells", CELLS, "--period-ms", "500", "--regions", REGIONS];
+    args.extend_from_slice(extra);
+    let sim =
+        sonraft_testkit::local_cluster::SimProc::start(binary(), dir, &args).expect("simulator");
+    let c = Cluster::start_with(1, &["--antennas", &sim.antennas.join(",")]).await;
+    let out = std::process::Command::new(binary())
+        .args(["sim", "export", "--cells", CELLS, "--regions", REGIONS])
+        .args(["--cooldown-ms", "1000"])
+        .output()
+        .expect("sim export");
+    assert!(out.status.success());
+    let image: Value = serde_json::from_slice(&out.stdout).expect("image json");
+    let r = c
+        .client
+        .post(&c.nodes[0].api, "/image/import", &image)
+        .await
+        .unwrap();
+    assert!(
+        r.status.is_success(),
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
+    (sim, c)
+}
+
+/// The value of the first metric line of node 0 that starts with `prefix` (0 when absent).
+pub async fn metric(c: &Cluster, prefix: &str) -> f64 {
+    let r = c.client.get(&c.nodes[0].api, "/metrics").await.unwrap();
+    String::from_utf8_lossy(&r.body)
+        .lines()
+        .find_map(|l| l.strip_prefix(prefix))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .unwrap_or(0.0)
+}
