@@ -26,11 +26,17 @@ pub enum Function {
     /// raise power, and go back when it returns. Last, so that the encoding of every other
     /// function stays what it was.
     OutageCompensation,
+    /// Coverage and capacity optimisation (command format 7): tilt and power of overshooting
+    /// cells and of cells around a coverage hole, inside each cell's tilt box.
+    CoverageCapacity,
+    /// ANR that adds relations (command format 7): neighbours the users measure but the cell
+    /// has no relation to. It only creates relations; removing them is [`Function::AnrPruning`]'s.
+    AnrAdd,
 }
 
 impl Function {
     /// The functions that propose change sets (all but [`Function::Fallback`]).
-    pub const PROPOSERS: [Function; 7] = [
+    pub const PROPOSERS: [Function; 9] = [
         Function::Operator,
         Function::PciConflict,
         Function::MobilityRobustness,
@@ -38,9 +44,11 @@ impl Function {
         Function::EnergySaving,
         Function::AnrPruning,
         Function::OutageCompensation,
+        Function::CoverageCapacity,
+        Function::AnrAdd,
     ];
 
-    pub const ALL: [Function; 8] = [
+    pub const ALL: [Function; 10] = [
         Function::Operator,
         Function::PciConflict,
         Function::MobilityRobustness,
@@ -49,12 +57,15 @@ impl Function {
         Function::AnrPruning,
         Function::Fallback,
         Function::OutageCompensation,
+        Function::CoverageCapacity,
+        Function::AnrAdd,
     ];
 
     /// The command format an entry naming this function needs: nodes of older formats cannot
     /// decode it.
     pub fn format(self) -> u16 {
         match self {
+            Function::CoverageCapacity | Function::AnrAdd => 7,
             Function::OutageCompensation => 6,
             Function::Fallback => 4,
             _ => 1,
@@ -71,6 +82,8 @@ impl Function {
             Function::AnrPruning => "anr_pruning",
             Function::Fallback => "fallback",
             Function::OutageCompensation => "outage_compensation",
+            Function::CoverageCapacity => "coverage_capacity",
+            Function::AnrAdd => "anr_add",
         }
     }
 
@@ -98,9 +111,11 @@ impl Function {
             Function::OutageCompensation => 60,
             Function::PciConflict => 50,
             Function::MobilityRobustness => 40,
+            // Where a cell's coverage ends decides what load balancing can move.
+            Function::CoverageCapacity => 35,
             Function::LoadBalancing => 30,
             Function::EnergySaving => 20,
-            Function::AnrPruning => 10,
+            Function::AnrPruning | Function::AnrAdd => 10,
         }
     }
 
@@ -123,9 +138,10 @@ impl Function {
                 matches!(param, Param::EnergySaving | Param::MaxTxPowerDbm)
             }
             Function::AnrPruning => matches!(param, Param::Exists | Param::HoAllowed),
-            Function::OutageCompensation => {
+            Function::OutageCompensation | Function::CoverageCapacity => {
                 matches!(param, Param::ElectricalTilt | Param::MaxTxPowerDbm)
             }
+            Function::AnrAdd => param == Param::Exists,
         }
     }
 }
@@ -139,7 +155,7 @@ impl fmt::Display for Function {
 /// A name that is not one of the functions that propose change sets.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error(
-    "unknown function {0:?}; expected one of operator, pci_conflict, mobility_robustness, load_balancing, energy_saving, anr_pruning"
+    "unknown function {0:?}; expected one of operator, pci_conflict, mobility_robustness, load_balancing, energy_saving, anr_pruning, outage_compensation, coverage_capacity, anr_add"
 )]
 pub struct UnknownFunction(pub String);
 

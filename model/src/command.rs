@@ -24,7 +24,8 @@ use crate::son::{Decision, SonPolicy, TrialEnd, Tuning, Verdict};
 /// | 4 | 0.3.0 | `SonPolicy`, `Decide`, `Verdict`; change sets judged with the SON controls, trials and parameter groups |
 /// | 5 | 0.3.0 | `SonTuning`: the SON functions' thresholds |
 /// | 6 | 0.3.0 | the `outage_compensation` function: change sets, and SON policies, naming it |
-pub const COMMAND_FORMAT: u16 = 6;
+/// | 7 | 0.3.0 | the `coverage_capacity` and `anr_add` functions; `exists = true` creates a relation |
+pub const COMMAND_FORMAT: u16 = 7;
 
 /// The application data of a Raft log entry (openraft's `D`).
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]

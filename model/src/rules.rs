@@ -26,10 +26,10 @@
 
 use std::collections::BTreeMap;
 
-use crate::changeset::{ChangeSet, Outcome};
+use crate::changeset::{ChangeSet, Function, Outcome};
 use crate::model::image::NetworkImage;
 use crate::model::param::{set_cell, set_relation};
-use crate::model::{Cell, EntityRef, Param, Relation, RelationKey, RelationOrigin, Stamp};
+use crate::model::{Cell, EntityRef, Param, Relation, RelationKey, RelationOrigin, Stamp, Value};
 use crate::son::{MAX_TRIALS, Mode};
 
 /// Most writes one change set may carry.
@@ -118,7 +118,7 @@ pub fn evaluate_with(
     judge: Judge,
 ) -> Result<(Plan, Outcome), Outcome> {
     check_read_set(image, cs)?;
-    let work = check_writes(image, cs)?;
+    let work = check_writes(image, cs, judge)?;
     check_coordination(image, cs, now_ms)?;
     if judge.controls() {
         check_controls(image, cs, now_ms, judge)?;
@@ -180,6 +180,8 @@ struct Work {
     cells: BTreeMap<String, Cell>,
     relations: BTreeMap<RelationKey, Relation>,
     removed: Vec<RelationKey>,
+    /// Relations this change set creates (format 7).
+    added: Vec<RelationKey>,
 }
 
 fn invalid(reason: String) -> Outcome {
@@ -187,7 +189,8 @@ fn invalid(reason: String) -> Outcome {
 }
 
 /// Rule 2: entities exist, parameters fit the entity, values are legal and within the step.
-fn check_writes(image: &NetworkImage, cs: &ChangeSet) -> Result<Work, Outcome> {
+/// From format 7, `exists = true` on a relation the image lacks creates it ([`created`]).
+fn check_writes(image: &NetworkImage, cs: &ChangeSet, judge: Judge) -> Result<Work, Outcome> {
     if cs.writes.is_empty() {
         return Err(invalid(
             "a change set must write at least one parameter".into(),
@@ -242,13 +245,28 @@ fn check_writes(image: &NetworkImage, cs: &ChangeSet) -> Result<Work, Outcome> {
                     )));
                 }
                 let key = (s.clone(), t.clone());
+                let creates = judge.format >= RELATION_ADD_FORMAT
+                    && w.param == Param::Exists
+                    && w.value == Value::Bool(true);
+                if creates {
+                    let rel = created(image, &work, cs, s, t)?;
+                    work.added.push(key.clone());
+                    work.relations.insert(key, rel);
+                    continue;
+                }
                 let rel = match work.relations.get_mut(&key) {
                     Some(r) => r,
                     None => {
-                        let r = image
-                            .relations
-                            .get(&key)
-                            .ok_or_else(|| invalid(format!("unknown entity {}", w.entity)))?;
+                        let r = image.relations.get(&key).ok_or_else(|| {
+                            if w.param == Param::Exists && w.value == Value::Bool(true) {
+                                invalid(format!(
+                                    "unknown entity {}: creating a relation needs command format {RELATION_ADD_FORMAT} (every voter upgraded); import it instead",
+                                    w.entity
+                                ))
+                            } else {
+                                invalid(format!("unknown entity {}", w.entity))
+                            }
+                        })?;
                         work.relations
                             .entry(key.clone())
                             .or_insert_with(|| r.clone())
@@ -257,12 +275,89 @@ fn check_writes(image: &NetworkImage, cs: &ChangeSet) -> Result<Work, Outcome> {
                 set_relation(rel, w.param, &w.value, max_cio)
                     .map_err(|e| invalid(format!("{}: {e}", w.entity)))?;
                 if w.param == Param::Exists {
+                    if cs.origin.function == Function::AnrAdd {
+                        return Err(rejected(format!(
+                            "{} only adds relations; removing {} is anr_pruning's",
+                            Function::AnrAdd,
+                            w.entity
+                        )));
+                    }
                     work.removed.push(key);
                 }
             }
         }
     }
     Ok(work)
+}
+
+/// The first command format in which `exists = true` creates a relation (and the functions
+/// `coverage_capacity` and `anr_add` exist).
+pub const RELATION_ADD_FORMAT: u16 = 7;
+
+/// Most relations a SON function lets one cell have towards one carrier: the neighbour cells
+/// one measurement object can list (`maxCellMeas`, TS 36.331 and TS 38.331). The operator
+/// may go beyond it.
+pub const MAX_NEIGHBOURS_PER_CARRIER: usize = 32;
+
+/// The relation `s -> t` that `cs` creates (format 7), if it may: only the operator and
+/// [`Function::AnrAdd`] create relations; both cells exist and differ; the relation does not
+/// exist yet (an operator's block is a relation kept with `ho_allowed = false` and
+/// `remove_allowed = false`, so a blocked pair always exists and is never added again); and a
+/// SON function stays within [`MAX_NEIGHBOURS_PER_CARRIER`] of the source towards the
+/// target's carrier.
+fn created(
+    image: &NetworkImage,
+    work: &Work,
+    cs: &ChangeSet,
+    s: &str,
+    t: &str,
+) -> Result<Relation, Outcome> {
+    let function = cs.origin.function;
+    let name = EntityRef::relation(s, t);
+    if !matches!(function, Function::Operator | Function::AnrAdd) {
+        return Err(rejected(format!(
+            "{function} may not create relations; {name} does not exist"
+        )));
+    }
+    let key = (s.to_string(), t.to_string());
+    if image.relations.contains_key(&key) || work.relations.contains_key(&key) {
+        return Err(invalid(format!("{name} exists already")));
+    }
+    if s == t {
+        return Err(invalid(format!("{name}: a cell is not its own neighbour")));
+    }
+    let (Some(_), Some(target)) = (image.cells.get(s), image.cells.get(t)) else {
+        return Err(invalid(format!("{name}: both cells must exist")));
+    };
+    if function.is_son() {
+        let carrier = |id: &str| image.cells.get(id).map(|c| c.arfcn);
+        let on_carrier = image
+            .relations_from(s)
+            .filter(|r| !work.removed.contains(&(r.source.clone(), r.target.clone())))
+            .chain(work.added.iter().filter_map(|k| work.relations.get(k)))
+            .filter(|r| carrier(&r.target) == Some(target.arfcn))
+            .count();
+        if on_carrier >= MAX_NEIGHBOURS_PER_CARRIER {
+            return Err(rejected(format!(
+                "cell {s} has {on_carrier} relations on ARFCN {} already; {function} adds at most {MAX_NEIGHBOURS_PER_CARRIER}",
+                target.arfcn
+            )));
+        }
+    }
+    Ok(Relation {
+        source: s.to_string(),
+        target: t.to_string(),
+        cio_db: 0,
+        ho_allowed: true,
+        remove_allowed: true,
+        origin: if function.is_son() {
+            RelationOrigin::Anr
+        } else {
+            RelationOrigin::Operator
+        },
+        version: 0,
+        last_change: BTreeMap::new(),
+    })
 }
 
 /// Rule 3: function domains, cool-downs, priorities and removal permission.
@@ -530,6 +625,10 @@ fn commit_plan(mut work: Work, cs: &ChangeSet, index: u64, now_ms: u64) -> (Plan
     for (key, mut rel) in work.relations {
         if work.removed.contains(&key) {
             continue;
+        }
+        if work.added.contains(&key) {
+            // Above every version the pair ever had: a read of an earlier relation stays stale.
+            rel.version = crate::command::VERSION_SPAN.saturating_mul(index);
         }
         rel.version += 1;
         versions.insert(EntityRef::Relation(key.0, key.1).to_string(), rel.version);

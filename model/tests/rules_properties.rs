@@ -235,6 +235,7 @@ fn domain(f: Function) -> &'static [Param] {
         Function::AnrPruning => &[Param::Exists, Param::HoAllowed],
         Function::Fallback => unreachable!("nobody proposes as fallback"),
         Function::OutageCompensation => unreachable!("not generated: format 6"),
+        Function::CoverageCapacity | Function::AnrAdd => unreachable!("not generated: format 7"),
     }
 }
 
@@ -249,6 +250,7 @@ fn priority(f: Function) -> u8 {
         Function::AnrPruning => 10,
         Function::Fallback => unreachable!("nobody proposes as fallback"),
         Function::OutageCompensation => unreachable!("not generated: format 6"),
+        Function::CoverageCapacity | Function::AnrAdd => unreachable!("not generated: format 7"),
     }
 }
 

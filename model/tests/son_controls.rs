@@ -965,3 +965,125 @@ fn from_format_6_a_site_may_propose_a_fallback_and_the_functions_controls_do_not
     assert_eq!(apply6(&mut img, 3, DAY, revert).kind(), "applied");
     assert_eq!(img.son.trials.len(), trials, "a fallback opens no trial");
 }
+
+// ---- command format 7: relations created by ANR and the operator ----
+
+/// `anr_add` creating `source -> target`, having read the source cell.
+fn add_relation(img: &NetworkImage, function: Function, source: &str, target: &str) -> ChangeSet {
+    let mut cs = change_set(
+        function,
+        img,
+        vec![write(
+            &format!("relation/{source}/{target}"),
+            Param::Exists,
+            Value::Bool(true),
+        )],
+    );
+    cs.read_set = vec![sonraft_model::changeset::ReadVersion {
+        entity: entity(&format!("cell/{source}")),
+        version: img.cells[source].version,
+    }];
+    cs
+}
+
+#[test]
+fn anr_adds_a_relation_from_format_7_and_its_undo_removes_it_again() {
+    let mut img = image();
+    let key = ("A-1".to_string(), "B-1".to_string());
+    let cs = add_relation(&img, Function::AnrAdd, "A-1", "B-1");
+    // Format 6 has no way to create a relation: every node refuses it alike.
+    let mut op = cs.clone();
+    op.origin.function = Function::Operator;
+    let out = apply_exact(&mut img, 2, DAY, 6, op);
+    assert!(reason(&out).contains("creating a relation needs command format 7"), "{out:?}");
+    let out = apply_exact(&mut img, 3, DAY, 7, cs.clone());
+    assert_eq!(out.kind(), "applied", "{out:?}");
+    let rel = &img.relations[&key];
+    assert_eq!(rel.origin, RelationOrigin::Anr);
+    assert!(rel.ho_allowed && rel.remove_allowed);
+    // Its version is above any the pair could have had.
+    assert!(rel.version > 3 * 1024);
+    // Twice is refused: it exists.
+    let again = add_relation(&img, Function::AnrAdd, "A-1", "B-1");
+    let out = apply_exact(&mut img, 4, DAY, 7, again);
+    assert!(reason(&out).contains("exists already"), "{out:?}");
+    // A degraded verdict removes it again.
+    let end = verdict(&mut img, 5, DAY + MINUTE, 3, Some("ho_success dropped"));
+    assert!(
+        matches!(end, Ok(TrialEnd::Undone { restored: 1, .. })),
+        "{end:?}"
+    );
+    assert!(!img.relations.contains_key(&key));
+}
+
+#[test]
+fn only_the_operator_and_anr_add_create_relations_and_anr_add_never_removes() {
+    let mut img = image();
+    for f in [Function::AnrPruning, Function::LoadBalancing] {
+        let out = {
+            let cs = add_relation(&img, f, "A-1", "B-1");
+            apply_exact(&mut img, 2, DAY, 7, cs)
+        };
+        assert!(!matches!(out, Outcome::Applied { .. }), "{f}: {out:?}");
+    }
+    let out = {
+        let cs = add_relation(&img, Function::Operator, "A-1", "B-1");
+        apply_exact(&mut img, 3, DAY, 7, cs)
+    };
+    assert_eq!(out.kind(), "applied", "{out:?}");
+    assert_eq!(
+        img.relations[&("A-1".into(), "B-1".into())].origin,
+        RelationOrigin::Operator
+    );
+    let prune = change_set(
+        Function::AnrAdd,
+        &img,
+        vec![write("relation/A-1/A-2", Param::Exists, Value::Bool(false))],
+    );
+    let out = apply_exact(&mut img, 4, DAY, 7, prune);
+    assert!(reason(&out).contains("only adds relations"), "{out:?}");
+    for (s, t, why) in [
+        ("A-1", "A-1", "its own neighbour"),
+        ("A-1", "Z-9", "both cells must exist"),
+    ] {
+        let mut cs = add_relation(&img, Function::AnrAdd, "A-1", "A-2");
+        cs.writes[0].entity = entity(&format!("relation/{s}/{t}"));
+        let out = apply_exact(&mut img, 5, DAY, 7, cs);
+        assert!(reason(&out).contains(why), "{out:?}");
+    }
+}
+
+#[test]
+fn anr_add_respects_exclusions_and_the_neighbour_limit_per_carrier() {
+    let mut img = image();
+    let mut policy = SonPolicy::default();
+    let mut controls = Controls::default();
+    controls.exclude.cells.insert("B-1".into());
+    policy.functions.insert(Function::AnrAdd, controls);
+    let (r, _) = apply_in(&mut img, 2, DAY, 7, Command::SonPolicy(policy));
+    assert!(matches!(r, Response::SonPolicy(Ok(()))), "{r:?}");
+    let out = {
+        let cs = add_relation(&img, Function::AnrAdd, "A-1", "B-1");
+        apply_exact(&mut img, 3, DAY, 7, cs)
+    };
+    assert!(reason(&out).contains("excluded cell B-1"), "{out:?}");
+    // Fill A-1's list on its carrier to the limit with the operator's relations.
+    let import_cells: Vec<_> = (0..40)
+        .map(|i| cell(&format!("N-{i}"), "B", 100 + i as u16))
+        .collect();
+    for (i, c) in import_cells.iter().enumerate() {
+        img.cells.insert(c.id.clone(), c.clone());
+        if i < sonraft_model::rules::MAX_NEIGHBOURS_PER_CARRIER - 2 {
+            let op = add_relation(&img, Function::Operator, "A-1", &c.id);
+            let out = apply_exact(&mut img, 10 + i as u64, DAY, 7, op);
+            assert_eq!(out.kind(), "applied", "{out:?}");
+        }
+    }
+    let on_carrier = img.relations_from("A-1").count();
+    assert_eq!(on_carrier, sonraft_model::rules::MAX_NEIGHBOURS_PER_CARRIER);
+    let out = {
+        let cs = add_relation(&img, Function::AnrAdd, "A-1", "N-39");
+        apply_exact(&mut img, 100, DAY, 7, cs)
+    };
+    assert!(reason(&out).contains("adds at most 32"), "{out:?}");
+}

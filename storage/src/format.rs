@@ -26,7 +26,8 @@ use crate::error::OpenError;
 /// | 4 | 0.3.0 | `m/son`, the SON controls and pending proposals (format-3 directories have none) |
 /// | 5 | 0.3.0 | `m/tuning`, the SON functions' thresholds (format-4 directories have none) |
 /// | 6 | 0.3.0 | values may name the `outage_compensation` function (format-5 directories have none), so a build that could not decode them refuses the directory by its number |
-pub const DATA_FORMAT: u32 = 6;
+/// | 7 | 0.3.0 | values may name the `coverage_capacity` and `anr_add` functions (format-6 directories have none) |
+pub const DATA_FORMAT: u32 = 7;
 /// The oldest data format this build opens (and migrates to [`DATA_FORMAT`]).
 pub const OLDEST_DATA_FORMAT: u32 = 1;
 /// Format of one stored log entry value (its first byte).

@@ -11,11 +11,13 @@
 //! | 3 | 0.3.0 | image, history, staged import, the SON controls and pending proposals |
 //! | 4 | 0.3.0 | image, history, staged import, SON controls, the SON functions' tuning |
 //! | 5 | 0.3.0 | as format 4; values may name the `outage_compensation` function |
+//! | 6 | 0.3.0 | as format 5; values may name the `coverage_capacity` and `anr_add` functions |
 //!
 //! A snapshot is written in the oldest format that holds its body: format 3 only once the
 //! cluster has SON controls (set by command format 4, which every voter understands), format 4
 //! only once it has a tuning (command format 5), format 5 only once something names outage
-//! compensation (command format 6), so a node of the previous release can still install the
+//! compensation (command format 6), format 6 only once something names coverage and capacity
+//! optimisation or ANR adding relations (command format 7), so a node of the previous release can still install the
 //! snapshots of an upgraded one until then — and refuses, by number, one it could not decode.
 //!
 //! The CRC covers everything between the magic and itself. A file is written as
@@ -39,7 +41,7 @@ use crate::durable::sync_dir;
 use crate::error::Damaged;
 
 /// The newest snapshot format this build writes (it reads all since format 1).
-pub const SNAPSHOT_FORMAT: u16 = 5;
+pub const SNAPSHOT_FORMAT: u16 = 6;
 /// The oldest snapshot format this build reads.
 pub const OLDEST_SNAPSHOT_FORMAT: u16 = 1;
 const MAGIC: &[u8; 8] = b"SRSNAP\0\0";
@@ -61,7 +63,11 @@ pub struct SnapshotBody {
 impl SnapshotBody {
     /// The oldest format that holds this body.
     pub fn format(&self) -> u16 {
-        if names_function(self, Function::OutageCompensation) {
+        if names_function(self, Function::CoverageCapacity)
+            || names_function(self, Function::AnrAdd)
+        {
+            6
+        } else if names_function(self, Function::OutageCompensation) {
             5
         } else if self.image.son.tuning != Tuning::default() {
             4

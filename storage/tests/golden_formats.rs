@@ -131,6 +131,24 @@ const SAMPLE_COMMANDS_SINCE_6: &str = r#"[
                                   "min_attempts": 50}}}
 ]"#;
 
+/// Commands of format 7: coverage and capacity optimisation, and ANR adding a relation.
+const SAMPLE_COMMANDS_SINCE_7: &str = r#"[
+  {"ChangeSet": {"origin": {"node": 2, "function": "coverage_capacity"},
+                 "reason": "fixture: F-1 overshoots",
+                 "read_set": [{"entity": "cell/F-1", "version": 2}],
+                 "writes": [{"entity": "cell/F-1", "param": "electrical_tilt", "value": {"Int": 50}}],
+                 "proposed_at_ms": 1764000000000}},
+  {"ChangeSet": {"origin": {"node": 2, "function": "anr_add"},
+                 "reason": "fixture: users of F-1 measure F-2",
+                 "read_set": [{"entity": "cell/F-1", "version": 3}],
+                 "writes": [{"entity": "relation/F-1/F-2", "param": "exists", "value": {"Bool": true}}],
+                 "proposed_at_ms": 1764000000000}}
+]"#;
+
+fn commands_since_7() -> Vec<Command> {
+    serde_json::from_str(SAMPLE_COMMANDS_SINCE_7).expect("sample commands parse")
+}
+
 fn commands_since_6() -> Vec<Command> {
     serde_json::from_str(SAMPLE_COMMANDS_SINCE_6).expect("sample commands parse")
 }
@@ -247,6 +265,7 @@ fn every_command() -> Vec<Command> {
     all.extend(commands_since_4());
     all.extend(commands_since_5());
     all.extend(commands_since_6());
+    all.extend(commands_since_7());
     all
 }
 
@@ -473,7 +492,40 @@ fn snapshot_body(format: u16) -> SnapshotBody {
         let cell = compensated_cell();
         body.image.cells.insert(cell.id.clone(), cell);
     }
+    if format >= 6 {
+        let rel = added_relation();
+        body.image
+            .relations
+            .insert((rel.source.clone(), rel.target.clone()), rel);
+    }
     body
+}
+
+/// A relation ANR added between the sample image's first two cells (data format 7, snapshot
+/// format 6: a value naming `anr_add`).
+fn added_relation() -> sonraft_raft::model::Relation {
+    let (image, _) = image();
+    let mut ids = image.cells.keys().rev();
+    let (source, target) = (ids.next().unwrap().clone(), ids.next().unwrap().clone());
+    let mut rel = sonraft_raft::model::Relation {
+        source,
+        target,
+        cio_db: 0,
+        ho_allowed: true,
+        remove_allowed: true,
+        origin: sonraft_raft::model::RelationOrigin::Anr,
+        version: 41 * 1025 + 1,
+        last_change: Default::default(),
+    };
+    rel.last_change.insert(
+        sonraft_raft::model::Param::Exists,
+        sonraft_raft::model::Stamp {
+            by: sonraft_raft::changeset::Function::AnrAdd,
+            at_ms: 1_764_000_200_000,
+            index: 41,
+        },
+    );
+    rel
 }
 
 /// The sample image's first cell as outage compensation left it (data format 6, snapshot
@@ -543,6 +595,8 @@ fn stored_image_values_match_the_fixture_of_the_current_data_format() {
     lines.push(enc(&tuning()));
     // From data format 6, values may name outage compensation.
     lines.push(enc(&compensated_cell()));
+    // From data format 7, values may name coverage_capacity and anr_add.
+    lines.push(enc(&added_relation()));
     check_current(&format!("data-v{DATA_FORMAT}.hex"), "stored image", lines);
 }
 
@@ -696,6 +750,10 @@ fn check_stored_values(name: &str, version: u32, lines: &[Vec<u8>]) {
     if version >= 6 {
         let got: Cell = decoded(name, "a cell outage compensation changed", lines.next());
         assert_eq!(got, compensated_cell(), "{name}");
+    }
+    if version >= 7 {
+        let got: Relation = decoded(name, "a relation ANR added", lines.next());
+        assert_eq!(got, added_relation(), "{name}");
     }
     assert_eq!(
         lines.count(),

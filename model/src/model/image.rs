@@ -272,10 +272,14 @@ impl NetworkImage {
                 EntityRef::Cell(id) => self.cells.get(id).and_then(|c| cell_value(c, w.param)),
                 EntityRef::Relation(s, t) => {
                     let rel = self.relations.get(&(s.clone(), t.clone()));
-                    if w.param == super::Param::Exists
-                        && let Some(r) = rel
-                    {
-                        removed.push(r.clone());
+                    match rel {
+                        Some(r) if w.param == super::Param::Exists => removed.push(r.clone()),
+                        // A relation this change set creates (format 7): undone by removing it.
+                        None if w.param == super::Param::Exists => {
+                            writes.push((w.clone(), super::Value::Bool(false)));
+                            continue;
+                        }
+                        _ => {}
                     }
                     rel.and_then(|r| relation_value(r, w.param))
                 }
@@ -362,7 +366,10 @@ impl NetworkImage {
                     .relations
                     .get(&(s.clone(), t.clone()))
                     .is_some_and(|r| {
-                        w.param != super::Param::Exists && untouched(&r.last_change, w.param)
+                        // A removal is undone below, from `trial.removed`; a creation here.
+                        let created = w.value == super::Value::Bool(true);
+                        (w.param != super::Param::Exists || created)
+                            && untouched(&r.last_change, w.param)
                     }),
             };
             if still {
