@@ -232,12 +232,15 @@ impl Sim {
             day_ms,
             start_hour,
         } = options;
+        let mut topo = topo;
+        let mut grid = RadioGrid::build(&topo, seed);
+        let latent = grid.add_latent_relations(&mut topo);
+        tracing::debug!(latent, "neighbours the plan left out, for ANR to find");
         let by_source = topo.relations_by_source();
-        let grid = RadioGrid::build(&topo, seed);
         let configs = (0..topo.cells.len())
             .map(|i| model::initial_config(&topo, i, &by_source))
             .collect();
-        let relations = vec![RelationState::NEUTRAL; topo.relations.len()];
+        let relations = topo.relations.iter().map(RelationState::initial).collect();
         let index = topo
             .cells
             .iter()
@@ -308,6 +311,15 @@ impl Sim {
                     in_effect.push(w.clone());
                 }
                 None => s.relations[r].exists = false,
+            }
+        }
+        // A relation to a cell the radio model has no border with (an operator's, or one ANR
+        // resolved to another cell than the users saw) is kept in the neighbour list as pushed;
+        // it carries no handovers, so ANR pruning removes it in time.
+        for w in &wanted.relations {
+            let valid = self.index.contains_key(&w.target) && w.target != self.topo.cells[cell].id;
+            if valid && !in_effect.iter().any(|e| e.target == w.target) {
+                in_effect.push(w.clone());
             }
         }
         s.configs[cell].relations = in_effect;
@@ -562,7 +574,7 @@ impl Sim {
             .overloaded
             .iter()
             .map(|&c| {
-                let neighbours: Vec<usize> = self.by_source[c].iter().map(|r| self.topo.relations[*r].target).collect();
+                let neighbours: Vec<usize> = self.by_source[c].iter().filter(|r| !self.topo.relations[**r].latent).map(|r| self.topo.relations[*r].target).collect();
                 let max_nb = neighbours.iter().map(|n| prb(*n)).fold(0.0, f64::max);
                 json!({"cell": self.topo.cells[c].id, "prb_dl_pct": prb(c), "max_neighbour_prb_dl_pct": max_nb})
             })
@@ -623,7 +635,7 @@ impl Sim {
                 let c = p.cell;
                 let area = |v: &Vec<f64>| v.get(c).copied().unwrap_or(0.0);
                 let (d, served) = (area(&r.home_demand_mbps), area(&r.home_served_mbps));
-                let neighbours: Vec<usize> = self.by_source[c].iter().map(|r| self.topo.relations[*r].target).collect();
+                let neighbours: Vec<usize> = self.by_source[c].iter().filter(|r| !self.topo.relations[**r].latent).map(|r| self.topo.relations[*r].target).collect();
                 let max_nb = neighbours.iter().map(|n| prb(*n)).fold(0.0, f64::max);
                 json!({"cell": self.topo.cells[c].id, "fault": p.kind.name(), "since_period": p.period,
                        "area_demand_mbps": d, "area_served_mbps": served,

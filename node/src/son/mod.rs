@@ -6,6 +6,7 @@
 //! - [`load_balancing`]: mobility load balancing through CIO;
 //! - [`robustness`]: mobility robustness through hysteresis and time-to-trigger;
 //! - [`anr`]: pruning of dead and failing relations;
+//! - [`anr_add`]: relations to the neighbours the users measure but the cell does not know;
 //! - [`energy_saving`]: capacity cells dormant while their coverage partners can carry
 //!   their users;
 //! - [`outage`]: detection of hard outages and sleeping cells, which the others leave alone;
@@ -17,6 +18,7 @@
 //! per period; a `rejected` proposal is left for a later period.
 
 pub mod anr;
+pub mod anr_add;
 pub mod compensation;
 pub mod energy_saving;
 pub mod load_balancing;
@@ -61,6 +63,9 @@ pub struct PeriodInput {
     /// Own cells in outage ([`outage`]): the functions leave them and their relations alone.
     pub outage: HashSet<u32>,
     pub relations: HashMap<u32, Vec<(u32, [u64; RELATION_COUNTERS.len()])>>,
+    /// Neighbours the users of each own cell measured that it has no relation to, with their
+    /// measurement reports, from the report's `/PCI/ARFCN[/CELL]` entries ([`anr_add`]).
+    pub unknown: HashMap<u32, Vec<anr_add::Sighting>>,
 }
 
 impl PeriodInput {
@@ -81,6 +86,15 @@ impl PeriodInput {
                 .filter_map(|(target, values)| view.index.get(target).map(|t| (*t, values)))
                 .collect();
             input.relations.insert(c, rels);
+            let unknown: Vec<anr_add::Sighting> = r
+                .relations()
+                .filter_map(|(target, values)| {
+                    Some((anr_add::parse_unknown(target)?, values[rc::ATT]))
+                })
+                .collect();
+            if !unknown.is_empty() {
+                input.unknown.insert(c, unknown);
+            }
         }
         input
     }
@@ -273,13 +287,15 @@ pub async fn run(
             let node2 = node.clone();
             let period2 = period.clone();
             // This period is in the smoothed loads already, and must not count twice in the
-            // ANR streaks either.
+            // ANR streaks or sightings either.
             let mut memory = Memory {
                 streaks: anr::Streaks::default(),
                 load: cycle.memory.load.frozen(),
                 energy: cycle.memory.energy.frozen(),
                 outages: cycle.memory.outages.frozen(),
                 compensation: cycle.memory.compensation.frozen(),
+                // ANR's additions wait for the next period (their evidence carries on).
+                sightings: anr_add::Sightings::default(),
             };
             let retry = tokio::task::spawn_blocking(move || {
                 let view = capture(&node2);
@@ -427,6 +443,7 @@ pub struct Memory {
     pub energy: energy_saving::Demand,
     pub outages: outage::Outages,
     pub compensation: compensation::Ledger,
+    pub sightings: anr_add::Sightings,
 }
 
 /// Runs every function over one view (`with_pci`: also the PCI search, which only needs to
@@ -450,6 +467,7 @@ pub fn analyse(
     let load = memory.load.update(view, input);
     out.extend(load_balancing::propose(view, input, &load, node, now));
     out.extend(memory.streaks.propose(view, input, node, now));
+    out.extend(memory.sightings.propose(view, input, node, now));
     out.extend(memory.energy.propose(view, input, node, now));
     out.extend(memory.compensation.propose(
         view,
