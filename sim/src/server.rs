@@ -96,6 +96,9 @@ pub enum FaultKind {
     Hole,
     /// Four times the demand within 300 m of that point.
     Hotspot,
+    /// The cell's reports are sent 0.8 periods late (a slow link or a skewed antenna clock):
+    /// every one after its period closed at the node. Its session stays up.
+    Late,
 }
 
 impl FaultKind {
@@ -105,6 +108,7 @@ impl FaultKind {
             "sleeping" => FaultKind::Sleeping,
             "hole" => FaultKind::Hole,
             "hotspot" => FaultKind::Hotspot,
+            "late" => FaultKind::Late,
             _ => return None,
         })
     }
@@ -115,6 +119,7 @@ impl FaultKind {
             FaultKind::Sleeping => "sleeping",
             FaultKind::Hole => "hole",
             FaultKind::Hotspot => "hotspot",
+            FaultKind::Late => "late",
         }
     }
 }
@@ -138,7 +143,7 @@ impl std::str::FromStr for Scheduled {
         };
         let (kind, rest) = s.split_once(':').ok_or_else(usage)?;
         let kind = FaultKind::parse(kind).ok_or_else(|| {
-            format!("{s:?}: unknown fault {kind:?} (outage, sleeping, hole or hotspot)")
+            format!("{s:?}: unknown fault {kind:?} (outage, sleeping, hole, hotspot or late)")
         })?;
         let (cell, when) = rest.rsplit_once('@').ok_or_else(usage)?;
         let (at, clear) = match when.split_once('-') {
@@ -204,6 +209,8 @@ pub struct Sim {
     start_hour: f32,
     /// Per cell: in hard outage (its sessions close, new ones are refused).
     out: Vec<std::sync::atomic::AtomicBool>,
+    /// Per cell: its reports go out late ([`FaultKind::Late`]).
+    late: Vec<std::sync::atomic::AtomicBool>,
     /// Faults to plant (and clear) at given periods.
     schedule: Mutex<Schedule>,
     pub connections: AtomicU64,
@@ -251,6 +258,9 @@ impl Sim {
             by_source,
             index,
             out: (0..topo.cells.len())
+                .map(|_| std::sync::atomic::AtomicBool::new(false))
+                .collect(),
+            late: (0..topo.cells.len())
                 .map(|_| std::sync::atomic::AtomicBool::new(false))
                 .collect(),
             schedule: Mutex::new(Vec::new()),
@@ -481,9 +491,11 @@ impl Sim {
                             s.grid.set_hotspot(x, y, 300.0, 1.0);
                         }
                         FaultKind::Outage | FaultKind::Sleeping => s.grid.faults[c] = None,
+                        FaultKind::Late => {}
                     }
                 }
                 self.out[c].store(false, Ordering::Relaxed);
+                self.late[c].store(false, Ordering::Relaxed);
                 s.planted.retain(|p| p.cell != c);
                 return Ok(
                     json!({"cell": cell, "cleared": was.iter().map(|k| k.name()).collect::<Vec<_>>(), "period": period}),
@@ -500,6 +512,10 @@ impl Sim {
             }
             Some(FaultKind::Hole) => s.grid.set_hole(x, y, 250.0, 25.0),
             Some(FaultKind::Hotspot) => s.grid.set_hotspot(x, y, 300.0, 4.0),
+            Some(FaultKind::Late) => {
+                self.late[c].store(true, Ordering::Relaxed);
+                0
+            }
         };
         let kind = kind.unwrap_or(FaultKind::Outage);
         s.planted.retain(|p| !(p.cell == c && p.kind == kind));
@@ -802,8 +818,29 @@ async fn serve(sim: &Sim, stream: TcpStream) -> anyhow::Result<()> {
     if buf.is_empty() {
         buf = BytesMut::new();
     }
+    // Reports held back by a `late` fault, with when they go out.
+    let mut delayed: std::collections::VecDeque<(tokio::time::Instant, Bytes)> =
+        std::collections::VecDeque::new();
+    let delay = Duration::from_millis(u64::from(sim.period_ms) * 4 / 5);
     loop {
+        let next_due = delayed.front().map(|d| d.0);
+        let due = async {
+            match next_due {
+                Some(t) => tokio::time::sleep_until(t).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
+            () = due => {
+                while let Some((t, f)) = delayed.pop_front() {
+                    if t > tokio::time::Instant::now() {
+                        delayed.push_front((t, f));
+                        break;
+                    }
+                    wr.write_all(&f).await?;
+                    sim.frames_sent.fetch_add(1, Ordering::Relaxed);
+                }
+            }
             changed = rx.changed() => {
                 if changed.is_err() {
                     return Ok(());
@@ -813,8 +850,15 @@ async fn serve(sim: &Sim, stream: TcpStream) -> anyhow::Result<()> {
                 }
                 let frame = rx.borrow_and_update().frames.get(idx).cloned();
                 if let Some(f) = frame {
-                    wr.write_all(&f).await?;
-                    sim.frames_sent.fetch_add(1, Ordering::Relaxed);
+                    if sim.late[idx].load(Ordering::Relaxed) {
+                        // At most a few periods held: a slow link, not a growing queue.
+                        if delayed.len() < 4 {
+                            delayed.push_back((tokio::time::Instant::now() + delay, f));
+                        }
+                    } else {
+                        wr.write_all(&f).await?;
+                        sim.frames_sent.fetch_add(1, Ordering::Relaxed);
+                    }
                 }
             }
             read = rd.read_buf(&mut buf) => {

@@ -62,6 +62,9 @@ pub struct PeriodInput {
     pub conn: HashMap<u32, u64>,
     /// Own cells in outage ([`outage`]): the functions leave them and their relations alone.
     pub outage: HashSet<u32>,
+    /// Own cells missing from this period whose antenna session is up and reported the
+    /// period before or later: their reports arrive after the period closed (late, not out).
+    pub late: HashSet<u32>,
     pub relations: HashMap<u32, Vec<(u32, [u64; RELATION_COUNTERS.len()])>>,
     /// Neighbours the users of each own cell measured that it has no relation to, with their
     /// measurement reports, from the report's `/PCI/ARFCN[/CELL]` entries ([`anr_add`]).
@@ -117,6 +120,15 @@ impl PeriodInput {
             .1;
         (v[rc::ATT] > 0).then(|| v[rc::SUCC] as f64 / v[rc::ATT] as f64)
     }
+}
+
+/// Own cells missing from `input` whose sessions are `reporting` (see [`PeriodInput::late`]).
+fn late_cells(view: &RadioView, input: &PeriodInput, reporting: &HashSet<String>) -> HashSet<u32> {
+    reporting
+        .iter()
+        .filter_map(|id| view.index.get(id.as_str()).copied())
+        .filter(|c| !input.prb_pct.contains_key(c))
+        .collect()
 }
 
 /// KPI summaries of a closed period, for replication.
@@ -218,8 +230,10 @@ pub async fn run(
             async move { replicate_kpis(&node, &period).await }
         });
         let data_dir = node.config().data_dir.clone();
+        let reporting = Arc::new(fleet.reporting(period.end_ms, period.period_ms));
         let (proposals, verdicts, c) = {
             let node = node.clone();
+            let reporting = reporting.clone();
             let period = period.clone();
             let mut c = std::mem::take(&mut cycle);
             let result = tokio::task::spawn_blocking(move || {
@@ -232,6 +246,7 @@ pub async fn run(
                 let with_pci = c.pci_search_due(full);
                 let view = c.view.as_ref().expect("captured above");
                 let mut input = PeriodInput::new(view, &period);
+                input.late = late_cells(view, &input, &reporting);
                 let mut proposals = analyse(view, &mut input, &mut c.memory, node.id(), with_pci);
                 let voters = node.voters();
                 let (trials, verification) = node.store().with_image(|image| {
@@ -297,9 +312,11 @@ pub async fn run(
                 // ANR's additions wait for the next period (their evidence carries on).
                 sightings: anr_add::Sightings::default(),
             };
+            let reporting2 = reporting.clone();
             let retry = tokio::task::spawn_blocking(move || {
                 let view = capture(&node2);
                 let mut input = PeriodInput::new(&view, &period2);
+                input.late = late_cells(&view, &input, &reporting2);
                 analyse(&view, &mut input, &mut memory, node2.id(), true)
                     .into_iter()
                     .filter(|p| {
