@@ -112,6 +112,22 @@ pub struct ImageImport {
     pub policy: Option<Policy>,
 }
 
+impl ImageImport {
+    /// Drops the change stamps of the imported cells and relations. Applying an import keeps
+    /// the image's own stamps (coordination is about this cluster's changes), so they carry no
+    /// meaning; and a stamp naming a function of a newer command format (a backup of an
+    /// upgraded cluster, say) would make the entry undecodable by a voter of the previous
+    /// release, though an import is a format 1 or 3 command. The API strips them on receipt.
+    pub fn strip_stamps(&mut self) {
+        for c in &mut self.cells {
+            c.last_change.clear();
+        }
+        for r in &mut self.relations {
+            r.last_change.clear();
+        }
+    }
+}
+
 /// One site's KPI summaries for one counter period.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub struct KpiBatch {

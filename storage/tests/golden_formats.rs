@@ -564,6 +564,25 @@ fn snapshots_match_the_fixture_of_the_current_snapshot_format() {
 }
 
 #[test]
+fn a_staged_import_naming_a_newer_function_raises_the_snapshot_format() {
+    let mut body = snapshot_body(4);
+    assert_eq!(body.format(), 4);
+    let mut cell = compensated_cell();
+    cell.last_change.values_mut().for_each(|s| {
+        s.by = sonraft_raft::changeset::Function::CoverageCapacity;
+    });
+    body.image.staged = Some(StagedImport {
+        import_id: 7,
+        parts: 1,
+        data: sonraft_raft::command::ImageImport {
+            cells: vec![cell],
+            ..Default::default()
+        },
+    });
+    assert_eq!(body.format(), 6);
+}
+
+#[test]
 fn stored_image_values_match_the_fixture_of_the_current_data_format() {
     // The state machine stores sites, cells, relations, KPI summaries and the policy one value
     // per key, and the history one value per log entry (data format 2), with the same codec.

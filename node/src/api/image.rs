@@ -259,7 +259,8 @@ pub async fn import(
     body: Body,
 ) -> Result<Response, ApiError> {
     let bytes = read_body(&headers, body, node.config().max_import_bytes).await?;
-    let import: ImageImport = parse_json(&bytes)?;
+    let mut import: ImageImport = parse_json(&bytes)?;
+    import.strip_stamps();
     if !node.is_leader() {
         return Ok(forward::to_leader(&node, Method::POST, &uri, &headers, Some(bytes)).await);
     }
