@@ -193,8 +193,13 @@ enum CtlCommand {
         #[arg(long)]
         dry_run: bool,
     },
-    /// Applied and refused change sets, newest first.
-    #[command(after_help = "Example:\n  sonraft ctl history --limit 50")]
+    /// Applied and refused change sets, newest first: log time (UTC), log index, function,
+    /// outcome, what it wrote, why it was proposed and, when refused, why.
+    #[command(after_help = "Examples:\n  \
+        sonraft ctl history --limit 50\n  \
+        sonraft ctl history --cell S00012-2 --since 2h\n  \
+        sonraft ctl history --function load_balancing --outcome rejected\n  \
+        sonraft ctl history --follow")]
     History {
         /// At most this many records.
         #[arg(long, default_value_t = 20)]
@@ -203,6 +208,24 @@ enum CtlCommand {
         /// (`INDEX.POSITION`), or `INDEX` for everything before log entry INDEX.
         #[arg(long, value_name = "CURSOR")]
         before: Option<String>,
+        /// Only records that write this cell or a relation from or to it.
+        #[arg(long, value_name = "CELL")]
+        cell: Option<String>,
+        /// Only records of this function (operator, pci_conflict, mobility_robustness,
+        /// load_balancing, energy_saving, anr_pruning, anr_add, coverage_capacity,
+        /// outage_compensation, fallback, import).
+        #[arg(long, value_name = "FUNCTION")]
+        function: Option<String>,
+        /// Only records with this outcome.
+        #[arg(long, value_parser = ["applied", "conflict", "rejected", "invalid", "pending"])]
+        outcome: Option<String>,
+        /// Only records this recent: a duration back from now (`90s`, `10m`, `2h`, `3d`) or a
+        /// time (`2026-12-02T22:15:00Z`).
+        #[arg(long, value_name = "WHEN")]
+        since: Option<String>,
+        /// Keep printing new records as they are committed (oldest first), until interrupted.
+        #[arg(long, conflicts_with = "before")]
+        follow: bool,
     },
     /// Bulk-load a network image from a JSON file (`{"sites", "cells", "relations"}`): applied
     /// whole or not at all, and recorded in the history with what it changed.
@@ -864,39 +887,50 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
                 }
             });
         }
-        CtlCommand::History { limit, before } => {
-            let query = v1::HistoryQuery {
+        CtlCommand::History {
+            limit,
+            before,
+            cell,
+            function,
+            outcome,
+            since,
+            follow,
+        } => {
+            let since_ms = since
+                .as_deref()
+                .map(|s| parse_since(s, unix_ms()))
+                .transpose()
+                .map_err(Failure::usage)?;
+            let mut query = v1::HistoryQuery {
                 limit: Some(limit as u64),
                 before,
                 consistency: None,
+                cell,
+                function,
+                outcome,
+                since_ms,
             };
+            if follow {
+                return follow_history(&ctl, query).await;
+            }
             let path = with_query("/image/history", &query);
             let v = ctl
                 .ok::<Vec<v1::HistoryRecord>>(Method::GET, &path, None)
                 .await?;
             ctl.show(&v, |page| {
                 for h in page {
-                    let writes: Vec<String> = h
-                        .writes
-                        .iter()
-                        .map(|w| format!("{} {}={}", w.entity, w.param, json!(w.value)))
-                        .collect();
-                    outln!(
-                        "{:>8} {:<20} {:<9} {}  [{}]",
-                        h.index,
-                        h.origin.function,
-                        h.outcome.kind(),
-                        writes.join(", "),
-                        h.reason
-                    );
+                    outln!("{}", history_line(h));
                 }
                 // A full page may have more behind it; say how to get it.
                 if page.len() == limit
                     && let Some(last) = page.last()
                 {
+                    query.before = Some(last.cursor.clone());
+                    query.limit = None;
                     outln!(
-                        "more: sonraft ctl history --limit {limit} --before {}",
-                        last.cursor
+                        "more: sonraft ctl history --limit {limit} --before {}{}",
+                        last.cursor,
+                        filter_flags(&query)
                     );
                 }
             });
@@ -1204,6 +1238,130 @@ fn read_json(file: &std::path::Path) -> anyhow::Result<(Bytes, Value)> {
 
 /// Shows the JSON document at `path`, or replaces it with FILE's (`-`: stdin) and shows what
 /// the cluster now holds.
+/// Milliseconds since the Unix epoch, now.
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// `--since`: a duration back from `now_ms` (`90s`, `10m`, `2h`, `3d`) or a date and time.
+fn parse_since(s: &str, now_ms: u64) -> Result<u64, String> {
+    let unit = |c: char| match c {
+        's' => Some(1_000u64),
+        'm' => Some(60_000),
+        'h' => Some(3_600_000),
+        'd' => Some(86_400_000),
+        _ => None,
+    };
+    if let Some(last) = s.chars().last()
+        && let Some(ms) = unit(last)
+        && let Ok(n) = s[..s.len() - 1].parse::<u64>()
+    {
+        return Ok(now_ms.saturating_sub(n.saturating_mul(ms)));
+    }
+    let time = s
+        .strip_suffix('Z')
+        .map_or(s.to_string(), |t| format!("{t}+00:00"));
+    sonraft_protocol::pm_xml::time::parse_date_time(&time).map_err(|_| {
+        format!("--since {s:?}: expected a duration like 90s, 10m, 2h or 3d, or a time like 2026-12-02T22:15:00Z")
+    })
+}
+
+/// The filter flags of `query`, as they would be typed again.
+fn filter_flags(q: &v1::HistoryQuery) -> String {
+    let mut out = String::new();
+    for (flag, v) in [
+        ("cell", &q.cell),
+        ("function", &q.function),
+        ("outcome", &q.outcome),
+    ] {
+        if let Some(v) = v {
+            out.push_str(&format!(" --{flag} {v}"));
+        }
+    }
+    if let Some(t) = q.since_ms {
+        out.push_str(&format!(
+            " --since {}",
+            sonraft_protocol::pm_xml::time::format_date_time(t).replace("+00:00", "Z")
+        ));
+    }
+    out
+}
+
+/// One history record as a line: log time (UTC), index, function, outcome, writes, reason and,
+/// for a refusal, why.
+fn history_line(h: &v1::HistoryRecord) -> String {
+    let writes: Vec<String> = h
+        .writes
+        .iter()
+        .map(|w| format!("{} {}={}", w.entity, w.param, json!(w.value)))
+        .collect();
+    let time =
+        sonraft_protocol::pm_xml::time::format_date_time(h.log_time_ms - h.log_time_ms % 1000)
+            .replace('T', " ")
+            .replace("+00:00", "Z");
+    let why = match &h.outcome {
+        v1::Outcome::Rejected { reason } | v1::Outcome::Invalid { reason } => {
+            format!("  refused: {reason}")
+        }
+        v1::Outcome::Conflict { current } => format!(
+            "  stale read: now {}",
+            current
+                .iter()
+                .map(|(e, v)| format!("{e}@{}", v.map_or("gone".to_string(), |v| v.to_string())))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        v1::Outcome::Pending { id } => format!("  waits for approval as pending {id}"),
+        v1::Outcome::Applied { .. } => String::new(),
+    };
+    format!(
+        "{time} {:>8} {:<20} {:<9} {}  [{}]{why}",
+        h.index,
+        h.origin.function,
+        h.outcome.kind(),
+        writes.join(", "),
+        h.reason
+    )
+}
+
+/// A cursor `INDEX.POSITION` as a pair that orders like the history.
+fn cursor_key(c: &str) -> (u64, u64) {
+    let (i, p) = c.split_once('.').unwrap_or((c, "0"));
+    (i.parse().unwrap_or(0), p.parse().unwrap_or(0))
+}
+
+/// `history --follow`: the newest page once (oldest first), then every second what is newer
+/// than the last record printed, until interrupted.
+async fn follow_history(ctl: &Ctl, mut query: v1::HistoryQuery) -> anyhow::Result<()> {
+    let mut last: Option<(u64, u64)> = None;
+    let first_limit = query.limit.unwrap_or(20);
+    loop {
+        query.limit = Some(if last.is_none() { first_limit } else { 1000 });
+        let path = with_query("/image/history", &query);
+        let page = ctl
+            .ok::<Vec<v1::HistoryRecord>>(hyper::Method::GET, &path, None)
+            .await?;
+        for h in page.body.iter().rev() {
+            let key = cursor_key(&h.cursor);
+            if last.is_some_and(|l| key <= l) {
+                continue;
+            }
+            if ctl.json {
+                outln!("{}", serde_json::to_string(h)?);
+            } else {
+                outln!("{}", history_line(h));
+            }
+            last = Some(key);
+        }
+        if last.is_none() {
+            last = Some((0, 0));
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
+}
+
 async fn show_or_set(ctl: &Ctl, path: &str, set: Option<std::path::PathBuf>) -> anyhow::Result<()> {
     let answer = match set {
         Some(file) => {

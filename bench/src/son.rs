@@ -203,7 +203,7 @@ pub(crate) async fn history(
         let q = v1::HistoryQuery {
             limit: Some(10_000),
             before: before.clone(),
-            consistency: None,
+            ..Default::default()
         };
         let r = client
             .get(api, &sonraft_client::with_query("/image/history", &q))

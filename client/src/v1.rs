@@ -595,6 +595,54 @@ pub struct HistoryQuery {
     pub before: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub consistency: Option<Consistency>,
+    /// Only records that write this cell or a relation from or to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cell: Option<String>,
+    /// Only records of this origin function (`operator`, `load_balancing`, ..., `import`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub function: Option<String>,
+    /// Only records with this outcome (`applied`, `conflict`, `rejected`, `invalid`,
+    /// `pending`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<String>,
+    /// Only records of this log time or later (milliseconds since the Unix epoch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since_ms: Option<u64>,
+}
+
+impl HistoryQuery {
+    /// Whether any filter is set.
+    pub fn filtered(&self) -> bool {
+        self.cell.is_some()
+            || self.function.is_some()
+            || self.outcome.is_some()
+            || self.since_ms.is_some()
+    }
+
+    /// Whether `r` passes the filters (all of them).
+    pub fn admits(&self, r: &HistoryRecord) -> bool {
+        let cell_ok = self.cell.as_deref().is_none_or(|cell| {
+            r.writes.iter().any(|w| {
+                let mut parts = w.entity.split('/');
+                let kind = parts.next();
+                match kind {
+                    Some("cell") => parts.next() == Some(cell),
+                    Some("relation") => parts.any(|p| p == cell),
+                    _ => false,
+                }
+            })
+        });
+        cell_ok
+            && self
+                .function
+                .as_deref()
+                .is_none_or(|f| r.origin.function == f)
+            && self
+                .outcome
+                .as_deref()
+                .is_none_or(|o| r.outcome.kind() == o)
+            && self.since_ms.is_none_or(|t| r.log_time_ms >= t)
+    }
 }
 
 /// Who proposed a recorded change set.

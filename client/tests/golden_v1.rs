@@ -439,6 +439,18 @@ fn every_v1_type_matches_its_golden_json_both_ways() {
                 limit: Some(20),
                 before: Some("1200.3".into()),
                 consistency: None,
+                ..Default::default()
+            },
+        ),
+        check(
+            "history-query-filtered",
+            HistoryQuery {
+                limit: Some(20),
+                cell: Some("S00012-2".into()),
+                function: Some("load_balancing".into()),
+                outcome: Some("rejected".into()),
+                since_ms: Some(1_764_000_000_000),
+                ..Default::default()
             },
         ),
         check(

@@ -112,13 +112,50 @@ pub async fn history(
         return Ok(r);
     }
     let store = node.store().clone();
-    let records = tokio::task::spawn_blocking(move || store.history(limit.min(MAX_PAGE), before))
-        .await
-        .map_err(|e| ApiError::internal(e.to_string()))?
-        .map_err(|e| ApiError::internal(e.to_string()))?;
-    let out: Vec<_> = records
-        .iter()
-        .map(|(cursor, record)| history_record(*cursor, record))
-        .collect();
+    let limit = limit.min(MAX_PAGE);
+    if !q.filtered() {
+        let records = tokio::task::spawn_blocking(move || store.history(limit, before))
+            .await
+            .map_err(|e| ApiError::internal(e.to_string()))?
+            .map_err(|e| ApiError::internal(e.to_string()))?;
+        let out: Vec<_> = records
+            .iter()
+            .map(|(cursor, record)| history_record(*cursor, record))
+            .collect();
+        return Ok(Json(out).into_response());
+    }
+    // Filtered: read older pages until `limit` records pass, the history ends, the records
+    // turn older than `since_ms`, or `SCAN_BUDGET` records were looked at.
+    let out = tokio::task::spawn_blocking(move || {
+        let mut out = Vec::new();
+        let mut from = before;
+        let mut scanned = 0;
+        while out.len() < limit && scanned < SCAN_BUDGET {
+            let page = store.history(SCAN_PAGE, from)?;
+            let Some(last) = page.last() else { break };
+            from = Some(last.0);
+            scanned += page.len();
+            for (cursor, record) in &page {
+                let r = history_record(*cursor, record);
+                if q.since_ms.is_some_and(|t| r.log_time_ms < t) {
+                    return Ok(out);
+                }
+                if q.admits(&r) && out.len() < limit {
+                    out.push(r);
+                }
+            }
+            if page.len() < SCAN_PAGE {
+                break;
+            }
+        }
+        Ok::<_, sonraft_storage::error::Damaged>(out)
+    })
+    .await
+    .map_err(|e| ApiError::internal(e.to_string()))?
+    .map_err(|e| ApiError::internal(e.to_string()))?;
     Ok(Json(out).into_response())
 }
+
+/// Records a filtered history read looks at per store read, and at most in one request.
+const SCAN_PAGE: usize = 1000;
+const SCAN_BUDGET: usize = 200_000;

@@ -49,7 +49,7 @@
 //! unique and, within one sender, sort by time.
 
 mod parse;
-mod time;
+pub mod time;
 mod write;
 
 pub use parse::{Fault, ParseError, parse};
