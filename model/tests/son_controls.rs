@@ -995,7 +995,10 @@ fn anr_adds_a_relation_from_format_7_and_its_undo_removes_it_again() {
     let mut op = cs.clone();
     op.origin.function = Function::Operator;
     let out = apply_exact(&mut img, 2, DAY, 6, op);
-    assert!(reason(&out).contains("creating a relation needs command format 7"), "{out:?}");
+    assert!(
+        reason(&out).contains("creating a relation needs command format 7"),
+        "{out:?}"
+    );
     let out = apply_exact(&mut img, 3, DAY, 7, cs.clone());
     assert_eq!(out.kind(), "applied", "{out:?}");
     let rel = &img.relations[&key];
