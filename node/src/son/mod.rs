@@ -9,7 +9,9 @@
 //! - [`energy_saving`]: capacity cells dormant while their coverage partners can carry
 //!   their users;
 //! - [`outage`]: detection of hard outages and sleeping cells, which the others leave alone;
-//! - [`compensation`]: neighbours of a cell in outage cover for it until it returns.
+//! - [`compensation`]: neighbours of a cell in outage cover for it until it returns;
+//! - [`coverage`]: coverage and capacity optimisation, tilt and power against overshooting
+//!   cells and coverage holes.
 //!
 //! Functions never coordinate with each other or with other sites directly: every proposal
 //! carries its read set and is judged by the apply-time rules (cool-downs, priorities, step
@@ -18,6 +20,7 @@
 
 pub mod anr;
 pub mod compensation;
+pub mod coverage;
 pub mod energy_saving;
 pub mod load_balancing;
 pub mod outage;
@@ -61,6 +64,8 @@ pub struct PeriodInput {
     /// Own cells in outage ([`outage`]): the functions leave them and their relations alone.
     pub outage: HashSet<u32>,
     pub relations: HashMap<u32, Vec<(u32, [u64; RELATION_COUNTERS.len()])>>,
+    /// The coverage counters of each reporting cell ([`coverage`]).
+    pub coverage: HashMap<u32, coverage::Sample>,
 }
 
 impl PeriodInput {
@@ -76,6 +81,7 @@ impl PeriodInput {
                 .insert(c, r.cell[cc::PRB_USED_DL] as f64 * 100.0 / tot);
             input.prb_avail.insert(c, r.cell[cc::PRB_AVAIL_DL]);
             input.conn.insert(c, r.cell[cc::CONN_MEAN]);
+            input.coverage.insert(c, coverage::Sample::of(&r));
             let rels = r
                 .relations()
                 .filter_map(|(target, values)| view.index.get(target).map(|t| (*t, values)))
@@ -280,6 +286,7 @@ pub async fn run(
                 energy: cycle.memory.energy.frozen(),
                 outages: cycle.memory.outages.frozen(),
                 compensation: cycle.memory.compensation.frozen(),
+                coverage: cycle.memory.coverage.frozen(),
             };
             let retry = tokio::task::spawn_blocking(move || {
                 let view = capture(&node2);
@@ -419,7 +426,8 @@ fn capture(node: &Node) -> RadioView {
 }
 
 /// What the functions remember between periods: ANR's streaks of idle and failing relations,
-/// MLB's smoothed loads, energy saving's recent demand per capacity cell.
+/// MLB's smoothed loads, energy saving's recent demand per capacity cell, coverage
+/// optimisation's last hole steps.
 #[derive(Debug, Default)]
 pub struct Memory {
     pub streaks: anr::Streaks,
@@ -427,6 +435,7 @@ pub struct Memory {
     pub energy: energy_saving::Demand,
     pub outages: outage::Outages,
     pub compensation: compensation::Ledger,
+    pub coverage: coverage::Steps,
 }
 
 /// Runs every function over one view (`with_pci`: also the PCI search, which only needs to
@@ -461,6 +470,7 @@ pub fn analyse(
         node,
         now,
     ));
+    out.extend(memory.coverage.propose(view, input, node, now));
     out
 }
 

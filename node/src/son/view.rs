@@ -56,6 +56,9 @@ pub struct ViewCell {
     pub electrical_tilt: i16,
     pub tilt_min: i16,
     pub max_tx_power_dbm: i16,
+    /// The highest tilt the operator's box allows (0.1°): how far coverage optimisation may
+    /// downtilt.
+    pub tilt_max: i16,
     /// Downlink PRB use from the replicated KPI summary, per mille.
     pub prb_permille: Option<u16>,
 }
@@ -85,6 +88,9 @@ pub struct RadioView {
     pub own: Vec<u32>,
     /// The cells of each cell site, indexed by [`ViewCell::cell_site`].
     pub site_cells: Vec<Vec<u32>>,
+    /// Latitude and longitude of each cell site, indexed like `site_cells` (NaN when the
+    /// image lacks the site): the geometry coverage optimisation judges distances by.
+    pub site_pos: Vec<(f64, f64)>,
     pub policy: Policy,
     /// The functions' thresholds (`PUT /son/tuning`).
     pub tuning: Tuning,
@@ -121,6 +127,7 @@ impl RadioView {
             incoming: vec![Vec::new(); n],
             own: Vec::new(),
             site_cells: Vec::new(),
+            site_pos: Vec::new(),
             policy: image.policy.clone(),
             tuning: image.son.tuning.clone(),
         };
@@ -129,6 +136,12 @@ impl RadioView {
             let next = site_index.len() as u32;
             let cell_site = *site_index.entry(c.site.as_str()).or_insert_with(|| {
                 v.site_cells.push(Vec::new());
+                v.site_pos.push(
+                    image
+                        .sites
+                        .get(&c.site)
+                        .map_or((f64::NAN, f64::NAN), |s| (s.lat, s.lon)),
+                );
                 next
             });
             v.site_cells[cell_site as usize].push(i as u32);
@@ -151,6 +164,7 @@ impl RadioView {
                 electrical_tilt: c.electrical_tilt,
                 tilt_min: c.tilt_box.min,
                 max_tx_power_dbm: c.max_tx_power_dbm,
+                tilt_max: c.tilt_box.max,
                 prb_permille: image.kpis.get(&c.id).map(|k| k.prb_dl_permille),
             });
             if own {
