@@ -27,7 +27,9 @@
 //!
 //! One step per cell per change set, and none while the previous one is under verification
 //! (the rules hold it; `skip_refused` does not even send it), so each step is judged on its own
-//! counters. A cell in outage, locked or dormant is left alone. A cell that both overshoots
+//! counters. A cell in outage, locked or dormant is left alone, and so is a neighbour of a
+//! cell in outage (the users it loses are the outage's, which compensation answers and
+//! reverts when it ends). A cell that both overshoots
 //! and loses users for coverage downtilts (an uptilted antenna on a high mast leaves its own
 //! foot weak, and the downtilt serves it again) but does not cut its power.
 //! The operator's controls (mode, windows, exclusions) are applied to the proposals like to
@@ -214,6 +216,10 @@ impl Steps {
                 continue;
             };
             if cell.down || input.outage.contains(&c) || sample.users() < MIN_USERS {
+                continue;
+            }
+            // Next to an outage, the users failing are the outage's: compensation's business.
+            if view.neighbours(c).iter().any(|n| input.outage.contains(n)) {
                 continue;
             }
             let key = relation_key(view.id(c), "");
@@ -588,6 +594,9 @@ mod tests {
         let mut outage = input(&v, OVERSHOOTING, 0, 30.0);
         outage.outage.insert(v.index["A1"]);
         assert_eq!(step(&mut Steps::default(), &v, &outage), None);
+        let mut next_to_outage = input(&v, NORMAL, 20, 30.0);
+        next_to_outage.outage.insert(v.index["R1"]);
+        assert_eq!(step(&mut Steps::default(), &v, &next_to_outage), None);
         let v = view(&img(0, json!({"energy_saving": "dormant"})));
         assert_eq!(
             step(&mut Steps::default(), &v, &input(&v, OVERSHOOTING, 0, 30.0)),
