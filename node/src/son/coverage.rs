@@ -25,11 +25,13 @@
 //!   restarts): a hole a lever cannot reach stays a hole, rather than a cell pushed to the
 //!   limits of its box for nothing.
 //!
-//! One step per cell per change set, and none while the previous one is under verification
+//! A cell steps only after [`PERIODS`] periods in a row of the same evidence, one step per
+//! change set, and none while the previous one is under verification
 //! (the rules hold it; `skip_refused` does not even send it), so each step is judged on its own
 //! counters. A cell in outage, locked or dormant is left alone, and so is a neighbour of a
-//! cell in outage (the users it loses are the outage's, which compensation answers and
-//! reverts when it ends). A cell that both overshoots
+//! cell in outage; no cell grows into a "hole" while one of the site's cells is in outage
+//! (the users it loses are the outage's, which compensation answers and reverts when it
+//! ends). A cell that both overshoots
 //! and loses users for coverage downtilts (an uptilted antenna on a high mast leaves its own
 //! foot weak, and the downtilt serves it again) but does not cut its power.
 //! The operator's controls (mode, windows, exclusions) are applied to the proposals like to
@@ -81,6 +83,10 @@ pub const MAX_LOAD_PCT: f64 = 70.0;
 pub const UPTILT_MAX_FAR_SHARE: f64 = OVERSHOOT_SHARE / 2.0;
 /// A hole lever must lower the failure share by at least this much of it, relatively.
 pub const MIN_GAIN: f64 = 0.1;
+/// Periods in a row a cell must overshoot, or lose users for coverage, before it steps: one
+/// more than outage detection needs ([`super::outage::HARD_PERIODS`]), so that the users an
+/// outage strands are not taken for a hole before the outage is detected.
+pub const PERIODS: u8 = super::outage::HARD_PERIODS + 1;
 
 /// One own cell's coverage counters of one period.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -149,6 +155,8 @@ struct Step {
 /// id): its last hole step, and the levers that did not help it.
 #[derive(Debug, Default, Clone)]
 pub struct Steps {
+    /// Per cell, periods in a row it overshot and lost users for coverage.
+    streaks: FastMap<u64, (u8, u8)>,
     last: FastMap<u64, Step>,
     exhausted: FastMap<u64, Vec<Lever>>,
     /// A copy for recomputing a period already seen: it records nothing.
@@ -210,6 +218,10 @@ impl Steps {
         now_ms: u64,
     ) -> Vec<Proposal> {
         let mut out = Vec::new();
+        // While one of this site's cells is in outage, users failing for coverage are the
+        // outage's (also at cells without a relation into it).
+        let outage = !input.outage.is_empty();
+        let mut streaks = FastMap::default();
         for &c in &view.own {
             let cell = view.cell(c);
             let Some(sample) = input.coverage.get(&c) else {
@@ -228,9 +240,20 @@ impl Steps {
             let far = intended_range(view, c)
                 .map(|range| sample.far_share(range * RANGE_SLACK))
                 .unwrap_or(0.0);
-            let overshoots = far > OVERSHOOT_SHARE;
-            let proposal = match (overshoots, hole > HOLE_SHARE) {
-                (true, weak) => overshoot_step(view, c, far, !weak),
+            let (o, h) = self.streaks.get(&key).copied().unwrap_or_default();
+            let (o, h) = if self.frozen {
+                (o, h)
+            } else {
+                let next = |n: u8, now: bool| if now { n.saturating_add(1) } else { 0 };
+                (
+                    next(o, far > OVERSHOOT_SHARE),
+                    next(h, hole > HOLE_SHARE && !outage),
+                )
+            };
+            streaks.insert(key, (o, h));
+            let overshoots = o >= PERIODS;
+            let proposal = match (overshoots, h >= PERIODS) {
+                (true, weak) => overshoot_step(view, c, far, !weak && hole <= HOLE_SHARE),
                 (false, true) => {
                     let load = input.prb_pct(view, c).unwrap_or(100.0);
                     if load >= MAX_LOAD_PCT {
@@ -246,6 +269,9 @@ impl Steps {
                     proposal_for(view, c, param, to, reason, node, now_ms)
                 }),
             );
+        }
+        if !self.frozen {
+            self.streaks = streaks;
         }
         out
     }
@@ -456,19 +482,22 @@ mod tests {
         input
     }
 
-    /// The single write proposed, as (parameter, value).
+    /// The write proposed within [`PERIODS`] periods of `input`, as (parameter, value).
     fn step(steps: &mut Steps, v: &RadioView, input: &PeriodInput) -> Option<(Param, i64)> {
-        let proposals = steps.propose(v, input, 1, 0);
-        assert!(proposals.len() <= 1, "{proposals:?}");
-        proposals.first().map(|p| {
-            let cs = &p.change_set;
-            assert_eq!(cs.origin.function, Function::CoverageCapacity);
-            assert_eq!(cs.read_set, vec![v.read_cell(v.index["A1"])]);
-            let Value::Int(to) = cs.writes[0].value else {
-                panic!("{cs:?}")
-            };
-            (cs.writes[0].param, to)
-        })
+        for _ in 0..PERIODS {
+            let proposals = steps.propose(v, input, 1, 0);
+            assert!(proposals.len() <= 1, "{proposals:?}");
+            if let Some(p) = proposals.first() {
+                let cs = &p.change_set;
+                assert_eq!(cs.origin.function, Function::CoverageCapacity);
+                assert_eq!(cs.read_set, vec![v.read_cell(v.index["A1"])]);
+                let Value::Int(to) = cs.writes[0].value else {
+                    panic!("{cs:?}")
+                };
+                return Some((cs.writes[0].param, to));
+            }
+        }
+        None
     }
 
     /// Half of A1's users 1 km and more away: beyond the sites in front of it.
@@ -511,6 +540,23 @@ mod tests {
             step(&mut steps, &v, &input(&v, OVERSHOOTING, 0, 30.0)),
             None
         );
+    }
+
+    #[test]
+    fn a_cell_steps_only_after_periods_in_a_row_of_the_same_evidence() {
+        let v = view(&img(0, json!({})));
+        let mut steps = Steps::default();
+        let (over, normal) = (input(&v, OVERSHOOTING, 0, 30.0), input(&v, NORMAL, 0, 30.0));
+        for _ in 1..PERIODS {
+            assert!(steps.propose(&v, &over, 1, 0).is_empty());
+        }
+        // A normal period breaks the streak: it starts again.
+        assert!(steps.propose(&v, &normal, 1, 0).is_empty());
+        for _ in 1..PERIODS {
+            assert!(steps.propose(&v, &over, 1, 0).is_empty());
+        }
+        assert_eq!(steps.propose(&v, &over, 1, 0).len(), 1);
+        assert_eq!(steps.frozen().propose(&v, &over, 1, 0).len(), 1);
     }
 
     #[test]
@@ -597,6 +643,10 @@ mod tests {
         let mut next_to_outage = input(&v, NORMAL, 20, 30.0);
         next_to_outage.outage.insert(v.index["R1"]);
         assert_eq!(step(&mut Steps::default(), &v, &next_to_outage), None);
+        // Not a neighbour, but the site has an outage: no hole step either.
+        let mut site_outage = input(&v, NORMAL, 20, 30.0);
+        site_outage.outage.insert(u32::MAX);
+        assert_eq!(step(&mut Steps::default(), &v, &site_outage), None);
         let v = view(&img(0, json!({"energy_saving": "dormant"})));
         assert_eq!(
             step(&mut Steps::default(), &v, &input(&v, OVERSHOOTING, 0, 30.0)),
@@ -615,7 +665,11 @@ mod tests {
         use sonraft_raft::son::{Controls, Mode};
         let mut img = img(0, json!({}));
         let v = view(&img);
-        let proposals = Steps::default().propose(&v, &input(&v, OVERSHOOTING, 0, 30.0), 1, 0);
+        let mut steps = Steps::default();
+        let over = input(&v, OVERSHOOTING, 0, 30.0);
+        let proposals = (0..PERIODS)
+            .flat_map(|_| steps.propose(&v, &over, 1, 0))
+            .collect::<Vec<_>>();
         assert_eq!(proposals.len(), 1);
         let mut kept = proposals.clone();
         super::super::skip_refused(&img, &mut kept, 1_000, 7);
