@@ -214,11 +214,24 @@ pub async fn run(args: CcoArgs) -> anyhow::Result<()> {
         r.parse()
             .with_context(|| format!("GET /son/trials: {}", r.status))?
     };
-    let undone = trials
+    let undone: Vec<String> = trials
         .closed
         .iter()
         .filter(|t| t.function == "coverage_capacity" && t.state == "undone")
-        .count();
+        .map(|t| {
+            let writes: Vec<String> = t
+                .writes
+                .iter()
+                .map(|w| format!("{} {} {}->{}", w.entity, w.param, w.before, w.after))
+                .collect();
+            let kpis: Vec<String> = t
+                .kpis
+                .iter()
+                .map(|k| format!("{} {:.1}->{:.1}", k.kpi, k.before, k.after))
+                .collect();
+            format!("{} ({})", writes.join(", "), kpis.join(", "))
+        })
+        .collect();
     drop(cluster);
     drop(sim);
     let _ = std::fs::remove_dir_all(&root);
@@ -250,10 +263,14 @@ pub async fn run(args: CcoArgs) -> anyhow::Result<()> {
         args.hole
     );
     println!(
-        "coverage_capacity: {applied} applied, {rejected} rejected, {undone} undone by verification; last change after {} periods; {} cells changed",
+        "coverage_capacity: {applied} applied, {rejected} rejected, {} undone by verification; last change after {} periods; {} cells changed",
+        undone.len(),
         last_change_at.map_or("-".into(), |p| p.to_string()),
         changed.len()
     );
+    for u in &undone {
+        println!("  undone {u}");
+    }
     println!("cells outside their tilt box (highest seen): {outside_max}");
     for c in &changed {
         println!("  changed {c}");
@@ -269,7 +286,7 @@ pub async fn run(args: CcoArgs) -> anyhow::Result<()> {
         json!({"bench": "cco", "cells": args.cells, "period_ms": args.period_ms, "periods": args.periods,
                "overshooter": args.overshooter, "overshooter_fixed_after_periods": fixed_after, "site": far,
                "hole": args.hole, "hole_served_before_pct": served_before, "hole_served_after_pct": served_after,
-               "applied": applied, "rejected": rejected, "undone": undone, "last_change_after_periods": last_change_at,
+               "applied": applied, "rejected": rejected, "undone": undone.len(), "undone_trials": undone, "last_change_after_periods": last_change_at,
                "cells_changed": changed.len(), "cells_outside_tilt_box": outside_max})
     );
     Ok(())
