@@ -100,3 +100,58 @@ async fn hard_outages_and_sleeping_cells_are_detected_and_clear() {
     );
     clear(&c, &sim, "S00003-1", "sleeping").await;
 }
+
+/// `late_reports` of the node's antenna summary: reports that arrived for a closed period.
+async fn late_reports(c: &Cluster) -> u64 {
+    let a = c
+        .client
+        .get(&c.nodes[0].api, "/antennas?limit=0")
+        .await
+        .unwrap()
+        .json();
+    a["summary"]["late_reports"].as_u64().unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cell_whose_reports_always_arrive_late_is_not_an_outage() {
+    let dir = tempfile::tempdir().unwrap();
+    let (sim, c) = simulated_site(dir.path(), &[]).await;
+    let start = sim_period(&c, &sim).await;
+    while sim_period(&c, &sim).await < start + 4 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let r = c
+        .client
+        .post(
+            &sim.status,
+            "/fault",
+            &json!({"cell": "S00002-2", "fault": "late"}),
+        )
+        .await
+        .unwrap();
+    assert!(
+        r.status.is_success(),
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
+    // Ten periods of late reports: each arrives after its period closed, and the session
+    // stays up. That is no outage.
+    let late_before = late_reports(&c).await;
+    let planted = sim_period(&c, &sim).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while sim_period(&c, &sim).await < planted + 10 {
+        assert_eq!(
+            in_outage(&c, "hard").await,
+            0,
+            "a cell with late reports was taken for a hard outage"
+        );
+        assert!(Instant::now() < deadline, "the simulator stalled");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let late = late_reports(&c).await - late_before;
+    eprintln!("{late} late reports in 10 periods, no outage");
+    assert!(
+        late >= 6,
+        "only {late} reports arrived late: the fault did not bite"
+    );
+}

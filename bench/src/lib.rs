@@ -18,6 +18,7 @@
 //! depend on this crate, so nothing here can become part of what a node runs.
 #![forbid(unsafe_code)]
 
+pub mod anr;
 pub mod cco;
 pub mod energy;
 #[cfg(feature = "etcd")]

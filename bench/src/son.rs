@@ -16,7 +16,8 @@
 //! 4. direction reversals per cell or relation and parameter group at steady state, the most
 //!    in any `--reversal-window` consecutive periods;
 //! 5. the too-early handover ratio at steady state on the cells where mobility robustness acted;
-//! 6. cell outages detected (none is planted, so each is a false alarm).
+//! 6. cell outages detected (none is planted, so each is a false alarm);
+//! 7. after the run, ANR finding removed true neighbours again ([`crate::anr`]).
 //!
 //! It prints a table and one JSON line; it asserts nothing.
 
@@ -33,12 +34,13 @@ use sonraft_sim::topology::Topology;
 use sonraft_testkit::local_cluster::{LocalCluster, SimProc, TOKEN};
 
 /// The SON functions the operator's policy controls.
-const SON_FUNCTIONS: [&str; 5] = [
+const SON_FUNCTIONS: [&str; 6] = [
     "pci_conflict",
     "mobility_robustness",
     "load_balancing",
     "energy_saving",
     "anr_pruning",
+    "anr_add",
 ];
 
 #[derive(Args, Debug, Clone)]
@@ -52,6 +54,10 @@ pub struct SonArgs {
     /// Reversals are counted in any this many consecutive periods.
     #[arg(long, default_value_t = 24)]
     pub reversal_window: u64,
+    /// Planned relations the operator removes after the run, for ANR to find again (0: no
+    /// ANR phase).
+    #[arg(long, default_value_t = 100)]
+    pub anr_remove: usize,
     /// Simulated cells.
     #[arg(long, default_value_t = 300)]
     pub cells: usize,
@@ -437,6 +443,12 @@ async fn measure(args: &SonArgs, binary: &Path, root: &Path, command: &str) -> a
     let steady_end = handovers(&last_state);
     let steady_start = steady_from.unwrap_or_default();
     let period_of = |ms: u64| ms.saturating_sub(t0) / PERIOD_MS;
+    let excluded_set: BTreeSet<&str> = excluded.iter().map(String::as_str).collect();
+    let anr = if args.anr_remove > 0 {
+        crate::anr::phase(&client, &api, &sim, &excluded_set, args.anr_remove).await?
+    } else {
+        crate::anr::AnrFigures::default()
+    };
 
     let records = history(&client, &api).await?;
     let skipped = skipped(&client, &cluster.apis()).await;
@@ -503,7 +515,6 @@ async fn measure(args: &SonArgs, binary: &Path, root: &Path, command: &str) -> a
         .collect();
 
     // 2. Writes by SON functions that touch an excluded cell; refusals that name an exclusion.
-    let excluded_set: BTreeSet<&str> = excluded.iter().map(String::as_str).collect();
     let mut excluded_writes = Vec::new();
     let mut exclusion_refusals: BTreeMap<String, u64> = BTreeMap::new();
     for h in &records {
@@ -645,7 +656,7 @@ async fn measure(args: &SonArgs, binary: &Path, root: &Path, command: &str) -> a
         .collect();
 
     let undone_pct = pct(undone_total, son_applied);
-    let figures = json!({
+    let mut figures = json!({
         "bench": "son",
         "command": command,
         "periods": args.periods,
@@ -688,6 +699,10 @@ async fn measure(args: &SonArgs, binary: &Path, root: &Path, command: &str) -> a
         "mro_cells_over_3pct": early_over,
     });
 
+    figures["anr_removed"] = json!(anr.removed);
+    figures["anr_back_periods"] = json!(anr.periods);
+    figures["anr_relations_added"] = json!(anr.added_total);
+    figures["anr_farthest_isd"] = json!(anr.farthest_isd);
     println!(
         "sonraft bench son: {} periods of 1 s, {} cells, steady state after period {}",
         args.periods, args.cells, args.warmup
@@ -718,7 +733,8 @@ async fn measure(args: &SonArgs, binary: &Path, root: &Path, command: &str) -> a
     let mark = |ok: bool| if ok { "ok" } else { "MISSED" };
     println!("{:<58} {:>12}  target", "figure", "value");
     let early_pct = pct(early_sum, att_sum);
-    let rows: [(String, String, &str, bool); 10] = [
+    let anr_within = anr.within(4);
+    let rows: [(String, String, &str, bool); 12] = [
         (
             "SON change sets undone (fallback)".into(),
             format!("{undone_pct} %"),
@@ -784,6 +800,24 @@ async fn measure(args: &SonArgs, binary: &Path, root: &Path, command: &str) -> a
             alarms.to_string(),
             "0",
             alarms == 0,
+        ),
+        (
+            format!(
+                "removed true neighbours re-added within 4 periods (of {})",
+                anr.removed
+            ),
+            format!("{} %", pct(anr_within as u64, anr.removed as u64)),
+            ">= 95 %",
+            anr_within * 100 >= anr.removed * 95,
+        ),
+        (
+            format!(
+                "farthest relation ANR added, x inter-site distance ({:.0} m)",
+                anr.isd_m
+            ),
+            format!("{:.2}", anr.farthest_isd),
+            "<= 1.5",
+            anr.farthest_isd <= 1.5,
         ),
     ];
     for (name, value, target, ok) in rows {

@@ -168,7 +168,7 @@ impl Command {
 
 /// The format a proposed change set needs: its function's, and 6 for a proposed fallback (a
 /// site reverting its outage compensation; before format 6 only the state machine wrote them).
-fn proposed_format(cs: &ChangeSet) -> u16 {
+pub fn proposed_format(cs: &ChangeSet) -> u16 {
     match cs.origin.function {
         crate::changeset::Function::Fallback => 6,
         f => f.format(),

@@ -113,7 +113,22 @@ pub async fn run<C: Committer>(node: Arc<C>, mut rx: mpsc::Receiver<(ChangeSet, 
 }
 
 async fn commit<C: Committer>(node: Arc<C>, batch: Vec<(ChangeSet, Reply)>) {
-    if batch.len() == 1 || node.effective_format() < 2 {
+    // A change set of a format not every voter reads yet (a function of a newer release,
+    // during a rolling upgrade) is refused on its own: in a batch it would take the whole
+    // entry's format, and the batch's other change sets would fail with it.
+    let effective = node.effective_format();
+    let (batch, too_new): (Vec<_>, Vec<_>) = batch.into_iter().partition(|(cs, _)| {
+        let format = sonraft_raft::command::proposed_format(cs);
+        format <= 1 || format <= effective
+    });
+    for (cs, reply) in too_new {
+        let format = sonraft_raft::command::proposed_format(&cs);
+        let _ = reply.send(Err(ProposeError::FormatTooNew { format, effective }));
+    }
+    if batch.is_empty() {
+        return;
+    }
+    if batch.len() == 1 || effective < 2 {
         // One entry per change set (format 1), still concurrently.
         let mut set = tokio::task::JoinSet::new();
         for (cs, reply) in batch {
@@ -307,6 +322,56 @@ mod tests {
             "a format-2 entry before the cluster reads it: {committed:?}"
         );
         assert!(answers.iter().all(|a| a.is_ok()), "{answers:?}");
+    }
+
+    #[tokio::test]
+    async fn a_change_set_of_a_format_the_cluster_does_not_read_yet_fails_alone() {
+        /// Refuses a command newer than format 6, as `Node::propose` does.
+        fn format_6(command: &Command, index: u64) -> Result<(u64, Response), ProposeError> {
+            match command.format() {
+                f if f > 6 => Err(ProposeError::FormatTooNew {
+                    format: f,
+                    effective: 6,
+                }),
+                _ => apply_all(command, index),
+            }
+        }
+        let (node, batcher) = start(6, true, format_6);
+        let first = tokio::spawn({
+            let b = batcher.clone();
+            async move { b.propose(change_set("first")).await }
+        });
+        while node.committed.lock().unwrap().is_empty() {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let mut queued = Vec::new();
+        for i in 0..4 {
+            let mut cs = change_set(&format!("r{i}"));
+            if i == 2 {
+                cs.origin.function = Function::AnrAdd;
+            }
+            let b = batcher.clone();
+            queued.push(tokio::spawn(async move { b.propose(cs).await }));
+        }
+        while batcher.pending() < 5 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        node.release.notify_one();
+        let mut answers = Vec::new();
+        for q in queued {
+            answers.push(q.await.unwrap());
+        }
+        assert!(first.await.unwrap().is_ok());
+        for (i, a) in answers.iter().enumerate() {
+            if i == 2 {
+                assert!(
+                    matches!(a, Err(ProposeError::FormatTooNew { format: 7, .. })),
+                    "{a:?}"
+                );
+            } else {
+                assert!(a.is_ok(), "r{i} failed with the newer change set: {a:?}");
+            }
+        }
     }
 
     #[tokio::test]

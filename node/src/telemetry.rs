@@ -31,13 +31,323 @@ const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0,
 ];
 
-/// Installs the process-wide Prometheus recorder (histograms for every `*_seconds` metric).
+/// Buckets of the histograms that count things per batch (appends per sync, change sets per
+/// entry).
+const COUNT_BUCKETS: &[f64] = &[
+    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0,
+];
+
+/// Every metric this node exports, with its `# HELP` text: (name, kind, help). A test scrapes
+/// a running node and checks that every `sonraft_` family it sees is here, typed as here, with
+/// its help (`tests/metrics.rs`); alert rules and the dashboard under `deploy/` use these names.
+pub const METRICS: &[(&str, Kind, &str)] = &[
+    (
+        "sonraft_build_info",
+        Kind::Gauge,
+        "Always 1; labels: the release (version) and the newest command format it applies",
+    ),
+    ("sonraft_raft_term", Kind::Gauge, "Current Raft term"),
+    (
+        "sonraft_raft_leader_id",
+        Kind::Gauge,
+        "Node id of the leader this node knows (0: none)",
+    ),
+    (
+        "sonraft_raft_is_leader",
+        Kind::Gauge,
+        "1 while this node is the Raft leader",
+    ),
+    (
+        "sonraft_raft_last_log_index",
+        Kind::Gauge,
+        "Index of the last entry in this node's log",
+    ),
+    (
+        "sonraft_raft_last_applied_index",
+        Kind::Gauge,
+        "Index of the last entry this node applied to its image",
+    ),
+    (
+        "sonraft_raft_purged_index",
+        Kind::Gauge,
+        "Index up to which the log was compacted into a snapshot",
+    ),
+    (
+        "sonraft_raft_voters",
+        Kind::Gauge,
+        "Voters in the membership this node knows",
+    ),
+    (
+        "sonraft_raft_rpc_seconds",
+        Kind::Histogram,
+        "Raft RPCs this node sent, round trip",
+    ),
+    (
+        "sonraft_raft_rpc_handle_seconds",
+        Kind::Histogram,
+        "Raft RPCs this node received, time to answer",
+    ),
+    (
+        "sonraft_peer_rpc_handle_seconds",
+        Kind::Histogram,
+        "Node-to-node requests (forwarding, hand-over) this node received, time to answer",
+    ),
+    (
+        "sonraft_log_syncs_total",
+        Kind::Counter,
+        "fdatasync calls made durable for the Raft log",
+    ),
+    (
+        "sonraft_log_synced_appends_total",
+        Kind::Counter,
+        "Log appends made durable by those syncs (group commit: several per sync)",
+    ),
+    (
+        "sonraft_log_sync_seconds",
+        Kind::Histogram,
+        "Duration of one log sync (flush and fdatasync)",
+    ),
+    (
+        "sonraft_log_sync_batch_appends",
+        Kind::Histogram,
+        "Appends made durable by one log sync",
+    ),
+    (
+        "sonraft_log_appends_reported_early_total",
+        Kind::Counter,
+        "A leader's own appends reported before their sync, synced while they replicate",
+    ),
+    (
+        "sonraft_checkpoint_sync_seconds",
+        Kind::Histogram,
+        "Duration of one sync of the state machine's store",
+    ),
+    (
+        "sonraft_applied_entries_total",
+        Kind::Counter,
+        "Log entries applied to the image",
+    ),
+    (
+        "sonraft_apply_seconds",
+        Kind::Histogram,
+        "Time to apply one log entry",
+    ),
+    (
+        "sonraft_apply_wait_sync_seconds",
+        Kind::Histogram,
+        "Time applying waited for the leader's own append to be synced",
+    ),
+    (
+        "sonraft_commit_seconds",
+        Kind::Histogram,
+        "Proposal to applied, on the node that proposed",
+    ),
+    (
+        "sonraft_batch_change_sets",
+        Kind::Histogram,
+        "Change sets in one log entry",
+    ),
+    (
+        "sonraft_proposals_total",
+        Kind::Counter,
+        "Change sets proposed through the admin API, by outcome and dry run",
+    ),
+    (
+        "sonraft_proposals_outcome_unknown_total",
+        Kind::Counter,
+        "Proposals whose commit could not be confirmed in time (they may still apply)",
+    ),
+    (
+        "sonraft_forward_outcome_unknown_total",
+        Kind::Counter,
+        "Forwarded requests whose outcome the leader did not report in time",
+    ),
+    (
+        "sonraft_read_proofs_total",
+        Kind::Counter,
+        "Linearizable reads proved by a quorum round",
+    ),
+    (
+        "sonraft_read_proof_rounds_failed_total",
+        Kind::Counter,
+        "Quorum rounds for linearizable reads that failed",
+    ),
+    (
+        "sonraft_http_requests_total",
+        Kind::Counter,
+        "Admin API requests, by route, method and status",
+    ),
+    (
+        "sonraft_http_request_seconds",
+        Kind::Histogram,
+        "Admin API request duration",
+    ),
+    (
+        "sonraft_cluster_fault_tolerance",
+        Kind::Gauge,
+        "Voters the cluster can lose and still commit, as this node sees them",
+    ),
+    (
+        "sonraft_member_reachable",
+        Kind::Gauge,
+        "1 while this node reaches the member (id, role)",
+    ),
+    (
+        "sonraft_member_lag_entries",
+        Kind::Gauge,
+        "Entries a member is behind the leader's log (on the leader)",
+    ),
+    (
+        "sonraft_antenna_sessions",
+        Kind::Gauge,
+        "Antenna sessions this node holds",
+    ),
+    (
+        "sonraft_antenna_sessions_connected",
+        Kind::Gauge,
+        "Of them, connected",
+    ),
+    (
+        "sonraft_antenna_session_failures_total",
+        Kind::Counter,
+        "Antenna sessions that failed or were refused",
+    ),
+    (
+        "sonraft_antenna_bad_frames_total",
+        Kind::Counter,
+        "Frames from antennas refused as malformed",
+    ),
+    (
+        "sonraft_antenna_pushes_total",
+        Kind::Counter,
+        "Configurations pushed to antennas",
+    ),
+    (
+        "sonraft_antenna_push_seconds",
+        Kind::Histogram,
+        "Configuration push to its acknowledgement",
+    ),
+    (
+        "sonraft_antenna_diverged_total",
+        Kind::Counter,
+        "Acknowledgements with other values than pushed (re-pushed)",
+    ),
+    (
+        "sonraft_periods_closed_total",
+        Kind::Counter,
+        "Counter periods closed and handed to the SON functions",
+    ),
+    (
+        "sonraft_raw_measurement_bytes",
+        Kind::Gauge,
+        "Bytes of raw counters kept on this node's disk",
+    ),
+    (
+        "sonraft_raw_measurement_periods",
+        Kind::Gauge,
+        "Counter periods kept on this node's disk",
+    ),
+    (
+        "sonraft_raw_measurement_periods_dropped_total",
+        Kind::Counter,
+        "Counter periods dropped past the retention or the disk cap",
+    ),
+    (
+        "sonraft_pm_files_ingested_total",
+        Kind::Counter,
+        "PM files (TS 32.435) taken from --pm-dir",
+    ),
+    (
+        "sonraft_pm_files_bad_total",
+        Kind::Counter,
+        "PM files refused (left in place)",
+    ),
+    (
+        "sonraft_pm_reports_total",
+        Kind::Counter,
+        "Cell reports taken from PM files",
+    ),
+    (
+        "sonraft_son_cycle_seconds",
+        Kind::Histogram,
+        "One SON cycle: analysis of a closed period and its proposals",
+    ),
+    (
+        "sonraft_son_proposals_total",
+        Kind::Counter,
+        "SON change sets proposed, by function and outcome",
+    ),
+    (
+        "sonraft_son_proposals_skipped_total",
+        Kind::Counter,
+        "SON change sets not proposed because the controls would refuse them, by function",
+    ),
+    (
+        "sonraft_son_verdicts_total",
+        Kind::Counter,
+        "Verdicts on SON changes, by outcome (kept, undone, unverified)",
+    ),
+    (
+        "sonraft_son_close_to_ack_seconds",
+        Kind::Histogram,
+        "Counter period closed to the resulting change acknowledged by the antenna",
+    ),
+    (
+        "sonraft_son_outages_detected_total",
+        Kind::Counter,
+        "Cell outages detected, by kind (hard, sleeping)",
+    ),
+    (
+        "sonraft_son_cells_in_outage",
+        Kind::Gauge,
+        "Own cells in outage now, by kind",
+    ),
+];
+
+/// A metric's Prometheus type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+impl Kind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Counter => "counter",
+            Kind::Gauge => "gauge",
+            Kind::Histogram => "histogram",
+        }
+    }
+}
+
+/// Installs the process-wide Prometheus recorder (histograms with buckets for every one),
+/// describes every metric and sets `sonraft_build_info`.
 pub fn install_metrics() -> anyhow::Result<PrometheusHandle> {
-    PrometheusBuilder::new()
+    let handle = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
         .context("bad histogram buckets")?
+        .set_buckets_for_metric(Matcher::Suffix("_appends".into()), COUNT_BUCKETS)
+        .context("bad histogram buckets")?
+        .set_buckets_for_metric(Matcher::Suffix("_change_sets".into()), COUNT_BUCKETS)
+        .context("bad histogram buckets")?
         .install_recorder()
-        .context("cannot install the metrics recorder")
+        .context("cannot install the metrics recorder")?;
+    for (name, kind, help) in METRICS {
+        match kind {
+            Kind::Counter => metrics::describe_counter!(*name, *help),
+            Kind::Gauge => metrics::describe_gauge!(*name, *help),
+            Kind::Histogram => metrics::describe_histogram!(*name, *help),
+        }
+    }
+    metrics::gauge!(
+        "sonraft_build_info",
+        "version" => crate::RELEASE,
+        "command_format" => sonraft_raft::command::COMMAND_FORMAT.to_string()
+    )
+    .set(1.0);
+    Ok(handle)
 }
 
 impl Node {
@@ -79,13 +389,13 @@ pub async fn watch_raft(node: Arc<Node>) {
                 .set(m.purged.map_or(0, |l| l.index) as f64);
             metrics::gauge!("sonraft_raft_voters")
                 .set(m.membership_config.membership().voter_ids().count() as f64);
+            // Totals the store keeps: exported as counters at their absolute value (the time
+            // spent syncing is `sonraft_log_sync_seconds_sum`).
             let stats = node.store.sync_stats();
-            let syncs = stats.syncs.load(std::sync::atomic::Ordering::Relaxed);
-            metrics::gauge!("sonraft_log_syncs").set(syncs as f64);
-            metrics::gauge!("sonraft_log_synced_appends")
-                .set(stats.appends.load(std::sync::atomic::Ordering::Relaxed) as f64);
-            metrics::gauge!("sonraft_log_sync_seconds_total")
-                .set(stats.sync_micros.load(std::sync::atomic::Ordering::Relaxed) as f64 / 1e6);
+            metrics::counter!("sonraft_log_syncs_total")
+                .absolute(stats.syncs.load(std::sync::atomic::Ordering::Relaxed));
+            metrics::counter!("sonraft_log_synced_appends_total")
+                .absolute(stats.appends.load(std::sync::atomic::Ordering::Relaxed));
         }
         if rx.changed().await.is_err() {
             return;

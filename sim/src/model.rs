@@ -9,6 +9,11 @@
 //!   4 % × (E − O), too-early 4 % × (O − E − 0.5), ping-pongs grow as hysteresis falls below 1.5 dB.
 //! - **PCI.** Handovers towards a target whose PCI collides with the source or is confused with
 //!   another neighbour's fail 40 % more often (wrong cell).
+//! - **Unknown neighbours.** Users at the border of a cell their serving cell has no relation
+//!   to report it by PCI, carrier and the cell identity read from its broadcast: a relation
+//!   entry whose target is `/PCI/ARFCN/CELL` (`/PCI/ARFCN` without the identity), its
+//!   attempts counting those reports (as many as handover attempts would be). The pairs are the
+//!   planned relations the node removed and the latent ones the plan left out.
 //! - **Faults.** A sleeping cell reports but serves nobody: its counters read idle and every
 //!   handover into it fails (counted too early: the user returns to the source at once).
 
@@ -48,6 +53,14 @@ impl RelationState {
         ho_allowed: true,
         exists: true,
     };
+
+    /// The state a relation starts in: a latent one is not in the neighbour list.
+    pub fn initial(rel: &super::topology::SimRelation) -> RelationState {
+        RelationState {
+            exists: !rel.latent,
+            ..RelationState::NEUTRAL
+        }
+    }
 }
 
 /// The clock of one period.
@@ -73,6 +86,7 @@ pub fn initial_config(topo: &Topology, cell: usize, by_source: &[Vec<usize>]) ->
         energy_saving: 0,
         relations: by_source[cell]
             .iter()
+            .filter(|r| !topo.relations[**r].latent)
             .map(|r| sonraft_protocol::RelationConfig {
                 target: topo.cells[topo.relations[*r].target].id.clone(),
                 cio_db: 0,
@@ -112,6 +126,13 @@ fn coverage_counters(
 /// The handover delay of a cell's configuration, in dB-equivalent.
 pub fn delay_db(config: &CellConfig) -> f64 {
     f64::from(config.hysteresis) * 0.5 + f64::from(config.time_to_trigger_ms) / 160.0
+}
+
+/// The strangers (see [`super::radio::RadioOutcome::strangers`]) whose serving cell is `cell`.
+fn strangers_of(all: &[(u32, u32, f32)], cell: usize) -> &[(u32, u32, f32)] {
+    let from = all.partition_point(|x| (x.0 as usize) < cell);
+    let to = all.partition_point(|x| (x.0 as usize) <= cell);
+    &all[from..to]
 }
 
 /// Computes one period.
@@ -233,6 +254,52 @@ pub fn run_period(
                 values: v,
             });
         }
+        // Neighbours its users measured that the cell has no relation to (planned relations
+        // the node removed, latent ones the plan left out), by what the reports name: PCI and
+        // carrier, and by the global cell identity the antenna had users read (TS 36.300
+        // 22.3.2a). Each is reported as often as it would see handover attempts (the users at
+        // its border now). The entry's target `/PCI/ARFCN/CELL` can be no cell's id (ids hold
+        // no `/`), so a node that does not know such entries skips it as an unknown cell.
+        let mut unknown: Vec<((u16, u32, usize), u64)> = Vec::new();
+        let strangers = strangers_of(&radio.strangers, i);
+        for &r in &by_source[i] {
+            let rel = &topo.relations[r];
+            // A planted dead relation's users never hand over that way.
+            if relations[r].exists || rel.base_attempts <= 0.0 || sleeping(i) {
+                continue;
+            }
+            let users = strangers
+                .iter()
+                .find(|x| x.1 as usize == rel.target)
+                .map_or(0.0, |x| x.2);
+            let b0 = grid.border0.get(r).copied().unwrap_or(0.0);
+            let ratio = if b0 > 0.0 {
+                f64::from(users / b0)
+            } else {
+                (l / 0.5).clamp(0.3, 2.0)
+            };
+            let n = noise(rng, rel.base_attempts * ratio.clamp(0.0, 3.0)).round() as u64;
+            if n == 0 {
+                continue;
+            }
+            let key = (
+                configs[rel.target].pci,
+                topo.cells[rel.target].arfcn,
+                rel.target,
+            );
+            match unknown.iter_mut().find(|(k, _)| *k == key) {
+                Some((_, u)) => *u += n,
+                None => unknown.push((key, n)),
+            }
+        }
+        for ((pci, arfcn, t), n) in unknown {
+            let mut v = [0u64; RELATION_COUNTERS.len()];
+            v[rc::ATT] = n;
+            rel_counters.push(RelationCounters {
+                target: format!("/{pci}/{arfcn}/{}", topo.cells[t].id),
+                values: v,
+            });
+        }
         reports.push(Report {
             period_end_ms: clock.end_ms,
             period_ms: clock.period_ms,
@@ -245,5 +312,97 @@ pub fn run_period(
         radio,
         reports,
         relation_late,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    fn regions() -> Vec<String> {
+        vec!["site-a".into(), "site-b".into(), "site-c".into()]
+    }
+
+    /// The `/PCI/ARFCN` entries of each cell's report, as (source, pci, arfcn, reports).
+    fn unknown_entries(out: &PeriodOutcome) -> Vec<(usize, String, u64)> {
+        out.reports
+            .iter()
+            .enumerate()
+            .flat_map(|(c, r)| {
+                r.relations
+                    .iter()
+                    .filter(|rel| rel.target.starts_with('/'))
+                    .map(move |rel| (c, rel.target.clone(), rel.values[rc::ATT]))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn users_report_the_neighbours_their_cell_has_no_relation_to() {
+        let mut topo = Topology::build(300, 1, &regions());
+        let planned = topo.relations.len();
+        let mut grid = RadioGrid::build(&topo, 1);
+        let latent = grid.add_latent_relations(&mut topo);
+        let by_source = topo.relations_by_source();
+        let configs: Vec<_> = (0..topo.cells.len())
+            .map(|c| initial_config(&topo, c, &by_source))
+            .collect();
+        // The exported image and the antennas' first configuration hold the planned relations.
+        let listed: usize = configs.iter().map(|c| c.relations.len()).sum();
+        assert_eq!(listed, planned);
+        assert_eq!(
+            topo.image_json()["relations"].as_array().unwrap().len(),
+            planned
+        );
+        let mut relations: Vec<RelationState> =
+            topo.relations.iter().map(RelationState::initial).collect();
+        let mut rng = StdRng::seed_from_u64(1);
+        let clock = PeriodClock {
+            end_ms: 0,
+            period_ms: 1000,
+            profile: 1.0,
+        };
+        let before = run_period(
+            &topo, &by_source, &mut grid, &configs, &relations, clock, &mut rng,
+        );
+        let stray = unknown_entries(&before);
+        eprintln!(
+            "{planned} planned relations, {latent} latent; {} unknown entries, {} reports",
+            stray.len(),
+            stray.iter().map(|s| s.2).sum::<u64>()
+        );
+        assert!(
+            latent > 0 && latent < planned,
+            "{latent} latent of {planned}"
+        );
+        // Remove a busy planned relation: its target is now reported by PCI and carrier.
+        let (r, rel) = topo
+            .relations
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| !r.latent && topo.cells[r.source].site != topo.cells[r.target].site)
+            .max_by(|a, b| grid.border0[a.0].total_cmp(&grid.border0[b.0]))
+            .unwrap();
+        relations[r].exists = false;
+        let after = run_period(
+            &topo, &by_source, &mut grid, &configs, &relations, clock, &mut rng,
+        );
+        let name = format!(
+            "/{}/{}/{}",
+            configs[rel.target].pci, topo.cells[rel.target].arfcn, topo.cells[rel.target].id
+        );
+        let found = unknown_entries(&after)
+            .into_iter()
+            .find(|e| e.0 == rel.source && e.1 == name);
+        assert!(
+            found.as_ref().is_some_and(|f| f.2 >= 5),
+            "the removed relation's target is not reported: {found:?}"
+        );
+        assert!(
+            !unknown_entries(&before)
+                .iter()
+                .any(|e| e.0 == rel.source && e.1 == name)
+        );
     }
 }

@@ -83,7 +83,17 @@ impl PmWriter {
 
     /// Queues a period's reports (one per cell, in the topology's order) for writing.
     pub fn period(&self, end_ms: u64, period_ms: u32, reports: &[Report]) {
-        match self.tx.try_send((end_ms, period_ms, reports.to_vec())) {
+        // Unknown neighbours (`/PCI/ARFCN` entries) are UE measurements, not PM: they travel
+        // only over the antenna session.
+        let reports: Vec<Report> = reports
+            .iter()
+            .map(|r| {
+                let mut r = r.clone();
+                r.relations.retain(|rel| !rel.target.starts_with('/'));
+                r
+            })
+            .collect();
+        match self.tx.try_send((end_ms, period_ms, reports)) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => {
                 let n = self.skipped.fetch_add(1, Ordering::Relaxed) + 1;

@@ -175,6 +175,9 @@ struct Choice {
     sinr: f32,
     /// The relations at whose handover border the bin lies: a range of the bin's border list.
     borders: (u16, u16),
+    /// The cells as strong as a neighbour but without a relation from the serving cell: a
+    /// range of the bin's stranger list.
+    strangers: (u16, u16),
     covered: bool,
 }
 
@@ -183,6 +186,7 @@ impl Choice {
         cell: u32::MAX,
         sinr: 0.0,
         borders: (0, 0),
+        strangers: (0, 0),
         covered: false,
     };
 }
@@ -229,6 +233,11 @@ pub struct RadioGrid {
     /// Scratch: per bin, the strongest cell of a bin no carrier covers (`u32::MAX`: covered,
     /// or no cell at all): whose radio link its users lose.
     lost_to: Vec<u32>,
+    /// Handover attempts a period per user at a relation's border, at the start (the planted
+    /// relations' mean): how many measurement reports a user at a border sends.
+    pub attempts_per_border_user: f32,
+    /// Users at borders without a relation at the start, busy hour (`RadioOutcome::strangers`).
+    strangers0: Vec<(u32, u32, f32)>,
 }
 
 /// What one period of the radio layer produced.
@@ -252,6 +261,9 @@ pub struct RadioOutcome {
     pub uncovered_bins: usize,
     /// Per cell, its coverage counters ([`coverage`]).
     pub coverage: Vec<coverage::CellCoverage>,
+    /// Users at the border of a cell they measure but their serving cell has no relation to
+    /// (serving cell, measured cell, users), sorted: what ANR learns from.
+    pub strangers: Vec<(u32, u32, f32)>,
 }
 
 /// SplitMix64: cheap, well-mixed hashing of (seed, a, b).
@@ -432,6 +444,8 @@ impl RadioGrid {
             served_by: vec![(u32::MAX, 0.0); bins * n_carriers],
             border0: Vec::new(),
             lost_to: vec![u32::MAX; bins],
+            attempts_per_border_user: 0.0,
+            strangers0: Vec::new(),
         };
         grid.calibrate(topo);
         grid
@@ -484,7 +498,21 @@ impl RadioGrid {
             self.activity = topo.cells.iter().map(|c| c.demand as f32).collect();
         }
         let out = self.run(topo, &by_source, &configs, &rel, 1.0);
+        let (attempts, users) = topo
+            .relations
+            .iter()
+            .zip(&out.border_users)
+            .filter(|(r, u)| r.base_attempts > 0.0 && **u > 0.0)
+            .fold((0.0f64, 0.0f64), |(a, u), (r, b)| {
+                (a + r.base_attempts, u + f64::from(*b))
+            });
+        self.attempts_per_border_user = if users > 0.0 {
+            (attempts / users) as f32
+        } else {
+            0.0
+        };
         self.border0 = out.border_users;
+        self.strangers0 = out.strangers;
         for b in 0..self.bins {
             for k in 0..nc {
                 let (c, d) = self.served_by[b * nc + k];
@@ -494,6 +522,29 @@ impl RadioGrid {
             }
         }
         self.activity = topo.cells.iter().map(|c| c.demand as f32).collect();
+    }
+
+    /// Adds to `topo` a latent relation (see [`crate::topology::SimRelation::latent`]) for
+    /// every pair whose border carried at least one measurement report a period at the start:
+    /// the neighbours the planner missed, which ANR can add. Returns how many.
+    pub fn add_latent_relations(&mut self, topo: &mut Topology) -> usize {
+        let before = topo.relations.len();
+        for &(s, t, users) in &self.strangers0 {
+            let attempts = f64::from(users * self.attempts_per_border_user);
+            if attempts < 1.0 {
+                continue;
+            }
+            topo.relations.push(crate::topology::SimRelation {
+                source: s as usize,
+                target: t as usize,
+                base_attempts: attempts,
+                base_success: 0.985,
+                remove_allowed: true,
+                latent: true,
+            });
+            self.border0.push(users);
+        }
+        topo.relations.len() - before
     }
 
     /// Plants or clears a coverage hole: `extra_db` more loss within `radius_m` of (x, y).
@@ -561,6 +612,19 @@ impl RadioGrid {
                     .collect()
             })
             .collect();
+        // Targets of each source's relations in the neighbour list (barred ones too): the
+        // cells its users' reports name that it knows.
+        let known: Vec<Vec<u32>> = by_source
+            .iter()
+            .map(|rels| {
+                rels.iter()
+                    .filter(|r| relations[**r].exists)
+                    .map(|&r| topo.relations[r].target as u32)
+                    .collect()
+            })
+            .collect();
+        let mut strangers: std::collections::HashMap<u64, f32> = std::collections::HashMap::new();
+        let mut unknown: Vec<u32> = Vec::with_capacity(K);
         let mut prb_need = vec![0.0f64; n];
         let mut offered = vec![0.0f64; n];
         let mut se_sum = vec![0.0f64; n];
@@ -575,6 +639,7 @@ impl RadioGrid {
             // Per carrier: the serving cell and its SINR, then the demand split.
             let mut chosen = [Choice::NONE; MAX_CARRIERS];
             borders.clear();
+            unknown.clear();
             for (k, &(_, nr)) in self.carriers.iter().enumerate().take(MAX_CARRIERS) {
                 let base = (b * nc + k) * K;
                 let cs = &self.cands[base..base + K];
@@ -631,12 +696,14 @@ impl RadioGrid {
                     cell: v,
                     sinr,
                     borders: (0, 0),
+                    strangers: (0, 0),
                     covered,
                 };
                 // The handover borders of the serving cell: every live neighbour within
                 // `BORDER_DB` of it (the users there measure and hand over to each).
                 if covered {
                     let first = borders.len();
+                    let first_unknown = unknown.len();
                     for (i, c) in cs.iter().enumerate() {
                         if i == serving || rsrp[i] == f32::NEG_INFINITY {
                             continue;
@@ -645,9 +712,14 @@ impl RadioGrid {
                             && rsrp[serving] - (rsrp[i] + cio) < BORDER_DB
                         {
                             borders.push(r);
+                        } else if rsrp[serving] - rsrp[i] < BORDER_DB
+                            && !known[v as usize].contains(&c.cell)
+                        {
+                            unknown.push(c.cell);
                         }
                     }
                     chosen[k].borders = (first as u16, borders.len() as u16);
+                    chosen[k].strangers = (first_unknown as u16, unknown.len() as u16);
                 }
             }
             // Split the demand: NR takes its share where it covers, LTE the rest.
@@ -687,6 +759,7 @@ impl RadioGrid {
                     cell: v,
                     sinr,
                     borders: (from, to),
+                    strangers: (s_from, s_to),
                     ..
                 } = *choice;
                 let cap = if nr { 5.5 } else { 4.4 };
@@ -698,6 +771,11 @@ impl RadioGrid {
                 self.served_by[b * nc + k] = (v, d);
                 for &r in &borders[usize::from(from)..usize::from(to)] {
                     border[r as usize] += d * USERS_PER_MBPS;
+                }
+                for &t in &unknown[usize::from(s_from)..usize::from(s_to)] {
+                    *strangers
+                        .entry(u64::from(v) << 32 | u64::from(t))
+                        .or_default() += d * USERS_PER_MBPS;
                 }
             }
             if !any && demand > 0.0 {
@@ -777,6 +855,14 @@ impl RadioGrid {
             total_served_mbps: total_served,
             uncovered_bins: uncovered,
             coverage: self.coverage(topo, profile),
+            strangers: {
+                let mut v: Vec<(u32, u32, f32)> = strangers
+                    .into_iter()
+                    .map(|(k, users)| ((k >> 32) as u32, k as u32, users))
+                    .collect();
+                v.sort_unstable_by_key(|x| (x.0, x.1));
+                v
+            },
         }
     }
 }

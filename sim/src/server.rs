@@ -98,6 +98,9 @@ pub enum FaultKind {
     Hole,
     /// Four times the demand within 300 m of that point.
     Hotspot,
+    /// The cell's reports are sent 0.8 periods late (a slow link or a skewed antenna clock):
+    /// every one after its period closed at the node. Its session stays up.
+    Late,
 }
 
 impl FaultKind {
@@ -107,6 +110,7 @@ impl FaultKind {
             "sleeping" => FaultKind::Sleeping,
             "hole" => FaultKind::Hole,
             "hotspot" => FaultKind::Hotspot,
+            "late" => FaultKind::Late,
             _ => return None,
         })
     }
@@ -117,6 +121,7 @@ impl FaultKind {
             FaultKind::Sleeping => "sleeping",
             FaultKind::Hole => "hole",
             FaultKind::Hotspot => "hotspot",
+            FaultKind::Late => "late",
         }
     }
 }
@@ -140,7 +145,7 @@ impl std::str::FromStr for Scheduled {
         };
         let (kind, rest) = s.split_once(':').ok_or_else(usage)?;
         let kind = FaultKind::parse(kind).ok_or_else(|| {
-            format!("{s:?}: unknown fault {kind:?} (outage, sleeping, hole or hotspot)")
+            format!("{s:?}: unknown fault {kind:?} (outage, sleeping, hole, hotspot or late)")
         })?;
         let (cell, when) = rest.rsplit_once('@').ok_or_else(usage)?;
         let (at, clear) = match when.split_once('-') {
@@ -206,6 +211,8 @@ pub struct Sim {
     start_hour: f32,
     /// Per cell: in hard outage (its sessions close, new ones are refused).
     out: Vec<std::sync::atomic::AtomicBool>,
+    /// Per cell: its reports go out late ([`FaultKind::Late`]).
+    late: Vec<std::sync::atomic::AtomicBool>,
     /// Faults to plant (and clear) at given periods.
     schedule: Mutex<Schedule>,
     pub connections: AtomicU64,
@@ -234,12 +241,15 @@ impl Sim {
             day_ms,
             start_hour,
         } = options;
+        let mut topo = topo;
+        let mut grid = RadioGrid::build(&topo, seed);
+        let latent = grid.add_latent_relations(&mut topo);
+        tracing::debug!(latent, "neighbours the plan left out, for ANR to find");
         let by_source = topo.relations_by_source();
-        let grid = RadioGrid::build(&topo, seed);
         let configs = (0..topo.cells.len())
             .map(|i| model::initial_config(&topo, i, &by_source))
             .collect();
-        let relations = vec![RelationState::NEUTRAL; topo.relations.len()];
+        let relations = topo.relations.iter().map(RelationState::initial).collect();
         let index = topo
             .cells
             .iter()
@@ -250,6 +260,9 @@ impl Sim {
             by_source,
             index,
             out: (0..topo.cells.len())
+                .map(|_| std::sync::atomic::AtomicBool::new(false))
+                .collect(),
+            late: (0..topo.cells.len())
                 .map(|_| std::sync::atomic::AtomicBool::new(false))
                 .collect(),
             schedule: Mutex::new(Vec::new()),
@@ -310,6 +323,15 @@ impl Sim {
                     in_effect.push(w.clone());
                 }
                 None => s.relations[r].exists = false,
+            }
+        }
+        // A relation to a cell the radio model has no border with (an operator's, or one ANR
+        // resolved to another cell than the users saw) is kept in the neighbour list as pushed;
+        // it carries no handovers, so ANR pruning removes it in time.
+        for w in &wanted.relations {
+            let valid = self.index.contains_key(&w.target) && w.target != self.topo.cells[cell].id;
+            if valid && !in_effect.iter().any(|e| e.target == w.target) {
+                in_effect.push(w.clone());
             }
         }
         s.configs[cell].relations = in_effect;
@@ -466,9 +488,11 @@ impl Sim {
                             s.grid.set_hotspot(x, y, 300.0, 1.0);
                         }
                         FaultKind::Outage | FaultKind::Sleeping => s.grid.faults[c] = None,
+                        FaultKind::Late => {}
                     }
                 }
                 self.out[c].store(false, Ordering::Relaxed);
+                self.late[c].store(false, Ordering::Relaxed);
                 s.planted.retain(|p| p.cell != c);
                 return Ok(
                     json!({"cell": cell, "cleared": was.iter().map(|k| k.name()).collect::<Vec<_>>(), "period": period}),
@@ -485,6 +509,10 @@ impl Sim {
             }
             Some(FaultKind::Hole) => s.grid.set_hole(x, y, 250.0, 25.0),
             Some(FaultKind::Hotspot) => s.grid.set_hotspot(x, y, 300.0, 4.0),
+            Some(FaultKind::Late) => {
+                self.late[c].store(true, Ordering::Relaxed);
+                0
+            }
         };
         let kind = kind.unwrap_or(FaultKind::Outage);
         s.planted.retain(|p| !(p.cell == c && p.kind == kind));
@@ -570,7 +598,7 @@ impl Sim {
             .overloaded
             .iter()
             .map(|&c| {
-                let neighbours: Vec<usize> = self.by_source[c].iter().map(|r| self.topo.relations[*r].target).collect();
+                let neighbours: Vec<usize> = self.by_source[c].iter().filter(|r| !self.topo.relations[**r].latent).map(|r| self.topo.relations[*r].target).collect();
                 let max_nb = neighbours.iter().map(|n| prb(*n)).fold(0.0, f64::max);
                 json!({"cell": self.topo.cells[c].id, "prb_dl_pct": prb(c), "max_neighbour_prb_dl_pct": max_nb})
             })
@@ -632,7 +660,7 @@ impl Sim {
                 let c = p.cell;
                 let area = |v: &Vec<f64>| v.get(c).copied().unwrap_or(0.0);
                 let (d, served) = (area(&r.home_demand_mbps), area(&r.home_served_mbps));
-                let neighbours: Vec<usize> = self.by_source[c].iter().map(|r| self.topo.relations[*r].target).collect();
+                let neighbours: Vec<usize> = self.by_source[c].iter().filter(|r| !self.topo.relations[**r].latent).map(|r| self.topo.relations[*r].target).collect();
                 let max_nb = neighbours.iter().map(|n| prb(*n)).fold(0.0, f64::max);
                 json!({"cell": self.topo.cells[c].id, "fault": p.kind.name(), "since_period": p.period,
                        "area_demand_mbps": d, "area_served_mbps": served,
@@ -805,8 +833,29 @@ async fn serve(sim: &Sim, stream: TcpStream) -> anyhow::Result<()> {
     if buf.is_empty() {
         buf = BytesMut::new();
     }
+    // Reports held back by a `late` fault, with when they go out.
+    let mut delayed: std::collections::VecDeque<(tokio::time::Instant, Bytes)> =
+        std::collections::VecDeque::new();
+    let delay = Duration::from_millis(u64::from(sim.period_ms) * 4 / 5);
     loop {
+        let next_due = delayed.front().map(|d| d.0);
+        let due = async {
+            match next_due {
+                Some(t) => tokio::time::sleep_until(t).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
+            () = due => {
+                while let Some((t, f)) = delayed.pop_front() {
+                    if t > tokio::time::Instant::now() {
+                        delayed.push_front((t, f));
+                        break;
+                    }
+                    wr.write_all(&f).await?;
+                    sim.frames_sent.fetch_add(1, Ordering::Relaxed);
+                }
+            }
             changed = rx.changed() => {
                 if changed.is_err() {
                     return Ok(());
@@ -816,8 +865,15 @@ async fn serve(sim: &Sim, stream: TcpStream) -> anyhow::Result<()> {
                 }
                 let frame = rx.borrow_and_update().frames.get(idx).cloned();
                 if let Some(f) = frame {
-                    wr.write_all(&f).await?;
-                    sim.frames_sent.fetch_add(1, Ordering::Relaxed);
+                    if sim.late[idx].load(Ordering::Relaxed) {
+                        // At most a few periods held: a slow link, not a growing queue.
+                        if delayed.len() < 4 {
+                            delayed.push_back((tokio::time::Instant::now() + delay, f));
+                        }
+                    } else {
+                        wr.write_all(&f).await?;
+                        sim.frames_sent.fetch_add(1, Ordering::Relaxed);
+                    }
                 }
             }
             read = rd.read_buf(&mut buf) => {

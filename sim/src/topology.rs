@@ -80,6 +80,9 @@ pub struct SimRelation {
     /// Success ratio before mobility and PCI effects (low: a persistently failing relation).
     pub base_success: f64,
     pub remove_allowed: bool,
+    /// Not in the exported image: a cell the users measure at this source's border that the
+    /// planner left out (added by the simulator from the radio layer; ANR can find it).
+    pub latent: bool,
 }
 
 /// What was planted, for tests and the demo.
@@ -272,6 +275,7 @@ impl Topology {
                         base_attempts: rng.random_range(20.0..80.0),
                         base_success: 0.985,
                         remove_allowed: true,
+                        latent: false,
                     });
                 }
             }
@@ -404,6 +408,7 @@ impl Topology {
         let relations: Vec<Value> = self
             .relations
             .iter()
+            .filter(|r| !r.latent)
             .map(|r| {
                 json!({"source": self.cells[r.source].id, "target": self.cells[r.target].id, "cio_db": 0,
                        "ho_allowed": true, "remove_allowed": r.remove_allowed, "origin": "anr"})

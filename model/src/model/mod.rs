@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-pub use entity::{EntityError, EntityRef};
+pub use entity::{EntityError, EntityRef, valid_id};
 pub use param::{Param, Q_OFFSET_RANGE_DB, TIME_TO_TRIGGER_MS, Value};
 
 use crate::changeset::Function;

@@ -75,6 +75,24 @@ impl Fleet {
         })
     }
 
+    /// Cells whose session is connected and reported the period before the one ending at
+    /// `end_ms`, or a later one, however late (empty when the counters come from PM files):
+    /// a cell of these missing from a closed period is late, not out.
+    pub fn reporting(&self, end_ms: u64, period_ms: u32) -> HashSet<String> {
+        if !self.reports_from_sessions() {
+            return HashSet::new();
+        }
+        let since = end_ms.saturating_sub(u64::from(period_ms));
+        lock(&self.sessions)
+            .iter()
+            .filter(|(_, s)| {
+                let st = s.snapshot();
+                st.connected && st.last_period_end_ms >= since
+            })
+            .map(|(cell, _)| cell.clone())
+            .collect()
+    }
+
     /// The antenna address a cell's session uses (cells are spread over the addresses).
     pub fn address_for(&self, cell: &str) -> Option<String> {
         if self.addrs.is_empty() {

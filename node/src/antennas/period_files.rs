@@ -310,14 +310,14 @@ impl PeriodFiles {
             dropped.push(oldest);
         }
         pruned.over_cap = dropped.len() as u64;
-        metrics::gauge!("sonraft_raw_counter_bytes").set(index.bytes as f64);
-        metrics::gauge!("sonraft_raw_counter_periods").set(index.files.len() as f64);
+        metrics::gauge!("sonraft_raw_measurement_bytes").set(index.bytes as f64);
+        metrics::gauge!("sonraft_raw_measurement_periods").set(index.files.len() as f64);
         if pruned.expired > 0 {
-            metrics::counter!("sonraft_raw_counter_periods_dropped_total", "reason" => "retention")
+            metrics::counter!("sonraft_raw_measurement_periods_dropped_total", "reason" => "retention")
                 .increment(pruned.expired);
         }
         if !dropped.is_empty() {
-            metrics::counter!("sonraft_raw_counter_periods_dropped_total", "reason" => "disk_cap")
+            metrics::counter!("sonraft_raw_measurement_periods_dropped_total", "reason" => "disk_cap")
                 .increment(pruned.over_cap);
             index.cap_dropped_unlogged += pruned.over_cap;
             // One line a minute at most: at a short period the cap can bite every period.

@@ -163,12 +163,10 @@ pub struct Steps {
     frozen: bool,
 }
 
-/// Distance (m) and bearing (degrees from north) from one position (lat, lon) to another,
-/// on the local plane (cells are kilometres apart).
+/// Distance (m) and bearing (degrees from north) from one position to another, both metres
+/// east and north ([`RadioView::site_xy`]).
 fn distance_bearing(from: (f64, f64), to: (f64, f64)) -> (f64, f64) {
-    const M_PER_DEG: f64 = 111_320.0;
-    let dy = (to.0 - from.0) * M_PER_DEG;
-    let dx = (to.1 - from.1) * M_PER_DEG * from.0.to_radians().cos();
+    let (dx, dy) = (to.0 - from.0, to.1 - from.1);
     (
         (dx * dx + dy * dy).sqrt(),
         dx.atan2(dy).to_degrees().rem_euclid(360.0),
@@ -179,7 +177,7 @@ fn distance_bearing(from: (f64, f64), to: (f64, f64)) -> (f64, f64) {
 /// it, when it has at least [`MIN_FACING_SITES`] (else it is not judged: `None`).
 pub fn intended_range(view: &RadioView, c: u32) -> Option<f64> {
     let cell = view.cell(c);
-    let here = *view.site_pos.get(cell.cell_site as usize)?;
+    let here = *view.site_xy.get(cell.cell_site as usize)?;
     let mut sites: Vec<u32> = view
         .neighbours(c)
         .into_iter()
@@ -190,7 +188,7 @@ pub fn intended_range(view: &RadioView, c: u32) -> Option<f64> {
     sites.dedup();
     let facing: Vec<f64> = sites
         .into_iter()
-        .filter_map(|s| view.site_pos.get(s as usize))
+        .filter_map(|s| view.site_xy.get(s as usize))
         .map(|there| distance_bearing(here, *there))
         .filter(|(d, bearing)| {
             let off = (bearing - f64::from(cell.azimuth)).rem_euclid(360.0);

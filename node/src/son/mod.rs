@@ -6,6 +6,7 @@
 //! - [`load_balancing`]: mobility load balancing through CIO;
 //! - [`robustness`]: mobility robustness through hysteresis and time-to-trigger;
 //! - [`anr`]: pruning of dead and failing relations;
+//! - [`anr_add`]: relations to the neighbours the users measure but the cell does not know;
 //! - [`energy_saving`]: capacity cells dormant while their coverage partners can carry
 //!   their users;
 //! - [`outage`]: detection of hard outages and sleeping cells, which the others leave alone;
@@ -19,6 +20,7 @@
 //! per period; a `rejected` proposal is left for a later period.
 
 pub mod anr;
+pub mod anr_add;
 pub mod compensation;
 pub mod coverage;
 pub mod energy_saving;
@@ -63,9 +65,15 @@ pub struct PeriodInput {
     pub conn: HashMap<u32, u64>,
     /// Own cells in outage ([`outage`]): the functions leave them and their relations alone.
     pub outage: HashSet<u32>,
+    /// Own cells missing from this period whose antenna session is up and reported the
+    /// period before or later: their reports arrive after the period closed (late, not out).
+    pub late: HashSet<u32>,
     pub relations: HashMap<u32, Vec<(u32, [u64; RELATION_COUNTERS.len()])>>,
     /// The coverage counters of each reporting cell ([`coverage`]).
     pub coverage: HashMap<u32, coverage::Sample>,
+    /// Neighbours the users of each own cell measured that it has no relation to, with their
+    /// measurement reports, from the report's `/PCI/ARFCN[/CELL]` entries ([`anr_add`]).
+    pub unknown: HashMap<u32, Vec<anr_add::Sighting>>,
 }
 
 impl PeriodInput {
@@ -87,6 +95,15 @@ impl PeriodInput {
                 .filter_map(|(target, values)| view.index.get(target).map(|t| (*t, values)))
                 .collect();
             input.relations.insert(c, rels);
+            let unknown: Vec<anr_add::Sighting> = r
+                .relations()
+                .filter_map(|(target, values)| {
+                    Some((anr_add::parse_unknown(target)?, values[rc::ATT]))
+                })
+                .collect();
+            if !unknown.is_empty() {
+                input.unknown.insert(c, unknown);
+            }
         }
         input
     }
@@ -109,6 +126,15 @@ impl PeriodInput {
             .1;
         (v[rc::ATT] > 0).then(|| v[rc::SUCC] as f64 / v[rc::ATT] as f64)
     }
+}
+
+/// Own cells missing from `input` whose sessions are `reporting` (see [`PeriodInput::late`]).
+fn late_cells(view: &RadioView, input: &PeriodInput, reporting: &HashSet<String>) -> HashSet<u32> {
+    reporting
+        .iter()
+        .filter_map(|id| view.index.get(id.as_str()).copied())
+        .filter(|c| !input.prb_pct.contains_key(c))
+        .collect()
 }
 
 /// KPI summaries of a closed period, for replication.
@@ -210,8 +236,10 @@ pub async fn run(
             async move { replicate_kpis(&node, &period).await }
         });
         let data_dir = node.config().data_dir.clone();
+        let reporting = Arc::new(fleet.reporting(period.end_ms, period.period_ms));
         let (proposals, verdicts, c) = {
             let node = node.clone();
+            let reporting = reporting.clone();
             let period = period.clone();
             let mut c = std::mem::take(&mut cycle);
             let result = tokio::task::spawn_blocking(move || {
@@ -224,6 +252,7 @@ pub async fn run(
                 let with_pci = c.pci_search_due(full);
                 let view = c.view.as_ref().expect("captured above");
                 let mut input = PeriodInput::new(view, &period);
+                input.late = late_cells(view, &input, &reporting);
                 let mut proposals = analyse(view, &mut input, &mut c.memory, node.id(), with_pci);
                 let voters = node.voters();
                 let (trials, verification) = node.store().with_image(|image| {
@@ -279,7 +308,7 @@ pub async fn run(
             let node2 = node.clone();
             let period2 = period.clone();
             // This period is in the smoothed loads already, and must not count twice in the
-            // ANR streaks either.
+            // ANR streaks or sightings either.
             let mut memory = Memory {
                 streaks: anr::Streaks::default(),
                 load: cycle.memory.load.frozen(),
@@ -287,10 +316,14 @@ pub async fn run(
                 outages: cycle.memory.outages.frozen(),
                 compensation: cycle.memory.compensation.frozen(),
                 coverage: cycle.memory.coverage.frozen(),
+                // ANR's additions wait for the next period (their evidence carries on).
+                sightings: anr_add::Sightings::default(),
             };
+            let reporting2 = reporting.clone();
             let retry = tokio::task::spawn_blocking(move || {
                 let view = capture(&node2);
                 let mut input = PeriodInput::new(&view, &period2);
+                input.late = late_cells(&view, &input, &reporting2);
                 analyse(&view, &mut input, &mut memory, node2.id(), true)
                     .into_iter()
                     .filter(|p| {
@@ -436,6 +469,7 @@ pub struct Memory {
     pub outages: outage::Outages,
     pub compensation: compensation::Ledger,
     pub coverage: coverage::Steps,
+    pub sightings: anr_add::Sightings,
 }
 
 /// Runs every function over one view (`with_pci`: also the PCI search, which only needs to
@@ -459,6 +493,7 @@ pub fn analyse(
     let load = memory.load.update(view, input);
     out.extend(load_balancing::propose(view, input, &load, node, now));
     out.extend(memory.streaks.propose(view, input, node, now));
+    out.extend(memory.sightings.propose(view, input, node, now));
     out.extend(memory.energy.propose(view, input, node, now));
     out.extend(memory.compensation.propose(
         view,

@@ -3,7 +3,10 @@
 //!
 //! - **Hard outage**: a cell that reported before is missing from [`HARD_PERIODS`] closed
 //!   periods in a row while most of the site's cells reported (its antenna stopped; when most
-//!   are missing, the fault is nearer this node and nothing is concluded).
+//!   are missing, the fault is nearer this node and nothing is concluded). A cell whose session
+//!   is up and reported the period before or later is *late*, not missing: its reports arrive
+//!   after the period closes (a slow link, a skewed antenna clock). An antenna that hangs with
+//!   its session open is therefore found one period later than one whose session closes.
 //! - **Sleeping cell**: a cell that carried users reports, for [`SLEEPING_PERIODS`] periods in
 //!   a row, no connected user and no PRB in use while it is neither locked nor dormant: it
 //!   radiates (its neighbours still hand over to it, and fail) but serves nobody.
@@ -113,6 +116,8 @@ impl Outages {
                         };
                         w.carried |= users > 0;
                     }
+                    // Its session is up and its reports flow, after the period closes: late.
+                    None if input.late.contains(&c) => w.missing = 0,
                     None if conclusive && w.reported && !cell.down => {
                         w.missing = w.missing.saturating_add(1);
                     }
@@ -122,7 +127,10 @@ impl Outages {
                     Some(Kind::Hard)
                 } else if w.idle >= SLEEPING_PERIODS {
                     Some(Kind::Sleeping)
-                } else if w.state == Some(Kind::Hard) && !input.prb_pct.contains_key(&c) {
+                } else if w.state == Some(Kind::Hard)
+                    && !input.prb_pct.contains_key(&c)
+                    && !input.late.contains(&c)
+                {
                     // Still silent, but the period says nothing (most cells silent): hold.
                     w.state
                 } else {
@@ -212,6 +220,26 @@ mod tests {
         // A frozen copy answers the same without counting the period again.
         assert_eq!(o.frozen().update(&v, &without_a1).len(), 1);
         assert!(o.update(&v, &all).is_empty(), "back at its first report");
+    }
+
+    #[test]
+    fn a_cell_whose_reports_arrive_after_the_period_closed_is_late_not_out() {
+        let v = view(&img());
+        let mut o = Outages::default();
+        let all = input(&v, &[("A1", 40.0, 100), ("A2", 30.0, 90), ("A3", 20.0, 50)]);
+        // A1's session is up and its reports keep coming, each after its period closed.
+        let mut late = input(&v, &[("A2", 30.0, 90), ("A3", 20.0, 50)]);
+        late.late.insert(v.index["A1"]);
+        o.update(&v, &all);
+        for _ in 0..5 {
+            assert!(o.update(&v, &late).is_empty(), "late reports are no outage");
+        }
+        // Its session goes quiet: two silent periods, and it is out.
+        let silent = input(&v, &[("A2", 30.0, 90), ("A3", 20.0, 50)]);
+        assert!(o.update(&v, &silent).is_empty());
+        assert_eq!(o.update(&v, &silent), HashSet::from([v.index["A1"]]));
+        // Its reports flow again, still late: the outage is over.
+        assert!(o.update(&v, &late).is_empty());
     }
 
     #[test]

@@ -88,12 +88,50 @@ pub struct RadioView {
     pub own: Vec<u32>,
     /// The cells of each cell site, indexed by [`ViewCell::cell_site`].
     pub site_cells: Vec<Vec<u32>>,
-    /// Latitude and longitude of each cell site, indexed like `site_cells` (NaN when the
-    /// image lacks the site): the geometry coverage optimisation judges distances by.
-    pub site_pos: Vec<(f64, f64)>,
+    /// Position of each cell site, metres east and north of the network's mean position
+    /// (equirectangular: exact enough over a region), indexed like `site_cells`.
+    pub site_xy: Vec<(f64, f64)>,
+    /// The typical inter-site distance: the median distance from a cell site to its nearest
+    /// other one, metres (0 with fewer than two sites).
+    pub isd_m: f64,
     pub policy: Policy,
     /// The functions' thresholds (`PUT /son/tuning`).
     pub tuning: Tuning,
+}
+
+/// The median over points of the distance to the nearest other point (0 with fewer than two).
+/// Sorted by x, each point only looks at the points whose x is within its best distance so far.
+fn median_nearest(points: &[(f64, f64)]) -> f64 {
+    if points.len() < 2 {
+        return 0.0;
+    }
+    let mut p: Vec<(f64, f64)> = points.to_vec();
+    p.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let mut nearest: Vec<f64> = (0..p.len())
+        .map(|i| {
+            let mut best = f64::INFINITY;
+            // Co-located sites (0 m apart) say nothing about the spacing.
+            let d = |j: usize| {
+                let d = ((p[i].0 - p[j].0).powi(2) + (p[i].1 - p[j].1).powi(2)).sqrt();
+                if d < 1.0 { f64::INFINITY } else { d }
+            };
+            for j in (i + 1)..p.len() {
+                if p[j].0 - p[i].0 > best {
+                    break;
+                }
+                best = best.min(d(j));
+            }
+            for j in (0..i).rev() {
+                if p[i].0 - p[j].0 > best {
+                    break;
+                }
+                best = best.min(d(j));
+            }
+            best
+        })
+        .collect();
+    nearest.sort_by(f64::total_cmp);
+    nearest[nearest.len() / 2]
 }
 
 /// A stable hash of a relation's ids.
@@ -127,20 +165,31 @@ impl RadioView {
             incoming: vec![Vec::new(); n],
             own: Vec::new(),
             site_cells: Vec::new(),
-            site_pos: Vec::new(),
+            site_xy: Vec::new(),
+            isd_m: 0.0,
             policy: image.policy.clone(),
             tuning: image.son.tuning.clone(),
         };
         let mut site_index: FastMap<&str, u32> = FastMap::default();
+        let n_sites = image.sites.len().max(1) as f64;
+        let lat0 = image.sites.values().map(|s| s.lat).sum::<f64>() / n_sites;
+        let lon0 = image.sites.values().map(|s| s.lon).sum::<f64>() / n_sites;
+        let metres = |lat: f64, lon: f64| {
+            const R: f64 = 6_371_000.0;
+            (
+                (lon - lon0).to_radians() * R * lat0.to_radians().cos(),
+                (lat - lat0).to_radians() * R,
+            )
+        };
         for (i, c) in image.cells.values().enumerate() {
             let next = site_index.len() as u32;
             let cell_site = *site_index.entry(c.site.as_str()).or_insert_with(|| {
                 v.site_cells.push(Vec::new());
-                v.site_pos.push(
+                v.site_xy.push(
                     image
                         .sites
                         .get(&c.site)
-                        .map_or((f64::NAN, f64::NAN), |s| (s.lat, s.lon)),
+                        .map_or((0.0, 0.0), |s| metres(s.lat, s.lon)),
                 );
                 next
             });
@@ -185,7 +234,17 @@ impl RadioView {
             });
             v.incoming[t as usize].push(s);
         }
+        v.isd_m = median_nearest(&v.site_xy);
         v
+    }
+
+    /// Distance between the cell sites of two cells, metres.
+    pub fn distance_m(&self, a: u32, b: u32) -> f64 {
+        let (p, q) = (
+            self.site_xy[self.cell(a).cell_site as usize],
+            self.site_xy[self.cell(b).cell_site as usize],
+        );
+        ((p.0 - q.0).powi(2) + (p.1 - q.1).powi(2)).sqrt()
     }
 
     pub fn id(&self, c: u32) -> &str {
