@@ -10,7 +10,8 @@
 //! - [`son`]: the SON left alone on the simulator for N periods: changes undone, excluded cells
 //!   and change windows honoured, parameter groups reversing, too-early handovers;
 //! - [`energy`]: one simulated day with and without energy saving;
-//! - [`outage`]: a cell site fails, with and without outage compensation.
+//! - [`outage`]: a cell site fails, with and without outage compensation;
+//! - [`cco`]: coverage and capacity optimisation against a planted overshooter and hole.
 //!
 //! The node is measured from outside, as a client would see it: through the admin API
 //! ([`sonraft_client`]) and real processes ([`sonraft_testkit`]). The node's library does not
@@ -18,6 +19,7 @@
 #![forbid(unsafe_code)]
 
 pub mod anr;
+pub mod cco;
 pub mod energy;
 #[cfg(feature = "etcd")]
 pub mod etcd_target;
@@ -51,6 +53,8 @@ pub enum BenchCommand {
     Energy(energy::EnergyArgs),
     /// A cell site fails: detection, compensation on and off, at the busy hour and at night.
     Outage(outage::OutageArgs),
+    /// A planted overshooter and coverage hole: coverage and capacity optimisation's fix.
+    Cco(cco::CcoArgs),
 }
 
 /// Runs `sonraft bench`.
@@ -62,6 +66,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         BenchCommand::Son(a) => son::run(a).await,
         BenchCommand::Energy(a) => energy::run(a).await,
         BenchCommand::Outage(a) => outage::run(a).await,
+        BenchCommand::Cco(a) => cco::run(a).await,
     }
 }
 

@@ -21,7 +21,12 @@
 //!
 //! Counters are in the order of [`CELL_COUNTERS`] and [`RELATION_COUNTERS`] (3GPP TS 28.552
 //! names); a report may carry more values than a receiver knows (it ignores the rest) but not
-//! fewer. A frame longer than [`MAX_FRAME`], of another version or kind, or whose payload does
+//! fewer than [`BASE_CELL_COUNTERS`] cell values (the counters of the first release) and
+//! [`RELATION_COUNTERS`] relation values. Cell counters appended later (the coverage counters
+//! from [`BASE_CELL_COUNTERS`] on) read as 0 when an older antenna, or a stored period of one,
+//! does not carry them: they are distributions, and one with no samples says nothing. So the
+//! wire format did not change: old nodes ignore the appended values, new nodes accept old
+//! reports. A frame longer than [`MAX_FRAME`], of another version or kind, or whose payload does
 //! not parse exactly, is an error: the receiver sends `ERROR` and closes that connection only.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
@@ -36,7 +41,16 @@ pub const MAX_RELATIONS: usize = 512;
 /// Per-cell counters of a report, in order. The PRB counters are counts averaged over the
 /// period, so a cell's downlink load is `RRU.PrbUsedDl / RRU.PrbAvailDl`; TS 28.552's
 /// `RRU.PrbTotDl` (5.1.1.2.1) is a percentage of use and is not carried.
-pub const CELL_COUNTERS: [&str; 10] = [
+///
+/// The coverage counters after the first [`BASE_CELL_COUNTERS`] feed coverage and capacity
+/// optimisation. Neither TS 32.425 nor TS 28.552 has them per cell, so they keep plain
+/// vendor-style names (like `HO.PingPong`): a timing-advance distribution (what vendors count
+/// as `pmTaInit2Distr` or `L.RA.TA.UE.Index*`), here in four bins of distance from the mast
+/// ([`TA_BIN_EDGES_M`]), as connected users averaged over the period; and the radio link
+/// failures for coverage (`RLF.Coverage`): users whose RLF report (TS 36.331/38.331
+/// `rlf-Report`) names the cell as the last serving one with its RSRP under the coverage
+/// floor, averaged over the period like `RRC.ConnMean`.
+pub const CELL_COUNTERS: [&str; 15] = [
     "RRU.PrbUsedDl",
     "RRU.PrbAvailDl",
     "RRU.PrbUsedUl",
@@ -47,7 +61,17 @@ pub const CELL_COUNTERS: [&str; 10] = [
     "DRB.UEThpUl",
     "HO.ExeAtt",
     "HO.ExeSucc",
+    "TA.Distr.Bin0",
+    "TA.Distr.Bin1",
+    "TA.Distr.Bin2",
+    "TA.Distr.Bin3",
+    "RLF.Coverage",
 ];
+/// Cell counters every report carries (the first release's): later ones may be missing.
+pub const BASE_CELL_COUNTERS: usize = 10;
+/// Upper edges of the timing-advance bins `TA.Distr.Bin0..2`, metres from the mast (one LTE
+/// timing-advance step is 78 m); `TA.Distr.Bin3` is everything beyond the last.
+pub const TA_BIN_EDGES_M: [u32; 3] = [500, 1000, 1500];
 /// Per-relation counters of a report, in order: handover executions (TS 28.552 5.1.1.6) and
 /// the mobility robustness counters of TS 32.425 (too early, too late, to the wrong cell);
 /// ping-pongs have no 3GPP counter and keep a plain name.
@@ -71,6 +95,11 @@ pub mod cell_counter {
     pub const THP_UL: usize = 7;
     pub const HO_ATT: usize = 8;
     pub const HO_SUCC: usize = 9;
+    /// `TA.Distr.Bin0`; the bins follow in order.
+    pub const TA_BIN0: usize = 10;
+    /// Number of timing-advance bins.
+    pub const TA_BINS: usize = 4;
+    pub const RLF_COVERAGE: usize = 14;
 }
 
 pub mod relation_counter {
@@ -340,9 +369,15 @@ impl Reader<'_> {
         }
         Ok(c)
     }
-    fn counters<const N: usize>(&mut self, what: &'static str) -> Result<[u64; N], FrameError> {
+    /// `N` counters from a count and the values; at least `min` must be present, the rest of
+    /// the `N` read as 0 and values past `N` are skipped.
+    fn counters<const N: usize>(
+        &mut self,
+        what: &'static str,
+        min: usize,
+    ) -> Result<[u64; N], FrameError> {
         let n = self.u8(what)? as usize;
-        if n < N {
+        if n < min {
             return Err(FrameError::Bad(what));
         }
         let mut out = [0u64; N];
@@ -381,7 +416,8 @@ pub fn decode(body: &[u8]) -> Result<Frame, FrameError> {
         3 => {
             let period_end_ms = r.u64("period end")?;
             let period_ms = r.u32("period")?;
-            let cell = r.counters::<{ CELL_COUNTERS.len() }>("cell counters")?;
+            let cell =
+                r.counters::<{ CELL_COUNTERS.len() }>("cell counters", BASE_CELL_COUNTERS)?;
             let n = r.u16("relation count")? as usize;
             if n > MAX_RELATIONS {
                 return Err(FrameError::Bad("relation count"));
@@ -390,7 +426,10 @@ pub fn decode(body: &[u8]) -> Result<Frame, FrameError> {
             for _ in 0..n {
                 relations.push(RelationCounters {
                     target: r.string("relation target")?,
-                    values: r.counters::<{ RELATION_COUNTERS.len() }>("relation counters")?,
+                    values: r.counters::<{ RELATION_COUNTERS.len() }>(
+                        "relation counters",
+                        RELATION_COUNTERS.len(),
+                    )?,
                 });
             }
             Frame::Report(Report {
@@ -451,7 +490,7 @@ impl<'a> ReportView<'a> {
         let mut r = Reader { b: &body[2..] };
         let period_end_ms = r.u64("period end")?;
         let period_ms = r.u32("period")?;
-        let cell = r.counters::<{ CELL_COUNTERS.len() }>("cell counters")?;
+        let cell = r.counters::<{ CELL_COUNTERS.len() }>("cell counters", BASE_CELL_COUNTERS)?;
         let relation_count = r.u16("relation count")? as usize;
         if relation_count > MAX_RELATIONS {
             return Err(FrameError::Bad("relation count"));
@@ -571,7 +610,7 @@ mod tests {
             Frame::Report(Report {
                 period_end_ms: 123,
                 period_ms: 1000,
-                cell: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10],
+                cell: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15],
                 relations: vec![RelationCounters {
                     target: "S1-2".into(),
                     values: [1, 2, 3, 4, 5, 6],
@@ -626,6 +665,39 @@ mod tests {
             ReportView::parse(&encode(&frames()[0])[4..]).is_err(),
             "not a report"
         );
+    }
+
+    /// A `REPORT` body as an antenna of the first release sends it: `cells` cell values.
+    fn report_with(cells: &[u64]) -> Vec<u8> {
+        let mut b = BytesMut::new();
+        b.put_u8(VERSION);
+        b.put_u8(KIND_REPORT);
+        b.put_u64(123);
+        b.put_u32(1000);
+        b.put_u8(cells.len() as u8);
+        cells.iter().for_each(|v| b.put_u64(*v));
+        b.put_u16(0);
+        b.to_vec()
+    }
+
+    #[test]
+    fn a_report_of_an_older_antenna_reads_its_missing_coverage_counters_as_zero() {
+        let old: Vec<u64> = (1..=BASE_CELL_COUNTERS as u64).collect();
+        let body = report_with(&old);
+        let Ok(Frame::Report(r)) = decode(&body) else {
+            panic!("an old report is refused")
+        };
+        assert_eq!(&r.cell[..BASE_CELL_COUNTERS], &old[..]);
+        assert!(r.cell[BASE_CELL_COUNTERS..].iter().all(|v| *v == 0));
+        assert_eq!(ReportView::parse(&body).unwrap().cell, r.cell);
+        // Fewer than the first release's counters is still an error.
+        assert!(decode(&report_with(&old[..BASE_CELL_COUNTERS - 1])).is_err());
+        // A newer antenna's extra values are skipped.
+        let newer: Vec<u64> = (1..=CELL_COUNTERS.len() as u64 + 2).collect();
+        let Ok(Frame::Report(r)) = decode(&report_with(&newer)) else {
+            panic!("a newer report is refused")
+        };
+        assert_eq!(&r.cell[..], &newer[..CELL_COUNTERS.len()]);
     }
 
     #[test]

@@ -412,7 +412,7 @@ fn a_thousand_cell_file_parses() {
 /// arbitrary (legal) targets.
 fn any_report(end_ms: u64, period_ms: u32) -> impl Strategy<Value = Report> {
     (
-        prop::array::uniform10(any::<u64>()),
+        prop::array::uniform15(any::<u64>()),
         prop::collection::btree_map(
             "[A-Za-z0-9_.-]{1,64}",
             prop::array::uniform6(any::<u64>()),
@@ -481,5 +481,26 @@ proptest! {
         b[at % n] = byte;
         b.truncate(cut % (n + 1));
         let _ = pm_xml::parse("A.xml", &b);
+    }
+}
+
+#[test]
+fn a_file_of_an_older_writer_without_the_coverage_counters_reads_them_as_zero() {
+    use sonraft_protocol::BASE_CELL_COUNTERS;
+    let mut xml = sample();
+    for p in BASE_CELL_COUNTERS + 1..=CELL_COUNTERS.len() {
+        xml = without_r(&xml, &p.to_string());
+    }
+    let old = pm_xml::parse("A.xml", xml.as_bytes()).unwrap();
+    let new = pm_xml::parse("A.xml", sample().as_bytes()).unwrap();
+    assert_eq!(old.reports.len(), new.reports.len());
+    for (o, n) in old.reports.iter().zip(&new.reports) {
+        assert_eq!(
+            o.report.cell[..BASE_CELL_COUNTERS],
+            n.report.cell[..BASE_CELL_COUNTERS]
+        );
+        assert!(o.report.cell[BASE_CELL_COUNTERS..].iter().all(|v| *v == 0));
+        assert!(n.report.cell[BASE_CELL_COUNTERS..].iter().any(|v| *v != 0));
+        assert_eq!(o.report.relations, n.report.relations);
     }
 }

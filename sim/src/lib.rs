@@ -116,6 +116,22 @@ pub struct LayoutArgs {
     /// The sonraft sites that split the network between them.
     #[arg(long, value_delimiter = ',', default_value = "site-a,site-b,site-c")]
     pub regions: Vec<String>,
+    /// Plant an overshooting cell: its site's mast 100 m high and the cell installed at 0°
+    /// tilt (see `topology::overshoot`); repeatable.
+    #[arg(long, value_name = "CELL")]
+    pub overshooter: Vec<String>,
+}
+
+impl LayoutArgs {
+    /// The layout these arguments determine, with its planted overshooters.
+    pub fn topology(&self) -> anyhow::Result<topology::Topology> {
+        let mut topo = topology::Topology::build(self.cells, self.seed, &self.regions);
+        for cell in &self.overshooter {
+            topo.plant_overshooter(cell)
+                .map_err(|e| anyhow::anyhow!(e))?;
+        }
+        Ok(topo)
+    }
 }
 
 /// Runs `sonraft sim`.
@@ -124,7 +140,7 @@ pub async fn run(args: SimArgs) -> anyhow::Result<()> {
         SimCommand::Export(export) => {
             use std::io::Write;
             let layout = export.layout;
-            let topo = topology::Topology::build(layout.cells, layout.seed, &layout.regions);
+            let topo = layout.topology()?;
             let mut image = topo.image_json();
             if let Some(ms) = export.cooldown_ms {
                 image["policy"] =
@@ -147,7 +163,10 @@ pub async fn run(args: SimArgs) -> anyhow::Result<()> {
 fn bench(args: &BenchArgs) {
     use std::time::Instant;
     let t = Instant::now();
-    let topo = topology::Topology::build(args.layout.cells, args.layout.seed, &args.layout.regions);
+    let Ok(topo) = args.layout.topology() else {
+        eprintln!("--overshooter names a cell the network does not have");
+        return;
+    };
     let layout_s = t.elapsed().as_secs_f64();
     let t = Instant::now();
     let mut grid = radio::RadioGrid::build(&topo, args.layout.seed);
@@ -202,7 +221,7 @@ async fn run_sim(args: RunArgs) -> anyhow::Result<()> {
     sonraft_protocol::net::raise_fd_limit();
     anyhow::ensure!(args.period_ms >= 200, "--period-ms must be at least 200");
     let started = std::time::Instant::now();
-    let topo = topology::Topology::build(args.layout.cells, args.layout.seed, &args.layout.regions);
+    let topo = args.layout.topology()?;
     anyhow::ensure!(
         (0.0..24.0).contains(&args.start_hour),
         "--start-hour must be in 0..24"

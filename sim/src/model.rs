@@ -77,7 +77,7 @@ pub fn initial_config(topo: &Topology, cell: usize, by_source: &[Vec<usize>]) ->
     let c = &topo.cells[cell];
     CellConfig {
         pci: c.pci,
-        electrical_tilt: 40,
+        electrical_tilt: c.installed_tilt,
         max_tx_power_dbm: 46,
         hysteresis: 4,
         time_to_trigger_ms: 320,
@@ -104,6 +104,23 @@ pub struct PeriodOutcome {
     pub reports: Vec<Report>,
     /// Per relation: (attempts, too late).
     pub relation_late: Vec<(u64, u64)>,
+}
+
+/// Writes a cell's coverage counters (without noise, so that the other counters' random
+/// draws stay what they were before these existed). A sleeping cell serves nobody: its
+/// distribution is empty.
+fn coverage_counters(
+    counters: &mut [u64; CELL_COUNTERS.len()],
+    coverage: Option<&super::radio::coverage::CellCoverage>,
+    sleeping: bool,
+) {
+    let Some(cov) = coverage else { return };
+    if !sleeping {
+        for (k, users) in cov.ta_users.iter().enumerate() {
+            counters[cc::TA_BIN0 + k] = users.round() as u64;
+        }
+    }
+    counters[cc::RLF_COVERAGE] = cov.lost_users.round() as u64;
 }
 
 /// The handover delay of a cell's configuration, in dB-equivalent.
@@ -189,6 +206,7 @@ pub fn run_period(
         counters[cc::CONN_MAX] = noise(rng, users * 1.3) as u64;
         counters[cc::THP_DL] = noise(rng, thp_dl) as u64;
         counters[cc::THP_UL] = noise(rng, thp_dl / 4.0) as u64;
+        coverage_counters(&mut counters, radio.coverage.get(i), sleeping(i));
         let mut rel_counters = Vec::with_capacity(by_source[i].len());
         let delay = delay_db(cfg);
         for &r in &by_source[i] {

@@ -190,7 +190,7 @@ mod tests {
                 .map(|i| Report {
                     period_end_ms: end + k * 1000,
                     period_ms: 1000,
-                    cell: [i as u64; 10],
+                    cell: [i as u64; sonraft_protocol::CELL_COUNTERS.len()],
                     relations: Vec::new(),
                 })
                 .collect();

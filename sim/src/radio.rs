@@ -31,6 +31,8 @@ use sonraft_protocol::CellConfig;
 
 use crate::topology::{ISD_M, Topology, is_nr};
 
+pub mod coverage;
+
 /// Antenna height and user height, metres.
 const H_BS: f32 = 25.0;
 const H_UT: f32 = 1.5;
@@ -100,6 +102,14 @@ pub fn path_loss_uma_db(d2d_m: f32, fc_ghz: f32) -> f32 {
     };
     let nlos = 13.54 + 39.08 * d3d.log10() + 20.0 * fc_ghz.log10() - 0.6 * (H_UT - 1.5);
     los.max(nlos)
+}
+
+/// How much less a mast `h_m` high loses than the 25 m one TR 38.901 UMa assumes, at `d2d_m`
+/// (dB, negative: a gain): the base-station-height terms of COST 231-Hata,
+/// `−13.82 log10(h/25) − 6.55 log10(h/25) log10(d/1 km)`, the distance taken from 100 m.
+pub fn height_gain_db(h_m: f32, d2d_m: f32) -> f32 {
+    let ratio = (h_m.max(1.0) / H_BS).log10();
+    -13.82 * ratio - 6.55 * ratio * (d2d_m.max(100.0) / 1000.0).log10()
 }
 
 /// Horizontal antenna attenuation for an angle off boresight (degrees), dB (≤ 0).
@@ -220,6 +230,9 @@ pub struct RadioGrid {
     /// Users at each relation's handover border at the start, busy hour (handover attempts
     /// scale with the users at the border now).
     pub border0: Vec<f32>,
+    /// Scratch: per bin, the strongest cell of a bin no carrier covers (`u32::MAX`: covered,
+    /// or no cell at all): whose radio link its users lose.
+    lost_to: Vec<u32>,
     /// Handover attempts a period per user at a relation's border, at the start (the planted
     /// relations' mean): how many measurement reports a user at a border sends.
     pub attempts_per_border_user: f32,
@@ -246,6 +259,8 @@ pub struct RadioOutcome {
     pub total_served_mbps: f64,
     /// Bins with demand that no cell covers.
     pub uncovered_bins: usize,
+    /// Per cell, its coverage counters ([`coverage`]).
+    pub coverage: Vec<coverage::CellCoverage>,
     /// Users at the border of a cell they measure but their serving cell has no relation to
     /// (serving cell, measured cell, users), sorted: what ANR learns from.
     pub strangers: Vec<(u32, u32, f32)>,
@@ -346,7 +361,8 @@ impl RadioGrid {
                                 continue;
                             }
                             let bearing = ddx.atan2(ddy).to_degrees().rem_euclid(360.0);
-                            let theta = (H_BS - H_UT).atan2(d.max(10.0)).to_degrees();
+                            let h = site.mast_m;
+                            let theta = (h - H_UT).atan2(d.max(10.0)).to_degrees();
                             // Shadowing is per (mast, place): fixed in space, like buildings.
                             let shadow = SHADOW_SIGMA_DB
                                 * gauss(seed, s as u64, (iy * nx + ix) as u64).clamp(-3.0, 3.0);
@@ -359,7 +375,10 @@ impl RadioGrid {
                                 };
                                 let cand = Cand {
                                     cell: c as u32,
-                                    loss_db: path_loss_uma_db(d, carrier_ghz(nr)) + shadow + indoor,
+                                    loss_db: path_loss_uma_db(d, carrier_ghz(nr))
+                                        + height_gain_db(h, d)
+                                        + shadow
+                                        + indoor,
                                     ah_db: horizontal_db(off),
                                     theta_deg: theta,
                                 };
@@ -424,6 +443,7 @@ impl RadioGrid {
             faults: vec![None; n_cells],
             served_by: vec![(u32::MAX, 0.0); bins * n_carriers],
             border0: Vec::new(),
+            lost_to: vec![u32::MAX; bins],
             attempts_per_border_user: 0.0,
             strangers0: Vec::new(),
         };
@@ -761,6 +781,11 @@ impl RadioGrid {
             if !any && demand > 0.0 {
                 uncovered += 1;
             }
+            self.lost_to[b] = if any {
+                u32::MAX
+            } else {
+                coverage::strongest(&chosen)
+            };
         }
         let mut load = vec![0.0f64; n];
         let mut served_ratio = vec![0.0f64; n];
@@ -829,6 +854,7 @@ impl RadioGrid {
             total_demand_mbps: total_demand,
             total_served_mbps: total_served,
             uncovered_bins: uncovered,
+            coverage: self.coverage(topo, profile),
             strangers: {
                 let mut v: Vec<(u32, u32, f32)> = strangers
                     .into_iter()

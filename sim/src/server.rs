@@ -22,6 +22,8 @@ use super::model::{self, RelationState};
 use super::radio::{CellFault, RadioGrid};
 use super::topology::{ISD_M, Topology};
 
+mod coverage;
+
 /// Everything that changes while the simulator runs.
 struct Mutable {
     grid: RadioGrid,
@@ -468,12 +470,7 @@ impl Sim {
         };
         let mut s = lock(&self.state);
         let period = s.period;
-        let site = &self.topo.sites[self.topo.cells[c].site];
-        let az = f64::from(self.topo.cells[c].azimuth).to_radians();
-        let (x, y) = (
-            (site.x + 0.4 * ISD_M * az.sin()) as f32,
-            (site.y + 0.4 * ISD_M * az.cos()) as f32,
-        );
+        let (x, y) = self.fault_point(c);
         let bins = match kind {
             None => {
                 let was: Vec<FaultKind> = s
@@ -526,6 +523,17 @@ impl Sim {
         });
         tracing::info!(cell, fault = kind.name(), period, bins, "fault planted");
         Ok(json!({"cell": cell, "fault": kind.name(), "period": period, "bins": bins}))
+    }
+
+    /// Where a hole or hotspot planted at cell `c` is centred: 0.4 inter-site distances out
+    /// along its azimuth.
+    fn fault_point(&self, c: usize) -> (f32, f32) {
+        let site = &self.topo.sites[self.topo.cells[c].site];
+        let az = f64::from(self.topo.cells[c].azimuth).to_radians();
+        (
+            (site.x + 0.4 * ISD_M * az.sin()) as f32,
+            (site.y + 0.4 * ISD_M * az.cos()) as f32,
+        )
     }
 
     /// Too-late ratio of each planted late cell.
@@ -644,6 +652,7 @@ impl Sim {
             })
             .collect();
         let r = &s.last.radio;
+        let profile = radio_profile(self.hour(s.period.saturating_sub(1)));
         let faults: Vec<Value> = s
             .planted
             .iter()
@@ -658,6 +667,11 @@ impl Sim {
                        "area_served_pct": if d > 0.0 { served * 100.0 / d } else { 100.0 },
                        "max_neighbour_prb_dl_pct": max_nb})
             })
+            .collect();
+        let faults: Vec<Value> = faults
+            .into_iter()
+            .zip(&s.planted)
+            .map(|(v, p)| self.with_hole_status(v, &s, p, profile))
             .collect();
         // The NR capacity cells and their coverage partner (sector 1 of the same site).
         let capacity: Vec<Value> = self
@@ -686,6 +700,7 @@ impl Sim {
             "cells": self.topo.cells.len(),
             "radio": radio,
             "faults": faults,
+            "overshooters": self.overshooter_status(&s),
             "capacity_cells": capacity,
             "connections": self.connections.load(Ordering::Relaxed),
             "pushes": self.pushes.load(Ordering::Relaxed),

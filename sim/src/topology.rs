@@ -11,6 +11,9 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
 
+mod overshoot;
+pub use overshoot::{OVERSHOOTER_MAST_M, OVERSHOOTER_TILT};
+
 /// Inter-site distance in metres.
 pub const ISD_M: f64 = 1000.0;
 /// Downlink EARFCN of every simulated LTE cell (band 3, 1815 MHz).
@@ -41,7 +44,14 @@ pub struct SimSite {
     pub lon: f64,
     /// The sonraft site (node) that owns this cell site.
     pub region: String,
+    /// Antenna height above the users' ground, metres ([`MAST_M`]; more for an overshooter).
+    pub mast_m: f32,
 }
+
+/// Antenna height of a normal site, metres (TR 38.901 UMa).
+pub const MAST_M: f32 = 25.0;
+/// Electrical tilt every cell is installed with, 0.1°.
+pub const INSTALLED_TILT: i16 = 40;
 
 #[derive(Debug, Clone)]
 pub struct SimCell {
@@ -56,6 +66,9 @@ pub struct SimCell {
     /// The delay (dB-equivalent of hysteresis + time-to-trigger) at which handovers out of
     /// this cell are neither too late nor too early; depends on user speed.
     pub optimal_delay_db: f64,
+    /// Electrical tilt it was installed with (0.1°): what the exported image and the antenna
+    /// start with.
+    pub installed_tilt: i16,
 }
 
 #[derive(Debug, Clone)]
@@ -82,6 +95,8 @@ pub struct Problems {
     pub early_cells: Vec<usize>,
     pub dead_relations: Vec<usize>,
     pub failing_relations: Vec<usize>,
+    /// Overshooting cells ([`Topology::plant_overshooter`]).
+    pub overshooters: Vec<usize>,
 }
 
 #[derive(Debug, Clone)]
@@ -158,6 +173,7 @@ impl Topology {
                     lat: 48.137 + y / 111_320.0,
                     lon: 11.575 + x / (111_320.0 * 48.137f64.to_radians().cos()),
                     region,
+                    mast_m: MAST_M,
                 }
             })
             .collect();
@@ -220,6 +236,7 @@ impl Topology {
                     pci,
                     demand: rng.random_range(0.25..0.6),
                     optimal_delay_db: 4.0,
+                    installed_tilt: INSTALLED_TILT,
                 })
             }
         }
@@ -383,7 +400,7 @@ impl Topology {
             .map(|c| {
                 json!({
                     "id": c.id, "site": self.sites[c.site].id, "rat": if is_nr(c.arfcn) { "NR" } else { "LTE" }, "pci": c.pci, "arfcn": c.arfcn,
-                    "azimuth": c.azimuth, "electrical_tilt": 40, "max_tx_power_dbm": 46, "hysteresis": 4,
+                    "azimuth": c.azimuth, "electrical_tilt": c.installed_tilt, "max_tx_power_dbm": 46, "hysteresis": 4,
                     "time_to_trigger_ms": 320, "a3_offset": 6,
                 })
             })

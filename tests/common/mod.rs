@@ -124,15 +124,27 @@ pub async fn simulated_site(
     dir: &Path,
     extra: &[&str],
 ) -> (sonraft_testkit::local_cluster::SimProc, Cluster) {
+    simulated_site_with_layout(dir, &[], extra).await
+}
+
+/// [`simulated_site`] with more layout flags (`layout`, e.g. `--overshooter CELL`), which the
+/// simulator and the exported image both take.
+pub async fn simulated_site_with_layout(
+    dir: &Path,
+    layout: &[&str],
+    extra: &[&str],
+) -> (sonraft_testkit::local_cluster::SimProc, Cluster) {
     const CELLS: &str = "30";
     const REGIONS: &str = "site-1";
     let mut args = vec!["--cells", CELLS, "--period-ms", "500", "--regions", REGIONS];
+    args.extend_from_slice(layout);
     args.extend_from_slice(extra);
     let sim =
         sonraft_testkit::local_cluster::SimProc::start(binary(), dir, &args).expect("simulator");
     let c = Cluster::start_with(1, &["--antennas", &sim.antennas.join(",")]).await;
     let out = std::process::Command::new(binary())
         .args(["sim", "export", "--cells", CELLS, "--regions", REGIONS])
+        .args(layout)
         .args(["--cooldown-ms", "1000"])
         .output()
         .expect("sim export");

@@ -218,7 +218,7 @@ mod tests {
         let report = Report {
             period_end_ms: end_ms,
             period_ms,
-            cell: [7; 10],
+            cell: [7; sonraft_protocol::CELL_COUNTERS.len()],
             relations: (0..relations)
                 .map(|i| RelationCounters {
                     target: format!("S{i:05}-1"),

@@ -10,7 +10,9 @@
 //! - [`energy_saving`]: capacity cells dormant while their coverage partners can carry
 //!   their users;
 //! - [`outage`]: detection of hard outages and sleeping cells, which the others leave alone;
-//! - [`compensation`]: neighbours of a cell in outage cover for it until it returns.
+//! - [`compensation`]: neighbours of a cell in outage cover for it until it returns;
+//! - [`coverage`]: coverage and capacity optimisation, tilt and power against overshooting
+//!   cells and coverage holes.
 //!
 //! Functions never coordinate with each other or with other sites directly: every proposal
 //! carries its read set and is judged by the apply-time rules (cool-downs, priorities, step
@@ -20,6 +22,7 @@
 pub mod anr;
 pub mod anr_add;
 pub mod compensation;
+pub mod coverage;
 pub mod energy_saving;
 pub mod load_balancing;
 pub mod outage;
@@ -66,6 +69,8 @@ pub struct PeriodInput {
     /// period before or later: their reports arrive after the period closed (late, not out).
     pub late: HashSet<u32>,
     pub relations: HashMap<u32, Vec<(u32, [u64; RELATION_COUNTERS.len()])>>,
+    /// The coverage counters of each reporting cell ([`coverage`]).
+    pub coverage: HashMap<u32, coverage::Sample>,
     /// Neighbours the users of each own cell measured that it has no relation to, with their
     /// measurement reports, from the report's `/PCI/ARFCN[/CELL]` entries ([`anr_add`]).
     pub unknown: HashMap<u32, Vec<anr_add::Sighting>>,
@@ -84,6 +89,7 @@ impl PeriodInput {
                 .insert(c, r.cell[cc::PRB_USED_DL] as f64 * 100.0 / tot);
             input.prb_avail.insert(c, r.cell[cc::PRB_AVAIL_DL]);
             input.conn.insert(c, r.cell[cc::CONN_MEAN]);
+            input.coverage.insert(c, coverage::Sample::of(&r));
             let rels = r
                 .relations()
                 .filter_map(|(target, values)| view.index.get(target).map(|t| (*t, values)))
@@ -309,6 +315,7 @@ pub async fn run(
                 energy: cycle.memory.energy.frozen(),
                 outages: cycle.memory.outages.frozen(),
                 compensation: cycle.memory.compensation.frozen(),
+                coverage: cycle.memory.coverage.frozen(),
                 // ANR's additions wait for the next period (their evidence carries on).
                 sightings: anr_add::Sightings::default(),
             };
@@ -452,7 +459,8 @@ fn capture(node: &Node) -> RadioView {
 }
 
 /// What the functions remember between periods: ANR's streaks of idle and failing relations,
-/// MLB's smoothed loads, energy saving's recent demand per capacity cell.
+/// MLB's smoothed loads, energy saving's recent demand per capacity cell, coverage
+/// optimisation's last hole steps.
 #[derive(Debug, Default)]
 pub struct Memory {
     pub streaks: anr::Streaks,
@@ -460,6 +468,7 @@ pub struct Memory {
     pub energy: energy_saving::Demand,
     pub outages: outage::Outages,
     pub compensation: compensation::Ledger,
+    pub coverage: coverage::Steps,
     pub sightings: anr_add::Sightings,
 }
 
@@ -496,6 +505,7 @@ pub fn analyse(
         node,
         now,
     ));
+    out.extend(memory.coverage.propose(view, input, node, now));
     out
 }
 

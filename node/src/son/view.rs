@@ -56,6 +56,9 @@ pub struct ViewCell {
     pub electrical_tilt: i16,
     pub tilt_min: i16,
     pub max_tx_power_dbm: i16,
+    /// The highest tilt the operator's box allows (0.1°): how far coverage optimisation may
+    /// downtilt.
+    pub tilt_max: i16,
     /// Downlink PRB use from the replicated KPI summary, per mille.
     pub prb_permille: Option<u16>,
 }
@@ -210,6 +213,7 @@ impl RadioView {
                 electrical_tilt: c.electrical_tilt,
                 tilt_min: c.tilt_box.min,
                 max_tx_power_dbm: c.max_tx_power_dbm,
+                tilt_max: c.tilt_box.max,
                 prb_permille: image.kpis.get(&c.id).map(|k| k.prb_dl_permille),
             });
             if own {

@@ -10,7 +10,9 @@ use quick_xml::events::{BytesStart, Event};
 
 use super::time::{parse_date_time, parse_duration};
 use super::{CELL_CLASSES, CellReport, MAX_FILE_BYTES, NAMESPACE, PmFile, RELATION_CLASSES};
-use crate::{CELL_COUNTERS, MAX_RELATIONS, RELATION_COUNTERS, RelationCounters, Report};
+use crate::{
+    BASE_CELL_COUNTERS, CELL_COUNTERS, MAX_RELATIONS, RELATION_COUNTERS, RelationCounters, Report,
+};
 
 /// Longest id (cell, relation target) the antenna protocol carries.
 const MAX_ID: usize = 64;
@@ -617,9 +619,19 @@ pub fn parse(file: &str, bytes: &[u8]) -> Result<PmFile, ParseError> {
         };
         let mut values = [0u64; CELL_COUNTERS.len()];
         for (k, v) in acc.counters.values.iter().enumerate() {
-            values[k] = v.ok_or_else(|| {
-                missing(acc.counters.at, format!("cell {cell}"), CELL_COUNTERS[k])
-            })?;
+            // The coverage counters came later: a file of an older writer lacks them, and
+            // they read as 0 (no samples), as in a `REPORT` frame.
+            values[k] = match v {
+                Some(v) => *v,
+                None if k >= BASE_CELL_COUNTERS => 0,
+                None => {
+                    return Err(missing(
+                        acc.counters.at,
+                        format!("cell {cell}"),
+                        CELL_COUNTERS[k],
+                    ));
+                }
+            };
         }
         let mut relations = Vec::with_capacity(acc.relations.len());
         for (target, g) in acc.relations {
