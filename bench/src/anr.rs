@@ -28,6 +28,8 @@ pub struct AnrFigures {
     pub added_total: usize,
     pub farthest_isd: f64,
     pub isd_m: f64,
+    /// The removed relations that did not come back in the phase.
+    pub never: Vec<String>,
 }
 
 impl AnrFigures {
@@ -181,8 +183,14 @@ pub async fn phase(
         .await
         .context("relations after the phase")?;
     let (xy, isd) = geometry(list(&sites));
+    let never = removed
+        .iter()
+        .filter(|e| !back.contains_key(*e))
+        .cloned()
+        .collect();
     let mut figures = AnrFigures {
         removed: removed.len(),
+        never,
         periods: back.into_values().collect(),
         isd_m: isd,
         ..AnrFigures::default()

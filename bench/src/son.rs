@@ -703,6 +703,7 @@ async fn measure(args: &SonArgs, binary: &Path, root: &Path, command: &str) -> a
     figures["anr_back_periods"] = json!(anr.periods);
     figures["anr_relations_added"] = json!(anr.added_total);
     figures["anr_farthest_isd"] = json!(anr.farthest_isd);
+    figures["anr_never_back"] = json!(anr.never);
     println!(
         "sonraft bench son: {} periods of 1 s, {} cells, steady state after period {}",
         args.periods, args.cells, args.warmup

@@ -158,9 +158,11 @@ pub fn run_period(
             let same = |x: usize, y: usize| {
                 configs[x].pci == configs[y].pci && topo.cells[x].arfcn == topo.cells[y].arfcn
             };
+            // Only a neighbour in the list confuses: a removed or latent one is not measured
+            // against this target.
             let confused = rels
                 .iter()
-                .any(|&o| o != r && same(topo.relations[o].target, t));
+                .any(|&o| o != r && relations[o].exists && same(topo.relations[o].target, t));
             pci_trouble[r] = same(s, t) || confused;
         }
     }
@@ -404,5 +406,63 @@ mod tests {
                 .iter()
                 .any(|e| e.0 == rel.source && e.1 == name)
         );
+    }
+
+    #[test]
+    fn only_a_neighbour_in_the_list_confuses_a_target_with_the_same_pci() {
+        let mut topo = Topology::build(300, 1, &regions());
+        let mut grid = RadioGrid::build(&topo, 1);
+        grid.add_latent_relations(&mut topo);
+        let by_source = topo.relations_by_source();
+        let mut configs: Vec<_> = (0..topo.cells.len())
+            .map(|c| initial_config(&topo, c, &by_source))
+            .collect();
+        let mut relations: Vec<RelationState> =
+            topo.relations.iter().map(RelationState::initial).collect();
+        // A source with a planned relation r that carries handovers and a latent one o on the
+        // same carrier; o's target takes r's target's PCI.
+        let (r, o) = (0..topo.cells.len())
+            .find_map(|s| {
+                let rels = &by_source[s];
+                let r = *rels.iter().find(|&&r| {
+                    !topo.relations[r].latent && topo.relations[r].base_attempts > 0.0
+                })?;
+                let o = *rels.iter().find(|&&o| {
+                    topo.relations[o].latent
+                        && topo.cells[topo.relations[o].target].arfcn
+                            == topo.cells[topo.relations[r].target].arfcn
+                })?;
+                Some((r, o))
+            })
+            .expect("a source with a planned and a latent relation");
+        let (t, u) = (topo.relations[r].target, topo.relations[o].target);
+        configs[u].pci = configs[t].pci;
+        let clock = PeriodClock {
+            end_ms: 0,
+            period_ms: 1000,
+            profile: 1.0,
+        };
+        let mut rng = StdRng::seed_from_u64(1);
+        let wrong = |out: &PeriodOutcome| {
+            let src = topo.relations[r].source;
+            out.reports[src]
+                .relations
+                .iter()
+                .find(|x| x.target == topo.cells[t].id)
+                .map(|x| x.values[rc::WRONG_CELL])
+        };
+        let out = run_period(
+            &topo, &by_source, &mut grid, &configs, &relations, clock, &mut rng,
+        );
+        assert_eq!(
+            wrong(&out),
+            Some(0),
+            "a latent neighbour confused the target"
+        );
+        relations[o].exists = true;
+        let out = run_period(
+            &topo, &by_source, &mut grid, &configs, &relations, clock, &mut rng,
+        );
+        assert!(wrong(&out).is_some_and(|w| w > 0), "{:?}", wrong(&out));
     }
 }
