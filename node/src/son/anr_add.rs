@@ -186,6 +186,14 @@ impl Sightings {
             let floor = floor(input, c);
             for (m, reports) in &input.unknown[&c] {
                 if *reports < floor {
+                    tracing::trace!(
+                        cell = view.id(c),
+                        pci = m.pci,
+                        arfcn = m.arfcn,
+                        reports,
+                        floor,
+                        "a measured neighbour reported too little to count"
+                    );
                     continue;
                 }
                 let key = (c, m.pci, m.arfcn);
