@@ -473,38 +473,43 @@ fn check_controls(
             )));
         }
     }
-    let exclude = &controls.exclude;
-    if exclude.is_empty() {
-        return Ok(());
-    }
     for w in &cs.writes {
-        let cells: Vec<&str> = match &w.entity {
-            EntityRef::Cell(id) => vec![id],
-            EntityRef::Relation(s, t) => vec![s, t],
-        };
-        for id in cells {
-            let site = image.cells.get(id).map(|c| c.site.as_str());
-            let region = site
-                .and_then(|s| image.sites.get(s))
-                .map(|s| s.region.as_str());
-            let why = if exclude.cells.contains(id) {
-                Some(format!("cell {id}"))
-            } else if let Some(s) = site.filter(|s| exclude.sites.contains(*s)) {
-                Some(format!("site {s} of cell {id}"))
-            } else {
-                region
-                    .filter(|r| exclude.regions.contains(*r))
-                    .map(|r| format!("region {r} of cell {id}"))
-            };
-            if let Some(why) = why {
-                return Err(rejected(format!(
-                    "{} of {} is not {function}'s to change: the operator excluded {why}",
-                    w.param, w.entity
-                )));
-            }
+        if let Some(why) = excluded(image, function, &w.entity) {
+            return Err(rejected(format!(
+                "{} of {} is not {function}'s to change: the operator excluded {why}",
+                w.param, w.entity
+            )));
         }
     }
     Ok(())
+}
+
+/// What of `entity` (a cell, or either end of a relation) the operator excluded from
+/// `function`, if anything: "cell X", "site S of cell X" or "region R of cell X".
+pub fn excluded(image: &NetworkImage, function: Function, entity: &EntityRef) -> Option<String> {
+    let exclude = &image.son.policy.controls(function).exclude;
+    if exclude.is_empty() {
+        return None;
+    }
+    let cells: Vec<&str> = match entity {
+        EntityRef::Cell(id) => vec![id],
+        EntityRef::Relation(s, t) => vec![s, t],
+    };
+    cells.into_iter().find_map(|id| {
+        let site = image.cells.get(id).map(|c| c.site.as_str());
+        let region = site
+            .and_then(|s| image.sites.get(s))
+            .map(|s| s.region.as_str());
+        if exclude.cells.contains(id) {
+            Some(format!("cell {id}"))
+        } else if let Some(s) = site.filter(|s| exclude.sites.contains(*s)) {
+            Some(format!("site {s} of cell {id}"))
+        } else {
+            region
+                .filter(|r| exclude.regions.contains(*r))
+                .map(|r| format!("region {r} of cell {id}"))
+        }
+    })
 }
 
 /// The cells a change set reconfigures (a relation belongs to its source cell), sorted.

@@ -375,6 +375,19 @@ fn skip_refused(
     let mut claimed = std::collections::HashSet::new();
     proposals.retain_mut(|p| {
         let function = p.change_set.origin.function;
+        // ANR's additions to one cell are independent: one into an excluded cell is left out
+        // rather than holding back the others (every period, for as long as it is reported).
+        if function == Function::AnrAdd && p.change_set.writes.len() > 1 {
+            let writes = &mut p.change_set.writes;
+            let kept: Vec<_> = writes
+                .iter()
+                .filter(|w| sonraft_raft::rules::excluded(image, function, &w.entity).is_none())
+                .cloned()
+                .collect();
+            if !kept.is_empty() {
+                *writes = kept;
+            }
+        }
         let cells = reconfigured_cells(&p.change_set);
         let refusal = controls_refusal(image, &p.change_set, now_ms, format);
         // Waking a dormant cell undoes energy saving's change: when the function's controls
@@ -915,5 +928,50 @@ mod tests {
         let bytes = sonraft_raft::codec::encode(&cmd).unwrap().len();
         // Leaves room for the entry's envelope (log id, leader's clock) below 8 KiB.
         assert!(bytes <= 7 * 1024 + 512, "{bytes} bytes");
+    }
+
+    #[test]
+    fn an_added_relation_into_an_excluded_cell_does_not_hold_back_the_others_of_its_source() {
+        use sonraft_raft::son::Controls;
+        let img = testing::image(
+            vec![
+                testing::cell("A1", 1, 100),
+                testing::cell("A2", 2, 100),
+                testing::cell("A3", 3, 100),
+            ],
+            vec![],
+        );
+        let mut img = img;
+        let mut controls = Controls::default();
+        controls.exclude.cells.insert("A3".into());
+        img.son.policy.functions.insert(Function::AnrAdd, controls);
+        let v = testing::view(&img);
+        let add = |t: &str| Write {
+            entity: EntityRef::relation("A1", t),
+            param: Param::Exists,
+            value: Value::Bool(true),
+        };
+        let mut proposals = vec![Proposal {
+            change_set: ChangeSet {
+                origin: Origin {
+                    node: 1,
+                    function: Function::AnrAdd,
+                },
+                reason: "test".into(),
+                read_set: vec![v.read_cell(v.index["A1"])],
+                writes: vec![add("A2"), add("A3")],
+                proposed_at_ms: 0,
+            },
+            cells: vec!["A1".into()],
+        }];
+        skip_refused(&img, &mut proposals, 1_000, 7);
+        assert_eq!(proposals.len(), 1, "the whole addition was dropped");
+        let kept: Vec<String> = proposals[0]
+            .change_set
+            .writes
+            .iter()
+            .map(|w| w.entity.to_string())
+            .collect();
+        assert_eq!(kept, ["relation/A1/A2"]);
     }
 }
