@@ -34,13 +34,14 @@ use sonraft_sim::topology::Topology;
 use sonraft_testkit::local_cluster::{LocalCluster, SimProc, TOKEN};
 
 /// The SON functions the operator's policy controls.
-const SON_FUNCTIONS: [&str; 6] = [
+const SON_FUNCTIONS: [&str; 7] = [
     "pci_conflict",
     "mobility_robustness",
     "load_balancing",
     "energy_saving",
     "anr_pruning",
     "anr_add",
+    "coverage_capacity",
 ];
 
 #[derive(Args, Debug, Clone)]
