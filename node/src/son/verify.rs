@@ -10,7 +10,7 @@
 //!
 //! | KPI | meaning | worse when | judged for |
 //! | --- | --- | --- | --- |
-//! | `ho_success_permille` | `HO.ExeSucc / HO.ExeAtt` | lower | every function (guard) |
+//! | `ho_success_permille` | `HO.ExeSucc / HO.ExeAtt` | lower | every function (guard; for coverage and capacity over the whole scope, else over the changed cells) |
 //! | `ho_failure_permille` | `(HO.IntraSys.TooEarly + HO.IntraSys.TooLate + HO.IntraSys.ToWrongCell) / HO.ExeAtt` | higher | mobility robustness |
 //! | `ping_pong_permille` | `HO.PingPong / HO.ExeAtt` | higher | mobility robustness |
 //! | `prb_max_permille` | highest mean `RRU.PrbUsedDl / RRU.PrbAvailDl` of a cell | higher | load balancing |
@@ -354,7 +354,15 @@ fn compare(
             }
         };
     let floor = u64::from(policy.min_attempts);
-    let (before, after) = (&cells.before, &cells.after);
+    // A coverage change moves handovers between the cell and its neighbours (a downtilted
+    // overshooter stops handing its far users over, its neighbours take them): its handover
+    // success is judged over the area they share, not on the changed cell alone.
+    let (window, on_area) = if function == Function::CoverageCapacity {
+        (area, true)
+    } else {
+        (cells, false)
+    };
+    let (before, after) = (&window.before, &window.after);
     let rates = before.ho_att >= floor * before.periods * before.cells
         && after.ho_att >= floor * after.periods * after.cells;
     const PM: &str = " per mille";
@@ -363,7 +371,7 @@ fn compare(
             Sums::permille(before.ho_succ, before.ho_att),
             Sums::permille(after.ho_succ, after.ho_att),
         );
-        judge("ho_success_permille", b, a, b - a, limit, PM, false);
+        judge("ho_success_permille", b, a, b - a, limit, PM, on_area);
         if function == Function::MobilityRobustness {
             let (b, a) = (
                 Sums::permille(before.failures, before.ho_att),
@@ -576,6 +584,61 @@ mod tests {
             .find(|k| k.kpi == "ho_failure_permille")
             .unwrap();
         assert_eq!((failure.before, failure.after), (10.0, 80.0));
+    }
+
+    #[test]
+    fn a_coverage_change_is_judged_by_the_handover_success_of_its_whole_scope() {
+        let mut t = trial(Function::CoverageCapacity, 4 * PERIOD);
+        t.writes[0].0.param = Param::ElectricalTilt;
+        // A-1's success falls by 40 per mille, its neighbour's holds: the area's by 20.
+        let verdict = |late_after| {
+            let j = judge(
+                &t,
+                own,
+                neighbours,
+                &ring(4 * PERIOD, 6, late_after),
+                &Verification::default(),
+            );
+            let Judgement::Verdict(v) = j else {
+                panic!("{j:?}")
+            };
+            v
+        };
+        let v = verdict(50);
+        assert_eq!(v.degraded, None, "{:?}", v.kpis);
+        let ho = v
+            .kpis
+            .iter()
+            .find(|k| k.kpi == "ho_success_permille")
+            .unwrap();
+        assert_eq!((ho.before, ho.after), (990.0, 970.0));
+        // The same change judged as mobility robustness's is undone.
+        let mut mro = t.clone();
+        mro.function = Function::MobilityRobustness;
+        let j = judge(
+            &mro,
+            own,
+            neighbours,
+            &ring(4 * PERIOD, 6, 50),
+            &Verification::default(),
+        );
+        assert!(
+            matches!(
+                j,
+                Judgement::Verdict(Verdict {
+                    degraded: Some(_),
+                    ..
+                })
+            ),
+            "{j:?}"
+        );
+        // A fall the area feels is undone for coverage too, named over the area.
+        let why = verdict(80).degraded.expect("degraded");
+        assert!(
+            why.starts_with("ho_success_permille 990.0 -> 955.0"),
+            "{why}"
+        );
+        assert!(why.ends_with("over cells A-1, A-2"), "{why}");
     }
 
     #[test]
