@@ -18,15 +18,20 @@ async fn sim_period(c: &Cluster, sim: &SimProc) -> u64 {
         .unwrap()
 }
 
-async fn relations(c: &Cluster) -> Vec<Value> {
+/// A list the node's admin API answers at `path`.
+async fn list(c: &Cluster, path: &str) -> Vec<Value> {
     c.client
-        .get(&c.nodes[0].api, "/image/relations?consistency=linearizable")
+        .get(&c.nodes[0].api, path)
         .await
         .unwrap()
         .json()
         .as_array()
         .cloned()
         .unwrap()
+}
+
+async fn relations(c: &Cluster) -> Vec<Value> {
+    list(c, "/image/relations?consistency=linearizable").await
 }
 
 fn key(r: &Value) -> (String, String) {
@@ -38,41 +43,6 @@ fn key(r: &Value) -> (String, String) {
 
 fn added_by_anr(r: &Value) -> bool {
     r["last_change"]["exists"]["by"] == "anr_add"
-}
-
-/// Site positions in metres (equirectangular) and the median nearest-site distance.
-fn geometry(sites: &[Value]) -> (BTreeMap<String, (f64, f64)>, f64) {
-    let lat0 = sites
-        .iter()
-        .map(|s| s["lat"].as_f64().unwrap())
-        .sum::<f64>()
-        / sites.len() as f64;
-    let xy: BTreeMap<String, (f64, f64)> = sites
-        .iter()
-        .map(|s| {
-            let (lat, lon) = (s["lat"].as_f64().unwrap(), s["lon"].as_f64().unwrap());
-            let r = 6_371_000.0;
-            (
-                s["id"].as_str().unwrap().to_string(),
-                (
-                    lon.to_radians() * r * lat0.to_radians().cos(),
-                    lat.to_radians() * r,
-                ),
-            )
-        })
-        .collect();
-    let dist = |a: (f64, f64), b: (f64, f64)| ((a.0 - b.0).powi(2) + (a.1 - b.1).powi(2)).sqrt();
-    let mut nearest: Vec<f64> = xy
-        .values()
-        .map(|&p| {
-            xy.values()
-                .map(|&q| dist(p, q))
-                .filter(|d| *d > 1.0)
-                .fold(f64::INFINITY, f64::min)
-        })
-        .collect();
-    nearest.sort_by(f64::total_cmp);
-    (xy, nearest[nearest.len() / 2])
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -110,15 +80,7 @@ async fn removed_neighbours_come_back_within_four_periods_and_none_is_added_too_
         .iter()
         .map(|d| d["relation"].as_str().unwrap().to_string())
         .collect();
-    let cells: Vec<Value> = c
-        .client
-        .get(&c.nodes[0].api, "/image/cells")
-        .await
-        .unwrap()
-        .json()
-        .as_array()
-        .cloned()
-        .unwrap();
+    let cells = list(&c, "/image/cells").await;
     let arfcn: BTreeMap<&str, u64> = cells
         .iter()
         .map(|c| (c["id"].as_str().unwrap(), c["arfcn"].as_u64().unwrap()))
@@ -199,16 +161,8 @@ async fn removed_neighbours_come_back_within_four_periods_and_none_is_added_too_
     );
 
     // Nothing ANR added spans more than 1.5 inter-site distances.
-    let sites: Vec<Value> = c
-        .client
-        .get(&c.nodes[0].api, "/image/sites")
-        .await
-        .unwrap()
-        .json()
-        .as_array()
-        .cloned()
-        .unwrap();
-    let (xy, isd) = geometry(&sites);
+    let sites = list(&c, "/image/sites").await;
+    let (xy, isd) = sonraft_bench::anr::geometry(&sites);
     let site_of: BTreeMap<&str, &str> = cells
         .iter()
         .map(|c| (c["id"].as_str().unwrap(), c["site"].as_str().unwrap()))

@@ -62,8 +62,9 @@ fn added_by_anr(r: &Value) -> bool {
     r["last_change"]["exists"]["by"] == "anr_add"
 }
 
-/// Site positions (metres, equirectangular) and the median nearest-site distance.
-fn geometry(sites: &[Value]) -> (BTreeMap<String, (f64, f64)>, f64) {
+/// Site positions (metres, equirectangular) and the median nearest-site distance, measured
+/// apart from the node's own computation (`tests/anr_add.rs` uses it too).
+pub fn geometry(sites: &[Value]) -> (BTreeMap<String, (f64, f64)>, f64) {
     let n = sites.len().max(1) as f64;
     let lat0 = sites.iter().filter_map(|s| s["lat"].as_f64()).sum::<f64>() / n;
     let xy: BTreeMap<String, (f64, f64)> = sites
