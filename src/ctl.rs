@@ -1,6 +1,6 @@
 //! `sonraft ctl`: the admin API from a terminal. Human output by default, `--json` for
 //! scripts. Node addresses come from `--nodes` or `SONRAFT_NODES` (space- or comma-separated
-//! API URLs; the first that answers is used), the token from `--token` or `SONRAFT_TOKEN`.
+//! API URLs; the first that answers is used), the token from `SONRAFT_TOKEN` or `--token-file` (never the command line).
 //!
 //! Scripts can trust two things: the exit status says which kind of failure it was
 //! ([`exit`]: 0 ok, 1 the cluster said no, 2 usage, 3 a change refused as given, 4 no node
@@ -9,6 +9,7 @@
 pub(crate) mod exit;
 pub(crate) mod output;
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -40,9 +41,13 @@ pub struct CtlArgs {
     /// is used. Required (here or in SONRAFT_NODES) by every command but node-info.
     #[arg(long, env = "SONRAFT_NODES", global = true, value_name = "ADDRS")]
     nodes: Option<String>,
-    /// Operator token (better in SONRAFT_TOKEN: a command line is visible to every user).
-    #[arg(long, env = "SONRAFT_TOKEN", hide_env_values = true, global = true)]
-    token: Option<String>,
+    /// File holding the token (mode 600), if SONRAFT_TOKEN is not set. A token is never taken
+    /// on the command line, where every user of the machine can read it.
+    #[arg(long, env = "SONRAFT_TOKEN_FILE", global = true, value_name = "FILE")]
+    token_file: Option<PathBuf>,
+    /// Refused: a token on the command line is visible to every user (`ps`).
+    #[arg(long = "token", hide = true, global = true, value_name = "TOKEN")]
+    token_on_command_line: Option<String>,
     /// Print the API's JSON instead of tables.
     #[arg(long, global = true)]
     json: bool,
@@ -176,7 +181,8 @@ enum CtlCommand {
         sonraft ctl propose --file changeset.json\n\n\
         Exit 3 when the change set is refused (conflict, rejected or invalid).")]
     Propose {
-        /// The function it is proposed as, for the rules and the history.
+        /// The function it is proposed as, for the rules and the history: `operator` (a SON
+        /// function's name only on a lab cluster started with --api-son-origins).
         #[arg(long, default_value = "operator")]
         function: String,
         /// Why, for the history.
@@ -517,6 +523,29 @@ fn dry_run_text(o: &v1::Outcome, writes: &str) -> String {
     }
 }
 
+/// The token: `SONRAFT_TOKEN` (an empty one counts as unset), else `--token-file`; never from
+/// the command line.
+fn token(args: &CtlArgs) -> anyhow::Result<Option<String>> {
+    if args.token_on_command_line.is_some() {
+        return Err(Failure::usage(
+            "a token is not taken on the command line, where every user of the machine can read it: set SONRAFT_TOKEN or --token-file FILE",
+        ));
+    }
+    if let Some(t) = std::env::var("SONRAFT_TOKEN")
+        .ok()
+        .filter(|t| !t.is_empty())
+    {
+        return Ok(Some(t));
+    }
+    args.token_file
+        .as_deref()
+        .map(|path| {
+            sonraft_node::access::read_secret_file(path, "token")
+                .map_err(|e| Failure::usage(format!("{e:#}")))
+        })
+        .transpose()
+}
+
 /// Runs one `ctl` command. A failure carries its exit status ([`exit::classify`]).
 pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
     let nodes = match args.command {
@@ -524,8 +553,9 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
         CtlCommand::NodeInfo { .. } => Vec::new(),
         _ => node_list(args.nodes.as_deref())?,
     };
+    let token = token(&args)?;
     let ctl = Ctl {
-        client: ApiClient::new(args.token, Duration::from_secs(args.timeout)),
+        client: ApiClient::new(token, Duration::from_secs(args.timeout)),
         nodes,
         json: args.json,
     };

@@ -94,7 +94,8 @@ fn main() {
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Node(args) => {
-                let config = sonraft_node::config::NodeConfig::resolve(*args)?;
+                let config =
+                    sonraft_node::config::NodeConfig::resolve(args.with_secrets_from_env())?;
                 sonraft_node::init_logging(&config);
                 sonraft_node::run(config).await
             }

@@ -115,6 +115,32 @@ async fn usage_errors_exit_2_before_anything_is_sent() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_comes_from_the_environment_or_a_file_never_the_command_line() {
+    use std::os::unix::fs::PermissionsExt;
+    let (_c, api) = cluster_with(6).await;
+    // On the command line: refused before anything is sent, with the two ways that work.
+    let (code, out, err) = ctl(&api, "", &["cells", "--token", TOKEN]);
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(
+        err.contains("SONRAFT_TOKEN") && err.contains("--token-file"),
+        "{err}"
+    );
+    // From a private file.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("token");
+    std::fs::write(&file, format!("{TOKEN}\n")).unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let file = file.display().to_string();
+    let (code, out, err) = ctl(&api, "", &["cells", "--token-file", &file]);
+    assert_eq!(code, 0, "{out}{err}");
+    // A file any user may read is refused, with the fix.
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (code, out, err) = ctl(&api, "", &["cells", "--token-file", &file]);
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(err.contains("chmod 600"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_nodes_ctl_names_both_ways_to_give_them_and_exits_2() {
     let (code, out, err) = ctl("", TOKEN, &["status"]);
     assert_eq!(code, 2, "{out}{err}");

@@ -72,7 +72,11 @@ async fn harmful_mobility_changes_are_undone_and_their_cells_held() {
         ],
     )
     .expect("simulator");
-    let c = Cluster::start_with(3, &["--antennas", &sim.antennas.join(",")]).await;
+    let c = Cluster::start_with(
+        3,
+        &["--antennas", &sim.antennas.join(","), "--api-son-origins"],
+    )
+    .await;
     let api = c.nodes[0].api.clone();
     let r = c
         .client

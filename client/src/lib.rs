@@ -118,7 +118,8 @@ impl ApiClient {
         }
     }
 
-    /// Sends one request. `headers` are added as given.
+    /// Sends one request. `headers` are added as given; an `authorization` among them replaces
+    /// the client's own token (a node forwarding a caller's request sends it as the caller).
     pub async fn send(
         &self,
         method: Method,
@@ -134,7 +135,10 @@ impl ApiClient {
                 reason: reason.clone(),
             })?;
         let mut req = Request::builder().method(method).uri(url);
-        if let Some(auth) = authorization {
+        let own_token = !headers
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case(hyper::header::AUTHORIZATION.as_str()));
+        if let Some(auth) = authorization.as_ref().filter(|_| own_token) {
             req = req.header(hyper::header::AUTHORIZATION, auth.clone());
         }
         if body.is_some() {

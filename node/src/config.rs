@@ -10,8 +10,9 @@
 //! api_addr = "0.0.0.0:8001"
 //! advertise_raft_addr = "10.0.1.5:7001"
 //! advertise_api_addr = "10.0.1.5:8001"
-//! cluster_secret = "..."   # or SONRAFT_CLUSTER_SECRET
-//! token = "..."            # or SONRAFT_TOKEN
+//! cluster_secret_file = "/etc/sonraft/cluster-secret"  # or SONRAFT_CLUSTER_SECRET
+//! token_file = "/etc/sonraft/token"    # the admin token; or SONRAFT_TOKEN
+//! tokens_file = "/etc/sonraft/tokens"  # more tokens: `read-only|operator|admin TOKEN` a line
 //! timing = "wan"           # loopback | wan
 //! pm_dir = "/var/lib/pm/site-a"  # counters from TS 32.435 files instead of sessions
 //! raw_counter_retention = "24h"   # or a number of periods, e.g. 96
@@ -25,6 +26,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use serde::Deserialize;
 
+use crate::access::{self, MIN_TOKEN_LEN, Tokens};
 use crate::antennas::period_files::{RawLimits, Retention};
 
 /// Raft timing presets.
@@ -159,12 +161,34 @@ pub struct NodeArgs {
     /// API address other nodes and clients use (default: the bound listen address).
     #[arg(long, env = "SONRAFT_ADVERTISE_API_ADDR")]
     pub advertise_api_addr: Option<String>,
-    /// Secret every node-to-node RPC carries; nodes without it are refused.
-    #[arg(long, env = "SONRAFT_CLUSTER_SECRET", hide_env_values = true)]
+    /// Secret every node-to-node RPC carries (nodes without it are refused): from
+    /// SONRAFT_CLUSTER_SECRET, never a flag (see `--cluster-secret-file`).
+    #[arg(skip)]
     pub cluster_secret: Option<String>,
-    /// Operator bearer token required by every mutating and reading admin route.
-    #[arg(long, env = "SONRAFT_TOKEN", hide_env_values = true)]
+    /// File holding the cluster secret (mode 600), if SONRAFT_CLUSTER_SECRET is not set.
+    #[arg(long, env = "SONRAFT_CLUSTER_SECRET_FILE", value_name = "FILE")]
+    pub cluster_secret_file: Option<PathBuf>,
+    /// The admin bearer token: from SONRAFT_TOKEN, never a flag (see `--token-file`).
+    #[arg(skip)]
     pub token: Option<String>,
+    /// File holding the admin token (mode 600), if SONRAFT_TOKEN is not set.
+    #[arg(long, env = "SONRAFT_TOKEN_FILE", value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+    /// File of more tokens with roles (mode 600), one `ROLE TOKEN` a line, ROLE one of
+    /// read-only, operator, admin.
+    #[arg(long, env = "SONRAFT_TOKENS_FILE", value_name = "FILE")]
+    pub tokens_file: Option<PathBuf>,
+    /// Secrets are not taken on the command line (every user of the machine can read it).
+    #[arg(long = "cluster-secret", hide = true, value_name = "SECRET")]
+    pub cluster_secret_on_command_line: Option<String>,
+    /// Secrets are not taken on the command line (every user of the machine can read it).
+    #[arg(long = "token", hide = true, value_name = "TOKEN")]
+    pub token_on_command_line: Option<String>,
+    /// Lab and test setting: let admin tokens propose change sets in a SON function's name
+    /// (otherwise only the nodes' own SON functions propose those, and the API takes operator
+    /// change sets only).
+    #[arg(long, env = "SONRAFT_API_SON_ORIGINS")]
+    pub api_son_origins: bool,
     /// Raft timing preset.
     #[arg(long, env = "SONRAFT_TIMING", value_enum)]
     pub timing: Option<Timing>,
@@ -226,6 +250,19 @@ pub struct NodeArgs {
     pub store_cache: Option<ByteSize>,
 }
 
+impl NodeArgs {
+    /// Takes the secrets that come only from the environment: `SONRAFT_CLUSTER_SECRET` and
+    /// `SONRAFT_TOKEN` (an empty variable counts as unset).
+    pub fn with_secrets_from_env(mut self) -> NodeArgs {
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        self.cluster_secret = self
+            .cluster_secret
+            .or_else(|| var("SONRAFT_CLUSTER_SECRET"));
+        self.token = self.token.or_else(|| var("SONRAFT_TOKEN"));
+        self
+    }
+}
+
 /// The same keys in a TOML file.
 #[derive(Deserialize, Debug, Default)]
 #[serde(deny_unknown_fields)]
@@ -238,7 +275,11 @@ struct FileConfig {
     advertise_raft_addr: Option<String>,
     advertise_api_addr: Option<String>,
     cluster_secret: Option<String>,
+    cluster_secret_file: Option<PathBuf>,
     token: Option<String>,
+    token_file: Option<PathBuf>,
+    tokens_file: Option<PathBuf>,
+    api_son_origins: Option<bool>,
     timing: Option<Timing>,
     heartbeat_ms: Option<u64>,
     election_min_ms: Option<u64>,
@@ -268,7 +309,12 @@ pub struct NodeConfig {
     pub advertise_raft_addr: Option<String>,
     pub advertise_api_addr: Option<String>,
     pub cluster_secret: String,
+    /// The admin token: what this node presents to other nodes' APIs.
     pub token: String,
+    /// Every token the admin API takes, with its role.
+    pub tokens: Tokens,
+    /// Whether the API takes change sets in a SON function's name (`--api-son-origins`).
+    pub api_son_origins: bool,
     pub heartbeat_ms: u64,
     pub election_min_ms: u64,
     pub election_max_ms: u64,
@@ -303,6 +349,29 @@ fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read the config file {}", path.display()))?;
     toml::from_str(&text).with_context(|| format!("config file {} is not valid", path.display()))
+}
+
+/// A secret from, in this order: the environment (already in `env`), a file named by a flag or
+/// the environment, the config file's value, a file the config file names.
+fn secret(
+    env: Option<String>,
+    path: Option<PathBuf>,
+    in_file: Option<String>,
+    file_path: Option<PathBuf>,
+    what: &str,
+) -> anyhow::Result<Option<String>> {
+    if let Some(s) = env {
+        return Ok(Some(s));
+    }
+    if let Some(p) = path {
+        return access::read_secret_file(&p, what).map(Some);
+    }
+    if let Some(s) = in_file {
+        return Ok(Some(s));
+    }
+    file_path
+        .map(|p| access::read_secret_file(&p, what))
+        .transpose()
 }
 
 fn parse_addr(what: &str, s: &str) -> anyhow::Result<SocketAddr> {
@@ -341,18 +410,32 @@ impl NodeConfig {
             .api_addr
             .or(file.api_addr)
             .unwrap_or_else(|| "127.0.0.1:8001".into());
-        let cluster_secret = args
-            .cluster_secret
-            .or(file.cluster_secret)
-            .context("--cluster-secret (or SONRAFT_CLUSTER_SECRET) is required: nodes refuse peers without it")?;
+        if args.cluster_secret_on_command_line.is_some() || args.token_on_command_line.is_some() {
+            bail!(
+                "secrets are not taken on the command line, where every user of the machine can read them: set SONRAFT_CLUSTER_SECRET and SONRAFT_TOKEN, or --cluster-secret-file and --token-file"
+            );
+        }
+        let cluster_secret = secret(
+            args.cluster_secret,
+            args.cluster_secret_file,
+            file.cluster_secret,
+            file.cluster_secret_file,
+            "cluster secret",
+        )?
+        .context("SONRAFT_CLUSTER_SECRET (or --cluster-secret-file) is required: nodes refuse peers without it")?;
         if cluster_secret.len() < 16 {
             bail!("the cluster secret must be at least 16 characters");
         }
-        let token = args.token.or(file.token).context(
-            "--token (or SONRAFT_TOKEN) is required: the admin API refuses requests without it",
-        )?;
-        if token.len() < 8 {
-            bail!("the operator token must be at least 8 characters");
+        let token = secret(args.token, args.token_file, file.token, file.token_file, "token")?
+            .context(
+                "SONRAFT_TOKEN (or --token-file) is required: the admin API refuses requests without it",
+            )?;
+        if token.len() < MIN_TOKEN_LEN {
+            bail!("the admin token must be at least {MIN_TOKEN_LEN} characters");
+        }
+        let mut tokens = Tokens::new(token.clone());
+        if let Some(path) = args.tokens_file.or(file.tokens_file) {
+            access::read_tokens_file(&path, &mut tokens)?;
         }
         let timing = args.timing.or(file.timing).unwrap_or_default();
         let (hb, emin, emax) = timing.millis();
@@ -421,6 +504,8 @@ impl NodeConfig {
             advertise_api_addr: args.advertise_api_addr.or(file.advertise_api_addr),
             cluster_secret,
             token,
+            tokens,
+            api_son_origins: args.api_son_origins || file.api_son_origins.unwrap_or(false),
             heartbeat_ms,
             election_min_ms,
             election_max_ms,
@@ -460,6 +545,7 @@ impl NodeConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::access::Role;
 
     fn base() -> NodeArgs {
         NodeArgs {
@@ -498,7 +584,68 @@ mod tests {
             ..base()
         })
         .unwrap_err();
-        assert!(err.to_string().contains("--cluster-secret"), "{err}");
+        assert!(err.to_string().contains("SONRAFT_CLUSTER_SECRET"), "{err}");
+    }
+
+    #[test]
+    fn secrets_come_from_the_environment_or_files_never_from_flags() {
+        use std::os::unix::fs::PermissionsExt;
+        let err = NodeConfig::resolve(NodeArgs {
+            token_on_command_line: Some("operator-token".into()),
+            ..base()
+        })
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("not taken on the command line"),
+            "{err}"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let private = |name: &str, text: &str| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, text).unwrap();
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+            p
+        };
+        let secret = private("secret", "fedcba9876543210\n");
+        let token = private("token", "admin-from-file\n");
+        let tokens = private("tokens", "read-only wall-screen-1\noperator night-shift\n");
+        let config = private(
+            "c.toml",
+            &format!(
+                "cluster_secret_file = {:?}\ntokens_file = {:?}\n",
+                secret, tokens
+            ),
+        );
+        let cfg = NodeConfig::resolve(NodeArgs {
+            config: Some(config),
+            cluster_secret: None,
+            token: None,
+            token_file: Some(token.clone()),
+            ..base()
+        })
+        .unwrap();
+        assert_eq!(cfg.cluster_secret, "fedcba9876543210");
+        assert_eq!(cfg.token, "admin-from-file");
+        assert_eq!(cfg.tokens.role_of("admin-from-file"), Some(Role::Admin));
+        assert_eq!(cfg.tokens.role_of("wall-screen-1"), Some(Role::ReadOnly));
+        assert_eq!(cfg.tokens.role_of("night-shift"), Some(Role::Operator));
+        assert!(!cfg.api_son_origins);
+        // The environment wins over a file.
+        let cfg = NodeConfig::resolve(NodeArgs {
+            token_file: Some(token.clone()),
+            ..base()
+        })
+        .unwrap();
+        assert_eq!(cfg.token, "operator-token");
+        // A secret file others may read is refused, with the fix.
+        std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let err = NodeConfig::resolve(NodeArgs {
+            token: None,
+            token_file: Some(token),
+            ..base()
+        })
+        .unwrap_err();
+        assert!(err.to_string().contains("chmod 600"), "{err}");
     }
 
     #[test]

@@ -35,6 +35,7 @@
 //! applied by every node's state machine → the outcome returned to the caller.
 #![forbid(unsafe_code)]
 
+pub mod access;
 pub mod antennas;
 pub mod api;
 pub mod batcher;

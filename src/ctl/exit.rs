@@ -12,8 +12,9 @@ use sonraft_client::ClientError;
 pub const TABLE: &str = "\
 Exit status:
   0  ok
-  1  the cluster said no or is unhealthy: wrong token (401), not found, no leader or quorum,
-     `health` found a problem, `status` could not read every node, a wait timed out
+  1  the cluster said no or is unhealthy: wrong token (401), a role too low (403), not found,
+     no leader or quorum, `health` found a problem, `status` could not read every node, a wait
+     timed out
   2  usage: a wrong or missing argument or flag, no --nodes / SONRAFT_NODES, a FILE that
      cannot be read or written, or is not JSON (a backup)
   3  the change was refused as given: a conflict (a read version is stale), rejected by the

@@ -4,18 +4,21 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::State;
+use axum::extract::{Extension, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use sonraft_client::v1;
+use sonraft_raft::changeset::Function;
 use sonraft_raft::changeset::Outcome;
 use sonraft_storage::{BadCursor, HistoryCursor};
 
 use super::error::{ApiError, Params, parse_json, read_body};
 use super::forward;
+use super::front_door::Caller;
 use super::image::{count, prepare_read};
 use super::json::{change_set, history_record, outcome};
 use crate::Node;
+use crate::access::Role;
 use crate::propose::{ProposeError, now_ms};
 
 /// The HTTP status of an outcome: 200 applied, 202 pending, 409 conflict or rejected, 422
@@ -46,12 +49,14 @@ fn answer(o: &Outcome, dry_run: bool) -> Response {
 pub async fn propose(
     State(node): State<Arc<Node>>,
     Params(q): Params<v1::ProposeQuery>,
+    caller: Option<Extension<Caller>>,
     uri: Uri,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
     let bytes = read_body(&headers, body, node.config().max_body_bytes).await?;
     let parsed: v1::ChangeSetRequest = parse_json(&bytes)?;
+    check_origin(&node, &parsed, caller.map(|c| c.0.0))?;
     let dry_run = q.dry_run;
     let origin_node = headers
         .get(forward::FORWARDED)
@@ -84,6 +89,37 @@ pub async fn propose(
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// Change sets in a SON function's name come from the nodes' own SON functions, which propose
+/// through the node-to-node channel, not this API: a token, even an admin's, proposes as the
+/// operator. Otherwise anyone with a token could act as load balancing or as an undo, past the
+/// operator's approval of open-loop functions and into verification's statistics. A lab or
+/// test cluster may let admin tokens do it (`--api-son-origins`).
+fn check_origin(
+    node: &Node,
+    request: &v1::ChangeSetRequest,
+    caller: Option<Role>,
+) -> Result<(), ApiError> {
+    let function = request.origin.function.as_str();
+    if function == Function::Operator.name() {
+        return Ok(());
+    }
+    if node.config().api_son_origins && caller == Some(Role::Admin) {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        StatusCode::FORBIDDEN,
+        "forbidden",
+        format!(
+            "only the nodes' own SON functions propose change sets in the name of {function:?}; propose as \"operator\"{}",
+            if node.config().api_son_origins {
+                " (this node takes SON origins from admin tokens only)"
+            } else {
+                ""
+            }
+        ),
+    ))
 }
 
 /// Most records one history page holds.

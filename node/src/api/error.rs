@@ -40,7 +40,7 @@ impl ApiError {
         Self::new(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
-            "missing or wrong bearer token; send 'Authorization: Bearer <operator token>'",
+            "missing or unknown bearer token; send 'Authorization: Bearer <token>'",
         )
     }
     pub fn bad_request(kind: &'static str, detail: impl Into<String>) -> Self {

@@ -96,6 +96,14 @@ async fn forward_once(
     if let Some(id) = headers.get(REQUEST_ID).and_then(|v| v.to_str().ok()) {
         extra.push((REQUEST_ID, id));
     }
+    // As the caller: the leader checks the caller's role again (every node holds the same
+    // tokens), so forwarding never lends a caller this node's admin token.
+    if let Some(auth) = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    {
+        extra.push(("authorization", auth));
+    }
     let send = node.forwarder.send(method, &url, body, &extra);
     let mut metrics = node.metrics();
     let hand_over = uri.path() == HAND_OVER;

@@ -1,5 +1,7 @@
-//! The admin API's front door, around the whole router: refuses requests without the operator
-//! token (except the open routes), then counts and times every request by route and status.
+//! The admin API's front door, around the whole router: refuses requests without a token of
+//! the role the route needs ([`crate::access`]; 401 without a known token, 403 with one whose
+//! role is too low), then counts and times every request by route and status. The caller's
+//! role travels on in the request's extensions.
 //! A request that carries [`REQUEST_ID`] runs in a `request` span with that id (debug level),
 //! so that what it waited for, here and at the leader it was forwarded to, can be traced.
 //!
@@ -17,18 +19,16 @@ use std::time::Instant;
 
 use axum::Router;
 use axum::extract::Request;
-use axum::http::Method;
+use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use tower_service::Service;
 
 use super::error::ApiError;
 use crate::Node;
+use crate::access::{Role, required_role};
 
 /// Header a client may set to name its request in the nodes' debug logs; forwarding passes it on.
 pub const REQUEST_ID: &str = "x-request-id";
-
-/// Routes that need no token.
-const OPEN_ROUTES: [&str; 3] = ["/health", "/readyz", "/metrics"];
 
 /// The template of [`super::ROUTES`] that `path` matches, or `"other"`. Runs on every request:
 /// an exact match first, then the templates ending in `/{id}` (one non-empty segment).
@@ -71,6 +71,7 @@ fn status_label(code: u16) -> &'static str {
         202 => "202",
         400 => "400",
         401 => "401",
+        403 => "403",
         404 => "404",
         405 => "405",
         409 => "409",
@@ -81,11 +82,6 @@ fn status_label(code: u16) -> &'static str {
         503 => "503",
         _ => "other",
     }
-}
-
-/// Compares secrets without stopping at the first differing byte.
-fn same(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// The router behind the token check and the request metrics.
@@ -100,19 +96,38 @@ impl FrontDoor {
         FrontDoor { router, node }
     }
 
-    fn authorized(&self, req: &Request) -> bool {
-        if OPEN_ROUTES.contains(&req.uri().path()) {
-            return true;
-        }
+    /// The caller's role if it may call `route`, else the answer that refuses it. An open
+    /// route takes any caller, with the role of its token if it has one.
+    fn admit(&self, req: &Request, route: &str) -> Result<Option<Role>, ApiError> {
         let presented = req
             .headers()
             .get(axum::http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or("");
-        same(presented.as_bytes(), self.node.config().token.as_bytes())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        let role = presented.and_then(|t| self.node.config().tokens.role_of(t));
+        let Some(needed) = required_role(req.method(), route) else {
+            return Ok(role);
+        };
+        match role {
+            None => Err(ApiError::unauthorized()),
+            Some(role) if role < needed => Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                format!(
+                    "this token's role is {}; {} {route} needs a token of role {} or above",
+                    role.name(),
+                    req.method(),
+                    needed.name()
+                ),
+            )),
+            Some(role) => Ok(Some(role)),
+        }
     }
 }
+
+/// The role of the token a request was admitted with, in its extensions.
+#[derive(Clone, Copy, Debug)]
+pub struct Caller(pub Role);
 
 impl Service<Request> for FrontDoor {
     type Response = Response;
@@ -124,26 +139,34 @@ impl Service<Request> for FrontDoor {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, req: Request) -> Self::Future {
+    fn call(&mut self, mut req: Request) -> Self::Future {
         let started = Instant::now();
         let route = route_of(req.uri().path());
         let method = method_label(req.method());
-        let refused = !self.authorized(&req);
-        if refused {
-            tracing::warn!(path = %req.uri().path(), "refused an admin request without the right token");
-        }
+        let refused = match self.admit(&req, route) {
+            Ok(role) => {
+                if let Some(role) = role {
+                    req.extensions_mut().insert(Caller(role));
+                }
+                None
+            }
+            Err(e) => {
+                tracing::warn!(path = %req.uri().path(), method, "refused an admin request: {}", e.detail);
+                Some(e)
+            }
+        };
         let span = match req.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok()) {
             Some(id) => tracing::debug_span!("request", id = %id, path = %req.uri().path()),
             None => tracing::Span::none(),
         };
-        let answer = (!refused).then(|| self.router.call(req));
+        let answer = refused.is_none().then(|| self.router.call(req));
         let answered = async move {
             let resp = match answer {
                 Some(future) => match future.await {
                     Ok(resp) => resp,
                     Err(never) => match never {},
                 },
-                None => ApiError::unauthorized().into_response(),
+                None => refused.map(IntoResponse::into_response).unwrap_or_default(),
             };
             let status = status_label(resp.status().as_u16());
             metrics::counter!("sonraft_http_requests_total", "route" => route, "method" => method, "status" => status)
