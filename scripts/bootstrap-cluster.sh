@@ -8,8 +8,10 @@
 #   scripts/bootstrap-cluster.sh stop       stop exactly the processes this script started
 #   scripts/bootstrap-cluster.sh status     show the nodes
 #   scripts/bootstrap-cluster.sh hosts H1 H2 H3 [--run]
-#                                           print (or with --run, perform over ssh) the steps
-#                                           for one node per host
+#                                           write one install bundle per site (config from
+#                                           deploy/sonraft.toml, the systemd unit, secrets as
+#                                           mode-600 files) and print (or with --run, perform
+#                                           over ssh) the steps to install them
 #
 # Environment: SONRAFT_RUN_DIR (default ./run), SONRAFT_BIN (default: release build of this
 # checkout), SONRAFT_DEMO_CELLS (default 300), SONRAFT_SIM_PERIOD_MS (default 2000),
@@ -252,29 +254,55 @@ status() {
     "$BIN" ctl status
 }
 
+# One bundle per site under $RUN_DIR/hosts/SITE: the binary, the site's config (from
+# deploy/sonraft.toml), the systemd unit, the secrets (mode 600) and deploy/install.sh.
+bundles() {
+    local h=("$@") out="$RUN_DIR/hosts"
+    umask 077
+    mkdir -p "$out"
+    [[ -f "$out/tokens" ]] || printf '# ROLE TOKEN, one a line: read-only, operator or admin (README, "Tokens and roles")\n' > "$out/tokens"
+    printf '%s\n' "$SONRAFT_TOKEN" > "$out/token"
+    for i in 1 2 3; do
+        local host=${h[$i-1]} site=${SITES[$i-1]} dir="$out/${SITES[$i-1]}"
+        mkdir -p "$dir"
+        sed -e "s/@ID@/$i/" -e "s/@SITE@/$site/" -e "s/@HOST@/$host/g" \
+            "$ROOT/deploy/sonraft.toml" > "$dir/sonraft.toml"
+        cp "$ROOT/deploy/systemd/sonraft.service" "$ROOT/deploy/install.sh" "$dir/"
+        cp "$BIN" "$dir/sonraft"
+        printf '%s\n' "$SONRAFT_CLUSTER_SECRET" > "$dir/cluster-secret"
+        cp "$out/token" "$out/tokens" "$dir/"
+        chmod 600 "$dir/token" "$dir/cluster-secret" "$dir/tokens"
+        chmod 644 "$dir/sonraft.toml" "$dir/sonraft.service"
+        chmod 755 "$dir/sonraft" "$dir/install.sh"
+    done
+}
+
 hosts() {
     [[ $# -ge 3 ]] || die "usage: $0 hosts HOST1 HOST2 HOST3 [--run]"
-    local h=("$1" "$2" "$3") run=${4:-}
+    local h=("$1" "$2" "$3") run=${4:-} out="$RUN_DIR/hosts"
+    [[ -z "$run" || "$run" == --run ]] || die "unknown option $run (--run)"
     secrets
-    echo "# sonraft on three hosts: copy $BIN to /usr/local/bin/sonraft on each, then:"
-    local cmds=()
+    bundles "${h[@]}"
+    local nodes="http://${h[0]}:8001 http://${h[1]}:8001 http://${h[2]}:8001"
+    echo "# sonraft on three hosts: one bundle per site under $out (config, unit, secrets)."
+    echo "# No secret is on any command line: they travel as files and reach the node as"
+    echo "# systemd credentials. Per host (root over ssh, or sudo):"
     for i in 1 2 3; do
-        local host=${h[$i-1]} site=${SITES[$i-1]}
-        cmds+=("SONRAFT_CLUSTER_SECRET=$SONRAFT_CLUSTER_SECRET SONRAFT_TOKEN=$SONRAFT_TOKEN nohup sonraft node --id $i --site $site --data-dir /var/lib/sonraft --raft-addr 0.0.0.0:7001 --api-addr 0.0.0.0:8001 --advertise-raft-addr $host:7001 --advertise-api-addr $host:8001 --timing wan >> /var/log/sonraft.log 2>&1 &")
-        echo "# on $host ($site):"
-        echo "${cmds[$i-1]}"
+        echo "scp -rp $out/${SITES[$i-1]} ${h[$i-1]}:/tmp/sonraft-bundle && ssh ${h[$i-1]} 'sudo sh /tmp/sonraft-bundle/install.sh && rm -rf /tmp/sonraft-bundle'"
     done
-    echo "# then, from anywhere:"
-    echo "SONRAFT_NODES=\"http://${h[0]}:8001 http://${h[1]}:8001 http://${h[2]}:8001\" SONRAFT_TOKEN=$SONRAFT_TOKEN sonraft ctl init"
+    echo "# then, from anywhere (more tokens with roles: edit $out/tokens and install again):"
+    echo "SONRAFT_NODES=\"$nodes\" SONRAFT_TOKEN_FILE=$out/token sonraft ctl init"
+    echo "# upgrades, one site at a time: scripts/rolling-upgrade.sh NEW_BINARY --hosts site-a=${h[0]},site-b=${h[1]},site-c=${h[2]}"
     if [[ "$run" == "--run" ]]; then
         for i in 1 2 3; do
-            log "starting ${SITES[$i-1]} on ${h[$i-1]} over ssh"
-            ssh "${h[$i-1]}" "mkdir -p /var/lib/sonraft && ${cmds[$i-1]}"
+            log "installing ${SITES[$i-1]} on ${h[$i-1]} over ssh"
+            scp -rpq "$out/${SITES[$i-1]}" "${h[$i-1]}:/tmp/sonraft-bundle"
+            ssh "${h[$i-1]}" 'sudo sh /tmp/sonraft-bundle/install.sh && rm -rf /tmp/sonraft-bundle'
         done
         for i in 1 2 3; do
             for _ in $(seq 1 100); do curl -sf "http://${h[$i-1]}:8001/health" > /dev/null && break; sleep 0.2; done
         done
-        SONRAFT_NODES="http://${h[0]}:8001 http://${h[1]}:8001 http://${h[2]}:8001" "$BIN" ctl init
+        SONRAFT_NODES="$nodes" SONRAFT_TOKEN_FILE="$out/token" SONRAFT_TOKEN="" "$BIN" ctl init
     fi
 }
 
@@ -283,6 +311,6 @@ case "${1:-up}" in
     stop) stop ;;
     status) status ;;
     hosts) shift; hosts "$@" ;;
-    -h|--help|help) sed -n '2,17p' "$0" ;;
+    -h|--help|help) sed -n '2,20p' "$0" ;;
     *) die "unknown command $1 (up, stop, status, hosts)" ;;
 esac

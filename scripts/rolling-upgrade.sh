@@ -26,10 +26,11 @@
 # serves. The cluster's effective command format rises only once every voter runs the new
 # release, so a half-upgraded cluster keeps working (see README, "Upgrades").
 #
-# Real hosts: each site runs `sonraft node` as a service (systemd unit `sonraft`, binary
-# /usr/local/bin/sonraft, admin API on port $SONRAFT_API_PORT, default 8001). Set
-# SONRAFT_TOKEN, and override the per-site commands if your hosts differ ({host}, {binary}
-# are replaced):
+# Real hosts: each site runs `sonraft node` as the systemd unit `sonraft` that
+# deploy/install.sh installs (deploy/systemd/sonraft.service; binary /usr/local/bin/sonraft,
+# admin API on port $SONRAFT_API_PORT, default 8001). Set SONRAFT_TOKEN or SONRAFT_TOKEN_FILE
+# (an admin token: `bootstrap-cluster.sh hosts` wrote it to run/hosts/token), and override the
+# per-site commands if your hosts differ ({host}, {binary} are replaced):
 #   SONRAFT_UPGRADE_STOP='ssh {host} sudo systemctl stop sonraft'
 #   SONRAFT_UPGRADE_INSTALL='scp {binary} {host}:/tmp/sonraft.new && ssh {host} sudo install -b -m 755 /tmp/sonraft.new /usr/local/bin/sonraft'
 #   SONRAFT_UPGRADE_START='ssh {host} sudo systemctl start sonraft'
@@ -45,7 +46,7 @@ log() { printf '%s %s\n' "$(date +%H:%M:%S.%3N)" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 now_ms() { date +%s%3N; }
 
-[[ $# -ge 1 && "$1" != -h && "$1" != --help ]] || { sed -n '2,41p' "$0"; exit 2; }
+[[ $# -ge 1 && "$1" != -h && "$1" != --help ]] || { sed -n '2,42p' "$0"; exit 2; }
 NEW=$1; shift
 [[ -x "$NEW" ]] || die "$NEW is not an executable"
 NEW=$(cd "$(dirname "$NEW")" && pwd)/$(basename "$NEW")
@@ -87,7 +88,8 @@ if [[ -n "$HOSTS_ARG" ]]; then
         urls+=("http://${p#*=}:$API_PORT")
     done
     export SONRAFT_NODES="${SONRAFT_NODES:-${urls[*]}}"
-    [[ -n "${SONRAFT_TOKEN:-}" ]] || die "set SONRAFT_TOKEN (the operator token)"
+    [[ -n "${SONRAFT_TOKEN:-}" || -n "${SONRAFT_TOKEN_FILE:-}" ]] \
+        || die "set SONRAFT_TOKEN or SONRAFT_TOKEN_FILE (an admin token)"
     STOP_CMD=${SONRAFT_UPGRADE_STOP:-'ssh {host} sudo systemctl stop sonraft'}
     INSTALL_CMD=${SONRAFT_UPGRADE_INSTALL:-'scp {binary} {host}:/tmp/sonraft.new && ssh {host} sudo install -b -m 755 /tmp/sonraft.new /usr/local/bin/sonraft'}
     START_CMD=${SONRAFT_UPGRADE_START:-'ssh {host} sudo systemctl start sonraft'}

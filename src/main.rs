@@ -94,8 +94,13 @@ fn main() {
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Node(args) => {
+                let check = args.check_config;
                 let config =
                     sonraft_node::config::NodeConfig::resolve(args.with_secrets_from_env())?;
+                if check {
+                    let _ = writeln!(std::io::stdout(), "configuration ok\n{}", config.summary());
+                    return Ok(());
+                }
                 sonraft_node::init_logging(&config);
                 sonraft_node::run(config).await
             }

@@ -184,6 +184,10 @@ pub struct NodeArgs {
     /// Secrets are not taken on the command line (every user of the machine can read it).
     #[arg(long = "token", hide = true, value_name = "TOKEN")]
     pub token_on_command_line: Option<String>,
+    /// Check the configuration (file, secrets, tokens, addresses) and exit: 0 and a summary
+    /// without secrets, or 1 and what is wrong. For `ExecStartPre=` and before an upgrade.
+    #[arg(long)]
+    pub check_config: bool,
     /// Lab and test setting: let admin tokens propose change sets in a SON function's name
     /// (otherwise only the nodes' own SON functions propose those, and the API takes operator
     /// change sets only).
@@ -337,6 +341,41 @@ pub struct NodeConfig {
 }
 
 impl NodeConfig {
+    /// What `--check-config` prints: the settings that matter for deployment, no secret.
+    pub fn summary(&self) -> String {
+        let roles = self
+            .tokens
+            .counts()
+            .iter()
+            .map(|(role, n)| format!("{n} {}", role.name()))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let or_bound =
+            |a: &Option<String>| a.clone().unwrap_or_else(|| "(the bound address)".into());
+        format!(
+            "node {} of site {}\ndata dir: {}\nraft: listen {}, advertise {}\napi: listen {}, advertise {}\ntiming: heartbeat {} ms, election {}-{} ms\ntokens: {roles}\nantennas: {}\npm dir: {}\nSON origins from the API: {}",
+            self.id,
+            self.site,
+            self.data_dir.display(),
+            self.raft_listen,
+            or_bound(&self.advertise_raft_addr),
+            self.api_listen,
+            or_bound(&self.advertise_api_addr),
+            self.heartbeat_ms,
+            self.election_min_ms,
+            self.election_max_ms,
+            self.antennas.as_deref().unwrap_or("none"),
+            self.pm_dir
+                .as_ref()
+                .map_or("none".into(), |p| p.display().to_string()),
+            if self.api_son_origins {
+                "admin tokens (lab setting)"
+            } else {
+                "no"
+            },
+        )
+    }
+
     /// How long a proposal waits for its outcome before it is answered "outcome unknown": long
     /// enough for a new leader to be elected and to commit it, short enough that no client
     /// waits on a leader that lost its quorum.

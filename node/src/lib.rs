@@ -413,6 +413,11 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         release = crate::RELEASE,
         "node started"
     );
+    if node.config.api_son_origins {
+        tracing::warn!(
+            "--api-son-origins is set: admin tokens may propose change sets in a SON function's name (a lab setting, not for a live network)"
+        );
+    }
     tokio::select! {
         () = shutdown::wait_for_signal() => {}
         Some(why) = removed_rx.recv() => {

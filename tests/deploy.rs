@@ -1,0 +1,161 @@
+//! What an operations team installs (issue 15, "Operations"): `bootstrap-cluster.sh hosts`
+//! writes one bundle per site from `deploy/` and prints the steps with no secret on any command
+//! line; `deploy/install.sh` installs a bundle with the secrets private and the config checked
+//! by the binary; and the systemd unit starts exactly what `sonraft node` accepts: its
+//! environment, with the credentials where systemd puts them, passes `--check-config`.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::*;
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn mode(p: &Path) -> u32 {
+    std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+}
+
+/// The value of `KEY=` in `secrets.env`.
+fn secret(run: &Path, key: &str) -> String {
+    let text = std::fs::read_to_string(run.join("secrets.env")).unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{key}=")))
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn hosts_mode_bundles_install_and_the_unit_starts_what_the_node_accepts() {
+    let run = tempfile::tempdir().unwrap();
+    let out = Command::new(repo().join("scripts/bootstrap-cluster.sh"))
+        .args(["hosts", "10.1.0.5", "10.2.0.5", "site-c.example.net"])
+        .env("SONRAFT_RUN_DIR", run.path())
+        .env("SONRAFT_BIN", binary())
+        .env_remove("SONRAFT_TOKEN")
+        .env_remove("SONRAFT_CLUSTER_SECRET")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The printed steps hold no secret.
+    for key in ["SONRAFT_TOKEN", "SONRAFT_CLUSTER_SECRET"] {
+        let value = secret(run.path(), key);
+        assert!(value.len() >= 16, "{key}");
+        assert!(!stdout.contains(&value), "{key} printed:\n{stdout}");
+    }
+    assert!(stdout.contains("install.sh"), "{stdout}");
+
+    for (site, host) in [("site-a", "10.1.0.5"), ("site-c", "site-c.example.net")] {
+        let bundle = run.path().join("hosts").join(site);
+        let config = std::fs::read_to_string(bundle.join("sonraft.toml")).unwrap();
+        assert!(
+            config.contains(&format!("advertise_api_addr = \"{host}:8001\"")),
+            "{config}"
+        );
+        assert!(!config.contains('@'), "a placeholder is left:\n{config}");
+        for f in ["token", "cluster-secret", "tokens"] {
+            assert_eq!(mode(&bundle.join(f)), 0o600, "{site}/{f}");
+        }
+
+        // Installed under a scratch root: the config checked by the binary, secrets private.
+        let root = tempfile::tempdir().unwrap();
+        let out = Command::new("sh")
+            .arg(bundle.join("install.sh"))
+            .arg("--root")
+            .arg(root.path())
+            .env_remove("SONRAFT_TOKEN")
+            .env_remove("SONRAFT_CLUSTER_SECRET")
+            .output()
+            .unwrap();
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "{said}");
+        assert!(said.contains("configuration ok"), "{said}");
+        assert!(said.contains(&format!("of site {site}")), "{said}");
+        let etc = root.path().join("etc/sonraft");
+        assert_eq!(mode(&etc), 0o700);
+        for f in ["token", "cluster-secret", "tokens"] {
+            assert_eq!(mode(&etc.join(f)), 0o600, "{f}");
+        }
+        let unit = root.path().join("etc/systemd/system/sonraft.service");
+        assert!(unit.exists());
+
+        // The unit's environment, with `%d` where systemd puts the credentials, is accepted.
+        let unit = std::fs::read_to_string(unit).unwrap();
+        let creds = tempfile::tempdir().unwrap();
+        let mut check = Command::new(binary());
+        check
+            .args(["node", "--check-config"])
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default());
+        for line in unit.lines() {
+            if let Some(kv) = line.strip_prefix("Environment=") {
+                let (k, v) = kv.split_once('=').unwrap();
+                let v = v
+                    .replace("%d", &creds.path().display().to_string())
+                    .replace("/etc/sonraft", &etc.display().to_string());
+                check.env(k, v);
+            }
+            if let Some(cred) = line.strip_prefix("LoadCredential=") {
+                let (name, source) = cred.split_once(':').unwrap();
+                let source = source.replace("/etc/sonraft", &etc.display().to_string());
+                let to = creds.path().join(name);
+                std::fs::copy(&source, &to).unwrap();
+                // systemd hands credentials over read-only to the service user.
+                std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o400)).unwrap();
+            }
+        }
+        let out = check.output().unwrap();
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "{said}");
+        assert!(
+            said.contains("tokens: 0 read-only, 0 operator, 1 admin"),
+            "{said}"
+        );
+        assert!(
+            unit.contains("ExecStart=/usr/local/bin/sonraft node\n"),
+            "{unit}"
+        );
+        assert!(
+            unit.contains("KillSignal=SIGTERM"),
+            "the rolling upgrade needs a graceful stop"
+        );
+    }
+}
+
+#[test]
+fn a_broken_config_fails_the_check_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("sonraft.toml");
+    std::fs::write(
+        &config,
+        "id = 1\nsite = \"a\"\ndata_dir = \"/x\"\nheartbeat_ms = \"fast\"\n",
+    )
+    .unwrap();
+    let out = Command::new(binary())
+        .args(["node", "--check-config", "--config"])
+        .arg(&config)
+        .env("SONRAFT_TOKEN", "admin-token-1")
+        .env("SONRAFT_CLUSTER_SECRET", "0123456789abcdef")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("heartbeat_ms"), "{err}");
+}
