@@ -368,12 +368,19 @@ pub async fn watch_raft(node: Arc<Node>) {
             let m = rx.borrow_and_update().clone();
             let now = (m.state, m.current_term, m.current_leader);
             if seen != Some(now) {
+                let what = match (m.state, m.current_leader) {
+                    (ServerState::Leader, _) => "this node became the leader".to_string(),
+                    (ServerState::Candidate, _) => "this node stands for election".to_string(),
+                    (_, Some(l)) => format!("following leader {l}"),
+                    (_, None) => "no leader known".to_string(),
+                };
                 tracing::info!(
                     state = ?m.state,
                     term = m.current_term,
                     leader = ?m.current_leader,
                     vote = %m.vote,
-                    "Raft role, term or leader changed"
+                    "{what} (term {})",
+                    m.current_term
                 );
                 seen = Some(now);
             }

@@ -30,8 +30,11 @@ pub struct Traced {
 
 /// Messages that are shown whenever they fall in the traced window, whatever request they
 /// belong to.
-const CONTEXT: [&str; 3] = [
-    "Raft role, term or leader changed",
+const CONTEXT: [&str; 6] = [
+    "this node became the leader",
+    "this node stands for election",
+    "following leader",
+    "no leader known",
     "starting an election",
     "read proof",
 ];
