@@ -8,6 +8,7 @@
 
 pub(crate) mod exit;
 pub(crate) mod output;
+pub(crate) mod units;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -60,7 +61,8 @@ pub struct CtlArgs {
 
 #[derive(Subcommand, Debug)]
 enum CtlCommand {
-    /// Role, term, leader and indexes of every node in --nodes (exit 1 unless each answers).
+    /// Role, term, leader and indexes of every node in --nodes and every member they list
+    /// (exit 1 unless each answers).
     #[command(
         after_help = "Example:\n  sonraft ctl status --nodes http://127.0.0.1:8001,http://127.0.0.1:8002"
     )]
@@ -461,6 +463,18 @@ fn rat(r: v1::Rat) -> &'static str {
 
 /// What `--nodes` or `SONRAFT_NODES` holds, split into addresses: none is a usage error, as a
 /// silent default address would send a script's commands to whatever listens there.
+/// Most nodes `status` reads, however many members the nodes list.
+const MAX_MEMBERS: usize = 64;
+
+/// The API URL of a member a node at `via` lists (`host:port`), in `via`'s scheme.
+fn member_url(via: &str, api_addr: &str) -> String {
+    if api_addr.contains("://") {
+        return sonraft_client::base_url(api_addr);
+    }
+    let scheme = via.split_once("://").map_or("http", |(s, _)| s);
+    format!("{scheme}://{}", api_addr.trim().trim_end_matches('/'))
+}
+
 fn node_list(nodes: Option<&str>) -> anyhow::Result<Vec<String>> {
     let list: Vec<String> = nodes
         .unwrap_or_default()
@@ -481,7 +495,7 @@ fn node_list(nodes: Option<&str>) -> anyhow::Result<Vec<String>> {
 fn writes_text(writes: &[v1::WriteSpec]) -> String {
     writes
         .iter()
-        .map(|w| format!("{} {}={}", w.entity, w.param, json!(w.value)))
+        .map(|w| units::entity_write(&w.entity, &w.param, &json!(w.value)))
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -563,11 +577,19 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
     match args.command {
         CtlCommand::Status => {
             // Each node's own JSON for `--json`; its status, or why there is none, for the table.
+            // The members a node lists are read too, so one address finds the whole cluster.
             let mut raw = Vec::new();
             let mut rows = Vec::new();
             let (mut answered, mut refused) = (0, 0);
-            for n in &ctl.nodes {
-                let row = match ctl.client.get(n, "/status").await {
+            let mut queue: std::collections::VecDeque<(String, bool)> = ctl
+                .nodes
+                .iter()
+                .map(|n| (sonraft_client::base_url(n), false))
+                .collect();
+            let mut seen: std::collections::BTreeSet<String> =
+                queue.iter().map(|(n, _)| n.clone()).collect();
+            while let Some((n, discovered)) = queue.pop_front() {
+                let row = match ctl.client.get(&n, "/status").await {
                     Ok(r) if r.status.is_success() => {
                         answered += 1;
                         r.parse::<v1::Status>()
@@ -580,10 +602,18 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
                     }
                     Err(e) => Err(e.to_string()),
                 };
+                if let Ok((_, st)) = &row {
+                    for member in st.nodes.values() {
+                        let url = member_url(&n, &member.api_addr);
+                        if seen.len() < MAX_MEMBERS && seen.insert(url.clone()) {
+                            queue.push_back((url, true));
+                        }
+                    }
+                }
                 match row {
                     Ok((json, st)) => {
                         raw.push(json);
-                        rows.push(Ok(st));
+                        rows.push(Ok((st, discovered)));
                     }
                     Err(e) => {
                         raw.push(json!({"node": n, "error": e}));
@@ -605,8 +635,8 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
                 for r in &rows {
                     match r {
                         Err((node, e)) => outln!("{:<4} {node}  ({e})", "?"),
-                        Ok(st) => outln!(
-                            "{:<4} {:<10} {:<10} {:>5} {:>7} {:>10} {:>10}  {}",
+                        Ok((st, discovered)) => outln!(
+                            "{:<4} {:<10} {:<10} {:>5} {:>7} {:>10} {:>10}  {}{}",
                             st.id,
                             st.site,
                             s(&json!(st.role)),
@@ -614,7 +644,12 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
                             opt(st.leader_id),
                             st.last_log_index,
                             st.last_applied_index,
-                            st.this.api_addr
+                            st.this.api_addr,
+                            if *discovered {
+                                "  (a member, not in --nodes)"
+                            } else {
+                                ""
+                            }
                         ),
                     }
                 }
@@ -814,7 +849,9 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
                 )
                 .await?;
             ctl.show(&v, |v| {
-                outln!("{}", serde_json::to_string_pretty(v).unwrap_or_default())
+                for line in units::cell_lines(v, utc) {
+                    outln!("{line}");
+                }
             });
         }
         CtlCommand::Propose {
@@ -866,7 +903,7 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
                     let writes: Vec<String> = p
                         .writes
                         .iter()
-                        .map(|w| format!("{} {}={}", w.entity, w.param, json!(w.value)))
+                        .map(|w| units::entity_write(&w.entity, &w.param, &json!(w.value)))
                         .collect();
                     outln!(
                         "{:>8} {:<20} {}  [{}]  expires at {}",
@@ -874,7 +911,7 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
                         p.origin.function,
                         writes.join(", "),
                         p.reason,
-                        p.expires_at_ms
+                        utc(p.expires_at_ms)
                     );
                 }
             });
@@ -1319,18 +1356,22 @@ fn filter_flags(q: &v1::HistoryQuery) -> String {
     out
 }
 
+/// A log time as `2026-12-03 07:01:02Z` (whole seconds, UTC).
+fn utc(ms: u64) -> String {
+    sonraft_protocol::pm_xml::time::format_date_time(ms - ms % 1000)
+        .replace('T', " ")
+        .replace("+00:00", "Z")
+}
+
 /// One history record as a line: log time (UTC), index, function, outcome, writes, reason and,
 /// for a refusal, why.
 fn history_line(h: &v1::HistoryRecord) -> String {
     let writes: Vec<String> = h
         .writes
         .iter()
-        .map(|w| format!("{} {}={}", w.entity, w.param, json!(w.value)))
+        .map(|w| units::entity_write(&w.entity, &w.param, &json!(w.value)))
         .collect();
-    let time =
-        sonraft_protocol::pm_xml::time::format_date_time(h.log_time_ms - h.log_time_ms % 1000)
-            .replace('T', " ")
-            .replace("+00:00", "Z");
+    let time = utc(h.log_time_ms);
     let why = match &h.outcome {
         v1::Outcome::Rejected { reason } | v1::Outcome::Invalid { reason } => {
             format!("  refused: {reason}")
