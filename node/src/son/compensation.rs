@@ -11,7 +11,13 @@
 //! reverted where nobody changed the values since (a cell someone else changed meanwhile is
 //! theirs now and left alone) — so a refused or lost proposal is simply retried. The ledger is
 //! saved in the node's data directory (`son-compensations.json`), so a restart during an outage
-//! still reverts it afterwards.
+//! still reverts it afterwards. After an outage ends its compensators stay watched for as long
+//! as an open-loop compensation proposed during it may still be approved: one that lands late
+//! is reverted too.
+//!
+//! A cell compensates one outage at a time, whichever site's: a cell whose tilt or power
+//! outage compensation wrote last (the image's stamps, the same at every site) is not chosen,
+//! so two sites never stack compensations on one cell and leave it uptilted after both reverts.
 //!
 //! Compensation answers a fault: it does not wait for other functions' cool-downs, opens no
 //! trial (it is undone when the outage ends, not by verification), and its priority holds the
@@ -65,6 +71,11 @@ pub struct Outage<'a> {
 #[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Ledger {
     pub cells: BTreeMap<String, Vec<Compensator>>,
+    /// When each finished outage was first seen over (log time, ms). Its compensators stay
+    /// watched for as long as an open-loop compensation proposed during the outage may still
+    /// be approved ([`RadioView::pending_ttl_ms`]): one that lands late is reverted.
+    #[serde(default)]
+    pub ended_ms: BTreeMap<String, u64>,
     /// Where the ledger is saved (not saved itself).
     #[serde(skip)]
     path: Option<PathBuf>,
@@ -118,6 +129,7 @@ impl Ledger {
     pub fn frozen(&self) -> Ledger {
         Ledger {
             cells: self.cells.clone(),
+            ended_ms: self.ended_ms.clone(),
             path: None,
         }
     }
@@ -134,16 +146,24 @@ impl Ledger {
         now_ms: u64,
     ) -> Vec<Proposal> {
         let (settled, outage) = (outage.settled, outage.cells);
-        let before = self.cells.clone();
+        let before = (self.cells.clone(), self.ended_ms.clone());
         let mut out = Vec::new();
         // New outages: choose the compensators once, with their values now. A cell already
-        // compensating another outage is left out: its values now are not its own, and two
-        // reverts would fight over what it goes back to.
+        // compensating another outage is left out (here, or at any site: `compensating`): its
+        // values now are not its own, and two reverts would fight over what it goes back to.
+        // One only watched after its outage, with its own values back, is free.
         let mut busy: HashSet<String> = self
             .cells
-            .values()
-            .flatten()
-            .map(|k| k.cell.clone())
+            .iter()
+            .flat_map(|(failed, list)| list.iter().map(move |k| (failed, k)))
+            .filter(|(failed, k)| {
+                !self.ended_ms.contains_key(*failed)
+                    || view.index.get(&k.cell).is_some_and(|&n| {
+                        let c = view.cell(n);
+                        (c.electrical_tilt, c.max_tx_power_dbm) != (k.tilt.0, k.power.0)
+                    })
+            })
+            .map(|(_, k)| k.cell.clone())
             .collect();
         for &c in outage {
             let id = view.id(c).to_string();
@@ -166,6 +186,13 @@ impl Ledger {
                 // Not known to be back yet (this node just started): wait.
                 continue;
             }
+            let watching = if active {
+                self.ended_ms.remove(failed);
+                false
+            } else {
+                let ended = *self.ended_ms.entry(failed.clone()).or_insert(now_ms);
+                now_ms < ended.saturating_add(view.pending_ttl_ms)
+            };
             let mut withdrawn = Vec::new();
             list.retain_mut(|k| {
                 let Some(&n) = view.index.get(&k.cell) else {
@@ -241,9 +268,10 @@ impl Ledger {
                         },
                     });
                 }
-                // Kept while something is left to do, and a withdrawn one for the rest of its
-                // outage (so it is not chosen again).
-                live || (active && k.withdrawn)
+                // Kept while something is left to do, a withdrawn one for the rest of its
+                // outage (so it is not chosen again), and every one while a late approval of
+                // its compensation may still land.
+                live || (active && k.withdrawn) || watching
             });
             if !withdrawn.is_empty() {
                 tracing::info!(failed = %failed, cells = ?withdrawn, "outage compensation withdrawn from full cells");
@@ -254,8 +282,9 @@ impl Ledger {
         }
         for f in finished {
             self.cells.remove(&f);
+            self.ended_ms.remove(&f);
         }
-        if self.cells != before {
+        if (&self.cells, &self.ended_ms) != (&before.0, &before.1) {
             self.save();
         }
         out
@@ -290,6 +319,7 @@ fn compensators(
                 && cell.arfcn == failed.arfcn
                 && cell.cell_site != failed.cell_site
                 && !cell.down
+                && !cell.compensating
                 && !outage.contains(&n)
                 && load(n).is_none_or(|l| l < MAX_COMPENSATOR_LOAD_PCT)
         })
@@ -440,6 +470,14 @@ mod tests {
                 .propose(&v, &up(&HashSet::new()), |_| None, 1, 0)
                 .is_empty()
         );
+        // Watched while a late approval could land, then gone.
+        assert!(!ledger.cells.is_empty());
+        let later = v.pending_ttl_ms + 1;
+        assert!(
+            ledger
+                .propose(&v, &up(&HashSet::new()), |_| None, 1, later)
+                .is_empty()
+        );
         assert!(
             ledger.cells.is_empty(),
             "finished compensations leave the ledger"
@@ -568,6 +606,100 @@ mod tests {
             .map(|c| ledger.cells.get(*c).map_or(0, Vec::len))
             .collect();
         assert_eq!(users.iter().sum::<usize>(), 1, "{:?}", ledger.cells);
+    }
+
+    /// `cell`'s tilt and power as outage compensation set them (at log index `index`).
+    fn compensated_by_another_site(img: &mut NetworkImage, cell: &str, tilt: i16, power: i16) {
+        use sonraft_raft::model::Stamp;
+        set(img, cell, tilt, power);
+        let c = img.cells.get_mut(cell).unwrap();
+        for p in [Param::ElectricalTilt, Param::MaxTxPowerDbm] {
+            c.last_change.insert(
+                p,
+                Stamp {
+                    by: Function::OutageCompensation,
+                    at_ms: 1,
+                    index: 7,
+                },
+            );
+        }
+    }
+
+    #[test]
+    fn a_cell_another_site_compensates_with_is_not_chosen_again() {
+        // Z1 already compensates an outage of another site's cell (its values are not its
+        // own): were it chosen for A1 too, the two reverts would leave it uptilted for good.
+        let mut img = img(40);
+        compensated_by_another_site(&mut img, "Z1", 30, 49);
+        let v = view(&img);
+        let ps =
+            Ledger::default().propose(&v, &up(&HashSet::from([v.index["A1"]])), |_| None, 1, 0);
+        assert!(
+            writes(&ps).iter().all(|w| w.0 == "cell/Z2"),
+            "{:?}",
+            writes(&ps)
+        );
+        // Once the other site reverted it (a fallback wrote last), it may compensate again.
+        set(&mut img, "Z1", 40, 46);
+        for p in [Param::ElectricalTilt, Param::MaxTxPowerDbm] {
+            img.cells
+                .get_mut("Z1")
+                .unwrap()
+                .last_change
+                .get_mut(&p)
+                .unwrap()
+                .by = Function::Fallback;
+        }
+        let v = view(&img);
+        let ps =
+            Ledger::default().propose(&v, &up(&HashSet::from([v.index["A1"]])), |_| None, 1, 0);
+        assert!(
+            writes(&ps).iter().any(|w| w.0 == "cell/Z1"),
+            "{:?}",
+            writes(&ps)
+        );
+    }
+
+    #[test]
+    fn a_compensation_approved_after_the_outage_ended_is_reverted() {
+        // Open loop: the compensation waits for the operator, the cell comes back first, and the
+        // operator approves the stale proposal afterwards. The ledger still watches until no
+        // pending proposal can land any more, and puts the cell back.
+        let mut img = img(40);
+        let v = view(&img);
+        let mut ledger = Ledger::default();
+        let outage = HashSet::from([v.index["A1"]]);
+        assert_eq!(
+            ledger.propose(&v, &up(&outage), |_| None, 1, 1_000).len(),
+            2
+        );
+        // Back before anything was approved: nothing to revert yet.
+        assert!(
+            ledger
+                .propose(&v, &up(&HashSet::new()), |_| None, 1, 2_000)
+                .is_empty()
+        );
+        // The approval lands an hour later.
+        set(&mut img, "Z1", 30, 49);
+        let v = view(&img);
+        let ps = ledger.propose(&v, &up(&HashSet::new()), |_| None, 1, 3_600_000);
+        assert_eq!(
+            writes(&ps),
+            [
+                ("cell/Z1".into(), "electrical_tilt".into(), 40),
+                ("cell/Z1".into(), "max_tx_power_dbm".into(), 46),
+            ]
+        );
+        // Past the longest a proposal may wait, the outage leaves the ledger.
+        set(&mut img, "Z1", 40, 46);
+        let v = view(&img);
+        let late = 2_000 + v.pending_ttl_ms + 1;
+        assert!(
+            ledger
+                .propose(&v, &up(&HashSet::new()), |_| None, 1, late)
+                .is_empty()
+        );
+        assert!(ledger.cells.is_empty(), "{:?}", ledger.cells);
     }
 
     #[test]

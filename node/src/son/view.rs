@@ -4,9 +4,9 @@
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
-use sonraft_raft::changeset::ReadVersion;
+use sonraft_raft::changeset::{Function, ReadVersion};
 use sonraft_raft::model::image::NetworkImage;
-use sonraft_raft::model::{AdminState, EnergySaving, EntityRef, Policy, Rat};
+use sonraft_raft::model::{AdminState, EnergySaving, EntityRef, Param, Policy, Rat};
 use sonraft_raft::son::Tuning;
 
 /// FNV-1a: a fast hash for the short ids the SON functions look up millions of times; the
@@ -61,6 +61,9 @@ pub struct ViewCell {
     pub tilt_max: i16,
     /// Downlink PRB use from the replicated KPI summary, per mille.
     pub prb_permille: Option<u16>,
+    /// Its tilt or power was last set by outage compensation (of any site): the values are
+    /// not its own now, and it does not compensate another outage until they are reverted.
+    pub compensating: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -97,6 +100,8 @@ pub struct RadioView {
     pub policy: Policy,
     /// The functions' thresholds (`PUT /son/tuning`).
     pub tuning: Tuning,
+    /// How long an open-loop proposal may wait for the operator (log time, ms).
+    pub pending_ttl_ms: u64,
 }
 
 /// The median over points of the distance to the nearest other point (0 with fewer than two).
@@ -152,6 +157,7 @@ impl RadioView {
         }
         self.policy = image.policy.clone();
         self.tuning = image.son.tuning.clone();
+        self.pending_ttl_ms = image.son.policy.pending_ttl_ms;
     }
 
     /// Captures the view of `site` (the cells whose cell site's region is `site`).
@@ -169,6 +175,7 @@ impl RadioView {
             isd_m: 0.0,
             policy: image.policy.clone(),
             tuning: image.son.tuning.clone(),
+            pending_ttl_ms: image.son.policy.pending_ttl_ms,
         };
         let mut site_index: FastMap<&str, u32> = FastMap::default();
         let n_sites = image.sites.len().max(1) as f64;
@@ -215,6 +222,13 @@ impl RadioView {
                 max_tx_power_dbm: c.max_tx_power_dbm,
                 tilt_max: c.tilt_box.max,
                 prb_permille: image.kpis.get(&c.id).map(|k| k.prb_dl_permille),
+                compensating: [Param::ElectricalTilt, Param::MaxTxPowerDbm]
+                    .iter()
+                    .any(|p| {
+                        c.last_change
+                            .get(p)
+                            .is_some_and(|s| s.by == Function::OutageCompensation)
+                    }),
             });
             if own {
                 v.own.push(i as u32);
