@@ -78,7 +78,9 @@ impl Streaks {
                 };
                 let before = self.bad.get(&rel.key).copied().unwrap_or_default();
                 // An outage at either end says nothing about the relation: its streaks wait.
-                if input.outage.contains(&c) || input.outage.contains(t) {
+                // Another site's target is judged by its replicated summary.
+                if input.outage.contains(&c) || input.outage.contains(t) || view.seems_in_outage(*t)
+                {
                     seen.insert(rel.key, before);
                     continue;
                 }
@@ -372,6 +374,42 @@ mod tests {
         // Back from the outage: the count starts where it stood, not six periods on.
         let input = period(&v, &[("A1", "A2", [0; 6])]);
         assert!(streaks.propose(&v, &input, 1, 7_000).is_empty());
+    }
+
+    #[test]
+    fn relations_into_another_sites_cell_that_serves_nobody_are_not_barred() {
+        // Z1 is site-b's: site-a cannot run detection on it, but the KPI summary site-b
+        // replicates says it has no user and no PRB in use while it is unlocked: the signature
+        // of a sleeping cell, into which handovers fail. Barring those relations would outlive
+        // the outage; their streaks wait instead.
+        let mut img = image(
+            vec![cell("A1", 1, 1300), cell("Z1", 11, 1300)],
+            vec![relation("A1", "Z1")],
+        );
+        let summary = |rrc: u32, prb: u16| sonraft_raft::model::KpiSummary {
+            cell: "Z1".into(),
+            period_end_ms: 1_000,
+            prb_dl_permille: prb,
+            rrc_conn_mean: rrc,
+            thp_dl_kbps: 0,
+            ho_att: 0,
+            ho_succ: 0,
+        };
+        img.kpis.insert("Z1".into(), summary(0, 0));
+        let v = view(&img);
+        let mut streaks = Streaks::default();
+        for _ in 0..4 {
+            let p = streaks.propose(&v, &period(&v, &[("A1", "Z1", FAILING.unwrap())]), 1, 0);
+            assert!(p.is_empty(), "{p:?}");
+        }
+        // Serving again, and the handovers still fail: barred after the usual three periods.
+        img.kpis.insert("Z1".into(), summary(12, 300));
+        let v = view(&img);
+        let mut barred = Vec::new();
+        for _ in 0..3 {
+            barred = streaks.propose(&v, &period(&v, &[("A1", "Z1", FAILING.unwrap())]), 1, 0);
+        }
+        assert_eq!(barred.len(), 1, "{barred:?}");
     }
 
     #[test]

@@ -219,7 +219,10 @@ pub fn propose(
             let mut candidates: Vec<(f64, u32, i8)> = rels
                 .iter()
                 .filter(|r| {
-                    r.ho_allowed && !view.cell(r.target).down && !input.outage.contains(&r.target)
+                    r.ho_allowed
+                        && !view.cell(r.target).down
+                        && !input.outage.contains(&r.target)
+                        && !view.seems_in_outage(r.target)
                 })
                 .filter_map(|r| {
                     let projected =

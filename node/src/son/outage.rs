@@ -15,7 +15,10 @@
 //! whose counters it corrupts leave it alone: load balancing neither offloads it nor offloads
 //! into it, mobility robustness ignores relations into it, ANR neither prunes nor bars its
 //! relations (their idle and failing streaks freeze). Detection is local to the site that owns
-//! the cell and not replicated; it is logged at INFO, and counted in
+//! the cell (it needs the raw counters); the other sites judge that cell by the KPI summary it
+//! replicates, and treat one that serves nobody while it radiates as in outage
+//! ([`super::view::RadioView::seems_in_outage`]: a hard outage sends no handovers their way,
+//! a sleeping cell fails them). Detection is logged at INFO, and counted in
 //! `sonraft_son_outages_detected_total{kind}` and `sonraft_son_cells_in_outage{kind}`.
 //! Compensation by the neighbours: [`super::compensation`].
 

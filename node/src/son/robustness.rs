@@ -154,7 +154,7 @@ pub fn propose(view: &RadioView, input: &PeriodInput, node: u64, now_ms: u64) ->
         // Handovers into a cell in outage fail for the outage's sake, not the mobility's.
         let per_relation: Vec<(u32, Failures)> = rels
             .iter()
-            .filter(|(t, _)| !input.outage.contains(t))
+            .filter(|(t, _)| !input.outage.contains(t) && !view.seems_in_outage(*t))
             .map(|(t, v)| {
                 // A wrong-cell handover towards a target whose PCI clashes is the PCI's fault
                 // (looked up only when there are some: it lists the cell's neighbours).

@@ -61,6 +61,10 @@ pub struct ViewCell {
     pub tilt_max: i16,
     /// Downlink PRB use from the replicated KPI summary, per mille.
     pub prb_permille: Option<u16>,
+    /// Its replicated KPI summary says it serves nobody (no connected user, no PRB in use)
+    /// while it is neither locked nor dormant: what a sleeping cell looks like from another
+    /// site, which cannot run detection on it (see [`RadioView::in_outage`]).
+    pub serves_nobody: bool,
     /// Its tilt or power was last set by outage compensation (of any site): the values are
     /// not its own now, and it does not compensate another outage until they are reverted.
     pub compensating: bool,
@@ -153,7 +157,11 @@ impl RadioView {
     /// the coordination policy and the functions' tuning.
     pub fn refresh(&mut self, image: &NetworkImage) {
         for (i, id) in self.ids.iter().enumerate() {
-            self.cells[i].prb_permille = image.kpis.get(id).map(|k| k.prb_dl_permille);
+            let kpi = image.kpis.get(id);
+            let cell = &mut self.cells[i];
+            cell.prb_permille = kpi.map(|k| k.prb_dl_permille);
+            cell.serves_nobody =
+                !cell.down && kpi.is_some_and(|k| k.rrc_conn_mean == 0 && k.prb_dl_permille == 0);
         }
         self.policy = image.policy.clone();
         self.tuning = image.son.tuning.clone();
@@ -222,6 +230,7 @@ impl RadioView {
                 max_tx_power_dbm: c.max_tx_power_dbm,
                 tilt_max: c.tilt_box.max,
                 prb_permille: image.kpis.get(&c.id).map(|k| k.prb_dl_permille),
+                serves_nobody: false,
                 compensating: [Param::ElectricalTilt, Param::MaxTxPowerDbm]
                     .iter()
                     .any(|p| {
@@ -249,7 +258,16 @@ impl RadioView {
             v.incoming[t as usize].push(s);
         }
         v.isd_m = median_nearest(&v.site_xy);
+        v.refresh(image);
         v
+    }
+
+    /// Whether another site's cell `c` looks like it is in outage from here: its summary says
+    /// it serves nobody while it radiates ([`ViewCell::serves_nobody`]). Own cells are judged by
+    /// detection ([`super::PeriodInput::outage`]), which sees their counters.
+    pub fn seems_in_outage(&self, c: u32) -> bool {
+        let cell = self.cell(c);
+        !cell.own && cell.serves_nobody
     }
 
     /// Distance between the cell sites of two cells, metres.
