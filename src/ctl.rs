@@ -500,15 +500,34 @@ fn writes_text(writes: &[v1::WriteSpec]) -> String {
         .join(", ")
 }
 
+/// Entities and their versions, `cell/A@7, relation/A/B@gone`, the first [`SHOWN`] of them and
+/// how many more: a conflict on a PCI change reads twenty cells, and a line is for a person.
+fn versions_text<'a>(versions: impl ExactSizeIterator<Item = (&'a String, Option<u64>)>) -> String {
+    const SHOWN: usize = 3;
+    let n = versions.len();
+    let mut text = versions
+        .take(SHOWN)
+        .map(|(e, v)| format!("{e}@{}", v.map_or("gone".to_string(), |v| v.to_string())))
+        .collect::<Vec<_>>()
+        .join(", ");
+    if n > SHOWN {
+        text.push_str(&format!(" and {} more (--json lists them)", n - SHOWN));
+    }
+    text
+}
+
 /// What became of a proposed change set.
 fn outcome_text(o: &v1::Outcome) -> String {
     match o {
-        v1::Outcome::Applied { index, versions } => {
-            format!("applied at index {}: {}", opt(*index), json!(versions))
-        }
-        v1::Outcome::Conflict { current } => {
-            format!("conflict: current versions {}", json!(current))
-        }
+        v1::Outcome::Applied { index, versions } => format!(
+            "applied at index {}; new versions {}",
+            opt(*index),
+            versions_text(versions.iter().map(|(e, v)| (e, Some(*v))))
+        ),
+        v1::Outcome::Conflict { current } => format!(
+            "conflict: a read version is stale; now {}",
+            versions_text(current.iter().map(|(e, v)| (e, *v)))
+        ),
         v1::Outcome::Rejected { reason } => format!("rejected: {reason}"),
         v1::Outcome::Invalid { reason } => format!("invalid: {reason}"),
         v1::Outcome::Pending { id } => {
@@ -812,27 +831,27 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
             let v = ctl.ok::<Vec<v1::Cell>>(Method::GET, &path, None).await?;
             ctl.show(&v, |cells| {
                 outln!(
-                    "{:<12} {:<8} {:<4} {:>5} {:>7} {:>5} {:>5} {:>5} {:>5}  version",
+                    "{:<12} {:<8} {:<4} {:>5} {:>7} {:>7} {:>8} {:>7} {:>8}  version",
                     "cell",
                     "site",
                     "rat",
                     "pci",
                     "arfcn",
-                    "tilt",
-                    "hyst",
-                    "ttt",
-                    "pwr"
+                    "tilt(°)",
+                    "hyst(dB)",
+                    "ttt(ms)",
+                    "pwr(dBm)"
                 );
                 for c in cells {
                     outln!(
-                        "{:<12} {:<8} {:<4} {:>5} {:>7} {:>5} {:>5} {:>5} {:>5}  {}",
+                        "{:<12} {:<8} {:<4} {:>5} {:>7} {:>7.1} {:>8.1} {:>7} {:>8}  {}",
                         c.id,
                         c.site,
                         rat(c.rat),
                         c.pci,
                         c.arfcn,
-                        c.electrical_tilt,
-                        c.hysteresis,
+                        f64::from(c.electrical_tilt) / 10.0,
+                        f64::from(c.hysteresis) / 2.0,
                         c.time_to_trigger_ms,
                         c.max_tx_power_dbm,
                         c.version
@@ -1378,11 +1397,7 @@ fn history_line(h: &v1::HistoryRecord) -> String {
         }
         v1::Outcome::Conflict { current } => format!(
             "  stale read: now {}",
-            current
-                .iter()
-                .map(|(e, v)| format!("{e}@{}", v.map_or("gone".to_string(), |v| v.to_string())))
-                .collect::<Vec<_>>()
-                .join(", ")
+            versions_text(current.iter().map(|(e, v)| (e, *v)))
         ),
         v1::Outcome::Pending { id } => format!("  waits for approval as pending {id}"),
         v1::Outcome::Applied { .. } => String::new(),
