@@ -1,5 +1,6 @@
 //! A healthy cluster's logs (issue 15, "Operations"): no ERROR line while three sites run SON on
-//! a simulated network, serve reads and proposals through followers and hand leadership over;
+//! a simulated network, serve reads and proposals through followers, hand leadership over and
+//! restart a site as an upgrade does (the peer's absence is one WARN, its return one INFO);
 //! and the lifecycle is there at INFO: each node's start, who became the leader, the import,
 //! the hand-over. An ERROR an operator is paged for must mean something is wrong.
 
@@ -105,6 +106,31 @@ async fn a_healthy_cluster_logs_no_error_and_its_lifecycle_at_info() {
     while period(&sim.state(&c.client).await.unwrap()) < now + 4 {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+
+    // A follower stopped for an upgrade and back: the leader says so once each way, at WARN
+    // and INFO, instead of an ERROR a heartbeat.
+    let mut c = c;
+    let leader = c.leader().await;
+    let down = (leader + 1) % 3;
+    let id = c.nodes[down].id;
+    c.nodes[down].stop().unwrap();
+    let wait_log = |c: &Cluster, needle: &str| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if c.nodes[leader].log().contains(needle) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {needle:?} in the leader's log"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    wait_log(&c, &format!("Raft traffic cannot reach node {id}"));
+    c.nodes[down].restart().unwrap();
+    c.wait_ready(&c.nodes[down]).await;
+    wait_log(&c, &format!("node {id} answers Raft traffic again"));
 
     let logs: Vec<String> = c.nodes.iter().map(|p| p.log()).collect();
     let all = logs.join("");

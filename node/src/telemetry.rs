@@ -9,11 +9,18 @@ use openraft::ServerState;
 use crate::Node;
 use crate::config::{LogFormat, NodeConfig};
 
-/// Structured logs on stderr, coloured only on a terminal; `RUST_LOG` filters (default: info,
-/// quieter openraft and sled).
+/// The log filter unless `RUST_LOG` says otherwise: INFO, and of openraft only its errors but
+/// none of its replication module's. That module logs each failed RPC, at ERROR for one late
+/// heartbeat and dozens a second for a peer down for an upgrade; the transport reports an
+/// unreachable peer itself, once, at WARN (`sonraft_raft::transport`'s peer health). A healthy
+/// cluster logs no ERROR.
+pub const DEFAULT_LOG_FILTER: &str = "info,openraft=error,openraft::replication=off,sled=warn";
+
+/// Structured logs on stderr, coloured only on a terminal; `RUST_LOG` filters (default:
+/// [`DEFAULT_LOG_FILTER`]).
 pub fn init_logging(config: &NodeConfig) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn,sled=warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER));
     // Colour only on a terminal: log files and journals get plain text.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())
         && std::env::var_os("NO_COLOR").is_none();

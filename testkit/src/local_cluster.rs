@@ -91,7 +91,14 @@ impl NodeProc {
             .create(true)
             .append(true)
             .open(&log_path)?;
-        let child = Command::new(binary)
+        let mut command = Command::new(binary);
+        // The node's own default filter unless a test run asks for another (the tests check
+        // what a healthy cluster logs as it ships).
+        match std::env::var("SONRAFT_TEST_LOG") {
+            Ok(filter) => command.env("RUST_LOG", filter),
+            Err(_) => command.env_remove("RUST_LOG"),
+        };
+        let child = command
             .args([
                 "node",
                 "--id",
@@ -105,11 +112,6 @@ impl NodeProc {
             .args(extra)
             .env("SONRAFT_CLUSTER_SECRET", SECRET)
             .env("SONRAFT_TOKEN", TOKEN)
-            .env(
-                "RUST_LOG",
-                std::env::var("SONRAFT_TEST_LOG")
-                    .unwrap_or_else(|_| "info,openraft=warn,sled=warn".into()),
-            )
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

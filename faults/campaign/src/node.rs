@@ -120,8 +120,9 @@ impl NodeProcess {
             .env("NO_COLOR", "1")
             .env(
                 "RUST_LOG",
-                std::env::var("SONRAFT_CAMPAIGN_NODE_LOG")
-                    .unwrap_or_else(|_| "info,openraft=warn,sled=warn".into()),
+                std::env::var("SONRAFT_CAMPAIGN_NODE_LOG").unwrap_or_else(|_| {
+                    "info,openraft=error,openraft::replication=off,sled=warn".into()
+                }),
             )
             // After the defaults: a setup's own RUST_LOG (see `Setup::node_log`) wins.
             .envs(env.iter().map(|(k, v)| (k, v)))

@@ -19,7 +19,8 @@ use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// `RUST_LOG` of the nodes while tracing.
-pub const NODE_LOG: &str = "info,openraft=warn,sled=warn,sonraft=debug,sonraft_raft=debug";
+pub const NODE_LOG: &str =
+    "info,openraft=error,openraft::replication=off,sled=warn,sonraft=debug,sonraft_raft=debug";
 
 /// One traced request: its id and when it waited, relative to the cut (may be negative).
 pub struct Traced {

@@ -19,6 +19,7 @@ use openraft::raft::{
 };
 use openraft::{AnyError, RPCTypes};
 
+use super::peer_health::PeerHealth;
 use super::{
     AckClock, MAX_BODY, RAFT_PATH, RaftReply, RaftRpc, SECRET_HEADER, TARGET_HEADER, decode_frame,
     encode_frame,
@@ -37,6 +38,7 @@ pub struct HttpNetworkFactory {
     acks: Arc<AckClock>,
     synced: Arc<DurableLog>,
     retry_cap: Duration,
+    health: Arc<PeerHealth>,
 }
 
 impl HttpNetworkFactory {
@@ -59,6 +61,7 @@ impl HttpNetworkFactory {
             acks: Arc::default(),
             synced,
             retry_cap: DEFAULT_RETRY_CAP,
+            health: Arc::default(),
         }
     }
 
@@ -110,6 +113,7 @@ impl RaftNetworkFactory<TypeConfig> for HttpNetworkFactory {
             acks: self.acks.clone(),
             synced: self.synced.clone(),
             retry_cap: self.retry_cap,
+            health: self.health.clone(),
         }
     }
 }
@@ -124,6 +128,7 @@ pub struct HttpNetwork {
     acks: Arc<AckClock>,
     synced: Arc<DurableLog>,
     retry_cap: Duration,
+    health: Arc<PeerHealth>,
 }
 
 /// Why an RPC did not get an answer from the peer's Raft.
@@ -157,11 +162,18 @@ impl HttpNetwork {
         let result = tokio::time::timeout(ttl, exchange).await;
         metrics::histogram!("sonraft_raft_rpc_seconds", "rpc" => kind)
             .record(started.elapsed().as_secs_f64());
-        match result {
+        let result = match result {
             Ok(Ok(r)) => r,
             Ok(Err(e)) => Err(CallError::Network(AnyError::error(e.to_string()))),
             Err(_) => Err(CallError::Timeout),
-        }
+        };
+        let error = match &result {
+            Ok(_) => None,
+            Err(CallError::Unreachable(e) | CallError::Network(e)) => Some(e.to_string()),
+            Err(CallError::Timeout) => Some(format!("no answer within {} ms", ttl.as_millis())),
+        };
+        self.health.observe(self.target, error.as_deref());
+        result
     }
 
     async fn exchange(

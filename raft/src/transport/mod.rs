@@ -12,6 +12,7 @@ mod ack_clock;
 mod client;
 pub mod peer;
 mod peer_client;
+mod peer_health;
 mod server;
 
 pub use ack_clock::AckClock;
