@@ -304,11 +304,18 @@ enum CtlCommand {
         /// Where to write it (replaced if it exists).
         file: std::path::PathBuf,
     },
-    /// Load the image of a backup file into the (new) cluster.
-    #[command(after_help = "Example:\n  sonraft ctl restore image-2026-12-01.backup")]
+    /// Load the image of a backup file into a new cluster (one that holds no cells yet).
+    #[command(after_help = "Examples:\n  \
+        sonraft ctl restore image-2026-12-01.backup\n  \
+        sonraft ctl restore image-2026-12-01.backup --force   # replace a live image\n\n\
+        Exit 3 when the cluster already holds cells and --force is not given.")]
     Restore {
         /// A file written by `ctl backup`.
         file: std::path::PathBuf,
+        /// Replace the image of a cluster that already holds one: every change made since the
+        /// backup is undone, on the live network too.
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -1046,12 +1053,33 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
                 file.display()
             );
         }
-        CtlCommand::Restore { file } => {
+        CtlCommand::Restore { file, force } => {
             let f = std::fs::File::open(&file)
                 .map_err(|e| Failure::usage(format!("cannot open {}: {e}", file.display())))?;
             let (meta, body) = sonraft_storage::snapshot::decode_snapshot(f).map_err(|e| {
                 Failure::usage(format!("{} is not a sonraft backup: {e}", file.display()))
             })?;
+            // A restore is for a new cluster: into a live one it would roll the network back to
+            // the backup's day, so it takes --force.
+            if !force {
+                let held = ctl
+                    .ok::<Vec<v1::Cell>>(
+                        Method::GET,
+                        "/image/cells?limit=1&consistency=linearizable",
+                        None,
+                    )
+                    .await?;
+                if !held.body.is_empty() {
+                    return Err(Failure::of(
+                        Exit::Conflict,
+                        format!(
+                            "the cluster already holds an image; restoring {} would replace it and undo every change since the backup (index {}). Add --force to do that",
+                            file.display(),
+                            meta.last_log_id.map_or(0, |l| l.index)
+                        ),
+                    ));
+                }
+            }
             let image = body.image;
             let import = v1::ImageImport {
                 sites: image.sites.values().cloned().collect(),
@@ -1317,8 +1345,15 @@ fn read_json(file: &std::path::Path) -> anyhow::Result<(Bytes, Value)> {
         std::fs::read(file)
             .map_err(|e| Failure::usage(format!("cannot read {}: {e}", file.display())))?
     };
-    let json = serde_json::from_slice(&text)
-        .map_err(|e| Failure::usage(format!("{} is not JSON: {e}", file.display())))?;
+    let json = serde_json::from_slice(&text).map_err(|e| {
+        // The one binary file an operator has at hand: say what to do with it.
+        let hint = if text.starts_with(b"SRSNAP") {
+            " (it is a backup: load it into a new cluster with `sonraft ctl restore FILE`)"
+        } else {
+            ""
+        };
+        Failure::usage(format!("{} is not JSON: {e}{hint}", file.display()))
+    })?;
     Ok((Bytes::from(text), json))
 }
 

@@ -488,6 +488,11 @@ async fn a_backup_restores_into_a_new_cluster_with_the_same_image(c: &Cluster) {
     let cells = get_ok(c, &api, "/image/cells").await;
     assert_eq!(body.image.cells.len(), cells.as_array().unwrap().len());
     assert!(!body.history.is_empty(), "the backup holds the history");
+    // Into the live cluster it came from, a restore would roll the network back: refused
+    // without --force.
+    let (ok, out, err) = ctl(&c.apis(), &["restore", file_arg]);
+    assert!(!ok, "{out}{err}");
+    assert!(err.contains("--force"), "{err}");
 
     let fresh = Cluster::start(1).await;
     let (ok, out, err) = ctl(&fresh.apis(), &["restore", file_arg]);
