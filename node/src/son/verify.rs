@@ -15,6 +15,7 @@
 //! | `ping_pong_permille` | `HO.PingPong / HO.ExeAtt` | higher | mobility robustness |
 //! | `prb_max_permille` | highest mean `RRU.PrbUsedDl / RRU.PrbAvailDl` of a cell | higher | load balancing |
 //! | `prb_max_permille` | the same, against an absolute ceiling (75 %) | above it | energy saving (instead of throughput) |
+//! | `rlf_coverage_permille` | `RLF.Coverage / RRC.ConnMean` over the scope: users whose link failed for coverage | higher | coverage and capacity |
 //! | `thp_dl_kbps` | `DRB.UEThpDl`, mean per user (cells weighted by `RRC.ConnMean`) | lower, relatively | every function (guard) |
 //!
 //! Rates count only with at least [`Verification::min_attempts`] handover attempts a period
@@ -52,6 +53,9 @@ pub struct CellPeriod {
     pub users: u64,
     pub prb_used: u64,
     pub prb_avail: u64,
+    /// `RLF.Coverage`: users whose radio link failed for coverage (0 from antennas that do
+    /// not count it).
+    pub rlf_coverage: u64,
 }
 
 impl CellPeriod {
@@ -64,6 +68,7 @@ impl CellPeriod {
             users: report.cell[cc::CONN_MEAN],
             prb_used: report.cell[cc::PRB_USED_DL],
             prb_avail: report.cell[cc::PRB_AVAIL_DL],
+            rlf_coverage: report.cell[cc::RLF_COVERAGE],
             ..CellPeriod::default()
         };
         for (_, v) in report.relations() {
@@ -180,6 +185,9 @@ struct Sums {
     users: f64,
     /// Highest mean PRB load of one cell, per mille.
     prb_max_permille: u64,
+    /// `RLF.Coverage` and `RRC.ConnMean`, summed.
+    rlf_coverage: u64,
+    connected: u64,
 }
 
 impl Sums {
@@ -195,6 +203,8 @@ impl Sums {
                 .failures
                 .saturating_add(p.too_early + p.too_late + p.wrong_cell);
             self.ping_pong = self.ping_pong.saturating_add(p.ping_pong);
+            self.rlf_coverage = self.rlf_coverage.saturating_add(p.rlf_coverage);
+            self.connected = self.connected.saturating_add(p.users);
             let weight = p.users.max(1) as f64;
             self.thp_user_kbps += p.thp_dl_kbps as f64 * weight;
             self.users += weight;
@@ -386,6 +396,15 @@ fn compare(
         }
     }
     let (before, after) = (&area.before, &area.after);
+    // What coverage optimisation must not do: leave users without coverage. Users that drop
+    // count in neither handovers nor throughput; their radio link failure reports do.
+    if function == Function::CoverageCapacity && before.connected > 0 && after.connected > 0 {
+        let (b, a) = (
+            Sums::permille(before.rlf_coverage, before.connected),
+            Sums::permille(after.rlf_coverage, after.connected),
+        );
+        judge("rlf_coverage_permille", b, a, a - b, limit, PM, true);
+    }
     if function == Function::LoadBalancing {
         let (b, a) = (
             before.prb_max_permille as f64,
@@ -639,6 +658,46 @@ mod tests {
             "{why}"
         );
         assert!(why.ends_with("over cells A-1, A-2"), "{why}");
+    }
+
+    #[test]
+    fn a_coverage_change_that_drops_users_for_coverage_is_undone() {
+        // A downtilt that shrinks a hole-free area into one with holes: handovers and
+        // throughput hold (the users that drop are not counted in either), but the share of
+        // users whose radio link fails for coverage (`RLF.Coverage` per `RRC.ConnMean`) rises
+        // from 10 to 45 per mille over the scope.
+        let mut t = trial(Function::CoverageCapacity, 4 * PERIOD);
+        t.writes[0].0.param = Param::ElectricalTilt;
+        let mut r = KpiRing::default();
+        for i in 1..=6 {
+            let end = i * PERIOD;
+            let rlf = if end > 4 * PERIOD { 16 } else { 2 };
+            for cell in ["A-1", "A-2"] {
+                let mut p = period(end, 1000, 10, 20_000, 50);
+                p.users = 200;
+                p.rlf_coverage = if cell == "A-1" { rlf } else { 2 };
+                r.record_cell(cell, p);
+            }
+        }
+        let j = judge(&t, own, neighbours, &r, &Verification::default());
+        let Judgement::Verdict(v) = j else {
+            panic!("{j:?}")
+        };
+        let why = v.degraded.expect("degraded");
+        assert!(
+            why.starts_with("rlf_coverage_permille 10.0 -> 45.0"),
+            "{why}"
+        );
+        assert!(why.ends_with("over cells A-1, A-2"), "{why}");
+        // Another function's change is not judged on it (its counters say nothing of coverage
+        // it did not touch).
+        let mut mlb = t.clone();
+        mlb.function = Function::LoadBalancing;
+        let Judgement::Verdict(v) = judge(&mlb, own, neighbours, &r, &Verification::default())
+        else {
+            panic!()
+        };
+        assert!(v.kpis.iter().all(|k| k.kpi != "rlf_coverage_permille"));
     }
 
     #[test]
