@@ -7,6 +7,7 @@
 //! - [`image`]: reads of the image and `/image/import`;
 //! - [`changesets`]: `/image/changesets` and `/image/history`;
 //! - [`ops`]: `/snapshot`, `/backup`, `/antennas`;
+//! - [`watch`]: `/watch`, the change stream (server-sent events);
 //! - [`front_door`]: around them all, the token check and the request metrics.
 //!
 //! Every route but `/health`, `/readyz` and `/metrics` needs `Authorization: Bearer <token>`.
@@ -21,6 +22,7 @@ pub mod image;
 pub mod json;
 pub mod ops;
 pub mod son;
+pub mod watch;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -58,7 +60,7 @@ const fn route(
 }
 
 /// Every route of the admin API (README, "Admin API").
-pub static ROUTES: [Route; 30] = [
+pub static ROUTES: [Route; 31] = [
     route(Method::GET, "/health", || get(health::health)),
     route(Method::GET, "/readyz", || get(health::readyz)),
     route(Method::GET, "/status", || get(health::status)),
@@ -105,6 +107,7 @@ pub static ROUTES: [Route; 30] = [
         post(son::reject)
     }),
     route(Method::GET, "/son/trials", || get(son::trials)),
+    route(Method::GET, "/watch", || get(watch::watch)),
 ];
 
 /// Builds the router of one node from [`ROUTES`] (without the token check: see [`front_door`]).
