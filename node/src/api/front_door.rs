@@ -27,8 +27,15 @@ use crate::Node;
 /// Header a client may set to name its request in the nodes' debug logs; forwarding passes it on.
 pub const REQUEST_ID: &str = "x-request-id";
 
-/// Routes that need no token.
-const OPEN_ROUTES: [&str; 3] = ["/health", "/readyz", "/metrics"];
+/// Routes that need no token (the web view's assets hold no data: see [`super::ui`]).
+const OPEN_ROUTES: [&str; 6] = [
+    "/health",
+    "/readyz",
+    "/metrics",
+    "/ui",
+    "/ui/app.js",
+    "/ui/app.css",
+];
 
 /// The template of [`super::ROUTES`] that `path` matches, or `"other"`. Runs on every request:
 /// an exact match first, then the templates ending in `/{id}` (one non-empty segment).
