@@ -167,6 +167,44 @@ async fn a_stream_refuses_a_bad_resume_point_and_a_caller_without_the_token() {
     assert_eq!(s.status, 401);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_asked_for_records_no_longer_held_says_so_first() {
+    let c = Cluster::start(1).await;
+    let api = c.nodes[0].api.clone();
+    // A history of 4 records: older ones are dropped as new ones come.
+    let mut image = demo_image(6);
+    image["policy"] = serde_json::json!({"history_keep": 4});
+    let r = c
+        .client
+        .post(&api, "/image/import", &image)
+        .await
+        .expect("import");
+    assert!(
+        r.status.is_success(),
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
+    for tilt in [41, 42, 43, 44, 45, 46] {
+        assert_eq!(propose(&api, "C1", tilt), 0);
+    }
+    let mut s = open(&c, &api, "?from_index=1", None).await;
+    let seen = read_until(&mut s, |e| e.event == "caught_up").await;
+    assert_eq!(seen[0].event, "gap", "the gap comes first: {seen:?}");
+    let gap: v1::WatchGap = serde_json::from_str(&seen[0].data).expect("gap event");
+    assert_eq!(gap.asked_from, "1.0");
+    let records = ids(&seen);
+    assert_eq!(records.len(), 4, "what is held is sent: {records:?}");
+    assert!(
+        records[0].starts_with(&format!("{}.", gap.oldest_held)),
+        "{records:?} {gap:?}"
+    );
+
+    // From a point still held: no gap.
+    let mut s = open(&c, &api, &format!("?from_index={}", gap.oldest_held), None).await;
+    let seen = read_until(&mut s, |e| e.event == "caught_up").await;
+    assert!(seen.iter().all(|e| e.event != "gap"), "{seen:?}");
+}
+
 /// Lines of a child's stdout, as they come.
 fn lines_of(child: &mut std::process::Child) -> std::sync::mpsc::Receiver<String> {
     let stdout = child.stdout.take().expect("piped stdout");
@@ -232,7 +270,13 @@ async fn ctl_watch_prints_changes_as_they_commit_and_follows_the_cluster_when_it
     );
 
     // The node it watches stops: it goes on at the other, from where it was.
+    let stopping = Instant::now();
     c.nodes[0].stop().expect("stop node 1");
+    assert!(
+        stopping.elapsed() < Duration::from_secs(8),
+        "a node with a stream open took {:?} to stop",
+        stopping.elapsed()
+    );
     assert_eq!(propose(&b, "C1", 46), 0);
     wait_line(&rx, "electrical_tilt=46", &mut seen);
     assert_eq!(

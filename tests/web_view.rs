@@ -2,7 +2,8 @@
 //! three-node cluster running the demo network on the simulator, and the test reads the page
 //! over the DevTools protocol. The page must show the network (every cell on the map, every
 //! node in the health table, a live stream), and a change set proposed through the API must
-//! appear in its feed within a second. A screenshot is kept under the target directory.
+//! appear in its feed within a second; KPI periods keep arriving; a pending proposal is rejected
+//! with the page's button. A screenshot is kept under the target directory.
 //!
 //! Chromium comes from Debian's `chromium` package (`.ci/run` installs it). Without it the
 //! test says so and passes, unless `SONRAFT_REQUIRE_BROWSER` is set, as `.ci/run` sets it:
@@ -191,6 +192,27 @@ async fn the_web_view_shows_the_demo_network_and_a_proposed_change_within_a_seco
     )
     .expect("simulator");
     let c = Cluster::start_with(3, &["--antennas", &sim.antennas.join(",")]).await;
+    // Some functions open loop, so that proposals wait for the page's buttons.
+    let open_loop = json!({"mode": "open_loop"});
+    let policy = json!({"functions": {"anr_add": open_loop, "load_balancing": open_loop}});
+    // Accepted once every voter advertised its release (a moment after the start).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = c
+            .client
+            .put(&c.nodes[0].api, "/son/policy", &policy)
+            .await
+            .expect("policy");
+        if r.status.is_success() {
+            break;
+        }
+        assert!(
+            r.status == 409 && Instant::now() < deadline,
+            "{}",
+            String::from_utf8_lossy(&r.body)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let out = Command::new(binary())
         .args(["sim", "export", "--cells", CELLS, "--regions", REGIONS])
         .output()
@@ -280,6 +302,27 @@ async fn the_web_view_shows_the_demo_network_and_a_proposed_change_within_a_seco
         &format!(
             "document.getElementById('cell-params').textContent.includes('°') && document.getElementById('cell-history').textContent.includes({})",
             json!(reason)
+        ),
+        Duration::from_secs(10),
+    );
+
+    // The KPI periods keep coming through the stream (one a second).
+    page.wait_for(
+        "[...S.kpis.values()].some(h => h.length >= 3)",
+        Duration::from_secs(20),
+    );
+
+    // A proposal waiting for an operator, rejected with the page's button.
+    page.wait_for(
+        "document.querySelector('#pending button.reject') !== null",
+        Duration::from_secs(30),
+    );
+    let id = page.eval("document.querySelector('#pending li[data-pending]').dataset.pending");
+    page.eval("document.querySelector('#pending button.reject').click()");
+    page.wait_for(
+        &format!(
+            "[...document.querySelectorAll('#feed li[data-kind=refused]')].some(li => li.textContent.includes('rejected by the operator: rejected in the web view')) && !document.querySelector('#pending li[data-pending=\"{}\"]')",
+            id.as_str().expect("a pending id")
         ),
         Duration::from_secs(10),
     );

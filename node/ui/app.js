@@ -315,7 +315,7 @@ function renderCellKpis() {
   plot.replaceChildren();
   const vals = h.map((r) => kpiValue(r, name)).filter((v) => v !== null);
   if (vals.length > 1) {
-    const max = Math.max(...vals, 1e-9), min = Math.min(...vals, 0);
+    const max = Math.max(...vals), min = Math.min(...vals);
     const pts = vals.map((v, i) => `${((i / (vals.length - 1)) * 296 + 2).toFixed(1)},${(78 - ((v - min) / (max - min || 1)) * 74).toFixed(1)}`);
     plot.append(svg('polyline', { points: pts.join(' ') }));
   }
@@ -378,7 +378,7 @@ async function decide(id, verb) {
   const r = await api('/son/pending/' + id + '/' + verb, {
     method: 'POST',
     headers: { 'Content-Type': 'application/json' },
-    body: JSON.stringify({ note: verb + 'd in the web view' }),
+    body: JSON.stringify({ note: (verb === 'approve' ? 'approved' : 'rejected') + ' in the web view' }),
   });
   if (!r.ok) {
     const body = await r.json().catch(() => ({}));
