@@ -3,7 +3,7 @@
 //! over the DevTools protocol. The page must show the network (every cell on the map, every
 //! node in the health table, a live stream), and a change set proposed through the API must
 //! appear in its feed within a second; KPI periods keep arriving; a pending proposal is rejected
-//! with the page's button. A screenshot is kept under the target directory.
+//! with the page's button; SON changes' verdicts arrive. A screenshot is kept under the target directory.
 //!
 //! Chromium comes from Debian's `chromium` package (`.ci/run` installs it). Without it the
 //! test says so and passes, unless `SONRAFT_REQUIRE_BROWSER` is set, as `.ci/run` sets it:
@@ -325,6 +325,16 @@ async fn the_web_view_shows_the_demo_network_and_a_proposed_change_within_a_seco
             id.as_str().expect("a pending id")
         ),
         Duration::from_secs(10),
+    );
+
+    // The SON changes' verifications close, and say so.
+    let verdict = page.wait_for(
+        "document.querySelector('#feed li[data-trial]') !== null",
+        Duration::from_secs(60),
+    );
+    eprintln!(
+        "first trial verdict in the feed after another {} ms",
+        verdict.as_millis()
     );
 
     let shot = page.call("Page.captureScreenshot", json!({"format": "png"}));

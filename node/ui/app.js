@@ -418,6 +418,19 @@ function addRecord(rec, fresh) {
   }
 }
 
+// A SON change's verification closed: kept, undone (its undo comes as a fallback change set
+// too) or unverified.
+function addTrial(t) {
+  const feed = $('feed');
+  const kind = t.state === 'undone' ? 'undone' : t.state === 'kept' ? 'applied' : 'pending';
+  feed.prepend(el('li', { class: 'fresh', 'data-trial': t.index },
+    el('span', { class: 'when' }, utc(t.closed_at_ms || Date.now()) + ' #' + t.index),
+    el('span', { class: 'outcome ' + kind }, 'trial ' + t.state),
+    el('span', { class: 'fn' }, t.function),
+    t.cells.join(', ') + ' ',
+    el('span', { class: 'why' }, t.reason ? '[' + t.reason + ']' : '')));
+}
+
 function setLive(on, text) {
   const b = $('live');
   b.className = 'badge ' + (on ? 'on' : 'off');
@@ -472,6 +485,9 @@ function dispatch(ev) {
       break;
     case 'kpis':
       addKpis(data);
+      break;
+    case 'trial':
+      addTrial(data);
       break;
     case 'gap':
       $('feed').prepend(el('li', { class: 'error' }, 'some records were dropped before this page saw them: ' + data.detail));

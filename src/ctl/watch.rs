@@ -172,6 +172,13 @@ fn show(event: &SseEvent, args: &WatchArgs, resume: &mut Resume) -> Option<Strin
                 outln!("{}", cluster_line(&c));
             }
         }
+        v1::event::TRIAL => {
+            if args.json {
+                outln!("{}", tagged(&event.event, data));
+            } else if let Ok(t) = serde_json::from_value::<v1::Trial>(data) {
+                outln!("{}", trial_line(&t));
+            }
+        }
         v1::event::KPIS if args.kpis => {
             if args.json {
                 outln!("{}", tagged(&event.event, data));
@@ -245,5 +252,21 @@ fn kpis_line(k: &v1::WatchKpis) -> String {
         "-",
         k.cells.len(),
         mean / 10.0
+    )
+}
+
+/// `<time>    index trial of load_balancing: undone (S00001-1 ho success ...)`.
+fn trial_line(t: &v1::Trial) -> String {
+    let why = t
+        .reason
+        .as_deref()
+        .map_or(String::new(), |r| format!(": {r}"));
+    format!(
+        "{} {:>8} trial of {} on {}: {}{why}",
+        now_utc(),
+        t.index,
+        t.function,
+        t.cells.join(","),
+        t.state
     )
 }

@@ -8,7 +8,8 @@
 //!   it, each exactly once;
 //! - **state events**, without an id, which say how things stand now rather than what happened
 //!   in order: `cluster` (leader, term, members; sent first and on every change), `kpis` (the
-//!   KPI summaries of the cells whose period moved, at most once a second), `caught_up` (the
+//!   KPI summaries of the cells whose period moved, at most once a second), `trial` (a SON
+//!   change's verification closed: kept, undone or unverified; a [`super::Trial`]), `caught_up` (the
 //!   stream reached the node's applied state), `gap` (first, when the records asked for are no
 //!   longer held), `closed` (last, when the node ends the stream: say why and where to resume).
 
@@ -30,6 +31,9 @@ pub mod event {
     pub const CLUSTER: &str = "cluster";
     /// [`super::WatchKpis`].
     pub const KPIS: &str = "kpis";
+    /// [`super::super::Trial`]: a SON change's verification closed (`state` `kept`, `undone`
+    /// or `unverified`).
+    pub const TRIAL: &str = "trial";
     /// [`super::WatchClosed`].
     pub const CLOSED: &str = "closed";
 }

@@ -1,8 +1,8 @@
 //! One stream's producer: reads the history from the store a page at a time and hands each
 //! record to the connection as a `changeset` event; once caught up, follows the node's applied
-//! index, and sends the cluster's state and the KPI summaries as they change.
+//! index, and sends the cluster's state, the KPI summaries and closed trials as they change.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,6 +16,7 @@ use tokio::time::Instant;
 use super::{PAGE, SLOW_CLIENT};
 use crate::Node;
 use crate::api::json::history_record;
+use crate::api::son::trial_view;
 
 /// Least time between two `kpis` events of one stream.
 const KPI_EVERY: Duration = Duration::from_secs(1);
@@ -115,6 +116,8 @@ impl Producer {
         let mut kpis_sent: HashMap<String, u64> = HashMap::new();
         let mut kpis_due = Instant::now();
         let mut caught_up = false;
+        // The trials open at the last look, to tell which closed since (none before the first).
+        let mut open_trials: Option<BTreeSet<u64>> = None;
         // The applied index the last read of the store covered.
         let mut read_through: Option<u64> = None;
         loop {
@@ -139,6 +142,9 @@ impl Producer {
                     }
                 }
                 read_through = Some(applied);
+                for t in self.trials_closed(&mut open_trials) {
+                    self.send(json_event(v1::event::TRIAL, &t)).await?;
+                }
             }
             let now = self.cluster_now();
             if cluster.as_ref() != Some(&now) {
@@ -189,6 +195,24 @@ impl Producer {
             }
             Err(e) => Err(closed("store_error", e.to_string())),
         }
+    }
+
+    /// The trials that closed since `open` was taken (updated): those open then and in the
+    /// journal now. Nothing on the first look, which only notes what is open.
+    fn trials_closed(&self, open: &mut Option<BTreeSet<u64>>) -> Vec<v1::Trial> {
+        self.node.store().with_image(|image| {
+            let son = &image.son;
+            let closed = match open.as_ref() {
+                Some(before) => before
+                    .iter()
+                    .filter_map(|i| son.journal.get(i))
+                    .map(|r| trial_view(&r.trial, Some(r)))
+                    .collect(),
+                None => Vec::new(),
+            };
+            *open = Some(son.trials.keys().copied().collect());
+            closed
+        })
     }
 
     fn cluster_now(&self) -> v1::WatchCluster {
