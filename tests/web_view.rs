@@ -11,6 +11,7 @@
 
 mod common;
 
+use std::io::Write;
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -170,7 +171,12 @@ async fn the_web_view_shows_the_demo_network_and_a_proposed_change_within_a_seco
             std::env::var_os("SONRAFT_REQUIRE_BROWSER").is_none(),
             "SONRAFT_REQUIRE_BROWSER is set but chromium is not installed (apt-get install chromium)"
         );
-        eprintln!("SKIPPED: chromium is not installed (apt-get install chromium to run this test)");
+        // Written to the process's stderr directly, past the test harness's capture, so that
+        // the skip shows in a plain `cargo test`.
+        let _ = writeln!(
+            std::io::stderr(),
+            "web_view: SKIPPED: chromium is not installed (apt-get install chromium to run this test)"
+        );
         return;
     };
 

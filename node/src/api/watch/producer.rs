@@ -113,6 +113,7 @@ impl Producer {
             self.send(json_event(v1::event::GAP, &gap)).await?;
         }
         let mut cluster: Option<v1::WatchCluster> = None;
+        let mut cluster_shape = None;
         let mut kpis_sent: HashMap<String, u64> = HashMap::new();
         let mut kpis_due = Instant::now();
         let mut caught_up = false;
@@ -121,10 +122,16 @@ impl Producer {
         // The applied index the last read of the store covered.
         let mut read_through: Option<u64> = None;
         loop {
-            let applied = metrics
-                .borrow_and_update()
-                .last_applied
-                .map_or(0, |l| l.index);
+            let (applied, shape) = {
+                let m = metrics.borrow_and_update();
+                let shape = (
+                    m.current_term,
+                    m.current_leader,
+                    m.state,
+                    m.membership_config.log_id().map(|l| l.index),
+                );
+                (m.last_applied.map_or(0, |l| l.index), shape)
+            };
             if read_through.is_none_or(|r| applied > r) {
                 loop {
                     let page = self.read_page().await?;
@@ -146,10 +153,14 @@ impl Producer {
                     self.send(json_event(v1::event::TRIAL, &t)).await?;
                 }
             }
-            let now = self.cluster_now();
-            if cluster.as_ref() != Some(&now) {
-                self.send(json_event(v1::event::CLUSTER, &now)).await?;
-                cluster = Some(now);
+            // The metrics change with every heartbeat; the cluster's shape seldom does.
+            if cluster_shape != Some(shape) {
+                cluster_shape = Some(shape);
+                let now = self.cluster_now();
+                if cluster.as_ref() != Some(&now) {
+                    self.send(json_event(v1::event::CLUSTER, &now)).await?;
+                    cluster = Some(now);
+                }
             }
             if !caught_up {
                 caught_up = true;
