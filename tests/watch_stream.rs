@@ -111,9 +111,28 @@ async fn a_stream_resumed_with_last_event_id_on_another_node_loses_and_repeats_n
     for (cell, tilt) in [("C5", 45), ("C1", 46), ("C2", 45)] {
         assert_eq!(propose(&b, cell, tilt), 0);
     }
+    // Exactly the history (as the leader holds it), oldest first. Node 2 may apply the last
+    // commit a moment after the leader answered it: read until its record, not until
+    // `caught_up`, which speaks of node 2's own applied state.
+    let history: Vec<v1::HistoryRecord> = c
+        .client
+        .get(&a, "/image/history?limit=1000&consistency=leader")
+        .await
+        .expect("history")
+        .parse()
+        .expect("history records");
+    let want: Vec<String> = history.iter().rev().map(|r| r.cursor.clone()).collect();
+    let newest = want.last().cloned().expect("a history");
     let mut second = open(&c, &b, "", Some(&last)).await;
-    let seen = read_until(&mut second, |e| e.event == "caught_up").await;
+    let (mut saw_cluster, mut saw_newest) = (false, false);
+    let seen = read_until(&mut second, |e| {
+        saw_cluster |= e.event == "cluster";
+        saw_newest |= e.id.as_deref() == Some(newest.as_str()) && e.event == "changeset";
+        saw_cluster && saw_newest
+    })
+    .await;
     got.extend(ids(&seen));
+    assert_eq!(got, want, "records lost or repeated across the reconnect");
     let cluster: v1::WatchCluster = serde_json::from_str(
         &seen
             .iter()
@@ -124,17 +143,6 @@ async fn a_stream_resumed_with_last_event_id_on_another_node_loses_and_repeats_n
     .expect("cluster event");
     assert_eq!((cluster.node, cluster.voters.len()), (2, 3));
     assert!(cluster.leader_id.is_some());
-
-    // Exactly the history, oldest first.
-    let history: Vec<v1::HistoryRecord> = c
-        .client
-        .get(&a, "/image/history?limit=1000")
-        .await
-        .expect("history")
-        .parse()
-        .expect("history records");
-    let want: Vec<String> = history.iter().rev().map(|r| r.cursor.clone()).collect();
-    assert_eq!(got, want, "records lost or repeated across the reconnect");
 
     // Live: a new commit arrives on the open stream.
     let started = Instant::now();

@@ -134,6 +134,13 @@ impl Producer {
             };
             if read_through.is_none_or(|r| applied > r) {
                 loop {
+                    // A long catch-up must not hold up a stopping node either.
+                    if *self.stop.borrow() {
+                        return Err(closed(
+                            "node_stopping",
+                            "this node is stopping; watch another node",
+                        ));
+                    }
                     let page = self.read_page().await?;
                     let full = page.len() == PAGE;
                     for (cursor, record) in page {
