@@ -270,3 +270,77 @@ fn trial_line(t: &v1::Trial) -> String {
         t.state
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kpi_and_trial_lines_name_what_an_operator_acts_on() {
+        let k = v1::WatchKpis {
+            fields: v1::KPI_FIELDS.iter().map(|f| f.to_string()).collect(),
+            cells: [
+                ("A-1".to_string(), vec![1, 300, 0, 0, 0, 0]),
+                ("B-2".to_string(), vec![1, 900, 0, 0, 0, 0]),
+            ]
+            .into_iter()
+            .collect(),
+        };
+        let line = kpis_line(&k);
+        assert!(
+            line.ends_with("kpis: 2 cells, mean load 60.0 %, highest 90.0 % (B-2)"),
+            "{line}"
+        );
+        let t = v1::Trial {
+            index: 77,
+            function: "load_balancing".into(),
+            applied_at_ms: 0,
+            cells: vec!["A-1".into()],
+            writes: Vec::new(),
+            removed: Vec::new(),
+            state: "undone".into(),
+            reason: Some("ho success fell".into()),
+            restored: Some(1),
+            kpis: Vec::new(),
+            closed_at_ms: Some(5),
+        };
+        let line = trial_line(&t);
+        assert!(
+            line.ends_with("      77 trial of load_balancing on A-1: undone: ho success fell"),
+            "{line}"
+        );
+    }
+
+    #[test]
+    fn a_record_moves_the_resume_point_even_when_a_filter_hides_it() {
+        let args = WatchArgs {
+            from_index: None,
+            filter: v1::HistoryQuery {
+                cell: Some("nowhere".into()),
+                ..Default::default()
+            },
+            kpis: false,
+            json: true,
+        };
+        let record = serde_json::json!({
+            "index": 9, "log_time_ms": 0, "proposed_at_ms": 0,
+            "origin": {"node": 1, "function": "operator"}, "reason": "r",
+            "writes": [], "outcome": {"outcome": "invalid", "reason": "x"}, "cursor": "9.0"
+        });
+        let event = SseEvent {
+            event: "changeset".into(),
+            id: Some("9.0".into()),
+            data: record.to_string(),
+        };
+        let mut resume = Resume::Now;
+        assert!(show(&event, &args, &mut resume).is_none());
+        assert!(matches!(resume, Resume::After(ref id) if id == "9.0"));
+        let closed = SseEvent {
+            event: "closed".into(),
+            id: Some("9.0".into()),
+            data: r#"{"reason":"slow_client","detail":"d","resume_after":"12.3"}"#.into(),
+        };
+        assert!(show(&closed, &args, &mut resume).is_some_and(|why| why.contains("slow_client")));
+        assert!(matches!(resume, Resume::After(ref id) if id == "12.3"));
+    }
+}
