@@ -9,6 +9,7 @@
 pub(crate) mod exit;
 pub(crate) mod output;
 pub(crate) mod units;
+mod watch;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -234,6 +235,30 @@ enum CtlCommand {
         /// Keep printing new records as they are committed (oldest first), until interrupted.
         #[arg(long, conflicts_with = "before")]
         follow: bool,
+    },
+    /// Follow the change stream: every change set as it is applied or refused (same columns as
+    /// `history`, oldest first), leader and membership changes; reconnects to another node
+    /// without losing or repeating a record. Until interrupted.
+    #[command(after_help = "Examples:\n  \
+        sonraft ctl watch\n  \
+        sonraft ctl watch --from-index 1200 --function load_balancing\n  \
+        sonraft ctl watch --json | jq -c 'select(.outcome.outcome == \"rejected\")'")]
+    Watch {
+        /// Start with the records of log entry N (default: what is applied from now on).
+        #[arg(long, value_name = "N")]
+        from_index: Option<u64>,
+        /// Only records that write this cell or a relation from or to it.
+        #[arg(long, value_name = "CELL")]
+        cell: Option<String>,
+        /// Only records of this function (as for `history`).
+        #[arg(long, value_name = "FUNCTION")]
+        function: Option<String>,
+        /// Only records with this outcome.
+        #[arg(long, value_parser = ["applied", "conflict", "rejected", "invalid", "pending"])]
+        outcome: Option<String>,
+        /// Also print a line per KPI period (cells, mean and highest load).
+        #[arg(long)]
+        kpis: bool,
     },
     /// Bulk-load a network image from a JSON file (`{"sites", "cells", "relations"}`): applied
     /// whole or not at all, and recorded in the history with what it changed.
@@ -1027,6 +1052,28 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
                     );
                 }
             });
+        }
+        CtlCommand::Watch {
+            from_index,
+            cell,
+            function,
+            outcome,
+            kpis,
+        } => {
+            let filter = v1::HistoryQuery {
+                cell,
+                function,
+                outcome,
+                ..Default::default()
+            };
+            let args = watch::WatchArgs {
+                from_index,
+                filter,
+                kpis,
+                json: ctl.json,
+            };
+            // A stream has no deadline: only the wait for each answer's head has one.
+            return watch::watch(&ctl.client, &ctl.nodes, args).await;
         }
         CtlCommand::Import {
             file,

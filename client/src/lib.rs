@@ -7,8 +7,10 @@
 //! and the test kit off the node's library.
 //!
 //! [`v1`] is the API's contract: the typed request and answer bodies both ends share.
+//! [`sse`] reads the event stream of `GET /watch`.
 #![forbid(unsafe_code)]
 
+pub mod sse;
 pub mod v1;
 
 use std::time::Duration;

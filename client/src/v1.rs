@@ -39,6 +39,7 @@ pub use sonraft_model::model::{
 
 mod son;
 pub use son::*;
+mod watch;
 /// The body of `POST /image/import`: sites, cells and relations to upsert, and the coordination
 /// policy to set, if any.
 pub use sonraft_model::command::ImageImport;
@@ -49,6 +50,7 @@ pub use sonraft_model::son::{
     AnrTuning, Controls, Exclusions, MlbTuning, Mode, MroTuning, PciTuning, SonPolicy, Tuning,
     Verification, Window,
 };
+pub use watch::*;
 
 /// A node's id in the cluster (1 ..= 2^53, see `POST /cluster/init`).
 pub type NodeId = u64;

@@ -667,6 +667,57 @@ fn every_v1_type_matches_its_golden_json_both_ways() {
                 ho_succ: 118,
             }],
         ),
+        check(
+            "watch-query",
+            WatchQuery {
+                from_index: Some(1200),
+                kpis: Some(false),
+            },
+        ),
+        check(
+            "watch-gap",
+            WatchGap {
+                asked_from: "10.0".into(),
+                oldest_held: 5000,
+                detail: "this node holds the history from log entry 5000 on".into(),
+            },
+        ),
+        check(
+            "watch-caught-up",
+            WatchCaughtUp {
+                node: 2,
+                applied_index: 1234,
+            },
+        ),
+        check(
+            "watch-cluster",
+            WatchCluster {
+                node: 2,
+                role: Role::Follower,
+                term: 7,
+                leader_id: Some(1),
+                voters: vec![1, 2, 3],
+                learners: vec![4],
+            },
+        ),
+        check(
+            "watch-kpis",
+            WatchKpis {
+                fields: KPI_FIELDS.iter().map(|f| f.to_string()).collect(),
+                cells: BTreeMap::from([(
+                    "S1-1".to_string(),
+                    vec![1_764_000_000_000, 420, 37, 21_000, 120, 118],
+                )]),
+            },
+        ),
+        check(
+            "watch-closed",
+            WatchClosed {
+                reason: "slow_client".into(),
+                detail: "the client left 256 events untaken for 10 s".into(),
+                resume_after: Some("1234.2".into()),
+            },
+        ),
     ]
     .into_iter()
     .flatten()

@@ -119,6 +119,8 @@ pub struct Node {
     /// Closed while leadership is being handed over: new proposals wait, so that no
     /// AppendEntries keeps renewing the followers' vote leases against the chosen successor.
     hand_over_gate: gate::HandOverGate,
+    /// The `GET /watch` streams: their slots, and the signal that ends them at a stop.
+    watchers: api::watch::Watchers,
 }
 
 impl Node {
@@ -188,6 +190,11 @@ impl Node {
 
     pub fn is_leader(&self) -> bool {
         self.raft.metrics().borrow().state == ServerState::Leader
+    }
+
+    /// The `GET /watch` streams this node serves.
+    pub fn watchers(&self) -> &api::watch::Watchers {
+        &self.watchers
     }
 
     /// Ids of the current voters.
@@ -365,6 +372,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         batcher,
         reads: read_barrier.clone(),
         hand_over_gate: gate::HandOverGate::default(),
+        watchers: api::watch::Watchers::default(),
     });
     tokio::spawn(batcher::run(node.clone(), batch_rx));
     tokio::spawn(reads::run(node.clone(), read_barrier));

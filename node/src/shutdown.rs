@@ -87,6 +87,8 @@ pub async fn graceful(
     raft_server: JoinHandle<()>,
 ) -> anyhow::Result<()> {
     stop.api.fire();
+    // Streams never finish by themselves: end them, or the API would wait its 10 s for them.
+    node.watchers().close();
     if node.is_leader() {
         match node.best_successor() {
             Some(target) => match node.hand_over(target).await {

@@ -309,6 +309,16 @@ pub const METRICS: &[(&str, Kind, &str)] = &[
         Kind::Gauge,
         "Own cells in outage now, by kind",
     ),
+    (
+        "sonraft_watch_streams",
+        Kind::Gauge,
+        "GET /watch streams this node serves now",
+    ),
+    (
+        "sonraft_watch_slow_clients_total",
+        Kind::Counter,
+        "GET /watch streams dropped because the client did not take events as fast as they came",
+    ),
 ];
 
 /// A metric's Prometheus type.

@@ -96,6 +96,11 @@ impl HistoryIndex {
         self.records == 0
     }
 
+    /// The log index of the oldest entry whose records are held.
+    pub fn oldest(&self) -> Option<u64> {
+        self.entries.front().map(|(index, _)| *index)
+    }
+
     /// Forgets the oldest entries while more than `keep` records are held, and returns their
     /// log indexes. Whole entries go, so the count may end below `keep`; the newest entry always
     /// stays, even when it alone holds more than `keep` records.
@@ -188,6 +193,52 @@ pub(crate) fn newest_first(
                 .take(end)
                 .enumerate()
                 .rev()
+                .take(room)
+                .map(|(position, r)| {
+                    let position = u32::try_from(position).unwrap_or(u32::MAX);
+                    (HistoryCursor { index, position }, r)
+                }),
+        );
+        if out.len() >= limit {
+            break;
+        }
+    }
+    Ok(out)
+}
+
+/// Up to `limit` records, oldest first, each with its cursor: `from` itself and those after it.
+/// The cursor after the last one returned (`position + 1`) continues the listing, also inside
+/// an entry; a position past its entry's end continues with the next entry.
+pub(crate) fn oldest_first(
+    tree: &sled::Tree,
+    limit: usize,
+    from: HistoryCursor,
+) -> Result<Vec<(HistoryCursor, HistoryRecord)>, Damaged> {
+    let mut out = Vec::new();
+    if limit == 0 {
+        return Ok(out);
+    }
+    let mut end = key(u64::MAX);
+    end.push(0);
+    for item in tree.range(key(from.index)..end) {
+        let (k, v) = item.map_err(|e| Damaged::new("history", e))?;
+        let Some(index) = index_of(&k) else {
+            return Err(Damaged::new(
+                "history",
+                format!("bad history key {:?}", String::from_utf8_lossy(&k)),
+            ));
+        };
+        let skip = if index == from.index {
+            from.position as usize
+        } else {
+            0
+        };
+        let room = limit - out.len();
+        out.extend(
+            decode(&k, &v)?
+                .into_iter()
+                .enumerate()
+                .skip(skip)
                 .take(room)
                 .map(|(position, r)| {
                     let position = u32::try_from(position).unwrap_or(u32::MAX);
@@ -432,6 +483,56 @@ mod tests {
             }
             assert_eq!(seen, newest, "pages of {limit}");
         }
+    }
+
+    /// What `GET /watch` relies on: reading forward from the cursor after the last record
+    /// served returns every later record exactly once, for any page size.
+    #[test]
+    fn reading_forward_from_the_next_cursor_returns_every_record_exactly_once() {
+        let (_dir, tree) = tree();
+        let mut records = Vec::new();
+        for (index, count) in [(4, 1), (6, 2), (7, 1), (8, 4), (9, 1)] {
+            for n in 0..count {
+                records.push(record(index, &format!("r{index}-{n}")));
+            }
+        }
+        store(&tree, &records);
+        let oldest: Vec<&str> = records.iter().map(|r| r.reason.as_str()).collect();
+        for limit in 1..=records.len() + 1 {
+            let mut seen = Vec::new();
+            let mut from = cursor(0, 0);
+            loop {
+                let page = oldest_first(&tree, limit, from).unwrap();
+                assert!(page.len() <= limit);
+                seen.extend(reasons(&page).into_iter().map(str::to_string));
+                match page.last() {
+                    Some((c, _)) if page.len() == limit => {
+                        from = cursor(c.index, c.position + 1);
+                    }
+                    _ => break,
+                }
+            }
+            assert_eq!(seen, oldest, "pages of {limit}");
+        }
+        assert_eq!(
+            reasons(&oldest_first(&tree, 10, cursor(8, 2)).unwrap()),
+            ["r8-2", "r8-3", "r9-0"],
+            "inside an entry"
+        );
+        assert_eq!(
+            reasons(&oldest_first(&tree, 10, cursor(6, 7)).unwrap()),
+            ["r7-0", "r8-0", "r8-1", "r8-2", "r8-3", "r9-0"],
+            "past an entry's end"
+        );
+        assert_eq!(
+            reasons(&oldest_first(&tree, 10, cursor(5, 0)).unwrap()),
+            [
+                "r6-0", "r6-1", "r7-0", "r8-0", "r8-1", "r8-2", "r8-3", "r9-0"
+            ],
+            "an index without history"
+        );
+        assert!(oldest_first(&tree, 10, cursor(10, 0)).unwrap().is_empty());
+        assert!(oldest_first(&tree, 0, cursor(0, 0)).unwrap().is_empty());
     }
 
     #[test]

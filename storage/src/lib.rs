@@ -125,6 +125,29 @@ impl StoreReader {
         state_machine::history_newest_first(&self.sm_tree, &self.writer, limit, before)
     }
 
+    /// Up to `limit` history records, oldest first, each with its cursor: the record at `from`
+    /// and those after it. The cursor after the last one returned (its position plus one)
+    /// continues the listing without skipping or repeating a record.
+    pub fn history_from(
+        &self,
+        limit: usize,
+        from: HistoryCursor,
+    ) -> Result<Vec<(HistoryCursor, HistoryRecord)>, Damaged> {
+        state_machine::history_oldest_first(&self.sm_tree, &self.writer, limit, from)
+    }
+
+    /// What history this node holds: the log index of its oldest entry with records (none when
+    /// empty), how many records it holds, and how many the policy keeps (beyond that the
+    /// oldest entries are dropped).
+    pub fn history_span(&self) -> HistorySpan {
+        let state = read(&self.shared);
+        HistorySpan {
+            oldest: state.history.oldest(),
+            records: state.history.len(),
+            keep: state.image.policy.history_keep,
+        }
+    }
+
     /// A consistent copy of the applied state and history, as a snapshot would hold it.
     pub fn capture(&self) -> Result<(sonraft_raft::SnapshotMeta, snapshot::SnapshotBody), Damaged> {
         state_machine::capture(&self.sm_tree, &self.shared, &self.writer)
@@ -178,6 +201,16 @@ impl StoreReader {
     pub fn durable_log(&self) -> Arc<DurableLog> {
         self.synced.clone()
     }
+}
+
+/// What [`StoreReader::history_span`] returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HistorySpan {
+    /// The log index of the oldest entry with records held.
+    pub oldest: Option<u64>,
+    pub records: u64,
+    /// The policy's `history_keep`.
+    pub keep: u64,
 }
 
 /// What [`StoreReader::digest`] returns.

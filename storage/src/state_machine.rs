@@ -690,3 +690,17 @@ pub(crate) fn history_newest_first(
         .map_err(|e| Damaged::new("state machine checkpoint", e))?;
     history::newest_first(tree, limit, before)
 }
+
+/// Up to `limit` history records from `from` on, oldest first, each with its cursor (see
+/// [`history::oldest_first`]), once every applied entry's history is in the tree.
+pub(crate) fn history_oldest_first(
+    tree: &sled::Tree,
+    writer: &SmWriter,
+    limit: usize,
+    from: history::HistoryCursor,
+) -> Result<Vec<(history::HistoryCursor, HistoryRecord)>, Damaged> {
+    writer
+        .wait_written()
+        .map_err(|e| Damaged::new("state machine checkpoint", e))?;
+    history::oldest_first(tree, limit, from)
+}

@@ -7,9 +7,12 @@
 //! - [`image`]: reads of the image and `/image/import`;
 //! - [`changesets`]: `/image/changesets` and `/image/history`;
 //! - [`ops`]: `/snapshot`, `/backup`, `/antennas`;
+//! - [`watch`]: `/watch`, the change stream (server-sent events);
+//! - [`ui`]: `/ui`, the live web view (assets in the binary);
 //! - [`front_door`]: around them all, the token check and the request metrics.
 //!
-//! Every route but `/health`, `/readyz` and `/metrics` needs `Authorization: Bearer <token>`.
+//! Every route but `/health`, `/readyz`, `/metrics` and the web view's assets (`/ui`, which
+//! hold no data) needs `Authorization: Bearer <token>`.
 
 pub mod changesets;
 pub mod cluster;
@@ -21,6 +24,8 @@ pub mod image;
 pub mod json;
 pub mod ops;
 pub mod son;
+pub mod ui;
+pub mod watch;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -58,7 +63,7 @@ const fn route(
 }
 
 /// Every route of the admin API (README, "Admin API").
-pub static ROUTES: [Route; 30] = [
+pub static ROUTES: [Route; 34] = [
     route(Method::GET, "/health", || get(health::health)),
     route(Method::GET, "/readyz", || get(health::readyz)),
     route(Method::GET, "/status", || get(health::status)),
@@ -105,6 +110,10 @@ pub static ROUTES: [Route; 30] = [
         post(son::reject)
     }),
     route(Method::GET, "/son/trials", || get(son::trials)),
+    route(Method::GET, "/watch", || get(watch::watch)),
+    route(Method::GET, "/ui", || get(ui::index)),
+    route(Method::GET, "/ui/app.js", || get(ui::app_js)),
+    route(Method::GET, "/ui/app.css", || get(ui::app_css)),
 ];
 
 /// Builds the router of one node from [`ROUTES`] (without the token check: see [`front_door`]).

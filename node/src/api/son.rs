@@ -313,7 +313,8 @@ async fn decide(
     }
 }
 
-fn trial_view(t: &Trial, closed: Option<&TrialRecord>) -> v1::Trial {
+/// A trial as the API shows it (`GET /son/trials`, the `trial` events of `GET /watch`).
+pub(crate) fn trial_view(t: &Trial, closed: Option<&TrialRecord>) -> v1::Trial {
     let (state, reason, restored) = match closed.map(|r| &r.end) {
         None => ("open", None, None),
         Some(TrialEnd::Kept) => ("kept", None, None),
