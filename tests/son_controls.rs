@@ -1,6 +1,8 @@
 //! The operator's SON controls through the admin API and `ctl` (issue 12): an open-loop
 //! function's change applies only when an operator approves it; an excluded cell is left
 //! alone by that function; every applied SON change is a trial with the values it replaced.
+//! The SON functions' changes are planted through the API, which a lab cluster allows
+//! (`--api-son-origins`; tests/roles.rs shows a production one refusing them).
 
 mod common;
 
@@ -73,7 +75,7 @@ async fn cio_of(c: &Cluster, source: &str) -> i64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_open_loop_functions_change_applies_only_when_an_operator_approves_it() {
-    let c = Cluster::start(3).await;
+    let c = Cluster::start_with(3, &["--api-son-origins"]).await;
     c.import_demo(6).await;
     set_policy(
         &c,
@@ -149,7 +151,7 @@ async fn an_open_loop_functions_change_applies_only_when_an_operator_approves_it
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_excluded_cell_is_left_alone_by_that_function_only() {
-    let c = Cluster::start(3).await;
+    let c = Cluster::start_with(3, &["--api-son-origins"]).await;
     c.import_demo(6).await;
     set_policy(
         &c,
