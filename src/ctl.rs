@@ -31,7 +31,8 @@ Examples:
   sonraft ctl status
   sonraft ctl cells --site S00001 | head
   sonraft ctl propose --set cell/S00001-1:electrical_tilt=45 --reason \"tilt down\"
-  sonraft ctl health || echo \"not healthy: exit $?\"";
+  sonraft ctl health || echo \"not healthy: exit $?\"
+  sonraft ctl status --ca certs/ca.pem --nodes https://10.0.1.5:8001,https://10.0.2.5:8001";
 
 #[derive(Args, Debug)]
 #[command(after_help = format!("{EXAMPLES}\n\n{}", exit::TABLE))]
@@ -43,6 +44,10 @@ pub struct CtlArgs {
     /// Operator token (better in SONRAFT_TOKEN: a command line is visible to every user).
     #[arg(long, env = "SONRAFT_TOKEN", hide_env_values = true, global = true)]
     token: Option<String>,
+    /// PEM file of the CA that signed the nodes' certificates, to reach them over https://
+    /// (addresses without a scheme are then taken as https://).
+    #[arg(long, env = "SONRAFT_CA", global = true, value_name = "FILE")]
+    ca: Option<std::path::PathBuf>,
     /// Print the API's JSON instead of tables.
     #[arg(long, global = true)]
     json: bool,
@@ -333,7 +338,7 @@ impl Ctl {
         let mut why = Vec::new();
         let mut exit = Exit::Unreachable;
         for n in &self.nodes {
-            let url = format!("{}{path}", sonraft_client::base_url(n));
+            let url = format!("{}{path}", self.client.base_url(n));
             match self
                 .client
                 .send(method.clone(), &url, body.clone(), &[])
@@ -524,8 +529,12 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
         CtlCommand::NodeInfo { .. } => Vec::new(),
         _ => node_list(args.nodes.as_deref())?,
     };
+    let tls = match &args.ca {
+        Some(ca) => Some(sonraft_client::trust_ca(ca).map_err(|e| Failure::usage(e.to_string()))?),
+        None => None,
+    };
     let ctl = Ctl {
-        client: ApiClient::new(args.token, Duration::from_secs(args.timeout)),
+        client: ApiClient::with_tls(args.token, Duration::from_secs(args.timeout), tls),
         nodes,
         json: args.json,
     };
