@@ -10,6 +10,12 @@
 #   scripts/bootstrap-cluster.sh hosts H1 H2 H3 [--run]
 #                                           print (or with --run, perform over ssh) the steps
 #                                           for one node per host
+#   --tls (with any of them)                TLS on the admin API and between the nodes: a
+#                                           private CA and a certificate per node from
+#                                           scripts/make-certs.sh in $SONRAFT_RUN_DIR/certs
+#                                           (kept once made; a run directory made with --tls
+#                                           stays TLS); ctl and curl get the CA (SONRAFT_CA,
+#                                           --cacert) from cluster.env
 #
 # Environment: SONRAFT_RUN_DIR (default ./run), SONRAFT_BIN (default: release build of this
 # checkout), SONRAFT_DEMO_CELLS (default 300), SONRAFT_SIM_PERIOD_MS (default 2000),
@@ -18,6 +24,13 @@
 # night; the day then also has one planted outage, at a third of it, for 30 periods, unless
 # SONRAFT_SIM_PLANT says otherwise: KIND:CELL@PERIOD[-CLEAR][,...], or "none").
 set -euo pipefail
+
+args=()
+TLS_ASKED=false
+for a in "$@"; do
+    if [[ "$a" == --tls ]]; then TLS_ASKED=true; else args+=("$a"); fi
+done
+set -- "${args[@]+"${args[@]}"}"
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 RUN_DIR=${SONRAFT_RUN_DIR:-./run}
@@ -35,6 +48,17 @@ else
 fi
 [[ "$PLANT" == none ]] && PLANT=""
 SITES=(site-a site-b site-c)
+CERTS="$RUN_DIR/certs"
+# A run directory made with --tls stays TLS: its nodes' data and clients expect it.
+if $TLS_ASKED || [[ -f "$RUN_DIR/tls" ]]; then TLS=true; else TLS=false; fi
+if $TLS; then
+    touch "$RUN_DIR/tls"
+    SCHEME=https
+    CURL_TLS=(--cacert "$CERTS/ca.pem")
+else
+    SCHEME=http
+    CURL_TLS=()
+fi
 
 log() { printf '%s %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -75,6 +99,21 @@ json_field() { # file field
 }
 
 api_of() { json_field "$RUN_DIR/$1/data/addresses.json" api_addr; }
+
+# The CA and one certificate per site for this machine's loopback addresses.
+make_local_certs() {
+    $TLS || return 0
+    local specs=() s
+    for s in "${SITES[@]}"; do specs+=("$s=127.0.0.1,localhost"); done
+    "$ROOT/scripts/make-certs.sh" "$CERTS" "${specs[@]}" | while read -r line; do log "certificates: $line"; done
+}
+
+# A node's TLS flags (none without --tls); $2: the directory the node reads them from.
+tls_args() {
+    $TLS || return 0
+    local site=$1 dir=${2:-$CERTS}
+    echo "--tls-cert $dir/$site.pem --tls-key $dir/$site.key --tls-ca $dir/ca.pem"
+}
 
 # The simulator plays every cell of the demo network; the nodes connect to it.
 start_sim() {
@@ -122,7 +161,7 @@ start_node() {
     log "$site: starting node $i"
     nohup "$BIN" node --id "$i" --site "$site" --data-dir "$dir/data" \
         --raft-addr "$raft" --api-addr "$api" --timing loopback --antennas "$SIM_ANTENNAS" \
-        ${SONRAFT_NODE_ARGS:-} >> "$dir/node.log" 2>&1 &
+        $(tls_args "$site") ${SONRAFT_NODE_ARGS:-} >> "$dir/node.log" 2>&1 &
     local pid=$!
     echo "$pid" > "$dir/node.pid"
     for _ in $(seq 1 200); do
@@ -135,48 +174,52 @@ start_node() {
     die "$site: the node did not start within 10 s; see $dir/node.log"
 }
 
-curl_api() { curl -sS --max-time 10 -H "Authorization: Bearer $SONRAFT_TOKEN" "$@"; }
+curl_api() { curl -sS --max-time 10 "${CURL_TLS[@]+"${CURL_TLS[@]}"}" -H "Authorization: Bearer $SONRAFT_TOKEN" "$@"; }
 
 wait_ready() {
     for s in "${SITES[@]}"; do
         local api; api=$(api_of "$s")
         for _ in $(seq 1 600); do
-            if curl -sf --max-time 2 "http://$api/readyz" > /dev/null; then continue 2; fi
+            if curl -sf --max-time 2 "${CURL_TLS[@]+"${CURL_TLS[@]}"}" "$SCHEME://$api/readyz" > /dev/null; then continue 2; fi
             sleep 0.05
         done
-        die "$s is not ready after 30 s: $(curl -s "http://$api/readyz")"
+        die "$s is not ready after 30 s: $(curl -s "${CURL_TLS[@]+"${CURL_TLS[@]}"}" "$SCHEME://$api/readyz")"
     done
 }
 
 write_env() {
     local urls=()
-    for s in "${SITES[@]}"; do urls+=("http://$(api_of "$s")"); done
+    for s in "${SITES[@]}"; do urls+=("$SCHEME://$(api_of "$s")"); done
     cat > "$RUN_DIR/cluster.env" <<ENV
 # sonraft three-site cluster on this machine (written by scripts/bootstrap-cluster.sh)
 export SONRAFT_NODES="${urls[*]}"
 export SONRAFT_TOKEN="$SONRAFT_TOKEN"
 export PATH="$(dirname "$BIN"):\$PATH"
 ENV
+    if $TLS; then
+        echo "export SONRAFT_CA=\"$CERTS/ca.pem\"   # ctl trusts it; curl --cacert \$SONRAFT_CA" >> "$RUN_DIR/cluster.env"
+    fi
     chmod 600 "$RUN_DIR/cluster.env"
 }
 
 up() {
     build
     secrets
+    make_local_certs
     start_sim
     for i in 1 2 3; do start_node "$i"; done
     write_env
     # shellcheck disable=SC1091
     source "$RUN_DIR/cluster.env"
     local a; a=$(api_of site-a)
-    if curl_api "http://$a/status" | grep -q '"voters":\[\]'; then
+    if curl_api "$SCHEME://$a/status" | grep -q '"voters":\[\]'; then
         log "initialising the cluster (site-a, site-b, site-c as voters)"
         "$BIN" ctl init > /dev/null
     else
         log "cluster already initialised"
     fi
     wait_ready
-    if [[ "$(curl_api "http://$a/image/cells?limit=1")" == "[]" ]]; then
+    if [[ "$(curl_api "$SCHEME://$a/image/cells?limit=1")" == "[]" ]]; then
         log "importing the simulated network of $CELLS cells"
         # Short cool-downs to match the demo's short counter periods.
         "$BIN" sim export --cells "$CELLS" --cooldown-ms $((PERIOD_MS * 3)) > "$RUN_DIR/demo-image.json"
@@ -200,9 +243,20 @@ summary() {
     echo "sonraft cluster is up (run directory $RUN_DIR):"
     echo "  antennas: $CELLS simulated cells at $SIM_ANTENNAS (network state: curl -s http://$SIM_STATUS/state)"
     for s in "${SITES[@]}"; do
-        printf '  %-7s api http://%-21s raft %-21s log %s\n' "$s" "$(api_of "$s")" \
+        printf '  %-7s api %s://%-21s raft %-21s log %s\n' "$s" "$SCHEME" "$(api_of "$s")" \
             "$(json_field "$RUN_DIR/$s/data/addresses.json" raft_addr)" "$RUN_DIR/$s/node.log"
     done
+    local cacert=""
+    if $TLS; then
+        cacert="--cacert \$SONRAFT_CA "
+        cat <<TXT
+
+TLS: the admin API is HTTPS only and the nodes talk over TLS, all certificates signed by the
+private CA $CERTS/ca.pem (its key ca.key stays here, mode 0600). Point ctl at the nodes with
+  sonraft ctl --ca $CERTS/ca.pem --nodes $SCHEME://$(api_of site-a),...
+or source cluster.env (it sets SONRAFT_CA); curl needs --cacert $CERTS/ca.pem.
+TXT
+    fi
     cat <<TXT
 
 Use it:
@@ -211,8 +265,8 @@ Use it:
   sonraft ctl cells --site S00001
   sonraft ctl propose --set cell/S00001-1:electrical_tilt=45 --reason "tilt down"
   sonraft ctl history              # the SON functions at work: PCI, load balancing, robustness, ANR, energy saving
-  curl -s -H "Authorization: Bearer \$SONRAFT_TOKEN" \$(echo \$SONRAFT_NODES | cut -d' ' -f1)/antennas?limit=3
-  curl -s \$(echo \$SONRAFT_NODES | cut -d' ' -f1)/metrics | grep -E 'sonraft_(son|antenna)'
+  curl -s ${cacert}-H "Authorization: Bearer \$SONRAFT_TOKEN" \$(echo \$SONRAFT_NODES | cut -d' ' -f1)/antennas?limit=3
+  curl -s ${cacert}\$(echo \$SONRAFT_NODES | cut -d' ' -f1)/metrics | grep -E 'sonraft_(son|antenna)'
   curl -s http://$SIM_STATUS/state | head -c 600
   curl -s -X POST http://$SIM_STATUS/fault -d '{"cell": "S00000-1", "fault": "outage"}'   # or sleeping, hole, hotspot, clear
 Stop it:
@@ -256,25 +310,40 @@ hosts() {
     [[ $# -ge 3 ]] || die "usage: $0 hosts HOST1 HOST2 HOST3 [--run]"
     local h=("$1" "$2" "$3") run=${4:-}
     secrets
+    # On each host the node reads its certificate, key and the CA from here.
+    local remote=/etc/sonraft/tls ctl_ca=()
+    if $TLS; then
+        "$ROOT/scripts/make-certs.sh" "$CERTS" "site-a=${h[0]}" "site-b=${h[1]}" "site-c=${h[2]}" >&2
+        ctl_ca=(--ca "$CERTS/ca.pem")
+        echo "# TLS: copy to each host's $remote its SITE.pem, SITE.key (mode 0600) and ca.pem from $CERTS"
+        echo "#      (never ca.key); clients use --ca $CERTS/ca.pem (curl: --cacert)"
+    fi
     echo "# sonraft on three hosts: copy $BIN to /usr/local/bin/sonraft on each, then:"
     local cmds=()
     for i in 1 2 3; do
         local host=${h[$i-1]} site=${SITES[$i-1]}
-        cmds+=("SONRAFT_CLUSTER_SECRET=$SONRAFT_CLUSTER_SECRET SONRAFT_TOKEN=$SONRAFT_TOKEN nohup sonraft node --id $i --site $site --data-dir /var/lib/sonraft --raft-addr 0.0.0.0:7001 --api-addr 0.0.0.0:8001 --advertise-raft-addr $host:7001 --advertise-api-addr $host:8001 --timing wan >> /var/log/sonraft.log 2>&1 &")
+        cmds+=("SONRAFT_CLUSTER_SECRET=$SONRAFT_CLUSTER_SECRET SONRAFT_TOKEN=$SONRAFT_TOKEN nohup sonraft node --id $i --site $site --data-dir /var/lib/sonraft --raft-addr 0.0.0.0:7001 --api-addr 0.0.0.0:8001 --advertise-raft-addr $host:7001 --advertise-api-addr $host:8001 --timing wan $(tls_args "$site" "$remote") >> /var/log/sonraft.log 2>&1 &")
         echo "# on $host ($site):"
         echo "${cmds[$i-1]}"
     done
+    local nodes="$SCHEME://${h[0]}:8001 $SCHEME://${h[1]}:8001 $SCHEME://${h[2]}:8001"
     echo "# then, from anywhere:"
-    echo "SONRAFT_NODES=\"http://${h[0]}:8001 http://${h[1]}:8001 http://${h[2]}:8001\" SONRAFT_TOKEN=$SONRAFT_TOKEN sonraft ctl init"
+    echo "SONRAFT_NODES=\"$nodes\" SONRAFT_TOKEN=$SONRAFT_TOKEN sonraft ctl ${ctl_ca[*]} init"
     if [[ "$run" == "--run" ]]; then
         for i in 1 2 3; do
-            log "starting ${SITES[$i-1]} on ${h[$i-1]} over ssh"
-            ssh "${h[$i-1]}" "mkdir -p /var/lib/sonraft && ${cmds[$i-1]}"
+            local host=${h[$i-1]} site=${SITES[$i-1]}
+            if $TLS; then
+                log "copying $site's certificate, key and the CA to $host:$remote"
+                ssh "$host" "mkdir -p $remote && chmod 700 $remote"
+                scp -q "$CERTS/$site.pem" "$CERTS/$site.key" "$CERTS/ca.pem" "$host:$remote/"
+            fi
+            log "starting $site on $host over ssh"
+            ssh "$host" "mkdir -p /var/lib/sonraft && ${cmds[$i-1]}"
         done
         for i in 1 2 3; do
-            for _ in $(seq 1 100); do curl -sf "http://${h[$i-1]}:8001/health" > /dev/null && break; sleep 0.2; done
+            for _ in $(seq 1 100); do curl -sf "${CURL_TLS[@]+"${CURL_TLS[@]}"}" "$SCHEME://${h[$i-1]}:8001/health" > /dev/null && break; sleep 0.2; done
         done
-        SONRAFT_NODES="http://${h[0]}:8001 http://${h[1]}:8001 http://${h[2]}:8001" "$BIN" ctl init
+        SONRAFT_NODES="$nodes" "$BIN" ctl "${ctl_ca[@]+"${ctl_ca[@]}"}" init
     fi
 }
 
@@ -283,6 +352,6 @@ case "${1:-up}" in
     stop) stop ;;
     status) status ;;
     hosts) shift; hosts "$@" ;;
-    -h|--help|help) sed -n '2,17p' "$0" ;;
+    -h|--help|help) sed -n '2,25p' "$0" ;;
     *) die "unknown command $1 (up, stop, status, hosts)" ;;
 esac
