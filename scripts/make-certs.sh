@@ -80,10 +80,19 @@ san_of() {
     echo "${out[*]}"
 }
 
-# The SANs a certificate carries, normalised to the form san_of writes, sorted.
-sans_in() {
-    openssl x509 -in "$1" -noout -ext subjectAltName 2>/dev/null |
-        tail -n +2 | tr ',' '\n' | sed 's/^ *//; s/IP Address:/IP:/' | grep -v '^$' | sort | paste -sd, -
+# Whether the certificate $1 carries exactly the SANs $2 (as san_of writes them). openssl
+# matches each one (it spells IPv6 addresses its own way), and the count must agree.
+has_sans() {
+    local pem=$1 e n
+    IFS=',' read -ra want <<<"$2"
+    for e in "${want[@]}"; do
+        case "$e" in
+            IP:*) openssl x509 -in "$pem" -noout -checkip "${e#IP:}" | grep -q "does match" || return 1 ;;
+            DNS:*) openssl x509 -in "$pem" -noout -checkhost "${e#DNS:}" | grep -q "does match" || return 1 ;;
+        esac
+    done
+    n=$(openssl x509 -in "$pem" -noout -ext subjectAltName 2>/dev/null | tail -n +2 | tr ',' '\n' | grep -c .)
+    [[ "$n" -eq "${#want[@]}" ]]
 }
 
 for spec in "$@"; do
@@ -97,10 +106,9 @@ for spec in "$@"; do
     san="$(san_of "$addrs")"
     key="$dir/$name.key"
     pem="$dir/$name.pem"
-    want="$(tr ',' '\n' <<<"$san" | sort | paste -sd, -)"
     if ! $new_ca && [[ -s "$key" && -s "$pem" ]] &&
         openssl verify -CAfile "$ca_pem" "$pem" >/dev/null 2>&1 &&
-        [[ "$(sans_in "$pem")" == "$want" ]]; then
+        has_sans "$pem" "$san"; then
         echo "kept $pem ($san)"
         continue
     fi

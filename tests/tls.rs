@@ -123,7 +123,7 @@ fn ctl(nodes: &str, ca: Option<&Path>, args: &[&str]) -> (i32, String, String) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_change_set_proposed_through_ctl_over_https_applies_on_all_three_nodes() {
+async fn a_change_set_proposed_through_ctl_over_https_to_a_follower_applies_on_all_three_nodes() {
     let c = TlsCluster::start().await;
     let r = c
         .cluster
@@ -133,8 +133,15 @@ async fn a_change_set_proposed_through_ctl_over_https_applies_on_all_three_nodes
         .expect("import over https");
     assert!(r.status.is_success(), "import: {} {:?}", r.status, r.body);
 
+    // Through a follower: it forwards the proposal to the leader's API, over TLS too.
+    let leader = c
+        .cluster
+        .leader(Duration::from_secs(10))
+        .await
+        .expect("a leader");
+    let follower = &c.cluster.nodes[(leader + 1) % 3];
     let (code, out, err) = ctl(
-        &c.https_nodes(),
+        &format!("https://{}", follower.api),
         Some(&c.ca()),
         &["propose", "--set", "cell/C1:electrical_tilt=45"],
     );
