@@ -120,10 +120,11 @@ struct FailureState {
 }
 
 impl FailureLog {
-    fn record(&self, listener: &'static str, peer: SocketAddr, why: &str) {
+    /// Logs one refused connection; returns whether it was also a warning.
+    fn record(&self, listener: &'static str, peer: SocketAddr, why: &str) -> bool {
         tracing::debug!(%peer, listener, reason = why, "TLS connection refused");
         let Ok(mut s) = self.state.lock() else {
-            return;
+            return false;
         };
         s.since_warn += 1;
         let due = s.last_warn.is_none_or(|t| t.elapsed() >= WARN_EVERY);
@@ -139,5 +140,32 @@ impl FailureLog {
             s.last_warn = Some(Instant::now());
             s.since_warn = 0;
         }
+        due
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_flood_of_refused_handshakes_warns_once_a_minute() {
+        let log = FailureLog::default();
+        let peer: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        assert!(
+            log.record("admin API", peer, "first"),
+            "the first one warns"
+        );
+        let warned = (0..1000)
+            .filter(|_| log.record("admin API", peer, "again"))
+            .count();
+        assert_eq!(warned, 0, "the next thousand within the minute only count");
+        if let Ok(mut s) = log.state.lock() {
+            s.last_warn = Instant::now().checked_sub(WARN_EVERY);
+        }
+        assert!(
+            log.record("admin API", peer, "later"),
+            "a minute on, it warns again"
+        );
     }
 }
