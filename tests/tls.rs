@@ -273,3 +273,41 @@ async fn a_node_with_a_certificate_of_another_ca_cannot_join() {
         "node 4 became a member: {members}"
     );
 }
+
+#[test]
+fn a_node_with_a_partial_or_unreadable_tls_set_exits_at_start_naming_what_is_wrong() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let certs = root.path().join("certs");
+    make_certs(&certs, &["node1=127.0.0.1"]);
+    let start = |flags: &[String]| {
+        Command::new(binary())
+            .args(["node", "--id", "1", "--site", "site-1", "--data-dir"])
+            .arg(root.path().join("data"))
+            .args(["--raft-addr", "127.0.0.1:0", "--api-addr", "127.0.0.1:0"])
+            .args(flags)
+            .env("SONRAFT_CLUSTER_SECRET", "local-cluster-secret-0123")
+            .env("SONRAFT_TOKEN", TOKEN)
+            .env_remove("SONRAFT_TLS_CERT")
+            .env_remove("SONRAFT_TLS_KEY")
+            .env_remove("SONRAFT_TLS_CA")
+            .output()
+            .expect("run the node")
+    };
+    let mut flags = tls_flags(&certs, "node1", &certs.join("ca.pem"));
+    let partial = start(&flags[..4]);
+    let err = String::from_utf8_lossy(&partial.stderr);
+    assert!(!partial.status.success());
+    assert!(
+        err.contains("--tls-ca") && !err.contains("panicked"),
+        "{err}"
+    );
+
+    flags[3] = certs.join("missing.key").display().to_string();
+    let unreadable = start(&flags);
+    let err = String::from_utf8_lossy(&unreadable.stderr);
+    assert!(!unreadable.status.success());
+    assert!(
+        err.contains("missing.key") && err.contains("tls_key") && !err.contains("panicked"),
+        "{err}"
+    );
+}

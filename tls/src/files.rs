@@ -19,11 +19,13 @@ use crate::accept::Acceptor;
 /// Why TLS could not be set up from the configured files.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
-    #[error("cannot read the {what} {}: {source}", .path.display())]
+    // The io error is in the message rather than a `source`, so that the one line a user
+    // of `to_string` prints says why, and a chain printer does not say it twice.
+    #[error("cannot read the {what} {}: {error}", .path.display())]
     Read {
         what: &'static str,
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("the {what} {} is not valid PEM: {reason}", .path.display())]
     BadPem {
@@ -59,10 +61,10 @@ fn provider() -> Arc<CryptoProvider> {
 }
 
 fn read(what: &'static str, path: &Path) -> Result<Vec<u8>, TlsError> {
-    std::fs::read(path).map_err(|source| TlsError::Read {
+    std::fs::read(path).map_err(|error| TlsError::Read {
         what,
         path: path.to_path_buf(),
-        source,
+        error,
     })
 }
 
