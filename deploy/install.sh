@@ -5,7 +5,7 @@
 #   sh BUNDLE/install.sh [--root DIR] [--no-start]
 #
 # BUNDLE holds: sonraft (the binary), sonraft.toml, sonraft.service, token, cluster-secret,
-# tokens. It installs the binary to /usr/local/bin, the config and the secrets to /etc/sonraft
+# tokens, and with TLS tls/node.pem, tls/node.key, tls/ca.pem. It installs the binary to /usr/local/bin, the config and the secrets to /etc/sonraft
 # (root-owned, mode 600: systemd hands the secrets to the service as credentials), the unit to
 # /etc/systemd/system, creates the `sonraft` system user, checks the config with the new binary,
 # then enables and starts the unit. --root DIR installs under DIR instead of / and starts
@@ -27,10 +27,16 @@ for f in sonraft sonraft.toml sonraft.service token cluster-secret tokens; do
     [ -e "$BUNDLE/$f" ] || { echo "install.sh: $BUNDLE/$f is missing" >&2; exit 1; }
 done
 
-# The config is checked before anything is installed: the secrets as the unit will pass them.
+# The config is checked before anything is installed: the secrets as the unit will pass them,
+# and the bundle's TLS files (if any) in place of those the config names under /etc/sonraft/tls.
+if [ -d "$BUNDLE/tls" ]; then
+    export SONRAFT_TLS_CERT="$BUNDLE/tls/node.pem" SONRAFT_TLS_KEY="$BUNDLE/tls/node.key" \
+        SONRAFT_TLS_CA="$BUNDLE/tls/ca.pem"
+fi
 SONRAFT_TOKEN_FILE="$BUNDLE/token" SONRAFT_CLUSTER_SECRET_FILE="$BUNDLE/cluster-secret" \
     SONRAFT_TOKENS_FILE="$BUNDLE/tokens" SONRAFT_TOKEN="" SONRAFT_CLUSTER_SECRET="" \
     "$BUNDLE/sonraft" node --config "$BUNDLE/sonraft.toml" --check-config
+unset SONRAFT_TLS_CERT SONRAFT_TLS_KEY SONRAFT_TLS_CA
 
 if [ -z "$ROOT" ] && ! id sonraft > /dev/null 2>&1; then
     useradd --system --home-dir /var/lib/sonraft --no-create-home \
@@ -45,6 +51,16 @@ for f in token cluster-secret tokens; do
     install -m 600 "$BUNDLE/$f" "$ROOT/etc/sonraft/$f"
 done
 install -m 644 "$BUNDLE/sonraft.service" "$ROOT/etc/systemd/system/sonraft.service"
+if [ -d "$BUNDLE/tls" ]; then
+    # The key is the service user's alone; certificates are public.
+    install -d -m 755 "$ROOT/etc/sonraft/tls"
+    install -m 644 "$BUNDLE/tls/node.pem" "$BUNDLE/tls/ca.pem" "$ROOT/etc/sonraft/tls/"
+    if [ -z "$ROOT" ]; then
+        install -m 600 -o sonraft -g sonraft "$BUNDLE/tls/node.key" "$ROOT/etc/sonraft/tls/node.key"
+    else
+        install -m 600 "$BUNDLE/tls/node.key" "$ROOT/etc/sonraft/tls/node.key"
+    fi
+fi
 echo "installed sonraft under ${ROOT:-/}"
 
 if [ "$START" = 1 ]; then

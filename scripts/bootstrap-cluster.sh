@@ -12,6 +12,13 @@
 #                                           deploy/sonraft.toml, the systemd unit, secrets as
 #                                           mode-600 files) and print (or with --run, perform
 #                                           over ssh) the steps to install them
+#   --tls (with any of them)                TLS on the admin API and between the nodes: a
+#                                           private CA and a certificate per node from
+#                                           scripts/make-certs.sh in $SONRAFT_RUN_DIR/certs
+#                                           (kept once made; a run directory made with --tls
+#                                           stays TLS); ctl and curl get the CA (SONRAFT_CA,
+#                                           --cacert) from cluster.env; in hosts mode each
+#                                           bundle carries its node's certificate and key
 #
 # Environment: SONRAFT_RUN_DIR (default ./run), SONRAFT_BIN (default: release build of this
 # checkout), SONRAFT_DEMO_CELLS (default 300), SONRAFT_SIM_PERIOD_MS (default 2000),
@@ -20,6 +27,13 @@
 # night; the day then also has one planted outage, at a third of it, for 30 periods, unless
 # SONRAFT_SIM_PLANT says otherwise: KIND:CELL@PERIOD[-CLEAR][,...], or "none").
 set -euo pipefail
+
+args=()
+TLS_ASKED=false
+for a in "$@"; do
+    if [[ "$a" == --tls ]]; then TLS_ASKED=true; else args+=("$a"); fi
+done
+set -- "${args[@]+"${args[@]}"}"
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 RUN_DIR=${SONRAFT_RUN_DIR:-./run}
@@ -37,6 +51,17 @@ else
 fi
 [[ "$PLANT" == none ]] && PLANT=""
 SITES=(site-a site-b site-c)
+CERTS="$RUN_DIR/certs"
+# A run directory made with --tls stays TLS: its nodes' data and clients expect it.
+if $TLS_ASKED || [[ -f "$RUN_DIR/tls" ]]; then TLS=true; else TLS=false; fi
+if $TLS; then
+    touch "$RUN_DIR/tls"
+    SCHEME=https
+    CURL_TLS=(--cacert "$CERTS/ca.pem")
+else
+    SCHEME=http
+    CURL_TLS=()
+fi
 
 log() { printf '%s %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -77,6 +102,21 @@ json_field() { # file field
 }
 
 api_of() { json_field "$RUN_DIR/$1/data/addresses.json" api_addr; }
+
+# The CA and one certificate per site for this machine's loopback addresses.
+make_local_certs() {
+    $TLS || return 0
+    local specs=() s
+    for s in "${SITES[@]}"; do specs+=("$s=127.0.0.1,localhost"); done
+    "$ROOT/scripts/make-certs.sh" "$CERTS" "${specs[@]}" | while read -r line; do log "certificates: $line"; done
+}
+
+# A node's TLS flags (none without --tls); $2: the directory the node reads them from.
+tls_args() {
+    $TLS || return 0
+    local site=$1 dir=${2:-$CERTS}
+    echo "--tls-cert $dir/$site.pem --tls-key $dir/$site.key --tls-ca $dir/ca.pem"
+}
 
 # The simulator plays every cell of the demo network; the nodes connect to it.
 start_sim() {
@@ -124,7 +164,7 @@ start_node() {
     log "$site: starting node $i"
     nohup "$BIN" node --id "$i" --site "$site" --data-dir "$dir/data" \
         --raft-addr "$raft" --api-addr "$api" --timing loopback --antennas "$SIM_ANTENNAS" \
-        ${SONRAFT_NODE_ARGS:-} >> "$dir/node.log" 2>&1 &
+        $(tls_args "$site") ${SONRAFT_NODE_ARGS:-} >> "$dir/node.log" 2>&1 &
     local pid=$!
     echo "$pid" > "$dir/node.pid"
     for _ in $(seq 1 200); do
@@ -137,48 +177,52 @@ start_node() {
     die "$site: the node did not start within 10 s; see $dir/node.log"
 }
 
-curl_api() { curl -sS --max-time 10 -H "Authorization: Bearer $SONRAFT_TOKEN" "$@"; }
+curl_api() { curl -sS --max-time 10 "${CURL_TLS[@]+"${CURL_TLS[@]}"}" -H "Authorization: Bearer $SONRAFT_TOKEN" "$@"; }
 
 wait_ready() {
     for s in "${SITES[@]}"; do
         local api; api=$(api_of "$s")
         for _ in $(seq 1 600); do
-            if curl -sf --max-time 2 "http://$api/readyz" > /dev/null; then continue 2; fi
+            if curl -sf --max-time 2 "${CURL_TLS[@]+"${CURL_TLS[@]}"}" "$SCHEME://$api/readyz" > /dev/null; then continue 2; fi
             sleep 0.05
         done
-        die "$s is not ready after 30 s: $(curl -s "http://$api/readyz")"
+        die "$s is not ready after 30 s: $(curl -s "${CURL_TLS[@]+"${CURL_TLS[@]}"}" "$SCHEME://$api/readyz")"
     done
 }
 
 write_env() {
     local urls=()
-    for s in "${SITES[@]}"; do urls+=("http://$(api_of "$s")"); done
+    for s in "${SITES[@]}"; do urls+=("$SCHEME://$(api_of "$s")"); done
     cat > "$RUN_DIR/cluster.env" <<ENV
 # sonraft three-site cluster on this machine (written by scripts/bootstrap-cluster.sh)
 export SONRAFT_NODES="${urls[*]}"
 export SONRAFT_TOKEN="$SONRAFT_TOKEN"
 export PATH="$(dirname "$BIN"):\$PATH"
 ENV
+    if $TLS; then
+        echo "export SONRAFT_CA=\"$CERTS/ca.pem\"   # ctl trusts it; curl --cacert \$SONRAFT_CA" >> "$RUN_DIR/cluster.env"
+    fi
     chmod 600 "$RUN_DIR/cluster.env"
 }
 
 up() {
     build
     secrets
+    make_local_certs
     start_sim
     for i in 1 2 3; do start_node "$i"; done
     write_env
     # shellcheck disable=SC1091
     source "$RUN_DIR/cluster.env"
     local a; a=$(api_of site-a)
-    if curl_api "http://$a/status" | grep -q '"voters":\[\]'; then
+    if curl_api "$SCHEME://$a/status" | grep -q '"voters":\[\]'; then
         log "initialising the cluster (site-a, site-b, site-c as voters)"
         "$BIN" ctl init > /dev/null
     else
         log "cluster already initialised"
     fi
     wait_ready
-    if [[ "$(curl_api "http://$a/image/cells?limit=1")" == "[]" ]]; then
+    if [[ "$(curl_api "$SCHEME://$a/image/cells?limit=1")" == "[]" ]]; then
         log "importing the simulated network of $CELLS cells"
         # Short cool-downs to match the demo's short counter periods.
         "$BIN" sim export --cells "$CELLS" --cooldown-ms $((PERIOD_MS * 3)) > "$RUN_DIR/demo-image.json"
@@ -202,9 +246,20 @@ summary() {
     echo "sonraft cluster is up (run directory $RUN_DIR):"
     echo "  antennas: $CELLS simulated cells at $SIM_ANTENNAS (network state: curl -s http://$SIM_STATUS/state)"
     for s in "${SITES[@]}"; do
-        printf '  %-7s api http://%-21s raft %-21s log %s\n' "$s" "$(api_of "$s")" \
+        printf '  %-7s api %s://%-21s raft %-21s log %s\n' "$s" "$SCHEME" "$(api_of "$s")" \
             "$(json_field "$RUN_DIR/$s/data/addresses.json" raft_addr)" "$RUN_DIR/$s/node.log"
     done
+    local cacert=""
+    if $TLS; then
+        cacert="--cacert \$SONRAFT_CA "
+        cat <<TXT
+
+TLS: the admin API is HTTPS only and the nodes talk over TLS, all certificates signed by the
+private CA $CERTS/ca.pem (its key ca.key stays here, mode 0600). Point ctl at the nodes with
+  sonraft ctl --ca $CERTS/ca.pem --nodes $SCHEME://$(api_of site-a),...
+or source cluster.env (it sets SONRAFT_CA); curl needs --cacert $CERTS/ca.pem.
+TXT
+    fi
     cat <<TXT
 
 Use it:
@@ -213,8 +268,8 @@ Use it:
   sonraft ctl cells --site S00001
   sonraft ctl propose --set cell/S00001-1:electrical_tilt=45 --reason "tilt down"
   sonraft ctl history              # the SON functions at work: PCI, load balancing, robustness, ANR, energy saving
-  curl -s -H "Authorization: Bearer \$SONRAFT_TOKEN" \$(echo \$SONRAFT_NODES | cut -d' ' -f1)/antennas?limit=3
-  curl -s \$(echo \$SONRAFT_NODES | cut -d' ' -f1)/metrics | grep -E 'sonraft_(son|antenna)'
+  curl -s ${cacert}-H "Authorization: Bearer \$SONRAFT_TOKEN" \$(echo \$SONRAFT_NODES | cut -d' ' -f1)/antennas?limit=3
+  curl -s ${cacert}\$(echo \$SONRAFT_NODES | cut -d' ' -f1)/metrics | grep -E 'sonraft_(son|antenna)'
   curl -s http://$SIM_STATUS/state | head -c 600
   curl -s -X POST http://$SIM_STATUS/fault -d '{"cell": "S00000-1", "fault": "outage"}'   # or sleeping, hole, hotspot, clear
 Stop it:
@@ -260,6 +315,9 @@ bundles() {
     local h=("$@") out="$RUN_DIR/hosts"
     umask 077
     mkdir -p "$out"
+    if $TLS; then
+        "$ROOT/scripts/make-certs.sh" "$CERTS" "site-a=${h[0]}" "site-b=${h[1]}" "site-c=${h[2]}" >&2
+    fi
     [[ -f "$out/tokens" ]] || printf '# ROLE TOKEN, one a line: read-only, operator or admin (README, "Tokens and roles")\n' > "$out/tokens"
     printf '%s\n' "$SONRAFT_TOKEN" > "$out/token"
     for i in 1 2 3; do
@@ -271,6 +329,18 @@ bundles() {
         cp "$BIN" "$dir/sonraft"
         printf '%s\n' "$SONRAFT_CLUSTER_SECRET" > "$dir/cluster-secret"
         cp "$out/token" "$out/tokens" "$dir/"
+        if $TLS; then
+            # The node's certificate and key, and the CA it trusts peers by (never ca.key).
+            mkdir -p "$dir/tls"
+            cp "$CERTS/$site.pem" "$dir/tls/node.pem"
+            cp "$CERTS/$site.key" "$dir/tls/node.key"
+            cp "$CERTS/ca.pem" "$dir/tls/ca.pem"
+            chmod 644 "$dir/tls/node.pem" "$dir/tls/ca.pem"
+            chmod 600 "$dir/tls/node.key"
+            printf '%s\n' '# TLS (bootstrap --tls): this node'"'"'s certificate and key, and the cluster'"'"'s CA.' \
+                'tls_cert = "/etc/sonraft/tls/node.pem"' 'tls_key = "/etc/sonraft/tls/node.key"' \
+                'tls_ca = "/etc/sonraft/tls/ca.pem"' >> "$dir/sonraft.toml"
+        fi
         chmod 600 "$dir/token" "$dir/cluster-secret" "$dir/tokens"
         chmod 644 "$dir/sonraft.toml" "$dir/sonraft.service"
         chmod 755 "$dir/sonraft" "$dir/install.sh"
@@ -283,15 +353,17 @@ hosts() {
     [[ -z "$run" || "$run" == --run ]] || die "unknown option $run (--run)"
     secrets
     bundles "${h[@]}"
-    local nodes="http://${h[0]}:8001 http://${h[1]}:8001 http://${h[2]}:8001"
-    echo "# sonraft on three hosts: one bundle per site under $out (config, unit, secrets)."
+    local nodes="$SCHEME://${h[0]}:8001 $SCHEME://${h[1]}:8001 $SCHEME://${h[2]}:8001" ctl_ca=()
+    $TLS && ctl_ca=(--ca "$CERTS/ca.pem")
+    echo "# sonraft on three hosts: one bundle per site under $out (config, unit, secrets$($TLS && echo ', TLS certificate and key'))."
     echo "# No secret is on any command line: they travel as files and reach the node as"
     echo "# systemd credentials. Per host (root over ssh, or sudo):"
     for i in 1 2 3; do
         echo "scp -rp $out/${SITES[$i-1]} ${h[$i-1]}:/tmp/sonraft-bundle && ssh ${h[$i-1]} 'sudo sh /tmp/sonraft-bundle/install.sh && rm -rf /tmp/sonraft-bundle'"
     done
     echo "# then, from anywhere (more tokens with roles: edit $out/tokens and install again):"
-    echo "SONRAFT_NODES=\"$nodes\" SONRAFT_TOKEN_FILE=$out/token sonraft ctl init"
+    echo "SONRAFT_NODES=\"$nodes\" SONRAFT_TOKEN_FILE=$out/token sonraft ctl ${ctl_ca[*]} init"
+    $TLS && echo "# the CA's key $CERTS/ca.key stays here; clients trust $CERTS/ca.pem (curl: --cacert)"
     echo "# upgrades, one site at a time: scripts/rolling-upgrade.sh NEW_BINARY --hosts site-a=${h[0]},site-b=${h[1]},site-c=${h[2]}"
     if [[ "$run" == "--run" ]]; then
         for i in 1 2 3; do
@@ -300,9 +372,9 @@ hosts() {
             ssh "${h[$i-1]}" 'sudo sh /tmp/sonraft-bundle/install.sh && rm -rf /tmp/sonraft-bundle'
         done
         for i in 1 2 3; do
-            for _ in $(seq 1 100); do curl -sf "http://${h[$i-1]}:8001/health" > /dev/null && break; sleep 0.2; done
+            for _ in $(seq 1 100); do curl -sf "${CURL_TLS[@]+"${CURL_TLS[@]}"}" "$SCHEME://${h[$i-1]}:8001/health" > /dev/null && break; sleep 0.2; done
         done
-        SONRAFT_NODES="$nodes" SONRAFT_TOKEN_FILE="$out/token" SONRAFT_TOKEN="" "$BIN" ctl init
+        SONRAFT_NODES="$nodes" SONRAFT_TOKEN_FILE="$out/token" SONRAFT_TOKEN="" "$BIN" ctl "${ctl_ca[@]+"${ctl_ca[@]}"}" init
     fi
 }
 
@@ -311,6 +383,6 @@ case "${1:-up}" in
     stop) stop ;;
     status) status ;;
     hosts) shift; hosts "$@" ;;
-    -h|--help|help) sed -n '2,20p' "$0" ;;
+    -h|--help|help) sed -n '2,28p' "$0" ;;
     *) die "unknown command $1 (up, stop, status, hosts)" ;;
 esac

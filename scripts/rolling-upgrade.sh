@@ -39,14 +39,16 @@
 #
 # Environment: SONRAFT_RUN_DIR (./run), SONRAFT_BACKUP_DIR ($SONRAFT_RUN_DIR/backups),
 # SONRAFT_UPGRADE_TIMEOUT (seconds per wait, 120), SONRAFT_UPGRADE_EVENTS (a file to append
-# "site phase epoch_ms" lines to, for tests), SONRAFT_UPGRADE_COPY_DATA (1).
+# "site phase epoch_ms" lines to, for tests), SONRAFT_UPGRADE_COPY_DATA (1), SONRAFT_CA (the
+# CA of a cluster over TLS: the API is then reached over https; a local cluster bootstrapped
+# with --tls needs nothing, its CA is in the run directory).
 set -euo pipefail
 
 log() { printf '%s %s\n' "$(date +%H:%M:%S.%3N)" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 now_ms() { date +%s%3N; }
 
-[[ $# -ge 1 && "$1" != -h && "$1" != --help ]] || { sed -n '2,42p' "$0"; exit 2; }
+[[ $# -ge 1 && "$1" != -h && "$1" != --help ]] || { sed -n '2,44p' "$0"; exit 2; }
 NEW=$1; shift
 [[ -x "$NEW" ]] || die "$NEW is not an executable"
 NEW=$(cd "$(dirname "$NEW")" && pwd)/$(basename "$NEW")
@@ -68,6 +70,17 @@ TIMEOUT=${SONRAFT_UPGRADE_TIMEOUT:-120}
 EVENTS=${SONRAFT_UPGRADE_EVENTS:-}
 COPY_DATA=${SONRAFT_UPGRADE_COPY_DATA:-1}
 API_PORT=${SONRAFT_API_PORT:-8001}
+if [[ -z "${SONRAFT_CA:-}" && -z "$HOSTS_ARG" && -f "$RUN_DIR/tls" ]]; then
+    SONRAFT_CA="$(cd "$RUN_DIR" && pwd)/certs/ca.pem"
+fi
+if [[ -n "${SONRAFT_CA:-}" ]]; then
+    export SONRAFT_CA
+    SCHEME=https
+    CURL_TLS=(--cacert "$SONRAFT_CA")
+else
+    SCHEME=http
+    CURL_TLS=()
+fi
 declare -A HOST_OF=()
 SITES=()
 
@@ -85,7 +98,7 @@ if [[ -n "$HOSTS_ARG" ]]; then
         [[ "$p" == *=* ]] || die "--hosts takes site=host pairs, got $p"
         SITES+=("${p%%=*}")
         HOST_OF[${p%%=*}]=${p#*=}
-        urls+=("http://${p#*=}:$API_PORT")
+        urls+=("$SCHEME://${p#*=}:$API_PORT")
     done
     export SONRAFT_NODES="${SONRAFT_NODES:-${urls[*]}}"
     [[ -n "${SONRAFT_TOKEN:-}" || -n "${SONRAFT_TOKEN_FILE:-}" ]] \
@@ -114,7 +127,7 @@ else
     for s in "${SITES[@]}"; do
         f="$RUN_DIR/$s/data/addresses.json"
         [[ -f "$f" ]] || die "$s: no $f"
-        urls+=("http://$(json_field "$f" api_addr)")
+        urls+=("$SCHEME://$(json_field "$f" api_addr)")
     done
     export SONRAFT_NODES="${urls[*]}"
 fi
@@ -169,7 +182,7 @@ stop_node() { # site
     if [[ $MODE == remote ]]; then
         bash -c "$(fill "$STOP_CMD" "${HOST_OF[$site]}")" || return 1
         for _ in $(seq 1 100); do
-            curl -sf --max-time 1 "http://$(api_of "$site")/health" > /dev/null || return 0
+            curl -sf --max-time 1 "${CURL_TLS[@]+"${CURL_TLS[@]}"}" "$SCHEME://$(api_of "$site")/health" > /dev/null || return 0
             sleep 0.1
         done
         log "$site: the API still answers after the stop command"

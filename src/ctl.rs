@@ -34,7 +34,8 @@ Examples:
   sonraft ctl status
   sonraft ctl cells --site S00001 | head
   sonraft ctl propose --set cell/S00001-1:electrical_tilt=45 --reason \"tilt down\"
-  sonraft ctl health || echo \"not healthy: exit $?\"";
+  sonraft ctl health || echo \"not healthy: exit $?\"
+  sonraft ctl status --ca certs/ca.pem --nodes https://10.0.1.5:8001,https://10.0.2.5:8001";
 
 #[derive(Args, Debug)]
 #[command(after_help = format!("{EXAMPLES}\n\n{}", exit::TABLE))]
@@ -50,6 +51,10 @@ pub struct CtlArgs {
     /// Refused: a token on the command line is visible to every user (`ps`).
     #[arg(long = "token", hide = true, global = true, value_name = "TOKEN")]
     token_on_command_line: Option<String>,
+    /// PEM file of the CA that signed the nodes' certificates, to reach them over https://
+    /// (addresses without a scheme are then taken as https://).
+    #[arg(long, env = "SONRAFT_CA", global = true, value_name = "FILE")]
+    ca: Option<std::path::PathBuf>,
     /// Print the API's JSON instead of tables.
     #[arg(long, global = true)]
     json: bool,
@@ -373,7 +378,7 @@ impl Ctl {
         let mut why = Vec::new();
         let mut exit = Exit::Unreachable;
         for n in &self.nodes {
-            let url = format!("{}{path}", sonraft_client::base_url(n));
+            let url = format!("{}{path}", self.client.base_url(n));
             match self
                 .client
                 .send(method.clone(), &url, body.clone(), &[])
@@ -493,8 +498,6 @@ fn rat(r: v1::Rat) -> &'static str {
     }
 }
 
-/// What `--nodes` or `SONRAFT_NODES` holds, split into addresses: none is a usage error, as a
-/// silent default address would send a script's commands to whatever listens there.
 /// Most nodes `status` reads, however many members the nodes list.
 const MAX_MEMBERS: usize = 64;
 
@@ -507,6 +510,8 @@ fn member_url(via: &str, api_addr: &str) -> String {
     format!("{scheme}://{}", api_addr.trim().trim_end_matches('/'))
 }
 
+/// What `--nodes` or `SONRAFT_NODES` holds, split into addresses: none is a usage error, as a
+/// silent default address would send a script's commands to whatever listens there.
 fn node_list(nodes: Option<&str>) -> anyhow::Result<Vec<String>> {
     let list: Vec<String> = nodes
         .unwrap_or_default()
@@ -619,8 +624,12 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
         _ => node_list(args.nodes.as_deref())?,
     };
     let token = token(&args)?;
+    let tls = match &args.ca {
+        Some(ca) => Some(sonraft_client::trust_ca(ca).map_err(|e| Failure::usage(e.to_string()))?),
+        None => None,
+    };
     let ctl = Ctl {
-        client: ApiClient::new(token, Duration::from_secs(args.timeout)),
+        client: ApiClient::with_tls(token, Duration::from_secs(args.timeout), tls),
         nodes,
         json: args.json,
     };
@@ -635,7 +644,7 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
             let mut queue: std::collections::VecDeque<(String, bool)> = ctl
                 .nodes
                 .iter()
-                .map(|n| (sonraft_client::base_url(n), false))
+                .map(|n| (ctl.client.base_url(n), false))
                 .collect();
             let mut seen: std::collections::BTreeSet<String> =
                 queue.iter().map(|(n, _)| n.clone()).collect();

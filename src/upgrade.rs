@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
-use sonraft_client::{ApiClient, base_url, v1, with_query};
+use sonraft_client::{ApiClient, v1, with_query};
 
 use crate::ctl::exit::{Exit, Failure};
 use crate::ctl::output::outln;
@@ -425,7 +425,7 @@ pub async fn leader_away(
         .map(|m| m.id)
         .context("no other ready voter to take over leadership")?;
     let api = &view.members[&leader].api;
-    let url = format!("{}/cluster/leader", base_url(api));
+    let url = format!("{}/cluster/leader", client.base_url(api));
     let body = bytes::Bytes::from(serde_json::to_vec(&v1::LeaderRequest { id: target })?);
     let r = client
         .send(hyper::Method::POST, &url, Some(body), &[])

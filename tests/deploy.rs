@@ -159,3 +159,66 @@ fn a_broken_config_fails_the_check_with_the_reason() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("heartbeat_ms"), "{err}");
 }
+
+#[test]
+fn with_tls_each_bundle_carries_its_certificate_and_key_and_installs_them_private() {
+    let run = tempfile::tempdir().unwrap();
+    let out = Command::new(repo().join("scripts/bootstrap-cluster.sh"))
+        .args(["hosts", "10.1.0.5", "10.2.0.5", "10.3.0.5", "--tls"])
+        .env("SONRAFT_RUN_DIR", run.path())
+        .env("SONRAFT_BIN", binary())
+        .env_remove("SONRAFT_TOKEN")
+        .env_remove("SONRAFT_CLUSTER_SECRET")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("https://10.1.0.5:8001"), "{stdout}");
+    assert!(stdout.contains("--ca "), "{stdout}");
+    let bundle = run.path().join("hosts/site-b");
+    let config = std::fs::read_to_string(bundle.join("sonraft.toml")).unwrap();
+    assert!(
+        config.contains("tls_key = \"/etc/sonraft/tls/node.key\""),
+        "{config}"
+    );
+    assert_eq!(mode(&bundle.join("tls/node.key")), 0o600);
+    assert!(
+        !bundle.join("tls/ca.key").exists(),
+        "the CA's key left the run directory"
+    );
+    // The certificate names the site's address.
+    let cert = Command::new("openssl")
+        .args(["x509", "-noout", "-text", "-in"])
+        .arg(bundle.join("tls/node.pem"))
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&cert.stdout).contains("10.2.0.5"),
+        "{}",
+        String::from_utf8_lossy(&cert.stdout)
+    );
+    // install.sh checks the config with the bundle's TLS files, then installs the key private.
+    let root = tempfile::tempdir().unwrap();
+    let out = Command::new("sh")
+        .arg(bundle.join("install.sh"))
+        .arg("--root")
+        .arg(root.path())
+        .env_remove("SONRAFT_TOKEN")
+        .env_remove("SONRAFT_CLUSTER_SECRET")
+        .output()
+        .unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{said}");
+    assert!(said.contains("configuration ok"), "{said}");
+    let tls = root.path().join("etc/sonraft/tls");
+    assert_eq!(mode(&tls.join("node.key")), 0o600);
+    assert_eq!(mode(&tls.join("node.pem")), 0o644);
+}

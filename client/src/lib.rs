@@ -1,5 +1,6 @@
 //! A small JSON-over-HTTP/1.1 client for the admin API: pooled keep-alive connections with
-//! `TCP_NODELAY`, a bearer token, and a per-request timeout. Used by `ctl`, by nodes forwarding
+//! `TCP_NODELAY`, a bearer token, a per-request timeout, and `https://` trusting the CA it was
+//! given ([`ApiClient::with_tls`]). Used by `ctl`, by nodes forwarding
 //! requests to the leader, by the load generator and by the black-box tests.
 //!
 //! It is a crate of its own because the node, the test kit and the benchmarks all speak to the
@@ -13,6 +14,10 @@
 pub mod sse;
 pub mod v1;
 
+/// How a client comes to trust the nodes' certificates: the CA's PEM file.
+pub use sonraft_tls::{TlsError, trust_ca};
+
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -25,6 +30,7 @@ use hyper_util::rt::TokioExecutor;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
+use sonraft_tls::rustls::ClientConfig;
 
 /// Why a request got no HTTP answer.
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +38,13 @@ pub enum ClientError {
     /// No connection could be made: the request was not delivered.
     #[error("cannot connect to {url}: {reason}")]
     Connect { url: String, reason: String },
+    /// The node's certificate was not trusted (signed by another CA, expired, or not for that
+    /// address): the request was not delivered, and retrying will not help.
+    #[error(
+        "{url}: its TLS certificate was not trusted ({reason}); give the CA that signed the \
+         nodes' certificates (sonraft ctl --ca FILE, or SONRAFT_CA)"
+    )]
+    Untrusted { url: String, reason: String },
     /// The connection broke: the request may or may not have been delivered.
     #[error("cannot reach {url}: {reason}")]
     Unreachable { url: String, reason: String },
@@ -80,7 +93,10 @@ pub fn with_query<Q: Serialize>(path: &str, query: &Q) -> String {
 /// Pooled admin-API client. Cheap to clone.
 #[derive(Clone)]
 pub struct ApiClient {
-    http: Client<HttpConnector, Full<Bytes>>,
+    /// `Err` when TLS could not be set up (every request then fails with that reason).
+    http: Result<Client<sonraft_tls::Connector, Full<Bytes>>, String>,
+    /// The scheme of addresses given without one: `https` once a CA is given.
+    scheme: &'static str,
     /// `Bearer <token>`, built once: a header value per request would be an allocation per
     /// request on the load generator's hot path. `Err` when the token cannot be a header value
     /// (every request then fails with that reason).
@@ -105,18 +121,49 @@ pub fn bearer(token: &str) -> Result<HeaderValue, String> {
 }
 
 impl ApiClient {
+    /// A client for plain `http://` nodes; an `https://` node's certificate is not trusted.
     pub fn new(token: Option<String>, timeout: Duration) -> Self {
+        Self::with_tls(token, timeout, None)
+    }
+
+    /// A client that trusts the certificates `tls` trusts (see [`sonraft_tls::trust_ca`]),
+    /// and takes an address without a scheme as `https://`; `None`: as [`ApiClient::new`].
+    pub fn with_tls(
+        token: Option<String>,
+        timeout: Duration,
+        tls: Option<Arc<ClientConfig>>,
+    ) -> Self {
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(Duration::from_secs(2)));
-        let http = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(30))
-            .pool_max_idle_per_host(512)
-            .build(connector);
+        let http = match tls {
+            Some(t) => Ok(t),
+            None => sonraft_tls::trust_nothing(),
+        }
+        .map(|tls| {
+            Client::builder(TokioExecutor::new())
+                .pool_idle_timeout(Duration::from_secs(30))
+                .pool_max_idle_per_host(512)
+                .build(sonraft_tls::connector(connector, tls))
+        })
+        .map_err(|e| e.to_string());
         ApiClient {
             http,
+            scheme,
             authorization: token.as_deref().map(bearer).transpose(),
             timeout,
+        }
+    }
+
+    /// `addr` as a base URL: `host:port` gets this client's scheme (`https` when it was given
+    /// a CA), an address with a scheme keeps it.
+    pub fn base_url(&self, addr: &str) -> String {
+        let a = addr.trim().trim_end_matches('/');
+        if a.starts_with("http://") || a.starts_with("https://") {
+            a.to_string()
+        } else {
+            format!("{}://{a}", self.scheme)
         }
     }
 
@@ -129,6 +176,10 @@ impl ApiClient {
         body: Option<Bytes>,
         headers: &[(&str, &str)],
     ) -> Result<ApiResponse, ClientError> {
+        let http = self.http.as_ref().map_err(|reason| ClientError::Request {
+            url: url.into(),
+            reason: format!("TLS not set up: {reason}"),
+        })?;
         let authorization = self
             .authorization
             .as_ref()
@@ -156,8 +207,13 @@ impl ApiClient {
                     reason: e.to_string(),
                 })?;
         let exchange = async {
-            let resp = self.http.request(req).await.map_err(|e| {
-                if e.is_connect() {
+            let resp = http.request(req).await.map_err(|e| {
+                if sonraft_tls::is_untrusted_certificate(&e) {
+                    ClientError::Untrusted {
+                        url: url.into(),
+                        reason: error_chain(&e),
+                    }
+                } else if e.is_connect() {
                     ClientError::Connect {
                         url: url.into(),
                         reason: error_chain(&e),
@@ -206,8 +262,13 @@ impl ApiClient {
     }
 
     pub async fn get(&self, base: &str, path: &str) -> Result<ApiResponse, ClientError> {
-        self.send(Method::GET, &format!("{}{path}", base_url(base)), None, &[])
-            .await
+        self.send(
+            Method::GET,
+            &format!("{}{path}", self.base_url(base)),
+            None,
+            &[],
+        )
+        .await
     }
 
     /// Sends `body` (a [`v1`] request, or any JSON) as JSON.
@@ -237,7 +298,7 @@ impl ApiClient {
         path: &str,
         body: &B,
     ) -> Result<ApiResponse, ClientError> {
-        let url = format!("{}{path}", base_url(base));
+        let url = format!("{}{path}", self.base_url(base));
         let bytes = serde_json::to_vec(body).map_err(|e| ClientError::Request {
             url: url.clone(),
             reason: e.to_string(),
@@ -248,7 +309,7 @@ impl ApiClient {
     pub async fn delete(&self, base: &str, path: &str) -> Result<ApiResponse, ClientError> {
         self.send(
             Method::DELETE,
-            &format!("{}{path}", base_url(base)),
+            &format!("{}{path}", self.base_url(base)),
             None,
             &[],
         )

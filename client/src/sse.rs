@@ -185,6 +185,7 @@ impl ApiClient {
             reason,
         };
         let authorization = self.authorization.as_ref().map_err(|r| bad(r.clone()))?;
+        let http = self.http.as_ref().map_err(|r| bad(r.clone()))?;
         let mut req = Request::builder()
             .method(Method::GET)
             .uri(url)
@@ -198,7 +199,7 @@ impl ApiClient {
         let req = req
             .body(Full::new(Bytes::new()))
             .map_err(|e| bad(e.to_string()))?;
-        let head = tokio::time::timeout(self.timeout, self.http.request(req)).await;
+        let head = tokio::time::timeout(self.timeout, http.request(req)).await;
         let resp = match head {
             Err(_) => {
                 return Err(ClientError::Timeout {

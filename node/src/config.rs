@@ -18,6 +18,9 @@
 //! raw_counter_retention = "24h"   # or a number of periods, e.g. 96
 //! raw_counter_disk_cap = "2GiB"
 //! store_cache = "64MiB"
+//! tls_cert = "/etc/sonraft/site-a.pem"  # all three, or none (plain HTTP)
+//! tls_key = "/etc/sonraft/site-a.key"
+//! tls_ca = "/etc/sonraft/ca.pem"
 //! ```
 
 use std::net::SocketAddr;
@@ -252,6 +255,16 @@ pub struct NodeArgs {
     /// Sled page cache of the image store (Raft log and state checkpoint), e.g. 64MiB.
     #[arg(long, env = "SONRAFT_STORE_CACHE")]
     pub store_cache: Option<ByteSize>,
+    /// This node's certificate chain (PEM). With --tls-key and --tls-ca: the admin API serves
+    /// HTTPS only and nodes talk to each other over TLS (see crate::tls).
+    #[arg(long, env = "SONRAFT_TLS_CERT", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, env = "SONRAFT_TLS_KEY", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+    /// The CA that signs every node's certificate (PEM): the only one trusted for peers.
+    #[arg(long, env = "SONRAFT_TLS_CA", value_name = "FILE")]
+    pub tls_ca: Option<PathBuf>,
 }
 
 impl NodeArgs {
@@ -300,6 +313,9 @@ struct FileConfig {
     raw_counter_retention: Option<NumberOrText>,
     raw_counter_disk_cap: Option<NumberOrText>,
     store_cache: Option<NumberOrText>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    tls_ca: Option<PathBuf>,
 }
 
 /// A complete, checked node configuration.
@@ -338,6 +354,9 @@ pub struct NodeConfig {
     pub raw_counters: RawLimits,
     /// Sled page cache of the image store, in bytes.
     pub store_cache_bytes: u64,
+    /// TLS on both listeners and to peers, loaded and checked (`tls_cert`, `tls_key`,
+    /// `tls_ca`); `None`: plain HTTP.
+    pub tls: Option<sonraft_tls::NodeTls>,
 }
 
 impl NodeConfig {
@@ -533,6 +552,11 @@ impl NodeConfig {
         if store_cache_bytes < MIN_STORE_CACHE {
             bail!("--store-cache must be at least 1MiB; got {store_cache_bytes} bytes");
         }
+        let tls = crate::tls::resolve(
+            args.tls_cert.or(file.tls_cert),
+            args.tls_key.or(file.tls_key),
+            args.tls_ca.or(file.tls_ca),
+        )?;
         Ok(NodeConfig {
             id,
             site,
@@ -577,6 +601,7 @@ impl NodeConfig {
                 disk_cap_bytes: disk_cap,
             },
             store_cache_bytes,
+            tls,
         })
     }
 }

@@ -19,6 +19,7 @@
 //! - [`compaction`]: snapshots by log size as well as by entry count;
 //! - [`shutdown`]: SIGTERM/SIGINT handling and the graceful stop sequence;
 //! - [`telemetry`]: logging and Prometheus metrics;
+//! - [`tls`]: TLS on both listeners and to peers, from three PEM files or none;
 //! - [`watchdog`]: fast detection of a crashed leader;
 //! - [`antennas`]: sessions with this site's antennas and their raw counters;
 //! - [`son`]: the SON functions and their per-period cycle.
@@ -52,6 +53,7 @@ pub mod shutdown;
 pub mod son;
 pub mod status;
 pub mod telemetry;
+pub mod tls;
 pub mod watchdog;
 
 /// This build's release, as advertised to the cluster and shown in `/status`.
@@ -326,11 +328,13 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     store.log.report_own_appends_early(config.id);
     // A follower must hear the leader's retries before its election timer fires, even when it
     // answers them too late (see `retry_pauses`).
+    let client_tls = config.tls.as_ref().map(sonraft_tls::NodeTls::client_config);
     let network = HttpNetworkFactory::new(
         config.id,
         config.cluster_secret.as_str(),
         store.reader.durable_log(),
-    )
+        client_tls.clone(),
+    )?
     .with_retry_cap(std::time::Duration::from_millis(config.election_min_ms));
     let acks = network.acks();
     let raft = Raft::new(
@@ -345,22 +349,30 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
 
     let (batcher, batch_rx) = batcher::Batcher::new();
     let read_barrier = Arc::new(reads::ReadBarrier::new(acks));
-    let rpc = RaftServer::new(raft.clone(), config.cluster_secret.as_str());
+    let mut rpc = RaftServer::new(raft.clone(), config.cluster_secret.as_str());
+    if let Some(tls) = &config.tls {
+        rpc = rpc.with_tls(tls.peer_acceptor());
+    }
     let contact = rpc.contact();
     let node = Arc::new(Node {
         id: config.id,
         site: config.site.clone(),
         raft: raft.clone(),
         store: store.reader.clone(),
-        peers: ApiClient::new(
+        peers: ApiClient::with_tls(
             Some(config.token.clone()),
             std::time::Duration::from_secs(10),
+            client_tls.clone(),
         ),
-        forwarder: ApiClient::new(
+        forwarder: ApiClient::with_tls(
             Some(config.token.clone()),
             std::time::Duration::from_secs(660),
+            client_tls.clone(),
         ),
-        peer_client: sonraft_raft::transport::PeerClient::new(config.cluster_secret.as_str()),
+        peer_client: sonraft_raft::transport::PeerClient::new(
+            config.cluster_secret.as_str(),
+            client_tls,
+        )?,
         known_peers: peers::KnownPeers::default(),
         contact,
         started: std::time::Instant::now(),
@@ -419,6 +431,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         api = %node.advertised.api_addr,
         data_dir = %node.config.data_dir.display(),
         release = crate::RELEASE,
+        tls = node.config.tls.is_some(),
         "node started"
     );
     if node.config.api_son_origins {

@@ -62,6 +62,7 @@ impl Exit {
         match e {
             ClientError::Request { .. } => Exit::Usage,
             ClientError::Connect { .. }
+            | ClientError::Untrusted { .. }
             | ClientError::Unreachable { .. }
             | ClientError::Timeout { .. } => Exit::Unreachable,
         }

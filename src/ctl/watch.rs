@@ -53,7 +53,7 @@ pub(crate) async fn watch(
     let mut pause = Duration::from_millis(100);
     loop {
         let node = &nodes[turn % nodes.len()];
-        let base = sonraft_client::base_url(node);
+        let base = client.base_url(node);
         let mut query = v1::WatchQuery {
             from_index: None,
             kpis: Some(args.kpis),

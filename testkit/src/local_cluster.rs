@@ -282,6 +282,18 @@ impl LocalCluster {
         n: u64,
         extra: &[String],
     ) -> anyhow::Result<LocalCluster> {
+        Self::start_each(binary, dir, n, |_| extra.to_vec(), client()).await
+    }
+
+    /// As [`LocalCluster::start`], with node `id`'s own flags `extra(id)` (its certificate, for
+    /// a cluster over TLS) and `client` for the cluster's API (one that trusts its CA).
+    pub async fn start_each(
+        binary: &Path,
+        dir: &Path,
+        n: u64,
+        extra: impl Fn(u64) -> Vec<String>,
+        client: ApiClient,
+    ) -> anyhow::Result<LocalCluster> {
         let mut nodes = Vec::new();
         for id in 1..=n {
             nodes.push(NodeProc::start(
@@ -290,13 +302,13 @@ impl LocalCluster {
                 &dir.join(format!("node{id}")),
                 "127.0.0.1:0",
                 "127.0.0.1:0",
-                extra,
+                &extra(id),
             )?);
         }
         let cluster = LocalCluster {
             dir: dir.to_path_buf(),
             nodes,
-            client: client(),
+            client,
         };
         let init = v1::InitRequest {
             nodes: cluster

@@ -89,7 +89,7 @@ async fn forward_once(
 ) -> Forwarded {
     let (id, info) = leader;
     let path = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
-    let url = format!("{}{path}", sonraft_client::base_url(&info.api_addr));
+    let url = format!("{}{path}", node.forwarder.base_url(&info.api_addr));
     let me = node.id().to_string();
     let bound = answer_bound(node, &method, uri);
     let mut extra = vec![(FORWARDED, me.as_str())];
@@ -135,7 +135,9 @@ async fn forward_once(
                 }
                 Forwarded::Answered(resp)
             }
-            Err(ClientError::Connect { reason, .. }) => Forwarded::NotDelivered(reason),
+            Err(ClientError::Connect { reason, .. } | ClientError::Untrusted { reason, .. }) => {
+                Forwarded::NotDelivered(reason)
+            }
             Err(e) => Forwarded::Abandoned(format!("the leader (node {id}) did not answer: {e}")),
         },
         () = tokio::time::sleep(bound) => Forwarded::Abandoned(format!(

@@ -141,13 +141,30 @@ async fn method_not_allowed() -> ApiError {
 }
 
 /// Serves the API until `shutdown` resolves, then lets in-flight requests finish.
-/// Every accepted socket gets `TCP_NODELAY`.
+/// Every accepted socket gets `TCP_NODELAY`. With TLS configured the API is HTTPS only, each
+/// connection's handshake in its own task ([`sonraft_tls::serve`]).
 pub async fn serve(
     listener: TcpListener,
     node: Arc<Node>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
-    let app = FrontDoor::new(router(node.clone()), node);
+    let app = FrontDoor::new(router(node.clone()), node.clone());
+    if let Some(tls) = &node.config().tls {
+        let handler = move |_peer, req: hyper::Request<hyper::body::Incoming>| {
+            let mut app = app.clone();
+            async move {
+                use tower_service::Service;
+                match app.call(req.map(axum::body::Body::new)).await {
+                    Ok(resp) => resp,
+                    Err(never) => match never {},
+                }
+            }
+        };
+        // The stop sequence waits 10 s for the API (`shutdown::graceful`).
+        let drain = Duration::from_secs(10);
+        sonraft_tls::serve(listener, tls.api_acceptor(), handler, shutdown, drain).await;
+        return;
+    }
     let listener = NoDelay(listener);
     if let Err(e) = axum::serve(listener, app.into_make_service())
         .with_graceful_shutdown(shutdown)

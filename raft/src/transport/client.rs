@@ -27,7 +27,7 @@ use super::{
 use crate::durable::DurableLog;
 use crate::{NodeId, NodeInfo, TypeConfig};
 
-type HttpClient = Client<HttpConnector, Full<Bytes>>;
+type HttpClient = Client<sonraft_tls::Connector, Full<Bytes>>;
 
 /// Builds one [`HttpNetwork`] per peer; all share one connection pool.
 #[derive(Clone)]
@@ -39,30 +39,54 @@ pub struct HttpNetworkFactory {
     synced: Arc<DurableLog>,
     retry_cap: Duration,
     health: Arc<PeerHealth>,
+    /// `https` when the cluster speaks TLS ([`HttpNetworkFactory::with_tls`]).
+    scheme: &'static str,
+}
+
+/// The hyper client both node-to-node clients build: keep-alive, `TCP_NODELAY`, and TLS when
+/// `tls` is given (else a configuration that trusts nothing, which plain `http://` never uses).
+pub(super) fn pooled_client(
+    tls: Option<Arc<sonraft_tls::rustls::ClientConfig>>,
+    max_idle: usize,
+) -> Result<Client<sonraft_tls::Connector, Full<Bytes>>, sonraft_tls::TlsError> {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(Duration::from_secs(2)));
+    connector.set_keepalive(Some(Duration::from_secs(30)));
+    let tls = match tls {
+        Some(t) => t,
+        None => sonraft_tls::trust_nothing()?,
+    };
+    Ok(Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(60))
+        .pool_max_idle_per_host(max_idle)
+        .build(sonraft_tls::connector(connector, tls)))
 }
 
 impl HttpNetworkFactory {
     /// `me` is this node's id (for error reports); `secret` is the cluster secret; `synced` is
     /// how far this node's log is on disk: no AppendEntries tells a follower a commit index
     /// beyond it (see [`crate::durable`]).
-    pub fn new(me: NodeId, secret: impl Into<Arc<str>>, synced: Arc<DurableLog>) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(Duration::from_secs(2)));
-        connector.set_keepalive(Some(Duration::from_secs(30)));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .pool_max_idle_per_host(64)
-            .build(connector);
-        HttpNetworkFactory {
-            client,
+    ///
+    /// `tls`: connect to peers with TLS under this configuration (trusting the cluster's CA,
+    /// presenting this node's certificate); `None`: plain HTTP.
+    pub fn new(
+        me: NodeId,
+        secret: impl Into<Arc<str>>,
+        synced: Arc<DurableLog>,
+        tls: Option<Arc<sonraft_tls::rustls::ClientConfig>>,
+    ) -> Result<Self, sonraft_tls::TlsError> {
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        Ok(HttpNetworkFactory {
+            client: pooled_client(tls, 64)?,
             secret: secret.into(),
             me,
             acks: Arc::default(),
             synced,
             retry_cap: DEFAULT_RETRY_CAP,
+            scheme,
             health: Arc::default(),
-        }
+        })
     }
 
     /// Retries a peer that refused a connection at least every `cap` (default
@@ -107,7 +131,7 @@ impl RaftNetworkFactory<TypeConfig> for HttpNetworkFactory {
         HttpNetwork {
             client: self.client.clone(),
             secret: self.secret.clone(),
-            url: format!("http://{}{RAFT_PATH}", node.raft_addr),
+            url: format!("{}://{}{RAFT_PATH}", self.scheme, node.raft_addr),
             me: self.me,
             target,
             acks: self.acks.clone(),

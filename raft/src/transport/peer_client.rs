@@ -7,8 +7,6 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::{Method, Request, StatusCode};
 use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 
 use super::peer::{PEER_PATH, PeerReply, PeerRpc};
 use super::{MAX_BODY, SECRET_HEADER, TARGET_HEADER, decode_peer_frame, encode_peer_frame};
@@ -37,24 +35,24 @@ pub enum PeerCallError {
 /// Sends [`PeerRpc`]s to other nodes' Raft listeners. Cheap to clone.
 #[derive(Clone)]
 pub struct PeerClient {
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: Client<sonraft_tls::Connector, Full<Bytes>>,
     secret: Arc<str>,
+    /// `https` when the cluster speaks TLS.
+    scheme: &'static str,
 }
 
 impl PeerClient {
-    pub fn new(secret: impl Into<Arc<str>>) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(Duration::from_secs(2)));
-        connector.set_keepalive(Some(Duration::from_secs(30)));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .pool_max_idle_per_host(16)
-            .build(connector);
-        PeerClient {
-            client,
+    /// `tls`: reach peers with TLS under this configuration; `None`: plain HTTP.
+    pub fn new(
+        secret: impl Into<Arc<str>>,
+        tls: Option<Arc<sonraft_tls::rustls::ClientConfig>>,
+    ) -> Result<Self, sonraft_tls::TlsError> {
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        Ok(PeerClient {
+            client: super::client::pooled_client(tls, 16)?,
             secret: secret.into(),
-        }
+            scheme,
+        })
     }
 
     /// Sends `rpc` to node `target` (`None`: whoever listens there, e.g. to learn its id)
@@ -74,7 +72,7 @@ impl PeerClient {
         let body = encode_peer_frame(rpc).map_err(|e| unreachable(e.to_string()))?;
         let mut req = Request::builder()
             .method(Method::POST)
-            .uri(format!("http://{raft_addr}{PEER_PATH}"))
+            .uri(format!("{}://{raft_addr}{PEER_PATH}", self.scheme))
             .header(SECRET_HEADER, &*self.secret);
         if let Some(id) = target {
             req = req.header(TARGET_HEADER, id.to_string());

@@ -69,6 +69,8 @@ pub struct RaftServer {
     secret: Arc<str>,
     contact: Arc<LeaderContact>,
     peers: Option<Arc<dyn PeerService>>,
+    /// TLS on the listener ([`RaftServer::with_tls`]); plain HTTP without.
+    tls: Option<sonraft_tls::Acceptor>,
 }
 
 impl RaftServer {
@@ -78,7 +80,15 @@ impl RaftServer {
             secret: secret.into(),
             contact: Arc::default(),
             peers: None,
+            tls: None,
         }
+    }
+
+    /// Serves over TLS: only peers with a certificate the cluster's CA signed get through the
+    /// handshake (see [`sonraft_tls::NodeTls::peer_acceptor`]).
+    pub fn with_tls(mut self, tls: sonraft_tls::Acceptor) -> Self {
+        self.tls = Some(tls);
+        self
     }
 
     /// Answers `POST /peer` with `service` (without one, peer requests get 404).
@@ -225,8 +235,17 @@ fn text(status: StatusCode, msg: &str) -> Response<Full<Bytes>> {
 }
 
 /// Accepts connections on `listener` until `shutdown` resolves, then waits (up to 5 s) for
-/// in-flight RPCs to finish. Every accepted socket gets `TCP_NODELAY`.
+/// in-flight RPCs to finish. Every accepted socket gets `TCP_NODELAY`. With TLS
+/// ([`RaftServer::with_tls`]) each connection's handshake runs in its own task.
 pub async fn serve(listener: TcpListener, server: RaftServer, shutdown: impl Future<Output = ()>) {
+    if let Some(tls) = server.tls.clone() {
+        let handler = move |peer, req| {
+            let server = server.clone();
+            async move { server.handle(req, peer).await }
+        };
+        sonraft_tls::serve(listener, tls, handler, shutdown, Duration::from_secs(5)).await;
+        return;
+    }
     let graceful = GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {

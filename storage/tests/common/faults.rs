@@ -193,7 +193,8 @@ impl FaultNode {
         let mut store = Store::open(dir).expect("open store");
         store.log.report_own_appends_early(id);
         let reader = store.reader.clone();
-        let network = HttpNetworkFactory::new(id, SECRET, reader.durable_log());
+        let network =
+            HttpNetworkFactory::new(id, SECRET, reader.durable_log(), None).expect("network");
         let raft = Raft::new(id, config(), network, store.log, store.sm)
             .await
             .expect("raft starts");
