@@ -42,24 +42,33 @@ if [ -z "$ROOT" ] && ! id sonraft > /dev/null 2>&1; then
     useradd --system --home-dir /var/lib/sonraft --no-create-home \
         --shell /usr/sbin/nologin sonraft
 fi
+# The service user reads the config and its TLS files; the secrets stay root's (systemd hands
+# them over as credentials). Under --root there is no such user to own them.
+if [ -z "$ROOT" ]; then
+    OWN="-o root -g sonraft"
+    KEY_OWN="-o sonraft -g sonraft"
+else
+    OWN=""
+    KEY_OWN=""
+fi
 install -d -m 755 "$ROOT/usr/local/bin" "$ROOT/etc/systemd/system"
-install -d -m 700 "$ROOT/etc/sonraft"
+# shellcheck disable=SC2086
+install -d -m 750 $OWN "$ROOT/etc/sonraft"
 # The running binary is replaced atomically; the previous one is kept as sonraft~.
 install -b -m 755 "$BUNDLE/sonraft" "$ROOT/usr/local/bin/sonraft"
-install -m 644 "$BUNDLE/sonraft.toml" "$ROOT/etc/sonraft/sonraft.toml"
+# shellcheck disable=SC2086
+install -m 640 $OWN "$BUNDLE/sonraft.toml" "$ROOT/etc/sonraft/sonraft.toml"
 for f in token cluster-secret tokens; do
     install -m 600 "$BUNDLE/$f" "$ROOT/etc/sonraft/$f"
 done
 install -m 644 "$BUNDLE/sonraft.service" "$ROOT/etc/systemd/system/sonraft.service"
 if [ -d "$BUNDLE/tls" ]; then
     # The key is the service user's alone; certificates are public.
-    install -d -m 755 "$ROOT/etc/sonraft/tls"
+    # shellcheck disable=SC2086
+    install -d -m 750 $OWN "$ROOT/etc/sonraft/tls"
     install -m 644 "$BUNDLE/tls/node.pem" "$BUNDLE/tls/ca.pem" "$ROOT/etc/sonraft/tls/"
-    if [ -z "$ROOT" ]; then
-        install -m 600 -o sonraft -g sonraft "$BUNDLE/tls/node.key" "$ROOT/etc/sonraft/tls/node.key"
-    else
-        install -m 600 "$BUNDLE/tls/node.key" "$ROOT/etc/sonraft/tls/node.key"
-    fi
+    # shellcheck disable=SC2086
+    install -m 600 $KEY_OWN "$BUNDLE/tls/node.key" "$ROOT/etc/sonraft/tls/node.key"
 fi
 echo "installed sonraft under ${ROOT:-/}"
 

@@ -177,7 +177,9 @@ start_node() {
     die "$site: the node did not start within 10 s; see $dir/node.log"
 }
 
-curl_api() { curl -sS --max-time 10 "${CURL_TLS[@]+"${CURL_TLS[@]}"}" -H "Authorization: Bearer $SONRAFT_TOKEN" "$@"; }
+# The token goes to curl through a file descriptor (printf is a shell builtin): on curl's
+# command line every user of the machine could read it.
+curl_api() { curl -sS --max-time 10 "${CURL_TLS[@]+"${CURL_TLS[@]}"}" -H @<(printf 'Authorization: Bearer %s\n' "$SONRAFT_TOKEN") "$@"; }
 
 wait_ready() {
     for s in "${SITES[@]}"; do
@@ -358,8 +360,10 @@ hosts() {
     echo "# sonraft on three hosts: one bundle per site under $out (config, unit, secrets$($TLS && echo ', TLS certificate and key'))."
     echo "# No secret is on any command line: they travel as files and reach the node as"
     echo "# systemd credentials. Per host (root over ssh, or sudo):"
+    # Into a fresh private directory (mktemp -d): a fixed /tmp path could be planted by another
+    # user of the host, and sudo would run their install.sh. Removed whatever the outcome.
     for i in 1 2 3; do
-        echo "scp -rp $out/${SITES[$i-1]} ${h[$i-1]}:/tmp/sonraft-bundle && ssh ${h[$i-1]} 'sudo sh /tmp/sonraft-bundle/install.sh && rm -rf /tmp/sonraft-bundle'"
+        echo "d=\$(ssh ${h[$i-1]} mktemp -d) && scp -rpq $out/${SITES[$i-1]}/. ${h[$i-1]}:\$d/ && ssh ${h[$i-1]} \"sudo sh \$d/install.sh; rm -rf \$d\""
     done
     echo "# then, from anywhere (more tokens with roles: edit $out/tokens and install again):"
     echo "SONRAFT_NODES=\"$nodes\" SONRAFT_TOKEN_FILE=$out/token sonraft ctl ${ctl_ca[*]} init"
@@ -368,8 +372,11 @@ hosts() {
     if [[ "$run" == "--run" ]]; then
         for i in 1 2 3; do
             log "installing ${SITES[$i-1]} on ${h[$i-1]} over ssh"
-            scp -rpq "$out/${SITES[$i-1]}" "${h[$i-1]}:/tmp/sonraft-bundle"
-            ssh "${h[$i-1]}" 'sudo sh /tmp/sonraft-bundle/install.sh && rm -rf /tmp/sonraft-bundle'
+            local d
+            d=$(ssh "${h[$i-1]}" mktemp -d)
+            [[ "$d" == /* ]] || die "mktemp -d on ${h[$i-1]} gave no directory"
+            scp -rpq "$out/${SITES[$i-1]}/." "${h[$i-1]}:$d/"
+            ssh "${h[$i-1]}" "sudo sh $d/install.sh; status=\$?; rm -rf $d; exit \$status"
         done
         for i in 1 2 3; do
             for _ in $(seq 1 100); do curl -sf "${CURL_TLS[@]+"${CURL_TLS[@]}"}" "$SCHEME://${h[$i-1]}:8001/health" > /dev/null && break; sleep 0.2; done

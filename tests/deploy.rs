@@ -85,7 +85,7 @@ fn hosts_mode_bundles_install_and_the_unit_starts_what_the_node_accepts() {
         assert!(said.contains("configuration ok"), "{said}");
         assert!(said.contains(&format!("of site {site}")), "{said}");
         let etc = root.path().join("etc/sonraft");
-        assert_eq!(mode(&etc), 0o700);
+        assert_eq!(mode(&etc), 0o750);
         for f in ["token", "cluster-secret", "tokens"] {
             assert_eq!(mode(&etc.join(f)), 0o600, "{f}");
         }
@@ -113,10 +113,12 @@ fn hosts_mode_bundles_install_and_the_unit_starts_what_the_node_accepts() {
                 let source = source.replace("/etc/sonraft", &etc.display().to_string());
                 let to = creds.path().join(name);
                 std::fs::copy(&source, &to).unwrap();
-                // systemd hands credentials over read-only to the service user.
-                std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o400)).unwrap();
+                // systemd hands credentials over root-owned, 0400, with an ACL for the service
+                // user whose mask shows as group read: 0440 to `stat`.
+                std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o440)).unwrap();
             }
         }
+        check.env("CREDENTIALS_DIRECTORY", creds.path());
         let out = check.output().unwrap();
         let said = format!(
             "{}{}",

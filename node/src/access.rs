@@ -181,7 +181,13 @@ fn check_private(path: &Path, what: &str) -> anyhow::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     let meta = std::fs::metadata(path)
         .with_context(|| format!("cannot read the {what} file {}", path.display()))?;
-    if meta.permissions().mode() & 0o077 != 0 {
+    // systemd hands credentials over root-owned, mode 0400, with an ACL that lets the service
+    // user read them: `stat` then shows the ACL's mask as group read (0440). There, only
+    // others' bits and group write mean another user can reach the secret.
+    let in_credentials = std::env::var_os("CREDENTIALS_DIRECTORY")
+        .is_some_and(|dir| !dir.is_empty() && path.starts_with(dir));
+    let forbidden = if in_credentials { 0o027 } else { 0o077 };
+    if meta.permissions().mode() & forbidden != 0 {
         bail!(
             "the {what} file {} may be read by other users (mode {:o}); run `chmod 600 {}`",
             path.display(),

@@ -57,8 +57,13 @@ function token() {
 function tokenFromFragment() {
   const m = location.hash.match(/(?:^#|&)token=([^&]*)/);
   if (m) {
-    sessionStorage.setItem(TOKEN_KEY, decodeURIComponent(m[1]));
+    // Out of the address bar first: a malformed escape must not leave the token there.
     history.replaceState(null, '', location.pathname + location.search);
+    try {
+      sessionStorage.setItem(TOKEN_KEY, decodeURIComponent(m[1]));
+    } catch (e) {
+      // Not a token: the page asks for one.
+    }
   }
 }
 
