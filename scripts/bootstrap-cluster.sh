@@ -251,6 +251,7 @@ summary() {
         printf '  %-7s api %s://%-21s raft %-21s log %s\n' "$s" "$SCHEME" "$(api_of "$s")" \
             "$(json_field "$RUN_DIR/$s/data/addresses.json" raft_addr)" "$RUN_DIR/$s/node.log"
     done
+    echo "  web view: $SCHEME://$(api_of site-a)/ui (any node; it asks for the token: SONRAFT_TOKEN in $RUN_DIR/cluster.env)"
     local cacert=""
     if $TLS; then
         cacert="--cacert \$SONRAFT_CA "
