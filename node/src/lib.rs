@@ -389,7 +389,8 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     tokio::spawn(batcher::run(node.clone(), batch_rx));
     tokio::spawn(reads::run(node.clone(), read_barrier));
 
-    let stop = shutdown::Stop::new();
+    let mut stop = shutdown::Stop::new();
+    stop.raft_closing = Some(rpc.closing());
     let rpc = rpc.with_peer_service(Arc::new(peers::PeerHandler(node.clone())));
     tokio::spawn(watchdog::watch_leader(node.clone()));
     tokio::spawn(watchdog::startup_grace(node.clone()));

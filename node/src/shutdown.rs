@@ -34,6 +34,8 @@ impl Signal {
 pub struct Stop {
     pub api: Signal,
     pub raft: Signal,
+    /// The Raft listener's flag: set, it answers RPCs 503 (see `RaftServer::closing`).
+    pub raft_closing: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
 }
 
 impl Stop {
@@ -41,6 +43,7 @@ impl Stop {
         Stop {
             api: Signal::new(),
             raft: Signal::new(),
+            raft_closing: None,
         }
     }
 }
@@ -109,6 +112,12 @@ pub async fn graceful(
         .is_err()
     {
         tracing::warn!("admin requests still running after 10 s; stopping anyway");
+    }
+    // RPCs that would reach a stopping Raft core are answered 503 from here on: openraft logs
+    // each one that does as an ERROR. The listener itself stays up until Raft is down, so this
+    // node never goes without a leader's heartbeats long enough to start an election.
+    if let Some(closing) = &stop.raft_closing {
+        closing.store(true, std::sync::atomic::Ordering::Release);
     }
     if let Err(e) = tokio::time::timeout(Duration::from_secs(10), node.raft.shutdown()).await {
         tracing::warn!(error = %e, "Raft did not stop within 10 s");

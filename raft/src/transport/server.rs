@@ -71,6 +71,8 @@ pub struct RaftServer {
     peers: Option<Arc<dyn PeerService>>,
     /// TLS on the listener ([`RaftServer::with_tls`]); plain HTTP without.
     tls: Option<sonraft_tls::Acceptor>,
+    /// Set once this node's Raft is shutting down ([`RaftServer::closing`]).
+    closing: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl RaftServer {
@@ -81,7 +83,14 @@ impl RaftServer {
             contact: Arc::default(),
             peers: None,
             tls: None,
+            closing: Arc::default(),
         }
+    }
+
+    /// Set it before shutting Raft down: RPCs are then answered 503 instead of reaching a
+    /// stopped Raft core (which openraft logs as an ERROR for every one).
+    pub fn closing(&self) -> Arc<std::sync::atomic::AtomicBool> {
+        self.closing.clone()
     }
 
     /// Serves over TLS: only peers with a certificate the cluster's CA signed get through the
@@ -121,6 +130,9 @@ impl RaftServer {
         if !same_secret(presented, self.secret.as_bytes()) {
             tracing::warn!(%peer, "refused a Raft RPC without the right cluster secret");
             return text(StatusCode::UNAUTHORIZED, "missing or wrong cluster secret");
+        }
+        if self.closing.load(std::sync::atomic::Ordering::Acquire) {
+            return text(StatusCode::SERVICE_UNAVAILABLE, "this node is stopping");
         }
         let me = self.raft.metrics().borrow().id;
         let meant_for = req
