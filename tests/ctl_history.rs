@@ -12,21 +12,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-fn ctl(api: &str, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(binary())
-        .arg("ctl")
-        .args(args)
-        .env("SONRAFT_NODES", api)
-        .env("SONRAFT_TOKEN", TOKEN)
-        .output()
-        .expect("run ctl");
-    (
-        out.status.code().expect("ctl ended by a signal"),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 fn propose(api: &str, set: &str) -> i32 {
     ctl(api, &["propose", "--set", set]).0
 }

@@ -4,24 +4,7 @@
 
 mod common;
 
-use std::process::Command;
-
 use common::*;
-
-fn ctl(nodes: &str, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(binary())
-        .arg("ctl")
-        .args(args)
-        .env("SONRAFT_NODES", nodes)
-        .env("SONRAFT_TOKEN", TOKEN)
-        .output()
-        .expect("run ctl");
-    (
-        out.status.code().expect("ctl ended by a signal"),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cells_and_changes_read_in_units_and_status_finds_every_member() {

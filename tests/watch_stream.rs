@@ -14,21 +14,6 @@ use common::*;
 use sonraft_client::sse::{EventStream, SseEvent};
 use sonraft_client::v1;
 
-fn ctl(api: &str, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(binary())
-        .arg("ctl")
-        .args(args)
-        .env("SONRAFT_NODES", api)
-        .env("SONRAFT_TOKEN", TOKEN)
-        .output()
-        .expect("run ctl");
-    (
-        out.status.code().expect("ctl ended by a signal"),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 /// Proposes one tilt through `ctl` (which reads the version for us); its exit status.
 fn propose(api: &str, cell: &str, tilt: i64) -> i32 {
     let set = format!("cell/{cell}:electrical_tilt={tilt}");

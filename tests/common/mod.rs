@@ -172,3 +172,20 @@ pub async fn metric(c: &Cluster, prefix: &str) -> f64 {
         .and_then(|v| v.trim().parse::<f64>().ok())
         .unwrap_or(0.0)
 }
+
+/// Runs `sonraft ctl ARGS` against `nodes` with the test token: its exit status, stdout and
+/// stderr.
+pub fn ctl(nodes: &str, args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(binary())
+        .arg("ctl")
+        .args(args)
+        .env("SONRAFT_NODES", nodes)
+        .env("SONRAFT_TOKEN", TOKEN)
+        .output()
+        .expect("run ctl");
+    (
+        out.status.code().expect("ctl ended by a signal"),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
