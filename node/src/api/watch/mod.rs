@@ -24,19 +24,24 @@ mod stream;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::State;
+use axum::extract::{Extension, State};
 use axum::http::HeaderMap;
 use axum::response::sse::{KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use sonraft_client::v1;
 use sonraft_storage::HistoryCursor;
-use tokio::sync::{Semaphore, mpsc, oneshot, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError, mpsc, oneshot, watch};
 
 use super::error::{ApiError, Params};
+use super::front_door::Caller;
 use crate::Node;
+use crate::access::Role;
 
 /// Most streams one node serves at once.
 pub const MAX_WATCHERS: usize = 64;
+/// Of those, most held by read-only tokens: the rest stay for operators (a wall of NOC
+/// screens, or one read-only token opening streams in a loop, must not lock them out).
+pub const MAX_READ_ONLY_WATCHERS: usize = 48;
 /// Events buffered per stream between its producer and the connection.
 pub const BUFFER: usize = 256;
 /// How long a full buffer may wait for the client before the client is dropped.
@@ -54,22 +59,44 @@ impl super::error::QueryKinds for v1::WatchQuery {
 /// The streams of one node: the slots left, and the signal that ends them all.
 pub struct Watchers {
     slots: Arc<Semaphore>,
+    read_only: Arc<Semaphore>,
     stop: watch::Sender<bool>,
+}
+
+/// A stream's place: one of [`MAX_WATCHERS`], and for a read-only caller also one of
+/// [`MAX_READ_ONLY_WATCHERS`]. Given back when the stream ends.
+pub struct Slot {
+    _any: OwnedSemaphorePermit,
+    _read_only: Option<OwnedSemaphorePermit>,
 }
 
 impl Default for Watchers {
     fn default() -> Self {
         Watchers {
             slots: Arc::new(Semaphore::new(MAX_WATCHERS)),
+            read_only: Arc::new(Semaphore::new(MAX_READ_ONLY_WATCHERS)),
             stop: watch::channel(false).0,
         }
     }
 }
 
 impl Watchers {
+    /// A place for a new stream of a caller of `role` (`None`: unknown, counted as read-only).
+    pub fn admit(&self, role: Option<Role>) -> Result<Slot, TryAcquireError> {
+        let read_only = match role {
+            Some(Role::Operator | Role::Admin) => None,
+            _ => Some(self.read_only.clone().try_acquire_owned()?),
+        };
+        Ok(Slot {
+            _any: self.slots.clone().try_acquire_owned()?,
+            _read_only: read_only,
+        })
+    }
+
     /// Ends every stream (with a `closed` event) and refuses new ones: the node is stopping.
     pub fn close(&self) {
         self.slots.close();
+        self.read_only.close();
         self.stop.send_replace(true);
     }
 }
@@ -162,6 +189,7 @@ fn gap_of(start: Start, span: sonraft_storage::HistorySpan) -> Option<v1::WatchG
 pub async fn watch(
     State(node): State<Arc<Node>>,
     Params(q): Params<v1::WatchQuery>,
+    caller: Option<Extension<Caller>>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let last_event_id = match headers.get("last-event-id") {
@@ -173,10 +201,10 @@ pub async fn watch(
     let applied = node.store().with_applied_image(|_, applied| applied);
     let start = start_of(q.from_index, last_event_id, applied)?;
     let watchers = node.watchers();
-    let permit = watchers.slots.clone().try_acquire_owned().map_err(|e| {
+    let permit = watchers.admit(caller.map(|c| c.0.0)).map_err(|e| {
         let detail = match e {
-            tokio::sync::TryAcquireError::Closed => "this node is stopping; watch another node",
-            tokio::sync::TryAcquireError::NoPermits => {
+            TryAcquireError::Closed => "this node is stopping; watch another node",
+            TryAcquireError::NoPermits => {
                 "this node serves as many streams as it will; try again later or watch another node"
             }
         };
@@ -262,5 +290,36 @@ mod tests {
             asked: false,
         };
         assert!(gap_of(unasked, span(500, 1000)).is_none());
+    }
+
+    #[test]
+    fn read_only_streams_leave_room_for_operators() {
+        let w = Watchers::default();
+        let readers: Vec<Slot> = (0..MAX_READ_ONLY_WATCHERS)
+            .map(|_| w.admit(Some(Role::ReadOnly)).expect("a read-only slot"))
+            .collect();
+        assert!(matches!(
+            w.admit(Some(Role::ReadOnly)),
+            Err(TryAcquireError::NoPermits)
+        ));
+        assert!(
+            w.admit(None).is_err(),
+            "an unknown caller counts as read-only"
+        );
+        let operators: Vec<Slot> = (MAX_READ_ONLY_WATCHERS..MAX_WATCHERS)
+            .map(|_| w.admit(Some(Role::Operator)).expect("an operator's slot"))
+            .collect();
+        assert!(
+            w.admit(Some(Role::Admin)).is_err(),
+            "all {MAX_WATCHERS} taken"
+        );
+        drop(readers);
+        assert!(w.admit(Some(Role::ReadOnly)).is_ok(), "a slot comes back");
+        drop(operators);
+        w.close();
+        assert!(matches!(
+            w.admit(Some(Role::Admin)),
+            Err(TryAcquireError::Closed)
+        ));
     }
 }

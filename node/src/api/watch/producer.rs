@@ -10,7 +10,7 @@ use axum::response::sse::Event;
 use sonraft_client::v1;
 use sonraft_storage::HistoryCursor;
 use tokio::sync::mpsc::error::SendTimeoutError;
-use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 use super::{PAGE, SLOW_CLIENT};
@@ -41,7 +41,7 @@ pub(super) struct Producer {
     pub last_word: Option<oneshot::Sender<v1::WatchClosed>>,
     pub stop: watch::Receiver<bool>,
     /// The stream's place among the node's [`super::MAX_WATCHERS`], given back when it ends.
-    pub _slot: OwnedSemaphorePermit,
+    pub _slot: super::Slot,
 }
 
 fn closed(reason: &str, detail: impl Into<String>) -> Ended {
