@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::NodeId;
@@ -28,6 +29,9 @@ struct Failing {
 #[derive(Debug, Default)]
 pub struct PeerHealth {
     failing: Mutex<HashMap<NodeId, Failing>>,
+    /// How many peers `failing` holds: while none fails, an answered RPC (every heartbeat)
+    /// takes no lock.
+    count: AtomicUsize,
 }
 
 /// What to log after an RPC's outcome.
@@ -43,19 +47,29 @@ pub enum Note {
 impl PeerHealth {
     /// Records an RPC to `target` that got an answer (`ok`) or not, at `now`; what to log.
     pub fn record(&self, target: NodeId, ok: bool, now: Instant) -> Note {
+        if ok && self.count.load(Ordering::Acquire) == 0 {
+            return Note::Nothing;
+        }
         let mut failing = self
             .failing
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         if ok {
-            return match failing.remove(&target) {
+            let back = failing.remove(&target);
+            if back.is_some() {
+                self.count.fetch_sub(1, Ordering::Release);
+            }
+            return match back {
                 Some(f) if f.reported.is_some() => Note::Back(now - f.since),
                 _ => Note::Nothing,
             };
         }
-        let f = failing.entry(target).or_insert(Failing {
-            since: now,
-            reported: None,
+        let f = failing.entry(target).or_insert_with(|| {
+            self.count.fetch_add(1, Ordering::Release);
+            Failing {
+                since: now,
+                reported: None,
+            }
         });
         let due = match f.reported {
             None => now - f.since >= QUIET,
