@@ -174,14 +174,7 @@ pub(crate) fn newest_first(
     // The entry `before` points into is read too (its records ahead of the position).
     let last = before.map_or(u64::MAX, |c| c.index);
     for item in tree.range(PREFIX.to_vec()..=key(last)).rev() {
-        let (k, v) = item.map_err(|e| Damaged::new("history", e))?;
-        let Some(index) = index_of(&k) else {
-            return Err(Damaged::new(
-                "history",
-                format!("bad history key {:?}", String::from_utf8_lossy(&k)),
-            ));
-        };
-        let records = decode(&k, &v)?;
+        let (index, records) = entry(item)?;
         let end = match before {
             Some(c) if c.index == index => records.len().min(c.position as usize),
             _ => records.len(),
@@ -194,16 +187,33 @@ pub(crate) fn newest_first(
                 .enumerate()
                 .rev()
                 .take(room)
-                .map(|(position, r)| {
-                    let position = u32::try_from(position).unwrap_or(u32::MAX);
-                    (HistoryCursor { index, position }, r)
-                }),
+                .map(|(position, r)| (cursor(index, position), r)),
         );
         if out.len() >= limit {
             break;
         }
     }
     Ok(out)
+}
+
+/// One history entry of a range scan: its log index and its records.
+fn entry(
+    item: sled::Result<(sled::IVec, sled::IVec)>,
+) -> Result<(u64, Vec<HistoryRecord>), Damaged> {
+    let (k, v) = item.map_err(|e| Damaged::new("history", e))?;
+    let Some(index) = index_of(&k) else {
+        return Err(Damaged::new(
+            "history",
+            format!("bad history key {:?}", String::from_utf8_lossy(&k)),
+        ));
+    };
+    Ok((index, decode(&k, &v)?))
+}
+
+/// The cursor of record `position` of entry `index`.
+fn cursor(index: u64, position: usize) -> HistoryCursor {
+    let position = u32::try_from(position).unwrap_or(u32::MAX);
+    HistoryCursor { index, position }
 }
 
 /// Up to `limit` records, oldest first, each with its cursor: `from` itself and those after it.
@@ -221,13 +231,7 @@ pub(crate) fn oldest_first(
     let mut end = key(u64::MAX);
     end.push(0);
     for item in tree.range(key(from.index)..end) {
-        let (k, v) = item.map_err(|e| Damaged::new("history", e))?;
-        let Some(index) = index_of(&k) else {
-            return Err(Damaged::new(
-                "history",
-                format!("bad history key {:?}", String::from_utf8_lossy(&k)),
-            ));
-        };
+        let (index, records) = entry(item)?;
         let skip = if index == from.index {
             from.position as usize
         } else {
@@ -235,15 +239,12 @@ pub(crate) fn oldest_first(
         };
         let room = limit - out.len();
         out.extend(
-            decode(&k, &v)?
+            records
                 .into_iter()
                 .enumerate()
                 .skip(skip)
                 .take(room)
-                .map(|(position, r)| {
-                    let position = u32::try_from(position).unwrap_or(u32::MAX);
-                    (HistoryCursor { index, position }, r)
-                }),
+                .map(|(position, r)| (cursor(index, position), r)),
         );
         if out.len() >= limit {
             break;
