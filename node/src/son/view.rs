@@ -181,9 +181,10 @@ impl RadioView {
             site_cells: Vec::new(),
             site_xy: Vec::new(),
             isd_m: 0.0,
-            policy: image.policy.clone(),
-            tuning: image.son.tuning.clone(),
-            pending_ttl_ms: image.son.policy.pending_ttl_ms,
+            // Set with the KPIs by `refresh` at the end.
+            policy: Policy::default(),
+            tuning: Tuning::default(),
+            pending_ttl_ms: 0,
         };
         let mut site_index: FastMap<&str, u32> = FastMap::default();
         let n_sites = image.sites.len().max(1) as f64;
@@ -229,7 +230,7 @@ impl RadioView {
                 tilt_min: c.tilt_box.min,
                 max_tx_power_dbm: c.max_tx_power_dbm,
                 tilt_max: c.tilt_box.max,
-                prb_permille: image.kpis.get(&c.id).map(|k| k.prb_dl_permille),
+                prb_permille: None,
                 serves_nobody: false,
                 compensating: [Param::ElectricalTilt, Param::MaxTxPowerDbm]
                     .iter()
