@@ -29,23 +29,52 @@ fn secret(run: &Path, key: &str) -> String {
         .to_string()
 }
 
-#[test]
-fn hosts_mode_bundles_install_and_the_unit_starts_what_the_node_accepts() {
-    let run = tempfile::tempdir().unwrap();
+/// `bootstrap-cluster.sh hosts ARGS` with its run directory in `run`, and no secret from the
+/// test's environment; what it printed.
+fn hosts(run: &Path, args: &[&str]) -> String {
     let out = Command::new(repo().join("scripts/bootstrap-cluster.sh"))
-        .args(["hosts", "10.1.0.5", "10.2.0.5", "site-c.example.net"])
-        .env("SONRAFT_RUN_DIR", run.path())
+        .arg("hosts")
+        .args(args)
+        .env("SONRAFT_RUN_DIR", run)
         .env("SONRAFT_BIN", binary())
         .env_remove("SONRAFT_TOKEN")
         .env_remove("SONRAFT_CLUSTER_SECRET")
         .output()
         .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
         "{stdout}{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    stdout
+}
+
+/// Installs `bundle` under the scratch `root`, which must succeed with the config checked;
+/// what it said.
+fn install(bundle: &Path, root: &Path) -> String {
+    let out = Command::new("sh")
+        .arg(bundle.join("install.sh"))
+        .arg("--root")
+        .arg(root)
+        .env_remove("SONRAFT_TOKEN")
+        .env_remove("SONRAFT_CLUSTER_SECRET")
+        .output()
+        .unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{said}");
+    assert!(said.contains("configuration ok"), "{said}");
+    said
+}
+
+#[test]
+fn hosts_mode_bundles_install_and_the_unit_starts_what_the_node_accepts() {
+    let run = tempfile::tempdir().unwrap();
+    let stdout = hosts(run.path(), &["10.1.0.5", "10.2.0.5", "site-c.example.net"]);
     // The printed steps hold no secret.
     for key in ["SONRAFT_TOKEN", "SONRAFT_CLUSTER_SECRET"] {
         let value = secret(run.path(), key);
@@ -68,21 +97,7 @@ fn hosts_mode_bundles_install_and_the_unit_starts_what_the_node_accepts() {
 
         // Installed under a scratch root: the config checked by the binary, secrets private.
         let root = tempfile::tempdir().unwrap();
-        let out = Command::new("sh")
-            .arg(bundle.join("install.sh"))
-            .arg("--root")
-            .arg(root.path())
-            .env_remove("SONRAFT_TOKEN")
-            .env_remove("SONRAFT_CLUSTER_SECRET")
-            .output()
-            .unwrap();
-        let said = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(out.status.success(), "{said}");
-        assert!(said.contains("configuration ok"), "{said}");
+        let said = install(&bundle, root.path());
         assert!(said.contains(&format!("of site {site}")), "{said}");
         let etc = root.path().join("etc/sonraft");
         assert_eq!(mode(&etc), 0o750);
@@ -165,20 +180,7 @@ fn a_broken_config_fails_the_check_with_the_reason() {
 #[test]
 fn with_tls_each_bundle_carries_its_certificate_and_key_and_installs_them_private() {
     let run = tempfile::tempdir().unwrap();
-    let out = Command::new(repo().join("scripts/bootstrap-cluster.sh"))
-        .args(["hosts", "10.1.0.5", "10.2.0.5", "10.3.0.5", "--tls"])
-        .env("SONRAFT_RUN_DIR", run.path())
-        .env("SONRAFT_BIN", binary())
-        .env_remove("SONRAFT_TOKEN")
-        .env_remove("SONRAFT_CLUSTER_SECRET")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = hosts(run.path(), &["10.1.0.5", "10.2.0.5", "10.3.0.5", "--tls"]);
     assert!(stdout.contains("https://10.1.0.5:8001"), "{stdout}");
     assert!(stdout.contains("--ca "), "{stdout}");
     let bundle = run.path().join("hosts/site-b");
@@ -205,21 +207,7 @@ fn with_tls_each_bundle_carries_its_certificate_and_key_and_installs_them_privat
     );
     // install.sh checks the config with the bundle's TLS files, then installs the key private.
     let root = tempfile::tempdir().unwrap();
-    let out = Command::new("sh")
-        .arg(bundle.join("install.sh"))
-        .arg("--root")
-        .arg(root.path())
-        .env_remove("SONRAFT_TOKEN")
-        .env_remove("SONRAFT_CLUSTER_SECRET")
-        .output()
-        .unwrap();
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "{said}");
-    assert!(said.contains("configuration ok"), "{said}");
+    install(&bundle, root.path());
     let tls = root.path().join("etc/sonraft/tls");
     assert_eq!(mode(&tls.join("node.key")), 0o600);
     assert_eq!(mode(&tls.join("node.pem")), 0o644);

@@ -25,13 +25,7 @@ async fn a_healthy_cluster_logs_no_error_and_its_lifecycle_at_info() {
     )
     .unwrap();
     let c = Cluster::start_with(3, &["--antennas", &sim.antennas.join(",")]).await;
-    let out = std::process::Command::new(binary())
-        .args(["sim", "export", "--cells", CELLS, "--regions", REGIONS])
-        .args(["--cooldown-ms", "1000"])
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    let image: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let image = sim_export(CELLS, REGIONS, &[]);
     let leader = c.leader().await;
     let r = c
         .client

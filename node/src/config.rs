@@ -607,11 +607,12 @@ impl NodeConfig {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::access::Role;
 
-    fn base() -> NodeArgs {
+    /// The least a node needs, for tests here and of the TLS settings.
+    pub(crate) fn base() -> NodeArgs {
         NodeArgs {
             id: Some(1),
             site: Some("site-a".into()),

@@ -45,18 +45,8 @@ pub fn resolve(
 mod tests {
     use std::path::Path;
 
+    use crate::config::tests::base as args;
     use crate::config::{NodeArgs, NodeConfig};
-
-    fn args() -> NodeArgs {
-        NodeArgs {
-            id: Some(1),
-            site: Some("site-a".into()),
-            data_dir: Some("/tmp/x".into()),
-            cluster_secret: Some("0123456789abcdef".into()),
-            token: Some("operator-token".into()),
-            ..NodeArgs::default()
-        }
-    }
 
     /// A CA and certificates for `a` and `b` from the operator's script.
     fn certs(dir: &Path) {

@@ -142,14 +142,7 @@ pub async fn simulated_site_with_layout(
     let sim =
         sonraft_testkit::local_cluster::SimProc::start(binary(), dir, &args).expect("simulator");
     let c = Cluster::start_with(1, &["--antennas", &sim.antennas.join(",")]).await;
-    let out = std::process::Command::new(binary())
-        .args(["sim", "export", "--cells", CELLS, "--regions", REGIONS])
-        .args(layout)
-        .args(["--cooldown-ms", "1000"])
-        .output()
-        .expect("sim export");
-    assert!(out.status.success());
-    let image: Value = serde_json::from_slice(&out.stdout).expect("image json");
+    let image = sim_export(CELLS, REGIONS, layout);
     let r = c
         .client
         .post(&c.nodes[0].api, "/image/import", &image)
@@ -188,4 +181,17 @@ pub fn ctl(nodes: &str, args: &[&str]) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// The simulated network of `cells` cells in `regions` (more layout flags in `layout`) as the
+/// JSON `POST /image/import` takes, with a SON cool-down of 1 s.
+pub fn sim_export(cells: &str, regions: &str, layout: &[&str]) -> Value {
+    let out = std::process::Command::new(binary())
+        .args(["sim", "export", "--cells", cells, "--regions", regions])
+        .args(layout)
+        .args(["--cooldown-ms", "1000"])
+        .output()
+        .expect("sim export");
+    assert!(out.status.success());
+    serde_json::from_slice(&out.stdout).expect("image json")
 }
