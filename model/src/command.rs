@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::changeset::{ChangeSet, Outcome};
 use crate::codec;
+use crate::model::control::ControlMoves;
 use crate::model::import::{ImportOutcome, ImportPart};
 use crate::model::{Cell, KpiSummary, NodeRelease, Policy, Relation, Site, SiteId};
 use crate::son::{Decision, SonPolicy, TrialEnd, Tuning, Verdict};
@@ -25,7 +26,8 @@ use crate::son::{Decision, SonPolicy, TrialEnd, Tuning, Verdict};
 /// | 5 | 0.3.0 | `SonTuning`: the SON functions' thresholds |
 /// | 6 | 0.3.0 | the `outage_compensation` function: change sets, and SON policies, naming it |
 /// | 7 | 0.3.0 | the `coverage_capacity` and `anr_add` functions; `exists = true` creates a relation |
-pub const COMMAND_FORMAT: u16 = 7;
+/// | 8 | 0.3.0 | `Control`: a cell site's antennas move to another node, with a new fencing epoch |
+pub const COMMAND_FORMAT: u16 = 8;
 
 /// The application data of a Raft log entry (openraft's `D`).
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
@@ -165,6 +167,8 @@ pub enum Command {
     Verdict(Verdict),
     /// Replaces the SON functions' thresholds (format 5).
     SonTuning(Tuning),
+    /// Moves control of cell sites' antennas between nodes (format 8).
+    Control(ControlMoves),
 }
 
 impl Command {
@@ -178,6 +182,7 @@ impl Command {
             Command::SonPolicy(p) => p.functions.keys().map(|f| f.format()).fold(4, u16::max),
             Command::Decide(_) | Command::Verdict(_) => 4,
             Command::SonTuning(_) => 5,
+            Command::Control(_) => 8,
         }
     }
 }
@@ -208,6 +213,8 @@ pub enum Response {
     Trial(Result<TrialEnd, String>),
     /// The SON tuning was set (`Ok`) or refused with the reason.
     SonTuning(Result<(), String>),
+    /// Per move of a `Control` command: its new epoch, or why it was refused.
+    Control(Vec<Result<u64, String>>),
 }
 
 /// How many entities an import wrote.

@@ -428,7 +428,8 @@ fn migrate(
     // Format 2 -> 3 only adds a key (`m/staged`), absent until an import is staged; 3 -> 4
     // likewise (`m/son`, absent until the SON controls are set), and 4 -> 5 (`m/tuning`); 5 -> 6
     // changes nothing stored (values naming outage compensation appear only after it), nor
-    // does 6 -> 7 (values naming coverage_capacity or anr_add).
+    // does 6 -> 7 (values naming coverage_capacity or anr_add); 7 -> 8 only adds keys (`o/…`,
+    // absent until control of a cell site moves).
     durability.sync().map_err(|source| OpenError::Io {
         what: "cannot sync the migrated store",
         dir: dir.to_path_buf(),

@@ -12,12 +12,14 @@
 //! | 4 | 0.3.0 | image, history, staged import, SON controls, the SON functions' tuning |
 //! | 5 | 0.3.0 | as format 4; values may name the `outage_compensation` function |
 //! | 6 | 0.3.0 | as format 5; values may name the `coverage_capacity` and `anr_add` functions |
+//! | 7 | 0.3.0 | as format 6, then who controls the cell sites whose control moved |
 //!
 //! A snapshot is written in the oldest format that holds its body: format 3 only once the
 //! cluster has SON controls (set by command format 4, which every voter understands), format 4
 //! only once it has a tuning (command format 5), format 5 only once something names outage
 //! compensation (command format 6), format 6 only once something names coverage and capacity
-//! optimisation or ANR adding relations (command format 7), so a node of the previous release can still install the
+//! optimisation or ANR adding relations (command format 7), format 7 only once control of a cell
+//! site moved (command format 8), so a node of the previous release can still install the
 //! snapshots of an upgraded one until then — and refuses, by number, one it could not decode.
 //!
 //! The CRC covers everything between the magic and itself. A file is written as
@@ -25,6 +27,7 @@
 //! crash leaves either the old snapshot or the complete new one. Only the newest snapshot is
 //! kept.
 
+use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::{self, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -32,6 +35,8 @@ use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 use sonraft_raft::changeset::Function;
+use sonraft_raft::model::SiteId;
+use sonraft_raft::model::control::Control;
 use sonraft_raft::model::image::{HistoryRecord, NetworkImage};
 use sonraft_raft::model::import::StagedImport;
 use sonraft_raft::son::{SonState, Tuning};
@@ -41,7 +46,7 @@ use crate::durable::sync_dir;
 use crate::error::Damaged;
 
 /// The newest snapshot format this build writes (it reads all since format 1).
-pub const SNAPSHOT_FORMAT: u16 = 6;
+pub const SNAPSHOT_FORMAT: u16 = 7;
 /// The oldest snapshot format this build reads.
 pub const OLDEST_SNAPSHOT_FORMAT: u16 = 1;
 const MAGIC: &[u8; 8] = b"SRSNAP\0\0";
@@ -49,9 +54,9 @@ const SUFFIX: &str = ".snap";
 
 /// Everything a snapshot restores besides its metadata.
 ///
-/// Encoded (format 4) as the image, the history, `image.staged` (an import waiting for its last
-/// part), `image.son` (the SON controls) and `image.son.tuning`, which the image's and the SON
-/// state's own encodings leave out.
+/// Encoded (format 7) as the image, the history, `image.staged` (an import waiting for its last
+/// part), `image.son` (the SON controls), `image.son.tuning` and `image.control`, which the
+/// image's and the SON state's own encodings leave out.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SnapshotBody {
     pub image: NetworkImage,
@@ -63,7 +68,9 @@ pub struct SnapshotBody {
 impl SnapshotBody {
     /// The oldest format that holds this body.
     pub fn format(&self) -> u16 {
-        if names_function(self, Function::CoverageCapacity)
+        if !self.image.control.is_empty() {
+            7
+        } else if names_function(self, Function::CoverageCapacity)
             || names_function(self, Function::AnrAdd)
         {
             6
@@ -91,6 +98,16 @@ impl SnapshotBody {
                 ),
                 w,
             ),
+            4..=6 => codec::encode_into(
+                &Format6(
+                    &self.image,
+                    &self.history,
+                    &self.image.staged,
+                    &self.image.son,
+                    &self.image.son.tuning,
+                ),
+                w,
+            ),
             _ => codec::encode_into(self, w),
         }
         .map(|_| ())
@@ -105,6 +122,7 @@ impl Serialize for SnapshotBody {
             &self.image.staged,
             &self.image.son,
             &self.image.son.tuning,
+            &self.image.control,
         )
             .serialize(s)
     }
@@ -118,13 +136,41 @@ impl<'de> Deserialize<'de> for SnapshotBody {
             Option<StagedImport>,
             SonState,
             Tuning,
+            BTreeMap<SiteId, Control>,
         );
-        let (mut image, history, staged, son, tuning): Body = Deserialize::deserialize(d)?;
+        let (mut image, history, staged, son, tuning, control): Body = Deserialize::deserialize(d)?;
         image.staged = staged;
         image.son = son;
         image.son.tuning = tuning;
+        image.control = control;
         Ok(SnapshotBody { image, history })
     }
+}
+
+/// The body as formats 4 to 6 encode it: no control moves.
+#[derive(Serialize)]
+struct Format6<'a>(
+    &'a NetworkImage,
+    &'a Vec<HistoryRecord>,
+    &'a Option<StagedImport>,
+    &'a SonState,
+    &'a Tuning,
+);
+
+/// A body of snapshot formats 4 to 6, which knew no control moves.
+fn body_of_format_6<R: Read>(r: &mut R) -> Result<SnapshotBody, codec::CodecError> {
+    type Body = (
+        NetworkImage,
+        Vec<HistoryRecord>,
+        Option<StagedImport>,
+        SonState,
+        Tuning,
+    );
+    let (mut image, history, staged, son, tuning): Body = codec::decode_from(r)?;
+    image.staged = staged;
+    image.son = son;
+    image.son.tuning = tuning;
+    Ok(SnapshotBody { image, history })
 }
 
 /// Whether any value of `body` names `f` (a function older formats cannot decode).
@@ -286,6 +332,7 @@ pub fn decode_snapshot<R: Read>(r: R) -> Result<(SnapshotMeta, SnapshotBody), Da
         1 => body_of_format_1(&mut cr),
         2 => body_of_format_2(&mut cr),
         3 => body_of_format_3(&mut cr),
+        4..=6 => body_of_format_6(&mut cr),
         _ => codec::decode_from(&mut cr),
     }
     .map_err(|e| Damaged::new("snapshot body", e))?;

@@ -11,6 +11,7 @@
 //! p/<id>   t/<index>   j/<index>   (8 big-endian bytes)        pending proposals, open trials,
 //!                                                              closed trials (the journal)
 //! s/<site>   c/<cell>   r/<source>/<target>   k/<cell>         the image
+//! o/<cell site>                                                who controls its antennas, when moved
 //! g/<index as 8 big-endian bytes>                              history, one value per entry
 //! ```
 //!
@@ -118,6 +119,9 @@ fn relation_key(s: &str, t: &str) -> Vec<u8> {
 }
 fn kpi_key(id: &str) -> Vec<u8> {
     format!("k/{id}").into_bytes()
+}
+fn control_key(cell_site: &str) -> Vec<u8> {
+    format!("o/{cell_site}").into_bytes()
 }
 fn son_key(item: SonItem) -> Vec<u8> {
     let (prefix, n) = match item {
@@ -260,6 +264,9 @@ impl StateMachine {
         for kpi in image.kpis.values() {
             batch.insert(kpi_key(&kpi.cell), enc(kpi)?);
         }
+        for (cell_site, control) in &image.control {
+            batch.insert(control_key(cell_site), enc(control)?);
+        }
         let mut history = HistoryIndex::default();
         for (index, run) in history::by_entry(&body.history) {
             batch.insert(history::key(index), enc(&run)?);
@@ -343,6 +350,11 @@ impl StateMachine {
                 batch.insert(kpi_key(id), enc(k)?);
             }
         }
+        for id in &changes.control {
+            if let Some(c) = image.control.get(id) {
+                batch.insert(control_key(id), enc(c)?);
+            }
+        }
         if changes.policy {
             batch.insert(b"m/policy".as_slice(), enc(&image.policy)?);
         }
@@ -404,6 +416,10 @@ fn load(tree: &sled::Tree) -> Result<ImageState, Damaged> {
             Some(b"k/") => {
                 let s: sonraft_raft::model::KpiSummary = codec::decode(&v).map_err(bad)?;
                 image.kpis.insert(s.cell.clone(), s);
+            }
+            Some(b"o/") => {
+                let c: sonraft_raft::model::control::Control = codec::decode(&v).map_err(bad)?;
+                image.control.insert(key[2..].to_string(), c);
             }
             Some(b"p/" | b"t/" | b"j/") => {
                 let Some(n) = son_number(&k) else {

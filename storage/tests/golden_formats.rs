@@ -145,6 +145,29 @@ const SAMPLE_COMMANDS_SINCE_7: &str = r#"[
                  "proposed_at_ms": 1764000000000}}
 ]"#;
 
+/// Commands of format 8: control of cell sites' antennas moves to another node.
+const SAMPLE_COMMANDS_SINCE_8: &str = r#"[
+  {"Control": {"moves": [{"cell_site": "F", "from": "site-1", "epoch": 0, "to": "site-2"},
+                         {"cell_site": "G", "from": "site-2", "epoch": 77, "to": "site-1"}],
+               "reason": "fixture: site-1 unheard for 30 s"}}
+]"#;
+
+fn commands_since_8() -> Vec<Command> {
+    serde_json::from_str(SAMPLE_COMMANDS_SINCE_8).expect("sample commands parse")
+}
+
+/// A cell site whose control moved (data format 8, snapshot format 7).
+fn moved_control() -> (String, sonraft_raft::model::control::Control) {
+    let (image, _) = image();
+    let cell_site = image.sites.keys().next().expect("a site").clone();
+    let control = sonraft_raft::model::control::Control {
+        site: "site-2".into(),
+        epoch: 42,
+        since_ms: 1_764_000_300_000,
+    };
+    (cell_site, control)
+}
+
 fn commands_since_7() -> Vec<Command> {
     serde_json::from_str(SAMPLE_COMMANDS_SINCE_7).expect("sample commands parse")
 }
@@ -266,6 +289,7 @@ fn every_command() -> Vec<Command> {
     all.extend(commands_since_5());
     all.extend(commands_since_6());
     all.extend(commands_since_7());
+    all.extend(commands_since_8());
     all
 }
 
@@ -498,6 +522,10 @@ fn snapshot_body(format: u16) -> SnapshotBody {
             .relations
             .insert((rel.source.clone(), rel.target.clone()), rel);
     }
+    if format >= 7 {
+        let (cell_site, control) = moved_control();
+        body.image.control.insert(cell_site, control);
+    }
     body
 }
 
@@ -616,6 +644,8 @@ fn stored_image_values_match_the_fixture_of_the_current_data_format() {
     lines.push(enc(&compensated_cell()));
     // From data format 7, values may name coverage_capacity and anr_add.
     lines.push(enc(&added_relation()));
+    // From data format 8, who controls a cell site whose control moved.
+    lines.push(enc(&moved_control().1));
     check_current(&format!("data-v{DATA_FORMAT}.hex"), "stored image", lines);
 }
 
@@ -773,6 +803,11 @@ fn check_stored_values(name: &str, version: u32, lines: &[Vec<u8>]) {
     if version >= 7 {
         let got: Relation = decoded(name, "a relation ANR added", lines.next());
         assert_eq!(got, added_relation(), "{name}");
+    }
+    if version >= 8 {
+        let got: sonraft_raft::model::control::Control =
+            decoded(name, "a cell site's control", lines.next());
+        assert_eq!(got, moved_control().1, "{name}");
     }
     assert_eq!(
         lines.count(),

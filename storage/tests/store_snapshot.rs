@@ -318,3 +318,83 @@ async fn the_son_tuning_survives_a_restart_and_a_snapshot_of_format_4() {
         "an installed snapshot's tuning is kept across a restart"
     );
 }
+
+#[tokio::test]
+async fn control_moves_survive_a_restart_and_a_snapshot_of_format_7() {
+    use openraft::{CommittedLeaderId, EntryPayload, LogId};
+    use sonraft_raft::Entry;
+    use sonraft_raft::command::{Command, Envelope, Response};
+    use sonraft_raft::model::control::{ControlMove, ControlMoves};
+    use sonraft_storage::snapshot::{SnapshotBody, decode_snapshot};
+    let entry = |index: u64, command: &Command| Entry {
+        log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+        payload: EntryPayload::Normal(Envelope::new(command, 1_000 + index).unwrap()),
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(dir.path()).unwrap();
+    common::apply_demo(&mut store, 4).await;
+    let (cell_site, home) = {
+        let state = read(store.reader.state());
+        let site = state.image.sites.values().next().unwrap();
+        (site.id.clone(), site.region.clone())
+    };
+    let moves = ControlMoves {
+        moves: vec![ControlMove {
+            cell_site: cell_site.clone(),
+            from: home.clone(),
+            epoch: 0,
+            to: "elsewhere".into(),
+        }],
+        reason: "test".into(),
+    };
+    let r = store
+        .sm
+        .apply([entry(5, &Command::Control(moves))])
+        .await
+        .unwrap();
+    assert_eq!(r[0], Response::Control(vec![Ok(5)]));
+    store.close().unwrap();
+
+    let mut store = Store::open(dir.path()).unwrap();
+    let controller = |s: &Store| {
+        read(s.reader.state())
+            .image
+            .controller(&cell_site)
+            .map(|(site, epoch)| (site.to_string(), epoch))
+    };
+    assert_eq!(
+        controller(&store),
+        Some(("elsewhere".into(), 5)),
+        "kept across a restart"
+    );
+    let snap = common::build_snapshot(&mut store).await;
+    let path = std::fs::read_dir(dir.path().join("snapshots"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let bytes = std::fs::read(&path).unwrap();
+    assert_eq!(
+        u16::from_be_bytes([bytes[8], bytes[9]]),
+        7,
+        "written in format 7"
+    );
+    let (_, body): (_, SnapshotBody) = decode_snapshot(&bytes[..]).unwrap();
+    assert_eq!(body.image.control.len(), 1);
+    let other = tempfile::tempdir().unwrap();
+    let mut restored = Store::open(other.path()).unwrap();
+    restored
+        .sm
+        .install_snapshot(&snap.meta, snap.snapshot)
+        .await
+        .unwrap();
+    assert_eq!(controller(&restored), Some(("elsewhere".into(), 5)));
+    restored.close().unwrap();
+    let restored = Store::open(other.path()).unwrap();
+    assert_eq!(
+        controller(&restored),
+        Some(("elsewhere".into(), 5)),
+        "an installed snapshot's control is kept across a restart"
+    );
+}

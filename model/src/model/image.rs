@@ -4,6 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
+use super::control::{Control, ControlMoves};
 use super::import::StagedImport;
 use super::{
     Cell, CellId, EntityRef, KpiSummary, NodeRelease, Policy, Relation, RelationKey, Site, SiteId,
@@ -37,6 +38,11 @@ pub struct NetworkImage {
     /// part of this struct's encoding either: stored beside it.
     #[serde(skip)]
     pub son: SonState,
+    /// Cell sites whose control left their home, or came back to it (format 8; see
+    /// [`super::control`]). Not part of this struct's encoding either: stored beside it. Never
+    /// shrinks: an epoch, once given, must stay (cell sites are never removed).
+    #[serde(skip)]
+    pub control: BTreeMap<SiteId, Control>,
 }
 
 /// One applied or refused change set, as kept in the history.
@@ -68,6 +74,8 @@ pub struct Changes {
     pub son_items: BTreeSet<SonItem>,
     /// The SON tuning changed.
     pub son_tuning: bool,
+    /// Cell sites whose control moved.
+    pub control: BTreeSet<SiteId>,
     pub history: Vec<HistoryRecord>,
 }
 
@@ -83,6 +91,7 @@ impl Changes {
             && !self.son
             && self.son_items.is_empty()
             && !self.son_tuning
+            && self.control.is_empty()
             && self.history.is_empty()
     }
 }
@@ -173,6 +182,7 @@ impl NetworkImage {
             }
             Command::SonPolicy(policy) => Response::SonPolicy(self.set_son_policy(policy, changes)),
             Command::SonTuning(tuning) => Response::SonTuning(self.set_son_tuning(tuning, changes)),
+            Command::Control(moves) => Response::Control(self.move_control(index, moves, changes)),
             Command::Decide(decision) => {
                 Response::ChangeSet(self.decide(index, decision, changes, judge))
             }
@@ -539,6 +549,62 @@ impl NetworkImage {
         self.son.tuning = tuning.clone();
         changes.son_tuning = true;
         Ok(())
+    }
+
+    /// The sonraft site controlling `cell_site`'s antennas and its epoch: its home region at
+    /// epoch 0 unless control moved (`None` for an unknown cell site).
+    pub fn controller(&self, cell_site: &str) -> Option<(&str, u64)> {
+        match self.control.get(cell_site) {
+            Some(c) => Some((c.site.as_str(), c.epoch)),
+            None => self.sites.get(cell_site).map(|s| (s.region.as_str(), 0)),
+        }
+    }
+
+    /// Whether the node of sonraft site `site` controls `cell`'s antennas.
+    pub fn controls(&self, site: &str, cell: &Cell) -> bool {
+        self.controller(&cell.site).is_some_and(|(s, _)| s == site)
+    }
+
+    /// Moves control of cell sites, each move judged on its own: it applies only if the
+    /// controller and epoch it names are still current. Answers each move's new epoch (this
+    /// entry's index) or why it was refused.
+    fn move_control(
+        &mut self,
+        index: u64,
+        command: &ControlMoves,
+        changes: &mut Changes,
+    ) -> Vec<Result<u64, String>> {
+        if let Err(e) = command.validate() {
+            return vec![Err(e.to_string()); command.moves.len()];
+        }
+        command
+            .moves
+            .iter()
+            .map(|m| {
+                let Some((site, epoch)) = self.controller(&m.cell_site) else {
+                    return Err(format!("no cell site {}", m.cell_site));
+                };
+                if (site, epoch) != (m.from.as_str(), m.epoch) {
+                    return Err(format!(
+                        "cell site {} is controlled by {site} at epoch {epoch}, not by {} at epoch {}",
+                        m.cell_site, m.from, m.epoch
+                    ));
+                }
+                if m.to == site {
+                    return Err(format!("cell site {} is already controlled by {site}", m.cell_site));
+                }
+                self.control.insert(
+                    m.cell_site.clone(),
+                    Control {
+                        site: m.to.clone(),
+                        epoch: index,
+                        since_ms: self.log_time_ms,
+                    },
+                );
+                changes.control.insert(m.cell_site.clone());
+                Ok(index)
+            })
+            .collect()
     }
 
     /// Keeps the newest summary per known cell.

@@ -3,6 +3,7 @@
 //! Every type here is plain data. The rules that decide whether a change is legal live in
 //! [`crate::rules`]; how a command changes the image lives in [`image`].
 
+pub mod control;
 mod entity;
 pub mod image;
 pub mod import;
