@@ -65,6 +65,16 @@ pub struct CtlArgs {
     command: CtlCommand,
 }
 
+/// `ctl control` actions.
+#[derive(Subcommand, Debug)]
+enum ControlAction {
+    /// Give SITE's cell sites back to its node now, each at a new epoch.
+    HandBack {
+        /// The site, as `members` shows it.
+        site: String,
+    },
+}
+
 #[derive(Subcommand, Debug)]
 enum CtlCommand {
     /// Role, term, leader and indexes of every node in --nodes and every member they list
@@ -125,6 +135,16 @@ enum CtlCommand {
         /// until the cluster agrees on it.
         #[arg(long, conflicts_with = "id", value_name = "ID")]
         away_from: Option<u64>,
+    },
+    /// Which site's node controls each cell site's antennas: per site, and the cell sites
+    /// taken over from a lost site, with their fencing epochs; `hand-back SITE` gives a site's
+    /// cell sites back to its node now.
+    #[command(after_help = "Examples:\n  \
+        sonraft ctl control\n  \
+        sonraft ctl control hand-back site-2   # with control_hand_back = \"manual\"")]
+    Control {
+        #[command(subcommand)]
+        action: Option<ControlAction>,
     },
     /// Exit 0 when there is a leader, the cluster can lose a voter and keep a quorum, every
     /// member answers, and no voter trails the leader by more than --max-lag entries;
@@ -840,6 +860,58 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
                 .await?;
             ctl.show(&v, |v| {
                 outln!("node {} leads (hand-over took {} ms)", v.leader, v.took_ms)
+            });
+        }
+        CtlCommand::Control { action: None } => {
+            let v = ctl
+                .ok::<v1::ControlSummary>(Method::GET, "/control", None)
+                .await?;
+            ctl.show(&v, |c| {
+                outln!("{:<12} {:>10} {:>11}", "SITE", "CELL SITES", "TAKEN OVER");
+                for (site, n) in &c.sites {
+                    outln!("{site:<12} {:>10} {:>11}", n.cell_sites, n.taken_over);
+                }
+                if c.away_from_home == 0 {
+                    outln!("every cell site is controlled by its home site");
+                    return;
+                }
+                outln!("\n{} cell sites away from home:", c.away_from_home);
+                outln!(
+                    "{:<12} {:<12} {:<12} {:>10}",
+                    "CELL SITE",
+                    "HOME",
+                    "CONTROLLER",
+                    "EPOCH"
+                );
+                for m in &c.moved {
+                    outln!(
+                        "{:<12} {:<12} {:<12} {:>10}",
+                        m.cell_site,
+                        m.home,
+                        m.controller,
+                        m.epoch
+                    );
+                }
+                if (c.moved.len() as u64) < c.away_from_home {
+                    outln!("({} more)", c.away_from_home - c.moved.len() as u64);
+                }
+            });
+        }
+        CtlCommand::Control {
+            action: Some(ControlAction::HandBack { site }),
+        } => {
+            let v = ctl
+                .ok::<v1::HandBackOutcome>(
+                    Method::POST,
+                    "/control/hand-back",
+                    Some(json_body(&v1::HandBackRequest { site: site.clone() })?),
+                )
+                .await?;
+            ctl.show(&v, |o| {
+                outln!("{} cell sites handed back to {site}", o.moved);
+                for r in &o.refused {
+                    outln!("  refused: {r}");
+                }
             });
         }
         CtlCommand::Health {

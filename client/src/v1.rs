@@ -859,6 +859,13 @@ pub struct AntennaSession {
     pub in_sync: bool,
     /// The log index of the image its acknowledged configuration was built from.
     pub acked_index: u64,
+    /// The control epoch the session speaks with (its cell site's, see `GET /control`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<u64>,
+    /// Why the antenna refused this node's epoch: another node controls the cell now, and this
+    /// session stays idle until the image gives this node a newer epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fenced: Option<String>,
 }
 
 /// `GET /antennas`: this node's antenna sessions.
@@ -873,6 +880,70 @@ pub struct Antennas {
     /// The PM directory the counters come from instead of the sessions' reports (`--pm-dir`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pm_dir: Option<PmDirStatus>,
+    /// Whether this node may push to its antennas now (see `GET /control`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub control: Option<AntennaControl>,
+}
+
+/// A node's hold on its antennas, in `GET /antennas`.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct AntennaControl {
+    /// The node can prove it belongs to the majority, so it pushes configuration.
+    pub lease: bool,
+    /// Why it cannot, when it cannot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_lost: Option<String>,
+    /// Cell sites (base stations) this node's site controls.
+    pub cell_sites: u64,
+    /// Of them, taken over from another site.
+    pub taken_over: u64,
+    /// Sessions the antenna fenced off (another node controls their cell now).
+    pub fenced_sessions: u64,
+}
+
+/// `GET /control`: which sonraft site controls the cell sites' antennas.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct ControlSummary {
+    /// Per sonraft site, what it controls.
+    pub sites: BTreeMap<String, SiteControl>,
+    /// Cell sites controlled by another site than their home.
+    pub away_from_home: u64,
+    /// Up to 1,000 of them.
+    pub moved: Vec<MovedCellSite>,
+}
+
+/// What one sonraft site controls.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct SiteControl {
+    pub cell_sites: u64,
+    /// Of them, taken over from another site.
+    pub taken_over: u64,
+}
+
+/// A cell site controlled away from its home.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct MovedCellSite {
+    pub cell_site: String,
+    pub home: String,
+    pub controller: String,
+    /// The fencing epoch: the log index of the move.
+    pub epoch: u64,
+    /// Log time of the move, milliseconds since the Unix epoch.
+    pub since_ms: u64,
+}
+
+/// `POST /control/hand-back`: give a site's cell sites back to it.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct HandBackRequest {
+    pub site: String,
+}
+
+/// What a hand-back did.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct HandBackOutcome {
+    pub moved: u64,
+    /// Moves refused because control moved meanwhile (each with its reason).
+    pub refused: Vec<String>,
 }
 
 /// What a node took from its PM directory (`--pm-dir`) since it started.

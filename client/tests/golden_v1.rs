@@ -575,8 +575,59 @@ fn every_v1_type_matches_its_golden_json_both_ways() {
                     diverged: false,
                     in_sync: true,
                     acked_index: 1199,
+                    epoch: None,
+                    fenced: None,
                 }],
                 pm_dir: None,
+                control: None,
+            },
+        ),
+        check(
+            "antennas-control",
+            Antennas {
+                site: "site-b".into(),
+                sessions: vec![AntennaSession {
+                    cell: "S7-1".into(),
+                    connected: false,
+                    last_error: Some("the antenna refused: stale epoch (code 4)".into()),
+                    epoch: Some(0),
+                    fenced: Some("epoch 0 is older than epoch 412, which this antenna has seen".into()),
+                    ..Default::default()
+                }],
+                control: Some(AntennaControl {
+                    lease: false,
+                    lease_lost: Some("no leader heard for 2.1 s".into()),
+                    cell_sites: 40,
+                    taken_over: 20,
+                    fenced_sessions: 1,
+                }),
+                ..Default::default()
+            },
+        ),
+        check(
+            "control",
+            ControlSummary {
+                sites: [
+                    ("site-a".to_string(), SiteControl { cell_sites: 60, taken_over: 20 }),
+                    ("site-c".to_string(), SiteControl { cell_sites: 40, taken_over: 0 }),
+                ]
+                .into(),
+                away_from_home: 20,
+                moved: vec![MovedCellSite {
+                    cell_site: "S00007".into(),
+                    home: "site-b".into(),
+                    controller: "site-a".into(),
+                    epoch: 412,
+                    since_ms: 1_764_000_000_000,
+                }],
+            },
+        ),
+        check("control-hand-back-request", HandBackRequest { site: "site-b".into() }),
+        check(
+            "control-hand-back",
+            HandBackOutcome {
+                moved: 19,
+                refused: vec!["S00007: cell site S00007 is controlled by site-b at epoch 415, not by site-a at epoch 412".into()],
             },
         ),
         check("image-sites", vec![site()]),

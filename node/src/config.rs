@@ -53,6 +53,17 @@ impl Timing {
     }
 }
 
+/// Whether antennas taken over go back to their home site by themselves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, clap::ValueEnum, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum HandBack {
+    /// Once the home site's node is back and caught up for the hold time.
+    #[default]
+    Auto,
+    /// Only when an operator says so (`ctl control hand-back`).
+    Manual,
+}
+
 /// Log output format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, clap::ValueEnum, Default)]
 #[serde(rename_all = "snake_case")]
@@ -238,6 +249,21 @@ pub struct NodeArgs {
     /// the fleet benchmark to measure memory before and after).
     #[arg(long, env = "SONRAFT_ANTENNAS_AFTER_MS")]
     pub antennas_after_ms: Option<u64>,
+    /// Milliseconds a site's node may go unheard by the leader before the surviving nodes take
+    /// its antennas over (default 4000 with `loopback` timing, 30000 with `wan`). Use the same
+    /// value on every node: a node stops pushing to its antennas after a third of it without
+    /// proof that it still belongs to the majority.
+    #[arg(long, env = "SONRAFT_CONTROL_CLAIM_MS")]
+    pub control_claim_ms: Option<u64>,
+    /// Whether antennas taken over go back to their home site's node by themselves once it is
+    /// back and caught up for `--control-hold-ms` (`auto`), or only with `ctl control
+    /// hand-back` (`manual`).
+    #[arg(long, env = "SONRAFT_CONTROL_HAND_BACK", value_enum)]
+    pub control_hand_back: Option<HandBack>,
+    /// Milliseconds a returning site's node must stay heard and caught up before its antennas
+    /// go back to it (default 5000 with `loopback` timing, 60000 with `wan`).
+    #[arg(long, env = "SONRAFT_CONTROL_HOLD_MS")]
+    pub control_hold_ms: Option<u64>,
     /// Read this site's counters from the TS 32.435 measurement files in this directory
     /// (`A….xml`, e.g. what `sonraft sim --pm-dir` writes into `<dir>/<site>`) instead of the
     /// antenna sessions' reports; sessions, if `--antennas` is given too, still push
@@ -309,6 +335,9 @@ struct FileConfig {
     log_format: Option<LogFormat>,
     antennas: Option<String>,
     antennas_after_ms: Option<u64>,
+    control_claim_ms: Option<u64>,
+    control_hand_back: Option<HandBack>,
+    control_hold_ms: Option<u64>,
     pm_dir: Option<PathBuf>,
     raw_counter_retention: Option<NumberOrText>,
     raw_counter_disk_cap: Option<NumberOrText>,
@@ -348,6 +377,8 @@ pub struct NodeConfig {
     pub log_format: LogFormat,
     pub antennas: Option<String>,
     pub antennas_after_ms: u64,
+    /// When antennas move between nodes (see [`crate::control`]).
+    pub control: crate::control::ControlTiming,
     /// The PM directory the counters are read from, if any (`--pm-dir`).
     pub pm_dir: Option<PathBuf>,
     /// Retention and disk cap of the raw counter store.
@@ -372,7 +403,7 @@ impl NodeConfig {
         let or_bound =
             |a: &Option<String>| a.clone().unwrap_or_else(|| "(the bound address)".into());
         format!(
-            "node {} of site {}\ndata dir: {}\nraft: listen {}, advertise {}\napi: listen {}, advertise {}\ntiming: heartbeat {} ms, election {}-{} ms\ntokens: {roles}\nantennas: {}\npm dir: {}\nSON origins from the API: {}",
+            "node {} of site {}\ndata dir: {}\nraft: listen {}, advertise {}\napi: listen {}, advertise {}\ntiming: heartbeat {} ms, election {}-{} ms\ntokens: {roles}\nantennas: {}\npm dir: {}\nSON origins from the API: {}\ncontrol: {}",
             self.id,
             self.site,
             self.data_dir.display(),
@@ -392,6 +423,7 @@ impl NodeConfig {
             } else {
                 "no"
             },
+            self.control,
         )
     }
 
@@ -595,6 +627,13 @@ impl NodeConfig {
                 .antennas_after_ms
                 .or(file.antennas_after_ms)
                 .unwrap_or(0),
+            control: crate::control::ControlTiming::new(
+                timing,
+                args.control_claim_ms.or(file.control_claim_ms),
+                args.control_hand_back.or(file.control_hand_back),
+                args.control_hold_ms.or(file.control_hold_ms),
+                election_max_ms,
+            )?,
             pm_dir: args.pm_dir.or(file.pm_dir),
             raw_counters: RawLimits {
                 retention,

@@ -42,6 +42,7 @@ pub mod api;
 pub mod batcher;
 pub mod compaction;
 pub mod config;
+pub mod control;
 pub mod gate;
 pub mod health;
 pub mod membership;
@@ -410,7 +411,9 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     tokio::spawn(compaction::snapshot_by_size(node.clone()));
     tokio::spawn(telemetry::exit_when_raft_fails(node.clone()));
     tokio::spawn(propose::advertise_release(node.clone()));
+    tokio::spawn(control::run(node.clone()));
     if let Some(fleet) = fleet {
+        tokio::spawn(control::keep_lease(node.clone(), fleet.clone()));
         let (tx, rx) = tokio::sync::mpsc::channel(8);
         let f = fleet.clone();
         tokio::spawn(fleet.counters.clone().run(move || f.connected(), tx));

@@ -1,9 +1,12 @@
-//! The fleet: one [`Session`] per cell this node's site owns, kept in line with the image.
+//! The fleet: one [`Session`] per cell this node controls, kept in line with the image.
 //! Without `--antennas` it holds no session (the counters then come from `--pm-dir` alone).
 //!
-//! A cell belongs to this node when its cell site's `region` is this node's site. The fleet
-//! starts and stops sessions as the image changes, and tells a session to push whenever an
-//! applied batch changed its cell or one of the cell's outgoing relations.
+//! A cell belongs to this node when the image says this node's site controls its cell site
+//! (its home region's by default; see [`crate::control`]). The fleet starts and stops
+//! sessions as the image changes, restarts a session whose cell site's control epoch changed,
+//! and tells a session to push whenever an applied batch changed its cell or one of the
+//! cell's outgoing relations. Sessions push only while the node holds its control lease
+//! ([`Fleet::set_lease`]).
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -46,6 +49,9 @@ pub struct Fleet {
     awaited: std::sync::Mutex<BTreeMap<u64, Awaited>>,
     latencies_ms: std::sync::Mutex<VecDeque<f64>>,
     connected: AtomicUsize,
+    /// Whether this node may push now (`Err`: why not); see [`crate::control`].
+    lease: std::sync::Mutex<Result<(), String>>,
+    leased: std::sync::atomic::AtomicBool,
 }
 
 fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -72,7 +78,35 @@ impl Fleet {
             awaited: std::sync::Mutex::new(BTreeMap::new()),
             latencies_ms: std::sync::Mutex::new(VecDeque::new()),
             connected: AtomicUsize::new(0),
+            lease: std::sync::Mutex::new(Err("the node has not checked its lease yet".into())),
+            leased: std::sync::atomic::AtomicBool::new(false),
         })
+    }
+
+    /// Whether this node may push configuration to its antennas now.
+    pub fn may_push(&self) -> bool {
+        self.leased.load(Ordering::Acquire)
+    }
+
+    /// Records whether the node holds its control lease. When it is regained, every session
+    /// looks whether it has something to push; when lost, the sessions stop pushing (they go
+    /// on reading counters).
+    pub fn set_lease(&self, lease: Result<(), String>) {
+        let now = lease.is_ok();
+        let before = self.leased.swap(now, Ordering::AcqRel);
+        match (&lease, before) {
+            (Ok(()), false) => {
+                tracing::info!("this node holds its control lease: pushing to its antennas");
+                self.notify_all();
+            }
+            (Err(why), true) => tracing::warn!(
+                reason = %why,
+                "this node cannot prove it still belongs to the majority: it stops pushing to its antennas until it can"
+            ),
+            _ => {}
+        }
+        metrics::gauge!("sonraft_control_lease").set(f64::from(u8::from(now)));
+        *lock(&self.lease) = lease;
     }
 
     /// Cells whose session is connected and reported the period before the one ending at
@@ -126,19 +160,21 @@ impl Fleet {
         self.pm_dir.is_none()
     }
 
-    /// The cells this node owns in the current image.
+    /// The cells this node controls in the current image.
     pub fn own_cells(&self) -> HashSet<String> {
+        self.own_cells_with_epochs().into_keys().collect()
+    }
+
+    /// The cells this node controls, with their cell site's control epoch.
+    pub fn own_cells_with_epochs(&self) -> HashMap<String, u64> {
         self.store.with_image(|image| {
             image
                 .cells
                 .values()
-                .filter(|c| {
-                    image
-                        .sites
-                        .get(&c.site)
-                        .is_some_and(|s| s.region == self.site)
+                .filter_map(|c| {
+                    let (site, epoch) = image.controller(&c.site)?;
+                    (site == self.site).then(|| (c.id.clone(), epoch))
                 })
-                .map(|c| c.id.clone())
                 .collect()
         })
     }
@@ -182,10 +218,11 @@ impl Fleet {
         if self.addrs.is_empty() {
             return;
         }
-        let own = self.own_cells();
+        let own = self.own_cells_with_epochs();
         let mut sessions = lock(&self.sessions);
         sessions.retain(|cell, s| {
-            let keep = own.contains(cell);
+            // A session of another epoch ends: a new one says the new epoch in its hello.
+            let keep = own.get(cell) == Some(&s.epoch);
             if !keep {
                 s.stop.store(true, Ordering::Relaxed);
                 s.notify.notify_one();
@@ -193,11 +230,11 @@ impl Fleet {
             keep
         });
         let mut started = 0;
-        for cell in own {
+        for (cell, epoch) in own {
             if sessions.contains_key(&cell) {
                 continue;
             }
-            let s = Session::new(cell.clone());
+            let s = Session::new(cell.clone(), epoch);
             tokio::spawn(s.clone().run(self.clone()));
             sessions.insert(cell, s);
             started += 1;
@@ -238,7 +275,10 @@ impl Fleet {
                     }
                     Ok(c) => {
                         let known = lock(&self.sessions).len();
-                        if c.cells.iter().any(|cell| !lock(&self.sessions).contains_key(cell)) || known == 0 {
+                        if !c.control.is_empty()
+                            || c.cells.iter().any(|cell| !lock(&self.sessions).contains_key(cell))
+                            || known == 0
+                        {
                             self.reconcile();
                         }
                         for cell in &c.cells {
@@ -339,7 +379,7 @@ impl Fleet {
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         let now = crate::propose::now_ms();
-        let (mut connected, mut in_sync, mut diverged) = (0, 0, 0);
+        let (mut connected, mut in_sync, mut diverged, mut fenced) = (0, 0, 0, 0);
         let mut list = Vec::new();
         let mut sorted = sessions;
         sorted.sort_by(|a, b| a.0.cmp(&b.0));
@@ -348,6 +388,7 @@ impl Fleet {
             connected += u64::from(st.connected);
             in_sync += u64::from(st.in_sync);
             diverged += u64::from(st.diverged);
+            fenced += u64::from(st.fenced.is_some());
             if list.len() < limit {
                 let lag_ms =
                     (st.last_period_end_ms > 0).then(|| now.saturating_sub(st.last_period_end_ms));
@@ -365,6 +406,8 @@ impl Fleet {
                     diverged: st.diverged,
                     in_sync: st.in_sync,
                     acked_index: st.acked_index,
+                    epoch: Some(s.epoch),
+                    fenced: st.fenced.clone(),
                 });
             }
         }
@@ -391,6 +434,29 @@ impl Fleet {
             },
             sessions: list,
             pm_dir: self.pm_dir.as_ref().map(|p| p.describe()),
+            control: Some(self.describe_control(fenced)),
+        }
+    }
+}
+
+impl Fleet {
+    fn describe_control(&self, fenced_sessions: u64) -> v1::AntennaControl {
+        let (cell_sites, taken_over) = self.store.with_image(|image| {
+            image
+                .sites
+                .values()
+                .fold((0, 0), |(n, away), s| match image.controller(&s.id) {
+                    Some((c, _)) if c == self.site => (n + 1, away + u64::from(s.region != c)),
+                    _ => (n, away),
+                })
+        });
+        let lease = lock(&self.lease).clone();
+        v1::AntennaControl {
+            lease: lease.is_ok(),
+            lease_lost: lease.err(),
+            cell_sites,
+            taken_over,
+            fenced_sessions,
         }
     }
 }

@@ -37,11 +37,15 @@ pub struct SessionState {
     pub in_sync: bool,
     /// Log index of the image the acknowledged configuration was built from.
     pub acked_index: u64,
+    /// The antenna refused this session's epoch (another node controls the cell now): why.
+    pub fenced: Option<String>,
 }
 
 /// A session's handle, shared with the fleet.
 pub struct Session {
     pub cell: Arc<str>,
+    /// The control epoch of the cell's cell site this session speaks with.
+    pub epoch: u64,
     pub notify: Notify,
     pub stop: AtomicBool,
     pub state: std::sync::Mutex<SessionState>,
@@ -70,9 +74,10 @@ fn config_hash(c: &CellConfig) -> u64 {
 }
 
 impl Session {
-    pub fn new(cell: String) -> Arc<Session> {
+    pub fn new(cell: String, epoch: u64) -> Arc<Session> {
         Arc::new(Session {
             cell: cell.into(),
+            epoch,
             notify: Notify::new(),
             stop: AtomicBool::new(false),
             state: std::sync::Mutex::new(SessionState::default()),
@@ -296,6 +301,10 @@ impl Session {
         acked: u64,
         pending: &mut Option<(u64, u64, u64, Instant)>,
     ) -> anyhow::Result<()> {
+        // Without the control lease the node may have lost the cell to another: no push.
+        if !fleet.may_push() {
+            return Ok(());
+        }
         let Some((desired, index)) = fleet.desired(&self.cell) else {
             return Ok(());
         };

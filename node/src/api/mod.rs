@@ -16,6 +16,7 @@
 
 pub mod changesets;
 pub mod cluster;
+pub mod control;
 pub mod error;
 pub mod forward;
 pub mod front_door;
@@ -63,7 +64,7 @@ const fn route(
 }
 
 /// Every route of the admin API (README, "Admin API").
-pub static ROUTES: [Route; 34] = [
+pub static ROUTES: [Route; 36] = [
     route(Method::GET, "/health", || get(health::health)),
     route(Method::GET, "/readyz", || get(health::readyz)),
     route(Method::GET, "/status", || get(health::status)),
@@ -96,6 +97,10 @@ pub static ROUTES: [Route; 34] = [
     }),
     route(Method::GET, "/image/history", || get(changesets::history)),
     route(Method::GET, "/antennas", || get(ops::antennas)),
+    route(Method::GET, "/control", || get(control::control)),
+    route(Method::POST, "/control/hand-back", || {
+        post(control::hand_back)
+    }),
     route(Method::POST, "/snapshot", || post(ops::snapshot)),
     route(Method::GET, "/backup", || get(ops::backup)),
     route(Method::GET, "/son/policy", || get(son::policy)),

@@ -220,7 +220,11 @@ pub async fn run(
         }
         loop {
             match feed.try_recv() {
-                Ok(c) if c.cells.is_empty() && c.relations.is_empty() && !c.reset => {}
+                Ok(c)
+                    if c.cells.is_empty()
+                        && c.relations.is_empty()
+                        && c.control.is_empty()
+                        && !c.reset => {}
                 Ok(_) | Err(tokio::sync::broadcast::error::TryRecvError::Lagged(_)) => {
                     cycle.dirty = true
                 }

@@ -168,7 +168,8 @@ impl RadioView {
         self.pending_ttl_ms = image.son.policy.pending_ttl_ms;
     }
 
-    /// Captures the view of `site` (the cells whose cell site's region is `site`).
+    /// Captures the view of `site` (its own cells: those whose antennas the node of `site`
+    /// controls, see [`NetworkImage::controls`]).
     pub fn capture(image: &NetworkImage, site: &str) -> RadioView {
         let n = image.cells.len();
         let mut v = RadioView {
@@ -210,7 +211,7 @@ impl RadioView {
                 next
             });
             v.site_cells[cell_site as usize].push(i as u32);
-            let own = image.sites.get(&c.site).is_some_and(|s| s.region == site);
+            let own = image.controls(site, c);
             v.ids.push(c.id.clone());
             v.index.insert(c.id.clone(), i as u32);
             v.cells.push(ViewCell {

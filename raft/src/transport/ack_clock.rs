@@ -93,6 +93,16 @@ impl AckClock {
         Some(since)
     }
 
+    /// The send time (this clock's microseconds) of the newest request of `vote` that `target`
+    /// accepted: when this leader last heard from it. `None`: none in this vote.
+    pub fn last_accepted(&self, vote: &Vote<NodeId>, target: NodeId) -> Option<u64> {
+        let acks = self.acks.lock().unwrap_or_else(|p| p.into_inner());
+        if acks.0.as_ref() != Some(vote) {
+            return None;
+        }
+        acks.1.get(&target).copied()
+    }
+
     /// Resolves on the next recorded acceptance.
     pub fn changed(&self) -> &Notify {
         &self.changed
@@ -121,6 +131,22 @@ mod tests {
             c.quorum_acked_since(&v, &[vec![1, 2, 3, 4, 5]], 1),
             Some(70)
         );
+    }
+
+    #[test]
+    fn the_last_acceptance_of_a_follower_is_per_vote() {
+        let c = AckClock::default();
+        let v = Vote::new_committed(3, 1);
+        assert_eq!(c.last_accepted(&v, 2), None);
+        c.record(2, &v, 100);
+        c.record(2, &v, 90);
+        assert_eq!(
+            c.last_accepted(&v, 2),
+            Some(100),
+            "the newest send time counts"
+        );
+        assert_eq!(c.last_accepted(&v, 3), None);
+        assert_eq!(c.last_accepted(&Vote::new_committed(4, 1), 2), None);
     }
 
     #[test]
