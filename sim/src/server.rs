@@ -1,5 +1,18 @@
 //! The simulator's network side: antenna connections over TCP, the period clock, and a small
 //! HTTP status endpoint that reports the state of the planted problems.
+//!
+//! - `session`: one antenna connection (hello, welcome, reports out, configuration in);
+//! - `fencing`: what each antenna remembers of ownership epochs across sessions;
+//! - `coverage`: the coverage problems as `GET /state` shows them.
+//!
+//! Fencing, in short (the whole argument is in `fencing`): every hello and configuration is
+//! at an ownership epoch (plain `HELLO` 0; plain `CONFIG_SET` its session's; the fenced kinds
+//! their own). One older than the newest epoch the cell has seen is refused with `ERROR
+//! STALE_EPOCH` and its session closed; a newer one raises the newest epoch and closes the
+//! cell's sessions at older ones the same way; equal epochs coexist. `GET /state` shows the
+//! counters under `"fencing"` (`stale_hellos`, `stale_refused`, `superseded_sessions`, the
+//! self-checks `stale_applied` and `epoch_conflicts` that must stay 0, applies per controller
+//! node id, `cells_fenced`) and each cell's `newest_epoch` under `"configs"`.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -20,6 +33,7 @@ use super::radio::{CellFault, RadioGrid};
 use super::topology::{ISD_M, Topology};
 
 mod coverage;
+mod fencing;
 mod session;
 
 /// Everything that changes while the simulator runs.
@@ -216,6 +230,8 @@ pub struct Sim {
     pub connections: AtomicU64,
     pub frames_sent: AtomicU64,
     pub bad_frames: AtomicU64,
+    /// Per cell, the ownership epochs seen and applied at: the antennas' fencing memory.
+    fences: fencing::Fences,
     /// Writes each period as TS 32.435 files too (`--pm-dir`).
     pub pm: std::sync::OnceLock<super::pm::PmWriter>,
 }
@@ -254,6 +270,7 @@ impl Sim {
             .enumerate()
             .map(|(i, c)| (c.id.clone(), i))
             .collect();
+        let fences = fencing::Fences::new(topo.cells.len());
         Arc::new(Sim {
             by_source,
             index,
@@ -286,6 +303,7 @@ impl Sim {
             connections: AtomicU64::new(0),
             frames_sent: AtomicU64::new(0),
             bad_frames: AtomicU64::new(0),
+            fences,
             pm: std::sync::OnceLock::new(),
         })
     }
@@ -556,6 +574,8 @@ impl Sim {
 
     /// The state of the network and of every planted problem, as JSON.
     pub fn status(&self) -> Value {
+        // Before the state lock: a configuration takes its cell's fence, then the state lock.
+        let fencing = self.fences.status();
         let s = lock(&self.state);
         // RRU.PrbUsedDl is a count: the load is its share of RRU.PrbAvailDl.
         let prb = |c: usize| {
@@ -634,7 +654,8 @@ impl Sim {
                 let rels: serde_json::Map<String, Value> =
                     cfg.relations.iter().map(|r| (r.target.clone(), json!({"cio_db": r.cio_db, "ho_allowed": r.ho_allowed}))).collect();
                 (c.id.clone(), json!({"pci": cfg.pci, "electrical_tilt": cfg.electrical_tilt, "max_tx_power_dbm": cfg.max_tx_power_dbm,
-                    "hysteresis": cfg.hysteresis, "time_to_trigger_ms": cfg.time_to_trigger_ms, "a3_offset": cfg.a3_offset, "relations": rels}))
+                    "hysteresis": cfg.hysteresis, "time_to_trigger_ms": cfg.time_to_trigger_ms, "a3_offset": cfg.a3_offset, "relations": rels,
+                    "newest_epoch": self.fences.newest_epoch(i)}))
             })
             .collect();
         let handovers: serde_json::Map<String, Value> = self
@@ -703,6 +724,7 @@ impl Sim {
             "connections": self.connections.load(Ordering::Relaxed),
             "pushes": self.pushes.load(Ordering::Relaxed),
             "bad_frames": self.bad_frames.load(Ordering::Relaxed),
+            "fencing": fencing,
             "pci_collisions": collisions,
             "pci_confusions": confusions,
             "overloaded": overloaded,
