@@ -258,3 +258,20 @@ async fn a_configuration_at_a_newer_epoch_supersedes_like_a_hello() {
     assert_eq!(cell_state(&sim)["newest_epoch"], 4);
     assert_eq!(fencing(&sim)["superseded_sessions"], 1);
 }
+
+#[tokio::test]
+async fn the_antenna_remembers_the_newest_epoch_after_its_controller_left() {
+    let (sim, addr) = antennas().await;
+    let (taker, _) = Controller::hello(addr, fenced_hello(&sim, 2, 5)).await;
+    drop(taker);
+
+    let mut home = Controller::connect(addr).await;
+    home.send(fenced_hello(&sim, 1, 4)).await;
+
+    let message = home.expect_refused_as_stale().await;
+    assert_eq!(
+        message,
+        "epoch 4 is older than epoch 5, which this antenna has seen"
+    );
+    assert_eq!(fencing(&sim)["stale_hellos"], 1);
+}
