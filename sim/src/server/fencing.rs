@@ -103,6 +103,8 @@ impl Fences {
     /// A controller says hello to `cell` at `epoch`: its standing, or why it is refused.
     pub fn hello(&self, cell: usize, controller: u64, epoch: u64) -> Result<Standing, Stale> {
         let fence = &self.cells[cell];
+        // Not read: held so that no configuration is between its check and its apply while
+        // the epoch rises.
         let _applied = lock(&fence.applied);
         if let Err(stale) = fence.admit(epoch) {
             self.stale_hellos.fetch_add(1, Ordering::Relaxed);
@@ -323,6 +325,37 @@ mod tests {
             .len();
         assert_eq!(by, MAX_CONTROLLERS);
         assert_eq!(counter(&f, "applied_by_other_controllers"), 3);
+    }
+
+    /// Takeovers race with configurations of the controllers they supersede: what reaches the
+    /// cell, in the order it reaches it, never goes back in epoch.
+    #[test]
+    fn under_racing_takeovers_applies_reach_the_cell_in_epoch_order() {
+        let f = Fences::new(1);
+        let reached = Mutex::new(Vec::new());
+        std::thread::scope(|scope| {
+            for controller in 0..4u64 {
+                let (f, reached) = (&f, &reached);
+                scope.spawn(move || {
+                    for round in 0..300u64 {
+                        let Ok(mut s) = f.hello(0, controller, round * 4 + controller % 2) else {
+                            continue;
+                        };
+                        for _ in 0..3 {
+                            let epoch = s.epoch;
+                            let _ = f.apply(&mut s, epoch, || lock(reached).push(epoch));
+                        }
+                    }
+                });
+            }
+        });
+        let reached = reached.into_inner().unwrap();
+        assert!(reached.len() > 300, "only {} applies", reached.len());
+        assert!(
+            reached.windows(2).all(|w| w[0] <= w[1]),
+            "an older epoch reached the cell after a newer one"
+        );
+        assert_eq!(counter(&f, "stale_applied"), 0);
     }
 
     #[tokio::test]
