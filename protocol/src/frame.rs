@@ -13,11 +13,24 @@
 //! | 4 | `CONFIG_SET` | controller → antenna | transaction id (u64), `CONFIG` |
 //! | 5 | `CONFIG_ACK` | antenna → controller | transaction id (u64), `CONFIG` now in effect |
 //! | 6 | `ERROR` | either | code (u16), message (string); the sender closes the connection |
+//! | 7 | `HELLO_FENCED` | controller → antenna | cell id (string), controller node id (u64), ownership epoch (u64) |
+//! | 8 | `CONFIG_SET_FENCED` | controller → antenna | transaction id (u64), ownership epoch (u64), `CONFIG`; answered by `CONFIG_ACK` |
 //!
 //! `CONFIG` = pci:u16 electrical_tilt:i16 max_tx_power_dbm:i16 hysteresis:u8
 //! time_to_trigger_ms:u16 a3_offset:i8 admin_state:u8 energy_saving:u8, then relations
 //! (count:u16, each: target string, cio_db:i8, ho_allowed:u8). A `CONFIG_SET` carries the whole
 //! desired configuration of the cell; a relation it does not list is removed.
+//!
+//! Fencing (kinds 7 and 8, added without a version change). Control of a cell moves between
+//! nodes, and each move raises the cell's *ownership epoch* (from the replicated log; 0 is the
+//! home node's control by default). The antenna remembers the newest epoch it has seen and
+//! refuses, with `ERROR` [`code::STALE_EPOCH`], a hello or a configuration at an older one, so
+//! two nodes never both control a cell: a plain `HELLO` counts as epoch 0, a plain `CONFIG_SET`
+//! as its session's epoch. A newer epoch supersedes: the antenna sends `STALE_EPOCH` to the
+//! sessions of older epochs and closes them. The version byte stays 1 because nothing an old
+//! peer sends changed meaning: an antenna of the first release answers kind 7 with `ERROR`
+//! [`code::BAD_FRAME`] ("unknown frame kind 7") and closes, which tells the controller to fall
+//! back to plain `HELLO` (allowed only at epoch 0, where the two mean the same).
 //!
 //! Counters are in the order of [`CELL_COUNTERS`] and [`RELATION_COUNTERS`] (3GPP TS 28.552
 //! names); a report may carry more values than a receiver knows (it ignores the rest) but not
@@ -116,6 +129,9 @@ pub mod code {
     pub const BAD_FRAME: u16 = 1;
     pub const UNKNOWN_CELL: u16 = 2;
     pub const NOT_EXPECTED: u16 = 3;
+    /// The hello or configuration carries an ownership epoch older than one the antenna has
+    /// seen: another controller has taken the cell over. Do not retry at the same epoch.
+    pub const STALE_EPOCH: u16 = 4;
 }
 
 /// A relation's configuration as pushed to the antenna.
@@ -124,6 +140,15 @@ pub struct RelationConfig {
     pub target: String,
     pub cio_db: i8,
     pub ho_allowed: bool,
+}
+
+/// The `ERROR` [`code::STALE_EPOCH`] an antenna answers a controller at `epoch` with, once it
+/// has seen `newest`: one wording for every antenna, so operators see the same line.
+pub fn stale_epoch(epoch: u64, newest: u64) -> Frame {
+    Frame::Error {
+        code: code::STALE_EPOCH,
+        message: format!("epoch {epoch} is older than epoch {newest}, which this antenna has seen"),
+    }
 }
 
 /// A cell's configuration as pushed to (and acknowledged by) the antenna.
@@ -189,6 +214,18 @@ pub enum Frame {
     Error {
         code: u16,
         message: String,
+    },
+    /// `HELLO` of a controller that holds the cell at ownership epoch `epoch`.
+    HelloFenced {
+        cell: String,
+        controller: u64,
+        epoch: u64,
+    },
+    /// `CONFIG_SET` sent under ownership epoch `epoch`.
+    ConfigSetFenced {
+        txn: u64,
+        epoch: u64,
+        config: CellConfig,
     },
 }
 
@@ -288,6 +325,22 @@ pub fn encode(frame: &Frame) -> Bytes {
             b.put_u8(6);
             b.put_u16(*code);
             put_str(&mut b, message);
+        }
+        Frame::HelloFenced {
+            cell,
+            controller,
+            epoch,
+        } => {
+            b.put_u8(7);
+            put_str(&mut b, cell);
+            b.put_u64(*controller);
+            b.put_u64(*epoch);
+        }
+        Frame::ConfigSetFenced { txn, epoch, config } => {
+            b.put_u8(8);
+            b.put_u64(*txn);
+            b.put_u64(*epoch);
+            put_config(&mut b, config);
         }
     }
     let len = (b.len() - 4) as u32;
@@ -450,6 +503,16 @@ pub fn decode(body: &[u8]) -> Result<Frame, FrameError> {
         6 => Frame::Error {
             code: r.u16("error code")?,
             message: r.string("error message")?,
+        },
+        7 => Frame::HelloFenced {
+            cell: r.string("cell id")?,
+            controller: r.u64("controller id")?,
+            epoch: r.u64("epoch")?,
+        },
+        8 => Frame::ConfigSetFenced {
+            txn: r.u64("transaction")?,
+            epoch: r.u64("epoch")?,
+            config: r.config()?,
         },
         k => return Err(FrameError::Kind(k)),
     };
@@ -628,6 +691,17 @@ mod tests {
                 code: 2,
                 message: "no such cell".into(),
             },
+            Frame::HelloFenced {
+                cell: "S1-1".into(),
+                controller: 3,
+                epoch: 7,
+            },
+            Frame::ConfigSetFenced {
+                txn: 9,
+                epoch: 7,
+                config: config(),
+            },
+            stale_epoch(3, 7),
         ]
     }
 
@@ -698,6 +772,61 @@ mod tests {
             panic!("a newer report is refused")
         };
         assert_eq!(&r.cell[..], &newer[..CELL_COUNTERS.len()]);
+    }
+
+    /// The fenced kinds byte for byte, as the module's table states them: a peer in another
+    /// language is written from that table, so it must not drift from the code.
+    #[test]
+    fn the_fenced_frames_have_the_documented_layout() {
+        let hello = encode(&Frame::HelloFenced {
+            cell: "S1-1".into(),
+            controller: 3,
+            epoch: 0x0102,
+        });
+        let mut want = vec![0, 0, 0, 24, VERSION, 7, 0, 4];
+        want.extend_from_slice(b"S1-1");
+        want.extend_from_slice(&3u64.to_be_bytes());
+        want.extend_from_slice(&0x0102u64.to_be_bytes());
+        assert_eq!(&hello[..], &want[..]);
+
+        let empty = CellConfig::default();
+        let set = encode(&Frame::ConfigSetFenced {
+            txn: 9,
+            epoch: 5,
+            config: empty.clone(),
+        });
+        let plain = encode(&Frame::ConfigSet {
+            txn: 9,
+            config: empty,
+        });
+        // The epoch sits between the transaction and the configuration, which is unchanged.
+        assert_eq!(set[5], 8);
+        assert_eq!(&set[6..14], &plain[6..14]);
+        assert_eq!(&set[14..22], &5u64.to_be_bytes());
+        assert_eq!(&set[22..], &plain[14..]);
+        assert_eq!(set.len(), plain.len() + 8);
+    }
+
+    #[test]
+    fn a_stale_epoch_refusal_names_both_epochs() {
+        assert_eq!(
+            stale_epoch(3, 7),
+            Frame::Error {
+                code: code::STALE_EPOCH,
+                message: "epoch 3 is older than epoch 7, which this antenna has seen".into(),
+            }
+        );
+    }
+
+    #[test]
+    fn every_kind_refuses_a_byte_more_or_less_than_its_payload() {
+        for f in frames() {
+            let body = encode(&f)[4..].to_vec();
+            let mut longer = body.clone();
+            longer.push(0);
+            assert_eq!(decode(&longer), Err(FrameError::Trailing(1)), "{f:?}");
+            assert!(decode(&body[..body.len() - 1]).is_err(), "{f:?}");
+        }
     }
 
     #[test]
@@ -819,7 +948,7 @@ mod tests {
     proptest! {
         #[test]
         fn damaged_real_frames_are_refused_or_read_consistently_never_a_panic(
-            which in 0usize..6,
+            which in 0..frames().len(),
             damages in prop::collection::vec(damage(), 1..5),
         ) {
             let mut body = encode(&frames()[which])[4..].to_vec();

@@ -1,5 +1,18 @@
 //! The simulator's network side: antenna connections over TCP, the period clock, and a small
 //! HTTP status endpoint that reports the state of the planted problems.
+//!
+//! - `session`: one antenna connection (hello, welcome, reports out, configuration in);
+//! - `fencing`: what each antenna remembers of ownership epochs across sessions;
+//! - `coverage`: the coverage problems as `GET /state` shows them.
+//!
+//! Fencing, in short (the whole argument is in `fencing`): every hello and configuration is
+//! at an ownership epoch (plain `HELLO` 0; plain `CONFIG_SET` its session's; the fenced kinds
+//! their own). One older than the newest epoch the cell has seen is refused with `ERROR
+//! STALE_EPOCH` and its session closed; a newer one raises the newest epoch and closes the
+//! cell's sessions at older ones the same way; equal epochs coexist. `GET /state` shows the
+//! counters under `"fencing"` (`stale_hellos`, `stale_refused`, `superseded_sessions`, the
+//! self-checks `stale_applied` and `epoch_conflicts` that must stay 0, applies per controller
+//! node id, `cells_fenced`) and each cell's `newest_epoch` under `"configs"`.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -7,15 +20,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use serde_json::{Value, json};
-use sonraft_protocol::{
-    self as protocol, CellConfig, Frame, cell_counter as cc, code, encode, relation_counter as rc,
-};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use sonraft_protocol::{CellConfig, Frame, cell_counter as cc, encode, relation_counter as rc};
+use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use super::model::{self, RelationState};
@@ -23,6 +33,8 @@ use super::radio::{CellFault, RadioGrid};
 use super::topology::{ISD_M, Topology};
 
 mod coverage;
+mod fencing;
+mod session;
 
 /// Everything that changes while the simulator runs.
 struct Mutable {
@@ -218,6 +230,8 @@ pub struct Sim {
     pub connections: AtomicU64,
     pub frames_sent: AtomicU64,
     pub bad_frames: AtomicU64,
+    /// Per cell, the ownership epochs seen and applied at: the antennas' fencing memory.
+    fences: fencing::Fences,
     /// Writes each period as TS 32.435 files too (`--pm-dir`).
     pub pm: std::sync::OnceLock<super::pm::PmWriter>,
 }
@@ -256,6 +270,7 @@ impl Sim {
             .enumerate()
             .map(|(i, c)| (c.id.clone(), i))
             .collect();
+        let fences = fencing::Fences::new(topo.cells.len());
         Arc::new(Sim {
             by_source,
             index,
@@ -288,6 +303,7 @@ impl Sim {
             connections: AtomicU64::new(0),
             frames_sent: AtomicU64::new(0),
             bad_frames: AtomicU64::new(0),
+            fences,
             pm: std::sync::OnceLock::new(),
         })
     }
@@ -558,6 +574,8 @@ impl Sim {
 
     /// The state of the network and of every planted problem, as JSON.
     pub fn status(&self) -> Value {
+        // Before the state lock: a configuration takes its cell's fence, then the state lock.
+        let fencing = self.fences.status();
         let s = lock(&self.state);
         // RRU.PrbUsedDl is a count: the load is its share of RRU.PrbAvailDl.
         let prb = |c: usize| {
@@ -636,7 +654,8 @@ impl Sim {
                 let rels: serde_json::Map<String, Value> =
                     cfg.relations.iter().map(|r| (r.target.clone(), json!({"cio_db": r.cio_db, "ho_allowed": r.ho_allowed}))).collect();
                 (c.id.clone(), json!({"pci": cfg.pci, "electrical_tilt": cfg.electrical_tilt, "max_tx_power_dbm": cfg.max_tx_power_dbm,
-                    "hysteresis": cfg.hysteresis, "time_to_trigger_ms": cfg.time_to_trigger_ms, "a3_offset": cfg.a3_offset, "relations": rels}))
+                    "hysteresis": cfg.hysteresis, "time_to_trigger_ms": cfg.time_to_trigger_ms, "a3_offset": cfg.a3_offset, "relations": rels,
+                    "newest_epoch": self.fences.newest_epoch(i)}))
             })
             .collect();
         let handovers: serde_json::Map<String, Value> = self
@@ -705,6 +724,7 @@ impl Sim {
             "connections": self.connections.load(Ordering::Relaxed),
             "pushes": self.pushes.load(Ordering::Relaxed),
             "bad_frames": self.bad_frames.load(Ordering::Relaxed),
+            "fencing": fencing,
             "pci_collisions": collisions,
             "pci_confusions": confusions,
             "overloaded": overloaded,
@@ -752,7 +772,7 @@ pub async fn accept(sim: Arc<Sim>, listener: TcpListener) {
                 let sim = sim.clone();
                 tokio::spawn(async move {
                     sim.connections.fetch_add(1, Ordering::Relaxed);
-                    if let Err(e) = serve(&sim, stream).await {
+                    if let Err(e) = session::serve(&sim, stream).await {
                         tracing::debug!(%peer, error = %e, "antenna connection ended");
                     }
                     sim.connections.fetch_sub(1, Ordering::Relaxed);
@@ -761,148 +781,6 @@ pub async fn accept(sim: Arc<Sim>, listener: TcpListener) {
             Err(e) => {
                 tracing::warn!(error = %e, "accept failed");
                 tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-    }
-}
-
-async fn read_frame(
-    rd: &mut tokio::net::tcp::OwnedReadHalf,
-    buf: &mut BytesMut,
-) -> anyhow::Result<Option<Frame>> {
-    loop {
-        if let Some(f) = protocol::split_frame(buf)? {
-            return Ok(Some(f));
-        }
-        buf.reserve(1024);
-        if rd.read_buf(buf).await? == 0 {
-            return Ok(None);
-        }
-    }
-}
-
-/// One antenna connection: HELLO, WELCOME, then reports out and configuration in.
-async fn serve(sim: &Sim, stream: TcpStream) -> anyhow::Result<()> {
-    stream.set_nodelay(true)?;
-    let (mut rd, mut wr) = stream.into_split();
-    let mut buf = BytesMut::new();
-    let hello = tokio::time::timeout(Duration::from_secs(10), read_frame(&mut rd, &mut buf)).await;
-    let cell = match hello {
-        Ok(Ok(Some(Frame::Hello { cell, .. }))) => cell,
-        Ok(Err(e)) => {
-            sim.bad_frames.fetch_add(1, Ordering::Relaxed);
-            let _ = wr
-                .write_all(&encode(&Frame::Error {
-                    code: code::BAD_FRAME,
-                    message: e.to_string(),
-                }))
-                .await;
-            anyhow::bail!("bad first frame: {e}");
-        }
-        _ => {
-            let _ = wr
-                .write_all(&encode(&Frame::Error {
-                    code: code::NOT_EXPECTED,
-                    message: "expected HELLO".into(),
-                }))
-                .await;
-            anyhow::bail!("no HELLO");
-        }
-    };
-    let Some(&idx) = sim.index.get(&cell) else {
-        wr.write_all(&encode(&Frame::Error {
-            code: code::UNKNOWN_CELL,
-            message: format!("no cell {cell}"),
-        }))
-        .await?;
-        anyhow::bail!("unknown cell {cell}");
-    };
-    if sim.is_out(idx) {
-        // A cell in hard outage does not answer.
-        anyhow::bail!("cell {cell} is in outage");
-    }
-    let config = lock(&sim.state).configs[idx].clone();
-    wr.write_all(&encode(&Frame::Welcome {
-        cell,
-        period_ms: sim.period_ms,
-        config,
-    }))
-    .await?;
-    let mut rx = sim.latest.subscribe();
-    rx.borrow_and_update();
-    if buf.is_empty() {
-        buf = BytesMut::new();
-    }
-    // Reports held back by a `late` fault, with when they go out.
-    let mut delayed: std::collections::VecDeque<(tokio::time::Instant, Bytes)> =
-        std::collections::VecDeque::new();
-    let delay = Duration::from_millis(u64::from(sim.period_ms) * 4 / 5);
-    loop {
-        let next_due = delayed.front().map(|d| d.0);
-        let due = async {
-            match next_due {
-                Some(t) => tokio::time::sleep_until(t).await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            () = due => {
-                while let Some((t, f)) = delayed.pop_front() {
-                    if t > tokio::time::Instant::now() {
-                        delayed.push_front((t, f));
-                        break;
-                    }
-                    wr.write_all(&f).await?;
-                    sim.frames_sent.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-            changed = rx.changed() => {
-                if changed.is_err() {
-                    return Ok(());
-                }
-                if sim.is_out(idx) {
-                    anyhow::bail!("the cell went into outage");
-                }
-                let frame = rx.borrow_and_update().frames.get(idx).cloned();
-                if let Some(f) = frame {
-                    if sim.late[idx].load(Ordering::Relaxed) {
-                        // At most a few periods held: a slow link, not a growing queue.
-                        if delayed.len() < 4 {
-                            delayed.push_back((tokio::time::Instant::now() + delay, f));
-                        }
-                    } else {
-                        wr.write_all(&f).await?;
-                        sim.frames_sent.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-            }
-            read = rd.read_buf(&mut buf) => {
-                if read? == 0 {
-                    return Ok(());
-                }
-                loop {
-                    match protocol::split_frame(&mut buf) {
-                        Ok(None) => break,
-                        Ok(Some(Frame::ConfigSet { txn, config })) => {
-                            let in_effect = sim.apply(idx, &config);
-                            wr.write_all(&encode(&Frame::ConfigAck { txn, config: in_effect })).await?;
-                        }
-                        Ok(Some(other)) => {
-                            let msg = format!("unexpected {:?} frame", std::mem::discriminant(&other));
-                            wr.write_all(&encode(&Frame::Error { code: code::NOT_EXPECTED, message: msg.clone() })).await?;
-                            anyhow::bail!(msg);
-                        }
-                        Err(e) => {
-                            sim.bad_frames.fetch_add(1, Ordering::Relaxed);
-                            let _ = wr.write_all(&encode(&Frame::Error { code: code::BAD_FRAME, message: e.to_string() })).await;
-                            anyhow::bail!("bad frame: {e}");
-                        }
-                    }
-                }
-                if buf.is_empty() {
-                    // Idle connections hold no buffer.
-                    buf = BytesMut::new();
-                }
             }
         }
     }
