@@ -52,7 +52,17 @@ async fn fake_antenna(fake: Arc<Fake>, listener: TcpListener) {
                         _ => return,
                     }
                 }
-                match protocol::split_frame(&mut buf) {
+                // The node speaks the fenced frames; this fake antenna does not fence.
+                let frame = match protocol::split_frame(&mut buf) {
+                    Ok(Some(Frame::HelloFenced {
+                        cell, controller, ..
+                    })) => Ok(Some(Frame::Hello { cell, controller })),
+                    Ok(Some(Frame::ConfigSetFenced { txn, config, .. })) => {
+                        Ok(Some(Frame::ConfigSet { txn, config }))
+                    }
+                    other => other,
+                };
+                match frame {
                     Ok(Some(Frame::Hello { cell: c, .. })) => {
                         *fake.hellos.lock().unwrap().entry(c.clone()).or_default() += 1;
                         cell = c.clone();

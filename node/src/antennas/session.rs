@@ -41,6 +41,22 @@ pub struct SessionState {
     pub fenced: Option<String>,
 }
 
+/// The antenna refused this session's epoch: another node controls the cell now.
+#[derive(Debug)]
+struct Fenced(String);
+
+impl std::fmt::Display for Fenced {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the antenna refused this node's control epoch: {}",
+            self.0
+        )
+    }
+}
+
+impl std::error::Error for Fenced {}
+
 /// A session's handle, shared with the fleet.
 pub struct Session {
     pub cell: Arc<str>,
@@ -51,6 +67,9 @@ pub struct Session {
     pub state: std::sync::Mutex<SessionState>,
     /// The report period the antenna announced in its last `WELCOME` (0: none yet).
     period_ms: std::sync::atomic::AtomicU32,
+    /// The antenna does not know the fenced frames (a release before them): plain `HELLO` and
+    /// `CONFIG_SET`, which it takes as epoch 0 — only ever set at epoch 0.
+    legacy: AtomicBool,
 }
 
 /// The longest pause between reconnects: half the antenna's report period, between 1 s and
@@ -82,6 +101,7 @@ impl Session {
             stop: AtomicBool::new(false),
             state: std::sync::Mutex::new(SessionState::default()),
             period_ms: std::sync::atomic::AtomicU32::new(0),
+            legacy: AtomicBool::new(false),
         })
     }
 
@@ -106,6 +126,25 @@ impl Session {
                 fleet.session_down();
             }
             if self.stop.load(Ordering::Relaxed) {
+                return;
+            }
+            if let Err(e) = &result
+                && let Some(Fenced(why)) = e.downcast_ref::<Fenced>()
+            {
+                // Another node holds a newer epoch: reconnecting at this one would only be
+                // refused again. The fleet ends this session when the image gives this node a
+                // newer epoch (a new session says it), or moves the cell elsewhere.
+                metrics::counter!("sonraft_antenna_sessions_fenced_total").increment(1);
+                tracing::warn!(
+                    cell = %self.cell,
+                    epoch = self.epoch,
+                    refusal = %why,
+                    "another node controls this cell now: the antenna refused this node's epoch; the session stays idle until the image gives this node a newer one"
+                );
+                self.update(|s| s.fenced = Some(why.clone()));
+                while !self.stop.load(Ordering::Relaxed) {
+                    self.notify.notified().await;
+                }
                 return;
             }
             if let Err(e) = result {
@@ -155,11 +194,20 @@ impl Session {
             .with_context(|| format!("cannot connect to {addr}"))?;
         stream.set_nodelay(true)?;
         let (mut rd, mut wr) = stream.into_split();
-        wr.write_all(&encode(&Frame::Hello {
-            cell: self.cell.to_string(),
-            controller: fleet.node_id,
-        }))
-        .await?;
+        let legacy = self.legacy.load(Ordering::Relaxed);
+        let hello = if legacy {
+            Frame::Hello {
+                cell: self.cell.to_string(),
+                controller: fleet.node_id,
+            }
+        } else {
+            Frame::HelloFenced {
+                cell: self.cell.to_string(),
+                controller: fleet.node_id,
+                epoch: self.epoch,
+            }
+        };
+        wr.write_all(&encode(&hello)).await?;
         let mut buf = BytesMut::new();
         let welcome =
             tokio::time::timeout(Duration::from_secs(10), Self::read_frame(&mut rd, &mut buf))
@@ -175,6 +223,21 @@ impl Session {
                 config_hash(&config)
             }
             Frame::Welcome { cell, .. } => bail!("the antenna answered as cell {cell}"),
+            Frame::Error {
+                code: code::STALE_EPOCH,
+                message,
+            } => return Err(Fenced(message).into()),
+            Frame::Error {
+                code: code::BAD_FRAME,
+                message,
+            } if !legacy && self.epoch == 0 => {
+                // An antenna of a release before fencing; at epoch 0 a plain hello means the
+                // same. At a later epoch this node cannot fence it and does not control it.
+                self.legacy.store(true, Ordering::Relaxed);
+                bail!(
+                    "the antenna does not know fenced frames ({message}); speaking without epochs at epoch 0"
+                )
+            }
             Frame::Error { code, message } => bail!("the antenna refused: {message} (code {code})"),
             other => bail!("expected WELCOME, got {other:?}"),
         };
@@ -257,6 +320,7 @@ impl Session {
                                     retry_at = Some(tokio::time::Instant::now() + Duration::from_millis(500));
                                 }
                             }
+                            Frame::Error { code: code::STALE_EPOCH, message } => return Err(Fenced(message).into()),
                             Frame::Error { code, message } => bail!("the antenna reported an error: {message} (code {code})"),
                             other => {
                                 let _ = wr.write_all(&encode(&Frame::Error { code: code::NOT_EXPECTED, message: "unexpected frame".into() })).await;
@@ -322,11 +386,19 @@ impl Session {
             return Ok(());
         }
         *txn += 1;
-        wr.write_all(&encode(&Frame::ConfigSet {
-            txn: *txn,
-            config: desired,
-        }))
-        .await?;
+        let set = if self.legacy.load(Ordering::Relaxed) {
+            Frame::ConfigSet {
+                txn: *txn,
+                config: desired,
+            }
+        } else {
+            Frame::ConfigSetFenced {
+                txn: *txn,
+                epoch: self.epoch,
+                config: desired,
+            }
+        };
+        wr.write_all(&encode(&set)).await?;
         *pending = Some((*txn, h, index, Instant::now()));
         metrics::counter!("sonraft_antenna_pushes_total").increment(1);
         self.update(|s| {

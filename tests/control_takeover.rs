@@ -1,0 +1,331 @@
+//! When a site's node is lost, the surviving nodes take its antennas over and SON goes on for
+//! its cells; when it returns, control goes back; and no antenna ever applies a configuration
+//! from a stale controller (issue 14). Three nodes, a simulator of 60 cells in three regions
+//! reporting every 500 ms, loopback timing (claim after 4 s, hand-back after 5 s).
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::{Value, json};
+use sonraft_client::v1;
+use sonraft_testkit::local_cluster::SimProc;
+
+const REGIONS: &str = "site-1,site-2,site-3";
+const CELLS: &str = "60";
+/// `--control-claim-ms` with loopback timing.
+const CLAIM: Duration = Duration::from_secs(4);
+
+async fn antennas(c: &Cluster, p: &NodeProc) -> Option<v1::Antennas> {
+    let r = c.client.get(&p.api, "/antennas?limit=1000").await.ok()?;
+    serde_json::from_slice(&r.body).ok()
+}
+
+async fn control(c: &Cluster, p: &NodeProc) -> v1::ControlSummary {
+    let r = c
+        .client
+        .get(&p.api, "/control")
+        .await
+        .expect("GET /control");
+    serde_json::from_slice(&r.body).expect("control summary")
+}
+
+/// Cells whose connected sessions on `nodes` speak an epoch above `above`, with that epoch.
+async fn connected(
+    c: &Cluster,
+    nodes: &[usize],
+    above: Option<u64>,
+) -> BTreeMap<String, (u64, u64)> {
+    let mut out = BTreeMap::new();
+    for &i in nodes {
+        let Some(a) = antennas(c, &c.nodes[i]).await else {
+            continue;
+        };
+        for s in a.sessions {
+            let epoch = s.epoch.unwrap_or(0);
+            if s.connected && s.fenced.is_none() && above.is_none_or(|e| epoch > e) {
+                out.insert(s.cell, (c.nodes[i].id, epoch));
+            }
+        }
+    }
+    out
+}
+
+fn fencing(state: &Value) -> Value {
+    state["fencing"].clone()
+}
+
+/// The cells of region `site` in the image, by id, and the number of their cell sites.
+async fn region_cells(c: &Cluster, site: &str) -> (BTreeSet<String>, usize) {
+    let sites: Vec<Value> = c
+        .client
+        .get(&c.nodes[0].api, "/image/sites")
+        .await
+        .unwrap()
+        .json()
+        .as_array()
+        .cloned()
+        .unwrap();
+    let in_region: BTreeSet<String> = sites
+        .iter()
+        .filter(|s| s["region"] == site)
+        .map(|s| s["id"].as_str().unwrap().to_string())
+        .collect();
+    let cells: Vec<Value> = c
+        .client
+        .get(&c.nodes[0].api, "/image/cells")
+        .await
+        .unwrap()
+        .json()
+        .as_array()
+        .cloned()
+        .unwrap();
+    let ids = cells
+        .iter()
+        .filter(|x| in_region.contains(x["site"].as_str().unwrap()))
+        .map(|x| x["id"].as_str().unwrap().to_string())
+        .collect();
+    (ids, in_region.len())
+}
+
+async fn start() -> (tempfile::TempDir, SimProc, Cluster) {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = SimProc::start(
+        binary(),
+        dir.path(),
+        &["--cells", CELLS, "--period-ms", "500", "--regions", REGIONS],
+    )
+    .expect("simulator");
+    let c = Cluster::start_with(3, &["--antennas", &sim.antennas.join(",")]).await;
+    let image = sim_export(CELLS, REGIONS, &[]);
+    let r = c
+        .client
+        .post(&c.nodes[0].api, "/image/import", &image)
+        .await
+        .unwrap();
+    assert!(
+        r.status.is_success(),
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
+    (dir, sim, c)
+}
+
+/// Waits until `cond` holds, or fails with `what` after `within`.
+async fn until<F, Fut>(within: Duration, what: &str, mut cond: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
+    let started = Instant::now();
+    loop {
+        match cond().await {
+            Ok(()) => return started.elapsed(),
+            Err(e) if started.elapsed() > within => panic!("{what} not within {within:?}: {e}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_killed_sites_antennas_are_taken_over_then_handed_back_and_never_fenced_wrongly() {
+    let (_dir, sim, mut c) = start().await;
+    let (lost_cells, lost_cell_sites) = region_cells(&c, "site-3").await;
+    assert!(
+        lost_cells.len() >= 15,
+        "{} cells in site-3",
+        lost_cells.len()
+    );
+
+    // Every cell of site-3 has its session on node 3, at the home epoch 0.
+    until(Duration::from_secs(30), "site-3's sessions", || async {
+        let up = connected(&c, &[2], None).await;
+        let missing: Vec<_> = lost_cells.iter().filter(|x| !up.contains_key(*x)).collect();
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("{} missing", missing.len()))
+        }
+    })
+    .await;
+
+    c.nodes[2].kill9();
+    let killed = Instant::now();
+    // Within the claim time + 10 s, every one of its cells has a session from a survivor, at
+    // a new epoch.
+    let took = until(CLAIM + Duration::from_secs(10), "the take-over", || async {
+        let up = connected(&c, &[0, 1], Some(0)).await;
+        let missing: Vec<_> = lost_cells.iter().filter(|x| !up.contains_key(*x)).collect();
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(format!(
+                "{} of {} not taken over: {missing:?}",
+                missing.len(),
+                lost_cells.len()
+            ))
+        }
+    })
+    .await;
+    let after_kill = killed.elapsed();
+    let taken = connected(&c, &[0, 1], Some(0)).await;
+    let by_node: BTreeMap<u64, usize> = lost_cells.iter().fold(BTreeMap::new(), |mut m, x| {
+        *m.entry(taken[x].0).or_default() += 1;
+        m
+    });
+    let takeover_epoch = lost_cells.iter().map(|x| taken[x].1).max().unwrap();
+    eprintln!(
+        "site-3's {} cells taken over {:.1} s after the kill (per node {by_node:?})",
+        lost_cells.len(),
+        after_kill.as_secs_f64()
+    );
+    let summary = control(&c, &c.nodes[0]).await;
+    assert_eq!(
+        summary.away_from_home as usize, lost_cell_sites,
+        "{summary:?}"
+    );
+    assert_eq!(by_node.len(), 2, "both survivors take a share: {by_node:?}");
+    let _ = took;
+
+    // SON goes on for them: relations of site-3 cells an operator removes are added back by
+    // ANR at the node that took the cell over, and reach the antennas.
+    let before = sim.state(&c.client).await.unwrap();
+    let relations: Vec<Value> = c
+        .client
+        .get(&c.nodes[0].api, "/image/relations?consistency=linearizable")
+        .await
+        .unwrap()
+        .json()
+        .as_array()
+        .cloned()
+        .unwrap();
+    let dead: BTreeSet<String> = before["pruned_candidates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["relation"].as_str().unwrap().to_string())
+        .collect();
+    let cells: Vec<Value> = c
+        .client
+        .get(&c.nodes[0].api, "/image/cells")
+        .await
+        .unwrap()
+        .json()
+        .as_array()
+        .cloned()
+        .unwrap();
+    let arfcn: BTreeMap<&str, u64> = cells
+        .iter()
+        .map(|x| (x["id"].as_str().unwrap(), x["arfcn"].as_u64().unwrap()))
+        .collect();
+    let chosen: Vec<&Value> = relations
+        .iter()
+        .filter(|r| {
+            let (s, t) = (r["source"].as_str().unwrap(), r["target"].as_str().unwrap());
+            lost_cells.contains(s)
+                && r["remove_allowed"] == true
+                && r["last_change"]["exists"]["by"] != "anr_add"
+                && arfcn[s] == arfcn[t]
+                && !dead.contains(&format!("{s}/{t}"))
+        })
+        .take(6)
+        .collect();
+    assert!(
+        chosen.len() >= 3,
+        "only {} relations to remove",
+        chosen.len()
+    );
+    let entity = |r: &Value| {
+        format!(
+            "relation/{}/{}",
+            r["source"].as_str().unwrap(),
+            r["target"].as_str().unwrap()
+        )
+    };
+    let body = json!({
+        "origin": {"function": "operator"},
+        "reason": "test: forget some of site-3's neighbours",
+        "read_set": chosen.iter().map(|r| json!({"entity": entity(r), "version": r["version"]})).collect::<Vec<_>>(),
+        "writes": chosen.iter().map(|r| json!({"entity": entity(r), "param": "exists", "value": false})).collect::<Vec<_>>(),
+    });
+    let r = c
+        .client
+        .post(&c.nodes[0].api, "/image/changesets", &body)
+        .await
+        .unwrap();
+    assert_eq!(r.json()["outcome"], "applied", "{}", r.json());
+    let removed: BTreeSet<String> = chosen.iter().map(|r| entity(r)).collect();
+    until(
+        Duration::from_secs(30),
+        "ANR re-adding site-3's relations",
+        || async {
+            let now: Vec<Value> = c
+                .client
+                .get(&c.nodes[0].api, "/image/relations")
+                .await
+                .unwrap()
+                .json()
+                .as_array()
+                .cloned()
+                .unwrap();
+            let back = now
+                .iter()
+                .filter(|r| {
+                    removed.contains(&entity(r)) && r["last_change"]["exists"]["by"] == "anr_add"
+                })
+                .count();
+            if back == removed.len() {
+                Ok(())
+            } else {
+                Err(format!("{back} of {} back", removed.len()))
+            }
+        },
+    )
+    .await;
+    let pushed = sim.state(&c.client).await.unwrap();
+    let applied = |s: &Value, id: u64| {
+        s["fencing"]["applied_by_controller"][id.to_string()]
+            .as_u64()
+            .unwrap_or(0)
+    };
+    for id in by_node.keys() {
+        assert!(
+            applied(&pushed, *id) > applied(&before, *id),
+            "node {id} pushed nothing after the take-over: {}",
+            fencing(&pushed)
+        );
+    }
+
+    // Node 3 returns: once it has been heard and caught up for the hold time, its cell sites
+    // go home at a newer epoch.
+    c.nodes[2].restart().unwrap();
+    c.wait_ready(&c.nodes[2]).await;
+    until(Duration::from_secs(30), "the hand-back", || async {
+        let away = control(&c, &c.nodes[0]).await.away_from_home;
+        let home = connected(&c, &[2], Some(takeover_epoch)).await;
+        let missing = lost_cells.iter().filter(|x| !home.contains_key(*x)).count();
+        if away == 0 && missing == 0 {
+            Ok(())
+        } else {
+            Err(format!(
+                "{away} cell sites away, {missing} cells without their home session"
+            ))
+        }
+    })
+    .await;
+    let (code, out, err) = ctl(&c.apis().join(","), &["control"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("every cell site is controlled by its home site"),
+        "{out}"
+    );
+
+    // No antenna applied a configuration from a stale controller, nor two controllers at one
+    // epoch.
+    let f = fencing(&sim.state(&c.client).await.unwrap());
+    eprintln!("fencing: {f}");
+    assert_eq!(f["stale_applied"], 0, "{f}");
+    assert_eq!(f["epoch_conflicts"], 0, "{f}");
+}
