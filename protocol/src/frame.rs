@@ -15,6 +15,11 @@
 //! | 6 | `ERROR` | either | code (u16), message (string); the sender closes the connection |
 //! | 7 | `HELLO_FENCED` | controller → antenna | cell id (string), controller node id (u64), ownership epoch (u64) |
 //! | 8 | `CONFIG_SET_FENCED` | controller → antenna | transaction id (u64), ownership epoch (u64), `CONFIG`; answered by `CONFIG_ACK` |
+//! | 9 | `HELLO_STATION` | controller → station | station id (string), controller node id (u64), ownership epoch (u64) |
+//! | 10 | `WELCOME_STATION` | station → controller | station id (string), report period ms (u32), cells (count:u16, at most [`MAX_STATION_CELLS`], each: cell id string, `CONFIG` in effect) |
+//! | 11 | `CELL_REPORT` | station → controller | cell id (string), then a complete `REPORT` body (version u8 = 1, kind u8 = 3, the `REPORT` payload) |
+//! | 12 | `CELL_CONFIG_SET` | controller → station | transaction id (u64), ownership epoch (u64), cell id (string), `CONFIG`; answered by `CELL_CONFIG_ACK` |
+//! | 13 | `CELL_CONFIG_ACK` | station → controller | transaction id (u64), cell id (string), `CONFIG` now in effect |
 //!
 //! `CONFIG` = pci:u16 electrical_tilt:i16 max_tx_power_dbm:i16 hysteresis:u8
 //! time_to_trigger_ms:u16 a3_offset:i8 admin_state:u8 energy_saving:u8, then relations
@@ -31,6 +36,21 @@
 //! peer sends changed meaning: an antenna of the first release answers kind 7 with `ERROR`
 //! [`code::BAD_FRAME`] ("unknown frame kind 7") and closes, which tells the controller to fall
 //! back to plain `HELLO` (allowed only at epoch 0, where the two mean the same).
+//!
+//! Stations (kinds 9 to 13, added without a version change). A real base station (a gNB or
+//! eNB, over O1/E2) holds one connection for all its cells, and so does a *station session*:
+//! the controller says `HELLO_STATION` with the cell site's id (`S00017`), the station answers
+//! `WELCOME_STATION` with every one of its cells and its configuration, then one `CELL_REPORT`
+//! per reporting cell each period, and `CELL_CONFIG_SET`s name their cell. One session per
+//! site instead of one per cell divides the controller's sockets by the cells per site. The
+//! ownership epoch is the site's: a station hello or configuration is checked against, and
+//! raises, the newest epoch of every cell of the station, so it supersedes (and is superseded
+//! by) station and cell sessions of those cells alike. A `CELL_REPORT` embeds a whole `REPORT`
+//! body so that a receiver keeps it as one (see [`split_cell_report`]) without copying. An
+//! `ERROR` closes a station session as any other: [`code::UNKNOWN_CELL`] answers a station
+//! id the peer does not have, or a `CELL_CONFIG_SET` naming a cell that is not the station's.
+//! A `WELCOME_STATION` must fit in [`MAX_FRAME`], which 24 cells of a few dozen relations do
+//! many times over.
 //!
 //! Counters are in the order of [`CELL_COUNTERS`] and [`RELATION_COUNTERS`] (3GPP TS 28.552
 //! names); a report may carry more values than a receiver knows (it ignores the rest) but not
@@ -50,6 +70,9 @@ pub const VERSION: u8 = 1;
 pub const MAX_FRAME: usize = 256 * 1024;
 /// Most relations one frame may list.
 pub const MAX_RELATIONS: usize = 512;
+/// Most cells one `WELCOME_STATION` may list (a base station has a handful of sectors on a
+/// few carriers).
+pub const MAX_STATION_CELLS: usize = 24;
 
 /// Per-cell counters of a report, in order. The PRB counters are counts averaged over the
 /// period, so a cell's downlink load is `RRU.PrbUsedDl / RRU.PrbAvailDl`; TS 28.552's
@@ -227,6 +250,39 @@ pub enum Frame {
         epoch: u64,
         config: CellConfig,
     },
+    /// `HELLO` to a whole base station (cell site), at ownership epoch `epoch` for all its
+    /// cells.
+    HelloStation {
+        station: String,
+        controller: u64,
+        epoch: u64,
+    },
+    /// The station's answer: its cells (at most [`MAX_STATION_CELLS`]) and their
+    /// configuration in effect.
+    WelcomeStation {
+        station: String,
+        period_ms: u32,
+        cells: Vec<(String, CellConfig)>,
+    },
+    /// One cell's `REPORT`, on a station session. (A receiver on the hot path uses
+    /// [`split_cell_report`] instead, which keeps the embedded body as it came.)
+    CellReport {
+        cell: String,
+        report: Report,
+    },
+    /// `CONFIG_SET` of one cell of the station, under ownership epoch `epoch`.
+    CellConfigSet {
+        txn: u64,
+        epoch: u64,
+        cell: String,
+        config: CellConfig,
+    },
+    /// The answer to `CELL_CONFIG_SET`: what is now in effect at `cell`.
+    CellConfigAck {
+        txn: u64,
+        cell: String,
+        config: CellConfig,
+    },
 }
 
 /// Why bytes are not a frame.
@@ -272,6 +328,40 @@ fn put_config(b: &mut BytesMut, c: &CellConfig) {
     }
 }
 
+/// The `REPORT` payload (what follows version and kind).
+fn put_report(b: &mut BytesMut, r: &Report) {
+    b.put_u64(r.period_end_ms);
+    b.put_u32(r.period_ms);
+    b.put_u8(r.cell.len() as u8);
+    for v in r.cell {
+        b.put_u64(v);
+    }
+    let n = r.relations.len().min(MAX_RELATIONS);
+    b.put_u16(n as u16);
+    for rel in &r.relations[..n] {
+        put_str(b, &rel.target);
+        b.put_u8(rel.values.len() as u8);
+        for v in rel.values {
+            b.put_u64(v);
+        }
+    }
+}
+
+/// Appends a complete `CELL_REPORT` frame (length prefix included) of `cell` to `out`,
+/// wrapping `report_body`, an encoded `REPORT` body (version and kind included, no length
+/// prefix): how a station forwards reports it encoded once, without decoding them.
+pub fn put_cell_report(out: &mut BytesMut, cell: &str, report_body: &[u8]) {
+    let cell = &cell.as_bytes()[..cell.len().min(64)];
+    let len = 2 + 2 + cell.len() + report_body.len();
+    out.reserve(4 + len);
+    out.put_u32(len as u32);
+    out.put_u8(VERSION);
+    out.put_u8(KIND_CELL_REPORT);
+    out.put_u16(cell.len() as u16);
+    out.put_slice(cell);
+    out.put_slice(report_body);
+}
+
 /// Encodes a frame, length prefix included.
 pub fn encode(frame: &Frame) -> Bytes {
     let mut b = BytesMut::with_capacity(64);
@@ -294,22 +384,8 @@ pub fn encode(frame: &Frame) -> Bytes {
             put_config(&mut b, config);
         }
         Frame::Report(r) => {
-            b.put_u8(3);
-            b.put_u64(r.period_end_ms);
-            b.put_u32(r.period_ms);
-            b.put_u8(r.cell.len() as u8);
-            for v in r.cell {
-                b.put_u64(v);
-            }
-            let n = r.relations.len().min(MAX_RELATIONS);
-            b.put_u16(n as u16);
-            for rel in &r.relations[..n] {
-                put_str(&mut b, &rel.target);
-                b.put_u8(rel.values.len() as u8);
-                for v in rel.values {
-                    b.put_u64(v);
-                }
-            }
+            b.put_u8(KIND_REPORT);
+            put_report(&mut b, r);
         }
         Frame::ConfigSet { txn, config } => {
             b.put_u8(4);
@@ -340,6 +416,56 @@ pub fn encode(frame: &Frame) -> Bytes {
             b.put_u8(8);
             b.put_u64(*txn);
             b.put_u64(*epoch);
+            put_config(&mut b, config);
+        }
+        Frame::HelloStation {
+            station,
+            controller,
+            epoch,
+        } => {
+            b.put_u8(9);
+            put_str(&mut b, station);
+            b.put_u64(*controller);
+            b.put_u64(*epoch);
+        }
+        Frame::WelcomeStation {
+            station,
+            period_ms,
+            cells,
+        } => {
+            b.put_u8(10);
+            put_str(&mut b, station);
+            b.put_u32(*period_ms);
+            let n = cells.len().min(MAX_STATION_CELLS);
+            b.put_u16(n as u16);
+            for (cell, config) in &cells[..n] {
+                put_str(&mut b, cell);
+                put_config(&mut b, config);
+            }
+        }
+        Frame::CellReport { cell, report } => {
+            b.put_u8(KIND_CELL_REPORT);
+            put_str(&mut b, cell);
+            b.put_u8(VERSION);
+            b.put_u8(KIND_REPORT);
+            put_report(&mut b, report);
+        }
+        Frame::CellConfigSet {
+            txn,
+            epoch,
+            cell,
+            config,
+        } => {
+            b.put_u8(12);
+            b.put_u64(*txn);
+            b.put_u64(*epoch);
+            put_str(&mut b, cell);
+            put_config(&mut b, config);
+        }
+        Frame::CellConfigAck { txn, cell, config } => {
+            b.put_u8(13);
+            b.put_u64(*txn);
+            put_str(&mut b, cell);
             put_config(&mut b, config);
         }
     }
@@ -422,6 +548,43 @@ impl Reader<'_> {
         }
         Ok(c)
     }
+    /// The `REPORT` payload (what follows version and kind).
+    fn report(&mut self) -> Result<Report, FrameError> {
+        let period_end_ms = self.u64("period end")?;
+        let period_ms = self.u32("period")?;
+        let cell = self.counters::<{ CELL_COUNTERS.len() }>("cell counters", BASE_CELL_COUNTERS)?;
+        let n = self.u16("relation count")? as usize;
+        if n > MAX_RELATIONS {
+            return Err(FrameError::Bad("relation count"));
+        }
+        let mut relations = Vec::with_capacity(n);
+        for _ in 0..n {
+            relations.push(RelationCounters {
+                target: self.string("relation target")?,
+                values: self.counters::<{ RELATION_COUNTERS.len() }>(
+                    "relation counters",
+                    RELATION_COUNTERS.len(),
+                )?,
+            });
+        }
+        Ok(Report {
+            period_end_ms,
+            period_ms,
+            cell,
+            relations,
+        })
+    }
+    /// The version and kind bytes of the `REPORT` body a `CELL_REPORT` embeds: its own
+    /// version and `REPORT`, nothing else (so a damaged frame cannot nest frames in frames).
+    fn embedded_report_header(&mut self) -> Result<(), FrameError> {
+        if self.u8("embedded report version")? != VERSION {
+            return Err(FrameError::Bad("embedded report version"));
+        }
+        if self.u8("embedded report kind")? != KIND_REPORT {
+            return Err(FrameError::Bad("embedded report kind"));
+        }
+        Ok(())
+    }
     /// `N` counters from a count and the values; at least `min` must be present, the rest of
     /// the `N` read as 0 and values past `N` are skipped.
     fn counters<const N: usize>(
@@ -466,32 +629,7 @@ pub fn decode(body: &[u8]) -> Result<Frame, FrameError> {
             period_ms: r.u32("period")?,
             config: r.config()?,
         },
-        3 => {
-            let period_end_ms = r.u64("period end")?;
-            let period_ms = r.u32("period")?;
-            let cell =
-                r.counters::<{ CELL_COUNTERS.len() }>("cell counters", BASE_CELL_COUNTERS)?;
-            let n = r.u16("relation count")? as usize;
-            if n > MAX_RELATIONS {
-                return Err(FrameError::Bad("relation count"));
-            }
-            let mut relations = Vec::with_capacity(n);
-            for _ in 0..n {
-                relations.push(RelationCounters {
-                    target: r.string("relation target")?,
-                    values: r.counters::<{ RELATION_COUNTERS.len() }>(
-                        "relation counters",
-                        RELATION_COUNTERS.len(),
-                    )?,
-                });
-            }
-            Frame::Report(Report {
-                period_end_ms,
-                period_ms,
-                cell,
-                relations,
-            })
-        }
+        KIND_REPORT => Frame::Report(r.report()?),
         4 => Frame::ConfigSet {
             txn: r.u64("transaction")?,
             config: r.config()?,
@@ -514,6 +652,47 @@ pub fn decode(body: &[u8]) -> Result<Frame, FrameError> {
             epoch: r.u64("epoch")?,
             config: r.config()?,
         },
+        9 => Frame::HelloStation {
+            station: r.string("station id")?,
+            controller: r.u64("controller id")?,
+            epoch: r.u64("epoch")?,
+        },
+        10 => {
+            let station = r.string("station id")?;
+            let period_ms = r.u32("period")?;
+            let n = r.u16("cell count")? as usize;
+            if n > MAX_STATION_CELLS {
+                return Err(FrameError::Bad("cell count"));
+            }
+            let mut cells = Vec::with_capacity(n);
+            for _ in 0..n {
+                cells.push((r.string("cell id")?, r.config()?));
+            }
+            Frame::WelcomeStation {
+                station,
+                period_ms,
+                cells,
+            }
+        }
+        KIND_CELL_REPORT => {
+            let cell = r.string("cell id")?;
+            r.embedded_report_header()?;
+            Frame::CellReport {
+                cell,
+                report: r.report()?,
+            }
+        }
+        12 => Frame::CellConfigSet {
+            txn: r.u64("transaction")?,
+            epoch: r.u64("epoch")?,
+            cell: r.string("cell id")?,
+            config: r.config()?,
+        },
+        13 => Frame::CellConfigAck {
+            txn: r.u64("transaction")?,
+            cell: r.string("cell id")?,
+            config: r.config()?,
+        },
         k => return Err(FrameError::Kind(k)),
     };
     if !r.b.is_empty() {
@@ -524,6 +703,32 @@ pub fn decode(body: &[u8]) -> Result<Frame, FrameError> {
 
 /// Frame kind of `REPORT`.
 pub const KIND_REPORT: u8 = 3;
+/// Frame kind of `CELL_REPORT`.
+pub const KIND_CELL_REPORT: u8 = 11;
+
+/// Splits a `CELL_REPORT` frame body into its cell id and the `REPORT` body it embeds, which
+/// is validated (as [`ReportView::parse`] does) and returned as a slice of `body`, not a copy:
+/// a receiver keeps it as it would a `REPORT` of a cell session.
+pub fn split_cell_report(body: &Bytes) -> Result<(String, Bytes), FrameError> {
+    if body.len() > MAX_FRAME {
+        return Err(FrameError::TooLong(body.len()));
+    }
+    if body.len() < 2 {
+        return Err(FrameError::TooShort(body.len()));
+    }
+    if body[0] != VERSION {
+        return Err(FrameError::Version(body[0]));
+    }
+    if body[1] != KIND_CELL_REPORT {
+        return Err(FrameError::Kind(body[1]));
+    }
+    let mut r = Reader { b: &body[2..] };
+    let cell = r.string("cell id")?;
+    let at = body.len() - r.b.len();
+    r.embedded_report_header()?;
+    ReportView::parse(&body[at..])?;
+    Ok((cell, body.slice(at..)))
+}
 
 /// A validated `REPORT` body, read in place: no allocation per report or per relation.
 #[derive(Debug, Clone, Copy)]
@@ -670,15 +875,7 @@ mod tests {
                 period_ms: 1000,
                 config: config(),
             },
-            Frame::Report(Report {
-                period_end_ms: 123,
-                period_ms: 1000,
-                cell: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15],
-                relations: vec![RelationCounters {
-                    target: "S1-2".into(),
-                    values: [1, 2, 3, 4, 5, 6],
-                }],
-            }),
+            Frame::Report(report()),
             Frame::ConfigSet {
                 txn: 9,
                 config: config(),
@@ -702,7 +899,47 @@ mod tests {
                 config: config(),
             },
             stale_epoch(3, 7),
+            Frame::HelloStation {
+                station: "S1".into(),
+                controller: 3,
+                epoch: 7,
+            },
+            Frame::WelcomeStation {
+                station: "S1".into(),
+                period_ms: 1000,
+                cells: vec![
+                    ("S1-1".into(), config()),
+                    ("S1-2".into(), CellConfig::default()),
+                ],
+            },
+            Frame::CellReport {
+                cell: "S1-1".into(),
+                report: report(),
+            },
+            Frame::CellConfigSet {
+                txn: 9,
+                epoch: 7,
+                cell: "S1-1".into(),
+                config: config(),
+            },
+            Frame::CellConfigAck {
+                txn: 9,
+                cell: "S1-1".into(),
+                config: config(),
+            },
         ]
+    }
+
+    fn report() -> Report {
+        Report {
+            period_end_ms: 123,
+            period_ms: 1000,
+            cell: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15],
+            relations: vec![RelationCounters {
+                target: "S1-2".into(),
+                values: [1, 2, 3, 4, 5, 6],
+            }],
+        }
     }
 
     #[test]
@@ -807,6 +1044,137 @@ mod tests {
         assert_eq!(set.len(), plain.len() + 8);
     }
 
+    /// The station kinds byte for byte, as the module's table states them.
+    #[test]
+    fn the_station_frames_have_the_documented_layout() {
+        let hello = encode(&Frame::HelloStation {
+            station: "S1".into(),
+            controller: 3,
+            epoch: 0x0102,
+        });
+        let mut want = vec![0, 0, 0, 22, VERSION, 9, 0, 2];
+        want.extend_from_slice(b"S1");
+        want.extend_from_slice(&3u64.to_be_bytes());
+        want.extend_from_slice(&0x0102u64.to_be_bytes());
+        assert_eq!(&hello[..], &want[..]);
+
+        let empty = CellConfig::default();
+        let config_bytes = encode(&Frame::ConfigSet {
+            txn: 0,
+            config: empty.clone(),
+        })[14..]
+            .to_vec();
+        let welcome = encode(&Frame::WelcomeStation {
+            station: "S1".into(),
+            period_ms: 1000,
+            cells: vec![
+                ("S1-1".into(), empty.clone()),
+                ("S1-2".into(), empty.clone()),
+            ],
+        });
+        let mut want = vec![VERSION, 10, 0, 2];
+        want.extend_from_slice(b"S1");
+        want.extend_from_slice(&1000u32.to_be_bytes());
+        want.extend_from_slice(&[0, 2]);
+        for cell in [b"S1-1", b"S1-2"] {
+            want.extend_from_slice(&[0, 4]);
+            want.extend_from_slice(cell);
+            want.extend_from_slice(&config_bytes);
+        }
+        assert_eq!(&welcome[4..], &want[..]);
+
+        // A cell report is the cell id, then the `REPORT` body exactly as a cell session's.
+        let report_frame = encode(&Frame::Report(report()));
+        let cell_report = encode(&Frame::CellReport {
+            cell: "S1-1".into(),
+            report: report(),
+        });
+        assert_eq!(
+            &cell_report[4..10],
+            &[VERSION, KIND_CELL_REPORT, 0, 4, b'S', b'1']
+        );
+        assert_eq!(&cell_report[10..12], b"-1");
+        assert_eq!(&cell_report[12..], &report_frame[4..]);
+        let mut put = BytesMut::new();
+        put_cell_report(&mut put, "S1-1", &report_frame[4..]);
+        assert_eq!(&put[..], &cell_report[..]);
+
+        let set = encode(&Frame::CellConfigSet {
+            txn: 9,
+            epoch: 5,
+            cell: "S1-1".into(),
+            config: empty.clone(),
+        });
+        let mut want = vec![VERSION, 12];
+        want.extend_from_slice(&9u64.to_be_bytes());
+        want.extend_from_slice(&5u64.to_be_bytes());
+        want.extend_from_slice(&[0, 4]);
+        want.extend_from_slice(b"S1-1");
+        want.extend_from_slice(&config_bytes);
+        assert_eq!(&set[4..], &want[..]);
+
+        let ack = encode(&Frame::CellConfigAck {
+            txn: 9,
+            cell: "S1-1".into(),
+            config: empty,
+        });
+        let mut want = vec![VERSION, 13];
+        want.extend_from_slice(&9u64.to_be_bytes());
+        want.extend_from_slice(&[0, 4]);
+        want.extend_from_slice(b"S1-1");
+        want.extend_from_slice(&config_bytes);
+        assert_eq!(&ack[4..], &want[..]);
+    }
+
+    #[test]
+    fn a_cell_report_splits_into_its_cell_and_the_embedded_report_body_without_a_copy() {
+        let frame = encode(&Frame::CellReport {
+            cell: "S1-1".into(),
+            report: report(),
+        });
+        let body = frame.slice(4..);
+
+        let (cell, embedded) = split_cell_report(&body).unwrap();
+
+        assert_eq!(cell, "S1-1");
+        assert_eq!(&embedded[..], &encode(&Frame::Report(report()))[4..]);
+        assert_eq!(
+            embedded.as_ptr(),
+            body[8..].as_ptr(),
+            "the report was copied"
+        );
+        assert_eq!(decode(&embedded), Ok(Frame::Report(report())));
+        assert_eq!(
+            split_cell_report(&encode(&frames()[2]).slice(4..)),
+            Err(FrameError::Kind(KIND_REPORT)),
+            "a plain report is not a cell report"
+        );
+    }
+
+    #[test]
+    fn a_welcome_of_more_cells_than_a_station_may_have_is_refused() {
+        let mut b = BytesMut::new();
+        b.put_u8(VERSION);
+        b.put_u8(10);
+        put_str(&mut b, "S1");
+        b.put_u32(1000);
+        b.put_u16(MAX_STATION_CELLS as u16 + 1);
+        assert_eq!(decode(&b), Err(FrameError::Bad("cell count")));
+    }
+
+    #[test]
+    fn a_cell_report_embedding_anything_but_a_report_is_refused() {
+        let hello = encode(&frames()[0]);
+        let mut b = BytesMut::new();
+        b.put_u8(VERSION);
+        b.put_u8(KIND_CELL_REPORT);
+        put_str(&mut b, "S1-1");
+        b.put_slice(&hello[4..]);
+        let body = b.freeze();
+        assert_eq!(decode(&body), Err(FrameError::Bad("embedded report kind")));
+        assert!(split_cell_report(&body).is_err());
+    }
+
     #[test]
     fn a_stale_epoch_refusal_names_both_epochs() {
         assert_eq!(
@@ -878,6 +1246,30 @@ mod tests {
             }
             (Err(e), Ok(_)) if body.get(1) == Some(&KIND_REPORT) => {
                 return Err(format!("the view took a report decode refused ({e})"));
+            }
+            _ => {}
+        }
+        // The cell report splitter and decode agree the same way, and the split-off body
+        // reads as the report decode found.
+        let split = split_cell_report(&Bytes::copy_from_slice(body));
+        match (&frame, &split) {
+            (Ok(Frame::CellReport { cell, report }), Ok((c, embedded)))
+                if c != cell || decode(embedded).as_ref() != Ok(&Frame::Report(report.clone())) =>
+            {
+                return Err(format!(
+                    "the splitter reads {c} {embedded:?}, decode {cell} {report:?}"
+                ));
+            }
+            (Ok(Frame::CellReport { .. }), Ok(_)) => {}
+            (Ok(Frame::CellReport { .. }), Err(e)) => {
+                return Err(format!(
+                    "decode took a cell report the splitter refused ({e})"
+                ));
+            }
+            (_, Ok(_)) => {
+                return Err(format!(
+                    "the splitter took a cell report decode refused ({frame:?})"
+                ));
             }
             _ => {}
         }
