@@ -2,6 +2,7 @@
 //! HTTP status endpoint that reports the state of the planted problems.
 //!
 //! - `session`: one antenna connection (hello, welcome, reports out, configuration in);
+//! - `station`: one base station connection carrying every cell of a cell site;
 //! - `fencing`: what each antenna remembers of ownership epochs across sessions;
 //! - `coverage`: the coverage problems as `GET /state` shows them.
 //!
@@ -13,6 +14,17 @@
 //! counters under `"fencing"` (`stale_hellos`, `stale_refused`, `superseded_sessions`, the
 //! self-checks `stale_applied` and `epoch_conflicts` that must stay 0, applies per controller
 //! node id, `cells_fenced`) and each cell's `newest_epoch` under `"configs"`.
+//!
+//! Station sessions: a real base station holds one O1/E2 connection for all its cells, and a
+//! cell site of the topology (`S00017`, holding `S00017-1`, `S00017-2`, …) plays one when a
+//! controller opens with `HELLO_STATION`. It answers `WELCOME_STATION` with every cell of the
+//! site and its configuration (an unknown station: `ERROR UNKNOWN_CELL`), then sends each
+//! period one `CELL_REPORT` per cell that reports (a cell in hard outage sends nothing while
+//! out, but the station's session stays open; `sleeping` and `late` act per cell as on a cell
+//! session), and applies `CELL_CONFIG_SET` as a cell session applies `CONFIG_SET_FENCED`,
+//! answering `CELL_CONFIG_ACK` (a cell that is not the station's: `ERROR UNKNOWN_CELL`). Its
+//! epoch is the site's, fenced over all its cells (see `fencing`). `GET /state` counts the
+//! open sessions of each kind under `"sessions"` (`cell`, `station`).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -35,6 +47,7 @@ use super::topology::{ISD_M, Topology};
 mod coverage;
 mod fencing;
 mod session;
+mod station;
 
 /// Everything that changes while the simulator runs.
 struct Mutable {
@@ -213,6 +226,10 @@ pub struct Sim {
     pub topo: Topology,
     by_source: Vec<Vec<usize>>,
     index: HashMap<String, usize>,
+    /// Cell site (station) ids to their index in `topo.sites`.
+    station_index: HashMap<String, usize>,
+    /// Per cell site, its cells, ascending.
+    cells_of_site: Vec<Vec<usize>>,
     state: Mutex<Mutable>,
     period_ms: u32,
     latest: watch::Sender<Arc<PeriodFrames>>,
@@ -230,10 +247,35 @@ pub struct Sim {
     pub connections: AtomicU64,
     pub frames_sent: AtomicU64,
     pub bad_frames: AtomicU64,
+    /// Open sessions that said hello, per kind.
+    sessions: SessionCounts,
     /// Per cell, the ownership epochs seen and applied at: the antennas' fencing memory.
     fences: fencing::Fences,
     /// Writes each period as TS 32.435 files too (`--pm-dir`).
     pub pm: std::sync::OnceLock<super::pm::PmWriter>,
+}
+
+/// Open sessions of each kind, as `GET /state` shows them under `"sessions"`.
+#[derive(Default)]
+struct SessionCounts {
+    cell: AtomicU64,
+    station: AtomicU64,
+}
+
+/// Counts one open session of a kind for as long as it lives.
+struct OpenSession<'a>(&'a AtomicU64);
+
+impl<'a> OpenSession<'a> {
+    fn open(count: &'a AtomicU64) -> OpenSession<'a> {
+        count.fetch_add(1, Ordering::Relaxed);
+        OpenSession(count)
+    }
+}
+
+impl Drop for OpenSession<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -270,10 +312,22 @@ impl Sim {
             .enumerate()
             .map(|(i, c)| (c.id.clone(), i))
             .collect();
-        let fences = fencing::Fences::new(topo.cells.len());
+        let fences = fencing::Fences::new(topo.cells.iter().map(|c| c.site).collect());
+        let station_index = topo
+            .sites
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.id.clone(), i))
+            .collect();
+        let mut cells_of_site = vec![Vec::new(); topo.sites.len()];
+        for (i, c) in topo.cells.iter().enumerate() {
+            cells_of_site[c.site].push(i);
+        }
         Arc::new(Sim {
             by_source,
             index,
+            station_index,
+            cells_of_site,
             out: (0..topo.cells.len())
                 .map(|_| std::sync::atomic::AtomicBool::new(false))
                 .collect(),
@@ -303,6 +357,7 @@ impl Sim {
             connections: AtomicU64::new(0),
             frames_sent: AtomicU64::new(0),
             bad_frames: AtomicU64::new(0),
+            sessions: SessionCounts::default(),
             fences,
             pm: std::sync::OnceLock::new(),
         })
@@ -724,6 +779,10 @@ impl Sim {
             "connections": self.connections.load(Ordering::Relaxed),
             "pushes": self.pushes.load(Ordering::Relaxed),
             "bad_frames": self.bad_frames.load(Ordering::Relaxed),
+            "sessions": {
+                "cell": self.sessions.cell.load(Ordering::Relaxed),
+                "station": self.sessions.station.load(Ordering::Relaxed),
+            },
             "fencing": fencing,
             "pci_collisions": collisions,
             "pci_confusions": confusions,

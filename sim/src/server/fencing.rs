@@ -20,6 +20,13 @@
 //! applied at it: an apply below it (`stale_applied`) or one at it from another controller
 //! (`epoch_conflicts`) is a fencing failure, and tests require both counters to stay 0.
 //!
+//! A station session (one connection for every cell of a cell site) stands at one epoch for
+//! all its cells: its hello and each of its configurations are checked against the newest
+//! epoch of every cell of the station and raise them all together, under all their locks
+//! (taken in ascending cell order, the only place more than one is held, so no deadlock). It
+//! is superseded when any of its cells sees a newer epoch, by a station or a cell session, and
+//! a newer station hello or configuration supersedes the older sessions of each of its cells.
+//!
 //! The memory is the antenna's, not a session's: it outlives sessions (a controller that
 //! reconnects at an old epoch is refused), but not the simulator process.
 //!
@@ -43,6 +50,10 @@ const MAX_CONTROLLERS: usize = 64;
 /// The fencing memory of every cell, and its counters.
 pub(super) struct Fences {
     cells: Vec<CellFence>,
+    /// Per cell, its cell site (station).
+    site_of: Vec<usize>,
+    /// Per cell site: woken when the newest epoch of any of its cells rises.
+    sites: Vec<Notify>,
     stale_hellos: AtomicU64,
     stale_refused: AtomicU64,
     superseded_sessions: AtomicU64,
@@ -72,6 +83,22 @@ pub(super) struct Standing {
     pub epoch: u64,
 }
 
+/// Where a station session stands: its cells (ascending), its controller and its epoch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct StationStanding {
+    pub site: usize,
+    cells: Vec<usize>,
+    pub controller: u64,
+    pub epoch: u64,
+}
+
+impl StationStanding {
+    /// The station's cells, in ascending order.
+    pub fn cells(&self) -> &[usize] {
+        &self.cells
+    }
+}
+
 /// A hello or configuration refused: its epoch is older than `newest`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Stale {
@@ -87,9 +114,13 @@ impl Stale {
 }
 
 impl Fences {
-    pub fn new(cells: usize) -> Fences {
+    /// The fences of cells whose sites are `site_of` (one entry per cell).
+    pub fn new(site_of: Vec<usize>) -> Fences {
+        let sites = site_of.iter().max().map_or(0, |s| s + 1);
         Fences {
-            cells: (0..cells).map(|_| CellFence::default()).collect(),
+            cells: (0..site_of.len()).map(|_| CellFence::default()).collect(),
+            site_of,
+            sites: (0..sites).map(|_| Notify::new()).collect(),
             stale_hellos: AtomicU64::new(0),
             stale_refused: AtomicU64::new(0),
             superseded_sessions: AtomicU64::new(0),
@@ -106,7 +137,7 @@ impl Fences {
         // Not read: held so that no configuration is between its check and its apply while
         // the epoch rises.
         let _applied = lock(&fence.applied);
-        if let Err(stale) = fence.admit(epoch) {
+        if let Err(stale) = self.admit(cell, epoch) {
             self.stale_hellos.fetch_add(1, Ordering::Relaxed);
             return Err(stale);
         }
@@ -153,37 +184,158 @@ impl Fences {
     ) -> Result<T, Stale> {
         let fence = &self.cells[standing.cell];
         let mut applied = lock(&fence.applied);
-        if let Err(stale) = fence.admit(epoch) {
+        if let Err(stale) = self.admit(standing.cell, epoch) {
             self.stale_refused.fetch_add(1, Ordering::Relaxed);
             return Err(stale);
         }
         standing.epoch = standing.epoch.max(epoch);
         let out = apply();
+        self.check_applied(&mut applied, standing.cell, epoch, standing.controller);
+        drop(applied);
+        self.count_apply(standing.controller);
+        Ok(out)
+    }
+
+    /// A controller says hello to the station of `site`, whose cells are `cells`, at `epoch`:
+    /// admitted only if no cell of it has seen a newer epoch, and then it raises them all.
+    pub fn hello_station(
+        &self,
+        site: usize,
+        cells: &[usize],
+        controller: u64,
+        epoch: u64,
+    ) -> Result<StationStanding, Stale> {
+        let mut cells = cells.to_vec();
+        cells.sort_unstable();
+        cells.dedup();
+        let _applied = self.lock_all(&cells);
+        if let Err(stale) = self.admit_all(&cells, epoch) {
+            self.stale_hellos.fetch_add(1, Ordering::Relaxed);
+            return Err(stale);
+        }
+        Ok(StationStanding {
+            site,
+            cells,
+            controller,
+            epoch,
+        })
+    }
+
+    /// The newest epoch of the station's cells, if one is newer than the session's: it was
+    /// superseded (by a station or a cell session) and must close.
+    pub fn station_superseded(&self, standing: &StationStanding) -> Option<Stale> {
+        let newest = self.newest_of(&standing.cells);
+        (newest > standing.epoch).then_some(Stale {
+            epoch: standing.epoch,
+            newest,
+        })
+    }
+
+    /// Completes when the newest epoch of any cell of `site` rises after this call (registered
+    /// on creation, as [`Fences::raised`]).
+    pub fn station_raised(&self, site: usize) -> Notified<'_> {
+        self.sites[site].notified()
+    }
+
+    /// A configuration of `cell` at `epoch` from the station session at `standing`: refused if
+    /// any cell of the station has seen a newer epoch; else every cell of it is raised to
+    /// `epoch`, `apply` runs (under their locks) and the session now stands at `epoch`.
+    pub fn apply_station<T>(
+        &self,
+        standing: &mut StationStanding,
+        cell: usize,
+        epoch: u64,
+        apply: impl FnOnce() -> T,
+    ) -> Result<T, Stale> {
+        let mut applied = self.lock_all(&standing.cells);
+        if let Err(stale) = self.admit_all(&standing.cells, epoch) {
+            self.stale_refused.fetch_add(1, Ordering::Relaxed);
+            return Err(stale);
+        }
+        standing.epoch = standing.epoch.max(epoch);
+        let out = apply();
+        if let Some(k) = standing.cells.iter().position(|c| *c == cell) {
+            self.check_applied(&mut applied[k], cell, epoch, standing.controller);
+        }
+        drop(applied);
+        self.count_apply(standing.controller);
+        Ok(out)
+    }
+
+    /// The `applied` locks of `cells` (ascending: see the module doc).
+    fn lock_all(&self, cells: &[usize]) -> Vec<std::sync::MutexGuard<'_, Option<(u64, u64)>>> {
+        debug_assert!(cells.is_sorted());
+        cells
+            .iter()
+            .map(|c| lock(&self.cells[*c].applied))
+            .collect()
+    }
+
+    /// The newest epoch any of `cells` has seen.
+    fn newest_of(&self, cells: &[usize]) -> u64 {
+        cells
+            .iter()
+            .map(|c| self.newest_epoch(*c))
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Admits `epoch` on all of `cells` or none: refused if any has seen a newer one, else
+    /// each is raised to it. The caller holds their `applied` locks.
+    fn admit_all(&self, cells: &[usize], epoch: u64) -> Result<(), Stale> {
+        let newest = self.newest_of(cells);
+        if epoch < newest {
+            return Err(Stale { epoch, newest });
+        }
+        for &c in cells {
+            // Cannot fail: no cell is newer than `epoch`, and their locks are held.
+            let _ = self.admit(c, epoch);
+        }
+        Ok(())
+    }
+
+    /// Admits `epoch` at `cell` if it is not older than the newest, raising the newest (and
+    /// waking the cell's sessions and its station's) if it is newer. The caller holds the
+    /// cell's `applied` lock.
+    fn admit(&self, cell: usize, epoch: u64) -> Result<(), Stale> {
+        let raised = self.cells[cell].admit(epoch)?;
+        if raised {
+            self.sites[self.site_of[cell]].notify_waiters();
+        }
+        Ok(())
+    }
+
+    /// Records an apply at `epoch` by `controller` against the highest applied at `cell`,
+    /// counting what fencing should have prevented.
+    fn check_applied(
+        &self,
+        applied: &mut Option<(u64, u64)>,
+        cell: usize,
+        epoch: u64,
+        controller: u64,
+    ) {
         match *applied {
             Some((highest, _)) if epoch < highest => {
                 self.stale_applied.fetch_add(1, Ordering::Relaxed);
                 tracing::error!(
-                    cell_index = standing.cell,
+                    cell_index = cell,
                     epoch,
                     highest,
                     "applied below the highest epoch applied"
                 );
             }
-            Some((highest, by)) if epoch == highest && by != standing.controller => {
+            Some((highest, by)) if epoch == highest && by != controller => {
                 self.epoch_conflicts.fetch_add(1, Ordering::Relaxed);
                 tracing::error!(
-                    cell_index = standing.cell,
+                    cell_index = cell,
                     epoch,
-                    controller = standing.controller,
+                    controller,
                     other = by,
                     "two controllers applied at the same epoch"
                 );
             }
-            _ => *applied = Some((epoch, standing.controller)),
+            _ => *applied = Some((epoch, controller)),
         }
-        drop(applied);
-        self.count_apply(standing.controller);
-        Ok(out)
     }
 
     fn count_apply(&self, controller: u64) {
@@ -221,8 +373,8 @@ impl Fences {
 
 impl CellFence {
     /// Admits `epoch` if it is not older than the newest, raising the newest (and waking the
-    /// cell's sessions) if it is newer. The caller holds `applied`'s lock.
-    fn admit(&self, epoch: u64) -> Result<(), Stale> {
+    /// cell's sessions) if it is newer; whether it rose. The caller holds `applied`'s lock.
+    fn admit(&self, epoch: u64) -> Result<bool, Stale> {
         let newest = self.newest.load(Ordering::Acquire);
         if epoch < newest {
             return Err(Stale { epoch, newest });
@@ -231,7 +383,7 @@ impl CellFence {
             self.newest.store(epoch, Ordering::Release);
             self.raised.notify_waiters();
         }
-        Ok(())
+        Ok(epoch > newest)
     }
 }
 
@@ -245,7 +397,7 @@ mod tests {
 
     #[test]
     fn a_newer_hello_raises_the_epoch_and_supersedes_older_sessions_only() {
-        let f = Fences::new(2);
+        let f = Fences::new(vec![0, 1]);
         let old = f.hello(0, 1, 0).unwrap();
         let same = f.hello(0, 2, 0).unwrap();
         let other_cell = f.hello(1, 1, 0).unwrap();
@@ -266,7 +418,7 @@ mod tests {
 
     #[test]
     fn a_hello_older_than_the_newest_epoch_is_refused_and_counted() {
-        let f = Fences::new(1);
+        let f = Fences::new(vec![0]);
         f.hello(0, 2, 5).unwrap();
         assert_eq!(
             f.hello(0, 1, 4),
@@ -282,7 +434,7 @@ mod tests {
 
     #[test]
     fn a_stale_configuration_is_not_applied_and_a_newer_one_raises_the_epoch() {
-        let f = Fences::new(1);
+        let f = Fences::new(vec![0]);
         let mut old = f.hello(0, 1, 0).unwrap();
         let mut new = f.hello(0, 2, 5).unwrap();
         let mut ran = false;
@@ -301,7 +453,7 @@ mod tests {
 
     #[test]
     fn two_controllers_applying_at_one_epoch_are_counted_as_a_conflict() {
-        let f = Fences::new(1);
+        let f = Fences::new(vec![0]);
         let mut a = f.hello(0, 1, 3).unwrap();
         let mut b = f.hello(0, 2, 3).unwrap();
         f.apply(&mut a, 3, || ()).unwrap();
@@ -314,7 +466,7 @@ mod tests {
 
     #[test]
     fn applies_are_counted_per_controller_up_to_a_bound() {
-        let f = Fences::new(1);
+        let f = Fences::new(vec![0]);
         for node in 0..MAX_CONTROLLERS as u64 + 3 {
             let mut s = f.hello(0, node, 0).unwrap();
             f.apply(&mut s, 0, || ()).unwrap();
@@ -331,7 +483,7 @@ mod tests {
     /// cell, in the order it reaches it, never goes back in epoch.
     #[test]
     fn under_racing_takeovers_applies_reach_the_cell_in_epoch_order() {
-        let f = Fences::new(1);
+        let f = Fences::new(vec![0]);
         let reached = Mutex::new(Vec::new());
         std::thread::scope(|scope| {
             for controller in 0..4u64 {
@@ -358,9 +510,82 @@ mod tests {
         assert_eq!(counter(&f, "stale_applied"), 0);
     }
 
+    #[test]
+    fn a_station_hello_is_refused_if_any_of_its_cells_is_newer_and_raises_them_all_otherwise() {
+        let f = Fences::new(vec![0, 0, 0, 1]);
+        let cell_session = f.hello(1, 1, 0).unwrap();
+        let other_site = f.hello(3, 1, 0).unwrap();
+        f.hello(2, 2, 4).unwrap();
+        assert_eq!(
+            f.hello_station(0, &[0, 1, 2], 1, 3),
+            Err(Stale {
+                epoch: 3,
+                newest: 4
+            })
+        );
+        assert_eq!(
+            f.newest_epoch(0),
+            0,
+            "a refused station hello raised a cell"
+        );
+
+        let station = f.hello_station(0, &[2, 1, 0], 1, 5).unwrap();
+
+        assert_eq!(station.cells(), &[0, 1, 2]);
+        assert_eq!(
+            (0..4).map(|c| f.newest_epoch(c)).collect::<Vec<_>>(),
+            [5, 5, 5, 0]
+        );
+        assert!(f.superseded(&cell_session).is_some());
+        assert_eq!(f.superseded(&other_site), None);
+        assert_eq!(f.station_superseded(&station), None);
+        assert_eq!(counter(&f, "stale_hellos"), 1);
+    }
+
+    #[test]
+    fn a_newer_cell_epoch_supersedes_its_station_session() {
+        let f = Fences::new(vec![0, 0]);
+        let station = f.hello_station(0, &[0, 1], 1, 2).unwrap();
+        f.hello(1, 2, 3).unwrap();
+        assert_eq!(
+            f.station_superseded(&station),
+            Some(Stale {
+                epoch: 2,
+                newest: 3
+            })
+        );
+    }
+
+    #[test]
+    fn a_station_configuration_is_fenced_by_every_cell_and_raises_them_all() {
+        let f = Fences::new(vec![0, 0]);
+        let mut station = f.hello_station(0, &[0, 1], 1, 2).unwrap();
+        assert_eq!(f.apply_station(&mut station, 0, 4, || 7), Ok(7));
+        assert_eq!(
+            (station.epoch, f.newest_epoch(0), f.newest_epoch(1)),
+            (4, 4, 4)
+        );
+        f.hello(1, 2, 6).unwrap();
+        let mut ran = false;
+        assert!(f.apply_station(&mut station, 0, 4, || ran = true).is_err());
+        assert!(!ran, "a stale configuration reached the cell");
+        assert_eq!(counter(&f, "stale_refused"), 1);
+        assert_eq!(f.status()["applied_by_controller"], json!({"1": 1}));
+    }
+
+    #[tokio::test]
+    async fn a_raise_of_any_cell_wakes_its_station_session() {
+        let f = Fences::new(vec![0, 0, 1]);
+        let waiting = f.station_raised(0);
+        f.hello(1, 2, 1).unwrap();
+        tokio::time::timeout(std::time::Duration::from_secs(1), waiting)
+            .await
+            .expect("the raise was missed");
+    }
+
     #[tokio::test]
     async fn a_raise_wakes_a_waiting_session() {
-        let f = Fences::new(1);
+        let f = Fences::new(vec![0]);
         let waiting = f.raised(0);
         f.hello(0, 2, 1).unwrap();
         tokio::time::timeout(std::time::Duration::from_secs(1), waiting)

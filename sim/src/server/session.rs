@@ -1,6 +1,7 @@
 //! One antenna connection, as an antenna plays it: HELLO, WELCOME, then reports out each
 //! period and configuration in, each hello and configuration fenced by its ownership epoch
-//! (see [`super::fencing`] for the rules).
+//! (see [`super::fencing`] for the rules). A first frame `HELLO_STATION` makes the connection
+//! a station session instead ([`super::station`]).
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -12,9 +13,9 @@ use tokio::net::TcpStream;
 use tokio::net::tcp::OwnedWriteHalf;
 
 use super::fencing::{Stale, Standing};
-use super::{Sim, lock};
+use super::{OpenSession, Sim, lock};
 
-async fn read_frame(
+pub(super) async fn read_frame(
     rd: &mut tokio::net::tcp::OwnedReadHalf,
     buf: &mut BytesMut,
 ) -> anyhow::Result<Option<Frame>> {
@@ -43,6 +44,18 @@ pub(super) async fn serve(sim: &Sim, stream: TcpStream) -> anyhow::Result<()> {
             controller,
             epoch,
         }))) => (cell, controller, epoch),
+        Ok(Ok(Some(Frame::HelloStation {
+            station,
+            controller,
+            epoch,
+        }))) => {
+            let hello = super::station::Hello {
+                station,
+                controller,
+                epoch,
+            };
+            return super::station::serve(sim, rd, wr, buf, hello).await;
+        }
         Ok(Err(e)) => {
             sim.bad_frames.fetch_add(1, Ordering::Relaxed);
             let _ = wr
@@ -86,6 +99,7 @@ pub(super) async fn serve(sim: &Sim, stream: TcpStream) -> anyhow::Result<()> {
         config,
     }))
     .await?;
+    let _open = OpenSession::open(&sim.sessions.cell);
     let mut rx = sim.latest.subscribe();
     rx.borrow_and_update();
     if buf.is_empty() {
@@ -205,7 +219,11 @@ async fn configure(
 }
 
 /// Answers a stale hello, configuration or session with `ERROR STALE_EPOCH` and ends it.
-async fn refuse_stale(wr: &mut OwnedWriteHalf, stale: Stale, what: &str) -> anyhow::Result<()> {
+pub(super) async fn refuse_stale(
+    wr: &mut OwnedWriteHalf,
+    stale: Stale,
+    what: &str,
+) -> anyhow::Result<()> {
     let _ = wr.write_all(&encode(&stale.frame())).await;
     anyhow::bail!(
         "{what} refused: epoch {} is older than epoch {}",
