@@ -2,90 +2,12 @@
 //! ownership epoch than the antenna has seen is refused and its session closed, whether it
 //! says hello, pushes a configuration, or was connected before the newer epoch arrived.
 
-use std::sync::Arc;
-use std::time::Duration;
+mod common;
 
-use bytes::BytesMut;
+use common::{Controller, antennas};
 use serde_json::{Value, json};
-use sonraft_protocol::{self as protocol, CellConfig, Frame, code, encode};
-use sonraft_sim::server::{self, Sim, SimOptions};
-use sonraft_sim::topology::Topology;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-
-/// A simulator of a few cells listening on loopback (no period clock: no reports).
-async fn antennas() -> (Arc<Sim>, std::net::SocketAddr) {
-    let topo = Topology::build(30, 1, &["site-a".to_string()]);
-    let sim = Sim::new(
-        topo,
-        SimOptions {
-            period_ms: 60_000,
-            seed: 1,
-            faulty_every: 0,
-            day_ms: 0,
-            start_hour: 12.0,
-        },
-    );
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(server::accept(sim.clone(), listener));
-    (sim, addr)
-}
-
-/// One controller's connection to an antenna.
-struct Controller {
-    stream: TcpStream,
-    buf: BytesMut,
-}
-
-impl Controller {
-    async fn connect(addr: std::net::SocketAddr) -> Controller {
-        Controller {
-            stream: TcpStream::connect(addr).await.unwrap(),
-            buf: BytesMut::new(),
-        }
-    }
-
-    /// Connects and says `hello`; returns the antenna's first answer too.
-    async fn hello(addr: std::net::SocketAddr, hello: Frame) -> (Controller, Option<Frame>) {
-        let mut c = Controller::connect(addr).await;
-        c.send(hello).await;
-        let answer = c.next().await;
-        (c, answer)
-    }
-
-    async fn send(&mut self, frame: Frame) {
-        self.stream.write_all(&encode(&frame)).await.unwrap();
-    }
-
-    /// The next frame from the antenna, or `None` once it closed the connection.
-    async fn next(&mut self) -> Option<Frame> {
-        let read = async {
-            loop {
-                if let Some(f) = protocol::split_frame(&mut self.buf).unwrap() {
-                    return Some(f);
-                }
-                match self.stream.read_buf(&mut self.buf).await {
-                    Ok(0) | Err(_) => return None,
-                    Ok(_) => {}
-                }
-            }
-        };
-        tokio::time::timeout(Duration::from_secs(5), read)
-            .await
-            .expect("the antenna neither answered nor closed within 5 s")
-    }
-
-    /// Expects `ERROR STALE_EPOCH` and then the end of the connection.
-    async fn expect_refused_as_stale(&mut self) -> String {
-        let message = match self.next().await {
-            Some(Frame::Error { code, message }) if code == code::STALE_EPOCH => message,
-            other => panic!("expected ERROR STALE_EPOCH, got {other:?}"),
-        };
-        assert_eq!(self.next().await, None, "the connection stayed open");
-        message
-    }
-}
+use sonraft_protocol::{CellConfig, Frame};
+use sonraft_sim::server::Sim;
 
 fn plain_hello(sim: &Sim, controller: u64) -> Frame {
     Frame::Hello {
