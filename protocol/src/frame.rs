@@ -50,7 +50,9 @@
 //! `ERROR` closes a station session as any other: [`code::UNKNOWN_CELL`] answers a station
 //! id the peer does not have, or a `CELL_CONFIG_SET` naming a cell that is not the station's.
 //! A `WELCOME_STATION` must fit in [`MAX_FRAME`], which 24 cells of a few dozen relations do
-//! many times over.
+//! many times over. An antenna of an earlier release answers `HELLO_STATION` with `ERROR`
+//! [`code::BAD_FRAME`] ("unknown frame kind 9") and closes, which tells the controller to
+//! open a session per cell instead.
 //!
 //! Counters are in the order of [`CELL_COUNTERS`] and [`RELATION_COUNTERS`] (3GPP TS 28.552
 //! names); a report may carry more values than a receiver knows (it ignores the rest) but not

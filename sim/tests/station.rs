@@ -148,6 +148,45 @@ async fn every_period_each_reporting_cell_sends_one_report_and_an_outage_silence
 }
 
 #[tokio::test]
+async fn a_late_cell_of_a_station_reports_most_of_a_period_after_the_others() {
+    let (sim, addr) = reporting_antennas(500).await;
+    let cells = station_cells(&sim);
+    sim.plant(&cells[0], Some(FaultKind::Late)).unwrap();
+    let (mut c, _) = Controller::hello(addr, station_hello(1, 0)).await;
+
+    let mut arrivals = Vec::new();
+    for _ in 0..3 * cells.len() {
+        let body = c.next_body().await.expect("the station closed its session");
+        let (cell, report) = split_cell_report(&body).unwrap();
+        let end = ReportView::parse(&report).unwrap().period_end_ms;
+        arrivals.push((end, cell, tokio::time::Instant::now()));
+    }
+
+    let mut compared = 0;
+    for (end, _, late_at) in arrivals.iter().filter(|a| a.1 == cells[0]) {
+        let on_time = arrivals
+            .iter()
+            .filter(|a| a.0 == *end && a.1 != cells[0])
+            .map(|a| a.2)
+            .max();
+        if let Some(on_time) = on_time {
+            // Held 0.8 periods (400 ms); half a period leaves room for a slow scheduler.
+            assert!(
+                *late_at - on_time >= Duration::from_millis(250),
+                "the late cell's report came {:?} after the others",
+                *late_at - on_time
+            );
+            compared += 1;
+        }
+    }
+    assert!(
+        compared > 0,
+        "no period had both the late cell and the others: {arrivals:?}"
+    );
+    assert_eq!(sim.status()["sessions"]["station"], 1);
+}
+
+#[tokio::test]
 async fn a_cell_configuration_on_a_station_session_is_applied_and_acknowledged() {
     let (sim, addr) = antennas().await;
     let cell = station_cells(&sim)[2].clone();

@@ -4,8 +4,9 @@
 //!
 //! The station's epoch is its site's: the hello and each configuration are fenced over all
 //! its cells at once ([`super::fencing`]), and the session closes with `STALE_EPOCH` when any
-//! of its cells sees a newer epoch. A cell in hard outage only falls silent: the station,
-//! and its other cells, go on. The report path takes no global lock, as a cell session's:
+//! of its cells sees a newer epoch. A cell in hard outage only falls silent (its
+//! configuration is still taken, as a base station takes one for a cell that is down): the
+//! station, and its other cells, go on. The report path takes no global lock, as a cell session's:
 //! the period's pre-encoded `REPORT` bodies are wrapped (not decoded) into `CELL_REPORT`s,
 //! and a period's reports of the station leave in one write.
 
