@@ -312,7 +312,10 @@ impl Sim {
             .enumerate()
             .map(|(i, c)| (c.id.clone(), i))
             .collect();
-        let fences = fencing::Fences::new(topo.cells.iter().map(|c| c.site).collect());
+        let fences = fencing::Fences::new(
+            topo.cells.iter().map(|c| c.site).collect(),
+            topo.sites.len(),
+        );
         let station_index = topo
             .sites
             .iter()

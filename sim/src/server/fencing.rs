@@ -114,9 +114,10 @@ impl Stale {
 }
 
 impl Fences {
-    /// The fences of cells whose sites are `site_of` (one entry per cell).
-    pub fn new(site_of: Vec<usize>) -> Fences {
-        let sites = site_of.iter().max().map_or(0, |s| s + 1);
+    /// The fences of `sites` cell sites' cells, whose sites are `site_of` (one entry per
+    /// cell; a site without cells still has its station).
+    pub fn new(site_of: Vec<usize>, sites: usize) -> Fences {
+        let sites = site_of.iter().map(|s| s + 1).fold(sites, usize::max);
         Fences {
             cells: (0..site_of.len()).map(|_| CellFence::default()).collect(),
             site_of,
@@ -397,7 +398,7 @@ mod tests {
 
     #[test]
     fn a_newer_hello_raises_the_epoch_and_supersedes_older_sessions_only() {
-        let f = Fences::new(vec![0, 1]);
+        let f = Fences::new(vec![0, 1], 2);
         let old = f.hello(0, 1, 0).unwrap();
         let same = f.hello(0, 2, 0).unwrap();
         let other_cell = f.hello(1, 1, 0).unwrap();
@@ -418,7 +419,7 @@ mod tests {
 
     #[test]
     fn a_hello_older_than_the_newest_epoch_is_refused_and_counted() {
-        let f = Fences::new(vec![0]);
+        let f = Fences::new(vec![0], 1);
         f.hello(0, 2, 5).unwrap();
         assert_eq!(
             f.hello(0, 1, 4),
@@ -434,7 +435,7 @@ mod tests {
 
     #[test]
     fn a_stale_configuration_is_not_applied_and_a_newer_one_raises_the_epoch() {
-        let f = Fences::new(vec![0]);
+        let f = Fences::new(vec![0], 1);
         let mut old = f.hello(0, 1, 0).unwrap();
         let mut new = f.hello(0, 2, 5).unwrap();
         let mut ran = false;
@@ -453,7 +454,7 @@ mod tests {
 
     #[test]
     fn two_controllers_applying_at_one_epoch_are_counted_as_a_conflict() {
-        let f = Fences::new(vec![0]);
+        let f = Fences::new(vec![0], 1);
         let mut a = f.hello(0, 1, 3).unwrap();
         let mut b = f.hello(0, 2, 3).unwrap();
         f.apply(&mut a, 3, || ()).unwrap();
@@ -466,7 +467,7 @@ mod tests {
 
     #[test]
     fn applies_are_counted_per_controller_up_to_a_bound() {
-        let f = Fences::new(vec![0]);
+        let f = Fences::new(vec![0], 1);
         for node in 0..MAX_CONTROLLERS as u64 + 3 {
             let mut s = f.hello(0, node, 0).unwrap();
             f.apply(&mut s, 0, || ()).unwrap();
@@ -483,7 +484,7 @@ mod tests {
     /// cell, in the order it reaches it, never goes back in epoch.
     #[test]
     fn under_racing_takeovers_applies_reach_the_cell_in_epoch_order() {
-        let f = Fences::new(vec![0]);
+        let f = Fences::new(vec![0], 1);
         let reached = Mutex::new(Vec::new());
         std::thread::scope(|scope| {
             for controller in 0..4u64 {
@@ -512,7 +513,7 @@ mod tests {
 
     #[test]
     fn a_station_hello_is_refused_if_any_of_its_cells_is_newer_and_raises_them_all_otherwise() {
-        let f = Fences::new(vec![0, 0, 0, 1]);
+        let f = Fences::new(vec![0, 0, 0, 1], 2);
         let cell_session = f.hello(1, 1, 0).unwrap();
         let other_site = f.hello(3, 1, 0).unwrap();
         f.hello(2, 2, 4).unwrap();
@@ -544,7 +545,7 @@ mod tests {
 
     #[test]
     fn a_newer_cell_epoch_supersedes_its_station_session() {
-        let f = Fences::new(vec![0, 0]);
+        let f = Fences::new(vec![0, 0], 1);
         let station = f.hello_station(0, &[0, 1], 1, 2).unwrap();
         f.hello(1, 2, 3).unwrap();
         assert_eq!(
@@ -558,7 +559,7 @@ mod tests {
 
     #[test]
     fn a_station_configuration_is_fenced_by_every_cell_and_raises_them_all() {
-        let f = Fences::new(vec![0, 0]);
+        let f = Fences::new(vec![0, 0], 1);
         let mut station = f.hello_station(0, &[0, 1], 1, 2).unwrap();
         assert_eq!(f.apply_station(&mut station, 0, 4, || 7), Ok(7));
         assert_eq!(
@@ -575,7 +576,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_raise_of_any_cell_wakes_its_station_session() {
-        let f = Fences::new(vec![0, 0, 1]);
+        let f = Fences::new(vec![0, 0, 1], 2);
         let waiting = f.station_raised(0);
         f.hello(1, 2, 1).unwrap();
         tokio::time::timeout(std::time::Duration::from_secs(1), waiting)
@@ -585,7 +586,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_raise_wakes_a_waiting_session() {
-        let f = Fences::new(vec![0]);
+        let f = Fences::new(vec![0], 1);
         let waiting = f.raised(0);
         f.hello(0, 2, 1).unwrap();
         tokio::time::timeout(std::time::Duration::from_secs(1), waiting)
