@@ -26,6 +26,10 @@ struct Fake {
     lie_to: Mutex<Option<String>>,
     /// Every CONFIG_SET per cell, with when it arrived.
     config_sets: Mutex<HashMap<String, Vec<(Instant, CellConfig)>>>,
+    /// An antenna of a release before fencing: it answers the fenced frames as unknown kinds.
+    legacy: bool,
+    /// Fenced frames it refused.
+    refused_fenced: Mutex<u32>,
 }
 
 async fn fake_antenna(fake: Arc<Fake>, listener: TcpListener) {
@@ -52,8 +56,20 @@ async fn fake_antenna(fake: Arc<Fake>, listener: TcpListener) {
                         _ => return,
                     }
                 }
-                // The node speaks the fenced frames; this fake antenna does not fence.
+                // The node speaks the fenced frames; this fake antenna does not fence. As an
+                // antenna of a release before them, it refuses them as it would any unknown kind.
                 let frame = match protocol::split_frame(&mut buf) {
+                    Ok(Some(Frame::HelloFenced { .. } | Frame::ConfigSetFenced { .. }))
+                        if fake.legacy =>
+                    {
+                        *fake.refused_fenced.lock().unwrap() += 1;
+                        let refusal = Frame::Error {
+                            code: protocol::code::BAD_FRAME,
+                            message: "unknown frame kind 7".into(),
+                        };
+                        let _ = stream.write_all(&protocol::encode(&refusal)).await;
+                        return;
+                    }
                     Ok(Some(Frame::HelloFenced {
                         cell, controller, ..
                     })) => Ok(Some(Frame::Hello { cell, controller })),
@@ -157,13 +173,76 @@ async fn wait_for(
     }
 }
 
+/// An antenna of a release before control epochs refuses the fenced hello as an unknown kind:
+/// at epoch 0 (its cells never moved) the node speaks to it without epochs, as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_antenna_without_fencing_is_spoken_to_without_epochs_at_epoch_0() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let fake = Arc::new(Fake {
+        legacy: true,
+        ..Fake::default()
+    });
+    tokio::spawn(fake_antenna(fake.clone(), listener));
+    let c = Cluster::start_with(1, &["--antennas", &addr, "--antenna-sessions", "cell"]).await;
+    let r = c
+        .client
+        .post(&c.nodes[0].api, "/image/import", &image())
+        .await
+        .unwrap();
+    assert!(r.status.is_success());
+    wait_for(&c, "six sessions connected and in sync", |s| {
+        s.len() == 6
+            && s.values()
+                .all(|v| v["connected"] == true && v["in_sync"] == true)
+    })
+    .await;
+    assert!(
+        *fake.refused_fenced.lock().unwrap() >= 6,
+        "the fenced hellos were tried first"
+    );
+    // A change still reaches it, as a plain CONFIG_SET.
+    let version = c
+        .client
+        .get(&c.nodes[0].api, "/image/cells/A1")
+        .await
+        .unwrap()
+        .json()["version"]
+        .as_u64()
+        .unwrap();
+    let r = c
+        .client
+        .post(
+            &c.nodes[0].api,
+            "/image/changesets",
+            &tilt("A1", version, 45),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !fake
+        .config_sets
+        .lock()
+        .unwrap()
+        .get("A1")
+        .is_some_and(|s| s.iter().any(|(_, c)| c.electrical_tilt == 45))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the change never reached the antenna"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broken_or_garbled_antenna_connection_affects_only_its_session() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     let fake = Arc::new(Fake::default());
     tokio::spawn(fake_antenna(fake.clone(), listener));
-    let c = Cluster::start_with(1, &["--antennas", &addr]).await;
+    let c = Cluster::start_with(1, &["--antennas", &addr, "--antenna-sessions", "cell"]).await;
     let r = c
         .client
         .post(&c.nodes[0].api, "/image/import", &image())

@@ -1,8 +1,10 @@
 //! The antenna-fleet benchmark: one node against a simulator of N cells.
 //!
 //! 1. A node without antennas holds the image of N cells: its resident memory is the baseline.
-//! 2. A node with the same image holds one session per cell; once every session is connected,
-//!    and before the first report, its extra memory divided by N is the memory per idle session.
+//! 2. A node with the same image holds one session per base station (cell site; or per cell
+//!    with `--antenna-sessions cell`); once every session is connected, and before the first
+//!    report, its extra memory divided by the cells, and by the sessions, is the memory per idle
+//!    cell and per idle session.
 //! 3. Reports then flow every period: counter values ingested per second, the node's CPU use,
 //!    values per CPU-second, and the latency from a period's close until every change set the
 //!    SON functions proposed for it is committed and acknowledged by the antennas.
@@ -19,7 +21,7 @@ use sonraft_testkit::local_cluster::{LocalCluster, SimProc, client};
 
 #[derive(Args, Debug, Clone)]
 pub struct FleetArgs {
-    /// Number of cells (one session each); several values run one row each.
+    /// Number of cells; several values run one row each.
     #[arg(long, value_delimiter = ',', default_value = "10000")]
     pub cells: Vec<usize>,
     /// Counter period of the reporting phase, in ms.
@@ -35,6 +37,13 @@ pub struct FleetArgs {
     /// Where the processes keep their data (default: under the system temp dir).
     #[arg(long)]
     pub dir: Option<PathBuf>,
+    /// One session per base station (`station`) or per cell (`cell`).
+    #[arg(long, default_value = "station", value_parser = ["station", "cell"])]
+    pub antenna_sessions: String,
+    /// Carriers per sector of the simulated network (`sim run --carriers`): 2 gives six cells
+    /// a base station, so 100,000 cells take about 17,000 sessions.
+    #[arg(long, default_value_t = 2)]
+    pub carriers: u8,
 }
 
 fn rss_kib(pid: u32) -> anyhow::Result<u64> {
@@ -58,7 +67,12 @@ fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
 
 /// Imports the simulated network in pieces (sites and policy, then cells, then relations), so
 /// that no large request body inflates the node's memory.
-async fn import(cluster: &LocalCluster, binary: &Path, cells: usize) -> anyhow::Result<()> {
+async fn import(
+    cluster: &LocalCluster,
+    binary: &Path,
+    cells: usize,
+    carriers: u8,
+) -> anyhow::Result<()> {
     let out = std::process::Command::new(binary)
         .args([
             "sim",
@@ -67,6 +81,8 @@ async fn import(cluster: &LocalCluster, binary: &Path, cells: usize) -> anyhow::
             &cells.to_string(),
             "--regions",
             "site-1",
+            "--carriers",
+            &carriers.to_string(),
             "--cooldown-ms",
             "3000",
         ])
@@ -124,6 +140,8 @@ async fn run_row(
             &cells.to_string(),
             "--regions",
             "site-1",
+            "--carriers",
+            &args.carriers.to_string(),
             "--ports",
             &ports,
             "--period-ms",
@@ -139,10 +157,12 @@ async fn run_row(
         sim.antennas.join(","),
         "--antennas-after-ms".to_string(),
         hold_ms.to_string(),
+        "--antenna-sessions".to_string(),
+        args.antenna_sessions.clone(),
     ]);
     let mut cluster =
         LocalCluster::start(binary, &root.join(format!("fleet-{cells}")), 1, &node_args).await?;
-    import(&cluster, binary, cells).await?;
+    import(&cluster, binary, cells, args.carriers).await?;
     // Restart, so that the image is loaded from disk without the import's garbage in the heap.
     cluster.nodes[0].stop()?;
     cluster.nodes[0].restart()?;
@@ -170,9 +190,12 @@ async fn run_row(
     let connect_s = started.elapsed().as_secs_f64() - 1.0;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let idle_rss = rss_kib(pid)?;
-    let per_session = (idle_rss as f64 - before as f64) * 1024.0 / connected.max(1) as f64;
+    let connections = summary(&cluster).await?.connections.unwrap_or(0);
+    let grown = (idle_rss as f64 - before as f64) * 1024.0;
+    let per_cell = grown / connected.max(1) as f64;
+    let per_session = grown / connections.max(1) as f64;
     eprintln!(
-        "{cells} cells: {connected} sessions connected in {connect_s:.1} s; RSS {before} KiB before the sessions, {idle_rss} KiB with them idle"
+        "{cells} cells: {connected} cells connected over {connections} sessions in {connect_s:.1} s; RSS {before} KiB before the sessions, {idle_rss} KiB with them idle"
     );
 
     // 3. Reports flowing.
@@ -197,8 +220,10 @@ async fn run_row(
     let cpu = (cpu1 - cpu0) / secs;
     let lat = &s1.close_to_ack_ms;
     let row = json!({
-        "bench": "fleet", "cells": cells, "sessions": s1.connected, "connect_s": (connect_s * 10.0).round() / 10.0,
-        "rss_before_sessions_kib": before, "rss_idle_sessions_kib": idle_rss, "bytes_per_idle_session": per_session.round(),
+        "bench": "fleet", "cells": cells, "cells_connected": s1.connected, "sessions": connections,
+        "antenna_sessions": args.antenna_sessions, "connect_s": (connect_s * 10.0).round() / 10.0,
+        "rss_before_sessions_kib": before, "rss_idle_sessions_kib": idle_rss,
+        "bytes_per_idle_cell": per_cell.round(), "bytes_per_idle_session": per_session.round(),
         "values_per_s": values_per_s.round(), "node_cpu_cores": (cpu * 100.0).round() / 100.0,
         "values_per_cpu_s": (values_per_s / cpu.max(0.01)).round(),
         "close_to_ack_ms": {
@@ -224,13 +249,19 @@ pub async fn run(args: FleetArgs) -> anyhow::Result<()> {
     // Each session is one socket in the node and one in the simulator: refuse up front, with
     // the reason, what would otherwise stall at the open-files limit.
     let (_, hard) = rlimit::getrlimit(rlimit::Resource::NOFILE).context("getrlimit")?;
-    if let Some(&cells) = args.cells.iter().find(|&&c| c as u64 + 1024 > hard) {
+    let per_session = match (args.antenna_sessions.as_str(), args.carriers) {
+        ("cell", _) => 1,
+        (_, 2) => 6,
+        _ => 3,
+    };
+    let files = |cells: usize| (cells.div_ceil(per_session) + 1024) as u64;
+    if let Some(&cells) = args.cells.iter().find(|&&c| files(c) > hard) {
         anyhow::bail!(
             "{cells} cells need about {} open files per process, but this machine's hard limit \
              is {hard} (ulimit -Hn); raise it (root or CAP_SYS_RESOURCE: `ulimit -Hn {}`, or \
              LimitNOFILE= in a systemd unit) or bench fewer cells",
-            cells + 1024,
-            cells + 1024
+            files(cells),
+            files(cells)
         );
     }
     let mut rows = Vec::new();
@@ -238,9 +269,10 @@ pub async fn run(args: FleetArgs) -> anyhow::Result<()> {
         rows.push(run_row(&binary, &root, cells, &args).await?);
     }
     println!(
-        "{:>8} {:>9} {:>10} {:>12} {:>13} {:>9} {:>14} {:>9} {:>9}",
+        "{:>8} {:>9} {:>8} {:>10} {:>12} {:>13} {:>9} {:>14} {:>9} {:>9}",
         "cells",
         "sessions",
+        "B/cell",
         "B/session",
         "values/s",
         "cpu (cores)",
@@ -250,14 +282,15 @@ pub async fn run(args: FleetArgs) -> anyhow::Result<()> {
         "p99 ms"
     );
     println!(
-        "{:>8} {:>9} {:>10} {:>12} {:>13} {:>9} {:>14} {:>9} {:>9}",
-        "", "", "(idle)", "", "", "cpu-s", "change sets", "", ""
+        "{:>8} {:>9} {:>8} {:>10} {:>12} {:>13} {:>9} {:>14} {:>9} {:>9}",
+        "", "", "(idle)", "(idle)", "", "", "cpu-s", "change sets", "", ""
     );
     for r in &rows {
         println!(
-            "{:>8} {:>9} {:>10} {:>12} {:>13} {:>9} {:>14} {:>9} {:>9}",
+            "{:>8} {:>9} {:>8} {:>10} {:>12} {:>13} {:>9} {:>14} {:>9} {:>9}",
             r["cells"],
             r["sessions"],
+            r["bytes_per_idle_cell"],
             r["bytes_per_idle_session"],
             r["values_per_s"],
             r["node_cpu_cores"],

@@ -804,8 +804,11 @@ pub struct Latencies {
 /// The summary of `GET /antennas`; a node without antennas answers only `sessions: 0`.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
 pub struct AntennasSummary {
-    /// Sessions held (one per cell of the site).
+    /// Cells served by a session (a base station's session serves several).
     pub sessions: u64,
+    /// Connections held: one per base station, or per cell with `--antenna-sessions cell`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connections: Option<u64>,
     /// Of them, connected now.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connected: Option<u64>,
@@ -866,6 +869,9 @@ pub struct AntennaSession {
     /// session stays idle until the image gives this node a newer epoch.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fenced: Option<String>,
+    /// The base station whose session carries the cell (none for a per-cell session).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub station: Option<String>,
 }
 
 /// `GET /antennas`: this node's antenna sessions.

@@ -547,6 +547,7 @@ fn every_v1_type_matches_its_golden_json_both_ways() {
                 antenna_addresses: vec!["127.0.0.1:9100".into()],
                 summary: AntennasSummary {
                     sessions: 2,
+                    connections: None,
                     connected: Some(2),
                     in_sync: Some(1),
                     diverged: Some(0),
@@ -577,6 +578,7 @@ fn every_v1_type_matches_its_golden_json_both_ways() {
                     acked_index: 1199,
                     epoch: None,
                     fenced: None,
+                    station: None,
                 }],
                 pm_dir: None,
                 control: None,
@@ -586,8 +588,14 @@ fn every_v1_type_matches_its_golden_json_both_ways() {
             "antennas-control",
             Antennas {
                 site: "site-b".into(),
+                summary: AntennasSummary {
+                    sessions: 6,
+                    connections: Some(1),
+                    ..Default::default()
+                },
                 sessions: vec![AntennaSession {
                     cell: "S7-1".into(),
+                    station: Some("S7".into()),
                     connected: false,
                     last_error: Some("the antenna refused: stale epoch (code 4)".into()),
                     epoch: Some(0),

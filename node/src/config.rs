@@ -53,6 +53,17 @@ impl Timing {
     }
 }
 
+/// How the node's antenna sessions are cut.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, clap::ValueEnum, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionKind {
+    /// One session per base station (cell site), carrying all its cells.
+    #[default]
+    Station,
+    /// One session per cell.
+    Cell,
+}
+
 /// Whether antennas taken over go back to their home site by themselves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, clap::ValueEnum, Default)]
 #[serde(rename_all = "snake_case")]
@@ -249,6 +260,10 @@ pub struct NodeArgs {
     /// the fleet benchmark to measure memory before and after).
     #[arg(long, env = "SONRAFT_ANTENNAS_AFTER_MS")]
     pub antennas_after_ms: Option<u64>,
+    /// One session per base station (cell site) carrying all its cells (`station`, the
+    /// default), or one per cell (`cell`, for antennas that speak per cell).
+    #[arg(long, env = "SONRAFT_ANTENNA_SESSIONS", value_enum)]
+    pub antenna_sessions: Option<SessionKind>,
     /// Milliseconds a site's node may go unheard by the leader before the surviving nodes take
     /// its antennas over (default 4000 with `loopback` timing, 30000 with `wan`). Use the same
     /// value on every node: a node stops pushing to its antennas after a third of it without
@@ -335,6 +350,7 @@ struct FileConfig {
     log_format: Option<LogFormat>,
     antennas: Option<String>,
     antennas_after_ms: Option<u64>,
+    antenna_sessions: Option<SessionKind>,
     control_claim_ms: Option<u64>,
     control_hand_back: Option<HandBack>,
     control_hold_ms: Option<u64>,
@@ -377,6 +393,7 @@ pub struct NodeConfig {
     pub log_format: LogFormat,
     pub antennas: Option<String>,
     pub antennas_after_ms: u64,
+    pub antenna_sessions: SessionKind,
     /// When antennas move between nodes (see [`crate::control`]).
     pub control: crate::control::ControlTiming,
     /// The PM directory the counters are read from, if any (`--pm-dir`).
@@ -627,6 +644,10 @@ impl NodeConfig {
                 .antennas_after_ms
                 .or(file.antennas_after_ms)
                 .unwrap_or(0),
+            antenna_sessions: args
+                .antenna_sessions
+                .or(file.antenna_sessions)
+                .unwrap_or_default(),
             control: crate::control::ControlTiming::new(
                 timing,
                 args.control_claim_ms.or(file.control_claim_ms),

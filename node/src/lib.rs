@@ -318,6 +318,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
             store.reader.clone(),
             counters,
             pm_dir.clone(),
+            config.antenna_sessions == crate::config::SessionKind::Station,
         ))
     } else {
         None

@@ -120,12 +120,18 @@ pub struct LayoutArgs {
     /// tilt (see `topology::overshoot`); repeatable.
     #[arg(long, value_name = "CELL")]
     pub overshooter: Vec<String>,
+    /// Carriers per sector: 1 (three LTE sectors a site, and an NR capacity cell on every
+    /// fifth site) or 2 (three LTE and three NR sectors on every site: six cells per base
+    /// station, as the fleet benchmark's 100,000 cells use).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=2))]
+    pub carriers: u8,
 }
 
 impl LayoutArgs {
     /// The layout these arguments determine, with its planted overshooters.
     pub fn topology(&self) -> anyhow::Result<topology::Topology> {
-        let mut topo = topology::Topology::build(self.cells, self.seed, &self.regions);
+        let mut topo =
+            topology::Topology::build_with(self.cells, self.seed, &self.regions, self.carriers);
         for cell in &self.overshooter {
             topo.plant_overshooter(cell)
                 .map_err(|e| anyhow::anyhow!(e))?;

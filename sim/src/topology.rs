@@ -142,8 +142,19 @@ impl Topology {
     /// on every fifth site; the last site may have fewer), its cell sites split between
     /// `regions` by angle around the centre.
     pub fn build(cells: usize, seed: u64, regions: &[String]) -> Topology {
+        Self::build_with(cells, seed, regions, 1)
+    }
+
+    /// [`Topology::build`] with `carriers` per sector: 1 as there, or 2, where every site has
+    /// three LTE sectors and three NR sectors pointing like them (six cells a base station).
+    pub fn build_with(cells: usize, seed: u64, regions: &[String], carriers: u8) -> Topology {
         let mut rng = StdRng::seed_from_u64(seed);
-        let cells_of = |site: usize| if site.is_multiple_of(5) { 4 } else { 3 };
+        let dual = carriers >= 2;
+        let cells_of = |site: usize| match (dual, site.is_multiple_of(5)) {
+            (true, _) => 6,
+            (false, true) => 4,
+            (false, false) => 3,
+        };
         let mut n_sites = 0;
         let mut counted = 0;
         while counted < cells.max(1) {
@@ -214,15 +225,16 @@ impl Topology {
                 if cell_list.len() == cells {
                     break;
                 }
-                let overlay = sector == 3;
+                let overlay = sector >= 3;
                 let arfcn = if overlay { NR_ARFCN } else { EARFCN };
                 // NR plans its PCIs in the upper half of its range, above LTE's.
                 let pci = if overlay {
-                    504 + group[s] * 3
+                    504 + group[s] * 3 + u16::from(sector - 3)
                 } else {
                     group[s] * 3 + u16::from(sector)
                 };
                 let azimuth = if overlay {
+                    // Like the LTE sector it overlays (the site's first, for a capacity cell).
                     cell_list[cell_list.len() - 3].azimuth
                 } else {
                     (u16::from(sector) * 120 + rng.random_range(0..10)) % 360
@@ -484,6 +496,23 @@ mod tests {
                 for &(a, b) in &t.problems.pci_collisions {
                     assert_eq!(t.cells[a].arfcn, t.cells[b].arfcn);
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn with_two_carriers_every_site_has_three_lte_and_three_nr_sectors_pointing_alike() {
+        let t = Topology::build_with(60, 1, &regions(), 2);
+        assert_eq!(t.cells.len(), 60);
+        assert_eq!(t.sites.len(), 10, "six cells a base station");
+        for site in 0..t.sites.len() {
+            let cells: Vec<&SimCell> = t.cells.iter().filter(|c| c.site == site).collect();
+            assert_eq!(cells.len(), 6);
+            for k in 0..3 {
+                let (lte, nr) = (cells[k], cells[k + 3]);
+                assert_eq!((lte.arfcn, nr.arfcn), (EARFCN, NR_ARFCN));
+                assert_eq!(lte.azimuth, nr.azimuth);
+                assert!(nr.pci >= 504 && nr.pci <= 1007);
             }
         }
     }

@@ -1,4 +1,5 @@
-//! The fleet: one [`Session`] per cell this node controls, kept in line with the image.
+//! The fleet: one [`Session`] per base station (cell site) this node controls, or per cell
+//! with `--antenna-sessions cell`, kept in line with the image.
 //! Without `--antennas` it holds no session (the counters then come from `--pm-dir` alone).
 //!
 //! A cell belongs to this node when the image says this node's site controls its cell site
@@ -45,7 +46,11 @@ pub struct Fleet {
     /// With `--pm-dir`, the counters come from PM files and the sessions' reports are not
     /// stored (see [`super::pm_dir`]).
     pm_dir: Option<Arc<PmDir>>,
+    /// Sessions per base station (or per cell with `--antenna-sessions cell`).
+    stations: bool,
     sessions: std::sync::Mutex<HashMap<String, Arc<Session>>>,
+    /// Each served cell's session key.
+    session_of: std::sync::Mutex<HashMap<String, String>>,
     awaited: std::sync::Mutex<BTreeMap<u64, Awaited>>,
     latencies_ms: std::sync::Mutex<VecDeque<f64>>,
     connected: AtomicUsize,
@@ -66,6 +71,7 @@ impl Fleet {
         store: StoreReader,
         counters: Arc<CounterStore>,
         pm_dir: Option<Arc<PmDir>>,
+        stations: bool,
     ) -> Arc<Fleet> {
         Arc::new(Fleet {
             node_id,
@@ -74,7 +80,9 @@ impl Fleet {
             store,
             counters,
             pm_dir,
+            stations,
             sessions: std::sync::Mutex::new(HashMap::new()),
+            session_of: std::sync::Mutex::new(HashMap::new()),
             awaited: std::sync::Mutex::new(BTreeMap::new()),
             latencies_ms: std::sync::Mutex::new(VecDeque::new()),
             connected: AtomicUsize::new(0),
@@ -117,40 +125,48 @@ impl Fleet {
             return HashSet::new();
         }
         let since = end_ms.saturating_sub(u64::from(period_ms));
-        lock(&self.sessions)
-            .iter()
-            .filter(|(_, s)| {
-                let st = s.snapshot();
-                st.connected && st.last_period_end_ms >= since
-            })
-            .map(|(cell, _)| cell.clone())
-            .collect()
+        let mut out = HashSet::new();
+        for s in lock(&self.sessions).values() {
+            let st = s.snapshot();
+            if !st.connected {
+                continue;
+            }
+            for (cell, c) in s.cells.iter().zip(&st.cells) {
+                if c.last_period_end_ms >= since {
+                    out.insert(cell.to_string());
+                }
+            }
+        }
+        out
     }
 
-    /// The antenna address a cell's session uses (cells are spread over the addresses).
-    pub fn address_for(&self, cell: &str) -> Option<String> {
+    /// The antenna address a session uses (sessions are spread over the addresses).
+    pub fn address_for(&self, key: &str) -> Option<String> {
         if self.addrs.is_empty() {
             return None;
         }
-        let h = cell
+        let h = key
             .bytes()
             .fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
         Some(self.addrs[(h % self.addrs.len() as u64) as usize].clone())
     }
 
-    pub fn session_up(&self) {
-        let n = self.connected.fetch_add(1, Ordering::Relaxed) + 1;
+    /// A session connected, serving `cells` cells.
+    pub fn session_up(&self, cells: usize) {
+        let n = self.connected.fetch_add(cells, Ordering::Relaxed) + cells;
         metrics::gauge!("sonraft_antenna_sessions_connected").set(n as f64);
     }
 
-    pub fn session_down(&self) {
+    /// A session serving `cells` cells went down.
+    pub fn session_down(&self, cells: usize) {
         let left = self
             .connected
-            .fetch_sub(1, Ordering::Relaxed)
-            .saturating_sub(1);
+            .fetch_sub(cells, Ordering::Relaxed)
+            .saturating_sub(cells);
         metrics::gauge!("sonraft_antenna_sessions_connected").set(left as f64);
     }
 
+    /// Cells served by a connected session: the reports a period expects.
     pub fn connected(&self) -> usize {
         self.connected.load(Ordering::Relaxed)
     }
@@ -213,16 +229,49 @@ impl Fleet {
         Some((config, applied))
     }
 
-    /// Starts and stops sessions so that there is one per owned cell.
+    /// The sessions this node should hold: per key (base station, or cell), the control
+    /// epoch and the cells, sorted.
+    fn wanted(&self) -> HashMap<String, (u64, Vec<String>)> {
+        self.store.with_image(|image| {
+            let mut out: HashMap<String, (u64, Vec<String>)> = HashMap::new();
+            for c in image.cells.values() {
+                let Some((site, epoch)) = image.controller(&c.site) else {
+                    continue;
+                };
+                if site != self.site {
+                    continue;
+                }
+                let key = if self.stations { &c.site } else { &c.id };
+                out.entry(key.clone())
+                    .or_insert_with(|| (epoch, Vec::new()))
+                    .1
+                    .push(c.id.clone());
+            }
+            for (_, cells) in out.values_mut() {
+                cells.sort();
+            }
+            out
+        })
+    }
+
+    /// Starts and stops sessions so that there is one per base station (or cell) this node
+    /// controls.
     fn reconcile(self: &Arc<Self>) {
         if self.addrs.is_empty() {
             return;
         }
-        let own = self.own_cells_with_epochs();
+        let wanted = self.wanted();
         let mut sessions = lock(&self.sessions);
-        sessions.retain(|cell, s| {
-            // A session of another epoch ends: a new one says the new epoch in its hello.
-            let keep = own.get(cell) == Some(&s.epoch);
+        sessions.retain(|key, s| {
+            // A session of another epoch ends: a new one says the new epoch in its hello. So
+            // does one whose base station gained or lost cells.
+            let keep = wanted.get(key).is_some_and(|(epoch, cells)| {
+                *epoch == s.epoch
+                    && cells
+                        .iter()
+                        .map(String::as_str)
+                        .eq(s.cells.iter().map(|c| &**c))
+            });
             if !keep {
                 s.stop.store(true, Ordering::Relaxed);
                 s.notify.notify_one();
@@ -230,15 +279,23 @@ impl Fleet {
             keep
         });
         let mut started = 0;
-        for (cell, epoch) in own {
-            if sessions.contains_key(&cell) {
+        for (key, (epoch, cells)) in wanted {
+            if sessions.contains_key(&key) {
                 continue;
             }
-            let s = Session::new(cell.clone(), epoch);
+            let s = if self.stations {
+                Session::for_station(key.clone(), cells, epoch)
+            } else {
+                Session::for_cell(key.clone(), epoch)
+            };
             tokio::spawn(s.clone().run(self.clone()));
-            sessions.insert(cell, s);
+            sessions.insert(key, s);
             started += 1;
         }
+        *lock(&self.session_of) = sessions
+            .iter()
+            .flat_map(|(key, s)| s.cells.iter().map(move |c| (c.to_string(), key.clone())))
+            .collect();
         if started > 0 {
             tracing::info!(
                 started,
@@ -250,7 +307,10 @@ impl Fleet {
     }
 
     fn notify(&self, cell: &str) {
-        if let Some(s) = lock(&self.sessions).get(cell) {
+        let Some(key) = lock(&self.session_of).get(cell).cloned() else {
+            return;
+        };
+        if let Some(s) = lock(&self.sessions).get(&key) {
             s.notify.notify_one();
         }
     }
@@ -276,7 +336,7 @@ impl Fleet {
                     Ok(c) => {
                         let known = lock(&self.sessions).len();
                         if !c.control.is_empty()
-                            || c.cells.iter().any(|cell| !lock(&self.sessions).contains_key(cell))
+                            || c.cells.iter().any(|cell| !lock(&self.session_of).contains_key(cell))
                             || known == 0
                         {
                             self.reconcile();
@@ -306,16 +366,10 @@ impl Fleet {
         period_end_ms: u64,
         cells: impl IntoIterator<Item = String>,
     ) {
-        let sessions = lock(&self.sessions);
         let cells: HashSet<String> = cells
             .into_iter()
-            .filter(|c| {
-                sessions
-                    .get(c)
-                    .is_some_and(|s| s.snapshot().acked_index < index)
-            })
+            .filter(|c| self.acked_index(c).is_some_and(|acked| acked < index))
             .collect();
-        drop(sessions);
         if cells.is_empty() {
             self.record_latency(period_end_ms);
             return;
@@ -333,6 +387,14 @@ impl Fleet {
         while awaited.len() > MAX_AWAITED {
             awaited.pop_first();
         }
+    }
+
+    /// The image index `cell`'s antenna acknowledged last (`None`: no session serves it).
+    fn acked_index(&self, cell: &str) -> Option<u64> {
+        let key = lock(&self.session_of).get(cell).cloned()?;
+        let s = lock(&self.sessions).get(&key).cloned()?;
+        let i = s.cells.iter().position(|c| &**c == cell)?;
+        Some(s.snapshot().cells.get(i)?.acked_index)
     }
 
     /// A session's antenna acknowledged the configuration of the image at `index`.
@@ -379,35 +441,42 @@ impl Fleet {
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         let now = crate::propose::now_ms();
-        let (mut connected, mut in_sync, mut diverged, mut fenced) = (0, 0, 0, 0);
+        let (mut connected, mut in_sync, mut diverged, mut fenced, mut cells) = (0, 0, 0, 0, 0);
         let mut list = Vec::new();
         let mut sorted = sessions;
         sorted.sort_by(|a, b| a.0.cmp(&b.0));
-        for (cell, s) in &sorted {
+        for (key, s) in &sorted {
             let st = s.snapshot();
-            connected += u64::from(st.connected);
-            in_sync += u64::from(st.in_sync);
-            diverged += u64::from(st.diverged);
             fenced += u64::from(st.fenced.is_some());
-            if list.len() < limit {
+            // One row per cell; the connection's fields repeat on each of a station's cells.
+            for (cell, c) in s.cells.iter().zip(&st.cells) {
+                let up = st.connected && !c.missing;
+                cells += 1;
+                connected += u64::from(up);
+                in_sync += u64::from(c.in_sync);
+                diverged += u64::from(c.diverged);
+                if list.len() >= limit {
+                    continue;
+                }
                 let lag_ms =
-                    (st.last_period_end_ms > 0).then(|| now.saturating_sub(st.last_period_end_ms));
+                    (c.last_period_end_ms > 0).then(|| now.saturating_sub(c.last_period_end_ms));
                 list.push(v1::AntennaSession {
-                    cell: cell.clone(),
-                    connected: st.connected,
+                    cell: cell.to_string(),
+                    connected: up,
                     connects: st.connects,
                     failures: st.failures,
-                    last_error: st.last_error,
-                    reports: st.reports,
-                    last_period_end_ms: st.last_period_end_ms,
+                    last_error: st.last_error.clone(),
+                    reports: c.reports,
+                    last_period_end_ms: c.last_period_end_ms,
                     lag_ms,
-                    pushes: st.pushes,
-                    acks: st.acks,
-                    diverged: st.diverged,
-                    in_sync: st.in_sync,
-                    acked_index: st.acked_index,
+                    pushes: c.pushes,
+                    acks: c.acks,
+                    diverged: c.diverged,
+                    in_sync: c.in_sync,
+                    acked_index: c.acked_index,
                     epoch: Some(s.epoch),
                     fenced: st.fenced.clone(),
+                    station: s.station.then(|| key.clone()),
                 });
             }
         }
@@ -417,7 +486,8 @@ impl Fleet {
             site: self.site.clone(),
             antenna_addresses: self.addrs.clone(),
             summary: v1::AntennasSummary {
-                sessions: sorted.len() as u64,
+                sessions: cells,
+                connections: Some(sorted.len() as u64),
                 connected: Some(connected),
                 in_sync: Some(in_sync),
                 diverged: Some(diverged),

@@ -1,8 +1,15 @@
-//! One antenna session: connect, HELLO, reports in, configuration out, acknowledgements
+//! One antenna session: connect, hello, reports in, configuration out, acknowledgements
 //! checked against the image, reconnect with exponential back-off and jitter.
 //!
+//! A session is either one **base station's** (a cell site's cells over one connection:
+//! `HELLO_STATION`, `CELL_REPORT`, `CELL_CONFIG_SET`; the default) or one **cell's**
+//! (`HELLO_FENCED`, `REPORT`, `CONFIG_SET_FENCED`, for antennas that speak per cell; see
+//! `--antenna-sessions`). Both say the cell site's control epoch; an antenna that refuses it
+//! (`STALE_EPOCH`) fences the session off (see [`crate::control`]).
+//!
 //! An idle session holds no buffers: its read buffer is dropped whenever it is empty, and
-//! its state is a few counters and a hash of the configuration the antenna acknowledged.
+//! its state is a few counters and, per cell, a hash of the configuration the antenna
+//! acknowledged.
 
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
@@ -10,7 +17,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use rand::Rng;
 use serde::Serialize;
 use sonraft_protocol::{self as protocol, CellConfig, Frame, code, encode};
@@ -20,13 +27,9 @@ use tokio::sync::Notify;
 
 use super::fleet::Fleet;
 
-/// What `GET /antennas` shows of a session.
+/// What `GET /antennas` shows of one cell of a session.
 #[derive(Debug, Clone, Default, Serialize)]
-pub struct SessionState {
-    pub connected: bool,
-    pub connects: u32,
-    pub failures: u32,
-    pub last_error: Option<String>,
+pub struct CellState {
     pub reports: u64,
     pub last_period_end_ms: u64,
     pub pushes: u64,
@@ -37,11 +40,24 @@ pub struct SessionState {
     pub in_sync: bool,
     /// Log index of the image the acknowledged configuration was built from.
     pub acked_index: u64,
-    /// The antenna refused this session's epoch (another node controls the cell now): why.
-    pub fenced: Option<String>,
+    /// The base station's welcome did not list this cell.
+    pub missing: bool,
 }
 
-/// The antenna refused this session's epoch: another node controls the cell now.
+/// What `GET /antennas` shows of a session.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SessionState {
+    pub connected: bool,
+    pub connects: u32,
+    pub failures: u32,
+    pub last_error: Option<String>,
+    /// The antenna refused this session's epoch (another node controls the cells now): why.
+    pub fenced: Option<String>,
+    /// In the order of [`Session::cells`].
+    pub cells: Vec<CellState>,
+}
+
+/// The antenna refused this session's epoch: another node controls the cells now.
 #[derive(Debug)]
 struct Fenced(String);
 
@@ -59,16 +75,21 @@ impl std::error::Error for Fenced {}
 
 /// A session's handle, shared with the fleet.
 pub struct Session {
-    pub cell: Arc<str>,
-    /// The control epoch of the cell's cell site this session speaks with.
+    /// The base station (cell site) id, or the cell id of a per-cell session.
+    pub key: Arc<str>,
+    /// A base station's session (else one cell's).
+    pub station: bool,
+    /// The cells it carries, sorted (one for a per-cell session).
+    pub cells: Vec<Arc<str>>,
+    /// The control epoch of the cell site this session speaks with.
     pub epoch: u64,
     pub notify: Notify,
     pub stop: AtomicBool,
     pub state: std::sync::Mutex<SessionState>,
-    /// The report period the antenna announced in its last `WELCOME` (0: none yet).
+    /// The report period the antenna announced in its last welcome (0: none yet).
     period_ms: std::sync::atomic::AtomicU32,
     /// The antenna does not know the fenced frames (a release before them): plain `HELLO` and
-    /// `CONFIG_SET`, which it takes as epoch 0 — only ever set at epoch 0.
+    /// `CONFIG_SET`, which it takes as epoch 0 — only ever set at epoch 0, per-cell sessions.
     legacy: AtomicBool,
 }
 
@@ -92,14 +113,55 @@ fn config_hash(c: &CellConfig) -> u64 {
     h.finish()
 }
 
+/// A push awaiting its acknowledgement.
+#[derive(Clone, Copy)]
+struct Pending {
+    txn: u64,
+    hash: u64,
+    /// The image index the pushed configuration was built from.
+    index: u64,
+    sent: Instant,
+}
+
+/// Per cell, during one connection.
+#[derive(Clone, Copy, Default)]
+struct Link {
+    /// Hash of the configuration the antenna last said it has.
+    acked: u64,
+    pending: Option<Pending>,
+    /// A re-push is due then (the antenna acknowledged other values).
+    retry_at: Option<Instant>,
+    /// The antenna has the cell (always, for a per-cell session).
+    present: bool,
+}
+
 impl Session {
-    pub fn new(cell: String, epoch: u64) -> Arc<Session> {
+    /// A per-cell session.
+    pub fn for_cell(cell: String, epoch: u64) -> Arc<Session> {
+        let cell: Arc<str> = cell.into();
+        Self::new(cell.clone(), false, vec![cell], epoch)
+    }
+
+    /// A base station's session, for `cells` of cell site `station`.
+    pub fn for_station(station: String, mut cells: Vec<String>, epoch: u64) -> Arc<Session> {
+        cells.sort();
+        let cells = cells.into_iter().map(Arc::from).collect();
+        Self::new(station.into(), true, cells, epoch)
+    }
+
+    fn new(key: Arc<str>, station: bool, cells: Vec<Arc<str>>, epoch: u64) -> Arc<Session> {
+        let state = SessionState {
+            cells: vec![CellState::default(); cells.len()],
+            ..SessionState::default()
+        };
         Arc::new(Session {
-            cell: cell.into(),
+            key,
+            station,
+            cells,
             epoch,
             notify: Notify::new(),
             stop: AtomicBool::new(false),
-            state: std::sync::Mutex::new(SessionState::default()),
+            state: std::sync::Mutex::new(state),
             period_ms: std::sync::atomic::AtomicU32::new(0),
             legacy: AtomicBool::new(false),
         })
@@ -115,15 +177,29 @@ impl Session {
         }
     }
 
+    fn update_cell(&self, i: usize, f: impl FnOnce(&mut CellState)) {
+        self.update(|s| {
+            if let Some(c) = s.cells.get_mut(i) {
+                f(c);
+            }
+        });
+    }
+
+    /// The position of `cell` in [`Session::cells`].
+    fn position(&self, cell: &str) -> Option<usize> {
+        self.cells.binary_search_by(|c| (**c).cmp(cell)).ok()
+    }
+
     /// Runs the session until it is stopped, reconnecting after failures.
     pub async fn run(self: Arc<Self>, fleet: Arc<Fleet>) {
         let mut backoff = Duration::from_millis(100);
         while !self.stop.load(Ordering::Relaxed) {
             let started = Instant::now();
             let result = self.serve(&fleet).await;
-            if self.snapshot().connected {
+            let st = self.snapshot();
+            if st.connected {
                 self.update(|s| s.connected = false);
-                fleet.session_down();
+                fleet.session_down(st.cells.iter().filter(|c| !c.missing).count());
             }
             if self.stop.load(Ordering::Relaxed) {
                 return;
@@ -133,13 +209,13 @@ impl Session {
             {
                 // Another node holds a newer epoch: reconnecting at this one would only be
                 // refused again. The fleet ends this session when the image gives this node a
-                // newer epoch (a new session says it), or moves the cell elsewhere.
+                // newer epoch (a new session says it), or moves the cells elsewhere.
                 metrics::counter!("sonraft_antenna_sessions_fenced_total").increment(1);
                 tracing::warn!(
-                    cell = %self.cell,
+                    session = %self.key,
                     epoch = self.epoch,
                     refusal = %why,
-                    "another node controls this cell now: the antenna refused this node's epoch; the session stays idle until the image gives this node a newer one"
+                    "another node controls these cells now: the antenna refused this node's epoch; the session stays idle until the image gives this node a newer one"
                 );
                 self.update(|s| s.fenced = Some(why.clone()));
                 while !self.stop.load(Ordering::Relaxed) {
@@ -155,7 +231,7 @@ impl Session {
                     s.last_error = Some(format!("{e:#}"));
                 });
                 if first {
-                    tracing::info!(cell = %self.cell, error = %format!("{e:#}"), "antenna session lost; reconnecting with back-off");
+                    tracing::info!(session = %self.key, error = %format!("{e:#}"), "antenna session lost; reconnecting with back-off");
                 }
             }
             if started.elapsed() > Duration::from_secs(10) {
@@ -183,10 +259,83 @@ impl Session {
         }
     }
 
+    fn hello(&self, fleet: &Fleet, legacy: bool) -> Frame {
+        let controller = fleet.node_id;
+        if self.station {
+            Frame::HelloStation {
+                station: self.key.to_string(),
+                controller,
+                epoch: self.epoch,
+            }
+        } else if legacy {
+            Frame::Hello {
+                cell: self.key.to_string(),
+                controller,
+            }
+        } else {
+            Frame::HelloFenced {
+                cell: self.key.to_string(),
+                controller,
+                epoch: self.epoch,
+            }
+        }
+    }
+
+    /// The welcome's configurations, per cell of the session (`None`: the antenna lacks it).
+    fn welcomed(&self, welcome: Frame, legacy: bool) -> anyhow::Result<Vec<Option<u64>>> {
+        match welcome {
+            Frame::Welcome {
+                cell,
+                config,
+                period_ms,
+            } if !self.station && *cell == *self.key => {
+                self.period_ms.store(period_ms, Ordering::Relaxed);
+                Ok(vec![Some(config_hash(&config))])
+            }
+            Frame::WelcomeStation {
+                station,
+                period_ms,
+                cells,
+            } if self.station && *station == *self.key => {
+                self.period_ms.store(period_ms, Ordering::Relaxed);
+                let mut acked = vec![None; self.cells.len()];
+                for (cell, config) in &cells {
+                    if let Some(i) = self.position(cell) {
+                        acked[i] = Some(config_hash(config));
+                    }
+                }
+                Ok(acked)
+            }
+            Frame::Welcome { cell, .. } => bail!("the antenna answered as cell {cell}"),
+            Frame::WelcomeStation { station, .. } => {
+                bail!("the antenna answered as base station {station}")
+            }
+            Frame::Error {
+                code: code::STALE_EPOCH,
+                message,
+            } => Err(Fenced(message).into()),
+            Frame::Error {
+                code: code::BAD_FRAME,
+                message,
+            } if !self.station && !legacy && self.epoch == 0 => {
+                // An antenna of a release before fencing; at epoch 0 a plain hello means the
+                // same. At a later epoch this node cannot fence it and does not control it.
+                self.legacy.store(true, Ordering::Relaxed);
+                bail!(
+                    "the antenna does not know fenced frames ({message}); speaking without epochs at epoch 0"
+                )
+            }
+            Frame::Error { code, message } => {
+                bail!("the antenna refused: {message} (code {code})")
+            }
+            other => bail!("expected a welcome, got {other:?}"),
+        }
+    }
+
     /// One connection's life.
     async fn serve(&self, fleet: &Fleet) -> anyhow::Result<()> {
         let addr = fleet
-            .address_for(&self.cell)
+            .address_for(&self.key)
             .context("no antenna address configured")?;
         let stream = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(&addr))
             .await
@@ -195,66 +344,53 @@ impl Session {
         stream.set_nodelay(true)?;
         let (mut rd, mut wr) = stream.into_split();
         let legacy = self.legacy.load(Ordering::Relaxed);
-        let hello = if legacy {
-            Frame::Hello {
-                cell: self.cell.to_string(),
-                controller: fleet.node_id,
-            }
-        } else {
-            Frame::HelloFenced {
-                cell: self.cell.to_string(),
-                controller: fleet.node_id,
-                epoch: self.epoch,
-            }
-        };
-        wr.write_all(&encode(&hello)).await?;
+        wr.write_all(&encode(&self.hello(fleet, legacy))).await?;
         let mut buf = BytesMut::new();
         let welcome =
             tokio::time::timeout(Duration::from_secs(10), Self::read_frame(&mut rd, &mut buf))
                 .await
-                .context("no WELCOME within 10 s")??;
-        let mut acked = match welcome {
-            Frame::Welcome {
-                cell,
-                config,
-                period_ms,
-            } if *cell == *self.cell => {
-                self.period_ms.store(period_ms, Ordering::Relaxed);
-                config_hash(&config)
-            }
-            Frame::Welcome { cell, .. } => bail!("the antenna answered as cell {cell}"),
-            Frame::Error {
-                code: code::STALE_EPOCH,
-                message,
-            } => return Err(Fenced(message).into()),
-            Frame::Error {
-                code: code::BAD_FRAME,
-                message,
-            } if !legacy && self.epoch == 0 => {
-                // An antenna of a release before fencing; at epoch 0 a plain hello means the
-                // same. At a later epoch this node cannot fence it and does not control it.
-                self.legacy.store(true, Ordering::Relaxed);
-                bail!(
-                    "the antenna does not know fenced frames ({message}); speaking without epochs at epoch 0"
-                )
-            }
-            Frame::Error { code, message } => bail!("the antenna refused: {message} (code {code})"),
-            other => bail!("expected WELCOME, got {other:?}"),
-        };
-        fleet.session_up();
+                .context("no welcome within 10 s")??;
+        let welcomed = self.welcomed(welcome, legacy)?;
+        let mut links: Vec<Link> = welcomed
+            .iter()
+            .map(|acked| Link {
+                acked: acked.unwrap_or(0),
+                present: acked.is_some(),
+                ..Link::default()
+            })
+            .collect();
+        let missing: Vec<&str> = self
+            .cells
+            .iter()
+            .zip(&links)
+            .filter(|(_, l)| !l.present)
+            .map(|(c, _)| &**c)
+            .collect();
+        if !missing.is_empty() {
+            tracing::warn!(session = %self.key, missing = ?missing, "the base station does not have every cell the image gives it");
+        }
+        fleet.session_up(links.iter().filter(|l| l.present).count());
         self.update(|s| {
             s.connected = true;
             s.connects += 1;
+            for (c, l) in s.cells.iter_mut().zip(&links) {
+                c.missing = !l.present;
+            }
         });
         let mut txn = 0u64;
-        // (transaction, hash pushed, image index it was built from, when)
-        let mut pending: Option<(u64, u64, u64, Instant)> = None;
-        let mut retry_at: Option<tokio::time::Instant> = None;
         self.notify.notify_one();
         loop {
+            let next = links
+                .iter()
+                .filter_map(|l| match (l.pending, l.retry_at) {
+                    // No acknowledgement within 5 s: push again.
+                    (Some(p), _) => Some(p.sent + Duration::from_secs(5)),
+                    (None, r) => r,
+                })
+                .min();
             let retry = async {
-                match retry_at {
-                    Some(t) => tokio::time::sleep_until(t).await,
+                match next {
+                    Some(t) => tokio::time::sleep_until(tokio::time::Instant::from_std(t)).await,
                     None => std::future::pending().await,
                 }
             };
@@ -263,69 +399,15 @@ impl Session {
                     if read? == 0 {
                         bail!("the antenna closed the connection");
                     }
-                    loop {
-                        let body = match protocol::split_body(&mut buf) {
-                            Ok(Some(b)) => b,
-                            Ok(None) => break,
-                            Err(e) => return refuse_bad_frame(&mut wr, e).await,
-                        };
-                        // Reports, the bulk of the traffic, are validated and kept in place.
-                        let parsed = if body.get(1) == Some(&protocol::KIND_REPORT) {
-                            protocol::ReportView::parse(&body).map(|r| {
-                                let end = r.period_end_ms;
-                                // With `--pm-dir` the files are the counters (`pm_dir`).
-                                if fleet.reports_from_sessions() {
-                                    fleet.counters.ingest(&self.cell, &r, body.clone());
-                                }
-                                self.update(|s| {
-                                    s.reports += 1;
-                                    s.last_period_end_ms = end;
-                                });
-                                None
-                            })
-                        } else {
-                            protocol::decode(&body).map(Some)
-                        };
-                        let frame = match parsed {
-                            Ok(Some(f)) => f,
-                            Ok(None) => continue,
-                            Err(e) => return refuse_bad_frame(&mut wr, e).await,
-                        };
-                        match frame {
-                            Frame::ConfigAck { txn: t, config } => {
-                                let Some((want_txn, want_hash, index, sent)) = pending else { continue };
-                                if t != want_txn {
-                                    continue;
-                                }
-                                pending = None;
-                                acked = config_hash(&config);
-                                metrics::histogram!("sonraft_antenna_push_seconds").record(sent.elapsed().as_secs_f64());
-                                if acked == want_hash {
-                                    self.update(|s| {
-                                        s.acks += 1;
-                                        s.diverged = false;
-                                        s.in_sync = true;
-                                        s.acked_index = index;
-                                    });
-                                    fleet.acked(&self.cell, index);
-                                    self.notify.notify_one();
-                                } else {
-                                    metrics::counter!("sonraft_antenna_diverged_total").increment(1);
-                                    tracing::warn!(cell = %self.cell, "the antenna acknowledged other values than pushed; re-pushing");
-                                    self.update(|s| {
-                                        s.acks += 1;
-                                        s.diverged = true;
-                                        s.in_sync = false;
-                                    });
-                                    retry_at = Some(tokio::time::Instant::now() + Duration::from_millis(500));
-                                }
-                            }
-                            Frame::Error { code: code::STALE_EPOCH, message } => return Err(Fenced(message).into()),
-                            Frame::Error { code, message } => bail!("the antenna reported an error: {message} (code {code})"),
-                            other => {
-                                let _ = wr.write_all(&encode(&Frame::Error { code: code::NOT_EXPECTED, message: "unexpected frame".into() })).await;
-                                bail!("unexpected frame from the antenna: {other:?}");
-                            }
+                    while let Some(body) = match protocol::split_body(&mut buf) {
+                        Ok(b) => b,
+                        Err(e) => return refuse_bad_frame(&mut wr, e).await,
+                    } {
+                        if let Err(e) = self.take(fleet, body, &mut links) {
+                            return match e.downcast::<protocol::FrameError>() {
+                                Ok(bad) => refuse_bad_frame(&mut wr, bad).await,
+                                Err(e) => Err(e),
+                            };
                         }
                     }
                     if buf.is_empty() {
@@ -336,75 +418,176 @@ impl Session {
                     if self.stop.load(Ordering::Relaxed) {
                         return Ok(());
                     }
-                    self.push_if_needed(fleet, &mut wr, &mut txn, acked, &mut pending).await?;
+                    self.push_all(fleet, &mut wr, &mut txn, &mut links).await?;
                 }
                 () = retry => {
-                    retry_at = None;
-                    if pending.is_some_and(|p| p.3.elapsed() >= Duration::from_secs(5)) {
-                        pending = None;
+                    let now = Instant::now();
+                    for l in &mut links {
+                        if l.pending.is_some_and(|p| now >= p.sent + Duration::from_secs(5)) {
+                            l.pending = None;
+                        }
+                        if l.retry_at.is_some_and(|t| now >= t) {
+                            l.retry_at = None;
+                        }
                     }
-                    self.push_if_needed(fleet, &mut wr, &mut txn, acked, &mut pending).await?;
+                    self.push_all(fleet, &mut wr, &mut txn, &mut links).await?;
                 }
-            }
-            if let Some(p) = pending
-                && retry_at.is_none()
-            {
-                // No acknowledgement within 5 s: push again.
-                retry_at = Some(tokio::time::Instant::from_std(p.3 + Duration::from_secs(5)));
             }
         }
     }
 
-    /// Pushes the image's configuration unless the antenna already has it (hash `acked`) or a
-    /// push of it is in flight.
-    async fn push_if_needed(
+    /// Takes one frame from the antenna: a report, an acknowledgement or an error.
+    fn take(&self, fleet: &Fleet, body: Bytes, links: &mut [Link]) -> anyhow::Result<()> {
+        // Reports, the bulk of the traffic, are validated and kept in place.
+        let report = match body.get(1) {
+            Some(&protocol::KIND_REPORT) if !self.station => Some((0, body)),
+            Some(&protocol::KIND_CELL_REPORT) if self.station => {
+                let (cell, report) = protocol::split_cell_report(&body)?;
+                // A cell the image does not give this session: not this node's counters.
+                self.position(&cell).map(|i| (i, report))
+            }
+            Some(&protocol::KIND_REPORT | &protocol::KIND_CELL_REPORT) => {
+                bail!(protocol::FrameError::Bad(
+                    "a report of the other session kind"
+                ))
+            }
+            _ => {
+                return self.take_frame(fleet, protocol::decode(&body)?, links);
+            }
+        };
+        let Some((i, body)) = report else {
+            return Ok(());
+        };
+        let r = protocol::ReportView::parse(&body)?;
+        let end = r.period_end_ms;
+        // With `--pm-dir` the files are the counters (`pm_dir`).
+        if fleet.reports_from_sessions() {
+            fleet.counters.ingest(&self.cells[i], &r, body.clone());
+        }
+        self.update_cell(i, |c| {
+            c.reports += 1;
+            c.last_period_end_ms = end;
+        });
+        Ok(())
+    }
+
+    fn take_frame(&self, fleet: &Fleet, frame: Frame, links: &mut [Link]) -> anyhow::Result<()> {
+        let (t, i, config) = match frame {
+            Frame::ConfigAck { txn, config } if !self.station => (txn, 0, config),
+            Frame::CellConfigAck { txn, cell, config } if self.station => {
+                let Some(i) = self.position(&cell) else {
+                    return Ok(());
+                };
+                (txn, i, config)
+            }
+            Frame::Error {
+                code: code::STALE_EPOCH,
+                message,
+            } => return Err(Fenced(message).into()),
+            Frame::Error { code, message } => {
+                bail!("the antenna reported an error: {message} (code {code})")
+            }
+            other => bail!("unexpected frame from the antenna: {other:?}"),
+        };
+        let l = &mut links[i];
+        let Some(p) = l.pending else { return Ok(()) };
+        if t != p.txn {
+            return Ok(());
+        }
+        l.pending = None;
+        l.acked = config_hash(&config);
+        metrics::histogram!("sonraft_antenna_push_seconds").record(p.sent.elapsed().as_secs_f64());
+        let cell = &self.cells[i];
+        if l.acked == p.hash {
+            self.update_cell(i, |c| {
+                c.acks += 1;
+                c.diverged = false;
+                c.in_sync = true;
+                c.acked_index = p.index;
+            });
+            fleet.acked(cell, p.index);
+            // The image may have moved on meanwhile.
+            self.notify.notify_one();
+        } else {
+            metrics::counter!("sonraft_antenna_diverged_total").increment(1);
+            tracing::warn!(cell = %cell, "the antenna acknowledged other values than pushed; re-pushing");
+            self.update_cell(i, |c| {
+                c.acks += 1;
+                c.diverged = true;
+                c.in_sync = false;
+            });
+            l.retry_at = Some(Instant::now() + Duration::from_millis(500));
+        }
+        Ok(())
+    }
+
+    /// Pushes, cell by cell, the image's configuration where the antenna does not have it yet
+    /// and no push of it is in flight.
+    async fn push_all(
         &self,
         fleet: &Fleet,
         wr: &mut tokio::net::tcp::OwnedWriteHalf,
         txn: &mut u64,
-        acked: u64,
-        pending: &mut Option<(u64, u64, u64, Instant)>,
+        links: &mut [Link],
     ) -> anyhow::Result<()> {
-        // Without the control lease the node may have lost the cell to another: no push.
+        // Without the control lease the node may have lost the cells to another: no push.
         if !fleet.may_push() {
             return Ok(());
         }
-        let Some((desired, index)) = fleet.desired(&self.cell) else {
-            return Ok(());
-        };
-        let h = config_hash(&desired);
-        if pending.is_some_and(|p| p.1 == h) {
-            return Ok(());
-        }
-        if h == acked && pending.is_none() {
-            self.update(|s| {
-                s.in_sync = true;
-                s.diverged = false;
-                s.acked_index = s.acked_index.max(index);
+        for (i, l) in links.iter_mut().enumerate() {
+            if !l.present || l.retry_at.is_some() {
+                continue;
+            }
+            let cell = &self.cells[i];
+            let Some((desired, index)) = fleet.desired(cell) else {
+                continue;
+            };
+            let h = config_hash(&desired);
+            if l.pending.is_some_and(|p| p.hash == h) {
+                continue;
+            }
+            if h == l.acked && l.pending.is_none() {
+                self.update_cell(i, |c| {
+                    c.in_sync = true;
+                    c.diverged = false;
+                    c.acked_index = c.acked_index.max(index);
+                });
+                fleet.acked(cell, index);
+                continue;
+            }
+            *txn += 1;
+            let set = if self.station {
+                Frame::CellConfigSet {
+                    txn: *txn,
+                    epoch: self.epoch,
+                    cell: cell.to_string(),
+                    config: desired,
+                }
+            } else if self.legacy.load(Ordering::Relaxed) {
+                Frame::ConfigSet {
+                    txn: *txn,
+                    config: desired,
+                }
+            } else {
+                Frame::ConfigSetFenced {
+                    txn: *txn,
+                    epoch: self.epoch,
+                    config: desired,
+                }
+            };
+            wr.write_all(&encode(&set)).await?;
+            l.pending = Some(Pending {
+                txn: *txn,
+                hash: h,
+                index,
+                sent: Instant::now(),
             });
-            fleet.acked(&self.cell, index);
-            return Ok(());
+            metrics::counter!("sonraft_antenna_pushes_total").increment(1);
+            self.update_cell(i, |c| {
+                c.pushes += 1;
+                c.in_sync = false;
+            });
         }
-        *txn += 1;
-        let set = if self.legacy.load(Ordering::Relaxed) {
-            Frame::ConfigSet {
-                txn: *txn,
-                config: desired,
-            }
-        } else {
-            Frame::ConfigSetFenced {
-                txn: *txn,
-                epoch: self.epoch,
-                config: desired,
-            }
-        };
-        wr.write_all(&encode(&set)).await?;
-        *pending = Some((*txn, h, index, Instant::now()));
-        metrics::counter!("sonraft_antenna_pushes_total").increment(1);
-        self.update(|s| {
-            s.pushes += 1;
-            s.in_sync = false;
-        });
         Ok(())
     }
 }
@@ -438,5 +621,18 @@ mod tests {
         assert_eq!(reconnect_cap(10_000), Duration::from_secs(5));
         assert_eq!(reconnect_cap(1_000), Duration::from_secs(1));
         assert_eq!(reconnect_cap(200), Duration::from_secs(1));
+    }
+
+    #[test]
+    fn a_station_sessions_cells_are_found_by_id() {
+        let s = Session::for_station(
+            "S1".into(),
+            vec!["S1-3".into(), "S1-1".into(), "S1-2".into()],
+            7,
+        );
+        assert_eq!(s.position("S1-1"), Some(0));
+        assert_eq!(s.position("S1-3"), Some(2));
+        assert_eq!(s.position("S2-1"), None);
+        assert_eq!(s.snapshot().cells.len(), 3);
     }
 }
