@@ -1,19 +1,23 @@
 //! One network namespace per sonraft site on a bridge, so a test can cut a node off with
 //! iptables while the test (and the simulated antennas) in the root namespace still reach it.
 //!
-//! Loopback cannot lose packets; a veth can. Site `n` gets the namespace `<name>-s<n>` at
-//! `10.78.<net>.<10 + n>`, joined by the bridge `<name>br`, which holds `10.78.<net>.1`: the
-//! address of the root namespace, where the test's client and the simulator are. Each
-//! namespace has its own ports, so every node can listen on the same fixed ones.
+//! Loopback cannot lose packets; a veth can. A run is named `sp<pid>-<run>` (hex). Site `n`
+//! gets the namespace `<name>-s<n>` at `10.78.<net>.<10 + n>`, joined by the bridge
+//! `<name>br`, which holds `10.78.<net>.1`: the address of the root namespace, where the
+//! test's client and the simulator are. Each namespace has its own ports, so every node can
+//! listen on the same fixed ones.
 //!
 //! Cuts are iptables rules inside the cut node's namespace, on one TCP port and the peers'
 //! addresses only, so a cut node keeps its antennas and its admin API. Everything this makes
 //! (namespaces, veths, the bridge, a root FORWARD rule, and what runs in the namespaces) is
-//! removed when the [`SiteNetwork`] is dropped, a failing test's unwinding included. This is
-//! the part of `sonraft-campaign`'s `netns` a test needs; the campaign keeps its own, as it
-//! links none of the project's crates.
+//! removed when the [`SiteNetwork`] is dropped, a failing test's unwinding included; what a
+//! killed test left behind, the next [`SiteNetwork::create`] removes. This is the part of
+//! `sonraft-campaign`'s `netns` a test needs; the campaign keeps its own, as it links none of
+//! the project's crates.
 
+use std::collections::BTreeMap;
 use std::io::Write;
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -68,6 +72,42 @@ fn run(args: &[&str]) -> anyhow::Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// Removes the namespaces (and what runs in them), veths, rules and bridges of runs whose
+/// process is gone: a test killed (a timeout, SIGKILL) never ran its drop.
+fn sweep_abandoned() {
+    let Ok(list) = run(&["ip", "netns", "list"]) else {
+        return;
+    };
+    let mut abandoned: BTreeMap<String, usize> = BTreeMap::new();
+    for ns in list.lines().filter_map(|l| l.split_whitespace().next()) {
+        // `sp<pid>-<run>-s<site>`, as `SiteNetwork::create` names them.
+        let Some((name, site)) = ns.rsplit_once("-s") else {
+            continue;
+        };
+        let Some((pid, run_no)) = name.strip_prefix("sp").and_then(|r| r.split_once('-')) else {
+            continue;
+        };
+        let (Ok(pid), Ok(_), Ok(site)) = (
+            u32::from_str_radix(pid, 16),
+            u32::from_str_radix(run_no, 16),
+            site.parse::<usize>(),
+        ) else {
+            continue;
+        };
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            let sites = abandoned.entry(name.to_string()).or_default();
+            *sites = (*sites).max(site);
+        }
+    }
+    for (name, sites) in abandoned {
+        drop(SiteNetwork {
+            name,
+            net: 0,
+            sites,
+        });
+    }
+}
+
 /// A bridge and one namespace per site, removed on drop.
 #[derive(Debug)]
 pub struct SiteNetwork {
@@ -82,9 +122,10 @@ impl SiteNetwork {
     /// `10.78.<net>.0/24` no other run on this machine uses.
     pub fn create(sites: usize) -> anyhow::Result<SiteNetwork> {
         static RUNS: AtomicU32 = AtomicU32::new(0);
-        // Interface names are at most 15 bytes: `sp` + pid + run in hex + `br` or `v<n>`.
+        sweep_abandoned();
+        // Interface names are at most 15 bytes: `sp<pid>-<run>` in hex, then `br` or `v<n>`.
         let run_no = RUNS.fetch_add(1, Ordering::Relaxed);
-        let name = format!("sp{:x}{run_no:x}", std::process::id());
+        let name = format!("sp{:x}-{run_no:x}", std::process::id());
         let used = run(&["ip", "-4", "addr"])?;
         let seed = std::process::id() + run_no;
         let net = (0..250u32)
