@@ -3,7 +3,9 @@
 //! - [`local_cluster`]: real `sonraft node` and `sonraft sim` processes on loopback, started,
 //!   stopped, killed and restarted, with the fixed [`local_cluster::TOKEN`] and
 //!   [`local_cluster::SECRET`] they share;
-//! - [`fixtures`]: small images and change sets as the admin API takes them.
+//! - [`fixtures`]: small images and change sets as the admin API takes them;
+//! - [`netns`]: one network namespace per site on a bridge, and cuts between them, for the
+//!   tests that need a real partition.
 //!
 //! It is `publish = false` and never a dependency of the node: its secrets are public, and a
 //! node must not be able to start a cluster of itself. It knows the node only as a binary and
@@ -12,3 +14,4 @@
 
 pub mod fixtures;
 pub mod local_cluster;
+pub mod netns;

@@ -22,6 +22,8 @@ pub struct NodeProc {
     pub binary: PathBuf,
     child: Option<Child>,
     extra: Vec<String>,
+    /// The command the node runs under (`ip netns exec NS`), empty for none.
+    wrapper: Vec<String>,
 }
 
 fn read_addresses(dir: &Path, pid: u32) -> Option<(String, String)> {
@@ -85,13 +87,35 @@ impl NodeProc {
         api: &str,
         extra: &[String],
     ) -> anyhow::Result<NodeProc> {
+        Self::start_under(&[], binary, id, dir, raft, api, extra)
+    }
+
+    /// As [`NodeProc::start`], run under `wrapper` (a command that execs the rest of its
+    /// arguments, such as `ip netns exec NS`, so that the child is the node), as every
+    /// restart will be too.
+    pub fn start_under(
+        wrapper: &[String],
+        binary: &Path,
+        id: u64,
+        dir: &Path,
+        raft: &str,
+        api: &str,
+        extra: &[String],
+    ) -> anyhow::Result<NodeProc> {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
         let log_path = dir.with_extension("log");
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&log_path)?;
-        let mut command = Command::new(binary);
+        let mut command = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(binary);
+                c
+            }
+            None => Command::new(binary),
+        };
         // The node's own default filter unless a test run asks for another (the tests check
         // what a healthy cluster logs as it ships).
         match std::env::var("SONRAFT_TEST_LOG") {
@@ -125,6 +149,7 @@ impl NodeProc {
             binary: binary.to_path_buf(),
             child: Some(child),
             extra: extra.to_vec(),
+            wrapper: wrapper.to_vec(),
         };
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
@@ -239,7 +264,8 @@ impl NodeProc {
             bail!("node {} is still running", self.id);
         }
         let binary = binary.map_or_else(|| self.binary.clone(), Path::to_path_buf);
-        *self = NodeProc::start(
+        *self = NodeProc::start_under(
+            &self.wrapper.clone(),
             &binary,
             self.id,
             &self.dir.clone(),
@@ -305,6 +331,16 @@ impl LocalCluster {
                 &extra(id),
             )?);
         }
+        Self::init(dir, nodes, client).await
+    }
+
+    /// Makes `nodes`, started and listening, the voters of a new cluster, each of its own
+    /// site (`site-<id>`), and waits until every one is ready.
+    pub async fn init(
+        dir: &Path,
+        nodes: Vec<NodeProc>,
+        client: ApiClient,
+    ) -> anyhow::Result<LocalCluster> {
         let cluster = LocalCluster {
             dir: dir.to_path_buf(),
             nodes,

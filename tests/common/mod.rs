@@ -195,3 +195,53 @@ pub fn sim_export(cells: &str, regions: &str, layout: &[&str]) -> Value {
     assert!(out.status.success());
     serde_json::from_slice(&out.stdout).expect("image json")
 }
+
+/// A cluster of `n` nodes, node `id` run in site `id`'s namespace of `network` and listening
+/// there on the fixed `raft_port` and `api_port` (each namespace has its own ports), with
+/// `extra` flags.
+pub async fn start_in_namespaces(
+    network: &sonraft_testkit::netns::SiteNetwork,
+    n: u64,
+    raft_port: u16,
+    api_port: u16,
+    extra: &[&str],
+) -> Cluster {
+    let root = tempfile::tempdir().expect("temp dir");
+    let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+    let nodes = (1..=n)
+        .map(|id| {
+            let ip = network.ip(id as usize);
+            sonraft_testkit::local_cluster::NodeProc::start_under(
+                &network.exec_prefix(id as usize),
+                binary(),
+                id,
+                &root.path().join(format!("node{id}")),
+                &format!("{ip}:{raft_port}"),
+                &format!("{ip}:{api_port}"),
+                &extra,
+            )
+            .expect("node start")
+        })
+        .collect();
+    let inner = LocalCluster::init(root.path(), nodes, sonraft_testkit::local_cluster::client())
+        .await
+        .expect("cluster init");
+    Cluster { inner, _root: root }
+}
+
+/// Waits until `cond` holds, or fails with `what` and `cond`'s last error after `within`;
+/// returns how long it took.
+pub async fn until<F, Fut>(within: Duration, what: &str, mut cond: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
+    let started = std::time::Instant::now();
+    loop {
+        match cond().await {
+            Ok(()) => return started.elapsed(),
+            Err(e) if started.elapsed() > within => panic!("{what} not within {within:?}: {e}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
