@@ -113,22 +113,6 @@ async fn start() -> (tempfile::TempDir, SimProc, Cluster) {
     (dir, sim, c)
 }
 
-/// Waits until `cond` holds, or fails with `what` after `within`.
-async fn until<F, Fut>(within: Duration, what: &str, mut cond: F) -> Duration
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<(), String>>,
-{
-    let started = Instant::now();
-    loop {
-        match cond().await {
-            Ok(()) => return started.elapsed(),
-            Err(e) if started.elapsed() > within => panic!("{what} not within {within:?}: {e}"),
-            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_killed_sites_antennas_are_taken_over_then_handed_back_and_never_fenced_wrongly() {
     let (_dir, sim, mut c) = start().await;
