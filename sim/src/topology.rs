@@ -14,8 +14,12 @@ use serde_json::{Value, json};
 mod overshoot;
 pub use overshoot::{OVERSHOOTER_MAST_M, OVERSHOOTER_TILT};
 
-/// Inter-site distance in metres.
+/// Inter-site distance of the default (urban) layout, metres.
 pub const ISD_M: f64 = 1000.0;
+/// Transmit power every cell of the default layout is configured with, dBm: a 40 W radio run
+/// at its full rating, as urban macro cells are (no headroom for outage compensation beyond
+/// what the node allows, `MAX_POWER_DBM`).
+pub const CONFIGURED_POWER_DBM: i16 = 46;
 /// Downlink EARFCN of every simulated LTE cell (band 3, 1815 MHz).
 pub const EARFCN: u32 = 1300;
 /// A capacity layer on every fifth site: a fourth cell, NR (band n78, 3.55 GHz, NR-ARFCN),
@@ -99,8 +103,32 @@ pub struct Problems {
     pub overshooters: Vec<usize>,
 }
 
+/// How a network is deployed: how far apart its sites stand and the power its cells are
+/// configured with. The default is the urban layout every test and benchmark was built on;
+/// a sparser one (suburban, rural) is where an outage leaves users without any coverage.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Deployment {
+    /// Inter-site distance, metres.
+    pub isd_m: f64,
+    /// Configured maximum transmit power of every cell, dBm (what the exported image and the
+    /// antennas start with). Operators commonly configure cells below what the radio can do
+    /// (43 dBm on a 46–49 dBm radio): the rest is headroom for outage compensation.
+    pub power_dbm: i16,
+}
+
+impl Default for Deployment {
+    fn default() -> Self {
+        Deployment {
+            isd_m: ISD_M,
+            power_dbm: CONFIGURED_POWER_DBM,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Topology {
+    /// Where the sites stand and what power their cells are configured with.
+    pub deployment: Deployment,
     pub sites: Vec<SimSite>,
     pub cells: Vec<SimCell>,
     pub relations: Vec<SimRelation>,
@@ -142,6 +170,18 @@ impl Topology {
     /// on every fifth site; the last site may have fewer), its cell sites split between
     /// `regions` by angle around the centre.
     pub fn build(cells: usize, seed: u64, regions: &[String]) -> Topology {
+        Topology::build_deployed(cells, seed, regions, Deployment::default())
+    }
+
+    /// [`Topology::build`] with another deployment: the same grid, PCI plan, relations and
+    /// planted problems, scaled to `deployment.isd_m`.
+    pub fn build_deployed(
+        cells: usize,
+        seed: u64,
+        regions: &[String],
+        deployment: Deployment,
+    ) -> Topology {
+        let isd_m = deployment.isd_m;
         let mut rng = StdRng::seed_from_u64(seed);
         let cells_of = |site: usize| if site.is_multiple_of(5) { 4 } else { 3 };
         let mut n_sites = 0;
@@ -160,8 +200,8 @@ impl Topology {
             .iter()
             .enumerate()
             .map(|(i, &(q, r))| {
-                let x = ISD_M * (f64::from(q) + f64::from(r) / 2.0);
-                let y = ISD_M * f64::from(r) * 3f64.sqrt() / 2.0;
+                let x = isd_m * (f64::from(q) + f64::from(r) / 2.0);
+                let y = isd_m * f64::from(r) * 3f64.sqrt() / 2.0;
                 let angle = (y.atan2(x).to_degrees() + 360.0) % 360.0;
                 let region = regions
                     [((angle / 360.0 * regions.len() as f64) as usize).min(regions.len() - 1)]
@@ -262,7 +302,7 @@ impl Topology {
                 let dist = ((here.0 - there.0).powi(2) + (here.1 - there.1).powi(2)).sqrt();
                 let related = if d.site == c.site {
                     true
-                } else if dist < 1.1 * ISD_M {
+                } else if dist < 1.1 * isd_m {
                     angle_diff(bearing_deg(here, there), f64::from(c.azimuth)) <= 90.0
                         && angle_diff(bearing_deg(there, here), f64::from(d.azimuth)) <= 90.0
                 } else {
@@ -282,6 +322,7 @@ impl Topology {
         }
 
         let mut topo = Topology {
+            deployment,
             sites,
             cells: cell_list,
             relations,
@@ -400,7 +441,7 @@ impl Topology {
             .map(|c| {
                 json!({
                     "id": c.id, "site": self.sites[c.site].id, "rat": if is_nr(c.arfcn) { "NR" } else { "LTE" }, "pci": c.pci, "arfcn": c.arfcn,
-                    "azimuth": c.azimuth, "electrical_tilt": c.installed_tilt, "max_tx_power_dbm": 46, "hysteresis": 4,
+                    "azimuth": c.azimuth, "electrical_tilt": c.installed_tilt, "max_tx_power_dbm": self.deployment.power_dbm, "hysteresis": 4,
                     "time_to_trigger_ms": 320, "a3_offset": 6,
                 })
             })
