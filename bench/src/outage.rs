@@ -72,6 +72,8 @@ struct Run {
     served_pct: f64,
     max_neighbour_pct: f64,
     compensating: usize,
+    /// Each compensating cell's tilt (0.1°) and power (dBm) at the end of the outage.
+    compensated: Vec<(String, i64, i64)>,
     reverted_after: Option<u64>,
 }
 
@@ -132,6 +134,7 @@ pub async fn run(args: OutageArgs) -> anyhow::Result<()> {
             json!({"hour": r.hour, "compensation": r.compensation, "detected_after_periods": r.detected_after,
                    "area_served_at_detection_pct": r.served_before_pct, "area_served_pct": r.served_pct,
                    "max_neighbour_prb_dl_pct": r.max_neighbour_pct, "compensating_cells": r.compensating,
+                   "compensated": r.compensated,
                    "reverted_after_periods": r.reverted_after})
         })
         .collect();
@@ -299,6 +302,13 @@ async fn one(
         .map(|(id, _)| id.clone())
         .collect();
     run.compensating = compensated.len();
+    run.compensated = compensated
+        .iter()
+        .map(|id| {
+            let (tilt, power) = during[id];
+            (id.clone(), tilt, power)
+        })
+        .collect();
     for cell in &site_cells {
         client
             .post(

@@ -350,8 +350,8 @@ fn write(cell: &str, param: Param, value: i16) -> Write {
 
 /// The cells that compensate `c`: same carrier, a relation into `c`, not co-site, not down,
 /// not in outage, under [`MAX_COMPENSATOR_LOAD_PCT`] (or of unknown load); those with something
-/// left to give, at most [`MAX_COMPENSATORS`] (the most room first, then the least loaded),
-/// with their values now and compensated.
+/// left to give, at most [`MAX_COMPENSATORS`] (the most room first, then those facing `c`'s
+/// site most directly, then the least loaded), with their values now and compensated.
 fn compensators(
     view: &RadioView,
     c: u32,
@@ -397,8 +397,15 @@ fn compensators(
             .and_then(|n| load(*n))
             .unwrap_or(0.0)
     };
+    // Whole degrees off, so that the load decides between cells facing the area alike.
+    let off_of = |k: &Compensator| {
+        view.index
+            .get(&k.cell)
+            .map_or(180, |n| off_boresight(view, *n, c).round() as i64)
+    };
     out.sort_by(|a, b| {
         b.0.cmp(&a.0)
+            .then_with(|| off_of(&a.1).cmp(&off_of(&b.1)))
             .then_with(|| load_of(&a.1).total_cmp(&load_of(&b.1)))
             .then_with(|| a.1.cell.cmp(&b.1.cell))
     });
@@ -407,6 +414,22 @@ fn compensators(
         .take(MAX_COMPENSATORS)
         .map(|(_, k)| k)
         .collect()
+}
+
+/// How far off its boresight cell `n` sees the site of cell `c`, degrees (0..=180): a
+/// neighbour facing the outage area reaches its far side with the main lobe, one facing
+/// half away loses up to 12 dB of its horizontal pattern there.
+fn off_boresight(view: &RadioView, n: u32, c: u32) -> f64 {
+    let (here, there) = (
+        view.site_xy[view.cell(n).cell_site as usize],
+        view.site_xy[view.cell(c).cell_site as usize],
+    );
+    let bearing = (there.0 - here.0)
+        .atan2(there.1 - here.1)
+        .to_degrees()
+        .rem_euclid(360.0);
+    let off = (bearing - f64::from(view.cell(n).azimuth)).rem_euclid(360.0);
+    off.min(360.0 - off)
 }
 
 #[cfg(test)]
@@ -657,6 +680,29 @@ mod tests {
         set(&mut img, "Z1", 40, 46);
         let v = view(&img);
         assert!(ledger.propose(&v, &up(&outage), full, 1, 0).is_empty());
+    }
+
+    #[test]
+    fn the_neighbours_facing_the_failed_cell_compensate_before_less_loaded_ones_facing_away() {
+        // Site Z lies north-east of A: A is at about 214° from it. Z1 faces away (30°) and is
+        // nearly idle; Z2 to Z5 face A (210°) at 50 %. Four compensate: those facing A.
+        let mut cells = vec![cell("A1", 1, 1300)];
+        let mut relations = Vec::new();
+        for (i, az) in [30, 210, 210, 210, 210].into_iter().enumerate() {
+            let id = format!("Z{}", i + 1);
+            let mut z = cell(&id, 11 + i as u16, 1300);
+            z["azimuth"] = json!(az);
+            cells.push(z);
+            relations.push(relation(&id, "A1"));
+        }
+        let img = image(cells, relations);
+        let v = view(&img);
+        let z1 = v.index["Z1"];
+        let load = move |n: u32| Some(if n == z1 { 5.0 } else { 50.0 });
+        let ps = Ledger::default().propose(&v, &up(&HashSet::from([v.index["A1"]])), load, 1, 0);
+        let mut chosen: Vec<String> = writes(&ps).into_iter().map(|w| w.0).collect();
+        chosen.dedup();
+        assert_eq!(chosen, ["cell/Z2", "cell/Z3", "cell/Z4", "cell/Z5"]);
     }
 
     #[test]
