@@ -28,6 +28,9 @@
 //! A cell compensates one outage at a time, whichever site's: a cell whose tilt or power
 //! outage compensation wrote last (the image's stamps, the same at every site) is not chosen,
 //! so two sites never stack compensations on one cell and leave it uptilted after both reverts.
+//! One gap remains: halfway through a two-step revert the fallback wrote last, and another
+//! site whose own outage starts in that very period may take the halfway values for the
+//! cell's own.
 //!
 //! Compensation answers a fault: it does not wait for other functions' cool-downs, opens no
 //! trial (it is undone when the outage ends, not by verification), and its priority holds the
