@@ -106,6 +106,8 @@ pub struct Problems {
 /// How a network is deployed: how far apart its sites stand and the power its cells are
 /// configured with. The default is the urban layout every test and benchmark was built on;
 /// a sparser one (suburban, rural) is where an outage leaves users without any coverage.
+/// The status endpoint's planted holes and hotspots (0.4 × [`ISD_M`] out from their cell)
+/// and its overshooter far-user share still assume the urban distance.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Deployment {
     /// Inter-site distance, metres.
