@@ -125,13 +125,34 @@ pub struct LayoutArgs {
     /// station, as the fleet benchmark's 100,000 cells use).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=2))]
     pub carriers: u8,
+    /// Inter-site distance in metres (1000: urban; 2000 to 4000: suburban to rural, where an
+    /// outage leaves users without coverage).
+    #[arg(long, default_value_t = topology::ISD_M)]
+    pub isd_m: f64,
+    /// Transmit power every cell is configured with, dBm (below the radio's 49 dBm, the rest
+    /// is headroom outage compensation can use).
+    #[arg(long, default_value_t = topology::CONFIGURED_POWER_DBM)]
+    pub power_dbm: i16,
 }
 
 impl LayoutArgs {
     /// The layout these arguments determine, with its planted overshooters.
     pub fn topology(&self) -> anyhow::Result<topology::Topology> {
+        anyhow::ensure!(
+            (100.0..=10_000.0).contains(&self.isd_m),
+            "--isd-m must be in 100..=10000"
+        );
+        anyhow::ensure!(
+            (0..=60).contains(&self.power_dbm),
+            "--power-dbm must be in 0..=60"
+        );
+        let deployment = topology::Deployment {
+            isd_m: self.isd_m,
+            power_dbm: self.power_dbm,
+            carriers: self.carriers,
+        };
         let mut topo =
-            topology::Topology::build_with(self.cells, self.seed, &self.regions, self.carriers);
+            topology::Topology::build_deployed(self.cells, self.seed, &self.regions, deployment);
         for cell in &self.overshooter {
             topo.plant_overshooter(cell)
                 .map_err(|e| anyhow::anyhow!(e))?;

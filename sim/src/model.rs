@@ -78,7 +78,7 @@ pub fn initial_config(topo: &Topology, cell: usize, by_source: &[Vec<usize>]) ->
     CellConfig {
         pci: c.pci,
         electrical_tilt: c.installed_tilt,
-        max_tx_power_dbm: 46,
+        max_tx_power_dbm: topo.deployment.power_dbm,
         hysteresis: 4,
         time_to_trigger_ms: 320,
         a3_offset: 6,

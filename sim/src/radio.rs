@@ -29,7 +29,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use sonraft_protocol::CellConfig;
 
-use crate::topology::{ISD_M, Topology, is_nr};
+use crate::topology::{Topology, is_nr};
 
 pub mod coverage;
 
@@ -61,8 +61,8 @@ const NR_MIN_RSRP_DBM: f32 = -110.0;
 const NR_SHARE: f32 = 0.5;
 /// Candidates kept per bin and carrier.
 const K: usize = 8;
-/// Sites farther than this from a bin are not candidates.
-const REACH_M: f32 = 2.6 * ISD_M as f32;
+/// Sites farther than this many inter-site distances from a bin are not candidates.
+const REACH_ISD: f32 = 2.6;
 /// Cap on the number of bins: large networks get coarser bins.
 const MAX_BINS: usize = 1_500_000;
 /// Users per Mbit/s of demand (connected users, for `RRC.ConnMean`).
@@ -300,7 +300,9 @@ impl RadioGrid {
             x1 = x1.max(s.x as f32);
             y1 = y1.max(s.y as f32);
         }
-        let margin = 0.6 * ISD_M as f32;
+        let isd = topo.deployment.isd_m as f32;
+        let reach_m = REACH_ISD * isd;
+        let margin = 0.6 * isd;
         let (x0, y0, x1, y1) = (x0 - margin, y0 - margin, x1 + margin, y1 + margin);
         let area = (x1 - x0) * (y1 - y0);
         let bin_m = (area / MAX_BINS as f32).sqrt().max(50.0);
@@ -308,7 +310,7 @@ impl RadioGrid {
         let ny = ((y1 - y0) / bin_m).ceil() as usize;
 
         // Sites by square of one inter-site distance, for the candidate search.
-        let sq = ISD_M as f32;
+        let sq = isd;
         let square = |x: f32, y: f32| (((x - x0) / sq) as i64, ((y - y0) / sq) as i64);
         let mut squares: std::collections::HashMap<(i64, i64), Vec<usize>> =
             std::collections::HashMap::new();
@@ -335,7 +337,7 @@ impl RadioGrid {
             .map(|c| carriers.iter().position(|k| k.0 == c.arfcn).unwrap_or(0))
             .collect();
 
-        let reach = (REACH_M / sq).ceil() as i64;
+        let reach = (reach_m / sq).ceil() as i64;
         let mut xy = Vec::new();
         let mut cands = Vec::new();
         let mut scratch: Vec<Vec<(f32, Cand)>> = vec![Vec::new(); carriers.len()];
@@ -357,7 +359,7 @@ impl RadioGrid {
                             let site = &topo.sites[s];
                             let (ddx, ddy) = (x - site.x as f32, y - site.y as f32);
                             let d = (ddx * ddx + ddy * ddy).sqrt();
-                            if d > REACH_M {
+                            if d > reach_m {
                                 continue;
                             }
                             let bearing = ddx.atan2(ddy).to_degrees().rem_euclid(360.0);
@@ -1000,6 +1002,57 @@ mod tests {
         grid.faults[c] = None;
         let back = grid.run(&topo, &by_source, &configs, &rel, 1.0);
         assert!(area(&back) > 0.99);
+    }
+
+    #[test]
+    fn sites_farther_apart_leave_more_of_an_outage_area_unserved_and_power_headroom_wins_it_back() {
+        use crate::topology::Deployment;
+        let regions = vec!["site-a".to_string()];
+        // Night: the neighbours have capacity, so what an outage takes away is coverage.
+        let night = daily_profile(3.0);
+        let served = |deployment: Deployment, compensate: bool| {
+            let topo = Topology::build_deployed(120, 3, &regions, deployment);
+            let by_source = topo.relations_by_source();
+            let mut grid = RadioGrid::build(&topo, 3);
+            let mut configs: Vec<CellConfig> = (0..topo.cells.len())
+                .map(|c| initial_config(&topo, c, &by_source))
+                .collect();
+            let rel = vec![RelationState::NEUTRAL; topo.relations.len()];
+            let site: Vec<usize> = (0..topo.cells.len())
+                .filter(|c| topo.cells[*c].site == 1)
+                .collect();
+            for &c in &site {
+                grid.faults[c] = Some(CellFault::Outage);
+            }
+            if compensate {
+                // The neighbours pointing at the failed site: +6 dB to the radio's 49, 2° up.
+                for r in topo.relations.iter().filter(|r| site.contains(&r.target)) {
+                    if topo.cells[r.source].site != 1 {
+                        configs[r.source].max_tx_power_dbm = 49;
+                        configs[r.source].electrical_tilt = 20;
+                    }
+                }
+            }
+            let mut out = grid.run(&topo, &by_source, &configs, &rel, night);
+            for _ in 0..2 {
+                out = grid.run(&topo, &by_source, &configs, &rel, night);
+            }
+            let d: f64 = site.iter().map(|c| out.home_demand_mbps[*c]).sum();
+            site.iter().map(|c| out.home_served_mbps[*c]).sum::<f64>() / d
+        };
+        let urban = served(Deployment::default(), false);
+        let sparse = Deployment {
+            isd_m: 2100.0,
+            power_dbm: 43,
+            ..Deployment::default()
+        };
+        let (without, with) = (served(sparse, false), served(sparse, true));
+        assert!(urban > 0.8, "urban neighbours serve most of it: {urban}");
+        assert!(without < 0.5, "2.1 km apart they do not: {without}");
+        assert!(
+            with > without + 0.2,
+            "6 dB and 2° give much back: {without} -> {with}"
+        );
     }
 
     #[test]

@@ -14,8 +14,12 @@ use serde_json::{Value, json};
 mod overshoot;
 pub use overshoot::{OVERSHOOTER_MAST_M, OVERSHOOTER_TILT};
 
-/// Inter-site distance in metres.
+/// Inter-site distance of the default (urban) layout, metres.
 pub const ISD_M: f64 = 1000.0;
+/// Transmit power every cell of the default layout is configured with, dBm: a 40 W radio run
+/// at its full rating, as urban macro cells are (no headroom for outage compensation beyond
+/// what the node allows, `MAX_POWER_DBM`).
+pub const CONFIGURED_POWER_DBM: i16 = 46;
 /// Downlink EARFCN of every simulated LTE cell (band 3, 1815 MHz).
 pub const EARFCN: u32 = 1300;
 /// A capacity layer on every fifth site: a fourth cell, NR (band n78, 3.55 GHz, NR-ARFCN),
@@ -99,8 +103,39 @@ pub struct Problems {
     pub overshooters: Vec<usize>,
 }
 
+/// How a network is deployed: how far apart its sites stand and the power its cells are
+/// configured with. The default is the urban layout every test and benchmark was built on;
+/// a sparser one (suburban, rural) is where an outage leaves users without any coverage.
+/// The status endpoint's planted holes and hotspots (0.4 × [`ISD_M`] out from their cell)
+/// and its overshooter far-user share still assume the urban distance.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Deployment {
+    /// Inter-site distance, metres.
+    pub isd_m: f64,
+    /// Configured maximum transmit power of every cell, dBm (what the exported image and the
+    /// antennas start with). Operators commonly configure cells below what the radio can do
+    /// (43 dBm on a 46–49 dBm radio): the rest is headroom for outage compensation.
+    pub power_dbm: i16,
+    /// Carriers per sector: 1 (three LTE sectors a site, and an NR capacity cell on every
+    /// fifth site) or 2 (three LTE and three NR sectors pointing alike: six cells a base
+    /// station).
+    pub carriers: u8,
+}
+
+impl Default for Deployment {
+    fn default() -> Self {
+        Deployment {
+            isd_m: ISD_M,
+            power_dbm: CONFIGURED_POWER_DBM,
+            carriers: 1,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Topology {
+    /// Where the sites stand and what power their cells are configured with.
+    pub deployment: Deployment,
     pub sites: Vec<SimSite>,
     pub cells: Vec<SimCell>,
     pub relations: Vec<SimRelation>,
@@ -142,14 +177,20 @@ impl Topology {
     /// on every fifth site; the last site may have fewer), its cell sites split between
     /// `regions` by angle around the centre.
     pub fn build(cells: usize, seed: u64, regions: &[String]) -> Topology {
-        Self::build_with(cells, seed, regions, 1)
+        Topology::build_deployed(cells, seed, regions, Deployment::default())
     }
 
-    /// [`Topology::build`] with `carriers` per sector: 1 as there, or 2, where every site has
-    /// three LTE sectors and three NR sectors pointing like them (six cells a base station).
-    pub fn build_with(cells: usize, seed: u64, regions: &[String], carriers: u8) -> Topology {
+    /// [`Topology::build`] with another deployment: the same grid, PCI plan, relations and
+    /// planted problems, scaled to `deployment.isd_m`.
+    pub fn build_deployed(
+        cells: usize,
+        seed: u64,
+        regions: &[String],
+        deployment: Deployment,
+    ) -> Topology {
+        let isd_m = deployment.isd_m;
         let mut rng = StdRng::seed_from_u64(seed);
-        let dual = carriers >= 2;
+        let dual = deployment.carriers >= 2;
         let cells_of = |site: usize| match (dual, site.is_multiple_of(5)) {
             (true, _) => 6,
             (false, true) => 4,
@@ -171,8 +212,8 @@ impl Topology {
             .iter()
             .enumerate()
             .map(|(i, &(q, r))| {
-                let x = ISD_M * (f64::from(q) + f64::from(r) / 2.0);
-                let y = ISD_M * f64::from(r) * 3f64.sqrt() / 2.0;
+                let x = isd_m * (f64::from(q) + f64::from(r) / 2.0);
+                let y = isd_m * f64::from(r) * 3f64.sqrt() / 2.0;
                 let angle = (y.atan2(x).to_degrees() + 360.0) % 360.0;
                 let region = regions
                     [((angle / 360.0 * regions.len() as f64) as usize).min(regions.len() - 1)]
@@ -274,7 +315,7 @@ impl Topology {
                 let dist = ((here.0 - there.0).powi(2) + (here.1 - there.1).powi(2)).sqrt();
                 let related = if d.site == c.site {
                     true
-                } else if dist < 1.1 * ISD_M {
+                } else if dist < 1.1 * isd_m {
                     angle_diff(bearing_deg(here, there), f64::from(c.azimuth)) <= 90.0
                         && angle_diff(bearing_deg(there, here), f64::from(d.azimuth)) <= 90.0
                 } else {
@@ -294,6 +335,7 @@ impl Topology {
         }
 
         let mut topo = Topology {
+            deployment,
             sites,
             cells: cell_list,
             relations,
@@ -412,7 +454,7 @@ impl Topology {
             .map(|c| {
                 json!({
                     "id": c.id, "site": self.sites[c.site].id, "rat": if is_nr(c.arfcn) { "NR" } else { "LTE" }, "pci": c.pci, "arfcn": c.arfcn,
-                    "azimuth": c.azimuth, "electrical_tilt": c.installed_tilt, "max_tx_power_dbm": 46, "hysteresis": 4,
+                    "azimuth": c.azimuth, "electrical_tilt": c.installed_tilt, "max_tx_power_dbm": self.deployment.power_dbm, "hysteresis": 4,
                     "time_to_trigger_ms": 320, "a3_offset": 6,
                 })
             })
@@ -502,7 +544,11 @@ mod tests {
 
     #[test]
     fn with_two_carriers_every_site_has_three_lte_and_three_nr_sectors_pointing_alike() {
-        let t = Topology::build_with(60, 1, &regions(), 2);
+        let dual = Deployment {
+            carriers: 2,
+            ..Deployment::default()
+        };
+        let t = Topology::build_deployed(60, 1, &regions(), dual);
         assert_eq!(t.cells.len(), 60);
         assert_eq!(t.sites.len(), 10, "six cells a base station");
         for site in 0..t.sites.len() {

@@ -1,9 +1,19 @@
 //! Cell outage compensation (COC; command format 6): while one of this site's cells is in
 //! outage ([`super::outage`]), its neighbours on the same carrier that have a relation into it
-//! (at most [`MAX_COMPENSATORS`], not co-site, not down, not in outage themselves) uptilt by
-//! 1° and raise their power by 3 dB — the most one change set may move either — within their
-//! tilt box and [`MAX_POWER_DBM`]; when the cell is back, each of them that still has the
-//! compensated values returns to what it had.
+//! (at most [`MAX_COMPENSATORS`], not co-site, not down, not in outage themselves) uptilt and
+//! raise their power, within their tilt box and the radio's [`MAX_POWER_DBM`]; when the cell is
+//! back, each of them that still has the compensated values returns to what it had.
+//!
+//! **How far.** A change set may move tilt 1° and power 3 dB (the rules' step limits), and a
+//! compensation must be gone within two periods of the cell's return. So compensation goes
+//! [`STEPS`] steps, one change set a period: up to 2° of uptilt and 6 dB of power. Power is
+//! what gives coverage back (the far side of an outage area is 1.5 inter-site distances from
+//! the neighbours, where their vertical pattern costs little more than a dB); it is there only
+//! where the cells are configured below the radio's capability, as operators commonly do
+//! (43 dBm on a 49 dBm radio): a cell already at 46 dBm gains 3 dB, one at 49 none.
+//! Each parameter moves along a fixed path — its value before, then a step at a time to its
+//! compensated value — in either direction: a value on that path is compensation's own (a step
+//! done, or a revert half done), any other is someone else's.
 //!
 //! The site keeps a **ledger** of compensations: per failed cell, each compensating cell with
 //! its values before and after. Each period it reconciles the image with the ledger — a
@@ -18,6 +28,9 @@
 //! A cell compensates one outage at a time, whichever site's: a cell whose tilt or power
 //! outage compensation wrote last (the image's stamps, the same at every site) is not chosen,
 //! so two sites never stack compensations on one cell and leave it uptilted after both reverts.
+//! One gap remains: halfway through a two-step revert the fallback wrote last, and another
+//! site whose own outage starts in that very period may take the halfway values for the
+//! cell's own.
 //!
 //! Compensation answers a fault: it does not wait for other functions' cool-downs, opens no
 //! trial (it is undone when the outage ends, not by verification), and its priority holds the
@@ -35,11 +48,14 @@ use super::view::RadioView;
 
 /// Most neighbours compensating one cell.
 pub const MAX_COMPENSATORS: usize = 4;
-/// Uptilt per compensation, 0.1° (the rules' step limit).
+/// Change sets a compensation (and its revert) takes at most, one a period: the revert of the
+/// last one lands two periods after the cell's return.
+pub const STEPS: i16 = 2;
+/// Uptilt per step, 0.1° (the rules' step limit).
 pub const UPTILT: i16 = 10;
-/// Power raise per compensation, dB (the rules' step limit).
+/// Power raise per step, dB (the rules' step limit).
 pub const POWER_UP_DB: i16 = 3;
-/// Highest power compensation sets, dBm.
+/// Highest power compensation sets, dBm: what the simulated radios can transmit.
 pub const MAX_POWER_DBM: i16 = 49;
 /// A neighbour compensates only while its downlink PRB load is under this, percent: users
 /// pulled into a full cell are not served, and its own users lose capacity.
@@ -208,29 +224,41 @@ impl Ledger {
                 // Each parameter on its own: done, to write, or someone else's now.
                 let mut writes = Vec::new();
                 let mut live = false;
-                for (param, (before, during), now) in [
-                    (Param::ElectricalTilt, k.tilt, cell.electrical_tilt),
-                    (Param::MaxTxPowerDbm, k.power, cell.max_tx_power_dbm),
+                let mut next = (cell.electrical_tilt, cell.max_tx_power_dbm);
+                for (param, (before, during), now, step, next) in [
+                    (
+                        Param::ElectricalTilt,
+                        k.tilt,
+                        cell.electrical_tilt,
+                        UPTILT,
+                        &mut next.0,
+                    ),
+                    (
+                        Param::MaxTxPowerDbm,
+                        k.power,
+                        cell.max_tx_power_dbm,
+                        POWER_UP_DB,
+                        &mut next.1,
+                    ),
                 ] {
-                    let (from, to) = if compensating {
-                        (before, during)
-                    } else {
-                        (during, before)
-                    };
+                    let to = if compensating { during } else { before };
                     if now == to {
                         live |= compensating;
-                    } else if now == from {
-                        writes.push(write(&k.cell, param, to));
+                    } else if let Some(v) = step_towards(before, during, step, now, to) {
+                        writes.push(write(&k.cell, param, v));
+                        *next = v;
                         live = true;
                     }
                 }
                 if !writes.is_empty() {
                     let what = format!(
-                        "{}: tilt {:.1} -> {:.1}°, power {} -> {} dBm",
+                        "{}: tilt {:.1} -> {:.1}°, power {} -> {} dBm (towards {:.1}°, {} dBm)",
                         k.cell,
                         f64::from(cell.electrical_tilt) / 10.0,
-                        f64::from(if compensating { k.tilt.1 } else { k.tilt.0 }) / 10.0,
+                        f64::from(next.0) / 10.0,
                         cell.max_tx_power_dbm,
+                        next.1,
+                        f64::from(if compensating { k.tilt.1 } else { k.tilt.0 }) / 10.0,
                         if compensating { k.power.1 } else { k.power.0 }
                     );
                     let (function, reason) = if compensating {
@@ -291,6 +319,30 @@ impl Ledger {
     }
 }
 
+/// The next value of a parameter compensated from `before` to `during` in steps of at most
+/// `step`, now at `now` and going to `to` (one of the two): the neighbouring point of the path
+/// `before, before ± step, …, during` towards `to`. `None` when `now` is not on the path: the
+/// value is someone else's.
+fn step_towards(before: i16, during: i16, step: i16, now: i16, to: i16) -> Option<i16> {
+    let dir = (during - before).signum();
+    let mut path = vec![before];
+    let mut v = before;
+    while dir != 0 && (during - v) * dir > step {
+        v += dir * step;
+        path.push(v);
+    }
+    if during != before {
+        path.push(during);
+    }
+    let i = path.iter().position(|v| *v == now)?;
+    let j = if to == during {
+        (i + 1).min(path.len() - 1)
+    } else {
+        i.saturating_sub(1)
+    };
+    (path[j] != now).then_some(path[j])
+}
+
 fn write(cell: &str, param: Param, value: i16) -> Write {
     Write {
         entity: EntityRef::cell(cell),
@@ -301,8 +353,8 @@ fn write(cell: &str, param: Param, value: i16) -> Write {
 
 /// The cells that compensate `c`: same carrier, a relation into `c`, not co-site, not down,
 /// not in outage, under [`MAX_COMPENSATOR_LOAD_PCT`] (or of unknown load); those with something
-/// left to give, at most [`MAX_COMPENSATORS`] (the most room first, then the least loaded),
-/// with their values now and compensated.
+/// left to give, at most [`MAX_COMPENSATORS`] (the most room first, then those facing `c`'s
+/// site most directly, then the least loaded), with their values now and compensated.
 fn compensators(
     view: &RadioView,
     c: u32,
@@ -325,8 +377,8 @@ fn compensators(
         })
         .filter_map(|n| {
             let cell = view.cell(n);
-            let tilt = (cell.electrical_tilt - UPTILT).max(cell.tilt_min);
-            let power = (cell.max_tx_power_dbm + POWER_UP_DB).min(MAX_POWER_DBM);
+            let tilt = (cell.electrical_tilt - STEPS * UPTILT).max(cell.tilt_min);
+            let power = (cell.max_tx_power_dbm + STEPS * POWER_UP_DB).min(MAX_POWER_DBM);
             let room =
                 (cell.electrical_tilt - tilt).max(0) + (power - cell.max_tx_power_dbm).max(0);
             (room > 0).then(|| {
@@ -348,8 +400,15 @@ fn compensators(
             .and_then(|n| load(*n))
             .unwrap_or(0.0)
     };
+    // Whole degrees off, so that the load decides between cells facing the area alike.
+    let off_of = |k: &Compensator| {
+        view.index
+            .get(&k.cell)
+            .map_or(180, |n| off_boresight(view, *n, c).round() as i64)
+    };
     out.sort_by(|a, b| {
         b.0.cmp(&a.0)
+            .then_with(|| off_of(&a.1).cmp(&off_of(&b.1)))
             .then_with(|| load_of(&a.1).total_cmp(&load_of(&b.1)))
             .then_with(|| a.1.cell.cmp(&b.1.cell))
     });
@@ -358,6 +417,22 @@ fn compensators(
         .take(MAX_COMPENSATORS)
         .map(|(_, k)| k)
         .collect()
+}
+
+/// How far off its boresight cell `n` sees the site of cell `c`, degrees (0..=180): a
+/// neighbour facing the outage area reaches its far side with the main lobe, one facing
+/// half away loses up to 12 dB of its horizontal pattern there.
+fn off_boresight(view: &RadioView, n: u32, c: u32) -> f64 {
+    let (here, there) = (
+        view.site_xy[view.cell(n).cell_site as usize],
+        view.site_xy[view.cell(c).cell_site as usize],
+    );
+    let bearing = (there.0 - here.0)
+        .atan2(there.1 - here.1)
+        .to_degrees()
+        .rem_euclid(360.0);
+    let off = (bearing - f64::from(view.cell(n).azimuth)).rem_euclid(360.0);
+    off.min(360.0 - off)
 }
 
 #[cfg(test)]
@@ -441,19 +516,31 @@ mod tests {
             writes(&ledger.propose(&v, &up(&outage), |_| None, 1, 0)).len(),
             4
         );
-        // Applied: nothing more while the outage lasts.
+        // Applied: the second degree of uptilt (power is at the radio's 49 dBm already).
         set(&mut img, "Z1", 30, 49);
         set(&mut img, "Z2", 30, 49);
         let v = view(&img);
+        assert_eq!(
+            writes(&ledger.propose(&v, &up(&outage), |_| None, 1, 0)),
+            [
+                ("cell/Z1".into(), "electrical_tilt".into(), 20),
+                ("cell/Z2".into(), "electrical_tilt".into(), 20),
+            ]
+        );
+        // Applied: nothing more while the outage lasts.
+        set(&mut img, "Z1", 20, 49);
+        set(&mut img, "Z2", 20, 49);
+        let v = view(&img);
         assert!(ledger.propose(&v, &up(&outage), |_| None, 1, 0).is_empty());
-        // Back: both revert, except Z2's tilt, which someone else set meanwhile.
+        // Back: both revert a step at a time, except Z2's tilt, which someone else set
+        // meanwhile.
         set(&mut img, "Z2", 35, 49);
         let v = view(&img);
         let ps = ledger.propose(&v, &up(&HashSet::new()), |_| None, 1, 0);
         assert_eq!(
             writes(&ps),
             [
-                ("cell/Z1".into(), "electrical_tilt".into(), 40),
+                ("cell/Z1".into(), "electrical_tilt".into(), 30),
                 ("cell/Z1".into(), "max_tx_power_dbm".into(), 46),
                 ("cell/Z2".into(), "max_tx_power_dbm".into(), 46),
             ]
@@ -462,8 +549,15 @@ mod tests {
         // A revert restores what a SON function changed: a fallback, which the operator's
         // controls for outage compensation (off, excluded, a closed window) do not hold back.
         assert_eq!(ps[0].change_set.origin.function, Function::Fallback);
-        set(&mut img, "Z1", 40, 46);
+        set(&mut img, "Z1", 30, 46);
         set(&mut img, "Z2", 35, 46);
+        let v = view(&img);
+        assert_eq!(
+            writes(&ledger.propose(&v, &up(&HashSet::new()), |_| None, 1, 0)),
+            [("cell/Z1".into(), "electrical_tilt".into(), 40)],
+            "the revert's second step"
+        );
+        set(&mut img, "Z1", 40, 46);
         let v = view(&img);
         assert!(
             ledger
@@ -481,6 +575,58 @@ mod tests {
         assert!(
             ledger.cells.is_empty(),
             "finished compensations leave the ledger"
+        );
+    }
+
+    #[test]
+    fn power_configured_below_the_radio_rises_in_steps_the_rules_allow_and_comes_back_the_same_way()
+    {
+        // Z1 runs at 43 dBm on a 49 dBm radio: 6 dB of headroom, two 3 dB steps up, two down.
+        let mut img = img(40);
+        img.cells.get_mut("Z1").unwrap().max_tx_power_dbm = 43;
+        img.cells.get_mut("Z2").unwrap().max_tx_power_dbm = 43;
+        let v = view(&img);
+        let mut ledger = Ledger::default();
+        let outage = HashSet::from([v.index["A1"]]);
+        let z1 = |ps: &[Proposal]| -> Vec<(String, String, i64)> {
+            writes(ps)
+                .into_iter()
+                .filter(|w| w.0 == "cell/Z1")
+                .collect()
+        };
+        let mut seen = Vec::new();
+        for (tilt, power) in [(30, 46), (20, 49)] {
+            let ps = ledger.propose(&view(&img), &up(&outage), |_| None, 1, 0);
+            seen.push(z1(&ps));
+            set(&mut img, "Z1", tilt, power);
+            set(&mut img, "Z2", tilt, power);
+        }
+        assert!(
+            ledger
+                .propose(&view(&img), &up(&outage), |_| None, 1, 0)
+                .is_empty()
+        );
+        for (tilt, power) in [(30, 46), (40, 43)] {
+            let ps = ledger.propose(&view(&img), &up(&HashSet::new()), |_| None, 1, 0);
+            seen.push(z1(&ps));
+            set(&mut img, "Z1", tilt, power);
+            set(&mut img, "Z2", tilt, power);
+        }
+        let step = |t: i64, p: i64| {
+            vec![
+                ("cell/Z1".to_string(), "electrical_tilt".to_string(), t),
+                ("cell/Z1".to_string(), "max_tx_power_dbm".to_string(), p),
+            ]
+        };
+        assert_eq!(
+            seen,
+            [step(30, 46), step(20, 49), step(30, 46), step(40, 43)]
+        );
+        assert!(
+            ledger
+                .propose(&view(&img), &up(&HashSet::new()), |_| None, 1, 0)
+                .is_empty(),
+            "back to its own values"
         );
     }
 
@@ -540,6 +686,29 @@ mod tests {
     }
 
     #[test]
+    fn the_neighbours_facing_the_failed_cell_compensate_before_less_loaded_ones_facing_away() {
+        // Site Z lies north-east of A: A is at about 214° from it. Z1 faces away (30°) and is
+        // nearly idle; Z2 to Z5 face A (210°) at 50 %. Four compensate: those facing A.
+        let mut cells = vec![cell("A1", 1, 1300)];
+        let mut relations = Vec::new();
+        for (i, az) in [30, 210, 210, 210, 210].into_iter().enumerate() {
+            let id = format!("Z{}", i + 1);
+            let mut z = cell(&id, 11 + i as u16, 1300);
+            z["azimuth"] = json!(az);
+            cells.push(z);
+            relations.push(relation(&id, "A1"));
+        }
+        let img = image(cells, relations);
+        let v = view(&img);
+        let z1 = v.index["Z1"];
+        let load = move |n: u32| Some(if n == z1 { 5.0 } else { 50.0 });
+        let ps = Ledger::default().propose(&v, &up(&HashSet::from([v.index["A1"]])), load, 1, 0);
+        let mut chosen: Vec<String> = writes(&ps).into_iter().map(|w| w.0).collect();
+        chosen.dedup();
+        assert_eq!(chosen, ["cell/Z2", "cell/Z3", "cell/Z4", "cell/Z5"]);
+    }
+
+    #[test]
     fn a_parameter_someone_else_changed_is_theirs_and_the_other_still_goes_back() {
         let mut img = img(40);
         let v = view(&img);
@@ -551,7 +720,11 @@ mod tests {
         // The operator sets Z1's tilt during the outage; its power is still compensation's.
         set(&mut img, "Z1", 35, 49);
         let v = view(&img);
-        assert!(ledger.propose(&v, &up(&outage), |_| None, 1, 0).is_empty());
+        assert_eq!(
+            writes(&ledger.propose(&v, &up(&outage), |_| None, 1, 0)),
+            [("cell/Z2".into(), "electrical_tilt".into(), 20)],
+            "Z1's tilt is the operator's: only Z2 goes on uptilting"
+        );
         let ps = ledger.propose(&v, &up(&HashSet::new()), |_| None, 1, 0);
         let mut w = writes(&ps);
         w.sort();
