@@ -72,9 +72,9 @@ impl ControlTiming {
             Timing::Loopback => (4_000, 5_000),
             Timing::Wan => (30_000, 60_000),
         };
-        let claim_ms = claim_ms.unwrap_or(claim_default);
         // The lease, a third of it, must outlast an election or every leader change would stop
-        // the pushes of every node.
+        // the pushes of every node: slow election timing raises the default.
+        let claim_ms = claim_ms.unwrap_or(claim_default.max(3 * election_max_ms));
         if claim_ms < 3 * election_max_ms {
             bail!(
                 "control_claim_ms ({claim_ms}) must be at least three election timeouts ({} ms): a node stops pushing to its antennas after a third of it without a leader",
@@ -619,5 +619,8 @@ mod tests {
             (Duration::from_secs(30), Duration::from_secs(60))
         );
         assert!(ControlTiming::new(Timing::Wan, Some(5_000), None, None, 2000).is_err());
+        // Slow election timing on loopback raises the default instead of refusing the node.
+        let t = ControlTiming::new(Timing::Loopback, None, None, None, 2500).unwrap();
+        assert_eq!(t.claim_after, Duration::from_millis(7500));
     }
 }

@@ -207,12 +207,12 @@ pub const METRICS: &[(&str, Kind, &str)] = &[
     (
         "sonraft_antenna_sessions",
         Kind::Gauge,
-        "Antenna sessions this node holds",
+        "Antenna sessions this node holds (one per base station, or per cell)",
     ),
     (
         "sonraft_antenna_sessions_connected",
         Kind::Gauge,
-        "Of them, connected",
+        "Cells served by a connected session",
     ),
     (
         "sonraft_antenna_session_failures_total",
@@ -238,6 +238,21 @@ pub const METRICS: &[(&str, Kind, &str)] = &[
         "sonraft_antenna_diverged_total",
         Kind::Counter,
         "Acknowledgements with other values than pushed (re-pushed)",
+    ),
+    (
+        "sonraft_antenna_sessions_fenced_total",
+        Kind::Counter,
+        "Sessions an antenna refused for a stale control epoch (another node controls the cells)",
+    ),
+    (
+        "sonraft_control_lease",
+        Kind::Gauge,
+        "1 while this node may push to its antennas (it can prove it belongs to the majority)",
+    ),
+    (
+        "sonraft_control_moves_total",
+        Kind::Counter,
+        "Cell sites whose control this leader moved to another site",
     ),
     (
         "sonraft_periods_closed_total",
