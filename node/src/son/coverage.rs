@@ -216,9 +216,20 @@ impl Steps {
         now_ms: u64,
     ) -> Vec<Proposal> {
         let mut out = Vec::new();
-        // While one of this site's cells is in outage, users failing for coverage are the
-        // outage's (also at cells without a relation into it).
-        let outage = !input.outage.is_empty();
+        // A cell in outage: this site's (detected), or another site's that serves nobody or
+        // has gone silent (its site detects it, but this site's functions would not know).
+        let out_of_service = |n: &u32| {
+            input.outage.contains(n)
+                || view.seems_in_outage(*n)
+                || view.silent(*n, input.end_ms, input.period_ms)
+        };
+        // While one of this site's cells, or a neighbour of one, is in outage, users failing
+        // for coverage are the outage's (also at cells without a relation into it).
+        let outage = !input.outage.is_empty()
+            || view
+                .own
+                .iter()
+                .any(|&c| view.neighbours(c).iter().any(out_of_service));
         let mut streaks = FastMap::default();
         for &c in &view.own {
             let cell = view.cell(c);
@@ -229,7 +240,7 @@ impl Steps {
                 continue;
             }
             // Next to an outage, the users failing are the outage's: compensation's business.
-            if view.neighbours(c).iter().any(|n| input.outage.contains(n)) {
+            if view.neighbours(c).iter().any(out_of_service) {
                 continue;
             }
             let key = relation_key(view.id(c), "");
@@ -630,6 +641,42 @@ mod tests {
             None,
             "20 % of its users are far already: an uptilt would make it overshoot"
         );
+    }
+
+    /// Another site's neighbour in hard outage sends no KPI summary: its users fail at A1, but
+    /// they are the outage's (compensation's, reverted when it returns), not a hole to grow
+    /// into. Found by the outage bench: coverage optimisation at the other sites moved tilt and
+    /// power for them, and nothing reverted it.
+    #[test]
+    fn a_hole_next_to_another_sites_silent_cell_is_left_to_compensation() {
+        let mut image = img(0, json!({}));
+        let kpi = sonraft_raft::model::KpiSummary {
+            cell: "R1".into(),
+            period_end_ms: 100_000,
+            prb_dl_permille: 300,
+            rrc_conn_mean: 20,
+            thp_dl_kbps: 9_000,
+            ho_att: 10,
+            ho_succ: 10,
+        };
+        let batch = sonraft_raft::command::KpiBatch {
+            site: "site-b".into(),
+            summaries: vec![kpi],
+        };
+        image.apply(2, &Command::Kpis(batch), &mut Changes::default());
+        let v = view(&image);
+        let at = |end_ms: u64| PeriodInput {
+            end_ms,
+            period_ms: 1_000,
+            ..input(&v, NORMAL, 20, 30.0)
+        };
+        // R1 reported a period ago: a hole, grown into.
+        assert_eq!(
+            step(&mut Steps::default(), &v, &at(101_000)),
+            Some((Param::MaxTxPowerDbm, 49))
+        );
+        // R1 silent for four periods: left alone.
+        assert_eq!(step(&mut Steps::default(), &v, &at(104_500)), None);
     }
 
     #[test]

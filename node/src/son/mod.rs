@@ -74,11 +74,18 @@ pub struct PeriodInput {
     /// Neighbours the users of each own cell measured that it has no relation to, with their
     /// measurement reports, from the report's `/PCI/ARFCN[/CELL]` entries ([`anr_add`]).
     pub unknown: HashMap<u32, Vec<anr_add::Sighting>>,
+    /// The period's end (ms since the Unix epoch) and length.
+    pub end_ms: u64,
+    pub period_ms: u32,
 }
 
 impl PeriodInput {
     pub fn new(view: &RadioView, period: &ClosedPeriod) -> PeriodInput {
-        let mut input = PeriodInput::default();
+        let mut input = PeriodInput {
+            end_ms: period.end_ms,
+            period_ms: period.period_ms,
+            ..PeriodInput::default()
+        };
         for (cell, body) in &period.reports {
             let (Some(&c), Ok(r)) = (view.index.get(&**cell), ReportView::parse(body)) else {
                 continue;

@@ -61,6 +61,8 @@ pub struct ViewCell {
     pub tilt_max: i16,
     /// Downlink PRB use from the replicated KPI summary, per mille.
     pub prb_permille: Option<u16>,
+    /// End of its newest replicated KPI summary's period, ms since the Unix epoch (0: none).
+    pub kpi_end_ms: u64,
     /// Its replicated KPI summary says it serves nobody (no connected user, no PRB in use)
     /// while it is neither locked nor dormant: what a sleeping cell looks like from another
     /// site, which cannot run detection on it (see [`RadioView::in_outage`]).
@@ -160,6 +162,7 @@ impl RadioView {
             let kpi = image.kpis.get(id);
             let cell = &mut self.cells[i];
             cell.prb_permille = kpi.map(|k| k.prb_dl_permille);
+            cell.kpi_end_ms = kpi.map_or(0, |k| k.period_end_ms);
             cell.serves_nobody =
                 !cell.down && kpi.is_some_and(|k| k.rrc_conn_mean == 0 && k.prb_dl_permille == 0);
         }
@@ -232,6 +235,7 @@ impl RadioView {
                 max_tx_power_dbm: c.max_tx_power_dbm,
                 tilt_max: c.tilt_box.max,
                 prb_permille: None,
+                kpi_end_ms: 0,
                 serves_nobody: false,
                 compensating: [Param::ElectricalTilt, Param::MaxTxPowerDbm]
                     .iter()
@@ -270,6 +274,18 @@ impl RadioView {
     pub fn seems_in_outage(&self, c: u32) -> bool {
         let cell = self.cell(c);
         !cell.own && cell.serves_nobody
+    }
+
+    /// Whether another site's cell `c` has gone silent by the period ending at `end_ms`: it
+    /// radiates (neither locked nor dormant), had a replicated KPI summary, and none for more
+    /// than three periods — what a hard outage at another site looks like from here (its site
+    /// detects it, but only its own functions learn of that).
+    pub fn silent(&self, c: u32, end_ms: u64, period_ms: u32) -> bool {
+        let cell = self.cell(c);
+        !cell.own
+            && !cell.down
+            && cell.kpi_end_ms > 0
+            && cell.kpi_end_ms + 3 * u64::from(period_ms) < end_ms
     }
 
     /// Distance between the cell sites of two cells, metres.
