@@ -232,12 +232,8 @@ pub fn summary(image: &NetworkImage) -> sonraft_client::v1::ControlSummary {
         }
     }
     sonraft_client::v1::ControlSummary {
+        away_from_home: sites.values().map(|s| s.taken_over).sum(),
         sites,
-        away_from_home: image
-            .sites
-            .values()
-            .filter(|s| image.controller(&s.id).is_some_and(|(c, _)| c != s.region))
-            .count() as u64,
         moved,
     }
 }

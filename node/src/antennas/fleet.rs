@@ -178,21 +178,10 @@ impl Fleet {
 
     /// The cells this node controls in the current image.
     pub fn own_cells(&self) -> HashSet<String> {
-        self.own_cells_with_epochs().into_keys().collect()
-    }
-
-    /// The cells this node controls, with their cell site's control epoch.
-    pub fn own_cells_with_epochs(&self) -> HashMap<String, u64> {
-        self.store.with_image(|image| {
-            image
-                .cells
-                .values()
-                .filter_map(|c| {
-                    let (site, epoch) = image.controller(&c.site)?;
-                    (site == self.site).then(|| (c.id.clone(), epoch))
-                })
-                .collect()
-        })
+        self.wanted()
+            .into_values()
+            .flat_map(|(_, cells)| cells)
+            .collect()
     }
 
     /// The configuration the image wants on `cell`, and the log index it reflects.
@@ -511,21 +500,18 @@ impl Fleet {
 
 impl Fleet {
     fn describe_control(&self, fenced_sessions: u64) -> v1::AntennaControl {
-        let (cell_sites, taken_over) = self.store.with_image(|image| {
-            image
-                .sites
-                .values()
-                .fold((0, 0), |(n, away), s| match image.controller(&s.id) {
-                    Some((c, _)) if c == self.site => (n + 1, away + u64::from(s.region != c)),
-                    _ => (n, away),
-                })
-        });
+        let mine = self
+            .store
+            .with_image(crate::control::summary)
+            .sites
+            .remove(&self.site)
+            .unwrap_or_default();
         let lease = lock(&self.lease).clone();
         v1::AntennaControl {
             lease: lease.is_ok(),
             lease_lost: lease.err(),
-            cell_sites,
-            taken_over,
+            cell_sites: mine.cell_sites,
+            taken_over: mine.taken_over,
             fenced_sessions,
         }
     }
