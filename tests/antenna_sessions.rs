@@ -173,28 +173,31 @@ async fn wait_for(
     }
 }
 
-/// An antenna of a release before control epochs refuses the fenced hello as an unknown kind:
-/// at epoch 0 (its cells never moved) the node speaks to it without epochs, as before.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_antenna_without_fencing_is_spoken_to_without_epochs_at_epoch_0() {
+/// A one-node cluster whose antennas are `fake`, speaking one session per cell, with the
+/// six-cell image imported and every session connected and in sync.
+async fn with_fake(fake: Fake) -> (Arc<Fake>, Cluster) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
-    let fake = Arc::new(Fake {
-        legacy: true,
-        ..Fake::default()
-    });
+    let fake = Arc::new(fake);
     tokio::spawn(fake_antenna(fake.clone(), listener));
     let c = Cluster::start_with(1, &["--antennas", &addr, "--antenna-sessions", "cell"]).await;
-    let r = c
-        .client
-        .post(&c.nodes[0].api, "/image/import", &image())
-        .await
-        .unwrap();
-    assert!(r.status.is_success());
+    c.import(&image()).await;
     wait_for(&c, "six sessions connected and in sync", |s| {
         s.len() == 6
             && s.values()
                 .all(|v| v["connected"] == true && v["in_sync"] == true)
+    })
+    .await;
+    (fake, c)
+}
+
+/// An antenna of a release before control epochs refuses the fenced hello as an unknown kind:
+/// at epoch 0 (its cells never moved) the node speaks to it without epochs, as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_antenna_without_fencing_is_spoken_to_without_epochs_at_epoch_0() {
+    let (fake, c) = with_fake(Fake {
+        legacy: true,
+        ..Fake::default()
     })
     .await;
     assert!(
@@ -238,23 +241,7 @@ async fn an_antenna_without_fencing_is_spoken_to_without_epochs_at_epoch_0() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broken_or_garbled_antenna_connection_affects_only_its_session() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    let fake = Arc::new(Fake::default());
-    tokio::spawn(fake_antenna(fake.clone(), listener));
-    let c = Cluster::start_with(1, &["--antennas", &addr, "--antenna-sessions", "cell"]).await;
-    let r = c
-        .client
-        .post(&c.nodes[0].api, "/image/import", &image())
-        .await
-        .unwrap();
-    assert!(r.status.is_success());
-    wait_for(&c, "six sessions connected and in sync", |s| {
-        s.len() == 6
-            && s.values()
-                .all(|v| v["connected"] == true && v["in_sync"] == true)
-    })
-    .await;
+    let (fake, c) = with_fake(Fake::default()).await;
 
     *fake.sabotage.lock().unwrap() = Some(("A2".into(), "garbage"));
     let s = wait_for(&c, "A2 reconnected after garbage", |s| {

@@ -58,38 +58,11 @@ fn network() -> Option<SiteNetwork> {
     None
 }
 
-async fn antennas(c: &Cluster, pos: usize) -> Option<v1::Antennas> {
-    let r = c
-        .client
-        .get(&c.nodes[pos].api, "/antennas?limit=1000")
-        .await
-        .ok()?;
-    serde_json::from_slice(&r.body).ok()
-}
-
 async fn away_from_home(c: &Cluster, pos: usize) -> Option<u64> {
     let r = c.client.get(&c.nodes[pos].api, "/control").await.ok()?;
     serde_json::from_slice::<v1::ControlSummary>(&r.body)
         .ok()
         .map(|s| s.away_from_home)
-}
-
-/// Cells whose connected, unfenced sessions on the nodes at `positions` speak an epoch above
-/// `above`, with the node and the epoch.
-async fn connected(c: &Cluster, positions: &[usize], above: u64) -> BTreeMap<String, (u64, u64)> {
-    let mut out = BTreeMap::new();
-    for &pos in positions {
-        let Some(a) = antennas(c, pos).await else {
-            continue;
-        };
-        for s in a.sessions {
-            let epoch = s.epoch.unwrap_or(0);
-            if s.connected && s.fenced.is_none() && epoch > above {
-                out.insert(s.cell, (c.nodes[pos].id, epoch));
-            }
-        }
-    }
-    out
 }
 
 /// Of `cells`, those without an entry in `sessions`, as an error for [`until`].
@@ -117,31 +90,6 @@ fn applied_by(state: &Value, id: usize) -> u64 {
 }
 
 /// The cells of region `site` in the image.
-async fn region_cells(c: &Cluster, site: &str) -> BTreeSet<String> {
-    let get = |path: &'static str| async move {
-        c.client
-            .get(&c.nodes[0].api, path)
-            .await
-            .expect(path)
-            .json()
-            .as_array()
-            .cloned()
-            .expect(path)
-    };
-    let in_region: BTreeSet<String> = get("/image/sites")
-        .await
-        .into_iter()
-        .filter(|s| s["region"] == site)
-        .filter_map(|s| s["id"].as_str().map(str::to_string))
-        .collect();
-    get("/image/cells")
-        .await
-        .into_iter()
-        .filter(|x| x["site"].as_str().is_some_and(|s| in_region.contains(s)))
-        .filter_map(|x| x["id"].as_str().map(str::to_string))
-        .collect()
-}
-
 /// The simulator's state, after checking that no antenna applied a configuration
 /// from a stale controller, nor from two controllers at one epoch (the simulator's log says
 /// which cell, which epoch and which nodes).
@@ -238,21 +186,8 @@ async fn cut_off(role: Role) {
     .expect("simulator");
     let antenna_list = sim.antennas.join(",");
     let c = start_in_namespaces(&net, 3, RAFT_PORT, API_PORT, &["--antennas", &antenna_list]).await;
-    let r = c
-        .client
-        .post(
-            &c.nodes[0].api,
-            "/image/import",
-            &sim_export(CELLS, REGIONS, &[]),
-        )
-        .await
-        .unwrap();
-    assert!(
-        r.status.is_success(),
-        "{}",
-        String::from_utf8_lossy(&r.body)
-    );
-    let cut_cells = region_cells(&c, &format!("site-{CUT}")).await;
+    c.import(&sim_export(CELLS, REGIONS, &[])).await;
+    let (cut_cells, _) = region_cells(&c, &format!("site-{CUT}")).await;
     assert!(
         cut_cells.len() >= 15,
         "{} cells in site-{CUT}",
@@ -262,7 +197,7 @@ async fn cut_off(role: Role) {
         Duration::from_secs(30),
         "site-3's sessions on node 3",
         || async {
-            let a = antennas(&c, CUT_POS).await.ok_or("no /antennas")?;
+            let a = c.antennas(CUT_POS).await.ok_or("no /antennas")?;
             let up: BTreeSet<&str> = a
                 .sessions
                 .iter()
@@ -327,7 +262,8 @@ async fn cut_off(role: Role) {
     let mut samples: Vec<Sample> = Vec::new();
     let mut taken: BTreeMap<String, (u64, u64)> = BTreeMap::new();
     while cut.elapsed() < CLAIM + Duration::from_secs(10) {
-        let lease = antennas(&c, CUT_POS)
+        let lease = c
+            .antennas(CUT_POS)
             .await
             .and_then(|a| a.control)
             .map(|k| k.lease);
@@ -342,7 +278,7 @@ async fn cut_off(role: Role) {
             applied: applied_by(&state, CUT),
             claimed,
         });
-        taken = connected(&c, &[0, 1], 0).await;
+        taken = c.connected_cells(&[0, 1], Some(0)).await;
         if all_of(&cut_cells, &taken).is_ok() {
             break;
         }
@@ -444,7 +380,7 @@ async fn cut_off(role: Role) {
     net.heal(CUT).expect("heal");
     let back = until(Duration::from_secs(30), "the hand-back", || async {
         let away = away_from_home(&c, 0).await.ok_or("no /control")?;
-        let home = connected(&c, &[CUT_POS], takeover_epoch).await;
+        let home = c.connected_cells(&[CUT_POS], Some(takeover_epoch)).await;
         match all_of(&cut_cells, &home) {
             Ok(()) if away == 0 => Ok(()),
             Ok(()) => Err(format!("{away} cell sites away from home")),

@@ -18,11 +18,6 @@ const CELLS: &str = "60";
 /// `--control-claim-ms` with loopback timing.
 const CLAIM: Duration = Duration::from_secs(4);
 
-async fn antennas(c: &Cluster, p: &NodeProc) -> Option<v1::Antennas> {
-    let r = c.client.get(&p.api, "/antennas?limit=1000").await.ok()?;
-    serde_json::from_slice(&r.body).ok()
-}
-
 async fn control(c: &Cluster, p: &NodeProc) -> v1::ControlSummary {
     let r = c
         .client
@@ -32,62 +27,8 @@ async fn control(c: &Cluster, p: &NodeProc) -> v1::ControlSummary {
     serde_json::from_slice(&r.body).expect("control summary")
 }
 
-/// Cells whose connected sessions on `nodes` speak an epoch above `above`, with that epoch.
-async fn connected(
-    c: &Cluster,
-    nodes: &[usize],
-    above: Option<u64>,
-) -> BTreeMap<String, (u64, u64)> {
-    let mut out = BTreeMap::new();
-    for &i in nodes {
-        let Some(a) = antennas(c, &c.nodes[i]).await else {
-            continue;
-        };
-        for s in a.sessions {
-            let epoch = s.epoch.unwrap_or(0);
-            if s.connected && s.fenced.is_none() && above.is_none_or(|e| epoch > e) {
-                out.insert(s.cell, (c.nodes[i].id, epoch));
-            }
-        }
-    }
-    out
-}
-
 fn fencing(state: &Value) -> Value {
     state["fencing"].clone()
-}
-
-/// The cells of region `site` in the image, by id, and the number of their cell sites.
-async fn region_cells(c: &Cluster, site: &str) -> (BTreeSet<String>, usize) {
-    let sites: Vec<Value> = c
-        .client
-        .get(&c.nodes[0].api, "/image/sites")
-        .await
-        .unwrap()
-        .json()
-        .as_array()
-        .cloned()
-        .unwrap();
-    let in_region: BTreeSet<String> = sites
-        .iter()
-        .filter(|s| s["region"] == site)
-        .map(|s| s["id"].as_str().unwrap().to_string())
-        .collect();
-    let cells: Vec<Value> = c
-        .client
-        .get(&c.nodes[0].api, "/image/cells")
-        .await
-        .unwrap()
-        .json()
-        .as_array()
-        .cloned()
-        .unwrap();
-    let ids = cells
-        .iter()
-        .filter(|x| in_region.contains(x["site"].as_str().unwrap()))
-        .map(|x| x["id"].as_str().unwrap().to_string())
-        .collect();
-    (ids, in_region.len())
 }
 
 async fn start() -> (tempfile::TempDir, SimProc, Cluster) {
@@ -99,17 +40,7 @@ async fn start() -> (tempfile::TempDir, SimProc, Cluster) {
     )
     .expect("simulator");
     let c = Cluster::start_with(3, &["--antennas", &sim.antennas.join(",")]).await;
-    let image = sim_export(CELLS, REGIONS, &[]);
-    let r = c
-        .client
-        .post(&c.nodes[0].api, "/image/import", &image)
-        .await
-        .unwrap();
-    assert!(
-        r.status.is_success(),
-        "{}",
-        String::from_utf8_lossy(&r.body)
-    );
+    c.import(&sim_export(CELLS, REGIONS, &[])).await;
     (dir, sim, c)
 }
 
@@ -125,7 +56,7 @@ async fn a_killed_sites_antennas_are_taken_over_then_handed_back_and_never_fence
 
     // Every cell of site-3 has its session on node 3, at the home epoch 0.
     until(Duration::from_secs(30), "site-3's sessions", || async {
-        let up = connected(&c, &[2], None).await;
+        let up = c.connected_cells(&[2], None).await;
         let missing: Vec<_> = lost_cells.iter().filter(|x| !up.contains_key(*x)).collect();
         if missing.is_empty() {
             Ok(())
@@ -140,7 +71,7 @@ async fn a_killed_sites_antennas_are_taken_over_then_handed_back_and_never_fence
     // Within the claim time + 10 s, every one of its cells has a session from a survivor, at
     // a new epoch.
     let took = until(CLAIM + Duration::from_secs(10), "the take-over", || async {
-        let up = connected(&c, &[0, 1], Some(0)).await;
+        let up = c.connected_cells(&[0, 1], Some(0)).await;
         let missing: Vec<_> = lost_cells.iter().filter(|x| !up.contains_key(*x)).collect();
         if missing.is_empty() {
             Ok(())
@@ -154,7 +85,7 @@ async fn a_killed_sites_antennas_are_taken_over_then_handed_back_and_never_fence
     })
     .await;
     let after_kill = killed.elapsed();
-    let taken = connected(&c, &[0, 1], Some(0)).await;
+    let taken = c.connected_cells(&[0, 1], Some(0)).await;
     let by_node: BTreeMap<u64, usize> = lost_cells.iter().fold(BTreeMap::new(), |mut m, x| {
         *m.entry(taken[x].0).or_default() += 1;
         m
@@ -176,30 +107,14 @@ async fn a_killed_sites_antennas_are_taken_over_then_handed_back_and_never_fence
     // SON goes on for them: relations of site-3 cells an operator removes are added back by
     // ANR at the node that took the cell over, and reach the antennas.
     let before = sim.state(&c.client).await.unwrap();
-    let relations: Vec<Value> = c
-        .client
-        .get(&c.nodes[0].api, "/image/relations?consistency=linearizable")
-        .await
-        .unwrap()
-        .json()
-        .as_array()
-        .cloned()
-        .unwrap();
+    let relations: Vec<Value> = c.list("/image/relations?consistency=linearizable").await;
     let dead: BTreeSet<String> = before["pruned_candidates"]
         .as_array()
         .unwrap()
         .iter()
         .map(|d| d["relation"].as_str().unwrap().to_string())
         .collect();
-    let cells: Vec<Value> = c
-        .client
-        .get(&c.nodes[0].api, "/image/cells")
-        .await
-        .unwrap()
-        .json()
-        .as_array()
-        .cloned()
-        .unwrap();
+    let cells: Vec<Value> = c.list("/image/cells").await;
     let arfcn: BTreeMap<&str, u64> = cells
         .iter()
         .map(|x| (x["id"].as_str().unwrap(), x["arfcn"].as_u64().unwrap()))
@@ -245,15 +160,7 @@ async fn a_killed_sites_antennas_are_taken_over_then_handed_back_and_never_fence
         Duration::from_secs(30),
         "ANR re-adding site-3's relations",
         || async {
-            let now: Vec<Value> = c
-                .client
-                .get(&c.nodes[0].api, "/image/relations")
-                .await
-                .unwrap()
-                .json()
-                .as_array()
-                .cloned()
-                .unwrap();
+            let now: Vec<Value> = c.list("/image/relations").await;
             let back = now
                 .iter()
                 .filter(|r| {
@@ -288,7 +195,7 @@ async fn a_killed_sites_antennas_are_taken_over_then_handed_back_and_never_fence
     c.wait_ready(&c.nodes[2]).await;
     until(Duration::from_secs(30), "the hand-back", || async {
         let away = control(&c, &c.nodes[0]).await.away_from_home;
-        let home = connected(&c, &[2], Some(takeover_epoch)).await;
+        let home = c.connected_cells(&[2], Some(takeover_epoch)).await;
         let missing = lost_cells.iter().filter(|x| !home.contains_key(*x)).count();
         if away == 0 && missing == 0 {
             Ok(())

@@ -261,7 +261,6 @@ async fn the_son_tuning_survives_a_restart_and_a_snapshot_of_format_4() {
     use sonraft_raft::Entry;
     use sonraft_raft::command::{Command, Envelope, Response};
     use sonraft_raft::son::Tuning;
-    use sonraft_storage::snapshot::{SnapshotBody, decode_snapshot};
     let mut tuning = Tuning::default();
     tuning.load_balancing.high_pct = 85;
     tuning.pci.reserved = [0, 1007].into();
@@ -286,37 +285,11 @@ async fn the_son_tuning_survives_a_restart_and_a_snapshot_of_format_4() {
         tuning,
         "kept across a restart"
     );
-    let snap = common::build_snapshot(&mut store).await;
-    let path = std::fs::read_dir(dir.path().join("snapshots"))
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
-    let bytes = std::fs::read(&path).unwrap();
-    assert_eq!(
-        u16::from_be_bytes([bytes[8], bytes[9]]),
-        4,
-        "written in format 4"
-    );
-    let (_, body): (_, SnapshotBody) = decode_snapshot(&bytes[..]).unwrap();
-    assert_eq!(body.format(), 4, "a tuning needs snapshot format 4");
+    let body = common::snapshot_round_trip(&mut store, dir.path(), 4, |r, when| {
+        assert_eq!(read(r.state()).image.son.tuning, tuning, "{when}");
+    })
+    .await;
     assert_eq!(body.image.son.tuning, tuning);
-    let other = tempfile::tempdir().unwrap();
-    let mut restored = Store::open(other.path()).unwrap();
-    restored
-        .sm
-        .install_snapshot(&snap.meta, snap.snapshot)
-        .await
-        .unwrap();
-    assert_eq!(read(restored.reader.state()).image.son.tuning, tuning);
-    restored.close().unwrap();
-    let restored = Store::open(other.path()).unwrap();
-    assert_eq!(
-        read(restored.reader.state()).image.son.tuning,
-        tuning,
-        "an installed snapshot's tuning is kept across a restart"
-    );
 }
 
 #[tokio::test]
@@ -325,7 +298,6 @@ async fn control_moves_survive_a_restart_and_a_snapshot_of_format_7() {
     use sonraft_raft::Entry;
     use sonraft_raft::command::{Command, Envelope, Response};
     use sonraft_raft::model::control::{ControlMove, ControlMoves};
-    use sonraft_storage::snapshot::{SnapshotBody, decode_snapshot};
     let entry = |index: u64, command: &Command| Entry {
         log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
         payload: EntryPayload::Normal(Envelope::new(command, 1_000 + index).unwrap()),
@@ -356,45 +328,25 @@ async fn control_moves_survive_a_restart_and_a_snapshot_of_format_7() {
     store.close().unwrap();
 
     let mut store = Store::open(dir.path()).unwrap();
-    let controller = |s: &Store| {
-        read(s.reader.state())
+    let controller = |s: &sonraft_storage::StoreReader| {
+        read(s.state())
             .image
             .controller(&cell_site)
             .map(|(site, epoch)| (site.to_string(), epoch))
     };
     assert_eq!(
-        controller(&store),
+        controller(&store.reader),
         Some(("elsewhere".into(), 5)),
         "kept across a restart"
     );
-    let snap = common::build_snapshot(&mut store).await;
-    let path = std::fs::read_dir(dir.path().join("snapshots"))
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
-    let bytes = std::fs::read(&path).unwrap();
-    assert_eq!(
-        u16::from_be_bytes([bytes[8], bytes[9]]),
-        7,
-        "written in format 7"
-    );
-    let (_, body): (_, SnapshotBody) = decode_snapshot(&bytes[..]).unwrap();
+    let body = common::snapshot_round_trip(&mut store, dir.path(), 7, |r, when| {
+        let state = read(r.state());
+        let got = state
+            .image
+            .controller(&cell_site)
+            .map(|(s, e)| (s.to_string(), e));
+        assert_eq!(got, Some(("elsewhere".into(), 5)), "{when}");
+    })
+    .await;
     assert_eq!(body.image.control.len(), 1);
-    let other = tempfile::tempdir().unwrap();
-    let mut restored = Store::open(other.path()).unwrap();
-    restored
-        .sm
-        .install_snapshot(&snap.meta, snap.snapshot)
-        .await
-        .unwrap();
-    assert_eq!(controller(&restored), Some(("elsewhere".into(), 5)));
-    restored.close().unwrap();
-    let restored = Store::open(other.path()).unwrap();
-    assert_eq!(
-        controller(&restored),
-        Some(("elsewhere".into(), 5)),
-        "an installed snapshot's control is kept across a restart"
-    );
 }

@@ -2,11 +2,13 @@
 //! `sonraft_testkit::local_cluster`), with test-friendly panicking helpers.
 #![allow(dead_code, unused_imports)]
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::ops::{Deref, DerefMut};
 use std::path::Path;
 use std::time::Duration;
 
 use serde_json::{Value, json};
+use sonraft_client::v1;
 pub use sonraft_testkit::fixtures::{demo_image, tilt};
 use sonraft_testkit::local_cluster::LocalCluster;
 pub use sonraft_testkit::local_cluster::{NodeProc, TOKEN};
@@ -89,6 +91,58 @@ impl Cluster {
         );
     }
 
+    /// The JSON list node 0's admin API answers at `path`.
+    pub async fn list(&self, path: &str) -> Vec<Value> {
+        let r = self.client.get(&self.nodes[0].api, path).await.expect(path);
+        r.json().as_array().cloned().expect(path)
+    }
+
+    /// Imports `image` through node 0; fails the test unless it applies.
+    pub async fn import(&self, image: &Value) {
+        let r = self
+            .client
+            .post(&self.nodes[0].api, "/image/import", image)
+            .await
+            .expect("import");
+        assert!(
+            r.status.is_success(),
+            "{}",
+            String::from_utf8_lossy(&r.body)
+        );
+    }
+
+    /// `GET /antennas` of the node at `pos` (`None` while it does not answer).
+    pub async fn antennas(&self, pos: usize) -> Option<v1::Antennas> {
+        let r = self
+            .client
+            .get(&self.nodes[pos].api, "/antennas?limit=1000")
+            .await
+            .ok()?;
+        serde_json::from_slice(&r.body).ok()
+    }
+
+    /// Cells whose connected, unfenced sessions on the nodes at `positions` speak an epoch
+    /// above `above` (any epoch with `None`), with the node's id and the epoch.
+    pub async fn connected_cells(
+        &self,
+        positions: &[usize],
+        above: Option<u64>,
+    ) -> BTreeMap<String, (u64, u64)> {
+        let mut out = BTreeMap::new();
+        for &pos in positions {
+            let Some(a) = self.antennas(pos).await else {
+                continue;
+            };
+            for s in a.sessions {
+                let epoch = s.epoch.unwrap_or(0);
+                if s.connected && s.fenced.is_none() && above.is_none_or(|e| epoch > e) {
+                    out.insert(s.cell, (self.nodes[pos].id, epoch));
+                }
+            }
+        }
+        out
+    }
+
     /// Reads a cell as a client would: a 503 (no leader, no quorum right now: the node says
     /// when to retry) is retried for up to 10 s; any other failure fails the test.
     pub async fn cell(&self, p: &NodeProc, id: &str, consistency: &str) -> Value {
@@ -142,18 +196,27 @@ pub async fn simulated_site_with_layout(
     let sim =
         sonraft_testkit::local_cluster::SimProc::start(binary(), dir, &args).expect("simulator");
     let c = Cluster::start_with(1, &["--antennas", &sim.antennas.join(",")]).await;
-    let image = sim_export(CELLS, REGIONS, layout);
-    let r = c
-        .client
-        .post(&c.nodes[0].api, "/image/import", &image)
-        .await
-        .unwrap();
-    assert!(
-        r.status.is_success(),
-        "{}",
-        String::from_utf8_lossy(&r.body)
-    );
+    c.import(&sim_export(CELLS, REGIONS, layout)).await;
     (sim, c)
+}
+
+/// The cells of region `site` in the image, by id, and the number of their cell sites.
+pub async fn region_cells(c: &Cluster, site: &str) -> (BTreeSet<String>, usize) {
+    let in_region: BTreeSet<String> = c
+        .list("/image/sites")
+        .await
+        .into_iter()
+        .filter(|s| s["region"] == site)
+        .filter_map(|s| s["id"].as_str().map(str::to_string))
+        .collect();
+    let cells = c
+        .list("/image/cells")
+        .await
+        .into_iter()
+        .filter(|x| x["site"].as_str().is_some_and(|s| in_region.contains(s)))
+        .filter_map(|x| x["id"].as_str().map(str::to_string))
+        .collect();
+    (cells, in_region.len())
 }
 
 /// The value of the first metric line of node 0 that starts with `prefix` (0 when absent).

@@ -266,6 +266,44 @@ pub async fn apply_demo(store: &mut Store, cells: usize) {
 }
 
 /// Builds a snapshot of what `store` has applied.
+/// Builds a snapshot of `store` (data directory `dir`) and checks the file it wrote: its
+/// format number and decoded body, which `check` sees (with "written"); then installs it into a
+/// fresh store, which `check` sees before and after a restart ("installed", "restarted").
+pub async fn snapshot_round_trip(
+    store: &mut Store,
+    dir: &Path,
+    format: u16,
+    check: impl Fn(&sonraft_storage::StoreReader, &str),
+) -> sonraft_storage::snapshot::SnapshotBody {
+    let snap = build_snapshot(store).await;
+    let path = std::fs::read_dir(dir.join("snapshots"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let bytes = std::fs::read(&path).unwrap();
+    assert_eq!(
+        u16::from_be_bytes([bytes[8], bytes[9]]),
+        format,
+        "written in format {format}"
+    );
+    let (_, body) = sonraft_storage::snapshot::decode_snapshot(&bytes[..]).unwrap();
+    assert_eq!(body.format(), format);
+    let other = tempfile::tempdir().unwrap();
+    let mut restored = Store::open(other.path()).unwrap();
+    restored
+        .sm
+        .install_snapshot(&snap.meta, snap.snapshot)
+        .await
+        .unwrap();
+    check(&restored.reader, "installed");
+    restored.close().unwrap();
+    let restored = Store::open(other.path()).unwrap();
+    check(&restored.reader, "restarted");
+    body
+}
+
 pub async fn build_snapshot(store: &mut Store) -> Snapshot<TypeConfig> {
     store
         .sm
