@@ -30,3 +30,4 @@ pub mod command;
 pub mod model;
 pub mod rules;
 pub mod son;
+pub mod trials;

@@ -534,7 +534,7 @@ pub struct SonState {
     /// The smallest id the next pending proposal may take.
     pub next_id: u64,
     /// Open trials by index.
-    pub trials: BTreeMap<u64, Trial>,
+    pub trials: crate::trials::Trials,
     /// (cell, function) → log time until which the function leaves the cell alone.
     pub holds: BTreeMap<(CellId, Function), u64>,
     /// Closed trials by index, at most [`JOURNAL_KEEP`] (the oldest changes are dropped).
@@ -564,9 +564,7 @@ impl SonState {
 
     /// The open trial of `function` on `cell`, if any.
     pub fn open_trial(&self, function: Function, cell: &str) -> Option<&Trial> {
-        self.trials
-            .values()
-            .find(|t| t.function == function && t.cells.iter().any(|c| c == cell))
+        self.trials.of(function, cell)
     }
 
     /// Log time until which `function` leaves `cell` alone, if it is held at `now_ms`.
