@@ -315,6 +315,11 @@ pub const METRICS: &[(&str, Kind, &str)] = &[
         "Counter period closed to the resulting change acknowledged by the antenna",
     ),
     (
+        "sonraft_son_acks_forgotten_total",
+        Kind::Counter,
+        "SON change sets no longer awaited for the close-to-ack latency: beyond the bound, unacknowledged",
+    ),
+    (
         "sonraft_son_outages_detected_total",
         Kind::Counter,
         "Cell outages detected, by kind (hard, sleeping)",

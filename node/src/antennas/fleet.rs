@@ -9,7 +9,7 @@
 //! cell's outgoing relations. Sessions push only while the node holds its control lease
 //! ([`Fleet::set_lease`]).
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -20,21 +20,13 @@ use sonraft_raft::model::image::NetworkImage;
 use sonraft_raft::model::{AdminState, EnergySaving};
 use sonraft_storage::StoreReader;
 
+use super::awaiting::Awaiting;
 use super::counters::CounterStore;
 use super::pm_dir::PmDir;
 use super::session::Session;
 
-/// Most committed change sets whose acknowledgements are awaited at once (each holds the ids
-/// of the cells it reconfigures, a few hundred bytes).
-pub const MAX_AWAITED: usize = 10_000;
 /// Most close-to-ack latencies kept for `GET /antennas` (8 bytes each).
 pub const MAX_LATENCIES: usize = 100_000;
-
-/// A committed SON change set whose pushes are awaited, for the close-to-ack latency.
-struct Awaited {
-    period_end_ms: u64,
-    cells: HashSet<String>,
-}
 
 /// This node's antenna sessions.
 pub struct Fleet {
@@ -51,7 +43,7 @@ pub struct Fleet {
     sessions: std::sync::Mutex<HashMap<String, Arc<Session>>>,
     /// Each served cell's session key.
     session_of: std::sync::Mutex<HashMap<String, String>>,
-    awaited: std::sync::Mutex<BTreeMap<u64, Awaited>>,
+    awaited: std::sync::Mutex<Awaiting>,
     latencies_ms: std::sync::Mutex<VecDeque<f64>>,
     connected: AtomicUsize,
     /// Whether this node may push now (`Err`: why not); see [`crate::control`].
@@ -83,7 +75,7 @@ impl Fleet {
             stations,
             sessions: std::sync::Mutex::new(HashMap::new()),
             session_of: std::sync::Mutex::new(HashMap::new()),
-            awaited: std::sync::Mutex::new(BTreeMap::new()),
+            awaited: std::sync::Mutex::default(),
             latencies_ms: std::sync::Mutex::new(VecDeque::new()),
             connected: AtomicUsize::new(0),
             lease: std::sync::Mutex::new(Err("the node has not checked its lease yet".into())),
@@ -355,7 +347,7 @@ impl Fleet {
         period_end_ms: u64,
         cells: impl IntoIterator<Item = String>,
     ) {
-        let cells: HashSet<String> = cells
+        let cells: Vec<String> = cells
             .into_iter()
             .filter(|c| self.acked_index(c).is_some_and(|acked| acked < index))
             .collect();
@@ -364,17 +356,11 @@ impl Fleet {
             return;
         }
         let mut awaited = lock(&self.awaited);
-        awaited.insert(
-            index,
-            Awaited {
-                period_end_ms,
-                cells,
-            },
-        );
-        // A cell whose session stopped (it moved to another site, or left the image) never
-        // acknowledges: forget the oldest change sets rather than wait for them for ever.
-        while awaited.len() > MAX_AWAITED {
-            awaited.pop_first();
+        let forgotten = awaited.forgotten();
+        awaited.insert(index, period_end_ms, cells);
+        let forgotten = awaited.forgotten() - forgotten;
+        if forgotten > 0 {
+            metrics::counter!("sonraft_son_acks_forgotten_total").increment(forgotten);
         }
     }
 
@@ -388,19 +374,8 @@ impl Fleet {
 
     /// A session's antenna acknowledged the configuration of the image at `index`.
     pub fn acked(&self, cell: &str, index: u64) {
-        let mut done = Vec::new();
-        {
-            let mut awaited = lock(&self.awaited);
-            for (i, a) in awaited.range_mut(..=index) {
-                if a.cells.remove(cell) && a.cells.is_empty() {
-                    done.push((*i, a.period_end_ms));
-                }
-            }
-            for (i, _) in &done {
-                awaited.remove(i);
-            }
-        }
-        for (_, end) in done {
+        let done = lock(&self.awaited).acked(cell, index);
+        for end in done {
             self.record_latency(end);
         }
     }

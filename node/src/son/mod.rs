@@ -40,6 +40,8 @@ use sonraft_protocol::{RELATION_COUNTERS, ReportView, cell_counter as cc, relati
 use sonraft_raft::changeset::{ChangeSet, Function, Outcome};
 use sonraft_raft::command::{Command, KpiBatch, Response};
 use sonraft_raft::model::KpiSummary;
+use sonraft_raft::model::{CellId, RelationKey};
+use sonraft_storage::AppliedChanges;
 use tokio::sync::mpsc;
 
 use crate::Node;
@@ -178,8 +180,8 @@ const CONCURRENCY: usize = 32;
 #[derive(Default)]
 struct Cycle {
     view: Option<RadioView>,
-    /// The configuration changed since the view was captured.
-    dirty: bool,
+    /// What applied entries changed since the view was brought up to date.
+    changed: Changed,
     memory: Memory,
     /// This site's cells' recent counters, for verifying SON changes.
     ring: verify::KpiRing,
@@ -190,6 +192,42 @@ struct Cycle {
     pci_unresolved: bool,
     /// Periods since the last PCI search.
     since_pci: u32,
+}
+
+/// The cells and relations applied entries changed since the view was last brought up to
+/// date, or that only a full capture will do.
+#[derive(Default)]
+struct Changed {
+    full: bool,
+    cells: HashSet<CellId>,
+    relations: HashSet<RelationKey>,
+}
+
+/// Changed entities beyond which a full capture is cheaper than updating them one by one.
+const MAX_CHANGED: usize = 20_000;
+
+impl Changed {
+    fn full() -> Changed {
+        Changed {
+            full: true,
+            ..Changed::default()
+        }
+    }
+
+    fn add(&mut self, applied: &AppliedChanges) {
+        if self.full {
+            return;
+        }
+        if applied.reset || !applied.control.is_empty() {
+            *self = Changed::full();
+            return;
+        }
+        self.cells.extend(applied.cells.iter().cloned());
+        self.relations.extend(applied.relations.iter().cloned());
+        if self.cells.len() + self.relations.len() > MAX_CHANGED {
+            *self = Changed::full();
+        }
+    }
 }
 
 /// Periods after which the PCI search runs even without a configuration change: a safety
@@ -215,7 +253,7 @@ pub async fn run(
 ) {
     let mut feed = node.store().subscribe();
     let mut cycle = Cycle {
-        dirty: true,
+        changed: Changed::full(),
         ..Cycle::default()
     };
     cycle.memory.compensation = compensation::Ledger::load(&node.config().data_dir);
@@ -227,13 +265,9 @@ pub async fn run(
         }
         loop {
             match feed.try_recv() {
-                Ok(c)
-                    if c.cells.is_empty()
-                        && c.relations.is_empty()
-                        && c.control.is_empty()
-                        && !c.reset => {}
-                Ok(_) | Err(tokio::sync::broadcast::error::TryRecvError::Lagged(_)) => {
-                    cycle.dirty = true
+                Ok(applied) => cycle.changed.add(&applied),
+                Err(tokio::sync::broadcast::error::TryRecvError::Lagged(_)) => {
+                    cycle.changed = Changed::full()
                 }
                 Err(_) => break,
             }
@@ -254,13 +288,23 @@ pub async fn run(
             let period = period.clone();
             let mut c = std::mem::take(&mut cycle);
             let result = tokio::task::spawn_blocking(move || {
-                let full = c.dirty || c.view.is_none();
-                node.store().with_image(|image| match (&mut c.view, full) {
-                    (Some(v), false) => v.refresh(image),
-                    _ => c.view = Some(RadioView::capture(image, node.site())),
+                let changed = std::mem::take(&mut c.changed);
+                let (full, pci_inputs) = node.store().with_image(|image| {
+                    let updated = match (&mut c.view, changed.full) {
+                        (Some(v), false) => {
+                            v.update(image, node.site(), &changed.cells, &changed.relations)
+                        }
+                        _ => None,
+                    };
+                    match updated {
+                        Some(pci_inputs) => (false, pci_inputs),
+                        None => {
+                            c.view = Some(RadioView::capture(image, node.site()));
+                            (true, true)
+                        }
+                    }
                 });
-                c.dirty = false;
-                let with_pci = c.pci_search_due(full);
+                let with_pci = c.pci_search_due(pci_inputs);
                 let view = c.view.as_ref().expect("captured above");
                 let mut input = PeriodInput::new(view, &period);
                 input.late = late_cells(view, &input, &reporting);
@@ -289,7 +333,7 @@ pub async fn run(
                 Ok(r) => r,
                 Err(e) => {
                     tracing::error!(error = %e, "SON analysis failed");
-                    cycle.dirty = true;
+                    cycle.changed = Changed::full();
                     // The cycle's memory went with the failed task: the compensation ledger
                     // comes back from its file (the rest is rebuilt from the next periods).
                     cycle.memory.compensation = compensation::Ledger::load(&data_dir);
@@ -347,8 +391,8 @@ pub async fn run(
             })
             .await
             .unwrap_or_default();
+            // What conflicted was changed by entries the feed brings into the view.
             submit_all(&node, &fleet, &period, retry).await;
-            cycle.dirty = true;
         }
         let _ = kpis.await;
         metrics::histogram!("sonraft_son_cycle_seconds").record(started.elapsed().as_secs_f64());

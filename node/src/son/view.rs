@@ -1,12 +1,14 @@
 //! A compact, index-based copy of what the SON functions read from the image, captured in one
 //! pass under the state lock so the analysis itself runs without holding it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
 
 use sonraft_raft::changeset::{Function, ReadVersion};
 use sonraft_raft::model::image::NetworkImage;
-use sonraft_raft::model::{AdminState, EnergySaving, EntityRef, Param, Policy, Rat};
+use sonraft_raft::model::{
+    AdminState, Cell, CellId, EnergySaving, EntityRef, Param, Policy, Rat, Relation, RelationKey,
+};
 use sonraft_raft::son::Tuning;
 
 /// FNV-1a: a fast hash for the short ids the SON functions look up millions of times; the
@@ -97,6 +99,8 @@ pub struct RadioView {
     pub own: Vec<u32>,
     /// The cells of each cell site, indexed by [`ViewCell::cell_site`].
     pub site_cells: Vec<Vec<u32>>,
+    /// The id of each cell site, indexed like `site_cells`.
+    pub site_ids: Vec<String>,
     /// Position of each cell site, metres east and north of the network's mean position
     /// (equirectangular: exact enough over a region), indexed like `site_cells`.
     pub site_xy: Vec<(f64, f64)>,
@@ -154,6 +158,48 @@ pub fn relation_key(source: &str, target: &str) -> u64 {
     h.finish()
 }
 
+/// What the functions read of one cell (its KPI fields are set by [`RadioView::refresh`]).
+fn view_cell(c: &Cell, own: bool, cell_site: u32) -> ViewCell {
+    ViewCell {
+        pci: c.pci,
+        arfcn: c.arfcn,
+        rat: c.rat,
+        version: c.version,
+        hysteresis: c.hysteresis,
+        time_to_trigger_ms: c.time_to_trigger_ms,
+        own,
+        cell_site,
+        down: c.admin_state != AdminState::Unlocked || c.energy_saving == EnergySaving::Dormant,
+        dormant: c.energy_saving == EnergySaving::Dormant,
+        azimuth: c.azimuth,
+        electrical_tilt: c.electrical_tilt,
+        tilt_min: c.tilt_box.min,
+        max_tx_power_dbm: c.max_tx_power_dbm,
+        tilt_max: c.tilt_box.max,
+        prb_permille: None,
+        kpi_end_ms: 0,
+        serves_nobody: false,
+        compensating: [Param::ElectricalTilt, Param::MaxTxPowerDbm]
+            .iter()
+            .any(|p| {
+                c.last_change
+                    .get(p)
+                    .is_some_and(|s| s.by == Function::OutageCompensation)
+            }),
+    }
+}
+
+fn view_relation(r: &Relation, target: u32) -> ViewRelation {
+    ViewRelation {
+        key: relation_key(&r.source, &r.target),
+        target,
+        cio_db: r.cio_db,
+        ho_allowed: r.ho_allowed,
+        remove_allowed: r.remove_allowed,
+        version: r.version,
+    }
+}
+
 impl RadioView {
     /// Refreshes what changes without a configuration change: the replicated KPI summaries,
     /// the coordination policy and the functions' tuning.
@@ -183,6 +229,7 @@ impl RadioView {
             incoming: vec![Vec::new(); n],
             own: Vec::new(),
             site_cells: Vec::new(),
+            site_ids: Vec::new(),
             site_xy: Vec::new(),
             isd_m: 0.0,
             // Set with the KPIs by `refresh` at the end.
@@ -205,6 +252,7 @@ impl RadioView {
             let next = site_index.len() as u32;
             let cell_site = *site_index.entry(c.site.as_str()).or_insert_with(|| {
                 v.site_cells.push(Vec::new());
+                v.site_ids.push(c.site.clone());
                 v.site_xy.push(
                     image
                         .sites
@@ -217,34 +265,7 @@ impl RadioView {
             let own = image.controls(site, c);
             v.ids.push(c.id.clone());
             v.index.insert(c.id.clone(), i as u32);
-            v.cells.push(ViewCell {
-                pci: c.pci,
-                arfcn: c.arfcn,
-                rat: c.rat,
-                version: c.version,
-                hysteresis: c.hysteresis,
-                time_to_trigger_ms: c.time_to_trigger_ms,
-                own,
-                cell_site,
-                down: c.admin_state != AdminState::Unlocked
-                    || c.energy_saving == EnergySaving::Dormant,
-                dormant: c.energy_saving == EnergySaving::Dormant,
-                azimuth: c.azimuth,
-                electrical_tilt: c.electrical_tilt,
-                tilt_min: c.tilt_box.min,
-                max_tx_power_dbm: c.max_tx_power_dbm,
-                tilt_max: c.tilt_box.max,
-                prb_permille: None,
-                kpi_end_ms: 0,
-                serves_nobody: false,
-                compensating: [Param::ElectricalTilt, Param::MaxTxPowerDbm]
-                    .iter()
-                    .any(|p| {
-                        c.last_change
-                            .get(p)
-                            .is_some_and(|s| s.by == Function::OutageCompensation)
-                    }),
-            });
+            v.cells.push(view_cell(c, own, cell_site));
             if own {
                 v.own.push(i as u32);
             }
@@ -253,19 +274,71 @@ impl RadioView {
             let (Some(&s), Some(&t)) = (v.index.get(&r.source), v.index.get(&r.target)) else {
                 continue;
             };
-            v.out[s as usize].push(ViewRelation {
-                key: relation_key(&r.source, &r.target),
-                target: t,
-                cio_db: r.cio_db,
-                ho_allowed: r.ho_allowed,
-                remove_allowed: r.remove_allowed,
-                version: r.version,
-            });
+            v.out[s as usize].push(view_relation(r, t));
             v.incoming[t as usize].push(s);
         }
         v.isd_m = median_nearest(&v.site_xy);
         v.refresh(image);
         v
+    }
+
+    /// Brings the view up to date with the `cells` and `relations` that entries applied since
+    /// it was captured changed, at the cost of those alone: at 100,000 cells a full capture
+    /// takes most of a second, and SON changes land every period. Returns whether anything
+    /// the PCI search reads changed (a PCI, a channel, a cell going down or up, a relation
+    /// added or removed), or `None` when only a full capture can bring it up to date: a cell
+    /// added, removed or moved to another cell site, or one whose control moved.
+    pub fn update(
+        &mut self,
+        image: &NetworkImage,
+        site: &str,
+        cells: &HashSet<CellId>,
+        relations: &HashSet<RelationKey>,
+    ) -> Option<bool> {
+        let mut pci_inputs = false;
+        for id in cells {
+            let i = *self.index.get(id)?;
+            let c = image.cells.get(id)?;
+            let old = &self.cells[i as usize];
+            if self.site_ids[old.cell_site as usize] != c.site || old.own != image.controls(site, c)
+            {
+                return None;
+            }
+            let mut new = view_cell(c, old.own, old.cell_site);
+            pci_inputs |= new.pci != old.pci || new.arfcn != old.arfcn || new.down != old.down;
+            // Set again by `refresh`, which runs after every update.
+            (new.prb_permille, new.kpi_end_ms, new.serves_nobody) =
+                (old.prb_permille, old.kpi_end_ms, old.serves_nobody);
+            self.cells[i as usize] = new;
+        }
+        for key in relations {
+            let (Some(&s), Some(&t)) = (self.index.get(&key.0), self.index.get(&key.1)) else {
+                continue;
+            };
+            let out = &mut self.out[s as usize];
+            let at = out.iter().position(|r| r.target == t);
+            match (image.relations.get(key), at) {
+                (Some(r), Some(at)) => out[at] = view_relation(r, t),
+                (Some(r), None) => {
+                    // In the order a capture gives: by target id, and by source id.
+                    let ids = &self.ids;
+                    let pos = out.partition_point(|x| ids[x.target as usize] < key.1);
+                    out.insert(pos, view_relation(r, t));
+                    let incoming = &mut self.incoming[t as usize];
+                    let pos = incoming.partition_point(|&x| ids[x as usize] < key.0);
+                    incoming.insert(pos, s);
+                    pci_inputs = true;
+                }
+                (None, Some(at)) => {
+                    out.remove(at);
+                    self.incoming[t as usize].retain(|&x| x != s);
+                    pci_inputs = true;
+                }
+                (None, None) => {}
+            }
+        }
+        self.refresh(image);
+        Some(pci_inputs)
     }
 
     /// Whether another site's cell `c` looks like it is in outage from here: its summary says
@@ -357,5 +430,94 @@ impl RadioView {
             entity: EntityRef::relation(self.id(source), self.id(rel.target)),
             version: rel.version,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::son::testing::{cell, image, relation};
+
+    fn set<T: Clone + Eq + std::hash::Hash>(items: &[T]) -> HashSet<T> {
+        items.iter().cloned().collect()
+    }
+
+    fn key(s: &str, t: &str) -> RelationKey {
+        (s.to_string(), t.to_string())
+    }
+
+    #[test]
+    fn an_updated_view_is_the_view_a_full_capture_gives() {
+        let mut img = image(
+            vec![
+                cell("A1", 1, 100),
+                cell("A2", 2, 100),
+                cell("A3", 3, 100),
+                cell("Z1", 4, 100),
+            ],
+            vec![
+                relation("A1", "A3"),
+                relation("A3", "A1"),
+                relation("Z1", "A3"),
+            ],
+        );
+        let mut v = RadioView::capture(&img, "site-a");
+        // A PCI, a tilt, a relation added in the middle of others, one removed, one changed.
+        img.cells.get_mut("A2").unwrap().pci = 9;
+        img.cells.get_mut("Z1").unwrap().electrical_tilt = 40;
+        let mut added = img.relations[&key("A1", "A3")].clone();
+        added.target = "A2".into();
+        img.relations.insert(key("A1", "A2"), added.clone());
+        added.source = "Z1".into();
+        img.relations.insert(key("Z1", "A2"), added);
+        img.relations.remove(&key("A3", "A1"));
+        img.relations.get_mut(&key("Z1", "A3")).unwrap().cio_db = 3;
+        let cells = set(&["A2".to_string(), "Z1".to_string()]);
+        let relations = set(&[
+            key("A1", "A2"),
+            key("Z1", "A2"),
+            key("A3", "A1"),
+            key("Z1", "A3"),
+            // Of a cell the view does not know: skipped, as a capture skips it.
+            key("A1", "X9"),
+        ]);
+        assert_eq!(v.update(&img, "site-a", &cells, &relations), Some(true));
+        let full = RadioView::capture(&img, "site-a");
+        assert_eq!(format!("{v:?}"), format!("{full:?}"));
+        // A tilt alone is nothing the PCI search reads.
+        img.cells.get_mut("A1").unwrap().electrical_tilt = 20;
+        let only_tilt = set(&["A1".to_string()]);
+        assert_eq!(
+            v.update(&img, "site-a", &only_tilt, &HashSet::new()),
+            Some(false)
+        );
+        assert_eq!(
+            format!("{v:?}"),
+            format!("{:?}", RadioView::capture(&img, "site-a"))
+        );
+    }
+
+    #[test]
+    fn a_cell_added_removed_or_moved_to_another_cell_site_needs_a_full_capture() {
+        let mut img = image(vec![cell("A1", 1, 100), cell("Z1", 2, 100)], vec![]);
+        let mut v = RadioView::capture(&img, "site-a");
+        let mut new = img.cells["A1"].clone();
+        new.id = "A7".into();
+        img.cells.insert("A7".into(), new);
+        let none = HashSet::new();
+        assert_eq!(
+            v.update(&img, "site-a", &set(&["A7".to_string()]), &none),
+            None
+        );
+        img.cells.remove("Z1");
+        assert_eq!(
+            v.update(&img, "site-a", &set(&["Z1".to_string()]), &none),
+            None
+        );
+        img.cells.get_mut("A1").unwrap().site = "Z".into();
+        assert_eq!(
+            v.update(&img, "site-a", &set(&["A1".to_string()]), &none),
+            None
+        );
     }
 }
