@@ -188,21 +188,30 @@ impl CounterStore {
         expected: impl Fn() -> usize + Send + 'static,
         tx: mpsc::Sender<Arc<ClosedPeriod>>,
     ) {
+        // The SON cycle gets a period before its raw counters are on disk: at 100,000 cells a
+        // period's file is tens of megabytes, and writing it first delayed every change the
+        // period led to. One write is in flight at a time, so a slow disk holds closed periods
+        // back rather than piling them up in memory.
+        let mut writing: Option<tokio::task::JoinHandle<()>> = None;
         loop {
             tokio::time::sleep(Duration::from_millis(20)).await;
             for period in self.take_closable(expected().max(1)) {
-                let store = self.clone();
                 let period = Arc::new(period);
-                let p = period.clone();
-                match tokio::task::spawn_blocking(move || store.persist(&p)).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => tracing::warn!(error = %e, "raw counters not stored"),
-                    Err(e) => tracing::warn!(error = %e, "raw counter task failed"),
-                }
                 metrics::counter!("sonraft_periods_closed_total").increment(1);
-                if tx.send(period).await.is_err() {
+                if tx.send(period.clone()).await.is_err() {
                     return;
                 }
+                if let Some(previous) = writing.take() {
+                    let _ = previous.await;
+                }
+                let store = self.clone();
+                writing = Some(tokio::spawn(async move {
+                    match tokio::task::spawn_blocking(move || store.persist(&period)).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => tracing::warn!(error = %e, "raw counters not stored"),
+                        Err(e) => tracing::warn!(error = %e, "raw counter task failed"),
+                    }
+                }));
             }
         }
     }

@@ -42,6 +42,8 @@ use sonraft_raft::command::{Command, KpiBatch, Response};
 use sonraft_raft::model::KpiSummary;
 use sonraft_raft::model::{CellId, RelationKey};
 use sonraft_storage::AppliedChanges;
+
+use futures_lite_stream::buffer_unordered;
 use tokio::sync::mpsc;
 
 use crate::Node;
@@ -346,8 +348,15 @@ pub async fn run(
         let count = proposals.len();
         let (conflicted, unapplied) = submit_all(&node, &fleet, &period, proposals).await;
         cycle.pci_unresolved |= unapplied.contains(&Function::PciConflict);
-        for verdict in verdicts {
-            submit_verdict(&node, verdict, &mut cycle.proposed).await;
+        // Thousands of verdicts fall due a period at 100,000 cells: proposed one at a time
+        // they held the next period back for seconds.
+        let failed = buffer_unordered(verdicts, CONCURRENCY, |verdict| {
+            let node = node.clone();
+            async move { submit_verdict(&node, verdict).await }
+        })
+        .await;
+        for trial in failed.into_iter().flatten() {
+            cycle.proposed.forget(trial);
         }
         tracing::debug!(
             period_end_ms = period.end_ms,
@@ -489,12 +498,9 @@ fn is_wake(cs: &ChangeSet) -> bool {
         })
 }
 
-/// Proposes a verdict; one that did not get through is proposed again next period.
-async fn submit_verdict(
-    node: &Node,
-    verdict: sonraft_raft::son::Verdict,
-    proposed: &mut verify::Proposed,
-) {
+/// Proposes a verdict; returns the trial of one that did not get through (it is proposed
+/// again next period).
+async fn submit_verdict(node: &Node, verdict: sonraft_raft::son::Verdict) -> Option<u64> {
     let trial = verdict.trial;
     let degraded = verdict.degraded.is_some();
     match node.submit(&Command::Verdict(verdict)).await {
@@ -516,9 +522,10 @@ async fn submit_verdict(
         Ok((_, other)) => tracing::warn!(?other, "unexpected answer to a verdict"),
         Err(e) => {
             tracing::debug!(trial, error = %e, "verdict not proposed; again next period");
-            proposed.forget(trial);
+            return Some(trial);
         }
     }
+    None
 }
 
 fn capture(node: &Node) -> RadioView {
@@ -599,7 +606,6 @@ async fn submit_all(
     period: &ClosedPeriod,
     proposals: Vec<Proposal>,
 ) -> (Vec<String>, BTreeSet<Function>) {
-    use futures_lite_stream::buffer_unordered;
     let results = buffer_unordered(proposals, CONCURRENCY, |p| {
         let node = node.clone();
         async move {
@@ -639,7 +645,7 @@ async fn submit_all(
     (conflicted, unapplied)
 }
 
-/// A tiny bounded-concurrency map, to avoid a dependency for one loop.
+/// A tiny bounded-concurrency map, to avoid a dependency for two loops.
 mod futures_lite_stream {
     use std::future::Future;
 

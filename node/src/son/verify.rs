@@ -478,7 +478,8 @@ pub fn due(
     proposed: &mut Proposed,
     policy: &Verification,
 ) -> Vec<Verdict> {
-    proposed.retain_open(|t| trials.iter().any(|x| x.index == t));
+    let open: std::collections::HashSet<u64> = trials.iter().map(|t| t.index).collect();
+    proposed.retain_open(|t| open.contains(&t));
     trials
         .iter()
         .filter_map(|t| {
