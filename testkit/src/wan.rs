@@ -270,7 +270,11 @@ fn accept_loop(
                 // Dropping the listener refuses what comes next (and resets the backlog).
                 break;
             }
-            let Ok(near) = incoming else { continue };
+            let Ok(near) = incoming else {
+                // Out of descriptors, say: wait rather than spin.
+                std::thread::sleep(Duration::from_millis(1));
+                continue;
+            };
             let accepted = Instant::now();
             if shared.live.load(Ordering::SeqCst) >= MAX_CONNECTIONS {
                 reset(&near);
