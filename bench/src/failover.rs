@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::Args;
 use serde_json::json;
-use sonraft_testkit::local_cluster::{LocalCluster, client};
+use sonraft_testkit::local_cluster::{LocalCluster, NodeProc, client};
 
 use super::quantile;
 
@@ -26,6 +26,12 @@ pub struct FailoverArgs {
     /// Where the nodes keep their data (default: a fresh directory under the system temp dir).
     #[arg(long)]
     pub dir: Option<PathBuf>,
+    /// Pause before each kill, after the previous victim is ready again, in ms. A node forces
+    /// no election in its first 3 s (`WARM_UP`) and refuses other candidates' votes for the
+    /// maximum election timeout after it last heard the leader, so a kill sooner than that
+    /// after a restart waits for the restarted node's timers: with `--timing wan` up to 2 s.
+    #[arg(long, default_value_t = 700)]
+    pub settle_ms: u64,
     /// Extra flags for every node (e.g. `--timing wan`).
     #[arg(long, allow_hyphen_values = true, value_delimiter = ' ')]
     pub node_args: Vec<String>,
@@ -52,6 +58,42 @@ pub async fn run(args: FailoverArgs) -> anyhow::Result<()> {
     });
     let _ = std::fs::remove_dir_all(&dir);
     let mut cluster = LocalCluster::start(&binary, &dir, 3, &args.node_args).await?;
+    let samples_ms = kill_leaders(
+        &mut cluster,
+        args.trials,
+        args.clients,
+        Duration::from_millis(args.settle_ms),
+        NodeProc::restart,
+    )
+    .await?;
+    let mut sorted = samples_ms.clone();
+    sorted.sort_by(f64::total_cmp);
+    let median = quantile(&sorted, 0.5);
+    let max = sorted.last().copied().unwrap_or(0.0);
+    println!(
+        "failover: median {median:.1} ms, max {max:.1} ms over {} trials",
+        sorted.len()
+    );
+    println!(
+        "{}",
+        json!({"bench": "failover", "trials": sorted.len(), "median_ms": median, "max_ms": max, "samples_ms": samples_ms, "node_args": args.node_args})
+    );
+    drop(cluster);
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+/// Under blind writes from `clients` clients, kills the leader of `cluster` `trials` times
+/// (restarting it after each) and returns the milliseconds from each kill to the first
+/// acknowledged write sent after it; prints one row a trial. Each kill comes `settle` after
+/// the cluster is whole again; `restart` starts a killed node again.
+pub async fn kill_leaders(
+    cluster: &mut LocalCluster,
+    trials: usize,
+    clients: usize,
+    settle: Duration,
+    restart: impl Fn(&mut NodeProc) -> anyhow::Result<()>,
+) -> anyhow::Result<Vec<f64>> {
     let r = cluster
         .client
         .post(&cluster.nodes[0].api, "/image/import", &json!({"sites": [{"id": "F", "name": "f", "lat": 0.0, "lon": 0.0}],
@@ -67,7 +109,7 @@ pub async fn run(args: FailoverArgs) -> anyhow::Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
     let apis = Arc::new(std::sync::Mutex::new(cluster.apis()));
     let mut writers = Vec::new();
-    for w in 0..args.clients {
+    for w in 0..clients {
         let (watch, stop, apis) = (watch.clone(), stop.clone(), apis.clone());
         writers.push(tokio::spawn(async move {
             let client = client();
@@ -97,8 +139,8 @@ pub async fn run(args: FailoverArgs) -> anyhow::Result<()> {
 
     let mut samples_ms = Vec::new();
     println!("trial  killed  new_leader  failover_ms");
-    for trial in 1..=args.trials {
-        tokio::time::sleep(Duration::from_millis(700)).await;
+    for trial in 1..=trials {
+        tokio::time::sleep(settle).await;
         let leader = cluster.leader(Duration::from_secs(10)).await?;
         let killed = cluster.nodes[leader].id;
         watch.first_ok.store(u64::MAX, Ordering::SeqCst);
@@ -125,7 +167,7 @@ pub async fn run(args: FailoverArgs) -> anyhow::Result<()> {
         println!("{trial:>5} {killed:>7} {new_leader:>11} {ms:>12.1}");
         samples_ms.push(ms);
         watch.armed_at.store(u64::MAX, Ordering::SeqCst);
-        cluster.nodes[leader].restart()?;
+        restart(&mut cluster.nodes[leader])?;
         cluster
             .wait_ready(&cluster.nodes[leader], Duration::from_secs(30))
             .await?;
@@ -137,19 +179,5 @@ pub async fn run(args: FailoverArgs) -> anyhow::Result<()> {
     for w in writers {
         let _ = w.await;
     }
-    let mut sorted = samples_ms.clone();
-    sorted.sort_by(f64::total_cmp);
-    let median = quantile(&sorted, 0.5);
-    let max = sorted.last().copied().unwrap_or(0.0);
-    println!(
-        "failover: median {median:.1} ms, max {max:.1} ms over {} trials",
-        sorted.len()
-    );
-    println!(
-        "{}",
-        json!({"bench": "failover", "trials": sorted.len(), "median_ms": median, "max_ms": max, "samples_ms": samples_ms, "node_args": args.node_args})
-    );
-    drop(cluster);
-    let _ = std::fs::remove_dir_all(&dir);
-    Ok(())
+    Ok(samples_ms)
 }

@@ -11,7 +11,8 @@
 //!   and change windows honoured, parameter groups reversing, too-early handovers;
 //! - [`energy`]: one simulated day with and without energy saving;
 //! - [`outage`]: a cell site fails, with and without outage compensation;
-//! - [`cco`]: coverage and capacity optimisation against a planted overshooter and hole.
+//! - [`cco`]: coverage and capacity optimisation against a planted overshooter and hole;
+//! - [`wan`]: the cluster across user-space WAN links against the same cluster on loopback.
 //!
 //! The node is measured from outside, as a client would see it: through the admin API
 //! ([`sonraft_client`]) and real processes ([`sonraft_testkit`]). The node's library does not
@@ -30,6 +31,7 @@ pub mod outage;
 pub mod session;
 pub mod son;
 pub mod sonraft_target;
+pub mod wan;
 
 use clap::{Args, Subcommand};
 
@@ -55,6 +57,9 @@ pub enum BenchCommand {
     Outage(outage::OutageArgs),
     /// A planted overshooter and coverage hole: coverage and capacity optimisation's fix.
     Cco(cco::CcoArgs),
+    /// The cluster with its nodes 25 ms apart (user-space WAN links), against loopback:
+    /// change-set latency, read-modify-write throughput, failover.
+    Wan(wan::WanArgs),
 }
 
 /// Runs `sonraft bench`.
@@ -67,6 +72,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         BenchCommand::Energy(a) => energy::run(a).await,
         BenchCommand::Outage(a) => outage::run(a).await,
         BenchCommand::Cco(a) => cco::run(a).await,
+        BenchCommand::Wan(a) => wan::run(a).await,
     }
 }
 
