@@ -219,7 +219,9 @@ pub fn raft_config(c: &NodeConfig) -> anyhow::Result<Arc<Config>> {
         heartbeat_interval: c.heartbeat_ms,
         election_timeout_min: c.election_min_ms,
         election_timeout_max: c.election_max_ms,
-        snapshot_policy: SnapshotPolicy::LogsSinceLast(c.snapshot_every),
+        // By count and size in `compaction`, which holds the count back while the log is
+        // small next to a large image.
+        snapshot_policy: SnapshotPolicy::Never,
         // Keep some log behind a snapshot so a briefly lagging follower needs no snapshot.
         max_in_snapshot_log_to_keep: crate::config::LOG_KEPT_BEHIND_SNAPSHOT,
         install_snapshot_timeout: 10_000,
