@@ -108,10 +108,8 @@ impl Streaks {
                 if !rel.ho_allowed {
                     continue;
                 }
-                let (entity, text) = (
-                    EntityRef::relation(view.id(c), view.id(*t)),
-                    format!("relation {} -> {}", view.id(c), view.id(*t)),
-                );
+                // Built only for a proposal: this loop sees every reported relation a period.
+                let text = || format!("relation {} -> {}", view.id(c), view.id(*t));
                 let idle_for = now_ms.saturating_sub(next.idle_since_ms);
                 let (param, value, reason) = if next.idle >= tuning.min_idle_periods
                     && idle_for >= tuning.idle_prune_ms
@@ -123,7 +121,8 @@ impl Streaks {
                         Param::Exists,
                         false,
                         format!(
-                            "{text}: no handover attempts for {} s ({} periods); pruning",
+                            "{}: no handover attempts for {} s ({} periods); pruning",
+                            text(),
                             idle_for / 1000,
                             next.idle
                         ),
@@ -131,7 +130,7 @@ impl Streaks {
                 } else if next.failing >= tuning.failing_periods {
                     if let Some(clash) = view.pci_clash(c, *t) {
                         tracing::trace!(
-                            relation = %text,
+                            relation = %text(),
                             clash = view.id(clash),
                             "failing relation left to the PCI function"
                         );
@@ -141,7 +140,8 @@ impl Streaks {
                         Param::HoAllowed,
                         false,
                         format!(
-                            "{text}: {} of {} handovers succeeded, failing for {} periods; {}; handovers barred",
+                            "{}: {} of {} handovers succeeded, failing for {} periods; {}; handovers barred",
+                            text(),
                             v[rc::SUCC],
                             v[rc::ATT],
                             next.failing,
@@ -160,7 +160,7 @@ impl Streaks {
                         reason,
                         read_set: vec![view.read_relation(c, rel)],
                         writes: vec![Write {
-                            entity,
+                            entity: EntityRef::relation(view.id(c), view.id(*t)),
                             param,
                             value: Value::Bool(value),
                         }],
