@@ -301,6 +301,10 @@ pub async fn run(
         let analysed = started.elapsed();
         let count = proposals.len();
         let (conflicted, unapplied) = submit_all(&node, &fleet, &period, proposals).await;
+        // A revert of outage compensation goes all its steps this period, a round at a time.
+        for round in cycle.memory.compensation.take_further_steps() {
+            submit_all(&node, &fleet, &period, round).await;
+        }
         cycle.pci_unresolved |= unapplied.contains(&Function::PciConflict);
         for verdict in verdicts {
             submit_verdict(&node, verdict, &mut cycle.proposed).await;
