@@ -247,7 +247,10 @@ pub async fn run(
             async move { replicate_kpis(&node, &period).await }
         });
         let data_dir = node.config().data_dir.clone();
-        let reporting = Arc::new(fleet.reporting(period.end_ms, period.period_ms));
+        // "Reported the period before" with half a period to spare: the antennas' period
+        // ends jitter by milliseconds, and a late cell must not look silent for that.
+        let horizon = period.period_ms.saturating_add(period.period_ms / 2);
+        let reporting = Arc::new(fleet.reporting(period.end_ms, horizon));
         let (proposals, verdicts, c) = {
             let node = node.clone();
             let reporting = reporting.clone();
