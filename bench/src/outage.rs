@@ -35,10 +35,10 @@ use anyhow::{Context, bail};
 use clap::Args;
 use serde_json::{Value, json};
 
-use sonraft_client::ApiClient;
+use sonraft_client::{ApiClient, v1};
 use sonraft_testkit::local_cluster::{LocalCluster, SimProc, TOKEN};
 
-use crate::son::{metric_sum, set_policy, sim_state};
+use crate::son::{history, metric_sum, set_policy, sim_state};
 
 #[derive(Args, Debug, Clone)]
 pub struct OutageArgs {
@@ -87,6 +87,9 @@ struct Run {
     /// Each compensating cell's tilt (0.1°) and power (dBm) at the end of the outage.
     compensated: Vec<(String, i64, i64)>,
     reverted_after: Option<u64>,
+    /// Cells whose tilt or power differ from before the outage that compensation did not
+    /// change (coverage optimisation, with `--cco`).
+    changed_by_others: usize,
     /// After the site returns, per period: the compensated cells not yet back.
     revert_trace: Vec<(u64, usize)>,
 }
@@ -148,7 +151,7 @@ pub async fn run(args: OutageArgs) -> anyhow::Result<()> {
             json!({"hour": r.hour, "compensation": r.compensation, "detected_after_periods": r.detected_after,
                    "area_served_at_detection_pct": r.served_before_pct, "area_served_pct": r.served_pct,
                    "max_neighbour_prb_dl_pct": r.max_neighbour_pct, "compensating_cells": r.compensating,
-                   "compensated": r.compensated,
+                   "compensated": r.compensated, "changed_by_others": r.changed_by_others,
                    "reverted_after_periods": r.reverted_after, "not_yet_reverted_by_period": r.revert_trace})
         })
         .collect();
@@ -313,11 +316,28 @@ async fn one(
     run.served_pct = tail.iter().map(|a| a.0).sum::<f64>() / tail.len().max(1) as f64;
     run.max_neighbour_pct = tail.iter().map(|a| a.1).fold(0.0, f64::max);
     let during = coverage(&last);
+    // The cells outage compensation changed, by the history: with coverage optimisation on,
+    // other cells change too, and compensation is not theirs to revert.
+    let by_compensation: std::collections::BTreeSet<String> = history(&client, &api)
+        .await?
+        .iter()
+        .filter(|h| {
+            h.origin.function == "outage_compensation"
+                && matches!(h.outcome, v1::Outcome::Applied { .. })
+        })
+        .flat_map(|h| &h.writes)
+        .filter_map(|w| w.entity.strip_prefix("cell/").map(str::to_string))
+        .collect();
     let compensated: Vec<String> = during
         .iter()
         .filter(|(id, v)| baseline.get(*id) != Some(v))
         .map(|(id, _)| id.clone())
+        .filter(|id| !args.cco || by_compensation.contains(id))
         .collect();
+    run.changed_by_others = during
+        .iter()
+        .filter(|(id, v)| baseline.get(*id) != Some(v) && !by_compensation.contains(*id))
+        .count();
     run.compensating = compensated.len();
     run.compensated = compensated
         .iter()
