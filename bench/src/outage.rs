@@ -13,15 +13,20 @@
 //! the NR capacity cell, whose traffic falls back on the LTE neighbours; it can be chosen with
 //! `--site`.
 //!
-//! Coverage and capacity optimisation is switched off in every run: at the other sites it
-//! would answer the outage's radio link failures with the same levers, and nothing reverts
-//! what it changes when the site returns.
+//! Coverage and capacity optimisation is switched off unless `--cco` is given: at the other
+//! sites it may answer the outage's radio link failures with the same levers, and nothing
+//! reverts what it changes when the site returns; with `--cco` the runs show what the two do
+//! together. `--hours` chooses the simulated hours (default: the busy hour 20:00 and night
+//! 03:00).
 //!
 //! It measures, from the nodes' metrics and the simulator's `GET /state`: the periods until
-//! the owning site counts every cell of the site in outage; the share of the failed cells' area
-//! demand served once compensation settled (mean of the last looks) and the highest load of a
-//! neighbour; and, after the site returns, the periods until every compensated tilt and power is
-//! back. It prints a table and one JSON line; it asserts nothing.
+//! the owning site counts every cell of the site in outage, from the period in which the last
+//! of them failed; the share of the failed cells' area demand served once compensation settled
+//! (mean of the last looks) and the highest load of a neighbour; and, after the site returns,
+//! the periods until every compensated tilt and power is back, from the period in which the
+//! first of its cells returned (with how many were not yet back in each period). Periods are
+//! the simulator's own count, as its answers to the fault requests and `GET /state` give it.
+//! It prints a table and one JSON line; it asserts nothing.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -30,10 +35,10 @@ use anyhow::{Context, bail};
 use clap::Args;
 use serde_json::{Value, json};
 
-use sonraft_client::ApiClient;
+use sonraft_client::{ApiClient, v1};
 use sonraft_testkit::local_cluster::{LocalCluster, SimProc, TOKEN};
 
-use crate::son::{metric_sum, set_policy, sim_state};
+use crate::son::{history, metric_sum, set_policy, sim_state};
 
 #[derive(Args, Debug, Clone)]
 pub struct OutageArgs {
@@ -56,6 +61,13 @@ pub struct OutageArgs {
     /// Periods the outage lasts before the site returns.
     #[arg(long, default_value_t = 16)]
     pub outage_periods: u64,
+    /// Simulated hours of the day to run at (20: the busy hour, 3: night).
+    #[arg(long, value_delimiter = ',', default_value = "20,3")]
+    pub hours: Vec<f32>,
+    /// Leave coverage and capacity optimisation on (closed loop) at the other sites, as a
+    /// network would run it, instead of switching it off to measure compensation alone.
+    #[arg(long)]
+    pub cco: bool,
     /// Where the processes keep their data (default: under the system temp dir; removed after).
     #[arg(long)]
     pub dir: Option<PathBuf>,
@@ -75,6 +87,11 @@ struct Run {
     /// Each compensating cell's tilt (0.1°) and power (dBm) at the end of the outage.
     compensated: Vec<(String, i64, i64)>,
     reverted_after: Option<u64>,
+    /// Cells whose tilt or power differ from before the outage that compensation did not
+    /// change (coverage optimisation, with `--cco`).
+    changed_by_others: usize,
+    /// After the site returns, per period: the compensated cells not yet back.
+    revert_trace: Vec<(u64, usize)>,
 }
 
 /// Runs `sonraft bench outage`.
@@ -86,7 +103,7 @@ pub async fn run(args: OutageArgs) -> anyhow::Result<()> {
     });
     let _ = std::fs::remove_dir_all(&root);
     let mut runs = Vec::new();
-    for hour in [20.0f32, 3.0] {
+    for &hour in &args.hours {
         for on in [false, true] {
             let dir = root.join(format!("h{hour}-{}", if on { "on" } else { "off" }));
             eprintln!(
@@ -134,13 +151,13 @@ pub async fn run(args: OutageArgs) -> anyhow::Result<()> {
             json!({"hour": r.hour, "compensation": r.compensation, "detected_after_periods": r.detected_after,
                    "area_served_at_detection_pct": r.served_before_pct, "area_served_pct": r.served_pct,
                    "max_neighbour_prb_dl_pct": r.max_neighbour_pct, "compensating_cells": r.compensating,
-                   "compensated": r.compensated,
-                   "reverted_after_periods": r.reverted_after})
+                   "compensated": r.compensated, "changed_by_others": r.changed_by_others,
+                   "reverted_after_periods": r.reverted_after, "not_yet_reverted_by_period": r.revert_trace})
         })
         .collect();
     println!(
         "{}",
-        json!({"bench": "outage", "cells": args.cells, "site": args.site, "isd_m": args.isd_m, "power_dbm": args.power_dbm, "period_ms": args.period_ms, "runs": rows})
+        json!({"bench": "outage", "cells": args.cells, "site": args.site, "cco": args.cco, "isd_m": args.isd_m, "power_dbm": args.power_dbm, "period_ms": args.period_ms, "runs": rows})
     );
     Ok(())
 }
@@ -211,11 +228,11 @@ async fn one(
         policy = json!({});
     }
     let mode = if on { "closed_loop" } else { "off" };
-    // Coverage optimisation at the other sites would chase the outage's failures with the
-    // same levers (power, uptilt) and nothing reverts them: off, so that what is measured is
-    // compensation's.
+    // Coverage optimisation at the other sites may chase the outage's failures with the same
+    // levers (power, uptilt): off unless asked for, so that what is measured is compensation's.
+    let cco = if args.cco { "closed_loop" } else { "off" };
     policy["functions"] = json!({"outage_compensation": {"mode": mode},
-                                 "coverage_capacity": {"mode": "off"}});
+                                 "coverage_capacity": {"mode": cco}});
     set_policy(&client, &api, &policy).await?;
     let out = std::process::Command::new(binary)
         .args(["sim", "export", "--cells", &args.cells.to_string()])
@@ -259,15 +276,18 @@ async fn one(
     };
     let settled = wait(10).await?;
     let baseline = coverage(&settled);
-    let planted_at = period(&settled);
+    // Periods count from the simulator's own answers: the period in which the last of the
+    // site's cells failed, and the one in which the first came back.
+    let mut planted_at = period(&settled);
     for cell in &site_cells {
-        client
+        let r = client
             .post(
                 &sim.status,
                 "/fault",
                 &json!({"cell": cell, "fault": "outage"}),
             )
             .await?;
+        planted_at = planted_at.max(period(&r.json()));
     }
     let deadline = Instant::now() + Duration::from_secs(60);
     let hard = "sonraft_son_cells_in_outage{kind=\"hard\"}";
@@ -296,11 +316,28 @@ async fn one(
     run.served_pct = tail.iter().map(|a| a.0).sum::<f64>() / tail.len().max(1) as f64;
     run.max_neighbour_pct = tail.iter().map(|a| a.1).fold(0.0, f64::max);
     let during = coverage(&last);
+    // The cells outage compensation changed, by the history: with coverage optimisation on,
+    // other cells change too, and compensation is not theirs to revert.
+    let by_compensation: std::collections::BTreeSet<String> = history(&client, &api)
+        .await?
+        .iter()
+        .filter(|h| {
+            h.origin.function == "outage_compensation"
+                && matches!(h.outcome, v1::Outcome::Applied { .. })
+        })
+        .flat_map(|h| &h.writes)
+        .filter_map(|w| w.entity.strip_prefix("cell/").map(str::to_string))
+        .collect();
     let compensated: Vec<String> = during
         .iter()
         .filter(|(id, v)| baseline.get(*id) != Some(v))
         .map(|(id, _)| id.clone())
+        .filter(|id| !args.cco || by_compensation.contains(id))
         .collect();
+    run.changed_by_others = during
+        .iter()
+        .filter(|(id, v)| baseline.get(*id) != Some(v) && !by_compensation.contains(*id))
+        .count();
     run.compensating = compensated.len();
     run.compensated = compensated
         .iter()
@@ -309,22 +346,33 @@ async fn one(
             (id.clone(), tilt, power)
         })
         .collect();
+    let mut cleared_at = u64::MAX;
     for cell in &site_cells {
-        client
+        let r = client
             .post(
                 &sim.status,
                 "/fault",
                 &json!({"cell": cell, "fault": "clear"}),
             )
             .await?;
+        cleared_at = cleared_at.min(period(&r.json()));
     }
-    let cleared_at = period(&sim_state(&client, &sim).await?);
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let s = sim_state(&client, &sim).await?;
         let now = coverage(&s);
-        if compensated.iter().all(|id| now.get(id) == baseline.get(id)) {
-            run.reverted_after = Some(period(&s).saturating_sub(cleared_at));
+        let left = compensated
+            .iter()
+            .filter(|id| now.get(*id) != baseline.get(*id))
+            .count();
+        let after = period(&s).saturating_sub(cleared_at);
+        if run.revert_trace.last().is_none_or(|l| l.0 != after) {
+            run.revert_trace.push((after, left));
+        } else if let Some(l) = run.revert_trace.last_mut() {
+            l.1 = left;
+        }
+        if left == 0 {
+            run.reverted_after = Some(after);
             break;
         }
         if Instant::now() > deadline {

@@ -5,8 +5,12 @@
 //! back, each of them that still has the compensated values returns to what it had.
 //!
 //! **How far.** A change set may move tilt 1° and power 3 dB (the rules' step limits), and a
-//! compensation must be gone within two periods of the cell's return. So compensation goes
-//! [`STEPS`] steps, one change set a period: up to 2° of uptilt and 6 dB of power. Power is
+//! compensation must be gone within two periods of the cell's return. Compensation goes
+//! [`STEPS`] steps, one change set a period: up to 2° of uptilt and 6 dB of power. The revert
+//! cannot go a step a period: the period the cell's first report closes is the first of the
+//! two, and a step proposed then lands only in the next. So a revert takes all its steps at
+//! once, as one change set per step proposed one after the other in the same period
+//! ([`Ledger::take_further_steps`]), and is done one period after the cell's return. Power is
 //! what gives coverage back (the far side of an outage area is 1.5 inter-site distances from
 //! the neighbours, where their vertical pattern costs little more than a dB); it is there only
 //! where the cells are configured below the radio's capability, as operators commonly do
@@ -28,9 +32,10 @@
 //! A cell compensates one outage at a time, whichever site's: a cell whose tilt or power
 //! outage compensation wrote last (the image's stamps, the same at every site) is not chosen,
 //! so two sites never stack compensations on one cell and leave it uptilted after both reverts.
-//! One gap remains: halfway through a two-step revert the fallback wrote last, and another
-//! site whose own outage starts in that very period may take the halfway values for the
-//! cell's own.
+//! One gap remains: when a revert's further step does not get through (another function
+//! changed the cell in between), the fallback wrote last on halfway values until the next
+//! period, and another site whose own outage starts in that very period may take them for
+//! the cell's own.
 //!
 //! Compensation answers a fault: it does not wait for other functions' cool-downs, opens no
 //! trial (it is undone when the outage ends, not by verification), and its priority holds the
@@ -48,8 +53,8 @@ use super::view::RadioView;
 
 /// Most neighbours compensating one cell.
 pub const MAX_COMPENSATORS: usize = 4;
-/// Change sets a compensation (and its revert) takes at most, one a period: the revert of the
-/// last one lands two periods after the cell's return.
+/// Change sets a compensation (and its revert) takes at most: the compensation one a period,
+/// the revert all in the period it starts.
 pub const STEPS: i16 = 2;
 /// Uptilt per step, 0.1° (the rules' step limit).
 pub const UPTILT: i16 = 10;
@@ -84,7 +89,7 @@ pub struct Outage<'a> {
 }
 
 /// The compensations this site started and has not finished reverting, by failed cell.
-#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
 pub struct Ledger {
     pub cells: BTreeMap<String, Vec<Compensator>>,
     /// When each finished outage was first seen over (log time, ms). Its compensators stay
@@ -95,6 +100,11 @@ pub struct Ledger {
     /// Where the ledger is saved (not saved itself).
     #[serde(skip)]
     path: Option<PathBuf>,
+    /// The further steps of this period's reverts, in rounds: round `j` holds each reverting
+    /// cell's step `j + 2`, to be proposed once the round before it is through
+    /// ([`Ledger::take_further_steps`]).
+    #[serde(skip)]
+    further: Vec<Vec<Proposal>>,
 }
 
 impl Ledger {
@@ -147,7 +157,21 @@ impl Ledger {
             cells: self.cells.clone(),
             ended_ms: self.ended_ms.clone(),
             path: None,
+            further: Vec::new(),
         }
+    }
+
+    /// The further steps of the reverts [`Ledger::propose`] proposed this period, in rounds
+    /// to propose one after the other, each after the proposals before it were answered.
+    ///
+    /// A change set moves a parameter one step (1°, 3 dB) and compensation takes two, but a
+    /// revert must be done within two periods of the cell's return, the first of which its
+    /// first report closes: so a revert takes every step in the period it starts, as
+    /// change sets of one step each, every one reading the version the one before produces.
+    /// The jump is to values the cell had in service before the outage, not a step into the
+    /// unknown that the step limit is there to keep small.
+    pub fn take_further_steps(&mut self) -> Vec<Vec<Proposal>> {
+        std::mem::take(&mut self.further)
     }
 
     /// Reconciles the image with the ledger for this period's outages (`outage`: own cells)
@@ -196,6 +220,7 @@ impl Ledger {
             }
         }
         let mut finished = Vec::new();
+        let mut further: Vec<Vec<Proposal>> = Vec::new();
         for (failed, list) in &mut self.cells {
             let active = view.index.get(failed).is_some_and(|c| outage.contains(c));
             if !active && !settled {
@@ -221,42 +246,45 @@ impl Ledger {
                     withdrawn.push(k.cell.clone());
                 }
                 let compensating = active && !k.withdrawn;
-                // Each parameter on its own: done, to write, or someone else's now.
-                let mut writes = Vec::new();
+                // Each parameter on its own: done, to write, or someone else's now. Compensation
+                // goes one step a period; a revert goes all the way in this period, in change
+                // sets of one step each.
                 let mut live = false;
-                let mut next = (cell.electrical_tilt, cell.max_tx_power_dbm);
-                for (param, (before, during), now, step, next) in [
-                    (
-                        Param::ElectricalTilt,
-                        k.tilt,
-                        cell.electrical_tilt,
-                        UPTILT,
-                        &mut next.0,
-                    ),
-                    (
-                        Param::MaxTxPowerDbm,
-                        k.power,
-                        cell.max_tx_power_dbm,
-                        POWER_UP_DB,
-                        &mut next.1,
-                    ),
+                let (mut tilts, mut powers) = (Vec::new(), Vec::new());
+                for ((before, during), now, step, path) in [
+                    (k.tilt, cell.electrical_tilt, UPTILT, &mut tilts),
+                    (k.power, cell.max_tx_power_dbm, POWER_UP_DB, &mut powers),
                 ] {
                     let to = if compensating { during } else { before };
                     if now == to {
                         live |= compensating;
-                    } else if let Some(v) = step_towards(before, during, step, now, to) {
-                        writes.push(write(&k.cell, param, v));
-                        *next = v;
-                        live = true;
+                        continue;
                     }
+                    *path = steps_towards(before, during, step, now, to);
+                    if compensating {
+                        path.truncate(1);
+                    }
+                    live |= !path.is_empty();
                 }
-                if !writes.is_empty() {
+                let mut from = (cell.electrical_tilt, cell.max_tx_power_dbm);
+                for i in 0..tilts.len().max(powers.len()) {
+                    let next = (
+                        tilts.get(i).copied().unwrap_or(from.0),
+                        powers.get(i).copied().unwrap_or(from.1),
+                    );
+                    let mut writes = Vec::new();
+                    if next.0 != from.0 {
+                        writes.push(write(&k.cell, Param::ElectricalTilt, next.0));
+                    }
+                    if next.1 != from.1 {
+                        writes.push(write(&k.cell, Param::MaxTxPowerDbm, next.1));
+                    }
                     let what = format!(
                         "{}: tilt {:.1} -> {:.1}°, power {} -> {} dBm (towards {:.1}°, {} dBm)",
                         k.cell,
-                        f64::from(cell.electrical_tilt) / 10.0,
+                        f64::from(from.0) / 10.0,
                         f64::from(next.0) / 10.0,
-                        cell.max_tx_power_dbm,
+                        from.1,
                         next.1,
                         f64::from(if compensating { k.tilt.1 } else { k.tilt.0 }) / 10.0,
                         if compensating { k.power.1 } else { k.power.0 }
@@ -281,11 +309,15 @@ impl Ledger {
                             format!("{failed} is back: reverting its compensation: {what}"),
                         )
                     };
-                    out.push(Proposal {
+                    // Each further step reads the version the one before it produces: it
+                    // applies right after that one, or not at all (and is proposed again).
+                    let mut read = view.read_cell(n);
+                    read.version += i as u64;
+                    let proposal = Proposal {
                         change_set: ChangeSet {
                             origin: Origin { node, function },
                             reason,
-                            read_set: vec![view.read_cell(n)],
+                            read_set: vec![read],
                             writes,
                             proposed_at_ms: now_ms,
                         },
@@ -294,7 +326,16 @@ impl Ledger {
                         } else {
                             Vec::new()
                         },
-                    });
+                    };
+                    if i == 0 {
+                        out.push(proposal);
+                    } else {
+                        if further.len() < i {
+                            further.resize_with(i, Vec::new);
+                        }
+                        further[i - 1].push(proposal);
+                    }
+                    from = next;
                 }
                 // Kept while something is left to do, a withdrawn one for the rest of its
                 // outage (so it is not chosen again), and every one while a late approval of
@@ -308,6 +349,7 @@ impl Ledger {
                 finished.push(failed.clone());
             }
         }
+        self.further = further;
         for f in finished {
             self.cells.remove(&f);
             self.ended_ms.remove(&f);
@@ -319,11 +361,11 @@ impl Ledger {
     }
 }
 
-/// The next value of a parameter compensated from `before` to `during` in steps of at most
-/// `step`, now at `now` and going to `to` (one of the two): the neighbouring point of the path
-/// `before, before ± step, …, during` towards `to`. `None` when `now` is not on the path: the
+/// The values a parameter compensated from `before` to `during` in steps of at most `step`
+/// takes from `now` to `to` (one of the two), a step at a time along the path
+/// `before, before ± step, …, during`. Empty when `now` is `to`, or is not on the path: the
 /// value is someone else's.
-fn step_towards(before: i16, during: i16, step: i16, now: i16, to: i16) -> Option<i16> {
+fn steps_towards(before: i16, during: i16, step: i16, now: i16, to: i16) -> Vec<i16> {
     let dir = (during - before).signum();
     let mut path = vec![before];
     let mut v = before;
@@ -334,13 +376,16 @@ fn step_towards(before: i16, during: i16, step: i16, now: i16, to: i16) -> Optio
     if during != before {
         path.push(during);
     }
-    let i = path.iter().position(|v| *v == now)?;
-    let j = if to == during {
-        (i + 1).min(path.len() - 1)
-    } else {
-        i.saturating_sub(1)
+    let Some(i) = path.iter().position(|v| *v == now) else {
+        return Vec::new();
     };
-    (path[j] != now).then_some(path[j])
+    if to == during {
+        path.split_off(i + 1)
+    } else {
+        path.truncate(i);
+        path.reverse();
+        path
+    }
 }
 
 fn write(cell: &str, param: Param, value: i16) -> Write {
@@ -575,6 +620,104 @@ mod tests {
         assert!(
             ledger.cells.is_empty(),
             "finished compensations leave the ledger"
+        );
+    }
+
+    /// Applies `proposals` in order as the log would, through the change-set rules (from log
+    /// index `*index` on); returns how many applied.
+    fn apply(img: &mut NetworkImage, index: &mut u64, proposals: &[Proposal]) -> usize {
+        use sonraft_raft::changeset::Outcome;
+        use sonraft_raft::command::{Command, Response};
+        use sonraft_raft::model::image::Changes;
+        let mut applied = 0;
+        for p in proposals {
+            *index += 1;
+            let command = Command::ChangeSet(p.change_set.clone());
+            match img.apply(*index, &command, &mut Changes::default()) {
+                Response::ChangeSet(Outcome::Applied { .. }) => applied += 1,
+                other => panic!("{:?} not applied: {other:?}", p.change_set),
+            }
+        }
+        applied
+    }
+
+    #[test]
+    fn a_revert_is_done_in_the_period_the_cell_returns_in_steps_the_rules_allow() {
+        // Z1 and Z2 run at 43 dBm and 4°: compensation takes them to 49 dBm and 2° in two
+        // periods. The revert must be done within two periods of A1's return, the first of
+        // which A1's first report closes: all of it in that period.
+        let mut img = img(40);
+        for z in ["Z1", "Z2"] {
+            img.cells.get_mut(z).unwrap().max_tx_power_dbm = 43;
+        }
+        let mut index = 10;
+        let mut ledger = Ledger::default();
+        let outage = HashSet::from([view(&img).index["A1"]]);
+        for _ in 0..2 {
+            let ps = ledger.propose(&view(&img), &up(&outage), |_| None, 1, 0);
+            assert_eq!(apply(&mut img, &mut index, &ps), 2);
+            assert!(
+                ledger.take_further_steps().is_empty(),
+                "compensation steps once a period"
+            );
+        }
+        let during = |img: &NetworkImage, z: &str| {
+            let c = &img.cells[z];
+            (c.electrical_tilt, c.max_tx_power_dbm)
+        };
+        assert_eq!(during(&img, "Z1"), (20, 49));
+        // A1 is back: this period's proposals, then the further steps round by round.
+        let ps = ledger.propose(&view(&img), &up(&HashSet::new()), |_| None, 1, 0);
+        assert_eq!(apply(&mut img, &mut index, &ps), 2);
+        for round in ledger.take_further_steps() {
+            assert_eq!(apply(&mut img, &mut index, &round), 2);
+        }
+        assert_eq!(during(&img, "Z1"), (40, 43));
+        assert_eq!(during(&img, "Z2"), (40, 43));
+        assert!(
+            ledger
+                .propose(&view(&img), &up(&HashSet::new()), |_| None, 1, 0)
+                .is_empty(),
+            "nothing left to revert the period after"
+        );
+    }
+
+    #[test]
+    fn a_further_revert_step_does_not_apply_when_another_change_came_in_between() {
+        let mut img = img(40);
+        let mut index = 10;
+        let mut ledger = Ledger::default();
+        let outage = HashSet::from([view(&img).index["A1"]]);
+        for _ in 0..2 {
+            let ps = ledger.propose(&view(&img), &up(&outage), |_| None, 1, 0);
+            apply(&mut img, &mut index, &ps);
+        }
+        assert_eq!(img.cells["Z1"].electrical_tilt, 20);
+        let ps = ledger.propose(&view(&img), &up(&HashSet::new()), |_| None, 1, 0);
+        apply(&mut img, &mut index, &ps);
+        // Someone changes Z1 between the first step and the second: the second reads a stale
+        // version and conflicts (it is proposed again next period, from what Z1 has then).
+        img.cells.get_mut("Z1").unwrap().version += 1;
+        let further = ledger.take_further_steps();
+        let z1: Vec<&Proposal> = further
+            .iter()
+            .flatten()
+            .filter(|p| p.change_set.writes[0].entity == EntityRef::cell("Z1"))
+            .collect();
+        assert_eq!(z1.len(), 1, "{further:?}");
+        let r = img.apply(
+            index + 1,
+            &sonraft_raft::command::Command::ChangeSet(z1[0].change_set.clone()),
+            &mut sonraft_raft::model::image::Changes::default(),
+        );
+        assert!(
+            matches!(
+                r,
+                sonraft_raft::command::Response::ChangeSet(
+                    sonraft_raft::changeset::Outcome::Conflict { .. }
+                )
+            ),
+            "{r:?}"
         );
     }
 

@@ -283,7 +283,10 @@ pub async fn run(
             async move { replicate_kpis(&node, &period).await }
         });
         let data_dir = node.config().data_dir.clone();
-        let reporting = Arc::new(fleet.reporting(period.end_ms, period.period_ms));
+        // "Reported the period before" with half a period to spare: the antennas' period
+        // ends jitter by milliseconds, and a late cell must not look silent for that.
+        let horizon = period.period_ms.saturating_add(period.period_ms / 2);
+        let reporting = Arc::new(fleet.reporting(period.end_ms, horizon));
         let (proposals, verdicts, c) = {
             let node = node.clone();
             let reporting = reporting.clone();
@@ -347,6 +350,10 @@ pub async fn run(
         let analysed = started.elapsed();
         let count = proposals.len();
         let (conflicted, unapplied) = submit_all(&node, &fleet, &period, proposals).await;
+        // A revert of outage compensation goes all its steps this period, a round at a time.
+        for round in cycle.memory.compensation.take_further_steps() {
+            submit_all(&node, &fleet, &period, round).await;
+        }
         cycle.pci_unresolved |= unapplied.contains(&Function::PciConflict);
         // Thousands of verdicts fall due a period at 100,000 cells: proposed one at a time
         // they held the next period back for seconds.

@@ -4,9 +4,12 @@
 //! - **Hard outage**: a cell that reported before is missing from [`HARD_PERIODS`] closed
 //!   periods in a row while most of the site's cells reported (its antenna stopped; when most
 //!   are missing, the fault is nearer this node and nothing is concluded). A cell whose session
-//!   is up and reported the period before or later is *late*, not missing: its reports arrive
-//!   after the period closes (a slow link, a skewed antenna clock). An antenna that hangs with
-//!   its session open is therefore found one period later than one whose session closes.
+//!   is up and reported the period before (give or take half a period: period ends jitter) or
+//!   later is *late*, not missing: its reports arrive after the period closes (a slow link, a
+//!   skewed antenna clock) — until the next period shows that report never came: then the
+//!   period it was excused from counts as missing after all, so a cell that falls silent with
+//!   its session open (a station whose other cells go on) is found as soon as one whose
+//!   session closes.
 //! - **Sleeping cell**: a cell that carried users reports, for [`SLEEPING_PERIODS`] periods in
 //!   a row, no connected user and no PRB in use while it is neither locked nor dormant: it
 //!   radiates (its neighbours still hand over to it, and fail) but serves nobody.
@@ -56,6 +59,9 @@ struct Watch {
     /// It had connected users in some report.
     carried: bool,
     missing: u8,
+    /// The last period it was absent from was taken for late (its report of the period
+    /// before had come): if the absent period's report never comes either, it was missing.
+    excused: bool,
     idle: u8,
     state: Option<Kind>,
 }
@@ -111,6 +117,7 @@ impl Outages {
                         let users = input.conn.get(&c).copied().unwrap_or(0);
                         w.reported = true;
                         w.missing = 0;
+                        w.excused = false;
                         let idle = users == 0 && prb == 0.0;
                         w.idle = if idle && !cell.down && w.carried {
                             w.idle.saturating_add(1)
@@ -120,9 +127,15 @@ impl Outages {
                         w.carried |= users > 0;
                     }
                     // Its session is up and its reports flow, after the period closes: late.
-                    None if input.late.contains(&c) => w.missing = 0,
+                    None if input.late.contains(&c) => {
+                        w.missing = 0;
+                        w.excused = true;
+                    }
+                    // Absent, and the report of the period it was excused from never came
+                    // either: that one was missing too.
                     None if conclusive && w.reported && !cell.down => {
-                        w.missing = w.missing.saturating_add(1);
+                        w.missing = w.missing.saturating_add(1 + u8::from(w.excused));
+                        w.excused = false;
                     }
                     None => {}
                 }
@@ -237,12 +250,28 @@ mod tests {
         for _ in 0..5 {
             assert!(o.update(&v, &late).is_empty(), "late reports are no outage");
         }
-        // Its session goes quiet: two silent periods, and it is out.
+        // Its session goes quiet: the report of the period before never came either, so that
+        // one and this one are missing, and it is out.
         let silent = input(&v, &[("A2", 30.0, 90), ("A3", 20.0, 50)]);
-        assert!(o.update(&v, &silent).is_empty());
         assert_eq!(o.update(&v, &silent), HashSet::from([v.index["A1"]]));
         // Its reports flow again, still late: the outage is over.
         assert!(o.update(&v, &late).is_empty());
+    }
+
+    #[test]
+    fn a_cell_that_falls_silent_while_its_stations_session_stays_up_is_out_after_two_periods() {
+        let v = view(&img());
+        let mut o = Outages::default();
+        let all = input(&v, &[("A1", 40.0, 100), ("A2", 30.0, 90), ("A3", 20.0, 50)]);
+        o.update(&v, &all);
+        // A1 stops; the station's session stays up. Closing the first period without it, its
+        // report of the period before had come: it may be late.
+        let mut first = input(&v, &[("A2", 30.0, 90), ("A3", 20.0, 50)]);
+        first.late.insert(v.index["A1"]);
+        assert!(o.update(&v, &first).is_empty(), "one period is not enough");
+        // The second period closes and the first one's report never came: two missing.
+        let second = input(&v, &[("A2", 30.0, 90), ("A3", 20.0, 50)]);
+        assert_eq!(o.update(&v, &second), HashSet::from([v.index["A1"]]));
     }
 
     #[test]
