@@ -175,8 +175,10 @@ pub fn summaries(period: &ClosedPeriod) -> Vec<KpiSummary> {
 /// of a page it replaced. With 5 000 summaries an entry (27 KB for a 1 000-cell site) the log's
 /// blob files leaked ~1-5 MB a minute per node at the 500 ms demo period.
 pub const SUMMARIES_PER_ENTRY: usize = 128;
-/// Change sets in flight at once.
-const CONCURRENCY: usize = 32;
+/// Change sets (and verdicts) in flight at once: each is an entry of its own (a trial is named
+/// by its entry's index), so how many the leader can append, sync and apply together is how
+/// many are in flight. At 100,000 cells a period brings thousands.
+const CONCURRENCY: usize = 128;
 
 /// What the cycle keeps between periods.
 #[derive(Default)]

@@ -17,11 +17,30 @@ use sonraft_raft::model::{EntityRef, Param, Value};
 use super::Proposal;
 use super::view::RadioView;
 
+/// Whether a first- or second-order neighbour of `c` on its frequency has its PCI and the
+/// lower id: the question the search below answers with sets, asked first without them (the
+/// search visits every own cell each time it runs, and at 100,000 cells almost none is in
+/// conflict).
+fn in_conflict(view: &RadioView, c: u32) -> bool {
+    let me = view.cell(c);
+    let clash = |x: u32| {
+        x != c
+            && view.cell(x).arfcn == me.arfcn
+            && view.cell(x).pci == me.pci
+            && view.id(x) < view.id(c)
+    };
+    view.adjacent(c)
+        .any(|n| clash(n) || view.adjacent(n).any(clash))
+}
+
 /// Proposals for this period.
 pub fn propose(view: &RadioView, node: u64, now_ms: u64) -> Vec<Proposal> {
     let mut out = Vec::new();
     let mut planned: Vec<(u32, u16)> = Vec::new();
     for &c in &view.own {
+        if !in_conflict(view, c) {
+            continue;
+        }
         let me = view.cell(c);
         let first: Vec<u32> = view.neighbours(c);
         let mut second: BTreeSet<u32> = BTreeSet::new();

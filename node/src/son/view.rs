@@ -378,6 +378,15 @@ impl RadioView {
         &self.cells[c as usize]
     }
 
+    /// First-order neighbours as [`RadioView::neighbours`] gives them, without allocating: in
+    /// any order, possibly twice, possibly `c` itself.
+    pub fn adjacent(&self, c: u32) -> impl Iterator<Item = u32> + '_ {
+        self.out[c as usize]
+            .iter()
+            .map(|r| r.target)
+            .chain(self.incoming[c as usize].iter().copied())
+    }
+
     /// First-order neighbours: targets of the cell's relations and sources of relations to it.
     pub fn neighbours(&self, c: u32) -> Vec<u32> {
         let mut n: Vec<u32> = self.out[c as usize]
