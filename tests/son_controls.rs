@@ -243,3 +243,48 @@ async fn the_son_tuning_is_replicated_and_a_bad_one_refused() {
     let t = c.client.get(api, "/son/tuning").await.unwrap().json();
     assert_eq!(t["load_balancing"]["high_pct"], 85, "{t}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_outage_compensation_and_energy_saving_tuning_is_replicated_and_a_bad_one_refused() {
+    let c = Cluster::start(3).await;
+    let tuning = json!({"outage": {"hard_periods": 3},
+                        "outage_compensation": {"withdraw_load_pct": 90},
+                        "energy_saving": {"sleep_ceiling_pct": 40, "wake_ceiling_pct": 60}});
+    // Until every node advertised its release (format 9), the cluster refuses the sections.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let r = c
+            .client
+            .put(&c.nodes[0].api, "/son/tuning", &tuning)
+            .await
+            .unwrap();
+        if r.status == 200 {
+            break;
+        }
+        assert_eq!(r.status, 409, "{}", r.json());
+        assert!(std::time::Instant::now() < deadline, "{}", r.json());
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    for n in &c.nodes {
+        let t = c.client.get(&n.api, "/son/tuning").await.unwrap().json();
+        assert_eq!(t["outage"]["hard_periods"], 3, "{t}");
+        assert_eq!(
+            t["outage"]["sleeping_periods"], 2,
+            "absent fields take defaults: {t}"
+        );
+        assert_eq!(t["outage_compensation"]["withdraw_load_pct"], 90, "{t}");
+        assert_eq!(t["energy_saving"]["wake_ceiling_pct"], 60, "{t}");
+    }
+    let api = &c.nodes[1].api;
+    let bad = json!({"energy_saving": {"sleep_ceiling_pct": 70, "wake_ceiling_pct": 65}});
+    let r = c.client.put(api, "/son/tuning", &bad).await.unwrap();
+    assert_eq!(r.status, 422, "{}", r.json());
+    assert_eq!(r.json()["error"], "invalid_tuning", "{}", r.json());
+    assert!(
+        r.json().to_string().contains("sleep_ceiling_pct"),
+        "{}",
+        r.json()
+    );
+    let t = c.client.get(api, "/son/tuning").await.unwrap().json();
+    assert_eq!(t["energy_saving"]["sleep_ceiling_pct"], 40, "{t}");
+}

@@ -47,8 +47,9 @@ pub use sonraft_model::model::Policy;
 /// The operator's controls of the SON functions (`GET`/`PUT /son/policy`) and their thresholds
 /// (`GET`/`PUT /son/tuning`).
 pub use sonraft_model::son::{
-    AnrTuning, Controls, Exclusions, MlbTuning, Mode, MroTuning, PciTuning, SonPolicy, Tuning,
-    Verification, Window,
+    AnrTuning, AvailabilityTuning, CompensationTuning, Controls, EnergySavingTuning, Exclusions,
+    MlbTuning, Mode, MroTuning, OutageTuning, PciTuning, SonPolicy, Tuning, TuningV1, Verification,
+    Window,
 };
 pub use watch::*;
 

@@ -651,7 +651,10 @@ fn every_v1_type_matches_its_golden_json_both_ways() {
             },
         ),
         check("son-policy", son_policy()),
-        check("son-tuning", son_tuning()),
+        // The document of command format 5 (what `GET /son/tuning` answered before the
+        // outage, compensation and energy-saving sections), and the whole one.
+        check("son-tuning", son_tuning().v1()),
+        check("son-tuning-availability", son_tuning_availability()),
         check(
             "son-pending",
             vec![PendingProposal {
@@ -791,6 +794,22 @@ fn son_tuning() -> Tuning {
     tuning.anr.idle_prune_ms = 3 * 24 * 60 * 60 * 1000;
     tuning.pci.reserved = [0, 1, 2].into();
     tuning
+}
+
+fn son_tuning_availability() -> Tuning {
+    let mut tuning = son_tuning();
+    tuning.outage.hard_periods = 3;
+    tuning.outage_compensation.withdraw_load_pct = 90;
+    tuning.energy_saving.sleep_ceiling_pct = 40;
+    tuning
+}
+
+#[test]
+fn a_tuning_without_the_availability_sections_reads_with_them_at_their_defaults() {
+    let text = std::fs::read_to_string(fixtures().join("son-tuning.json")).expect("fixture");
+    let tuning: Tuning = serde_json::from_str(&text).expect("reads as today's tuning");
+    assert_eq!(tuning, Tuning::from(son_tuning().v1()));
+    assert!(!tuning.needs_format_9());
 }
 
 fn son_policy() -> SonPolicy {

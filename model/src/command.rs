@@ -13,7 +13,7 @@ use crate::codec;
 use crate::model::control::ControlMoves;
 use crate::model::import::{ImportOutcome, ImportPart};
 use crate::model::{Cell, KpiSummary, NodeRelease, Policy, Relation, Site, SiteId};
-use crate::son::{Decision, SonPolicy, TrialEnd, Tuning, Verdict};
+use crate::son::{Decision, SonPolicy, TrialEnd, Tuning, TuningV1, Verdict};
 
 /// The newest command format this build understands and may propose.
 ///
@@ -27,7 +27,8 @@ use crate::son::{Decision, SonPolicy, TrialEnd, Tuning, Verdict};
 /// | 6 | 0.3.0 | the `outage_compensation` function: change sets, and SON policies, naming it |
 /// | 7 | 0.3.0 | the `coverage_capacity` and `anr_add` functions; `exists = true` creates a relation |
 /// | 8 | 0.3.0 | `Control`: a cell site's antennas move to another node, with a new fencing epoch |
-pub const COMMAND_FORMAT: u16 = 8;
+/// | 9 | 0.3.0 | `SonTuningV2`: the tuning with the outage, compensation and energy-saving sections |
+pub const COMMAND_FORMAT: u16 = 9;
 
 /// The application data of a Raft log entry (openraft's `D`).
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
@@ -165,13 +166,31 @@ pub enum Command {
     Decide(Decision),
     /// A site's verdict on a SON change under verification; a degraded one undoes it (format 4).
     Verdict(Verdict),
-    /// Replaces the SON functions' thresholds (format 5).
-    SonTuning(Tuning),
+    /// Replaces the SON functions' thresholds (format 5); the sections format 9 added take
+    /// their defaults.
+    SonTuning(TuningV1),
     /// Moves control of cell sites' antennas between nodes (format 8).
     Control(ControlMoves),
+    /// Replaces the SON functions' thresholds, all sections (format 9). Appended last: bincode
+    /// tags variants by position.
+    SonTuningV2(Tuning),
 }
 
 impl Command {
+    /// The command that sets `tuning` in a cluster whose effective command format is
+    /// `effective`: the format-5 one while the sections format 9 added are at their defaults
+    /// (every voter since format 5 applies it), the format-9 one otherwise; an error when the
+    /// cluster cannot apply that yet.
+    pub fn set_tuning(tuning: Tuning, effective: u16) -> Result<Command, TuningTooNew> {
+        if !tuning.needs_format_9() {
+            Ok(Command::SonTuning(tuning.v1()))
+        } else if effective >= 9 {
+            Ok(Command::SonTuningV2(tuning))
+        } else {
+            Err(TuningTooNew { effective })
+        }
+    }
+
     /// The command format a node needs to apply this command.
     pub fn format(&self) -> u16 {
         match self {
@@ -183,6 +202,7 @@ impl Command {
             Command::Decide(_) | Command::Verdict(_) => 4,
             Command::SonTuning(_) => 5,
             Command::Control(_) => 8,
+            Command::SonTuningV2(_) => 9,
         }
     }
 }
@@ -194,6 +214,16 @@ pub fn proposed_format(cs: &ChangeSet) -> u16 {
         crate::changeset::Function::Fallback => 6,
         f => f.format(),
     }
+}
+
+/// A tuning that sets the outage, compensation or energy-saving sections, proposed before
+/// every voter applies command format 9.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error(
+    "the outage, outage_compensation and energy_saving sections need command format 9, but the cluster's effective format is {effective}: upgrade every voter first, or leave those sections at their defaults"
+)]
+pub struct TuningTooNew {
+    pub effective: u16,
 }
 
 /// What applying one log entry answers (openraft's `R`).

@@ -173,6 +173,13 @@ impl Default for SonPolicy {
 /// The numbers the SON functions decide by, per function: replicated since command format 5
 /// (`PUT /son/tuning`), so every site's functions use the same ones. The defaults are what the
 /// functions used before they could be tuned.
+///
+/// Bincode is positional, so the sections added later do not ride in the older encodings:
+/// command format 5, `m/tuning` and snapshot formats 4 to 7 carry the [`TuningV1`] part only,
+/// and the [`AvailabilityTuning`] part (command format 9) has its own command variant, stored
+/// key (`m/tuning/availability`, data format 9) and snapshot format (8). A tuning whose
+/// availability part is at its defaults is written the old way, so a cluster mid-upgrade can
+/// still be tuned.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
 #[serde(default, deny_unknown_fields)]
 pub struct Tuning {
@@ -180,6 +187,155 @@ pub struct Tuning {
     pub load_balancing: MlbTuning,
     pub anr: AnrTuning,
     pub pci: PciTuning,
+    /// Since command format 9.
+    pub outage: OutageTuning,
+    /// Since command format 9.
+    pub outage_compensation: CompensationTuning,
+    /// Since command format 9.
+    pub energy_saving: EnergySavingTuning,
+}
+
+/// The tuning as command format 5 carries it (and `m/tuning`, snapshot formats 4 to 7): the
+/// sections up to PCI. Its encoding never changes.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct TuningV1 {
+    pub mobility_robustness: MroTuning,
+    pub load_balancing: MlbTuning,
+    pub anr: AnrTuning,
+    pub pci: PciTuning,
+}
+
+/// The sections added with command format 9: the functions that act on cells out of service
+/// (failed or asleep). Stored as `m/tuning/availability` and at the end of snapshot format 8.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct AvailabilityTuning {
+    pub outage: OutageTuning,
+    pub outage_compensation: CompensationTuning,
+    pub energy_saving: EnergySavingTuning,
+}
+
+impl Tuning {
+    /// The part older formats carry.
+    pub fn v1(&self) -> TuningV1 {
+        TuningV1 {
+            mobility_robustness: self.mobility_robustness.clone(),
+            load_balancing: self.load_balancing.clone(),
+            anr: self.anr.clone(),
+            pci: self.pci.clone(),
+        }
+    }
+
+    /// The part command format 9 added.
+    pub fn availability(&self) -> AvailabilityTuning {
+        AvailabilityTuning {
+            outage: self.outage.clone(),
+            outage_compensation: self.outage_compensation.clone(),
+            energy_saving: self.energy_saving.clone(),
+        }
+    }
+
+    /// Whether only a format-9 encoding carries this tuning (its availability part is set).
+    pub fn needs_format_9(&self) -> bool {
+        self.availability() != AvailabilityTuning::default()
+    }
+
+    /// The tuning of both parts.
+    pub fn from_parts(v1: TuningV1, availability: AvailabilityTuning) -> Tuning {
+        Tuning {
+            mobility_robustness: v1.mobility_robustness,
+            load_balancing: v1.load_balancing,
+            anr: v1.anr,
+            pci: v1.pci,
+            outage: availability.outage,
+            outage_compensation: availability.outage_compensation,
+            energy_saving: availability.energy_saving,
+        }
+    }
+}
+
+impl From<TuningV1> for Tuning {
+    /// A format-5 tuning: the availability sections at their defaults.
+    fn from(v1: TuningV1) -> Tuning {
+        Tuning::from_parts(v1, AvailabilityTuning::default())
+    }
+}
+
+/// Outage detection: when a silent or idle cell is in outage.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct OutageTuning {
+    /// Closed periods a cell that reported before may miss before it is in hard outage.
+    pub hard_periods: u8,
+    /// Periods a cell that carried users may report no users and no load before it is a
+    /// sleeping cell.
+    pub sleeping_periods: u8,
+    /// Share of a site's own cells that must report for a period to count one missing (a
+    /// period most cells missed says more about the site's link than about a cell).
+    pub min_reporting_pct: u8,
+}
+
+impl Default for OutageTuning {
+    fn default() -> Self {
+        OutageTuning {
+            hard_periods: 2,
+            sleeping_periods: 2,
+            min_reporting_pct: 50,
+        }
+    }
+}
+
+/// Outage compensation: which neighbours cover a cell in outage, and when they stop.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct CompensationTuning {
+    /// Most neighbours that compensate one cell.
+    pub max_compensators: u8,
+    /// A neighbour at or above this load (percent of its downlink PRBs) is not chosen.
+    pub max_compensator_load_pct: u8,
+    /// A compensating neighbour that reaches this load withdraws its compensation.
+    pub withdraw_load_pct: u8,
+}
+
+impl Default for CompensationTuning {
+    fn default() -> Self {
+        CompensationTuning {
+            max_compensators: 4,
+            max_compensator_load_pct: 70,
+            withdraw_load_pct: 85,
+        }
+    }
+}
+
+/// Energy saving: when a capacity cell sleeps and wakes (loads: the forecast demand in percent of
+/// a partner's downlink PRBs). The partner load at which a cell wakes is not here: verification
+/// judges a sleep by the same bound, and it does not read the tuning.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct EnergySavingTuning {
+    /// A cell sleeps once the forecast stayed under this for `sleep_periods` periods.
+    pub sleep_ceiling_pct: u8,
+    /// A sleeping cell wakes when the forecast reaches this.
+    pub wake_ceiling_pct: u8,
+    /// Periods ahead the forecast looks.
+    pub lead_periods: u8,
+    /// Periods in a row the forecast must stay low before a cell sleeps.
+    pub sleep_periods: u8,
+    /// Periods in a row a partner may be silent before its sleeping cell wakes.
+    pub silent_periods: u8,
+}
+
+impl Default for EnergySavingTuning {
+    fn default() -> Self {
+        EnergySavingTuning {
+            sleep_ceiling_pct: 50,
+            wake_ceiling_pct: 65,
+            lead_periods: 3,
+            sleep_periods: 3,
+            silent_periods: 2,
+        }
+    }
 }
 
 /// Mobility robustness: when the handover failures of a cell or relation ask for a step.
@@ -346,6 +502,41 @@ impl Tuning {
             return bad(&format!(
                 "pci: reserved PCI {p} is above 1007, NR's largest"
             ));
+        }
+        let o = &self.outage;
+        if !(1..=24).contains(&o.hard_periods) || !(1..=24).contains(&o.sleeping_periods) {
+            return bad("outage: hard_periods and sleeping_periods run 1 to 24");
+        }
+        if !(1..=100).contains(&o.min_reporting_pct) {
+            return bad("outage: min_reporting_pct runs 1 to 100");
+        }
+        let c = &self.outage_compensation;
+        if !(1..=16).contains(&c.max_compensators) {
+            return bad("outage_compensation: max_compensators runs 1 to 16");
+        }
+        if !(c.max_compensator_load_pct < c.withdraw_load_pct && c.withdraw_load_pct <= 100)
+            || c.max_compensator_load_pct == 0
+        {
+            return bad(
+                "outage_compensation: max_compensator_load_pct is at least 1 and below withdraw_load_pct, which is at most 100",
+            );
+        }
+        let e = &self.energy_saving;
+        if !(e.sleep_ceiling_pct >= 1
+            && e.sleep_ceiling_pct < e.wake_ceiling_pct
+            && e.wake_ceiling_pct <= 100)
+        {
+            return bad(
+                "energy_saving: sleep_ceiling_pct is at least 1 and below wake_ceiling_pct, which is at most 100",
+            );
+        }
+        if e.lead_periods > 24
+            || !(1..=24).contains(&e.sleep_periods)
+            || !(1..=24).contains(&e.silent_periods)
+        {
+            return bad(
+                "energy_saving: lead_periods runs 0 to 24, sleep_periods and silent_periods 1 to 24",
+            );
         }
         Ok(())
     }

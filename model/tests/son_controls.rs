@@ -453,7 +453,7 @@ fn a_tuning_is_set_whole_and_a_bad_one_changes_nothing() {
     let mut tuning = Tuning::default();
     tuning.anr.idle_prune_ms = 3 * 24 * HOUR;
     tuning.pci.reserved = [0, 1, 2].into();
-    let (r, changes) = apply_in(&mut img, 2, DAY, 5, Command::SonTuning(tuning.clone()));
+    let (r, changes) = apply_in(&mut img, 2, DAY, 5, Command::SonTuning(tuning.v1()));
     assert_eq!(r, Response::SonTuning(Ok(())));
     assert!(changes.son_tuning);
     assert_eq!(img.son.tuning, tuning);
@@ -465,7 +465,7 @@ fn a_tuning_is_set_whole_and_a_bad_one_changes_nothing() {
         serde_json::json!({"anr": {"failing_periods": 0}}),
     ] {
         let t: Tuning = serde_json::from_value(bad.clone()).expect("parses");
-        let (r, changes) = apply_in(&mut img, 3, DAY, 5, Command::SonTuning(t));
+        let (r, changes) = apply_in(&mut img, 3, DAY, 5, Command::SonTuning(t.v1()));
         assert!(matches!(r, Response::SonTuning(Err(_))), "{bad}: {r:?}");
         assert!(!changes.son_tuning, "{bad}");
         assert_eq!(img.son.tuning, tuning, "{bad}");
@@ -473,6 +473,70 @@ fn a_tuning_is_set_whole_and_a_bad_one_changes_nothing() {
     // A misspelt threshold is refused, not silently ignored.
     let typo = serde_json::from_value::<Tuning>(serde_json::json!({"anr": {"idle_prune": 1}}));
     assert!(typo.is_err());
+}
+
+#[test]
+fn a_format_9_tuning_sets_the_availability_sections_and_a_bad_one_changes_nothing() {
+    use sonraft_model::son::Tuning;
+    let mut img = image();
+    let mut tuning = Tuning::default();
+    tuning.outage.hard_periods = 3;
+    tuning.outage_compensation.withdraw_load_pct = 90;
+    tuning.energy_saving.sleep_ceiling_pct = 40;
+    let (r, changes) = apply_in(&mut img, 2, DAY, 9, Command::SonTuningV2(tuning.clone()));
+    assert_eq!(r, Response::SonTuning(Ok(())));
+    assert!(changes.son_tuning);
+    assert_eq!(img.son.tuning, tuning);
+
+    for bad in [
+        serde_json::json!({"outage": {"hard_periods": 0}}),
+        serde_json::json!({"outage": {"min_reporting_pct": 101}}),
+        serde_json::json!({"outage_compensation": {"max_compensators": 0}}),
+        serde_json::json!({"outage_compensation": {"max_compensator_load_pct": 90, "withdraw_load_pct": 80}}),
+        serde_json::json!({"energy_saving": {"sleep_ceiling_pct": 70, "wake_ceiling_pct": 65}}),
+        serde_json::json!({"energy_saving": {"sleep_periods": 0}}),
+        serde_json::json!({"energy_saving": {"lead_periods": 25}}),
+    ] {
+        let t: Tuning = serde_json::from_value(bad.clone()).expect("parses");
+        let (r, changes) = apply_in(&mut img, 3, DAY, 9, Command::SonTuningV2(t));
+        assert!(matches!(r, Response::SonTuning(Err(_))), "{bad}: {r:?}");
+        assert!(!changes.son_tuning, "{bad}");
+        assert_eq!(img.son.tuning, tuning, "{bad}");
+    }
+}
+
+#[test]
+fn a_format_5_tuning_resets_the_availability_sections_to_their_defaults() {
+    use sonraft_model::son::{AvailabilityTuning, Tuning};
+    let mut img = image();
+    let mut tuning = Tuning::default();
+    tuning.outage.hard_periods = 3;
+    apply_in(&mut img, 2, DAY, 9, Command::SonTuningV2(tuning.clone()));
+    let mut older = Tuning::default();
+    older.anr.failing_periods = 5;
+    let (r, _) = apply_in(&mut img, 3, DAY, 8, Command::SonTuning(older.v1()));
+    assert_eq!(r, Response::SonTuning(Ok(())));
+    assert_eq!(img.son.tuning.anr.failing_periods, 5);
+    assert_eq!(img.son.tuning.availability(), AvailabilityTuning::default());
+}
+
+#[test]
+fn a_tuning_is_proposed_in_format_5_until_it_sets_an_availability_section() {
+    use sonraft_model::son::Tuning;
+    let mut tuning = Tuning::default();
+    tuning.anr.failing_periods = 5;
+    let plain = Command::set_tuning(tuning.clone(), 8).expect("format 5 suffices");
+    assert!(matches!(plain, Command::SonTuning(_)));
+    assert_eq!(plain.format(), 5);
+    assert!(matches!(
+        Command::set_tuning(tuning.clone(), 9),
+        Ok(Command::SonTuning(_))
+    ));
+    tuning.energy_saving.sleep_periods = 4;
+    let err = Command::set_tuning(tuning.clone(), 8).expect_err("a format-8 cluster cannot");
+    assert!(err.to_string().contains("format 9"), "{err}");
+    let v2 = Command::set_tuning(tuning, 9).expect("a format-9 cluster can");
+    assert_eq!(v2.format(), 9);
 }
 
 fn with_cooldown(mut img: NetworkImage) -> NetworkImage {

@@ -28,7 +28,8 @@ use crate::error::OpenError;
 /// | 6 | 0.3.0 | values may name the `outage_compensation` function (format-5 directories have none), so a build that could not decode them refuses the directory by its number |
 /// | 7 | 0.3.0 | values may name the `coverage_capacity` and `anr_add` functions (format-6 directories have none) |
 /// | 8 | 0.3.0 | `o/<cell site>`, who controls a cell site's antennas once control moved (format-7 directories have none) |
-pub const DATA_FORMAT: u32 = 8;
+/// | 9 | 0.3.0 | `m/tuning/availability`, the outage, compensation and energy-saving thresholds (format-8 directories have none) |
+pub const DATA_FORMAT: u32 = 9;
 /// The oldest data format this build opens (and migrates to [`DATA_FORMAT`]).
 pub const OLDEST_DATA_FORMAT: u32 = 1;
 /// Format of one stored log entry value (its first byte).

@@ -429,7 +429,8 @@ fn migrate(
     // likewise (`m/son`, absent until the SON controls are set), and 4 -> 5 (`m/tuning`); 5 -> 6
     // changes nothing stored (values naming outage compensation appear only after it), nor
     // does 6 -> 7 (values naming coverage_capacity or anr_add); 7 -> 8 only adds keys (`o/…`,
-    // absent until control of a cell site moves).
+    // absent until control of a cell site moves), and 8 -> 9 (`m/tuning/availability`, absent
+    // until a tuning sets the outage, compensation or energy-saving sections).
     durability.sync().map_err(|source| OpenError::Io {
         what: "cannot sync the migrated store",
         dir: dir.to_path_buf(),

@@ -13,13 +13,15 @@
 //! | 5 | 0.3.0 | as format 4; values may name the `outage_compensation` function |
 //! | 6 | 0.3.0 | as format 5; values may name the `coverage_capacity` and `anr_add` functions |
 //! | 7 | 0.3.0 | as format 6, then who controls the cell sites whose control moved |
+//! | 8 | 0.3.0 | as format 7, then the tuning's outage, compensation and energy-saving sections |
 //!
 //! A snapshot is written in the oldest format that holds its body: format 3 only once the
 //! cluster has SON controls (set by command format 4, which every voter understands), format 4
 //! only once it has a tuning (command format 5), format 5 only once something names outage
 //! compensation (command format 6), format 6 only once something names coverage and capacity
 //! optimisation or ANR adding relations (command format 7), format 7 only once control of a cell
-//! site moved (command format 8), so a node of the previous release can still install the
+//! site moved (command format 8), format 8 only once the tuning sets the outage, compensation or
+//! energy-saving sections (command format 9), so a node of the previous release can still install the
 //! snapshots of an upgraded one until then — and refuses, by number, one it could not decode.
 //!
 //! The CRC covers everything between the magic and itself. A file is written as
@@ -39,14 +41,14 @@ use sonraft_raft::model::SiteId;
 use sonraft_raft::model::control::Control;
 use sonraft_raft::model::image::{HistoryRecord, NetworkImage};
 use sonraft_raft::model::import::StagedImport;
-use sonraft_raft::son::{SonState, Tuning};
+use sonraft_raft::son::{AvailabilityTuning, SonState, Tuning, TuningV1};
 use sonraft_raft::{SnapshotMeta, codec};
 
 use crate::durable::sync_dir;
 use crate::error::Damaged;
 
 /// The newest snapshot format this build writes (it reads all since format 1).
-pub const SNAPSHOT_FORMAT: u16 = 7;
+pub const SNAPSHOT_FORMAT: u16 = 8;
 /// The oldest snapshot format this build reads.
 pub const OLDEST_SNAPSHOT_FORMAT: u16 = 1;
 const MAGIC: &[u8; 8] = b"SRSNAP\0\0";
@@ -54,9 +56,10 @@ const SUFFIX: &str = ".snap";
 
 /// Everything a snapshot restores besides its metadata.
 ///
-/// Encoded (format 7) as the image, the history, `image.staged` (an import waiting for its last
-/// part), `image.son` (the SON controls), `image.son.tuning` and `image.control`, which the
-/// image's and the SON state's own encodings leave out.
+/// Encoded (format 8) as the image, the history, `image.staged` (an import waiting for its last
+/// part), `image.son` (the SON controls), the part of `image.son.tuning` older formats carry
+/// ([`TuningV1`]), `image.control` and the tuning's sections of command format 9
+/// ([`AvailabilityTuning`]), which the image's and the SON state's own encodings leave out.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SnapshotBody {
     pub image: NetworkImage,
@@ -68,7 +71,9 @@ pub struct SnapshotBody {
 impl SnapshotBody {
     /// The oldest format that holds this body.
     pub fn format(&self) -> u16 {
-        if !self.image.control.is_empty() {
+        if self.image.son.tuning.needs_format_9() {
+            8
+        } else if !self.image.control.is_empty() {
             7
         } else if names_function(self, Function::CoverageCapacity)
             || names_function(self, Function::AnrAdd)
@@ -76,7 +81,7 @@ impl SnapshotBody {
             6
         } else if names_function(self, Function::OutageCompensation) {
             5
-        } else if self.image.son.tuning != Tuning::default() {
+        } else if self.image.son.tuning.v1() != TuningV1::default() {
             4
         } else if self.image.son == SonState::default() {
             2
@@ -104,7 +109,18 @@ impl SnapshotBody {
                     &self.history,
                     &self.image.staged,
                     &self.image.son,
-                    &self.image.son.tuning,
+                    self.image.son.tuning.v1(),
+                ),
+                w,
+            ),
+            7 => codec::encode_into(
+                &Format7(
+                    &self.image,
+                    &self.history,
+                    &self.image.staged,
+                    &self.image.son,
+                    self.image.son.tuning.v1(),
+                    &self.image.control,
                 ),
                 w,
             ),
@@ -121,8 +137,9 @@ impl Serialize for SnapshotBody {
             &self.history,
             &self.image.staged,
             &self.image.son,
-            &self.image.son.tuning,
+            self.image.son.tuning.v1(),
             &self.image.control,
+            self.image.son.tuning.availability(),
         )
             .serialize(s)
     }
@@ -135,16 +152,48 @@ impl<'de> Deserialize<'de> for SnapshotBody {
             Vec<HistoryRecord>,
             Option<StagedImport>,
             SonState,
-            Tuning,
+            TuningV1,
             BTreeMap<SiteId, Control>,
+            AvailabilityTuning,
         );
-        let (mut image, history, staged, son, tuning, control): Body = Deserialize::deserialize(d)?;
+        let (mut image, history, staged, son, tuning, control, availability): Body =
+            Deserialize::deserialize(d)?;
         image.staged = staged;
         image.son = son;
-        image.son.tuning = tuning;
+        image.son.tuning = Tuning::from_parts(tuning, availability);
         image.control = control;
         Ok(SnapshotBody { image, history })
     }
+}
+
+/// The body as format 7 encodes it: no tuning sections of command format 9.
+#[derive(Serialize)]
+struct Format7<'a>(
+    &'a NetworkImage,
+    &'a Vec<HistoryRecord>,
+    &'a Option<StagedImport>,
+    &'a SonState,
+    TuningV1,
+    &'a BTreeMap<SiteId, Control>,
+);
+
+/// A body of snapshot format 7, whose tuning has the sections of command format 9 at their
+/// defaults.
+fn body_of_format_7<R: Read>(r: &mut R) -> Result<SnapshotBody, codec::CodecError> {
+    type Body = (
+        NetworkImage,
+        Vec<HistoryRecord>,
+        Option<StagedImport>,
+        SonState,
+        TuningV1,
+        BTreeMap<SiteId, Control>,
+    );
+    let (mut image, history, staged, son, tuning, control): Body = codec::decode_from(r)?;
+    image.staged = staged;
+    image.son = son;
+    image.son.tuning = Tuning::from(tuning);
+    image.control = control;
+    Ok(SnapshotBody { image, history })
 }
 
 /// The body as formats 4 to 6 encode it: no control moves.
@@ -154,7 +203,7 @@ struct Format6<'a>(
     &'a Vec<HistoryRecord>,
     &'a Option<StagedImport>,
     &'a SonState,
-    &'a Tuning,
+    TuningV1,
 );
 
 /// A body of snapshot formats 4 to 6, which knew no control moves.
@@ -164,12 +213,12 @@ fn body_of_format_6<R: Read>(r: &mut R) -> Result<SnapshotBody, codec::CodecErro
         Vec<HistoryRecord>,
         Option<StagedImport>,
         SonState,
-        Tuning,
+        TuningV1,
     );
     let (mut image, history, staged, son, tuning): Body = codec::decode_from(r)?;
     image.staged = staged;
     image.son = son;
-    image.son.tuning = tuning;
+    image.son.tuning = Tuning::from(tuning);
     Ok(SnapshotBody { image, history })
 }
 
@@ -333,6 +382,7 @@ pub fn decode_snapshot<R: Read>(r: R) -> Result<(SnapshotMeta, SnapshotBody), Da
         2 => body_of_format_2(&mut cr),
         3 => body_of_format_3(&mut cr),
         4..=6 => body_of_format_6(&mut cr),
+        7 => body_of_format_7(&mut cr),
         _ => codec::decode_from(&mut cr),
     }
     .map_err(|e| Damaged::new("snapshot body", e))?;

@@ -7,7 +7,10 @@
 //! m/applied  m/membership  m/clock  m/policy  m/releases      state-machine metadata
 //! m/staged                                                     an import waiting for its last part
 //! m/son                                                        SON policy, next pending id, holds
-//! m/tuning                                                     the SON functions' thresholds
+//! m/tuning                                                     the SON functions' thresholds up to PCI
+//! m/tuning/availability                                        outage, compensation and energy-saving
+//!                                                              thresholds (data format 9; absent while
+//!                                                              at their defaults)
 //! p/<id>   t/<index>   j/<index>   (8 big-endian bytes)        pending proposals, open trials,
 //!                                                              closed trials (the journal)
 //! s/<site>   c/<cell>   r/<source>/<target>   k/<cell>         the image
@@ -32,12 +35,16 @@ use serde::Serialize;
 use sonraft_raft::command::Response;
 use sonraft_raft::durable::DurableLog;
 use sonraft_raft::model::image::{Changes, HistoryRecord, NetworkImage};
-use sonraft_raft::son::{SonItem, SonState, Tuning};
+use sonraft_raft::son::{AvailabilityTuning, SonItem, SonState, Tuning, TuningV1};
 use sonraft_raft::{Entry, LogId, SnapshotMeta, StorageError, StoredMembership, TypeConfig, codec};
 
 use crate::durable::Durability;
 use crate::error::Damaged;
 use crate::history::{self, HistoryIndex};
+
+/// The tuning's sections of command format 9, apart from `m/tuning` so that the values of
+/// older directories keep decoding as they are.
+const TUNING_AVAILABILITY: &[u8] = b"m/tuning/availability";
 use crate::sm_writer::{Ops, SmWriter, TORN};
 use crate::snapshot::{SnapshotBody, SnapshotDir};
 
@@ -282,8 +289,11 @@ impl StateMachine {
         if let Some(staged) = &image.staged {
             batch.insert(b"m/staged".as_slice(), enc(staged)?);
         }
-        if image.son.tuning != Tuning::default() {
-            batch.insert(b"m/tuning".as_slice(), enc(&image.son.tuning)?);
+        if image.son.tuning.v1() != TuningV1::default() {
+            batch.insert(b"m/tuning".as_slice(), enc(&image.son.tuning.v1())?);
+        }
+        if image.son.tuning.needs_format_9() {
+            batch.insert(TUNING_AVAILABILITY, enc(&image.son.tuning.availability())?);
         }
         if image.son != SonState::default() {
             batch.insert(b"m/son".as_slice(), enc(&image.son.meta())?);
@@ -376,7 +386,13 @@ impl StateMachine {
             persist_son_item(&image.son, *item, batch)?;
         }
         if changes.son_tuning {
-            batch.insert(b"m/tuning".as_slice(), enc(&image.son.tuning)?);
+            batch.insert(b"m/tuning".as_slice(), enc(&image.son.tuning.v1())?);
+            // Only a tuning that sets them stores the sections of data format 9.
+            if image.son.tuning.needs_format_9() {
+                batch.insert(TUNING_AVAILABILITY, enc(&image.son.tuning.availability())?);
+            } else {
+                batch.remove(TUNING_AVAILABILITY);
+            }
         }
         for (index, run) in history::by_entry(&changes.history) {
             batch.insert(history::key(index), enc(&run)?);
@@ -468,7 +484,14 @@ fn load(tree: &sled::Tree) -> Result<ImageState, Damaged> {
                 b"m/releases" => image.releases = codec::decode(&v).map_err(bad)?,
                 b"m/staged" => image.staged = Some(codec::decode(&v).map_err(bad)?),
                 b"m/son" => image.son.set_meta(codec::decode(&v).map_err(bad)?),
-                b"m/tuning" => image.son.tuning = codec::decode(&v).map_err(bad)?,
+                b"m/tuning" => {
+                    let v1: TuningV1 = codec::decode(&v).map_err(bad)?;
+                    image.son.tuning = Tuning::from_parts(v1, image.son.tuning.availability());
+                }
+                TUNING_AVAILABILITY => {
+                    let availability: AvailabilityTuning = codec::decode(&v).map_err(bad)?;
+                    image.son.tuning = Tuning::from_parts(image.son.tuning.v1(), availability);
+                }
                 _ => {
                     return Err(Damaged::new(
                         "state machine",

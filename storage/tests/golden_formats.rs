@@ -22,7 +22,8 @@ use sonraft_raft::model::image::{Changes, NetworkImage};
 use sonraft_raft::model::import::StagedImport;
 use sonraft_raft::model::{EntityRef, Param, Value};
 use sonraft_raft::son::{
-    KpiDelta, Pending, SonMeta, SonState, Trial, TrialEnd, TrialRecord, Tuning,
+    AvailabilityTuning, KpiDelta, Pending, SonMeta, SonState, Trial, TrialEnd, TrialRecord, Tuning,
+    TuningV1,
 };
 use sonraft_raft::transport::{
     NodeFacts, PEER_FORMAT, PeerReply, PeerRpc, RaftReply, RaftRpc, SubmitError, WIRE_FORMAT,
@@ -152,6 +153,31 @@ const SAMPLE_COMMANDS_SINCE_8: &str = r#"[
                "reason": "fixture: site-1 unheard for 30 s"}}
 ]"#;
 
+/// Commands of format 9: the tuning with the outage, compensation and energy-saving sections.
+const SAMPLE_COMMANDS_SINCE_9: &str = r#"[
+  {"SonTuningV2": {"mobility_robustness": {"max_late_permille": 40},
+                   "load_balancing": {"high_pct": 85},
+                   "anr": {"idle_prune_ms": 259200000},
+                   "pci": {"reserved": [0, 1007]},
+                   "outage": {"hard_periods": 3, "sleeping_periods": 4, "min_reporting_pct": 60},
+                   "outage_compensation": {"max_compensators": 3, "max_compensator_load_pct": 65,
+                                           "withdraw_load_pct": 90},
+                   "energy_saving": {"sleep_ceiling_pct": 40, "wake_ceiling_pct": 60,
+                                     "lead_periods": 2, "sleep_periods": 4, "silent_periods": 3}}}
+]"#;
+
+fn commands_since_9() -> Vec<Command> {
+    serde_json::from_str(SAMPLE_COMMANDS_SINCE_9).expect("sample commands parse")
+}
+
+/// The sample tuning of command format 9 (data format 9, snapshot format 8).
+fn tuning_v2() -> Tuning {
+    match &commands_since_9()[0] {
+        Command::SonTuningV2(t) => t.clone(),
+        other => panic!("the format-9 sample is a tuning, not {other:?}"),
+    }
+}
+
 fn commands_since_8() -> Vec<Command> {
     serde_json::from_str(SAMPLE_COMMANDS_SINCE_8).expect("sample commands parse")
 }
@@ -183,7 +209,7 @@ fn commands_since_5() -> Vec<Command> {
 /// The sample tuning (the format-5 command's).
 fn tuning() -> Tuning {
     match &commands_since_5()[0] {
-        Command::SonTuning(t) => t.clone(),
+        Command::SonTuning(t) => Tuning::from(t.clone()),
         other => panic!("the format-5 sample is a tuning, not {other:?}"),
     }
 }
@@ -290,6 +316,7 @@ fn every_command() -> Vec<Command> {
     all.extend(commands_since_6());
     all.extend(commands_since_7());
     all.extend(commands_since_8());
+    all.extend(commands_since_9());
     all
 }
 
@@ -526,6 +553,9 @@ fn snapshot_body(format: u16) -> SnapshotBody {
         let (cell_site, control) = moved_control();
         body.image.control.insert(cell_site, control);
     }
+    if format >= 8 {
+        body.image.son.tuning = tuning_v2();
+    }
     body
 }
 
@@ -638,14 +668,16 @@ fn stored_image_values_match_the_fixture_of_the_current_data_format() {
     lines.extend(son.pending.values().map(enc));
     lines.extend(son.trials.values().map(enc));
     lines.extend(son.journal.values().map(enc));
-    // From data format 5, the SON tuning.
-    lines.push(enc(&tuning()));
+    // From data format 5, the SON tuning (its sections up to PCI).
+    lines.push(enc(&tuning().v1()));
     // From data format 6, values may name outage compensation.
     lines.push(enc(&compensated_cell()));
     // From data format 7, values may name coverage_capacity and anr_add.
     lines.push(enc(&added_relation()));
     // From data format 8, who controls a cell site whose control moved.
     lines.push(enc(&moved_control().1));
+    // From data format 9, the tuning's outage, compensation and energy-saving sections.
+    lines.push(enc(&tuning_v2().availability()));
     check_current(&format!("data-v{DATA_FORMAT}.hex"), "stored image", lines);
 }
 
@@ -793,8 +825,8 @@ fn check_stored_values(name: &str, version: u32, lines: &[Vec<u8>]) {
         }
     }
     if version >= 5 {
-        let got: Tuning = decoded(name, "the SON tuning", lines.next());
-        assert_eq!(got, tuning(), "{name}");
+        let got: TuningV1 = decoded(name, "the SON tuning", lines.next());
+        assert_eq!(got, tuning().v1(), "{name}");
     }
     if version >= 6 {
         let got: Cell = decoded(name, "a cell outage compensation changed", lines.next());
@@ -808,6 +840,11 @@ fn check_stored_values(name: &str, version: u32, lines: &[Vec<u8>]) {
         let got: sonraft_raft::model::control::Control =
             decoded(name, "a cell site's control", lines.next());
         assert_eq!(got, moved_control().1, "{name}");
+    }
+    if version >= 9 {
+        let got: AvailabilityTuning =
+            decoded(name, "the tuning's availability sections", lines.next());
+        assert_eq!(got, tuning_v2().availability(), "{name}");
     }
     assert_eq!(
         lines.count(),

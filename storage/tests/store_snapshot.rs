@@ -273,7 +273,7 @@ async fn the_son_tuning_survives_a_restart_and_a_snapshot_of_format_4() {
     common::apply_demo(&mut store, 4).await;
     let r = store
         .sm
-        .apply([entry5(3, &Command::SonTuning(tuning.clone()))])
+        .apply([entry5(3, &Command::SonTuning(tuning.v1()))])
         .await
         .unwrap();
     assert_eq!(r[0], Response::SonTuning(Ok(())));
@@ -290,6 +290,60 @@ async fn the_son_tuning_survives_a_restart_and_a_snapshot_of_format_4() {
     })
     .await;
     assert_eq!(body.image.son.tuning, tuning);
+}
+
+#[tokio::test]
+async fn the_availability_tuning_survives_a_restart_and_a_snapshot_of_format_8_and_a_format_5_tuning_clears_it()
+ {
+    use openraft::{CommittedLeaderId, EntryPayload, LogId};
+    use sonraft_raft::Entry;
+    use sonraft_raft::command::{Command, Envelope, Response};
+    use sonraft_raft::son::{AvailabilityTuning, Tuning};
+    let mut tuning = Tuning::default();
+    tuning.pci.reserved = [0, 1007].into();
+    tuning.outage.hard_periods = 3;
+    tuning.energy_saving.wake_ceiling_pct = 70;
+    let entry = |index: u64, command: &Command| Entry {
+        log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+        payload: EntryPayload::Normal(Envelope::in_format(command, 1_000 + index, 9).unwrap()),
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(dir.path()).unwrap();
+    common::apply_demo(&mut store, 4).await;
+    let r = store
+        .sm
+        .apply([entry(3, &Command::SonTuningV2(tuning.clone()))])
+        .await
+        .unwrap();
+    assert_eq!(r[0], Response::SonTuning(Ok(())));
+    store.close().unwrap();
+
+    let mut store = Store::open(dir.path()).unwrap();
+    assert_eq!(
+        read(store.reader.state()).image.son.tuning,
+        tuning,
+        "kept across a restart"
+    );
+    let body = common::snapshot_round_trip(&mut store, dir.path(), 8, |r, when| {
+        assert_eq!(read(r.state()).image.son.tuning, tuning, "{when}");
+    })
+    .await;
+    assert_eq!(body.image.son.tuning, tuning);
+
+    // A format-5 tuning sets the sections it carries and the others back to their defaults,
+    // in memory and on disk.
+    let r = store
+        .sm
+        .apply([entry(4, &Command::SonTuning(tuning.v1()))])
+        .await
+        .unwrap();
+    assert_eq!(r[0], Response::SonTuning(Ok(())));
+    store.close().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let after = read(store.reader.state()).image.son.tuning.clone();
+    assert_eq!(after.v1(), tuning.v1());
+    assert_eq!(after.availability(), AvailabilityTuning::default());
+    store.close().unwrap();
 }
 
 #[tokio::test]

@@ -181,7 +181,12 @@ impl NetworkImage {
                 Response::Recorded
             }
             Command::SonPolicy(policy) => Response::SonPolicy(self.set_son_policy(policy, changes)),
-            Command::SonTuning(tuning) => Response::SonTuning(self.set_son_tuning(tuning, changes)),
+            Command::SonTuning(v1) => {
+                Response::SonTuning(self.set_son_tuning(&Tuning::from(v1.clone()), changes))
+            }
+            Command::SonTuningV2(tuning) => {
+                Response::SonTuning(self.set_son_tuning(tuning, changes))
+            }
             Command::Control(moves) => Response::Control(self.move_control(index, moves, changes)),
             Command::Decide(decision) => {
                 Response::ChangeSet(self.decide(index, decision, changes, judge))
@@ -543,7 +548,8 @@ impl NetworkImage {
         Ok(())
     }
 
-    /// Replaces the SON functions' thresholds, if they are valid.
+    /// Replaces the SON functions' thresholds, if they are valid (a format-5 tuning arrives
+    /// with the sections format 9 added at their defaults).
     fn set_son_tuning(&mut self, tuning: &Tuning, changes: &mut Changes) -> Result<(), String> {
         tuning.validate().map_err(|e| e.to_string())?;
         self.son.tuning = tuning.clone();

@@ -3,8 +3,8 @@
 //! thresholds, `GET`/`PUT /son/tuning`.
 //!
 //! The policy, the pending proposals and the trials live in the replicated image (command
-//! format 4, the tuning format 5): writes go to the leader as commands, reads are linearizable
-//! unless asked otherwise.
+//! format 4, the tuning format 5, its outage, compensation and energy-saving sections format 9):
+//! writes go to the leader as commands, reads are linearizable unless asked otherwise.
 
 use std::sync::Arc;
 
@@ -85,7 +85,9 @@ trait SonDocument: serde::Serialize + serde::de::DeserializeOwned + Clone {
     /// The error kind of a document that cannot hold (422).
     const INVALID: &'static str;
     fn validate(&self) -> Result<(), String>;
-    fn command(self) -> Command;
+    /// The command that sets the document in a cluster of effective command format
+    /// `effective`, or why that cluster cannot take it yet (409).
+    fn command(self, effective: u16) -> Result<Command, String>;
     /// What applying the command answered, if it is this document's answer.
     fn applied(answer: Applied) -> Result<Result<(), String>, Applied>;
 }
@@ -95,8 +97,8 @@ impl SonDocument for SonPolicy {
     fn validate(&self) -> Result<(), String> {
         SonPolicy::validate(self).map_err(|e| e.to_string())
     }
-    fn command(self) -> Command {
-        Command::SonPolicy(self)
+    fn command(self, _effective: u16) -> Result<Command, String> {
+        Ok(Command::SonPolicy(self))
     }
     fn applied(answer: Applied) -> Result<Result<(), String>, Applied> {
         match answer {
@@ -111,8 +113,10 @@ impl SonDocument for Tuning {
     fn validate(&self) -> Result<(), String> {
         Tuning::validate(self).map_err(|e| e.to_string())
     }
-    fn command(self) -> Command {
-        Command::SonTuning(self)
+    /// The format-5 command while the sections format 9 added are at their defaults, so a
+    /// cluster mid-upgrade can still be tuned.
+    fn command(self, effective: u16) -> Result<Command, String> {
+        Command::set_tuning(self, effective).map_err(|e| e.to_string())
     }
     fn applied(answer: Applied) -> Result<Result<(), String>, Applied> {
         match answer {
@@ -135,16 +139,14 @@ async fn replace<T: SonDocument>(
     let invalid =
         |reason: String| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, T::INVALID, reason);
     doc.validate().map_err(invalid)?;
-    match at_leader(
-        node,
-        doc.clone().command(),
-        uri,
-        headers,
-        Method::PUT,
-        bytes,
-    )
-    .await?
-    {
+    // What `propose` checks against too: a tuning that needs a newer format than every voter
+    // applies is refused here with the reason, not proposed.
+    let effective = node.store().effective_format(&node.voters());
+    let command = doc
+        .clone()
+        .command(effective)
+        .map_err(|reason| ApiError::conflict("cluster_version", reason))?;
+    match at_leader(node, command, uri, headers, Method::PUT, bytes).await? {
         Err(forwarded) => Ok(forwarded),
         Ok(answer) => match T::applied(answer) {
             Ok(Ok(())) => Ok(Json(doc).into_response()),

@@ -1,8 +1,12 @@
 //! Cell outage compensation (COC; command format 6): while one of this site's cells is in
 //! outage ([`super::outage`]), its neighbours on the same carrier that have a relation into it
-//! (at most [`MAX_COMPENSATORS`], not co-site, not down, not in outage themselves) uptilt and
-//! raise their power, within their tilt box and the radio's [`MAX_POWER_DBM`]; when the cell is
-//! back, each of them that still has the compensated values returns to what it had.
+//! (at most `max_compensators`, not co-site, not down, not in outage themselves, under
+//! `max_compensator_load_pct`) uptilt and raise their power, within their tilt box and the
+//! radio's [`MAX_POWER_DBM`]; when the cell is back, or a compensating neighbour's load reaches
+//! `withdraw_load_pct`, each of them that still has the compensated values returns to what it
+//! had. Those three thresholds are the replicated tuning's ([`CompensationTuning`]: 4, 70 %,
+//! 85 % by default); the step sizes and the number of steps are this module's, bound to the
+//! rules' step limits and the revert's timing.
 //!
 //! **How far.** A change set may move tilt 1° and power 3 dB (the rules' step limits), and a
 //! compensation must be gone within two periods of the cell's return. Compensation goes
@@ -48,11 +52,11 @@ use serde::{Deserialize, Serialize};
 use sonraft_raft::changeset::{ChangeSet, Function, Origin, Write};
 use sonraft_raft::model::{EntityRef, Param, Value};
 
+use sonraft_raft::son::CompensationTuning;
+
 use super::Proposal;
 use super::view::RadioView;
 
-/// Most neighbours compensating one cell.
-pub const MAX_COMPENSATORS: usize = 4;
 /// Change sets a compensation (and its revert) takes at most: the compensation one a period,
 /// the revert all in the period it starts.
 pub const STEPS: i16 = 2;
@@ -62,11 +66,6 @@ pub const UPTILT: i16 = 10;
 pub const POWER_UP_DB: i16 = 3;
 /// Highest power compensation sets, dBm: what the simulated radios can transmit.
 pub const MAX_POWER_DBM: i16 = 49;
-/// A neighbour compensates only while its downlink PRB load is under this, percent: users
-/// pulled into a full cell are not served, and its own users lose capacity.
-pub const MAX_COMPENSATOR_LOAD_PCT: f64 = 70.0;
-/// A compensating neighbour that reaches this load goes back to its own values, percent.
-pub const WITHDRAW_LOAD_PCT: f64 = 85.0;
 
 /// One compensating cell: its values before and during the compensation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -186,6 +185,7 @@ impl Ledger {
         now_ms: u64,
     ) -> Vec<Proposal> {
         let (settled, outage) = (outage.settled, outage.cells);
+        let withdraw_pct = f64::from(view.tuning.outage_compensation.withdraw_load_pct);
         let before = (self.cells.clone(), self.ended_ms.clone());
         let mut out = Vec::new();
         // New outages: choose the compensators once, with their values now. A cell already
@@ -241,7 +241,7 @@ impl Ledger {
                 };
                 let cell = view.cell(n);
                 // A compensating cell that filled up goes back, and stays out of this outage.
-                if active && !k.withdrawn && load(n).is_some_and(|l| l >= WITHDRAW_LOAD_PCT) {
+                if active && !k.withdrawn && load(n).is_some_and(|l| l >= withdraw_pct) {
                     k.withdrawn = true;
                     withdrawn.push(k.cell.clone());
                 }
@@ -298,7 +298,7 @@ impl Ledger {
                         (
                             Function::Fallback,
                             format!(
-                                "{} reached {:.0} % compensating {failed} (withdrawn at {WITHDRAW_LOAD_PCT:.0} %): {what}",
+                                "{} reached {:.0} % compensating {failed} (withdrawn at {withdraw_pct:.0} %): {what}",
                                 k.cell,
                                 load(n).unwrap_or(0.0)
                             ),
@@ -397,8 +397,8 @@ fn write(cell: &str, param: Param, value: i16) -> Write {
 }
 
 /// The cells that compensate `c`: same carrier, a relation into `c`, not co-site, not down,
-/// not in outage, under [`MAX_COMPENSATOR_LOAD_PCT`] (or of unknown load); those with something
-/// left to give, at most [`MAX_COMPENSATORS`] (the most room first, then those facing `c`'s
+/// not in outage, under the tuning's `max_compensator_load_pct` (or of unknown load); those with
+/// something left to give, at most `max_compensators` (the most room first, then those facing `c`'s
 /// site most directly, then the least loaded), with their values now and compensated.
 fn compensators(
     view: &RadioView,
@@ -406,6 +406,11 @@ fn compensators(
     outage: &HashSet<u32>,
     load: &impl Fn(u32) -> Option<f64>,
 ) -> Vec<Compensator> {
+    let CompensationTuning {
+        max_compensators,
+        max_compensator_load_pct,
+        ..
+    } = view.tuning.outage_compensation;
     let failed = view.cell(c);
     let mut out: Vec<(i16, Compensator)> = view.incoming[c as usize]
         .iter()
@@ -418,7 +423,7 @@ fn compensators(
                 && !cell.down
                 && !cell.compensating
                 && !outage.contains(&n)
-                && load(n).is_none_or(|l| l < MAX_COMPENSATOR_LOAD_PCT)
+                && load(n).is_none_or(|l| l < f64::from(max_compensator_load_pct))
         })
         .filter_map(|n| {
             let cell = view.cell(n);
@@ -459,7 +464,7 @@ fn compensators(
     });
     out.dedup_by(|a, b| a.1.cell == b.1.cell);
     out.into_iter()
-        .take(MAX_COMPENSATORS)
+        .take(usize::from(max_compensators))
         .map(|(_, k)| k)
         .collect()
 }

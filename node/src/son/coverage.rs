@@ -84,9 +84,10 @@ pub const UPTILT_MAX_FAR_SHARE: f64 = OVERSHOOT_SHARE / 2.0;
 /// A hole lever must lower the failure share by at least this much of it, relatively.
 pub const MIN_GAIN: f64 = 0.1;
 /// Periods in a row a cell must overshoot, or lose users for coverage, before it steps: one
-/// more than outage detection needs ([`super::outage::HARD_PERIODS`]), so that the users an
-/// outage strands are not taken for a hole before the outage is detected.
-pub const PERIODS: u8 = super::outage::HARD_PERIODS + 1;
+/// more than outage detection needs (the tuning's `outage.hard_periods`), so that the users an
+/// outage strands are not taken for a hole before the outage is detected. This is the number
+/// at the default tuning; a step follows the tuning in force.
+pub const PERIODS: u8 = super::outage::DEFAULT_HARD_PERIODS + 1;
 
 /// One own cell's coverage counters of one period.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -231,6 +232,7 @@ impl Steps {
                 .iter()
                 .any(|&c| view.neighbours(c).iter().any(out_of_service));
         let mut streaks = FastMap::default();
+        let periods = view.tuning.outage.hard_periods.saturating_add(1);
         for &c in &view.own {
             let cell = view.cell(c);
             let Some(sample) = input.coverage.get(&c) else {
@@ -260,8 +262,8 @@ impl Steps {
                 )
             };
             streaks.insert(key, (o, h));
-            let overshoots = o >= PERIODS;
-            let proposal = match (overshoots, h >= PERIODS) {
+            let overshoots = o >= periods;
+            let proposal = match (overshoots, h >= periods) {
                 (true, weak) => overshoot_step(view, c, far, !weak && hole <= HOLE_SHARE),
                 (false, true) => {
                     let load = input.prb_pct(view, c).unwrap_or(100.0);

@@ -9,20 +9,23 @@
 //!   the ratio being the cell's PRBs × PRB bandwidth over a partner's (an NR 100 MHz carrier
 //!   is about 5.5 LTE 20 MHz carriers); while the cell is dormant its partners carry all, so
 //!   `D` is their load. The highest partner's `D` counts.
-//! - **Forecast.** `D` now, and `D` [`LEAD_PERIODS`] ahead along its least-squares slope over
-//!   the last [`HISTORY`] periods: the morning ramp shows as a slope before it arrives.
-//! - **Sleep** when, for [`SLEEP_PERIODS`] periods in a row, the forecast stays under
-//!   [`SLEEP_CEILING_PCT`], every partner reported and is up.
-//! - **Wake** at once when the forecast reaches [`WAKE_CEILING_PCT`], a partner's own load
-//!   reaches [`PARTNER_MAX_PCT`], or a partner is down or silent for [`SILENT_PERIODS`]
-//!   periods (it failed).
+//! - **Forecast.** `D` now, and `D` `lead_periods` \[3\] ahead along its least-squares slope
+//!   over the last [`HISTORY`] periods: the morning ramp shows as a slope before it arrives.
+//! - **Sleep** when, for `sleep_periods` \[3\] periods in a row, the forecast stays under
+//!   `sleep_ceiling_pct` \[50\], every partner reported and is up.
+//! - **Wake** at once when the forecast reaches `wake_ceiling_pct` \[65\], a partner's own
+//!   load reaches [`PARTNER_MAX_PCT`], or a partner is down or silent for `silent_periods`
+//!   \[2\] periods (it failed).
 //!
-//! The thresholds are constants of this build, not yet in the replicated tuning. Verification
-//! judges an ES change by its partners' peak load staying under [`PARTNER_MAX_PCT`] rather than
-//! by per-user throughput, which a sleeping capacity layer lowers by design.
+//! The thresholds in backquotes are the replicated tuning's ([`EnergySavingTuning`]; defaults
+//! in brackets). [`PARTNER_MAX_PCT`] stays a constant of this build: verification judges an ES
+//! change by its partners' peak load staying under it rather than by per-user throughput, which
+//! a sleeping capacity layer lowers by design, and verification does not read the tuning; the
+//! partner geometry and the history length are the algorithm's.
 
 use sonraft_raft::changeset::{ChangeSet, Function, Origin, Write};
 use sonraft_raft::model::{EntityRef, Param, Rat, Value};
+use sonraft_raft::son::EnergySavingTuning;
 
 use super::view::{FastMap, RadioView, relation_key};
 use super::{PeriodInput, Proposal};
@@ -31,16 +34,6 @@ use super::{PeriodInput, Proposal};
 pub const PARTNER_AZIMUTH_DEG: u16 = 30;
 /// Periods of demand kept per capacity cell for the slope.
 pub const HISTORY: usize = 4;
-/// How far ahead the forecast looks, in periods.
-pub const LEAD_PERIODS: f64 = 3.0;
-/// Periods in a row under the sleep ceiling before sleeping.
-pub const SLEEP_PERIODS: u8 = 3;
-/// Forecast partner load under which the cell may sleep, percent.
-pub const SLEEP_CEILING_PCT: f64 = 50.0;
-/// Forecast partner load at which a dormant cell wakes, percent.
-pub const WAKE_CEILING_PCT: f64 = 65.0;
-/// Periods in a row a partner must be silent to count as failed.
-pub const SILENT_PERIODS: u8 = 2;
 /// A partner's own load at which a dormant cell wakes, percent (also the verification bound).
 pub const PARTNER_MAX_PCT: f64 = 75.0;
 
@@ -70,9 +63,9 @@ pub struct Demand {
     frozen: bool,
 }
 
-/// The forecast of `history` (oldest first) [`LEAD_PERIODS`] ahead: the newest value moved
+/// The forecast of `history` (oldest first) `lead_periods` ahead: the newest value moved
 /// along the least-squares slope, never below the newest value.
-pub fn forecast(history: &[f64]) -> f64 {
+pub fn forecast(history: &[f64], lead_periods: u8) -> f64 {
     let Some(&last) = history.last() else {
         return 0.0;
     };
@@ -89,7 +82,7 @@ pub fn forecast(history: &[f64]) -> f64 {
         den += dx * dx;
     }
     let slope = if den > 0.0 { num / den } else { 0.0 };
-    last + (slope * LEAD_PERIODS).max(0.0)
+    last + (slope * f64::from(lead_periods)).max(0.0)
 }
 
 /// The coverage partners of capacity cell `c`: co-site LTE cells pointing its way.
@@ -123,6 +116,15 @@ impl Demand {
         node: u64,
         now_ms: u64,
     ) -> Vec<Proposal> {
+        let EnergySavingTuning {
+            sleep_ceiling_pct,
+            wake_ceiling_pct,
+            lead_periods,
+            sleep_periods,
+            silent_periods,
+        } = view.tuning.energy_saving;
+        let (sleep_ceiling, wake_ceiling) =
+            (f64::from(sleep_ceiling_pct), f64::from(wake_ceiling_pct));
         let mut out = Vec::new();
         let mut next = FastMap::default();
         for &c in &view.own {
@@ -134,7 +136,7 @@ impl Demand {
             let locked = cell.down && !cell.dormant;
             let key = relation_key(view.id(c), "");
             let mut recent = self.cells.get(&key).cloned().unwrap_or_default();
-            // A partner that is down, or did not report for SILENT_PERIODS periods in a row
+            // A partner that is down, or did not report for `silent_periods` periods in a row
             // (one late report is not a failure), has failed.
             let silent = ps.iter().find(|p| !input.prb_pct.contains_key(p));
             if !self.frozen {
@@ -147,7 +149,7 @@ impl Demand {
             let failed =
                 ps.iter()
                     .find(|p| view.cell(**p).down)
-                    .or(if recent.silent >= SILENT_PERIODS {
+                    .or(if recent.silent >= silent_periods {
                         silent
                     } else {
                         None
@@ -189,13 +191,13 @@ impl Demand {
                     None => recent.demand.clear(),
                 }
             }
-            let ahead = forecast(&recent.demand);
+            let ahead = forecast(&recent.demand, lead_periods);
             let partner_max = ps
                 .iter()
                 .filter_map(|p| input.prb_pct.get(p))
                 .fold(0.0f64, |a, b| a.max(*b));
             if !self.frozen {
-                recent.low = if demand.is_some() && ahead < SLEEP_CEILING_PCT {
+                recent.low = if demand.is_some() && ahead < sleep_ceiling {
                     recent.low.saturating_add(1)
                 } else {
                     0
@@ -220,9 +222,9 @@ impl Demand {
                         names(),
                         view.id(c)
                     ))
-                } else if ahead >= WAKE_CEILING_PCT {
+                } else if ahead >= wake_ceiling {
                     Some(format!(
-                        "partners {} forecast at {ahead:.0} % in {LEAD_PERIODS:.0} periods (wake at {WAKE_CEILING_PCT:.0} %): waking {} before the load returns",
+                        "partners {} forecast at {ahead:.0} % in {lead_periods} periods (wake at {wake_ceiling_pct} %): waking {} before the load returns",
                         names(),
                         view.id(c)
                     ))
@@ -230,10 +232,10 @@ impl Demand {
                     None
                 };
                 why.map(|w| (w, "normal"))
-            } else if !locked && recent.low >= SLEEP_PERIODS {
+            } else if !locked && recent.low >= sleep_periods {
                 Some((
                     format!(
-                        "{} at {:.0} %; partners {} would carry it at {ahead:.0} % (sleep under {SLEEP_CEILING_PCT:.0} % for {SLEEP_PERIODS} periods): dormant",
+                        "{} at {:.0} %; partners {} would carry it at {ahead:.0} % (sleep under {sleep_ceiling_pct} % for {sleep_periods} periods): dormant",
                         view.id(c),
                         own_load.unwrap_or(0.0),
                         names()
@@ -332,9 +334,25 @@ mod tests {
 
     #[test]
     fn the_forecast_follows_a_rising_slope_and_ignores_a_falling_one() {
-        assert_eq!(forecast(&[10.0, 20.0, 30.0, 40.0]), 70.0);
-        assert_eq!(forecast(&[40.0, 30.0, 20.0, 10.0]), 10.0);
-        assert_eq!(forecast(&[]), 0.0);
+        assert_eq!(forecast(&[10.0, 20.0, 30.0, 40.0], 3), 70.0);
+        assert_eq!(forecast(&[40.0, 30.0, 20.0, 10.0], 3), 10.0);
+        assert_eq!(forecast(&[], 3), 0.0);
+        assert_eq!(forecast(&[10.0, 20.0, 30.0, 40.0], 0), 40.0);
+    }
+
+    #[test]
+    fn a_capacity_cell_stays_awake_above_the_tuned_sleep_ceiling() {
+        let mut awake = view(&img(false, false));
+        // The night of the test below: 31 % in partner terms, under the default 50 %.
+        awake.tuning.energy_saving.sleep_ceiling_pct = 30;
+        let night = input(
+            &awake,
+            &[("A1", 20.0, 100), ("A2", 20.0, 100), ("A4", 2.0, 273)],
+        );
+        let mut es = Demand::default();
+        for _ in 0..2 * EnergySavingTuning::default().sleep_periods {
+            assert!(es.propose(&awake, &night, 1, 0).is_empty());
+        }
     }
 
     #[test]
@@ -346,7 +364,7 @@ mod tests {
             &awake,
             &[("A1", 20.0, 100), ("A2", 20.0, 100), ("A4", 2.0, 273)],
         );
-        for _ in 0..SLEEP_PERIODS - 1 {
+        for _ in 0..EnergySavingTuning::default().sleep_periods - 1 {
             assert!(es.propose(&awake, &night, 1, 0).is_empty());
         }
         let ps = es.propose(&awake, &night, 1, 0);
@@ -376,7 +394,8 @@ mod tests {
             }
         }
         let (_, load, why) = woke.expect("never woke");
-        assert!(load < WAKE_CEILING_PCT, "woke only at {load} %: {why}");
+        let wake = f64::from(EnergySavingTuning::default().wake_ceiling_pct);
+        assert!(load < wake, "woke only at {load} %: {why}");
         assert!(why.contains("before the load returns"), "{why}");
     }
 

@@ -1,16 +1,18 @@
 //! Cell outage detection: each site watches its own cells' counters for the two outages a
 //! controller can see.
 //!
-//! - **Hard outage**: a cell that reported before is missing from [`HARD_PERIODS`] closed
-//!   periods in a row while most of the site's cells reported (its antenna stopped; when most
-//!   are missing, the fault is nearer this node and nothing is concluded). A cell whose session
+//! The thresholds are the replicated tuning's ([`OutageTuning`]; defaults in brackets).
+//!
+//! - **Hard outage**: a cell that reported before is missing from `hard_periods` \[2\] closed
+//!   periods in a row while `min_reporting_pct` \[50\] of the site's cells reported (its antenna
+//!   stopped; when most are missing, the fault is nearer this node and nothing is concluded). A cell whose session
 //!   is up and reported the period before (give or take half a period: period ends jitter) or
 //!   later is *late*, not missing: its reports arrive after the period closes (a slow link, a
 //!   skewed antenna clock) — until the next period shows that report never came: then the
 //!   period it was excused from counts as missing after all, so a cell that falls silent with
 //!   its session open (a station whose other cells go on) is found as soon as one whose
 //!   session closes.
-//! - **Sleeping cell**: a cell that carried users reports, for [`SLEEPING_PERIODS`] periods in
+//! - **Sleeping cell**: a cell that carried users reports, for `sleeping_periods` \[2\] periods in
 //!   a row, no connected user and no PRB in use while it is neither locked nor dormant: it
 //!   radiates (its neighbours still hand over to it, and fail) but serves nobody.
 //!
@@ -27,15 +29,14 @@
 
 use std::collections::HashSet;
 
+use sonraft_raft::son::OutageTuning;
+
 use super::PeriodInput;
 use super::view::{FastMap, RadioView, relation_key};
 
-/// Missing periods before a hard outage is declared.
-pub const HARD_PERIODS: u8 = 2;
-/// Idle periods before a sleeping cell is declared.
-pub const SLEEPING_PERIODS: u8 = 2;
-/// Share of own cells that must report for a period to say anything about one missing.
-const MIN_REPORTING: f64 = 0.5;
+/// `OutageTuning::default().hard_periods`, for what must follow it at compile time (coverage's
+/// default step count); a test keeps the two equal.
+pub const DEFAULT_HARD_PERIODS: u8 = 2;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -74,6 +75,8 @@ pub struct Outages {
     /// Conclusive periods seen since this node started.
     periods: u32,
     frozen: bool,
+    /// The tuning of the last period folded in (the defaults before the first).
+    tuning: OutageTuning,
 }
 
 impl Outages {
@@ -82,6 +85,7 @@ impl Outages {
             cells: self.cells.clone(),
             periods: self.periods,
             frozen: true,
+            tuning: self.tuning.clone(),
         }
     }
 
@@ -89,18 +93,26 @@ impl Outages {
     /// detected: until then, "no outage" may only mean "not detected yet" (a cell that died
     /// while this node was down never reports again).
     pub fn settled(&self) -> bool {
-        self.periods >= u32::from(HARD_PERIODS)
+        self.periods >= u32::from(self.tuning.hard_periods)
     }
 
     /// Folds this period's reports in and returns the own cells in outage now.
     pub fn update(&mut self, view: &RadioView, input: &PeriodInput) -> HashSet<u32> {
+        self.tuning = view.tuning.outage.clone();
+        let OutageTuning {
+            hard_periods,
+            sleeping_periods,
+            min_reporting_pct,
+        } = self.tuning;
         let reporting = view
             .own
             .iter()
             .filter(|c| input.prb_pct.contains_key(c))
             .count();
-        let conclusive =
-            !view.own.is_empty() && reporting as f64 >= MIN_REPORTING * view.own.len() as f64;
+        // Integer percent of the own cells, compared exactly: the replicated threshold must
+        // decide the same way on every build.
+        let conclusive = !view.own.is_empty()
+            && reporting * 100 >= usize::from(min_reporting_pct) * view.own.len();
         let mut next = FastMap::default();
         let mut out = HashSet::new();
         let (mut hard, mut sleeping) = (0u32, 0u32);
@@ -139,9 +151,9 @@ impl Outages {
                     }
                     None => {}
                 }
-                let now = if w.missing >= HARD_PERIODS {
+                let now = if w.missing >= hard_periods {
                     Some(Kind::Hard)
-                } else if w.idle >= SLEEPING_PERIODS {
+                } else if w.idle >= sleeping_periods {
                     Some(Kind::Sleeping)
                 } else if w.state == Some(Kind::Hard)
                     && !input.prb_pct.contains_key(&c)
@@ -236,6 +248,38 @@ mod tests {
         // A frozen copy answers the same without counting the period again.
         assert_eq!(o.frozen().update(&v, &without_a1).len(), 1);
         assert!(o.update(&v, &all).is_empty(), "back at its first report");
+    }
+
+    #[test]
+    fn a_tuned_hard_periods_waits_that_many_missing_periods() {
+        let mut v = view(&img());
+        v.tuning.outage.hard_periods = 3;
+        let mut o = Outages::default();
+        let all = input(&v, &[("A1", 40.0, 100), ("A2", 30.0, 90), ("A3", 20.0, 50)]);
+        let without_a1 = input(&v, &[("A2", 30.0, 90), ("A3", 20.0, 50)]);
+        assert!(o.update(&v, &all).is_empty());
+        assert!(o.update(&v, &without_a1).is_empty());
+        assert!(o.update(&v, &without_a1).is_empty(), "two are not enough");
+        assert_eq!(o.update(&v, &without_a1), HashSet::from([v.index["A1"]]));
+    }
+
+    #[test]
+    fn a_period_with_fewer_own_cells_reporting_than_the_tuned_share_counts_none_missing() {
+        let mut v = view(&img());
+        // Two of the three own cells report: conclusive at the default 50 %, not at 75 %.
+        v.tuning.outage.min_reporting_pct = 75;
+        let mut o = Outages::default();
+        let all = input(&v, &[("A1", 40.0, 100), ("A2", 30.0, 90), ("A3", 20.0, 50)]);
+        let without_a1 = input(&v, &[("A2", 30.0, 90), ("A3", 20.0, 50)]);
+        assert!(o.update(&v, &all).is_empty());
+        for _ in 0..4 {
+            assert!(o.update(&v, &without_a1).is_empty());
+        }
+    }
+
+    #[test]
+    fn the_default_hard_periods_constant_is_the_tunings_default() {
+        assert_eq!(DEFAULT_HARD_PERIODS, OutageTuning::default().hard_periods);
     }
 
     #[test]
