@@ -268,17 +268,22 @@ async fn cut_off(role: Role) {
             .and_then(|a| a.control)
             .map(|k| k.lease);
         let state = sim.state(&c.client).await.expect("simulator state");
+        let at = cut.elapsed();
+        // The sessions first, then control: a survivor holds a session at a new epoch only
+        // once the move applied, so when every cell is taken the claim is seen too (asked the
+        // other way round, a claim landing between the two questions ended the watch with
+        // every cell taken and no claim seen).
+        taken = c.connected_cells(&[0, 1], Some(0)).await;
         let mut claimed = false;
         for pos in [0, 1] {
             claimed |= away_from_home(&c, pos).await.is_some_and(|n| n > 0);
         }
         samples.push(Sample {
-            at: cut.elapsed(),
+            at,
             lease,
             applied: applied_by(&state, CUT),
             claimed,
         });
-        taken = c.connected_cells(&[0, 1], Some(0)).await;
         if all_of(&cut_cells, &taken).is_ok() {
             break;
         }
