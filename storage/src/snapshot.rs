@@ -29,18 +29,13 @@
 //! crash leaves either the old snapshot or the complete new one. Only the newest snapshot is
 //! kept.
 
-use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::{self, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use serde::{Deserialize, Serialize};
 use sonraft_raft::changeset::Function;
-use sonraft_raft::model::SiteId;
-use sonraft_raft::model::control::Control;
 use sonraft_raft::model::image::{HistoryRecord, NetworkImage};
-use sonraft_raft::model::import::StagedImport;
 use sonraft_raft::son::{AvailabilityTuning, SonState, Tuning, TuningV1};
 use sonraft_raft::{SnapshotMeta, codec};
 
@@ -90,136 +85,57 @@ impl SnapshotBody {
         }
     }
 
-    /// Encodes the body in [`SnapshotBody::format`].
+    /// Encodes the body in [`SnapshotBody::format`]. Each format is the one before it with one
+    /// more value at the end (formats 5 and 6 only name more functions), and bincode writes a
+    /// tuple as its values one after another, so writing them one by one gives the bytes every
+    /// release wrote (the golden fixtures hold them).
     pub fn encode_into<W: Write>(&self, w: &mut W) -> Result<(), codec::CodecError> {
-        match self.format() {
-            2 => codec::encode_into(&Format2(&self.image, &self.history, &self.image.staged), w),
-            3 => codec::encode_into(
-                &Format3(
-                    &self.image,
-                    &self.history,
-                    &self.image.staged,
-                    &self.image.son,
-                ),
-                w,
-            ),
-            4..=6 => codec::encode_into(
-                &Format6(
-                    &self.image,
-                    &self.history,
-                    &self.image.staged,
-                    &self.image.son,
-                    self.image.son.tuning.v1(),
-                ),
-                w,
-            ),
-            7 => codec::encode_into(
-                &Format7(
-                    &self.image,
-                    &self.history,
-                    &self.image.staged,
-                    &self.image.son,
-                    self.image.son.tuning.v1(),
-                    &self.image.control,
-                ),
-                w,
-            ),
-            _ => codec::encode_into(self, w),
+        let format = self.format();
+        let image = &self.image;
+        codec::encode_into(image, w)?;
+        codec::encode_into(&self.history, w)?;
+        if format >= 2 {
+            codec::encode_into(&image.staged, w)?;
         }
-        .map(|_| ())
+        if format >= 3 {
+            codec::encode_into(&image.son, w)?;
+        }
+        if format >= 4 {
+            codec::encode_into(&image.son.tuning.v1(), w)?;
+        }
+        if format >= 7 {
+            codec::encode_into(&image.control, w)?;
+        }
+        if format >= 8 {
+            codec::encode_into(&image.son.tuning.availability(), w)?;
+        }
+        Ok(())
     }
-}
 
-impl Serialize for SnapshotBody {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        (
-            &self.image,
-            &self.history,
-            &self.image.staged,
-            &self.image.son,
-            self.image.son.tuning.v1(),
-            &self.image.control,
-            self.image.son.tuning.availability(),
-        )
-            .serialize(s)
-    }
-}
-
-impl<'de> Deserialize<'de> for SnapshotBody {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        type Body = (
-            NetworkImage,
-            Vec<HistoryRecord>,
-            Option<StagedImport>,
-            SonState,
-            TuningV1,
-            BTreeMap<SiteId, Control>,
-            AvailabilityTuning,
-        );
-        let (mut image, history, staged, son, tuning, control, availability): Body =
-            Deserialize::deserialize(d)?;
-        image.staged = staged;
-        image.son = son;
-        image.son.tuning = Tuning::from_parts(tuning, availability);
-        image.control = control;
+    /// Decodes a body of snapshot `format`, read as [`SnapshotBody::encode_into`] writes it:
+    /// what an older format lacks keeps its default.
+    fn decode_from<R: Read>(format: u16, r: &mut R) -> Result<SnapshotBody, codec::CodecError> {
+        let mut image: NetworkImage = codec::decode_from(r)?;
+        let history = codec::decode_from(r)?;
+        if format >= 2 {
+            image.staged = codec::decode_from(r)?;
+        }
+        if format >= 3 {
+            image.son = codec::decode_from(r)?;
+        }
+        if format >= 4 {
+            let v1: TuningV1 = codec::decode_from(r)?;
+            image.son.tuning = Tuning::from(v1);
+        }
+        if format >= 7 {
+            image.control = codec::decode_from(r)?;
+        }
+        if format >= 8 {
+            let availability: AvailabilityTuning = codec::decode_from(r)?;
+            image.son.tuning = Tuning::from_parts(image.son.tuning.v1(), availability);
+        }
         Ok(SnapshotBody { image, history })
     }
-}
-
-/// The body as format 7 encodes it: no tuning sections of command format 9.
-#[derive(Serialize)]
-struct Format7<'a>(
-    &'a NetworkImage,
-    &'a Vec<HistoryRecord>,
-    &'a Option<StagedImport>,
-    &'a SonState,
-    TuningV1,
-    &'a BTreeMap<SiteId, Control>,
-);
-
-/// A body of snapshot format 7, whose tuning has the sections of command format 9 at their
-/// defaults.
-fn body_of_format_7<R: Read>(r: &mut R) -> Result<SnapshotBody, codec::CodecError> {
-    type Body = (
-        NetworkImage,
-        Vec<HistoryRecord>,
-        Option<StagedImport>,
-        SonState,
-        TuningV1,
-        BTreeMap<SiteId, Control>,
-    );
-    let (mut image, history, staged, son, tuning, control): Body = codec::decode_from(r)?;
-    image.staged = staged;
-    image.son = son;
-    image.son.tuning = Tuning::from(tuning);
-    image.control = control;
-    Ok(SnapshotBody { image, history })
-}
-
-/// The body as formats 4 to 6 encode it: no control moves.
-#[derive(Serialize)]
-struct Format6<'a>(
-    &'a NetworkImage,
-    &'a Vec<HistoryRecord>,
-    &'a Option<StagedImport>,
-    &'a SonState,
-    TuningV1,
-);
-
-/// A body of snapshot formats 4 to 6, which knew no control moves.
-fn body_of_format_6<R: Read>(r: &mut R) -> Result<SnapshotBody, codec::CodecError> {
-    type Body = (
-        NetworkImage,
-        Vec<HistoryRecord>,
-        Option<StagedImport>,
-        SonState,
-        TuningV1,
-    );
-    let (mut image, history, staged, son, tuning): Body = codec::decode_from(r)?;
-    image.staged = staged;
-    image.son = son;
-    image.son.tuning = Tuning::from(tuning);
-    Ok(SnapshotBody { image, history })
 }
 
 /// Whether any value of `body` names `f` (a function older formats cannot decode).
@@ -244,51 +160,6 @@ fn names_function(body: &SnapshotBody, f: Function) -> bool {
         })
         || son.journal.values().any(|t| t.trial.function == f)
         || son.holds.keys().any(|(_, g)| *g == f)
-}
-
-/// The body as format 3 encodes it: no SON tuning.
-#[derive(Serialize)]
-struct Format3<'a>(
-    &'a NetworkImage,
-    &'a Vec<HistoryRecord>,
-    &'a Option<StagedImport>,
-    &'a SonState,
-);
-
-/// A body of snapshot format 3, which knew no SON tuning.
-fn body_of_format_3<R: Read>(r: &mut R) -> Result<SnapshotBody, codec::CodecError> {
-    type Body = (
-        NetworkImage,
-        Vec<HistoryRecord>,
-        Option<StagedImport>,
-        SonState,
-    );
-    let (mut image, history, staged, son): Body = codec::decode_from(r)?;
-    image.staged = staged;
-    image.son = son;
-    Ok(SnapshotBody { image, history })
-}
-
-/// The body as format 2 encodes it: no SON controls.
-#[derive(Serialize)]
-struct Format2<'a>(
-    &'a NetworkImage,
-    &'a Vec<HistoryRecord>,
-    &'a Option<StagedImport>,
-);
-
-/// A body of snapshot format 2, which knew no SON controls.
-fn body_of_format_2<R: Read>(r: &mut R) -> Result<SnapshotBody, codec::CodecError> {
-    let (mut image, history, staged): (NetworkImage, Vec<HistoryRecord>, Option<StagedImport>) =
-        codec::decode_from(r)?;
-    image.staged = staged;
-    Ok(SnapshotBody { image, history })
-}
-
-/// A body of snapshot format 1, which knew no staged imports.
-fn body_of_format_1<R: Read>(r: &mut R) -> Result<SnapshotBody, codec::CodecError> {
-    let (image, history): (NetworkImage, Vec<HistoryRecord>) = codec::decode_from(r)?;
-    Ok(SnapshotBody { image, history })
 }
 
 struct CrcWriter<W> {
@@ -377,15 +248,8 @@ pub fn decode_snapshot<R: Read>(r: R) -> Result<(SnapshotMeta, SnapshotBody), Da
     let format = check_format(&mut cr)?;
     let meta: SnapshotMeta =
         codec::decode_from(&mut cr).map_err(|e| Damaged::new("snapshot metadata", e))?;
-    let body: SnapshotBody = match format {
-        1 => body_of_format_1(&mut cr),
-        2 => body_of_format_2(&mut cr),
-        3 => body_of_format_3(&mut cr),
-        4..=6 => body_of_format_6(&mut cr),
-        7 => body_of_format_7(&mut cr),
-        _ => codec::decode_from(&mut cr),
-    }
-    .map_err(|e| Damaged::new("snapshot body", e))?;
+    let body =
+        SnapshotBody::decode_from(format, &mut cr).map_err(|e| Damaged::new("snapshot body", e))?;
     let computed = cr.crc.finalize();
     let mut r = cr.inner;
     let mut stored = [0u8; 4];
