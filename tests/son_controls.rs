@@ -202,25 +202,31 @@ async fn an_excluded_cell_is_left_alone_by_that_function_only() {
     );
 }
 
+/// Sets `tuning` through node 1, once the cluster's format allows it: until every node
+/// advertised its release, the command is refused with 409.
+async fn put_tuning(c: &Cluster, tuning: &Value) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = c
+            .client
+            .put(&c.nodes[0].api, "/son/tuning", tuning)
+            .await
+            .unwrap();
+        if r.status == 200 {
+            return;
+        }
+        assert_eq!(r.status, 409, "{}", r.json());
+        assert!(Instant::now() < deadline, "{}", r.json());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_son_tuning_is_replicated_and_a_bad_one_refused() {
     let c = Cluster::start(3).await;
     let tuning = json!({"load_balancing": {"high_pct": 85}, "pci": {"reserved": [0, 1, 2]}});
     // Until every node advertised its release, the cluster refuses a format-5 command.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    loop {
-        let r = c
-            .client
-            .put(&c.nodes[0].api, "/son/tuning", &tuning)
-            .await
-            .unwrap();
-        if r.status == 200 {
-            break;
-        }
-        assert_eq!(r.status, 409, "{}", r.json());
-        assert!(std::time::Instant::now() < deadline, "{}", r.json());
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    put_tuning(&c, &tuning).await;
     for n in &c.nodes {
         let t = c.client.get(&n.api, "/son/tuning").await.unwrap().json();
         assert_eq!(t["load_balancing"]["high_pct"], 85, "{t}");
@@ -251,20 +257,7 @@ async fn the_outage_compensation_and_energy_saving_tuning_is_replicated_and_a_ba
                         "outage_compensation": {"withdraw_load_pct": 90},
                         "energy_saving": {"sleep_ceiling_pct": 40, "wake_ceiling_pct": 60}});
     // Until every node advertised its release (format 9), the cluster refuses the sections.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    loop {
-        let r = c
-            .client
-            .put(&c.nodes[0].api, "/son/tuning", &tuning)
-            .await
-            .unwrap();
-        if r.status == 200 {
-            break;
-        }
-        assert_eq!(r.status, 409, "{}", r.json());
-        assert!(std::time::Instant::now() < deadline, "{}", r.json());
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    put_tuning(&c, &tuning).await;
     for n in &c.nodes {
         let t = c.client.get(&n.api, "/son/tuning").await.unwrap().json();
         assert_eq!(t["outage"]["hard_periods"], 3, "{t}");
