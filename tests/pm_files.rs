@@ -31,20 +31,6 @@ fn export() -> Value {
     serde_json::from_slice(&out.stdout).expect("image json")
 }
 
-async fn import(c: &Cluster, image: &Value) {
-    let r = c
-        .client
-        .post(&c.nodes[0].api, "/image/import", image)
-        .await
-        .expect("import");
-    assert!(
-        r.status.is_success(),
-        "import: {} {}",
-        r.status,
-        String::from_utf8_lossy(&r.body)
-    );
-}
-
 /// The node's replicated KPI summaries, by cell.
 async fn kpis(c: &Cluster) -> BTreeMap<String, v1::KpiSummary> {
     let r = c
@@ -97,8 +83,8 @@ async fn a_pm_directory_gives_the_same_kpi_summaries_as_the_session_reports_of_t
     let by_files =
         Cluster::start_with(1, &["--pm-dir", site_dir.to_str().expect("utf-8 path")]).await;
     let image = export();
-    import(&by_sessions, &image).await;
-    import(&by_files, &image).await;
+    by_sessions.import(&image).await;
+    by_files.import(&image).await;
     // A bad file, named to sort after every file the simulator writes.
     let bad = "A29991231.2359+0000-0000+0000_site-1.xml";
     std::fs::write(

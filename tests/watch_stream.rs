@@ -167,16 +167,7 @@ async fn a_stream_asked_for_records_no_longer_held_says_so_first() {
     // A history of 4 records: older ones are dropped as new ones come.
     let mut image = demo_image(6);
     image["policy"] = serde_json::json!({"history_keep": 4});
-    let r = c
-        .client
-        .post(&api, "/image/import", &image)
-        .await
-        .expect("import");
-    assert!(
-        r.status.is_success(),
-        "{}",
-        String::from_utf8_lossy(&r.body)
-    );
+    c.import(&image).await;
     for tilt in [41, 42, 43, 44, 45, 46] {
         assert_eq!(propose(&api, "C1", tilt), 0);
     }

@@ -226,16 +226,7 @@ async fn the_web_view_shows_the_demo_network_and_a_proposed_change_within_a_seco
     assert!(out.status.success());
     let image: Value = serde_json::from_slice(&out.stdout).expect("image JSON");
     let cells = image["cells"].as_array().map_or(0, Vec::len);
-    let r = c
-        .client
-        .post(&c.nodes[0].api, "/image/import", &image)
-        .await
-        .expect("import");
-    assert!(
-        r.status.is_success(),
-        "{}",
-        String::from_utf8_lossy(&r.body)
-    );
+    c.import(&image).await;
 
     // A follower's page, opened as a link with the token in its fragment.
     let browser = Browser::start(&chromium);

@@ -106,7 +106,8 @@ impl Cluster {
             .expect("import");
         assert!(
             r.status.is_success(),
-            "{}",
+            "import: {} {}",
+            r.status,
             String::from_utf8_lossy(&r.body)
         );
     }
