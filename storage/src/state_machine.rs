@@ -89,6 +89,8 @@ pub struct AppliedChanges {
     pub index: u64,
     pub cells: Vec<sonraft_raft::model::CellId>,
     pub relations: Vec<sonraft_raft::model::RelationKey>,
+    /// Cell sites added, changed (their position) or removed.
+    pub sites: Vec<sonraft_raft::model::SiteId>,
     /// Cell sites whose control moved to another node (see `sonraft_raft::model::control`).
     pub control: Vec<sonraft_raft::model::SiteId>,
     /// Everything may have changed (a snapshot was installed).
@@ -585,13 +587,17 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             .map_err(|e| sm_err(ErrorVerb::Write, e))?;
         let replies_last_index = state.last_applied.map_or(0, |l| l.index);
         drop(state);
-        if !changes.cells.is_empty() || !changes.relations.is_empty() || !changes.control.is_empty()
+        if !changes.cells.is_empty()
+            || !changes.relations.is_empty()
+            || !changes.sites.is_empty()
+            || !changes.control.is_empty()
         {
             let index = replies_last_index;
             let _ = self.feed.send(Arc::new(AppliedChanges {
                 index,
                 cells: changes.cells.into_iter().collect(),
                 relations: changes.relations.into_iter().collect(),
+                sites: changes.sites.into_iter().collect(),
                 control: changes.control.into_iter().collect(),
                 reset: false,
             }));

@@ -222,7 +222,8 @@ impl Changed {
         if self.full {
             return;
         }
-        if applied.reset || !applied.control.is_empty() {
+        // A site's position is in every distance the view keeps (and its typical spacing).
+        if applied.reset || !applied.control.is_empty() || !applied.sites.is_empty() {
             *self = Changed::full();
             return;
         }
@@ -688,6 +689,27 @@ mod tests {
     use super::*;
     use sonraft_raft::changeset::{Function, Origin, Write};
     use sonraft_raft::model::{EntityRef, Param, Value};
+
+    #[test]
+    fn the_view_is_recaptured_when_a_site_control_or_everything_changed_and_updated_otherwise() {
+        let applied = |f: fn(&mut AppliedChanges)| {
+            let mut a = AppliedChanges {
+                cells: vec!["C1".into()],
+                relations: vec![("C1".into(), "C2".into())],
+                ..AppliedChanges::default()
+            };
+            f(&mut a);
+            let mut changed = Changed::default();
+            changed.add(&a);
+            changed
+        };
+        let updated = applied(|_| {});
+        assert!(!updated.full);
+        assert!(updated.cells.contains("C1") && updated.relations.len() == 1);
+        assert!(applied(|a| a.sites = vec!["S1".into()]).full);
+        assert!(applied(|a| a.control = vec!["S1".into()]).full);
+        assert!(applied(|a| a.reset = true).full);
+    }
 
     fn cio(source: &str, target: &str) -> Proposal {
         Proposal {
