@@ -28,14 +28,9 @@ pub struct Trials {
 impl Trials {
     /// Opens `trial` under `index` (replacing one there).
     pub fn insert(&mut self, index: u64, trial: Trial) -> Option<Trial> {
+        let old = self.remove(&index);
         self.link(index, &trial);
-        let old = self.map.insert(index, trial);
-        if let Some(old) = &old {
-            self.unlink(index, old);
-            // The new one may share cells with the old one: link it again.
-            let new = self.map[&index].clone();
-            self.link(index, &new);
-        }
+        self.map.insert(index, trial);
         old
     }
 
