@@ -28,7 +28,8 @@ use crate::son::{Decision, SonPolicy, TrialEnd, Tuning, TuningV1, Verdict};
 /// | 7 | 0.3.0 | the `coverage_capacity` and `anr_add` functions; `exists = true` creates a relation |
 /// | 8 | 0.3.0 | `Control`: a cell site's antennas move to another node, with a new fencing epoch |
 /// | 9 | 0.3.0 | `SonTuningV2`: the tuning with the outage, compensation and energy-saving sections |
-pub const COMMAND_FORMAT: u16 = 9;
+/// | 10 | 0.3.0 | no new command: each SON change set of one entry opens its own trial, named by the next free id (see [`crate::rules::TRIAL_IDS_FORMAT`]) |
+pub const COMMAND_FORMAT: u16 = 10;
 
 /// The application data of a Raft log entry (openraft's `D`).
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]

@@ -47,6 +47,13 @@ pub struct Plan {
 /// coordination by parameter group.
 pub const CONTROLS_FORMAT: u16 = 4;
 
+/// From command format 10 a trial is named by the next free id at or above its entry's index
+/// (`SonState::next_id`, which pending proposals already drew from), so that every SON change
+/// set of a `ChangeSets` entry opens its own trial. Before, a trial was named by its entry's
+/// index, and a second SON change set in the same entry replaced the first one's trial: a SON
+/// cycle could only propose its change sets one entry each.
+pub const TRIAL_IDS_FORMAT: u16 = 10;
+
 /// Parameters that act on the same handover decision: a change to one changes what the
 /// others do (A3 entry condition: offset, hysteresis, time to trigger, and the CIO per
 /// neighbour).

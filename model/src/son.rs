@@ -635,7 +635,9 @@ pub struct Decision {
 /// A SON change under verification: what it wrote and the values before.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub struct Trial {
-    /// Log index of the entry that applied the change: its id.
+    /// The trial's id: the log index of the entry that applied the change, or from command
+    /// format 10 the next free id at or above it (several SON change sets of one entry each
+    /// open a trial).
     pub index: u64,
     pub function: Function,
     /// Log time the change applied.

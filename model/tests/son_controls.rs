@@ -1154,3 +1154,48 @@ fn anr_add_respects_exclusions_and_the_neighbour_limit_per_carrier() {
     };
     assert!(reason(&out).contains("adds at most 32"), "{out:?}");
 }
+
+#[test]
+fn several_son_change_sets_in_one_entry_each_open_their_own_trial() {
+    // Before format 10 a trial was named by its entry's index, so the second SON change set
+    // of a `ChangeSets` entry replaced the first one's trial: that change went unverified.
+    let mut img = image();
+    let batch = vec![
+        hysteresis(Function::MobilityRobustness, &img, "A-1", 5),
+        hysteresis(Function::MobilityRobustness, &img, "A-2", 5),
+        hysteresis(Function::MobilityRobustness, &img, "B-1", 5),
+    ];
+    let (r, changes) = apply_in(&mut img, 2, DAY, 10, Command::ChangeSets(batch));
+    match r {
+        Response::ChangeSets(outcomes) => {
+            assert!(outcomes.iter().all(|o| o.kind() == "applied"), "{outcomes:?}")
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    assert!(changes.son, "the next free id is stored");
+    let ids: Vec<u64> = img.son.trials.keys().copied().collect();
+    assert_eq!(ids, vec![2, 3, 4], "one trial each, from the entry's index on");
+    for (id, cell) in [(2, "A-1"), (3, "A-2"), (4, "B-1")] {
+        let trial = &img.son.trials[&id];
+        assert_eq!((trial.index, trial.cells.clone()), (id, vec![cell.to_string()]));
+    }
+    // The next entry's trial takes the next free id, above the entry's own index.
+    let next = hysteresis(Function::MobilityRobustness, &img, "B-2", 5);
+    let (r, _) = apply_in(&mut img, 3, DAY, 10, Command::ChangeSet(next));
+    assert!(matches!(r, Response::ChangeSet(Outcome::Applied { index: 3, .. })), "{r:?}");
+    assert_eq!(img.son.trials[&5].cells, vec!["B-2".to_string()]);
+    // Each verdict closes its own trial.
+    assert_eq!(verdict(&mut img, 4, DAY + MINUTE, 3, None), Ok(TrialEnd::Kept));
+    assert_eq!(
+        img.son.trials.keys().copied().collect::<Vec<_>>(),
+        vec![2, 4, 5]
+    );
+    assert_eq!(img.son.journal[&3].end, TrialEnd::Kept);
+    // A format-9 entry keeps format 9's naming (every node must apply it as it did).
+    let old = vec![
+        hysteresis(Function::MobilityRobustness, &img, "B-3", 5),
+        hysteresis(Function::MobilityRobustness, &img, "A-3", 5),
+    ];
+    let (_, _) = apply_in(&mut img, 9, DAY, 9, Command::ChangeSets(old));
+    assert_eq!(img.son.trials[&9].cells, vec!["A-3".to_string()]);
+}

@@ -251,9 +251,10 @@ impl NetworkImage {
                     && cs.origin.function.is_son()
                     && !cs.origin.function.is_urgent()
                 {
-                    let trial = self.trial_of(index, cs);
-                    self.son.trials.insert(index, trial);
-                    changes.son_items.insert(SonItem::Trial(index));
+                    let id = self.trial_id(index, judge, changes);
+                    let trial = self.trial_of(id, cs);
+                    self.son.trials.insert(id, trial);
+                    changes.son_items.insert(SonItem::Trial(id));
                 }
                 for cell in plan.cells {
                     changes.cells.insert(cell.id.clone());
@@ -276,9 +277,21 @@ impl NetworkImage {
         outcome
     }
 
+    /// The id of the trial a change set applied by the entry at `index` opens: the index
+    /// itself before [`rules::TRIAL_IDS_FORMAT`], the next free id from there on.
+    fn trial_id(&mut self, index: u64, judge: Judge, changes: &mut Changes) -> u64 {
+        if judge.format < rules::TRIAL_IDS_FORMAT {
+            return index;
+        }
+        let id = self.son.next_id.max(index);
+        self.son.next_id = id + 1;
+        changes.son = true;
+        id
+    }
+
     /// The trial a SON change set opens: what it writes, with the values it replaces (read
     /// before its plan is applied).
-    fn trial_of(&self, index: u64, cs: &ChangeSet) -> Trial {
+    fn trial_of(&self, id: u64, cs: &ChangeSet) -> Trial {
         use super::param::{cell_value, relation_value};
         let mut writes = Vec::new();
         let mut removed = Vec::new();
@@ -304,7 +317,7 @@ impl NetworkImage {
             }
         }
         Trial {
-            index,
+            index: id,
             function: cs.origin.function,
             applied_at_ms: self.log_time_ms,
             writes,
