@@ -281,6 +281,11 @@ listen() { # the port of the config's KEY = "0.0.0.0:PORT", on this host's addre
 }
 set -- "$@" CREDENTIALS_DIRECTORY="$creds" SONRAFT_DATA_DIR="$state" \
     SONRAFT_RAFT_ADDR="$(listen raft_addr)" SONRAFT_API_ADDR="$(listen api_addr)"
+# The TLS files the config names (bootstrap --tls), under the root.
+for f in cert key ca; do
+    file=$(sed -n "s/^tls_$f = \"\(.*\)\"/\1/p" "$config")
+    [ -z "$file" ] || set -- "$@" "SONRAFT_TLS_$(echo "$f" | tr a-z A-Z)=$root$file"
+done
 # The commands' absolute paths (the binary's first) are under the root too.
 pre=$root$(sed -n 's/^ExecStartPre=//p' "$unit" | under_root)
 start=$root$(sed -n 's/^ExecStart=//p' "$unit" | under_root)
@@ -292,21 +297,24 @@ echo $! > "$root/node.pid"
 echo "fake systemd: started sonraft on $FAKE_HOST (pid $!)"
 "#;
 
-/// Three local "hosts" on random loopback addresses (all of 127.0.0.0/8 is local on Linux),
-/// each with its own install root under `dir`; dropping it kills the node each one started.
+/// Three local "hosts" on random loopback addresses 127.a.b.`first`.. (all of 127.0.0.0/8 is
+/// local on Linux), each with its own install root under `dir`; dropping it kills the node
+/// each one started.
 struct FakeHosts {
     addrs: Vec<String>,
     dir: tempfile::TempDir,
 }
 
 impl FakeHosts {
-    fn new() -> FakeHosts {
+    fn new(first: u8) -> FakeHosts {
         use std::hash::{BuildHasher, Hasher};
         let mut h = std::collections::hash_map::RandomState::new().build_hasher();
         h.write_u32(std::process::id());
         let r = h.finish();
         let (a, b) = (1 + (r % 254), 1 + ((r >> 8) % 254));
-        let addrs = (1..=3).map(|c| format!("127.{a}.{b}.{c}")).collect();
+        let addrs = (first..first + 3)
+            .map(|c| format!("127.{a}.{b}.{c}"))
+            .collect();
         FakeHosts {
             addrs,
             dir: tempfile::tempdir().unwrap(),
@@ -353,16 +361,20 @@ fn write_executable(path: &Path, text: &str) {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
 }
 
-/// `sonraft ctl ARGS` against `nodes` with the token file the bundles were written with.
-fn ctl_with(nodes: &str, token_file: &Path, args: &[&str]) -> (bool, String) {
-    let out = Command::new(binary())
-        .arg("ctl")
+/// `sonraft ctl ARGS` against `nodes` with the token file the bundles were written with (and
+/// trusting `ca`, if any).
+fn ctl_with(nodes: &str, token_file: &Path, ca: Option<&Path>, args: &[&str]) -> (bool, String) {
+    let mut ctl = Command::new(binary());
+    ctl.arg("ctl")
         .args(args)
         .env("SONRAFT_NODES", nodes)
         .env("SONRAFT_TOKEN_FILE", token_file)
         .env_remove("SONRAFT_TOKEN")
-        .output()
-        .unwrap();
+        .env_remove("SONRAFT_CA");
+    if let Some(ca) = ca {
+        ctl.env("SONRAFT_CA", ca);
+    }
+    let out = ctl.output().unwrap();
     (
         out.status.success(),
         format!(
@@ -375,7 +387,19 @@ fn ctl_with(nodes: &str, token_file: &Path, args: &[&str]) -> (bool, String) {
 
 #[test]
 fn hosts_run_installs_over_ssh_starts_the_units_and_forms_the_cluster() {
-    let hosts = FakeHosts::new();
+    hosts_run(false);
+}
+
+#[test]
+fn hosts_run_with_tls_forms_the_cluster_over_https() {
+    hosts_run(true);
+}
+
+/// `bootstrap-cluster.sh hosts H1 H2 H3 --run [--tls]` against three fake hosts: the script
+/// succeeds, the cluster forms, and no secret is on a command line.
+fn hosts_run(tls: bool) {
+    // Distinct last bytes, should both tests draw the same 127.a.b.
+    let hosts = FakeHosts::new(if tls { 4 } else { 1 });
     let run = tempfile::tempdir().unwrap();
     let fakes = tempfile::tempdir().unwrap();
     for (name, text) in [("ssh", FAKE_SSH), ("scp", FAKE_SCP), ("sudo", FAKE_SUDO)] {
@@ -391,6 +415,9 @@ fn hosts_run_installs_over_ssh_starts_the_units_and_forms_the_cluster() {
     let mut args = vec!["hosts"];
     args.extend(hosts.addrs.iter().map(String::as_str));
     args.push("--run");
+    if tls {
+        args.push("--tls");
+    }
     let out = Command::new(repo().join("scripts/bootstrap-cluster.sh"))
         .args(&args)
         .env("PATH", &path)
@@ -426,15 +453,23 @@ fn hosts_run_installs_over_ssh_starts_the_units_and_forms_the_cluster() {
             logs()
         );
         assert!(hosts.root(host).join("etc/sonraft/sonraft.toml").exists());
+        let log = hosts.log(host);
+        assert!(log.contains(&format!("tls={tls}")), "{host}:\n{log}");
     }
 
     // `ctl init` formed the cluster: each node answers, one of them leads, all agree on it,
     // and the cluster's health shows three voters, every member answering.
     let token = run.path().join("hosts/token");
+    let ca = run.path().join("certs/ca.pem");
+    let (scheme, ca) = if tls {
+        ("https", Some(ca.as_path()))
+    } else {
+        ("http", None)
+    };
     let urls: Vec<String> = hosts
         .addrs
         .iter()
-        .map(|h| format!("http://{h}:8001"))
+        .map(|h| format!("{scheme}://{h}:8001"))
         .collect();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     let mut last = String::new();
@@ -443,7 +478,7 @@ fn hosts_run_installs_over_ssh_starts_the_units_and_forms_the_cluster() {
         let mut leading = 0;
         let mut ok = true;
         for url in &urls {
-            let (success, info) = ctl_with(url, &token, &["node-info", url]);
+            let (success, info) = ctl_with(url, &token, ca, &["node-info", url]);
             ok &= success;
             leading += info.lines().filter(|l| *l == "role=leader").count();
             leaders.extend(
@@ -456,7 +491,7 @@ fn hosts_run_installs_over_ssh_starts_the_units_and_forms_the_cluster() {
         if ok && leading == 1 && leaders.len() == 1 {
             let mut healthy = 0;
             for url in &urls {
-                let (success, text) = ctl_with(url, &token, &["--json", "health"]);
+                let (success, text) = ctl_with(url, &token, ca, &["--json", "health"]);
                 last = format!("{url}: {text}");
                 let Ok(h) = serde_json::from_str::<serde_json::Value>(&text) else {
                     continue;
