@@ -78,7 +78,7 @@ pub async fn watch_leader(node: Arc<Node>) {
         );
         let deadline = Instant::now() + Duration::from_millis(node.config.election_max_ms * 4);
         let grace = hb * WINNER_GRACE_HEARTBEATS;
-        let mut deferring_since: Option<Instant> = None;
+        let mut deferral = Deferral::default();
         let mut forced = 0;
         while Instant::now() < deadline {
             // Asked of the Raft core itself, not of its metrics, which are published after
@@ -90,15 +90,14 @@ pub async fn watch_leader(node: Arc<Node>) {
             match next_step(node.id, leader, &now, forced) {
                 Step::Stop => break,
                 Step::Defer => {
-                    let since = *deferring_since.get_or_insert_with(Instant::now);
-                    if since.elapsed() < grace {
+                    if !deferral.expired(now.vote, Instant::now(), grace) {
                         tokio::time::sleep(hb / 5).await;
                         continue;
                     }
                 }
                 Step::Force => {}
             }
-            deferring_since = None;
+            deferral = Deferral::default();
             if !node.force_election(false).await {
                 break;
             }
@@ -120,6 +119,29 @@ const WINNER_GRACE_HEARTBEATS: u32 = 2;
 /// deadline kept the cluster without a leader for 1.7 s (issue 19). Raft's own election timers
 /// take over after these.
 const MAX_FORCED_ELECTIONS: u32 = 3;
+
+/// How long this node has deferred to the candidate it votes for. The grace is counted from
+/// the vote itself: a candidate that lost one term and won the next gets a new grace with the
+/// new vote. Counted from the first deferral instead, a follower that had voted for node 2 in
+/// a lost term forced two more elections 90 and 200 ms after node 2 won the next one, before
+/// its first AppendEntries crossed a 25 ms WAN link, and nobody led for 5.7 s (`bench wan`).
+#[derive(Default)]
+struct Deferral {
+    since: Option<(openraft::Vote<NodeId>, Instant)>,
+}
+
+impl Deferral {
+    /// Whether the grace for `vote` ran out at `now`.
+    fn expired(&mut self, vote: openraft::Vote<NodeId>, now: Instant, grace: Duration) -> bool {
+        match self.since {
+            Some((v, since)) if v == vote => now.duration_since(since) >= grace,
+            _ => {
+                self.since = Some((vote, now));
+                false
+            }
+        }
+    }
+}
 
 /// What the watchdog decides from: this node's role and vote, as its Raft core has them.
 struct Ballot {
@@ -252,5 +274,23 @@ mod tests {
     fn a_follower_that_voted_for_another_candidate_forces_no_election_against_it() {
         let voted_for_3 = ballot(ServerState::Follower, Vote::new(6, 3));
         assert_eq!(next_step(2, 1, &voted_for_3, 1), Step::Defer);
+    }
+
+    /// The slow kill of `bench wan`: node 1 voted for node 2 in term 5, node 2 lost that
+    /// term and won term 6; node 1's grace must start again with its term-6 vote.
+    #[test]
+    fn the_grace_starts_again_when_the_vote_changes() {
+        let grace = Duration::from_millis(200);
+        let t0 = Instant::now();
+        let at = |ms| t0 + Duration::from_millis(ms);
+        let mut d = Deferral::default();
+        assert!(!d.expired(Vote::new(5, 2), at(0), grace));
+        assert!(!d.expired(Vote::new(5, 2), at(150), grace));
+        assert!(
+            !d.expired(Vote::new(6, 2), at(210), grace),
+            "a new vote, a new grace"
+        );
+        assert!(!d.expired(Vote::new(6, 2), at(400), grace));
+        assert!(d.expired(Vote::new(6, 2), at(410), grace));
     }
 }
