@@ -1168,24 +1168,40 @@ fn several_son_change_sets_in_one_entry_each_open_their_own_trial() {
     let (r, changes) = apply_in(&mut img, 2, DAY, 10, Command::ChangeSets(batch));
     match r {
         Response::ChangeSets(outcomes) => {
-            assert!(outcomes.iter().all(|o| o.kind() == "applied"), "{outcomes:?}")
+            assert!(
+                outcomes.iter().all(|o| o.kind() == "applied"),
+                "{outcomes:?}"
+            )
         }
         other => panic!("unexpected {other:?}"),
     }
     assert!(changes.son, "the next free id is stored");
     let ids: Vec<u64> = img.son.trials.keys().copied().collect();
-    assert_eq!(ids, vec![2, 3, 4], "one trial each, from the entry's index on");
+    assert_eq!(
+        ids,
+        vec![2, 3, 4],
+        "one trial each, from the entry's index on"
+    );
     for (id, cell) in [(2, "A-1"), (3, "A-2"), (4, "B-1")] {
         let trial = &img.son.trials[&id];
-        assert_eq!((trial.index, trial.cells.clone()), (id, vec![cell.to_string()]));
+        assert_eq!(
+            (trial.index, trial.cells.clone()),
+            (id, vec![cell.to_string()])
+        );
     }
     // The next entry's trial takes the next free id, above the entry's own index.
     let next = hysteresis(Function::MobilityRobustness, &img, "B-2", 5);
     let (r, _) = apply_in(&mut img, 3, DAY, 10, Command::ChangeSet(next));
-    assert!(matches!(r, Response::ChangeSet(Outcome::Applied { index: 3, .. })), "{r:?}");
+    assert!(
+        matches!(r, Response::ChangeSet(Outcome::Applied { index: 3, .. })),
+        "{r:?}"
+    );
     assert_eq!(img.son.trials[&5].cells, vec!["B-2".to_string()]);
     // Each verdict closes its own trial.
-    assert_eq!(verdict(&mut img, 4, DAY + MINUTE, 3, None), Ok(TrialEnd::Kept));
+    assert_eq!(
+        verdict(&mut img, 4, DAY + MINUTE, 3, None),
+        Ok(TrialEnd::Kept)
+    );
     assert_eq!(
         img.son.trials.keys().copied().collect::<Vec<_>>(),
         vec![2, 4, 5]

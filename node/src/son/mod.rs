@@ -39,9 +39,9 @@ use std::sync::Arc;
 use sonraft_protocol::{RELATION_COUNTERS, ReportView, cell_counter as cc, relation_counter as rc};
 use sonraft_raft::changeset::{ChangeSet, Function, Outcome};
 use sonraft_raft::command::{Command, KpiBatch, Response};
-use sonraft_raft::rules::TRIAL_IDS_FORMAT;
 use sonraft_raft::model::KpiSummary;
 use sonraft_raft::model::{CellId, RelationKey};
+use sonraft_raft::rules::TRIAL_IDS_FORMAT;
 use sonraft_storage::AppliedChanges;
 
 use futures_lite_stream::buffer_unordered;
@@ -247,6 +247,41 @@ impl Changed {
 const PCI_SEARCH_EVERY: u32 = 30;
 
 impl Cycle {
+    /// Brings the view up to date with what applied entries changed since: updated in place,
+    /// or captured whole when a site, control or everything changed (or there is none yet).
+    /// Whether it was captured whole, and whether PCI inputs changed.
+    fn refresh_view(&mut self, node: &Node) -> (bool, bool) {
+        let changed = std::mem::take(&mut self.changed);
+        node.store().with_image(|image| {
+            let updated = match (&mut self.view, changed.full) {
+                (Some(v), false) => {
+                    v.update(image, node.site(), &changed.cells, &changed.relations)
+                }
+                _ => None,
+            };
+            match updated {
+                Some(pci_inputs) => (false, pci_inputs),
+                None => {
+                    self.view = Some(RadioView::capture(image, node.site()));
+                    (true, true)
+                }
+            }
+        })
+    }
+
+    /// Takes in what applied entries changed, as the feed has them now.
+    fn follow(&mut self, feed: &mut tokio::sync::broadcast::Receiver<Arc<AppliedChanges>>) {
+        loop {
+            match feed.try_recv() {
+                Ok(applied) => self.changed.add(&applied),
+                Err(tokio::sync::broadcast::error::TryRecvError::Lagged(_)) => {
+                    self.changed = Changed::full()
+                }
+                Err(_) => break,
+            }
+        }
+    }
+
     /// Whether this period runs the PCI search: PCIs only change with the configuration, so
     /// it is skipped unless the view was recaptured, a PCI fix is still outstanding, or it has
     /// not run for [`PCI_SEARCH_EVERY`] periods.
@@ -275,15 +310,7 @@ pub async fn run(
         while let Ok(newer) = closed.try_recv() {
             period = newer;
         }
-        loop {
-            match feed.try_recv() {
-                Ok(applied) => cycle.changed.add(&applied),
-                Err(tokio::sync::broadcast::error::TryRecvError::Lagged(_)) => {
-                    cycle.changed = Changed::full()
-                }
-                Err(_) => break,
-            }
-        }
+        cycle.follow(&mut feed);
         let started = std::time::Instant::now();
         let waited_ms = crate::propose::now_ms().saturating_sub(period.end_ms);
         // KPI summaries replicate beside the analysis: this site's functions read its own
@@ -303,22 +330,7 @@ pub async fn run(
             let period = period.clone();
             let mut c = std::mem::take(&mut cycle);
             let result = tokio::task::spawn_blocking(move || {
-                let changed = std::mem::take(&mut c.changed);
-                let (full, pci_inputs) = node.store().with_image(|image| {
-                    let updated = match (&mut c.view, changed.full) {
-                        (Some(v), false) => {
-                            v.update(image, node.site(), &changed.cells, &changed.relations)
-                        }
-                        _ => None,
-                    };
-                    match updated {
-                        Some(pci_inputs) => (false, pci_inputs),
-                        None => {
-                            c.view = Some(RadioView::capture(image, node.site()));
-                            (true, true)
-                        }
-                    }
-                });
+                let (full, pci_inputs) = c.refresh_view(&node);
                 let with_pci = c.pci_search_due(pci_inputs);
                 let view = c.view.as_ref().expect("captured above");
                 let mut input = PeriodInput::new(view, &period);
@@ -384,10 +396,11 @@ pub async fn run(
             conflicts = conflicted.len(),
             "SON cycle"
         );
-        if !conflicted.is_empty() {
-            // Recompute with a fresh view, only for what conflicted.
-            let node2 = node.clone();
-            let period2 = period.clone();
+        // Recompute what conflicted with a fresh view, unless the next period has closed
+        // already: its cycle recomputes everything from a fresh view at once, and a second
+        // analysis now would only hold it back (at 100,000 cells a conflict or two a period
+        // made every cycle analyse twice).
+        if !conflicted.is_empty() && closed.is_empty() {
             // This period is in the smoothed loads already, and must not count twice in the
             // ANR streaks or sightings either.
             let mut memory = Memory {
@@ -400,12 +413,16 @@ pub async fn run(
                 // ANR's additions wait for the next period (their evidence carries on).
                 sightings: anr_add::Sightings::default(),
             };
-            let reporting2 = reporting.clone();
+            // What conflicted was changed by entries the feed brings into the view.
+            cycle.follow(&mut feed);
+            let (node2, period2, reporting2) = (node.clone(), period.clone(), reporting.clone());
+            let mut c = std::mem::take(&mut cycle);
             let retry = tokio::task::spawn_blocking(move || {
-                let view = capture(&node2);
-                let mut input = PeriodInput::new(&view, &period2);
-                input.late = late_cells(&view, &input, &reporting2);
-                analyse(&view, &mut input, &mut memory, node2.id(), true)
+                c.refresh_view(&node2);
+                let view = c.view.as_ref().expect("refreshed above");
+                let mut input = PeriodInput::new(view, &period2);
+                input.late = late_cells(view, &input, &reporting2);
+                let retry = analyse(view, &mut input, &mut memory, node2.id(), true)
                     .into_iter()
                     .filter(|p| {
                         p.change_set
@@ -413,12 +430,21 @@ pub async fn run(
                             .iter()
                             .any(|w| conflicted.contains(&w.entity.to_string()))
                     })
-                    .collect::<Vec<_>>()
+                    .collect::<Vec<_>>();
+                (retry, c)
             })
-            .await
-            .unwrap_or_default();
-            // What conflicted was changed by entries the feed brings into the view.
-            submit_all(&node, &fleet, &period, retry).await;
+            .await;
+            match retry {
+                Ok((retry, c)) => {
+                    cycle = c;
+                    submit_all(&node, &fleet, &period, retry).await;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "SON recomputation failed");
+                    cycle.changed = Changed::full();
+                    cycle.memory.compensation = compensation::Ledger::load(&node.config().data_dir);
+                }
+            }
         }
         let _ = kpis.await;
         metrics::histogram!("sonraft_son_cycle_seconds").record(started.elapsed().as_secs_f64());
@@ -545,11 +571,6 @@ async fn submit_verdict(node: &Node, verdict: sonraft_raft::son::Verdict) -> Opt
     None
 }
 
-fn capture(node: &Node) -> RadioView {
-    node.store()
-        .with_image(|image| RadioView::capture(image, node.site()))
-}
-
 /// What the functions remember between periods: ANR's streaks of idle and failing relations,
 /// MLB's smoothed loads, energy saving's recent demand per capacity cell, coverage
 /// optimisation's last hole steps.
@@ -636,7 +657,11 @@ async fn submit_all(
     while proposals.peek().is_some() {
         entries.push(proposals.by_ref().take(per_entry).collect());
     }
-    let in_flight = if together { ENTRIES_IN_FLIGHT } else { CONCURRENCY };
+    let in_flight = if together {
+        ENTRIES_IN_FLIGHT
+    } else {
+        CONCURRENCY
+    };
     let results = buffer_unordered(entries, in_flight, |entry| {
         let node = node.clone();
         async move {
