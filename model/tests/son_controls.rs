@@ -585,6 +585,18 @@ fn verdict(
     trial: u64,
     degraded: Option<&str>,
 ) -> Result<TrialEnd, String> {
+    verdict_in(img, index, now_ms, 4, trial, degraded)
+}
+
+/// A verdict in an entry of `format`.
+fn verdict_in(
+    img: &mut NetworkImage,
+    index: u64,
+    now_ms: u64,
+    format: u16,
+    trial: u64,
+    degraded: Option<&str>,
+) -> Result<TrialEnd, String> {
     let v = Verdict {
         trial,
         kpis: vec![KpiDelta {
@@ -594,7 +606,7 @@ fn verdict(
         }],
         degraded: degraded.map(str::to_string),
     };
-    match apply_in(img, index, now_ms, 4, Command::Verdict(v)).0 {
+    match apply_in(img, index, now_ms, format, Command::Verdict(v)).0 {
         Response::Trial(r) => r,
         other => panic!("unexpected {other:?}"),
     }
@@ -1197,16 +1209,32 @@ fn several_son_change_sets_in_one_entry_each_open_their_own_trial() {
         "{r:?}"
     );
     assert_eq!(img.son.trials[&5].cells, vec!["B-2".to_string()]);
-    // Each verdict closes its own trial.
+    // Each verdict closes its own trial, and a degraded one undoes its own change, though
+    // the trial's id (4) is not the index of the entry that made it (2).
+    let before = img.cells["A-1"].hysteresis;
     assert_eq!(
-        verdict(&mut img, 4, DAY + MINUTE, 3, None),
+        verdict_in(&mut img, 4, DAY + MINUTE, 10, 3, None),
         Ok(TrialEnd::Kept)
     );
+    assert_eq!(img.son.journal[&3].end, TrialEnd::Kept);
+    let undone = verdict_in(
+        &mut img,
+        5,
+        DAY + MINUTE,
+        10,
+        4,
+        Some("ho_too_late_permille"),
+    );
+    assert!(
+        matches!(undone, Ok(TrialEnd::Undone { restored: 1, .. })),
+        "{undone:?}"
+    );
+    assert_eq!(img.cells["B-1"].hysteresis, 4, "restored");
+    assert_eq!(img.cells["A-1"].hysteresis, before, "another trial's cell");
     assert_eq!(
         img.son.trials.keys().copied().collect::<Vec<_>>(),
-        vec![2, 4, 5]
+        vec![2, 5]
     );
-    assert_eq!(img.son.journal[&3].end, TrialEnd::Kept);
     // A format-9 entry keeps format 9's naming (every node must apply it as it did).
     let old = vec![
         hysteresis(Function::MobilityRobustness, &img, "B-3", 5),

@@ -380,8 +380,22 @@ impl NetworkImage {
         changes: &mut Changes,
         judge: Judge,
     ) -> usize {
+        // Whether the parameter still holds the trial's write. Before format 10 a trial's id
+        // is its entry's index, which stamps the write. From format 10 the id may lie above
+        // that index (several trials in one entry): the last write is the trial's when it was
+        // made by the trial's function at the trial's log time, no later than its id. (No
+        // other write of that function can come between: the function waits for the trial's
+        // verdict before it writes the cell again.)
         let untouched = |stamps: &BTreeMap<super::Param, super::Stamp>, param| {
-            stamps.get(&param).is_some_and(|s| s.index == trial.index)
+            stamps.get(&param).is_some_and(|s| {
+                if judge.format >= rules::TRIAL_IDS_FORMAT {
+                    s.by == trial.function
+                        && s.at_ms == trial.applied_at_ms
+                        && s.index <= trial.index
+                } else {
+                    s.index == trial.index
+                }
+            })
         };
         let mut writes = Vec::new();
         for (w, before) in &trial.writes {
