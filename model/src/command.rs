@@ -28,7 +28,7 @@ use crate::son::{Decision, SonPolicy, TrialEnd, Tuning, TuningV1, Verdict};
 /// | 7 | 0.3.0 | the `coverage_capacity` and `anr_add` functions; `exists = true` creates a relation |
 /// | 8 | 0.3.0 | `Control`: a cell site's antennas move to another node, with a new fencing epoch |
 /// | 9 | 0.3.0 | `SonTuningV2`: the tuning with the outage, compensation and energy-saving sections |
-/// | 10 | 0.3.0 | no new command: each SON change set of one entry opens its own trial, named by the next free id (see [`crate::rules::TRIAL_IDS_FORMAT`]) |
+/// | 10 | 0.3.0 | `Verdicts` (several verdicts in one entry); each SON change set of one entry opens its own trial, named by the next free id (see [`crate::rules::TRIAL_IDS_FORMAT`]) |
 pub const COMMAND_FORMAT: u16 = 10;
 
 /// The application data of a Raft log entry (openraft's `D`).
@@ -175,6 +175,9 @@ pub enum Command {
     /// Replaces the SON functions' thresholds, all sections (format 9). Appended last: bincode
     /// tags variants by position.
     SonTuningV2(Tuning),
+    /// Several verdicts in one entry, applied in order, each on its own (format 10); at most
+    /// [`MAX_CHANGE_SETS_PER_ENTRY`] (an undo writes like a change set), the rest refused.
+    Verdicts(Vec<Verdict>),
 }
 
 impl Command {
@@ -204,6 +207,7 @@ impl Command {
             Command::SonTuning(_) => 5,
             Command::Control(_) => 8,
             Command::SonTuningV2(_) => 9,
+            Command::Verdicts(_) => 10,
         }
     }
 }
@@ -246,6 +250,8 @@ pub enum Response {
     SonTuning(Result<(), String>),
     /// Per move of a `Control` command: its new epoch, or why it was refused.
     Control(Vec<Result<u64, String>>),
+    /// Per verdict of a `Verdicts` command, as [`Response::Trial`].
+    Trials(Vec<Result<TrialEnd, String>>),
 }
 
 /// How many entities an import wrote.

@@ -1243,3 +1243,55 @@ fn several_son_change_sets_in_one_entry_each_open_their_own_trial() {
     let (_, _) = apply_in(&mut img, 9, DAY, 9, Command::ChangeSets(old));
     assert_eq!(img.son.trials[&9].cells, vec!["A-3".to_string()]);
 }
+
+#[test]
+fn several_verdicts_in_one_entry_each_close_their_own_trial() {
+    let mut img = image();
+    let batch = vec![
+        hysteresis(Function::MobilityRobustness, &img, "A-1", 5),
+        hysteresis(Function::MobilityRobustness, &img, "A-2", 5),
+    ];
+    apply_in(&mut img, 2, DAY, 10, Command::ChangeSets(batch));
+    let judged = |trial, degraded: Option<&str>| Verdict {
+        trial,
+        kpis: Vec::new(),
+        degraded: degraded.map(str::to_string),
+    };
+    let verdicts = vec![
+        judged(2, None),
+        judged(3, Some("ho_too_late_permille")),
+        judged(9, None),
+    ];
+    let (r, _) = apply_in(&mut img, 3, DAY + MINUTE, 10, Command::Verdicts(verdicts));
+    let Response::Trials(ends) = r else {
+        panic!("unexpected {r:?}")
+    };
+    assert_eq!(ends[0], Ok(TrialEnd::Kept));
+    assert!(
+        matches!(ends[1], Ok(TrialEnd::Undone { restored: 1, .. })),
+        "{ends:?}"
+    );
+    assert!(
+        ends[2].as_ref().is_err_and(|e| e.contains("no change 9")),
+        "{ends:?}"
+    );
+    assert!(img.son.trials.is_empty());
+    assert_eq!(
+        (img.cells["A-1"].hysteresis, img.cells["A-2"].hysteresis),
+        (5, 4)
+    );
+    // More than an entry may carry: the rest are refused, on every node alike.
+    let many = (0..sonraft_model::command::MAX_CHANGE_SETS_PER_ENTRY as u64 + 1)
+        .map(|t| judged(1000 + t, None))
+        .collect();
+    let (r, _) = apply_in(&mut img, 4, DAY + MINUTE, 10, Command::Verdicts(many));
+    let Response::Trials(ends) = r else {
+        panic!("unexpected {r:?}")
+    };
+    assert!(
+        ends.last()
+            .unwrap()
+            .as_ref()
+            .is_err_and(|e| e.contains("at most 1024"))
+    );
+}

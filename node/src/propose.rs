@@ -108,13 +108,18 @@ impl Node {
         if format > 1 && format > effective {
             return Err(ProposeError::FormatTooNew { format, effective });
         }
-        if let Command::ChangeSets(list) = command
-            && list.len() > MAX_CHANGE_SETS_PER_ENTRY
+        let many = match command {
+            Command::ChangeSets(list) => Some((list.len(), "change sets")),
+            Command::Verdicts(list) => Some((list.len(), "verdicts")),
+            _ => None,
+        };
+        if let Some((n, what)) = many
+            && n > MAX_CHANGE_SETS_PER_ENTRY
         {
-            // Entity versions count on it (see `sonraft_raft::model::import`).
+            // Entity versions count on it (see `sonraft_raft::model::import`); an undone
+            // verdict writes like a change set.
             return Err(ProposeError::Invalid(format!(
-                "{} change sets in one entry; at most {MAX_CHANGE_SETS_PER_ENTRY}",
-                list.len()
+                "{n} {what} in one entry; at most {MAX_CHANGE_SETS_PER_ENTRY}"
             )));
         }
         let envelope = Envelope::in_format(command, now_ms(), effective)

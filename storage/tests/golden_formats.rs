@@ -166,6 +166,14 @@ const SAMPLE_COMMANDS_SINCE_9: &str = r#"[
                                      "lead_periods": 2, "sleep_periods": 4, "silent_periods": 3}}}
 ]"#;
 
+/// Commands of format 10: several verdicts in one entry.
+const SAMPLE_COMMANDS_SINCE_10: &str = r#"[
+  {"Verdicts": [{"trial": 41, "kpis": [{"kpi": "ho_too_late_permille", "before": 12.5, "after": 3.0}],
+                 "degraded": null},
+                {"trial": 57, "kpis": [{"kpi": "prb_dl_pct", "before": 40.0, "after": 71.5}],
+                 "degraded": "prb_dl_pct rose 31.5 points"}]}
+]"#;
+
 fn commands_since_9() -> Vec<Command> {
     serde_json::from_str(SAMPLE_COMMANDS_SINCE_9).expect("sample commands parse")
 }
@@ -317,6 +325,10 @@ fn every_command() -> Vec<Command> {
     all.extend(commands_since_7());
     all.extend(commands_since_8());
     all.extend(commands_since_9());
+    all.extend(
+        serde_json::from_str::<Vec<Command>>(SAMPLE_COMMANDS_SINCE_10)
+            .expect("sample commands parse"),
+    );
     all
 }
 

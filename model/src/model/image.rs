@@ -194,6 +194,21 @@ impl NetworkImage {
             Command::Verdict(verdict) => {
                 Response::Trial(self.apply_verdict(index, verdict, changes, judge))
             }
+            Command::Verdicts(list) => Response::Trials(
+                list.iter()
+                    .enumerate()
+                    .map(|(i, verdict)| {
+                        if i < crate::command::MAX_CHANGE_SETS_PER_ENTRY {
+                            self.apply_verdict(index, verdict, changes, judge)
+                        } else {
+                            Err(format!(
+                                "at most {} verdicts go in one entry",
+                                crate::command::MAX_CHANGE_SETS_PER_ENTRY
+                            ))
+                        }
+                    })
+                    .collect(),
+            ),
         }
     }
 

@@ -187,6 +187,8 @@ const CONCURRENCY: usize = 128;
 /// Change sets in one entry once the cluster names trials by id (command format 10): at most
 /// ~300 B each, so an entry stays under ~80 KB.
 const CHANGE_SETS_PER_ENTRY: usize = 256;
+/// The command format of `Verdicts`, several verdicts in one entry.
+const VERDICTS_FORMAT: u16 = 10;
 /// Such entries in flight at once.
 const ENTRIES_IN_FLIGHT: usize = 8;
 
@@ -380,14 +382,8 @@ pub async fn run(
             submit_all(&node, &fleet, &period, round).await;
         }
         cycle.pci_unresolved |= unapplied.contains(&Function::PciConflict);
-        // Thousands of verdicts fall due a period at 100,000 cells: proposed one at a time
-        // they held the next period back for seconds.
-        let failed = buffer_unordered(verdicts, CONCURRENCY, |verdict| {
-            let node = node.clone();
-            async move { submit_verdict(&node, verdict).await }
-        })
-        .await;
-        for trial in failed.into_iter().flatten() {
+        let count_verdicts = verdicts.len();
+        for trial in submit_verdicts(&node, verdicts).await {
             cycle.proposed.forget(trial);
         }
         tracing::debug!(
@@ -396,6 +392,7 @@ pub async fn run(
             analysed_ms = analysed.as_millis() as u64,
             submitted_ms = started.elapsed().as_millis() as u64,
             proposals = count,
+            verdicts = count_verdicts,
             conflicts = conflicted.len(),
             "SON cycle"
         );
@@ -544,13 +541,56 @@ fn is_wake(cs: &ChangeSet) -> bool {
         })
 }
 
-/// Proposes a verdict; returns the trial of one that did not get through (it is proposed
-/// again next period).
-async fn submit_verdict(node: &Node, verdict: sonraft_raft::son::Verdict) -> Option<u64> {
-    let trial = verdict.trial;
-    let degraded = verdict.degraded.is_some();
-    match node.submit(&Command::Verdict(verdict)).await {
-        Ok((_, Response::Trial(Ok(end)))) => {
+/// Proposes verdicts; returns the trials of those that did not get through (they are
+/// proposed again next period). Thousands fall due a period at 100,000 cells: one entry each
+/// they held the next period back for seconds, so once every voter applies command format 10
+/// they go [`CHANGE_SETS_PER_ENTRY`] to an entry.
+async fn submit_verdicts(node: &Arc<Node>, verdicts: Vec<sonraft_raft::son::Verdict>) -> Vec<u64> {
+    let together = node.store().effective_format(&node.voters()) >= VERDICTS_FORMAT;
+    let per_entry = if together { CHANGE_SETS_PER_ENTRY } else { 1 };
+    let mut entries: Vec<Vec<sonraft_raft::son::Verdict>> = Vec::new();
+    let mut verdicts = verdicts.into_iter().peekable();
+    while verdicts.peek().is_some() {
+        entries.push(verdicts.by_ref().take(per_entry).collect());
+    }
+    let in_flight = if together {
+        ENTRIES_IN_FLIGHT
+    } else {
+        CONCURRENCY
+    };
+    let failed = buffer_unordered(entries, in_flight, |entry| {
+        let node = node.clone();
+        async move {
+            let command = match entry.as_slice() {
+                [one] => Command::Verdict(one.clone()),
+                _ => Command::Verdicts(entry.clone()),
+            };
+            let results = match node.submit(&command).await {
+                Ok((_, Response::Trial(r))) if entry.len() == 1 => vec![r],
+                Ok((_, Response::Trials(rs))) if rs.len() == entry.len() => rs,
+                Ok((_, other)) => {
+                    tracing::warn!(?other, "unexpected answer to verdicts");
+                    return Vec::new();
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "verdicts not proposed; again next period");
+                    return entry.iter().map(|v| v.trial).collect();
+                }
+            };
+            for (v, r) in entry.iter().zip(results) {
+                record_verdict(v.trial, v.degraded.is_some(), r);
+            }
+            Vec::new()
+        }
+    })
+    .await;
+    failed.into_iter().flatten().collect()
+}
+
+/// Counts how a verdict's trial ended.
+fn record_verdict(trial: u64, degraded: bool, r: Result<sonraft_raft::son::TrialEnd, String>) {
+    match r {
+        Ok(end) => {
             let outcome = match end {
                 sonraft_raft::son::TrialEnd::Kept => "kept",
                 sonraft_raft::son::TrialEnd::Undone { .. } => "undone",
@@ -561,17 +601,9 @@ async fn submit_verdict(node: &Node, verdict: sonraft_raft::son::Verdict) -> Opt
                 tracing::info!(trial, "SON change undone: it degraded a KPI");
             }
         }
-        Ok((_, Response::Trial(Err(reason)))) => {
-            // Closed meanwhile (expired, or another verdict): nothing more to do.
-            tracing::debug!(trial, %reason, "verdict not needed");
-        }
-        Ok((_, other)) => tracing::warn!(?other, "unexpected answer to a verdict"),
-        Err(e) => {
-            tracing::debug!(trial, error = %e, "verdict not proposed; again next period");
-            return Some(trial);
-        }
+        // Closed meanwhile (expired, or another verdict): nothing more to do.
+        Err(reason) => tracing::debug!(trial, %reason, "verdict not needed"),
     }
-    None
 }
 
 /// What the functions remember between periods: ANR's streaks of idle and failing relations,
