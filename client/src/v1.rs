@@ -828,8 +828,14 @@ pub struct AntennasSummary {
     /// Reports that arrived after their period was summarised.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub late_reports: Option<u64>,
+    /// From a counter period's end (at the antennas) until the change sets the SON functions
+    /// proposed for it were committed and acknowledged by the antennas.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub close_to_ack_ms: Option<Latencies>,
+    /// The same from the moment this node closed the period (every report in, or its grace
+    /// passed): without the antennas' own delay in reporting.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub received_to_ack_ms: Option<Latencies>,
     /// Configuration pushes waiting for their antenna's acknowledgement.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub awaiting_acks: Option<u64>,

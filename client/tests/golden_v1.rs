@@ -560,6 +560,7 @@ fn every_v1_type_matches_its_golden_json_both_ways() {
                         p99: 30.0,
                         max: Some(30.0),
                     }),
+                    received_to_ack_ms: None,
                     awaiting_acks: Some(1),
                 },
                 sessions: vec![AntennaSession {

@@ -312,7 +312,12 @@ pub const METRICS: &[(&str, Kind, &str)] = &[
     (
         "sonraft_son_close_to_ack_seconds",
         Kind::Histogram,
-        "Counter period closed to the resulting change acknowledged by the antenna",
+        "Counter period ended at the antennas to the resulting change acknowledged by the antenna",
+    ),
+    (
+        "sonraft_son_received_to_ack_seconds",
+        Kind::Histogram,
+        "Counter period closed by this node (every report in) to the resulting change acknowledged by the antenna",
     ),
     (
         "sonraft_son_acks_forgotten_total",

@@ -12,8 +12,16 @@ use std::collections::{BTreeMap, HashMap};
 /// of the cells it reconfigures, a few hundred bytes); the oldest are forgotten beyond.
 pub const MAX_AWAITED: usize = 50_000;
 
+/// When the period a change set answers ended (at the antennas) and when this node closed it
+/// (every report in, or its grace passed), in milliseconds since the Unix epoch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Closing {
+    pub end_ms: u64,
+    pub closed_ms: u64,
+}
+
 struct ChangeSet {
-    period_end_ms: u64,
+    closing: Closing,
     cells: Vec<String>,
     /// Cells still to acknowledge.
     left: usize,
@@ -29,10 +37,9 @@ pub struct Awaiting {
 }
 
 impl Awaiting {
-    /// Awaits the change set committed at `index` for the close of the period ending at
-    /// `period_end_ms`, until every one of `cells` acknowledged a configuration at least that
-    /// new.
-    pub fn insert(&mut self, index: u64, period_end_ms: u64, cells: Vec<String>) {
+    /// Awaits the change set committed at `index` for the period of `closing`, until every one
+    /// of `cells` acknowledged a configuration at least that new.
+    pub fn insert(&mut self, index: u64, closing: Closing, cells: Vec<String>) {
         if cells.is_empty() || self.sets.contains_key(&index) {
             return;
         }
@@ -45,7 +52,7 @@ impl Awaiting {
         self.sets.insert(
             index,
             ChangeSet {
-                period_end_ms,
+                closing,
                 cells,
                 left,
             },
@@ -72,9 +79,9 @@ impl Awaiting {
         }
     }
 
-    /// `cell`'s antenna has the configuration of the image at `index`: returns the period ends
-    /// of the change sets that completes.
-    pub fn acked(&mut self, cell: &str, index: u64) -> Vec<u64> {
+    /// `cell`'s antenna has the configuration of the image at `index`: returns the periods of
+    /// the change sets that completes.
+    pub fn acked(&mut self, cell: &str, index: u64) -> Vec<Closing> {
         let Some(list) = self.by_cell.get_mut(cell) else {
             return Vec::new();
         };
@@ -90,7 +97,7 @@ impl Awaiting {
             };
             set.left -= 1;
             if set.left == 0 {
-                ends.push(set.period_end_ms);
+                ends.push(set.closing);
                 self.sets.remove(&i);
             }
         }
@@ -116,6 +123,18 @@ impl Awaiting {
 mod tests {
     use super::*;
 
+    /// A period that ended at `ms` and closed at once.
+    fn at(ms: u64) -> Closing {
+        Closing {
+            end_ms: ms,
+            closed_ms: ms,
+        }
+    }
+
+    fn ends(done: Vec<Closing>) -> Vec<u64> {
+        done.iter().map(|c| c.end_ms).collect()
+    }
+
     fn cells(c: &[&str]) -> Vec<String> {
         c.iter().map(|c| c.to_string()).collect()
     }
@@ -123,15 +142,15 @@ mod tests {
     #[test]
     fn a_change_set_completes_when_its_last_cell_acknowledges_that_index_or_a_newer_one() {
         let mut a = Awaiting::default();
-        a.insert(10, 1_000, cells(&["c1", "c2"]));
-        a.insert(12, 2_000, cells(&["c1"]));
+        a.insert(10, at(1_000), cells(&["c1", "c2"]));
+        a.insert(12, at(2_000), cells(&["c1"]));
         // An older configuration completes nothing.
         assert!(a.acked("c1", 9).is_empty());
         assert!(a.acked("c1", 10).is_empty());
         assert_eq!(a.len(), 2);
         // c2 at a newer index completes 10 only.
-        assert_eq!(a.acked("c2", 11), vec![1_000]);
-        assert_eq!(a.acked("c1", 20), vec![2_000]);
+        assert_eq!(ends(a.acked("c2", 11)), vec![1_000]);
+        assert_eq!(ends(a.acked("c1", 20)), vec![2_000]);
         assert_eq!(a.len(), 0);
         assert!(a.by_cell.is_empty());
         // A cell acknowledged again later completes nothing twice.
@@ -142,7 +161,7 @@ mod tests {
     fn beyond_the_bound_the_oldest_are_forgotten_and_leave_no_trace_in_the_cells_lists() {
         let mut a = Awaiting::default();
         for i in 0..(MAX_AWAITED as u64 + 5) {
-            a.insert(i + 1, i, cells(&["never", &format!("c{i}")]));
+            a.insert(i + 1, at(i), cells(&["never", &format!("c{i}")]));
         }
         assert_eq!(a.len(), MAX_AWAITED);
         assert_eq!(a.forgotten(), 5);
@@ -151,7 +170,7 @@ mod tests {
         // The forgotten ones complete nothing; the kept ones still do.
         assert!(a.acked("c2", u64::MAX).is_empty());
         assert!(a.acked("c5", u64::MAX).is_empty());
-        assert_eq!(a.acked("never", 6), vec![5]);
+        assert_eq!(ends(a.acked("never", 6)), vec![5]);
         assert!(a.acked("c6", u64::MAX).is_empty());
         assert_eq!(a.len(), MAX_AWAITED - 1);
     }
@@ -159,10 +178,10 @@ mod tests {
     #[test]
     fn indices_arriving_out_of_order_are_kept_sorted_per_cell() {
         let mut a = Awaiting::default();
-        a.insert(30, 3, cells(&["c"]));
-        a.insert(10, 1, cells(&["c"]));
-        a.insert(20, 2, cells(&["c"]));
-        assert_eq!(a.acked("c", 20), vec![1, 2]);
-        assert_eq!(a.acked("c", 30), vec![3]);
+        a.insert(30, at(3), cells(&["c"]));
+        a.insert(10, at(1), cells(&["c"]));
+        a.insert(20, at(2), cells(&["c"]));
+        assert_eq!(ends(a.acked("c", 20)), vec![1, 2]);
+        assert_eq!(ends(a.acked("c", 30)), vec![3]);
     }
 }

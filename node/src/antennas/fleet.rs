@@ -20,7 +20,7 @@ use sonraft_raft::model::image::NetworkImage;
 use sonraft_raft::model::{AdminState, EnergySaving};
 use sonraft_storage::StoreReader;
 
-use super::awaiting::Awaiting;
+use super::awaiting::{Awaiting, Closing};
 use super::counters::CounterStore;
 use super::pm_dir::PmDir;
 use super::session::Session;
@@ -44,7 +44,8 @@ pub struct Fleet {
     /// Each served cell's session key.
     session_of: std::sync::Mutex<HashMap<String, String>>,
     awaited: std::sync::Mutex<Awaiting>,
-    latencies_ms: std::sync::Mutex<VecDeque<f64>>,
+    /// Per acknowledged change set, ms from its period's end and from this node's close of it.
+    latencies_ms: std::sync::Mutex<VecDeque<(f64, f64)>>,
     connected: AtomicUsize,
     /// Whether this node may push now (`Err`: why not); see [`crate::control`].
     lease: std::sync::Mutex<Result<(), String>>,
@@ -344,7 +345,7 @@ impl Fleet {
     pub fn await_acks(
         &self,
         index: u64,
-        period_end_ms: u64,
+        closing: Closing,
         cells: impl IntoIterator<Item = String>,
     ) {
         let cells: Vec<String> = cells
@@ -352,12 +353,12 @@ impl Fleet {
             .filter(|c| self.acked_index(c).is_some_and(|acked| acked < index))
             .collect();
         if cells.is_empty() {
-            self.record_latency(period_end_ms);
+            self.record_latency(closing);
             return;
         }
         let mut awaited = lock(&self.awaited);
         let forgotten = awaited.forgotten();
-        awaited.insert(index, period_end_ms, cells);
+        awaited.insert(index, closing, cells);
         let forgotten = awaited.forgotten() - forgotten;
         if forgotten > 0 {
             metrics::counter!("sonraft_son_acks_forgotten_total").increment(forgotten);
@@ -380,22 +381,29 @@ impl Fleet {
         }
     }
 
-    fn record_latency(&self, period_end_ms: u64) {
+    fn record_latency(&self, closing: Closing) {
         let now = crate::propose::now_ms();
-        let ms = now.saturating_sub(period_end_ms) as f64;
-        metrics::histogram!("sonraft_son_close_to_ack_seconds").record(ms / 1000.0);
+        let from_end = now.saturating_sub(closing.end_ms) as f64;
+        let from_close = now.saturating_sub(closing.closed_ms) as f64;
+        metrics::histogram!("sonraft_son_close_to_ack_seconds").record(from_end / 1000.0);
+        metrics::histogram!("sonraft_son_received_to_ack_seconds").record(from_close / 1000.0);
         let mut l = lock(&self.latencies_ms);
         if l.len() >= MAX_LATENCIES {
             l.pop_front();
         }
-        l.push_back(ms);
+        l.push_back((from_end, from_close));
     }
 
-    /// Close-to-ack latencies (ms) recorded so far, sorted.
-    pub fn latencies(&self) -> Vec<f64> {
-        let mut v: Vec<f64> = lock(&self.latencies_ms).iter().copied().collect();
-        v.sort_by(f64::total_cmp);
-        v
+    /// Latencies (ms) recorded so far, sorted: from the periods' ends, and from this node's
+    /// closes of them.
+    pub fn latencies(&self) -> (Vec<f64>, Vec<f64>) {
+        let l = lock(&self.latencies_ms);
+        let mut ends: Vec<f64> = l.iter().map(|(e, _)| *e).collect();
+        let mut closes: Vec<f64> = l.iter().map(|(_, c)| *c).collect();
+        drop(l);
+        ends.sort_by(f64::total_cmp);
+        closes.sort_by(f64::total_cmp);
+        (ends, closes)
     }
 
     /// `GET /antennas`: a summary and up to `limit` sessions.
@@ -444,8 +452,13 @@ impl Fleet {
                 });
             }
         }
-        let lat = self.latencies();
-        let q = |x: f64| quantile(&lat, x);
+        let (lat, received) = self.latencies();
+        let summary = |lat: &[f64]| v1::Latencies {
+            count: lat.len() as u64,
+            p50: quantile(lat, 0.5),
+            p99: quantile(lat, 0.99),
+            max: lat.last().copied(),
+        };
         v1::Antennas {
             site: self.site.clone(),
             antenna_addresses: self.addrs.clone(),
@@ -458,12 +471,8 @@ impl Fleet {
                 reports: Some(self.counters.reports.load(Ordering::Relaxed)),
                 counter_values: Some(self.counters.values.load(Ordering::Relaxed)),
                 late_reports: Some(self.counters.late_reports.load(Ordering::Relaxed)),
-                close_to_ack_ms: Some(v1::Latencies {
-                    count: lat.len() as u64,
-                    p50: q(0.5),
-                    p99: q(0.99),
-                    max: lat.last().copied(),
-                }),
+                close_to_ack_ms: Some(summary(&lat)),
+                received_to_ack_ms: Some(summary(&received)),
                 awaiting_acks: Some(lock(&self.awaited).len() as u64),
             },
             sessions: list,

@@ -48,6 +48,7 @@ use futures_lite_stream::buffer_unordered;
 use tokio::sync::mpsc;
 
 use crate::Node;
+use crate::antennas::awaiting::Closing;
 use crate::antennas::counters::ClosedPeriod;
 use crate::antennas::fleet::Fleet;
 use crate::propose::now_ms;
@@ -685,6 +686,10 @@ async fn submit_all(
     period: &ClosedPeriod,
     proposals: Vec<Proposal>,
 ) -> (Vec<String>, BTreeSet<Function>) {
+    let closing = Closing {
+        end_ms: period.end_ms,
+        closed_ms: now_ms().saturating_sub(period.closed_at.elapsed().as_millis() as u64),
+    };
     let together = node.store().effective_format(&node.voters()) >= TRIAL_IDS_FORMAT;
     let per_entry = if together { CHANGE_SETS_PER_ENTRY } else { 1 };
     let mut entries: Vec<Vec<Proposal>> = Vec::new();
@@ -712,7 +717,7 @@ async fn submit_all(
         match r {
             Ok((index, Outcome::Applied { .. })) => {
                 metrics::counter!("sonraft_son_proposals_total", "function" => function.name(), "outcome" => "applied").increment(1);
-                fleet.await_acks(index, period.end_ms, p.cells);
+                fleet.await_acks(index, closing, p.cells);
             }
             Ok((_, o)) => {
                 metrics::counter!("sonraft_son_proposals_total", "function" => function.name(), "outcome" => o.kind()).increment(1);
