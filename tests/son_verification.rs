@@ -129,9 +129,13 @@ async fn harmful_mobility_changes_are_undone_and_their_cells_held() {
         let r = c.client.post(&api, "/image/changesets", &cs).await.unwrap();
         let answer = r.json();
         assert_eq!(r.status, 200, "{cell}: {answer}");
-        let index = answer["index"].as_u64().unwrap();
+        // The trial it opened (its id is the entry's index only when the entry held no
+        // other SON change set, command format 10).
+        let trial = answer["trial"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{cell}: no trial in {answer}"));
         let at = period(&sim.state(&c.client).await.unwrap());
-        applied_at.insert(index, (cell.clone(), at));
+        applied_at.insert(trial, (cell.clone(), at));
     }
 
     // Wait for every verdict.

@@ -583,6 +583,11 @@ pub struct ChangeSetAnswer {
     /// True when it was only validated.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub dry_run: bool,
+    /// The trial the change opened, when a SON function's change is now under verification
+    /// (`GET /son/trials`). Its id is the entry's `index` only when it was the entry's one SON
+    /// change: from command format 10 several in one entry each open a trial of their own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trial: Option<u64>,
 }
 
 /// The query of `GET /image/history[?limit=N][&before=CURSOR]`.

@@ -384,6 +384,7 @@ fn every_v1_type_matches_its_golden_json_both_ways() {
                     versions: BTreeMap::from([("cell/S00001-1".into(), 4)]),
                 },
                 dry_run: false,
+                trial: None,
             },
         ),
         check(
@@ -394,6 +395,7 @@ fn every_v1_type_matches_its_golden_json_both_ways() {
                     versions: BTreeMap::from([("cell/S00001-1".into(), 4)]),
                 },
                 dry_run: true,
+                trial: None,
             },
         ),
         check(
@@ -406,6 +408,7 @@ fn every_v1_type_matches_its_golden_json_both_ways() {
                     ]),
                 },
                 dry_run: false,
+                trial: None,
             },
         ),
         check(
@@ -415,6 +418,7 @@ fn every_v1_type_matches_its_golden_json_both_ways() {
                     reason: "electrical_tilt was changed by mobility_robustness 3 min ago".into(),
                 },
                 dry_run: false,
+                trial: None,
             },
         ),
         check(
@@ -424,6 +428,7 @@ fn every_v1_type_matches_its_golden_json_both_ways() {
                     reason: "electrical_tilt moves at most 10 per change set".into(),
                 },
                 dry_run: false,
+                trial: None,
             },
         ),
         check(
@@ -431,6 +436,7 @@ fn every_v1_type_matches_its_golden_json_both_ways() {
             ChangeSetAnswer {
                 outcome: Outcome::Pending { id: 1207 },
                 dry_run: false,
+                trial: None,
             },
         ),
         check(

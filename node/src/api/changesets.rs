@@ -33,6 +33,10 @@ pub fn status_of(o: &Outcome) -> StatusCode {
 }
 
 fn answer(o: &Outcome, dry_run: bool) -> Response {
+    answer_with_trial(o, dry_run, None)
+}
+
+fn answer_with_trial(o: &Outcome, dry_run: bool, trial: Option<u64>) -> Response {
     metrics::counter!("sonraft_proposals_total", "outcome" => o.kind(), "dry_run" => if dry_run { "true" } else { "false" }).increment(1);
     let mut outcome = outcome(o);
     if let v1::Outcome::Applied { index, .. } = &mut outcome
@@ -41,7 +45,11 @@ fn answer(o: &Outcome, dry_run: bool) -> Response {
         // A dry run is applied nowhere.
         *index = None;
     }
-    let body = v1::ChangeSetAnswer { outcome, dry_run };
+    let body = v1::ChangeSetAnswer {
+        outcome,
+        dry_run,
+        trial,
+    };
     (status_of(o), Json(body)).into_response()
 }
 
@@ -82,13 +90,40 @@ pub async fn propose(
         });
         return Ok(answer(&outcome, true));
     }
+    let (function, writes) = (cs.origin.function, cs.writes.clone());
+    let cells = sonraft_raft::rules::reconfigured_cells(&cs);
     match node.propose_change_set(cs).await {
-        Ok((_, outcome)) => Ok(answer(&outcome, false)),
+        Ok((_, outcome)) => {
+            let trial = match outcome {
+                Outcome::Applied { .. } => opened_trial(&node, function, &cells, &writes),
+                _ => None,
+            };
+            Ok(answer_with_trial(&outcome, false, trial))
+        }
         Err(ProposeError::NotLeader(_)) => {
             Ok(forward::to_leader(&node, Method::POST, &uri, &headers, Some(bytes)).await)
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// The trial an applied change set of `function` opened: the function's open trial on its
+/// first cell that wrote exactly `writes` (a function has one open trial a cell at most), if it
+/// is still open.
+fn opened_trial(
+    node: &Node,
+    function: Function,
+    cells: &[String],
+    writes: &[sonraft_raft::changeset::Write],
+) -> Option<u64> {
+    let cell = cells.first()?;
+    node.store().with_image(|image| {
+        image
+            .son
+            .open_trial(function, cell)
+            .filter(|t| t.writes.iter().map(|(w, _)| w).eq(writes.iter()))
+            .map(|t| t.index)
+    })
 }
 
 /// Change sets in a SON function's name come from the nodes' own SON functions, which propose
