@@ -122,6 +122,9 @@ pub struct Node {
     /// Closed while leadership is being handed over: new proposals wait, so that no
     /// AppendEntries keeps renewing the followers' vote leases against the chosen successor.
     hand_over_gate: gate::HandOverGate,
+    /// Set by a graceful stop before Raft shuts down: proposals are refused from then on (one
+    /// reaching a stopped Raft core is an ERROR in openraft's log).
+    stopping: std::sync::atomic::AtomicBool,
     /// The `GET /watch` streams: their slots, and the signal that ends them at a stop.
     watchers: api::watch::Watchers,
 }
@@ -388,6 +391,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         batcher,
         reads: read_barrier.clone(),
         hand_over_gate: gate::HandOverGate::default(),
+        stopping: std::sync::atomic::AtomicBool::new(false),
         watchers: api::watch::Watchers::default(),
     });
     tokio::spawn(batcher::run(node.clone(), batch_rx));

@@ -48,7 +48,7 @@ pub enum ProposeError {
     /// many change sets, or it does not encode).
     #[error("{0}")]
     Invalid(String),
-    /// The node is stopping: its batcher no longer takes change sets.
+    /// The node is stopping: it proposes nothing more.
     #[error("the node is stopping")]
     ShuttingDown,
     /// This node's Raft core stopped (the node is stopping) or failed (a storage error, a
@@ -124,7 +124,12 @@ impl Node {
         }
         let envelope = Envelope::in_format(command, now_ms(), effective)
             .map_err(|e| ProposeError::Invalid(e.to_string()))?;
+        // Counted in flight before it looks at `stopping`, as at the hand-over gate: a stop
+        // that set the flag and then saw nothing in flight cannot be overtaken.
         let _in_flight = self.pass_hand_over_gate().await;
+        if self.stopping.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(ProposeError::ShuttingDown);
+        }
         let started = Instant::now();
         // Every part of an import waits long: its last one checks and applies the whole image,
         // and its entries are large, so that replicating one can keep a majority's
@@ -184,6 +189,20 @@ impl Node {
                 return effective;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Node {
+    /// Refuses proposals from now on, and waits up to `within` for those already on their way
+    /// to the Raft core to be answered: what a graceful stop does before Raft shuts down (the
+    /// SON cycle and the antennas' KPI summaries propose until the end).
+    pub async fn stop_proposals(&self, within: Duration) {
+        self.stopping
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let deadline = tokio::time::Instant::now() + within;
+        while self.hand_over_gate.in_flight() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
 }

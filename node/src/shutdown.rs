@@ -119,6 +119,9 @@ pub async fn graceful(
     if let Some(closing) = &stop.raft_closing {
         closing.store(true, std::sync::atomic::Ordering::Release);
     }
+    // The node's own proposals likewise (its SON cycle, its KPI summaries); those already on
+    // their way are answered first.
+    node.stop_proposals(Duration::from_secs(5)).await;
     if let Err(e) = tokio::time::timeout(Duration::from_secs(10), node.raft.shutdown()).await {
         tracing::warn!(error = %e, "Raft did not stop within 10 s");
     }
