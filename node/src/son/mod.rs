@@ -419,7 +419,9 @@ pub async fn run(
             let (node2, period2, reporting2) = (node.clone(), period.clone(), reporting.clone());
             let mut c = std::mem::take(&mut cycle);
             let retry = tokio::task::spawn_blocking(move || {
-                c.refresh_view(&node2);
+                // What changed PCI inputs must still bring the next period's PCI search.
+                let (_, pci_inputs) = c.refresh_view(&node2);
+                c.pci_unresolved |= pci_inputs;
                 let view = c.view.as_ref().expect("refreshed above");
                 let mut input = PeriodInput::new(view, &period2);
                 input.late = late_cells(view, &input, &reporting2);
