@@ -188,8 +188,6 @@ const CONCURRENCY: usize = 128;
 /// Change sets in one entry once the cluster names trials by id (command format 10): at most
 /// ~300 B each, so an entry stays under ~80 KB.
 const CHANGE_SETS_PER_ENTRY: usize = 256;
-/// The command format of `Verdicts`, several verdicts in one entry.
-const VERDICTS_FORMAT: u16 = 10;
 /// Such entries in flight at once.
 const ENTRIES_IN_FLIGHT: usize = 8;
 
@@ -253,6 +251,14 @@ impl Changed {
 const PCI_SEARCH_EVERY: u32 = 30;
 
 impl Cycle {
+    /// After an analysis task failed: the cycle went with it, so the view is captured whole
+    /// next period and the compensation ledger comes back from its file (the rest of the
+    /// memory is rebuilt from the next periods).
+    fn recover(&mut self, data_dir: &std::path::Path) {
+        self.changed = Changed::full();
+        self.memory.compensation = compensation::Ledger::load(data_dir);
+    }
+
     /// Brings the view up to date with what applied entries changed since: updated in place,
     /// or captured whole when a site, control or everything changed (or there is none yet).
     /// Whether it was captured whole, and whether PCI inputs changed.
@@ -366,10 +372,7 @@ pub async fn run(
                 Ok(r) => r,
                 Err(e) => {
                     tracing::error!(error = %e, "SON analysis failed");
-                    cycle.changed = Changed::full();
-                    // The cycle's memory went with the failed task: the compensation ledger
-                    // comes back from its file (the rest is rebuilt from the next periods).
-                    cycle.memory.compensation = compensation::Ledger::load(&data_dir);
+                    cycle.recover(&data_dir);
                     continue;
                 }
             }
@@ -444,8 +447,7 @@ pub async fn run(
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "SON recomputation failed");
-                    cycle.changed = Changed::full();
-                    cycle.memory.compensation = compensation::Ledger::load(&node.config().data_dir);
+                    cycle.recover(&node.config().data_dir);
                 }
             }
         }
@@ -544,23 +546,29 @@ fn is_wake(cs: &ChangeSet) -> bool {
         })
 }
 
+/// `items` grouped into log entries, and how many entries go at once: [`CHANGE_SETS_PER_ENTRY`]
+/// to an entry, [`ENTRIES_IN_FLIGHT`] at once, when the cluster applies them `together`
+/// (command format 10); otherwise one an entry, [`CONCURRENCY`] at once.
+fn into_entries<T>(items: Vec<T>, together: bool) -> (Vec<Vec<T>>, usize) {
+    if !together {
+        return (items.into_iter().map(|i| vec![i]).collect(), CONCURRENCY);
+    }
+    let mut entries = Vec::with_capacity(items.len().div_ceil(CHANGE_SETS_PER_ENTRY));
+    let mut items = items.into_iter().peekable();
+    while items.peek().is_some() {
+        entries.push(items.by_ref().take(CHANGE_SETS_PER_ENTRY).collect());
+    }
+    (entries, ENTRIES_IN_FLIGHT)
+}
+
 /// Proposes verdicts; returns the trials of those that did not get through (they are
 /// proposed again next period). Thousands fall due a period at 100,000 cells: one entry each
 /// they held the next period back for seconds, so once every voter applies command format 10
 /// they go [`CHANGE_SETS_PER_ENTRY`] to an entry.
 async fn submit_verdicts(node: &Arc<Node>, verdicts: Vec<sonraft_raft::son::Verdict>) -> Vec<u64> {
-    let together = node.store().effective_format(&node.voters()) >= VERDICTS_FORMAT;
-    let per_entry = if together { CHANGE_SETS_PER_ENTRY } else { 1 };
-    let mut entries: Vec<Vec<sonraft_raft::son::Verdict>> = Vec::new();
-    let mut verdicts = verdicts.into_iter().peekable();
-    while verdicts.peek().is_some() {
-        entries.push(verdicts.by_ref().take(per_entry).collect());
-    }
-    let in_flight = if together {
-        ENTRIES_IN_FLIGHT
-    } else {
-        CONCURRENCY
-    };
+    let together =
+        node.store().effective_format(&node.voters()) >= Command::Verdicts(Vec::new()).format();
+    let (entries, in_flight) = into_entries(verdicts, together);
     let failed = buffer_unordered(entries, in_flight, |entry| {
         let node = node.clone();
         async move {
@@ -693,17 +701,7 @@ async fn submit_all(
         closed_ms: now_ms().saturating_sub(period.closed_at.elapsed().as_millis() as u64),
     };
     let together = node.store().effective_format(&node.voters()) >= TRIAL_IDS_FORMAT;
-    let per_entry = if together { CHANGE_SETS_PER_ENTRY } else { 1 };
-    let mut entries: Vec<Vec<Proposal>> = Vec::new();
-    let mut proposals = proposals.into_iter().peekable();
-    while proposals.peek().is_some() {
-        entries.push(proposals.by_ref().take(per_entry).collect());
-    }
-    let in_flight = if together {
-        ENTRIES_IN_FLIGHT
-    } else {
-        CONCURRENCY
-    };
+    let (entries, in_flight) = into_entries(proposals, together);
     let results = buffer_unordered(entries, in_flight, |entry| {
         let node = node.clone();
         async move {
