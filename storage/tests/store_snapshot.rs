@@ -255,25 +255,37 @@ async fn son_controls_and_pending_proposals_survive_a_restart_and_a_snapshot() {
     assert_eq!(decode_snapshot(&bytes[..]).unwrap().1, plain);
 }
 
-#[tokio::test]
-async fn the_son_tuning_survives_a_restart_and_a_snapshot_of_format_4() {
+/// An entry at `index` carrying `command` in an entry of command format `format`.
+fn tuning_entry(
+    index: u64,
+    format: u16,
+    command: &sonraft_raft::command::Command,
+) -> sonraft_raft::Entry {
     use openraft::{CommittedLeaderId, EntryPayload, LogId};
-    use sonraft_raft::Entry;
-    use sonraft_raft::command::{Command, Envelope, Response};
-    use sonraft_raft::son::Tuning;
-    let mut tuning = Tuning::default();
-    tuning.load_balancing.high_pct = 85;
-    tuning.pci.reserved = [0, 1007].into();
-    let entry5 = |index: u64, command: &Command| Entry {
+    sonraft_raft::Entry {
         log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
-        payload: EntryPayload::Normal(Envelope::in_format(command, 1_000 + index, 5).unwrap()),
-    };
+        payload: EntryPayload::Normal(
+            sonraft_raft::command::Envelope::in_format(command, 1_000 + index, format).unwrap(),
+        ),
+    }
+}
+
+/// Sets `tuning` with `command` in an entry of `format` on a fresh store of the demo image,
+/// checks that it is kept across a restart and a snapshot of `snapshot_format` (and its
+/// install), and returns the store with its directory.
+async fn tuning_round_trip(
+    command: sonraft_raft::command::Command,
+    format: u16,
+    snapshot_format: u16,
+    tuning: &sonraft_raft::son::Tuning,
+) -> (Store, tempfile::TempDir) {
+    use sonraft_raft::command::Response;
     let dir = tempfile::tempdir().unwrap();
     let mut store = Store::open(dir.path()).unwrap();
     common::apply_demo(&mut store, 4).await;
     let r = store
         .sm
-        .apply([entry5(3, &Command::SonTuning(tuning.v1()))])
+        .apply([tuning_entry(3, format, &command)])
         .await
         .unwrap();
     assert_eq!(r[0], Response::SonTuning(Ok(())));
@@ -281,60 +293,46 @@ async fn the_son_tuning_survives_a_restart_and_a_snapshot_of_format_4() {
 
     let mut store = Store::open(dir.path()).unwrap();
     assert_eq!(
-        read(store.reader.state()).image.son.tuning,
+        &read(store.reader.state()).image.son.tuning,
         tuning,
         "kept across a restart"
     );
-    let body = common::snapshot_round_trip(&mut store, dir.path(), 4, |r, when| {
-        assert_eq!(read(r.state()).image.son.tuning, tuning, "{when}");
+    let body = common::snapshot_round_trip(&mut store, dir.path(), snapshot_format, |r, when| {
+        assert_eq!(&read(r.state()).image.son.tuning, tuning, "{when}");
     })
     .await;
-    assert_eq!(body.image.son.tuning, tuning);
+    assert_eq!(&body.image.son.tuning, tuning);
+    (store, dir)
+}
+
+#[tokio::test]
+async fn the_son_tuning_survives_a_restart_and_a_snapshot_of_format_4() {
+    use sonraft_raft::command::Command;
+    use sonraft_raft::son::Tuning;
+    let mut tuning = Tuning::default();
+    tuning.load_balancing.high_pct = 85;
+    tuning.pci.reserved = [0, 1007].into();
+    let (store, _dir) = tuning_round_trip(Command::SonTuning(tuning.v1()), 5, 4, &tuning).await;
+    store.close().unwrap();
 }
 
 #[tokio::test]
 async fn the_availability_tuning_survives_a_restart_and_a_snapshot_of_format_8_and_a_format_5_tuning_clears_it()
  {
-    use openraft::{CommittedLeaderId, EntryPayload, LogId};
-    use sonraft_raft::Entry;
-    use sonraft_raft::command::{Command, Envelope, Response};
+    use sonraft_raft::command::{Command, Response};
     use sonraft_raft::son::{AvailabilityTuning, Tuning};
     let mut tuning = Tuning::default();
     tuning.pci.reserved = [0, 1007].into();
     tuning.outage.hard_periods = 3;
     tuning.energy_saving.wake_ceiling_pct = 70;
-    let entry = |index: u64, command: &Command| Entry {
-        log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
-        payload: EntryPayload::Normal(Envelope::in_format(command, 1_000 + index, 9).unwrap()),
-    };
-    let dir = tempfile::tempdir().unwrap();
-    let mut store = Store::open(dir.path()).unwrap();
-    common::apply_demo(&mut store, 4).await;
-    let r = store
-        .sm
-        .apply([entry(3, &Command::SonTuningV2(tuning.clone()))])
-        .await
-        .unwrap();
-    assert_eq!(r[0], Response::SonTuning(Ok(())));
-    store.close().unwrap();
-
-    let mut store = Store::open(dir.path()).unwrap();
-    assert_eq!(
-        read(store.reader.state()).image.son.tuning,
-        tuning,
-        "kept across a restart"
-    );
-    let body = common::snapshot_round_trip(&mut store, dir.path(), 8, |r, when| {
-        assert_eq!(read(r.state()).image.son.tuning, tuning, "{when}");
-    })
-    .await;
-    assert_eq!(body.image.son.tuning, tuning);
+    let (mut store, dir) =
+        tuning_round_trip(Command::SonTuningV2(tuning.clone()), 9, 8, &tuning).await;
 
     // A format-5 tuning sets the sections it carries and the others back to their defaults,
     // in memory and on disk.
     let r = store
         .sm
-        .apply([entry(4, &Command::SonTuning(tuning.v1()))])
+        .apply([tuning_entry(4, 9, &Command::SonTuning(tuning.v1()))])
         .await
         .unwrap();
     assert_eq!(r[0], Response::SonTuning(Ok(())));
