@@ -70,7 +70,8 @@ impl Streaks {
     ) -> Vec<Proposal> {
         let tuning: &AnrTuning = &view.tuning.anr;
         let mut out = Vec::new();
-        let mut seen = FastMap::default();
+        // Sized for last period's relations: grown from empty, it rehashed ~20 times a period.
+        let mut seen = FastMap::with_capacity_and_hasher(self.bad.len(), Default::default());
         for (&c, rels) in &input.relations {
             for (t, v) in rels {
                 let Some(rel) = view.relation(c, *t) else {

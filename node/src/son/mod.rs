@@ -344,27 +344,50 @@ pub async fn run(
             let result = tokio::task::spawn_blocking(move || {
                 let (full, pci_inputs) = c.refresh_view(&node);
                 let with_pci = c.pci_search_due(pci_inputs);
-                let view = c.view.as_ref().expect("captured above");
-                let mut input = PeriodInput::new(view, &period);
-                input.late = late_cells(view, &input, &reporting);
-                let mut proposals = analyse(view, &mut input, &mut c.memory, node.id(), with_pci);
-                let voters = node.voters();
-                let (trials, verification) = node.store().with_image(|image| {
-                    let format = image.effective_format(voters.iter().copied());
-                    let now = now_ms().max(image.log_time_ms);
-                    let skipped = skip_refused(image, &mut proposals, now, format);
-                    if with_pci {
-                        c.pci_unresolved = skipped.contains(&Function::PciConflict);
-                    }
-                    let policy = image.son.policy.verification.clone();
-                    (verify::open_trials(image, view), policy)
-                });
-                c.ring.keep_for(verification.periods);
-                c.ring.record(&period);
-                if full {
-                    c.ring.retain(|cell| verify::is_own(view, cell));
-                }
-                let verdicts = verify::due(&trials, view, &c.ring, &mut c.proposed, &verification);
+                let (proposals, verdicts) = {
+                    let Cycle {
+                        view,
+                        memory,
+                        ring,
+                        proposed,
+                        pci_unresolved,
+                        ..
+                    } = &mut c;
+                    let view = view.as_ref().expect("captured above");
+                    let keep = node
+                        .store()
+                        .with_image(|image| image.son.policy.verification.periods);
+                    // The verification ring records the period while the functions analyse
+                    // it: each reads every report, and at 100,000 cells one after the other
+                    // they held the cycle back on a machine with a core to spare.
+                    let mut proposals = std::thread::scope(|s| {
+                        let recording = s.spawn(|| {
+                            ring.keep_for(keep);
+                            ring.record(&period);
+                            if full {
+                                ring.retain(|cell| verify::is_own(view, cell));
+                            }
+                        });
+                        let mut input = PeriodInput::new(view, &period);
+                        input.late = late_cells(view, &input, &reporting);
+                        let proposals = analyse(view, &mut input, memory, node.id(), with_pci);
+                        joined(recording);
+                        proposals
+                    });
+                    let voters = node.voters();
+                    let (trials, verification) = node.store().with_image(|image| {
+                        let format = image.effective_format(voters.iter().copied());
+                        let now = now_ms().max(image.log_time_ms);
+                        let skipped = skip_refused(image, &mut proposals, now, format);
+                        if with_pci {
+                            *pci_unresolved = skipped.contains(&Function::PciConflict);
+                        }
+                        let policy = image.son.policy.verification.clone();
+                        (verify::open_trials(image, view), policy)
+                    });
+                    let verdicts = verify::due(&trials, view, ring, proposed, &verification);
+                    (proposals, verdicts)
+                };
                 (proposals, verdicts, c)
             })
             .await;
@@ -643,29 +666,53 @@ pub fn analyse(
     let now = now_ms();
     input.outage = memory.outages.update(view, input);
     let input = &*input;
-    let mut out = if with_pci {
-        pci::propose(view, node, now)
-    } else {
-        Vec::new()
-    };
-    out.extend(robustness::propose(view, input, node, now));
-    let load = memory.load.update(view, input);
-    out.extend(load_balancing::propose(view, input, &load, node, now));
-    out.extend(memory.streaks.propose(view, input, node, now));
-    out.extend(memory.sightings.propose(view, input, node, now));
-    out.extend(memory.energy.propose(view, input, node, now));
-    out.extend(memory.compensation.propose(
-        view,
-        &compensation::Outage {
-            cells: &input.outage,
-            settled: memory.outages.settled(),
-        },
-        |c| input.prb_pct(view, c),
-        node,
-        now,
-    ));
-    out.extend(memory.coverage.propose(view, input, node, now));
-    out
+    let Memory {
+        streaks,
+        load: smoothed,
+        energy,
+        outages,
+        compensation: ledger,
+        coverage: steps,
+        sightings,
+    } = memory;
+    // ANR pruning judges every reported relation (930,000 at 100,000 cells), the largest part
+    // of an analysis: it runs on a thread of its own beside the other functions, which keep
+    // other memory. The proposals keep the order of one function after the other.
+    std::thread::scope(|s| {
+        let pruning = s.spawn(|| streaks.propose(view, input, node, now));
+        let mut out = if with_pci {
+            pci::propose(view, node, now)
+        } else {
+            Vec::new()
+        };
+        out.extend(robustness::propose(view, input, node, now));
+        let load = smoothed.update(view, input);
+        out.extend(load_balancing::propose(view, input, &load, node, now));
+        let mut rest = sightings.propose(view, input, node, now);
+        rest.extend(energy.propose(view, input, node, now));
+        rest.extend(ledger.propose(
+            view,
+            &compensation::Outage {
+                cells: &input.outage,
+                settled: outages.settled(),
+            },
+            |c| input.prb_pct(view, c),
+            node,
+            now,
+        ));
+        rest.extend(steps.propose(view, input, node, now));
+        out.extend(joined(pruning));
+        out.extend(rest);
+        out
+    })
+}
+
+/// What a scoped thread returned; its panic goes on in the thread that joins it (the SON
+/// cycle's blocking task, which recovers from a failed analysis).
+fn joined<T>(thread: std::thread::ScopedJoinHandle<'_, T>) -> T {
+    thread
+        .join()
+        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
 }
 
 async fn replicate_kpis(node: &Node, period: &ClosedPeriod) {

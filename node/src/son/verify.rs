@@ -123,7 +123,13 @@ impl KpiRing {
     /// Records one cell's period; a period already recorded (same end) is replaced.
     pub fn record_cell(&mut self, cell: &str, period: CellPeriod) {
         let capacity = self.capacity();
-        let ring = self.cells.entry(cell.to_string()).or_default();
+        // Looked up before an owned key is made: every own cell is recorded every period.
+        if !self.cells.contains_key(cell) {
+            self.cells.insert(cell.to_string(), VecDeque::new());
+        }
+        let Some(ring) = self.cells.get_mut(cell) else {
+            return;
+        };
         if let Some(last) = ring.back_mut()
             && last.end_ms == period.end_ms
         {
