@@ -6,6 +6,7 @@
 
 mod common;
 
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -53,6 +54,33 @@ async fn counter_sum(c: &Cluster, name: &str) -> f64 {
             .sum::<f64>();
     }
     sum
+}
+
+/// Writes what explains a problem SON did not fix next to the node logs (the cluster's dir is
+/// kept when the test fails): the change history, the trials and holds, the simulator's state
+/// and `progress` (one line a poll). Returns where to look, for the failure message.
+async fn keep_evidence(c: &Cluster, sim: &SimProc, sim_dir: &Path, progress: &[String]) -> String {
+    let dir = &c.dir;
+    for (file, path) in [
+        ("history.json", "/image/history?limit=100000"),
+        ("trials.json", "/son/trials?limit=100000"),
+        ("relations.json", "/image/relations"),
+        ("cells.json", "/image/cells"),
+    ] {
+        if let Ok(r) = c.client.get(&c.nodes[0].api, path).await {
+            let _ = std::fs::write(dir.join(file), &r.body);
+        }
+    }
+    if let Ok(s) = sim.state(&c.client).await {
+        let _ = std::fs::write(dir.join("sim-state.json"), s.to_string());
+    }
+    let _ = std::fs::write(dir.join("progress.txt"), progress.join("\n"));
+    format!(
+        "node logs {}/node{{1,2,3}}.log, simulator log {}/sim.log; history.json, trials.json, \
+         sim-state.json and progress.txt (the unfixed problems at each poll) beside the node logs",
+        dir.display(),
+        sim_dir.display()
+    )
 }
 
 fn export(cells: usize) -> Value {
@@ -104,7 +132,8 @@ fn planted_fixed(s: &Value) -> Result<(), String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn son_functions_fix_the_planted_problems_and_every_change_reaches_the_antennas() {
-    let dir = tempfile::tempdir().unwrap();
+    // Kept, with the simulator's log, when the test fails.
+    let dir = TestDir::new();
     let sim = SimProc::start(
         binary(),
         dir.path(),
@@ -190,6 +219,7 @@ async fn son_functions_fix_the_planted_problems_and_every_change_reaches_the_ant
     let before = sim.state(&c.client).await.unwrap();
     assert!(planted_fixed(&before).is_err(), "nothing was planted");
     let started = Instant::now();
+    let mut progress = Vec::new();
     let fixed_at = loop {
         let s = sim.state(&c.client).await.unwrap();
         let cells = c
@@ -218,10 +248,27 @@ async fn son_functions_fix_the_planted_problems_and_every_change_reaches_the_ant
             Ok(()) => format!("dead relations not pruned: {unpruned:?}"),
             Err(e) => e,
         };
-        assert!(
-            started.elapsed() < Duration::from_secs(90),
-            "not fixed after 90 periods: {still}"
-        );
+        let loads: Vec<String> = s["overloaded"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|o| {
+                format!(
+                    "{} {}/{}",
+                    o["cell"], o["prb_dl_pct"], o["max_neighbour_prb_dl_pct"]
+                )
+            })
+            .collect();
+        progress.push(format!(
+            "{:>6} ms period {}: overloaded (PRB %/neighbours' max) {}; {still}",
+            started.elapsed().as_millis(),
+            s["period"],
+            loads.join(", ")
+        ));
+        if started.elapsed() >= Duration::from_secs(90) {
+            let evidence = keep_evidence(&c, &sim, dir.path(), &progress).await;
+            panic!("not fixed after 90 periods: {still}\n{evidence}");
+        }
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
     eprintln!(
