@@ -271,6 +271,9 @@ async fn son_functions_fix_the_planted_problems_and_every_change_reaches_the_ant
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
+    if keep_passing() {
+        eprintln!("{}", keep_evidence(&c, &sim, dir.path(), &progress).await);
+    }
     eprintln!(
         "planted problems fixed by period {fixed_at} ({:?})",
         started.elapsed()

@@ -19,8 +19,14 @@ pub fn binary() -> &'static Path {
 
 /// A temp dir that is removed with it when the test passes, and kept when it fails (the
 /// panic unwinds through its drop): the failure output names it, so that the node and
-/// simulator logs it holds can be read after a flaky run.
+/// simulator logs it holds can be read after a flaky run. With `SONRAFT_TEST_KEEP` set it is
+/// kept when the test passes too, to compare a passing run with a failing one.
 pub struct TestDir(Option<tempfile::TempDir>);
+
+/// Whether `SONRAFT_TEST_KEEP` asks to keep the files of passing tests too.
+pub fn keep_passing() -> bool {
+    std::env::var_os("SONRAFT_TEST_KEEP").is_some()
+}
 
 impl TestDir {
     pub fn new() -> TestDir {
@@ -34,11 +40,17 @@ impl TestDir {
 
 impl Drop for TestDir {
     fn drop(&mut self) {
-        if std::thread::panicking()
+        let failed = std::thread::panicking();
+        if (failed || keep_passing())
             && let Some(dir) = self.0.take()
         {
+            let why = if failed {
+                "the test failed"
+            } else {
+                "SONRAFT_TEST_KEEP"
+            };
             eprintln!(
-                "the test failed: its files (logs, data) are kept in {}",
+                "{why}: its files (logs, data) are kept in {}",
                 dir.keep().display()
             );
         }
