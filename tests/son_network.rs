@@ -20,6 +20,11 @@ const FAULTY_EVERY: u64 = 10;
 /// How long a SON function leaves the cells of its undone change alone, at the simulated
 /// network's one-second periods.
 const VERIFICATION_HOLD_MS: u64 = 24_000;
+/// Hysteresis changes the divergence probe makes at most. The simulator counts every push,
+/// SON's included, so each probe's push is the ignored one by chance (one in
+/// [`FAULTY_EVERY`]), not by order: 25 probes missed 0.9^25 = 7 % of the time; 200 miss
+/// 0.9^200, about 7e-10.
+const MAX_PROBES: usize = 200;
 
 /// The simulated network's layout, as `sim run` and `sim export` build it (default seed).
 fn topology() -> Topology {
@@ -307,7 +312,8 @@ async fn son_functions_fix_the_planted_problems_and_every_change_reaches_the_ant
     // The simulator ignores the hysteresis of every tenth push. Whether SON's own pushes hit
     // one that changes hysteresis is chance, so the operator changes hysteresis on unplanted
     // cells, one at a time, until a push is ignored: the node must see the antenna diverge and
-    // push again until the antenna holds the value.
+    // push again until the antenna holds the value. SON keeps pushing meanwhile, so which
+    // probe's push is the tenth is chance too: the probes go round the cells until one is.
     let planted: std::collections::BTreeSet<usize> = [
         &topo.problems.overloaded,
         &topo.problems.late_cells,
@@ -325,9 +331,11 @@ async fn son_functions_fix_the_planted_problems_and_every_change_reaches_the_ant
     let diverged_before = counter_sum(&c, "sonraft_antenna_diverged_total").await;
     let mut probes = 0;
     while counter_sum(&c, "sonraft_antenna_diverged_total").await == diverged_before {
-        let id = quiet
-            .get(probes)
-            .expect("no push was ignored in 25 hysteresis changes");
+        assert!(
+            probes < MAX_PROBES,
+            "no push was ignored in {MAX_PROBES} hysteresis changes"
+        );
+        let id = &quiet[probes % quiet.len()];
         probes += 1;
         let leader = c.leader().await;
         let cell = c.cell(&c.nodes[leader], id, "linearizable").await;
@@ -340,6 +348,10 @@ async fn son_functions_fix_the_planted_problems_and_every_change_reaches_the_ant
             .post(&c.nodes[leader].api, "/image/changesets", &body)
             .await
             .unwrap();
+        // SON changed the cell since it was read: the next probe reads it again.
+        if r.status == 409 && r.json()["outcome"]["outcome"] == "conflict" {
+            continue;
+        }
         assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
         let deadline = Instant::now() + Duration::from_secs(20);
         while sim.state(&c.client).await.unwrap()["configs"][id]["hysteresis"] != to {
