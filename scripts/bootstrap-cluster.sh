@@ -25,7 +25,9 @@
 # SONRAFT_SIM_DAY_SECONDS (default 0: demand stays at the busy hour; e.g. 600 runs a daily
 # profile, one simulated day in ten minutes, and energy saving puts capacity cells to sleep at
 # night; the day then also has one planted outage, at a third of it, for 30 periods, unless
-# SONRAFT_SIM_PLANT says otherwise: KIND:CELL@PERIOD[-CLEAR][,...], or "none").
+# SONRAFT_SIM_PLANT says otherwise: KIND:CELL@PERIOD[-CLEAR][,...], or "none"),
+# SONRAFT_HEALTH_WAIT_S (hosts --run: how long the installed nodes have to answer /health
+# before the script gives up without `ctl init`; default 20).
 set -euo pipefail
 
 args=()
@@ -350,6 +352,29 @@ bundles() {
     done
 }
 
+# Waits until the node on each of the hosts answers /health, for $SONRAFT_HEALTH_WAIT_S seconds
+# (default 20) in all; dies naming every node that did not, and where its log is, so that a
+# node that failed to start is not reported as `ctl init`'s error about an unreachable peer.
+wait_healthy() {
+    local h=("$@") waiting=(1 2 3) i left
+    local deadline=$(( SECONDS + ${SONRAFT_HEALTH_WAIT_S:-20} ))
+    while :; do
+        left=()
+        for i in "${waiting[@]}"; do
+            curl -sf --max-time 2 "${CURL_TLS[@]+"${CURL_TLS[@]}"}" "$SCHEME://${h[$i-1]}:8001/health" > /dev/null \
+                || left+=("$i")
+        done
+        waiting=("${left[@]+"${left[@]}"}")
+        (( ${#waiting[@]} > 0 )) || return 0
+        (( SECONDS < deadline )) || break
+        sleep 0.2
+    done
+    for i in "${waiting[@]}"; do
+        log "error: ${SITES[$i-1]} (node $i) on ${h[$i-1]} did not answer $SCHEME://${h[$i-1]}:8001/health within ${SONRAFT_HEALTH_WAIT_S:-20} s; its log: ssh ${h[$i-1]} journalctl -u sonraft (unit sonraft.service)"
+    done
+    die "${#waiting[@]} node(s) not up; the cluster was not initialised"
+}
+
 hosts() {
     [[ $# -ge 3 ]] || die "usage: $0 hosts HOST1 HOST2 HOST3 [--run]"
     local h=("$1" "$2" "$3") run=${4:-} out="$RUN_DIR/hosts"
@@ -379,9 +404,7 @@ hosts() {
             scp -rpq "$out/${SITES[$i-1]}/." "${h[$i-1]}:$d/"
             ssh "${h[$i-1]}" "sudo sh $d/install.sh; status=\$?; rm -rf $d; exit \$status"
         done
-        for i in 1 2 3; do
-            for _ in $(seq 1 100); do curl -sf "${CURL_TLS[@]+"${CURL_TLS[@]}"}" "$SCHEME://${h[$i-1]}:8001/health" > /dev/null && break; sleep 0.2; done
-        done
+        wait_healthy "${h[@]}"
         SONRAFT_NODES="$nodes" SONRAFT_TOKEN_FILE="$out/token" SONRAFT_TOKEN="" "$BIN" ctl "${ctl_ca[@]+"${ctl_ca[@]}"}" init
     fi
 }
@@ -391,6 +414,6 @@ case "${1:-up}" in
     stop) stop ;;
     status) status ;;
     hosts) shift; hosts "$@" ;;
-    -h|--help|help) sed -n '2,28p' "$0" ;;
+    -h|--help|help) sed -n '2,30p' "$0" ;;
     *) die "unknown command $1 (up, stop, status, hosts)" ;;
 esac

@@ -224,7 +224,7 @@ printf 'ssh %s\n' "$*" >> "$FAKE_LOG"
 host=$1
 shift
 exec env -i PATH="$PATH" HOME="$HOME" FAKE_LOG="$FAKE_LOG" FAKE_HOSTS="$FAKE_HOSTS" \
-    FAKE_HOST="$host" sh -c "$*"
+    FAKE_BROKEN_HOST="${FAKE_BROKEN_HOST:-}" FAKE_HOST="$host" sh -c "$*"
 "#;
 
 /// `scp [-OPTS] SRC HOST:DST`: logs its argv, then copies locally.
@@ -244,7 +244,8 @@ exec cp -rp "$1" "${2#*:}"
 /// files in a credentials directory (`%d`), all paths under the host's root. What the host
 /// itself would give the node on top: its state directory as the data dir, and the listen
 /// addresses on the host's own address (on a real host, 0.0.0.0 is that host's interfaces;
-/// here the three hosts share one machine). The node's pid goes to `ROOT/node.pid`.
+/// here the three hosts share one machine). The node's pid goes to `ROOT/node.pid`. On
+/// `FAKE_BROKEN_HOST` the service fails at once instead, as a node that cannot start does.
 const FAKE_SUDO: &str = r#"#!/bin/sh
 printf 'sudo %s\n' "$*" >> "$FAKE_LOG"
 case "$1 $2" in
@@ -289,6 +290,11 @@ done
 # The commands' absolute paths (the binary's first) are under the root too.
 pre=$root$(sed -n 's/^ExecStartPre=//p' "$unit" | under_root)
 start=$root$(sed -n 's/^ExecStart=//p' "$unit" | under_root)
+if [ "$FAKE_HOST" = "${FAKE_BROKEN_HOST:-}" ]; then
+    start=$root/broken-node
+    printf '#!/bin/sh\necho "sonraft: this host is broken on purpose" >&2\nexit 1\n' > "$start"
+    chmod 755 "$start"
+fi
 # shellcheck disable=SC2086
 env -i PATH="$PATH" "$@" $pre
 # shellcheck disable=SC2086
@@ -395,11 +401,21 @@ fn hosts_run_with_tls_forms_the_cluster_over_https() {
     hosts_run(true);
 }
 
-/// `bootstrap-cluster.sh hosts H1 H2 H3 --run [--tls]` against three fake hosts: the script
-/// succeeds, the cluster forms, and no secret is on a command line.
-fn hosts_run(tls: bool) {
-    // Distinct last bytes, should both tests draw the same 127.a.b.
-    let hosts = FakeHosts::new(if tls { 4 } else { 1 });
+/// What `bootstrap-cluster.sh hosts H1 H2 H3 --run` did against fake hosts.
+struct HostsRun {
+    status: std::process::ExitStatus,
+    /// Its stdout, then its stderr.
+    said: String,
+    stderr: String,
+    /// The argv of every fake ssh, scp and sudo call, one a line.
+    argv_log: PathBuf,
+    run: tempfile::TempDir,
+    _fakes: tempfile::TempDir,
+}
+
+/// Runs `bootstrap-cluster.sh hosts H1 H2 H3 --run [--tls]` against `hosts` through the fake
+/// ssh, scp and sudo, with `env` on top.
+fn run_hosts(hosts: &FakeHosts, tls: bool, env: &[(&str, &str)]) -> HostsRun {
     let run = tempfile::tempdir().unwrap();
     let fakes = tempfile::tempdir().unwrap();
     for (name, text) in [("ssh", FAKE_SSH), ("scp", FAKE_SCP), ("sudo", FAKE_SUDO)] {
@@ -427,14 +443,28 @@ fn hosts_run(tls: bool) {
         .env("SONRAFT_BIN", binary())
         .env_remove("SONRAFT_TOKEN")
         .env_remove("SONRAFT_CLUSTER_SECRET")
+        .envs(env.iter().copied())
         .stdin(std::process::Stdio::null())
         .output()
         .unwrap();
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    HostsRun {
+        status: out.status,
+        said: format!("{}{stderr}", String::from_utf8_lossy(&out.stdout)),
+        stderr,
+        argv_log,
+        run,
+        _fakes: fakes,
+    }
+}
+
+/// `bootstrap-cluster.sh hosts H1 H2 H3 --run [--tls]` against three fake hosts: the script
+/// succeeds, the cluster forms, and no secret is on a command line.
+fn hosts_run(tls: bool) {
+    // Distinct last bytes, should both tests draw the same 127.a.b.
+    let hosts = FakeHosts::new(if tls { 4 } else { 1 });
+    let r = run_hosts(&hosts, tls, &[]);
+    let (said, run) = (&r.said, &r.run);
     let logs = || {
         hosts
             .addrs
@@ -443,7 +473,7 @@ fn hosts_run(tls: bool) {
             .collect::<Vec<_>>()
             .join("\n")
     };
-    assert!(out.status.success(), "{said}\n{}", logs());
+    assert!(r.status.success(), "{said}\n{}", logs());
 
     // Every host runs the node it installed, from its own root.
     for host in &hosts.addrs {
@@ -521,7 +551,7 @@ fn hosts_run(tls: bool) {
     );
 
     // No secret on any command line: not on those the fakes saw, nor the nodes', nor printed.
-    let argv = std::fs::read_to_string(&argv_log).unwrap();
+    let argv = std::fs::read_to_string(&r.argv_log).unwrap();
     for word in ["ssh ", "scp ", "sudo "] {
         assert_eq!(
             argv.lines().filter(|l| l.starts_with(word)).count(),
@@ -541,4 +571,48 @@ fn hosts_run(tls: bool) {
         assert!(!seen.contains(&value), "{key} on a command line:\n{seen}");
         assert!(!said.contains(&value), "{key} printed:\n{said}");
     }
+}
+
+#[test]
+fn hosts_run_names_the_node_that_never_answered_and_does_not_init() {
+    let hosts = FakeHosts::new(7);
+    let broken = hosts.addrs[1].clone();
+    // The broken node never answers: the wait is all the script spends on it.
+    let r = run_hosts(
+        &hosts,
+        false,
+        &[
+            ("FAKE_BROKEN_HOST", &broken),
+            ("SONRAFT_HEALTH_WAIT_S", "2"),
+        ],
+    );
+    assert_eq!(r.status.code(), Some(1), "{}", r.said);
+    assert!(
+        r.stderr.contains(&format!(
+            "site-b (node 2) on {broken} did not answer http://{broken}:8001/health within 2 s"
+        )),
+        "{}",
+        r.said
+    );
+    assert!(
+        r.stderr
+            .contains(&format!("its log: ssh {broken} journalctl -u sonraft")),
+        "{}",
+        r.said
+    );
+    // It stopped there: `ctl init` was not run.
+    let last = r.stderr.lines().last().unwrap_or_default();
+    assert!(
+        last.ends_with("error: 1 node(s) not up; the cluster was not initialised"),
+        "{}",
+        r.said
+    );
+    assert!(!r.said.contains("initialised; voters"), "{}", r.said);
+    // The three bundles were installed all the same.
+    let argv = std::fs::read_to_string(&r.argv_log).unwrap();
+    assert_eq!(
+        argv.lines().filter(|l| l.starts_with("sudo ")).count(),
+        3,
+        "{argv}"
+    );
 }

@@ -17,10 +17,51 @@ pub fn binary() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_sonraft"))
 }
 
-/// A local cluster in a temp dir that is removed with it.
+/// A temp dir that is removed with it when the test passes, and kept when it fails (the
+/// panic unwinds through its drop): the failure output names it, so that the node and
+/// simulator logs it holds can be read after a flaky run. With `SONRAFT_TEST_KEEP` set it is
+/// kept when the test passes too, to compare a passing run with a failing one.
+pub struct TestDir(Option<tempfile::TempDir>);
+
+/// Whether `SONRAFT_TEST_KEEP` asks to keep the files of passing tests too.
+pub fn keep_passing() -> bool {
+    std::env::var_os("SONRAFT_TEST_KEEP").is_some()
+}
+
+impl TestDir {
+    pub fn new() -> TestDir {
+        TestDir(Some(tempfile::tempdir().expect("temp dir")))
+    }
+
+    pub fn path(&self) -> &Path {
+        self.0.as_ref().expect("until dropped").path()
+    }
+}
+
+impl Drop for TestDir {
+    fn drop(&mut self) {
+        let failed = std::thread::panicking();
+        if (failed || keep_passing())
+            && let Some(dir) = self.0.take()
+        {
+            let why = if failed {
+                "the test failed"
+            } else {
+                "SONRAFT_TEST_KEEP"
+            };
+            eprintln!(
+                "{why}: its files (logs, data) are kept in {}",
+                dir.keep().display()
+            );
+        }
+    }
+}
+
+/// A local cluster in a temp dir that is removed with it, or kept if the test fails (see
+/// [`TestDir`]): node N logs to `<dir>/nodeN.log`.
 pub struct Cluster {
     inner: LocalCluster,
-    _root: tempfile::TempDir,
+    _root: TestDir,
 }
 
 impl Deref for Cluster {
@@ -42,7 +83,7 @@ impl Cluster {
     }
 
     pub async fn start_with(n: u64, extra: &[&str]) -> Cluster {
-        let root = tempfile::tempdir().expect("temp dir");
+        let root = TestDir::new();
         let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
         let inner = LocalCluster::start(binary(), root.path(), n, &extra)
             .await
@@ -270,7 +311,7 @@ pub async fn start_in_namespaces(
     api_port: u16,
     extra: &[&str],
 ) -> Cluster {
-    let root = tempfile::tempdir().expect("temp dir");
+    let root = TestDir::new();
     let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
     let nodes = (1..=n)
         .map(|id| {
