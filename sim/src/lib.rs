@@ -241,7 +241,11 @@ fn bench(args: &BenchArgs) {
 
 async fn run_sim(args: RunArgs) -> anyhow::Result<()> {
     use anyhow::Context;
+    // `RUST_LOG` filters, as for the node (`sonraft_sim=debug`: each period's timing).
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .try_init();

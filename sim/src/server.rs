@@ -510,8 +510,15 @@ impl Sim {
             s.last = outcome;
             (frames, s.period)
         };
+        let computed_ms = now_ms().saturating_sub(end);
         self.latest
             .send_replace(Arc::new(PeriodFrames { number, frames }));
+        tracing::debug!(
+            period = number,
+            end_ms = end,
+            computed_ms,
+            "period computed and handed to the sessions"
+        );
     }
 
     /// The simulated hour of day in period `period` (busy hour when the day does not run).
