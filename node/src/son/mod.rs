@@ -33,7 +33,7 @@ mod testing;
 pub mod verify;
 pub mod view;
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
 
 use sonraft_protocol::{RELATION_COUNTERS, ReportView, cell_counter as cc, relation_counter as rc};
@@ -382,6 +382,7 @@ pub async fn run(
                         if with_pci {
                             *pci_unresolved = skipped.contains(&Function::PciConflict);
                         }
+                        hold_back_beyond_wave(&mut proposals, view.own.len());
                         let policy = image.son.policy.verification.clone();
                         (verify::open_trials(image, view), policy)
                     });
@@ -557,6 +558,50 @@ fn skip_refused(
         refusal.is_none()
     });
     skipped
+}
+
+/// Change sets one function proposes in one period at most (see [`hold_back_beyond_wave`]):
+/// a fiftieth of the site's own cells, and never fewer than this.
+const MIN_WAVE: usize = 100;
+
+/// Holds back the proposals of each function beyond its wave for this period: a fiftieth of
+/// the site's `own_cells` (at least [`MIN_WAVE`]), in the function's own order. What is held
+/// back is proposed again next period if it still holds: the functions keep no memory of what
+/// they proposed. Returns how many were held back.
+///
+/// A SON change is an experiment on a live network, and a function should not change a large
+/// part of it at once: energy saving sent 28,000 of 100,000 cells to sleep in one period (each
+/// judged against partners' loads measured before any of the others slept), and the wave took
+/// 2.4 s to commit and push, holding every other function's changes back behind it. In waves,
+/// each next one is decided on the loads the one before left. Waking cells, outage
+/// compensation and its reverts, and the site's fallbacks are never held back.
+fn hold_back_beyond_wave(proposals: &mut Vec<Proposal>, own_cells: usize) -> usize {
+    let wave = (own_cells / 50).max(MIN_WAVE);
+    let mut sent: BTreeMap<Function, usize> = BTreeMap::new();
+    let mut held: BTreeMap<Function, usize> = BTreeMap::new();
+    proposals.retain(|p| {
+        let function = p.change_set.origin.function;
+        let urgent = matches!(
+            function,
+            Function::OutageCompensation | Function::Fallback | Function::Operator
+        ) || is_wake(&p.change_set);
+        if urgent {
+            return true;
+        }
+        let n = sent.entry(function).or_default();
+        if *n < wave {
+            *n += 1;
+            return true;
+        }
+        *held.entry(function).or_default() += 1;
+        false
+    });
+    for (function, n) in &held {
+        metrics::counter!("sonraft_son_proposals_held_total", "function" => function.name())
+            .increment(*n as u64);
+        tracing::debug!(%function, held = n, wave, "SON proposals beyond the wave wait for the next period");
+    }
+    held.values().sum()
 }
 
 /// Whether `cs` is energy saving waking cells (every write sets `energy_saving` to `normal`).
@@ -882,6 +927,74 @@ mod tests {
             },
             cells: vec![source.into()],
         }
+    }
+
+    fn proposal(function: Function, cell: &str, param: Param, value: &str) -> Proposal {
+        Proposal {
+            change_set: ChangeSet {
+                origin: Origin { node: 1, function },
+                reason: "test".into(),
+                read_set: vec![],
+                writes: vec![Write {
+                    entity: EntityRef::cell(cell),
+                    param,
+                    value: Value::Text(value.into()),
+                }],
+                proposed_at_ms: 0,
+            },
+            cells: vec![cell.into()],
+        }
+    }
+
+    #[test]
+    fn a_function_changes_at_most_a_wave_of_cells_a_period_but_wakes_and_compensation_all_go() {
+        let es = |i: usize, to: &str| {
+            proposal(
+                Function::EnergySaving,
+                &format!("C{i}"),
+                Param::EnergySaving,
+                to,
+            )
+        };
+        let mut proposals: Vec<Proposal> = (0..300).map(|i| es(i, "dormant")).collect();
+        proposals.extend((300..450).map(|i| es(i, "normal")));
+        proposals.extend((0..150).map(|i| {
+            proposal(
+                Function::OutageCompensation,
+                &format!("N{i}"),
+                Param::AdminState,
+                "x",
+            )
+        }));
+        proposals.extend(
+            (0..150).map(|i| proposal(Function::AnrAdd, &format!("A{i}"), Param::AdminState, "x")),
+        );
+        // 10,000 own cells: a wave of 200.
+        let held = hold_back_beyond_wave(&mut proposals, 10_000);
+        let count = |f: Function, to: Option<&str>| {
+            proposals
+                .iter()
+                .filter(|p| p.change_set.origin.function == f)
+                .filter(|p| {
+                    to.is_none_or(|t| p.change_set.writes[0].value == Value::Text(t.into()))
+                })
+                .count()
+        };
+        assert_eq!(count(Function::EnergySaving, Some("dormant")), 200);
+        assert_eq!(
+            count(Function::EnergySaving, Some("normal")),
+            150,
+            "every wake goes"
+        );
+        assert_eq!(count(Function::OutageCompensation, None), 150);
+        assert_eq!(count(Function::AnrAdd, None), 150, "under its wave");
+        assert_eq!(held, 100);
+        // The first of the function's own order go: C0..C199.
+        assert_eq!(proposals[199].cells, vec!["C199".to_string()]);
+        // A small site still gets the minimum wave.
+        let mut small: Vec<Proposal> = (0..150).map(|i| es(i, "dormant")).collect();
+        assert_eq!(hold_back_beyond_wave(&mut small, 300), 50);
+        assert_eq!(small.len(), MIN_WAVE);
     }
 
     #[test]
