@@ -65,14 +65,23 @@ impl Smoothed {
     }
 }
 
+/// The offset after `cio`: up by at least 2 dB along the Q-OffsetRange values (but no further
+/// than `bound`), or down by one value towards 0 dB; `None` when there is no step to take.
 fn next_q(cio: i8, up: bool, bound: i8) -> Option<i8> {
     let pos = Q_OFFSET_RANGE_DB.iter().position(|q| *q == cio)?;
     let next = if up {
-        Q_OFFSET_RANGE_DB
+        let above = &Q_OFFSET_RANGE_DB[pos + 1..];
+        let step = above
             .iter()
-            .skip(pos + 1)
             .find(|q| **q - cio >= 2 || **q == 24)
-            .copied()?
+            .copied()?;
+        // Short of the bound by less than a step (another function left the offset odd):
+        // the last step goes to the bound, or the offset could never get back to it.
+        if step.abs() > bound {
+            above.iter().rev().find(|q| q.abs() <= bound).copied()?
+        } else {
+            step
+        }
     } else if cio > 0 {
         Q_OFFSET_RANGE_DB[..pos]
             .iter()
@@ -299,6 +308,15 @@ mod tests {
         assert_eq!(next_q(6, false, 24), Some(5));
         assert_eq!(next_q(1, false, 24), Some(0));
         assert_eq!(next_q(0, false, 24), None);
+    }
+
+    #[test]
+    fn from_an_odd_offset_the_step_up_still_reaches_the_bound() {
+        // Another function left the offset at 5 dB: a 2 dB step would be 8, over the bound,
+        // and the offset could never get back to 6.
+        assert_eq!(next_q(5, true, 6), Some(6));
+        assert_eq!(next_q(3, true, 6), Some(5));
+        assert_eq!(next_q(-1, true, 6), Some(1));
     }
 
     /// Overloaded-candidate cells A1 and A2 next to Z1, each with relations both ways, at the
