@@ -30,6 +30,8 @@ use std::collections::{BTreeSet, HashMap, VecDeque};
 
 use sonraft_protocol::{ReportView, cell_counter as cc, relation_counter as rc};
 use sonraft_raft::changeset::Function;
+use sonraft_raft::model::{EntityRef, Param};
+use sonraft_raft::rules;
 use sonraft_raft::son::{KpiDelta, Trial, Verdict, Verification};
 
 use sonraft_raft::model::image::NetworkImage;
@@ -496,21 +498,24 @@ fn neighbours_in(view: &RadioView, cell: &str) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// A change applied to a cell, or to one of its relations, by some writer at some log time.
+/// A write applied to a cell, or to one of its relations, by some writer at some log time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct OtherChange {
     pub at_ms: u64,
     pub function: Function,
+    pub param: Param,
 }
 
 /// The open trials with a cell of this site, each with the other changes applied to its cells
-/// that the image still knows of, in log time order.
+/// that the image still knows of and that act on what the trial changed, in log time order.
 ///
 /// The image keeps, per cell and per relation, the last writer of each parameter and when
 /// (which covers the operator and the fallbacks that undo a change), and the trials open and
 /// closed (which cover a change that a later one overwrote). A change of the trial's own
 /// function at the trial's log time is the trial's: a function does not step again on a cell
-/// before its verdict.
+/// before its verdict. Only a parameter the trial wrote, or one the rules couple with it
+/// ([`rules::coupled`]: the handover decision, the cell's border), acts on it: a relation ANR
+/// added beside a hysteresis change does not excuse that change.
 #[derive(Debug, Default)]
 pub struct OpenTrials {
     trials: Vec<(Trial, Vec<OtherChange>)>,
@@ -534,15 +539,12 @@ pub fn open_trials(image: &NetworkImage, view: &RadioView) -> OpenTrials {
             .cells
             .get(*cell)
             .into_iter()
-            .flat_map(|c| c.last_change.values())
-            .chain(
-                image
-                    .relations_from(cell)
-                    .flat_map(|r| r.last_change.values()),
-            );
-        found.extend(stamps.map(|s| OtherChange {
+            .flat_map(|c| &c.last_change)
+            .chain(image.relations_from(cell).flat_map(|r| &r.last_change));
+        found.extend(stamps.map(|(param, s)| OtherChange {
             at_ms: s.at_ms,
             function: s.by,
+            param: *param,
         }));
     }
     let recorded = image
@@ -551,11 +553,15 @@ pub fn open_trials(image: &NetworkImage, view: &RadioView) -> OpenTrials {
         .values()
         .chain(image.son.journal.values().map(|r| &r.trial));
     for t in recorded {
-        for cell in &t.cells {
-            if let Some(found) = changes.get_mut(cell.as_str()) {
+        for (w, _) in &t.writes {
+            let cell = match &w.entity {
+                EntityRef::Cell(c) | EntityRef::Relation(c, _) => c.as_str(),
+            };
+            if let Some(found) = changes.get_mut(cell) {
                 found.insert(OtherChange {
                     at_ms: t.applied_at_ms,
                     function: t.function,
+                    param: w.param,
                 });
             }
         }
@@ -564,12 +570,17 @@ pub fn open_trials(image: &NetworkImage, view: &RadioView) -> OpenTrials {
         .into_iter()
         .map(|t| {
             let mine = |o: &OtherChange| o.function == t.function && o.at_ms == t.applied_at_ms;
+            let acting: BTreeSet<Param> = t
+                .writes
+                .iter()
+                .flat_map(|(w, _)| std::iter::once(w.param).chain(rules::coupled(w.param)))
+                .collect();
             let mut others: Vec<OtherChange> = t
                 .cells
                 .iter()
                 .filter_map(|c| changes.get(c.as_str()))
                 .flatten()
-                .filter(|o| !mine(o))
+                .filter(|o| !mine(o) && acting.contains(&o.param))
                 .copied()
                 .collect();
             others.sort();
@@ -1133,6 +1144,20 @@ mod tests {
             );
         };
         mro_at(&mut img, 2 * PERIOD - PERIOD / 2);
+        assert!(verdicts(&img, &r)[0].degraded.is_some());
+        // A relation added beside it does not act on the offset: no excuse either.
+        img.relations
+            .get_mut(&("A1".to_string(), "A2".to_string()))
+            .unwrap()
+            .last_change
+            .insert(
+                Param::Exists,
+                sonraft_raft::model::Stamp {
+                    by: Function::AnrAdd,
+                    at_ms: 4 * PERIOD + PERIOD / 2,
+                    index: 11,
+                },
+            );
         assert!(verdicts(&img, &r)[0].degraded.is_some());
         // ... half a period after it: the fall may be either change's, and neither is undone
         // for it.
