@@ -12,8 +12,10 @@
 //! 80 %, both offsets step back towards 0 dB. |CIO| stays within the policy's bound. A cell's
 //! moves are one change set.
 
-use sonraft_raft::changeset::{ChangeSet, Function, Origin, ReadVersion, Write};
+use sonraft_raft::changeset::{ChangeSet, Function, Origin, Outcome, ReadVersion, Write};
+use sonraft_raft::model::image::NetworkImage;
 use sonraft_raft::model::{EntityRef, Param, Q_OFFSET_RANGE_DB, Value};
+use sonraft_raft::rules;
 use sonraft_raft::son::MlbTuning;
 
 use super::view::{FastMap, RadioView, relation_key};
@@ -65,14 +67,23 @@ impl Smoothed {
     }
 }
 
+/// The offset after `cio`: up by at least 2 dB along the Q-OffsetRange values (but no further
+/// than `bound`), or down by one value towards 0 dB; `None` when there is no step to take.
 fn next_q(cio: i8, up: bool, bound: i8) -> Option<i8> {
     let pos = Q_OFFSET_RANGE_DB.iter().position(|q| *q == cio)?;
     let next = if up {
-        Q_OFFSET_RANGE_DB
+        let above = &Q_OFFSET_RANGE_DB[pos + 1..];
+        let step = above
             .iter()
-            .skip(pos + 1)
             .find(|q| **q - cio >= 2 || **q == 24)
-            .copied()?
+            .copied()?;
+        // Short of the bound by less than a step (another function left the offset odd):
+        // the last step goes to the bound, or the offset could never get back to it.
+        if step.abs() > bound {
+            above.iter().rev().find(|q| q.abs() <= bound).copied()?
+        } else {
+            step
+        }
     } else if cio > 0 {
         Q_OFFSET_RANGE_DB[..pos]
             .iter()
@@ -252,7 +263,7 @@ pub fn propose(
                     to,
                     true,
                     format!(
-                        "{} uses {l:.0} % of its DL PRBs; {} {projected:.0} %, {after:.0} % expected after: CIO {cio} -> {to} dB to move edge users",
+                        "{} uses {l:.0} % of its DL PRBs, {} {projected:.0} %, {after:.0} % expected after: CIO {cio} -> {to} dB to move edge users",
                         view.id(c),
                         view.id(t)
                     ),
@@ -284,6 +295,97 @@ pub fn propose(
     out
 }
 
+/// Leaves out of load balancing's change set the moves that the apply-time rules would refuse
+/// on their own (an offset in another function's cool-down, or held by a higher-priority
+/// function), so that they do not take the free ones down with them: a change set is applied
+/// or refused whole, and an overloaded cell was refused six periods running for one blocked
+/// relation out of three. A move is the offset of one relation with its reverse; each is
+/// judged by [`rules::evaluate_with`] alone, read-only. When every move would be refused (the
+/// cell's own controls, or all its relations blocked) the change set stays as it is, for the
+/// cycle's other checks to skip or for the rules to refuse. Returns the moves left out, each
+/// with why.
+///
+/// It needs the image, which [`propose`] does not get: the SON cycle calls it on load
+/// balancing's proposals where it holds the image to skip refused ones.
+pub fn leave_out_refused(
+    image: &NetworkImage,
+    proposal: &mut Proposal,
+    now_ms: u64,
+    format: u16,
+) -> Vec<String> {
+    let cs = &proposal.change_set;
+    if cs.origin.function != Function::LoadBalancing || cs.read_set.len() != cs.writes.len() {
+        return Vec::new();
+    }
+    // The moves in the order they were made: a relation and its reverse share one.
+    let mut moves: Vec<((String, String), Vec<usize>)> = Vec::new();
+    for (i, w) in cs.writes.iter().enumerate() {
+        let EntityRef::Relation(s, t) = &w.entity else {
+            return Vec::new();
+        };
+        let pair = if s < t {
+            (s.clone(), t.clone())
+        } else {
+            (t.clone(), s.clone())
+        };
+        match moves.iter_mut().find(|(p, _)| *p == pair) {
+            Some((_, writes)) => writes.push(i),
+            None => moves.push((pair, vec![i])),
+        }
+    }
+    let refusals: Vec<Option<String>> = moves
+        .iter()
+        .map(|(_, writes)| {
+            let alone = ChangeSet {
+                read_set: writes.iter().map(|&i| cs.read_set[i].clone()).collect(),
+                writes: writes.iter().map(|&i| cs.writes[i].clone()).collect(),
+                ..cs.clone()
+            };
+            match rules::evaluate_with(image, &alone, 0, now_ms, rules::Judge::format(format)) {
+                Err(Outcome::Rejected { reason }) => Some(reason),
+                _ => None,
+            }
+        })
+        .collect();
+    if refusals.iter().all(Option::is_some) || refusals.iter().all(Option::is_none) {
+        return Vec::new();
+    }
+    // One reason per move, in the same order (see `Moves::set`).
+    let reasons: Vec<&str> = cs.reason.split("; ").collect();
+    let by_move = reasons.len() == moves.len();
+    let (mut read_set, mut writes, mut why, mut left_out) = (vec![], vec![], vec![], vec![]);
+    for (m, ((pair, idx), refused)) in moves.iter().zip(&refusals).enumerate() {
+        match refused {
+            Some(reason) => left_out.push(format!("{}/{}: {reason}", pair.0, pair.1)),
+            None => {
+                read_set.extend(idx.iter().map(|&i| cs.read_set[i].clone()));
+                writes.extend(idx.iter().map(|&i| cs.writes[i].clone()));
+                if by_move {
+                    why.push(reasons[m]);
+                }
+            }
+        }
+    }
+    let reason = if by_move {
+        why.join("; ")
+    } else {
+        cs.reason.clone()
+    };
+    let written: Vec<&str> = writes
+        .iter()
+        .filter_map(|w| match &w.entity {
+            EntityRef::Relation(s, _) => Some(s.as_str()),
+            EntityRef::Cell(_) => None,
+        })
+        .collect();
+    proposal.cells.retain(|c| written.contains(&c.as_str()));
+    let cs = &mut proposal.change_set;
+    cs.reason = format!("{reason}; left out: {}", left_out.join("; "));
+    cs.read_set = read_set;
+    cs.writes = writes;
+    left_out
+}
+
 #[cfg(test)]
 mod tests {
     use sonraft_raft::model::image::NetworkImage;
@@ -299,6 +401,15 @@ mod tests {
         assert_eq!(next_q(6, false, 24), Some(5));
         assert_eq!(next_q(1, false, 24), Some(0));
         assert_eq!(next_q(0, false, 24), None);
+    }
+
+    #[test]
+    fn from_an_odd_offset_the_step_up_still_reaches_the_bound() {
+        // Another function left the offset at 5 dB: a 2 dB step would be 8, over the bound,
+        // and the offset could never get back to 6.
+        assert_eq!(next_q(5, true, 6), Some(6));
+        assert_eq!(next_q(3, true, 6), Some(5));
+        assert_eq!(next_q(-1, true, 6), Some(1));
     }
 
     /// Overloaded-candidate cells A1 and A2 next to Z1, each with relations both ways, at the
@@ -472,6 +583,73 @@ mod tests {
             .filter(|(r, to)| r.ends_with("/Z1") && *to > 0)
             .count();
         assert_eq!(into_z1, 1, "{moves:?}");
+    }
+
+    #[test]
+    fn a_move_the_rules_would_refuse_is_left_out_and_the_free_ones_go() {
+        use sonraft_raft::model::Stamp;
+        // A1 is overloaded with two quiet neighbours; mobility robustness changed A1 -> Z1 a
+        // minute ago, so that offset is in its cool-down and priority hold.
+        let mut img = image(
+            vec![
+                cell("A1", 1, 1300),
+                cell("Z1", 2, 1300),
+                cell("Z2", 3, 1300),
+            ],
+            vec![
+                relation("A1", "Z1"),
+                relation("Z1", "A1"),
+                relation("A1", "Z2"),
+                relation("Z2", "A1"),
+            ],
+        );
+        let now = 10 * 60 * 1000;
+        img.relations
+            .get_mut(&("A1".to_string(), "Z1".to_string()))
+            .unwrap()
+            .last_change
+            .insert(
+                Param::CioDb,
+                Stamp {
+                    by: Function::MobilityRobustness,
+                    at_ms: now - 60_000,
+                    index: 2,
+                },
+            );
+        let v = view(&img);
+        let good = counters(40, 40, 0, 0, 0);
+        let mut input = period(&v, &[("A1", "Z1", good), ("A1", "Z2", good)]);
+        for (id, pct) in [("A1", 90.0), ("Z1", 20.0), ("Z2", 30.0)] {
+            input.prb_pct.insert(v.index[id], pct);
+        }
+        let load = Smoothed::default().update(&v, &input);
+        let mut proposals = propose(&v, &input, &load, 1, now);
+        assert_eq!(proposals.len(), 1);
+        let p = &mut proposals[0];
+        assert_eq!(p.change_set.writes.len(), 4, "{:?}", p.change_set);
+        let whole = rules::evaluate_with(&img, &p.change_set, 0, now, rules::Judge::format(10));
+        assert!(matches!(whole, Err(Outcome::Rejected { .. })), "{whole:?}");
+
+        let left_out = leave_out_refused(&img, p, now, 10);
+
+        assert_eq!(left_out.len(), 1, "{left_out:?}");
+        assert!(left_out[0].starts_with("A1/Z1: "), "{left_out:?}");
+        let written: Vec<String> = p
+            .change_set
+            .writes
+            .iter()
+            .map(|w| w.entity.to_string())
+            .collect();
+        assert_eq!(written, ["relation/A1/Z2", "relation/Z2/A1"]);
+        assert_eq!(p.change_set.read_set.len(), 2);
+        assert!(
+            !p.change_set.reason.contains("Z1 20 %"),
+            "{}",
+            p.change_set.reason
+        );
+        assert_eq!(p.cells, ["A1"]);
+        let rest = rules::evaluate_with(&img, &p.change_set, 0, now, rules::Judge::format(10));
+        assert!(rest.is_ok(), "{rest:?}");
     }
 
     #[test]

@@ -16,6 +16,10 @@
 //! while above 100 ms, else hysteresis −0.5 dB; later: hysteresis +0.5 dB up to 5 dB, else
 //! time-to-trigger one step up. Otherwise only the relations that ask move, by their cell
 //! individual offset (one Q-OffsetRange step, within the policy's bound), in one change set.
+//!
+//! An offset load balancing holds for a loaded cell is its own ([`load_balancing_holds`]): the
+//! early handovers out of the cell, and the late ones back into it, are what it was set for, and
+//! do not count here while the load lasts.
 
 use sonraft_protocol::relation_counter as rc;
 use sonraft_raft::changeset::{ChangeSet, Function, Origin, ReadVersion, Write};
@@ -122,6 +126,34 @@ fn cio_step(cio: i8, direction: Direction, bound: i8) -> Option<i8> {
     (next.abs() <= bound || next.abs() < cio.abs()).then_some(next)
 }
 
+/// Whether load balancing holds the offset of `source -> target`, and if so the direction
+/// that would undo it: a raised offset out of a cell that is still above load balancing's
+/// release threshold (it moves edge users out early: stepping it *later* undoes it), or a
+/// lowered one into such a cell (it keeps them out: *sooner* undoes it). Load balancing owns
+/// an offset it set for load as long as the load lasts (3GPP MLB/MRO coordination); mobility
+/// robustness may still move the offset the other way, or the cell's hysteresis and
+/// time-to-trigger for the failures load balancing did not cause.
+///
+/// The view does not say who last wrote an offset; its sign and the load do. An offset that
+/// mobility robustness raised itself on a loaded cell is held too, until the load falls.
+fn load_balancing_holds(
+    view: &RadioView,
+    input: &PeriodInput,
+    source: u32,
+    target: u32,
+) -> Option<Direction> {
+    let release = f64::from(view.tuning.load_balancing.release_pct);
+    let loaded = |c: u32| input.prb_pct(view, c).is_some_and(|l| l >= release);
+    let cio = view.relation(source, target)?.cio_db;
+    if cio > 0 && loaded(source) {
+        Some(Direction::Later)
+    } else if cio < 0 && loaded(target) {
+        Some(Direction::Sooner)
+    } else {
+        None
+    }
+}
+
 /// The cell-wide step: which parameter, from what, to what.
 fn cell_step(hysteresis: u8, ttt: u16, direction: Direction) -> Option<(Param, i64, i64)> {
     let (h, t) = (i64::from(hysteresis), i64::from(ttt));
@@ -156,6 +188,7 @@ pub fn propose(view: &RadioView, input: &PeriodInput, node: u64, now_ms: u64) ->
             .iter()
             .filter(|(t, _)| !input.outage.contains(t) && !view.seems_in_outage(*t))
             .map(|(t, v)| {
+                let held = load_balancing_holds(view, input, c, *t);
                 // A wrong-cell handover towards a target whose PCI clashes is the PCI's fault
                 // (looked up only when there are some: it lists the cell's neighbours).
                 let wrong = v[rc::WRONG_CELL];
@@ -164,12 +197,20 @@ pub fn propose(view: &RadioView, input: &PeriodInput, node: u64, now_ms: u64) ->
                 } else {
                     wrong
                 };
-                let f = Failures {
+                let mut f = Failures {
                     att: v[rc::ATT],
                     late: v[rc::TOO_LATE],
                     early: v[rc::TOO_EARLY] + wrong,
                     ping_pong: v[rc::PING_PONG],
                 };
+                // What load balancing's offset was set to cause is no failure of mobility's:
+                // counted, it would step the offset back (or move the cell's timing against
+                // it) only for load balancing to set it again.
+                match held {
+                    Some(Direction::Later) => (f.early, f.ping_pong) = (0, 0),
+                    Some(Direction::Sooner) => f.late = 0,
+                    None => {}
+                }
                 cell.add(f);
                 (*t, f)
             })
@@ -445,6 +486,80 @@ mod tests {
         assert_eq!(
             per_relation(rel(40, 6, 0, 0), clean, 2, 3, 10),
             [("A2".to_string(), 8)]
+        );
+    }
+
+    /// Proposals for A1 with the offsets A1 -> A2 at `out` and A2 -> A1 at `back`, A1 at
+    /// `load` % of its PRBs, and the handovers `a1_a2` and `a2_a1` on those relations (each
+    /// beside a clean relation to Z1 that carries most of the attempts): `(relation, new
+    /// offset)` per write.
+    fn with_load(
+        out: i8,
+        back: i8,
+        load: f64,
+        a1_a2: [u64; 6],
+        a2_a1: [u64; 6],
+    ) -> Vec<(String, i64)> {
+        let (mut r, mut b) = (relation("A1", "A2"), relation("A2", "A1"));
+        r["cio_db"] = out.into();
+        b["cio_db"] = back.into();
+        let img = image(
+            vec![
+                cell("A1", 1, 1300),
+                cell("A2", 2, 1300),
+                cell("Z1", 3, 1300),
+            ],
+            vec![r, b, relation("A1", "Z1"), relation("A2", "Z1")],
+        );
+        let v = view(&img);
+        let clean = rel(80, 0, 0, 0);
+        let mut input = period(
+            &v,
+            &[
+                ("A1", "A2", a1_a2),
+                ("A1", "Z1", clean),
+                ("A2", "A1", a2_a1),
+                ("A2", "Z1", clean),
+            ],
+        );
+        input.prb_pct.insert(v.index["A1"], load);
+        input.prb_pct.insert(v.index["A2"], 30.0);
+        propose(&v, &input, 1, 0)
+            .iter()
+            .flat_map(|p| p.change_set.writes.iter())
+            .map(|w| {
+                let Value::Int(to) = w.value else {
+                    panic!("{w:?}")
+                };
+                (w.entity.to_string(), to)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn offsets_load_balancing_holds_for_a_loaded_cell_are_not_stepped_back() {
+        let clean = rel(40, 0, 0, 0);
+        // Load balancing raised A1 -> A2 to 6 dB to move A1's edge users out early: the early
+        // handovers are what it set the offset for while A1 stays loaded.
+        let early = rel(40, 6, 0, 0);
+        assert!(with_load(6, 0, 75.0, early, clean).is_empty());
+        // ... and lowered A2 -> A1 to -6 dB to keep them out: late handovers back into A1 too.
+        let late = rel(40, 0, 6, 0);
+        assert!(with_load(0, -6, 75.0, clean, late).is_empty());
+        // Once A1 is under load balancing's release threshold the offsets are anyone's again.
+        assert_eq!(
+            with_load(6, 0, 40.0, early, clean),
+            [("relation/A1/A2".to_string(), 5)]
+        );
+        assert_eq!(
+            with_load(0, -6, 40.0, clean, late),
+            [("relation/A2/A1".to_string(), -5)]
+        );
+        // A failure the offset was not set to cause still counts: late handovers on a raised
+        // offset ask for more of it.
+        assert_eq!(
+            with_load(4, 0, 75.0, late, clean),
+            [("relation/A1/A2".to_string(), 5)]
         );
     }
 

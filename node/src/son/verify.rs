@@ -20,12 +20,18 @@
 //!
 //! Rates count only with at least [`Verification::min_attempts`] handover attempts a period
 //! on both sides: too few events say nothing. Without a baseline (the node started after the
-//! change, a new cell) the verdict keeps the change and records no KPI.
+//! change, a new cell) the verdict keeps the change and records no KPI. When another change
+//! (any function's, the operator's, a fallback's) applied to the trial's cells or their
+//! relations inside the periods that judge it, the verdict keeps the change with its KPIs but
+//! no blame: the counters moved for both, and an undo would hold the function off the cells
+//! for the policy's hold for what may be the other's doing.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 
 use sonraft_protocol::{ReportView, cell_counter as cc, relation_counter as rc};
 use sonraft_raft::changeset::Function;
+use sonraft_raft::model::{EntityRef, Param};
+use sonraft_raft::rules;
 use sonraft_raft::son::{KpiDelta, Trial, Verdict, Verification};
 
 use sonraft_raft::model::image::NetworkImage;
@@ -249,9 +255,12 @@ pub enum Judgement {
 }
 
 /// Judges `trial`: `own` says which cells are this site's, `neighbours` lists the targets of a
-/// cell's relations.
+/// cell's relations, `others` the other changes applied to the trial's cells (see
+/// [`OpenTrials`]). One of them inside the periods that judge the trial makes the verdict keep
+/// it without blame: what the counters saw is no longer this change's alone.
 pub fn judge(
     trial: &Trial,
+    others: &[OtherChange],
     own: impl Fn(&str) -> bool,
     neighbours: impl Fn(&str) -> Vec<String>,
     ring: &KpiRing,
@@ -272,6 +281,8 @@ pub fn judge(
     let mut cells = Window::default();
     let mut area = Window::default();
     let mut baseline = true;
+    // From the start of the earliest period judged to the end of the latest.
+    let mut span = (u64::MAX, 0u64);
     for cell in &scope {
         let reconfigured = changed.contains(cell);
         let Some(later) = ring.after(cell, trial.applied_at_ms, n) else {
@@ -284,6 +295,9 @@ pub fn judge(
             baseline = false;
             continue;
         };
+        for p in earlier.iter().chain(&later) {
+            span = (span.0.min(p.start_ms()), span.1.max(p.end_ms));
+        }
         area.add(&earlier, &later);
         if reconfigured {
             cells.add(&earlier, &later);
@@ -306,6 +320,25 @@ pub fn judge(
             .iter()
             .all(|(w, _)| matches!(&w.value, sonraft_raft::model::Value::Text(t) if t == "normal"));
     let degraded = degraded.filter(|_| !waking);
+    // Another change inside the windows (mobility robustness stepping an offset of the cell
+    // load balancing just offloaded, a fallback undoing a third change): the KPIs moved for
+    // both, and undoing this one would blame it, and hold its function off the cells for
+    // hours, for what may be the other's doing. Kept, with its KPIs recorded.
+    let shared = others.iter().find(|o| o.at_ms > span.0 && o.at_ms < span.1);
+    let degraded = match (degraded, shared) {
+        (Some(why), Some(other)) => {
+            tracing::info!(
+                trial = trial.index,
+                function = %trial.function,
+                other = %other.function,
+                other_at_ms = other.at_ms,
+                would_be = %why.0,
+                "SON change kept unjudged: another change on its cells falls inside its verification periods"
+            );
+            None
+        }
+        (degraded, _) => degraded,
+    };
     let degraded = degraded.map(|(why, on_area)| {
         let over = if on_area { &scope } else { &changed };
         format!("{why} over cells {}", list(over))
@@ -465,32 +498,116 @@ fn neighbours_in(view: &RadioView, cell: &str) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// The open trials with a cell of this site.
-pub fn open_trials(image: &NetworkImage, view: &RadioView) -> Vec<Trial> {
-    image
+/// A write applied to a cell, or to one of its relations, by some writer at some log time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct OtherChange {
+    pub at_ms: u64,
+    pub function: Function,
+    pub param: Param,
+}
+
+/// The open trials with a cell of this site, each with the other changes applied to its cells
+/// that the image still knows of and that act on what the trial changed, in log time order.
+///
+/// The image keeps, per cell and per relation, the last writer of each parameter and when
+/// (which covers the operator and the fallbacks that undo a change), and the trials open and
+/// closed (which cover a change that a later one overwrote). A change of the trial's own
+/// function at the trial's log time is the trial's: a function does not step again on a cell
+/// before its verdict. Only a parameter the trial wrote, or one the rules couple with it
+/// ([`rules::coupled`]: the handover decision, the cell's border), acts on it: a relation ANR
+/// added beside a hysteresis change does not excuse that change.
+#[derive(Debug, Default)]
+pub struct OpenTrials {
+    trials: Vec<(Trial, Vec<OtherChange>)>,
+}
+
+/// The open trials with a cell of this site (see [`OpenTrials`]).
+pub fn open_trials(image: &NetworkImage, view: &RadioView) -> OpenTrials {
+    let trials: Vec<&Trial> = image
         .son
         .trials
         .values()
         .filter(|t| t.cells.iter().any(|c| is_own(view, c)))
-        .cloned()
-        .collect()
+        .collect();
+    let mut changes: HashMap<&str, BTreeSet<OtherChange>> = trials
+        .iter()
+        .flat_map(|t| &t.cells)
+        .map(|c| (c.as_str(), BTreeSet::new()))
+        .collect();
+    for (cell, found) in changes.iter_mut() {
+        let stamps = image
+            .cells
+            .get(*cell)
+            .into_iter()
+            .flat_map(|c| &c.last_change)
+            .chain(image.relations_from(cell).flat_map(|r| &r.last_change));
+        found.extend(stamps.map(|(param, s)| OtherChange {
+            at_ms: s.at_ms,
+            function: s.by,
+            param: *param,
+        }));
+    }
+    let recorded = image
+        .son
+        .trials
+        .values()
+        .chain(image.son.journal.values().map(|r| &r.trial));
+    for t in recorded {
+        for (w, _) in &t.writes {
+            let cell = match &w.entity {
+                EntityRef::Cell(c) | EntityRef::Relation(c, _) => c.as_str(),
+            };
+            if let Some(found) = changes.get_mut(cell) {
+                found.insert(OtherChange {
+                    at_ms: t.applied_at_ms,
+                    function: t.function,
+                    param: w.param,
+                });
+            }
+        }
+    }
+    let trials = trials
+        .into_iter()
+        .map(|t| {
+            let mine = |o: &OtherChange| o.function == t.function && o.at_ms == t.applied_at_ms;
+            let acting: BTreeSet<Param> = t
+                .writes
+                .iter()
+                .flat_map(|(w, _)| std::iter::once(w.param).chain(rules::coupled(w.param)))
+                .collect();
+            let mut others: Vec<OtherChange> = t
+                .cells
+                .iter()
+                .filter_map(|c| changes.get(c.as_str()))
+                .flatten()
+                .filter(|o| !mine(o) && acting.contains(&o.param))
+                .copied()
+                .collect();
+            others.sort();
+            others.dedup();
+            (t.clone(), others)
+        })
+        .collect();
+    OpenTrials { trials }
 }
 
 /// The verdicts due this period on `trials` (this site's open ones), each proposed once.
 pub fn due(
-    trials: &[Trial],
+    trials: &OpenTrials,
     view: &RadioView,
     ring: &KpiRing,
     proposed: &mut Proposed,
     policy: &Verification,
 ) -> Vec<Verdict> {
-    let open: std::collections::HashSet<u64> = trials.iter().map(|t| t.index).collect();
+    let open: std::collections::HashSet<u64> = trials.trials.iter().map(|t| t.0.index).collect();
     proposed.retain_open(|t| open.contains(&t));
     trials
+        .trials
         .iter()
-        .filter_map(|t| {
+        .filter_map(|(t, others)| {
             match judge(
                 t,
+                others,
                 |c| is_own(view, c),
                 |c| neighbours_in(view, c),
                 ring,
@@ -590,6 +707,7 @@ mod tests {
         let t = trial(Function::MobilityRobustness, 4 * PERIOD);
         let j = judge(
             &t,
+            &[],
             own,
             neighbours,
             &ring(4 * PERIOD, 6, 80),
@@ -620,6 +738,7 @@ mod tests {
         let verdict = |late_after| {
             let j = judge(
                 &t,
+                &[],
                 own,
                 neighbours,
                 &ring(4 * PERIOD, 6, late_after),
@@ -643,6 +762,7 @@ mod tests {
         mro.function = Function::MobilityRobustness;
         let j = judge(
             &mro,
+            &[],
             own,
             neighbours,
             &ring(4 * PERIOD, 6, 50),
@@ -686,7 +806,7 @@ mod tests {
                 r.record_cell(cell, p);
             }
         }
-        let j = judge(&t, own, neighbours, &r, &Verification::default());
+        let j = judge(&t, &[], own, neighbours, &r, &Verification::default());
         let Judgement::Verdict(v) = j else {
             panic!("{j:?}")
         };
@@ -700,7 +820,7 @@ mod tests {
         // it did not touch).
         let mut mlb = t.clone();
         mlb.function = Function::LoadBalancing;
-        let Judgement::Verdict(v) = judge(&mlb, own, neighbours, &r, &Verification::default())
+        let Judgement::Verdict(v) = judge(&mlb, &[], own, neighbours, &r, &Verification::default())
         else {
             panic!()
         };
@@ -712,6 +832,7 @@ mod tests {
         let t = trial(Function::MobilityRobustness, 4 * PERIOD);
         let j = judge(
             &t,
+            &[],
             own,
             neighbours,
             &ring(4 * PERIOD, 6, 12),
@@ -729,6 +850,7 @@ mod tests {
         let t = trial(Function::MobilityRobustness, 4 * PERIOD);
         let j = judge(
             &t,
+            &[],
             own,
             neighbours,
             &ring(4 * PERIOD, 5, 80),
@@ -743,6 +865,7 @@ mod tests {
         t.cells = vec!["Z-1".into()];
         let j = judge(
             &t,
+            &[],
             own,
             neighbours,
             &ring(4 * PERIOD, 6, 80),
@@ -753,6 +876,7 @@ mod tests {
         let t = trial(Function::MobilityRobustness, 0);
         let j = judge(
             &t,
+            &[],
             own,
             neighbours,
             &ring(0, 3, 80),
@@ -772,7 +896,8 @@ mod tests {
             r.record_cell("A-1", period(i * PERIOD, 10, late, 20_000, 50));
         }
         let t = trial(Function::MobilityRobustness, 4 * PERIOD);
-        let Judgement::Verdict(v) = judge(&t, own, |_| vec![], &r, &Verification::default()) else {
+        let Judgement::Verdict(v) = judge(&t, &[], own, |_| vec![], &r, &Verification::default())
+        else {
             panic!()
         };
         assert_eq!(v.degraded, None);
@@ -792,7 +917,8 @@ mod tests {
             r.record_cell("A-2", period(i * PERIOD, 1000, 10, 20_000, prb));
         }
         let t = trial(Function::LoadBalancing, 4 * PERIOD);
-        let Judgement::Verdict(v) = judge(&t, own, neighbours, &r, &Verification::default()) else {
+        let Judgement::Verdict(v) = judge(&t, &[], own, neighbours, &r, &Verification::default())
+        else {
             panic!()
         };
         assert!(
@@ -810,7 +936,7 @@ mod tests {
             r.record_cell("A-1", period(i * PERIOD, 1000, 10, thp, 50));
         }
         let t = trial(Function::PciConflict, 4 * PERIOD);
-        let v = |r: &KpiRing| match judge(&t, own, |_| vec![], r, &Verification::default()) {
+        let v = |r: &KpiRing| match judge(&t, &[], own, |_| vec![], r, &Verification::default()) {
             Judgement::Verdict(v) => v,
             other => panic!("{other:?}"),
         };
@@ -851,7 +977,8 @@ mod tests {
             );
         }
         let t = trial(Function::LoadBalancing, 4 * PERIOD);
-        let Judgement::Verdict(v) = judge(&t, own, neighbours, &r, &Verification::default()) else {
+        let Judgement::Verdict(v) = judge(&t, &[], own, neighbours, &r, &Verification::default())
+        else {
             panic!()
         };
         let thp = v.kpis.iter().find(|k| k.kpi == "thp_dl_kbps").unwrap();
@@ -891,10 +1018,11 @@ mod tests {
             r
         };
         let t = trial(Function::EnergySaving, 4 * PERIOD);
-        let verdict = |r: &KpiRing| match judge(&t, own, neighbours, r, &Verification::default()) {
-            Judgement::Verdict(v) => v,
-            other => panic!("{other:?}"),
-        };
+        let verdict =
+            |r: &KpiRing| match judge(&t, &[], own, neighbours, r, &Verification::default()) {
+                Judgement::Verdict(v) => v,
+                other => panic!("{other:?}"),
+            };
         let v = verdict(&ring(45));
         assert_eq!(v.degraded, None, "{:?}", v.kpis);
         let v = verdict(&ring(80));
@@ -921,10 +1049,123 @@ mod tests {
             },
             sonraft_raft::model::Value::Text("dormant".into()),
         )];
-        let Judgement::Verdict(v) = judge(&t, own, neighbours, &r, &Verification::default()) else {
+        let Judgement::Verdict(v) = judge(&t, &[], own, neighbours, &r, &Verification::default())
+        else {
             panic!()
         };
         assert_eq!(v.degraded, None, "{:?}", v.kpis);
+    }
+
+    /// A1's relations to A2 and Z1, load balancing's trial 9 on A1 (CIO A1 -> Z1 0 -> 2 dB at
+    /// 4 s), and a ring in which A1's handover success falls from 990 to 920 per mille after
+    /// it.
+    fn load_balancing_trial_on_a1() -> (NetworkImage, KpiRing) {
+        use super::super::testing::{cell, image, relation};
+        use sonraft_raft::model::Stamp;
+        let mut img = image(
+            vec![
+                cell("A1", 1, 1300),
+                cell("A2", 2, 1300),
+                cell("Z1", 3, 1300),
+            ],
+            vec![relation("A1", "A2"), relation("A1", "Z1")],
+        );
+        let write = Write {
+            entity: EntityRef::relation("A1", "Z1"),
+            param: Param::CioDb,
+            value: Value::Int(2),
+        };
+        img.son.trials.insert(
+            9,
+            Trial {
+                index: 9,
+                function: Function::LoadBalancing,
+                applied_at_ms: 4 * PERIOD,
+                writes: vec![(write, Value::Int(0))],
+                cells: vec!["A1".into()],
+                removed: vec![],
+            },
+        );
+        let rel = img
+            .relations
+            .get_mut(&("A1".to_string(), "Z1".to_string()))
+            .unwrap();
+        rel.cio_db = 2;
+        rel.last_change.insert(
+            Param::CioDb,
+            Stamp {
+                by: Function::LoadBalancing,
+                at_ms: 4 * PERIOD,
+                index: 9,
+            },
+        );
+        let mut r = KpiRing::default();
+        for i in 1..=6 {
+            let late = if i > 4 { 80 } else { 10 };
+            r.record_cell("A1", period(i * PERIOD, 1000, late, 20_000, 50));
+            r.record_cell("A2", period(i * PERIOD, 1000, 10, 20_000, 40));
+        }
+        (img, r)
+    }
+
+    fn verdicts(img: &NetworkImage, r: &KpiRing) -> Vec<Verdict> {
+        let view = super::super::testing::view(img);
+        let trials = open_trials(img, &view);
+        due(
+            &trials,
+            &view,
+            r,
+            &mut Proposed::default(),
+            &Verification::default(),
+        )
+    }
+
+    #[test]
+    fn a_change_is_not_blamed_for_another_functions_change_inside_its_windows() {
+        let (mut img, r) = load_balancing_trial_on_a1();
+        // Alone on A1, the fall is load balancing's: undone.
+        let alone = verdicts(&img, &r);
+        assert_eq!(alone.len(), 1, "{alone:?}");
+        assert!(alone[0].degraded.is_some(), "{alone:?}");
+        // Mobility robustness stepped A1 -> A2 before the baseline began: no excuse.
+        let mro_at = |img: &mut NetworkImage, at_ms: u64| {
+            let rel = img
+                .relations
+                .get_mut(&("A1".to_string(), "A2".to_string()))
+                .unwrap();
+            rel.cio_db = -1;
+            rel.last_change.insert(
+                Param::CioDb,
+                sonraft_raft::model::Stamp {
+                    by: Function::MobilityRobustness,
+                    at_ms,
+                    index: 10,
+                },
+            );
+        };
+        mro_at(&mut img, 2 * PERIOD - PERIOD / 2);
+        assert!(verdicts(&img, &r)[0].degraded.is_some());
+        // A relation added beside it does not act on the offset: no excuse either.
+        img.relations
+            .get_mut(&("A1".to_string(), "A2".to_string()))
+            .unwrap()
+            .last_change
+            .insert(
+                Param::Exists,
+                sonraft_raft::model::Stamp {
+                    by: Function::AnrAdd,
+                    at_ms: 4 * PERIOD + PERIOD / 2,
+                    index: 11,
+                },
+            );
+        assert!(verdicts(&img, &r)[0].degraded.is_some());
+        // ... half a period after it: the fall may be either change's, and neither is undone
+        // for it.
+        mro_at(&mut img, 4 * PERIOD + PERIOD / 2);
+        let shared = verdicts(&img, &r);
+        assert_eq!(shared.len(), 1, "{shared:?}");
+        assert_eq!(shared[0].trial, 9);
+        assert_eq!(shared[0].degraded, None, "{shared:?}");
     }
 
     #[test]
