@@ -14,10 +14,13 @@
 //! - [`coverage`]: coverage and capacity optimisation, tilt and power against overshooting
 //!   cells and coverage holes.
 //!
-//! Functions never coordinate with each other or with other sites directly: every proposal
-//! carries its read set and is judged by the apply-time rules (cool-downs, priorities, step
-//! limits). A `conflict` means the view was stale: the site re-captures it and recomputes, once
-//! per period; a `rejected` proposal is left for a later period.
+//! Functions coordinate through the log, not with each other or with other sites: every
+//! proposal carries its read set and is judged by the apply-time rules (cool-downs, priorities,
+//! step limits). A `conflict` means the view was stale: the site re-captures it and recomputes,
+//! once per period; a `rejected` proposal is left for a later period. One exception, as 3GPP's
+//! MRO/MLB coordination has it: mobility robustness does not step back the offsets load
+//! balancing holds for a cell still above its release threshold (`robustness`), or the two
+//! would take turns on one offset.
 
 pub mod anr;
 pub mod anr_add;
@@ -522,6 +525,14 @@ fn skip_refused(
                 .collect();
             if !kept.is_empty() {
                 *writes = kept;
+            }
+        }
+        // Load balancing's moves the rules would refuse on their own are left out, so that
+        // one blocked relation does not take the cell's free ones down with it.
+        if function == Function::LoadBalancing {
+            let left_out = load_balancing::leave_out_refused(image, p, now_ms, format);
+            if !left_out.is_empty() {
+                tracing::trace!(?left_out, "load balancing moves left out");
             }
         }
         let cells = reconfigured_cells(&p.change_set);
@@ -1200,7 +1211,15 @@ mod tests {
                             .iter()
                             .find(|p| p.change_set.origin.function == second)
                         else {
-                            panic!("{second} no longer proposes: {again:?}");
+                            // Recomputed after load balancing raised the offset, mobility
+                            // robustness leaves alone what load balancing holds for the loaded
+                            // cell (`robustness::load_balancing_holds`): nothing to apply.
+                            assert_eq!(
+                                second,
+                                Function::MobilityRobustness,
+                                "{second} no longer proposes: {again:?}"
+                            );
+                            continue;
                         };
                         let env =
                             Envelope::in_format(&Command::ChangeSet(p.change_set.clone()), now, 5)
