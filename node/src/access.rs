@@ -67,9 +67,18 @@ pub fn required_role(method: &Method, template: &str) -> Option<Role> {
 pub const MIN_TOKEN_LEN: usize = 8;
 
 /// The admin API's tokens and their roles.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Default)]
 pub struct Tokens {
     tokens: Vec<(String, Role)>,
+}
+
+/// Roles only, never a token (see [`crate::config::Secret`]).
+impl std::fmt::Debug for Tokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.tokens.iter().map(|(_, role)| role))
+            .finish()
+    }
 }
 
 impl Tokens {

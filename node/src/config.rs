@@ -363,6 +363,28 @@ struct FileConfig {
     tls_ca: Option<PathBuf>,
 }
 
+/// A secret (the cluster secret, a token): `Debug` says that it is set, never what it is, so a
+/// configuration printed for a bug report or a log line does not carry it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: String) -> Secret {
+        Secret(value)
+    }
+
+    /// The secret itself, for the one place that needs it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
 /// A complete, checked node configuration.
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
@@ -373,9 +395,9 @@ pub struct NodeConfig {
     pub api_listen: SocketAddr,
     pub advertise_raft_addr: Option<String>,
     pub advertise_api_addr: Option<String>,
-    pub cluster_secret: String,
+    pub cluster_secret: Secret,
     /// The admin token: what this node presents to other nodes' APIs.
-    pub token: String,
+    pub token: Secret,
     /// Every token the admin API takes, with its role.
     pub tokens: Tokens,
     /// Whether the API takes change sets in a SON function's name (`--api-son-origins`).
@@ -614,8 +636,8 @@ impl NodeConfig {
             api_listen: parse_addr("--api-addr", &api)?,
             advertise_raft_addr: args.advertise_raft_addr.or(file.advertise_raft_addr),
             advertise_api_addr: args.advertise_api_addr.or(file.advertise_api_addr),
-            cluster_secret,
-            token,
+            cluster_secret: Secret(cluster_secret),
+            token: Secret(token),
             tokens,
             api_son_origins: args.api_son_origins || file.api_son_origins.unwrap_or(false),
             heartbeat_ms,
@@ -749,8 +771,18 @@ pub(crate) mod tests {
             ..base()
         })
         .unwrap();
-        assert_eq!(cfg.cluster_secret, "fedcba9876543210");
-        assert_eq!(cfg.token, "admin-from-file");
+        assert_eq!(cfg.cluster_secret.expose(), "fedcba9876543210");
+        assert_eq!(cfg.token.expose(), "admin-from-file");
+        // Printed, the configuration names no secret and no token.
+        let printed = format!("{cfg:?}");
+        for secret in [
+            "fedcba9876543210",
+            "admin-from-file",
+            "wall-screen-1",
+            "night-shift",
+        ] {
+            assert!(!printed.contains(secret), "{secret} in {printed}");
+        }
         assert_eq!(cfg.tokens.role_of("admin-from-file"), Some(Role::Admin));
         assert_eq!(cfg.tokens.role_of("wall-screen-1"), Some(Role::ReadOnly));
         assert_eq!(cfg.tokens.role_of("night-shift"), Some(Role::Operator));
@@ -761,7 +793,7 @@ pub(crate) mod tests {
             ..base()
         })
         .unwrap();
-        assert_eq!(cfg.token, "operator-token");
+        assert_eq!(cfg.token.expose(), "operator-token");
         // A secret file others may read is refused, with the fix.
         std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o644)).unwrap();
         let err = NodeConfig::resolve(NodeArgs {

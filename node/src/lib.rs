@@ -338,7 +338,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     let client_tls = config.tls.as_ref().map(sonraft_tls::NodeTls::client_config);
     let network = HttpNetworkFactory::new(
         config.id,
-        config.cluster_secret.as_str(),
+        config.cluster_secret.expose(),
         store.reader.durable_log(),
         client_tls.clone(),
     )?
@@ -356,7 +356,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
 
     let (batcher, batch_rx) = batcher::Batcher::new();
     let read_barrier = Arc::new(reads::ReadBarrier::new(acks));
-    let mut rpc = RaftServer::new(raft.clone(), config.cluster_secret.as_str());
+    let mut rpc = RaftServer::new(raft.clone(), config.cluster_secret.expose());
     if let Some(tls) = &config.tls {
         rpc = rpc.with_tls(tls.peer_acceptor());
     }
@@ -367,17 +367,17 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         raft: raft.clone(),
         store: store.reader.clone(),
         peers: ApiClient::with_tls(
-            Some(config.token.clone()),
+            Some(config.token.expose().to_string()),
             std::time::Duration::from_secs(10),
             client_tls.clone(),
         ),
         forwarder: ApiClient::with_tls(
-            Some(config.token.clone()),
+            Some(config.token.expose().to_string()),
             std::time::Duration::from_secs(660),
             client_tls.clone(),
         ),
         peer_client: sonraft_raft::transport::PeerClient::new(
-            config.cluster_secret.as_str(),
+            config.cluster_secret.expose(),
             client_tls,
         )?,
         known_peers: peers::KnownPeers::default(),
