@@ -369,10 +369,6 @@ struct FileConfig {
 pub struct Secret(String);
 
 impl Secret {
-    pub fn new(value: String) -> Secret {
-        Secret(value)
-    }
-
     /// The secret itself, for the one place that needs it.
     pub fn expose(&self) -> &str {
         &self.0

@@ -35,8 +35,6 @@ pub struct ClosedPeriod {
 
 struct OpenPeriod {
     first_seen: Instant,
-    /// The same moment, in milliseconds since the Unix epoch.
-    first_seen_ms: u64,
     /// When its last report so far arrived.
     last_seen: Instant,
     period_ms: u32,
@@ -54,7 +52,6 @@ impl OpenPeriod {
         let now = Instant::now();
         OpenPeriod {
             first_seen: now,
-            first_seen_ms: now_ms(),
             last_seen: now,
             period_ms,
             reports: Vec::new(),
@@ -181,7 +178,9 @@ impl CounterStore {
                 // in reporting, then the wait for the last report (or the grace time).
                 tracing::debug!(
                     end_ms = end,
-                    first_report_ms = p.first_seen_ms.saturating_sub(end),
+                    first_report_ms = now_ms()
+                        .saturating_sub(p.first_seen.elapsed().as_millis() as u64)
+                        .saturating_sub(end),
                     closed_ms = now_ms().saturating_sub(end),
                     reports = p.reports.len(),
                     expected,

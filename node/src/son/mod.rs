@@ -357,15 +357,15 @@ pub async fn run(
                         ..
                     } = &mut c;
                     let view = view.as_ref().expect("captured above");
-                    let keep = node
+                    let verification = node
                         .store()
-                        .with_image(|image| image.son.policy.verification.periods);
+                        .with_image(|image| image.son.policy.verification.clone());
                     // The verification ring records the period while the functions analyse
                     // it: each reads every report, and at 100,000 cells one after the other
                     // they held the cycle back on a machine with a core to spare.
                     let mut proposals = std::thread::scope(|s| {
                         let recording = s.spawn(|| {
-                            ring.keep_for(keep);
+                            ring.keep_for(verification.periods);
                             ring.record(&period);
                             if full {
                                 ring.retain(|cell| verify::is_own(view, cell));
@@ -378,7 +378,7 @@ pub async fn run(
                         proposals
                     });
                     let voters = node.voters();
-                    let (trials, verification) = node.store().with_image(|image| {
+                    let trials = node.store().with_image(|image| {
                         let format = image.effective_format(voters.iter().copied());
                         let now = now_ms().max(image.log_time_ms);
                         let skipped = skip_refused(image, &mut proposals, now, format);
@@ -386,8 +386,7 @@ pub async fn run(
                             *pci_unresolved = skipped.contains(&Function::PciConflict);
                         }
                         hold_back_beyond_wave(&mut proposals, view.own.len());
-                        let policy = image.son.policy.verification.clone();
-                        (verify::open_trials(image, view), policy)
+                        verify::open_trials(image, view)
                     });
                     let verdicts = verify::due(&trials, view, ring, proposed, &verification);
                     (proposals, verdicts)
