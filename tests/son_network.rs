@@ -229,16 +229,7 @@ async fn son_functions_fix_the_planted_problems_and_every_change_reaches_the_ant
         "{}",
         String::from_utf8_lossy(&r.body)
     );
-    let r = c
-        .client
-        .post(&c.nodes[0].api, "/image/import", &image)
-        .await
-        .unwrap();
-    assert!(
-        r.status.is_success(),
-        "{}",
-        String::from_utf8_lossy(&r.body)
-    );
+    c.import(&image).await;
     let policy = c.client.get(&c.nodes[0].api, "/son/policy").await.unwrap();
     assert_eq!(
         policy.json()["verification"]["hold_ms"],
