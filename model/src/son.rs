@@ -309,14 +309,15 @@ impl Default for CompensationTuning {
 }
 
 /// Energy saving: when a capacity cell sleeps and wakes (loads: the forecast demand in percent of
-/// a partner's downlink PRBs). The partner load at which a cell wakes is not here: verification
-/// judges a sleep by the same bound, and it does not read the tuning.
+/// a partner's downlink PRBs). A partner's own load at the wake ceiling wakes a cell too, and
+/// verification judges a sleep harmful when its partners' peak passes the wake ceiling by 10
+/// points.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[serde(default, deny_unknown_fields)]
 pub struct EnergySavingTuning {
     /// A cell sleeps once the forecast stayed under this for `sleep_periods` periods.
     pub sleep_ceiling_pct: u8,
-    /// A sleeping cell wakes when the forecast reaches this.
+    /// A sleeping cell wakes when the forecast, or a partner's own load, reaches this.
     pub wake_ceiling_pct: u8,
     /// Periods ahead the forecast looks.
     pub lead_periods: u8,

@@ -13,15 +13,16 @@
 //!   over the last [`HISTORY`] periods: the morning ramp shows as a slope before it arrives.
 //! - **Sleep** when, for `sleep_periods` \[3\] periods in a row, the forecast stays under
 //!   `sleep_ceiling_pct` \[50\], every partner reported and is up.
-//! - **Wake** at once when the forecast reaches `wake_ceiling_pct` \[65\], a partner's own
-//!   load reaches [`PARTNER_MAX_PCT`], or a partner is down or silent for `silent_periods`
-//!   \[2\] periods (it failed).
+//! - **Wake** at once when the forecast or a partner's own load reaches `wake_ceiling_pct`
+//!   \[65\] (the partner's load decides alone when the forecast is unknown: the dormant cell's
+//!   report is missing), or a partner is down or silent for `silent_periods` \[2\] periods (it
+//!   failed).
 //!
 //! The thresholds in backquotes are the replicated tuning's ([`EnergySavingTuning`]; defaults
-//! in brackets). [`PARTNER_MAX_PCT`] stays a constant of this build: verification judges an ES
-//! change by its partners' peak load staying under it rather than by per-user throughput, which
-//! a sleeping capacity layer lowers by design, and verification does not read the tuning; the
-//! partner geometry and the history length are the algorithm's.
+//! in brackets); the partner geometry and the history length are the algorithm's.
+//! Verification judges a sleep by its partners' peak load afterwards, against
+//! [`partner_peak_pct`] of the same tuning, rather than by per-user throughput, which a
+//! sleeping capacity layer lowers by design.
 
 use sonraft_raft::changeset::{ChangeSet, Function, Origin, Write};
 use sonraft_raft::model::{EntityRef, Param, Rat, Value};
@@ -34,8 +35,20 @@ use super::{PeriodInput, Proposal};
 pub const PARTNER_AZIMUTH_DEG: u16 = 30;
 /// Periods of demand kept per capacity cell for the slope.
 pub const HISTORY: usize = 4;
-/// A partner's own load at which a dormant cell wakes, percent (also the verification bound).
-pub const PARTNER_MAX_PCT: f64 = 75.0;
+/// Points above the wake ceiling at which a partner's peak load shows a sleep left it short.
+const PARTNER_PEAK_MARGIN_PCT: u8 = 10;
+
+/// The partners' peak load, percent, above which verification judges a sleep harmful: energy
+/// saving should have woken the cell at the wake ceiling; [`PARTNER_PEAK_MARGIN_PCT`] more
+/// means the partners ran short (75 % with the default tuning).
+pub fn partner_peak_pct(tuning: &EnergySavingTuning) -> f64 {
+    f64::from(
+        tuning
+            .wake_ceiling_pct
+            .saturating_add(PARTNER_PEAK_MARGIN_PCT)
+            .min(100),
+    )
+}
 
 /// Bandwidth of one PRB in kHz: 12 subcarriers of 15 kHz (LTE) or 30 kHz (NR mid-band).
 fn prb_khz(rat: Rat) -> f64 {
@@ -216,9 +229,9 @@ impl Demand {
                         view.id(*p),
                         view.id(c)
                     ))
-                } else if partner_max >= PARTNER_MAX_PCT {
+                } else if partner_max >= wake_ceiling {
                     Some(format!(
-                        "partners {} at {partner_max:.0} % (wake at {PARTNER_MAX_PCT:.0} %): waking {}",
+                        "partners {} at {partner_max:.0} % (wake at {wake_ceiling_pct} %): waking {}",
                         names(),
                         view.id(c)
                     ))
@@ -417,6 +430,24 @@ mod tests {
         assert!(es.propose(&dormant, &silent, 1, 0).is_empty());
         let ps = es.propose(&dormant, &silent, 1, 0);
         assert_eq!(writes(&ps), vec![("cell/A4".into(), "normal".into())]);
+    }
+
+    #[test]
+    fn a_dormant_cell_wakes_at_once_when_a_partner_crosses_the_tuned_wake_ceiling() {
+        // A4's own report is missing, so no forecast: the partner's own load decides.
+        let mut dormant = view(&img(true, false));
+        let i = input(&dormant, &[("A1", 70.0, 100), ("A2", 20.0, 100)]);
+        let ps = Demand::default().propose(&dormant, &i, 1, 0);
+        assert_eq!(writes(&ps), vec![("cell/A4".into(), "normal".into())]);
+        assert!(
+            ps[0].change_set.reason.contains("A1 at 70 % (wake at 65 %)"),
+            "{}",
+            ps[0].change_set.reason
+        );
+        dormant.tuning.energy_saving.wake_ceiling_pct = 80;
+        assert!(Demand::default().propose(&dormant, &i, 1, 0).is_empty());
+        let i = input(&dormant, &[("A1", 80.0, 100), ("A2", 20.0, 100)]);
+        assert_eq!(writes(&Demand::default().propose(&dormant, &i, 1, 0)).len(), 1);
     }
 
     #[test]

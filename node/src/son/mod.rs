@@ -357,15 +357,13 @@ pub async fn run(
                         ..
                     } = &mut c;
                     let view = view.as_ref().expect("captured above");
-                    let verification = node
-                        .store()
-                        .with_image(|image| image.son.policy.verification.clone());
+                    let bounds = node.store().with_image(verify::Bounds::of);
                     // The verification ring records the period while the functions analyse
                     // it: each reads every report, and at 100,000 cells one after the other
                     // they held the cycle back on a machine with a core to spare.
                     let mut proposals = std::thread::scope(|s| {
                         let recording = s.spawn(|| {
-                            ring.keep_for(verification.periods);
+                            ring.keep_for(bounds.policy.periods);
                             ring.record(&period);
                             if full {
                                 ring.retain(|cell| verify::is_own(view, cell));
@@ -388,7 +386,7 @@ pub async fn run(
                         hold_back_beyond_wave(&mut proposals, view.own.len());
                         verify::open_trials(image, view)
                     });
-                    let verdicts = verify::due(&trials, view, ring, proposed, &verification);
+                    let verdicts = verify::due(&trials, view, ring, proposed, &bounds);
                     (proposals, verdicts)
                 };
                 (proposals, verdicts, c)

@@ -14,7 +14,7 @@
 //! | `ho_failure_permille` | `(HO.IntraSys.TooEarly + HO.IntraSys.TooLate + HO.IntraSys.ToWrongCell) / HO.ExeAtt` | higher | mobility robustness |
 //! | `ping_pong_permille` | `HO.PingPong / HO.ExeAtt` | higher | mobility robustness |
 //! | `prb_max_permille` | highest mean `RRU.PrbUsedDl / RRU.PrbAvailDl` of a cell | higher | load balancing |
-//! | `prb_max_permille` | the same, against an absolute ceiling (75 %) | above it | energy saving (instead of throughput) |
+//! | `prb_max_permille` | the same, against an absolute ceiling (the tuned wake ceiling + 10 points: 75 % by default, see [`super::energy_saving::partner_peak_pct`]) | above it | energy saving (instead of throughput) |
 //! | `rlf_coverage_permille` | `RLF.Coverage / RRC.ConnMean` over the scope: users whose link failed for coverage | higher | coverage and capacity |
 //! | `thp_dl_kbps` | `DRB.UEThpDl`, mean per user (cells weighted by `RRC.ConnMean`) | lower, relatively | every function (guard) |
 //!
@@ -32,12 +32,43 @@ use sonraft_protocol::{ReportView, cell_counter as cc, relation_counter as rc};
 use sonraft_raft::changeset::Function;
 use sonraft_raft::model::{EntityRef, Param};
 use sonraft_raft::rules;
-use sonraft_raft::son::{KpiDelta, Trial, Verdict, Verification};
+use sonraft_raft::son::{EnergySavingTuning, KpiDelta, Trial, Verdict, Verification};
 
 use sonraft_raft::model::image::NetworkImage;
 
 use super::view::RadioView;
 use crate::antennas::counters::ClosedPeriod;
+
+/// What verification judges by: the operator's verification policy, and from the SON tuning the
+/// peak load energy saving's partners must stay under after a sleep.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Bounds {
+    pub policy: Verification,
+    pub partner_peak_pct: f64,
+}
+
+impl Bounds {
+    /// The bounds the image's policy and tuning set.
+    pub fn of(image: &NetworkImage) -> Bounds {
+        Bounds {
+            policy: image.son.policy.verification.clone(),
+            partner_peak_pct: super::energy_saving::partner_peak_pct(
+                &image.son.tuning.energy_saving,
+            ),
+        }
+    }
+}
+
+impl Default for Bounds {
+    fn default() -> Bounds {
+        Bounds {
+            policy: Verification::default(),
+            partner_peak_pct: super::energy_saving::partner_peak_pct(
+                &EnergySavingTuning::default(),
+            ),
+        }
+    }
+}
 
 /// Most periods kept per cell: a baseline and a verification window of the longest allowed
 /// verification (96 periods each), and a little slack.
@@ -264,12 +295,12 @@ pub fn judge(
     own: impl Fn(&str) -> bool,
     neighbours: impl Fn(&str) -> Vec<String>,
     ring: &KpiRing,
-    policy: &Verification,
+    bounds: &Bounds,
 ) -> Judgement {
     if !trial.cells.iter().any(|c| own(c)) {
         return Judgement::NotOurs;
     }
-    let n = policy.periods.max(1) as usize;
+    let n = bounds.policy.periods.max(1) as usize;
     let mut scope: BTreeSet<String> = trial.cells.iter().filter(|c| own(c)).cloned().collect();
     for c in &trial.cells {
         scope.extend(neighbours(c).into_iter().filter(|t| own(t) && ring.has(t)));
@@ -310,7 +341,7 @@ pub fn judge(
             degraded: None,
         });
     }
-    let (kpis, degraded) = compare(trial.function, &cells, &area, policy);
+    let (kpis, degraded) = compare(trial.function, &cells, &area, bounds);
     // Waking a capacity cell answers a load its partners could not carry: judged by their
     // peak load it would look degraded (they were full), and undoing it would put the cell
     // back to sleep when it is needed most. Only sleeping is an experiment.
@@ -381,8 +412,9 @@ fn compare(
     function: Function,
     cells: &Window,
     area: &Window,
-    policy: &Verification,
+    bounds: &Bounds,
 ) -> (Vec<KpiDelta>, Option<(String, bool)>) {
+    let policy = &bounds.policy;
     let limit = f64::from(policy.degrade_permille);
     let mut kpis = Vec::new();
     let mut degraded = None;
@@ -458,7 +490,7 @@ fn compare(
             before.prb_max_permille as f64,
             after.prb_max_permille as f64,
         );
-        let ceiling = super::energy_saving::PARTNER_MAX_PCT * 10.0;
+        let ceiling = bounds.partner_peak_pct * 10.0;
         judge("prb_max_permille", b, a, a, ceiling, PM, true);
         return (kpis, degraded);
     }
@@ -597,7 +629,7 @@ pub fn due(
     view: &RadioView,
     ring: &KpiRing,
     proposed: &mut Proposed,
-    policy: &Verification,
+    bounds: &Bounds,
 ) -> Vec<Verdict> {
     let open: std::collections::HashSet<u64> = trials.trials.iter().map(|t| t.0.index).collect();
     proposed.retain_open(|t| open.contains(&t));
@@ -611,7 +643,7 @@ pub fn due(
                 |c| is_own(view, c),
                 |c| neighbours_in(view, c),
                 ring,
-                policy,
+                bounds,
             ) {
                 Judgement::Verdict(v) if proposed.insert(v.trial) => Some(v),
                 _ => None,
@@ -711,7 +743,7 @@ mod tests {
             own,
             neighbours,
             &ring(4 * PERIOD, 6, 80),
-            &Verification::default(),
+            &Bounds::default(),
         );
         let Judgement::Verdict(v) = j else {
             panic!("{j:?}")
@@ -742,7 +774,7 @@ mod tests {
                 own,
                 neighbours,
                 &ring(4 * PERIOD, 6, late_after),
-                &Verification::default(),
+                &Bounds::default(),
             );
             let Judgement::Verdict(v) = j else {
                 panic!("{j:?}")
@@ -766,7 +798,7 @@ mod tests {
             own,
             neighbours,
             &ring(4 * PERIOD, 6, 50),
-            &Verification::default(),
+            &Bounds::default(),
         );
         assert!(
             matches!(
@@ -806,7 +838,7 @@ mod tests {
                 r.record_cell(cell, p);
             }
         }
-        let j = judge(&t, &[], own, neighbours, &r, &Verification::default());
+        let j = judge(&t, &[], own, neighbours, &r, &Bounds::default());
         let Judgement::Verdict(v) = j else {
             panic!("{j:?}")
         };
@@ -820,7 +852,7 @@ mod tests {
         // it did not touch).
         let mut mlb = t.clone();
         mlb.function = Function::LoadBalancing;
-        let Judgement::Verdict(v) = judge(&mlb, &[], own, neighbours, &r, &Verification::default())
+        let Judgement::Verdict(v) = judge(&mlb, &[], own, neighbours, &r, &Bounds::default())
         else {
             panic!()
         };
@@ -836,7 +868,7 @@ mod tests {
             own,
             neighbours,
             &ring(4 * PERIOD, 6, 12),
-            &Verification::default(),
+            &Bounds::default(),
         );
         let Judgement::Verdict(v) = j else {
             panic!("{j:?}")
@@ -854,7 +886,7 @@ mod tests {
             own,
             neighbours,
             &ring(4 * PERIOD, 5, 80),
-            &Verification::default(),
+            &Bounds::default(),
         );
         assert_eq!(j, Judgement::NotYet);
     }
@@ -869,7 +901,7 @@ mod tests {
             own,
             neighbours,
             &ring(4 * PERIOD, 6, 80),
-            &Verification::default(),
+            &Bounds::default(),
         );
         assert_eq!(j, Judgement::NotOurs);
         // The node started after the change: no baseline.
@@ -880,7 +912,7 @@ mod tests {
             own,
             neighbours,
             &ring(0, 3, 80),
-            &Verification::default(),
+            &Bounds::default(),
         );
         let Judgement::Verdict(v) = j else {
             panic!("{j:?}")
@@ -896,7 +928,7 @@ mod tests {
             r.record_cell("A-1", period(i * PERIOD, 10, late, 20_000, 50));
         }
         let t = trial(Function::MobilityRobustness, 4 * PERIOD);
-        let Judgement::Verdict(v) = judge(&t, &[], own, |_| vec![], &r, &Verification::default())
+        let Judgement::Verdict(v) = judge(&t, &[], own, |_| vec![], &r, &Bounds::default())
         else {
             panic!()
         };
@@ -917,7 +949,7 @@ mod tests {
             r.record_cell("A-2", period(i * PERIOD, 1000, 10, 20_000, prb));
         }
         let t = trial(Function::LoadBalancing, 4 * PERIOD);
-        let Judgement::Verdict(v) = judge(&t, &[], own, neighbours, &r, &Verification::default())
+        let Judgement::Verdict(v) = judge(&t, &[], own, neighbours, &r, &Bounds::default())
         else {
             panic!()
         };
@@ -936,7 +968,7 @@ mod tests {
             r.record_cell("A-1", period(i * PERIOD, 1000, 10, thp, 50));
         }
         let t = trial(Function::PciConflict, 4 * PERIOD);
-        let v = |r: &KpiRing| match judge(&t, &[], own, |_| vec![], r, &Verification::default()) {
+        let v = |r: &KpiRing| match judge(&t, &[], own, |_| vec![], r, &Bounds::default()) {
             Judgement::Verdict(v) => v,
             other => panic!("{other:?}"),
         };
@@ -977,7 +1009,7 @@ mod tests {
             );
         }
         let t = trial(Function::LoadBalancing, 4 * PERIOD);
-        let Judgement::Verdict(v) = judge(&t, &[], own, neighbours, &r, &Verification::default())
+        let Judgement::Verdict(v) = judge(&t, &[], own, neighbours, &r, &Bounds::default())
         else {
             panic!()
         };
@@ -1019,7 +1051,7 @@ mod tests {
         };
         let t = trial(Function::EnergySaving, 4 * PERIOD);
         let verdict =
-            |r: &KpiRing| match judge(&t, &[], own, neighbours, r, &Verification::default()) {
+            |r: &KpiRing| match judge(&t, &[], own, neighbours, r, &Bounds::default()) {
                 Judgement::Verdict(v) => v,
                 other => panic!("{other:?}"),
             };
@@ -1028,6 +1060,18 @@ mod tests {
         let v = verdict(&ring(80));
         let why = v.degraded.expect("a partner above its ceiling");
         assert!(why.starts_with("prb_max_permille 200.0 -> 800.0"), "{why}");
+        // The ceiling follows the tuned wake ceiling: at 80 % energy saving keeps the cell
+        // asleep with a partner at 80 %, and verification does not undo what it keeps.
+        let mut tuning = EnergySavingTuning::default();
+        tuning.wake_ceiling_pct = 80;
+        let bounds = Bounds {
+            partner_peak_pct: super::super::energy_saving::partner_peak_pct(&tuning),
+            ..Bounds::default()
+        };
+        let Judgement::Verdict(v) = judge(&t, &[], own, neighbours, &ring(80), &bounds) else {
+            panic!("due")
+        };
+        assert_eq!(v.degraded, None, "{:?}", v.kpis);
     }
 
     #[test]
@@ -1049,7 +1093,7 @@ mod tests {
             },
             sonraft_raft::model::Value::Text("dormant".into()),
         )];
-        let Judgement::Verdict(v) = judge(&t, &[], own, neighbours, &r, &Verification::default())
+        let Judgement::Verdict(v) = judge(&t, &[], own, neighbours, &r, &Bounds::default())
         else {
             panic!()
         };
@@ -1116,7 +1160,7 @@ mod tests {
             &view,
             r,
             &mut Proposed::default(),
-            &Verification::default(),
+            &Bounds::default(),
         )
     }
 
