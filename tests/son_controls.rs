@@ -281,3 +281,37 @@ async fn the_outage_compensation_and_energy_saving_tuning_is_replicated_and_a_ba
     let t = c.client.get(api, "/son/tuning").await.unwrap().json();
     assert_eq!(t["energy_saving"]["sleep_ceiling_pct"], 40, "{t}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_availability_tuning_is_refused_while_a_voters_release_is_older_and_set_once_it_is_not()
+{
+    // Node 3 is a voter that has not run in the cluster yet: its release is unknown, so the
+    // cluster counts it as the oldest and its effective command format stays below 9.
+    let c = Cluster::start_paused(3, 3).await;
+    let api = c.nodes[0].api.clone();
+    let status = c.status(&c.nodes[0]).await.expect("status");
+    assert!(
+        status["effective_command_format"].as_u64().unwrap() < 9,
+        "{status}"
+    );
+    let tuning = json!({"energy_saving": {"wake_ceiling_pct": 70}});
+    let r = c.client.put(&api, "/son/tuning", &tuning).await.unwrap();
+    assert_eq!(r.status, 409, "{}", r.json());
+    assert_eq!(r.json()["error"], "cluster_version", "{}", r.json());
+    assert!(
+        r.json().to_string().contains("upgrade every voter first"),
+        "{}",
+        r.json()
+    );
+    let t = c.client.get(&api, "/son/tuning").await.unwrap().json();
+    assert_eq!(t["energy_saving"]["wake_ceiling_pct"], 65, "nothing set: {t}");
+
+    // Node 3 runs and advertises its release: the same request is accepted and replicated.
+    c.nodes[2].resume().expect("resume node 3");
+    c.wait_ready(&c.nodes[2]).await;
+    put_tuning(&c, &tuning).await;
+    for n in &c.nodes {
+        let t = c.client.get(&n.api, "/son/tuning").await.unwrap().json();
+        assert_eq!(t["energy_saving"]["wake_ceiling_pct"], 70, "{t}");
+    }
+}

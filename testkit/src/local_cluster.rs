@@ -334,12 +334,49 @@ impl LocalCluster {
         Self::init(dir, nodes, client).await
     }
 
+    /// As [`LocalCluster::start`], with node `paused` stopped (SIGSTOP) before the cluster is
+    /// made: a voter that has never run in it, so its release is unknown (the oldest). Waits
+    /// until the other nodes are ready.
+    pub async fn start_paused(
+        binary: &Path,
+        dir: &Path,
+        n: u64,
+        paused: u64,
+    ) -> anyhow::Result<LocalCluster> {
+        let mut nodes = Vec::new();
+        for id in 1..=n {
+            let p = NodeProc::start(
+                binary,
+                id,
+                &dir.join(format!("node{id}")),
+                "127.0.0.1:0",
+                "127.0.0.1:0",
+                &[],
+            )?;
+            if id == paused {
+                p.pause()?;
+            }
+            nodes.push(p);
+        }
+        Self::init_ready(dir, nodes, client(), |p| p.id != paused).await
+    }
+
     /// Makes `nodes`, started and listening, the voters of a new cluster, each of its own
     /// site (`site-<id>`), and waits until every one is ready.
     pub async fn init(
         dir: &Path,
         nodes: Vec<NodeProc>,
         client: ApiClient,
+    ) -> anyhow::Result<LocalCluster> {
+        Self::init_ready(dir, nodes, client, |_| true).await
+    }
+
+    /// [`LocalCluster::init`], waiting for the nodes `wait` picks.
+    async fn init_ready(
+        dir: &Path,
+        nodes: Vec<NodeProc>,
+        client: ApiClient,
+        wait: impl Fn(&NodeProc) -> bool,
     ) -> anyhow::Result<LocalCluster> {
         let cluster = LocalCluster {
             dir: dir.to_path_buf(),
@@ -365,7 +402,7 @@ impl LocalCluster {
         if !r.status.is_success() {
             bail!("init: {} {}", r.status, String::from_utf8_lossy(&r.body));
         }
-        for p in &cluster.nodes {
+        for p in cluster.nodes.iter().filter(|p| wait(p)) {
             cluster.wait_ready(p, Duration::from_secs(30)).await?;
         }
         Ok(cluster)

@@ -91,6 +91,16 @@ impl Cluster {
         Cluster { inner, _root: root }
     }
 
+    /// `n` voters, node `paused` stopped before the cluster was made (see
+    /// [`LocalCluster::start_paused`]).
+    pub async fn start_paused(n: u64, paused: u64) -> Cluster {
+        let root = TestDir::new();
+        let inner = LocalCluster::start_paused(binary(), root.path(), n, paused)
+            .await
+            .expect("cluster start");
+        Cluster { inner, _root: root }
+    }
+
     pub async fn wait_ready(&self, p: &NodeProc) {
         self.inner
             .wait_ready(p, Duration::from_secs(30))
