@@ -51,12 +51,10 @@ mod station;
 
 /// Everything that changes while the simulator runs.
 struct Mutable {
-    grid: RadioGrid,
     /// Faults planted through `POST /fault`, newest last.
     planted: Vec<Planted>,
     configs: Vec<CellConfig>,
     relations: Vec<RelationState>,
-    rng: StdRng,
     period: u64,
     last: model::PeriodOutcome,
     first_late: Vec<f64>,
@@ -65,6 +63,15 @@ struct Mutable {
     handovers: Vec<[u64; 3]>,
     /// What the network delivered and spent since the start.
     totals: Totals,
+}
+
+/// What a period's computation changes: the radio layer's bins (with the faults planted in
+/// them) and the counters' noise. Locked apart from [`Mutable`], so that configuration pushes
+/// are applied and acknowledged while a period is computed (at 100,000 cells that takes a
+/// second or more); the period sees the configuration as it was when it began.
+struct Radio {
+    grid: RadioGrid,
+    rng: StdRng,
 }
 
 /// Sums over the periods since the start: what `sonraft bench energy` compares.
@@ -231,6 +238,11 @@ pub struct Sim {
     /// Per cell site, its cells, ascending.
     cells_of_site: Vec<Vec<usize>>,
     state: Mutex<Mutable>,
+    /// Taken after `state` when both are held.
+    radio: Mutex<Radio>,
+    /// The radio layer's bins and their side, m (fixed at the start).
+    bins: usize,
+    bin_m: f32,
     period_ms: u32,
     latest: watch::Sender<Arc<PeriodFrames>>,
     /// Ignore one push in this many (0: never), to exercise divergence handling.
@@ -338,12 +350,16 @@ impl Sim {
                 .map(|_| std::sync::atomic::AtomicBool::new(false))
                 .collect(),
             schedule: Mutex::new(Vec::new()),
-            state: Mutex::new(Mutable {
+            bins: grid.bins,
+            bin_m: grid.bin_m,
+            radio: Mutex::new(Radio {
                 grid,
+                rng: StdRng::seed_from_u64(seed ^ 0x5eed),
+            }),
+            state: Mutex::new(Mutable {
                 planted: Vec::new(),
                 configs,
                 relations,
-                rng: StdRng::seed_from_u64(seed ^ 0x5eed),
                 period: 0,
                 last: model::PeriodOutcome::default(),
                 first_late: Vec::new(),
@@ -443,37 +459,43 @@ impl Sim {
         let period = lock(&self.state).period;
         self.run_schedule(period);
         let end = now_ms();
-        let (frames, number) = {
-            let mut s = lock(&self.state);
-            let profile = radio_profile(self.hour(s.period));
-            let Mutable {
-                grid,
-                configs,
-                relations,
-                rng,
-                ..
-            } = &mut *s;
-            let outcome = model::run_period(
+        // The configuration as the period begins; pushes arriving while it is computed are
+        // applied (and acknowledged) at once and count from the next period.
+        let (configs, relations, profile) = {
+            let s = lock(&self.state);
+            (
+                s.configs.clone(),
+                s.relations.clone(),
+                radio_profile(self.hour(s.period)),
+            )
+        };
+        let outcome = {
+            let mut r = lock(&self.radio);
+            let Radio { grid, rng } = &mut *r;
+            model::run_period(
                 &self.topo,
                 &self.by_source,
                 grid,
-                configs,
-                relations,
+                &configs,
+                &relations,
                 model::PeriodClock {
                     end_ms: end,
                     period_ms: self.period_ms,
                     profile,
                 },
                 rng,
-            );
-            let frames: Vec<Bytes> = outcome
-                .reports
-                .iter()
-                .map(|r| encode(&Frame::Report(r.clone())))
-                .collect();
-            if let Some(pm) = self.pm.get() {
-                pm.period(end, self.period_ms, &outcome.reports);
-            }
+            )
+        };
+        let frames: Vec<Bytes> = outcome
+            .reports
+            .iter()
+            .map(|r| encode(&Frame::Report(r.clone())))
+            .collect();
+        if let Some(pm) = self.pm.get() {
+            pm.period(end, self.period_ms, &outcome.reports);
+        }
+        let number = {
+            let mut s = lock(&self.state);
             s.period += 1;
             // Volumes and energy count in simulated time (a compressed day is still a day).
             let period_s = self.simulated_period_s();
@@ -482,7 +504,7 @@ impl Sim {
             t.demand_mbit += outcome.radio.total_demand_mbps * period_s;
             t.served_mbit += outcome.radio.total_served_mbps * period_s;
             for (c, r) in outcome.reports.iter().enumerate() {
-                let cfg = &s.configs[c];
+                let cfg = &configs[c];
                 let dormant = cfg.energy_saving == 1;
                 let off = cfg.admin_state != 0 || self.is_out(c);
                 let nr = crate::topology::is_nr(self.topo.cells[c].arfcn);
@@ -508,7 +530,7 @@ impl Sim {
                 s.first_late = self.late_ratios(&outcome);
             }
             s.last = outcome;
-            (frames, s.period)
+            s.period
         };
         let computed_ms = now_ms().saturating_sub(end);
         self.latest
@@ -550,6 +572,7 @@ impl Sim {
             return Err(format!("no cell {cell}"));
         };
         let mut s = lock(&self.state);
+        let mut radio = lock(&self.radio);
         let period = s.period;
         let (x, y) = self.fault_point(c);
         let bins = match kind {
@@ -563,12 +586,12 @@ impl Sim {
                 for k in &was {
                     match k {
                         FaultKind::Hole => {
-                            s.grid.set_hole(x, y, 250.0, 0.0);
+                            radio.grid.set_hole(x, y, 250.0, 0.0);
                         }
                         FaultKind::Hotspot => {
-                            s.grid.set_hotspot(x, y, 300.0, 1.0);
+                            radio.grid.set_hotspot(x, y, 300.0, 1.0);
                         }
-                        FaultKind::Outage | FaultKind::Sleeping => s.grid.faults[c] = None,
+                        FaultKind::Outage | FaultKind::Sleeping => radio.grid.faults[c] = None,
                         FaultKind::Late => {}
                     }
                 }
@@ -580,16 +603,16 @@ impl Sim {
                 );
             }
             Some(FaultKind::Outage) => {
-                s.grid.faults[c] = Some(CellFault::Outage);
+                radio.grid.faults[c] = Some(CellFault::Outage);
                 self.out[c].store(true, Ordering::Relaxed);
                 0
             }
             Some(FaultKind::Sleeping) => {
-                s.grid.faults[c] = Some(CellFault::Sleeping);
+                radio.grid.faults[c] = Some(CellFault::Sleeping);
                 0
             }
-            Some(FaultKind::Hole) => s.grid.set_hole(x, y, 250.0, 25.0),
-            Some(FaultKind::Hotspot) => s.grid.set_hotspot(x, y, 300.0, 4.0),
+            Some(FaultKind::Hole) => radio.grid.set_hole(x, y, 250.0, 25.0),
+            Some(FaultKind::Hotspot) => radio.grid.set_hotspot(x, y, 300.0, 4.0),
             Some(FaultKind::Late) => {
                 self.late[c].store(true, Ordering::Relaxed);
                 0
@@ -771,8 +794,8 @@ impl Sim {
             })
             .collect();
         let radio = json!({
-            "bins": s.grid.bins,
-            "bin_m": s.grid.bin_m,
+            "bins": self.bins,
+            "bin_m": self.bin_m,
             "hour": self.hour(s.period.saturating_sub(1)),
             "demand_mbps": r.total_demand_mbps,
             "served_mbps": r.total_served_mbps,
@@ -922,6 +945,37 @@ pub fn addresses_json(antennas: &[SocketAddr], status: Option<SocketAddr>) -> Va
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_push_is_applied_and_answered_while_a_period_is_computed() {
+        let sim = Sim::new(
+            Topology::build(30, 1, &["site-a".to_string()]),
+            SimOptions {
+                period_ms: 1000,
+                seed: 1,
+                faulty_every: 0,
+                day_ms: 0,
+                start_hour: 12.0,
+            },
+        );
+        let before = lock(&sim.state).configs[0].electrical_tilt;
+        // A period being computed holds the radio layer (a second or more at 100,000 cells).
+        let computing = lock(&sim.radio);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let s = sim.clone();
+        std::thread::spawn(move || {
+            let mut wanted = lock(&s.state).configs[0].clone();
+            wanted.electrical_tilt = before + 10;
+            let _ = tx.send(s.apply(0, &wanted));
+        });
+        let applied = rx
+            .recv_timeout(std::time::Duration::from_secs(30))
+            .expect("the push waited for the period's computation");
+        assert_eq!(applied.electrical_tilt, before + 10);
+        drop(computing);
+        sim.tick();
+        assert_eq!(lock(&sim.state).period, 1);
+    }
 
     #[test]
     fn planted_faults_parse_with_clear_errors() {

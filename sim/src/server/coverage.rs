@@ -26,8 +26,11 @@ impl Sim {
             return v;
         }
         let (x, y) = self.fault_point(p.cell);
+        // `s` is held: the radio lock comes second, as everywhere.
+        let radio = super::lock(&self.radio);
         let (demand, served) =
-            s.grid
+            radio
+                .grid
                 .area_service(x, y, HOLE_RADIUS_M, &s.last.radio.load, profile);
         v["hole_demand_mbps"] = json!(demand);
         v["hole_served_mbps"] = json!(served);
