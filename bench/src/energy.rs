@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 use sonraft_client::ApiClient;
 use sonraft_testkit::local_cluster::{LocalCluster, SimProc, TOKEN};
 
-use crate::son::{history, set_policy, sim_state};
+use crate::son::{history, put_once_allowed, set_policy, sim_state};
 
 #[derive(Args, Debug, Clone)]
 pub struct EnergyArgs {
@@ -38,6 +38,14 @@ pub struct EnergyArgs {
     /// Where the processes keep their data (default: under the system temp dir; removed after).
     #[arg(long)]
     pub dir: Option<PathBuf>,
+    /// SON tuning to set on both days (`PUT /son/tuning`), e.g.
+    /// `{"energy_saving": {"sleep_ceiling_pct": 30}}`: the trade between energy and peak rate.
+    #[arg(long, value_parser = parse_json)]
+    pub tuning: Option<Value>,
+}
+
+fn parse_json(s: &str) -> Result<Value, String> {
+    serde_json::from_str(s).map_err(|e| format!("not JSON: {e}"))
 }
 
 const REGIONS: &str = "site-1,site-2,site-3";
@@ -111,6 +119,7 @@ pub async fn run(args: EnergyArgs) -> anyhow::Result<()> {
         "{}",
         json!({
             "bench": "energy", "cells": args.cells, "day_seconds": args.day_seconds, "period_ms": args.period_ms,
+            "tuning": args.tuning,
             "off": off.totals, "on": on.totals,
             "energy_saved_pct": -delta("energy_kwh"), "served_change_pct": delta("served_mbit"),
             "thp_change_pct": delta("thp_dl_kbps_per_user"),
@@ -154,6 +163,9 @@ async fn one_day(args: &EnergyArgs, binary: &Path, dir: &Path, on: bool) -> anyh
     let mode = if on { "closed_loop" } else { "off" };
     policy["functions"] = json!({"energy_saving": {"mode": mode}});
     set_policy(&client, &api, &policy).await?;
+    if let Some(tuning) = &args.tuning {
+        put_once_allowed(&client, &api, "/son/tuning", tuning).await?;
+    }
     let out = std::process::Command::new(binary)
         .args(["sim", "export", "--cells", &args.cells.to_string()])
         .args(["--regions", REGIONS, "--cooldown-ms"])

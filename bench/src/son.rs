@@ -257,15 +257,26 @@ pub(crate) async fn set_policy(
     api: &str,
     policy: &Value,
 ) -> anyhow::Result<()> {
+    put_once_allowed(client, api, "/son/policy", policy).await
+}
+
+/// `PUT path`, again while the cluster answers 409 (a voter has not advertised the command
+/// format it needs yet), for up to 30 s.
+pub(crate) async fn put_once_allowed(
+    client: &ApiClient,
+    api: &str,
+    path: &str,
+    body: &Value,
+) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let r = client.put(api, "/son/policy", policy).await?;
+        let r = client.put(api, path, body).await?;
         if r.status.is_success() {
             return Ok(());
         }
-        let body = String::from_utf8_lossy(&r.body).into_owned();
+        let answer = String::from_utf8_lossy(&r.body).into_owned();
         if r.status != 409 || Instant::now() > deadline {
-            bail!("PUT /son/policy: {} {body}", r.status);
+            bail!("PUT {path}: {} {answer}", r.status);
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
