@@ -315,7 +315,10 @@ impl Default for CompensationTuning {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[serde(default, deny_unknown_fields)]
 pub struct EnergySavingTuning {
-    /// A cell sleeps once the forecast stayed under this for `sleep_periods` periods.
+    /// A cell sleeps once the forecast stayed under this for `sleep_periods` periods. The
+    /// higher, the more hours asleep, and the more of the day's users ride the partner's
+    /// narrower carrier: over a simulated day (`sonraft bench energy`) 30 keeps the per-user
+    /// throughput within 2 % of a day without energy saving, 50 costs 4.6 %.
     pub sleep_ceiling_pct: u8,
     /// A sleeping cell wakes when the forecast, or a partner's own load, reaches this.
     pub wake_ceiling_pct: u8,
@@ -330,7 +333,7 @@ pub struct EnergySavingTuning {
 impl Default for EnergySavingTuning {
     fn default() -> Self {
         EnergySavingTuning {
-            sleep_ceiling_pct: 50,
+            sleep_ceiling_pct: 30,
             wake_ceiling_pct: 65,
             lead_periods: 3,
             sleep_periods: 3,

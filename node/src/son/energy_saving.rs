@@ -12,7 +12,7 @@
 //! - **Forecast.** `D` now, and `D` `lead_periods` \[3\] ahead along its least-squares slope
 //!   over the last [`HISTORY`] periods: the morning ramp shows as a slope before it arrives.
 //! - **Sleep** when, for `sleep_periods` \[3\] periods in a row, the forecast stays under
-//!   `sleep_ceiling_pct` \[50\], every partner reported and is up.
+//!   `sleep_ceiling_pct` \[30\], every partner reported and is up.
 //! - **Wake** at once when the forecast or a partner's own load reaches `wake_ceiling_pct`
 //!   \[65\] (the partner's load decides alone when the forecast is unknown: the dormant cell's
 //!   report is missing), or a partner is down or silent for `silent_periods` \[2\] periods (it
@@ -356,11 +356,11 @@ mod tests {
     #[test]
     fn a_capacity_cell_stays_awake_above_the_tuned_sleep_ceiling() {
         let mut awake = view(&img(false, false));
-        // The night of the test below: 31 % in partner terms, under the default 50 %.
-        awake.tuning.energy_saving.sleep_ceiling_pct = 30;
+        // The night of the test below: 26 % in partner terms, under the default 30 %.
+        awake.tuning.energy_saving.sleep_ceiling_pct = 25;
         let night = input(
             &awake,
-            &[("A1", 20.0, 100), ("A2", 20.0, 100), ("A4", 2.0, 273)],
+            &[("A1", 15.0, 100), ("A2", 20.0, 100), ("A4", 2.0, 273)],
         );
         let mut es = Demand::default();
         for _ in 0..2 * EnergySavingTuning::default().sleep_periods {
@@ -372,10 +372,10 @@ mod tests {
     fn a_capacity_cell_sleeps_after_low_periods_and_wakes_before_the_load_returns() {
         let awake = view(&img(false, false));
         let mut es = Demand::default();
-        // Night: A4 at 2 % of 273 NR PRBs is 11 % of A1's 100 LTE PRBs; A1 at 20 %.
+        // Night: A4 at 2 % of 273 NR PRBs is 11 % of A1's 100 LTE PRBs; A1 at 15 %.
         let night = input(
             &awake,
-            &[("A1", 20.0, 100), ("A2", 20.0, 100), ("A4", 2.0, 273)],
+            &[("A1", 15.0, 100), ("A2", 20.0, 100), ("A4", 2.0, 273)],
         );
         for _ in 0..EnergySavingTuning::default().sleep_periods - 1 {
             assert!(es.propose(&awake, &night, 1, 0).is_empty());
@@ -386,7 +386,7 @@ mod tests {
             vec![("cell/A4".to_string(), "dormant".to_string())]
         );
         assert!(
-            ps[0].change_set.reason.contains("31 %"),
+            ps[0].change_set.reason.contains("26 %"),
             "{}",
             ps[0].change_set.reason
         );
