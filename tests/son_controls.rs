@@ -304,7 +304,10 @@ async fn the_availability_tuning_is_refused_while_a_voters_release_is_older_and_
         r.json()
     );
     let t = c.client.get(&api, "/son/tuning").await.unwrap().json();
-    assert_eq!(t["energy_saving"]["wake_ceiling_pct"], 65, "nothing set: {t}");
+    assert_eq!(
+        t["energy_saving"]["wake_ceiling_pct"], 65,
+        "nothing set: {t}"
+    );
 
     // Node 3 runs and advertises its release: the same request is accepted and replicated.
     c.nodes[2].resume().expect("resume node 3");

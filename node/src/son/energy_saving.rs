@@ -440,14 +440,20 @@ mod tests {
         let ps = Demand::default().propose(&dormant, &i, 1, 0);
         assert_eq!(writes(&ps), vec![("cell/A4".into(), "normal".into())]);
         assert!(
-            ps[0].change_set.reason.contains("A1 at 70 % (wake at 65 %)"),
+            ps[0]
+                .change_set
+                .reason
+                .contains("A1 at 70 % (wake at 65 %)"),
             "{}",
             ps[0].change_set.reason
         );
         dormant.tuning.energy_saving.wake_ceiling_pct = 80;
         assert!(Demand::default().propose(&dormant, &i, 1, 0).is_empty());
         let i = input(&dormant, &[("A1", 80.0, 100), ("A2", 20.0, 100)]);
-        assert_eq!(writes(&Demand::default().propose(&dormant, &i, 1, 0)).len(), 1);
+        assert_eq!(
+            writes(&Demand::default().propose(&dormant, &i, 1, 0)).len(),
+            1
+        );
     }
 
     #[test]

@@ -30,6 +30,7 @@ pub mod energy_saving;
 pub mod load_balancing;
 pub mod outage;
 pub mod pci;
+mod priority;
 pub mod robustness;
 #[cfg(test)]
 mod testing;
@@ -194,6 +195,59 @@ const CHANGE_SETS_PER_ENTRY: usize = 256;
 /// Such entries in flight at once.
 const ENTRIES_IN_FLIGHT: usize = 8;
 
+/// Where one analysis spent its time, for the cycle's debug log: wall time of each step, and
+/// the analysing thread's time on a CPU and waiting for one (`/proc/thread-self/schedstat`;
+/// the scoped helper threads not counted).
+#[derive(Debug)]
+struct Steps {
+    lap: std::time::Instant,
+    start: Option<(u64, u64)>,
+    view_ms: u64,
+    analyse_ms: u64,
+    controls_ms: u64,
+    verify_ms: u64,
+}
+
+impl Default for Steps {
+    fn default() -> Steps {
+        Steps {
+            lap: std::time::Instant::now(),
+            start: thread_schedstat(),
+            view_ms: 0,
+            analyse_ms: 0,
+            controls_ms: 0,
+            verify_ms: 0,
+        }
+    }
+}
+
+impl Steps {
+    /// Milliseconds since the last lap.
+    fn lap(&mut self) -> u64 {
+        let ms = self.lap.elapsed().as_millis() as u64;
+        self.lap = std::time::Instant::now();
+        ms
+    }
+
+    /// Milliseconds this thread ran, and waited to run, since the steps began.
+    fn cpu_and_wait_ms(&self) -> (u64, u64) {
+        match (self.start, thread_schedstat()) {
+            (Some((r0, w0)), Some((r1, w1))) => (
+                r1.saturating_sub(r0) / 1_000_000,
+                w1.saturating_sub(w0) / 1_000_000,
+            ),
+            _ => (0, 0),
+        }
+    }
+}
+
+/// The calling thread's nanoseconds on a CPU and waiting on a run queue (Linux).
+fn thread_schedstat() -> Option<(u64, u64)> {
+    let text = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    let mut it = text.split_whitespace().map(|v| v.parse::<u64>().ok());
+    Some((it.next()??, it.next()??))
+}
+
 /// What the cycle keeps between periods.
 #[derive(Default)]
 struct Cycle {
@@ -345,7 +399,10 @@ pub async fn run(
             let period = period.clone();
             let mut c = std::mem::take(&mut cycle);
             let result = tokio::task::spawn_blocking(move || {
+                let raised = priority::Raised::now();
+                let mut steps = Steps::default();
                 let (full, pci_inputs) = c.refresh_view(&node);
+                steps.view_ms = steps.lap();
                 let with_pci = c.pci_search_due(pci_inputs);
                 let (proposals, verdicts) = {
                     let Cycle {
@@ -375,6 +432,7 @@ pub async fn run(
                         joined(recording);
                         proposals
                     });
+                    steps.analyse_ms = steps.lap();
                     let voters = node.voters();
                     let trials = node.store().with_image(|image| {
                         let format = image.effective_format(voters.iter().copied());
@@ -386,7 +444,19 @@ pub async fn run(
                         hold_back_beyond_wave(&mut proposals, view.own.len());
                         verify::open_trials(image, view)
                     });
+                    steps.controls_ms = steps.lap();
                     let verdicts = verify::due(&trials, view, ring, proposed, &bounds);
+                    steps.verify_ms = steps.lap();
+                    tracing::debug!(
+                        view_ms = steps.view_ms,
+                        analyse_ms = steps.analyse_ms,
+                        controls_ms = steps.controls_ms,
+                        verify_ms = steps.verify_ms,
+                        on_cpu_ms = steps.cpu_and_wait_ms().0,
+                        runnable_ms = steps.cpu_and_wait_ms().1,
+                        raised = raised.raised(),
+                        "SON analysis"
+                    );
                     (proposals, verdicts)
                 };
                 (proposals, verdicts, c)
@@ -446,6 +516,7 @@ pub async fn run(
             let (node2, period2, reporting2) = (node.clone(), period.clone(), reporting.clone());
             let mut c = std::mem::take(&mut cycle);
             let retry = tokio::task::spawn_blocking(move || {
+                let _raised = priority::Raised::now();
                 // What changed PCI inputs must still bring the next period's PCI search.
                 let (_, pci_inputs) = c.refresh_view(&node2);
                 c.pci_unresolved |= pci_inputs;

@@ -63,9 +63,7 @@ impl Default for Bounds {
     fn default() -> Bounds {
         Bounds {
             policy: Verification::default(),
-            partner_peak_pct: super::energy_saving::partner_peak_pct(
-                &EnergySavingTuning::default(),
-            ),
+            partner_peak_pct: super::energy_saving::partner_peak_pct(&EnergySavingTuning::default()),
         }
     }
 }
@@ -928,8 +926,7 @@ mod tests {
             r.record_cell("A-1", period(i * PERIOD, 10, late, 20_000, 50));
         }
         let t = trial(Function::MobilityRobustness, 4 * PERIOD);
-        let Judgement::Verdict(v) = judge(&t, &[], own, |_| vec![], &r, &Bounds::default())
-        else {
+        let Judgement::Verdict(v) = judge(&t, &[], own, |_| vec![], &r, &Bounds::default()) else {
             panic!()
         };
         assert_eq!(v.degraded, None);
@@ -949,8 +946,7 @@ mod tests {
             r.record_cell("A-2", period(i * PERIOD, 1000, 10, 20_000, prb));
         }
         let t = trial(Function::LoadBalancing, 4 * PERIOD);
-        let Judgement::Verdict(v) = judge(&t, &[], own, neighbours, &r, &Bounds::default())
-        else {
+        let Judgement::Verdict(v) = judge(&t, &[], own, neighbours, &r, &Bounds::default()) else {
             panic!()
         };
         assert!(
@@ -1009,8 +1005,7 @@ mod tests {
             );
         }
         let t = trial(Function::LoadBalancing, 4 * PERIOD);
-        let Judgement::Verdict(v) = judge(&t, &[], own, neighbours, &r, &Bounds::default())
-        else {
+        let Judgement::Verdict(v) = judge(&t, &[], own, neighbours, &r, &Bounds::default()) else {
             panic!()
         };
         let thp = v.kpis.iter().find(|k| k.kpi == "thp_dl_kbps").unwrap();
@@ -1050,11 +1045,10 @@ mod tests {
             r
         };
         let t = trial(Function::EnergySaving, 4 * PERIOD);
-        let verdict =
-            |r: &KpiRing| match judge(&t, &[], own, neighbours, r, &Bounds::default()) {
-                Judgement::Verdict(v) => v,
-                other => panic!("{other:?}"),
-            };
+        let verdict = |r: &KpiRing| match judge(&t, &[], own, neighbours, r, &Bounds::default()) {
+            Judgement::Verdict(v) => v,
+            other => panic!("{other:?}"),
+        };
         let v = verdict(&ring(45));
         assert_eq!(v.degraded, None, "{:?}", v.kpis);
         let v = verdict(&ring(80));
@@ -1093,8 +1087,7 @@ mod tests {
             },
             sonraft_raft::model::Value::Text("dormant".into()),
         )];
-        let Judgement::Verdict(v) = judge(&t, &[], own, neighbours, &r, &Bounds::default())
-        else {
+        let Judgement::Verdict(v) = judge(&t, &[], own, neighbours, &r, &Bounds::default()) else {
             panic!()
         };
         assert_eq!(v.degraded, None, "{:?}", v.kpis);
