@@ -1056,8 +1056,10 @@ mod tests {
         assert!(why.starts_with("prb_max_permille 200.0 -> 800.0"), "{why}");
         // The ceiling follows the tuned wake ceiling: at 80 % energy saving keeps the cell
         // asleep with a partner at 80 %, and verification does not undo what it keeps.
-        let mut tuning = EnergySavingTuning::default();
-        tuning.wake_ceiling_pct = 80;
+        let tuning = EnergySavingTuning {
+            wake_ceiling_pct: 80,
+            ..EnergySavingTuning::default()
+        };
         let bounds = Bounds {
             partner_peak_pct: super::super::energy_saving::partner_peak_pct(&tuning),
             ..Bounds::default()
