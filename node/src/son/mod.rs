@@ -447,13 +447,14 @@ pub async fn run(
                     steps.controls_ms = steps.lap();
                     let verdicts = verify::due(&trials, view, ring, proposed, &bounds);
                     steps.verify_ms = steps.lap();
+                    let (on_cpu_ms, runnable_ms) = steps.cpu_and_wait_ms();
                     tracing::debug!(
                         view_ms = steps.view_ms,
                         analyse_ms = steps.analyse_ms,
                         controls_ms = steps.controls_ms,
                         verify_ms = steps.verify_ms,
-                        on_cpu_ms = steps.cpu_and_wait_ms().0,
-                        runnable_ms = steps.cpu_and_wait_ms().1,
+                        on_cpu_ms,
+                        runnable_ms,
                         raised = raised.raised(),
                         "SON analysis"
                     );
