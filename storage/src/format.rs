@@ -29,7 +29,8 @@ use crate::error::OpenError;
 /// | 7 | 0.3.0 | values may name the `coverage_capacity` and `anr_add` functions (format-6 directories have none) |
 /// | 8 | 0.3.0 | `o/<cell site>`, who controls a cell site's antennas once control moved (format-7 directories have none) |
 /// | 9 | 0.3.0 | `m/tuning/availability`, the outage, compensation and energy-saving thresholds (format-8 directories have none) |
-pub const DATA_FORMAT: u32 = 9;
+/// | 10 | 0.3.0 | `m/staged/<part>`, a staged import one value per part (was one value, `m/staged`, rewritten whole with each part) |
+pub const DATA_FORMAT: u32 = 10;
 /// The oldest data format this build opens (and migrates to [`DATA_FORMAT`]).
 pub const OLDEST_DATA_FORMAT: u32 = 1;
 /// Format of one stored log entry value (its first byte).

@@ -431,6 +431,10 @@ fn migrate(
     // does 6 -> 7 (values naming coverage_capacity or anr_add); 7 -> 8 only adds keys (`o/…`,
     // absent until control of a cell site moves), and 8 -> 9 (`m/tuning/availability`, absent
     // until a tuning sets the outage, compensation or energy-saving sections).
+    // Format 9 -> 10: a staged import kept whole in `m/staged` becomes one value per part.
+    if found < 10 {
+        state_machine::migrate_staged_v9(&tree).map_err(|e| corrupt(e.to_string()))?;
+    }
     durability.sync().map_err(|source| OpenError::Io {
         what: "cannot sync the migrated store",
         dir: dir.to_path_buf(),

@@ -5,7 +5,9 @@
 //!
 //! ```text
 //! m/applied  m/membership  m/clock  m/policy  m/releases      state-machine metadata
-//! m/staged                                                     an import waiting for its last part
+//! m/staged/<part as 4 big-endian bytes>                       an import waiting for its last part, one
+//!                                                              value per part (data format 10; format 3
+//!                                                              to 9 kept it whole in `m/staged`)
 //! m/son                                                        SON policy, next pending id, holds
 //! m/tuning                                                     the SON functions' thresholds up to PCI
 //! m/tuning/availability                                        outage, compensation and energy-saving
@@ -35,6 +37,7 @@ use serde::Serialize;
 use sonraft_raft::command::Response;
 use sonraft_raft::durable::DurableLog;
 use sonraft_raft::model::image::{Changes, HistoryRecord, NetworkImage};
+use sonraft_raft::model::import::{StagedImport, StagedPart};
 use sonraft_raft::son::{AvailabilityTuning, SonItem, SonState, Tuning, TuningV1};
 use sonraft_raft::{Entry, LogId, SnapshotMeta, StorageError, StoredMembership, TypeConfig, codec};
 
@@ -56,6 +59,9 @@ pub struct ImageState {
     pub membership: StoredMembership,
     /// The log entries with history in the store, for trimming.
     pub history: HistoryIndex,
+    /// Above the part numbers of the staged import's values in the store (`m/staged/<n>`), so
+    /// that a finished or replaced import's values are all removed.
+    pub staged_keys: u32,
 }
 
 /// The applied state shared between the state machine and its readers.
@@ -288,8 +294,10 @@ impl StateMachine {
         batch.insert(b"m/clock".as_slice(), enc(&image.log_time_ms)?);
         batch.insert(b"m/policy".as_slice(), enc(&image.policy)?);
         batch.insert(b"m/releases".as_slice(), enc(&image.releases)?);
+        // The staged parts as one value: a later part goes in after it, by its number.
+        let staged_keys = image.staged.as_ref().map_or(0, |s| s.parts);
         if let Some(staged) = &image.staged {
-            batch.insert(b"m/staged".as_slice(), enc(staged)?);
+            batch.insert(staged_key(0), enc(&staged.as_part())?);
         }
         if image.son.tuning.v1() != TuningV1::default() {
             batch.insert(b"m/tuning".as_slice(), enc(&image.son.tuning.v1())?);
@@ -314,6 +322,7 @@ impl StateMachine {
             last_applied: meta.last_log_id,
             membership: meta.last_membership.clone(),
             history,
+            staged_keys,
         };
         let _ = self.feed.send(Arc::new(AppliedChanges {
             index: meta.last_log_id.map_or(0, |l| l.index),
@@ -336,10 +345,13 @@ impl StateMachine {
     /// Adds to `batch` the current value (or removal) of every key `changes` names.
     fn persist_changes(
         &self,
-        state: &ImageState,
+        state: &mut ImageState,
         changes: &Changes,
         batch: &mut Ops,
     ) -> Result<(), StorageError> {
+        if changes.staged {
+            persist_staged(state, changes, batch)?;
+        }
         let image = &state.image;
         for id in &changes.sites {
             match image.sites.get(id) {
@@ -375,12 +387,6 @@ impl StateMachine {
         if changes.releases {
             batch.insert(b"m/releases".as_slice(), enc(&image.releases)?);
         }
-        if changes.staged {
-            match &image.staged {
-                Some(staged) => batch.insert(b"m/staged".as_slice(), enc(staged)?),
-                None => batch.remove(b"m/staged".as_slice()),
-            }
-        }
         if changes.son {
             batch.insert(b"m/son".as_slice(), enc(&image.son.meta())?);
         }
@@ -408,6 +414,61 @@ impl StateMachine {
             batch.remove(history::key(index));
         }
     }
+}
+
+/// The key of a staged import's part `n` (data format 10).
+pub(crate) fn staged_key(n: u32) -> Vec<u8> {
+    let mut k = STAGED_PREFIX.to_vec();
+    k.extend_from_slice(&n.to_be_bytes());
+    k
+}
+
+const STAGED_PREFIX: &[u8] = b"m/staged/";
+
+/// Data format 9 -> 10: the staged import's one value (`m/staged`) becomes the value of its
+/// first part key, holding every part staged so far; in one atomic batch, so that a crash leaves
+/// either layout whole (and the migration runs again).
+pub(crate) fn migrate_staged_v9(tree: &sled::Tree) -> Result<(), Damaged> {
+    let Some(v) = tree
+        .get(b"m/staged")
+        .map_err(|e| Damaged::new("state machine tree", e))?
+    else {
+        return Ok(());
+    };
+    let staged: StagedImport =
+        codec::decode(&v).map_err(|e| Damaged::new("state machine key \"m/staged\"", e))?;
+    let part = codec::encode(&staged.as_part())
+        .map_err(|e| Damaged::new("state machine key \"m/staged\"", e))?;
+    let mut batch = sled::Batch::default();
+    batch.insert(staged_key(0), part);
+    batch.remove(b"m/staged".as_slice());
+    tree.apply_batch(batch)
+        .map_err(|e| Damaged::new("state machine tree", e))
+}
+
+/// Writes the parts the batch staged for the import still staged, and removes the values of
+/// parts no longer staged (the import finished, or a new one replaced it).
+fn persist_staged(
+    state: &mut ImageState,
+    changes: &Changes,
+    batch: &mut Ops,
+) -> Result<(), StorageError> {
+    let now = match &state.image.staged {
+        Some(staged) => {
+            for part in &changes.staged_parts {
+                if part.import_id == staged.import_id && part.parts <= staged.parts {
+                    batch.insert(staged_key(part.parts - 1), enc(part)?);
+                }
+            }
+            staged.parts
+        }
+        None => 0,
+    };
+    for n in now..state.staged_keys {
+        batch.remove(staged_key(n));
+    }
+    state.staged_keys = now;
+    Ok(())
 }
 
 /// Reads the persisted state from tree `sm`.
@@ -478,13 +539,42 @@ fn load(tree: &sled::Tree) -> Result<ImageState, Damaged> {
                     ),
                 ));
             }
+            Some(b"m/") if k.starts_with(STAGED_PREFIX) => {
+                let n = k[STAGED_PREFIX.len()..]
+                    .try_into()
+                    .map(u32::from_be_bytes)
+                    .map_err(|_| {
+                        Damaged::new("state machine", format!("bad staged key {key:?}"))
+                    })?;
+                let part: StagedPart = codec::decode(&v).map_err(bad)?;
+                if state
+                    .image
+                    .staged
+                    .as_ref()
+                    .is_some_and(|s| s.import_id != part.import_id)
+                {
+                    return Err(Damaged::new(
+                        "state machine",
+                        format!(
+                            "staged key {key:?} belongs to another import than the parts before it"
+                        ),
+                    ));
+                }
+                StagedImport::push(&mut state.image.staged, part);
+                state.staged_keys = n + 1;
+            }
             Some(b"m/") => match &k[..] {
                 b"m/applied" => state.last_applied = codec::decode(&v).map_err(bad)?,
                 b"m/membership" => state.membership = codec::decode(&v).map_err(bad)?,
                 b"m/clock" => image.log_time_ms = codec::decode(&v).map_err(bad)?,
                 b"m/policy" => image.policy = codec::decode(&v).map_err(bad)?,
                 b"m/releases" => image.releases = codec::decode(&v).map_err(bad)?,
-                b"m/staged" => image.staged = Some(codec::decode(&v).map_err(bad)?),
+                b"m/staged" => {
+                    return Err(Damaged::new(
+                        "state machine",
+                        "key \"m/staged\" is in data format 9's layout, but the directory is marked format 10",
+                    ));
+                }
                 b"m/son" => image.son.set_meta(codec::decode(&v).map_err(bad)?),
                 b"m/tuning" => {
                     let v1: TuningV1 = codec::decode(&v).map_err(bad)?;
@@ -575,7 +665,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             state.history.note(index, run.len());
         }
         let mut batch = Ops::default();
-        self.persist_changes(&state, &changes, &mut batch)?;
+        self.persist_changes(&mut state, &changes, &mut batch)?;
         self.trim_history(&mut state, &mut batch);
         batch.insert(b"m/applied".as_slice(), enc(&state.last_applied)?);
         batch.insert(b"m/clock".as_slice(), enc(&state.image.log_time_ms)?);

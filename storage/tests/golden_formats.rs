@@ -19,7 +19,7 @@ use sonraft_raft::changeset::Outcome;
 use sonraft_raft::changeset::{Function, Write};
 use sonraft_raft::command::{COMMAND_FORMAT, Command, Envelope, Response};
 use sonraft_raft::model::image::{Changes, NetworkImage};
-use sonraft_raft::model::import::StagedImport;
+use sonraft_raft::model::import::{StagedImport, StagedPart};
 use sonraft_raft::model::{EntityRef, Param, Value};
 use sonraft_raft::son::{
     AvailabilityTuning, KpiDelta, Pending, SonMeta, SonState, Trial, TrialEnd, TrialRecord, Tuning,
@@ -675,7 +675,8 @@ fn stored_image_values_match_the_fixture_of_the_current_data_format() {
     );
     lines.push(enc(&image.policy));
     lines.push(enc(&image.releases));
-    lines.push(enc(&staged_import()));
+    // From data format 10, one value per staged part (formats 3 to 9: the staged import whole).
+    lines.push(enc(&staged_import().as_part()));
     // From data format 4, the SON state: its small rest, then one value per pending proposal,
     // open trial and closed trial.
     let son = son_state();
@@ -818,7 +819,10 @@ fn check_stored_values(name: &str, version: u32, lines: &[Vec<u8>]) {
     assert_eq!(policy, image.policy, "{name}");
     let releases: BTreeMap<u64, NodeRelease> = decoded(name, "the releases", lines.next());
     assert_eq!(releases, image.releases, "{name}");
-    if version >= 3 {
+    if version >= 10 {
+        let part: StagedPart = decoded(name, "a staged import's part", lines.next());
+        assert_eq!(part, staged_import().as_part(), "{name}");
+    } else if version >= 3 {
         let staged: StagedImport = decoded(name, "the staged import", lines.next());
         assert_eq!(staged, staged_import(), "{name}");
     }

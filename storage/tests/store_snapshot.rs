@@ -402,3 +402,205 @@ async fn control_moves_survive_a_restart_and_a_snapshot_of_format_7() {
     .await;
     assert_eq!(body.image.control.len(), 1);
 }
+
+fn import_part(
+    import_id: u64,
+    n: u32,
+    last: bool,
+    cells: &[&str],
+) -> sonraft_raft::command::Command {
+    use sonraft_raft::changeset::{Function, Origin};
+    use sonraft_raft::command::{Command, ImageImport};
+    use sonraft_raft::model::import::ImportPart;
+    let cells = cells
+        .iter()
+        .enumerate()
+        .map(|(i, id)| {
+            serde_json::from_value(serde_json::json!({
+                "id": id, "site": "S1", "rat": "NR", "pci": 800 + i, "arfcn": 632628, "azimuth": 0
+            }))
+            .unwrap()
+        })
+        .collect();
+    Command::ImportPart(ImportPart {
+        import_id,
+        part: n,
+        last,
+        origin: Origin {
+            node: 1,
+            function: Function::Operator,
+        },
+        reason: "staged".into(),
+        data: ImageImport {
+            cells,
+            ..Default::default()
+        },
+    })
+}
+
+/// The staged parts in tree `sm`: each `m/staged/<n>` value's cell ids, by key.
+fn stored_parts(dir: &std::path::Path) -> Vec<Vec<String>> {
+    use sonraft_raft::model::import::StagedPart;
+    common::with_raw_sled(dir, |db| {
+        let sm = db.open_tree("sm").unwrap();
+        assert!(
+            sm.get(b"m/staged").unwrap().is_none(),
+            "the whole-import key of format 9"
+        );
+        sm.scan_prefix(b"m/staged/")
+            .map(|kv| {
+                let (_, v) = kv.unwrap();
+                let part: StagedPart = sonraft_raft::codec::decode(&v).unwrap();
+                part.data.cells.into_iter().map(|c| c.id).collect()
+            })
+            .collect()
+    })
+}
+
+fn staged_cells(store: &Store) -> Option<(u64, u32, Vec<String>)> {
+    read(store.reader.state()).image.staged.as_ref().map(|s| {
+        (
+            s.import_id,
+            s.parts,
+            s.data.cells.iter().map(|c| c.id.clone()).collect(),
+        )
+    })
+}
+
+/// Staging part n writes part n only (data format 10), not the whole import again: the store
+/// holds one value per part, a new import's first part removes the values of an unfinished
+/// longer one, and the last part removes them all.
+#[tokio::test]
+async fn an_import_is_stored_one_value_per_staged_part() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(dir.path()).unwrap();
+    common::apply_demo(&mut store, 4).await;
+    let apply = |parts: Vec<(u64, sonraft_raft::command::Command)>| {
+        parts
+            .into_iter()
+            .map(|(i, c)| common::entry(i, &c))
+            .collect::<Vec<_>>()
+    };
+    store
+        .sm
+        .apply(apply(vec![
+            (3, import_part(42, 0, false, &["N-0"])),
+            (4, import_part(42, 1, false, &["N-1"])),
+            (5, import_part(42, 2, false, &["N-2"])),
+        ]))
+        .await
+        .unwrap();
+    store
+        .sm
+        .apply(apply(vec![(6, import_part(42, 3, false, &["N-3"]))]))
+        .await
+        .unwrap();
+    store.close().unwrap();
+    assert_eq!(
+        stored_parts(dir.path()),
+        [["N-0"], ["N-1"], ["N-2"], ["N-3"]]
+    );
+    let mut store = Store::open(dir.path()).unwrap();
+    let four = Some((
+        42,
+        4,
+        vec!["N-0", "N-1", "N-2", "N-3"]
+            .into_iter()
+            .map(String::from)
+            .collect(),
+    ));
+    assert_eq!(staged_cells(&store), four);
+
+    // A new import replaces the unfinished one; its parts land in one batch.
+    store
+        .sm
+        .apply(apply(vec![
+            (7, import_part(43, 0, false, &["M-0"])),
+            (8, import_part(43, 1, false, &["M-1"])),
+        ]))
+        .await
+        .unwrap();
+    store.close().unwrap();
+    assert_eq!(stored_parts(dir.path()), [["M-0"], ["M-1"]]);
+    let mut store = Store::open(dir.path()).unwrap();
+    assert_eq!(
+        staged_cells(&store),
+        Some((43, 2, vec!["M-0".to_string(), "M-1".to_string()]))
+    );
+
+    store
+        .sm
+        .apply(apply(vec![(9, import_part(43, 2, true, &["M-2"]))]))
+        .await
+        .unwrap();
+    store.close().unwrap();
+    assert!(stored_parts(dir.path()).is_empty());
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(staged_cells(&store), None);
+    let image = read(store.reader.state()).image.clone();
+    for id in ["M-0", "M-1", "M-2"] {
+        assert!(image.cells.contains_key(id), "{id} imported");
+    }
+    assert!(
+        !image.cells.contains_key("N-0"),
+        "the replaced import is dropped"
+    );
+}
+
+/// A data directory of format 9 keeps a staged import whole in `m/staged`; opened, it is
+/// migrated to one value and the import carries on from its next part.
+#[tokio::test]
+async fn a_staged_import_of_data_format_9_is_migrated_and_carries_on() {
+    use sonraft_raft::command::Response;
+    use sonraft_raft::model::import::{ImportOutcome, StagedImport};
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(dir.path()).unwrap();
+    common::apply_demo(&mut store, 4).await;
+    store
+        .sm
+        .apply([
+            common::entry(3, &import_part(42, 0, false, &["N-0"])),
+            common::entry(4, &import_part(42, 1, false, &["N-1"])),
+        ])
+        .await
+        .unwrap();
+    let staged: StagedImport = read(store.reader.state()).image.staged.clone().unwrap();
+    store.close().unwrap();
+    // Rewrite it as release 9 left it.
+    common::with_raw_sled(dir.path(), |db| {
+        let sm = db.open_tree("sm").unwrap();
+        for k in sm.scan_prefix(b"m/staged/").keys() {
+            sm.remove(k.unwrap()).unwrap();
+        }
+        sm.insert(b"m/staged", sonraft_raft::codec::encode(&staged).unwrap())
+            .unwrap();
+    });
+    std::fs::write(dir.path().join("FORMAT"), "sonraft data format 9\n").unwrap();
+
+    let mut store = Store::open(dir.path()).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("FORMAT")).unwrap(),
+        "sonraft data format 10\n"
+    );
+    assert_eq!(
+        read(store.reader.state()).image.staged.as_ref(),
+        Some(&staged)
+    );
+    let r = store
+        .sm
+        .apply([common::entry(5, &import_part(42, 2, true, &["N-2"]))])
+        .await
+        .unwrap();
+    assert!(
+        matches!(r[0], Response::Import(ImportOutcome::Applied { .. })),
+        "{:?}",
+        r[0]
+    );
+    store.close().unwrap();
+    assert!(stored_parts(dir.path()).is_empty());
+    let store = Store::open(dir.path()).unwrap();
+    let image = read(store.reader.state()).image.clone();
+    for id in ["N-0", "N-1", "N-2"] {
+        assert!(image.cells.contains_key(id), "{id} imported");
+    }
+}

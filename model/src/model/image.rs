@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 
 use super::control::{Control, ControlMoves};
-use super::import::StagedImport;
+use super::import::{StagedImport, StagedPart};
 use super::{
     Cell, CellId, EntityRef, KpiSummary, NodeRelease, Policy, Relation, RelationKey, Site, SiteId,
 };
@@ -68,6 +68,9 @@ pub struct Changes {
     pub releases: bool,
     /// The staged import changed.
     pub staged: bool,
+    /// The parts it staged, in order, from the last part 0 of the batch on (a store writes
+    /// those of the import still staged at the end).
+    pub staged_parts: Vec<StagedPart>,
     /// The SON state's policy, next pending id or holds changed.
     pub son: bool,
     /// The pending proposals, open trials and closed trials that changed.

@@ -66,6 +66,52 @@ pub struct StagedImport {
     pub data: ImageImport,
 }
 
+/// One part of a staged import as a store keeps it (data format 10: one value per part, so that
+/// staging part `n` writes one part, not the `n` before it again). A store rebuilds the
+/// [`StagedImport`] by [`StagedImport::push`]ing its parts in order.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+pub struct StagedPart {
+    pub import_id: u64,
+    /// Parts staged once this one is (its number + 1; a store may hold earlier parts merged
+    /// into one value, as written from a snapshot).
+    pub parts: u32,
+    pub data: ImageImport,
+}
+
+impl StagedImport {
+    /// Adds a stored part: its data after what is staged, and its count of parts.
+    pub fn push(staged: &mut Option<StagedImport>, part: StagedPart) {
+        let s = staged.get_or_insert_with(|| StagedImport {
+            import_id: part.import_id,
+            ..Default::default()
+        });
+        s.parts = part.parts;
+        s.data.append(part.data);
+    }
+
+    /// The whole staged import as one stored part.
+    pub fn as_part(&self) -> StagedPart {
+        StagedPart {
+            import_id: self.import_id,
+            parts: self.parts,
+            data: self.data.clone(),
+        }
+    }
+}
+
+impl ImageImport {
+    /// Appends another part's sites, cells and relations; its policy, if it has one, replaces
+    /// this one's (as staging does).
+    pub fn append(&mut self, mut other: ImageImport) {
+        self.sites.append(&mut other.sites);
+        self.cells.append(&mut other.cells);
+        self.relations.append(&mut other.relations);
+        if other.policy.is_some() {
+            self.policy = other.policy;
+        }
+    }
+}
+
 /// How many entities of one kind an import creates, updates and leaves as they are.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct KindCounts {
@@ -265,13 +311,15 @@ impl NetworkImage {
             }
         };
         staged.parts += 1;
-        let data = &mut staged.data;
-        data.sites.extend(part.data.sites.iter().cloned());
-        data.cells.extend(part.data.cells.iter().cloned());
-        data.relations.extend(part.data.relations.iter().cloned());
-        if part.data.policy.is_some() {
-            data.policy.clone_from(&part.data.policy);
+        staged.data.append(part.data.clone());
+        if part.part == 0 {
+            changes.staged_parts.clear();
         }
+        changes.staged_parts.push(StagedPart {
+            import_id: part.import_id,
+            parts: staged.parts,
+            data: part.data.clone(),
+        });
         if !part.last {
             return ImportOutcome::Staged {
                 parts: staged.parts,
