@@ -27,7 +27,7 @@
 //! the apply path, consistently. Nothing is synced for it: the log is durable, and after a
 //! crash openraft re-applies the committed entries past the checkpointed last-applied id.
 
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, RwLock, TryLockError};
 
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{
@@ -69,12 +69,39 @@ pub type SharedImage = Arc<RwLock<ImageState>>;
 
 /// Reads the shared state, recovering from a poisoned lock (a panicked writer leaves the last
 /// consistent state behind: writers only swap in fully built values).
+/// A reader that has to wait (an apply of a large import holds the state for seconds) waits
+/// off the runtime's worker ([`off_worker`]).
 pub fn read(state: &SharedImage) -> std::sync::RwLockReadGuard<'_, ImageState> {
-    state.read().unwrap_or_else(|p| p.into_inner())
+    match state.try_read() {
+        Ok(g) => g,
+        Err(TryLockError::Poisoned(p)) => p.into_inner(),
+        Err(TryLockError::WouldBlock) => {
+            off_worker(|| state.read().unwrap_or_else(|p| p.into_inner()))
+        }
+    }
 }
 
 fn write(state: &SharedImage) -> std::sync::RwLockWriteGuard<'_, ImageState> {
-    state.write().unwrap_or_else(|p| p.into_inner())
+    match state.try_write() {
+        Ok(g) => g,
+        Err(TryLockError::Poisoned(p)) => p.into_inner(),
+        Err(TryLockError::WouldBlock) => {
+            off_worker(|| state.write().unwrap_or_else(|p| p.into_inner()))
+        }
+    }
+}
+
+/// Runs `f`, which may wait for or hold the applied state for long, without holding one of the
+/// runtime's worker threads: on a multi-threaded runtime the worker's other tasks move to
+/// another thread meanwhile (`block_in_place`). A node has as many workers as cores; with them
+/// all waiting here, its Raft core sends no heartbeats and the followers elect another leader.
+pub fn off_worker<R>(f: impl FnOnce() -> R) -> R {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
+    }
 }
 
 /// openraft's state machine for sonraft.
@@ -628,55 +655,59 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 .record(waited.elapsed().as_secs_f64());
         }
         let started = std::time::Instant::now();
-        let mut state = write(&self.state);
-        let mut changes = Changes::default();
-        let mut replies = Vec::new();
-        let mut membership_changed = false;
-        let mut failure = None;
-        for entry in entries {
-            let reply = match &entry.payload {
-                EntryPayload::Blank => Response::None,
-                EntryPayload::Membership(m) => {
-                    state.membership = StoredMembership::new(Some(entry.log_id), m.clone());
-                    membership_changed = true;
-                    Response::None
-                }
-                EntryPayload::Normal(envelope) => {
-                    match state
-                        .image
-                        .apply_entry(entry.log_id.index, envelope, &mut changes)
-                    {
-                        Ok(r) => r,
-                        Err(e) => {
-                            tracing::error!(index = entry.log_id.index, error = %e, "cannot apply a log entry; stopping");
-                            failure = Some(StorageIOError::apply(
-                                entry.log_id,
-                                openraft::AnyError::error(e.to_string()),
-                            ));
-                            break;
+        // A large import part holds the state for seconds: off the runtime's worker.
+        let (replies, changes, failure, replies_last_index) = off_worker(|| {
+            let mut state = write(&self.state);
+            let mut changes = Changes::default();
+            let mut replies = Vec::new();
+            let mut membership_changed = false;
+            let mut failure = None;
+            for entry in entries {
+                let reply = match &entry.payload {
+                    EntryPayload::Blank => Response::None,
+                    EntryPayload::Membership(m) => {
+                        state.membership = StoredMembership::new(Some(entry.log_id), m.clone());
+                        membership_changed = true;
+                        Response::None
+                    }
+                    EntryPayload::Normal(envelope) => {
+                        match state
+                            .image
+                            .apply_entry(entry.log_id.index, envelope, &mut changes)
+                        {
+                            Ok(r) => r,
+                            Err(e) => {
+                                tracing::error!(index = entry.log_id.index, error = %e, "cannot apply a log entry; stopping");
+                                failure = Some(StorageIOError::apply(
+                                    entry.log_id,
+                                    openraft::AnyError::error(e.to_string()),
+                                ));
+                                break;
+                            }
                         }
                     }
-                }
-            };
-            state.last_applied = Some(entry.log_id);
-            replies.push(reply);
-        }
-        for (index, run) in history::by_entry(&changes.history) {
-            state.history.note(index, run.len());
-        }
-        let mut batch = Ops::default();
-        self.persist_changes(&mut state, &changes, &mut batch)?;
-        self.trim_history(&mut state, &mut batch);
-        batch.insert(b"m/applied".as_slice(), enc(&state.last_applied)?);
-        batch.insert(b"m/clock".as_slice(), enc(&state.image.log_time_ms)?);
-        if membership_changed {
-            batch.insert(b"m/membership".as_slice(), enc(&state.membership)?);
-        }
-        self.writer
-            .submit(batch)
-            .map_err(|e| sm_err(ErrorVerb::Write, e))?;
-        let replies_last_index = state.last_applied.map_or(0, |l| l.index);
-        drop(state);
+                };
+                state.last_applied = Some(entry.log_id);
+                replies.push(reply);
+            }
+            for (index, run) in history::by_entry(&changes.history) {
+                state.history.note(index, run.len());
+            }
+            let mut batch = Ops::default();
+            self.persist_changes(&mut state, &changes, &mut batch)?;
+            self.trim_history(&mut state, &mut batch);
+            batch.insert(b"m/applied".as_slice(), enc(&state.last_applied)?);
+            batch.insert(b"m/clock".as_slice(), enc(&state.image.log_time_ms)?);
+            if membership_changed {
+                batch.insert(b"m/membership".as_slice(), enc(&state.membership)?);
+            }
+            self.writer
+                .submit(batch)
+                .map_err(|e| sm_err(ErrorVerb::Write, e))?;
+            let replies_last_index = state.last_applied.map_or(0, |l| l.index);
+            drop(state);
+            Ok::<_, StorageError>((replies, changes, failure, replies_last_index))
+        })?;
         if !changes.cells.is_empty()
             || !changes.relations.is_empty()
             || !changes.sites.is_empty()
@@ -760,14 +791,20 @@ pub struct SnapshotBuilder {
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
-        let (meta, body) = capture(&self.tree, &self.state, &self.writer)
-            .map_err(|e| snap_err(ErrorVerb::Read, e))?;
+        // Capturing waits for the applied state and clones it: seconds for a large image, on
+        // a thread of the blocking pool rather than one of the runtime's workers.
+        let (tree, state, writer) = (self.tree.clone(), self.state.clone(), self.writer.clone());
         let dir = self.snapshots.clone();
-        let m = meta.clone();
-        let path = tokio::task::spawn_blocking(move || dir.write(&m, &body))
-            .await
-            .map_err(|e| snap_err(ErrorVerb::Write, e))?
-            .map_err(|e| snap_err(ErrorVerb::Write, e))?;
+        let (meta, path) = tokio::task::spawn_blocking(move || {
+            let (meta, body) =
+                capture(&tree, &state, &writer).map_err(|e| snap_err(ErrorVerb::Read, e))?;
+            let path = dir
+                .write(&meta, &body)
+                .map_err(|e| snap_err(ErrorVerb::Write, e))?;
+            Ok::<_, StorageError>((meta, path))
+        })
+        .await
+        .map_err(|e| snap_err(ErrorVerb::Write, e))??;
         tracing::info!(last_log_id = ?meta.last_log_id, file = %path.display(), "built a snapshot");
         let f = tokio::fs::File::open(&path)
             .await
@@ -786,6 +823,10 @@ pub(crate) fn capture(
     state: &SharedImage,
     writer: &SmWriter,
 ) -> Result<(SnapshotMeta, SnapshotBody), Damaged> {
+    // Most of what was applied reaches sled before the state is held, the rest under it.
+    writer
+        .wait_written()
+        .map_err(|e| Damaged::new("state machine checkpoint", e))?;
     let (image, last_applied, membership, raw_history) = {
         let s = read(state);
         // No apply runs while we hold the state; let sled catch up with what was applied.
