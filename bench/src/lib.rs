@@ -28,6 +28,7 @@ pub mod failover;
 pub mod fleet;
 pub mod load;
 pub mod outage;
+pub mod scale;
 pub mod session;
 pub mod son;
 pub mod sonraft_target;
@@ -60,6 +61,9 @@ pub enum BenchCommand {
     /// The cluster with its nodes 25 ms apart (user-space WAN links), against loopback:
     /// change-set latency, read-modify-write throughput, failover.
     Wan(wan::WanArgs),
+    /// A large image (100,000 cells, 30 relations each, by default) in a local cluster:
+    /// import, memory and disk per node, backup, restart, a learner's catch-up, latency.
+    Scale(scale::ScaleArgs),
 }
 
 /// Runs `sonraft bench`.
@@ -73,6 +77,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         BenchCommand::Outage(a) => outage::run(a).await,
         BenchCommand::Cco(a) => cco::run(a).await,
         BenchCommand::Wan(a) => wan::run(a).await,
+        BenchCommand::Scale(a) => scale::run(a).await,
     }
 }
 
