@@ -291,7 +291,10 @@ enum CtlCommand {
         sonraft ctl import network.json --dry-run\n  \
         sonraft ctl import network.json --reason \"spring re-plan\"")]
     Import {
-        /// The image as JSON.
+        /// The image as JSON (`{"sites": [...], "cells": [...], ...}`), or, for an image of any
+        /// size, as JSON lines (a name ending in `.jsonl` or `.ndjson`: one `{"site": {...}}`,
+        /// `{"cell": {...}}`, `{"relation": {...}}` or `{"policy": {...}}` a line, as
+        /// `sonraft sim export --lines` writes), streamed to the leader.
         file: std::path::PathBuf,
         /// Only show what it would change in the live image (created, updated, unchanged, and
         /// every parameter value it would replace); apply nothing.
@@ -1161,11 +1164,14 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
             dry_run,
             reason,
         } => {
-            let (_, body) = read_json(&file)?;
             let path = with_query("/image/import", &v1::ImportQuery { dry_run, reason });
-            let v = ctl
-                .ok::<v1::ImportAnswer>(Method::POST, &path, Some(json_body(&body)?))
-                .await?;
+            let v = if is_lines_file(&file) {
+                import_lines(&ctl, &file, &path).await?
+            } else {
+                let (_, body) = read_json(&file)?;
+                ctl.ok::<v1::ImportAnswer>(Method::POST, &path, Some(json_body(&body)?))
+                    .await?
+            };
             ctl.show(&v, print_import);
         }
         CtlCommand::Backup { file } => {
@@ -1463,6 +1469,89 @@ fn print_import(v: &v1::ImportAnswer) {
 
 /// The bytes of FILE (`-`: standard input) and their JSON; a usage failure (exit 2) when it
 /// cannot be read or is not JSON, as nothing was sent.
+/// Whether `file` holds JSON lines (by its name).
+fn is_lines_file(file: &std::path::Path) -> bool {
+    file.extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("jsonl") || e.eq_ignore_ascii_case("ndjson"))
+}
+
+/// Streams a JSON-lines image to the leader (which stages each part as its lines arrive; a
+/// follower would have to hold the body whole), showing progress on a terminal.
+async fn import_lines(
+    ctl: &Ctl,
+    file: &std::path::Path,
+    path: &str,
+) -> anyhow::Result<Answer<v1::ImportAnswer>> {
+    use std::io::IsTerminal;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let f = tokio::fs::File::open(file)
+        .await
+        .map_err(|e| Failure::usage(format!("cannot read {}: {e}", file.display())))?;
+    let total = f.metadata().await.map(|m| m.len()).unwrap_or(0);
+    let node = leader_or_first(ctl).await;
+    let sent = Arc::new(AtomicU64::new(0));
+    let body = sonraft_client::file_body(f, sent.clone());
+    let progress = std::io::stderr().is_terminal().then(|| {
+        let sent = sent.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                let n = sent.load(Ordering::Relaxed);
+                let pct = (n as f64 * 100.0 / total.max(1) as f64).min(100.0);
+                eprint!(
+                    "\rimport: {:.1} of {:.1} MB sent ({pct:.0} %)",
+                    n as f64 / 1e6,
+                    total as f64 / 1e6
+                );
+                if n >= total {
+                    eprint!(", the last part is being applied");
+                }
+            }
+        })
+    });
+    let url = format!("{}{path}", ctl.client.base_url(&node));
+    let r = ctl
+        .client
+        .send_stream(hyper::Method::POST, &url, body, v1::IMPORT_LINES)
+        .await;
+    if let Some(p) = progress {
+        p.abort();
+        eprintln!();
+    }
+    let r = r.map_err(|e| Failure::of(Exit::of_client_error(&e), e.to_string()))?;
+    if !r.status.is_success() {
+        return Err(Failure::answer(r.status, &r.body));
+    }
+    let body = r.parse().map_err(|e| {
+        Failure::of(
+            Exit::Refused,
+            format!("the answer to {path} is not understood: {e}"),
+        )
+    })?;
+    Ok(Answer { raw: r.body, body })
+}
+
+/// The leader's API address as the first node that answers names it, else the first node.
+async fn leader_or_first(ctl: &Ctl) -> String {
+    for n in &ctl.nodes {
+        let Ok(r) = ctl.client.get(n, "/status").await else {
+            continue;
+        };
+        let Ok(s) = r.parse::<v1::Status>() else {
+            continue;
+        };
+        if let Some(addr) = s
+            .leader_id
+            .and_then(|l| s.nodes.get(&l))
+            .map(|m| m.api_addr.clone())
+        {
+            return addr;
+        }
+    }
+    ctl.nodes.first().cloned().unwrap_or_default()
+}
+
 fn read_json(file: &std::path::Path) -> anyhow::Result<(Bytes, Value)> {
     let text = if file.as_os_str() == "-" {
         let mut t = Vec::new();

@@ -104,3 +104,80 @@ async fn an_import_over_live_changes_shows_them_in_a_dry_run_and_records_them_in
         "{record}"
     );
 }
+
+/// An image as JSON lines, streamed by `ctl import FILE.jsonl` to the leader (ctl asked a
+/// follower first), lands whole in parts; a bad line refuses it whole and names the line; a
+/// body of lines posted to a follower is forwarded whole (issue 17).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streamed_import_of_json_lines_lands_whole_and_a_bad_line_lands_nothing() {
+    let c = Cluster::start(3).await;
+    let leader = c.leader().await;
+    let follower = (leader + 1) % 3;
+    let nodes = format!("{},{}", c.nodes[follower].api, c.nodes[leader].api);
+    let dir = TestDir::new();
+    // 4,500 cells and their relations: more than one part (4,000 cells a part).
+    let out = std::process::Command::new(binary())
+        .args(["sim", "export", "--cells", "4500", "--lines"])
+        .output()
+        .expect("sim export");
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    let count = |kind: &str| {
+        text.lines()
+            .filter(|l| l.starts_with(&format!("{{\"{kind}\"")))
+            .count()
+    };
+    let (cells, relations) = (count("cell"), count("relation"));
+    assert_eq!(cells, 4500);
+
+    // One bad line after the first part: nothing lands, and the error names the line.
+    let mut lines: Vec<&str> = text.lines().collect();
+    let bad_at = lines.len() - 10;
+    lines.insert(bad_at, r#"{"cell": {"id": "X"}}"#);
+    let bad = dir.path().join("bad.jsonl");
+    std::fs::write(&bad, lines.join("\n")).unwrap();
+    let (code, _, err) = ctl(&nodes, &["import", bad.to_str().unwrap()]);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains(&format!("line {}", bad_at + 1)) && err.contains("nothing imported"),
+        "{err}"
+    );
+    let api = &c.nodes[leader].api;
+    let none = c.client.get(api, "/image/cells?limit=5").await.unwrap();
+    assert_eq!(none.json(), json!([]), "no part of the import is visible");
+
+    let good = dir.path().join("network.jsonl");
+    std::fs::write(&good, &text).unwrap();
+    let (code, out, err) = ctl(&nodes, &["--json", "import", good.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}{err}");
+    let answer: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(answer["imported"]["cells"], cells, "{answer}");
+    assert_eq!(answer["imported"]["relations"], relations, "{answer}");
+    let some = c
+        .client
+        .get(api, "/image/cells/S00000-1?consistency=linearizable")
+        .await
+        .unwrap();
+    assert_eq!(some.status, 200);
+
+    // Lines posted to a follower: forwarded whole to the leader, and applied.
+    let url = format!("{}/image/import", c.client.base_url(&c.nodes[follower].api));
+    let body = concat!(
+        r#"{"site":{"id":"L1","name":"lines","lat":48.1,"lon":11.5}}"#,
+        "\n",
+        r#"{"cell":{"id":"L1-1","site":"L1","rat":"NR","pci":900,"arfcn":632628,"azimuth":0}}"#,
+        "\n"
+    );
+    let r = c
+        .client
+        .send_stream(
+            hyper::Method::POST,
+            &url,
+            sonraft_client::whole_body(bytes::Bytes::from(body)),
+            "application/x-ndjson",
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json()["imported"]["cells"], 1);
+}

@@ -41,6 +41,9 @@ pub struct ScaleArgs {
     /// Where the nodes keep their data (default: a fresh directory under the system temp dir).
     #[arg(long)]
     pub dir: Option<PathBuf>,
+    /// Import as JSON lines, streamed (`application/x-ndjson`), instead of one JSON body.
+    #[arg(long)]
+    pub lines: bool,
     /// Extra flags for every node.
     #[arg(long, allow_hyphen_values = true, value_delimiter = ' ')]
     pub node_args: Vec<String>,
@@ -57,8 +60,8 @@ pub async fn run(args: ScaleArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&dir)?;
 
     let t = Instant::now();
-    let small = image_body(&this, 300, 0)?;
-    let large = image_body(&this, args.cells, args.relations_per_cell)?;
+    let small = image_body(&this, 300, 0, args.lines)?;
+    let large = image_body(&this, args.cells, args.relations_per_cell, args.lines)?;
     println!(
         "image: {} cells, {} relations, {:.1} MB of JSON (built in {:.1} s)",
         large.cells,
@@ -77,11 +80,11 @@ pub async fn run(args: ScaleArgs) -> anyhow::Result<()> {
     let client = ApiClient::new(Some(TOKEN.to_string()), Duration::from_secs(1800));
     let rss_empty = rss_kib(&cluster)?;
 
-    import(&cluster, &client, &small.body).await?;
+    import(&cluster, &client, &small.body, args.lines).await?;
     let small_lat = change_latencies(&cluster, &client, &small.first_cell, args.changes).await?;
 
     let t = Instant::now();
-    let index = import(&cluster, &client, &large.body).await?;
+    let index = import(&cluster, &client, &large.body, args.lines).await?;
     let import_s = t.elapsed().as_secs_f64();
     cluster
         .wait_applied(index, Duration::from_secs(1800))
@@ -203,8 +206,8 @@ struct Image {
 }
 
 /// The `POST /image/import` body of the simulator's network of `cells` cells, with relations
-/// added up to `per_cell` a cell.
-fn image_body(binary: &Path, cells: usize, per_cell: usize) -> anyhow::Result<Image> {
+/// added up to `per_cell` a cell; as JSON lines with `lines`.
+fn image_body(binary: &Path, cells: usize, per_cell: usize, lines: bool) -> anyhow::Result<Image> {
     let out = std::process::Command::new(binary)
         .args(["sim", "export", "--cells", &cells.to_string()])
         .output()
@@ -232,24 +235,45 @@ fn image_body(binary: &Path, cells: usize, per_cell: usize) -> anyhow::Result<Im
     for (s, _) in &have {
         *counts.entry(s.clone()).or_default() += 1;
     }
-    // The export without its relations, split where they go back in.
-    image["relations"] = Value::Array(Vec::new());
-    let mut body = serde_json::to_vec(&image)?;
-    let marker = b"\"relations\":[]";
-    let at = body
-        .windows(marker.len())
-        .position(|w| w == marker)
-        .context("no relations in the export")?
-        + marker.len()
-        - 1;
-    let tail = body.split_off(at);
+    // Relations after the rest: written as they are made, never held as JSON values.
+    let mut body = Vec::new();
+    let tail = if lines {
+        for (kind, list) in [("site", "sites"), ("cell", "cells")] {
+            for v in image[list].as_array().into_iter().flatten() {
+                serde_json::to_writer(&mut body, &json!({ kind: v }))?;
+                body.push(b'\n');
+            }
+        }
+        Vec::new()
+    } else {
+        image["relations"] = Value::Array(Vec::new());
+        body = serde_json::to_vec(&image)?;
+        let marker = b"\"relations\":[]";
+        let at = body
+            .windows(marker.len())
+            .position(|w| w == marker)
+            .context("no relations in the export")?
+            + marker.len()
+            - 1;
+        body.split_off(at)
+    };
     let mut n = 0usize;
-    for r in &relations {
-        if n > 0 {
+    let next = |body: &mut Vec<u8>, n: &mut usize| {
+        if lines {
+            if *n > 0 {
+                body.push(b'\n');
+            }
+            body.extend_from_slice(b"{\"relation\":");
+        } else if *n > 0 {
             body.push(b',');
         }
+        *n += 1;
+    };
+    let close = if lines { "}" } else { "" };
+    for r in &relations {
+        next(&mut body, &mut n);
         serde_json::to_writer(&mut body, r)?;
-        n += 1;
+        body.extend_from_slice(close.as_bytes());
     }
     for (i, source) in ids.iter().enumerate() {
         let mut k = 1;
@@ -260,13 +284,16 @@ fn image_body(binary: &Path, cells: usize, per_cell: usize) -> anyhow::Result<Im
             if !have.insert((source.clone(), target.clone())) {
                 continue;
             }
-            if n > 0 {
-                body.push(b',');
-            }
-            write!(body, r#"{{"source":"{source}","target":"{target}"}}"#)?;
+            next(&mut body, &mut n);
+            write!(
+                body,
+                r#"{{"source":"{source}","target":"{target}"}}{close}"#
+            )?;
             have_now += 1;
-            n += 1;
         }
+    }
+    if lines {
+        body.push(b'\n');
     }
     body.extend_from_slice(&tail);
     Ok(Image {
@@ -278,15 +305,30 @@ fn image_body(binary: &Path, cells: usize, per_cell: usize) -> anyhow::Result<Im
 }
 
 /// Imports `body` through the leader; the log index it was applied at.
-async fn import(cluster: &LocalCluster, client: &ApiClient, body: &[u8]) -> anyhow::Result<u64> {
+async fn import(
+    cluster: &LocalCluster,
+    client: &ApiClient,
+    body: &[u8],
+    lines: bool,
+) -> anyhow::Result<u64> {
     let leader = cluster.leader(Duration::from_secs(30)).await?;
     let url = format!(
         "{}/image/import",
         client.base_url(&cluster.nodes[leader].api)
     );
-    let r = client
-        .send(Method::POST, &url, Some(Bytes::copy_from_slice(body)), &[])
-        .await?;
+    let body = Bytes::copy_from_slice(body);
+    let r = if lines {
+        client
+            .send_stream(
+                Method::POST,
+                &url,
+                sonraft_client::whole_body(body),
+                v1::IMPORT_LINES,
+            )
+            .await?
+    } else {
+        client.send(Method::POST, &url, Some(body), &[]).await?
+    };
     if !r.status.is_success() {
         bail!("import: {} {}", r.status, String::from_utf8_lossy(&r.body));
     }

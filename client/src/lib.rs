@@ -21,6 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::header::HeaderValue;
 use hyper::{Method, Request, StatusCode};
@@ -91,10 +92,13 @@ pub fn with_query<Q: Serialize>(path: &str, query: &Q) -> String {
 }
 
 /// Pooled admin-API client. Cheap to clone.
+/// A request's body: whole, or streamed from a file (`POST /image/import` of a large image).
+pub type RequestBody = BoxBody<Bytes, std::io::Error>;
+
 #[derive(Clone)]
 pub struct ApiClient {
     /// `Err` when TLS could not be set up (every request then fails with that reason).
-    http: Result<Client<sonraft_tls::Connector, Full<Bytes>>, String>,
+    http: Result<Client<sonraft_tls::Connector, RequestBody>, String>,
     /// The scheme of addresses given without one: `https` once a CA is given.
     scheme: &'static str,
     /// `Bearer <token>`, built once: a header value per request would be an allocation per
@@ -176,6 +180,39 @@ impl ApiClient {
         body: Option<Bytes>,
         headers: &[(&str, &str)],
     ) -> Result<ApiResponse, ClientError> {
+        // JSON unless the caller names the type (a forwarded body keeps its own).
+        let typed = headers
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case(hyper::header::CONTENT_TYPE.as_str()));
+        let content_type = (body.is_some() && !typed).then_some("application/json");
+        let body = whole_body(body.unwrap_or_default());
+        self.exchange(method, url, body, content_type, headers, Some(self.timeout))
+            .await
+    }
+
+    /// Sends `body` as it comes (a large file, read on while it is sent), as `content_type`.
+    /// No deadline covers the whole exchange, which lasts as long as the body does: the caller
+    /// bounds it if it must.
+    pub async fn send_stream(
+        &self,
+        method: Method,
+        url: &str,
+        body: RequestBody,
+        content_type: &str,
+    ) -> Result<ApiResponse, ClientError> {
+        self.exchange(method, url, body, Some(content_type), &[], None)
+            .await
+    }
+
+    async fn exchange(
+        &self,
+        method: Method,
+        url: &str,
+        body: RequestBody,
+        content_type: Option<&str>,
+        headers: &[(&str, &str)],
+        timeout: Option<Duration>,
+    ) -> Result<ApiResponse, ClientError> {
         let http = self.http.as_ref().map_err(|reason| ClientError::Request {
             url: url.into(),
             reason: format!("TLS not set up: {reason}"),
@@ -194,18 +231,16 @@ impl ApiClient {
         if let Some(auth) = authorization.as_ref().filter(|_| own_token) {
             req = req.header(hyper::header::AUTHORIZATION, auth.clone());
         }
-        if body.is_some() {
-            req = req.header(hyper::header::CONTENT_TYPE, "application/json");
+        if let Some(t) = content_type {
+            req = req.header(hyper::header::CONTENT_TYPE, t);
         }
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
-        let req =
-            req.body(Full::new(body.unwrap_or_default()))
-                .map_err(|e| ClientError::Request {
-                    url: url.into(),
-                    reason: e.to_string(),
-                })?;
+        let req = req.body(body).map_err(|e| ClientError::Request {
+            url: url.into(),
+            reason: e.to_string(),
+        })?;
         let exchange = async {
             let resp = http.request(req).await.map_err(|e| {
                 if sonraft_tls::is_untrusted_certificate(&e) {
@@ -252,11 +287,14 @@ impl ApiClient {
                 body,
             })
         };
-        match tokio::time::timeout(self.timeout, exchange).await {
+        let Some(timeout) = timeout else {
+            return exchange.await;
+        };
+        match tokio::time::timeout(timeout, exchange).await {
             Ok(r) => r,
             Err(_) => Err(ClientError::Timeout {
                 url: url.into(),
-                timeout: self.timeout,
+                timeout,
             }),
         }
     }
@@ -326,4 +364,67 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         src = inner.source();
     }
     s
+}
+
+/// A request body read from `file` as it is sent, 256 KiB at a time; `sent` counts the bytes
+/// handed to the connection (for a progress display).
+pub fn file_body(file: tokio::fs::File, sent: Arc<std::sync::atomic::AtomicU64>) -> RequestBody {
+    FileBody {
+        file,
+        buf: vec![0; 256 << 10],
+        sent,
+        done: false,
+    }
+    .boxed()
+}
+
+struct FileBody {
+    file: tokio::fs::File,
+    buf: Vec<u8>,
+    sent: Arc<std::sync::atomic::AtomicU64>,
+    done: bool,
+}
+
+impl hyper::body::Body for FileBody {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, std::io::Error>>> {
+        use std::task::Poll;
+        use tokio::io::AsyncRead;
+        let this = self.get_mut();
+        if this.done {
+            return Poll::Ready(None);
+        }
+        let mut rb = tokio::io::ReadBuf::new(&mut this.buf);
+        match std::pin::Pin::new(&mut this.file).poll_read(cx, &mut rb) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Err(e)) => {
+                this.done = true;
+                Poll::Ready(Some(Err(e)))
+            }
+            Poll::Ready(Ok(())) if rb.filled().is_empty() => {
+                this.done = true;
+                Poll::Ready(None)
+            }
+            Poll::Ready(Ok(())) => {
+                let data = Bytes::copy_from_slice(rb.filled());
+                this.sent
+                    .fetch_add(data.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                Poll::Ready(Some(Ok(hyper::body::Frame::data(data))))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done
+    }
+}
+
+/// A request body held whole (for [`ApiClient::send_stream`] with a body already in memory).
+pub fn whole_body(bytes: Bytes) -> RequestBody {
+    Full::new(bytes).map_err(|never| match never {}).boxed()
 }

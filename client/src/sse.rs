@@ -197,7 +197,11 @@ impl ApiClient {
             req = req.header("last-event-id", id);
         }
         let req = req
-            .body(Full::new(Bytes::new()))
+            .body(
+                Full::new(Bytes::new())
+                    .map_err(|never| match never {})
+                    .boxed(),
+            )
             .map_err(|e| bad(e.to_string()))?;
         let head = tokio::time::timeout(self.timeout, http.request(req)).await;
         let resp = match head {

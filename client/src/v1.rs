@@ -688,6 +688,34 @@ pub struct HistoryRecord {
 // ---------------------------------------------------------------------------------------------
 // Imports
 
+/// The media type of a streamed `POST /image/import`: one [`ImportLine`] per line (JSON lines).
+pub const IMPORT_LINES: &str = "application/x-ndjson";
+
+/// One line of a streamed import: a site, a cell, a relation, or the coordination policy, each
+/// as `{"cell": {...}}`. Lines come in any order; an import of any size streams this way (the
+/// whole-body form, [`ImageImport`], is held in memory at once and bounded by the node's
+/// `max_import_bytes`).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum ImportLine {
+    Site(Site),
+    Cell(Cell),
+    Relation(Relation),
+    Policy(Policy),
+}
+
+impl ImportLine {
+    /// Adds this line's entity (or policy) to `import`.
+    pub fn add_to(self, import: &mut ImageImport) {
+        match self {
+            ImportLine::Site(s) => import.sites.push(s),
+            ImportLine::Cell(c) => import.cells.push(c),
+            ImportLine::Relation(r) => import.relations.push(r),
+            ImportLine::Policy(p) => import.policy = Some(p),
+        }
+    }
+}
+
 /// `?dry_run=true&reason=R` of `POST /image/import`.
 #[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]

@@ -56,6 +56,11 @@ pub struct ExportArgs {
     /// demos with short counter periods.
     #[arg(long)]
     pub cooldown_ms: Option<u64>,
+    /// Write JSON lines instead (one `{"site": ...}`, `{"cell": ...}`, `{"relation": ...}` or
+    /// `{"policy": ...}` a line), which `sonraft ctl import FILE.jsonl` streams whatever the
+    /// image's size.
+    #[arg(long)]
+    pub lines: bool,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -173,9 +178,30 @@ pub async fn run(args: SimArgs) -> anyhow::Result<()> {
                 image["policy"] =
                     serde_json::json!({"cooldown_ms": ms, "priority_hold_ms": ms * 3});
             }
-            let mut out = std::io::stdout().lock();
-            serde_json::to_writer(&mut out, &image)?;
-            writeln!(out)?;
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            if export.lines {
+                for (kind, list) in [
+                    ("site", "sites"),
+                    ("cell", "cells"),
+                    ("relation", "relations"),
+                ] {
+                    for v in image[list].as_array().into_iter().flatten() {
+                        serde_json::to_writer(&mut out, &serde_json::json!({ kind: v }))?;
+                        writeln!(out)?;
+                    }
+                }
+                if !image["policy"].is_null() {
+                    serde_json::to_writer(
+                        &mut out,
+                        &serde_json::json!({ "policy": image["policy"] }),
+                    )?;
+                    writeln!(out)?;
+                }
+            } else {
+                serde_json::to_writer(&mut out, &image)?;
+                writeln!(out)?;
+            }
+            out.flush()?;
             Ok(())
         }
         SimCommand::Run(run) => run_sim(run).await,

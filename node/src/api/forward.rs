@@ -96,6 +96,14 @@ async fn forward_once(
     if let Some(id) = headers.get(REQUEST_ID).and_then(|v| v.to_str().ok()) {
         extra.push((REQUEST_ID, id));
     }
+    // A body goes on as what it is (JSON lines of an import, say), not re-labelled JSON.
+    if body.is_some()
+        && let Some(t) = headers
+            .get(axum::http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+    {
+        extra.push(("content-type", t));
+    }
     // As the caller: the leader checks the caller's role again (every node holds the same
     // tokens), so forwarding never lends a caller this node's admin token.
     if let Some(auth) = headers

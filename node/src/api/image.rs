@@ -251,6 +251,11 @@ fn imported(c: &ImportCounts) -> v1::ImportCounts {
 /// `POST /image/import[?dry_run=true][&reason=...]`: bulk upsert of sites, cells and relations,
 /// checked whole and applied in one step or not at all, and recorded in the history with what it
 /// changed. `dry_run` answers what it would change in the leader's image, applying nothing.
+///
+/// The body is one JSON [`ImageImport`] (at most `max_import_bytes`), or JSON lines
+/// ([`v1::IMPORT_LINES`], one [`v1::ImportLine`] each) of any size: the leader stages each part
+/// as soon as its lines are in, holding one part at a time. A follower, and a dry run, read the
+/// lines whole (at most `max_import_bytes`): the follower forwards them to the leader.
 pub async fn import(
     State(node): State<Arc<Node>>,
     Params(q): Params<v1::ImportQuery>,
@@ -258,8 +263,16 @@ pub async fn import(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
+    let lines = is_lines(&headers);
+    if lines && !q.dry_run && node.is_leader() {
+        return import_lines(&node, &q, &headers, body).await;
+    }
     let bytes = read_body(&headers, body, node.config().max_import_bytes).await?;
-    let mut import: ImageImport = parse_json(&bytes)?;
+    let mut import: ImageImport = if lines {
+        parse_lines(&bytes)?
+    } else {
+        parse_json(&bytes)?
+    };
     import.strip_stamps();
     if !node.is_leader() {
         return Ok(forward::to_leader(&node, Method::POST, &uri, &headers, Some(bytes)).await);
@@ -290,64 +303,284 @@ pub async fn import(
     if effective < ImportPart::FORMAT {
         return import_v1(&node, import, &uri, &headers, bytes).await;
     }
-    let origin_node = headers
-        .get(forward::FORWARDED)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(node.id());
+    let mut staging = Staging::new(&node, &q, &headers);
     let parts = chunks(import);
     let count = parts.len();
-    let import_id = rand::random::<u64>();
     for (n, data) in parts.into_iter().enumerate() {
-        let part = ImportPart {
-            import_id,
-            part: n as u32,
-            last: n + 1 == count,
-            origin: Origin {
-                node: origin_node,
-                function: Function::Operator,
-            },
-            reason: q.reason.clone().unwrap_or_else(|| "import".into()),
-            data,
-        };
-        match node.propose(&Command::ImportPart(part)).await {
-            Ok((_, Applied::Import(ImportOutcome::Staged { .. }))) => {}
-            Ok((_, Applied::Import(ImportOutcome::Applied { index, diff }))) => {
-                tracing::info!(index, parts = count, summary = %diff.summary(), "imported");
-                return Ok(Json(v1::Imported {
-                    imported: imported(&diff.counts()),
-                    index,
-                    changed: Some(changes(&diff, false)),
-                })
-                .into_response());
-            }
-            Ok((_, Applied::Import(ImportOutcome::Refused { reason }))) => {
-                return Err(ApiError::unprocessable(format!(
-                    "nothing imported: {reason}"
-                )));
-            }
-            Ok((_, other)) => {
-                return Err(ApiError::internal(format!("unexpected answer {other:?}")));
-            }
+        match staging.stage(data, n + 1 == count).await {
+            Ok(Some(done)) => return Ok(done),
+            Ok(None) => {}
             Err(ProposeError::NotLeader(_)) if n == 0 => {
                 return Ok(
                     forward::to_leader(&node, Method::POST, &uri, &headers, Some(bytes)).await,
                 );
             }
-            Err(e) => {
-                let e = ApiError::from(e);
-                return Err(ApiError {
-                    detail: format!(
-                        "nothing imported (stopped at part {} of {count}; the parts sent are dropped by the next import): {}",
-                        n + 1,
-                        e.detail
-                    ),
-                    ..e
-                });
-            }
+            Err(e) => return Err(staging.stopped(e, Some(count))),
         }
     }
     Err(ApiError::internal("the import had no last part"))
+}
+
+/// Whether the body is JSON lines ([`v1::IMPORT_LINES`]).
+fn is_lines(headers: &HeaderMap) -> bool {
+    headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case(v1::IMPORT_LINES))
+}
+
+/// Longest line of a streamed import: a cell with its every field is well under 2 KiB.
+const MAX_LINE_BYTES: usize = 1 << 20;
+
+/// Splits a body arriving in chunks into lines, each at most [`MAX_LINE_BYTES`].
+#[derive(Default)]
+struct LineSplitter {
+    buf: Vec<u8>,
+    /// Lines handed out so far (for errors: "line N").
+    line: u64,
+}
+
+impl LineSplitter {
+    /// Adds `chunk`; calls `f` with each line it completes (numbered from 1, without its end).
+    fn push(
+        &mut self,
+        chunk: &[u8],
+        mut f: impl FnMut(u64, &[u8]) -> Result<(), ApiError>,
+    ) -> Result<(), ApiError> {
+        let mut rest = chunk;
+        while let Some(at) = rest.iter().position(|&b| b == b'\n') {
+            let line = if self.buf.is_empty() {
+                &rest[..at]
+            } else {
+                self.buf.extend_from_slice(&rest[..at]);
+                &self.buf[..]
+            };
+            self.line += 1;
+            if line.len() > MAX_LINE_BYTES {
+                return Err(self.too_long());
+            }
+            f(self.line, line)?;
+            self.buf.clear();
+            rest = &rest[at + 1..];
+        }
+        self.buf.extend_from_slice(rest);
+        if self.buf.len() > MAX_LINE_BYTES {
+            return Err(self.too_long());
+        }
+        Ok(())
+    }
+
+    /// The body ended: the last line, if it had no end of line.
+    fn finish(
+        &mut self,
+        mut f: impl FnMut(u64, &[u8]) -> Result<(), ApiError>,
+    ) -> Result<(), ApiError> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        self.line += 1;
+        let line = std::mem::take(&mut self.buf);
+        f(self.line, &line)
+    }
+
+    fn too_long(&self) -> ApiError {
+        ApiError::bad_request(
+            "malformed_line",
+            format!(
+                "line {} is longer than {MAX_LINE_BYTES} bytes; nothing imported",
+                self.line + 1
+            ),
+        )
+    }
+}
+
+/// Adds line `n` (blank lines are skipped) to `import`.
+fn add_line(import: &mut ImageImport, n: u64, line: &[u8]) -> Result<(), ApiError> {
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    if line.iter().all(u8::is_ascii_whitespace) {
+        return Ok(());
+    }
+    let parsed: v1::ImportLine = serde_json::from_slice(line).map_err(|e| {
+        ApiError::bad_request(
+            "malformed_line",
+            format!(
+                "line {n} is not an import line ({{\"site\"|\"cell\"|\"relation\"|\"policy\": {{...}}}}): {e}; nothing imported"
+            ),
+        )
+    })?;
+    parsed.add_to(import);
+    Ok(())
+}
+
+/// A whole body of JSON lines as one import.
+fn parse_lines(bytes: &[u8]) -> Result<ImageImport, ApiError> {
+    let mut import = ImageImport::default();
+    let mut split = LineSplitter::default();
+    split.push(bytes, |n, l| add_line(&mut import, n, l))?;
+    split.finish(|n, l| add_line(&mut import, n, l))?;
+    Ok(import)
+}
+
+/// Whether `part` holds as much as one log entry should.
+fn part_full(part: &ImageImport) -> bool {
+    part.cells.len() >= CELLS_PER_ENTRY
+        || part.relations.len() >= RELATIONS_PER_ENTRY
+        || part.sites.len() >= CELLS_PER_ENTRY
+}
+
+/// A streamed import on the leader: each part is staged once its lines are in.
+async fn import_lines(
+    node: &Arc<Node>,
+    q: &v1::ImportQuery,
+    headers: &HeaderMap,
+    mut body: Body,
+) -> Result<Response, ApiError> {
+    use http_body_util::BodyExt;
+    let effective = node.effective_format(Duration::from_secs(5)).await;
+    if effective < ImportPart::FORMAT {
+        return Err(ApiError::conflict(
+            "cluster_version",
+            "a streamed import is applied in parts, which needs every voter on command format 3; finish upgrading the cluster first",
+        ));
+    }
+    let mut staging = Staging::new(node, q, headers);
+    let mut split = LineSplitter::default();
+    let mut part = ImageImport::default();
+    let mut full = Vec::new();
+    loop {
+        let chunk = match body.frame().await {
+            None => None,
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(data) => Some(data),
+                Err(_) => continue, // trailers
+            },
+            Some(Err(e)) => {
+                return Err(ApiError::bad_request(
+                    "body_broken",
+                    format!(
+                        "the body broke off after line {}: {e}; nothing imported (the parts staged are dropped by the next import)",
+                        split.line
+                    ),
+                ));
+            }
+        };
+        let add = |n: u64, l: &[u8]| {
+            add_line(&mut part, n, l)?;
+            if part_full(&part) {
+                full.push(std::mem::take(&mut part));
+            }
+            Ok(())
+        };
+        let end = match &chunk {
+            Some(data) => {
+                split.push(data, add)?;
+                false
+            }
+            None => {
+                split.finish(add)?;
+                true
+            }
+        };
+        for data in full.drain(..) {
+            if let Err(e) = staging.stage(data, false).await {
+                return Err(staging.stopped(e, None));
+            }
+        }
+        if end {
+            break;
+        }
+    }
+    let mut last = std::mem::take(&mut part);
+    last.strip_stamps();
+    match staging.stage(last, true).await {
+        Ok(Some(done)) => Ok(done),
+        Ok(None) => Err(ApiError::internal("the import's last part was only staged")),
+        Err(e) => Err(staging.stopped(e, None)),
+    }
+}
+
+/// The parts of one import as they are proposed.
+struct Staging<'a> {
+    node: &'a Node,
+    import_id: u64,
+    origin: Origin,
+    reason: String,
+    /// Parts proposed so far.
+    sent: u32,
+}
+
+impl<'a> Staging<'a> {
+    fn new(node: &'a Node, q: &v1::ImportQuery, headers: &HeaderMap) -> Self {
+        let origin_node = headers
+            .get(forward::FORWARDED)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(node.id());
+        Staging {
+            node,
+            import_id: rand::random::<u64>(),
+            origin: Origin {
+                node: origin_node,
+                function: Function::Operator,
+            },
+            reason: q.reason.clone().unwrap_or_else(|| "import".into()),
+            sent: 0,
+        }
+    }
+
+    /// Proposes the next part; with the last, the answer to the import.
+    async fn stage(
+        &mut self,
+        mut data: ImageImport,
+        last: bool,
+    ) -> Result<Option<Response>, ProposeError> {
+        data.strip_stamps();
+        let part = ImportPart {
+            import_id: self.import_id,
+            part: self.sent,
+            last,
+            origin: self.origin.clone(),
+            reason: self.reason.clone(),
+            data,
+        };
+        let answer = self.node.propose(&Command::ImportPart(part)).await?;
+        self.sent += 1;
+        Ok(match answer {
+            (_, Applied::Import(ImportOutcome::Staged { .. })) if !last => None,
+            (_, Applied::Import(ImportOutcome::Applied { index, diff })) => {
+                tracing::info!(index, parts = self.sent, summary = %diff.summary(), "imported");
+                Some(
+                    Json(v1::Imported {
+                        imported: imported(&diff.counts()),
+                        index,
+                        changed: Some(changes(&diff, false)),
+                    })
+                    .into_response(),
+                )
+            }
+            (_, Applied::Import(ImportOutcome::Refused { reason })) => {
+                Some(ApiError::unprocessable(format!("nothing imported: {reason}")).into_response())
+            }
+            (_, other) => {
+                Some(ApiError::internal(format!("unexpected answer {other:?}")).into_response())
+            }
+        })
+    }
+
+    /// The error of an import that stopped at its next part (of `count`, when known).
+    fn stopped(&self, e: ProposeError, count: Option<usize>) -> ApiError {
+        let e = ApiError::from(e);
+        let of = count.map(|c| format!(" of {c}")).unwrap_or_default();
+        ApiError {
+            detail: format!(
+                "nothing imported (stopped at part {}{of}; the parts sent are dropped by the next import): {}",
+                self.sent + 1,
+                e.detail
+            ),
+            ..e
+        }
+    }
 }
 
 /// An import while some voter runs a release before command format 3 (a rolling upgrade): one
@@ -378,5 +611,81 @@ async fn import_v1(
             Ok(forward::to_leader(node, Method::POST, uri, headers, Some(bytes)).await)
         }
         Err(e) => Err(e.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lines_of(chunks: &[&[u8]]) -> Result<Vec<(u64, String)>, ApiError> {
+        let mut out = Vec::new();
+        let mut split = LineSplitter::default();
+        for c in chunks {
+            split.push(c, |n, l| {
+                out.push((n, String::from_utf8_lossy(l).into_owned()));
+                Ok(())
+            })?;
+        }
+        split.finish(|n, l| {
+            out.push((n, String::from_utf8_lossy(l).into_owned()));
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    #[test]
+    fn lines_split_across_chunks_are_put_back_together() {
+        let got = lines_of(&[b"ab", b"c\nd", b"", b"e\n\nf"]).unwrap();
+        assert_eq!(
+            got,
+            [
+                (1, "abc".to_string()),
+                (2, "de".to_string()),
+                (3, String::new()),
+                (4, "f".to_string())
+            ]
+        );
+    }
+
+    #[test]
+    fn a_line_over_the_limit_is_refused_before_it_is_held_whole() {
+        let big = vec![b'x'; MAX_LINE_BYTES / 2 + 1];
+        let e = lines_of(&[&big, &big]).unwrap_err();
+        assert!(e.detail.contains("line 1 is longer"), "{}", e.detail);
+    }
+
+    #[test]
+    fn import_lines_are_sites_cells_relations_and_the_policy_in_any_order_and_a_bad_one_is_named() {
+        let body = concat!(
+            r#"{"relation":{"source":"C1","target":"C2"}}"#,
+            "\r\n\n",
+            r#"{"cell":{"id":"C1","site":"S1","rat":"NR","pci":1,"arfcn":632628,"azimuth":0}}"#,
+            "\n",
+            r#"{"site":{"id":"S1","name":"one","lat":52.0,"lon":13.0}}"#,
+            "\n",
+            r#"{"policy":{"cooldown_ms":5}}"#
+        );
+        let import = parse_lines(body.as_bytes()).unwrap();
+        assert_eq!(
+            (
+                import.sites.len(),
+                import.cells.len(),
+                import.relations.len()
+            ),
+            (1, 1, 1)
+        );
+        assert_eq!(import.policy.map(|p| p.cooldown_ms), Some(5));
+
+        let e = parse_lines(
+            b"{\"site\":{\"id\":\"S1\",\"name\":\"s\",\"lat\":1,\"lon\":2}}\n{\"cel\":{}}\n",
+        )
+        .unwrap_err();
+        assert!(
+            e.detail.starts_with("line 2 is not an import line"),
+            "{}",
+            e.detail
+        );
+        assert!(parse_lines(b"{\"cell\":{\"id\":\"C1\"}").is_err());
     }
 }
