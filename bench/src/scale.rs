@@ -127,8 +127,25 @@ pub async fn run(args: ScaleArgs) -> anyhow::Result<()> {
         "backup: {:.1} MB in {backup_s:.1} s (it waits until the import is in sled)",
         r.body.len() as f64 / 1e6
     );
+    // Again, with change sets one after the other meanwhile: what a snapshot's capture costs
+    // the writes (a backup captures the state as a snapshot does).
     let t = Instant::now();
-    let again = client.get(&cluster.nodes[leader].api, "/backup").await?;
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let backup = async {
+        let r = client.get(&cluster.nodes[leader].api, "/backup").await;
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        r
+    };
+    let during = async {
+        let mut out = Vec::new();
+        while !done.load(std::sync::atomic::Ordering::Relaxed) {
+            out.extend(change_latencies(&cluster, &client, &large.first_cell, 2).await?);
+        }
+        out.sort_by(f64::total_cmp);
+        anyhow::Ok(out)
+    };
+    let (again, during_lat) = tokio::join!(backup, during);
+    let (again, during_lat) = (again?, during_lat?);
     let backup_again_s = t.elapsed().as_secs_f64();
     println!(
         "backup again: {:.1} MB in {backup_again_s:.1} s",
@@ -168,6 +185,7 @@ pub async fn run(args: ScaleArgs) -> anyhow::Result<()> {
         ("small image", &small_lat),
         ("large image right after its import", &large_lat),
         ("large image later", &settled_lat),
+        ("large image during a backup", &during_lat),
     ] {
         println!(
             "change set on the {name}: p50 {:.2} ms, p99 {:.2} ms ({} one after the other)",
@@ -199,6 +217,8 @@ pub async fn run(args: ScaleArgs) -> anyhow::Result<()> {
             "large_p99_ms": quantile(&large_lat, 0.99),
             "settled_p50_ms": quantile(&settled_lat, 0.5),
             "settled_p99_ms": quantile(&settled_lat, 0.99),
+            "during_backup_p50_ms": quantile(&during_lat, 0.5),
+            "during_backup_p99_ms": quantile(&during_lat, 0.99),
         })
     );
     drop(cluster);
