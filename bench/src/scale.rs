@@ -181,6 +181,18 @@ pub async fn run(args: ScaleArgs) -> anyhow::Result<()> {
         }
     };
 
+    // Memory once the import's transient copies (its changes on their way to sled, the staged
+    // parts) are gone: the three first nodes, after the backups, the restart and the join.
+    let rss_end = rss_kib(&cluster)?;
+    for (i, p) in cluster.nodes.iter().take(3).enumerate() {
+        println!(
+            "node {}: resident {:.0} MB at the end ({:.0} B per cell + relation over an empty node){}",
+            p.id,
+            rss_end[i] as f64 / 1024.0,
+            rss_end[i].saturating_sub(rss_empty[i]) as f64 * 1024.0 / entities,
+            if i == follower { ", restarted" } else { "" }
+        );
+    }
     for (name, l) in [
         ("small image", &small_lat),
         ("large image right after its import", &large_lat),
@@ -205,6 +217,7 @@ pub async fn run(args: ScaleArgs) -> anyhow::Result<()> {
             "applied_s": applied_s,
             "rss_kib": rss,
             "rss_empty_kib": rss_empty,
+            "rss_end_kib": rss_end,
             "disk_bytes": disk,
             "backup_bytes": r.body.len(),
             "backup_s": backup_s,
