@@ -431,16 +431,7 @@ impl Ctl {
         body: Option<Bytes>,
     ) -> anyhow::Result<Answer<T>> {
         let r = self.call(method, path, body).await?;
-        if !r.status.is_success() {
-            return Err(Failure::answer(r.status, &r.body));
-        }
-        let body = r.parse().map_err(|e| {
-            Failure::of(
-                Exit::Refused,
-                format!("the answer to {path} is not understood: {e}"),
-            )
-        })?;
-        Ok(Answer { raw: r.body, body })
+        answer(r, path)
     }
 
     /// The node's JSON with `--json`, else `human`'s rendering of it.
@@ -1520,6 +1511,12 @@ async fn import_lines(
         eprintln!();
     }
     let r = r.map_err(|e| Failure::of(Exit::of_client_error(&e), e.to_string()))?;
+    answer(r, path)
+}
+
+/// A successful answer to `path` read as `T`; an error answer is a failure naming its status
+/// and body.
+fn answer<T: DeserializeOwned>(r: ApiResponse, path: &str) -> anyhow::Result<Answer<T>> {
     if !r.status.is_success() {
         return Err(Failure::answer(r.status, &r.body));
     }

@@ -65,22 +65,9 @@ async fn a_state_machine_behind_its_snapshot_is_restored_from_it_on_open() {
 /// or installed a snapshot between the parts applies the last part like the others.
 #[tokio::test]
 async fn an_import_staged_in_parts_survives_a_restart_and_a_snapshot() {
-    use sonraft_raft::changeset::{Function, Origin};
-    use sonraft_raft::command::{Command, ImageImport, Response};
-    use sonraft_raft::model::import::{ImportOutcome, ImportPart};
-    let part = |n: u32, last: bool, data: ImageImport| {
-        Command::ImportPart(ImportPart {
-            import_id: 42,
-            part: n,
-            last,
-            origin: Origin {
-                node: 1,
-                function: Function::Operator,
-            },
-            reason: "staged".into(),
-            data,
-        })
-    };
+    use sonraft_raft::command::{ImageImport, Response};
+    use sonraft_raft::model::import::ImportOutcome;
+    let part = |n: u32, last: bool, data: ImageImport| import_part(42, n, last, data);
     let cell: sonraft_raft::model::Cell = serde_json::from_value(serde_json::json!({
         "id": "N-1", "site": "S1", "rat": "NR", "pci": 900, "arfcn": 632628, "azimuth": 0
     }))
@@ -403,25 +390,16 @@ async fn control_moves_survive_a_restart_and_a_snapshot_of_format_7() {
     assert_eq!(body.image.control.len(), 1);
 }
 
+/// Part `n` of import `import_id`.
 fn import_part(
     import_id: u64,
     n: u32,
     last: bool,
-    cells: &[&str],
+    data: sonraft_raft::command::ImageImport,
 ) -> sonraft_raft::command::Command {
     use sonraft_raft::changeset::{Function, Origin};
-    use sonraft_raft::command::{Command, ImageImport};
+    use sonraft_raft::command::Command;
     use sonraft_raft::model::import::ImportPart;
-    let cells = cells
-        .iter()
-        .enumerate()
-        .map(|(i, id)| {
-            serde_json::from_value(serde_json::json!({
-                "id": id, "site": "S1", "rat": "NR", "pci": 800 + i, "arfcn": 632628, "azimuth": 0
-            }))
-            .unwrap()
-        })
-        .collect();
     Command::ImportPart(ImportPart {
         import_id,
         part: n,
@@ -431,11 +409,31 @@ fn import_part(
             function: Function::Operator,
         },
         reason: "staged".into(),
-        data: ImageImport {
+        data,
+    })
+}
+
+/// Part `n` of import `import_id` with a new cell of each id.
+fn cells_part(import_id: u64, n: u32, last: bool, ids: &[&str]) -> sonraft_raft::command::Command {
+    let cells = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| {
+            serde_json::from_value(serde_json::json!({
+                "id": id, "site": "S1", "rat": "NR", "pci": 800 + i, "arfcn": 632628, "azimuth": 0
+            }))
+            .unwrap()
+        })
+        .collect();
+    import_part(
+        import_id,
+        n,
+        last,
+        sonraft_raft::command::ImageImport {
             cells,
             ..Default::default()
         },
-    })
+    )
 }
 
 /// The staged parts in tree `sm`: each `m/staged/<n>` value's cell ids, by key.
@@ -484,15 +482,15 @@ async fn an_import_is_stored_one_value_per_staged_part() {
     store
         .sm
         .apply(apply(vec![
-            (3, import_part(42, 0, false, &["N-0"])),
-            (4, import_part(42, 1, false, &["N-1"])),
-            (5, import_part(42, 2, false, &["N-2"])),
+            (3, cells_part(42, 0, false, &["N-0"])),
+            (4, cells_part(42, 1, false, &["N-1"])),
+            (5, cells_part(42, 2, false, &["N-2"])),
         ]))
         .await
         .unwrap();
     store
         .sm
-        .apply(apply(vec![(6, import_part(42, 3, false, &["N-3"]))]))
+        .apply(apply(vec![(6, cells_part(42, 3, false, &["N-3"]))]))
         .await
         .unwrap();
     store.close().unwrap();
@@ -515,8 +513,8 @@ async fn an_import_is_stored_one_value_per_staged_part() {
     store
         .sm
         .apply(apply(vec![
-            (7, import_part(43, 0, false, &["M-0"])),
-            (8, import_part(43, 1, false, &["M-1"])),
+            (7, cells_part(43, 0, false, &["M-0"])),
+            (8, cells_part(43, 1, false, &["M-1"])),
         ]))
         .await
         .unwrap();
@@ -530,7 +528,7 @@ async fn an_import_is_stored_one_value_per_staged_part() {
 
     store
         .sm
-        .apply(apply(vec![(9, import_part(43, 2, true, &["M-2"]))]))
+        .apply(apply(vec![(9, cells_part(43, 2, true, &["M-2"]))]))
         .await
         .unwrap();
     store.close().unwrap();
@@ -559,8 +557,8 @@ async fn a_staged_import_of_data_format_9_is_migrated_and_carries_on() {
     store
         .sm
         .apply([
-            common::entry(3, &import_part(42, 0, false, &["N-0"])),
-            common::entry(4, &import_part(42, 1, false, &["N-1"])),
+            common::entry(3, &cells_part(42, 0, false, &["N-0"])),
+            common::entry(4, &cells_part(42, 1, false, &["N-1"])),
         ])
         .await
         .unwrap();
@@ -588,7 +586,7 @@ async fn a_staged_import_of_data_format_9_is_migrated_and_carries_on() {
     );
     let r = store
         .sm
-        .apply([common::entry(5, &import_part(42, 2, true, &["N-2"]))])
+        .apply([common::entry(5, &cells_part(42, 2, true, &["N-2"]))])
         .await
         .unwrap();
     assert!(
