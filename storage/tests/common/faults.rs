@@ -270,6 +270,28 @@ impl FaultNode {
         panic!("node {} did not win an election", self.id);
     }
 
+    /// Makes this node lead, in whatever term: a just-initialized node may already have won
+    /// its first election by its own timer (only it knows the membership yet), and then
+    /// [`FaultNode::elect`], which wants a newer term, would wait in vain.
+    pub async fn lead(&self) {
+        for _ in 0..10 {
+            if self.metrics().state == ServerState::Leader {
+                return;
+            }
+            self.raft.trigger().elect().await.expect("trigger election");
+            if self
+                .wait_for(Duration::from_secs(2), "leads", |m| {
+                    m.state == ServerState::Leader
+                })
+                .await
+                .is_ok()
+            {
+                return;
+            }
+        }
+        panic!("node {} does not lead", self.id);
+    }
+
     /// Commits `command` through this node (which must lead).
     pub async fn propose(&self, command: &Command) -> (u64, Applied) {
         let env = Envelope::new(command, now_ms()).expect("encode");
@@ -339,7 +361,7 @@ pub async fn cluster(root: &Path, n: u64, net: Arc<Net>) -> Vec<FaultNode> {
     }
     let members: BTreeMap<NodeId, NodeInfo> = nodes.iter().map(|n| (n.id, n.info())).collect();
     nodes[0].raft.initialize(members).await.expect("initialize");
-    nodes[0].elect().await;
+    nodes[0].lead().await;
     let leader = nodes[0].id;
     for n in &nodes {
         n.wait_for(Duration::from_secs(5), "knows the leader", move |m| {
