@@ -356,10 +356,10 @@ impl LineSplitter {
                 self.buf.extend_from_slice(&rest[..at]);
                 &self.buf[..]
             };
-            self.line += 1;
             if line.len() > MAX_LINE_BYTES {
                 return Err(self.too_long());
             }
+            self.line += 1;
             f(self.line, line)?;
             self.buf.clear();
             rest = &rest[at + 1..];
@@ -491,9 +491,7 @@ async fn import_lines(
             break;
         }
     }
-    let mut last = std::mem::take(&mut part);
-    last.strip_stamps();
-    match staging.stage(last, true).await {
+    match staging.stage(std::mem::take(&mut part), true).await {
         Ok(Some(done)) => Ok(done),
         Ok(None) => Err(ApiError::internal("the import's last part was only staged")),
         Err(e) => Err(staging.stopped(e, None)),
@@ -653,6 +651,12 @@ mod tests {
         let big = vec![b'x'; MAX_LINE_BYTES / 2 + 1];
         let e = lines_of(&[&big, &big]).unwrap_err();
         assert!(e.detail.contains("line 1 is longer"), "{}", e.detail);
+        // Also when the long line arrives whole, and after shorter ones.
+        let mut whole = b"{}\n".to_vec();
+        whole.extend(vec![b'x'; MAX_LINE_BYTES + 1]);
+        whole.push(b'\n');
+        let e = lines_of(&[&whole]).unwrap_err();
+        assert!(e.detail.contains("line 2 is longer"), "{}", e.detail);
     }
 
     #[test]
