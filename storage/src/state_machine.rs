@@ -59,9 +59,6 @@ pub struct ImageState {
     pub membership: StoredMembership,
     /// The log entries with history in the store, for trimming.
     pub history: HistoryIndex,
-    /// Above the part numbers of the staged import's values in the store (`m/staged/<n>`), so
-    /// that a finished or replaced import's values are all removed.
-    pub staged_keys: u32,
 }
 
 /// The applied state shared between the state machine and its readers.
@@ -69,6 +66,7 @@ pub type SharedImage = Arc<RwLock<ImageState>>;
 
 /// Reads the shared state, recovering from a poisoned lock (a panicked writer leaves the last
 /// consistent state behind: writers only swap in fully built values).
+///
 /// A reader that has to wait (an apply of a large import holds the state for seconds) waits
 /// off the runtime's worker ([`off_worker`]).
 pub fn read(state: &SharedImage) -> std::sync::RwLockReadGuard<'_, ImageState> {
@@ -322,7 +320,6 @@ impl StateMachine {
         batch.insert(b"m/policy".as_slice(), enc(&image.policy)?);
         batch.insert(b"m/releases".as_slice(), enc(&image.releases)?);
         // The staged parts as one value: a later part goes in after it, by its number.
-        let staged_keys = image.staged.as_ref().map_or(0, |s| s.parts);
         if let Some(staged) = &image.staged {
             batch.insert(staged_key(0), enc(&staged.as_part())?);
         }
@@ -349,7 +346,6 @@ impl StateMachine {
             last_applied: meta.last_log_id,
             membership: meta.last_membership.clone(),
             history,
-            staged_keys,
         };
         let _ = self.feed.send(Arc::new(AppliedChanges {
             index: meta.last_log_id.map_or(0, |l| l.index),
@@ -369,17 +365,19 @@ impl StateMachine {
         self.feed.clone()
     }
 
-    /// Adds to `batch` the current value (or removal) of every key `changes` names.
+    /// Adds to `batch` the current value (or removal) of every key `changes` names;
+    /// `staged_before`: the parts staged before the batch.
     fn persist_changes(
         &self,
-        state: &mut ImageState,
+        state: &ImageState,
         changes: &Changes,
+        staged_before: u32,
         batch: &mut Ops,
     ) -> Result<(), StorageError> {
-        if changes.staged {
-            persist_staged(state, changes, batch)?;
-        }
         let image = &state.image;
+        if changes.staged {
+            persist_staged(image, changes, staged_before, batch)?;
+        }
         for id in &changes.sites {
             match image.sites.get(id) {
                 Some(s) => batch.insert(site_key(id), enc(s)?),
@@ -474,27 +472,28 @@ pub(crate) fn migrate_staged_v9(tree: &sled::Tree) -> Result<(), Damaged> {
 }
 
 /// Writes the parts the batch staged for the import still staged, and removes the values of
-/// parts no longer staged (the import finished, or a new one replaced it).
+/// parts no longer staged (the import finished, or a new one replaced a longer one). Every
+/// stored part's number is below the count of parts staged (a snapshot's merged value is
+/// part 0), so `staged_before` bounds the keys there are.
 fn persist_staged(
-    state: &mut ImageState,
+    image: &NetworkImage,
     changes: &Changes,
+    staged_before: u32,
     batch: &mut Ops,
 ) -> Result<(), StorageError> {
-    let now = match &state.image.staged {
+    let now = match &image.staged {
         Some(staged) => {
+            // From the batch's last part 0 on, so all of the import still staged.
             for part in &changes.staged_parts {
-                if part.import_id == staged.import_id && part.parts <= staged.parts {
-                    batch.insert(staged_key(part.parts - 1), enc(part)?);
-                }
+                batch.insert(staged_key(part.parts - 1), enc(part)?);
             }
             staged.parts
         }
         None => 0,
     };
-    for n in now..state.staged_keys {
+    for n in now..staged_before {
         batch.remove(staged_key(n));
     }
-    state.staged_keys = now;
     Ok(())
 }
 
@@ -567,12 +566,12 @@ fn load(tree: &sled::Tree) -> Result<ImageState, Damaged> {
                 ));
             }
             Some(b"m/") if k.starts_with(STAGED_PREFIX) => {
-                let n = k[STAGED_PREFIX.len()..]
-                    .try_into()
-                    .map(u32::from_be_bytes)
-                    .map_err(|_| {
-                        Damaged::new("state machine", format!("bad staged key {key:?}"))
-                    })?;
+                if k.len() != STAGED_PREFIX.len() + 4 {
+                    return Err(Damaged::new(
+                        "state machine",
+                        format!("bad staged key {key:?}"),
+                    ));
+                }
                 let part: StagedPart = codec::decode(&v).map_err(bad)?;
                 if state
                     .image
@@ -588,7 +587,6 @@ fn load(tree: &sled::Tree) -> Result<ImageState, Damaged> {
                     ));
                 }
                 StagedImport::push(&mut state.image.staged, part);
-                state.staged_keys = n + 1;
             }
             Some(b"m/") => match &k[..] {
                 b"m/applied" => state.last_applied = codec::decode(&v).map_err(bad)?,
@@ -658,6 +656,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         // A large import part holds the state for seconds: off the runtime's worker.
         let (replies, changes, failure, replies_last_index) = off_worker(|| {
             let mut state = write(&self.state);
+            let staged_before = state.image.staged.as_ref().map_or(0, |s| s.parts);
             let mut changes = Changes::default();
             let mut replies = Vec::new();
             let mut membership_changed = false;
@@ -694,7 +693,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 state.history.note(index, run.len());
             }
             let mut batch = Ops::default();
-            self.persist_changes(&mut state, &changes, &mut batch)?;
+            self.persist_changes(&state, &changes, staged_before, &mut batch)?;
             self.trim_history(&mut state, &mut batch);
             batch.insert(b"m/applied".as_slice(), enc(&state.last_applied)?);
             batch.insert(b"m/clock".as_slice(), enc(&state.image.log_time_ms)?);

@@ -473,76 +473,100 @@ async fn an_import_is_stored_one_value_per_staged_part() {
     let dir = tempfile::tempdir().unwrap();
     let mut store = Store::open(dir.path()).unwrap();
     common::apply_demo(&mut store, 4).await;
-    let apply = |parts: Vec<(u64, sonraft_raft::command::Command)>| {
-        parts
-            .into_iter()
-            .map(|(i, c)| common::entry(i, &c))
-            .collect::<Vec<_>>()
-    };
-    store
-        .sm
-        .apply(apply(vec![
+    stage(
+        &mut store,
+        &[
             (3, cells_part(42, 0, false, &["N-0"])),
             (4, cells_part(42, 1, false, &["N-1"])),
             (5, cells_part(42, 2, false, &["N-2"])),
-        ]))
-        .await
-        .unwrap();
-    store
-        .sm
-        .apply(apply(vec![(6, cells_part(42, 3, false, &["N-3"]))]))
-        .await
-        .unwrap();
+        ],
+    )
+    .await;
+    stage(&mut store, &[(6, cells_part(42, 3, false, &["N-3"]))]).await;
     store.close().unwrap();
     assert_eq!(
         stored_parts(dir.path()),
         [["N-0"], ["N-1"], ["N-2"], ["N-3"]]
     );
     let mut store = Store::open(dir.path()).unwrap();
-    let four = Some((
-        42,
-        4,
-        vec!["N-0", "N-1", "N-2", "N-3"]
-            .into_iter()
-            .map(String::from)
-            .collect(),
-    ));
-    assert_eq!(staged_cells(&store), four);
+    assert_eq!(
+        staged_cells(&store),
+        Some((42, 4, ids(&["N-0", "N-1", "N-2", "N-3"])))
+    );
 
     // A new import replaces the unfinished one; its parts land in one batch.
-    store
-        .sm
-        .apply(apply(vec![
+    stage(
+        &mut store,
+        &[
             (7, cells_part(43, 0, false, &["M-0"])),
             (8, cells_part(43, 1, false, &["M-1"])),
-        ]))
-        .await
-        .unwrap();
+        ],
+    )
+    .await;
     store.close().unwrap();
     assert_eq!(stored_parts(dir.path()), [["M-0"], ["M-1"]]);
     let mut store = Store::open(dir.path()).unwrap();
-    assert_eq!(
-        staged_cells(&store),
-        Some((43, 2, vec!["M-0".to_string(), "M-1".to_string()]))
-    );
+    assert_eq!(staged_cells(&store), Some((43, 2, ids(&["M-0", "M-1"]))));
 
-    store
+    // From a snapshot the staged parts are one value; a later part goes in beside it.
+    let snap = common::build_snapshot(&mut store).await;
+    let other = tempfile::tempdir().unwrap();
+    let mut restored = Store::open(other.path()).unwrap();
+    restored
         .sm
-        .apply(apply(vec![(9, cells_part(43, 2, true, &["M-2"]))]))
+        .install_snapshot(&snap.meta, snap.snapshot)
         .await
         .unwrap();
-    store.close().unwrap();
-    assert!(stored_parts(dir.path()).is_empty());
-    let store = Store::open(dir.path()).unwrap();
-    assert_eq!(staged_cells(&store), None);
-    let image = read(store.reader.state()).image.clone();
-    for id in ["M-0", "M-1", "M-2"] {
-        assert!(image.cells.contains_key(id), "{id} imported");
-    }
-    assert!(
-        !image.cells.contains_key("N-0"),
-        "the replaced import is dropped"
+    stage(&mut restored, &[(9, cells_part(43, 2, false, &["M-2"]))]).await;
+    restored.close().unwrap();
+    assert_eq!(
+        stored_parts(other.path()),
+        [ids(&["M-0", "M-1"]), ids(&["M-2"])]
     );
+    let restored = Store::open(other.path()).unwrap();
+    assert_eq!(
+        staged_cells(&restored),
+        Some((43, 3, ids(&["M-0", "M-1", "M-2"])))
+    );
+
+    for (mut s, d, index, last) in [(store, dir.path(), 9, 2), (restored, other.path(), 10, 3)] {
+        stage(&mut s, &[(index, cells_part(43, last, true, &["M-3"]))]).await;
+        s.close().unwrap();
+        assert!(
+            stored_parts(d).is_empty(),
+            "the last part removes every part"
+        );
+    }
+    for d in [dir.path(), other.path()] {
+        let store = Store::open(d).unwrap();
+        assert_eq!(staged_cells(&store), None);
+        let image = read(store.reader.state()).image.clone();
+        for id in ["M-0", "M-1", "M-3"] {
+            assert!(image.cells.contains_key(id), "{id} imported");
+        }
+        assert!(
+            !image.cells.contains_key("N-0"),
+            "the replaced import is dropped"
+        );
+    }
+}
+
+/// Applies import parts, each at its log index.
+async fn stage(store: &mut Store, parts: &[(u64, sonraft_raft::command::Command)]) {
+    store
+        .sm
+        .apply(
+            parts
+                .iter()
+                .map(|(i, c)| common::entry(*i, c))
+                .collect::<Vec<_>>(),
+        )
+        .await
+        .unwrap();
+}
+
+fn ids(ids: &[&str]) -> Vec<String> {
+    ids.iter().map(|s| s.to_string()).collect()
 }
 
 /// A data directory of format 9 keeps a staged import whole in `m/staged`; opened, it is
