@@ -3,7 +3,9 @@
 //! over the DevTools protocol. The page must show the network (every cell on the map, every
 //! node in the health table, a live stream), and a change set proposed through the API must
 //! appear in its feed within a second; KPI periods keep arriving; a pending proposal is rejected
-//! with the page's button; SON changes' verdicts arrive. A screenshot is kept under the target directory.
+//! and another approved with the page's buttons; a SON change verified before the page opened
+//! is in its feed, and the verdict on the approved one arrives while it is open. A screenshot
+//! is kept under the target directory.
 //!
 //! Chromium comes from Debian's `chromium` package (`.ci/run` installs it). Without it the
 //! test says so and passes, unless `SONRAFT_REQUIRE_BROWSER` is set, as `.ci/run` sets it:
@@ -228,6 +230,32 @@ async fn the_web_view_shows_the_demo_network_and_a_proposed_change_within_a_seco
     let cells = image["cells"].as_array().map_or(0, Vec::len);
     c.import(&image).await;
 
+    // A SON change's verification closes before the page opens: the page shows it from the
+    // journal, not only the verdicts its stream sees close.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let closed_before = loop {
+        let trials = c
+            .client
+            .get(&c.nodes[1].api, "/son/trials")
+            .await
+            .expect("trials")
+            .json();
+        let closed: Vec<u64> = trials["closed"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|t| t["index"].as_u64())
+            .collect();
+        if !closed.is_empty() {
+            break closed;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no SON change verified within 60 s: {trials}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+
     // A follower's page, opened as a link with the token in its fragment.
     let browser = Browser::start(&chromium);
     let mut page = Page::open(&browser).await;
@@ -247,6 +275,13 @@ async fn the_web_view_shows_the_demo_network_and_a_proposed_change_within_a_seco
     page.wait_for(
         "document.querySelectorAll('#health tbody tr').length === 3",
         Duration::from_secs(30),
+    );
+    page.wait_for(
+        &format!(
+            "{}.every(i => document.querySelector(`#feed li[data-trial=\"${{i}}\"]`) !== null)",
+            json!(closed_before)
+        ),
+        Duration::from_secs(10),
     );
     assert_eq!(
         page.eval("location.hash"),
@@ -324,13 +359,36 @@ async fn the_web_view_shows_the_demo_network_and_a_proposed_change_within_a_seco
         Duration::from_secs(10),
     );
 
-    // The SON changes' verifications close, and say so.
+    // A proposal approved with the page's button: its change is verified while the page is
+    // open, and the stream tells of the verdict. (One on another cell than the tilt changed
+    // above, which the coordination's cool-down keeps other functions off.)
+    let other = format!(
+        "[...document.querySelectorAll('#pending li[data-pending]')].find(li => !li.textContent.includes({}))",
+        json!(cell)
+    );
+    page.wait_for(&format!("{other} !== undefined"), Duration::from_secs(30));
+    page.eval(&format!("{other}.querySelector('button.approve').click()"));
+    page.wait_for(
+        "document.getElementById('decision').textContent.includes('approved')",
+        Duration::from_secs(10),
+    );
+    let decision = page.eval("document.getElementById('decision').textContent");
+    assert!(
+        !decision
+            .as_str()
+            .unwrap_or_default()
+            .contains("not approved"),
+        "{decision}"
+    );
     let verdict = page.wait_for(
-        "document.querySelector('#feed li[data-trial]') !== null",
+        &format!(
+            "[...document.querySelectorAll('#feed li[data-trial]')].some(li => !{}.includes(Number(li.dataset.trial)))",
+            json!(closed_before)
+        ),
         Duration::from_secs(60),
     );
     eprintln!(
-        "first trial verdict in the feed after another {} ms",
+        "a verdict on the approved change in the feed after {} ms",
         verdict.as_millis()
     );
 

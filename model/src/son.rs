@@ -701,6 +701,13 @@ pub const MAX_TRIALS: usize = 100_000;
 /// Closed trials the journal keeps; older ones are dropped.
 pub const JOURNAL_KEEP: usize = 10_000;
 
+/// A look at the trials, for [`SonState::closed_since`].
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct TrialLook {
+    open: BTreeSet<u64>,
+    newest: Option<u64>,
+}
+
 /// One item of the SON state that a store keeps under a key of its own: pending proposals,
 /// open trials and closed ones each count in thousands, so none of them is rewritten when
 /// another changes.
@@ -790,6 +797,42 @@ impl SonState {
             }
         }
         touched
+    }
+
+    /// What a reader of closed trials notes at a look, to tell later which trials closed
+    /// since: the ids open then and the newest id known.
+    pub fn trial_look(&self) -> TrialLook {
+        let newest = [
+            self.trials.keys().next_back(),
+            self.journal.keys().next_back(),
+        ]
+        .into_iter()
+        .flatten()
+        .max()
+        .copied();
+        TrialLook {
+            open: self.trials.keys().copied().collect(),
+            newest,
+        }
+    }
+
+    /// The trials in the journal that closed after `look` was taken, oldest id first: those
+    /// open at the look, and those opened after it (trial ids only grow, in both id schemes)
+    /// and closed before now.
+    pub fn closed_since<'a>(&'a self, look: &TrialLook) -> Vec<&'a TrialRecord> {
+        let newer = match look.newest {
+            Some(n) => self.journal.range(n.saturating_add(1)..),
+            None => self.journal.range(..),
+        };
+        let mut closed: Vec<&TrialRecord> = look
+            .open
+            .iter()
+            .filter_map(|i| self.journal.get(i))
+            .chain(newer.map(|(_, r)| r))
+            .collect();
+        closed.sort_by_key(|r| r.trial.index);
+        closed.dedup_by_key(|r| r.trial.index);
+        closed
     }
 
     /// Closes as unverified the trials whose verdict is overdue at `now_ms`; returns the items
@@ -889,5 +932,63 @@ mod tests {
         let mut p = SonPolicy::default();
         p.functions.insert(Function::Operator, Controls::default());
         assert_eq!(p.validate(), Err(PolicyError::NotSon(Function::Operator)));
+    }
+
+    fn record(index: u64) -> TrialRecord {
+        TrialRecord {
+            trial: Trial {
+                index,
+                function: Function::PciConflict,
+                applied_at_ms: 0,
+                writes: Vec::new(),
+                cells: vec![format!("c{index}")],
+                removed: Vec::new(),
+            },
+            kpis: Vec::new(),
+            end: TrialEnd::Kept,
+            closed_at_ms: 0,
+        }
+    }
+
+    fn open(son: &mut SonState, index: u64) {
+        son.trials.insert(index, record(index).trial);
+    }
+
+    fn ids(closed: &[&TrialRecord]) -> Vec<u64> {
+        closed.iter().map(|r| r.trial.index).collect()
+    }
+
+    #[test]
+    fn closed_since_a_look_names_the_trials_open_then_and_those_opened_and_closed_after() {
+        let mut son = SonState::default();
+        son.close(record(1));
+        open(&mut son, 4);
+        open(&mut son, 6);
+        let look = son.trial_look();
+        assert!(son.closed_since(&look).is_empty());
+
+        // 6 closes; 9 opens and closes before the next look (one batch of entries); 11 opens
+        // and stays open; 2 (an old id, never open at the look) is not new.
+        son.close(record(6));
+        open(&mut son, 9);
+        son.close(record(9));
+        open(&mut son, 11);
+        son.journal.insert(2, record(2));
+        assert_eq!(ids(&son.closed_since(&look)), vec![6, 9]);
+
+        let look = son.trial_look();
+        assert!(son.closed_since(&look).is_empty());
+        son.close(record(4));
+        son.close(record(11));
+        assert_eq!(ids(&son.closed_since(&look)), vec![4, 11]);
+    }
+
+    #[test]
+    fn closed_since_a_look_at_no_trials_names_every_closed_one() {
+        let mut son = SonState::default();
+        let look = son.trial_look();
+        open(&mut son, 3);
+        son.close(record(3));
+        assert_eq!(ids(&son.closed_since(&look)), vec![3]);
     }
 }

@@ -9,6 +9,7 @@
 
 const TOKEN_KEY = 'sonraft-token';
 const FEED_MAX = 300;
+const TRIALS_SHOWN = 20;
 const KPI_HISTORY = 120;
 const SVG_NS = 'http://www.w3.org/2000/svg';
 
@@ -19,6 +20,7 @@ const S = {
   lastId: null,
   selected: null,
   shown: new Set(), // cursors in the feed
+  trials: new Set(), // indexes of the trials in the feed
   stream: null,
 };
 
@@ -385,9 +387,16 @@ async function decide(id, verb) {
     headers: { 'Content-Type': 'application/json' },
     body: JSON.stringify({ note: (verb === 'approve' ? 'approved' : 'rejected') + ' in the web view' }),
   });
-  if (!r.ok) {
+  // Said beside the list, not in a modal dialog: the page stays live while the operator reads.
+  const note = $('decision');
+  if (r.ok) {
+    note.className = 'note';
+    note.textContent = 'proposal ' + id + ' ' + (verb === 'approve' ? 'approved' : 'rejected');
+  } else {
     const body = await r.json().catch(() => ({}));
-    alert('proposal ' + id + ': ' + (body.outcome ? refusal(body.outcome) : body.detail || r.status));
+    note.className = 'error';
+    note.textContent = 'proposal ' + id + ' not ' + (verb === 'approve' ? 'approved' : 'rejected') + ': ' +
+      (body.outcome ? refusal(body) : body.detail || r.status);
   }
   refreshPending();
 }
@@ -417,23 +426,44 @@ function addRecord(rec, fresh) {
   S.shown.add(rec.cursor);
   const feed = $('feed');
   feed.prepend(recordItem(rec, fresh));
+  trimFeed(feed);
+}
+
+function trimFeed(feed) {
   while (feed.children.length > FEED_MAX) {
-    S.shown.delete(feed.lastElementChild.dataset.cursor);
-    feed.lastElementChild.remove();
+    const last = feed.lastElementChild;
+    if (last.dataset.cursor !== undefined) S.shown.delete(last.dataset.cursor);
+    if (last.dataset.trial !== undefined) S.trials.delete(Number(last.dataset.trial));
+    last.remove();
   }
 }
 
 // A SON change's verification closed: kept, undone (its undo comes as a fallback change set
-// too) or unverified.
-function addTrial(t) {
+// too) or unverified. Each trial once, whether the stream or the journal told of it first.
+function addTrial(t, fresh) {
+  if (S.trials.has(t.index)) return;
+  S.trials.add(t.index);
   const feed = $('feed');
   const kind = t.state === 'undone' ? 'undone' : t.state === 'kept' ? 'applied' : 'pending';
-  feed.prepend(el('li', { class: 'fresh', 'data-trial': t.index },
+  feed.prepend(el('li', { class: fresh ? 'fresh' : '', 'data-trial': t.index },
     el('span', { class: 'when' }, utc(t.closed_at_ms || Date.now()) + ' #' + t.index),
     el('span', { class: 'outcome ' + kind }, 'trial ' + t.state),
     el('span', { class: 'fn' }, t.function),
     t.cells.join(', ') + ' ',
     el('span', { class: 'why' }, t.reason ? '[' + t.reason + ']' : '')));
+  trimFeed(feed);
+}
+
+// The newest verdicts from the journal: on opening the page, and after each (re)connection of
+// the stream, which tells only of the trials that close while it is connected.
+async function refreshTrials() {
+  try {
+    const t = await json('/son/trials?limit=' + TRIALS_SHOWN);
+    const closed = [...t.closed].sort((a, b) => a.closed_at_ms - b.closed_at_ms || a.index - b.index);
+    for (const trial of closed) addTrial(trial, false);
+  } catch (e) {
+    // The stream's events still come; the next connection tries again.
+  }
 }
 
 function setLive(on, text) {
@@ -483,6 +513,7 @@ function dispatch(ev) {
       break;
     case 'caught_up':
       setLive(true, 'live · node ' + data.node);
+      refreshTrials();
       break;
     case 'cluster':
       $('cluster').textContent = `node ${data.node} (${data.role}) · leader ${data.leader_id ?? 'none'} · term ${data.term} · voters ${data.voters.join(',')}`;
@@ -492,7 +523,7 @@ function dispatch(ev) {
       addKpis(data);
       break;
     case 'trial':
-      addTrial(data);
+      addTrial(data, true);
       break;
     case 'gap':
       $('feed').prepend(el('li', { class: 'error' }, 'some records were dropped before this page saw them: ' + data.detail));

@@ -2,12 +2,13 @@
 //! record to the connection as a `changeset` event; once caught up, follows the node's applied
 //! index, and sends the cluster's state, the KPI summaries and closed trials as they change.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::response::sse::Event;
 use sonraft_client::v1;
+use sonraft_raft::son::TrialLook;
 use sonraft_storage::HistoryCursor;
 use tokio::sync::mpsc::error::SendTimeoutError;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -117,8 +118,9 @@ impl Producer {
         let mut kpis_sent: HashMap<String, u64> = HashMap::new();
         let mut kpis_due = Instant::now();
         let mut caught_up = false;
-        // The trials open at the last look, to tell which closed since (none before the first).
-        let mut open_trials: Option<BTreeSet<u64>> = None;
+        // Where the trials stood at the last look, to tell which closed since (none before the
+        // first).
+        let mut trials_look: Option<TrialLook> = None;
         // The applied index the last read of the store covered.
         let mut read_through: Option<u64> = None;
         loop {
@@ -156,7 +158,7 @@ impl Producer {
                     }
                 }
                 read_through = Some(applied);
-                for t in self.trials_closed(&mut open_trials) {
+                for t in self.trials_closed(&mut trials_look) {
                     self.send(json_event(v1::event::TRIAL, &t)).await?;
                 }
             }
@@ -215,20 +217,20 @@ impl Producer {
         }
     }
 
-    /// The trials that closed since `open` was taken (updated): those open then and in the
-    /// journal now. Nothing on the first look, which only notes what is open.
-    fn trials_closed(&self, open: &mut Option<BTreeSet<u64>>) -> Vec<v1::Trial> {
+    /// The trials that closed since the last look (updated). Nothing on the first look, which
+    /// only notes where the trials stand.
+    fn trials_closed(&self, look: &mut Option<TrialLook>) -> Vec<v1::Trial> {
         self.node.store().with_image(|image| {
             let son = &image.son;
-            let closed = match open.as_ref() {
-                Some(before) => before
-                    .iter()
-                    .filter_map(|i| son.journal.get(i))
+            let closed = match look.as_ref() {
+                Some(before) => son
+                    .closed_since(before)
+                    .into_iter()
                     .map(|r| trial_view(&r.trial, Some(r)))
                     .collect(),
                 None => Vec::new(),
             };
-            *open = Some(son.trials.keys().copied().collect());
+            *look = Some(son.trial_look());
             closed
         })
     }
