@@ -228,6 +228,15 @@ pub struct PeriodFrames {
     pub frames: Vec<Bytes>,
 }
 
+/// A period computed ahead of its end, with what its totals need.
+struct Computed {
+    end: u64,
+    configs: Vec<CellConfig>,
+    outcome: model::PeriodOutcome,
+    frames: Vec<Bytes>,
+    computed_ms: u64,
+}
+
 /// The simulator.
 pub struct Sim {
     pub topo: Topology,
@@ -455,12 +464,22 @@ impl Sim {
         }
     }
 
+    /// Computes the next period and hands it to the sessions at once (tests; the clock
+    /// computes each period while it runs, [`clock`]).
+    #[cfg(test)]
     fn tick(&self) {
+        let end = now_ms();
+        let period = self.compute(end);
+        self.publish(period);
+    }
+
+    /// Computes the period that ends at `end` from the configuration as it begins; pushes
+    /// arriving meanwhile are applied (and acknowledged) at once and count from the next
+    /// period. Its reports go out with [`Sim::publish`].
+    fn compute(&self, end: u64) -> Computed {
+        let started = now_ms();
         let period = lock(&self.state).period;
         self.run_schedule(period);
-        let end = now_ms();
-        // The configuration as the period begins; pushes arriving while it is computed are
-        // applied (and acknowledged) at once and count from the next period.
         let (configs, relations, profile) = {
             let s = lock(&self.state);
             (
@@ -491,6 +510,25 @@ impl Sim {
             .iter()
             .map(|r| encode(&Frame::Report(r.clone())))
             .collect();
+        Computed {
+            end,
+            configs,
+            outcome,
+            frames,
+            computed_ms: now_ms().saturating_sub(started),
+        }
+    }
+
+    /// Ends a computed period: its reports go to the sessions (and its PM file is written),
+    /// and the totals count it.
+    fn publish(&self, period: Computed) {
+        let Computed {
+            end,
+            configs,
+            outcome,
+            frames,
+            computed_ms,
+        } = period;
         if let Some(pm) = self.pm.get() {
             pm.period(end, self.period_ms, &outcome.reports);
         }
@@ -532,14 +570,14 @@ impl Sim {
             s.last = outcome;
             s.period
         };
-        let computed_ms = now_ms().saturating_sub(end);
         self.latest
             .send_replace(Arc::new(PeriodFrames { number, frames }));
         tracing::debug!(
             period = number,
             end_ms = end,
             computed_ms,
-            "period computed and handed to the sessions"
+            late_ms = now_ms().saturating_sub(end),
+            "period ended and handed to the sessions"
         );
     }
 
@@ -843,15 +881,30 @@ fn radio_profile(hour: Option<f32>) -> f32 {
     hour.map_or(1.0, super::radio::daily_profile)
 }
 
-/// Drives the period clock until the process ends.
+/// Drives the period clock until the process ends. Like an antenna, which counts through its
+/// period and reports as it ends, each period is computed while it runs (from the
+/// configuration as it begins) and its reports go out when it ends: the time it takes to
+/// compute (a second of a core at 100,000 cells) is not added to what the node sees.
 pub async fn clock(sim: Arc<Sim>) {
-    let mut interval = tokio::time::interval(Duration::from_millis(u64::from(sim.period_ms)));
+    let period = Duration::from_millis(u64::from(sim.period_ms));
+    let mut interval = tokio::time::interval(period);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut running: Option<Computed> = None;
     loop {
         interval.tick().await;
+        let ends = now_ms() + u64::from(sim.period_ms);
         let s = sim.clone();
-        if tokio::task::spawn_blocking(move || s.tick()).await.is_err() {
-            tracing::error!("a simulation period failed");
+        let ended = running.take();
+        let next = tokio::task::spawn_blocking(move || {
+            if let Some(p) = ended {
+                s.publish(p);
+            }
+            s.compute(ends)
+        })
+        .await;
+        match next {
+            Ok(p) => running = Some(p),
+            Err(_) => tracing::error!("a simulation period failed"),
         }
     }
 }
