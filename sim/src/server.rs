@@ -473,9 +473,9 @@ impl Sim {
         self.publish(period);
     }
 
-    /// Computes the period that ends at `end` from the configuration as it begins; pushes
-    /// arriving meanwhile are applied (and acknowledged) at once and count from the next
-    /// period. Its reports go out with [`Sim::publish`].
+    /// Computes the period that ends at `end` from the configuration and faults as the
+    /// computation begins; pushes arriving meanwhile are applied (and acknowledged) at once
+    /// and count from the next period. Its reports go out with [`Sim::publish`].
     fn compute(&self, end: u64) -> Computed {
         let started = now_ms();
         let period = lock(&self.state).period;
@@ -881,32 +881,59 @@ fn radio_profile(hour: Option<f32>) -> f32 {
     hour.map_or(1.0, super::radio::daily_profile)
 }
 
-/// Drives the period clock until the process ends. Like an antenna, which counts through its
-/// period and reports as it ends, each period is computed while it runs (from the
-/// configuration as it begins) and its reports go out when it ends: the time it takes to
-/// compute (a second of a core at 100,000 cells) is not added to what the node sees.
+/// Drives the period clock until the process ends. An antenna counts through its period and
+/// reports as it ends; the simulator computes a period in one go, a second of a core at
+/// 100,000 cells. So each period is computed shortly before it ends (as late as the last
+/// computation's time allows, with a margin; at once when that is a period or more), from the
+/// configuration and faults as the computation begins, and its reports go out when it ends:
+/// the computing time is not added to what the node sees. Pushes and faults arriving during
+/// the computation count from the next period.
 pub async fn clock(sim: Arc<Sim>) {
     let period = Duration::from_millis(u64::from(sim.period_ms));
     let mut interval = tokio::time::interval(period);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The first period ends as the simulator starts (its antennas counted before anyone
+    // watched), so that its state shows a period at once.
+    interval.tick().await;
+    let s = sim.clone();
+    let first = tokio::task::spawn_blocking(move || {
+        let p = s.compute(now_ms());
+        let took = Duration::from_millis(p.computed_ms);
+        s.publish(p);
+        took
+    })
+    .await;
     let mut running: Option<Computed> = None;
+    // How long before its end a period's computation begins.
+    let mut lead = first.map_or(period, compute_lead).min(period);
     loop {
-        interval.tick().await;
-        let ends = now_ms() + u64::from(sim.period_ms);
-        let s = sim.clone();
-        let ended = running.take();
-        let next = tokio::task::spawn_blocking(move || {
-            if let Some(p) = ended {
-                s.publish(p);
+        let began = interval.tick().await;
+        if let Some(p) = running.take() {
+            let s = sim.clone();
+            if tokio::task::spawn_blocking(move || s.publish(p))
+                .await
+                .is_err()
+            {
+                tracing::error!("a simulation period failed to go out");
             }
-            s.compute(ends)
-        })
-        .await;
-        match next {
-            Ok(p) => running = Some(p),
+        }
+        let ends = now_ms() + u64::from(sim.period_ms);
+        tokio::time::sleep_until(began + period.saturating_sub(lead)).await;
+        let s = sim.clone();
+        match tokio::task::spawn_blocking(move || s.compute(ends)).await {
+            Ok(p) => {
+                lead = compute_lead(Duration::from_millis(p.computed_ms)).min(period);
+                running = Some(p);
+            }
             Err(_) => tracing::error!("a simulation period failed"),
         }
     }
+}
+
+/// How long before a period's end to begin computing it, after the last took `took`: a
+/// quarter more, and 20 ms, for the variation between periods.
+fn compute_lead(took: Duration) -> Duration {
+    took + took / 4 + Duration::from_millis(20)
 }
 
 /// Accepts antenna connections on one listener.
