@@ -145,7 +145,11 @@ impl Cluster {
     /// The JSON list node 0's admin API answers at `path`.
     pub async fn list(&self, path: &str) -> Vec<Value> {
         let r = self.client.get(&self.nodes[0].api, path).await.expect(path);
-        r.json().as_array().cloned().expect(path)
+        let body = r.json();
+        match body.as_array() {
+            Some(list) => list.clone(),
+            None => panic!("{path}: {} {body}", r.status),
+        }
     }
 
     /// Imports `image` through node 0; fails the test unless it applies.
