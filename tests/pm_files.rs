@@ -39,7 +39,7 @@ async fn kpis(c: &Cluster) -> BTreeMap<String, v1::KpiSummary> {
         .await
         .expect("GET /image/kpis");
     let list: Vec<v1::KpiSummary> = r.parse().expect("KPI summaries");
-    list.into_iter().map(|k| (k.cell.clone(), k)).collect()
+    list.into_iter().map(|k| (k.cell.to_string(), k)).collect()
 }
 
 async fn antennas(c: &Cluster) -> v1::Antennas {
@@ -105,8 +105,8 @@ async fn a_pm_directory_gives_the_same_kpi_summaries_as_the_session_reports_of_t
         if a.len() == CELLS && ends_a.len() == 1 && ends_a == ends_b {
             let differ: Vec<(&v1::KpiSummary, Option<&v1::KpiSummary>)> = a
                 .values()
-                .filter(|k| b.get(&k.cell) != Some(*k))
-                .map(|k| (k, b.get(&k.cell)))
+                .filter(|k| b.get(k.cell.as_str()) != Some(*k))
+                .map(|k| (k, b.get(k.cell.as_str())))
                 .collect();
             assert!(
                 differ.is_empty() && a.len() == b.len(),

@@ -29,7 +29,9 @@ use std::collections::BTreeMap;
 use crate::changeset::{ChangeSet, Function, Outcome};
 use crate::model::image::NetworkImage;
 use crate::model::param::{set_cell, set_relation};
-use crate::model::{Cell, EntityRef, Param, Relation, RelationKey, RelationOrigin, Stamp, Value};
+use crate::model::{
+    Cell, CellId, EntityRef, Param, Relation, RelationKey, RelationOrigin, Stamp, Value,
+};
 use crate::son::{MAX_TRIALS, Mode};
 
 /// Most writes one change set may carry.
@@ -184,7 +186,7 @@ fn check_read_set(image: &NetworkImage, cs: &ChangeSet) -> Result<(), Outcome> {
 /// Working copies of the entities a change set writes, in first-written order.
 #[derive(Default)]
 struct Work {
-    cells: BTreeMap<String, Cell>,
+    cells: BTreeMap<CellId, Cell>,
     relations: BTreeMap<RelationKey, Relation>,
     removed: Vec<RelationKey>,
     /// Relations this change set creates (format 7).
@@ -326,7 +328,7 @@ fn created(
             "{function} may not create relations; {name} does not exist"
         )));
     }
-    let key = (s.to_string(), t.to_string());
+    let key = (CellId::from(s), CellId::from(t));
     if image.relations.contains_key(&key) || work.relations.contains_key(&key) {
         return Err(invalid(format!("{name} exists already")));
     }
@@ -352,8 +354,8 @@ fn created(
         }
     }
     Ok(Relation {
-        source: s.to_string(),
-        target: t.to_string(),
+        source: s.into(),
+        target: t.into(),
         cio_db: 0,
         ho_allowed: true,
         remove_allowed: true,
@@ -520,8 +522,8 @@ pub fn excluded(image: &NetworkImage, function: Function, entity: &EntityRef) ->
 }
 
 /// The cells a change set reconfigures (a relation belongs to its source cell), sorted.
-pub fn reconfigured_cells(cs: &ChangeSet) -> Vec<String> {
-    let mut cells: Vec<String> = cs
+pub fn reconfigured_cells(cs: &ChangeSet) -> Vec<CellId> {
+    let mut cells: Vec<CellId> = cs
         .writes
         .iter()
         .map(|w| match &w.entity {

@@ -774,7 +774,7 @@ impl SonState {
     /// Log time until which `function` leaves `cell` alone, if it is held at `now_ms`.
     pub fn held_until(&self, function: Function, cell: &str, now_ms: u64) -> Option<u64> {
         self.holds
-            .get(&(cell.to_string(), function))
+            .get(&(CellId::from(cell), function))
             .copied()
             .filter(|until| *until > now_ms)
     }
@@ -941,7 +941,7 @@ mod tests {
                 function: Function::PciConflict,
                 applied_at_ms: 0,
                 writes: Vec::new(),
-                cells: vec![format!("c{index}")],
+                cells: vec![format!("c{index}").into()],
                 removed: Vec::new(),
             },
             kpis: Vec::new(),

@@ -43,7 +43,7 @@ impl Trials {
 
     /// The open trial of `function` on `cell` with the lowest index, if any.
     pub fn of(&self, function: Function, cell: &str) -> Option<&Trial> {
-        let first = self.by_cell.get(&(function, cell.to_string()))?.first()?;
+        let first = self.by_cell.get(&(function, CellId::from(cell)))?.first()?;
         self.map.get(first)
     }
 
@@ -123,7 +123,7 @@ mod tests {
             function,
             applied_at_ms: 0,
             writes: Vec::new(),
-            cells: cells.iter().map(|c| c.to_string()).collect(),
+            cells: cells.iter().map(|c| CellId::from(*c)).collect(),
             removed: Vec::new(),
         }
     }

@@ -645,3 +645,68 @@ fn an_import_stripped_of_stamps_decodes_on_a_node_that_knows_only_older_function
     let r = img.apply(1, &Command::Import(import), &mut Changes::default());
     assert!(matches!(r, Response::Imported(Ok(_))), "{r:?}");
 }
+
+/// Every relation names its cells by the very ids the image's cells hold (one allocation per
+/// cell, not four per relation), however it came: imported, created by a change set, or
+/// decoded whole and shared after.
+#[test]
+fn relations_share_their_cells_ids() {
+    let mut img = NetworkImage::default();
+    let import = ImageImport {
+        sites: vec![site("A")],
+        cells: vec![
+            cell("A-1", "A", 1),
+            cell("A-2", "A", 2),
+            cell("A-3", "A", 3),
+        ],
+        relations: vec![relation("A-1", "A-2"), relation("A-2", "A-1")],
+        policy: None,
+    };
+    let r = img.apply(1, &Command::Import(import), &mut Changes::default());
+    assert!(matches!(r, Response::Imported(Ok(_))), "{r:?}");
+    let shared = |img: &NetworkImage| {
+        img.relations.iter().all(|((s, t), r)| {
+            let (cs, _) = img.cells.get_key_value(s.as_str()).unwrap();
+            let (ct, _) = img.cells.get_key_value(t.as_str()).unwrap();
+            s.shares(cs) && t.shares(ct) && r.source.shares(cs) && r.target.shares(ct)
+        })
+    };
+    assert!(shared(&img));
+
+    // A relation is created having read its source cell.
+    let mut add = change_set(
+        Function::Operator,
+        &img,
+        vec![write("relation/A-1/A-3", Param::Exists, Value::Bool(true))],
+    );
+    add.read_set = change_set(
+        Function::Operator,
+        &img,
+        vec![write("cell/A-1", Param::ElectricalTilt, Value::Int(0))],
+    )
+    .read_set;
+    let env = Envelope {
+        format: 7,
+        log_time_ms: 1_000,
+        body: sonraft_model::codec::encode(&Command::ChangeSet(add)).expect("encode"),
+    };
+    let out = img.apply_entry(2, &env, &mut Changes::default());
+    assert!(
+        matches!(out, Ok(Response::ChangeSet(Outcome::Applied { .. }))),
+        "{out:?}"
+    );
+    assert_eq!(img.relations.len(), 3);
+    assert!(shared(&img));
+
+    let bytes = sonraft_model::codec::encode(&img).unwrap();
+    let mut decoded: NetworkImage = sonraft_model::codec::decode(&bytes).unwrap();
+    assert!(!shared(&decoded));
+    decoded.share_ids();
+    assert!(shared(&decoded));
+    assert!(decoded.cells.iter().all(|(id, c)| id.shares(&c.id)));
+    assert_eq!(decoded, {
+        let mut i = img.clone();
+        i.share_ids();
+        i
+    });
+}

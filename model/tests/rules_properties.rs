@@ -28,7 +28,7 @@ use sonraft_model::command::{Command, Envelope, ImageImport, Response};
 use sonraft_model::model::image::{Changes, NetworkImage};
 use sonraft_model::model::param::{check_cell, check_relation};
 use sonraft_model::model::{
-    AdminState, Cell, EnergySaving, EntityRef, Param, Q_OFFSET_RANGE_DB, Rat, Relation,
+    AdminState, Cell, CellId, EnergySaving, EntityRef, Param, Q_OFFSET_RANGE_DB, Rat, Relation,
     TIME_TO_TRIGGER_MS, Value,
 };
 
@@ -85,8 +85,8 @@ fn image() -> NetworkImage {
 
 /// Every relation the image started with (a pruned one stays a target: writing it is invalid,
 /// reading it a conflict).
-fn relation_keys() -> &'static [(String, String)] {
-    static KEYS: std::sync::OnceLock<Vec<(String, String)>> = std::sync::OnceLock::new();
+fn relation_keys() -> &'static [(CellId, CellId)] {
+    static KEYS: std::sync::OnceLock<Vec<(CellId, CellId)>> = std::sync::OnceLock::new();
     KEYS.get_or_init(|| image().relations.keys().cloned().collect())
 }
 

@@ -182,12 +182,11 @@ fn an_excluded_cell_site_or_region_is_not_touched_by_that_function() {
     ] {
         let mut img = image();
         let mut controls = Controls::default();
-        let set = match exclude.0 {
-            "cells" => &mut controls.exclude.cells,
-            "sites" => &mut controls.exclude.sites,
-            _ => &mut controls.exclude.regions,
+        match exclude.0 {
+            "cells" => controls.exclude.cells.insert(exclude.1.into()),
+            "sites" => controls.exclude.sites.insert(exclude.1.to_string()),
+            _ => controls.exclude.regions.insert(exclude.1.to_string()),
         };
-        set.insert(exclude.1.to_string());
         set_policy(&mut img, Function::LoadBalancing, controls);
         let before = img.relations.clone();
         let out = apply4(
@@ -1065,7 +1064,7 @@ fn add_relation(img: &NetworkImage, function: Function, source: &str, target: &s
 #[test]
 fn anr_adds_a_relation_from_format_7_and_its_undo_removes_it_again() {
     let mut img = image();
-    let key = ("A-1".to_string(), "B-1".to_string());
+    let key = ("A-1".into(), "B-1".into());
     let cs = add_relation(&img, Function::AnrAdd, "A-1", "B-1");
     // Format 6 has no way to create a relation: every node refuses it alike.
     let mut op = cs.clone();
@@ -1196,10 +1195,7 @@ fn several_son_change_sets_in_one_entry_each_open_their_own_trial() {
     );
     for (id, cell) in [(2, "A-1"), (3, "A-2"), (4, "B-1")] {
         let trial = &img.son.trials[&id];
-        assert_eq!(
-            (trial.index, trial.cells.clone()),
-            (id, vec![cell.to_string()])
-        );
+        assert_eq!((trial.index, trial.cells.clone()), (id, vec![cell.into()]));
     }
     // The next entry's trial takes the next free id, above the entry's own index.
     let next = hysteresis(Function::MobilityRobustness, &img, "B-2", 5);

@@ -134,6 +134,7 @@ impl SnapshotBody {
             let availability: AvailabilityTuning = codec::decode_from(r)?;
             image.son.tuning = Tuning::from_parts(image.son.tuning.v1(), availability);
         }
+        image.share_ids();
         Ok(SnapshotBody { image, history })
     }
 }

@@ -516,9 +516,9 @@ fn load(tree: &sled::Tree) -> Result<ImageState, Damaged> {
             }
             Some(b"r/") => {
                 let r: sonraft_raft::model::Relation = codec::decode(&v).map_err(bad)?;
-                image
-                    .relations
-                    .insert((r.source.clone(), r.target.clone()), r);
+                // Cells come first (`c/` sorts before `r/`): the relation names them with
+                // the cells' own ids.
+                image.put_relation(r);
             }
             Some(b"k/") => {
                 let s: sonraft_raft::model::KpiSummary = codec::decode(&v).map_err(bad)?;

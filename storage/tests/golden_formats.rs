@@ -267,11 +267,7 @@ fn son_state() -> SonState {
         .into(),
         next_id: 13,
         trials: [(6, trial.clone())].into(),
-        holds: [(
-            ("F-1".to_string(), Function::LoadBalancing),
-            1_764_021_600_000,
-        )]
-        .into(),
+        holds: [(("F-1".into(), Function::LoadBalancing), 1_764_021_600_000)].into(),
         journal: [(
             5,
             TrialRecord {

@@ -449,7 +449,11 @@ fn stored_parts(dir: &std::path::Path) -> Vec<Vec<String>> {
             .map(|kv| {
                 let (_, v) = kv.unwrap();
                 let part: StagedPart = sonraft_raft::codec::decode(&v).unwrap();
-                part.data.cells.into_iter().map(|c| c.id).collect()
+                part.data
+                    .cells
+                    .into_iter()
+                    .map(|c| c.id.to_string())
+                    .collect()
             })
             .collect()
     })
@@ -460,7 +464,7 @@ fn staged_cells(store: &Store) -> Option<(u64, u32, Vec<String>)> {
         (
             s.import_id,
             s.parts,
-            s.data.cells.iter().map(|c| c.id.clone()).collect(),
+            s.data.cells.iter().map(|c| c.id.to_string()).collect(),
         )
     })
 }

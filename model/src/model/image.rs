@@ -121,9 +121,52 @@ impl NetworkImage {
             .unwrap_or(1)
     }
 
+    /// `id` as the image's cells hold it, so that every relation naming a cell shares one
+    /// allocation of its id (see [`super::CellId`]); `id` itself for a cell the image lacks.
+    pub fn shared_id(&self, id: &CellId) -> CellId {
+        self.cells
+            .get_key_value(id.as_str())
+            .map_or_else(|| id.clone(), |(k, _)| k.clone())
+    }
+
+    /// Puts `rel` under its key, naming its cells as the image's cells do; returns the key.
+    pub fn put_relation(&mut self, mut rel: Relation) -> RelationKey {
+        rel.source = self.shared_id(&rel.source);
+        rel.target = self.shared_id(&rel.target);
+        let key = (rel.source.clone(), rel.target.clone());
+        self.relations.insert(key.clone(), rel);
+        key
+    }
+
+    /// Makes every cell, relation and KPI summary name cells by the ids the cells map holds,
+    /// after the image was decoded whole (a snapshot): decoding gives every occurrence of an
+    /// id an allocation of its own.
+    pub fn share_ids(&mut self) {
+        for (id, cell) in self.cells.iter_mut() {
+            cell.id = id.clone();
+        }
+        let relations = std::mem::take(&mut self.relations);
+        self.relations = relations
+            .into_values()
+            .map(|mut r| {
+                r.source = self.shared_id(&r.source);
+                r.target = self.shared_id(&r.target);
+                ((r.source.clone(), r.target.clone()), r)
+            })
+            .collect();
+        let kpis = std::mem::take(&mut self.kpis);
+        self.kpis = kpis
+            .into_values()
+            .map(|mut k| {
+                k.cell = self.shared_id(&k.cell);
+                (k.cell.clone(), k)
+            })
+            .collect();
+    }
+
     /// Relations whose source is `cell`.
     pub fn relations_from<'a>(&'a self, cell: &'a str) -> impl Iterator<Item = &'a Relation> + 'a {
-        let start = (cell.to_string(), String::new());
+        let start = (CellId::from(cell), CellId::default());
         self.relations
             .range(start..)
             .map(|(_, r)| r)
@@ -279,9 +322,8 @@ impl NetworkImage {
                     self.cells.insert(cell.id.clone(), cell);
                 }
                 for rel in plan.relations {
-                    let key = (rel.source.clone(), rel.target.clone());
-                    changes.relations.insert(key.clone());
-                    self.relations.insert(key, rel);
+                    let key = self.put_relation(rel);
+                    changes.relations.insert(key);
                 }
                 for key in plan.removed {
                     self.relations.remove(&key);
@@ -481,7 +523,7 @@ impl NetworkImage {
                     index,
                 },
             );
-            self.relations.insert(key.clone(), back);
+            let key = self.put_relation(back);
             changes.relations.insert(key);
             restored += 1;
         }

@@ -390,8 +390,7 @@ impl NetworkImage {
                 EntityRef::Relation(key.0.clone(), key.1.clone()).to_string(),
                 rel.version,
             );
-            changes.relations.insert(key.clone());
-            self.relations.insert(key, rel);
+            changes.relations.insert(self.put_relation(rel));
         }
         if let Some(policy) = &import.policy {
             self.policy = policy.clone();
@@ -445,8 +444,7 @@ impl NetworkImage {
             let old = self.relations.get(&key);
             rel.version = old.map_or(1, |r| r.version + 1);
             rel.last_change = old.map(|r| r.last_change.clone()).unwrap_or_default();
-            changes.relations.insert(key.clone());
-            self.relations.insert(key, rel);
+            changes.relations.insert(self.put_relation(rel));
         }
         if let Some(policy) = &import.policy {
             self.policy = policy.clone();

@@ -20,8 +20,8 @@ use crate::changeset::Function;
 
 /// A site id as the operator names it (e.g. `S001`). Never contains `/`.
 pub type SiteId = String;
-/// A cell (sector-carrier) id as the operator names it (e.g. `S001-1`). Never contains `/`.
-pub type CellId = String;
+mod cell_id;
+pub use cell_id::CellId;
 
 /// A physical site: one location holding a few sectors.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]

@@ -188,7 +188,7 @@ impl Fleet {
         let relations = image
             .relations_from(cell)
             .map(|r| RelationConfig {
-                target: r.target.clone(),
+                target: r.target.to_string(),
                 cio_db: r.cio_db,
                 ho_allowed: r.ho_allowed,
             })
@@ -223,11 +223,15 @@ impl Fleet {
                 if site != self.site {
                     continue;
                 }
-                let key = if self.stations { &c.site } else { &c.id };
-                out.entry(key.clone())
+                let key = if self.stations {
+                    c.site.clone()
+                } else {
+                    c.id.to_string()
+                };
+                out.entry(key)
                     .or_insert_with(|| (epoch, Vec::new()))
                     .1
-                    .push(c.id.clone());
+                    .push(c.id.to_string());
             }
             for (_, cells) in out.values_mut() {
                 cells.sort();
@@ -318,7 +322,7 @@ impl Fleet {
                     Ok(c) => {
                         let known = lock(&self.sessions).len();
                         if !c.control.is_empty()
-                            || c.cells.iter().any(|cell| !lock(&self.session_of).contains_key(cell))
+                            || c.cells.iter().any(|cell| !lock(&self.session_of).contains_key(cell.as_str()))
                             || known == 0
                         {
                             self.reconcile();

@@ -10,6 +10,7 @@ use axum::response::{IntoResponse, Response};
 use sonraft_client::v1;
 use sonraft_raft::changeset::Function;
 use sonraft_raft::changeset::Outcome;
+use sonraft_raft::model::CellId;
 use sonraft_storage::{BadCursor, HistoryCursor};
 
 use super::error::{ApiError, Params, parse_json, read_body};
@@ -113,7 +114,7 @@ pub async fn propose(
 fn opened_trial(
     node: &Node,
     function: Function,
-    cells: &[String],
+    cells: &[CellId],
     writes: &[sonraft_raft::changeset::Write],
 ) -> Option<u64> {
     let cell = cells.first()?;

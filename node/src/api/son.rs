@@ -329,7 +329,7 @@ pub(crate) fn trial_view(t: &Trial, closed: Option<&TrialRecord>) -> v1::Trial {
         index: t.index,
         function: t.function.name().to_string(),
         applied_at_ms: t.applied_at_ms,
-        cells: t.cells.clone(),
+        cells: t.cells.iter().map(|c| c.to_string()).collect(),
         writes: t
             .writes
             .iter()
@@ -387,7 +387,7 @@ pub async fn trials(
             .iter()
             .filter(|(_, until)| **until > i.log_time_ms)
             .map(|((cell, function), until)| v1::Hold {
-                cell: cell.clone(),
+                cell: cell.to_string(),
                 function: function.name().to_string(),
                 until_ms: *until,
             })

@@ -232,7 +232,7 @@ mod tests {
                     cs.read_set[0].version,
                     img.relations[&(s.clone(), t.clone())].version
                 );
-                out.push((n + 1, t.clone(), w.param));
+                out.push((n + 1, t.to_string(), w.param));
             }
         }
         out

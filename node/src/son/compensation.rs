@@ -198,7 +198,7 @@ impl Ledger {
             .flat_map(|(failed, list)| list.iter().map(move |k| (failed, k)))
             .filter(|(failed, k)| {
                 !self.ended_ms.contains_key(*failed)
-                    || view.index.get(&k.cell).is_some_and(|&n| {
+                    || view.index.get(k.cell.as_str()).is_some_and(|&n| {
                         let c = view.cell(n);
                         (c.electrical_tilt, c.max_tx_power_dbm) != (k.tilt.0, k.power.0)
                     })
@@ -222,7 +222,10 @@ impl Ledger {
         let mut finished = Vec::new();
         let mut further: Vec<Vec<Proposal>> = Vec::new();
         for (failed, list) in &mut self.cells {
-            let active = view.index.get(failed).is_some_and(|c| outage.contains(c));
+            let active = view
+                .index
+                .get(failed.as_str())
+                .is_some_and(|c| outage.contains(c));
             if !active && !settled {
                 // Not known to be back yet (this node just started): wait.
                 continue;
@@ -236,7 +239,7 @@ impl Ledger {
             };
             let mut withdrawn = Vec::new();
             list.retain_mut(|k| {
-                let Some(&n) = view.index.get(&k.cell) else {
+                let Some(&n) = view.index.get(k.cell.as_str()) else {
                     return false;
                 };
                 let cell = view.cell(n);
@@ -446,14 +449,14 @@ fn compensators(
         .collect();
     let load_of = |k: &Compensator| {
         view.index
-            .get(&k.cell)
+            .get(k.cell.as_str())
             .and_then(|n| load(*n))
             .unwrap_or(0.0)
     };
     // Whole degrees off, so that the load decides between cells facing the area alike.
     let off_of = |k: &Compensator| {
         view.index
-            .get(&k.cell)
+            .get(k.cell.as_str())
             .map_or(180, |n| off_boresight(view, *n, c).round() as i64)
     };
     out.sort_by(|a, b| {

@@ -14,7 +14,7 @@
 
 use sonraft_raft::changeset::{ChangeSet, Function, Origin, Outcome, ReadVersion, Write};
 use sonraft_raft::model::image::NetworkImage;
-use sonraft_raft::model::{EntityRef, Param, Q_OFFSET_RANGE_DB, Value};
+use sonraft_raft::model::{CellId, EntityRef, Param, Q_OFFSET_RANGE_DB, Value};
 use sonraft_raft::rules;
 use sonraft_raft::son::MlbTuning;
 
@@ -318,7 +318,7 @@ pub fn leave_out_refused(
         return Vec::new();
     }
     // The moves in the order they were made: a relation and its reverse share one.
-    let mut moves: Vec<((String, String), Vec<usize>)> = Vec::new();
+    let mut moves: Vec<((CellId, CellId), Vec<usize>)> = Vec::new();
     for (i, w) in cs.writes.iter().enumerate() {
         let EntityRef::Relation(s, t) = &w.entity else {
             return Vec::new();
@@ -605,7 +605,7 @@ mod tests {
         );
         let now = 10 * 60 * 1000;
         img.relations
-            .get_mut(&("A1".to_string(), "Z1".to_string()))
+            .get_mut(&("A1".into(), "Z1".into()))
             .unwrap()
             .last_change
             .insert(

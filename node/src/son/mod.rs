@@ -164,7 +164,7 @@ pub fn summaries(period: &ClosedPeriod) -> Vec<KpiSummary> {
         .iter()
         .filter_map(|(cell, body)| Some((cell, ReportView::parse(body).ok()?)))
         .map(|(cell, r)| KpiSummary {
-            cell: cell.to_string(),
+            cell: CellId::from(&**cell),
             period_end_ms: period.end_ms,
             prb_dl_permille: (r.cell[cc::PRB_USED_DL] * 1000 / r.cell[cc::PRB_AVAIL_DL].max(1))
                 .min(1000) as u16,
@@ -1358,7 +1358,7 @@ mod tests {
     fn a_kpi_entry_stays_small_enough_for_sled_to_keep_it_inline() {
         let summaries: Vec<KpiSummary> = (0..SUMMARIES_PER_ENTRY)
             .map(|i| KpiSummary {
-                cell: format!("{:0>24}", i),
+                cell: format!("{:0>24}", i).into(),
                 period_end_ms: u64::MAX,
                 prb_dl_permille: 1000,
                 rrc_conn_mean: u32::MAX,

@@ -445,7 +445,7 @@ mod tests {
                 let Value::Int(to) = w.value else {
                     panic!("{w:?}")
                 };
-                out.push((t.clone(), to));
+                out.push((t.to_string(), to));
             }
         }
         out

@@ -299,14 +299,24 @@ pub fn judge(
         return Judgement::NotOurs;
     }
     let n = bounds.policy.periods.max(1) as usize;
-    let mut scope: BTreeSet<String> = trial.cells.iter().filter(|c| own(c)).cloned().collect();
+    let mut scope: BTreeSet<String> = trial
+        .cells
+        .iter()
+        .filter(|c| own(c))
+        .map(|c| c.to_string())
+        .collect();
     for c in &trial.cells {
         scope.extend(neighbours(c).into_iter().filter(|t| own(t) && ring.has(t)));
     }
     // Due once every reconfigured own cell has its later periods. Handover rates are judged on
     // the reconfigured cells (their outgoing handovers are what the change configures: summed
     // with the neighbours' they would be diluted), load and throughput over the whole scope.
-    let changed: BTreeSet<String> = trial.cells.iter().filter(|c| own(c)).cloned().collect();
+    let changed: BTreeSet<String> = trial
+        .cells
+        .iter()
+        .filter(|c| own(c))
+        .map(|c| c.to_string())
+        .collect();
     let mut cells = Window::default();
     let mut area = Window::default();
     let mut baseline = true;
@@ -1125,10 +1135,7 @@ mod tests {
                 removed: vec![],
             },
         );
-        let rel = img
-            .relations
-            .get_mut(&("A1".to_string(), "Z1".to_string()))
-            .unwrap();
+        let rel = img.relations.get_mut(&("A1".into(), "Z1".into())).unwrap();
         rel.cio_db = 2;
         rel.last_change.insert(
             Param::CioDb,
@@ -1168,10 +1175,7 @@ mod tests {
         assert!(alone[0].degraded.is_some(), "{alone:?}");
         // Mobility robustness stepped A1 -> A2 before the baseline began: no excuse.
         let mro_at = |img: &mut NetworkImage, at_ms: u64| {
-            let rel = img
-                .relations
-                .get_mut(&("A1".to_string(), "A2".to_string()))
-                .unwrap();
+            let rel = img.relations.get_mut(&("A1".into(), "A2".into())).unwrap();
             rel.cio_db = -1;
             rel.last_change.insert(
                 Param::CioDb,
@@ -1186,7 +1190,7 @@ mod tests {
         assert!(verdicts(&img, &r)[0].degraded.is_some());
         // A relation added beside it does not act on the offset: no excuse either.
         img.relations
-            .get_mut(&("A1".to_string(), "A2".to_string()))
+            .get_mut(&("A1".into(), "A2".into()))
             .unwrap()
             .last_change
             .insert(

@@ -88,8 +88,8 @@ pub struct ViewRelation {
 /// The image as the SON functions of one site see it.
 #[derive(Debug, Clone, Default)]
 pub struct RadioView {
-    pub ids: Vec<String>,
-    pub index: FastMap<String, u32>,
+    pub ids: Vec<CellId>,
+    pub index: FastMap<CellId, u32>,
     pub cells: Vec<ViewCell>,
     /// Outgoing relations per cell.
     pub out: Vec<Vec<ViewRelation>>,
@@ -452,7 +452,7 @@ mod tests {
     }
 
     fn key(s: &str, t: &str) -> RelationKey {
-        (s.to_string(), t.to_string())
+        (s.into(), t.into())
     }
 
     #[test]
@@ -481,7 +481,7 @@ mod tests {
         img.relations.insert(key("Z1", "A2"), added);
         img.relations.remove(&key("A3", "A1"));
         img.relations.get_mut(&key("Z1", "A3")).unwrap().cio_db = 3;
-        let cells = set(&["A2".to_string(), "Z1".to_string()]);
+        let cells = set::<CellId>(&["A2".into(), "Z1".into()]);
         let relations = set(&[
             key("A1", "A2"),
             key("Z1", "A2"),
@@ -495,7 +495,7 @@ mod tests {
         assert_eq!(format!("{v:?}"), format!("{full:?}"));
         // A tilt alone is nothing the PCI search reads.
         img.cells.get_mut("A1").unwrap().electrical_tilt = 20;
-        let only_tilt = set(&["A1".to_string()]);
+        let only_tilt = set::<CellId>(&["A1".into()]);
         assert_eq!(
             v.update(&img, "site-a", &only_tilt, &HashSet::new()),
             Some(false)
@@ -515,17 +515,17 @@ mod tests {
         img.cells.insert("A7".into(), new);
         let none = HashSet::new();
         assert_eq!(
-            v.update(&img, "site-a", &set(&["A7".to_string()]), &none),
+            v.update(&img, "site-a", &set::<CellId>(&["A7".into()]), &none),
             None
         );
         img.cells.remove("Z1");
         assert_eq!(
-            v.update(&img, "site-a", &set(&["Z1".to_string()]), &none),
+            v.update(&img, "site-a", &set::<CellId>(&["Z1".into()]), &none),
             None
         );
         img.cells.get_mut("A1").unwrap().site = "Z".into();
         assert_eq!(
-            v.update(&img, "site-a", &set(&["A1".to_string()]), &none),
+            v.update(&img, "site-a", &set::<CellId>(&["A1".into()]), &none),
             None
         );
     }

@@ -253,7 +253,10 @@ impl Producer {
             image
                 .kpis
                 .values()
-                .filter(|k| sent.get(&k.cell).is_none_or(|p| *p < k.period_end_ms))
+                .filter(|k| {
+                    sent.get(k.cell.as_str())
+                        .is_none_or(|p| *p < k.period_end_ms)
+                })
                 .map(|k| {
                     let row = vec![
                         k.period_end_ms,
@@ -263,7 +266,7 @@ impl Producer {
                         u64::from(k.ho_att),
                         u64::from(k.ho_succ),
                     ];
-                    (k.cell.clone(), row)
+                    (k.cell.to_string(), row)
                 })
                 .collect::<std::collections::BTreeMap<_, _>>()
         });
