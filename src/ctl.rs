@@ -1205,35 +1205,19 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
                     ));
                 }
             }
-            let image = body.image;
-            let import = v1::ImageImport {
-                sites: image.sites.values().cloned().collect(),
-                cells: image.cells.values().cloned().collect(),
-                relations: image.relations.values().cloned().collect(),
-                policy: Some(image.policy.clone()),
-            };
-            let v = ctl
-                .ok::<v1::ImportAnswer>(Method::POST, "/image/import", Some(json_body(&import)?))
-                .await?;
+            let (policy, tuning) = (body.image.son.policy.clone(), body.image.son.tuning.clone());
+            let v = restore_lines(&ctl, body).await?;
             // The operator's SON controls travel with the image (pending proposals and trials
             // belong to the old cluster's network and do not).
-            if image.son.policy != v1::SonPolicy::default() {
-                ctl.ok::<Value>(
-                    Method::PUT,
-                    "/son/policy",
-                    Some(json_body(&image.son.policy)?),
-                )
-                .await
-                .context("the image was restored, but not the SON policy")?;
+            if policy != v1::SonPolicy::default() {
+                ctl.ok::<Value>(Method::PUT, "/son/policy", Some(json_body(&policy)?))
+                    .await
+                    .context("the image was restored, but not the SON policy")?;
             }
-            if image.son.tuning != v1::Tuning::default() {
-                ctl.ok::<Value>(
-                    Method::PUT,
-                    "/son/tuning",
-                    Some(json_body(&image.son.tuning)?),
-                )
-                .await
-                .context("the image and SON policy were restored, but not the SON tuning")?;
+            if tuning != v1::Tuning::default() {
+                ctl.ok::<Value>(Method::PUT, "/son/tuning", Some(json_body(&tuning)?))
+                    .await
+                    .context("the image and SON policy were restored, but not the SON tuning")?;
             }
             ctl.show(&v, |v| {
                 let counts = match v {
@@ -1512,6 +1496,93 @@ async fn import_lines(
     }
     let r = r.map_err(|e| Failure::of(Exit::of_client_error(&e), e.to_string()))?;
     answer(r, path)
+}
+
+/// Imports a backup's image at the leader as JSON lines written while they are sent: a
+/// national image is larger than any one JSON body a node takes, and is never held twice here.
+async fn restore_lines(
+    ctl: &Ctl,
+    backup: sonraft_storage::snapshot::SnapshotBody,
+) -> anyhow::Result<Answer<v1::ImportAnswer>> {
+    const CHUNK: usize = 256 << 10;
+    let (tx, rx) = tokio::sync::mpsc::channel::<Option<bytes::Bytes>>(4);
+    let producer = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+        let image = backup.image;
+        let mut buf: Vec<u8> = Vec::with_capacity(CHUNK + 4096);
+        let mut line = |kind: &str, value: &dyn erased::Line| -> std::io::Result<bool> {
+            buf.extend_from_slice(b"{\"");
+            buf.extend_from_slice(kind.as_bytes());
+            buf.extend_from_slice(b"\":");
+            value.write(&mut buf)?;
+            buf.extend_from_slice(b"}\n");
+            if buf.len() >= CHUNK {
+                let chunk = bytes::Bytes::from(std::mem::replace(
+                    &mut buf,
+                    Vec::with_capacity(CHUNK + 4096),
+                ));
+                // The request ended (its answer says why): stop writing.
+                return Ok(tx.blocking_send(Some(chunk)).is_ok());
+            }
+            Ok(true)
+        };
+        let going = image
+            .sites
+            .values()
+            .try_fold(true, |go, s| if go { line("site", s) } else { Ok(false) })?;
+        let going = going
+            && image
+                .cells
+                .values()
+                .try_fold(true, |go, c| if go { line("cell", c) } else { Ok(false) })?;
+        let going = going
+            && image.relations.values().try_fold(true, |go, r| {
+                if go { line("relation", r) } else { Ok(false) }
+            })?;
+        if going {
+            line("policy", &image.policy)?;
+        }
+        // Only a body written to its end is ended: a failure above drops the sender first,
+        // which fails the request instead.
+        if going {
+            if !buf.is_empty() {
+                let _ = tx.blocking_send(Some(bytes::Bytes::from(buf)));
+            }
+            let _ = tx.blocking_send(None);
+        }
+        Ok(())
+    });
+    let path = "/image/import";
+    let node = leader_or_first(ctl).await;
+    let url = format!("{}{path}", ctl.client.base_url(&node));
+    let r = ctl
+        .client
+        .send_stream(
+            hyper::Method::POST,
+            &url,
+            sonraft_client::channel_body(rx),
+            v1::IMPORT_LINES,
+        )
+        .await;
+    match producer.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Err(Failure::usage(format!("cannot write the image: {e}"))),
+        Err(e) => return Err(Failure::usage(format!("cannot write the image: {e}"))),
+    }
+    let r = r.map_err(|e| Failure::of(Exit::of_client_error(&e), e.to_string()))?;
+    answer(r, path)
+}
+
+/// One entity of a restored image written as the value of its JSON line.
+mod erased {
+    pub trait Line {
+        fn write(&self, buf: &mut Vec<u8>) -> std::io::Result<()>;
+    }
+
+    impl<T: serde::Serialize> Line for T {
+        fn write(&self, buf: &mut Vec<u8>) -> std::io::Result<()> {
+            serde_json::to_writer(buf, self).map_err(std::io::Error::other)
+        }
+    }
 }
 
 /// A successful answer to `path` read as `T`; an error answer is a failure naming its status

@@ -424,7 +424,84 @@ impl hyper::body::Body for FileBody {
     }
 }
 
+/// A request body sent as its chunks come from `chunks`, for a producer that writes while it
+/// is sent (a restore's image as JSON lines). `None` ends it; a sender dropped before that
+/// (the producer failed or panicked) ends it with an error, so that the request fails rather
+/// than deliver a body cut short as if whole. The channel's bound holds the producer back to
+/// the pace of the connection.
+pub fn channel_body(chunks: tokio::sync::mpsc::Receiver<Option<Bytes>>) -> RequestBody {
+    ChannelBody {
+        chunks,
+        ended: false,
+    }
+    .boxed()
+}
+
+struct ChannelBody {
+    chunks: tokio::sync::mpsc::Receiver<Option<Bytes>>,
+    ended: bool,
+}
+
+impl hyper::body::Body for ChannelBody {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, std::io::Error>>> {
+        use std::task::Poll;
+        let this = self.get_mut();
+        if this.ended {
+            return Poll::Ready(None);
+        }
+        match this.chunks.poll_recv(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Some(Some(b))) => Poll::Ready(Some(Ok(hyper::body::Frame::data(b)))),
+            Poll::Ready(Some(None)) => {
+                this.ended = true;
+                Poll::Ready(None)
+            }
+            Poll::Ready(None) => {
+                this.ended = true;
+                Poll::Ready(Some(Err(std::io::Error::other(
+                    "the body's producer stopped before its end",
+                ))))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.ended
+    }
+}
+
 /// A request body held whole (for [`ApiClient::send_stream`] with a body already in memory).
 pub fn whole_body(bytes: Bytes) -> RequestBody {
     Full::new(bytes).map_err(|never| match never {}).boxed()
+}
+
+#[cfg(test)]
+mod channel_body_tests {
+    use super::*;
+
+    async fn read(chunks: Vec<Option<&'static str>>) -> Result<Bytes, std::io::Error> {
+        let (tx, rx) = tokio::sync::mpsc::channel(8);
+        for c in chunks {
+            tx.send(c.map(|s| Bytes::from_static(s.as_bytes())))
+                .await
+                .unwrap();
+        }
+        drop(tx);
+        channel_body(rx).collect().await.map(|c| c.to_bytes())
+    }
+
+    #[tokio::test]
+    async fn a_channel_body_ends_only_when_told_and_fails_when_its_producer_stops_short() {
+        assert_eq!(
+            read(vec![Some("a"), Some("b"), None]).await.unwrap(),
+            Bytes::from_static(b"ab")
+        );
+        assert!(read(vec![Some("a"), Some("b")]).await.is_err());
+    }
 }
