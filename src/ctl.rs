@@ -1166,17 +1166,8 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
             ctl.show(&v, print_import);
         }
         CtlCommand::Backup { file } => {
-            let r = ctl.call(Method::GET, "/backup", None).await?;
-            if !r.status.is_success() {
-                return Err(Failure::answer(r.status, &r.body));
-            }
-            std::fs::write(&file, &r.body)
-                .map_err(|e| Failure::usage(format!("cannot write {}: {e}", file.display())))?;
-            outln!(
-                "backup of {} bytes written to {}",
-                r.body.len(),
-                file.display()
-            );
+            let written = download_backup(&ctl, &file).await?;
+            outln!("backup of {written} bytes written to {}", file.display());
         }
         CtlCommand::Restore { file, force } => {
             let f = std::fs::File::open(&file)
@@ -1496,6 +1487,67 @@ async fn import_lines(
     }
     let r = r.map_err(|e| Failure::of(Exit::of_client_error(&e), e.to_string()))?;
     answer(r, path)
+}
+
+/// Downloads a backup from the leader into `file` as it comes, never holding it whole: written
+/// beside `file` and renamed to it only once its CRC holds, so a transfer that breaks off
+/// leaves no cut-short backup under the name asked for. Answers the bytes written.
+async fn download_backup(ctl: &Ctl, file: &std::path::Path) -> anyhow::Result<u64> {
+    use http_body_util::BodyExt;
+    use tokio::io::AsyncWriteExt;
+    let node = leader_or_first(ctl).await;
+    let url = format!("{}/backup", ctl.client.base_url(&node));
+    let (status, mut body) = ctl
+        .client
+        .get_streamed(&url)
+        .await
+        .map_err(|e| Failure::of(Exit::of_client_error(&e), e.to_string()))?;
+    if !status.is_success() {
+        let bytes = body
+            .collect()
+            .await
+            .map(|c| c.to_bytes())
+            .unwrap_or_default();
+        return Err(Failure::answer(status, &bytes));
+    }
+    let mut partial = file.as_os_str().to_owned();
+    partial.push(".partial");
+    let partial = std::path::PathBuf::from(partial);
+    let cannot =
+        |e: std::io::Error| Failure::usage(format!("cannot write {}: {e}", partial.display()));
+    let mut out = tokio::fs::File::create(&partial).await.map_err(cannot)?;
+    let mut check = sonraft_storage::snapshot::StreamCheck::default();
+    let mut written = 0u64;
+    let broke = |written: u64, e: &dyn std::fmt::Display| {
+        Failure::of(
+            Exit::Unreachable,
+            format!("the backup from {node} broke off after {written} bytes: {e}"),
+        )
+    };
+    while let Some(frame) = body.frame().await {
+        let frame = match frame {
+            Ok(f) => f,
+            Err(e) => {
+                drop(out);
+                let _ = std::fs::remove_file(&partial);
+                return Err(broke(written, &e));
+            }
+        };
+        if let Ok(data) = frame.into_data() {
+            check.update(&data);
+            out.write_all(&data).await.map_err(cannot)?;
+            written += data.len() as u64;
+        }
+    }
+    out.sync_all().await.map_err(cannot)?;
+    drop(out);
+    if let Err(e) = check.finish() {
+        let _ = std::fs::remove_file(&partial);
+        return Err(broke(written, &e));
+    }
+    std::fs::rename(&partial, file)
+        .map_err(|e| Failure::usage(format!("cannot write {}: {e}", file.display())))?;
+    Ok(written)
 }
 
 /// Imports a backup's image at the leader as JSON lines written while they are sent: a

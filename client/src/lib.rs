@@ -204,15 +204,15 @@ impl ApiClient {
             .await
     }
 
-    async fn exchange(
+    /// Sends one request and answers the response as it arrives, its body unread.
+    async fn request(
         &self,
         method: Method,
         url: &str,
         body: RequestBody,
         content_type: Option<&str>,
         headers: &[(&str, &str)],
-        timeout: Option<Duration>,
-    ) -> Result<ApiResponse, ClientError> {
+    ) -> Result<hyper::Response<hyper::body::Incoming>, ClientError> {
         let http = self.http.as_ref().map_err(|reason| ClientError::Request {
             url: url.into(),
             reason: format!("TLS not set up: {reason}"),
@@ -241,25 +241,56 @@ impl ApiClient {
             url: url.into(),
             reason: e.to_string(),
         })?;
-        let exchange = async {
-            let resp = http.request(req).await.map_err(|e| {
-                if sonraft_tls::is_untrusted_certificate(&e) {
-                    ClientError::Untrusted {
-                        url: url.into(),
-                        reason: error_chain(&e),
-                    }
-                } else if e.is_connect() {
-                    ClientError::Connect {
-                        url: url.into(),
-                        reason: error_chain(&e),
-                    }
-                } else {
-                    ClientError::Unreachable {
-                        url: url.into(),
-                        reason: error_chain(&e),
-                    }
+        http.request(req).await.map_err(|e| {
+            if sonraft_tls::is_untrusted_certificate(&e) {
+                ClientError::Untrusted {
+                    url: url.into(),
+                    reason: error_chain(&e),
                 }
-            })?;
+            } else if e.is_connect() {
+                ClientError::Connect {
+                    url: url.into(),
+                    reason: error_chain(&e),
+                }
+            } else {
+                ClientError::Unreachable {
+                    url: url.into(),
+                    reason: error_chain(&e),
+                }
+            }
+        })
+    }
+
+    /// `GET url`, answered as its status and its body as it comes: a download larger than
+    /// should be held in memory. The client's timeout covers the answer's head; the caller
+    /// reads the body at its own pace.
+    pub async fn get_streamed(
+        &self,
+        url: &str,
+    ) -> Result<(StatusCode, hyper::body::Incoming), ClientError> {
+        let head = self.request(Method::GET, url, whole_body(Bytes::new()), None, &[]);
+        match tokio::time::timeout(self.timeout, head).await {
+            Ok(r) => r.map(|resp| (resp.status(), resp.into_body())),
+            Err(_) => Err(ClientError::Timeout {
+                url: url.into(),
+                timeout: self.timeout,
+            }),
+        }
+    }
+
+    async fn exchange(
+        &self,
+        method: Method,
+        url: &str,
+        body: RequestBody,
+        content_type: Option<&str>,
+        headers: &[(&str, &str)],
+        timeout: Option<Duration>,
+    ) -> Result<ApiResponse, ClientError> {
+        let exchange = async {
+            let resp = self
+                .request(method, url, body, content_type, headers)
+                .await?;
             let status = resp.status();
             let content_type = resp
                 .headers()

@@ -238,6 +238,52 @@ fn check_format<R: Read>(r: &mut R) -> Result<u16, Damaged> {
     Ok(format)
 }
 
+/// Checks a snapshot's bytes as they come (a download), without decoding them: its magic and
+/// its trailing CRC, so that a copy cut short or damaged on the way is known before it is kept.
+#[derive(Default)]
+pub struct StreamCheck {
+    magic: Vec<u8>,
+    crc: crc32fast::Hasher,
+    /// The last bytes seen, not yet hashed: the trailing CRC is among them.
+    tail: Vec<u8>,
+}
+
+impl StreamCheck {
+    pub fn update(&mut self, mut data: &[u8]) {
+        let want = MAGIC.len() - self.magic.len();
+        let (magic, rest) = data.split_at(want.min(data.len()));
+        self.magic.extend_from_slice(magic);
+        data = rest;
+        self.tail.extend_from_slice(data);
+        if self.tail.len() > 4 {
+            let n = self.tail.len() - 4;
+            self.crc.update(&self.tail[..n]);
+            self.tail.drain(..n);
+        }
+    }
+
+    /// Whether what came is a whole snapshot whose CRC holds.
+    pub fn finish(self) -> Result<(), Damaged> {
+        if self.magic.as_slice() != MAGIC.as_slice() {
+            return Err(Damaged::new(
+                "snapshot header",
+                "not a sonraft snapshot (bad magic)",
+            ));
+        }
+        let Ok(trailer) = <[u8; 4]>::try_from(self.tail.as_slice()) else {
+            return Err(Damaged::new("snapshot", "cut short before its CRC"));
+        };
+        let (want, got) = (u32::from_be_bytes(trailer), self.crc.finalize());
+        if want != got {
+            return Err(Damaged::new(
+                "snapshot",
+                format!("CRC {got:08x} where the file says {want:08x}: cut short or damaged"),
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// Reads and verifies a complete snapshot.
 pub fn decode_snapshot<R: Read>(r: R) -> Result<(SnapshotMeta, SnapshotBody), Damaged> {
     let mut r = BufReader::with_capacity(1 << 20, r);

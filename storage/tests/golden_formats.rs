@@ -31,7 +31,9 @@ use sonraft_raft::transport::{
 };
 use sonraft_raft::{Entry, NodeInfo, SnapshotMeta};
 use sonraft_storage::format::{DATA_FORMAT, LOG_ENTRY_FORMAT};
-use sonraft_storage::snapshot::{SNAPSHOT_FORMAT, SnapshotBody, decode_snapshot, encode_snapshot};
+use sonraft_storage::snapshot::{
+    SNAPSHOT_FORMAT, SnapshotBody, StreamCheck, decode_snapshot, encode_snapshot,
+};
 use sonraft_storage::{Store, decode_entry, encode_entry};
 
 fn fixtures() -> PathBuf {
@@ -610,6 +612,37 @@ fn compensated_cell() -> sonraft_raft::model::Cell {
         },
     );
     cell
+}
+
+/// A download is checked as it comes (`ctl backup`): a whole copy passes in any chunking; one
+/// cut short, damaged, or not a snapshot does not.
+#[test]
+fn a_snapshot_checked_as_it_streams_passes_whole_and_fails_cut_or_damaged() {
+    let bytes = encode_snapshot(
+        Vec::new(),
+        &snapshot_meta(),
+        &snapshot_body(SNAPSHOT_FORMAT),
+    )
+    .unwrap();
+    let check = |data: &[u8], chunk: usize| {
+        let mut c = StreamCheck::default();
+        for part in data.chunks(chunk) {
+            c.update(part);
+        }
+        c.finish()
+    };
+    for chunk in [1, 3, 5, 8, 4096, bytes.len()] {
+        check(&bytes, chunk).unwrap_or_else(|e| panic!("chunks of {chunk}: {e}"));
+    }
+    for cut in [0, 4, 8, 11, bytes.len() / 2, bytes.len() - 1] {
+        assert!(check(&bytes[..cut], 7).is_err(), "cut at {cut} passed");
+    }
+    let mut damaged = bytes.clone();
+    damaged[bytes.len() / 2] ^= 0x40;
+    assert!(check(&damaged, 7).is_err(), "a flipped bit passed");
+    let mut not_ours = bytes.clone();
+    not_ours[0] = b'X';
+    assert!(check(&not_ours, 7).is_err(), "a bad magic passed");
 }
 
 #[test]
