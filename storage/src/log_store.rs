@@ -294,19 +294,50 @@ fn range_keys<RB: RangeBounds<u64>>(range: &RB) -> (Bound<[u8; 8]>, Bound<[u8; 8
     (map(range.start_bound()), map(range.end_bound()))
 }
 
-impl RaftLogReader<TypeConfig> for LogStore {
-    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
-        &mut self,
+/// Encoded bytes of entries sent to a follower in one append (at least one entry, however
+/// large). openraft gives an append one heartbeat interval to be answered (50 ms with
+/// loopback timing) and resends it whole when it is not: a batch of up to 512 entries of an
+/// import's megabyte parts never was, so the leader resent it for ever and never learned that
+/// the follower needed a snapshot.
+pub const APPEND_BATCH_BYTES: usize = 1 << 20;
+
+impl LogStore {
+    /// The entries in `range`, stopping once `max_bytes` of them are read (at least one).
+    fn entries_up_to<RB: RangeBounds<u64>>(
+        &self,
         range: RB,
+        max_bytes: usize,
     ) -> Result<Vec<Entry>, StorageError> {
         let mut out = Vec::new();
+        let mut bytes = 0usize;
         for item in self.log.range(range_keys(&range)) {
             let (k, v) = item.map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Read, e))?;
+            if !out.is_empty() && bytes.saturating_add(v.len()) > max_bytes {
+                break;
+            }
+            bytes = bytes.saturating_add(v.len());
             let entry = decode_entry(&v)
                 .map_err(|e| io_err(ErrorSubject::Log(id_at(&k)), ErrorVerb::Read, e))?;
             out.push(entry);
         }
         Ok(out)
+    }
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry>, StorageError> {
+        self.entries_up_to(range, usize::MAX)
+    }
+
+    async fn limited_get_log_entries(
+        &mut self,
+        start: u64,
+        end: u64,
+    ) -> Result<Vec<Entry>, StorageError> {
+        self.entries_up_to(start..end, APPEND_BATCH_BYTES)
     }
 }
 

@@ -500,6 +500,8 @@ fn persist_staged(
 /// Reads the persisted state from tree `sm`.
 fn load(tree: &sled::Tree) -> Result<ImageState, Damaged> {
     let mut state = ImageState::default();
+    // Relations come sorted by source: the source's shared id is looked up once per cell.
+    let mut source: Option<sonraft_raft::model::CellId> = None;
     for item in tree.iter() {
         let (k, v) = item.map_err(|e| Damaged::new("state machine tree", e))?;
         let key = String::from_utf8_lossy(&k).into_owned();
@@ -515,10 +517,20 @@ fn load(tree: &sled::Tree) -> Result<ImageState, Damaged> {
                 image.cells.insert(c.id.clone(), c);
             }
             Some(b"r/") => {
-                let r: sonraft_raft::model::Relation = codec::decode(&v).map_err(bad)?;
+                let mut r: sonraft_raft::model::Relation = codec::decode(&v).map_err(bad)?;
                 // Cells come first (`c/` sorts before `r/`): the relation names them with
                 // the cells' own ids.
-                image.put_relation(r);
+                match &source {
+                    Some(s) if *s == r.source => r.source = s.clone(),
+                    _ => {
+                        r.source = image.shared_id(&r.source);
+                        source = Some(r.source.clone());
+                    }
+                }
+                r.target = image.shared_id(&r.target);
+                image
+                    .relations
+                    .insert((r.source.clone(), r.target.clone()), r);
             }
             Some(b"k/") => {
                 let s: sonraft_raft::model::KpiSummary = codec::decode(&v).map_err(bad)?;

@@ -191,3 +191,40 @@ async fn entries_a_crash_left_behind_a_purge_are_removed_and_the_rest_kept() {
     let state = store.log.get_log_state().await.unwrap();
     assert_eq!(state.last_log_id, Some(log_id(1, 6)));
 }
+
+/// A lagging follower is sent entries in batches of about a mebibyte (at least one entry),
+/// not up to 512 entries of a megabyte each: openraft gives an append one heartbeat interval
+/// (50 ms with loopback timing) to be answered, and an append of hundreds of megabytes never
+/// is, so the leader would resend it for ever and never learn that the follower needs a
+/// snapshot (seen with a learner added after a 3-million-relation import).
+#[tokio::test]
+async fn a_batch_of_entries_for_a_follower_stays_near_a_mebibyte() {
+    use openraft::RaftLogReader;
+    let dir = tempfile::tempdir().unwrap();
+    Store::open(dir.path()).unwrap().close().unwrap();
+    // Entries of ~290 KB each.
+    common::with_raw_sled(dir.path(), |db| {
+        let log = db.open_tree("log").unwrap();
+        for index in 1..=20u64 {
+            let entry = common::entry(index, &Command::Import(common::demo_import(6_000)));
+            log.insert(index.to_be_bytes(), encode_entry(&entry).unwrap())
+                .unwrap();
+        }
+    });
+    let mut store = Store::open(dir.path()).unwrap();
+    let one = encode_entry(&store.log.try_get_log_entries(1..2).await.unwrap()[0])
+        .unwrap()
+        .len();
+    assert!(one > 250_000, "entries of {one} B");
+    let batch = store.log.limited_get_log_entries(1, 21).await.unwrap();
+    let bytes: usize = batch.iter().map(|e| encode_entry(e).unwrap().len()).sum();
+    assert!(
+        !batch.is_empty() && bytes <= (1 << 20) + one,
+        "{} entries, {bytes} B",
+        batch.len()
+    );
+    assert_eq!(batch[0].log_id.index, 1);
+    // Always at least one, however large.
+    let single = store.log.limited_get_log_entries(5, 6).await.unwrap();
+    assert_eq!(single.len(), 1);
+}
