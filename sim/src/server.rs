@@ -908,6 +908,9 @@ pub async fn clock(sim: Arc<Sim>) {
     let mut lead = first.map_or(period, compute_lead).min(period);
     loop {
         let began = interval.tick().await;
+        // The period that begins now ends a period from now (stamped before the last one is
+        // handed out, which takes time of its own).
+        let ends = now_ms() + u64::from(sim.period_ms);
         if let Some(p) = running.take() {
             let s = sim.clone();
             if tokio::task::spawn_blocking(move || s.publish(p))
@@ -917,7 +920,6 @@ pub async fn clock(sim: Arc<Sim>) {
                 tracing::error!("a simulation period failed to go out");
             }
         }
-        let ends = now_ms() + u64::from(sim.period_ms);
         tokio::time::sleep_until(began + period.saturating_sub(lead)).await;
         let s = sim.clone();
         match tokio::task::spawn_blocking(move || s.compute(ends)).await {
