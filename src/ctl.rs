@@ -1556,50 +1556,13 @@ async fn restore_lines(
     ctl: &Ctl,
     backup: sonraft_storage::snapshot::SnapshotBody,
 ) -> anyhow::Result<Answer<v1::ImportAnswer>> {
-    const CHUNK: usize = 256 << 10;
     let (tx, rx) = tokio::sync::mpsc::channel::<Option<bytes::Bytes>>(4);
     let producer = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-        let image = backup.image;
-        let mut buf: Vec<u8> = Vec::with_capacity(CHUNK + 4096);
-        let mut line = |kind: &str, value: &dyn erased::Line| -> std::io::Result<bool> {
-            buf.extend_from_slice(b"{\"");
-            buf.extend_from_slice(kind.as_bytes());
-            buf.extend_from_slice(b"\":");
-            value.write(&mut buf)?;
-            buf.extend_from_slice(b"}\n");
-            if buf.len() >= CHUNK {
-                let chunk = bytes::Bytes::from(std::mem::replace(
-                    &mut buf,
-                    Vec::with_capacity(CHUNK + 4096),
-                ));
-                // The request ended (its answer says why): stop writing.
-                return Ok(tx.blocking_send(Some(chunk)).is_ok());
-            }
-            Ok(true)
-        };
-        let going = image
-            .sites
-            .values()
-            .try_fold(true, |go, s| if go { line("site", s) } else { Ok(false) })?;
-        let going = going
-            && image
-                .cells
-                .values()
-                .try_fold(true, |go, c| if go { line("cell", c) } else { Ok(false) })?;
-        let going = going
-            && image.relations.values().try_fold(true, |go, r| {
-                if go { line("relation", r) } else { Ok(false) }
-            })?;
-        if going {
-            line("policy", &image.policy)?;
-        }
-        // Only a body written to its end is ended: a failure above drops the sender first,
-        // which fails the request instead.
-        if going {
-            if !buf.is_empty() {
-                let _ = tx.blocking_send(Some(bytes::Bytes::from(buf)));
-            }
-            let _ = tx.blocking_send(None);
+        let mut out = JsonLines::new(tx);
+        // Only a body written to its end is ended: a failure drops the sender first, which
+        // fails the request instead; a request that ended (its answer says why) stops it.
+        if write_image(&mut out, &backup)? {
+            out.finish();
         }
         Ok(())
     });
@@ -1624,16 +1587,68 @@ async fn restore_lines(
     answer(r, path)
 }
 
-/// One entity of a restored image written as the value of its JSON line.
-mod erased {
-    pub trait Line {
-        fn write(&self, buf: &mut Vec<u8>) -> std::io::Result<()>;
+/// Writes a backup's image as import lines; false when the request ended before all were
+/// sent.
+fn write_image(
+    out: &mut JsonLines,
+    backup: &sonraft_storage::snapshot::SnapshotBody,
+) -> std::io::Result<bool> {
+    let image = &backup.image;
+    for s in image.sites.values() {
+        if !out.put("site", s)? {
+            return Ok(false);
+        }
+    }
+    for c in image.cells.values() {
+        if !out.put("cell", c)? {
+            return Ok(false);
+        }
+    }
+    for r in image.relations.values() {
+        if !out.put("relation", r)? {
+            return Ok(false);
+        }
+    }
+    out.put("policy", &image.policy)
+}
+
+/// JSON lines (`{"KIND": VALUE}`) sent in chunks of about 256 KiB through a bounded channel:
+/// the body of a [`sonraft_client::channel_body`].
+struct JsonLines {
+    tx: tokio::sync::mpsc::Sender<Option<bytes::Bytes>>,
+    buf: Vec<u8>,
+}
+
+impl JsonLines {
+    const CHUNK: usize = 256 << 10;
+
+    fn new(tx: tokio::sync::mpsc::Sender<Option<bytes::Bytes>>) -> JsonLines {
+        JsonLines {
+            tx,
+            buf: Vec::with_capacity(Self::CHUNK + 4096),
+        }
     }
 
-    impl<T: serde::Serialize> Line for T {
-        fn write(&self, buf: &mut Vec<u8>) -> std::io::Result<()> {
-            serde_json::to_writer(buf, self).map_err(std::io::Error::other)
+    /// Adds one line; false when the receiver is gone (the request ended).
+    fn put<T: serde::Serialize>(&mut self, kind: &str, value: &T) -> std::io::Result<bool> {
+        self.buf.extend_from_slice(b"{\"");
+        self.buf.extend_from_slice(kind.as_bytes());
+        self.buf.extend_from_slice(b"\":");
+        serde_json::to_writer(&mut self.buf, value).map_err(std::io::Error::other)?;
+        self.buf.extend_from_slice(b"}\n");
+        if self.buf.len() < Self::CHUNK {
+            return Ok(true);
         }
+        let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(Self::CHUNK + 4096));
+        Ok(self.tx.blocking_send(Some(chunk.into())).is_ok())
+    }
+
+    /// Sends what is left and ends the body.
+    fn finish(self) {
+        if !self.buf.is_empty() {
+            let _ = self.tx.blocking_send(Some(self.buf.into()));
+        }
+        let _ = self.tx.blocking_send(None);
     }
 }
 
