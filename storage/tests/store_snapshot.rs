@@ -99,13 +99,7 @@ async fn an_import_staged_in_parts_survives_a_restart_and_a_snapshot() {
         "kept across a restart"
     );
     let snap = common::build_snapshot(&mut store).await;
-    let other = tempfile::tempdir().unwrap();
-    let mut restored = Store::open(other.path()).unwrap();
-    restored
-        .sm
-        .install_snapshot(&snap.meta, snap.snapshot)
-        .await
-        .unwrap();
+    let (_other, mut restored) = common::install_fresh(snap).await;
     for s in [&mut store, &mut restored] {
         let r =
             s.sm.apply([common::entry(4, &part(1, true, ImageImport::default()))])
@@ -193,13 +187,7 @@ async fn son_controls_and_pending_proposals_survive_a_restart_and_a_snapshot() {
         assert!(state.image.son.pending.contains_key(&id));
     }
     let snap = common::build_snapshot(&mut store).await;
-    let other = tempfile::tempdir().unwrap();
-    let mut restored = Store::open(other.path()).unwrap();
-    restored
-        .sm
-        .install_snapshot(&snap.meta, snap.snapshot)
-        .await
-        .unwrap();
+    let (_other, mut restored) = common::install_fresh(snap).await;
     let approve = Command::Decide(Decision {
         id,
         approve: true,
@@ -514,13 +502,7 @@ async fn an_import_is_stored_one_value_per_staged_part() {
 
     // From a snapshot the staged parts are one value; a later part goes in beside it.
     let snap = common::build_snapshot(&mut store).await;
-    let other = tempfile::tempdir().unwrap();
-    let mut restored = Store::open(other.path()).unwrap();
-    restored
-        .sm
-        .install_snapshot(&snap.meta, snap.snapshot)
-        .await
-        .unwrap();
+    let (other, mut restored) = common::install_fresh(snap).await;
     stage(&mut restored, &[(9, cells_part(43, 2, false, &["M-2"]))]).await;
     restored.close().unwrap();
     assert_eq!(

@@ -290,18 +290,24 @@ pub async fn snapshot_round_trip(
     );
     let (_, body) = sonraft_storage::snapshot::decode_snapshot(&bytes[..]).unwrap();
     assert_eq!(body.format(), format);
-    let other = tempfile::tempdir().unwrap();
-    let mut restored = Store::open(other.path()).unwrap();
-    restored
-        .sm
-        .install_snapshot(&snap.meta, snap.snapshot)
-        .await
-        .unwrap();
+    let (other, restored) = install_fresh(snap).await;
     check(&restored.reader, "installed");
     restored.close().unwrap();
     let restored = Store::open(other.path()).unwrap();
     check(&restored.reader, "restarted");
     body
+}
+
+/// A fresh store in a directory of its own with `snap` installed.
+pub async fn install_fresh(snap: Snapshot<TypeConfig>) -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(dir.path()).unwrap();
+    store
+        .sm
+        .install_snapshot(&snap.meta, snap.snapshot)
+        .await
+        .unwrap();
+    (dir, store)
 }
 
 pub async fn build_snapshot(store: &mut Store) -> Snapshot<TypeConfig> {
