@@ -47,6 +47,9 @@ pub struct ScaleArgs {
     /// Extra flags for every node.
     #[arg(long, allow_hyphen_values = true, value_delimiter = ' ')]
     pub node_args: Vec<String>,
+    /// Leave the nodes' data directories behind (to profile a node loading the large image).
+    #[arg(long)]
+    pub keep: bool,
 }
 
 /// Runs `sonraft bench scale`.
@@ -235,7 +238,11 @@ pub async fn run(args: ScaleArgs) -> anyhow::Result<()> {
         })
     );
     drop(cluster);
-    let _ = std::fs::remove_dir_all(&dir);
+    if args.keep {
+        println!("data kept in {}", dir.display());
+    } else {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
     Ok(())
 }
 

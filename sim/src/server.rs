@@ -274,6 +274,23 @@ pub struct Sim {
     fences: fencing::Fences,
     /// Writes each period as TS 32.435 files too (`--pm-dir`).
     pub pm: std::sync::OnceLock<super::pm::PmWriter>,
+    /// The last periods as they went out, for `GET /clock`.
+    clock: Mutex<std::collections::VecDeque<HandedOut>>,
+}
+
+/// How many periods `GET /clock` remembers.
+const CLOCK_KEPT: usize = 512;
+
+/// One period as it went out: whether the simulator kept its period (on a machine it shares
+/// with the node under test it may not, and then every report leaves late).
+#[derive(Clone, Copy, Debug)]
+struct HandedOut {
+    period: u64,
+    end_ms: u64,
+    /// How long after its stamped end the period was handed to the sessions.
+    late_ms: u64,
+    /// How long computing it took.
+    computed_ms: u64,
 }
 
 /// Open sessions of each kind, as `GET /state` shows them under `"sessions"`.
@@ -388,6 +405,7 @@ impl Sim {
             sessions: SessionCounts::default(),
             fences,
             pm: std::sync::OnceLock::new(),
+            clock: Mutex::new(std::collections::VecDeque::with_capacity(CLOCK_KEPT)),
         })
     }
 
@@ -572,13 +590,37 @@ impl Sim {
         };
         self.latest
             .send_replace(Arc::new(PeriodFrames { number, frames }));
+        let late_ms = now_ms().saturating_sub(end);
+        {
+            let mut clock = lock(&self.clock);
+            if clock.len() == CLOCK_KEPT {
+                clock.pop_front();
+            }
+            clock.push_back(HandedOut {
+                period: number,
+                end_ms: end,
+                late_ms,
+                computed_ms,
+            });
+        }
         tracing::debug!(
             period = number,
             end_ms = end,
             computed_ms,
-            late_ms = now_ms().saturating_sub(end),
+            late_ms,
             "period ended and handed to the sessions"
         );
+    }
+
+    /// `GET /clock`: the period and the last periods as they went out, oldest first.
+    fn clock_json(&self) -> Value {
+        json!({
+            "period_ms": self.period_ms,
+            "recent": lock(&self.clock).iter().map(|h| json!({
+                "period": h.period, "end_ms": h.end_ms, "late_ms": h.late_ms,
+                "computed_ms": h.computed_ms,
+            })).collect::<Vec<_>>(),
+        })
     }
 
     /// The simulated hour of day in period `period` (busy hour when the day does not run).
@@ -960,7 +1002,8 @@ pub async fn accept(sim: Arc<Sim>, listener: TcpListener) {
     }
 }
 
-/// Serves `GET /state` (the status JSON) and `POST /fault` (plant or clear a fault:
+/// Serves `GET /state` (the status JSON), `GET /clock` (the last periods' hand-out times) and
+/// `POST /fault` (plant or clear a fault:
 /// `{"cell": "S00001-1", "fault": "outage" | "sleeping" | "hole" | "hotspot" | "clear"}`).
 pub async fn status_http(sim: Arc<Sim>, listener: TcpListener) {
     let state = sim.clone();
@@ -978,6 +1021,13 @@ pub async fn status_http(sim: Arc<Sim>, listener: TcpListener) {
                 }
             }),
         )
+        .route("/clock", {
+            let sim = sim.clone();
+            axum::routing::get(move || {
+                let sim = sim.clone();
+                async move { axum::Json(sim.clock_json()) }
+            })
+        })
         .route(
             "/fault",
             axum::routing::post(move |body: axum::body::Bytes| {
@@ -1057,6 +1107,38 @@ mod tests {
         drop(computing);
         sim.tick();
         assert_eq!(lock(&sim.state).period, 1);
+    }
+
+    #[test]
+    fn the_clock_keeps_the_last_periods_as_they_went_out() {
+        let sim = Sim::new(
+            Topology::build(3, 1, &["site-a".to_string()]),
+            SimOptions {
+                period_ms: 1000,
+                seed: 1,
+                faulty_every: 0,
+                day_ms: 0,
+                start_hour: 12.0,
+            },
+        );
+        for _ in 0..CLOCK_KEPT + 3 {
+            sim.tick();
+        }
+        let clock = sim.clock_json();
+        assert_eq!(clock["period_ms"], 1000);
+        let recent = clock["recent"].as_array().unwrap();
+        assert_eq!(recent.len(), CLOCK_KEPT);
+        let periods: Vec<u64> = recent
+            .iter()
+            .map(|p| p["period"].as_u64().unwrap())
+            .collect();
+        assert_eq!(periods.first(), Some(&4));
+        assert_eq!(periods.last(), Some(&(CLOCK_KEPT as u64 + 3)));
+        assert!(
+            recent
+                .iter()
+                .all(|p| p["late_ms"].is_u64() && p["end_ms"].is_u64())
+        );
     }
 
     #[test]

@@ -554,6 +554,17 @@ impl SimProc {
         let r = client.get(&self.status, "/state").await?;
         Ok(r.json())
     }
+
+    /// `GET /clock` of the simulator: its last periods as they were handed out.
+    pub async fn clock(&self, client: &ApiClient) -> anyhow::Result<Value> {
+        let r = client.get(&self.status, "/clock").await?;
+        Ok(r.json())
+    }
+
+    /// The simulator's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
 }
 
 impl Drop for SimProc {
