@@ -710,3 +710,34 @@ fn relations_share_their_cells_ids() {
         i
     });
 }
+
+/// Packing rebuilds the maps without changing what they hold, or the ids relations share
+/// with their cells.
+#[test]
+fn a_packed_image_holds_the_same_entries_and_shared_ids() {
+    let mut img = NetworkImage::default();
+    let cells: Vec<_> = (0..40)
+        .map(|i| cell(&format!("A-{i:02}"), "A", i))
+        .collect();
+    let relations = (0..40)
+        .flat_map(|i| (1..4).map(move |d| (i, (i + d) % 40)))
+        .map(|(a, b)| relation(&format!("A-{a:02}"), &format!("A-{b:02}")))
+        .collect();
+    let import = ImageImport {
+        sites: vec![site("A")],
+        cells,
+        relations,
+        policy: None,
+    };
+    let r = img.apply(1, &Command::Import(import), &mut Changes::default());
+    assert!(matches!(r, Response::Imported(Ok(_))), "{r:?}");
+    let before = img.clone();
+    img.pack();
+    assert_eq!(img, before);
+    assert_eq!(img.relations_from("A-07").count(), 3);
+    assert!(img.relations.iter().all(|((s, t), r)| {
+        let (cs, _) = img.cells.get_key_value(s.as_str()).unwrap();
+        let (ct, _) = img.cells.get_key_value(t.as_str()).unwrap();
+        s.shares(cs) && t.shares(ct) && r.source.shares(cs) && r.target.shares(ct)
+    }));
+}

@@ -81,6 +81,10 @@ pub async fn wait_for_signal() {
     }
 }
 
+/// Longest wait at stop for the state machine's checkpoint (systemd's default stop timeout is
+/// 90 s; the steps before this one take up to 31 s).
+const SYNC_AT_STOP: Duration = Duration::from_secs(50);
+
 /// The stop sequence. Every step is bounded in time so that a stuck peer cannot keep the
 /// process alive.
 pub async fn graceful(
@@ -127,8 +131,26 @@ pub async fn graceful(
     }
     stop.raft.fire();
     let _ = tokio::time::timeout(Duration::from_secs(6), raft_server).await;
+    // The state machine's checkpoint is written behind the applies: after a large import it
+    // may be tens of seconds behind. A process that exits part way through it leaves it torn,
+    // and the next start rebuilds it from the newest snapshot, which takes longer still; so it
+    // is finished first, for as long as a service manager's stop timeout commonly allows.
     let store = node.store.clone();
-    tokio::task::spawn_blocking(move || store.sync()).await??;
+    let mut syncing = tokio::task::spawn_blocking(move || store.sync());
+    let synced = match tokio::time::timeout(Duration::from_secs(1), &mut syncing).await {
+        Ok(synced) => Some(synced),
+        Err(_) => {
+            tracing::info!("finishing the state machine's checkpoint in sled before stopping");
+            tokio::time::timeout(SYNC_AT_STOP, syncing).await.ok()
+        }
+    };
+    match synced {
+        Some(synced) => synced??,
+        None => tracing::warn!(
+            "the state machine's checkpoint is still being written after {} s; stopping anyway (the next start rebuilds it from the newest snapshot and the log)",
+            SYNC_AT_STOP.as_secs() + 1
+        ),
+    }
     tracing::info!("stopped");
     Ok(())
 }

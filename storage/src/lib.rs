@@ -180,8 +180,12 @@ impl StoreReader {
         &self.durability.stats
     }
 
-    /// Makes every write so far durable (used before a backup and at shutdown).
+    /// Makes every write so far durable, the state machine's checkpoint of everything applied
+    /// among them (at shutdown: a checkpoint left half written is found torn at the next start
+    /// and rebuilt from the newest snapshot, which takes as long as writing the whole image).
+    /// Waits as long as the checkpoint writer is behind: seconds after a large import.
     pub fn sync(&self) -> std::io::Result<()> {
+        self.writer.wait_written().map_err(std::io::Error::other)?;
         self.durability.sync()
     }
 
@@ -449,4 +453,46 @@ fn migrate(
         "migrated the data directory to the current data format"
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use openraft::storage::RaftStateMachine;
+    use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId, Membership};
+    use sonraft_raft::{NodeInfo, TypeConfig};
+
+    use super::*;
+
+    fn membership(index: u64) -> Entry<TypeConfig> {
+        let nodes = [(1u64, NodeInfo::default())]
+            .into_iter()
+            .collect::<BTreeMap<_, _>>();
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+            payload: EntryPayload::Membership(Membership::new(vec![[1u64].into()], nodes)),
+        }
+    }
+
+    /// A stopping node syncs and then exits without closing the store (its Raft tasks may
+    /// still hold it): what it applied must be whole in sled by then, not in a checkpoint still
+    /// gathering or half written, which the next start would find torn and rebuild from a
+    /// snapshot (half a minute at 3 million relations).
+    #[tokio::test]
+    async fn after_a_sync_the_checkpoint_in_sled_holds_everything_applied() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path()).unwrap();
+        store
+            .sm
+            .apply([membership(1), membership(2)])
+            .await
+            .unwrap();
+        store.reader.sync().unwrap();
+        let tree = &store.reader.sm_tree;
+        assert!(!tree.contains_key(sm_writer::TORN).unwrap());
+        let in_sled = state_machine::load_checkpoint(tree).unwrap();
+        assert_eq!(in_sled.map(|l| l.index), Some(2));
+        store.close().unwrap();
+    }
 }

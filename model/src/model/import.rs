@@ -215,6 +215,9 @@ fn same_relation(a: &Relation, b: &Relation) -> bool {
     strip(a) == strip(b)
 }
 
+/// Entries an import must put for the image's maps to be packed after it ([`NetworkImage::pack`]).
+const PACK_AFTER: usize = 10_000;
+
 impl NetworkImage {
     /// What `import` would change in this image (it must pass [`NetworkImage::check_import`]).
     pub fn import_diff(&self, import: &ImageImport) -> ImportDiff {
@@ -391,6 +394,12 @@ impl NetworkImage {
                 rel.version,
             );
             changes.relations.insert(self.put_relation(rel));
+        }
+        // Entries inserted one at a time leave the maps' nodes two-thirds full: after a large
+        // import (a quarter of the image or more) they are packed.
+        let put = changes.cells.len() + changes.relations.len();
+        if put >= PACK_AFTER && put * 4 >= self.cells.len() + self.relations.len() {
+            self.pack();
         }
         if let Some(policy) = &import.policy {
             self.policy = policy.clone();
