@@ -612,3 +612,55 @@ async fn a_staged_import_of_data_format_9_is_migrated_and_carries_on() {
         assert!(image.cells.contains_key(id), "{id} imported");
     }
 }
+
+/// A snapshot (and a backup, which captures the same way) is read from sled between two
+/// checkpoints, not cloned from the applied state under its lock: an apply holding the state
+/// (a large import holds it for seconds) does not hold the capture up, and a capture does not
+/// hold applies up. Before, the capture waited here for the lock.
+#[tokio::test]
+async fn a_snapshot_is_captured_while_an_apply_holds_the_applied_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(dir.path()).unwrap();
+    common::apply_demo(&mut store, 30).await;
+    let expected = read(store.reader.state()).clone();
+    let held = store.reader.state().write().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = store.reader.clone();
+    std::thread::spawn(move || {
+        let _ = tx.send(reader.capture());
+    });
+    let captured = rx.recv_timeout(std::time::Duration::from_secs(30));
+    drop(held);
+    let (meta, body) = captured
+        .expect("the capture waited for the applied state's lock")
+        .expect("capture");
+    assert_eq!(meta.last_log_id, expected.last_applied);
+    assert_eq!(meta.last_membership, expected.membership);
+    assert_eq!(body.image, expected.image);
+    assert_eq!(body.history.len(), 0);
+}
+
+/// An image of more keys than one rewrite batch installs whole, and is whole after a restart.
+#[tokio::test]
+async fn a_snapshot_larger_than_a_rewrite_batch_installs_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(dir.path()).unwrap();
+    common::apply_demo(&mut store, 15_000).await;
+    store
+        .sm
+        .apply([common::entry(3, &common::tilt_change("C7", 0, 45))])
+        .await
+        .unwrap();
+    let expected = read(store.reader.state()).clone();
+    let snap = common::build_snapshot(&mut store).await;
+    let (other, installed) = common::install_fresh(snap).await;
+    let state = read(installed.reader.state()).clone();
+    assert_eq!(state.image, expected.image);
+    assert_eq!(state.last_applied, expected.last_applied);
+    installed.close().unwrap();
+    let restarted = Store::open(other.path()).unwrap();
+    let state = read(restarted.reader.state()).clone();
+    assert_eq!(state.image, expected.image);
+    assert_eq!(state.last_applied, expected.last_applied);
+    assert_eq!(restarted.reader.history(10, None).unwrap().len(), 1);
+}
