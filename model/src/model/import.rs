@@ -376,7 +376,10 @@ impl NetworkImage {
             let mut cell = cell.clone();
             cell.version = old.map_or(created, |c| c.version + 1);
             cell.last_change = old.map(|c| c.last_change.clone()).unwrap_or_default();
-            versions.insert(EntityRef::Cell(cell.id.clone()).to_string(), cell.version);
+            // Only an entity that was there before can be listed among the changes (below).
+            if old.is_some() {
+                versions.insert(EntityRef::Cell(cell.id.clone()).to_string(), cell.version);
+            }
             changes.cells.insert(cell.id.clone());
             self.cells.insert(cell.id.clone(), cell);
         }
@@ -389,10 +392,14 @@ impl NetworkImage {
             let mut rel = rel.clone();
             rel.version = old.map_or(created, |r| r.version + 1);
             rel.last_change = old.map(|r| r.last_change.clone()).unwrap_or_default();
-            versions.insert(
-                EntityRef::Relation(key.0.clone(), key.1.clone()).to_string(),
-                rel.version,
-            );
+            // A created relation is counted, not listed: naming each of 9 million took
+            // seconds and a gigabyte on every node, all dropped again below.
+            if old.is_some() {
+                versions.insert(
+                    EntityRef::Relation(key.0.clone(), key.1.clone()).to_string(),
+                    rel.version,
+                );
+            }
             changes.relations.insert(self.put_relation(rel));
         }
         // Entries inserted one at a time leave the maps' nodes two-thirds full: after a large
