@@ -22,8 +22,7 @@
 //!
 //! After a failed checkpoint the writer stops, leaving `TORN` set; submitting and waiting then
 //! fail, and the state machine with them. Readers of sled (history, snapshots) first wait until
-//! everything submitted is written. A snapshot is read from sled between two checkpoints
-//! ([`SmWriter::hold`]), so that it needs no lock on the applied state.
+//! everything submitted is written.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -65,8 +64,6 @@ struct Written {
 struct Progress {
     written: Mutex<Written>,
     advanced: Condvar,
-    /// Held while a checkpoint is written: sled holds a whole checkpoint while it is free.
-    writing: Mutex<()>,
 }
 
 impl Progress {
@@ -95,9 +92,6 @@ enum Msg {
     /// A reader waits: write what is queued now.
     Kick,
 }
-
-/// Checkpoints held off while it lives ([`SmWriter::hold`]).
-pub(crate) struct Held<'a>(#[allow(dead_code)] MutexGuard<'a, ()>);
 
 /// The write-behind thread and its queue.
 pub(crate) struct SmWriter {
@@ -141,7 +135,6 @@ impl SmWriter {
         let progress = Arc::new(Progress {
             written: Mutex::new(Written::default()),
             advanced: Condvar::new(),
-            writing: Mutex::new(()),
         });
         let p = progress.clone();
         let thread = std::thread::Builder::new()
@@ -172,10 +165,7 @@ impl SmWriter {
                         take(m, &mut pending);
                     }
                     let Some(seq) = seq else { continue };
-                    let writing = p.writing.lock().unwrap_or_else(|x| x.into_inner());
-                    let written = checkpoint(&tree, &durability, pending);
-                    drop(writing);
-                    if let Err(e) = written {
+                    if let Err(e) = checkpoint(&tree, &durability, pending) {
                         tracing::error!(error = %e, "the state machine could not be written to sled; it stops applying");
                         p.stop(e);
                         return;
@@ -228,23 +218,6 @@ impl SmWriter {
                 .advanced
                 .wait(written)
                 .unwrap_or_else(|x| x.into_inner());
-        }
-    }
-
-    /// Holds checkpoints off until the guard is dropped, once none is being written: sled
-    /// then holds the state as of its `m/applied`, whole, and keeps it (applies go on
-    /// meanwhile; what they change waits in the queue). A whole-state rewrite holds it too, so
-    /// that no snapshot reads sled half rewritten. Fails if the writer stopped, as its last
-    /// checkpoint may be torn.
-    pub(crate) fn hold(&self) -> Result<Held<'_>, String> {
-        let held = self
-            .progress
-            .writing
-            .lock()
-            .unwrap_or_else(|x| x.into_inner());
-        match self.failure() {
-            Some(reason) => Err(reason),
-            None => Ok(Held(held)),
         }
     }
 

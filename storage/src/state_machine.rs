@@ -111,8 +111,6 @@ pub struct StateMachine {
     feed: tokio::sync::broadcast::Sender<Arc<AppliedChanges>>,
     /// Entries are applied only once they are on disk here (see [`sonraft_raft::durable`]).
     synced: Arc<DurableLog>,
-    /// Syncs sled for a whole-state rewrite's checkpoint.
-    durability: Arc<Durability>,
 }
 
 /// What one applied batch changed in the configuration, for those who push it southbound.
@@ -208,55 +206,6 @@ fn son_items(son: &SonState) -> impl Iterator<Item = SonItem> + '_ {
         .chain(son.journal.keys().map(|i| SonItem::Closed(*i)))
 }
 
-/// Keys a whole-state rewrite writes per sled batch ([`StateMachine::replace_all`]).
-const REWRITE_BATCH: usize = 20_000;
-
-/// A whole state written into tree `sm` a sled batch of [`REWRITE_BATCH`] keys at a time.
-struct Rewrite<'a> {
-    tree: &'a sled::Tree,
-    batch: sled::Batch,
-    keys: usize,
-}
-
-impl<'a> Rewrite<'a> {
-    fn new(tree: &'a sled::Tree) -> Self {
-        Rewrite {
-            tree,
-            batch: sled::Batch::default(),
-            keys: 0,
-        }
-    }
-
-    fn insert(&mut self, key: impl AsRef<[u8]>, value: Vec<u8>) -> Result<(), StorageError> {
-        self.batch.insert(key.as_ref(), value);
-        self.added()
-    }
-
-    fn remove(&mut self, key: impl AsRef<[u8]>) -> Result<(), StorageError> {
-        self.batch.remove(key.as_ref());
-        self.added()
-    }
-
-    fn added(&mut self) -> Result<(), StorageError> {
-        self.keys += 1;
-        if self.keys >= REWRITE_BATCH {
-            self.flush()?;
-        }
-        Ok(())
-    }
-
-    fn flush(&mut self) -> Result<(), StorageError> {
-        self.keys = 0;
-        self.tree
-            .apply_batch(std::mem::take(&mut self.batch))
-            .map_err(|e| sm_err(ErrorVerb::Write, e))
-    }
-
-    fn finish(mut self) -> Result<(), StorageError> {
-        self.flush()
-    }
-}
-
 impl StateMachine {
     /// Loads the persisted state; if the newest snapshot is ahead of it (a crash during an
     /// install, or sled lost unsynced writes), restores from the snapshot. A checkpoint torn by
@@ -280,7 +229,7 @@ impl StateMachine {
             load(&tree)?
         };
         let writer = Arc::new(
-            SmWriter::start(tree.clone(), durability.clone())
+            SmWriter::start(tree.clone(), durability)
                 .map_err(|e| Damaged::new("state machine writer", e))?,
         );
         let sm = StateMachine {
@@ -290,7 +239,6 @@ impl StateMachine {
             writer,
             feed: tokio::sync::broadcast::channel(4096).0,
             synced,
-            durability,
         };
         if let Some((meta, path)) = sm.snapshots.current() {
             let behind = read(&sm.state).last_applied < meta.last_log_id;
@@ -336,84 +284,63 @@ impl StateMachine {
         self.writer.clone()
     }
 
-    /// Replaces the whole state (snapshot install, or a restore at start) in memory and in
-    /// sled. openraft applies nothing while it runs; readers see the state before it until the
-    /// end. sled gets the new state as the checkpoint writer writes a checkpoint (torn marker
-    /// synced first, every key, a sync, the marker removed), in batches of [`REWRITE_BATCH`]
-    /// keys: one batch of every key (~0.5 GB beside the image at 3 million relations) held
-    /// sled's process-wide batch lock, and with it the Raft log, for as long as it took. A crash
-    /// part way leaves the marker, and the next start restores from the snapshot again.
+    /// Replaces the whole state (snapshot install) in memory and in sled.
     fn replace_all(&self, meta: &SnapshotMeta, body: SnapshotBody) -> Result<(), StorageError> {
         self.writer
             .wait_written()
             .map_err(|e| sm_err(ErrorVerb::Write, e))?;
-        let write_err = |e: sled::Error| sm_err(ErrorVerb::Write, e);
-        let held = self
-            .writer
-            .hold()
-            .map_err(|e| sm_err(ErrorVerb::Write, e))?;
-        self.tree.insert(TORN, &[]).map_err(write_err)?;
-        self.durability
-            .sync_checkpoint()
-            .map_err(|e| sm_err(ErrorVerb::Write, e))?;
-        let mut batch = Rewrite::new(&self.tree);
+        let mut batch = sled::Batch::default();
         for key in self.tree.iter().keys() {
-            let key = key.map_err(|e| sm_err(ErrorVerb::Read, e))?;
-            if key != TORN {
-                batch.remove(key)?;
-            }
+            batch.remove(key.map_err(|e| sm_err(ErrorVerb::Read, e))?);
         }
         let image = body.image;
         for site in image.sites.values() {
-            batch.insert(site_key(&site.id), enc(site)?)?;
+            batch.insert(site_key(&site.id), enc(site)?);
         }
         for cell in image.cells.values() {
-            batch.insert(cell_key(&cell.id), enc(cell)?)?;
+            batch.insert(cell_key(&cell.id), enc(cell)?);
         }
         for rel in image.relations.values() {
-            batch.insert(relation_key(&rel.source, &rel.target), enc(rel)?)?;
+            batch.insert(relation_key(&rel.source, &rel.target), enc(rel)?);
         }
         for kpi in image.kpis.values() {
-            batch.insert(kpi_key(&kpi.cell), enc(kpi)?)?;
+            batch.insert(kpi_key(&kpi.cell), enc(kpi)?);
         }
         for (cell_site, control) in &image.control {
-            batch.insert(control_key(cell_site), enc(control)?)?;
+            batch.insert(control_key(cell_site), enc(control)?);
         }
         let mut history = HistoryIndex::default();
         for (index, run) in history::by_entry(&body.history) {
-            batch.insert(history::key(index), enc(&run)?)?;
+            batch.insert(history::key(index), enc(&run)?);
             history.note(index, run.len());
         }
-        batch.insert(b"m/applied".as_slice(), enc(&meta.last_log_id)?)?;
-        batch.insert(b"m/membership".as_slice(), enc(&meta.last_membership)?)?;
-        batch.insert(b"m/clock".as_slice(), enc(&image.log_time_ms)?)?;
-        batch.insert(b"m/policy".as_slice(), enc(&image.policy)?)?;
-        batch.insert(b"m/releases".as_slice(), enc(&image.releases)?)?;
+        batch.insert(b"m/applied".as_slice(), enc(&meta.last_log_id)?);
+        batch.insert(b"m/membership".as_slice(), enc(&meta.last_membership)?);
+        batch.insert(b"m/clock".as_slice(), enc(&image.log_time_ms)?);
+        batch.insert(b"m/policy".as_slice(), enc(&image.policy)?);
+        batch.insert(b"m/releases".as_slice(), enc(&image.releases)?);
         // The staged parts as one value: a later part goes in after it, by its number.
         if let Some(staged) = &image.staged {
-            batch.insert(staged_key(0), enc(&staged.as_part())?)?;
+            batch.insert(staged_key(0), enc(&staged.as_part())?);
         }
         if image.son.tuning.v1() != TuningV1::default() {
-            batch.insert(b"m/tuning".as_slice(), enc(&image.son.tuning.v1())?)?;
+            batch.insert(b"m/tuning".as_slice(), enc(&image.son.tuning.v1())?);
         }
         if image.son.tuning.needs_format_9() {
-            batch.insert(TUNING_AVAILABILITY, enc(&image.son.tuning.availability())?)?;
+            batch.insert(TUNING_AVAILABILITY, enc(&image.son.tuning.availability())?);
         }
         if image.son != SonState::default() {
-            batch.insert(b"m/son".as_slice(), enc(&image.son.meta())?)?;
+            batch.insert(b"m/son".as_slice(), enc(&image.son.meta())?);
             for item in son_items(&image.son) {
                 if let Some(v) = son_value(&image.son, item)? {
-                    batch.insert(son_key(item), v)?;
+                    batch.insert(son_key(item), v);
                 }
             }
         }
-        batch.finish()?;
-        self.durability
-            .sync_checkpoint()
-            .map_err(|e| sm_err(ErrorVerb::Write, e))?;
         let mut state = write(&self.state);
-        self.tree.remove(TORN).map_err(write_err)?;
-        drop(held);
+        self.tree
+            .apply_batch(batch)
+            .map_err(|e| sm_err(ErrorVerb::Write, e))?;
         *state = ImageState {
             image,
             last_applied: meta.last_log_id,
@@ -879,6 +806,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     async fn get_snapshot_builder(&mut self) -> SnapshotBuilder {
         SnapshotBuilder {
             tree: self.tree.clone(),
+            state: self.state.clone(),
             snapshots: self.snapshots.clone(),
             writer: self.writer.clone(),
         }
@@ -924,21 +852,24 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 }
 
 /// Builds a snapshot from a consistent view: the image, last-applied id, membership and
-/// history as sled holds them between two checkpoints ([`capture`]), then written to a file.
+/// history are captured together under the state lock (so no apply interleaves), then
+/// written to a file without holding it.
 pub struct SnapshotBuilder {
     tree: sled::Tree,
+    state: SharedImage,
     snapshots: Arc<SnapshotDir>,
     writer: Arc<SmWriter>,
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
-        // Capturing reads the image from sled: seconds for a large image, on a thread of the
-        // blocking pool rather than one of the runtime's workers.
-        let (tree, writer) = (self.tree.clone(), self.writer.clone());
+        // Capturing waits for the applied state and clones it: seconds for a large image, on
+        // a thread of the blocking pool rather than one of the runtime's workers.
+        let (tree, state, writer) = (self.tree.clone(), self.state.clone(), self.writer.clone());
         let dir = self.snapshots.clone();
         let (meta, path) = tokio::task::spawn_blocking(move || {
-            let (meta, body) = capture(&tree, &writer).map_err(|e| snap_err(ErrorVerb::Read, e))?;
+            let (meta, body) =
+                capture(&tree, &state, &writer).map_err(|e| snap_err(ErrorVerb::Read, e))?;
             let path = dir
                 .write(&meta, &body)
                 .map_err(|e| snap_err(ErrorVerb::Write, e))?;
@@ -957,46 +888,45 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     }
 }
 
-/// Captures the applied state, membership and history as sled holds them between two
-/// checkpoints (after waiting until everything applied so far is written), and names the
-/// snapshot after its last log id and the capture time.
-///
-/// It reads sled rather than cloning the image in memory: the clone needed the applied state's
-/// lock, and every apply waited for it (a second or more at 3 million relations). Reading sled
-/// takes longer, but applies go on meanwhile: only the checkpoint writer waits, its queue
-/// growing in memory, and readers of the history wait with it.
+/// Captures the applied state, membership and history together under the state lock (so no
+/// apply interleaves), and names the snapshot after its last log id and the capture time.
 pub(crate) fn capture(
     tree: &sled::Tree,
+    state: &SharedImage,
     writer: &SmWriter,
 ) -> Result<(SnapshotMeta, SnapshotBody), Damaged> {
-    let checkpoint = |e| Damaged::new("state machine checkpoint", e);
-    writer.wait_written().map_err(checkpoint)?;
-    let (state, raw_history) = {
-        let _held = writer.hold().map_err(checkpoint)?;
-        (load(tree)?, history::raw(tree)?)
+    // Most of what was applied reaches sled before the state is held, the rest under it.
+    writer
+        .wait_written()
+        .map_err(|e| Damaged::new("state machine checkpoint", e))?;
+    let (image, last_applied, membership, raw_history) = {
+        let s = read(state);
+        // No apply runs while we hold the state; let sled catch up with what was applied.
+        writer
+            .wait_written()
+            .map_err(|e| Damaged::new("state machine checkpoint", e))?;
+        (
+            s.image.clone(),
+            s.last_applied,
+            s.membership.clone(),
+            history::raw(tree)?,
+        )
     };
     let history = history::decode_all(raw_history)?;
     let stamp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis())
         .unwrap_or_default();
-    let last_applied = state.last_applied;
     let meta = SnapshotMeta {
         last_log_id: last_applied,
-        last_membership: state.membership,
+        last_membership: membership,
         snapshot_id: format!(
             "{}-{}-{stamp}",
             last_applied.map_or(0, |l| l.leader_id.term),
             last_applied.map_or(0, |l| l.index)
         ),
     };
-    Ok((
-        meta,
-        SnapshotBody {
-            image: state.image,
-            history,
-        },
-    ))
+    Ok((meta, SnapshotBody { image, history }))
 }
 
 /// Up to `limit` history records older than `before`, newest first, each with its cursor (see
