@@ -612,3 +612,28 @@ async fn a_staged_import_of_data_format_9_is_migrated_and_carries_on() {
         assert!(image.cells.contains_key(id), "{id} imported");
     }
 }
+
+/// An image of tens of thousands of keys installs whole, and is whole after a restart.
+#[tokio::test]
+async fn a_snapshot_of_thirty_thousand_keys_installs_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(dir.path()).unwrap();
+    common::apply_demo(&mut store, 15_000).await;
+    store
+        .sm
+        .apply([common::entry(3, &common::tilt_change("C7", 0, 45))])
+        .await
+        .unwrap();
+    let expected = read(store.reader.state()).clone();
+    let snap = common::build_snapshot(&mut store).await;
+    let (other, installed) = common::install_fresh(snap).await;
+    let state = read(installed.reader.state()).clone();
+    assert_eq!(state.image, expected.image);
+    assert_eq!(state.last_applied, expected.last_applied);
+    installed.close().unwrap();
+    let restarted = Store::open(other.path()).unwrap();
+    let state = read(restarted.reader.state()).clone();
+    assert_eq!(state.image, expected.image);
+    assert_eq!(state.last_applied, expected.last_applied);
+    assert_eq!(restarted.reader.history(10, None).unwrap().len(), 1);
+}
