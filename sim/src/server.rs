@@ -1078,10 +1078,10 @@ pub fn addresses_json(antennas: &[SocketAddr], status: Option<SocketAddr>) -> Va
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_push_is_applied_and_answered_while_a_period_is_computed() {
-        let sim = Sim::new(
-            Topology::build(30, 1, &["site-a".to_string()]),
+    /// A simulator of `cells` cells on one site, 1 s periods, no day cycle.
+    fn small_sim(cells: usize) -> Arc<Sim> {
+        Sim::new(
+            Topology::build(cells, 1, &["site-a".to_string()]),
             SimOptions {
                 period_ms: 1000,
                 seed: 1,
@@ -1089,7 +1089,12 @@ mod tests {
                 day_ms: 0,
                 start_hour: 12.0,
             },
-        );
+        )
+    }
+
+    #[test]
+    fn a_push_is_applied_and_answered_while_a_period_is_computed() {
+        let sim = small_sim(30);
         let before = lock(&sim.state).configs[0].electrical_tilt;
         // A period being computed holds the radio layer (a second or more at 100,000 cells).
         let computing = lock(&sim.radio);
@@ -1111,16 +1116,7 @@ mod tests {
 
     #[test]
     fn the_clock_keeps_the_last_periods_as_they_went_out() {
-        let sim = Sim::new(
-            Topology::build(3, 1, &["site-a".to_string()]),
-            SimOptions {
-                period_ms: 1000,
-                seed: 1,
-                faulty_every: 0,
-                day_ms: 0,
-                start_hour: 12.0,
-            },
-        );
+        let sim = small_sim(3);
         for _ in 0..CLOCK_KEPT + 3 {
             sim.tick();
         }
