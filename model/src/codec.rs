@@ -36,6 +36,16 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
     Ok(value)
 }
 
+/// Decodes exactly one value from `bytes`, borrowing its strings from them; trailing bytes are
+/// an error.
+pub fn decode_borrowed<'a, T: serde::Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, CodecError> {
+    let (value, used) = bincode::serde::borrow_decode_from_slice(bytes, config())?;
+    if used != bytes.len() {
+        return Err(CodecError::Trailing(bytes.len() - used));
+    }
+    Ok(value)
+}
+
 /// Encodes into a writer (snapshots).
 pub fn encode_into<T: Serialize, W: std::io::Write>(
     value: &T,

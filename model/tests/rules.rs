@@ -741,3 +741,44 @@ fn a_packed_image_holds_the_same_entries_and_shared_ids() {
         s.shares(cs) && t.shares(ct) && r.source.shares(cs) && r.target.shares(ct)
     }));
 }
+
+/// A relation decoded with borrowed ids (a store's load) is the relation encoded, field for
+/// field, and names its cells with the ids it is given.
+#[test]
+fn a_relation_decodes_with_the_ids_it_is_given() {
+    use sonraft_model::model::{CellId, Relation, RelationOrigin, Stamp};
+    let mut rel = relation("A-1", "B-22");
+    rel.cio_db = -4;
+    rel.ho_allowed = false;
+    rel.remove_allowed = false;
+    rel.origin = RelationOrigin::Operator;
+    rel.version = 77;
+    rel.last_change.insert(
+        Param::CioDb,
+        Stamp {
+            by: Function::LoadBalancing,
+            at_ms: 1_234,
+            index: 9,
+        },
+    );
+    let bytes = sonraft_model::codec::encode(&rel).unwrap();
+    let shared = CellId::from("B-22");
+    let decoded = Relation::decode_with_ids(&bytes, |id| {
+        if id == "B-22" {
+            shared.clone()
+        } else {
+            CellId::from(id)
+        }
+    })
+    .unwrap();
+    assert_eq!(decoded, rel);
+    assert!(decoded.target.shares(&shared));
+    assert_eq!(
+        sonraft_model::codec::decode::<Relation>(&bytes).unwrap(),
+        decoded
+    );
+    let mut longer = bytes.clone();
+    longer.push(0);
+    assert!(Relation::decode_with_ids(&longer, |id| CellId::from(id)).is_err());
+    assert!(Relation::decode_with_ids(&bytes[..bytes.len() - 1], |id| CellId::from(id)).is_err());
+}

@@ -559,8 +559,8 @@ fn load(tree: &sled::Tree) -> Result<ImageState, Damaged> {
     // Relations are gathered and the map built from them in one go, its B-tree nodes full (an
     // insert at a time leaves them two-thirds full: ~70 B more per relation).
     let mut relations = Gathered::default();
-    // Relations come sorted by source: the source's shared id is looked up once per cell.
-    let mut source: Option<sonraft_raft::model::CellId> = None;
+    // The cells' shared ids, by their text, once the relations begin.
+    let mut ids: Option<std::collections::HashSet<sonraft_raft::model::CellId>> = None;
     for item in tree.iter() {
         let (k, v) = item.map_err(|e| Damaged::new("state machine tree", e))?;
         let key = KeyName(&k);
@@ -576,17 +576,21 @@ fn load(tree: &sled::Tree) -> Result<ImageState, Damaged> {
                 image.cells.insert(c.id.clone(), c);
             }
             Some(b"r/") => {
-                let mut r: sonraft_raft::model::Relation = codec::decode(&v).map_err(bad)?;
-                // Cells come first (`c/` sorts before `r/`): the relation names them with
-                // the cells' own ids.
-                match &source {
-                    Some(s) if *s == r.source => r.source = s.clone(),
-                    _ => {
-                        r.source = image.shared_id(&r.source);
-                        source = Some(r.source.clone());
-                    }
-                }
-                r.target = image.shared_id(&r.target);
+                // Cells come first (`c/` sorts before `r/`): the relation names them with the
+                // cells' own ids, found by hash and taken straight from the stored bytes.
+                let ids = ids.get_or_insert_with(|| {
+                    image
+                        .cells
+                        .keys()
+                        .cloned()
+                        .collect::<std::collections::HashSet<_>>()
+                });
+                let r = sonraft_raft::model::Relation::decode_with_ids(&v, |id| {
+                    ids.get(id)
+                        .cloned()
+                        .unwrap_or_else(|| sonraft_raft::model::CellId::from(id))
+                })
+                .map_err(bad)?;
                 relations.push(((r.source.clone(), r.target.clone()), r));
             }
             Some(b"k/") => {
