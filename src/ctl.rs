@@ -1513,8 +1513,11 @@ async fn download_backup(ctl: &Ctl, file: &std::path::Path) -> anyhow::Result<u6
     let mut partial = file.as_os_str().to_owned();
     partial.push(".partial");
     let partial = std::path::PathBuf::from(partial);
-    let cannot =
-        |e: std::io::Error| Failure::usage(format!("cannot write {}: {e}", partial.display()));
+    // A write that fails (a full disk) leaves no partial copy behind either.
+    let cannot = |e: std::io::Error| {
+        let _ = std::fs::remove_file(&partial);
+        Failure::usage(format!("cannot write {}: {e}", partial.display()))
+    };
     let mut out = tokio::fs::File::create(&partial).await.map_err(cannot)?;
     let mut check = sonraft_storage::snapshot::StreamCheck::default();
     let mut written = 0u64;
@@ -1558,13 +1561,13 @@ async fn restore_lines(
 ) -> anyhow::Result<Answer<v1::ImportAnswer>> {
     let (tx, rx) = tokio::sync::mpsc::channel::<Option<bytes::Bytes>>(4);
     let producer = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-        let mut out = JsonLines::new(tx);
-        // Only a body written to its end is ended: a failure drops the sender first, which
-        // fails the request instead; a request that ended (its answer says why) stops it.
-        if write_image(&mut out, &backup)? {
-            out.finish();
+        let mut out = sonraft_client::ChunkWriter::new(tx);
+        // Only a body written to its end is ended: a failure drops the writer unfinished,
+        // which fails the request instead; a request that ended (its answer says why) stops it.
+        match write_image(&mut out, &backup).and_then(|()| out.finish()) {
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+            written => written,
         }
-        Ok(())
     });
     let path = "/image/import";
     let node = leader_or_first(ctl).await;
@@ -1587,69 +1590,32 @@ async fn restore_lines(
     answer(r, path)
 }
 
-/// Writes a backup's image as import lines; false when the request ended before all were
-/// sent.
+/// Writes a backup's image as import lines (`{"KIND": VALUE}`).
 fn write_image(
-    out: &mut JsonLines,
+    out: &mut impl std::io::Write,
     backup: &sonraft_storage::snapshot::SnapshotBody,
-) -> std::io::Result<bool> {
+) -> std::io::Result<()> {
+    fn line<T: serde::Serialize>(
+        out: &mut impl std::io::Write,
+        kind: &str,
+        value: &T,
+    ) -> std::io::Result<()> {
+        write!(out, "{{\"{kind}\":")?;
+        // An I/O error keeps its kind through serde_json (a receiver gone is a broken pipe).
+        serde_json::to_writer(&mut *out, value).map_err(std::io::Error::from)?;
+        out.write_all(b"}\n")
+    }
     let image = &backup.image;
     for s in image.sites.values() {
-        if !out.put("site", s)? {
-            return Ok(false);
-        }
+        line(out, "site", s)?;
     }
     for c in image.cells.values() {
-        if !out.put("cell", c)? {
-            return Ok(false);
-        }
+        line(out, "cell", c)?;
     }
     for r in image.relations.values() {
-        if !out.put("relation", r)? {
-            return Ok(false);
-        }
+        line(out, "relation", r)?;
     }
-    out.put("policy", &image.policy)
-}
-
-/// JSON lines (`{"KIND": VALUE}`) sent in chunks of about 256 KiB through a bounded channel:
-/// the body of a [`sonraft_client::channel_body`].
-struct JsonLines {
-    tx: tokio::sync::mpsc::Sender<Option<bytes::Bytes>>,
-    buf: Vec<u8>,
-}
-
-impl JsonLines {
-    const CHUNK: usize = 256 << 10;
-
-    fn new(tx: tokio::sync::mpsc::Sender<Option<bytes::Bytes>>) -> JsonLines {
-        JsonLines {
-            tx,
-            buf: Vec::with_capacity(Self::CHUNK + 4096),
-        }
-    }
-
-    /// Adds one line; false when the receiver is gone (the request ended).
-    fn put<T: serde::Serialize>(&mut self, kind: &str, value: &T) -> std::io::Result<bool> {
-        self.buf.extend_from_slice(b"{\"");
-        self.buf.extend_from_slice(kind.as_bytes());
-        self.buf.extend_from_slice(b"\":");
-        serde_json::to_writer(&mut self.buf, value).map_err(std::io::Error::other)?;
-        self.buf.extend_from_slice(b"}\n");
-        if self.buf.len() < Self::CHUNK {
-            return Ok(true);
-        }
-        let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(Self::CHUNK + 4096));
-        Ok(self.tx.blocking_send(Some(chunk.into())).is_ok())
-    }
-
-    /// Sends what is left and ends the body.
-    fn finish(self) {
-        if !self.buf.is_empty() {
-            let _ = self.tx.blocking_send(Some(self.buf.into()));
-        }
-        let _ = self.tx.blocking_send(None);
-    }
+    line(out, "policy", &image.policy)
 }
 
 /// A successful answer to `path` read as `T`; an error answer is a failure naming its status

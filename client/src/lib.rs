@@ -507,6 +507,57 @@ impl hyper::body::Body for ChannelBody {
     }
 }
 
+/// Writes the chunks of a [`channel_body`] from a blocking thread: bytes gathered into chunks
+/// of [`ChunkWriter::CHUNK`], each sent as it fills, waiting while the channel is full (the
+/// connection's pace). [`ChunkWriter::finish`] sends the rest and ends the body; a writer
+/// dropped without it (its producer failed or panicked) ends the body with an error. A
+/// receiver gone (the request or response ended) is an error of kind `BrokenPipe`.
+pub struct ChunkWriter {
+    tx: tokio::sync::mpsc::Sender<Option<Bytes>>,
+    buf: Vec<u8>,
+}
+
+impl ChunkWriter {
+    pub const CHUNK: usize = 256 << 10;
+
+    pub fn new(tx: tokio::sync::mpsc::Sender<Option<Bytes>>) -> ChunkWriter {
+        ChunkWriter {
+            tx,
+            buf: Vec::with_capacity(Self::CHUNK),
+        }
+    }
+
+    fn send(&self, chunk: Option<Bytes>) -> std::io::Result<()> {
+        self.tx.blocking_send(chunk).map_err(|_| {
+            std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the receiver went away")
+        })
+    }
+
+    /// Sends what is left and ends the body.
+    pub fn finish(mut self) -> std::io::Result<()> {
+        if !self.buf.is_empty() {
+            let rest = std::mem::take(&mut self.buf);
+            self.send(Some(rest.into()))?;
+        }
+        self.send(None)
+    }
+}
+
+impl std::io::Write for ChunkWriter {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= Self::CHUNK {
+            let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(Self::CHUNK));
+            self.send(Some(chunk.into()))?;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// A request body held whole (for [`ApiClient::send_stream`] with a body already in memory).
 pub fn whole_body(bytes: Bytes) -> RequestBody {
     Full::new(bytes).map_err(|never| match never {}).boxed()
@@ -534,5 +585,37 @@ mod channel_body_tests {
             Bytes::from_static(b"ab")
         );
         assert!(read(vec![Some("a"), Some("b")]).await.is_err());
+    }
+
+    /// Bytes written through a [`ChunkWriter`] arrive whole once it finishes; a writer dropped
+    /// before that fails the body.
+    #[tokio::test]
+    async fn a_chunk_writer_ends_the_body_only_when_it_finishes() {
+        use std::io::Write;
+        let data: Vec<u8> = (0..ChunkWriter::CHUNK * 2 + 123).map(|i| i as u8).collect();
+        for finish in [true, false] {
+            let (tx, rx) = tokio::sync::mpsc::channel(2);
+            let sent = data.clone();
+            let writer = tokio::task::spawn_blocking(move || {
+                let mut w = ChunkWriter::new(tx);
+                w.write_all(&sent).unwrap();
+                if finish {
+                    w.finish().unwrap();
+                }
+            });
+            let got = channel_body(rx).collect().await.map(|c| c.to_bytes());
+            writer.await.unwrap();
+            match got {
+                Ok(b) => assert!(finish && b.as_ref() == data.as_slice()),
+                Err(_) => assert!(!finish),
+            }
+        }
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        drop(rx);
+        let e = tokio::task::spawn_blocking(move || ChunkWriter::new(tx).finish())
+            .await
+            .unwrap()
+            .unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::BrokenPipe);
     }
 }
