@@ -67,7 +67,10 @@ impl Node {
                     (r.node_id, advertised)
                 })
                 .collect(),
-            millis_since_quorum_ack: m.millis_since_quorum_ack,
+            // From the node's own clock of accepted AppendEntries rather than openraft's, which
+            // also counts the heartbeats the transport answers without waiting (see
+            // sonraft_raft's transport client).
+            millis_since_quorum_ack: self.quorum_silence().map(|d| d.as_millis() as u64),
             now_ms: Some(crate::propose::now_ms()),
         }
     }

@@ -1,6 +1,8 @@
 //! The sending side: openraft's `RaftNetworkFactory` over a pooled keep-alive hyper client.
 
+use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -17,7 +19,7 @@ use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
 };
-use openraft::{AnyError, RPCTypes};
+use openraft::{AnyError, LogId, RPCTypes};
 
 use super::peer_health::PeerHealth;
 use super::{
@@ -138,11 +140,17 @@ impl RaftNetworkFactory<TypeConfig> for HttpNetworkFactory {
             synced: self.synced.clone(),
             retry_cap: self.retry_cap,
             health: self.health.clone(),
+            matched: None,
+            detached: Arc::default(),
         }
     }
 }
 
 /// The connection to one peer.
+///
+/// openraft 0.9 creates one per replication stream (one per follower and leader term, used for
+/// every AppendEntries of that stream) and one per target for each round of `ensure_linearizable`
+/// (used once).
 pub struct HttpNetwork {
     client: HttpClient,
     secret: Arc<str>,
@@ -153,6 +161,45 @@ pub struct HttpNetwork {
     synced: Arc<DurableLog>,
     retry_cap: Duration,
     health: Arc<PeerHealth>,
+    /// The entry up to which the peer's log is known to match ours (`Some(None)`: an empty
+    /// log): the end of the last AppendEntries this client waited for, if the peer accepted it.
+    matched: Option<Option<LogId<NodeId>>>,
+    /// The heartbeats sent without waiting for their answer.
+    detached: Arc<Detached>,
+}
+
+/// The most heartbeats to one peer out at once without their answer: a heartbeat timer's tick
+/// and a new commit index or two within a round trip (on a WAN, 50 ms against a 100 ms
+/// heartbeat); a peer that stops answering is waited for again after these.
+const MAX_DETACHED: usize = 4;
+
+/// Heartbeats to one peer sent without waiting for their answer.
+#[derive(Debug, Default)]
+struct Detached {
+    /// How many are out unanswered.
+    out: AtomicUsize,
+    /// One was refused, or not answered in time, since this client last waited for an answer.
+    failed: AtomicBool,
+}
+
+impl Detached {
+    /// Counts one more out, unless one failed or [`MAX_DETACHED`] are out.
+    fn start(&self) -> bool {
+        !self.failed.load(Ordering::Acquire)
+            && self
+                .out
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                    (n < MAX_DETACHED).then_some(n + 1)
+                })
+                .is_ok()
+    }
+
+    fn answered(&self, accepted: bool) {
+        if !accepted {
+            self.failed.store(true, Ordering::Release);
+        }
+        self.out.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// Why an RPC did not get an answer from the peer's Raft.
@@ -163,41 +210,57 @@ enum CallError {
 }
 
 impl HttpNetwork {
-    /// Sends one RPC. The exchange runs as its own task: when openraft gives up waiting (its
-    /// timeouts are as short as one heartbeat), the request still completes in the background
-    /// and its keep-alive connection goes back to the pool instead of being torn down — under
-    /// load, reconnecting would cost more than the RPC.
-    async fn call(&self, rpc: &RaftRpc, ttl: Duration) -> Result<RaftReply, CallError> {
-        let body = encode_frame(rpc).map_err(|e| CallError::Network(AnyError::new(&e)))?;
-        let exchange = tokio::spawn(Self::exchange(
-            self.client.clone(),
-            self.url.clone(),
-            self.secret.clone(),
-            self.target,
-            body,
-        ));
-        let started = std::time::Instant::now();
-        let kind = match rpc {
+    /// Sends one RPC at once and returns the wait for its answer (which does not borrow the
+    /// client, so that a heartbeat's can run on its own). The exchange runs as its own task:
+    /// when openraft gives up waiting (its timeouts are as short as one heartbeat), the request
+    /// still completes in the background and its keep-alive connection goes back to the pool
+    /// instead of being torn down — under load, reconnecting would cost more than the RPC.
+    fn call(
+        &self,
+        rpc: RaftRpc,
+        ttl: Duration,
+    ) -> impl Future<Output = Result<RaftReply, CallError>> + Send + 'static {
+        let kind = match &rpc {
             RaftRpc::Append(r) if r.entries.is_empty() => "append_empty",
             RaftRpc::Append(_) => "append",
             RaftRpc::Vote(_) => "vote",
             RaftRpc::Snapshot(_) => "snapshot",
         };
-        let result = tokio::time::timeout(ttl, exchange).await;
-        metrics::histogram!("sonraft_raft_rpc_seconds", "rpc" => kind)
-            .record(started.elapsed().as_secs_f64());
-        let result = match result {
-            Ok(Ok(r)) => r,
-            Ok(Err(e)) => Err(CallError::Network(AnyError::error(e.to_string()))),
-            Err(_) => Err(CallError::Timeout),
-        };
-        let error = match &result {
-            Ok(_) => None,
-            Err(CallError::Unreachable(e) | CallError::Network(e)) => Some(e.to_string()),
-            Err(CallError::Timeout) => Some(format!("no answer within {} ms", ttl.as_millis())),
-        };
-        self.health.observe(self.target, error.as_deref());
-        result
+        let started = std::time::Instant::now();
+        let exchange = encode_frame(&rpc)
+            .map_err(|e| CallError::Network(AnyError::new(&e)))
+            .map(|body| {
+                tokio::spawn(Self::exchange(
+                    self.client.clone(),
+                    self.url.clone(),
+                    self.secret.clone(),
+                    self.target,
+                    body,
+                ))
+            });
+        let (health, target) = (self.health.clone(), self.target);
+        async move {
+            let result = match exchange {
+                Err(e) => Err(e),
+                Ok(exchange) => {
+                    let result = tokio::time::timeout(ttl, exchange).await;
+                    metrics::histogram!("sonraft_raft_rpc_seconds", "rpc" => kind)
+                        .record(started.elapsed().as_secs_f64());
+                    match result {
+                        Ok(Ok(r)) => r,
+                        Ok(Err(e)) => Err(CallError::Network(AnyError::error(e.to_string()))),
+                        Err(_) => Err(CallError::Timeout),
+                    }
+                }
+            };
+            let error = match &result {
+                Ok(_) => None,
+                Err(CallError::Unreachable(e) | CallError::Network(e)) => Some(e.to_string()),
+                Err(CallError::Timeout) => Some(format!("no answer within {} ms", ttl.as_millis())),
+            };
+            health.observe(target, error.as_deref());
+            result
+        }
     }
 
     async fn exchange(
@@ -266,6 +329,27 @@ impl HttpNetwork {
 }
 
 impl RaftNetwork<TypeConfig> for HttpNetwork {
+    /// An AppendEntries without entries (a heartbeat, or a new commit index) is sent without
+    /// waiting for its answer when its previous entry is the one the peer accepted last through
+    /// this client: it is answered at once with what the leader knows already.
+    ///
+    /// Why: openraft 0.9 keeps one AppendEntries in flight per follower, and sends a new commit
+    /// index as an AppendEntries of its own the moment it has one. Across a WAN the entries
+    /// of the next change set then wait a whole round trip behind that message, so change sets
+    /// back to back took two round trips each, and heartbeats added one to a change set that
+    /// met them (DESIGN.md, Across a WAN).
+    ///
+    /// Why the early answer tells openraft nothing new: openraft sends a heartbeat with the
+    /// follower's known match as its previous entry, and this client answers early only when
+    /// that entry is the end of what the peer accepted in its last answer, so "success" repeats
+    /// what the peer said (a probe of a follower's log, whose previous entry is not yet known
+    /// there, and every AppendEntries with entries always wait for the answer). The real answer still
+    /// arrives: an accepted one feeds the [`AckClock`] (the read lease and the quorum watch
+    /// count only real answers, at their send time); anything else (a higher vote, a refusal, no
+    /// answer within the timeout) makes the next AppendEntries wait for its answer again, which
+    /// brings openraft the higher vote or the error. At most [`MAX_DETACHED`] heartbeats per
+    /// peer are out unanswered. A client on its first call (openraft's `ensure_linearizable` makes a new one
+    /// for each call) always waits: that round of heartbeats is the proof of leadership.
     async fn append_entries(
         &mut self,
         mut rpc: AppendEntriesRequest<TypeConfig>,
@@ -274,8 +358,40 @@ impl RaftNetwork<TypeConfig> for HttpNetwork {
         let ttl = option.hard_ttl();
         // Followers apply what they are told is committed: never beyond our own disk.
         rpc.leader_commit = self.synced.cap_commit(rpc.leader_commit);
+        let detach = rpc.entries.is_empty()
+            && self.matched == Some(rpc.prev_log_id)
+            && self.detached.start();
+        if !detach {
+            // This answer will tell openraft whatever a refused heartbeat had to.
+            self.detached.failed.store(false, Ordering::Release);
+        }
         let (vote, sent) = (rpc.vote, self.acks.now_us());
-        match self.call(&RaftRpc::Append(rpc), ttl).await {
+        let end = rpc
+            .entries
+            .last()
+            .map_or(rpc.prev_log_id, |e| Some(e.log_id));
+        let exchange = self.call(RaftRpc::Append(rpc), ttl);
+        if detach {
+            let (acks, target, detached) = (self.acks.clone(), self.target, self.detached.clone());
+            tokio::spawn(async move {
+                let accepted = match exchange.await {
+                    Ok(RaftReply::Append(Ok(r))) => {
+                        acks.record(target, &vote, sent);
+                        matches!(r, AppendEntriesResponse::Success)
+                    }
+                    _ => false,
+                };
+                detached.answered(accepted);
+            });
+            return Ok(AppendEntriesResponse::Success);
+        }
+        let result = exchange.await;
+        self.matched = match &result {
+            Ok(RaftReply::Append(Ok(AppendEntriesResponse::Success))) => Some(end),
+            Ok(RaftReply::Append(Ok(AppendEntriesResponse::PartialSuccess(m)))) => Some(*m),
+            _ => None,
+        };
+        match result {
             Ok(RaftReply::Append(r)) => {
                 if let Ok(
                     AppendEntriesResponse::Success
@@ -302,7 +418,7 @@ impl RaftNetwork<TypeConfig> for HttpNetwork {
         RPCError<NodeId, NodeInfo, RaftError<NodeId, InstallSnapshotError>>,
     > {
         let ttl = option.hard_ttl();
-        match self.call(&RaftRpc::Snapshot(rpc), ttl).await {
+        match self.call(RaftRpc::Snapshot(rpc), ttl).await {
             Ok(RaftReply::Snapshot(r)) => r.map_err(|e| RemoteError::new(self.target, e).into()),
             Ok(_) => Err(self.unexpected()),
             Err(e) => Err(self.rpc_error(e, RPCTypes::InstallSnapshot, ttl)),
@@ -315,7 +431,7 @@ impl RaftNetwork<TypeConfig> for HttpNetwork {
         option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, NodeInfo, RaftError<NodeId>>> {
         let ttl = option.hard_ttl();
-        match self.call(&RaftRpc::Vote(rpc), ttl).await {
+        match self.call(RaftRpc::Vote(rpc), ttl).await {
             Ok(RaftReply::Vote(r)) => r.map_err(|e| RemoteError::new(self.target, e).into()),
             Ok(_) => Err(self.unexpected()),
             Err(e) => Err(self.rpc_error(e, RPCTypes::Vote, ttl)),
@@ -352,6 +468,179 @@ mod tests {
                 ms(1000)
             ]
         );
+    }
+
+    use openraft::{CommittedLeaderId, Entry, EntryPayload, Vote};
+    use tokio::sync::{mpsc, oneshot};
+
+    /// A peer whose every AppendEntries the test answers by hand: each request arrives on the
+    /// channel with the sender of its answer.
+    type Held = (
+        AppendEntriesRequest<TypeConfig>,
+        oneshot::Sender<AppendEntriesResponse<NodeId>>,
+    );
+
+    async fn hand_answered_peer() -> (String, mpsc::UnboundedReceiver<Held>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let (tx, rx) = mpsc::unbounded_channel::<Held>();
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let tx = tx.clone();
+                let service =
+                    hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                        let tx = tx.clone();
+                        async move {
+                            let bytes = req.into_body().collect().await?.to_bytes();
+                            let RaftRpc::Append(rpc) = decode_frame(&bytes).unwrap() else {
+                                panic!("only AppendEntries here")
+                            };
+                            let (answer, answered) = oneshot::channel();
+                            tx.send((rpc, answer)).unwrap();
+                            let reply = RaftReply::Append(Ok(answered.await.unwrap()));
+                            let body = Full::new(Bytes::from(encode_frame(&reply).unwrap()));
+                            Ok::<_, hyper::Error>(hyper::Response::new(body))
+                        }
+                    });
+                tokio::spawn(
+                    hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service),
+                );
+            }
+        });
+        (addr, rx)
+    }
+
+    /// An AppendEntries of leader 1 in term 1 with `entries` entries after entry `prev`.
+    fn append(prev: u64, entries: u64) -> AppendEntriesRequest<TypeConfig> {
+        let log_id = |index| LogId::new(CommittedLeaderId::new(1, 1), index);
+        AppendEntriesRequest {
+            vote: Vote::new_committed(1, 1),
+            prev_log_id: Some(log_id(prev)),
+            leader_commit: None,
+            entries: (prev + 1..=prev + entries)
+                .map(|index| Entry {
+                    log_id: log_id(index),
+                    payload: EntryPayload::Blank,
+                })
+                .collect(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_heartbeat_waits_for_its_answer_unless_it_follows_what_the_peer_accepted_last() {
+        let (addr, mut peer) = hand_answered_peer().await;
+        let durable = Arc::new(DurableLog::new(None));
+        let mut factory = HttpNetworkFactory::new(1, "secret", durable, None).unwrap();
+        let node = NodeInfo {
+            site: "S2".into(),
+            raft_addr: addr,
+            api_addr: "127.0.0.1:1".into(),
+        };
+        let net = factory.new_client(2, &node).await;
+        let option = || RPCOption::new(Duration::from_secs(30));
+        // Sends on `net` in a task; the request has reached the peer when this returns.
+        let send = |mut net: HttpNetwork, rpc| {
+            tokio::spawn(async move {
+                let r = net.append_entries(rpc, option()).await;
+                (net, r.map_err(|e| e.to_string()))
+            })
+        };
+
+        // A new client's first heartbeat (ensure_linearizable's) waits for the peer.
+        let call = send(net, append(1, 0));
+        let (_, answer) = peer.recv().await.unwrap();
+        assert!(!call.is_finished(), "answered before the peer did");
+        answer.send(AppendEntriesResponse::Success).unwrap();
+        let (net, r) = call.await.unwrap();
+        assert_eq!(r, Ok(AppendEntriesResponse::Success));
+
+        // Entries always wait.
+        let call = send(net, append(1, 2));
+        let (rpc, answer) = peer.recv().await.unwrap();
+        assert_eq!(rpc.entries.len(), 2);
+        assert!(!call.is_finished(), "entries answered before the peer did");
+        answer.send(AppendEntriesResponse::Success).unwrap();
+        let (net, r) = call.await.unwrap();
+        assert_eq!(r, Ok(AppendEntriesResponse::Success));
+
+        // A heartbeat that does not follow the entry the peer accepted last (a probe) waits.
+        let call = send(net, append(2, 0));
+        let (_, answer) = peer.recv().await.unwrap();
+        assert!(!call.is_finished(), "a probe answered before the peer did");
+        answer.send(AppendEntriesResponse::Success).unwrap();
+        let (net, r) = call.await.unwrap();
+        assert_eq!(r, Ok(AppendEntriesResponse::Success));
+        // It was accepted: the peer's known match is entry 2 now, not 3.
+        let call = send(net, append(3, 0));
+        let (_, answer) = peer.recv().await.unwrap();
+        assert!(!call.is_finished(), "answered past the known match");
+        answer.send(AppendEntriesResponse::Success).unwrap();
+        let (mut net, r) = call.await.unwrap();
+        assert_eq!(r, Ok(AppendEntriesResponse::Success));
+
+        // Now heartbeats are answered at once, and still sent, up to MAX_DETACHED of them.
+        // (Bounded so that a client that waits fails here instead of hanging: the peer answers
+        // only below.)
+        let mut held = Vec::new();
+        for _ in 0..MAX_DETACHED {
+            let r = tokio::time::timeout(
+                Duration::from_secs(20),
+                net.append_entries(append(3, 0), option()),
+            )
+            .await
+            .expect("a heartbeat waited for the peer's answer after an accepted exchange");
+            assert_eq!(r.unwrap(), AppendEntriesResponse::Success);
+            held.push(peer.recv().await.unwrap().1);
+        }
+
+        // While they are out, the next one waits.
+        let call = send(net, append(3, 0));
+        let (_, answer) = peer.recv().await.unwrap();
+        assert!(
+            !call.is_finished(),
+            "more heartbeats out unanswered than allowed"
+        );
+        answer.send(AppendEntriesResponse::Success).unwrap();
+        let (net, r) = call.await.unwrap();
+        assert_eq!(r, Ok(AppendEntriesResponse::Success));
+
+        // One held is accepted and one refused: the next heartbeat waits and brings openraft
+        // the answer.
+        let higher = Vote::new_committed(2, 3);
+        held.pop()
+            .unwrap()
+            .send(AppendEntriesResponse::Success)
+            .unwrap();
+        held.pop()
+            .unwrap()
+            .send(AppendEntriesResponse::HigherVote(higher))
+            .unwrap();
+        while !net.detached.failed.load(Ordering::Acquire) {
+            tokio::task::yield_now().await;
+        }
+        let call = send(net, append(3, 0));
+        let (_, answer) = peer.recv().await.unwrap();
+        assert!(!call.is_finished(), "answered at once after a refusal");
+        answer
+            .send(AppendEntriesResponse::HigherVote(higher))
+            .unwrap();
+        let (mut net, r) = call.await.unwrap();
+        assert_eq!(r, Ok(AppendEntriesResponse::HigherVote(higher)));
+
+        // And the one after that waits too, until the peer accepts one again.
+        let call =
+            tokio::spawn(async move { net.append_entries(append(3, 0), option()).await.is_ok() });
+        let (_, answer) = peer.recv().await.unwrap();
+        assert!(!call.is_finished(), "answered at once after a higher vote");
+        answer.send(AppendEntriesResponse::Success).unwrap();
+        assert!(call.await.unwrap());
+        for answer in held {
+            answer.send(AppendEntriesResponse::Success).unwrap();
+        }
     }
 
     #[test]
