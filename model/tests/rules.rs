@@ -782,3 +782,97 @@ fn a_relation_decodes_with_the_ids_it_is_given() {
     assert!(Relation::decode_with_ids(&longer, |id| CellId::from(id)).is_err());
     assert!(Relation::decode_with_ids(&bytes[..bytes.len() - 1], |id| CellId::from(id)).is_err());
 }
+
+/// A large import (10,000 relations or more, a quarter of the image) builds the relation map
+/// in one go, merging it with the relations it leaves alone: the outcome is what putting the
+/// relations one at a time gives, relation for relation.
+#[test]
+fn a_large_import_puts_its_relations_as_one_at_a_time_would() {
+    use sonraft_model::command::VERSION_SPAN;
+    use sonraft_model::model::{CellId, Stamp};
+    let name = |i: usize| format!("A-{i:03}");
+    let key = |a: usize, b: usize| (CellId::from(name(a).as_str()), CellId::from(name(b).as_str()));
+    // Every cell's relations to the cells 1..=60 after it: 12,000.
+    let ring = |offsets: std::ops::RangeInclusive<usize>| {
+        (0..200).flat_map(move |i| offsets.clone().map(move |d| (i, (i + d) % 200)))
+    };
+    let first = ImageImport {
+        sites: vec![site("A")],
+        cells: (0..200).map(|i| cell(&name(i), "A", i as u16)).collect(),
+        relations: ring(1..=60).map(|(a, b)| relation(&name(a), &name(b))).collect(),
+        policy: None,
+    };
+    let mut img = NetworkImage::default();
+    let mut changes = Changes::default();
+    let out = import_outcome(&mut img, 1, &import_part(1, 0, true, first), &mut changes);
+    assert!(matches!(out, ImportOutcome::Applied { .. }), "{out:?}");
+    assert_eq!(img.relations.len(), 12_000);
+    assert_eq!(changes.relations.len(), 12_000);
+    assert!(img.relations.values().all(|r| r.version == VERSION_SPAN));
+
+    // One relation was changed since, by load balancing.
+    let stamp = Stamp {
+        by: Function::LoadBalancing,
+        at_ms: 9,
+        index: 3,
+    };
+    let tuned = img.relations.get_mut(&key(0, 1)).unwrap();
+    tuned.version += 1;
+    tuned.last_change.insert(Param::CioDb, stamp.clone());
+    let before = img.clone();
+
+    // The planning tool's file: offsets 1..=40 (odd ones with a new CIO, even ones as they
+    // are), 41..=60 left out, and 61..=70 new: 10,000 relations.
+    let relations = ring(1..=40)
+        .map(|(a, b)| {
+            let mut r = relation(&name(a), &name(b));
+            if (b + 200 - a) % 200 % 2 == 1 {
+                r.cio_db = 2;
+            }
+            r
+        })
+        .chain(ring(61..=70).map(|(a, b)| relation(&name(a), &name(b))))
+        .collect();
+    let second = ImageImport {
+        relations,
+        ..Default::default()
+    };
+    let mut changes = Changes::default();
+    let out = import_outcome(&mut img, 5, &import_part(5, 0, true, second), &mut changes);
+    assert!(matches!(out, ImportOutcome::Applied { .. }), "{out:?}");
+
+    assert_eq!(img.relations.len(), 14_000);
+    for (a, b) in ring(1..=70) {
+        let k = key(a, b);
+        let d = (b + 200 - a) % 200;
+        let got = &img.relations[&k];
+        let was = before.relations.get(&k);
+        match d {
+            1..=40 if d % 2 == 1 => {
+                let was = was.unwrap();
+                assert_eq!((got.cio_db, got.version), (2, was.version + 1), "{k:?}");
+                assert_eq!(got.last_change, was.last_change, "{k:?}");
+                assert!(changes.relations.contains(&k));
+            }
+            1..=60 => {
+                assert_eq!(got, was.unwrap(), "{k:?}");
+                assert!(!changes.relations.contains(&k));
+            }
+            _ => {
+                assert!(was.is_none());
+                assert_eq!((got.cio_db, got.version), (0, VERSION_SPAN * 5), "{k:?}");
+                assert!(changes.relations.contains(&k));
+            }
+        }
+    }
+    assert_eq!(changes.relations.len(), 4_000 + 2_000);
+    assert_eq!(img.relations[&key(0, 1)].last_change[&Param::CioDb], stamp);
+    assert!(img.relations.iter().all(|((s, t), r)| {
+        let (cs, _) = img.cells.get_key_value(s.as_str()).unwrap();
+        let (ct, _) = img.cells.get_key_value(t.as_str()).unwrap();
+        s.shares(cs) && t.shares(ct) && r.source.shares(cs) && r.target.shares(ct)
+    }));
+    // The history lists the 4,000 relations it updated among its changes (up to its limit).
+    let record = &changes.history[0];
+    assert!(record.reason.contains("4000 updated"), "{}", record.reason);
+}
