@@ -20,6 +20,7 @@ use openraft::raft::{
     VoteRequest, VoteResponse,
 };
 use openraft::{AnyError, LogId, RPCTypes};
+use tokio::sync::OwnedSemaphorePermit;
 
 use super::peer_health::PeerHealth;
 use super::{
@@ -142,6 +143,7 @@ impl RaftNetworkFactory<TypeConfig> for HttpNetworkFactory {
             health: self.health.clone(),
             matched: None,
             detached: Arc::default(),
+            lane: Arc::new(tokio::sync::Semaphore::new(1)),
         }
     }
 }
@@ -166,6 +168,9 @@ pub struct HttpNetwork {
     matched: Option<Option<LogId<NodeId>>>,
     /// The heartbeats sent without waiting for their answer.
     detached: Arc<Detached>,
+    /// Held by the request this client waits for (or waited for: one past openraft's timeout
+    /// still completes in the background) until the peer answers it; see [`HttpNetwork::lane`].
+    lane: Arc<tokio::sync::Semaphore>,
 }
 
 /// The most heartbeats to one peer out at once without their answer: a heartbeat timer's tick
@@ -219,6 +224,7 @@ impl HttpNetwork {
         &self,
         rpc: RaftRpc,
         ttl: Duration,
+        lane: Option<OwnedSemaphorePermit>,
     ) -> impl Future<Output = Result<RaftReply, CallError>> + Send + 'static {
         let kind = match &rpc {
             RaftRpc::Append(r) if r.entries.is_empty() => "append_empty",
@@ -230,13 +236,18 @@ impl HttpNetwork {
         let exchange = encode_frame(&rpc)
             .map_err(|e| CallError::Network(AnyError::new(&e)))
             .map(|body| {
-                tokio::spawn(Self::exchange(
+                let exchange = Self::exchange(
                     self.client.clone(),
                     self.url.clone(),
                     self.secret.clone(),
                     self.target,
                     body,
-                ))
+                );
+                tokio::spawn(async move {
+                    let answer = exchange.await;
+                    drop(lane);
+                    answer
+                })
             });
         let (health, target) = (self.health.clone(), self.target);
         async move {
@@ -260,6 +271,29 @@ impl HttpNetwork {
             };
             health.observe(target, error.as_deref());
             result
+        }
+    }
+
+    /// Waits (up to `ttl`) until the peer has answered this client's previous request, then
+    /// holds the lane for the next one: `None` when the previous one is still out.
+    ///
+    /// openraft 0.9 gives up on an AppendEntries after one heartbeat and sends again at once
+    /// (a timeout earns no back-off), while the request it gave up on still runs to its end
+    /// here. A peer too busy to answer (a learner applying a national import it replays from the
+    /// log) was sent a new batch of entries every heartbeat, each read whole into its memory
+    /// while it waited for its Raft: a learner grew to 18 GB and was killed. One request per
+    /// replication stream is out at a time; the next waits for the peer's answer to it.
+    async fn lane(&self, ttl: Duration) -> Option<OwnedSemaphorePermit> {
+        match tokio::time::timeout(ttl, self.lane.clone().acquire_owned()).await {
+            Ok(Ok(permit)) => Some(permit),
+            _ => {
+                let error = format!(
+                    "its answer to the previous request is still out after {} ms more",
+                    ttl.as_millis()
+                );
+                self.health.observe(self.target, Some(&error));
+                None
+            }
         }
     }
 
@@ -370,7 +404,18 @@ impl RaftNetwork<TypeConfig> for HttpNetwork {
             .entries
             .last()
             .map_or(rpc.prev_log_id, |e| Some(e.log_id));
-        let exchange = self.call(RaftRpc::Append(rpc), ttl);
+        let lane = if detach {
+            None
+        } else {
+            match self.lane(ttl).await {
+                Some(permit) => Some(permit),
+                None => {
+                    self.matched = None;
+                    return Err(self.rpc_error(CallError::Timeout, RPCTypes::AppendEntries, ttl));
+                }
+            }
+        };
+        let exchange = self.call(RaftRpc::Append(rpc), ttl, lane);
         if detach {
             let (acks, target, detached) = (self.acks.clone(), self.target, self.detached.clone());
             tokio::spawn(async move {
@@ -418,7 +463,10 @@ impl RaftNetwork<TypeConfig> for HttpNetwork {
         RPCError<NodeId, NodeInfo, RaftError<NodeId, InstallSnapshotError>>,
     > {
         let ttl = option.hard_ttl();
-        match self.call(RaftRpc::Snapshot(rpc), ttl).await {
+        let Some(lane) = self.lane(ttl).await else {
+            return Err(self.rpc_error(CallError::Timeout, RPCTypes::InstallSnapshot, ttl));
+        };
+        match self.call(RaftRpc::Snapshot(rpc), ttl, Some(lane)).await {
             Ok(RaftReply::Snapshot(r)) => r.map_err(|e| RemoteError::new(self.target, e).into()),
             Ok(_) => Err(self.unexpected()),
             Err(e) => Err(self.rpc_error(e, RPCTypes::InstallSnapshot, ttl)),
@@ -431,7 +479,7 @@ impl RaftNetwork<TypeConfig> for HttpNetwork {
         option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, NodeInfo, RaftError<NodeId>>> {
         let ttl = option.hard_ttl();
-        match self.call(RaftRpc::Vote(rpc), ttl).await {
+        match self.call(RaftRpc::Vote(rpc), ttl, None).await {
             Ok(RaftReply::Vote(r)) => r.map_err(|e| RemoteError::new(self.target, e).into()),
             Ok(_) => Err(self.unexpected()),
             Err(e) => Err(self.rpc_error(e, RPCTypes::Vote, ttl)),
@@ -641,6 +689,48 @@ mod tests {
         for answer in held {
             answer.send(AppendEntriesResponse::Success).unwrap();
         }
+    }
+
+    #[tokio::test]
+    async fn no_request_goes_to_a_peer_behind_one_it_has_not_answered() {
+        let (addr, mut peer) = hand_answered_peer().await;
+        let durable = Arc::new(DurableLog::new(None));
+        let mut factory = HttpNetworkFactory::new(1, "secret", durable, None).unwrap();
+        let node = NodeInfo {
+            site: "S2".into(),
+            raft_addr: addr,
+            api_addr: "127.0.0.1:1".into(),
+        };
+        let mut net = factory.new_client(2, &node).await;
+        let short = RPCOption::new(Duration::from_millis(100));
+
+        // The peer does not answer in time: openraft is told so, the request stays out.
+        let r = net.append_entries(append(1, 3), short.clone()).await;
+        assert!(matches!(r, Err(RPCError::Timeout(_))), "{r:?}");
+        let (first, held) = peer.recv().await.unwrap();
+        assert_eq!(first.prev_log_id.unwrap().index, 1);
+
+        // openraft sends again at once: nothing goes out behind the unanswered one.
+        for prev in [2, 3] {
+            let r = net.append_entries(append(prev, 3), short.clone()).await;
+            assert!(matches!(r, Err(RPCError::Timeout(_))), "{r:?}");
+        }
+
+        // Once the peer answers it, the next request goes.
+        held.send(AppendEntriesResponse::Success).unwrap();
+        let call = tokio::spawn(async move {
+            net.append_entries(append(4, 3), RPCOption::new(Duration::from_secs(30)))
+                .await
+                .map_err(|e| e.to_string())
+        });
+        let (next, answer) = peer.recv().await.unwrap();
+        assert_eq!(
+            next.prev_log_id.unwrap().index,
+            4,
+            "a request sent behind the unanswered one reached the peer"
+        );
+        answer.send(AppendEntriesResponse::Success).unwrap();
+        assert_eq!(call.await.unwrap(), Ok(AppendEntriesResponse::Success));
     }
 
     #[test]
