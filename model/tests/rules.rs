@@ -791,7 +791,12 @@ fn a_large_import_puts_its_relations_as_one_at_a_time_would() {
     use sonraft_model::command::VERSION_SPAN;
     use sonraft_model::model::{CellId, Stamp};
     let name = |i: usize| format!("A-{i:03}");
-    let key = |a: usize, b: usize| (CellId::from(name(a).as_str()), CellId::from(name(b).as_str()));
+    let key = |a: usize, b: usize| {
+        (
+            CellId::from(name(a).as_str()),
+            CellId::from(name(b).as_str()),
+        )
+    };
     // Every cell's relations to the cells 1..=60 after it: 12,000.
     let ring = |offsets: std::ops::RangeInclusive<usize>| {
         (0..200).flat_map(move |i| offsets.clone().map(move |d| (i, (i + d) % 200)))
@@ -799,7 +804,9 @@ fn a_large_import_puts_its_relations_as_one_at_a_time_would() {
     let first = ImageImport {
         sites: vec![site("A")],
         cells: (0..200).map(|i| cell(&name(i), "A", i as u16)).collect(),
-        relations: ring(1..=60).map(|(a, b)| relation(&name(a), &name(b))).collect(),
+        relations: ring(1..=60)
+            .map(|(a, b)| relation(&name(a), &name(b)))
+            .collect(),
         policy: None,
     };
     let mut img = NetworkImage::default();

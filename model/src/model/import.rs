@@ -474,7 +474,10 @@ impl NetworkImage {
         changes: &mut Changes,
     ) {
         let ids: HashMap<&str, &CellId> = self.cells.keys().map(|k| (k.as_str(), k)).collect();
-        let share = |id: &CellId| ids.get(id.as_str()).map_or_else(|| id.clone(), |k| (*k).clone());
+        let share = |id: &CellId| {
+            ids.get(id.as_str())
+                .map_or_else(|| id.clone(), |k| (*k).clone())
+        };
         let mut put: Vec<(RelationKey, Relation)> = Vec::with_capacity(relations.len());
         // Consumed as it goes: each relation's own ids are freed as the shared ones replace them.
         for mut rel in relations {

@@ -281,8 +281,12 @@ impl HttpNetwork {
     /// (a timeout earns no back-off), while the request it gave up on still runs to its end
     /// here. A peer too busy to answer (a learner applying a national import it replays from the
     /// log) was sent a new batch of entries every heartbeat, each read whole into its memory
-    /// while it waited for its Raft: a learner grew to 18 GB and was killed. One request per
-    /// replication stream is out at a time; the next waits for the peer's answer to it.
+    /// while it waited for its Raft: a learner grew to 18 GB and was killed. One request with
+    /// entries (or snapshot chunk) per replication stream is out at a time; the next waits for
+    /// the peer's answer to it. Heartbeats go on without waiting: when every request waited,
+    /// the answer to one held 300 ms carried its old send time and the next went only after it,
+    /// so a leader whose followers were briefly busy took itself for cut off (a `bench scale`
+    /// run refused 146 change sets `no_quorum` right after its import).
     async fn lane(&self, ttl: Duration) -> Option<OwnedSemaphorePermit> {
         match tokio::time::timeout(ttl, self.lane.clone().acquire_owned()).await {
             Ok(Ok(permit)) => Some(permit),
@@ -404,7 +408,9 @@ impl RaftNetwork<TypeConfig> for HttpNetwork {
             .entries
             .last()
             .map_or(rpc.prev_log_id, |e| Some(e.log_id));
-        let lane = if detach {
+        // Heartbeats do not wait in the lane: they are small, and their answers are what tells
+        // this leader that a majority still follows it (the ack clock).
+        let lane = if rpc.entries.is_empty() {
             None
         } else {
             match self.lane(ttl).await {
@@ -715,6 +721,17 @@ mod tests {
             let r = net.append_entries(append(prev, 3), short.clone()).await;
             assert!(matches!(r, Err(RPCError::Timeout(_))), "{r:?}");
         }
+
+        // A heartbeat still goes: its answer is the leader's proof that the peer follows it.
+        let call = tokio::spawn(async move {
+            let r = net.append_entries(append(1, 0), RPCOption::new(Duration::from_secs(30)));
+            (r.await.map_err(|e| e.to_string()), net)
+        });
+        let (beat, answer) = peer.recv().await.unwrap();
+        assert!(beat.entries.is_empty());
+        answer.send(AppendEntriesResponse::Success).unwrap();
+        let (r, mut net) = call.await.unwrap();
+        assert_eq!(r, Ok(AppendEntriesResponse::Success));
 
         // Once the peer answers it, the next request goes.
         held.send(AppendEntriesResponse::Success).unwrap();
