@@ -584,9 +584,8 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn a_heartbeat_waits_for_its_answer_unless_it_follows_what_the_peer_accepted_last() {
-        let (addr, mut peer) = hand_answered_peer().await;
+    /// A client of node 2 at `addr`.
+    async fn client_of(addr: String) -> HttpNetwork {
         let durable = Arc::new(DurableLog::new(None));
         let mut factory = HttpNetworkFactory::new(1, "secret", durable, None).unwrap();
         let node = NodeInfo {
@@ -594,51 +593,62 @@ mod tests {
             raft_addr: addr,
             api_addr: "127.0.0.1:1".into(),
         };
-        let net = factory.new_client(2, &node).await;
+        factory.new_client(2, &node).await
+    }
+
+    /// Sends `rpc` on `net` and checks that the call waits until the peer answers `answer`;
+    /// returns the client, the request as the peer got it, and what the call returned.
+    async fn waits_for_the_peer(
+        net: HttpNetwork,
+        peer: &mut mpsc::UnboundedReceiver<Held>,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        answer: AppendEntriesResponse<NodeId>,
+        what: &str,
+    ) -> (
+        HttpNetwork,
+        AppendEntriesRequest<TypeConfig>,
+        Result<AppendEntriesResponse<NodeId>, String>,
+    ) {
+        let mut net = net;
+        let call = tokio::spawn(async move {
+            let r = net
+                .append_entries(rpc, RPCOption::new(Duration::from_secs(30)))
+                .await;
+            (net, r.map_err(|e| e.to_string()))
+        });
+        let (got, answered) = peer.recv().await.unwrap();
+        assert!(!call.is_finished(), "{what}: answered before the peer did");
+        answered.send(answer).unwrap();
+        let (net, r) = call.await.unwrap();
+        (net, got, r)
+    }
+
+    #[tokio::test]
+    async fn a_heartbeat_waits_for_its_answer_unless_it_follows_what_the_peer_accepted_last() {
+        let (addr, mut peer) = hand_answered_peer().await;
+        let net = client_of(addr).await;
+        let ok = || AppendEntriesResponse::Success;
         let option = || RPCOption::new(Duration::from_secs(30));
-        // Sends on `net` in a task; the request has reached the peer when this returns.
-        let send = |mut net: HttpNetwork, rpc| {
-            tokio::spawn(async move {
-                let r = net.append_entries(rpc, option()).await;
-                (net, r.map_err(|e| e.to_string()))
-            })
-        };
 
-        // A new client's first heartbeat (ensure_linearizable's) waits for the peer.
-        let call = send(net, append(1, 0));
-        let (_, answer) = peer.recv().await.unwrap();
-        assert!(!call.is_finished(), "answered before the peer did");
-        answer.send(AppendEntriesResponse::Success).unwrap();
-        let (net, r) = call.await.unwrap();
-        assert_eq!(r, Ok(AppendEntriesResponse::Success));
-
-        // Entries always wait.
-        let call = send(net, append(1, 2));
-        let (rpc, answer) = peer.recv().await.unwrap();
-        assert_eq!(rpc.entries.len(), 2);
-        assert!(!call.is_finished(), "entries answered before the peer did");
-        answer.send(AppendEntriesResponse::Success).unwrap();
-        let (net, r) = call.await.unwrap();
-        assert_eq!(r, Ok(AppendEntriesResponse::Success));
+        // A new client's first heartbeat (ensure_linearizable's) waits for the peer; so do
+        // entries, always.
+        let (net, _, r) =
+            waits_for_the_peer(net, &mut peer, append(1, 0), ok(), "a first heartbeat").await;
+        assert_eq!(r, Ok(ok()));
+        let (net, got, r) = waits_for_the_peer(net, &mut peer, append(1, 2), ok(), "entries").await;
+        assert_eq!((got.entries.len(), r), (2, Ok(ok())));
 
         // A heartbeat that does not follow the entry the peer accepted last (a probe) waits.
-        let call = send(net, append(2, 0));
-        let (_, answer) = peer.recv().await.unwrap();
-        assert!(!call.is_finished(), "a probe answered before the peer did");
-        answer.send(AppendEntriesResponse::Success).unwrap();
-        let (net, r) = call.await.unwrap();
-        assert_eq!(r, Ok(AppendEntriesResponse::Success));
-        // It was accepted: the peer's known match is entry 2 now, not 3.
-        let call = send(net, append(3, 0));
-        let (_, answer) = peer.recv().await.unwrap();
-        assert!(!call.is_finished(), "answered past the known match");
-        answer.send(AppendEntriesResponse::Success).unwrap();
-        let (mut net, r) = call.await.unwrap();
-        assert_eq!(r, Ok(AppendEntriesResponse::Success));
-
-        // Now heartbeats are answered at once, and still sent, up to MAX_DETACHED of them.
-        // (Bounded so that a client that waits fails here instead of hanging: the peer answers
-        // only below.)
+        let (net, _, r) = waits_for_the_peer(net, &mut peer, append(2, 0), ok(), "a probe").await;
+        assert_eq!(r, Ok(ok()));
+        // It was accepted: the peer's known match is entry 2 now, not 3; once a heartbeat
+        // after 3 is accepted, 3 again.
+        let (mut net, _, r) =
+            waits_for_the_peer(net, &mut peer, append(3, 0), ok(), "past the match").await;
+        assert_eq!(r, Ok(ok()));
+        // Now heartbeats after entry 3 are answered at once, and still sent, up to
+        // MAX_DETACHED of them. (Bounded so that a client that waits fails here instead of
+        // hanging: the peer answers only below.)
         let mut held = Vec::new();
         for _ in 0..MAX_DETACHED {
             let r = tokio::time::timeout(
@@ -647,28 +657,19 @@ mod tests {
             )
             .await
             .expect("a heartbeat waited for the peer's answer after an accepted exchange");
-            assert_eq!(r.unwrap(), AppendEntriesResponse::Success);
+            assert_eq!(r.unwrap(), ok());
             held.push(peer.recv().await.unwrap().1);
         }
 
         // While they are out, the next one waits.
-        let call = send(net, append(3, 0));
-        let (_, answer) = peer.recv().await.unwrap();
-        assert!(
-            !call.is_finished(),
-            "more heartbeats out unanswered than allowed"
-        );
-        answer.send(AppendEntriesResponse::Success).unwrap();
-        let (net, r) = call.await.unwrap();
-        assert_eq!(r, Ok(AppendEntriesResponse::Success));
+        let (net, _, r) =
+            waits_for_the_peer(net, &mut peer, append(3, 0), ok(), "one too many").await;
+        assert_eq!(r, Ok(ok()));
 
         // One held is accepted and one refused: the next heartbeat waits and brings openraft
-        // the answer.
+        // the answer, and the one after that waits too, until the peer accepts one again.
         let higher = Vote::new_committed(2, 3);
-        held.pop()
-            .unwrap()
-            .send(AppendEntriesResponse::Success)
-            .unwrap();
+        held.pop().unwrap().send(ok()).unwrap();
         held.pop()
             .unwrap()
             .send(AppendEntriesResponse::HigherVote(higher))
@@ -676,38 +677,22 @@ mod tests {
         while !net.detached.failed.load(Ordering::Acquire) {
             tokio::task::yield_now().await;
         }
-        let call = send(net, append(3, 0));
-        let (_, answer) = peer.recv().await.unwrap();
-        assert!(!call.is_finished(), "answered at once after a refusal");
-        answer
-            .send(AppendEntriesResponse::HigherVote(higher))
-            .unwrap();
-        let (mut net, r) = call.await.unwrap();
-        assert_eq!(r, Ok(AppendEntriesResponse::HigherVote(higher)));
-
-        // And the one after that waits too, until the peer accepts one again.
-        let call =
-            tokio::spawn(async move { net.append_entries(append(3, 0), option()).await.is_ok() });
-        let (_, answer) = peer.recv().await.unwrap();
-        assert!(!call.is_finished(), "answered at once after a higher vote");
-        answer.send(AppendEntriesResponse::Success).unwrap();
-        assert!(call.await.unwrap());
+        let refused = || AppendEntriesResponse::HigherVote(higher);
+        let (net, _, r) =
+            waits_for_the_peer(net, &mut peer, append(3, 0), refused(), "after a refusal").await;
+        assert_eq!(r, Ok(refused()));
+        let (_, _, r) =
+            waits_for_the_peer(net, &mut peer, append(3, 0), ok(), "after a higher vote").await;
+        assert_eq!(r, Ok(ok()));
         for answer in held {
-            answer.send(AppendEntriesResponse::Success).unwrap();
+            answer.send(ok()).unwrap();
         }
     }
 
     #[tokio::test]
     async fn no_request_goes_to_a_peer_behind_one_it_has_not_answered() {
         let (addr, mut peer) = hand_answered_peer().await;
-        let durable = Arc::new(DurableLog::new(None));
-        let mut factory = HttpNetworkFactory::new(1, "secret", durable, None).unwrap();
-        let node = NodeInfo {
-            site: "S2".into(),
-            raft_addr: addr,
-            api_addr: "127.0.0.1:1".into(),
-        };
-        let mut net = factory.new_client(2, &node).await;
+        let mut net = client_of(addr).await;
         let short = RPCOption::new(Duration::from_millis(100));
 
         // The peer does not answer in time: openraft is told so, the request stays out.
@@ -723,31 +708,21 @@ mod tests {
         }
 
         // A heartbeat still goes: its answer is the leader's proof that the peer follows it.
-        let call = tokio::spawn(async move {
-            let r = net.append_entries(append(1, 0), RPCOption::new(Duration::from_secs(30)));
-            (r.await.map_err(|e| e.to_string()), net)
-        });
-        let (beat, answer) = peer.recv().await.unwrap();
+        let ok = || AppendEntriesResponse::Success;
+        let (net, beat, r) =
+            waits_for_the_peer(net, &mut peer, append(1, 0), ok(), "a heartbeat").await;
         assert!(beat.entries.is_empty());
-        answer.send(AppendEntriesResponse::Success).unwrap();
-        let (r, mut net) = call.await.unwrap();
-        assert_eq!(r, Ok(AppendEntriesResponse::Success));
+        assert_eq!(r, Ok(ok()));
 
-        // Once the peer answers it, the next request goes.
-        held.send(AppendEntriesResponse::Success).unwrap();
-        let call = tokio::spawn(async move {
-            net.append_entries(append(4, 3), RPCOption::new(Duration::from_secs(30)))
-                .await
-                .map_err(|e| e.to_string())
-        });
-        let (next, answer) = peer.recv().await.unwrap();
+        // Once the peer answers the held one, the next request goes.
+        held.send(ok()).unwrap();
+        let (_, next, r) = waits_for_the_peer(net, &mut peer, append(4, 3), ok(), "entries").await;
         assert_eq!(
             next.prev_log_id.unwrap().index,
             4,
             "a request sent behind the unanswered one reached the peer"
         );
-        answer.send(AppendEntriesResponse::Success).unwrap();
-        assert_eq!(call.await.unwrap(), Ok(AppendEntriesResponse::Success));
+        assert_eq!(r, Ok(ok()));
     }
 
     #[test]
