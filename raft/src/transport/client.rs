@@ -380,14 +380,15 @@ impl RaftNetwork<TypeConfig> for HttpNetwork {
     /// Why the early answer tells openraft nothing new: openraft sends a heartbeat with the
     /// follower's known match as its previous entry, and this client answers early only when
     /// that entry is the end of what the peer accepted in its last answer, so "success" repeats
-    /// what the peer said (a probe of a follower's log, whose previous entry is not yet known
-    /// there, and every AppendEntries with entries always wait for the answer). The real answer still
-    /// arrives: an accepted one feeds the [`AckClock`] (the read lease and the quorum watch
-    /// count only real answers, at their send time); anything else (a higher vote, a refusal, no
-    /// answer within the timeout) makes the next AppendEntries wait for its answer again, which
-    /// brings openraft the higher vote or the error. At most [`MAX_DETACHED`] heartbeats per
-    /// peer are out unanswered. A client on its first call (openraft's `ensure_linearizable` makes a new one
-    /// for each call) always waits: that round of heartbeats is the proof of leadership.
+    /// what the peer said (a probe of a follower's log, whose previous entry is not known to be
+    /// there yet, and every AppendEntries with entries always wait for the answer). The real
+    /// answer still arrives: an accepted one feeds the [`AckClock`] (the read lease and the
+    /// quorum watch count only real answers, at their send time); anything else (a higher vote,
+    /// a refusal, no answer within the timeout) makes the next AppendEntries wait for its answer
+    /// again, which brings openraft the higher vote or the error. At most [`MAX_DETACHED`]
+    /// heartbeats per peer are out unanswered. A client on its first call (openraft's
+    /// `ensure_linearizable` makes a new one for each call) always waits: that round of
+    /// heartbeats is the proof of leadership.
     async fn append_entries(
         &mut self,
         mut rpc: AppendEntriesRequest<TypeConfig>,
