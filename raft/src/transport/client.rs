@@ -12,7 +12,8 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use openraft::error::{
-    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Timeout, Unreachable,
+    InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError, Timeout,
+    Unreachable,
 };
 use openraft::network::{Backoff, RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
@@ -214,6 +215,39 @@ enum CallError {
     Timeout,
 }
 
+/// An RPC encoded for the wire, with its kind for the metrics.
+struct Framed {
+    kind: &'static str,
+    body: Result<Vec<u8>, CallError>,
+}
+
+impl Framed {
+    fn new(rpc: &RaftRpc) -> Framed {
+        let kind = match rpc {
+            RaftRpc::Append(r) if r.entries.is_empty() => "append_empty",
+            RaftRpc::Append(_) => "append",
+            RaftRpc::Vote(_) => "vote",
+            RaftRpc::Snapshot(_) => "snapshot",
+        };
+        let body = encode_frame(rpc).map_err(|e| CallError::Network(AnyError::new(&e)));
+        Framed { kind, body }
+    }
+
+    fn len(&self) -> usize {
+        self.body.as_ref().map_or(0, Vec::len)
+    }
+}
+
+/// The largest AppendEntries sent with more than one entry: openraft sends up to 512 entries,
+/// and 512 parts of a national import are ~150 MB that a busy peer holds in memory until its
+/// Raft takes them. A larger batch is refused to openraft as too large, with the number of
+/// entries that would fit, and openraft sends that many instead.
+const MAX_APPEND_BYTES: usize = 8 << 20;
+
+/// How long a request may hold a replication stream's lane past openraft's timeout before it
+/// is given up (its connection closed) and the next may go.
+const LANE_HELD_AT_MOST: Duration = Duration::from_secs(5);
+
 impl HttpNetwork {
     /// Sends one RPC at once and returns the wait for its answer (which does not borrow the
     /// client, so that a heartbeat's can run on its own). The exchange runs as its own task:
@@ -222,33 +256,32 @@ impl HttpNetwork {
     /// instead of being torn down — under load, reconnecting would cost more than the RPC.
     fn call(
         &self,
-        rpc: RaftRpc,
+        rpc: Framed,
         ttl: Duration,
         lane: Option<OwnedSemaphorePermit>,
     ) -> impl Future<Output = Result<RaftReply, CallError>> + Send + 'static {
-        let kind = match &rpc {
-            RaftRpc::Append(r) if r.entries.is_empty() => "append_empty",
-            RaftRpc::Append(_) => "append",
-            RaftRpc::Vote(_) => "vote",
-            RaftRpc::Snapshot(_) => "snapshot",
-        };
+        let Framed { kind, body } = rpc;
         let started = std::time::Instant::now();
-        let exchange = encode_frame(&rpc)
-            .map_err(|e| CallError::Network(AnyError::new(&e)))
-            .map(|body| {
-                let exchange = Self::exchange(
-                    self.client.clone(),
-                    self.url.clone(),
-                    self.secret.clone(),
-                    self.target,
-                    body,
-                );
-                tokio::spawn(async move {
-                    let answer = exchange.await;
-                    drop(lane);
-                    answer
-                })
-            });
+        let exchange = body.map(|body| {
+            let exchange = Self::exchange(
+                self.client.clone(),
+                self.url.clone(),
+                self.secret.clone(),
+                self.target,
+                body,
+            );
+            tokio::spawn(async move {
+                let Some(lane) = lane else {
+                    return exchange.await;
+                };
+                // The lane is held until the peer answers, but not forever: a request lost
+                // in a partition may wait for TCP to give up (minutes) after the partition
+                // healed, and the peer would get no entries meanwhile.
+                let answer = tokio::time::timeout(LANE_HELD_AT_MOST.max(ttl), exchange).await;
+                drop(lane);
+                answer.unwrap_or(Err(CallError::Timeout))
+            })
+        });
         let (health, target) = (self.health.clone(), self.target);
         async move {
             let result = match exchange {
@@ -409,9 +442,17 @@ impl RaftNetwork<TypeConfig> for HttpNetwork {
             .entries
             .last()
             .map_or(rpc.prev_log_id, |e| Some(e.log_id));
+        let entries = rpc.entries.len();
+        let framed = Framed::new(&RaftRpc::Append(rpc));
+        if entries > 1 && framed.len() > MAX_APPEND_BYTES {
+            let fit = (entries * MAX_APPEND_BYTES / framed.len()).max(1);
+            return Err(RPCError::PayloadTooLarge(
+                PayloadTooLarge::new_entries_hint(fit as u64),
+            ));
+        }
         // Heartbeats do not wait in the lane: they are small, and their answers are what tells
         // this leader that a majority still follows it (the ack clock).
-        let lane = if rpc.entries.is_empty() {
+        let lane = if entries == 0 {
             None
         } else {
             match self.lane(ttl).await {
@@ -422,7 +463,7 @@ impl RaftNetwork<TypeConfig> for HttpNetwork {
                 }
             }
         };
-        let exchange = self.call(RaftRpc::Append(rpc), ttl, lane);
+        let exchange = self.call(framed, ttl, lane);
         if detach {
             let (acks, target, detached) = (self.acks.clone(), self.target, self.detached.clone());
             tokio::spawn(async move {
@@ -473,7 +514,10 @@ impl RaftNetwork<TypeConfig> for HttpNetwork {
         let Some(lane) = self.lane(ttl).await else {
             return Err(self.rpc_error(CallError::Timeout, RPCTypes::InstallSnapshot, ttl));
         };
-        match self.call(RaftRpc::Snapshot(rpc), ttl, Some(lane)).await {
+        match self
+            .call(Framed::new(&RaftRpc::Snapshot(rpc)), ttl, Some(lane))
+            .await
+        {
             Ok(RaftReply::Snapshot(r)) => r.map_err(|e| RemoteError::new(self.target, e).into()),
             Ok(_) => Err(self.unexpected()),
             Err(e) => Err(self.rpc_error(e, RPCTypes::InstallSnapshot, ttl)),
@@ -486,7 +530,7 @@ impl RaftNetwork<TypeConfig> for HttpNetwork {
         option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, NodeInfo, RaftError<NodeId>>> {
         let ttl = option.hard_ttl();
-        match self.call(RaftRpc::Vote(rpc), ttl, None).await {
+        match self.call(Framed::new(&RaftRpc::Vote(rpc)), ttl, None).await {
             Ok(RaftReply::Vote(r)) => r.map_err(|e| RemoteError::new(self.target, e).into()),
             Ok(_) => Err(self.unexpected()),
             Err(e) => Err(self.rpc_error(e, RPCTypes::Vote, ttl)),
@@ -724,6 +768,73 @@ mod tests {
             "a request sent behind the unanswered one reached the peer"
         );
         assert_eq!(r, Ok(ok()));
+    }
+
+    #[tokio::test]
+    async fn a_batch_too_large_is_refused_with_the_entries_that_fit_and_one_entry_goes_whole() {
+        let (addr, mut peer) = hand_answered_peer().await;
+        let mut net = client_of(addr).await;
+        // Ten entries of 2 MiB each: 20 MiB, over the 8 MiB a batch may carry.
+        let mut rpc = append(1, 10);
+        for e in &mut rpc.entries {
+            e.payload = EntryPayload::Normal(crate::command::Envelope {
+                format: 1,
+                log_time_ms: 0,
+                body: vec![7; 2 << 20],
+            });
+        }
+        let single = AppendEntriesRequest {
+            entries: rpc.entries[..1].to_vec(),
+            ..append(1, 0)
+        };
+        let r = net
+            .append_entries(rpc, RPCOption::new(Duration::from_secs(30)))
+            .await;
+        match r {
+            Err(RPCError::PayloadTooLarge(p)) => assert_eq!(p.entries_hint(), 3),
+            other => panic!("{other:?}"),
+        }
+        let (_, got, r) = waits_for_the_peer(
+            net,
+            &mut peer,
+            single,
+            AppendEntriesResponse::Success,
+            "one large entry",
+        )
+        .await;
+        assert_eq!(
+            (got.entries.len(), r),
+            (1, Ok(AppendEntriesResponse::Success))
+        );
+    }
+
+    #[tokio::test]
+    async fn a_request_the_peer_never_answers_gives_up_the_lane_after_a_while() {
+        let (addr, mut peer) = hand_answered_peer().await;
+        let mut net = client_of(addr).await;
+        let short = RPCOption::new(Duration::from_millis(100));
+        let r = net.append_entries(append(1, 3), short.clone()).await;
+        assert!(matches!(r, Err(RPCError::Timeout(_))), "{r:?}");
+        let (_, _never_answered) = peer.recv().await.unwrap();
+        // Sent again until one goes (LANE_HELD_AT_MOST after the first).
+        let call = tokio::spawn(async move {
+            loop {
+                if net
+                    .append_entries(append(2, 3), short.clone())
+                    .await
+                    .is_ok()
+                {
+                    return;
+                }
+            }
+        });
+        let (next, answer) = tokio::time::timeout(Duration::from_secs(60), peer.recv())
+            .await
+            .expect("the lane stayed held by a request the peer never answered")
+            .unwrap();
+        assert_eq!(next.prev_log_id.unwrap().index, 2);
+        answer.send(AppendEntriesResponse::Success).unwrap();
+        call.await.unwrap();
     }
 
     #[test]
