@@ -316,10 +316,9 @@ impl HttpNetwork {
     /// log) was sent a new batch of entries every heartbeat, each read whole into its memory
     /// while it waited for its Raft: a learner grew to 18 GB and was killed. One request with
     /// entries (or snapshot chunk) per replication stream is out at a time; the next waits for
-    /// the peer's answer to it. Heartbeats go on without waiting: when every request waited,
-    /// the answer to one held 300 ms carried its old send time and the next went only after it,
-    /// so a leader whose followers were briefly busy took itself for cut off (a `bench scale`
-    /// run refused 146 change sets `no_quorum` right after its import).
+    /// the peer's answer to it. Heartbeats go on without waiting: their answers are the
+    /// leader's proof of a majority, and behind a held request the answer to each would come
+    /// late and carry an old send time.
     async fn lane(&self, ttl: Duration) -> Option<OwnedSemaphorePermit> {
         match tokio::time::timeout(ttl, self.lane.clone().acquire_owned()).await {
             Ok(Ok(permit)) => Some(permit),
