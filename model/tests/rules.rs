@@ -711,7 +711,7 @@ fn relations_share_their_cells_ids() {
     });
 }
 
-/// Packing rebuilds the maps without changing what they hold, or the ids relations share
+/// Packing rebuilds the cell map without changing what it holds, or the ids relations share
 /// with their cells.
 #[test]
 fn a_packed_image_holds_the_same_entries_and_shared_ids() {
@@ -732,7 +732,7 @@ fn a_packed_image_holds_the_same_entries_and_shared_ids() {
     let r = img.apply(1, &Command::Import(import), &mut Changes::default());
     assert!(matches!(r, Response::Imported(Ok(_))), "{r:?}");
     let before = img.clone();
-    img.pack();
+    img.pack_cells();
     assert_eq!(img, before);
     assert_eq!(img.relations_from("A-07").count(), 3);
     assert!(img.relations.iter().all(|((s, t), r)| {

@@ -560,7 +560,7 @@ fn load(tree: &sled::Tree) -> Result<ImageState, Damaged> {
     // insert at a time leaves them two-thirds full: ~70 B more per relation).
     let mut relations = Gathered::default();
     // The cells' shared ids, by their text, once the relations begin.
-    let mut ids: Option<std::collections::HashSet<sonraft_raft::model::CellId>> = None;
+    let mut ids: Option<sonraft_raft::model::SharedIds> = None;
     for item in tree.iter() {
         let (k, v) = item.map_err(|e| Damaged::new("state machine tree", e))?;
         let key = KeyName(&k);
@@ -578,19 +578,9 @@ fn load(tree: &sled::Tree) -> Result<ImageState, Damaged> {
             Some(b"r/") => {
                 // Cells come first (`c/` sorts before `r/`): the relation names them with the
                 // cells' own ids, found by hash and taken straight from the stored bytes.
-                let ids = ids.get_or_insert_with(|| {
-                    image
-                        .cells
-                        .keys()
-                        .cloned()
-                        .collect::<std::collections::HashSet<_>>()
-                });
-                let r = sonraft_raft::model::Relation::decode_with_ids(&v, |id| {
-                    ids.get(id)
-                        .cloned()
-                        .unwrap_or_else(|| sonraft_raft::model::CellId::from(id))
-                })
-                .map_err(bad)?;
+                let ids = ids.get_or_insert_with(|| image.shared_ids());
+                let r = sonraft_raft::model::Relation::decode_with_ids(&v, |id| ids.get(id))
+                    .map_err(bad)?;
                 relations.push(((r.source.clone(), r.target.clone()), r));
             }
             Some(b"k/") => {

@@ -164,13 +164,17 @@ impl NetworkImage {
             .collect();
     }
 
-    /// Rebuilds the cell and relation maps with every B-tree node full. A map built an insert
-    /// at a time keeps its nodes about two-thirds full (a split leaves two halves); built in
-    /// one go from its sorted entries it holds the same in about two-thirds of the memory (at 3
-    /// million relations, ~200 MB less). Later inserts split nodes as they would anyway.
-    pub fn pack(&mut self) {
+    /// The cells' ids, to name cells by in bulk (see [`super::SharedIds`]).
+    pub fn shared_ids(&self) -> super::SharedIds {
+        super::SharedIds::new(self.cells.keys())
+    }
+
+    /// Rebuilds the cell map with every B-tree node full. A map built an insert at a time keeps
+    /// its nodes about two-thirds full (a split leaves two halves); built in one go from its
+    /// sorted entries it holds the same in about two-thirds of the memory. Later inserts split
+    /// nodes as they would anyway. (A large import builds its relation map in one go.)
+    pub fn pack_cells(&mut self) {
         self.cells = std::mem::take(&mut self.cells).into_iter().collect();
-        self.relations = std::mem::take(&mut self.relations).into_iter().collect();
     }
 
     /// Relations whose source is `cell`.

@@ -23,14 +23,14 @@
 //! keeps its original meaning, version 1 for new entities, so that every release applies old
 //! entries alike.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use serde::{Deserialize, Serialize};
 
 use super::entity::valid_id;
 use super::image::{Changes, HistoryRecord, NetworkImage};
 use super::param::{cell_value, check_cell, check_relation, relation_value};
-use super::{Cell, CellId, EntityRef, Param, Relation, RelationKey};
+use super::{Cell, EntityRef, Param, Relation, RelationKey};
 use crate::changeset::{Origin, Outcome, Write};
 use crate::command::{ImageImport, ImportCounts, VERSION_SPAN};
 
@@ -215,7 +215,8 @@ fn same_relation(a: &Relation, b: &Relation) -> bool {
     strip(a) == strip(b)
 }
 
-/// Entries an import must put for the image's maps to be packed after it ([`NetworkImage::pack`]).
+/// Entries an import must put for its cells to be packed after it ([`NetworkImage::pack_cells`])
+/// and its relations put in one go.
 const PACK_AFTER: usize = 10_000;
 
 impl NetworkImage {
@@ -393,7 +394,7 @@ impl NetworkImage {
         // relations go in all at once.
         let large = |put: usize, held: usize| put >= PACK_AFTER && put * 4 >= held;
         if large(changes.cells.len(), self.cells.len()) {
-            self.cells = std::mem::take(&mut self.cells).into_iter().collect();
+            self.pack_cells();
         }
         if large(relations.len(), self.relations.len() + relations.len()) {
             self.put_relations_at_once(relations, created, &mut versions, changes);
@@ -463,7 +464,7 @@ impl NetworkImage {
     /// would, but builds the relation map again in one go: one at a time, 3 million relations
     /// took 6 s and twice the map's memory (B-tree nodes two-thirds full, then packed), beside
     /// the import's own copy. Each relation names its cells by the cells' own ids, found by
-    /// hash.
+    /// hash ([`NetworkImage::shared_ids`]).
     ///
     /// [`put_relation`]: NetworkImage::put_relation
     fn put_relations_at_once(
@@ -473,22 +474,17 @@ impl NetworkImage {
         versions: &mut BTreeMap<String, u64>,
         changes: &mut Changes,
     ) {
-        let ids: HashMap<&str, &CellId> = self.cells.keys().map(|k| (k.as_str(), k)).collect();
-        let share = |id: &CellId| {
-            ids.get(id.as_str())
-                .map_or_else(|| id.clone(), |k| (*k).clone())
-        };
+        let ids = self.shared_ids();
         let mut put: Vec<(RelationKey, Relation)> = Vec::with_capacity(relations.len());
         // Consumed as it goes: each relation's own ids are freed as the shared ones replace them.
         for mut rel in relations {
-            rel.source = share(&rel.source);
-            rel.target = share(&rel.target);
+            rel.source = ids.get(&rel.source);
+            rel.target = ids.get(&rel.target);
             let key = (rel.source.clone(), rel.target.clone());
             if let Some(rel) = self.imported_relation(&key, rel, created, versions) {
                 put.push((key, rel));
             }
         }
-        drop(ids);
         put.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         let keys = put.iter().map(|(k, _)| k.clone());
         if changes.relations.is_empty() {

@@ -21,7 +21,7 @@ use crate::changeset::Function;
 /// A site id as the operator names it (e.g. `S001`). Never contains `/`.
 pub type SiteId = String;
 mod cell_id;
-pub use cell_id::CellId;
+pub use cell_id::{CellId, SharedIds};
 
 /// A physical site: one location holding a few sectors.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]

@@ -733,17 +733,28 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn no_request_goes_to_a_peer_behind_one_it_has_not_answered() {
+    /// A client whose request with entries the peer has not answered within openraft's
+    /// timeout (100 ms, as `short` gives it); the peer, and the answer it holds back.
+    async fn with_a_request_held() -> (
+        HttpNetwork,
+        mpsc::UnboundedReceiver<Held>,
+        oneshot::Sender<AppendEntriesResponse<NodeId>>,
+        RPCOption,
+    ) {
         let (addr, mut peer) = hand_answered_peer().await;
         let mut net = client_of(addr).await;
         let short = RPCOption::new(Duration::from_millis(100));
-
         // The peer does not answer in time: openraft is told so, the request stays out.
         let r = net.append_entries(append(1, 3), short.clone()).await;
         assert!(matches!(r, Err(RPCError::Timeout(_))), "{r:?}");
         let (first, held) = peer.recv().await.unwrap();
         assert_eq!(first.prev_log_id.unwrap().index, 1);
+        (net, peer, held, short)
+    }
+
+    #[tokio::test]
+    async fn no_request_goes_to_a_peer_behind_one_it_has_not_answered() {
+        let (mut net, mut peer, held, short) = with_a_request_held().await;
 
         // openraft sends again at once: nothing goes out behind the unanswered one.
         for prev in [2, 3] {
@@ -809,12 +820,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_request_the_peer_never_answers_gives_up_the_lane_after_a_while() {
-        let (addr, mut peer) = hand_answered_peer().await;
-        let mut net = client_of(addr).await;
-        let short = RPCOption::new(Duration::from_millis(100));
-        let r = net.append_entries(append(1, 3), short.clone()).await;
-        assert!(matches!(r, Err(RPCError::Timeout(_))), "{r:?}");
-        let (_, _never_answered) = peer.recv().await.unwrap();
+        let (mut net, mut peer, _never_answered, short) = with_a_request_held().await;
         // Sent again until one goes (LANE_HELD_AT_MOST after the first).
         let call = tokio::spawn(async move {
             loop {
