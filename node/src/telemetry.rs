@@ -140,6 +140,11 @@ pub const METRICS: &[(&str, Kind, &str)] = &[
         "Time to apply one log entry",
     ),
     (
+        "sonraft_capture_hold_seconds",
+        Kind::Histogram,
+        "Time a snapshot's or backup's capture held the applied state (no entry applies meanwhile)",
+    ),
+    (
         "sonraft_apply_wait_sync_seconds",
         Kind::Histogram,
         "Time applying waited for the leader's own append to be synced",

@@ -31,7 +31,7 @@ pub use error::{Damaged, OpenError};
 pub use history::{BadCursor, HistoryCursor, HistoryIndex};
 pub use log_store::{LogStore, decode_entry, encode_entry};
 pub use state_machine::{
-    AppliedChanges, ImageState, SharedImage, SnapshotBuilder, StateMachine, read,
+    AppliedChanges, FEED_KEYS_AT_MOST, ImageState, SharedImage, SnapshotBuilder, StateMachine, read,
 };
 
 use durable::{Durability, GroupCommit, SyncStats};

@@ -113,6 +113,51 @@ pub struct StateMachine {
     synced: Arc<DurableLog>,
 }
 
+/// Batches the feed of applied changes keeps: a subscriber that falls further behind is told
+/// it lagged (and re-reads everything).
+const FEED_BATCHES: usize = 4096;
+
+/// Most keys (cells, relations, sites, control) one batch in the feed lists: a batch that
+/// changed more is told as `reset` (everything may have changed), which every subscriber reads
+/// as it reads a lag. The feed's ring keeps its last [`FEED_BATCHES`] batches whatever their
+/// size, so a national import's nine million relation keys (~290 MB) stayed in memory until
+/// thousands of later batches pushed them out, on a quiet network for hours. Bounded this
+/// way, the ring holds at most ~130 MB of keys, and that only if every batch in it is this
+/// large.
+pub const FEED_KEYS_AT_MOST: usize = 1_000;
+
+/// What the feed says of a batch that made `changes` (up to log index `index`): nothing when
+/// it changed no configuration, `reset` when it changed more than [`FEED_KEYS_AT_MOST`] keys.
+/// A large batch's sets (nine million relation keys after a national import) are freed on a
+/// thread of their own: that takes a good part of a second, which neither the apply nor a
+/// runtime worker (and the tasks queued behind it) should wait for.
+fn feed_message(changes: Changes, index: u64) -> Option<AppliedChanges> {
+    let listed =
+        changes.cells.len() + changes.relations.len() + changes.sites.len() + changes.control.len();
+    if listed == 0 {
+        return None;
+    }
+    if listed <= FEED_KEYS_AT_MOST {
+        return Some(AppliedChanges {
+            index,
+            cells: changes.cells.into_iter().collect(),
+            relations: changes.relations.into_iter().collect(),
+            sites: changes.sites.into_iter().collect(),
+            control: changes.control.into_iter().collect(),
+            reset: false,
+        });
+    }
+    // Should no thread start, the sets are freed here, with the closure.
+    let _ = std::thread::Builder::new()
+        .name("sonraft-free".into())
+        .spawn(move || drop(changes));
+    Some(AppliedChanges {
+        index,
+        reset: true,
+        ..AppliedChanges::default()
+    })
+}
+
 /// What one applied batch changed in the configuration, for those who push it southbound.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AppliedChanges {
@@ -124,7 +169,8 @@ pub struct AppliedChanges {
     pub sites: Vec<sonraft_raft::model::SiteId>,
     /// Cell sites whose control moved to another node (see `sonraft_raft::model::control`).
     pub control: Vec<sonraft_raft::model::SiteId>,
-    /// Everything may have changed (a snapshot was installed).
+    /// Everything may have changed: a snapshot was installed, or the batch changed more than
+    /// [`FEED_KEYS_AT_MOST`] keys (the lists are empty then).
     pub reset: bool,
 }
 
@@ -237,7 +283,7 @@ impl StateMachine {
             state: Arc::new(RwLock::new(state)),
             snapshots,
             writer,
-            feed: tokio::sync::broadcast::channel(4096).0,
+            feed: tokio::sync::broadcast::channel(FEED_BATCHES).0,
             synced,
         };
         if let Some((meta, path)) = sm.snapshots.current() {
@@ -721,7 +767,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         }
         let started = std::time::Instant::now();
         // A large import part holds the state for seconds: off the runtime's worker.
-        let (replies, changes, failure, replies_last_index) = off_worker(|| {
+        let (replies, applied, failure) = off_worker(|| {
             let mut state = write(&self.state);
             let staged_before = state.image.staged.as_ref().map_or(0, |s| s.parts);
             let mut changes = Changes::default();
@@ -770,24 +816,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             self.writer
                 .submit(batch)
                 .map_err(|e| sm_err(ErrorVerb::Write, e))?;
-            let replies_last_index = state.last_applied.map_or(0, |l| l.index);
+            let index = state.last_applied.map_or(0, |l| l.index);
             drop(state);
-            Ok::<_, StorageError>((replies, changes, failure, replies_last_index))
+            Ok::<_, StorageError>((replies, feed_message(changes, index), failure))
         })?;
-        if !changes.cells.is_empty()
-            || !changes.relations.is_empty()
-            || !changes.sites.is_empty()
-            || !changes.control.is_empty()
-        {
-            let index = replies_last_index;
-            let _ = self.feed.send(Arc::new(AppliedChanges {
-                index,
-                cells: changes.cells.into_iter().collect(),
-                relations: changes.relations.into_iter().collect(),
-                sites: changes.sites.into_iter().collect(),
-                control: changes.control.into_iter().collect(),
-                reset: false,
-            }));
+        if let Some(applied) = applied {
+            let _ = self.feed.send(Arc::new(applied));
         }
         metrics::histogram!("sonraft_apply_seconds").record(started.elapsed().as_secs_f64());
         metrics::counter!("sonraft_applied_entries_total").increment(replies.len() as u64);
@@ -893,6 +927,7 @@ pub(crate) fn capture(
     writer
         .wait_written()
         .map_err(|e| Damaged::new("state machine checkpoint", e))?;
+    let held = std::time::Instant::now();
     let (image, last_applied, membership, raw_history) = {
         let s = read(state);
         // No apply runs while we hold the state; let sled catch up with what was applied.
@@ -906,6 +941,9 @@ pub(crate) fn capture(
             history::raw(tree)?,
         )
     };
+    let held = held.elapsed();
+    metrics::histogram!("sonraft_capture_hold_seconds").record(held.as_secs_f64());
+    tracing::debug!(held_ms = held.as_millis() as u64, "captured the applied state");
     let history = history::decode_all(raw_history)?;
     let stamp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
