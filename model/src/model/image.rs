@@ -7,7 +7,8 @@ use serde::{Deserialize, Serialize};
 use super::control::{Control, ControlMoves};
 use super::import::{StagedImport, StagedPart};
 use super::{
-    Cell, CellId, EntityRef, KpiSummary, NodeRelease, Policy, Relation, RelationKey, Site, SiteId,
+    Cell, CellId, CowMap, EntityRef, KpiSummary, NodeRelease, Policy, Relation, RelationKey, Site,
+    SiteId,
 };
 use crate::changeset::{ChangeSet, Function, Origin, Outcome, Write};
 use crate::command::{Command, CommandError, Envelope, KpiBatch, Response};
@@ -21,10 +22,12 @@ use crate::son::{
 /// coordination policy and what each node advertised about its release.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 pub struct NetworkImage {
-    pub sites: BTreeMap<SiteId, Site>,
-    pub cells: BTreeMap<CellId, Cell>,
-    pub relations: BTreeMap<RelationKey, Relation>,
-    pub kpis: BTreeMap<CellId, KpiSummary>,
+    // Maps a copy shares (see [`CowMap`]): a snapshot's capture copies the image under the
+    // state lock.
+    pub sites: CowMap<SiteId, Site>,
+    pub cells: CowMap<CellId, Cell>,
+    pub relations: CowMap<RelationKey, Relation>,
+    pub kpis: CowMap<CellId, KpiSummary>,
     pub policy: Policy,
     pub releases: BTreeMap<u64, NodeRelease>,
     /// The log clock: the largest log time applied so far, so that time never runs backwards

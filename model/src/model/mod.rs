@@ -4,6 +4,7 @@
 //! [`crate::rules`]; how a command changes the image lives in [`image`].
 
 pub mod control;
+pub mod cow_map;
 mod entity;
 pub mod image;
 pub mod import;
@@ -22,6 +23,7 @@ use crate::changeset::Function;
 pub type SiteId = String;
 mod cell_id;
 pub use cell_id::{CellId, SharedIds};
+pub use cow_map::CowMap;
 
 /// A physical site: one location holding a few sectors.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
