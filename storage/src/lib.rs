@@ -150,7 +150,7 @@ impl StoreReader {
 
     /// A consistent copy of the applied state and history, as a snapshot would hold it.
     pub fn capture(&self) -> Result<(sonraft_raft::SnapshotMeta, snapshot::SnapshotBody), Damaged> {
-        state_machine::capture(&self.sm_tree, &self.shared, &self.writer)
+        state_machine::capture(&self.shared, &self.writer)
     }
 
     /// A digest of the whole applied state (image, policy, KPI summaries, history) at the

@@ -175,6 +175,50 @@ enum Msg {
     Ops(u64, Ops),
     /// A reader waits: write what is queued now.
     Kick,
+    /// Write what was queued before, then run this on the tree before anything queued after.
+    Read(Read),
+}
+
+type Read = Box<dyn FnOnce(&sled::Tree) + Send>;
+
+/// What one round of the writer gathered: the batches to write as one checkpoint, the last
+/// one's sequence number, and a read to run once they are written. A read ends the gathering:
+/// what was queued after it waits for the next round.
+#[derive(Default)]
+struct Round {
+    pending: Vec<Ops>,
+    seq: Option<u64>,
+    read: Option<Read>,
+}
+
+impl Round {
+    /// Takes one message; whether to stop gathering and write now.
+    fn take(&mut self, m: Msg) -> bool {
+        match m {
+            Msg::Ops(seq, ops) => {
+                self.pending.push(ops);
+                self.seq = Some(seq);
+                false
+            }
+            Msg::Kick => true,
+            Msg::Read(read) => {
+                self.read = Some(read);
+                true
+            }
+        }
+    }
+}
+
+/// The result of a read queued with [`SmWriter::read_in_order`].
+pub(crate) struct PendingRead<T>(mpsc::Receiver<T>);
+
+impl<T> PendingRead<T> {
+    /// Waits for the read; fails if the writer stopped before it ran.
+    pub(crate) fn wait(self) -> Result<T, String> {
+        self.0
+            .recv()
+            .map_err(|_| "the state machine writer has stopped".to_string())
+    }
 }
 
 /// The write-behind thread and its queue.
@@ -197,7 +241,11 @@ pub(crate) struct SmWriter {
 fn in_key_order(mut batches: Vec<Ops>) -> InKeyOrder {
     let mut order = Vec::with_capacity(batches.iter().map(|b| b.ops.len()).sum());
     for (n, batch) in batches.iter_mut().enumerate() {
-        order.extend(std::mem::take(&mut batch.ops).into_iter().map(|op| (n as u32, op)));
+        order.extend(
+            std::mem::take(&mut batch.ops)
+                .into_iter()
+                .map(|op| (n as u32, op)),
+        );
     }
     let key = |(batch, op): &(u32, Op)| batches[*batch as usize].key(op);
     // Stable: of one key's operations, the last submitted stays last.
@@ -251,36 +299,32 @@ impl SmWriter {
             .spawn(move || {
                 let _exit = OnExit(p.clone());
                 while let Ok(first) = rx.recv() {
-                    let mut pending = Vec::new();
-                    let mut seq = None;
-                    let mut take = |m: Msg, pending: &mut Vec<Ops>| match m {
-                        Msg::Ops(s, ops) => {
-                            pending.push(ops);
-                            seq = Some(s);
-                            false
-                        }
-                        Msg::Kick => true,
-                    };
-                    let mut now = take(first, &mut pending);
+                    let mut round = Round::default();
+                    let mut now = round.take(first);
                     let until = Instant::now() + CHECKPOINT;
                     while !now {
                         let left = until.saturating_duration_since(Instant::now());
                         match rx.recv_timeout(left) {
-                            Ok(m) => now = take(m, &mut pending),
+                            Ok(m) => now = round.take(m),
                             Err(_) => break,
                         }
                     }
-                    for m in rx.try_iter() {
-                        take(m, &mut pending);
+                    while round.read.is_none() {
+                        let Ok(m) = rx.try_recv() else { break };
+                        round.take(m);
                     }
-                    let Some(seq) = seq else { continue };
-                    if let Err(e) = checkpoint(&tree, &durability, in_key_order(pending)) {
-                        tracing::error!(error = %e, "the state machine could not be written to sled; it stops applying");
-                        p.stop(e);
-                        return;
+                    if let Some(seq) = round.seq {
+                        if let Err(e) = checkpoint(&tree, &durability, in_key_order(round.pending)) {
+                            tracing::error!(error = %e, "the state machine could not be written to sled; it stops applying");
+                            p.stop(e);
+                            return;
+                        }
+                        p.lock().upto = seq;
+                        p.advanced.notify_all();
                     }
-                    p.lock().upto = seq;
-                    p.advanced.notify_all();
+                    if let Some(read) = round.read {
+                        read(&tree);
+                    }
                 }
             })?;
         Ok(SmWriter {
@@ -304,6 +348,31 @@ impl SmWriter {
             .ok_or("the state machine writer has stopped")?
             .send(Msg::Ops(seq, ops))
             .map_err(|_| "the state machine writer has stopped".to_string())
+    }
+
+    /// Queues `f` to run on the tree once everything submitted so far is in sled, and before
+    /// anything submitted later is: what it reads is the checkpoint of exactly what was applied
+    /// until now. Queued under the state lock, it lets a capture see sled as of the state it
+    /// copies without holding the lock while the writer catches up.
+    pub(crate) fn read_in_order<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&sled::Tree) -> T + Send + 'static,
+    ) -> Result<PendingRead<T>, String> {
+        if let Some(reason) = self.failure() {
+            return Err(reason);
+        }
+        let (tx, rx) = mpsc::sync_channel(1);
+        let read = Box::new(move |tree: &sled::Tree| {
+            let _ = tx.send(f(tree));
+        });
+        self.tx
+            .lock()
+            .unwrap_or_else(|x| x.into_inner())
+            .as_ref()
+            .ok_or("the state machine writer has stopped")?
+            .send(Msg::Read(read))
+            .map_err(|_| "the state machine writer has stopped".to_string())?;
+        Ok(PendingRead(rx))
     }
 
     /// Blocks until everything submitted so far is in sled; fails if the writer stopped first.
@@ -417,5 +486,40 @@ mod tests {
             assert_eq!(*k, format!("r/{n:06}").as_bytes());
             assert_eq!(*v, Some((n as u32).to_be_bytes().as_slice()));
         }
+    }
+
+    #[test]
+    fn a_read_in_order_sees_what_was_submitted_before_it_and_nothing_after() {
+        let dir = tempfile::tempdir().unwrap();
+        let sled_dir = dir.path().join("sled");
+        let db = sled::Config::new().path(&sled_dir).open().unwrap();
+        let durability = Arc::new(Durability::new(db.clone(), &sled_dir).unwrap());
+        let writer = SmWriter::start(db.open_tree("sm").unwrap(), durability).unwrap();
+        let put = |n: &str| {
+            let mut ops = Ops::default();
+            ops.insert(b"k", n);
+            ops
+        };
+        let value = |tree: &sled::Tree| tree.get(b"k").unwrap().map(|v| v.to_vec());
+        // Queued one after the other, faster than the writer wakes: the read must not be
+        // answered from a checkpoint that already holds the write queued after it.
+        writer.submit(put("1")).unwrap();
+        let first = writer.read_in_order(value).unwrap();
+        writer.submit(put("2")).unwrap();
+        let second = writer.read_in_order(value).unwrap();
+        writer.submit(put("3")).unwrap();
+        assert_eq!(first.wait().unwrap(), Some(b"1".to_vec()));
+        assert_eq!(second.wait().unwrap(), Some(b"2".to_vec()));
+        writer.wait_written().unwrap();
+        assert_eq!(value(&db.open_tree("sm").unwrap()), Some(b"3".to_vec()));
+
+        // Once the writer has stopped, a read fails instead of waiting for ever.
+        drop(writer);
+        let stopped = SmWriter::start(db.open_tree("sm").unwrap(), {
+            Arc::new(Durability::new(db.clone(), &sled_dir).unwrap())
+        })
+        .unwrap();
+        stopped.progress.stop("test".into());
+        assert!(stopped.read_in_order(value).is_err());
     }
 }

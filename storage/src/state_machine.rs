@@ -833,7 +833,6 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 
     async fn get_snapshot_builder(&mut self) -> SnapshotBuilder {
         SnapshotBuilder {
-            tree: self.tree.clone(),
             state: self.state.clone(),
             snapshots: self.snapshots.clone(),
             writer: self.writer.clone(),
@@ -883,7 +882,6 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 /// history are captured together under the state lock (so no apply interleaves), then
 /// written to a file without holding it.
 pub struct SnapshotBuilder {
-    tree: sled::Tree,
     state: SharedImage,
     snapshots: Arc<SnapshotDir>,
     writer: Arc<SmWriter>,
@@ -891,13 +889,13 @@ pub struct SnapshotBuilder {
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
-        // Capturing waits for the applied state and clones it: seconds for a large image, on
-        // a thread of the blocking pool rather than one of the runtime's workers.
-        let (tree, state, writer) = (self.tree.clone(), self.state.clone(), self.writer.clone());
+        // Capturing waits for the checkpoint writer and encoding takes seconds for a large
+        // image: on a thread of the blocking pool rather than one of the runtime's workers.
+        let (state, writer) = (self.state.clone(), self.writer.clone());
         let dir = self.snapshots.clone();
         let (meta, path) = tokio::task::spawn_blocking(move || {
             let (meta, body) =
-                capture(&tree, &state, &writer).map_err(|e| snap_err(ErrorVerb::Read, e))?;
+                capture(&state, &writer).map_err(|e| snap_err(ErrorVerb::Read, e))?;
             let path = dir
                 .write(&meta, &body)
                 .map_err(|e| snap_err(ErrorVerb::Write, e))?;
@@ -919,31 +917,38 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
 /// Captures the applied state, membership and history together under the state lock (so no
 /// apply interleaves), and names the snapshot after its last log id and the capture time.
 pub(crate) fn capture(
-    tree: &sled::Tree,
     state: &SharedImage,
     writer: &SmWriter,
 ) -> Result<(SnapshotMeta, SnapshotBody), Damaged> {
-    // Most of what was applied reaches sled before the state is held, the rest under it.
+    // Most of what was applied reaches sled before the state is held.
     writer
         .wait_written()
         .map_err(|e| Damaged::new("state machine checkpoint", e))?;
     let held = std::time::Instant::now();
     let (image, last_applied, membership, raw_history) = {
         let s = read(state);
-        // No apply runs while we hold the state; let sled catch up with what was applied.
-        writer
-            .wait_written()
+        // No apply runs while we hold the state: the history read queued now sees sled as of
+        // exactly this state, once the writer has caught up, which needs no lock. The image's
+        // maps share their shards with the copy (see `CowMap`).
+        let history = writer
+            .read_in_order(history::raw)
             .map_err(|e| Damaged::new("state machine checkpoint", e))?;
         (
             s.image.clone(),
             s.last_applied,
             s.membership.clone(),
-            history::raw(tree)?,
+            history,
         )
     };
     let held = held.elapsed();
     metrics::histogram!("sonraft_capture_hold_seconds").record(held.as_secs_f64());
-    tracing::debug!(held_ms = held.as_millis() as u64, "captured the applied state");
+    tracing::debug!(
+        held_us = held.as_micros() as u64,
+        "captured the applied state"
+    );
+    let raw_history = raw_history
+        .wait()
+        .map_err(|e| Damaged::new("state machine checkpoint", e))??;
     let history = history::decode_all(raw_history)?;
     let stamp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
