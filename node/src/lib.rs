@@ -415,6 +415,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         stop.api.clone().wait(),
     ));
     tokio::spawn(telemetry::watch_raft(node.clone()));
+    tokio::spawn(telemetry::watch_runtime());
     tokio::spawn(compaction::snapshot_by_size(node.clone()));
     tokio::spawn(telemetry::exit_when_raft_fails(node.clone()));
     tokio::spawn(propose::advertise_release(node.clone()));

@@ -140,6 +140,11 @@ pub const METRICS: &[(&str, Kind, &str)] = &[
         "Time to apply one log entry",
     ),
     (
+        "sonraft_runtime_late_total",
+        Kind::Counter,
+        "Times this node's runtime ran a 20 ms timer 100 ms or more late",
+    ),
+    (
         "sonraft_capture_hold_seconds",
         Kind::Histogram,
         "Time a snapshot's or backup's capture held the applied state (no entry applies meanwhile)",
@@ -478,5 +483,31 @@ pub async fn exit_when_raft_fails(node: Arc<Node>) {
         if metrics.changed().await.is_err() {
             return;
         }
+    }
+}
+
+/// How often [`watch_runtime`] looks at the clock, and how late a look must come to be told.
+const RUNTIME_TICK: std::time::Duration = std::time::Duration::from_millis(20);
+const RUNTIME_LATE: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Tells when this node's runtime ran its tasks late: a task that blocks a worker thread, or a
+/// machine too busy to give the runtime a core, delays heartbeats and their answers alike, and
+/// the cluster sees it only as a leader that heard from no majority. Logs each pause of 100 ms
+/// or more and counts it (`sonraft_runtime_late_total`).
+pub async fn watch_runtime() {
+    // Exported from the start, at zero.
+    metrics::counter!("sonraft_runtime_late_total").increment(0);
+    let mut last = std::time::Instant::now();
+    loop {
+        tokio::time::sleep(RUNTIME_TICK).await;
+        let late = last.elapsed().saturating_sub(RUNTIME_TICK);
+        if late >= RUNTIME_LATE {
+            metrics::counter!("sonraft_runtime_late_total").increment(1);
+            tracing::warn!(
+                late_ms = late.as_millis() as u64,
+                "this node's runtime ran a timer late: a worker thread was blocked or the machine gave it no core"
+            );
+        }
+        last = std::time::Instant::now();
     }
 }

@@ -192,8 +192,16 @@ impl RaftServer {
                 RaftReply::Snapshot(self.raft.install_snapshot(r).await),
             ),
         };
+        let took = started.elapsed();
         metrics::histogram!("sonraft_raft_rpc_handle_seconds", "rpc" => kind)
-            .record(started.elapsed().as_secs_f64());
+            .record(took.as_secs_f64());
+        if took >= SLOW_RPC {
+            tracing::info!(
+                rpc = kind,
+                took_ms = took.as_millis() as u64,
+                "Raft took long to answer a request"
+            );
+        }
         match encode_frame(&reply) {
             Ok(bytes) => Response::new(Full::new(Bytes::from(bytes))),
             Err(e) => text(
@@ -203,6 +211,10 @@ impl RaftServer {
         }
     }
 }
+
+/// Handling time from which a Raft request is logged (a heartbeat's answer this late counts
+/// as none towards the leader's quorum watch).
+const SLOW_RPC: std::time::Duration = std::time::Duration::from_millis(100);
 
 impl RaftServer {
     async fn handle_peer(&self, body: &[u8], peer: SocketAddr) -> Response<Full<Bytes>> {
