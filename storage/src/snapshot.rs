@@ -156,8 +156,8 @@ fn names_function(body: &SnapshotBody, f: Function) -> bool {
             .any(|p| p.change_set.origin.function == f)
         || son.trials.values().any(|t| t.function == f)
         || image.staged.as_ref().is_some_and(|s| {
-            s.data.cells.iter().any(|c| stamped(&c.last_change))
-                || s.data.relations.iter().any(|r| stamped(&r.last_change))
+            s.cells().any(|c| stamped(&c.last_change))
+                || s.relations().any(|r| stamped(&r.last_change))
         })
         || son.journal.values().any(|t| t.trial.function == f)
         || son.holds.keys().any(|(_, g)| *g == f)

@@ -301,11 +301,7 @@ fn staged_import() -> StagedImport {
         Command::Import(i) => i.clone(),
         other => panic!("the first sample is an import, not {other:?}"),
     };
-    StagedImport {
-        import_id: 7,
-        parts: 1,
-        data,
-    }
+    StagedImport::with_data(7, 1, data)
 }
 
 fn commands() -> Vec<Command> {
@@ -673,14 +669,14 @@ fn a_staged_import_naming_a_newer_function_raises_the_snapshot_format() {
     cell.last_change.values_mut().for_each(|s| {
         s.by = sonraft_raft::changeset::Function::CoverageCapacity;
     });
-    body.image.staged = Some(StagedImport {
-        import_id: 7,
-        parts: 1,
-        data: sonraft_raft::command::ImageImport {
+    body.image.staged = Some(StagedImport::with_data(
+        7,
+        1,
+        sonraft_raft::command::ImageImport {
             cells: vec![cell],
             ..Default::default()
         },
-    });
+    ));
     assert_eq!(body.format(), 6);
 }
 

@@ -452,7 +452,7 @@ fn staged_cells(store: &Store) -> Option<(u64, u32, Vec<String>)> {
         (
             s.import_id,
             s.parts,
-            s.data.cells.iter().map(|c| c.id.to_string()).collect(),
+            s.cells().map(|c| c.id.to_string()).collect(),
         )
     })
 }
