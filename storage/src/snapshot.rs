@@ -192,6 +192,49 @@ impl<R: Read> Read for CrcReader<R> {
     }
 }
 
+/// Bytes a snapshot file is written between two syncs of its data.
+const SYNC_EVERY: u64 = 8 << 20;
+
+/// A file that syncs its data every [`SYNC_EVERY`] bytes written rather than only at the end.
+///
+/// A national image's snapshot is 434 MB. Synced once at the end, the drive took it in one go,
+/// and the Raft log's own syncs on the same disk (a follower answers an append only once it is
+/// synced) waited behind it: a follower answered heartbeats 0.3–1.1 s late while it wrote one,
+/// and its leader counted it silent. Synced as it goes, a log sync waits for at most a few
+/// megabytes of it.
+struct SyncedAsItGoes {
+    file: File,
+    unsynced: u64,
+    syncs: u32,
+}
+
+impl SyncedAsItGoes {
+    fn new(file: File) -> Self {
+        SyncedAsItGoes {
+            file,
+            unsynced: 0,
+            syncs: 0,
+        }
+    }
+}
+
+impl Write for SyncedAsItGoes {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.file.write(buf)?;
+        self.unsynced += n as u64;
+        if self.unsynced >= SYNC_EVERY {
+            self.file.sync_data()?;
+            self.unsynced = 0;
+            self.syncs += 1;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
+    }
+}
+
 /// Writes a complete snapshot to `w`.
 pub fn encode_snapshot<W: Write>(w: W, meta: &SnapshotMeta, body: &SnapshotBody) -> io::Result<W> {
     let mut w = w;
@@ -403,10 +446,10 @@ impl SnapshotDir {
     pub fn write(&self, meta: &SnapshotMeta, body: &SnapshotBody) -> io::Result<PathBuf> {
         let name = file_name(meta);
         let part = self.dir.join(format!(".{name}.part"));
-        let f = File::create(&part)?;
+        let f = SyncedAsItGoes::new(File::create(&part)?);
         let w = encode_snapshot(BufWriter::with_capacity(1 << 20, f), meta, body)?;
         let f = w.into_inner().map_err(|e| e.into_error())?;
-        f.sync_all()?;
+        f.file.sync_all()?;
         self.publish(&part, &name, meta)
     }
 
@@ -421,9 +464,9 @@ impl SnapshotDir {
         let part = self.dir.join(format!(".{name}.part"));
         let fail = |e: io::Error| Damaged::new("received snapshot", e);
         src.seek(SeekFrom::Start(0)).map_err(fail)?;
-        let mut dst = File::create(&part).map_err(fail)?;
+        let mut dst = SyncedAsItGoes::new(File::create(&part).map_err(fail)?);
         io::copy(src, &mut dst).map_err(fail)?;
-        dst.sync_all().map_err(fail)?;
+        dst.file.sync_all().map_err(fail)?;
         let checked = File::open(&part).map_err(fail).and_then(decode_snapshot);
         let (found, body) = match checked {
             Ok(v) => v,
@@ -462,5 +505,24 @@ impl SnapshotDir {
     /// A fresh anonymous file in the snapshot directory to receive chunks into.
     pub fn receiving_file(&self) -> io::Result<File> {
         tempfile::tempfile_in(&self.dir)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_large_snapshot_file_is_synced_as_it_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let mut f = SyncedAsItGoes::new(File::create(&path).unwrap());
+        let chunk = vec![7u8; 1 << 20];
+        for _ in 0..20 {
+            f.write_all(&chunk).unwrap();
+        }
+        assert_eq!(f.syncs, 2, "20 MiB: synced after 8 and 16");
+        f.file.sync_all().unwrap();
+        assert_eq!(fs::read(&path).unwrap(), [chunk.as_slice(); 20].concat());
     }
 }
