@@ -40,13 +40,13 @@ pub(crate) const CHECKPOINT: Duration = Duration::from_millis(500);
 
 /// Key operations of one applied batch, in order.
 ///
-/// Keys and values are copied into large shared buffers rather than two allocations an
-/// operation: a national import hands the writer nine million of them in one batch, which it
+/// Keys and values are copied into shared buffers (growing to 1 MiB) rather than two
+/// allocations an operation: a national import hands the writer nine million of them in one batch, which it
 /// holds until they are in sled (a minute and a half), and one `(Vec<u8>, Option<Vec<u8>>)`
 /// each took ~120 B of memory for ~45 B of bytes.
 #[derive(Default, Debug)]
 pub(crate) struct Ops {
-    /// Buffers of about [`Ops::BUFFER`] bytes; an operation's key and value lie in one.
+    /// Buffers of up to [`Ops::BUFFER`] bytes (each twice the last); an operation's key and value lie in one.
     buffers: Vec<Vec<u8>>,
     ops: Vec<Op>,
 }
@@ -65,6 +65,7 @@ struct Op {
 const REMOVE: u32 = u32::MAX;
 
 impl Ops {
+    const FIRST_BUFFER: usize = 512;
     const BUFFER: usize = 1 << 20;
 
     pub(crate) fn insert(&mut self, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) {
@@ -82,8 +83,15 @@ impl Ops {
             .last()
             .is_some_and(|b| b.capacity() - b.len() >= len);
         if !fits {
-            // A value larger than a buffer (an import part) gets one of its own.
-            self.buffers.push(Vec::with_capacity(len.max(Self::BUFFER)));
+            // Twice the last buffer, up to `BUFFER`: most batches are a change set of a few
+            // hundred bytes, and a fresh megabyte for each (allocated, faulted in and given
+            // back a thousand times a second) cost every apply. A value larger than a buffer
+            // (an import part) gets one of its own.
+            let next = self
+                .buffers
+                .last()
+                .map_or(Self::FIRST_BUFFER, |b| (b.capacity() * 2).min(Self::BUFFER));
+            self.buffers.push(Vec::with_capacity(len.max(next)));
         }
         let buffer = self.buffers.len() - 1;
         let b = &mut self.buffers[buffer];
@@ -476,6 +484,18 @@ mod tests {
         }
         assert_eq!(ops.len(), 60_003);
         assert!(ops.buffers.len() > 2, "the operations fill several buffers");
+        assert!(
+            ops.buffers
+                .iter()
+                .all(|b| b.capacity() <= Ops::BUFFER.max(b"p/big".len() + big.len())),
+            "none larger than a buffer but the one value that is"
+        );
+        let mut small = Ops::default();
+        small.insert(b"c/C1", [0u8; 100]);
+        assert!(
+            small.buffers[0].capacity() < 1024,
+            "a change set's batch stays small"
+        );
         let pending = in_key_order(vec![ops]);
         let written: Vec<_> = pending.iter().collect();
         assert_eq!(written.len(), 60_003);
