@@ -41,12 +41,13 @@ pub(crate) const CHECKPOINT: Duration = Duration::from_millis(500);
 /// Key operations of one applied batch, in order.
 ///
 /// Keys and values are copied into shared buffers (growing to 1 MiB) rather than two
-/// allocations an operation: a national import hands the writer nine million of them in one batch, which it
-/// holds until they are in sled (a minute and a half), and one `(Vec<u8>, Option<Vec<u8>>)`
-/// each took ~120 B of memory for ~45 B of bytes.
+/// allocations an operation: a national import hands the writer nine million of them in one
+/// batch, which it holds until they are in sled (a minute and a half), and one
+/// `(Vec<u8>, Option<Vec<u8>>)` each took ~120 B of memory for ~45 B of bytes.
 #[derive(Default, Debug)]
 pub(crate) struct Ops {
-    /// Buffers of up to [`Ops::BUFFER`] bytes (each twice the last); an operation's key and value lie in one.
+    /// Buffers of up to [`Ops::BUFFER`] bytes (each twice the last); an operation's key and
+    /// value lie in one.
     buffers: Vec<Vec<u8>>,
     ops: Vec<Op>,
 }

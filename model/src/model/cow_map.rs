@@ -55,11 +55,18 @@ impl<K, V> Default for CowMap<K, V> {
     }
 }
 
+/// A shard's first key (a `CowMap` keeps no empty shard).
 fn first_key<K: Ord, V>(shard: &BTreeMap<K, V>) -> &K {
-    shard
-        .first_key_value()
-        .map(|(k, _)| k)
-        .expect("a CowMap keeps no empty shard")
+    key_of(shard.first_key_value())
+}
+
+/// A shard's last key.
+fn last_key<K: Ord, V>(shard: &BTreeMap<K, V>) -> &K {
+    key_of(shard.last_key_value())
+}
+
+fn key_of<'a, K, V>(end: Option<(&'a K, &'a V)>) -> &'a K {
+    end.map(|(k, _)| k).expect("a CowMap keeps no empty shard")
 }
 
 impl<K: Ord + Clone, V: Clone> CowMap<K, V> {
@@ -338,13 +345,6 @@ impl<K: Ord + Clone, V: Clone> Builder<K, V> {
             len: self.len,
         }
     }
-}
-
-fn last_key<K: Ord, V>(shard: &BTreeMap<K, V>) -> &K {
-    shard
-        .last_key_value()
-        .map(|(k, _)| k)
-        .expect("a CowMap keeps no empty shard")
 }
 
 impl<K: Ord + Clone, V: Clone> CowMap<K, V> {
