@@ -129,11 +129,18 @@ impl<K: Ord + Clone, V: Clone> CowMap<K, V> {
         K: Borrow<Q>,
         Q: Ord + ?Sized,
     {
-        let i = self.shard_of(key)?;
-        if !self.shards[i].contains_key(key) {
-            return None;
-        }
+        let i = self.shard_holding(key)?;
         Arc::make_mut(&mut self.shards[i]).get_mut(key)
+    }
+
+    /// The shard that holds `key`, if the map does.
+    fn shard_holding<Q>(&self, key: &Q) -> Option<usize>
+    where
+        K: Borrow<Q>,
+        Q: Ord + ?Sized,
+    {
+        self.shard_of(key)
+            .filter(|&i| self.shards[i].contains_key(key))
     }
 
     pub fn insert(&mut self, key: K, value: V) -> Option<V> {
@@ -164,10 +171,7 @@ impl<K: Ord + Clone, V: Clone> CowMap<K, V> {
         K: Borrow<Q>,
         Q: Ord + ?Sized,
     {
-        let i = self.shard_of(key)?;
-        if !self.shards[i].contains_key(key) {
-            return None;
-        }
+        let i = self.shard_holding(key)?;
         let removed = Arc::make_mut(&mut self.shards[i]).remove(key);
         self.len -= 1;
         self.settle(i);
