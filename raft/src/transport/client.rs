@@ -468,7 +468,9 @@ impl RaftNetwork<TypeConfig> for HttpNetwork {
             tokio::spawn(async move {
                 let accepted = match exchange.await {
                     Ok(RaftReply::Append(Ok(r))) => {
-                        acks.record(target, &vote, sent);
+                        if took_our_vote(&r) {
+                            acks.record(target, &vote, sent);
+                        }
                         matches!(r, AppendEntriesResponse::Success)
                     }
                     _ => false,
@@ -485,13 +487,7 @@ impl RaftNetwork<TypeConfig> for HttpNetwork {
         };
         match result {
             Ok(RaftReply::Append(r)) => {
-                if let Ok(
-                    AppendEntriesResponse::Success
-                    | AppendEntriesResponse::PartialSuccess(_)
-                    | AppendEntriesResponse::Conflict,
-                ) = &r
-                {
-                    // The follower took our vote: it accepted this leader at `sent` or later.
+                if r.as_ref().is_ok_and(took_our_vote) {
                     self.acks.record(self.target, &vote, sent);
                 }
                 r.map_err(|e| RemoteError::new(self.target, e).into())
@@ -539,6 +535,18 @@ impl RaftNetwork<TypeConfig> for HttpNetwork {
     fn backoff(&self) -> Backoff {
         Backoff::new(retry_pauses(self.retry_cap))
     }
+}
+
+/// Whether a follower's answer to an AppendEntries says it took the leader's vote, that is
+/// accepted this leader when the request arrived: every answer but a higher vote. Only those
+/// feed the [`AckClock`] (the read lease and read-index proofs count them).
+fn took_our_vote(answer: &AppendEntriesResponse<NodeId>) -> bool {
+    matches!(
+        answer,
+        AppendEntriesResponse::Success
+            | AppendEntriesResponse::PartialSuccess(_)
+            | AppendEntriesResponse::Conflict
+    )
 }
 
 #[cfg(test)]
@@ -731,6 +739,38 @@ mod tests {
         for answer in held {
             answer.send(ok()).unwrap();
         }
+    }
+
+    #[tokio::test]
+    async fn a_heartbeat_answered_at_once_and_then_refused_is_no_acceptance() {
+        let (addr, mut peer) = hand_answered_peer().await;
+        let net = client_of(addr).await;
+        let vote = Vote::new_committed(1, 1);
+        let ok = || AppendEntriesResponse::Success;
+        let (mut net, _, r) =
+            waits_for_the_peer(net, &mut peer, append(1, 0), ok(), "a first heartbeat").await;
+        assert_eq!(r, Ok(ok()));
+        let accepted = net.acks.last_accepted(&vote, 2).expect("it was accepted");
+
+        // The next heartbeat is answered at once and still sent; the peer follows a newer
+        // leader by now. Its refusal must not count as the peer accepting this leader: a
+        // deposed leader woken from a pause served a stale read on the lease that did.
+        let r = net
+            .append_entries(append(1, 0), RPCOption::new(Duration::from_secs(30)))
+            .await;
+        assert_eq!(r.unwrap(), ok());
+        let (_, answer) = peer.recv().await.unwrap();
+        answer
+            .send(AppendEntriesResponse::HigherVote(Vote::new_committed(2, 3)))
+            .unwrap();
+        while !net.detached.failed.load(Ordering::Acquire) {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(
+            net.acks.last_accepted(&vote, 2),
+            Some(accepted),
+            "a refused heartbeat is no acceptance"
+        );
     }
 
     /// A client whose request with entries the peer has not answered within openraft's
