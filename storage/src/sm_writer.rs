@@ -21,8 +21,9 @@
 //! snapshot (or from empty) and the log.
 //!
 //! After a failed checkpoint the writer stops, leaving `TORN` set; submitting and waiting then
-//! fail, and the state machine with them. Readers of sled (history, snapshots) first wait until
-//! everything submitted is written.
+//! fail, and the state machine with them. Readers of sled first wait until everything submitted
+//! is written (history pages), or have the writer run their read in order
+//! ([`SmWriter::read_in_order`]: a snapshot's capture).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
@@ -257,16 +258,7 @@ fn in_key_order(mut batches: Vec<Ops>) -> InKeyOrder {
         );
     }
     let key = |(batch, op): &(u32, Op)| batches[*batch as usize].key(op);
-    // Stable: of one key's operations, the last submitted stays last.
-    order.sort_by(|a, b| key(a).cmp(key(b)));
-    // `dedup_by` keeps the first of equal neighbours: move the later operation into it.
-    order.dedup_by(|later, kept| {
-        let same = key(later) == key(kept);
-        if same {
-            std::mem::swap(later, kept);
-        }
-        same
-    });
+    sonraft_raft::model::sort_keeping_last(&mut order, |a, b| key(a).cmp(key(b)));
     InKeyOrder { batches, order }
 }
 

@@ -920,10 +920,6 @@ pub(crate) fn capture(
     state: &SharedImage,
     writer: &SmWriter,
 ) -> Result<(SnapshotMeta, SnapshotBody), Damaged> {
-    // Most of what was applied reaches sled before the state is held.
-    writer
-        .wait_written()
-        .map_err(|e| Damaged::new("state machine checkpoint", e))?;
     let held = std::time::Instant::now();
     let (image, last_applied, membership, raw_history) = {
         let s = read(state);

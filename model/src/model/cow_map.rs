@@ -16,6 +16,7 @@
 //! in order): formats on disk and on the wire are unchanged.
 
 use std::borrow::Borrow;
+use std::cmp::Ordering;
 use std::collections::{BTreeMap, btree_map};
 use std::fmt;
 use std::ops::{Bound, RangeBounds};
@@ -29,6 +30,21 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 pub const SHARD: usize = 512;
 
 type Shard<K, V> = Arc<BTreeMap<K, V>>;
+
+/// Sorts `items` by `order` and keeps, of items that order equal, the last one given (as a map
+/// built from them an insert at a time would).
+pub fn sort_keeping_last<T>(items: &mut Vec<T>, mut order: impl FnMut(&T, &T) -> Ordering) {
+    // Stable: of equal items, the last given stays last.
+    items.sort_by(&mut order);
+    // `dedup_by` keeps the first of equal neighbours: move the later item into it.
+    items.dedup_by(|later, kept| {
+        let same = order(later, kept) == Ordering::Equal;
+        if same {
+            std::mem::swap(later, kept);
+        }
+        same
+    });
+}
 
 /// A sorted map that shares its shards with its copies (see the module docs).
 pub struct CowMap<K, V> {
@@ -358,15 +374,7 @@ impl<K: Ord + Clone, V: Clone> CowMap<K, V> {
     /// shards built in one go.
     pub fn from_vec(mut entries: Vec<(K, V)>) -> Self {
         if !entries.is_sorted_by(|a, b| a.0 < b.0) {
-            // Stable: of a repeated key, the last value stays last; keep it.
-            entries.sort_by(|a, b| a.0.cmp(&b.0));
-            entries.dedup_by(|later, kept| {
-                let same = later.0 == kept.0;
-                if same {
-                    std::mem::swap(later, kept);
-                }
-                same
-            });
+            sort_keeping_last(&mut entries, |a, b| a.0.cmp(&b.0));
         }
         let len = entries.len();
         let mut shards = Vec::with_capacity(len.div_ceil(SHARD));

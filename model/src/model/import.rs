@@ -75,8 +75,8 @@ pub struct StagedImport {
     chunks: Vec<Arc<ImageImport>>,
 }
 
-/// How a [`StagedImport`] is encoded: its parts' data as one.
-#[derive(Serialize, Deserialize)]
+/// How a [`StagedImport`] is decoded: its parts' data as one.
+#[derive(Deserialize)]
 struct StagedWhole {
     import_id: u64,
     parts: u32,
