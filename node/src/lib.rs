@@ -271,7 +271,9 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     let options = StoreOptions {
         cache_bytes: config.store_cache_bytes,
     };
+    let opening = std::time::Instant::now();
     let mut store = Store::open_with(&config.data_dir, &options)?;
+    let store_opened_ms = opening.elapsed().as_millis() as u64;
     let committed_at_start = store
         .log
         .read_committed()
@@ -444,6 +446,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         data_dir = %node.config.data_dir.display(),
         release = crate::RELEASE,
         tls = node.config.tls.is_some(),
+        store_opened_ms,
         "node started"
     );
     if node.config.api_son_origins {

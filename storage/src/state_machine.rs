@@ -38,6 +38,7 @@ use sonraft_raft::command::Response;
 use sonraft_raft::durable::DurableLog;
 use sonraft_raft::model::image::{Changes, HistoryRecord, NetworkImage};
 use sonraft_raft::model::import::{StagedImport, StagedPart};
+use sonraft_raft::model::{CellId, CowMap, CowMapBuilder, Relation};
 use sonraft_raft::son::{AvailabilityTuning, SonItem, SonState, Tuning, TuningV1};
 use sonraft_raft::{Entry, LogId, SnapshotMeta, StorageError, StoredMembership, TypeConfig, codec};
 
@@ -553,43 +554,6 @@ pub(crate) fn load_checkpoint(tree: &sled::Tree) -> Result<Option<LogId>, Damage
     }
 }
 
-/// Entries gathered in chunks, then moved into one `Vec` of exactly their number: a `Vec`
-/// grown an entry at a time holds up to twice what it needs (436 MB for 3 million relations,
-/// against 312 MB), and building a map from a `Vec` reuses its allocation.
-struct Gathered<T> {
-    chunks: Vec<Vec<T>>,
-}
-
-impl<T> Default for Gathered<T> {
-    fn default() -> Self {
-        Gathered { chunks: Vec::new() }
-    }
-}
-
-impl<T> Gathered<T> {
-    const CHUNK: usize = 1 << 16;
-
-    fn push(&mut self, item: T) {
-        match self.chunks.last_mut() {
-            Some(chunk) if chunk.len() < Self::CHUNK => chunk.push(item),
-            _ => {
-                let mut chunk = Vec::with_capacity(Self::CHUNK);
-                chunk.push(item);
-                self.chunks.push(chunk);
-            }
-        }
-    }
-
-    /// The entries in order; each chunk is freed as it is moved.
-    fn into_vec(self) -> Vec<T> {
-        let mut all = Vec::with_capacity(self.chunks.iter().map(Vec::len).sum());
-        for chunk in self.chunks {
-            all.extend(chunk);
-        }
-        all
-    }
-}
-
 /// A sled key as error messages name it (made only when one is needed: a load decodes millions).
 struct KeyName<'a>(&'a [u8]);
 
@@ -599,145 +563,218 @@ impl std::fmt::Debug for KeyName<'_> {
     }
 }
 
-/// Reads the persisted state from tree `sm`.
+/// Reads the persisted state from tree `sm`, its relations on every core (up to
+/// [`LOAD_THREADS_AT_MOST`], and one for each [`LOAD_CELLS_PER_THREAD_AT_LEAST`] cells at most).
 fn load(tree: &sled::Tree) -> Result<ImageState, Damaged> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    load_on(tree, |cells| {
+        cores
+            .min(LOAD_THREADS_AT_MOST)
+            .min(cells / LOAD_CELLS_PER_THREAD_AT_LEAST + 1)
+    })
+}
+
+/// [`load`] with the relations on `threads(cells)` threads.
+fn load_on(tree: &sled::Tree, threads: impl Fn(usize) -> usize) -> Result<ImageState, Damaged> {
+    let started = std::time::Instant::now();
     let mut state = ImageState::default();
-    // Relations are gathered and the map built from them in one go, its B-tree nodes full (an
-    // insert at a time leaves them two-thirds full: ~70 B more per relation).
-    let mut relations = Gathered::default();
-    // The cells' shared ids, by their text, once the relations begin.
-    let mut ids: Option<sonraft_raft::model::SharedIds> = None;
-    for item in tree.iter() {
+    let unreadable = |e| Damaged::new("state machine tree", e);
+    // Everything but the relations first, in one pass: the relations name the cells.
+    for item in tree
+        .range(..RELATIONS_FROM)
+        .chain(tree.range(RELATIONS_TO..))
+    {
+        let (k, v) = item.map_err(unreadable)?;
+        load_key(&mut state, &k, &v)?;
+    }
+    let cells = state.image.cells.len();
+    // The relations (30 for each cell of a national image: 9 million keys, ~1 µs each to read
+    // from sled alone) on every core, each thread a range of them cut at the cells' ids and
+    // built into shards as they come; the ranges follow one another in the tree's order, so
+    // their maps join without a copy.
+    let threads = threads(cells).max(1);
+    let mut bounds = vec![RELATIONS_FROM.to_vec()];
+    bounds.extend(
+        (1..threads)
+            .filter_map(|i| state.image.cells.keys().nth(i * cells / threads))
+            .map(|id| relation_key(id, "")),
+    );
+    bounds.push(RELATIONS_TO.to_vec());
+    let ids = state.image.shared_ids();
+    let parts = std::thread::scope(|scope| {
+        let loaders: Vec<_> = bounds
+            .windows(2)
+            .map(|range| {
+                let ids = &ids;
+                scope.spawn(move || load_relations(tree, &range[0]..&range[1], ids))
+            })
+            .collect();
+        loaders
+            .into_iter()
+            .map(|loader| {
+                loader.join().unwrap_or_else(|_| {
+                    Err(Damaged::new("state machine", "a relation loader panicked"))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()
+    })?;
+    state.image.relations = CowMap::concat(parts);
+    state.image.cells = std::mem::take(&mut state.image.cells).into_iter().collect();
+    tracing::info!(
+        cells,
+        relations = state.image.relations.len(),
+        threads,
+        took_ms = started.elapsed().as_millis() as u64,
+        "loaded the state machine"
+    );
+    Ok(state)
+}
+
+/// Where the relations' keys begin and end (`0` follows `/`).
+const RELATIONS_FROM: &[u8] = b"r/";
+const RELATIONS_TO: &[u8] = b"r0";
+/// [`load`]'s relation threads: at most this many, and one for each this many cells at most.
+const LOAD_THREADS_AT_MOST: usize = 8;
+const LOAD_CELLS_PER_THREAD_AT_LEAST: usize = 10_000;
+
+/// The relations whose keys are in `range`, in the tree's order, their cells' ids shared.
+fn load_relations(
+    tree: &sled::Tree,
+    range: std::ops::Range<&Vec<u8>>,
+    ids: &sonraft_raft::model::SharedIds,
+) -> Result<CowMap<(CellId, CellId), Relation>, Damaged> {
+    let mut relations = CowMapBuilder::default();
+    for item in tree.range(range.start.as_slice()..range.end.as_slice()) {
         let (k, v) = item.map_err(|e| Damaged::new("state machine tree", e))?;
-        let key = KeyName(&k);
-        let bad = |e: codec::CodecError| Damaged::new(format!("state machine key {key:?}"), e);
-        let image = &mut state.image;
-        match k.get(..2) {
-            Some(b"s/") => {
-                let s: sonraft_raft::model::Site = codec::decode(&v).map_err(bad)?;
-                image.sites.insert(s.id.clone(), s);
-            }
-            Some(b"c/") => {
-                let c: sonraft_raft::model::Cell = codec::decode(&v).map_err(bad)?;
-                image.cells.insert(c.id.clone(), c);
-            }
-            Some(b"r/") => {
-                // Cells come first (`c/` sorts before `r/`): the relation names them with the
-                // cells' own ids, found by hash and taken straight from the stored bytes.
-                let ids = ids.get_or_insert_with(|| image.shared_ids());
-                let r = sonraft_raft::model::Relation::decode_with_ids(&v, |id| ids.get(id))
-                    .map_err(bad)?;
-                relations.push(((r.source.clone(), r.target.clone()), r));
-            }
-            Some(b"k/") => {
-                let s: sonraft_raft::model::KpiSummary = codec::decode(&v).map_err(bad)?;
-                image.kpis.insert(s.cell.clone(), s);
-            }
-            Some(b"o/") => {
-                let c: sonraft_raft::model::control::Control = codec::decode(&v).map_err(bad)?;
-                image
-                    .control
-                    .insert(String::from_utf8_lossy(&k[2..]).into_owned(), c);
-            }
-            Some(b"p/" | b"t/" | b"j/") => {
-                let Some(n) = son_number(&k) else {
-                    return Err(Damaged::new(
-                        "state machine",
-                        format!("bad SON key {key:?}"),
-                    ));
-                };
-                let son = &mut image.son;
-                match k[0] {
-                    b'p' => {
-                        son.pending.insert(n, codec::decode(&v).map_err(bad)?);
-                    }
-                    b't' => {
-                        son.trials.insert(n, codec::decode(&v).map_err(bad)?);
-                    }
-                    _ => {
-                        son.journal.insert(n, codec::decode(&v).map_err(bad)?);
-                    }
+        // The relation names its cells with the cells' own ids, found by hash and taken
+        // straight from the stored bytes.
+        let r = Relation::decode_with_ids(&v, |id| ids.get(id))
+            .map_err(|e| Damaged::new(format!("state machine key {:?}", KeyName(&k)), e))?;
+        relations.push((r.source.clone(), r.target.clone()), r);
+    }
+    Ok(relations.finish())
+}
+
+/// Loads one key of tree `sm` other than a relation into `state`.
+fn load_key(state: &mut ImageState, k: &[u8], v: &[u8]) -> Result<(), Damaged> {
+    let key = KeyName(k);
+    let bad = |e: codec::CodecError| Damaged::new(format!("state machine key {key:?}"), e);
+    let image = &mut state.image;
+    match k.get(..2) {
+        Some(b"s/") => {
+            let s: sonraft_raft::model::Site = codec::decode(v).map_err(bad)?;
+            image.sites.insert(s.id.clone(), s);
+        }
+        Some(b"c/") => {
+            let c: sonraft_raft::model::Cell = codec::decode(v).map_err(bad)?;
+            image.cells.insert(c.id.clone(), c);
+        }
+        Some(b"k/") => {
+            let s: sonraft_raft::model::KpiSummary = codec::decode(v).map_err(bad)?;
+            image.kpis.insert(s.cell.clone(), s);
+        }
+        Some(b"o/") => {
+            let c: sonraft_raft::model::control::Control = codec::decode(v).map_err(bad)?;
+            image
+                .control
+                .insert(String::from_utf8_lossy(&k[2..]).into_owned(), c);
+        }
+        Some(b"p/" | b"t/" | b"j/") => {
+            let Some(n) = son_number(k) else {
+                return Err(Damaged::new(
+                    "state machine",
+                    format!("bad SON key {key:?}"),
+                ));
+            };
+            let son = &mut image.son;
+            match k[0] {
+                b'p' => {
+                    son.pending.insert(n, codec::decode(v).map_err(bad)?);
+                }
+                b't' => {
+                    son.trials.insert(n, codec::decode(v).map_err(bad)?);
+                }
+                _ => {
+                    son.journal.insert(n, codec::decode(v).map_err(bad)?);
                 }
             }
-            Some(b"g/") => {
-                let Some(index) = history::index_of(&k) else {
-                    return Err(Damaged::new(
-                        "state machine",
-                        format!("bad history key {key:?}"),
-                    ));
-                };
-                state.history.note(index, history::decode(&k, &v)?.len());
+        }
+        Some(b"g/") => {
+            let Some(index) = history::index_of(k) else {
+                return Err(Damaged::new(
+                    "state machine",
+                    format!("bad history key {key:?}"),
+                ));
+            };
+            state.history.note(index, history::decode(k, v)?.len());
+        }
+        Some(b"h/") => {
+            return Err(Damaged::new(
+                "state machine",
+                format!(
+                    "history key {key:?} is in data format 1's layout, but the directory is marked format 2"
+                ),
+            ));
+        }
+        Some(b"m/") if k.starts_with(STAGED_PREFIX) => {
+            if k.len() != STAGED_PREFIX.len() + 4 {
+                return Err(Damaged::new(
+                    "state machine",
+                    format!("bad staged key {key:?}"),
+                ));
             }
-            Some(b"h/") => {
+            let part: StagedPart = codec::decode(v).map_err(bad)?;
+            if state
+                .image
+                .staged
+                .as_ref()
+                .is_some_and(|s| s.import_id != part.import_id)
+            {
                 return Err(Damaged::new(
                     "state machine",
                     format!(
-                        "history key {key:?} is in data format 1's layout, but the directory is marked format 2"
+                        "staged key {key:?} belongs to another import than the parts before it"
                     ),
                 ));
             }
-            Some(b"m/") if k.starts_with(STAGED_PREFIX) => {
-                if k.len() != STAGED_PREFIX.len() + 4 {
-                    return Err(Damaged::new(
-                        "state machine",
-                        format!("bad staged key {key:?}"),
-                    ));
-                }
-                let part: StagedPart = codec::decode(&v).map_err(bad)?;
-                if state
-                    .image
-                    .staged
-                    .as_ref()
-                    .is_some_and(|s| s.import_id != part.import_id)
-                {
-                    return Err(Damaged::new(
-                        "state machine",
-                        format!(
-                            "staged key {key:?} belongs to another import than the parts before it"
-                        ),
-                    ));
-                }
-                StagedImport::push(&mut state.image.staged, part);
+            StagedImport::push(&mut state.image.staged, part);
+        }
+        Some(b"m/") => match k {
+            b"m/applied" => state.last_applied = codec::decode(v).map_err(bad)?,
+            b"m/membership" => state.membership = codec::decode(v).map_err(bad)?,
+            b"m/clock" => image.log_time_ms = codec::decode(v).map_err(bad)?,
+            b"m/policy" => image.policy = codec::decode(v).map_err(bad)?,
+            b"m/releases" => image.releases = codec::decode(v).map_err(bad)?,
+            b"m/staged" => {
+                return Err(Damaged::new(
+                    "state machine",
+                    "key \"m/staged\" is in data format 9's layout, but the directory is marked format 10",
+                ));
             }
-            Some(b"m/") => match &k[..] {
-                b"m/applied" => state.last_applied = codec::decode(&v).map_err(bad)?,
-                b"m/membership" => state.membership = codec::decode(&v).map_err(bad)?,
-                b"m/clock" => image.log_time_ms = codec::decode(&v).map_err(bad)?,
-                b"m/policy" => image.policy = codec::decode(&v).map_err(bad)?,
-                b"m/releases" => image.releases = codec::decode(&v).map_err(bad)?,
-                b"m/staged" => {
-                    return Err(Damaged::new(
-                        "state machine",
-                        "key \"m/staged\" is in data format 9's layout, but the directory is marked format 10",
-                    ));
-                }
-                b"m/son" => image.son.set_meta(codec::decode(&v).map_err(bad)?),
-                b"m/tuning" => {
-                    let v1: TuningV1 = codec::decode(&v).map_err(bad)?;
-                    image.son.tuning = Tuning::from_parts(v1, image.son.tuning.availability());
-                }
-                TUNING_AVAILABILITY => {
-                    let availability: AvailabilityTuning = codec::decode(&v).map_err(bad)?;
-                    image.son.tuning = Tuning::from_parts(image.son.tuning.v1(), availability);
-                }
-                _ => {
-                    return Err(Damaged::new(
-                        "state machine",
-                        format!("unknown key {key:?}"),
-                    ));
-                }
-            },
+            b"m/son" => image.son.set_meta(codec::decode(v).map_err(bad)?),
+            b"m/tuning" => {
+                let v1: TuningV1 = codec::decode(v).map_err(bad)?;
+                image.son.tuning = Tuning::from_parts(v1, image.son.tuning.availability());
+            }
+            TUNING_AVAILABILITY => {
+                let availability: AvailabilityTuning = codec::decode(v).map_err(bad)?;
+                image.son.tuning = Tuning::from_parts(image.son.tuning.v1(), availability);
+            }
             _ => {
                 return Err(Damaged::new(
                     "state machine",
                     format!("unknown key {key:?}"),
                 ));
             }
+        },
+        _ => {
+            return Err(Damaged::new(
+                "state machine",
+                format!("unknown key {key:?}"),
+            ));
         }
     }
-    state.image.relations = relations.into_vec().into_iter().collect();
-    state.image.cells = std::mem::take(&mut state.image.cells).into_iter().collect();
-    Ok(state)
+    Ok(())
 }
 
 impl RaftStateMachine<TypeConfig> for StateMachine {
@@ -988,4 +1025,68 @@ pub(crate) fn history_oldest_first(
         .wait_written()
         .map_err(|e| Damaged::new("state machine checkpoint", e))?;
     history::oldest_first(tree, limit, from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use std::collections::BTreeMap;
+
+    use sonraft_raft::model::Cell;
+
+    fn cell(id: &str) -> Cell {
+        serde_json::from_value(serde_json::json!({
+            "id": id, "site": "S", "rat": "LTE", "pci": 1, "arfcn": 100, "azimuth": 0
+        }))
+        .unwrap()
+    }
+
+    fn relation(source: &str, target: &str, cio_db: i8) -> Relation {
+        serde_json::from_value(serde_json::json!({
+            "source": source, "target": target, "cio_db": cio_db
+        }))
+        .unwrap()
+    }
+
+    /// Cells whose relation keys sort otherwise than the cells do: `r/A-1/…` comes before
+    /// `r/A/…` (`-` sorts before `/`) while cell `A` comes before `A-1`.
+    #[test]
+    fn a_load_on_many_threads_is_the_load_on_one() {
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let tree = db.open_tree("sm").unwrap();
+        let mut ids: Vec<String> = ["A", "A-1", "A.2", "A1", "A-1-1", "B", "B-", "B--1"]
+            .into_iter()
+            .map(String::from)
+            .collect();
+        ids.extend((0..40).map(|i| format!("C{i}")));
+        ids.extend((0..40).map(|i| format!("C{}-{i}", i % 7)));
+        let mut expected = BTreeMap::new();
+        for (n, source) in ids.iter().enumerate() {
+            tree.insert(cell_key(source), enc(&cell(source)).unwrap())
+                .unwrap();
+            for target in ids.iter().skip(n % 5).step_by(3) {
+                let r = relation(source, target, (n % 7) as i8);
+                tree.insert(relation_key(source, target), enc(&r).unwrap())
+                    .unwrap();
+                expected.insert((source.clone(), target.clone()), r);
+            }
+        }
+        let one = load_on(&tree, |_| 1).unwrap();
+        let got: Vec<_> = one
+            .image
+            .relations
+            .iter()
+            .map(|((s, t), r)| ((s.to_string(), t.to_string()), r.clone()))
+            .collect();
+        assert_eq!(got, expected.into_iter().collect::<Vec<_>>());
+        for threads in [2, 3, 8] {
+            let many = load_on(&tree, |_| threads).unwrap();
+            assert_eq!(
+                many.image.relations, one.image.relations,
+                "{threads} threads"
+            );
+            assert_eq!(many.image.cells, one.image.cells, "{threads} threads");
+        }
+    }
 }

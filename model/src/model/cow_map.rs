@@ -298,10 +298,11 @@ impl<K: Ord + Clone, V: Clone> CowMap<K, V> {
     }
 }
 
-/// Builds a decoded map, in shards of [`SHARD`] built in one go while the keys come in order
-/// (as a map's own encoding gives them, so that nothing else is held); from the first key out
-/// of order on, everything is gathered for [`CowMap::from_vec`].
-struct Builder<K, V> {
+/// Builds a map from entries given one at a time, in shards of [`SHARD`] built in one go while
+/// the keys come in order (as a map's own encoding, or a store's key order mostly, gives them:
+/// nothing else is held); from the first key out of order on, everything is gathered for
+/// [`CowMap::from_vec`].
+pub struct Builder<K, V> {
     shards: Vec<Shard<K, V>>,
     pending: Vec<(K, V)>,
     len: usize,
@@ -309,8 +310,14 @@ struct Builder<K, V> {
     unsorted: Option<Vec<(K, V)>>,
 }
 
+impl<K: Ord + Clone, V: Clone> Default for Builder<K, V> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl<K: Ord + Clone, V: Clone> Builder<K, V> {
-    fn new() -> Self {
+    pub fn new() -> Self {
         Builder {
             shards: Vec::new(),
             pending: Vec::with_capacity(SHARD),
@@ -326,7 +333,8 @@ impl<K: Ord + Clone, V: Clone> Builder<K, V> {
         }
     }
 
-    fn push(&mut self, key: K, value: V) {
+    /// Adds an entry; of a repeated key the last value is kept.
+    pub fn push(&mut self, key: K, value: V) {
         if let Some(all) = &mut self.unsorted {
             all.push((key, value));
             return;
@@ -353,7 +361,7 @@ impl<K: Ord + Clone, V: Clone> Builder<K, V> {
         self.shards.push(Arc::new(BTreeMap::from_iter(entries)));
     }
 
-    fn finish(mut self) -> CowMap<K, V> {
+    pub fn finish(mut self) -> CowMap<K, V> {
         if let Some(all) = self.unsorted.take() {
             return CowMap::from_vec(all);
         }
@@ -386,6 +394,29 @@ impl<K: Ord + Clone, V: Clone> CowMap<K, V> {
             }
             shards.push(Arc::new(shard));
         }
+        CowMap { shards, len }
+    }
+}
+
+impl<K: Ord + Clone, V: Clone> CowMap<K, V> {
+    /// The map of all entries of `maps`, the later map's value kept for a key in two. When
+    /// each map's keys all follow the previous one's (maps built in parallel from consecutive
+    /// ranges of keys), their shards are joined as they are: nothing is copied.
+    pub fn concat(maps: Vec<CowMap<K, V>>) -> Self {
+        let maps: Vec<_> = maps.into_iter().filter(|m| !m.is_empty()).collect();
+        let in_order = maps.windows(2).all(|pair| {
+            let (Some((last, _)), Some((first, _))) =
+                (pair[0].last_key_value(), pair[1].first_key_value())
+            else {
+                return true;
+            };
+            last < first
+        });
+        if !in_order {
+            return Self::from_vec(maps.into_iter().flatten().collect());
+        }
+        let len = maps.iter().map(CowMap::len).sum();
+        let shards = maps.into_iter().flat_map(|m| m.shards).collect();
         CowMap { shards, len }
     }
 }
@@ -597,6 +628,37 @@ mod tests {
         let map: CowMap<u32, u32> = entries.into_iter().collect();
         let model: BTreeMap<u32, u32> = entries.into_iter().collect();
         check(&map, &model);
+    }
+
+    #[test]
+    fn maps_of_consecutive_ranges_join_without_a_copy_and_others_merge() {
+        let part = |keys: std::ops::Range<u32>, value: u32| -> CowMap<u32, u32> {
+            keys.map(|k| (k, value)).collect()
+        };
+        let (a, b, c) = (
+            part(0..3_000, 1),
+            part(3_000..3_001, 2),
+            part(3_001..5_000, 3),
+        );
+        let joined = CowMap::concat(vec![a.clone(), CowMap::new(), b.clone(), c.clone()]);
+        let model: BTreeMap<u32, u32> = a
+            .iter()
+            .chain(b.iter())
+            .chain(c.iter())
+            .map(|(k, v)| (*k, *v))
+            .collect();
+        check(&joined, &model);
+        assert_eq!(joined.shards(), a.shards() + b.shards() + c.shards());
+        assert!(
+            Arc::ptr_eq(&joined.shards[0], &a.shards[0]),
+            "shared, not copied"
+        );
+        // Out of order, and overlapping: the later map's value wins.
+        let merged = CowMap::concat(vec![part(100..200, 1), part(0..150, 2), part(190..210, 3)]);
+        let mut model: BTreeMap<u32, u32> = (100..200).map(|k| (k, 1)).collect();
+        model.extend((0..150).map(|k| (k, 2)));
+        model.extend((190..210).map(|k| (k, 3)));
+        check(&merged, &model);
     }
 
     #[test]

@@ -23,7 +23,7 @@ use crate::changeset::Function;
 pub type SiteId = String;
 mod cell_id;
 pub use cell_id::{CellId, SharedIds};
-pub use cow_map::{CowMap, sort_keeping_last};
+pub use cow_map::{Builder as CowMapBuilder, CowMap, sort_keeping_last};
 
 /// A physical site: one location holding a few sectors.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
