@@ -56,6 +56,8 @@ pub struct SyncStats {
     /// Bytes of log entries written (as stored), since the store was opened: what a snapshot
     /// by size counts.
     pub appended_bytes: AtomicU64,
+    /// Number of `Durability::sync_checkpoint` calls that succeeded.
+    pub checkpoint_syncs: AtomicU64,
 }
 
 /// Turns "sled has the bytes" into "the bytes are on disk".
@@ -171,6 +173,7 @@ impl Durability {
         }
         let started = Instant::now();
         self.sync_files()?;
+        self.stats.checkpoint_syncs.fetch_add(1, Ordering::Relaxed);
         metrics::histogram!("sonraft_checkpoint_sync_seconds")
             .record(started.elapsed().as_secs_f64());
         Ok(())
