@@ -49,7 +49,7 @@ use crate::history::{self, HistoryIndex};
 /// The tuning's sections of command format 9, apart from `m/tuning` so that the values of
 /// older directories keep decoding as they are.
 const TUNING_AVAILABILITY: &[u8] = b"m/tuning/availability";
-use crate::sm_writer::{Ops, SmWriter, TORN};
+use crate::sm_writer::{self, Ops, SmWriter, TORN};
 use crate::snapshot::{SnapshotBody, SnapshotDir};
 
 /// The applied state: what reads and SON functions see.
@@ -112,6 +112,8 @@ pub struct StateMachine {
     feed: tokio::sync::broadcast::Sender<Arc<AppliedChanges>>,
     /// Entries are applied only once they are on disk here (see [`sonraft_raft::durable`]).
     synced: Arc<DurableLog>,
+    /// Syncs of a snapshot's install ([`StateMachine::replace_all`]).
+    durability: Arc<Durability>,
 }
 
 /// Batches the feed of applied changes keeps: a subscriber that falls further behind is told
@@ -276,7 +278,7 @@ impl StateMachine {
             load(&tree)?
         };
         let writer = Arc::new(
-            SmWriter::start(tree.clone(), durability)
+            SmWriter::start(tree.clone(), durability.clone())
                 .map_err(|e| Damaged::new("state machine writer", e))?,
         );
         let sm = StateMachine {
@@ -286,6 +288,7 @@ impl StateMachine {
             writer,
             feed: tokio::sync::broadcast::channel(FEED_BATCHES).0,
             synced,
+            durability,
         };
         if let Some((meta, path)) = sm.snapshots.current() {
             let behind = read(&sm.state).last_applied < meta.last_log_id;
@@ -332,61 +335,72 @@ impl StateMachine {
     }
 
     /// Replaces the whole state (snapshot install) in memory and in sled.
+    ///
+    /// Written as a checkpoint is ([`sm_writer::write_marked`]), not as one sled batch: a
+    /// batch of a national image's 9.4 million keys held all of them encoded, and sled, which
+    /// keeps one epoch pinned for the whole of a batch, freed none of the node versions it
+    /// replaced meanwhile: a learner installing that snapshot grew to 18 GB and was killed.
+    /// The state stays locked until the new one is in sled and in memory, as it was for the
+    /// batch.
     fn replace_all(&self, meta: &SnapshotMeta, body: SnapshotBody) -> Result<(), StorageError> {
         self.writer
             .wait_written()
             .map_err(|e| sm_err(ErrorVerb::Write, e))?;
-        let mut batch = sled::Batch::default();
-        for key in self.tree.iter().keys() {
-            batch.remove(key.map_err(|e| sm_err(ErrorVerb::Read, e))?);
-        }
         let image = body.image;
-        for site in image.sites.values() {
-            batch.insert(site_key(&site.id), enc(site)?);
-        }
-        for cell in image.cells.values() {
-            batch.insert(cell_key(&cell.id), enc(cell)?);
-        }
-        for rel in image.relations.values() {
-            batch.insert(relation_key(&rel.source, &rel.target), enc(rel)?);
-        }
-        for kpi in image.kpis.values() {
-            batch.insert(kpi_key(&kpi.cell), enc(kpi)?);
-        }
-        for (cell_site, control) in &image.control {
-            batch.insert(control_key(cell_site), enc(control)?);
-        }
         let mut history = HistoryIndex::default();
         for (index, run) in history::by_entry(&body.history) {
-            batch.insert(history::key(index), enc(&run)?);
             history.note(index, run.len());
         }
-        batch.insert(b"m/applied".as_slice(), enc(&meta.last_log_id)?);
-        batch.insert(b"m/membership".as_slice(), enc(&meta.last_membership)?);
-        batch.insert(b"m/clock".as_slice(), enc(&image.log_time_ms)?);
-        batch.insert(b"m/policy".as_slice(), enc(&image.policy)?);
-        batch.insert(b"m/releases".as_slice(), enc(&image.releases)?);
+        let mut meta_keys = vec![
+            (b"m/applied".to_vec(), enc(&meta.last_log_id)?),
+            (b"m/membership".to_vec(), enc(&meta.last_membership)?),
+            (b"m/clock".to_vec(), enc(&image.log_time_ms)?),
+            (b"m/policy".to_vec(), enc(&image.policy)?),
+            (b"m/releases".to_vec(), enc(&image.releases)?),
+        ];
         // The staged parts as one value: a later part goes in after it, by its number.
         if let Some(staged) = &image.staged {
-            batch.insert(staged_key(0), enc(&staged.as_part())?);
+            meta_keys.push((staged_key(0), enc(&staged.as_part())?));
         }
         if image.son.tuning.v1() != TuningV1::default() {
-            batch.insert(b"m/tuning".as_slice(), enc(&image.son.tuning.v1())?);
+            meta_keys.push((b"m/tuning".to_vec(), enc(&image.son.tuning.v1())?));
         }
         if image.son.tuning.needs_format_9() {
-            batch.insert(TUNING_AVAILABILITY, enc(&image.son.tuning.availability())?);
+            meta_keys.push((
+                TUNING_AVAILABILITY.to_vec(),
+                enc(&image.son.tuning.availability())?,
+            ));
         }
         if image.son != SonState::default() {
-            batch.insert(b"m/son".as_slice(), enc(&image.son.meta())?);
+            meta_keys.push((b"m/son".to_vec(), enc(&image.son.meta())?));
             for item in son_items(&image.son) {
                 if let Some(v) = son_value(&image.son, item)? {
-                    batch.insert(son_key(item), v);
+                    meta_keys.push((son_key(item), v));
                 }
             }
         }
+        let put = |k: Vec<u8>, v: Result<Vec<u8>, StorageError>| {
+            v.map(|v| (k, Some(v))).map_err(|e| e.to_string())
+        };
+        let held = self.tree.iter().keys().filter_map(|k| match k {
+            Ok(k) if k == TORN => None,
+            Ok(k) => Some(Ok((k.to_vec(), None))),
+            Err(e) => Some(Err(e.to_string())),
+        });
+        let new = (image.sites.values().map(|s| put(site_key(&s.id), enc(s))))
+            .chain(image.cells.values().map(|c| put(cell_key(&c.id), enc(c))))
+            .chain(
+                (image.relations.values()).map(|r| put(relation_key(&r.source, &r.target), enc(r))),
+            )
+            .chain(image.kpis.values().map(|k| put(kpi_key(&k.cell), enc(k))))
+            .chain((image.control.iter()).map(|(cell_site, c)| put(control_key(cell_site), enc(c))))
+            .chain(
+                history::by_entry(&body.history)
+                    .map(|(index, run)| put(history::key(index), enc(&run))),
+            )
+            .chain(meta_keys.into_iter().map(|(k, v)| Ok((k, Some(v)))));
         let mut state = write(&self.state);
-        self.tree
-            .apply_batch(batch)
+        sm_writer::write_marked(&self.tree, &self.durability, held.chain(new))
             .map_err(|e| sm_err(ErrorVerb::Write, e))?;
         *state = ImageState {
             image,
@@ -896,7 +910,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             .await
             .map_err(|e| snap_err(ErrorVerb::Write, e))?;
         let (_, body) = received.map_err(|e| snap_err(ErrorVerb::Read, e))?;
-        self.replace_all(meta, body)?;
+        // Tens of seconds for a national image: off the runtime's worker, whose other tasks
+        // (the Raft core's answers among them) move meanwhile.
+        off_worker(|| self.replace_all(meta, body))?;
         tracing::info!(last_log_id = ?meta.last_log_id, "installed a snapshot");
         Ok(())
     }
