@@ -60,6 +60,9 @@ pub struct SyncStats {
     pub checkpoint_syncs: AtomicU64,
 }
 
+/// A sync at least this long is logged, with where its time went.
+const SLOW_SYNC: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// Turns "sled has the bytes" into "the bytes are on disk".
 pub struct Durability {
     db: sled::Db,
@@ -180,12 +183,27 @@ impl Durability {
     }
 
     fn sync_files(&self) -> io::Result<()> {
+        let started = Instant::now();
         let flushed = self.db.flush().map_err(io::Error::other);
         // The flush sealed the current IO buffer here, deferring its drop to this thread.
         release_sled_garbage();
         flushed?;
+        let flushed = started.elapsed();
         self.data_file.sync_data()?;
-        self.sync_blobs()
+        let synced = started.elapsed();
+        self.sync_blobs()?;
+        let took = started.elapsed();
+        // A witness: a Raft log sync this slow makes followers answer appends late.
+        if took >= SLOW_SYNC {
+            tracing::info!(
+                took_ms = took.as_millis() as u64,
+                flush_ms = flushed.as_millis() as u64,
+                fdatasync_ms = (synced - flushed).as_millis() as u64,
+                blobs_ms = (took - synced).as_millis() as u64,
+                "a sync of sled's files took long"
+            );
+        }
+        Ok(())
     }
 
     fn sync_blobs(&self) -> io::Result<()> {
