@@ -13,7 +13,8 @@ async fn an_import_in_many_parts_whose_last_part_does_not_check_applies_nothing(
     let c = Cluster::start_with(3, &["--outcome-timeout-ms", "50"]).await;
     let leader = c.leader().await;
     let api = &c.nodes[leader].api;
-    // 9,000 cells travel in three parts; the one bad relation is checked with the last.
+    // 9,000 cells travel in fifteen parts (600 a part); the one bad relation is checked with
+    // the last.
     let mut image = demo_image(9000);
     image["relations"]
         .as_array_mut()

@@ -181,20 +181,35 @@ fn json_bytes(body: serde_json::Result<Vec<u8>>) -> Result<Response, ApiError> {
 const CELLS_PER_ENTRY: usize = 4000;
 const RELATIONS_PER_ENTRY: usize = 16000;
 
-/// Splits an import into log-entry-sized commands, sites and policy first.
+/// Cells and relations per part of an import in parts: each part's log entry and staged value
+/// stay under sled's inline limit (a value over `segment_size / 4`, ~128 KiB, is a file of
+/// its own: a megabyte part was two files, fsynced one by one, and the last part's removal of
+/// the staged ones unlinked hundreds of files inside one sled flush, which every Raft log sync
+/// of the node waited for: 300-550 ms, right after every national import).
+const CELLS_PER_PART: usize = 600;
+const RELATIONS_PER_PART: usize = 2000;
+
+/// Splits an import into log-entry-sized commands, policy and sites first.
 fn chunks(import: ImageImport) -> Vec<ImageImport> {
+    let mut sites = import.sites.chunks(CELLS_PER_PART);
     let mut out = vec![ImageImport {
-        sites: import.sites,
+        sites: sites.next().map(<[_]>::to_vec).unwrap_or_default(),
         policy: import.policy,
         ..Default::default()
     }];
-    for c in import.cells.chunks(CELLS_PER_ENTRY) {
+    for s in sites {
+        out.push(ImageImport {
+            sites: s.to_vec(),
+            ..Default::default()
+        });
+    }
+    for c in import.cells.chunks(CELLS_PER_PART) {
         out.push(ImageImport {
             cells: c.to_vec(),
             ..Default::default()
         });
     }
-    for r in import.relations.chunks(RELATIONS_PER_ENTRY) {
+    for r in import.relations.chunks(RELATIONS_PER_PART) {
         out.push(ImageImport {
             relations: r.to_vec(),
             ..Default::default()
@@ -424,9 +439,9 @@ fn parse_lines(bytes: &[u8]) -> Result<ImageImport, ApiError> {
 
 /// Whether `part` holds as much as one log entry should.
 fn part_full(part: &ImageImport) -> bool {
-    part.cells.len() >= CELLS_PER_ENTRY
-        || part.relations.len() >= RELATIONS_PER_ENTRY
-        || part.sites.len() >= CELLS_PER_ENTRY
+    part.cells.len() >= CELLS_PER_PART
+        || part.relations.len() >= RELATIONS_PER_PART
+        || part.sites.len() >= CELLS_PER_PART
 }
 
 /// A streamed import on the leader: each part is staged once its lines are in.
@@ -615,6 +630,39 @@ async fn import_v1(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Parts of a national image, with ids as long as operators' (`ENB-123456-CELL-3`), stay
+    /// under sled's inline limit as staged values: `segment_size / 4` less a header, 131,052
+    /// bytes for sled's 512 KiB segments (larger values are files of their own, see
+    /// [`RELATIONS_PER_PART`]).
+    #[test]
+    fn each_part_of_a_large_import_is_a_value_sled_keeps_inline() {
+        let site = |n: usize| format!("SITE-{n:06}-NORTH");
+        let cell = |n: usize| format!("ENB-{n:06}-CELL-{}", n % 3);
+        fn from<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> T {
+            serde_json::from_value(v).unwrap()
+        }
+        let import = ImageImport {
+            sites: (0..1_300)
+                .map(|n| from(serde_json::json!({"id": site(n), "name": site(n), "lat": 59.3, "lon": 18.1, "region": "north"})))
+                .collect(),
+            cells: (0..1_300)
+                .map(|n| from(serde_json::json!({"id": cell(n), "site": site(n), "rat": "NR", "pci": n % 1000, "arfcn": 632628, "azimuth": 120})))
+                .collect(),
+            relations: (0..4_100)
+                .map(|n| from(serde_json::json!({"source": cell(n), "target": cell(n + 7), "cio_db": -2})))
+                .collect(),
+            policy: None,
+        };
+        let parts = chunks(import);
+        assert!(parts.len() >= 3 + 3 + 3, "{} parts", parts.len());
+        for part in &parts {
+            assert!(part.sites.len() <= CELLS_PER_PART && part.cells.len() <= CELLS_PER_PART);
+            assert!(part.relations.len() <= RELATIONS_PER_PART);
+            let staged = sonraft_raft::codec::encode(part).unwrap();
+            assert!(staged.len() < 120_000, "a part of {} bytes", staged.len());
+        }
+    }
 
     fn lines_of(chunks: &[&[u8]]) -> Result<Vec<(u64, String)>, ApiError> {
         let mut out = Vec::new();
