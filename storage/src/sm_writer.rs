@@ -542,16 +542,22 @@ mod tests {
         }
     }
 
-    /// A checkpoint of a national import (450 MB in sled) left all of it dirty in the page
-    /// cache until its closing sync; every Raft log sync meanwhile (same file) had to write it
-    /// out first: followers answered appends 300 ms late and the leader lost its quorum.
-    #[test]
-    fn a_large_checkpoint_is_synced_as_it_goes() {
-        let dir = tempfile::tempdir().unwrap();
-        let sled_dir = dir.path().join("sled");
+    /// A store's sled, its durability and a writer of tree `sm`, in `dir`.
+    fn writer_in(dir: &std::path::Path) -> (sled::Db, Arc<Durability>, SmWriter) {
+        let sled_dir = dir.join("sled");
         let db = sled::Config::new().path(&sled_dir).open().unwrap();
         let durability = Arc::new(Durability::new(db.clone(), &sled_dir).unwrap());
         let writer = SmWriter::start(db.open_tree("sm").unwrap(), durability.clone()).unwrap();
+        (db, durability, writer)
+    }
+
+    /// A checkpoint is synced as it goes: a national import's (~450 MB of keys, many times
+    /// that as sled writes them) left dirty until its closing sync is what any Raft log sync
+    /// of the same file would have to write out first.
+    #[test]
+    fn a_large_checkpoint_is_synced_as_it_goes() {
+        let dir = tempfile::tempdir().unwrap();
+        let (db, durability, writer) = writer_in(dir.path());
         let mut ops = Ops::default();
         let value = vec![3u8; 4096];
         let keys = 4 * CHECKPOINT_SYNC_BYTES / value.len() + 10;
@@ -574,10 +580,7 @@ mod tests {
     #[test]
     fn a_read_in_order_sees_what_was_submitted_before_it_and_nothing_after() {
         let dir = tempfile::tempdir().unwrap();
-        let sled_dir = dir.path().join("sled");
-        let db = sled::Config::new().path(&sled_dir).open().unwrap();
-        let durability = Arc::new(Durability::new(db.clone(), &sled_dir).unwrap());
-        let writer = SmWriter::start(db.open_tree("sm").unwrap(), durability).unwrap();
+        let (db, durability, writer) = writer_in(dir.path());
         let put = |n: &str| {
             let mut ops = Ops::default();
             ops.insert(b"k", n);
@@ -598,10 +601,7 @@ mod tests {
 
         // Once the writer has stopped, a read fails instead of waiting for ever.
         drop(writer);
-        let stopped = SmWriter::start(db.open_tree("sm").unwrap(), {
-            Arc::new(Durability::new(db.clone(), &sled_dir).unwrap())
-        })
-        .unwrap();
+        let stopped = SmWriter::start(db.open_tree("sm").unwrap(), durability).unwrap();
         stopped.progress.stop("test".into());
         assert!(stopped.read_in_order(value).is_err());
     }
