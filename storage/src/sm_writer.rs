@@ -379,17 +379,24 @@ impl SmWriter {
         })
     }
 
-    /// Queues one batch of operations.
-    pub(crate) fn submit(&self, ops: Ops) -> Result<(), String> {
+    /// Queues the message `make` builds, under the queue's lock (a batch takes its sequence
+    /// number there, so that the numbers follow the queue's order); fails if the writer stopped.
+    fn queue(&self, make: impl FnOnce() -> Msg) -> Result<(), String> {
         if let Some(reason) = self.failure() {
             return Err(reason);
         }
+        let stopped = || "the state machine writer has stopped".to_string();
         let tx = self.tx.lock().unwrap_or_else(|x| x.into_inner());
-        let seq = self.submitted.fetch_add(1, Ordering::SeqCst) + 1;
+        let msg = make();
         tx.as_ref()
-            .ok_or("the state machine writer has stopped")?
-            .send(Msg::Ops(seq, ops))
-            .map_err(|_| "the state machine writer has stopped".to_string())
+            .ok_or_else(stopped)?
+            .send(msg)
+            .map_err(|_| stopped())
+    }
+
+    /// Queues one batch of operations.
+    pub(crate) fn submit(&self, ops: Ops) -> Result<(), String> {
+        self.queue(|| Msg::Ops(self.submitted.fetch_add(1, Ordering::SeqCst) + 1, ops))
     }
 
     /// Queues `f` to run on the tree once everything submitted so far is in sled, and before
@@ -400,20 +407,12 @@ impl SmWriter {
         &self,
         f: impl FnOnce(&sled::Tree) -> T + Send + 'static,
     ) -> Result<PendingRead<T>, String> {
-        if let Some(reason) = self.failure() {
-            return Err(reason);
-        }
         let (tx, rx) = mpsc::sync_channel(1);
-        let read = Box::new(move |tree: &sled::Tree| {
-            let _ = tx.send(f(tree));
-        });
-        self.tx
-            .lock()
-            .unwrap_or_else(|x| x.into_inner())
-            .as_ref()
-            .ok_or("the state machine writer has stopped")?
-            .send(Msg::Read(read))
-            .map_err(|_| "the state machine writer has stopped".to_string())?;
+        self.queue(|| {
+            Msg::Read(Box::new(move |tree: &sled::Tree| {
+                let _ = tx.send(f(tree));
+            }))
+        })?;
         Ok(PendingRead(rx))
     }
 
