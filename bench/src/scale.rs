@@ -1,8 +1,8 @@
 //! Scale: a large image in a local three-node cluster. Prints what issue 17 asks of a national
 //! network: the import's time, each node's resident memory and disk with bytes per cell and
 //! per relation, a backup's time and size, a restarted follower's time to ready, a new
-//! learner's time to catch up, and a single change set's latency on a small image and on the
-//! large one.
+//! learner's time to catch up, and a single change set's latency on a small image, on the
+//! large one, during a backup and while every node builds a snapshot of it.
 //!
 //! The image is the simulator's network (`sonraft sim export --cells N`) with more relations
 //! added per cell, to the next cells by id (the same and neighbouring sites), up to
@@ -138,14 +138,7 @@ pub async fn run(args: ScaleArgs) -> anyhow::Result<()> {
         done.store(true, std::sync::atomic::Ordering::Relaxed);
         r
     };
-    let during = async {
-        let mut out = Vec::new();
-        while !done.load(std::sync::atomic::Ordering::Relaxed) {
-            out.extend(change_latencies(&cluster, &client, &large.first_cell, 2).await?);
-        }
-        out.sort_by(f64::total_cmp);
-        anyhow::Ok(out)
-    };
+    let during = latencies_until(&cluster, &client, &large.first_cell, &done);
     let (again, during_lat) = tokio::join!(backup, during);
     let (again, during_lat) = (again?, during_lat?);
     let backup_again_s = t.elapsed().as_secs_f64();
@@ -169,6 +162,27 @@ pub async fn run(args: ScaleArgs) -> anyhow::Result<()> {
     // Again once the import's checkpoint, the backup and the restart are behind (before a
     // fourth node shares the two cores).
     let settled_lat = change_latencies(&cluster, &client, &large.first_cell, args.changes).await?;
+
+    // Every node builds a snapshot of the whole image at once, as when the count falls due on
+    // all three at the same index, with change sets one after the other meanwhile.
+    let mut up_to = Vec::new();
+    for p in &cluster.nodes {
+        let url = format!("{}/snapshot", client.base_url(&p.api));
+        let r = client.send(Method::POST, &url, None, &[]).await?;
+        let started: v1::SnapshotStarted = r.parse().context("POST /snapshot")?;
+        up_to.push(started.up_to_index);
+    }
+    let t = Instant::now();
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let built = async {
+        let r = snapshots_at(&cluster, &up_to, Duration::from_secs(600)).await;
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        r
+    };
+    let during = latencies_until(&cluster, &client, &large.first_cell, &done);
+    let (built, snapshot_lat) = tokio::join!(built, during);
+    let (snapshot_lat, snapshot_s) = (snapshot_lat?, built.map(|()| t.elapsed().as_secs_f64())?);
+    println!("snapshots: built on every node at once in {snapshot_s:.1} s");
 
     let t = Instant::now();
     let caught_up_s = match join_learner(&mut cluster, &client, &binary, &node_args).await {
@@ -200,6 +214,7 @@ pub async fn run(args: ScaleArgs) -> anyhow::Result<()> {
         ("large image right after its import", &large_lat),
         ("large image later", &settled_lat),
         ("large image during a backup", &during_lat),
+        ("large image during snapshots on every node", &snapshot_lat),
     ] {
         println!(
             "change set on the {name}: p50 {:.2} ms, p99 {:.2} ms ({} one after the other)",
@@ -234,6 +249,9 @@ pub async fn run(args: ScaleArgs) -> anyhow::Result<()> {
             "settled_p99_ms": quantile(&settled_lat, 0.99),
             "during_backup_p50_ms": quantile(&during_lat, 0.5),
             "during_backup_p99_ms": quantile(&during_lat, 0.99),
+            "snapshot_s": snapshot_s,
+            "during_snapshot_p50_ms": quantile(&snapshot_lat, 0.5),
+            "during_snapshot_p99_ms": quantile(&snapshot_lat, 0.99),
         })
     );
     drop(cluster);
@@ -409,6 +427,47 @@ async fn download_elsewhere(url: String) -> anyhow::Result<u64> {
         })
     })
     .await?
+}
+
+/// Change sets one after the other on `cell` until `done`, sorted.
+async fn latencies_until(
+    cluster: &LocalCluster,
+    client: &ApiClient,
+    cell: &str,
+    done: &std::sync::atomic::AtomicBool,
+) -> anyhow::Result<Vec<f64>> {
+    let mut out = Vec::new();
+    while !done.load(std::sync::atomic::Ordering::Relaxed) {
+        out.extend(change_latencies(cluster, client, cell, 2).await?);
+    }
+    out.sort_by(f64::total_cmp);
+    Ok(out)
+}
+
+/// Waits until each node's snapshot covers its index in `up_to`.
+async fn snapshots_at(
+    cluster: &LocalCluster,
+    up_to: &[u64],
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let mut behind = Vec::new();
+        for (p, want) in cluster.nodes.iter().zip(up_to) {
+            let at = cluster.status(p).await;
+            let at = at.as_ref().and_then(|s| s["snapshot_index"].as_u64());
+            if at.is_none_or(|at| at < *want) {
+                behind.push(p.id);
+            }
+        }
+        if behind.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("nodes {behind:?} built no snapshot within {timeout:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 async fn change_latencies(
