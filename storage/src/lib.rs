@@ -15,6 +15,7 @@
 // openraft's `StorageError` is large by design and is what its storage traits return.
 #![allow(clippy::result_large_err)]
 
+pub mod background;
 pub mod durable;
 pub mod error;
 pub mod format;

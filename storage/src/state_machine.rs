@@ -942,11 +942,12 @@ pub struct SnapshotBuilder {
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
-        // Capturing waits for the checkpoint writer and encoding takes seconds for a large
-        // image: on a thread of the blocking pool rather than one of the runtime's workers.
+        // Capturing waits for the checkpoint writer and encoding takes seconds of a core for a
+        // large image: off the runtime, and below the priority of the threads writes wait for
+        // (see `background`).
         let (state, writer) = (self.state.clone(), self.writer.clone());
         let dir = self.snapshots.clone();
-        let (meta, path) = tokio::task::spawn_blocking(move || {
+        let (meta, path) = crate::background::run("sonraft-snapshot", move || {
             let (meta, body) =
                 capture(&state, &writer).map_err(|e| snap_err(ErrorVerb::Read, e))?;
             let path = dir

@@ -7,6 +7,7 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use sonraft_client::{ChunkWriter, channel_body, v1};
+use sonraft_storage::background;
 use sonraft_storage::snapshot::encode_snapshot;
 
 use super::error::{ApiError, Params};
@@ -34,21 +35,24 @@ pub async fn snapshot(State(node): State<Arc<Node>>) -> Result<Response, ApiErro
 /// ends the body with an error, and a reader that checks the trailing CRC (`ctl backup` does)
 /// never takes a cut-short copy for whole.
 pub async fn backup(State(node): State<Arc<Node>>) -> Result<Response, ApiError> {
+    // Captured and encoded below the priority of the threads writes wait for, as a snapshot
+    // is (see `sonraft_storage::background`).
     let store = node.store().clone();
-    let (meta, body) = tokio::task::spawn_blocking(move || store.capture())
+    let (meta, body) = background::run("sonraft-backup", move || store.capture())
         .await
         .map_err(|e| ApiError::internal(e.to_string()))?
         .map_err(|e| ApiError::internal(e.to_string()))?;
     let index = meta.last_log_id.map_or(0, |l| l.index);
     let (tx, rx) = tokio::sync::mpsc::channel(4);
-    tokio::task::spawn_blocking(move || {
+    background::spawn("sonraft-backup", move || {
         // A failure drops the writer unfinished, which ends the body with an error, so that
         // the transfer fails instead of ending as if whole (a panic does the same).
         let w = ChunkWriter::new(tx);
         if let Err(e) = encode_snapshot(w, &meta, &body).and_then(ChunkWriter::finish) {
             tracing::warn!(error = %e, "a backup was not sent whole");
         }
-    });
+    })
+    .map_err(|e| ApiError::internal(e.to_string()))?;
     let name = format!(
         "attachment; filename=\"sonraft-node{}-{index}.backup\"",
         node.id()
