@@ -1,6 +1,7 @@
 //! The sending side: openraft's `RaftNetworkFactory` over a pooled keep-alive hyper client.
 
 use std::future::Future;
+use std::io::SeekFrom;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -12,15 +13,18 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use openraft::error::{
-    InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError, Timeout,
-    Unreachable,
+    Fatal, InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError,
+    ReplicationClosed, StreamingError, Timeout, Unreachable,
 };
 use openraft::network::{Backoff, RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
-    VoteRequest, VoteResponse,
+    SnapshotResponse, VoteRequest, VoteResponse,
 };
-use openraft::{AnyError, LogId, RPCTypes};
+use openraft::{
+    AnyError, ErrorSubject, ErrorVerb, LogId, OptionalSend, RPCTypes, Snapshot, StorageError, Vote,
+};
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::peer_health::PeerHealth;
@@ -243,6 +247,18 @@ impl Framed {
 /// Raft takes them. A larger batch is refused to openraft as too large, with the number of
 /// entries that would fit, and openraft sends that many instead.
 const MAX_APPEND_BYTES: usize = 8 << 20;
+
+/// How long the last chunk of a snapshot waits for the peer's answer, which comes once the
+/// peer has installed it: a learner installs a national image (434 MB) in 20–50 s on a busy
+/// machine. A last chunk lost in a partition is sent again after this long.
+const INSTALL_AT_MOST: Duration = Duration::from_secs(120);
+
+/// A snapshot's chunk when openraft names no size (its default, 3 MiB).
+const SNAPSHOT_CHUNK: usize = 3 << 20;
+
+/// Failures of one snapshot chunk in a row (with pauses of 20 ms doubling) before the snapshot
+/// is given up to openraft, which starts it again after its own back-off.
+const SNAPSHOT_CHUNK_TRIES: u32 = 5;
 
 /// How long a request may hold a replication stream's lane past openraft's timeout before it
 /// is given up (its connection closed) and the next may go.
@@ -505,17 +521,110 @@ impl RaftNetwork<TypeConfig> for HttpNetwork {
         InstallSnapshotResponse<NodeId>,
         RPCError<NodeId, NodeInfo, RaftError<NodeId, InstallSnapshotError>>,
     > {
-        let ttl = option.hard_ttl();
-        let Some(lane) = self.lane(ttl).await else {
-            return Err(self.rpc_error(CallError::Timeout, RPCTypes::InstallSnapshot, ttl));
+        self.send_chunk(rpc, option.hard_ttl()).await
+    }
+
+    /// Sends a snapshot in chunks, as openraft's own `Chunked` does, with one difference: the
+    /// last chunk waits up to [`INSTALL_AT_MOST`] for its answer, which comes once the peer has
+    /// installed the snapshot.
+    ///
+    /// Why: `Chunked` gives every chunk `install_snapshot_timeout` (10 s here), and a learner
+    /// takes 20–50 s to install a national image's 434 MB on this machine. The leader gave up
+    /// on the last chunk and streamed the whole snapshot again from its start every 10 s, which
+    /// the learner received into a file beside its install, slowing it (51 s instead of ~20).
+    /// Every other chunk keeps openraft's timeout, so one lost in a partition goes again soon.
+    async fn full_snapshot(
+        &mut self,
+        vote: Vote<NodeId>,
+        snapshot: Snapshot<TypeConfig>,
+        cancel: impl Future<Output = ReplicationClosed> + OptionalSend + 'static,
+        option: RPCOption,
+    ) -> Result<SnapshotResponse<NodeId>, StreamingError<TypeConfig, Fatal<NodeId>>> {
+        let Snapshot { meta, snapshot } = snapshot;
+        let mut file = snapshot;
+        let read_error = |e: std::io::Error| {
+            let subject = ErrorSubject::Snapshot(Some(meta.signature()));
+            StorageError::from_io_error(subject, ErrorVerb::Read, e)
         };
-        match self
-            .call(Framed::new(&RaftRpc::Snapshot(rpc)), ttl, Some(lane))
-            .await
-        {
-            Ok(RaftReply::Snapshot(r)) => r.map_err(|e| RemoteError::new(self.target, e).into()),
-            Ok(_) => Err(self.unexpected()),
-            Err(e) => Err(self.rpc_error(e, RPCTypes::InstallSnapshot, ttl)),
+        let end = file.seek(SeekFrom::End(0)).await.map_err(read_error)?;
+        let chunk = option
+            .snapshot_chunk_size()
+            .unwrap_or(SNAPSHOT_CHUNK)
+            .max(1) as u64;
+        let mut cancel = std::pin::pin!(cancel);
+        let (mut offset, mut failures) = (0u64, 0u32);
+        loop {
+            file.seek(SeekFrom::Start(offset))
+                .await
+                .map_err(read_error)?;
+            let mut data = Vec::with_capacity(chunk.min(end - offset.min(end)) as usize);
+            (&mut file)
+                .take(chunk)
+                .read_to_end(&mut data)
+                .await
+                .map_err(read_error)?;
+            let sent = data.len() as u64;
+            let done = offset + sent >= end;
+            let rpc = InstallSnapshotRequest {
+                vote,
+                meta: meta.clone(),
+                offset,
+                data,
+                done,
+            };
+            let ttl = if done {
+                option.hard_ttl().max(INSTALL_AT_MOST)
+            } else {
+                option.hard_ttl()
+            };
+            let answer = tokio::select! {
+                closed = cancel.as_mut() => return Err(closed.into()),
+                answer = self.send_chunk(rpc, ttl) => answer,
+            };
+            let error: StreamingError<TypeConfig, Fatal<NodeId>> = match answer {
+                Ok(r) if r.vote > vote || done => return Ok(SnapshotResponse::new(r.vote)),
+                Ok(_) => {
+                    (offset, failures) = (offset + sent, 0);
+                    continue;
+                }
+                Err(RPCError::RemoteError(RemoteError {
+                    target,
+                    target_node,
+                    source,
+                })) => match source {
+                    RaftError::Fatal(source) => {
+                        return Err(RemoteError {
+                            target,
+                            target_node,
+                            source,
+                        }
+                        .into());
+                    }
+                    RaftError::APIError(InstallSnapshotError::SnapshotMismatch(m)) => {
+                        tracing::info!(target, mismatch = %m, "the peer wants the snapshot from its start");
+                        (offset, failures) = (0, 0);
+                        continue;
+                    }
+                },
+                Err(RPCError::PayloadTooLarge(p)) => {
+                    let e =
+                        AnyError::error(format!("a snapshot chunk was refused as too large: {p}"));
+                    return Err(NetworkError::new(&e).into());
+                }
+                Err(RPCError::Timeout(e)) => e.into(),
+                Err(RPCError::Network(e)) => e.into(),
+                Err(RPCError::Unreachable(e)) => e.into(),
+            };
+            failures += 1;
+            if failures >= SNAPSHOT_CHUNK_TRIES {
+                return Err(error);
+            }
+            tracing::debug!(target = self.target, offset, error = %error, "a snapshot chunk goes again");
+            let pause = Duration::from_millis(10 << failures.min(5));
+            tokio::select! {
+                closed = cancel.as_mut() => return Err(closed.into()),
+                () = tokio::time::sleep(pause) => {}
+            }
         }
     }
 
@@ -534,6 +643,30 @@ impl RaftNetwork<TypeConfig> for HttpNetwork {
 
     fn backoff(&self) -> Backoff {
         Backoff::new(retry_pauses(self.retry_cap))
+    }
+}
+
+impl HttpNetwork {
+    /// Sends one chunk of a snapshot and waits up to `ttl` for its answer.
+    async fn send_chunk(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        ttl: Duration,
+    ) -> Result<
+        InstallSnapshotResponse<NodeId>,
+        RPCError<NodeId, NodeInfo, RaftError<NodeId, InstallSnapshotError>>,
+    > {
+        let Some(lane) = self.lane(ttl).await else {
+            return Err(self.rpc_error(CallError::Timeout, RPCTypes::InstallSnapshot, ttl));
+        };
+        match self
+            .call(Framed::new(&RaftRpc::Snapshot(rpc)), ttl, Some(lane))
+            .await
+        {
+            Ok(RaftReply::Snapshot(r)) => r.map_err(|e| RemoteError::new(self.target, e).into()),
+            Ok(_) => Err(self.unexpected()),
+            Err(e) => Err(self.rpc_error(e, RPCTypes::InstallSnapshot, ttl)),
+        }
     }
 }
 
@@ -880,6 +1013,121 @@ mod tests {
         assert_eq!(next.prev_log_id.unwrap().index, 2);
         answer.send(AppendEntriesResponse::Success).unwrap();
         call.await.unwrap();
+    }
+
+    /// A peer that takes `install` to answer the last chunk of a snapshot (it installs it) and
+    /// answers the others at once; it records each chunk it got as (offset, data, done).
+    async fn installing_peer(
+        install: Duration,
+    ) -> (String, Arc<std::sync::Mutex<Vec<(u64, Vec<u8>, bool)>>>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let got = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = got.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let seen = seen.clone();
+                let service =
+                    hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                        let seen = seen.clone();
+                        async move {
+                            let bytes = req.into_body().collect().await?.to_bytes();
+                            let RaftRpc::Snapshot(rpc) = decode_frame(&bytes).unwrap() else {
+                                panic!("only snapshot chunks here")
+                            };
+                            seen.lock().unwrap().push((rpc.offset, rpc.data, rpc.done));
+                            if rpc.done {
+                                tokio::time::sleep(install).await;
+                            }
+                            let answer = InstallSnapshotResponse { vote: rpc.vote };
+                            let reply = RaftReply::Snapshot(Ok(answer));
+                            let body = Full::new(Bytes::from(encode_frame(&reply).unwrap()));
+                            Ok::<_, hyper::Error>(hyper::Response::new(body))
+                        }
+                    });
+                tokio::spawn(
+                    hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service),
+                );
+            }
+        });
+        (addr, got)
+    }
+
+    /// A snapshot of `len` bytes (a counting pattern) in a file of its own.
+    fn snapshot_of(len: usize) -> (Snapshot<TypeConfig>, Vec<u8>) {
+        use std::io::Write;
+        let bytes: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+        let mut f = tempfile::tempfile().unwrap();
+        f.write_all(&bytes).unwrap();
+        let meta = openraft::SnapshotMeta {
+            last_log_id: Some(LogId::new(CommittedLeaderId::new(1, 1), 10)),
+            last_membership: Default::default(),
+            snapshot_id: "1-10-0".into(),
+        };
+        let snapshot = Snapshot {
+            meta,
+            snapshot: Box::new(tokio::fs::File::from_std(f)),
+        };
+        (snapshot, bytes)
+    }
+
+    #[tokio::test]
+    async fn a_snapshot_goes_once_though_the_peer_installs_it_for_longer_than_a_chunk_may_take() {
+        // Each chunk may take 300 ms; the peer installs for 1.5 s before it answers the last.
+        let (addr, got) = installing_peer(Duration::from_millis(1500)).await;
+        let mut net = client_of(addr).await;
+        let (snapshot, bytes) = snapshot_of(SNAPSHOT_CHUNK * 2 + 12_345);
+        let vote = Vote::new_committed(1, 1);
+        let never = std::future::pending::<ReplicationClosed>();
+        let option = RPCOption::new(Duration::from_millis(300));
+        let r = net.full_snapshot(vote, snapshot, never, option).await;
+        assert_eq!(
+            r.map_err(|e| e.to_string()),
+            Ok(SnapshotResponse::new(vote))
+        );
+
+        let got = got.lock().unwrap();
+        let offsets: Vec<(u64, bool)> = got.iter().map(|(o, _, d)| (*o, *d)).collect();
+        let c = SNAPSHOT_CHUNK as u64;
+        assert_eq!(
+            offsets,
+            [(0, false), (c, false), (2 * c, true)],
+            "sent more than once"
+        );
+        let sent: Vec<u8> = got.iter().flat_map(|(_, d, _)| d.iter().copied()).collect();
+        assert!(sent == bytes, "the chunks do not make up the snapshot");
+    }
+
+    #[tokio::test]
+    async fn a_snapshot_waiting_for_its_install_stops_when_the_replication_does() {
+        let (addr, _got) = installing_peer(Duration::from_secs(600)).await;
+        let mut net = client_of(addr).await;
+        let (snapshot, _) = snapshot_of(1000);
+        let (stop, stopped) = oneshot::channel::<()>();
+        let cancel = async move {
+            let _ = stopped.await;
+            ReplicationClosed::new("the test stops it")
+        };
+        let option = RPCOption::new(Duration::from_millis(300));
+        let call = tokio::spawn(async move {
+            net.full_snapshot(Vote::new_committed(1, 1), snapshot, cancel, option)
+                .await
+        });
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(
+            !call.is_finished(),
+            "gave up on the install after the chunk timeout"
+        );
+        stop.send(()).unwrap();
+        let r = tokio::time::timeout(Duration::from_secs(10), call)
+            .await
+            .expect("went on waiting after the replication stopped")
+            .unwrap();
+        assert!(matches!(r, Err(StreamingError::Closed(_))), "{r:?}");
     }
 
     #[test]
