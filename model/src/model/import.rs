@@ -28,6 +28,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use super::cow_map::Builder as CowMapBuilder;
 use super::entity::valid_id;
 use super::image::{Changes, HistoryRecord, NetworkImage};
 use super::param::{cell_value, check_cell, check_relation, relation_value};
@@ -168,6 +169,55 @@ pub struct StagedPart {
     /// into one value, as written from a snapshot).
     pub parts: u32,
     pub data: ImageImport,
+}
+
+/// The entities of an import, whole ([`ImageImport`]) or in the parts it was staged in
+/// ([`StagedImport`]): what checking it and telling what it changes read, in the same order
+/// either way.
+pub trait ImportEntities {
+    fn sites(&self) -> impl Iterator<Item = &Site>;
+    fn cells(&self) -> impl Iterator<Item = &Cell>;
+    fn relations(&self) -> impl Iterator<Item = &Relation>;
+    fn policy(&self) -> Option<&Policy>;
+    /// How many cells and relations it holds.
+    fn counts(&self) -> (usize, usize);
+}
+
+impl ImportEntities for ImageImport {
+    fn sites(&self) -> impl Iterator<Item = &Site> {
+        self.sites.iter()
+    }
+    fn cells(&self) -> impl Iterator<Item = &Cell> {
+        self.cells.iter()
+    }
+    fn relations(&self) -> impl Iterator<Item = &Relation> {
+        self.relations.iter()
+    }
+    fn policy(&self) -> Option<&Policy> {
+        self.policy.as_ref()
+    }
+    fn counts(&self) -> (usize, usize) {
+        (self.cells.len(), self.relations.len())
+    }
+}
+
+impl ImportEntities for StagedImport {
+    fn sites(&self) -> impl Iterator<Item = &Site> {
+        StagedImport::sites(self)
+    }
+    fn cells(&self) -> impl Iterator<Item = &Cell> {
+        StagedImport::cells(self)
+    }
+    fn relations(&self) -> impl Iterator<Item = &Relation> {
+        StagedImport::relations(self)
+    }
+    fn policy(&self) -> Option<&Policy> {
+        StagedImport::policy(self)
+    }
+    fn counts(&self) -> (usize, usize) {
+        let sum = |f: fn(&ImageImport) -> usize| self.chunks.iter().map(|c| f(c)).sum();
+        (sum(|c| c.cells.len()), sum(|c| c.relations.len()))
+    }
 }
 
 impl StagedImport {
@@ -361,16 +411,16 @@ const PACK_AFTER: usize = 10_000;
 
 impl NetworkImage {
     /// What `import` would change in this image (it must pass [`NetworkImage::check_import`]).
-    pub fn import_diff(&self, import: &ImageImport) -> ImportDiff {
+    pub fn import_diff(&self, import: &impl ImportEntities) -> ImportDiff {
         let mut diff = ImportDiff::default();
-        for site in &import.sites {
+        for site in import.sites() {
             match self.sites.get(&site.id) {
                 None => diff.sites.created += 1,
                 Some(old) if old == site => diff.sites.unchanged += 1,
                 Some(_) => diff.sites.updated += 1,
             }
         }
-        for cell in &import.cells {
+        for cell in import.cells() {
             let Some(old) = self.cells.get(&cell.id) else {
                 diff.cells.created += 1;
                 continue;
@@ -394,7 +444,7 @@ impl NetworkImage {
                 }
             }
         }
-        for rel in &import.relations {
+        for rel in import.relations() {
             let key = (rel.source.clone(), rel.target.clone());
             let Some(old) = self.relations.get(&key) else {
                 diff.relations.created += 1;
@@ -420,7 +470,7 @@ impl NetworkImage {
                 }
             }
         }
-        diff.policy_changed = import.policy.as_ref().is_some_and(|p| *p != self.policy);
+        diff.policy_changed = import.policy().is_some_and(|p| *p != self.policy);
         diff
     }
 
@@ -470,7 +520,7 @@ impl NetworkImage {
                 reason: "no import is staged".into(),
             };
         };
-        match self.apply_import(index, part, staged.into_data(), changes) {
+        match self.apply_import(index, part, staged, changes) {
             Ok(diff) => ImportOutcome::Applied { index, diff },
             Err(reason) => {
                 changes.history.push(HistoryRecord {
@@ -490,28 +540,36 @@ impl NetworkImage {
     }
 
     /// Checks and applies a whole staged import, recording it in the history.
+    ///
+    /// Its parts are consumed one at a time, never joined into one import first: a national
+    /// import's 9 million relations as one `Vec` (~650 MB) stayed beside everything built from
+    /// them, and the node's memory peaked here.
     fn apply_import(
         &mut self,
         index: u64,
         part: &ImportPart,
-        import: ImageImport,
+        import: StagedImport,
         changes: &mut Changes,
     ) -> Result<ImportDiff, String> {
         self.check_import(&import)?;
         let diff = self.import_diff(&import);
         let created = VERSION_SPAN.saturating_mul(index.max(1));
         let mut versions = BTreeMap::new();
-        let ImageImport {
-            sites,
-            cells,
-            relations,
-            policy,
-        } = import;
-        for site in sites {
+        let policy = import.policy().cloned();
+        let relation_count = import.counts().1;
+        // Each part's data moved out (copied only if a capture of the image still shares it).
+        let mut chunks: Vec<ImageImport> = import
+            .chunks
+            .into_iter()
+            .map(Arc::unwrap_or_clone)
+            .collect();
+        let sites = chunks.iter_mut().flat_map(|c| std::mem::take(&mut c.sites));
+        for site in sites.collect::<Vec<_>>() {
             changes.sites.insert(site.id.clone());
             self.sites.insert(site.id.clone(), site);
         }
-        for mut cell in cells {
+        let cells = chunks.iter_mut().flat_map(|c| std::mem::take(&mut c.cells));
+        for mut cell in cells.collect::<Vec<_>>() {
             let old = self.cells.get(&cell.id);
             if old.is_some_and(|o| same_cell(o, &cell)) {
                 continue;
@@ -532,10 +590,11 @@ impl NetworkImage {
         if large(changes.cells.len(), self.cells.len()) {
             self.pack_cells();
         }
-        if large(relations.len(), self.relations.len() + relations.len()) {
-            self.put_relations_at_once(relations, created, &mut versions, changes);
+        let relations = chunks.into_iter().map(|c| c.relations);
+        if large(relation_count, self.relations.len() + relation_count) {
+            self.put_relations_at_once(relations, relation_count, created, &mut versions, changes);
         } else {
-            for rel in relations {
+            for rel in relations.flatten() {
                 let key = (rel.source.clone(), rel.target.clone());
                 let Some(rel) = self.imported_relation(&key, rel, created, &mut versions) else {
                     continue;
@@ -596,41 +655,56 @@ impl NetworkImage {
         Some(rel)
     }
 
-    /// Puts a large import's relations (already checked) the way one [`put_relation`] each
-    /// would, but builds the relation map again in one go: one at a time, 3 million relations
-    /// took 6 s and twice the map's memory (B-tree nodes two-thirds full, then packed), beside
-    /// the import's own copy. Each relation names its cells by the cells' own ids, found by
-    /// hash ([`NetworkImage::shared_ids`]).
+    /// Puts a large import's relations (already checked), given in parts, the way one
+    /// [`put_relation`] each would, but builds the relation map again in one go: one at a time,
+    /// 3 million relations took 6 s and twice the map's memory (B-tree nodes two-thirds full,
+    /// then packed), beside the import's own copy. Each relation names its cells by the cells'
+    /// own ids, found by hash ([`NetworkImage::shared_ids`]).
+    ///
+    /// Each part is sorted and handed to the map's builder, then freed: when the parts follow
+    /// one another in key order (an export's, or the simulator's), the map grows as the parts
+    /// go, and nothing holds all the relations twice. Parts out of order are gathered and
+    /// sorted whole, as before.
     ///
     /// [`put_relation`]: NetworkImage::put_relation
     fn put_relations_at_once(
         &mut self,
-        relations: Vec<Relation>,
+        parts: impl Iterator<Item = Vec<Relation>>,
+        count: usize,
         created: u64,
         versions: &mut BTreeMap<String, u64>,
         changes: &mut Changes,
     ) {
         let ids = self.shared_ids();
-        let mut put: Vec<(RelationKey, Relation)> = Vec::with_capacity(relations.len());
-        // Consumed as it goes: each relation's own ids are freed as the shared ones replace them.
-        for mut rel in relations {
-            rel.source = ids.get(&rel.source);
-            rel.target = ids.get(&rel.target);
-            let key = (rel.source.clone(), rel.target.clone());
-            if let Some(rel) = self.imported_relation(&key, rel, created, versions) {
-                put.push((key, rel));
+        let mut put = CowMapBuilder::default();
+        let mut keys = Vec::with_capacity(count);
+        for relations in parts {
+            let mut part = Vec::with_capacity(relations.len());
+            // Consumed as it goes: each relation's own ids are freed as the shared ones
+            // replace them.
+            for mut rel in relations {
+                rel.source = ids.get(&rel.source);
+                rel.target = ids.get(&rel.target);
+                let key = (rel.source.clone(), rel.target.clone());
+                if let Some(rel) = self.imported_relation(&key, rel, created, versions) {
+                    part.push((key, rel));
+                }
+            }
+            part.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            for (key, rel) in part {
+                keys.push(key.clone());
+                put.push(key, rel);
             }
         }
-        put.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        let keys = put.iter().map(|(k, _)| k.clone());
+        let put = put.finish();
         if changes.relations.is_empty() {
-            changes.relations = keys.collect();
+            changes.relations = keys.into_iter().collect();
         } else {
             changes.relations.extend(keys);
         }
         let held = std::mem::take(&mut self.relations);
         self.relations = if held.is_empty() {
-            put.into_iter().collect()
+            put
         } else {
             // Both sorted: one pass, the import's relation replacing the one it updates.
             let mut merged = Vec::with_capacity(held.len() + put.len());
@@ -690,9 +764,10 @@ impl NetworkImage {
 
     /// Checks that an import is whole and legal: unique ids, known sites and cells (in the
     /// import or the image), legal values.
-    pub fn check_import(&self, import: &ImageImport) -> Result<(), String> {
+    pub fn check_import(&self, import: &impl ImportEntities) -> Result<(), String> {
+        let (cell_count, relation_count) = import.counts();
         let mut sites = BTreeSet::new();
-        for site in &import.sites {
+        for site in import.sites() {
             if !valid_id(&site.id) {
                 return Err(format!(
                     "site id {:?} is empty, too long or contains '/'",
@@ -710,8 +785,8 @@ impl NetworkImage {
             }
         }
         // By hash: at millions of relations the ordered sets took seconds.
-        let mut cells = HashSet::with_capacity(import.cells.len());
-        for cell in &import.cells {
+        let mut cells = HashSet::with_capacity(cell_count);
+        for cell in import.cells() {
             if !valid_id(&cell.id) {
                 return Err(format!(
                     "cell id {:?} is empty, too long or contains '/'",
@@ -726,8 +801,8 @@ impl NetworkImage {
             }
             check_cell(cell)?;
         }
-        let mut rels = HashSet::with_capacity(import.relations.len());
-        for rel in &import.relations {
+        let mut rels = HashSet::with_capacity(relation_count);
+        for rel in import.relations() {
             for end in [&rel.source, &rel.target] {
                 if !cells.contains(end.as_str()) && !self.cells.contains_key(end) {
                     return Err(format!(
@@ -744,7 +819,7 @@ impl NetworkImage {
             }
             check_relation(rel)?;
         }
-        if let Some(p) = &import.policy
+        if let Some(p) = import.policy()
             && !(0..=24).contains(&p.max_son_cio_db)
         {
             return Err(format!(
