@@ -192,8 +192,10 @@ impl<R: Read> Read for CrcReader<R> {
     }
 }
 
-/// Bytes a snapshot file is written between two syncs of its data.
-const SYNC_EVERY: u64 = 8 << 20;
+/// Bytes a snapshot file is written between two syncs of its data: as a checkpoint syncs
+/// (`sm_writer::CHECKPOINT_SYNC_BYTES`). At 8 MiB, a log sync on the same disk could wait for
+/// a burst of 8 MiB from each of three nodes building a national image's snapshot at once.
+const SYNC_EVERY: u64 = 1 << 20;
 
 /// A file that syncs its data every [`SYNC_EVERY`] bytes written rather than only at the end.
 ///
@@ -521,7 +523,7 @@ mod tests {
         for _ in 0..20 {
             f.write_all(&chunk).unwrap();
         }
-        assert_eq!(f.syncs, 2, "20 MiB: synced after 8 and 16");
+        assert_eq!(f.syncs, 20, "20 MiB: synced after each");
         f.file.sync_all().unwrap();
         assert_eq!(fs::read(&path).unwrap(), [chunk.as_slice(); 20].concat());
     }
