@@ -169,6 +169,23 @@ impl Progress {
         self.lock().stopped.get_or_insert(reason);
         self.advanced.notify_all();
     }
+
+    /// Records how the write of everything submitted up to `seq` went; false when it failed,
+    /// and the writer stops.
+    fn wrote(&self, seq: u64, result: Result<(), String>) -> bool {
+        match result {
+            Ok(()) => {
+                self.lock().upto = seq;
+                self.advanced.notify_all();
+                true
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "the state machine could not be written to sled; it stops applying");
+                self.stop(e);
+                false
+            }
+        }
+    }
 }
 
 /// Marks the writer stopped when its thread ends, however it ends.
@@ -187,9 +204,16 @@ enum Msg {
     Kick,
     /// Write what was queued before, then run this on the tree before anything queued after.
     Read(Read),
+    /// Write what was queued before, then this write of its own (counted as submitted, as a
+    /// batch is), before anything queued after.
+    Job(u64, Job),
 }
 
 type Read = Box<dyn FnOnce(&sled::Tree) + Send>;
+
+/// A write of its own in the writer's order: a snapshot's install. A failure stops the writer
+/// as a failed checkpoint does.
+pub(crate) type Job = Box<dyn FnOnce(&sled::Tree, &Durability) -> Result<(), String> + Send>;
 
 /// What one round of the writer gathered: the batches to write as one checkpoint, the last
 /// one's sequence number, and a read to run once they are written. A read ends the gathering:
@@ -199,6 +223,7 @@ struct Round {
     pending: Vec<Ops>,
     seq: Option<u64>,
     read: Option<Read>,
+    job: Option<(u64, Job)>,
 }
 
 impl Round {
@@ -215,7 +240,16 @@ impl Round {
                 self.read = Some(read);
                 true
             }
+            Msg::Job(seq, job) => {
+                self.job = Some((seq, job));
+                true
+            }
         }
+    }
+
+    /// Whether gathering stopped at a read or a job.
+    fn ended(&self) -> bool {
+        self.read.is_some() || self.job.is_some()
     }
 }
 
@@ -351,18 +385,20 @@ impl SmWriter {
                             Err(_) => break,
                         }
                     }
-                    while round.read.is_none() {
+                    while !round.ended() {
                         let Ok(m) = rx.try_recv() else { break };
                         round.take(m);
                     }
                     if let Some(seq) = round.seq {
-                        if let Err(e) = checkpoint(&tree, &durability, in_key_order(round.pending)) {
-                            tracing::error!(error = %e, "the state machine could not be written to sled; it stops applying");
-                            p.stop(e);
+                        let written = checkpoint(&tree, &durability, in_key_order(round.pending));
+                        if !p.wrote(seq, written) {
                             return;
                         }
-                        p.lock().upto = seq;
-                        p.advanced.notify_all();
+                    }
+                    if let Some((seq, job)) = round.job
+                        && !p.wrote(seq, job(&tree, &durability))
+                    {
+                        return;
                     }
                     if let Some(read) = round.read {
                         read(&tree);
@@ -397,6 +433,12 @@ impl SmWriter {
     /// Queues one batch of operations.
     pub(crate) fn submit(&self, ops: Ops) -> Result<(), String> {
         self.queue(|| Msg::Ops(self.submitted.fetch_add(1, Ordering::SeqCst) + 1, ops))
+    }
+
+    /// Queues a write of its own, to run once everything submitted so far is in sled and before
+    /// anything submitted later; waiting for what is written waits for it too.
+    pub(crate) fn submit_job(&self, job: Job) -> Result<(), String> {
+        self.queue(|| Msg::Job(self.submitted.fetch_add(1, Ordering::SeqCst) + 1, job))
     }
 
     /// Queues `f` to run on the tree once everything submitted so far is in sled, and before
@@ -603,5 +645,42 @@ mod tests {
         let stopped = SmWriter::start(db.open_tree("sm").unwrap(), durability).unwrap();
         stopped.progress.stop("test".into());
         assert!(stopped.read_in_order(value).is_err());
+    }
+
+    #[test]
+    fn a_job_runs_after_what_was_submitted_before_it_and_before_what_comes_after() {
+        let dir = tempfile::tempdir().unwrap();
+        let (db, _durability, writer) = writer_in(dir.path());
+        let put = |k: &str, v: &str| {
+            let mut ops = Ops::default();
+            ops.insert(k, v);
+            ops
+        };
+        let text = |v: Option<sled::IVec>| v.map(|v| String::from_utf8(v.to_vec()).unwrap());
+        writer.submit(put("a", "1")).unwrap();
+        // The job sees "a" written, and writes "a" and "b" itself.
+        let (seen_tx, seen) = mpsc::channel();
+        writer
+            .submit_job(Box::new(move |tree, _| {
+                let _ = seen_tx.send(text(tree.get("a").unwrap()));
+                tree.insert("a", "job").unwrap();
+                tree.insert("b", "job").unwrap();
+                Ok(())
+            }))
+            .unwrap();
+        writer.submit(put("b", "2")).unwrap();
+        // Waiting for what was written waits for the job too.
+        writer.wait_written().unwrap();
+        assert_eq!(seen.recv().unwrap().as_deref(), Some("1"));
+        let tree = db.open_tree("sm").unwrap();
+        assert_eq!(text(tree.get("a").unwrap()).as_deref(), Some("job"));
+        assert_eq!(text(tree.get("b").unwrap()).as_deref(), Some("2"));
+
+        // A job that fails stops the writer, as a failed checkpoint does.
+        writer
+            .submit_job(Box::new(|_, _| Err("the disk is gone".into())))
+            .unwrap();
+        assert_eq!(writer.wait_written(), Err("the disk is gone".to_string()));
+        assert!(writer.submit(put("c", "3")).is_err());
     }
 }

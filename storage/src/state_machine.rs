@@ -103,6 +103,45 @@ pub fn off_worker<R>(f: impl FnOnce() -> R) -> R {
     }
 }
 
+/// When [`StateMachine::replace_all`] writes the new state to sled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Written {
+    /// Before it returns.
+    Now,
+    /// By the checkpoint writer, in its order.
+    Behind,
+}
+
+/// One key's operation in a write of the whole state: insert, or remove when `None`.
+type KeyOp = Result<(Vec<u8>, Option<Vec<u8>>), String>;
+
+fn put(k: Vec<u8>, v: Result<Vec<u8>, StorageError>) -> KeyOp {
+    v.map(|v| (k, Some(v))).map_err(|e| e.to_string())
+}
+
+/// The operations that make tree `sm` hold exactly `image`, `records` and `meta_keys`: every
+/// key there now removed (but [`TORN`]), then every key of the new state inserted.
+fn replacing_ops<'a>(
+    tree: &'a sled::Tree,
+    image: &'a NetworkImage,
+    records: &'a [HistoryRecord],
+    meta_keys: Vec<(Vec<u8>, Vec<u8>)>,
+) -> impl Iterator<Item = KeyOp> + 'a {
+    let held = tree.iter().keys().filter_map(|k| match k {
+        Ok(k) if k == TORN => None,
+        Ok(k) => Some(Ok((k.to_vec(), None))),
+        Err(e) => Some(Err(e.to_string())),
+    });
+    let new = (image.sites.values().map(|s| put(site_key(&s.id), enc(s))))
+        .chain(image.cells.values().map(|c| put(cell_key(&c.id), enc(c))))
+        .chain((image.relations.values()).map(|r| put(relation_key(&r.source, &r.target), enc(r))))
+        .chain(image.kpis.values().map(|k| put(kpi_key(&k.cell), enc(k))))
+        .chain((image.control.iter()).map(|(cell_site, c)| put(control_key(cell_site), enc(c))))
+        .chain(history::by_entry(records).map(|(index, run)| put(history::key(index), enc(&run))))
+        .chain(meta_keys.into_iter().map(|(k, v)| Ok((k, Some(v)))));
+    held.chain(new)
+}
+
 /// openraft's state machine for sonraft.
 pub struct StateMachine {
     tree: sled::Tree,
@@ -301,7 +340,7 @@ impl StateMachine {
                 let f = std::fs::File::open(&path)
                     .map_err(|e| Damaged::new(path.display().to_string(), e))?;
                 let (_, body) = crate::snapshot::decode_snapshot(f)?;
-                sm.replace_all(&meta, body)
+                sm.replace_all(&meta, body, Written::Now)
                     .map_err(|e| Damaged::new("restore from snapshot", e))?;
                 return Ok(sm);
             }
@@ -319,7 +358,7 @@ impl StateMachine {
                 image: NetworkImage::default(),
                 history: Vec::new(),
             };
-            sm.replace_all(&empty, body)
+            sm.replace_all(&empty, body, Written::Now)
                 .map_err(|e| Damaged::new("rebuild after a torn checkpoint", e))?;
         }
         Ok(sm)
@@ -340,15 +379,30 @@ impl StateMachine {
     /// batch of a national image's 9.4 million keys held all of them encoded, and sled, which
     /// keeps one epoch pinned for the whole of a batch, freed none of the node versions it
     /// replaced meanwhile: a learner installing that snapshot grew to 18 GB and was killed.
-    /// The state stays locked until the new one is in sled and in memory, as it was for the
-    /// batch.
-    fn replace_all(&self, meta: &SnapshotMeta, body: SnapshotBody) -> Result<(), StorageError> {
+    ///
+    /// `when`: [`Written::Now`] before the new state is in memory (opening a store), or
+    /// [`Written::Behind`], by the checkpoint writer after what it holds and before anything
+    /// applied later (an install). Written now, a national image's install held the state
+    /// locked for 50 s, and the node's runtime stalled on it: every task that reads the image
+    /// waited, heartbeats went unanswered, the learner's API hung. Behind, the install returns
+    /// once the new state is in memory. Safe across a crash: the snapshot file is current
+    /// before the install ([`SnapshotDir::receive`]), and a store whose checkpoint is behind it
+    /// or torn is restored from it on open; readers of sled wait for the writer.
+    fn replace_all(
+        &self,
+        meta: &SnapshotMeta,
+        body: SnapshotBody,
+        when: Written,
+    ) -> Result<(), StorageError> {
         self.writer
             .wait_written()
             .map_err(|e| sm_err(ErrorVerb::Write, e))?;
-        let image = body.image;
+        let SnapshotBody {
+            image,
+            history: records,
+        } = body;
         let mut history = HistoryIndex::default();
-        for (index, run) in history::by_entry(&body.history) {
+        for (index, run) in history::by_entry(&records) {
             history.note(index, run.len());
         }
         let mut meta_keys = vec![
@@ -379,29 +433,20 @@ impl StateMachine {
                 }
             }
         }
-        let put = |k: Vec<u8>, v: Result<Vec<u8>, StorageError>| {
-            v.map(|v| (k, Some(v))).map_err(|e| e.to_string())
+        let put_all = {
+            // The writer's own copy shares the image's maps (see `CowMap`).
+            let image = image.clone();
+            move |tree: &sled::Tree, durability: &Durability| {
+                let ops = replacing_ops(tree, &image, &records, meta_keys);
+                sm_writer::write_marked(tree, durability, ops)
+            }
         };
-        let held = self.tree.iter().keys().filter_map(|k| match k {
-            Ok(k) if k == TORN => None,
-            Ok(k) => Some(Ok((k.to_vec(), None))),
-            Err(e) => Some(Err(e.to_string())),
-        });
-        let new = (image.sites.values().map(|s| put(site_key(&s.id), enc(s))))
-            .chain(image.cells.values().map(|c| put(cell_key(&c.id), enc(c))))
-            .chain(
-                (image.relations.values()).map(|r| put(relation_key(&r.source, &r.target), enc(r))),
-            )
-            .chain(image.kpis.values().map(|k| put(kpi_key(&k.cell), enc(k))))
-            .chain((image.control.iter()).map(|(cell_site, c)| put(control_key(cell_site), enc(c))))
-            .chain(
-                history::by_entry(&body.history)
-                    .map(|(index, run)| put(history::key(index), enc(&run))),
-            )
-            .chain(meta_keys.into_iter().map(|(k, v)| Ok((k, Some(v)))));
         let mut state = write(&self.state);
-        sm_writer::write_marked(&self.tree, &self.durability, held.chain(new))
-            .map_err(|e| sm_err(ErrorVerb::Write, e))?;
+        match when {
+            Written::Now => put_all(&self.tree, &self.durability),
+            Written::Behind => self.writer.submit_job(Box::new(put_all)),
+        }
+        .map_err(|e| sm_err(ErrorVerb::Write, e))?;
         *state = ImageState {
             image,
             last_applied: meta.last_log_id,
@@ -910,9 +955,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             .await
             .map_err(|e| snap_err(ErrorVerb::Write, e))?;
         let (_, body) = received.map_err(|e| snap_err(ErrorVerb::Read, e))?;
-        // Tens of seconds for a national image: off the runtime's worker, whose other tasks
-        // (the Raft core's answers among them) move meanwhile.
-        off_worker(|| self.replace_all(meta, body))?;
+        // Waits for the checkpoint writer to catch up first: off the runtime's worker, whose
+        // other tasks (the Raft core's answers among them) move meanwhile.
+        off_worker(|| self.replace_all(meta, body, Written::Behind))?;
         tracing::info!(last_log_id = ?meta.last_log_id, "installed a snapshot");
         Ok(())
     }
