@@ -1,19 +1,28 @@
 //! Work that takes seconds of CPU and that no write waits for — building a snapshot, encoding a
-//! backup — runs on a thread of its own at a lower CPU priority.
+//! backup — runs on a thread of its own at the lowest CPU priority.
 //!
 //! A national image's snapshot takes ~10 s of a core to encode. When the count of entries falls
 //! due on all three nodes at the same index, each builds one at once; beside them the runtimes
 //! that answer appends and heartbeats waited for the CPU, and on two cores a change set's p99
-//! grew 5–10x while they ran. At nice 19 (as RocksDB runs its compactions) the scheduler gives
-//! such a thread the core only when no thread of the node's own priority wants it, and still
-//! some of it when they all do, so the snapshot finishes under any load.
+//! grew 7x while they ran (`sonraft bench scale`: 52.3 ms against 7.3 ms). At nice 19 (as
+//! RocksDB runs its compactions) it was still 4x (18 ms against 4.1 ms): the scheduler lets
+//! a running thread finish its slice before a woken one of higher priority takes the core, and
+//! a change set wakes a thread on every node several times. Under `SCHED_IDLE` any runnable
+//! thread of the normal policy takes the core at once; the idle one still gets a small share
+//! when they all want it, so a snapshot finishes under any load.
 
 use std::io;
 
-/// Nice value of a background thread: the lowest priority of the normal policy.
-pub const BACKGROUND_NICE: i32 = 19;
+use thread_priority::unix::{
+    NormalThreadSchedulePolicy, ThreadSchedulePolicy, set_thread_priority_and_policy,
+    thread_native_id,
+};
 
-/// Runs `f` on a new thread named `name` at nice [`BACKGROUND_NICE`] and returns its result
+/// The scheduling of a background thread.
+const BACKGROUND: ThreadSchedulePolicy =
+    ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle);
+
+/// Runs `f` on a new thread named `name` under [`BACKGROUND`] and returns its result
 /// when it ends. A thread of its own, not one of the blocking pool's: an unprivileged thread
 /// cannot raise its priority again, and the pool's next task would inherit it.
 ///
@@ -33,7 +42,7 @@ where
         .map_err(|_| io::Error::other("the background thread ended without an answer"))
 }
 
-/// Starts `f` on a new thread named `name` at nice [`BACKGROUND_NICE`], not waiting for it.
+/// Starts `f` on a new thread named `name` under [`BACKGROUND`], not waiting for it.
 pub fn spawn<F>(name: &str, f: F) -> io::Result<()>
 where
     F: FnOnce() + Send + 'static,
@@ -47,19 +56,22 @@ where
         .map(drop)
 }
 
-/// Lowers the calling thread (not the process: on Linux a thread id names one thread) to nice
-/// [`BACKGROUND_NICE`].
+/// Puts the calling thread (not the process) under [`BACKGROUND`].
 fn lower_this_thread() {
-    let tid = rustix::thread::gettid();
-    if let Err(e) = rustix::process::setpriority_process(Some(tid), BACKGROUND_NICE) {
-        tracing::warn!(error = %e, "a background thread runs at the node's own priority");
+    let lowered = set_thread_priority_and_policy(
+        thread_native_id(),
+        thread_priority::ThreadPriority::Min,
+        BACKGROUND,
+    );
+    if let Err(e) = lowered {
+        tracing::warn!(error = ?e, "a background thread runs at the node's own priority");
     }
 }
 
-/// The calling thread's nice value.
+/// The calling thread's scheduling policy.
 #[cfg(test)]
-fn nice_of_this_thread() -> i32 {
-    rustix::process::getpriority_process(Some(rustix::thread::gettid())).unwrap()
+fn policy_of_this_thread() -> ThreadSchedulePolicy {
+    thread_priority::unix::thread_schedule_policy().unwrap()
 }
 
 #[cfg(test)]
@@ -68,18 +80,19 @@ mod tests {
 
     #[tokio::test]
     async fn background_work_runs_at_the_lowest_priority_and_leaves_the_caller_as_it_was() {
-        let before = nice_of_this_thread();
-        let (nice, name) = run("sonraft-test-bg", || {
+        let before = policy_of_this_thread();
+        let (policy, name) = run("sonraft-test-bg", || {
             (
-                nice_of_this_thread(),
+                policy_of_this_thread(),
                 std::thread::current().name().map(str::to_string),
             )
         })
         .await
         .unwrap();
-        assert_eq!(nice, BACKGROUND_NICE);
+        assert_eq!(policy, BACKGROUND);
         assert_eq!(name.as_deref(), Some("sonraft-test-bg"));
-        assert_eq!(nice_of_this_thread(), before);
+        assert_eq!(policy_of_this_thread(), before);
+        assert_ne!(before, BACKGROUND);
     }
 
     #[tokio::test]
