@@ -638,18 +638,29 @@ async fn a_snapshot_of_thirty_thousand_keys_installs_whole() {
     assert_eq!(restarted.reader.history(10, None).unwrap().len(), 1);
 }
 
+/// A store of the demo network after 2,000 entries (kept while its directory is), its state,
+/// and a snapshot of it.
+async fn a_snapshot_of_the_demo() -> (
+    tempfile::TempDir,
+    Store,
+    sonraft_storage::ImageState,
+    openraft::Snapshot<sonraft_raft::TypeConfig>,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(dir.path()).unwrap();
+    common::apply_demo(&mut store, 2_000).await;
+    let expected = read(store.reader.state()).clone();
+    let snap = common::build_snapshot(&mut store).await;
+    (dir, store, expected, snap)
+}
+
 /// A snapshot installs over what a store held before (nothing of it left, after a restart
 /// too), written as a checkpoint is (marked torn, synced as it goes: the syncs are counted),
 /// not as one sled batch: a batch of a national image's 9.4 million keys grew a learner to
 /// 18 GB.
 #[tokio::test]
 async fn a_snapshot_installs_over_an_older_state_as_a_checkpoint() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut store = Store::open(dir.path()).unwrap();
-    common::apply_demo(&mut store, 2_000).await;
-    let expected = read(store.reader.state()).clone();
-    let snap = common::build_snapshot(&mut store).await;
-
+    let (_dir, store, expected, snap) = a_snapshot_of_the_demo().await;
     let other = tempfile::tempdir().unwrap();
     let mut older = Store::open(other.path()).unwrap();
     common::apply_demo(&mut older, 20).await;
@@ -700,12 +711,7 @@ async fn a_snapshot_installs_over_an_older_state_as_a_checkpoint() {
 /// that copy is synced is restored from the installed snapshot when it starts again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_install_returns_before_sled_holds_it_and_a_power_cut_meanwhile_restores_the_snapshot() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut store = Store::open(dir.path()).unwrap();
-    common::apply_demo(&mut store, 2_000).await;
-    let expected = read(store.reader.state()).clone();
-    let snap = common::build_snapshot(&mut store).await;
-
+    let (_dir, _store, expected, snap) = a_snapshot_of_the_demo().await;
     let other = tempfile::tempdir().unwrap();
     let mut older = Store::open(other.path()).unwrap();
     common::apply_demo(&mut older, 20).await;

@@ -720,26 +720,43 @@ mod tests {
     );
 
     async fn hand_answered_peer() -> (String, mpsc::UnboundedReceiver<Held>) {
+        let (tx, rx) = mpsc::unbounded_channel::<Held>();
+        let addr = peer(move |rpc| {
+            let tx = tx.clone();
+            async move {
+                let RaftRpc::Append(rpc) = rpc else {
+                    panic!("only AppendEntries here")
+                };
+                let (answer, answered) = oneshot::channel();
+                tx.send((rpc, answer)).unwrap();
+                RaftReply::Append(Ok(answered.await.unwrap()))
+            }
+        })
+        .await;
+        (addr, rx)
+    }
+
+    /// A peer on loopback that answers each request with what `answer` makes of it; its
+    /// address.
+    async fn peer<F, A>(answer: F) -> String
+    where
+        F: Fn(RaftRpc) -> A + Clone + Send + Sync + 'static,
+        A: Future<Output = RaftReply> + Send + 'static,
+    {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap().to_string();
-        let (tx, rx) = mpsc::unbounded_channel::<Held>();
         tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     return;
                 };
-                let tx = tx.clone();
+                let answer = answer.clone();
                 let service =
                     hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
-                        let tx = tx.clone();
+                        let answer = answer.clone();
                         async move {
                             let bytes = req.into_body().collect().await?.to_bytes();
-                            let RaftRpc::Append(rpc) = decode_frame(&bytes).unwrap() else {
-                                panic!("only AppendEntries here")
-                            };
-                            let (answer, answered) = oneshot::channel();
-                            tx.send((rpc, answer)).unwrap();
-                            let reply = RaftReply::Append(Ok(answered.await.unwrap()));
+                            let reply = answer(decode_frame(&bytes).unwrap()).await;
                             let body = Full::new(Bytes::from(encode_frame(&reply).unwrap()));
                             Ok::<_, hyper::Error>(hyper::Response::new(body))
                         }
@@ -750,7 +767,7 @@ mod tests {
                 );
             }
         });
-        (addr, rx)
+        addr
     }
 
     /// An AppendEntries of leader 1 in term 1 with `entries` entries after entry `prev`.
@@ -1020,40 +1037,22 @@ mod tests {
     async fn installing_peer(
         install: Duration,
     ) -> (String, Arc<std::sync::Mutex<Vec<(u64, Vec<u8>, bool)>>>) {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap().to_string();
         let got = Arc::new(std::sync::Mutex::new(Vec::new()));
         let seen = got.clone();
-        tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    return;
+        let addr = peer(move |rpc| {
+            let seen = seen.clone();
+            async move {
+                let RaftRpc::Snapshot(rpc) = rpc else {
+                    panic!("only snapshot chunks here")
                 };
-                let seen = seen.clone();
-                let service =
-                    hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
-                        let seen = seen.clone();
-                        async move {
-                            let bytes = req.into_body().collect().await?.to_bytes();
-                            let RaftRpc::Snapshot(rpc) = decode_frame(&bytes).unwrap() else {
-                                panic!("only snapshot chunks here")
-                            };
-                            seen.lock().unwrap().push((rpc.offset, rpc.data, rpc.done));
-                            if rpc.done {
-                                tokio::time::sleep(install).await;
-                            }
-                            let answer = InstallSnapshotResponse { vote: rpc.vote };
-                            let reply = RaftReply::Snapshot(Ok(answer));
-                            let body = Full::new(Bytes::from(encode_frame(&reply).unwrap()));
-                            Ok::<_, hyper::Error>(hyper::Response::new(body))
-                        }
-                    });
-                tokio::spawn(
-                    hyper::server::conn::http1::Builder::new()
-                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service),
-                );
+                seen.lock().unwrap().push((rpc.offset, rpc.data, rpc.done));
+                if rpc.done {
+                    tokio::time::sleep(install).await;
+                }
+                RaftReply::Snapshot(Ok(InstallSnapshotResponse { vote: rpc.vote }))
             }
-        });
+        })
+        .await;
         (addr, got)
     }
 
