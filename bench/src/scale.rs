@@ -481,10 +481,23 @@ async fn change_latencies(
         "{}/image/changesets",
         client.base_url(&cluster.nodes[leader].api)
     );
-    let r = client
-        .get(&cluster.nodes[leader].api, &format!("/image/cells/{cell}"))
-        .await?;
-    let now: v1::Cell = r.parse().context("the cell changed")?;
+    // Read again while the cluster answers unavailable (a leader that lost its quorum for a
+    // moment answers 503): that is a figure of the run, not its end.
+    let mut tries = 0;
+    let now: v1::Cell = loop {
+        let r = client
+            .get(&cluster.nodes[leader].api, &format!("/image/cells/{cell}"))
+            .await?;
+        match r.parse() {
+            Ok(cell) => break cell,
+            Err(e) if tries < 50 => {
+                tries += 1;
+                println!("reading cell {cell}: {e:#}; again");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => return Err(e).context("reading the cell to change"),
+        }
+    };
     // Back and forth by one step, inside the rules' step limit.
     let (a, b) = (now.hysteresis, now.hysteresis.saturating_sub(1).max(1));
     let (a, b) = if a == b { (a, a + 1) } else { (a, b) };
