@@ -911,13 +911,22 @@ fn a_large_import_in_parts_applies_as_in_one_part_whatever_the_parts_order() {
         let mut img = NetworkImage::default();
         let mut changes = Changes::default();
         let last = parts.len() - 1;
+        let mut copy = None;
         for (i, data) in parts.into_iter().enumerate() {
+            if i == last {
+                // A snapshot's capture holds a copy of the image, sharing the staged parts.
+                copy = Some(img.clone());
+            }
             let cmd = import_part(4, i as u32, i == last, data);
             let out = import_outcome(&mut img, 10 + i as u64, &cmd, &mut changes);
             if i == last {
                 assert!(matches!(out, ImportOutcome::Applied { .. }), "{out:?}");
             }
         }
+        let copy = copy.unwrap();
+        let staged = copy.staged.as_ref().unwrap();
+        assert_eq!(staged.parts, last as u32, "the copy keeps what was staged");
+        assert_eq!(staged.relations().count(), 2 * 4_001, "two parts of 4,001");
         (img, changes)
     };
     let one = {
