@@ -987,21 +987,24 @@ pub struct SnapshotBuilder {
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
-        // Capturing waits for the checkpoint writer and encoding takes seconds of a core for a
-        // large image: off the runtime, and below the priority of the threads writes wait for
-        // (see `background`).
+        // Capturing waits for the checkpoint writer: off the runtime. It holds the state for
+        // a moment, so at the node's own priority: a thread below it, holding the state on a
+        // busy machine, would keep every apply waiting until it got a core again.
         let (state, writer) = (self.state.clone(), self.writer.clone());
+        let (meta, body) = tokio::task::spawn_blocking(move || capture(&state, &writer))
+            .await
+            .map_err(|e| snap_err(ErrorVerb::Read, e))?
+            .map_err(|e| snap_err(ErrorVerb::Read, e))?;
+        // Encoding takes seconds of a core for a large image: below the priority of the
+        // threads writes wait for (see `background`).
         let dir = self.snapshots.clone();
-        let (meta, path) = crate::background::run("sonraft-snapshot", move || {
-            let (meta, body) =
-                capture(&state, &writer).map_err(|e| snap_err(ErrorVerb::Read, e))?;
-            let path = dir
-                .write(&meta, &body)
-                .map_err(|e| snap_err(ErrorVerb::Write, e))?;
-            Ok::<_, StorageError>((meta, path))
-        })
-        .await
-        .map_err(|e| snap_err(ErrorVerb::Write, e))??;
+        let written = crate::background::run("sonraft-snapshot", move || {
+            dir.write(&meta, &body).map(|path| (meta, path))
+        });
+        let (meta, path) = written
+            .await
+            .map_err(|e| snap_err(ErrorVerb::Write, e))?
+            .map_err(|e| snap_err(ErrorVerb::Write, e))?;
         tracing::info!(last_log_id = ?meta.last_log_id, file = %path.display(), "built a snapshot");
         let f = tokio::fs::File::open(&path)
             .await

@@ -35,10 +35,11 @@ pub async fn snapshot(State(node): State<Arc<Node>>) -> Result<Response, ApiErro
 /// ends the body with an error, and a reader that checks the trailing CRC (`ctl backup` does)
 /// never takes a cut-short copy for whole.
 pub async fn backup(State(node): State<Arc<Node>>) -> Result<Response, ApiError> {
-    // Captured and encoded below the priority of the threads writes wait for, as a snapshot
-    // is (see `sonraft_storage::background`).
+    // Captured at the node's own priority (the capture holds the state for a moment), then
+    // encoded below the priority of the threads writes wait for, as a snapshot is (see
+    // `sonraft_storage::background`).
     let store = node.store().clone();
-    let (meta, body) = background::run("sonraft-backup", move || store.capture())
+    let (meta, body) = tokio::task::spawn_blocking(move || store.capture())
         .await
         .map_err(|e| ApiError::internal(e.to_string()))?
         .map_err(|e| ApiError::internal(e.to_string()))?;
