@@ -735,7 +735,8 @@ async fn an_install_returns_before_sled_holds_it_and_a_power_cut_meanwhile_resto
 
     // The power cut: nothing of the install's write to sled is synced.
     older.reader.sync_gate().cut();
-    drop((older, reader));
+    drop(reader);
+    older.close().unwrap();
     let restarted = Store::open(other.path()).unwrap();
     let state = read(restarted.reader.state()).clone();
     assert_eq!(state.image, expected.image);
