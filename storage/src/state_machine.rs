@@ -659,6 +659,11 @@ fn load_on(tree: &sled::Tree, threads: impl Fn(usize) -> usize) -> Result<ImageS
             .map(|id| relation_key(id, "")),
     );
     bounds.push(RELATIONS_TO.to_vec());
+    // In the tree's byte order, which is not always the cells' (`r/A-1/` before `r/A/`): out
+    // of it, one range came out empty and the next overlapped another, its keys read twice
+    // and the maps merged instead of joined.
+    bounds.sort();
+    bounds.dedup();
     let ids = state.image.shared_ids();
     let parts = std::thread::scope(|scope| {
         let loaders: Vec<_> = bounds

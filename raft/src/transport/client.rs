@@ -529,10 +529,10 @@ impl RaftNetwork<TypeConfig> for HttpNetwork {
     /// installed the snapshot.
     ///
     /// Why: `Chunked` gives every chunk `install_snapshot_timeout` (10 s here), and a learner
-    /// takes 20–50 s to install a national image's 434 MB on this machine. The leader gave up
+    /// took 20–50 s to install a national image's 434 MB on this machine. The leader gave up
     /// on the last chunk and streamed the whole snapshot again from its start every 10 s, which
-    /// the learner received into a file beside its install, slowing it (51 s instead of ~20).
-    /// Every other chunk keeps openraft's timeout, so one lost in a partition goes again soon.
+    /// the learner received into a file beside its install. Every other chunk keeps openraft's
+    /// timeout, so one lost in a partition goes again soon.
     async fn full_snapshot(
         &mut self,
         vote: Vote<NodeId>,
@@ -540,8 +540,10 @@ impl RaftNetwork<TypeConfig> for HttpNetwork {
         cancel: impl Future<Output = ReplicationClosed> + OptionalSend + 'static,
         option: RPCOption,
     ) -> Result<SnapshotResponse<NodeId>, StreamingError<TypeConfig, Fatal<NodeId>>> {
-        let Snapshot { meta, snapshot } = snapshot;
-        let mut file = snapshot;
+        let Snapshot {
+            meta,
+            snapshot: mut file,
+        } = snapshot;
         let read_error = |e: std::io::Error| {
             let subject = ErrorSubject::Snapshot(Some(meta.signature()));
             StorageError::from_io_error(subject, ErrorVerb::Read, e)
@@ -557,7 +559,7 @@ impl RaftNetwork<TypeConfig> for HttpNetwork {
             file.seek(SeekFrom::Start(offset))
                 .await
                 .map_err(read_error)?;
-            let mut data = Vec::with_capacity(chunk.min(end - offset.min(end)) as usize);
+            let mut data = Vec::with_capacity(chunk.min(end.saturating_sub(offset)) as usize);
             (&mut file)
                 .take(chunk)
                 .read_to_end(&mut data)
