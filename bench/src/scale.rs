@@ -126,7 +126,7 @@ pub async fn run(args: ScaleArgs) -> anyhow::Result<()> {
     let backup_bytes = download_elsewhere(backup_url.clone()).await?;
     let backup_s = t.elapsed().as_secs_f64();
     println!(
-        "backup: {:.1} MB in {backup_s:.1} s (it waits until the import is in sled)",
+        "backup: {:.1} MB in {backup_s:.1} s (right after the import)",
         backup_bytes as f64 / 1e6
     );
     // Again, with change sets one after the other meanwhile: what a snapshot's capture costs

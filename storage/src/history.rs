@@ -20,10 +20,14 @@
 //! group commit puts many change sets in one entry and a page (counted in records) may end
 //! inside it; a cursor names the exact record the page ended on, so the next page starts right
 //! after it and no record is skipped or served twice.
+//!
+//! They read a copy held in memory ([`HeldHistory`]), never the tree, which is only as current
+//! as the checkpoint writer: the tree's history is what a restart loads.
 
 use std::collections::VecDeque;
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use sonraft_raft::codec;
 use sonraft_raft::model::image::HistoryRecord;
@@ -67,23 +71,52 @@ pub(crate) fn decode(key: &[u8], value: &[u8]) -> Result<Vec<HistoryRecord>, Dam
     })
 }
 
-/// Which log entries have history values, oldest first, and how many records each holds, so
-/// that trimming removes exactly those keys without scanning sled.
+/// The history as the tree holds it once the checkpoint writer has caught up, kept in memory:
+/// each log entry with records, oldest first, with how many it holds and their encoded value.
+///
+/// Readers of the history (pages, `GET /watch`, a snapshot's or a backup's capture) read this
+/// copy, never the tree: the tree is as far behind as the checkpoint writer, which after a
+/// national import is a minute and a half of writing nine million keys, and a backup asked
+/// for then waited 80 s for it. The copy costs the encoded records once more in memory (the
+/// policy's `history_keep`, 100,000 by default, is ~20 MB), which every capture held
+/// decoded anyway. Trimming removes exactly the keys it forgets, without scanning the tree.
 #[derive(Debug, Default, Clone)]
-pub struct HistoryIndex {
-    entries: VecDeque<(u64, u32)>,
+pub struct HeldHistory {
+    entries: VecDeque<HeldEntry>,
     records: u64,
 }
 
-impl HistoryIndex {
-    /// Notes `count` records stored for log entry `index`; entries arrive in log order.
-    pub(crate) fn note(&mut self, index: u64, count: usize) {
-        let count = u32::try_from(count).unwrap_or(u32::MAX);
-        match self.entries.back_mut() {
-            Some((i, n)) if *i == index => *n = n.saturating_add(count),
-            _ => self.entries.push_back((index, count)),
+/// One log entry's records, encoded as the tree holds them (shared: a capture's copy costs
+/// one reference each).
+#[derive(Debug, Clone)]
+struct HeldEntry {
+    index: u64,
+    records: u32,
+    value: Arc<[u8]>,
+}
+
+impl HeldHistory {
+    /// Holds `value`, the `records` records of log entry `index` encoded; entries arrive in
+    /// log order, one value each.
+    pub(crate) fn hold(&mut self, index: u64, records: usize, value: Arc<[u8]>) {
+        let records = u32::try_from(records).unwrap_or(u32::MAX);
+        self.entries.push_back(HeldEntry {
+            index,
+            records,
+            value,
+        });
+        self.records += u64::from(records);
+    }
+
+    /// Holds the records of `records` (in log order), one value per log entry.
+    pub(crate) fn from_records(
+        records: &[HistoryRecord],
+    ) -> Result<HeldHistory, codec::CodecError> {
+        let mut held = HeldHistory::default();
+        for (index, run) in by_entry(records) {
+            held.hold(index, run.len(), codec::encode(&run)?.into());
         }
-        self.records += u64::from(count);
+        Ok(held)
     }
 
     /// Number of records held.
@@ -98,7 +131,21 @@ impl HistoryIndex {
 
     /// The log index of the oldest entry whose records are held.
     pub fn oldest(&self) -> Option<u64> {
-        self.entries.front().map(|(index, _)| *index)
+        self.entries.front().map(|e| e.index)
+    }
+
+    /// Each entry's key and value as the tree holds them, oldest first.
+    pub(crate) fn keys_and_values(&self) -> impl Iterator<Item = (Vec<u8>, &[u8])> {
+        self.entries.iter().map(|e| (key(e.index), &e.value[..]))
+    }
+
+    /// Every record held, in log order.
+    pub(crate) fn decode_all(&self) -> Result<Vec<HistoryRecord>, Damaged> {
+        let mut out = Vec::with_capacity(usize::try_from(self.records).unwrap_or(0));
+        for e in &self.entries {
+            out.extend(decode_entry(e.index, &e.value)?);
+        }
+        Ok(out)
     }
 
     /// Forgets the oldest entries while more than `keep` records are held, and returns their
@@ -107,14 +154,63 @@ impl HistoryIndex {
     pub(crate) fn trim(&mut self, keep: u64) -> Vec<u64> {
         let mut gone = Vec::new();
         while self.records > keep && self.entries.len() > 1 {
-            let Some((index, count)) = self.entries.pop_front() else {
+            let Some(e) = self.entries.pop_front() else {
                 break;
             };
-            self.records = self.records.saturating_sub(u64::from(count));
-            gone.push(index);
+            self.records = self.records.saturating_sub(u64::from(e.records));
+            gone.push(e.index);
         }
         gone
     }
+
+    /// The entries a page of [`newest_first`] reads, newest first: those at or below `before`'s
+    /// index, until they hold `limit` records ahead of it. Taken under the state's lock, decoded
+    /// after it.
+    pub(crate) fn page_before(&self, limit: usize, before: Option<HistoryCursor>) -> Page {
+        let last = before.map_or(u64::MAX, |c| c.index);
+        let end = self.entries.partition_point(|e| e.index <= last);
+        let mut page = Page::default();
+        let mut records = 0;
+        for e in self.entries.range(..end).rev() {
+            if records >= limit {
+                break;
+            }
+            records += match before {
+                Some(c) if c.index == e.index => e.records.min(c.position) as usize,
+                _ => e.records as usize,
+            };
+            page.0.push((e.index, e.value.clone()));
+        }
+        page
+    }
+
+    /// The entries a page of [`oldest_first`] reads, oldest first: those from `from`'s index on,
+    /// until they hold `limit` records from it.
+    pub(crate) fn page_from(&self, limit: usize, from: HistoryCursor) -> Page {
+        let start = self.entries.partition_point(|e| e.index < from.index);
+        let mut page = Page::default();
+        let mut records = 0;
+        for e in self.entries.range(start..) {
+            if records >= limit {
+                break;
+            }
+            records += match e.index == from.index {
+                true => e.records.saturating_sub(from.position) as usize,
+                false => e.records as usize,
+            };
+            page.0.push((e.index, e.value.clone()));
+        }
+        page
+    }
+}
+
+/// Log entries' encoded records, taken from a [`HeldHistory`] for one page.
+#[derive(Debug, Default)]
+pub(crate) struct Page(Vec<(u64, Arc<[u8]>)>);
+
+/// Decodes the records of log entry `index`.
+fn decode_entry(index: u64, value: &[u8]) -> Result<Vec<HistoryRecord>, Damaged> {
+    codec::decode(value).map_err(|e| Damaged::new(format!("history of log entry {index}"), e))
 }
 
 /// Where a record sits in the history: the log entry that carried it, and its place among that
@@ -160,10 +256,11 @@ impl FromStr for HistoryCursor {
 }
 
 /// Up to `limit` records, newest first, each with its cursor: those strictly older than
-/// `before` (all when `None`). Passing the last record's cursor as the next `before` continues
+/// `before` (all when `None`), read from `page` ([`HeldHistory::page_before`] with the same
+/// `limit` and `before`). Passing the last record's cursor as the next `before` continues
 /// exactly where a page ended, also in the middle of a log entry.
 pub(crate) fn newest_first(
-    tree: &sled::Tree,
+    page: Page,
     limit: usize,
     before: Option<HistoryCursor>,
 ) -> Result<Vec<(HistoryCursor, HistoryRecord)>, Damaged> {
@@ -172,9 +269,8 @@ pub(crate) fn newest_first(
         return Ok(out);
     }
     // The entry `before` points into is read too (its records ahead of the position).
-    let last = before.map_or(u64::MAX, |c| c.index);
-    for item in tree.range(PREFIX.to_vec()..=key(last)).rev() {
-        let (index, records) = entry(item)?;
+    for (index, value) in page.0 {
+        let records = decode_entry(index, &value)?;
         let end = match before {
             Some(c) if c.index == index => records.len().min(c.position as usize),
             _ => records.len(),
@@ -196,31 +292,18 @@ pub(crate) fn newest_first(
     Ok(out)
 }
 
-/// One history entry of a range scan: its log index and its records.
-fn entry(
-    item: sled::Result<(sled::IVec, sled::IVec)>,
-) -> Result<(u64, Vec<HistoryRecord>), Damaged> {
-    let (k, v) = item.map_err(|e| Damaged::new("history", e))?;
-    let Some(index) = index_of(&k) else {
-        return Err(Damaged::new(
-            "history",
-            format!("bad history key {:?}", String::from_utf8_lossy(&k)),
-        ));
-    };
-    Ok((index, decode(&k, &v)?))
-}
-
 /// The cursor of record `position` of entry `index`.
 fn cursor(index: u64, position: usize) -> HistoryCursor {
     let position = u32::try_from(position).unwrap_or(u32::MAX);
     HistoryCursor { index, position }
 }
 
-/// Up to `limit` records, oldest first, each with its cursor: `from` itself and those after it.
-/// The cursor after the last one returned (`position + 1`) continues the listing, also inside
-/// an entry; a position past its entry's end continues with the next entry.
+/// Up to `limit` records, oldest first, each with its cursor: `from` itself and those after it,
+/// read from `page` ([`HeldHistory::page_from`] with the same `limit` and `from`). The cursor
+/// after the last one returned (`position + 1`) continues the listing, also inside an entry; a
+/// position past its entry's end continues with the next entry.
 pub(crate) fn oldest_first(
-    tree: &sled::Tree,
+    page: Page,
     limit: usize,
     from: HistoryCursor,
 ) -> Result<Vec<(HistoryCursor, HistoryRecord)>, Damaged> {
@@ -228,10 +311,8 @@ pub(crate) fn oldest_first(
     if limit == 0 {
         return Ok(out);
     }
-    let mut end = key(u64::MAX);
-    end.push(0);
-    for item in tree.range(key(from.index)..end) {
-        let (index, records) = entry(item)?;
+    for (index, value) in page.0 {
+        let records = decode_entry(index, &value)?;
         let skip = if index == from.index {
             from.position as usize
         } else {
@@ -249,24 +330,6 @@ pub(crate) fn oldest_first(
         if out.len() >= limit {
             break;
         }
-    }
-    Ok(out)
-}
-
-/// The raw history values, oldest first (decode with [`decode_all`], outside any lock).
-pub(crate) fn raw(tree: &sled::Tree) -> Result<Vec<(sled::IVec, sled::IVec)>, Damaged> {
-    tree.scan_prefix(PREFIX)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| Damaged::new("history", e))
-}
-
-/// Every record of `raw` values, in log order.
-pub(crate) fn decode_all(
-    raw: Vec<(sled::IVec, sled::IVec)>,
-) -> Result<Vec<HistoryRecord>, Damaged> {
-    let mut out = Vec::new();
-    for (k, v) in raw {
-        out.extend(decode(&k, &v)?);
     }
     Ok(out)
 }
@@ -351,10 +414,10 @@ mod tests {
 
     #[test]
     fn trimming_drops_whole_entries_oldest_first() {
-        let mut index = HistoryIndex::default();
-        index.note(3, 2);
-        index.note(4, 1);
-        index.note(7, 5);
+        let mut index = HeldHistory::default();
+        index.hold(3, 2, Arc::from(&b""[..]));
+        index.hold(4, 1, Arc::from(&b""[..]));
+        index.hold(7, 5, Arc::from(&b""[..]));
         assert_eq!(index.len(), 8);
         assert_eq!(index.trim(6), vec![3], "8 > 6: entry 3 (2 records) goes");
         assert_eq!(index.trim(6), Vec::<u64>::new(), "6 is not more than 6");
@@ -371,12 +434,37 @@ mod tests {
         assert_eq!(index.trim(0), Vec::<u64>::new());
     }
 
-    /// Stores `records` (in log order) one value per entry, as the state machine does.
-    fn store(tree: &sled::Tree, records: &[HistoryRecord]) {
-        for (index, run) in by_entry(records) {
-            tree.insert(key(index), codec::encode(&run).unwrap())
-                .unwrap();
-        }
+    /// Holds `records` (in log order) one value per entry, as the state machine does.
+    fn held(records: &[HistoryRecord]) -> HeldHistory {
+        HeldHistory::from_records(records).unwrap()
+    }
+
+    /// A page of records newest first, as the store reads one.
+    fn backward(
+        held: &HeldHistory,
+        limit: usize,
+        before: Option<HistoryCursor>,
+    ) -> Result<Vec<(HistoryCursor, HistoryRecord)>, Damaged> {
+        newest_first(held.page_before(limit, before), limit, before)
+    }
+
+    /// A page of records oldest first, as the store reads one.
+    fn forward(
+        held: &HeldHistory,
+        limit: usize,
+        from: HistoryCursor,
+    ) -> Result<Vec<(HistoryCursor, HistoryRecord)>, Damaged> {
+        oldest_first(held.page_from(limit, from), limit, from)
+    }
+
+    /// Every record the tree holds, in log order.
+    fn stored(tree: &sled::Tree) -> Vec<HistoryRecord> {
+        tree.scan_prefix(PREFIX)
+            .flat_map(|item| {
+                let (k, v) = item.unwrap();
+                decode(&k, &v).unwrap()
+            })
+            .collect()
     }
 
     fn reasons(page: &[(HistoryCursor, HistoryRecord)]) -> Vec<&str> {
@@ -389,26 +477,23 @@ mod tests {
 
     #[test]
     fn records_are_read_newest_first_across_and_within_entries_with_their_cursors() {
-        let (_dir, tree) = tree();
-        store(
-            &tree,
-            &[
-                record(5, "a"),
-                record(5, "b"),
-                record(6, "c"),
-                record(9, "d"),
-            ],
-        );
-        let all = newest_first(&tree, 10, None).unwrap();
+        let history = held(&[
+            record(5, "a"),
+            record(5, "b"),
+            record(6, "c"),
+            record(9, "d"),
+        ]);
+        let all = backward(&history, 10, None).unwrap();
         assert_eq!(reasons(&all), ["d", "c", "b", "a"]);
         let cursors: Vec<_> = all.iter().map(|(c, _)| *c).collect();
         assert_eq!(
             cursors,
             [cursor(9, 0), cursor(6, 0), cursor(5, 1), cursor(5, 0)]
         );
-        assert_eq!(reasons(&newest_first(&tree, 2, None).unwrap()), ["d", "c"]);
-        assert!(newest_first(&tree, 0, None).unwrap().is_empty());
-        let oldest_first: Vec<String> = decode_all(raw(&tree).unwrap())
+        assert_eq!(reasons(&backward(&history, 2, None).unwrap()), ["d", "c"]);
+        assert!(backward(&history, 0, None).unwrap().is_empty());
+        let oldest_first: Vec<String> = history
+            .decode_all()
             .unwrap()
             .into_iter()
             .map(|r| r.reason)
@@ -418,42 +503,38 @@ mod tests {
 
     #[test]
     fn a_bare_index_means_every_entry_below_it() {
-        let (_dir, tree) = tree();
-        store(
-            &tree,
-            &[
-                record(5, "a"),
-                record(5, "b"),
-                record(6, "c"),
-                record(9, "d"),
-            ],
-        );
+        let history = held(&[
+            record(5, "a"),
+            record(5, "b"),
+            record(6, "c"),
+            record(9, "d"),
+        ]);
         let before = |s: &str| Some(s.parse::<HistoryCursor>().unwrap());
         assert_eq!(
-            reasons(&newest_first(&tree, 3, before("9")).unwrap()),
+            reasons(&backward(&history, 3, before("9")).unwrap()),
             ["c", "b", "a"]
         );
         assert_eq!(
-            reasons(&newest_first(&tree, 10, before("6")).unwrap()),
+            reasons(&backward(&history, 10, before("6")).unwrap()),
             ["b", "a"]
         );
         assert_eq!(
-            reasons(&newest_first(&tree, 10, before("7")).unwrap()),
+            reasons(&backward(&history, 10, before("7")).unwrap()),
             ["c", "b", "a"],
             "an index without history"
         );
         assert_eq!(
-            reasons(&newest_first(&tree, 10, before("5.1")).unwrap()),
+            reasons(&backward(&history, 10, before("5.1")).unwrap()),
             ["a"],
             "inside an entry: the records ahead of the position"
         );
         assert_eq!(
-            reasons(&newest_first(&tree, 10, before("5.9")).unwrap()),
+            reasons(&backward(&history, 10, before("5.9")).unwrap()),
             ["b", "a"],
             "a position past the entry's end keeps the whole entry"
         );
-        assert!(newest_first(&tree, 10, before("5")).unwrap().is_empty());
-        assert!(newest_first(&tree, 10, before("0")).unwrap().is_empty());
+        assert!(backward(&history, 10, before("5")).unwrap().is_empty());
+        assert!(backward(&history, 10, before("0")).unwrap().is_empty());
     }
 
     /// The reproduction of the lost records: eight change sets group-committed into three
@@ -461,20 +542,19 @@ mod tests {
     /// ended in; paging by cursor must return every record exactly once, for any page size.
     #[test]
     fn paging_by_the_last_cursor_returns_every_record_exactly_once() {
-        let (_dir, tree) = tree();
         let mut records = Vec::new();
         for (index, count) in [(4, 1), (6, 2), (7, 1), (8, 4), (9, 1)] {
             for n in 0..count {
                 records.push(record(index, &format!("r{index}-{n}")));
             }
         }
-        store(&tree, &records);
+        let history = held(&records);
         let newest: Vec<&str> = records.iter().rev().map(|r| r.reason.as_str()).collect();
         for limit in 1..=records.len() + 1 {
             let mut seen = Vec::new();
             let mut before = None;
             loop {
-                let page = newest_first(&tree, limit, before).unwrap();
+                let page = backward(&history, limit, before).unwrap();
                 assert!(page.len() <= limit);
                 seen.extend(reasons(&page).into_iter().map(str::to_string));
                 match page.last() {
@@ -490,20 +570,19 @@ mod tests {
     /// served returns every later record exactly once, for any page size.
     #[test]
     fn reading_forward_from_the_next_cursor_returns_every_record_exactly_once() {
-        let (_dir, tree) = tree();
         let mut records = Vec::new();
         for (index, count) in [(4, 1), (6, 2), (7, 1), (8, 4), (9, 1)] {
             for n in 0..count {
                 records.push(record(index, &format!("r{index}-{n}")));
             }
         }
-        store(&tree, &records);
+        let history = held(&records);
         let oldest: Vec<&str> = records.iter().map(|r| r.reason.as_str()).collect();
         for limit in 1..=records.len() + 1 {
             let mut seen = Vec::new();
             let mut from = cursor(0, 0);
             loop {
-                let page = oldest_first(&tree, limit, from).unwrap();
+                let page = forward(&history, limit, from).unwrap();
                 assert!(page.len() <= limit);
                 seen.extend(reasons(&page).into_iter().map(str::to_string));
                 match page.last() {
@@ -516,24 +595,24 @@ mod tests {
             assert_eq!(seen, oldest, "pages of {limit}");
         }
         assert_eq!(
-            reasons(&oldest_first(&tree, 10, cursor(8, 2)).unwrap()),
+            reasons(&forward(&history, 10, cursor(8, 2)).unwrap()),
             ["r8-2", "r8-3", "r9-0"],
             "inside an entry"
         );
         assert_eq!(
-            reasons(&oldest_first(&tree, 10, cursor(6, 7)).unwrap()),
+            reasons(&forward(&history, 10, cursor(6, 7)).unwrap()),
             ["r7-0", "r8-0", "r8-1", "r8-2", "r8-3", "r9-0"],
             "past an entry's end"
         );
         assert_eq!(
-            reasons(&oldest_first(&tree, 10, cursor(5, 0)).unwrap()),
+            reasons(&forward(&history, 10, cursor(5, 0)).unwrap()),
             [
                 "r6-0", "r6-1", "r7-0", "r8-0", "r8-1", "r8-2", "r8-3", "r9-0"
             ],
             "an index without history"
         );
-        assert!(oldest_first(&tree, 10, cursor(10, 0)).unwrap().is_empty());
-        assert!(oldest_first(&tree, 0, cursor(0, 0)).unwrap().is_empty());
+        assert!(forward(&history, 10, cursor(10, 0)).unwrap().is_empty());
+        assert!(forward(&history, 0, cursor(0, 0)).unwrap().is_empty());
     }
 
     #[test]
@@ -595,7 +674,7 @@ mod tests {
             .map(|k| index_of(&k.unwrap()).unwrap())
             .collect();
         assert_eq!(keys, [4, 8, 9], "one value per entry");
-        let all = decode_all(raw(&tree).unwrap()).unwrap();
+        let all = stored(&tree);
         let reasons: Vec<_> = all.iter().map(|r| r.reason.as_str()).collect();
         assert_eq!(reasons, ["a", "b", "c", "d", "e", "f"], "log order kept");
         assert!(tree.get(b"c/X").unwrap().is_some(), "other keys untouched");
@@ -605,14 +684,17 @@ mod tests {
             0,
             "a second run changes nothing"
         );
-        assert_eq!(decode_all(raw(&tree).unwrap()).unwrap(), all);
+        assert_eq!(stored(&tree), all);
     }
 
     #[test]
     fn a_damaged_history_value_is_an_error_naming_its_entry() {
-        let (_dir, tree) = tree();
-        tree.insert(key(12), b"\xff\xff\xff".to_vec()).unwrap();
-        let e = newest_first(&tree, 10, None).unwrap_err().to_string();
+        let mut history = HeldHistory::default();
+        history.hold(12, 1, Arc::from(&b"\xff\xff\xff"[..]));
+        let e = backward(&history, 10, None).unwrap_err().to_string();
         assert!(e.contains("log entry 12"), "{e}");
+        let e = forward(&history, 10, cursor(0, 0)).unwrap_err().to_string();
+        assert!(e.contains("log entry 12"), "{e}");
+        assert!(history.decode_all().is_err());
     }
 }

@@ -29,7 +29,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub use error::{Damaged, OpenError};
-pub use history::{BadCursor, HistoryCursor, HistoryIndex};
+pub use history::{BadCursor, HeldHistory, HistoryCursor};
 pub use log_store::{LogStore, decode_entry, encode_entry};
 pub use state_machine::{
     AppliedChanges, FEED_KEYS_AT_MOST, ImageState, SharedImage, SnapshotBuilder, StateMachine, read,
@@ -55,7 +55,6 @@ pub struct StoreReader {
     shared: SharedImage,
     writer: Arc<sm_writer::SmWriter>,
     feed: tokio::sync::broadcast::Sender<std::sync::Arc<AppliedChanges>>,
-    sm_tree: sled::Tree,
     durability: Arc<Durability>,
     synced: Arc<DurableLog>,
     dir: PathBuf,
@@ -123,7 +122,7 @@ impl StoreReader {
         limit: usize,
         before: Option<HistoryCursor>,
     ) -> Result<Vec<(HistoryCursor, HistoryRecord)>, Damaged> {
-        state_machine::history_newest_first(&self.sm_tree, &self.writer, limit, before)
+        state_machine::history_newest_first(&self.shared, limit, before)
     }
 
     /// Up to `limit` history records, oldest first, each with its cursor: the record at `from`
@@ -134,7 +133,7 @@ impl StoreReader {
         limit: usize,
         from: HistoryCursor,
     ) -> Result<Vec<(HistoryCursor, HistoryRecord)>, Damaged> {
-        state_machine::history_oldest_first(&self.sm_tree, &self.writer, limit, from)
+        state_machine::history_oldest_first(&self.shared, limit, from)
     }
 
     /// What history this node holds: the log index of its oldest entry with records (none when
@@ -151,7 +150,7 @@ impl StoreReader {
 
     /// A consistent copy of the applied state and history, as a snapshot would hold it.
     pub fn capture(&self) -> Result<(sonraft_raft::SnapshotMeta, snapshot::SnapshotBody), Damaged> {
-        state_machine::capture(&self.shared, &self.writer)
+        state_machine::capture(&self.shared)
     }
 
     /// A digest of the whole applied state (image, policy, KPI summaries, history) at the
@@ -328,15 +327,10 @@ impl Store {
                 reason: e.to_string(),
             },
         )?;
-        let sm_tree = db.open_tree("sm").map_err(|source| OpenError::Sled {
-            dir: sled_dir,
-            source,
-        })?;
         let reader = StoreReader {
             shared: sm.shared(),
             writer: sm.writer(),
             feed: sm.feed(),
-            sm_tree,
             durability,
             synced,
             dir: dir.to_path_buf(),
@@ -490,7 +484,7 @@ mod tests {
             .await
             .unwrap();
         store.reader.sync().unwrap();
-        let tree = &store.reader.sm_tree;
+        let tree = store.sm.tree();
         assert!(!tree.contains_key(sm_writer::TORN).unwrap());
         let in_sled = state_machine::load_checkpoint(tree).unwrap();
         assert_eq!(in_sled.map(|l| l.index), Some(2));

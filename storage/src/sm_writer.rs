@@ -21,9 +21,9 @@
 //! snapshot (or from empty) and the log.
 //!
 //! After a failed checkpoint the writer stops, leaving `TORN` set; submitting and waiting then
-//! fail, and the state machine with them. Readers of sled first wait until everything submitted
-//! is written (history pages), or have the writer run their read in order
-//! ([`SmWriter::read_in_order`]: a snapshot's capture).
+//! fail, and the state machine with them. Readers of sled wait until everything submitted is
+//! written ([`SmWriter::wait_written`]); readers of the history read the state's copy of it
+//! ([`crate::history::HeldHistory`]), which is never behind.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
@@ -202,27 +202,22 @@ enum Msg {
     Ops(u64, Ops),
     /// A reader waits: write what is queued now.
     Kick,
-    /// Write what was queued before, then run this on the tree before anything queued after.
-    Read(Read),
     /// Write what was queued before, then this write of its own (counted as submitted, as a
     /// batch is), before anything queued after.
     Job(u64, Job),
 }
-
-type Read = Box<dyn FnOnce(&sled::Tree) + Send>;
 
 /// A write of its own in the writer's order: a snapshot's install. A failure stops the writer
 /// as a failed checkpoint does.
 pub(crate) type Job = Box<dyn FnOnce(&sled::Tree, &Durability) -> Result<(), String> + Send>;
 
 /// What one round of the writer gathered: the batches to write as one checkpoint, the last
-/// one's sequence number, and a read to run once they are written. A read ends the gathering:
+/// one's sequence number, and a job to run once they are written. A job ends the gathering:
 /// what was queued after it waits for the next round.
 #[derive(Default)]
 struct Round {
     pending: Vec<Ops>,
     seq: Option<u64>,
-    read: Option<Read>,
     job: Option<(u64, Job)>,
 }
 
@@ -236,10 +231,6 @@ impl Round {
                 false
             }
             Msg::Kick => true,
-            Msg::Read(read) => {
-                self.read = Some(read);
-                true
-            }
             Msg::Job(seq, job) => {
                 self.job = Some((seq, job));
                 true
@@ -247,21 +238,9 @@ impl Round {
         }
     }
 
-    /// Whether gathering stopped at a read or a job.
+    /// Whether gathering stopped at a job.
     fn ended(&self) -> bool {
-        self.read.is_some() || self.job.is_some()
-    }
-}
-
-/// The result of a read queued with [`SmWriter::read_in_order`].
-pub(crate) struct PendingRead<T>(mpsc::Receiver<T>);
-
-impl<T> PendingRead<T> {
-    /// Waits for the read; fails if the writer stopped before it ran.
-    pub(crate) fn wait(self) -> Result<T, String> {
-        self.0
-            .recv()
-            .map_err(|_| "the state machine writer has stopped".to_string())
+        self.job.is_some()
     }
 }
 
@@ -400,9 +379,6 @@ impl SmWriter {
                     {
                         return;
                     }
-                    if let Some(read) = round.read {
-                        read(&tree);
-                    }
                 }
             })?;
         Ok(SmWriter {
@@ -439,23 +415,6 @@ impl SmWriter {
     /// anything submitted later; waiting for what is written waits for it too.
     pub(crate) fn submit_job(&self, job: Job) -> Result<(), String> {
         self.queue(|| Msg::Job(self.submitted.fetch_add(1, Ordering::SeqCst) + 1, job))
-    }
-
-    /// Queues `f` to run on the tree once everything submitted so far is in sled, and before
-    /// anything submitted later is: what it reads is the checkpoint of exactly what was applied
-    /// until now. Queued under the state lock, it lets a capture see sled as of the state it
-    /// copies without holding the lock while the writer catches up.
-    pub(crate) fn read_in_order<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&sled::Tree) -> T + Send + 'static,
-    ) -> Result<PendingRead<T>, String> {
-        let (tx, rx) = mpsc::sync_channel(1);
-        self.queue(|| {
-            Msg::Read(Box::new(move |tree: &sled::Tree| {
-                let _ = tx.send(f(tree));
-            }))
-        })?;
-        Ok(PendingRead(rx))
     }
 
     /// Blocks until everything submitted so far is in sled; fails if the writer stopped first.
@@ -616,35 +575,6 @@ mod tests {
         );
         let tree = db.open_tree("sm").unwrap();
         assert_eq!(tree.len(), keys, "every key written, the marker removed");
-    }
-
-    #[test]
-    fn a_read_in_order_sees_what_was_submitted_before_it_and_nothing_after() {
-        let dir = tempfile::tempdir().unwrap();
-        let (db, durability, writer) = writer_in(dir.path());
-        let put = |n: &str| {
-            let mut ops = Ops::default();
-            ops.insert(b"k", n);
-            ops
-        };
-        let value = |tree: &sled::Tree| tree.get(b"k").unwrap().map(|v| v.to_vec());
-        // Queued one after the other, faster than the writer wakes: the read must not be
-        // answered from a checkpoint that already holds the write queued after it.
-        writer.submit(put("1")).unwrap();
-        let first = writer.read_in_order(value).unwrap();
-        writer.submit(put("2")).unwrap();
-        let second = writer.read_in_order(value).unwrap();
-        writer.submit(put("3")).unwrap();
-        assert_eq!(first.wait().unwrap(), Some(b"1".to_vec()));
-        assert_eq!(second.wait().unwrap(), Some(b"2".to_vec()));
-        writer.wait_written().unwrap();
-        assert_eq!(value(&db.open_tree("sm").unwrap()), Some(b"3".to_vec()));
-
-        // Once the writer has stopped, a read fails instead of waiting for ever.
-        drop(writer);
-        let stopped = SmWriter::start(db.open_tree("sm").unwrap(), durability).unwrap();
-        stopped.progress.stop("test".into());
-        assert!(stopped.read_in_order(value).is_err());
     }
 
     #[test]

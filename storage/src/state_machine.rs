@@ -44,7 +44,7 @@ use sonraft_raft::{Entry, LogId, SnapshotMeta, StorageError, StoredMembership, T
 
 use crate::durable::Durability;
 use crate::error::Damaged;
-use crate::history::{self, HistoryIndex};
+use crate::history::{self, HeldHistory};
 
 /// The tuning's sections of command format 9, apart from `m/tuning` so that the values of
 /// older directories keep decoding as they are.
@@ -58,8 +58,8 @@ pub struct ImageState {
     pub image: NetworkImage,
     pub last_applied: Option<LogId>,
     pub membership: StoredMembership,
-    /// The log entries with history in the store, for trimming.
-    pub history: HistoryIndex,
+    /// The history, as the store holds it once its checkpoint writer has caught up.
+    pub history: HeldHistory,
 }
 
 /// The applied state shared between the state machine and its readers.
@@ -124,7 +124,7 @@ fn put(k: Vec<u8>, v: Result<Vec<u8>, StorageError>) -> KeyOp {
 fn replacing_ops<'a>(
     tree: &'a sled::Tree,
     image: &'a NetworkImage,
-    records: &'a [HistoryRecord],
+    history: &'a HeldHistory,
     meta_keys: Vec<(Vec<u8>, Vec<u8>)>,
 ) -> impl Iterator<Item = KeyOp> + 'a {
     let held = tree.iter().keys().filter_map(|k| match k {
@@ -137,7 +137,7 @@ fn replacing_ops<'a>(
         .chain((image.relations.values()).map(|r| put(relation_key(&r.source, &r.target), enc(r))))
         .chain(image.kpis.values().map(|k| put(kpi_key(&k.cell), enc(k))))
         .chain((image.control.iter()).map(|(cell_site, c)| put(control_key(cell_site), enc(c))))
-        .chain(history::by_entry(records).map(|(index, run)| put(history::key(index), enc(&run))))
+        .chain((history.keys_and_values()).map(|(k, v)| Ok((k, Some(v.to_vec())))))
         .chain(meta_keys.into_iter().map(|(k, v)| Ok((k, Some(v)))));
     held.chain(new)
 }
@@ -401,10 +401,8 @@ impl StateMachine {
             image,
             history: records,
         } = body;
-        let mut history = HistoryIndex::default();
-        for (index, run) in history::by_entry(&records) {
-            history.note(index, run.len());
-        }
+        let history =
+            HeldHistory::from_records(&records).map_err(|e| sm_err(ErrorVerb::Write, e))?;
         let mut meta_keys = vec![
             (b"m/applied".to_vec(), enc(&meta.last_log_id)?),
             (b"m/membership".to_vec(), enc(&meta.last_membership)?),
@@ -436,8 +434,9 @@ impl StateMachine {
         let put_all = {
             // The writer's own copy shares the image's maps (see `CowMap`).
             let image = image.clone();
+            let history = history.clone();
             move |tree: &sled::Tree, durability: &Durability| {
-                let ops = replacing_ops(tree, &image, &records, meta_keys);
+                let ops = replacing_ops(tree, &image, &history, meta_keys);
                 sm_writer::write_marked(tree, durability, ops)
             }
         };
@@ -459,6 +458,12 @@ impl StateMachine {
             ..AppliedChanges::default()
         }));
         Ok(())
+    }
+
+    /// The tree sled keeps the checkpoint in.
+    #[cfg(test)]
+    pub(crate) fn tree(&self) -> &sled::Tree {
+        &self.tree
     }
 
     /// Subscribes to the configuration changes of every applied batch.
@@ -533,17 +538,26 @@ impl StateMachine {
                 batch.remove(TUNING_AVAILABILITY);
             }
         }
-        for (index, run) in history::by_entry(&changes.history) {
-            batch.insert(history::key(index), enc(&run)?);
-        }
         Ok(())
     }
 
-    /// Drops the oldest history entries beyond the policy's limit, in `batch`.
-    fn trim_history(&self, state: &mut ImageState, batch: &mut Ops) {
+    /// Adds the history `changes` recorded to `batch` and to the state's copy, trimmed to the
+    /// policy's limit in both.
+    fn persist_history(
+        &self,
+        state: &mut ImageState,
+        changes: &Changes,
+        batch: &mut Ops,
+    ) -> Result<(), StorageError> {
+        for (index, run) in history::by_entry(&changes.history) {
+            let value: Arc<[u8]> = enc(&run)?.into();
+            batch.insert(history::key(index), &value[..]);
+            state.history.hold(index, run.len(), value);
+        }
         for index in state.history.trim(state.image.policy.history_keep) {
             batch.remove(history::key(index));
         }
+        Ok(())
     }
 }
 
@@ -770,7 +784,9 @@ fn load_key(state: &mut ImageState, k: &[u8], v: &[u8]) -> Result<(), Damaged> {
                     format!("bad history key {key:?}"),
                 ));
             };
-            state.history.note(index, history::decode(k, v)?.len());
+            state
+                .history
+                .hold(index, history::decode(k, v)?.len(), Arc::from(v));
         }
         Some(b"h/") => {
             return Err(Damaged::new(
@@ -903,12 +919,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 state.last_applied = Some(entry.log_id);
                 replies.push(reply);
             }
-            for (index, run) in history::by_entry(&changes.history) {
-                state.history.note(index, run.len());
-            }
             let mut batch = Ops::default();
             self.persist_changes(&state, &changes, staged_before, &mut batch)?;
-            self.trim_history(&mut state, &mut batch);
+            self.persist_history(&mut state, &changes, &mut batch)?;
             batch.insert(b"m/applied".as_slice(), enc(&state.last_applied)?);
             batch.insert(b"m/clock".as_slice(), enc(&state.image.log_time_ms)?);
             if membership_changed {
@@ -936,7 +949,6 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         SnapshotBuilder {
             state: self.state.clone(),
             snapshots: self.snapshots.clone(),
-            writer: self.writer.clone(),
         }
     }
 
@@ -987,16 +999,15 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 pub struct SnapshotBuilder {
     state: SharedImage,
     snapshots: Arc<SnapshotDir>,
-    writer: Arc<SmWriter>,
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
-        // Capturing waits for the checkpoint writer: off the runtime. It holds the state for
-        // a moment, so at the node's own priority: a thread below it, holding the state on a
-        // busy machine, would keep every apply waiting until it got a core again.
-        let (state, writer) = (self.state.clone(), self.writer.clone());
-        let (meta, body) = tokio::task::spawn_blocking(move || capture(&state, &writer))
+        // Capturing decodes the history: off the runtime. It holds the state for a moment, so
+        // at the node's own priority: a thread below it, holding the state on a busy machine,
+        // would keep every apply waiting until it got a core again.
+        let state = self.state.clone();
+        let (meta, body) = tokio::task::spawn_blocking(move || capture(&state))
             .await
             .map_err(|e| snap_err(ErrorVerb::Read, e))?
             .map_err(|e| snap_err(ErrorVerb::Read, e))?;
@@ -1023,24 +1034,21 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
 
 /// Captures the applied state, membership and history together under the state lock (so no
 /// apply interleaves), and names the snapshot after its last log id and the capture time.
-pub(crate) fn capture(
-    state: &SharedImage,
-    writer: &SmWriter,
-) -> Result<(SnapshotMeta, SnapshotBody), Damaged> {
+///
+/// It reads the history the state holds, not sled's: a capture queued behind the checkpoint
+/// writer waited as long as the writer was behind, 80 s for a backup right after a national
+/// import.
+pub(crate) fn capture(state: &SharedImage) -> Result<(SnapshotMeta, SnapshotBody), Damaged> {
     let held = std::time::Instant::now();
-    let (image, last_applied, membership, raw_history) = {
+    let (image, last_applied, membership, history) = {
         let s = read(state);
-        // No apply runs while we hold the state: the history read queued now sees sled as of
-        // exactly this state, once the writer has caught up, which needs no lock. The image's
-        // maps share their shards with the copy (see `CowMap`).
-        let history = writer
-            .read_in_order(history::raw)
-            .map_err(|e| Damaged::new("state machine checkpoint", e))?;
+        // The image's maps share their shards with the copy (see `CowMap`), the history's
+        // entries their values.
         (
             s.image.clone(),
             s.last_applied,
             s.membership.clone(),
-            history,
+            s.history.clone(),
         )
     };
     let held = held.elapsed();
@@ -1049,10 +1057,7 @@ pub(crate) fn capture(
         held_us = held.as_micros() as u64,
         "captured the applied state"
     );
-    let raw_history = raw_history
-        .wait()
-        .map_err(|e| Damaged::new("state machine checkpoint", e))??;
-    let history = history::decode_all(raw_history)?;
+    let history = history.decode_all()?;
     let stamp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis())
@@ -1070,31 +1075,25 @@ pub(crate) fn capture(
 }
 
 /// Up to `limit` history records older than `before`, newest first, each with its cursor (see
-/// [`history::newest_first`]), once every applied entry's history is in the tree.
+/// [`history::newest_first`]): the applied state's, decoded outside its lock.
 pub(crate) fn history_newest_first(
-    tree: &sled::Tree,
-    writer: &SmWriter,
+    state: &SharedImage,
     limit: usize,
     before: Option<history::HistoryCursor>,
 ) -> Result<Vec<(history::HistoryCursor, HistoryRecord)>, Damaged> {
-    writer
-        .wait_written()
-        .map_err(|e| Damaged::new("state machine checkpoint", e))?;
-    history::newest_first(tree, limit, before)
+    let page = read(state).history.page_before(limit, before);
+    history::newest_first(page, limit, before)
 }
 
 /// Up to `limit` history records from `from` on, oldest first, each with its cursor (see
-/// [`history::oldest_first`]), once every applied entry's history is in the tree.
+/// [`history::oldest_first`]): the applied state's, decoded outside its lock.
 pub(crate) fn history_oldest_first(
-    tree: &sled::Tree,
-    writer: &SmWriter,
+    state: &SharedImage,
     limit: usize,
     from: history::HistoryCursor,
 ) -> Result<Vec<(history::HistoryCursor, HistoryRecord)>, Damaged> {
-    writer
-        .wait_written()
-        .map_err(|e| Damaged::new("state machine checkpoint", e))?;
-    history::oldest_first(tree, limit, from)
+    let page = read(state).history.page_from(limit, from);
+    history::oldest_first(page, limit, from)
 }
 
 #[cfg(test)]
