@@ -186,7 +186,7 @@ mod tests {
 
 /// Cell ids to share, found by their text in one hash lookup (a B-tree of cells costs a dozen
 /// string comparisons a lookup, millions of times in a national image's load or import).
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct SharedIds(HashSet<CellId>);
 
 impl SharedIds {
@@ -197,5 +197,15 @@ impl SharedIds {
     /// The shared id whose text is `id`, or a new one when there is none.
     pub fn get(&self, id: &str) -> CellId {
         self.0.get(id).cloned().unwrap_or_else(|| CellId::from(id))
+    }
+
+    /// Makes `id` the shared id with its text; `id` becomes that one when there is none yet.
+    pub fn share(&mut self, id: &mut CellId) {
+        match self.0.get(id.as_str()) {
+            Some(shared) => *id = shared.clone(),
+            None => {
+                self.0.insert(id.clone());
+            }
+        }
     }
 }
