@@ -4,7 +4,8 @@
 //!
 //! - [`LogStore`] (`log_store.rs`): the Raft log, vote, committed and purged ids. Appends are
 //!   acknowledged only once durable; [`durable`] adds the `fdatasync` sled 0.34 leaves out
-//!   and batches syncs of concurrent appends (group commit).
+//!   and batches syncs of concurrent appends (group commit). Purged entries are removed in the
+//!   background, a few at a time (`purge.rs`).
 //! - [`StateMachine`] (`state_machine.rs`): the network image in memory for reads and rule
 //!   checks, checkpointed to sled behind the apply path (`sm_writer.rs`), with snapshots to files
 //!   ([`snapshot`]).
@@ -21,6 +22,7 @@ pub mod error;
 pub mod format;
 mod history;
 mod log_store;
+mod purge;
 mod sm_writer;
 pub mod snapshot;
 mod state_machine;
@@ -313,7 +315,8 @@ impl Store {
         let synced = Arc::new(DurableLog::new(last));
         let group = GroupCommit::start(durability.clone(), synced.clone())
             .map_err(io("cannot start the sync thread"))?;
-        let log = LogStore::new(trees, durability.clone(), group, synced.clone());
+        let log = LogStore::new(trees, durability.clone(), group, synced.clone())
+            .map_err(|e| corrupt(e.to_string()))?;
         if found < format::DATA_FORMAT {
             migrate(&db, &durability, dir, found)?;
         }

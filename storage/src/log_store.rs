@@ -13,6 +13,7 @@
 
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use openraft::storage::{LogFlushed, LogState, RaftLogReader, RaftLogStorage};
@@ -22,6 +23,7 @@ use sonraft_raft::{Entry, LogId, NodeId, StorageError, TypeConfig, codec};
 
 use crate::durable::{Durability, GroupCommit, PendingSync};
 use crate::format::LOG_ENTRY_FORMAT;
+use crate::purge::Purger;
 
 const VOTE: &[u8] = b"vote";
 const COMMITTED: &[u8] = b"committed";
@@ -39,6 +41,10 @@ pub struct LogStore {
     early_as: Option<NodeId>,
     /// The vote last saved (read on every append, so kept here rather than in sled).
     vote: Arc<Mutex<Option<Vote<NodeId>>>>,
+    /// The first index after the last purged one: entries before it may still be in the tree
+    /// (the [`Purger`] removes them in the background) and are never read.
+    readable_from: Arc<AtomicU64>,
+    purger: Arc<Purger>,
 }
 
 fn io_err(
@@ -85,8 +91,11 @@ impl LogStore {
         durability: Arc<Durability>,
         group: GroupCommit,
         synced: Arc<DurableLog>,
-    ) -> Self {
-        LogStore {
+    ) -> Result<Self, StorageError> {
+        let purged: Option<LogId> = read_meta(&raft, PURGED)?;
+        let purger = Purger::start(log.clone())
+            .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Delete, e))?;
+        Ok(LogStore {
             log,
             raft,
             durability,
@@ -94,7 +103,9 @@ impl LogStore {
             synced,
             early_as: None,
             vote: Arc::default(),
-        }
+            readable_from: Arc::new(AtomicU64::new(purged.map_or(0, |p| p.index + 1))),
+            purger: Arc::new(purger),
+        })
     }
 
     /// Reports the appends node `me` makes as leader to openraft as soon as they are written,
@@ -256,16 +267,19 @@ pub(crate) fn lower_committed_to_log(
     Ok(last)
 }
 
-/// The id of the last entry in the log, or else of the last purged one.
+/// The id of the last entry in the log, or else of the last purged one (also when the log
+/// holds only purged entries not yet removed).
 pub(crate) fn last_log_id(
     log: &sled::Tree,
     raft: &sled::Tree,
 ) -> Result<Option<LogId>, StorageError> {
+    let purged: Option<LogId> = read_meta(raft, PURGED)?;
     let last = log
         .last()
         .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Read, e))?;
     match last {
-        None => read_meta(raft, PURGED),
+        Some((k, _)) if purged.is_some_and(|p| id_at(&k).index <= p.index) => Ok(purged),
+        None => Ok(purged),
         Some((k, v)) => {
             let entry = decode_entry(&v)
                 .map_err(|e| io_err(ErrorSubject::Log(id_at(&k)), ErrorVerb::Read, e))?;
@@ -303,6 +317,7 @@ pub const APPEND_BATCH_BYTES: usize = 1 << 20;
 
 impl LogStore {
     /// The entries in `range`, stopping once `max_bytes` of them are read (at least one).
+    /// Purged entries not yet removed are skipped.
     fn entries_up_to<RB: RangeBounds<u64>>(
         &self,
         range: RB,
@@ -310,7 +325,14 @@ impl LogStore {
     ) -> Result<Vec<Entry>, StorageError> {
         let mut out = Vec::new();
         let mut bytes = 0usize;
-        for item in self.log.range(range_keys(&range)) {
+        let (start, end) = range_keys(&range);
+        let from = key(self.readable_from.load(Ordering::Acquire));
+        let start = match start {
+            Bound::Included(k) | Bound::Excluded(k) if k < from => Bound::Included(from),
+            Bound::Unbounded => Bound::Included(from),
+            other => other,
+        };
+        for item in self.log.range((start, end)) {
             let (k, v) = item.map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Read, e))?;
             if !out.is_empty() && bytes.saturating_add(v.len()) > max_bytes {
                 break;
@@ -477,26 +499,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.sync()
             .await
             .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Write, e))?;
-        // By key, from the first entry there: iterating the range read every entry whole to
-        // learn its key. After a national import that was ~5,000 parts of ~380 KB (1.9 GB,
-        // each a file of its own in sled) on the Raft core's path; with the syncs after it,
-        // followers answered appends 300-400 ms late, and the leader, hearing from no
-        // majority for 307 ms, answered a change set "outcome unknown".
-        let first = self
-            .log
-            .first()
-            .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Read, e))?
-            .map(|(k, _)| id_at(&k).index);
-        let Some(first) = first.filter(|f| *f <= log_id.index) else {
-            return Ok(());
-        };
-        let mut batch = sled::Batch::default();
-        for index in first..=log_id.index {
-            batch.remove(&key(index));
-        }
-        self.log
-            .apply_batch(batch)
-            .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Delete, e))?;
+        // The entries go in the background, a few at a time (see `purge.rs`): in one batch,
+        // the ~4,500 parts of a national import (sled files of their own) stalled every log
+        // sync for 185-248 ms. Until then they are skipped.
+        self.readable_from
+            .fetch_max(log_id.index + 1, Ordering::AcqRel);
+        self.purger.purge_to(log_id.index);
         Ok(())
     }
 }
