@@ -110,6 +110,11 @@ impl Ops {
         self.ops.push(op);
     }
 
+    /// Each operation in order: its key, and its value (`None`: remove).
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&[u8], Option<&[u8]>)> {
+        self.ops.iter().map(|op| (self.key(op), self.value(op)))
+    }
+
     fn key(&self, op: &Op) -> &[u8] {
         let at = op.at as usize;
         &self.buffers[op.buffer as usize][at..at + op.key_len as usize]

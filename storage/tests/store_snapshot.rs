@@ -788,3 +788,62 @@ async fn a_capture_and_the_history_do_not_wait_for_the_checkpoint_writer() {
     let (_, again) = restarted.reader.capture().unwrap();
     assert_eq!(again.history, body.history);
 }
+
+/// A large import's last part is checkpointed in bulk, by the checkpoint writer from a copy of
+/// the image (every relation, with the rest of the batch, under one torn marker) instead of
+/// through the apply's batch: once synced, sled holds exactly the applied state, and a restart
+/// loads it whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_import_checkpointed_in_bulk_is_loaded_whole_after_a_restart() {
+    use sonraft_raft::command::ImageImport;
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(dir.path()).unwrap();
+    common::apply_demo(&mut store, 20).await;
+    let cells = (0..600)
+        .map(|i| {
+            serde_json::from_value(serde_json::json!({
+                "id": format!("D{i}"), "site": "S1", "rat": "NR", "pci": i, "arfcn": 632628, "azimuth": 0
+            }))
+            .unwrap()
+        })
+        .collect();
+    let mut index = 3;
+    let data = ImageImport {
+        cells,
+        ..Default::default()
+    };
+    store
+        .sm
+        .apply([common::entry(index, &import_part(4, 0, false, data))])
+        .await
+        .unwrap();
+    // 600 cells x 200 targets: 120,000 relations, 2,000 a part.
+    let relations: Vec<_> = (0..600)
+        .flat_map(|s| (1..=200).map(move |d| (s, (s + d) % 600)))
+        .map(|(s, t)| {
+            serde_json::from_value(serde_json::json!({"source": format!("D{s}"), "target": format!("D{t}"), "cio_db": (s % 5) as i8}))
+                .unwrap()
+        })
+        .collect();
+    let parts = relations.chunks(2_000).count() as u32;
+    for (n, chunk) in relations.chunks(2_000).enumerate() {
+        index += 1;
+        let n = n as u32 + 1;
+        let data = ImageImport {
+            relations: chunk.to_vec(),
+            ..Default::default()
+        };
+        store
+            .sm
+            .apply([common::entry(index, &import_part(4, n, n == parts, data))])
+            .await
+            .unwrap();
+    }
+    let applied = store.reader.digest().unwrap();
+    assert_eq!(applied.relations, 120_020, "the import's and the demo's");
+    store.reader.sync().unwrap();
+    store.close().unwrap();
+
+    let restarted = Store::open(dir.path()).unwrap();
+    assert_eq!(restarted.reader.digest().unwrap(), applied);
+}
