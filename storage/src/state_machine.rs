@@ -147,19 +147,20 @@ fn replacing_ops<'a>(
 /// of the image ([`relations_in_bulk`]), when they are also half the image's or more.
 const BULK_RELATIONS: usize = 100_000;
 
-/// When a batch changed relations in bulk (a large import's last part), the relations it
-/// removed; `None` otherwise.
-///
-/// Merged with the image's, both in key order: 9 million lookups took seconds.
-fn in_bulk(image: &NetworkImage, changed: &BTreeSet<RelationKey>) -> Option<Vec<RelationKey>> {
-    let n = changed.len();
-    if n < BULK_RELATIONS || n.saturating_mul(2) < image.relations.len() {
+/// When a batch changed relations in bulk (a large import's last part, which says so, or many
+/// relations listed), the relations it removed; `None` otherwise.
+fn in_bulk(image: &NetworkImage, changes: &Changes) -> Option<Vec<RelationKey>> {
+    let n = changes.relations.len();
+    if !changes.relations_in_bulk
+        && (n < BULK_RELATIONS || n.saturating_mul(2) < image.relations.len())
+    {
         return None;
     }
-    Some(removed_relations(image, changed))
+    Some(removed_relations(image, &changes.relations))
 }
 
-/// The keys of `changed` the image holds no relation under.
+/// The keys of `changed` the image holds no relation under: merged with the image's, both in
+/// key order (9 million lookups took seconds).
 fn removed_relations(image: &NetworkImage, changed: &BTreeSet<RelationKey>) -> Vec<RelationKey> {
     let mut held = image.relations.keys().peekable();
     let mut removed = Vec::new();
@@ -226,10 +227,10 @@ pub const FEED_KEYS_AT_MOST: usize = 1_000;
 fn feed_message(changes: Changes, index: u64) -> Option<AppliedChanges> {
     let listed =
         changes.cells.len() + changes.relations.len() + changes.sites.len() + changes.control.len();
-    if listed == 0 {
+    if listed == 0 && !changes.relations_in_bulk {
         return None;
     }
-    if listed <= FEED_KEYS_AT_MOST {
+    if listed <= FEED_KEYS_AT_MOST && !changes.relations_in_bulk {
         return Some(AppliedChanges {
             index,
             cells: changes.cells.into_iter().collect(),
@@ -971,7 +972,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 replies.push(reply);
             }
             let mut batch = Ops::default();
-            let bulk = in_bulk(&state.image, &changes.relations);
+            let bulk = in_bulk(&state.image, &changes);
             self.persist_changes(&state, &changes, staged_before, bulk.is_none(), &mut batch)?;
             self.persist_history(&mut state, &changes, &mut batch)?;
             batch.insert(b"m/applied".as_slice(), enc(&state.last_applied)?);
@@ -1195,7 +1196,17 @@ mod tests {
             removed_relations(&image, &changed),
             [key("A", "A"), key("A-1", "B"), key("D", "A")]
         );
-        assert_eq!(in_bulk(&image, &changed), None, "a few: in the batch");
+        let mut changes = Changes {
+            relations: changed,
+            ..Changes::default()
+        };
+        assert_eq!(in_bulk(&image, &changes), None, "a few: in the batch");
+        changes.relations_in_bulk = true;
+        assert_eq!(
+            in_bulk(&image, &changes),
+            Some(vec![key("A", "A"), key("A-1", "B"), key("D", "A")]),
+            "a large import's: written from the image"
+        );
     }
 
     /// Cells whose relation keys sort otherwise than the cells do: `r/A-1/…` comes before

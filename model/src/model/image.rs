@@ -66,6 +66,9 @@ pub struct Changes {
     pub sites: BTreeSet<SiteId>,
     pub cells: BTreeSet<CellId>,
     pub relations: BTreeSet<RelationKey>,
+    /// Any relation of the image may have changed (a large import put them all in one go);
+    /// `relations` then lists only others the batch changed, if any.
+    pub relations_in_bulk: bool,
     pub kpis: BTreeSet<CellId>,
     pub policy: bool,
     pub releases: bool,
@@ -90,6 +93,7 @@ impl Changes {
         self.sites.is_empty()
             && self.cells.is_empty()
             && self.relations.is_empty()
+            && !self.relations_in_bulk
             && self.kpis.is_empty()
             && !self.policy
             && !self.releases
