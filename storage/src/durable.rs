@@ -135,6 +135,16 @@ impl SyncGate {
     }
 }
 
+/// What one sync of the blob files did: for the log line of a slow sync.
+#[derive(Default)]
+struct BlobSync {
+    /// New blob files synced, and the time their syncs took.
+    new: usize,
+    files: std::time::Duration,
+    /// The time the directory's sync took.
+    dir: std::time::Duration,
+}
+
 impl Durability {
     pub fn new(db: sled::Db, sled_dir: &Path) -> io::Result<Self> {
         let data_file = File::open(sled_dir.join("db"))?;
@@ -191,7 +201,7 @@ impl Durability {
         let flushed = started.elapsed();
         self.data_file.sync_data()?;
         let synced = started.elapsed();
-        self.sync_blobs()?;
+        let blobs = self.sync_blobs()?;
         let took = started.elapsed();
         // A witness: a Raft log sync this slow makes followers answer appends late.
         if took >= SLOW_SYNC {
@@ -200,17 +210,22 @@ impl Durability {
                 flush_ms = flushed.as_millis() as u64,
                 fdatasync_ms = (synced - flushed).as_millis() as u64,
                 blobs_ms = (took - synced).as_millis() as u64,
+                new_blobs = blobs.new,
+                blob_files_ms = blobs.files.as_millis() as u64,
+                blob_dir_ms = blobs.dir.as_millis() as u64,
                 "a sync of sled's files took long"
             );
         }
         Ok(())
     }
 
-    fn sync_blobs(&self) -> io::Result<()> {
+    /// Syncs the blob files sled wrote since the last sync, and then their directory.
+    fn sync_blobs(&self) -> io::Result<BlobSync> {
+        let mut done = BlobSync::default();
         let dir = self.sled_dir.join("blobs");
         let entries = match std::fs::read_dir(&dir) {
             Ok(e) => e,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(done),
             Err(e) => return Err(e),
         };
         let mut synced = self.synced_blobs.lock().unwrap_or_else(|p| p.into_inner());
@@ -220,21 +235,26 @@ impl Durability {
             let entry = entry?;
             let name = entry.file_name();
             if !synced.contains(&name) {
+                let started = Instant::now();
                 match File::open(entry.path()) {
                     Ok(f) => f.sync_data()?,
                     // sled may have garbage-collected it between listing and opening.
                     Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
                     Err(e) => return Err(e),
                 }
+                done.files += started.elapsed();
+                done.new += 1;
                 new = true;
             }
             present.insert(name);
         }
         if new {
+            let started = Instant::now();
             sync_dir(&dir)?;
+            done.dir = started.elapsed();
         }
         *synced = present;
-        Ok(())
+        Ok(done)
     }
 }
 

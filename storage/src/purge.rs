@@ -22,11 +22,11 @@ use std::time::Duration;
 
 /// Entries removed in one sled batch (sled's process-wide batch lock stops log appends for
 /// as long: a few dozen removals is microseconds).
-pub(crate) const CHUNK: u64 = 32;
+pub(crate) const CHUNK: u64 = 16;
 
 /// The pause after each chunk: at most `CHUNK` blob files for each sled flush to unlink.
-/// 4,500 parts go in about three seconds.
-pub(crate) const PAUSE: Duration = Duration::from_millis(20);
+/// A national import's ~5,000 entries go in about 16 s.
+pub(crate) const PAUSE: Duration = Duration::from_millis(50);
 
 /// The handle of the purge thread: the tree it removes from, and what to remove.
 pub(crate) struct Purger(Arc<Owner>);
