@@ -1,5 +1,7 @@
-//! Work that takes seconds of CPU and that no write waits for — building a snapshot, encoding a
-//! backup — runs on a thread of its own at the lowest CPU priority.
+//! Work that takes seconds of CPU and that no write or operator waits for — building a
+//! snapshot — runs on a thread of its own at the lowest CPU priority. (A backup, which an
+//! operator waits for, ran here too until a backup right after a national import took 80-88 s
+//! beside the checkpoint writers; it runs at the node's priority now.)
 //!
 //! A national image's snapshot takes ~10 s of a core to encode. When the count of entries falls
 //! due on all three nodes at the same index, each builds one at once; beside them the runtimes
