@@ -972,7 +972,10 @@ fn a_large_import_in_parts_applies_as_in_one_part_whatever_the_parts_order() {
             "{what}: the relations differ"
         );
         assert_eq!(img.cells, one.0.cells, "{what}");
-        assert!(changes.relations_in_bulk && one.1.relations_in_bulk, "{what}");
+        assert!(
+            changes.relations_in_bulk && one.1.relations_in_bulk,
+            "{what}"
+        );
         assert_eq!(
             sonraft_model::codec::encode(&img.relations).unwrap(),
             sonraft_model::codec::encode(&one.0.relations).unwrap(),

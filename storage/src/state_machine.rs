@@ -28,6 +28,7 @@
 //! crash openraft re-applies the committed entries past the checkpointed last-applied id.
 
 use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock, TryLockError};
 
 use openraft::storage::{RaftStateMachine, Snapshot};
@@ -102,15 +103,6 @@ pub fn off_worker<R>(f: impl FnOnce() -> R) -> R {
         }
         _ => f(),
     }
-}
-
-/// When [`StateMachine::replace_all`] writes the new state to sled.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Written {
-    /// Before it returns.
-    Now,
-    /// By the checkpoint writer, in its order.
-    Behind,
 }
 
 /// One key's operation in a write of the whole state: insert, or remove when `None`.
@@ -195,15 +187,15 @@ fn relations_in_bulk(image: NetworkImage, removed: Vec<RelationKey>, rest: Ops) 
 
 /// openraft's state machine for sonraft.
 pub struct StateMachine {
-    tree: sled::Tree,
     state: SharedImage,
     snapshots: Arc<SnapshotDir>,
     writer: Arc<SmWriter>,
     feed: tokio::sync::broadcast::Sender<Arc<AppliedChanges>>,
     /// Entries are applied only once they are on disk here (see [`sonraft_raft::durable`]).
     synced: Arc<DurableLog>,
-    /// Syncs of a snapshot's install ([`StateMachine::replace_all`]).
-    durability: Arc<Durability>,
+    /// A batch changed relations in bulk since the last snapshot began: the next is built at
+    /// the node's priority (see [`SnapshotBuilder`]).
+    urgent: Arc<AtomicBool>,
 }
 
 /// Batches the feed of applied changes keeps: a subscriber that falls further behind is told
@@ -372,13 +364,12 @@ impl StateMachine {
                 .map_err(|e| Damaged::new("state machine writer", e))?,
         );
         let sm = StateMachine {
-            tree,
             state: Arc::new(RwLock::new(state)),
             snapshots,
             writer,
             feed: tokio::sync::broadcast::channel(FEED_BATCHES).0,
             synced,
-            durability,
+            urgent: Arc::default(),
         };
         if let Some((meta, path)) = sm.snapshots.current() {
             let behind = read(&sm.state).last_applied < meta.last_log_id;
@@ -391,7 +382,7 @@ impl StateMachine {
                 let f = std::fs::File::open(&path)
                     .map_err(|e| Damaged::new(path.display().to_string(), e))?;
                 let (_, body) = crate::snapshot::decode_snapshot(f)?;
-                sm.replace_all(&meta, body, Written::Now)
+                sm.replace_all(&meta, body)
                     .map_err(|e| Damaged::new("restore from snapshot", e))?;
                 return Ok(sm);
             }
@@ -409,7 +400,7 @@ impl StateMachine {
                 image: NetworkImage::default(),
                 history: Vec::new(),
             };
-            sm.replace_all(&empty, body, Written::Now)
+            sm.replace_all(&empty, body)
                 .map_err(|e| Damaged::new("rebuild after a torn checkpoint", e))?;
         }
         Ok(sm)
@@ -431,20 +422,15 @@ impl StateMachine {
     /// keeps one epoch pinned for the whole of a batch, freed none of the node versions it
     /// replaced meanwhile: a learner installing that snapshot grew to 18 GB and was killed.
     ///
-    /// `when`: [`Written::Now`] before the new state is in memory (opening a store), or
-    /// [`Written::Behind`], by the checkpoint writer after what it holds and before anything
-    /// applied later (an install). Written now, a national image's install held the state
-    /// locked for 50 s, and the node's runtime stalled on it: every task that reads the image
-    /// waited, heartbeats went unanswered, the learner's API hung. Behind, the install returns
-    /// once the new state is in memory. Safe across a crash: the snapshot file is current
-    /// before the install ([`SnapshotDir::receive`]), and a store whose checkpoint is behind it
-    /// or torn is restored from it on open; readers of sled wait for the writer.
-    fn replace_all(
-        &self,
-        meta: &SnapshotMeta,
-        body: SnapshotBody,
-        when: Written,
-    ) -> Result<(), StorageError> {
+    /// sled's copy is written by the checkpoint writer, after what it holds and before anything
+    /// applied later; this returns once the new state is in memory. Written before, a national
+    /// image's install held the state locked for 50 s, and the node's runtime stalled on it:
+    /// every task that reads the image waited, heartbeats went unanswered, the learner's API
+    /// hung; and a store opened with a torn checkpoint wrote the image back for a minute and a
+    /// half before it started. Safe across a crash: the snapshot file is current before the
+    /// install ([`SnapshotDir::receive`]) or the restore, and a store whose checkpoint is behind
+    /// it or torn is restored from it on open; readers of sled wait for the writer.
+    fn replace_all(&self, meta: &SnapshotMeta, body: SnapshotBody) -> Result<(), StorageError> {
         self.writer
             .wait_written()
             .map_err(|e| sm_err(ErrorVerb::Write, e))?;
@@ -492,11 +478,9 @@ impl StateMachine {
             }
         };
         let mut state = write(&self.state);
-        match when {
-            Written::Now => put_all(&self.tree, &self.durability),
-            Written::Behind => self.writer.submit_job(Box::new(put_all)),
-        }
-        .map_err(|e| sm_err(ErrorVerb::Write, e))?;
+        self.writer
+            .submit_job(Box::new(put_all))
+            .map_err(|e| sm_err(ErrorVerb::Write, e))?;
         *state = ImageState {
             image,
             last_applied: meta.last_log_id,
@@ -509,12 +493,6 @@ impl StateMachine {
             ..AppliedChanges::default()
         }));
         Ok(())
-    }
-
-    /// The tree sled keeps the checkpoint in.
-    #[cfg(test)]
-    pub(crate) fn tree(&self) -> &sled::Tree {
-        &self.tree
     }
 
     /// Subscribes to the configuration changes of every applied batch.
@@ -983,6 +961,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             match bulk {
                 None => self.writer.submit(batch),
                 Some(removed) => {
+                    self.urgent.store(true, Ordering::Release);
                     self.writer
                         .submit_job(relations_in_bulk(state.image.clone(), removed, batch))
                 }
@@ -1007,6 +986,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         SnapshotBuilder {
             state: self.state.clone(),
             snapshots: self.snapshots.clone(),
+            urgent: self.urgent.clone(),
         }
     }
 
@@ -1032,7 +1012,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let (_, body) = received.map_err(|e| snap_err(ErrorVerb::Read, e))?;
         // Waits for the checkpoint writer to catch up first: off the runtime's worker, whose
         // other tasks (the Raft core's answers among them) move meanwhile.
-        off_worker(|| self.replace_all(meta, body, Written::Behind))?;
+        off_worker(|| self.replace_all(meta, body))?;
         tracing::info!(last_log_id = ?meta.last_log_id, "installed a snapshot");
         Ok(())
     }
@@ -1054,9 +1034,17 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 /// Builds a snapshot from a consistent view: the image, last-applied id, membership and
 /// history are captured together under the state lock (so no apply interleaves), then
 /// written to a file without holding it.
+///
+/// The encoding runs below the priority of the threads writes wait for ([`crate::background`]),
+/// unless a batch changed relations in bulk since the last snapshot began (a national import):
+/// then at the node's priority. The three nodes' checkpoint writers then take the machine for
+/// a minute and a half, an idle-priority snapshot waited as long, and a node restarted
+/// meanwhile found its checkpoint torn and no snapshot ahead of it, and replayed the whole
+/// import from the log (over 30 s).
 pub struct SnapshotBuilder {
     state: SharedImage,
     snapshots: Arc<SnapshotDir>,
+    urgent: Arc<AtomicBool>,
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
@@ -1070,13 +1058,17 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             .map_err(|e| snap_err(ErrorVerb::Read, e))?
             .map_err(|e| snap_err(ErrorVerb::Read, e))?;
         // Encoding takes seconds of a core for a large image: below the priority of the
-        // threads writes wait for (see `background`).
+        // threads writes wait for (see `background`), unless urgent.
         let dir = self.snapshots.clone();
-        let written = crate::background::run("sonraft-snapshot", move || {
-            dir.write(&meta, &body).map(|path| (meta, path))
-        });
+        let write = move || dir.write(&meta, &body).map(|path| (meta, path));
+        let written = if self.urgent.swap(false, Ordering::AcqRel) {
+            tokio::task::spawn_blocking(write)
+                .await
+                .map_err(std::io::Error::other)
+        } else {
+            crate::background::run("sonraft-snapshot", write).await
+        };
         let (meta, path) = written
-            .await
             .map_err(|e| snap_err(ErrorVerb::Write, e))?
             .map_err(|e| snap_err(ErrorVerb::Write, e))?;
         tracing::info!(last_log_id = ?meta.last_log_id, file = %path.display(), "built a snapshot");
