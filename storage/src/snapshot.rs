@@ -35,6 +35,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use sonraft_raft::changeset::Function;
+use sonraft_raft::model::SharedIds;
 use sonraft_raft::model::image::{HistoryRecord, NetworkImage};
 use sonraft_raft::son::{AvailabilityTuning, SonState, Tuning, TuningV1};
 use sonraft_raft::{SnapshotMeta, codec};
@@ -114,7 +115,13 @@ impl SnapshotBody {
 
     /// Decodes a body of snapshot `format`, read as [`SnapshotBody::encode_into`] writes it:
     /// what an older format lacks keeps its default.
+    ///
+    /// Cell ids are shared as they are decoded ([`SharedIds::decoding`]): each is held once.
     fn decode_from<R: Read>(format: u16, r: &mut R) -> Result<SnapshotBody, codec::CodecError> {
+        SharedIds::decoding(|| Self::decode_shared(format, r))
+    }
+
+    fn decode_shared<R: Read>(format: u16, r: &mut R) -> Result<SnapshotBody, codec::CodecError> {
         let mut image: NetworkImage = codec::decode_from(r)?;
         let history = codec::decode_from(r)?;
         if format >= 2 {
@@ -134,7 +141,6 @@ impl SnapshotBody {
             let availability: AvailabilityTuning = codec::decode_from(r)?;
             image.son.tuning = Tuning::from_parts(image.son.tuning.v1(), availability);
         }
-        image.share_ids();
         Ok(SnapshotBody { image, history })
     }
 }
