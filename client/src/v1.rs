@@ -179,6 +179,10 @@ pub struct Status {
     /// it leads come from it). Absent from 0.1.0.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub now_ms: Option<u64>,
+    /// Applied batches not yet in this node's checkpoint in sled: a stop now waits for them
+    /// (a minute and a half after a national import). Absent before this release.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint_pending: Option<u64>,
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -100,6 +100,7 @@ fn status() -> Status {
         )]),
         millis_since_quorum_ack: Some(12),
         now_ms: Some(1_764_000_000_000),
+        checkpoint_pending: Some(0),
     }
 }
 
@@ -901,8 +902,10 @@ fn an_answer_of_a_newer_release_with_fields_unknown_here_still_reads() {
 fn a_status_of_release_0_1_0_without_now_ms_still_reads() {
     let mut v = serde_json::to_value(status()).unwrap();
     v.as_object_mut().unwrap().remove("now_ms");
+    v.as_object_mut().unwrap().remove("checkpoint_pending");
     let read: Status = serde_json::from_value(v).unwrap();
     assert_eq!(read.now_ms, None);
+    assert_eq!(read.checkpoint_pending, None);
 }
 
 #[test]

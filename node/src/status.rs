@@ -72,6 +72,7 @@ impl Node {
             // sonraft_raft's transport client).
             millis_since_quorum_ack: self.quorum_silence().map(|d| d.as_millis() as u64),
             now_ms: Some(crate::propose::now_ms()),
+            checkpoint_pending: Some(self.store.checkpoint_pending()),
         }
     }
 

@@ -138,6 +138,13 @@ impl StoreReader {
         state_machine::history_oldest_first(&self.shared, limit, from)
     }
 
+    /// Applied batches not yet in sled's checkpoint: a stop waits for them (for a minute and a
+    /// half after a national import), or a start after a stop that gave up restores from the
+    /// newest snapshot.
+    pub fn checkpoint_pending(&self) -> u64 {
+        self.writer.pending()
+    }
+
     /// What history this node holds: the log index of its oldest entry with records (none when
     /// empty), how many records it holds, and how many the policy keeps (beyond that the
     /// oldest entries are dropped).

@@ -422,6 +422,12 @@ impl SmWriter {
         self.queue(|| Msg::Job(self.submitted.fetch_add(1, Ordering::SeqCst) + 1, job))
     }
 
+    /// Batches and jobs submitted and not yet in sled.
+    pub(crate) fn pending(&self) -> u64 {
+        let submitted = self.submitted.load(Ordering::SeqCst);
+        submitted.saturating_sub(self.progress.lock().upto)
+    }
+
     /// Blocks until everything submitted so far is in sled; fails if the writer stopped first.
     pub(crate) fn wait_written(&self) -> Result<(), String> {
         let target = self.submitted.load(Ordering::SeqCst);

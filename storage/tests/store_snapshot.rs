@@ -762,6 +762,10 @@ async fn a_capture_and_the_history_do_not_wait_for_the_checkpoint_writer() {
             .await
             .unwrap();
     }
+    assert!(
+        store.reader.checkpoint_pending() > 0,
+        "the change sets are not in sled yet"
+    );
     let reader = store.reader.clone();
     let read = tokio::task::spawn_blocking(move || (reader.capture(), reader.history(100, None)));
     let Ok(done) = tokio::time::timeout(std::time::Duration::from_secs(30), read).await else {
@@ -783,6 +787,7 @@ async fn a_capture_and_the_history_do_not_wait_for_the_checkpoint_writer() {
     // Once the writer catches up, sled holds the same history: a restart reads it back.
     store.reader.sync_gate().open();
     store.reader.sync().unwrap();
+    assert_eq!(store.reader.checkpoint_pending(), 0);
     store.close().unwrap();
     let restarted = Store::open(dir.path()).unwrap();
     let (_, again) = restarted.reader.capture().unwrap();
