@@ -36,26 +36,15 @@ where
     F: FnOnce() -> T + Send + 'static,
 {
     let (tx, rx) = tokio::sync::oneshot::channel();
-    spawn(name, move || {
-        let _ = tx.send(f());
-    })?;
-    // A panic in `f` drops the sender unanswered.
-    rx.await
-        .map_err(|_| io::Error::other("the background thread ended without an answer"))
-}
-
-/// Starts `f` on a new thread named `name` under [`BACKGROUND`], not waiting for it.
-pub fn spawn<F>(name: &str, f: F) -> io::Result<()>
-where
-    F: FnOnce() + Send + 'static,
-{
     std::thread::Builder::new()
         .name(name.to_string())
         .spawn(move || {
             lower_this_thread();
-            f()
-        })
-        .map(drop)
+            let _ = tx.send(f());
+        })?;
+    // A panic in `f` drops the sender unanswered.
+    rx.await
+        .map_err(|_| io::Error::other("the background thread ended without an answer"))
 }
 
 /// Puts the calling thread (not the process) under [`BACKGROUND`].
