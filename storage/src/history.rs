@@ -60,17 +60,6 @@ pub(crate) fn by_entry(records: &[HistoryRecord]) -> impl Iterator<Item = (u64, 
         .map(|run| (run.first().map_or(0, |r| r.index), run))
 }
 
-/// Decodes the history value stored under `key`.
-pub(crate) fn decode(key: &[u8], value: &[u8]) -> Result<Vec<HistoryRecord>, Damaged> {
-    codec::decode(value).map_err(|e| {
-        let what = match index_of(key) {
-            Some(i) => format!("history of log entry {i}"),
-            None => format!("history key {:?}", String::from_utf8_lossy(key)),
-        };
-        Damaged::new(what, e)
-    })
-}
-
 /// The history as the tree holds it once the checkpoint writer has caught up, kept in memory:
 /// each log entry with records, oldest first, with how many it holds and their encoded value.
 ///
@@ -143,7 +132,7 @@ impl HeldHistory {
     pub(crate) fn decode_all(&self) -> Result<Vec<HistoryRecord>, Damaged> {
         let mut out = Vec::with_capacity(usize::try_from(self.records).unwrap_or(0));
         for e in &self.entries {
-            out.extend(decode_entry(e.index, &e.value)?);
+            out.extend(decode(e.index, &e.value)?);
         }
         Ok(out)
     }
@@ -209,7 +198,7 @@ impl HeldHistory {
 pub(crate) struct Page(Vec<(u64, Arc<[u8]>)>);
 
 /// Decodes the records of log entry `index`.
-fn decode_entry(index: u64, value: &[u8]) -> Result<Vec<HistoryRecord>, Damaged> {
+pub(crate) fn decode(index: u64, value: &[u8]) -> Result<Vec<HistoryRecord>, Damaged> {
     codec::decode(value).map_err(|e| Damaged::new(format!("history of log entry {index}"), e))
 }
 
@@ -270,7 +259,7 @@ pub(crate) fn newest_first(
     }
     // The entry `before` points into is read too (its records ahead of the position).
     for (index, value) in page.0 {
-        let records = decode_entry(index, &value)?;
+        let records = decode(index, &value)?;
         let end = match before {
             Some(c) if c.index == index => records.len().min(c.position as usize),
             _ => records.len(),
@@ -312,7 +301,7 @@ pub(crate) fn oldest_first(
         return Ok(out);
     }
     for (index, value) in page.0 {
-        let records = decode_entry(index, &value)?;
+        let records = decode(index, &value)?;
         let skip = if index == from.index {
             from.position as usize
         } else {
@@ -462,7 +451,7 @@ mod tests {
         tree.scan_prefix(PREFIX)
             .flat_map(|item| {
                 let (k, v) = item.unwrap();
-                decode(&k, &v).unwrap()
+                decode(index_of(&k).unwrap(), &v).unwrap()
             })
             .collect()
     }

@@ -816,7 +816,7 @@ fn load_key(state: &mut ImageState, k: &[u8], v: &[u8]) -> Result<(), Damaged> {
             };
             state
                 .history
-                .hold(index, history::decode(k, v)?.len(), Arc::from(v));
+                .hold(index, history::decode(index, v)?.len(), Arc::from(v));
         }
         Some(b"h/") => {
             return Err(Damaged::new(
