@@ -175,14 +175,7 @@ thread_local! {
 /// [`SharedIds::decoding`], a new one otherwise.
 fn decoded(text: &str) -> CellId {
     DECODING.with(|d| match d.borrow_mut().as_mut() {
-        Some(ids) => match ids.0.get(text) {
-            Some(id) => id.clone(),
-            None => {
-                let id = CellId::from(text);
-                ids.0.insert(id.clone());
-                id
-            }
-        },
+        Some(ids) => ids.shared(text, || CellId::from(text)),
         None => CellId::from(text),
     })
 }
@@ -271,11 +264,17 @@ impl SharedIds {
 
     /// Makes `id` the shared id with its text; `id` becomes that one when there is none yet.
     pub fn share(&mut self, id: &mut CellId) {
-        match self.0.get(id.as_str()) {
-            Some(shared) => *id = shared.clone(),
-            None => {
-                self.0.insert(id.clone());
-            }
+        let own = id.clone();
+        *id = self.shared(&own, || own.clone());
+    }
+
+    /// The shared id whose text is `text`; `new()` becomes it when there is none yet.
+    fn shared(&mut self, text: &str, new: impl FnOnce() -> CellId) -> CellId {
+        if let Some(id) = self.0.get(text) {
+            return id.clone();
         }
+        let id = new();
+        self.0.insert(id.clone());
+        id
     }
 }
