@@ -423,7 +423,7 @@ impl StateMachine {
     /// replaced meanwhile: a learner installing that snapshot grew to 18 GB and was killed.
     ///
     /// sled's copy is written by the checkpoint writer, after what it holds and before anything
-    /// applied later; this returns once the new state is in memory. Written before, a national
+    /// applied later; this returns once the new state is in memory, waiting for neither. Written before, a national
     /// image's install held the state locked for 50 s, and the node's runtime stalled on it:
     /// every task that reads the image waited, heartbeats went unanswered, the learner's API
     /// hung; and a store opened with a torn checkpoint wrote the image back for a minute and a
@@ -431,9 +431,6 @@ impl StateMachine {
     /// install ([`SnapshotDir::receive`]) or the restore, and a store whose checkpoint is behind
     /// it or torn is restored from it on open; readers of sled wait for the writer.
     fn replace_all(&self, meta: &SnapshotMeta, body: SnapshotBody) -> Result<(), StorageError> {
-        self.writer
-            .wait_written()
-            .map_err(|e| sm_err(ErrorVerb::Write, e))?;
         let SnapshotBody {
             image,
             history: records,
