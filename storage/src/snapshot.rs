@@ -198,18 +198,25 @@ impl<R: Read> Read for CrcReader<R> {
     }
 }
 
-/// Bytes a snapshot file is written between two syncs of its data: as a checkpoint syncs
-/// (`sm_writer::CHECKPOINT_SYNC_BYTES`). At 8 MiB, a log sync on the same disk could wait for
-/// a burst of 8 MiB from each of three nodes building a national image's snapshot at once.
-const SYNC_EVERY: u64 = 1 << 20;
+/// Bytes a snapshot file is written between two syncs of its data, and the most one write
+/// hands the file: what the drive takes in one request.
+///
+/// A log sync on the same disk queues behind whatever the drive is taking at the time. With a
+/// snapshot synced every 1 MiB, each sync sent the drive a 1 MiB request, and while three nodes
+/// wrote a national image's snapshot (~36 MB/s each) the change sets' p99 was 2.1–2.9x its p99
+/// without: the nodes' log syncs over 2 ms went from 0.3 % to 3 % (`sonraft bench scale`). On
+/// this machine's disk, log syncs beside three such writers (`fdatasync` of 4 KiB, measured
+/// alone): p99 0.4–0.7 ms with none, 2.7–3.6 ms with 1 MiB pieces, 0.4–0.5 ms with 128 KiB
+/// and 0.9 ms with 128 KiB unpaced.
+const SYNC_EVERY: u64 = 128 << 10;
 
 /// A file that syncs its data every [`SYNC_EVERY`] bytes written rather than only at the end.
 ///
 /// A national image's snapshot is 434 MB. Synced once at the end, the drive took it in one go,
 /// and the Raft log's own syncs on the same disk (a follower answers an append only once it is
 /// synced) waited behind it: a follower answered heartbeats 0.3–1.1 s late while it wrote one,
-/// and its leader counted it silent. Synced as it goes, a log sync waits for at most a few
-/// megabytes of it.
+/// and its leader counted it silent. Synced as it goes, in pieces no larger than
+/// [`SYNC_EVERY`] whatever its writer's buffer, a log sync waits for at most one piece.
 struct SyncedAsItGoes {
     file: File,
     unsynced: u64,
@@ -228,7 +235,8 @@ impl SyncedAsItGoes {
 
 impl Write for SyncedAsItGoes {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.file.write(buf)?;
+        let room = usize::try_from(SYNC_EVERY - self.unsynced).unwrap_or(usize::MAX);
+        let n = self.file.write(&buf[..buf.len().min(room)])?;
         self.unsynced += n as u64;
         if self.unsynced >= SYNC_EVERY {
             self.file.sync_data()?;
@@ -521,16 +529,26 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_large_snapshot_file_is_synced_as_it_is_written() {
+    fn a_large_snapshot_file_goes_to_the_drive_in_pieces_of_128_kib() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("f");
         let mut f = SyncedAsItGoes::new(File::create(&path).unwrap());
-        let chunk = vec![7u8; 1 << 20];
+        // As the encoder's buffer hands them over: 1 MiB at a time.
+        let chunk: Vec<u8> = (0..1 << 20).map(|i: u32| (i % 251) as u8).collect();
         for _ in 0..20 {
             f.write_all(&chunk).unwrap();
         }
-        assert_eq!(f.syncs, 20, "20 MiB: synced after each");
+        assert_eq!(f.syncs, 20 * 8, "20 MiB: synced after every 128 KiB");
+        assert_eq!(f.unsynced, 0);
+        f.write_all(&chunk[..1000]).unwrap();
+        assert_eq!(
+            (f.syncs, f.unsynced),
+            (160, 1000),
+            "a tail waits for the end"
+        );
         f.file.sync_all().unwrap();
-        assert_eq!(fs::read(&path).unwrap(), [chunk.as_slice(); 20].concat());
+        let mut want = [chunk.as_slice(); 20].concat();
+        want.extend_from_slice(&chunk[..1000]);
+        assert_eq!(fs::read(&path).unwrap(), want);
     }
 }
