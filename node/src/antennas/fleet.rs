@@ -213,31 +213,32 @@ impl Fleet {
 
     /// The sessions this node should hold: per key (base station, or cell), the control
     /// epoch and the cells, sorted.
+    ///
+    /// Walked on a copy: every cell, not under the state lock (every 5 s, and on changes).
     fn wanted(&self) -> HashMap<String, (u64, Vec<String>)> {
-        self.store.with_image(|image| {
-            let mut out: HashMap<String, (u64, Vec<String>)> = HashMap::new();
-            for c in image.cells.values() {
-                let Some((site, epoch)) = image.controller(&c.site) else {
-                    continue;
-                };
-                if site != self.site {
-                    continue;
-                }
-                let key = if self.stations {
-                    c.site.clone()
-                } else {
-                    c.id.to_string()
-                };
-                out.entry(key)
-                    .or_insert_with(|| (epoch, Vec::new()))
-                    .1
-                    .push(c.id.to_string());
+        let image = self.store.with_image(NetworkImage::control_copy);
+        let mut out: HashMap<String, (u64, Vec<String>)> = HashMap::new();
+        for c in image.cells.values() {
+            let Some((site, epoch)) = image.controller(&c.site) else {
+                continue;
+            };
+            if site != self.site {
+                continue;
             }
-            for (_, cells) in out.values_mut() {
-                cells.sort();
-            }
-            out
-        })
+            let key = if self.stations {
+                c.site.clone()
+            } else {
+                c.id.to_string()
+            };
+            out.entry(key)
+                .or_insert_with(|| (epoch, Vec::new()))
+                .1
+                .push(c.id.to_string());
+        }
+        for (_, cells) in out.values_mut() {
+            cells.sort();
+        }
+        out
     }
 
     /// Starts and stops sessions so that there is one per base station (or cell) this node
@@ -488,9 +489,8 @@ impl Fleet {
 
 impl Fleet {
     fn describe_control(&self, fenced_sessions: u64) -> v1::AntennaControl {
-        let mine = self
-            .store
-            .with_image(crate::control::summary)
+        let view = self.store.with_image(NetworkImage::control_copy);
+        let mine = crate::control::summary(&view)
             .sites
             .remove(&self.site)
             .unwrap_or_default();

@@ -8,6 +8,7 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use sonraft_client::v1;
+use sonraft_raft::model::image::NetworkImage;
 
 use super::error::{ApiError, parse_json, read_body};
 use crate::Node;
@@ -15,7 +16,9 @@ use crate::Node;
 /// `GET /control`: per sonraft site the cell sites it controls, and those away from home,
 /// as this node's applied image has them.
 pub async fn control(State(node): State<Arc<Node>>) -> Json<v1::ControlSummary> {
-    Json(node.store().with_image(crate::control::summary))
+    // Summed on a copy: a walk over every cell site, not under the state lock.
+    let view = node.store().with_image(NetworkImage::control_copy);
+    Json(crate::control::summary(&view))
 }
 
 /// `POST /control/hand-back` `{"site": "site-2"}`: every cell site whose home is that site
@@ -36,9 +39,8 @@ pub async fn hand_back(
             members.into_iter().collect::<Vec<_>>().join(", ")
         )));
     }
-    let moves = node
-        .store()
-        .with_image(|image| crate::control::hand_back_moves(image, &req.site));
+    let view = node.store().with_image(NetworkImage::control_copy);
+    let moves = crate::control::hand_back_moves(&view, &req.site);
     if moves.is_empty() {
         return Ok(Json(v1::HandBackOutcome::default()));
     }
