@@ -32,6 +32,7 @@ pub mod scale;
 pub mod session;
 pub mod son;
 pub mod sonraft_target;
+pub mod waits;
 pub mod wan;
 
 use clap::{Args, Subcommand};

@@ -24,6 +24,7 @@ use sonraft_client::v1;
 use sonraft_testkit::local_cluster::{LocalCluster, NodeProc, TOKEN};
 
 use super::quantile;
+use crate::waits;
 
 #[derive(Args, Debug, Clone)]
 pub struct ScaleArgs {
@@ -48,6 +49,10 @@ pub struct ScaleArgs {
     /// Extra flags for every node.
     #[arg(long, allow_hyphen_values = true, value_delimiter = ' ')]
     pub node_args: Vec<String>,
+    /// Times every node building a snapshot at once this many times (each against the change
+    /// sets of the 15 s before it).
+    #[arg(long, default_value_t = 1)]
+    pub snapshot_rounds: usize,
     /// Leave the nodes' data directories behind (to profile a node loading the large image).
     #[arg(long)]
     pub keep: bool,
@@ -171,25 +176,40 @@ pub async fn run(args: ScaleArgs) -> anyhow::Result<()> {
     let settled_lat = change_latencies(&cluster, &client, &large.first_cell, args.changes).await?;
 
     // Every node builds a snapshot of the whole image at once, as when the count falls due on
-    // all three at the same index, with change sets one after the other meanwhile.
-    let mut up_to = Vec::new();
-    for p in &cluster.nodes {
-        let url = format!("{}/snapshot", client.base_url(&p.api));
-        let r = client.send(Method::POST, &url, None, &[]).await?;
-        let started: v1::SnapshotStarted = r.parse().context("POST /snapshot")?;
-        up_to.push(started.up_to_index);
+    // all three at the same index, with change sets one after the other meanwhile; against
+    // as long a window of change sets just before (a p99 of 300 is the third worst).
+    let mut rounds = Vec::new();
+    for round in 1..=args.snapshot_rounds.max(1) {
+        let at_rest = waits::read(&cluster, &client).await?;
+        let quiet = latencies_for(&cluster, &client, &large.first_cell, QUIET_WINDOW).await?;
+        let before = waits::read(&cluster, &client).await?;
+        waits::print(
+            &format!("before snapshots (round {round})"),
+            &at_rest,
+            &before,
+        );
+        let (lat, built_s) = snapshots_everywhere(&cluster, &client, &large.first_cell).await?;
+        let after = waits::read(&cluster, &client).await?;
+        waits::print(
+            &format!("during snapshots (round {round})"),
+            &before,
+            &after,
+        );
+        println!(
+            "snapshots (round {round}): built on every node at once in {built_s:.1} s; change sets p50 {:.2} ms, p99 {:.2} ms ({}) against p50 {:.2} ms, p99 {:.2} ms ({}) in the {} s before: p99 {:.1}x",
+            quantile(&lat, 0.5),
+            quantile(&lat, 0.99),
+            lat.len(),
+            quantile(&quiet, 0.5),
+            quantile(&quiet, 0.99),
+            quiet.len(),
+            QUIET_WINDOW.as_secs(),
+            quantile(&lat, 0.99) / quantile(&quiet, 0.99),
+        );
+        rounds.push((quiet, lat, built_s));
     }
-    let t = Instant::now();
-    let done = std::sync::atomic::AtomicBool::new(false);
-    let built = async {
-        let r = snapshots_at(&cluster, &up_to, Duration::from_secs(600)).await;
-        done.store(true, std::sync::atomic::Ordering::Relaxed);
-        r
-    };
-    let during = latencies_until(&cluster, &client, &large.first_cell, &done);
-    let (built, snapshot_lat) = tokio::join!(built, during);
-    let (snapshot_lat, snapshot_s) = (snapshot_lat?, built.map(|()| t.elapsed().as_secs_f64())?);
-    println!("snapshots: built on every node at once in {snapshot_s:.1} s");
+    let (_, snapshot_lat, snapshot_s) = &rounds[0];
+    let (snapshot_lat, snapshot_s) = (snapshot_lat.clone(), *snapshot_s);
 
     let t = Instant::now();
     let caught_up_s = match join_learner(&mut cluster, &client, &binary, &node_args).await {
@@ -260,6 +280,13 @@ pub async fn run(args: ScaleArgs) -> anyhow::Result<()> {
             "snapshot_s": snapshot_s,
             "during_snapshot_p50_ms": quantile(&snapshot_lat, 0.5),
             "during_snapshot_p99_ms": quantile(&snapshot_lat, 0.99),
+            "snapshot_rounds": rounds.iter().map(|(quiet, during, built_s)| json!({
+                "built_s": built_s,
+                "before_p50_ms": quantile(quiet, 0.5),
+                "before_p99_ms": quantile(quiet, 0.99),
+                "during_p50_ms": quantile(during, 0.5),
+                "during_p99_ms": quantile(during, 0.99),
+            })).collect::<Vec<_>>(),
         })
     );
     drop(cluster);
@@ -450,6 +477,52 @@ async fn latencies_until(
     }
     out.sort_by(f64::total_cmp);
     Ok(out)
+}
+
+/// How long change sets are timed just before the snapshots, to compare with during them.
+const QUIET_WINDOW: Duration = Duration::from_secs(15);
+
+/// Change sets one after the other on `cell` for `window`, sorted.
+async fn latencies_for(
+    cluster: &LocalCluster,
+    client: &ApiClient,
+    cell: &str,
+    window: Duration,
+) -> anyhow::Result<Vec<f64>> {
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let timer = async {
+        tokio::time::sleep(window).await;
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+    };
+    let (lat, ()) = tokio::join!(latencies_until(cluster, client, cell, &done), timer);
+    lat
+}
+
+/// Asks every node for a snapshot at once and times change sets on `cell` until each has
+/// built it: the latencies, sorted, and the seconds it took.
+async fn snapshots_everywhere(
+    cluster: &LocalCluster,
+    client: &ApiClient,
+    cell: &str,
+) -> anyhow::Result<(Vec<f64>, f64)> {
+    let mut up_to = Vec::new();
+    for p in &cluster.nodes {
+        let url = format!("{}/snapshot", client.base_url(&p.api));
+        let r = client.send(Method::POST, &url, None, &[]).await?;
+        let started: v1::SnapshotStarted = r.parse().context("POST /snapshot")?;
+        up_to.push(started.up_to_index);
+    }
+    let t = Instant::now();
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let built = async {
+        let r = snapshots_at(cluster, &up_to, Duration::from_secs(600)).await;
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        r
+    };
+    let during = latencies_until(cluster, client, cell, &done);
+    let (built, lat) = tokio::join!(built, during);
+    built?;
+    Ok((lat?, t.elapsed().as_secs_f64()))
 }
 
 /// Waits until each node's snapshot covers its index in `up_to`.
