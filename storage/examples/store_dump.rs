@@ -40,6 +40,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let mut files: Vec<_> = std::fs::read_dir(&snapshots)?
             .filter_map(Result::ok)
             .filter(|e| e.path().is_file())
+            // Hidden: a snapshot being written, or an old one being cut down. Not the state.
+            .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
             .collect();
         files.sort_by_key(|e| e.file_name());
         for f in files {
