@@ -217,10 +217,16 @@ const SYNC_EVERY: u64 = 128 << 10;
 /// synced) waited behind it: a follower answered heartbeats 0.3–1.1 s late while it wrote one,
 /// and its leader counted it silent. Synced as it goes, in pieces no larger than
 /// [`SYNC_EVERY`] whatever its writer's buffer, a log sync waits for at most one piece.
+///
+/// Paced (a background snapshot), it also writes no faster than its rate: the drive is shared
+/// with the Raft log, whose syncs every write waits for.
 struct SyncedAsItGoes {
     file: File,
     unsynced: u64,
     syncs: u32,
+    /// Bytes a second at most, and since when; `None`: as fast as it comes.
+    pace: Option<(u64, std::time::Instant)>,
+    written: u64,
 }
 
 impl SyncedAsItGoes {
@@ -229,8 +235,22 @@ impl SyncedAsItGoes {
             file,
             unsynced: 0,
             syncs: 0,
+            pace: None,
+            written: 0,
         }
     }
+
+    fn paced(file: File, bytes_per_second: u64) -> Self {
+        SyncedAsItGoes {
+            pace: Some((bytes_per_second.max(1), std::time::Instant::now())),
+            ..SyncedAsItGoes::new(file)
+        }
+    }
+}
+
+/// How long a writer at `rate` bytes a second waits after `written` bytes in `elapsed`.
+fn pause(written: u64, rate: u64, elapsed: std::time::Duration) -> std::time::Duration {
+    std::time::Duration::from_secs_f64(written as f64 / rate as f64).saturating_sub(elapsed)
 }
 
 impl Write for SyncedAsItGoes {
@@ -238,10 +258,14 @@ impl Write for SyncedAsItGoes {
         let room = usize::try_from(SYNC_EVERY - self.unsynced).unwrap_or(usize::MAX);
         let n = self.file.write(&buf[..buf.len().min(room)])?;
         self.unsynced += n as u64;
+        self.written += n as u64;
         if self.unsynced >= SYNC_EVERY {
             self.file.sync_data()?;
             self.unsynced = 0;
             self.syncs += 1;
+            if let Some((rate, since)) = self.pace {
+                std::thread::sleep(pause(self.written, rate, since.elapsed()));
+            }
         }
         Ok(n)
     }
@@ -526,11 +550,21 @@ impl SnapshotDir {
             .clone()
     }
 
-    /// Writes a new snapshot durably and makes it current.
-    pub fn write(&self, meta: &SnapshotMeta, body: &SnapshotBody) -> io::Result<PathBuf> {
+    /// Writes a new snapshot durably and makes it current; with `pace`, at most that many bytes
+    /// a second.
+    pub fn write(
+        &self,
+        meta: &SnapshotMeta,
+        body: &SnapshotBody,
+        pace: Option<u64>,
+    ) -> io::Result<PathBuf> {
         let name = file_name(meta);
         let part = self.dir.join(format!(".{name}.part"));
-        let f = SyncedAsItGoes::new(File::create(&part)?);
+        let f = File::create(&part)?;
+        let f = match pace {
+            Some(rate) => SyncedAsItGoes::paced(f, rate),
+            None => SyncedAsItGoes::new(f),
+        };
         let w = encode_snapshot(BufWriter::with_capacity(1 << 20, f), meta, body)?;
         let f = w.into_inner().map_err(|e| e.into_error())?;
         f.file.sync_all()?;
@@ -594,6 +628,16 @@ impl SnapshotDir {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_paced_writer_waits_until_its_rate_allows_what_it_wrote() {
+        let ms = std::time::Duration::from_millis;
+        let mib = 1 << 20;
+        // 20 MiB/s: 2 MiB take 100 ms.
+        assert_eq!(pause(2 * mib, 20 * mib, ms(40)), ms(60));
+        assert_eq!(pause(2 * mib, 20 * mib, ms(100)), ms(0));
+        assert_eq!(pause(2 * mib, 20 * mib, ms(900)), ms(0), "late: no wait");
+    }
 
     #[test]
     fn an_old_snapshot_file_goes_a_few_megabytes_at_a_time_and_a_restart_finishes_it() {
