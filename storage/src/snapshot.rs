@@ -302,6 +302,17 @@ fn remove_gradually(path: &Path) {
         .name("sonraft-remove".into())
         .spawn(move || {
             let cut = loop {
+                // A follower still being sent this snapshot reads it through a descriptor of
+                // its own: cut, it would get a short file. Unlinked, the file lives on until
+                // that descriptor closes; if this cannot be told (no /proc), it goes so.
+                match opened_elsewhere(&f) {
+                    Ok(true) => {
+                        std::thread::sleep(READER_POLL);
+                        continue;
+                    }
+                    Ok(false) => {}
+                    Err(_) => break Ok(()),
+                }
                 match cut_once(&f) {
                     Ok(true) => std::thread::sleep(CUT_PAUSE),
                     Ok(false) => break Ok(()),
@@ -331,6 +342,28 @@ fn set_aside(path: &Path) -> io::Result<(PathBuf, File)> {
     fs::rename(path, &part)?;
     let f = fs::OpenOptions::new().write(true).open(&part)?;
     Ok((part, f))
+}
+
+/// How often the removal looks again whether a file it would cut is still being read.
+const READER_POLL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Whether a descriptor of this process other than `f` has `f`'s file open (Linux's
+/// `/proc/self/fd`; an error where that cannot be read).
+fn opened_elsewhere(f: &File) -> io::Result<bool> {
+    use std::os::unix::fs::MetadataExt;
+    let me = f.metadata()?;
+    let mut open = 0;
+    for entry in fs::read_dir("/proc/self/fd")? {
+        let Ok(entry) = entry else { continue };
+        // Follows the descriptor's link to what it has open (a socket, a pipe, a file).
+        if let Ok(m) = fs::metadata(entry.path())
+            && m.dev() == me.dev()
+            && m.ino() == me.ino()
+        {
+            open += 1;
+        }
+    }
+    Ok(open > 1)
 }
 
 /// Cuts [`CUT`] bytes off the end of `f`; false once it is empty.
@@ -628,6 +661,24 @@ impl SnapshotDir {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_old_snapshot_file_still_being_read_is_not_cut_until_it_is_closed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir
+            .path()
+            .join("00000000000000000007-00000000000000000001-x.snap");
+        fs::write(&path, vec![9u8; 100_000]).unwrap();
+        // A follower being sent it.
+        let mut reader = File::open(&path).unwrap();
+        let (_, f) = set_aside(&path).unwrap();
+        assert!(opened_elsewhere(&f).unwrap(), "read elsewhere");
+        let mut sent = Vec::new();
+        reader.read_to_end(&mut sent).unwrap();
+        assert_eq!(sent.len(), 100_000, "the reader gets it whole");
+        drop(reader);
+        assert!(!opened_elsewhere(&f).unwrap(), "only the removal has it");
+    }
 
     #[test]
     fn a_paced_writer_waits_until_its_rate_allows_what_it_wrote() {
