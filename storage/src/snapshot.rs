@@ -301,24 +301,18 @@ fn remove_gradually(path: &Path) {
     let spawned = std::thread::Builder::new()
         .name("sonraft-remove".into())
         .spawn(move || {
-            let cut = loop {
-                // A follower still being sent this snapshot reads it through a descriptor of
-                // its own: cut, it would get a short file. Unlinked, the file lives on until
-                // that descriptor closes; if this cannot be told (no /proc), it goes so.
+            // A follower still being sent this snapshot reads it through a descriptor of its
+            // own: cut, it would get a short file. Renamed, nobody can open it anew, so once
+            // those descriptors are closed it is ours alone. Unlinked, a file lives on until
+            // they close: where that cannot be told (no /proc), it goes so, at once.
+            let alone = loop {
                 match opened_elsewhere(&f) {
-                    Ok(true) => {
-                        std::thread::sleep(READER_POLL);
-                        continue;
-                    }
-                    Ok(false) => {}
-                    Err(_) => break Ok(()),
-                }
-                match cut_once(&f) {
-                    Ok(true) => std::thread::sleep(CUT_PAUSE),
-                    Ok(false) => break Ok(()),
-                    Err(e) => break Err(e),
+                    Ok(true) => std::thread::sleep(READER_POLL),
+                    Ok(false) => break true,
+                    Err(_) => break false,
                 }
             };
+            let cut = if alone { cut_down(&f) } else { Ok(()) };
             if let Err(e) = cut.and_then(|()| fs::remove_file(&part)) {
                 tracing::warn!(file = %part.display(), error = %e, "old snapshot not removed; the next start will");
             }
@@ -364,6 +358,14 @@ fn opened_elsewhere(f: &File) -> io::Result<bool> {
         }
     }
     Ok(open > 1)
+}
+
+/// Cuts `f` down to nothing, [`CUT`] bytes every [`CUT_PAUSE`].
+fn cut_down(f: &File) -> io::Result<()> {
+    while cut_once(f)? {
+        std::thread::sleep(CUT_PAUSE);
+    }
+    Ok(())
 }
 
 /// Cuts [`CUT`] bytes off the end of `f`; false once it is empty.
