@@ -297,6 +297,12 @@ fn remove_gradually(path: &Path) {
             return;
         }
     };
+    cut_away(part, f);
+}
+
+/// Cuts the set-aside file `part` (open as `f`) down to nothing on a thread of its own, once no
+/// other descriptor has it open, then unlinks it.
+fn cut_away(part: PathBuf, f: File) {
     let left = part.clone();
     let spawned = std::thread::Builder::new()
         .name("sonraft-remove".into())
@@ -551,8 +557,20 @@ impl SnapshotDir {
                 .and_then(|n| n.to_str())
                 .unwrap_or_default()
                 .to_string();
+            if name.ends_with(".gone.part") {
+                // An old snapshot a stop cut short: cut down the rest as gradually.
+                if let Ok(f) = fs::OpenOptions::new().write(true).open(&path) {
+                    cut_away(path, f);
+                }
+                continue;
+            }
             if name.ends_with(".part") {
-                fs::remove_file(&path)?;
+                // One being written when the node stopped. (A store opened again in this
+                // process may race a removal still running.)
+                match fs::remove_file(&path) {
+                    Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                    _ => {}
+                }
                 continue;
             }
             if !name.ends_with(SUFFIX) {
@@ -578,6 +596,16 @@ impl SnapshotDir {
         })
     }
 
+    /// The current snapshot, opened while it is current: a newer one published meanwhile sets
+    /// this one aside only once its file is open here (see [`remove_gradually`]).
+    pub fn open_current(&self) -> io::Result<Option<(SnapshotMeta, File)>> {
+        let current = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        match current.as_ref() {
+            Some((meta, path)) => Ok(Some((meta.clone(), File::open(path)?))),
+            None => Ok(None),
+        }
+    }
+
     pub fn current(&self) -> Option<(SnapshotMeta, PathBuf)> {
         self.current
             .lock()
@@ -585,14 +613,14 @@ impl SnapshotDir {
             .clone()
     }
 
-    /// Writes a new snapshot durably and makes it current; with `pace`, at most that many bytes
-    /// a second.
+    /// Writes a new snapshot durably and makes it current (unless a newer one is); with
+    /// `pace`, at most that many bytes a second. Returns its path and the file opened to read.
     pub fn write(
         &self,
         meta: &SnapshotMeta,
         body: &SnapshotBody,
         pace: Option<u64>,
-    ) -> io::Result<PathBuf> {
+    ) -> io::Result<(PathBuf, File)> {
         let name = file_name(meta);
         let part = self.dir.join(format!(".{name}.part"));
         let f = File::create(&part)?;
@@ -603,7 +631,9 @@ impl SnapshotDir {
         let w = encode_snapshot(BufWriter::with_capacity(1 << 20, f), meta, body)?;
         let f = w.into_inner().map_err(|e| e.into_error())?;
         f.file.sync_all()?;
-        self.publish(&part, &name, meta)
+        // Opened before it is published: an install published meanwhile may set it aside.
+        let reader = File::open(&part)?;
+        Ok((self.publish(&part, &name, meta)?, reader))
     }
 
     /// Copies a received snapshot from `src` durably, verifies it, and makes it current.
@@ -639,17 +669,39 @@ impl SnapshotDir {
         Ok((path, body))
     }
 
+    /// Makes the written `part` the snapshot `name`, and current unless the current one is
+    /// newer; the one that is not current goes (gradually).
+    ///
+    /// A newer one can be current already: a snapshot built in the background is written for
+    /// ~20 s (paced), and an install from the leader may publish a later one meanwhile. Made
+    /// current, the older would be served to followers whose log the leader purged past it, and
+    /// restored after a torn checkpoint with the entries between gone.
     fn publish(&self, part: &Path, name: &str, meta: &SnapshotMeta) -> io::Result<PathBuf> {
         let path = self.dir.join(name);
         fs::rename(part, &path)?;
         sync_dir(&self.dir)?;
         let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
-        let old = current.replace((meta.clone(), path.clone()));
+        let newer = current
+            .as_ref()
+            .filter(|(m, _)| m.last_log_id > meta.last_log_id)
+            .map(|(m, _)| m.last_log_id);
+        let gone = match newer {
+            Some(newer) => {
+                tracing::info!(
+                    snapshot = ?meta.last_log_id,
+                    current = ?newer,
+                    "a snapshot finished after a newer one; keeping the newer"
+                );
+                Some(path.clone())
+            }
+            None => current
+                .replace((meta.clone(), path.clone()))
+                .map(|(_, old)| old)
+                .filter(|old| *old != path),
+        };
         drop(current);
-        if let Some((_, old_path)) = old
-            && old_path != path
-        {
-            remove_gradually(&old_path);
+        if let Some(gone) = gone {
+            remove_gradually(&gone);
         }
         Ok(path)
     }
@@ -715,10 +767,54 @@ mod tests {
             lengths.push(f.metadata().unwrap().len());
         }
         assert_eq!(lengths, [2 * CUT + 5, CUT + 5, 5, 0]);
-        // Cut short by a crash: the next start removes what is left.
+        // Cut short by a stop: the next start cuts down what is left.
         drop(f);
+        f_len(&part, 5);
         SnapshotDir::open(dir.path()).unwrap();
-        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while fs::read_dir(dir.path()).unwrap().count() > 0 {
+            assert!(std::time::Instant::now() < deadline, "left behind");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+
+    fn f_len(path: &Path, len: u64) {
+        fs::OpenOptions::new()
+            .write(true)
+            .open(path)
+            .unwrap()
+            .set_len(len)
+            .unwrap();
+    }
+
+    #[test]
+    fn a_snapshot_finished_after_a_newer_one_does_not_become_current() {
+        use sonraft_raft::{LogId, StoredMembership};
+        let dir = tempfile::tempdir().unwrap();
+        let snapshots = SnapshotDir::open(dir.path()).unwrap();
+        let meta = |index: u64| SnapshotMeta {
+            last_log_id: Some(LogId::new(openraft::CommittedLeaderId::new(1, 1), index)),
+            last_membership: StoredMembership::default(),
+            snapshot_id: format!("s{index}"),
+        };
+        let body = SnapshotBody {
+            image: NetworkImage::default(),
+            history: Vec::new(),
+        };
+        // An install at 200 published while a build captured at 100 was still being written.
+        let (newer, _) = snapshots.write(&meta(200), &body, None).unwrap();
+        let (older, mut reader) = snapshots.write(&meta(100), &body, None).unwrap();
+        assert_eq!(snapshots.current().unwrap(), (meta(200), newer.clone()));
+        let (m, _) = snapshots.open_current().unwrap().unwrap();
+        assert_eq!(m, meta(200));
+        // The build's own handle still reads its file whole, while it goes.
+        assert!(!older.exists(), "set aside");
+        let (read_meta, _) = decode_snapshot(&mut reader).unwrap();
+        assert_eq!(read_meta, meta(100));
+        // A restart finds the newer one.
+        drop(reader);
+        let again = SnapshotDir::open(dir.path()).unwrap();
+        assert_eq!(again.current().unwrap().0, meta(200));
     }
 
     #[test]

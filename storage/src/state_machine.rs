@@ -1015,15 +1015,16 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
-        let Some((meta, path)) = self.snapshots.current() else {
-            return Ok(None);
-        };
-        let f = tokio::fs::File::open(&path)
+        // Opened while current: a newer snapshot published meanwhile cuts this file down only
+        // once this descriptor is closed.
+        let snapshots = self.snapshots.clone();
+        let opened = tokio::task::spawn_blocking(move || snapshots.open_current())
             .await
+            .map_err(|e| snap_err(ErrorVerb::Read, e))?
             .map_err(|e| snap_err(ErrorVerb::Read, e))?;
-        Ok(Some(Snapshot {
+        Ok(opened.map(|(meta, f)| Snapshot {
             meta,
-            snapshot: Box::new(f),
+            snapshot: Box::new(tokio::fs::File::from_std(f)),
         }))
     }
 }
@@ -1067,7 +1068,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         let dir = self.snapshots.clone();
         let urgent = self.urgent.swap(false, Ordering::AcqRel);
         let pace = (!urgent).then_some(SNAPSHOT_WRITE_RATE);
-        let write = move || dir.write(&meta, &body, pace).map(|path| (meta, path));
+        let write = move || dir.write(&meta, &body, pace).map(|written| (meta, written));
         let written = if urgent {
             tokio::task::spawn_blocking(write)
                 .await
@@ -1075,16 +1076,13 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         } else {
             crate::background::run("sonraft-snapshot", write).await
         };
-        let (meta, path) = written
+        let (meta, (path, f)) = written
             .map_err(|e| snap_err(ErrorVerb::Write, e))?
             .map_err(|e| snap_err(ErrorVerb::Write, e))?;
         tracing::info!(last_log_id = ?meta.last_log_id, file = %path.display(), "built a snapshot");
-        let f = tokio::fs::File::open(&path)
-            .await
-            .map_err(|e| snap_err(ErrorVerb::Read, e))?;
         Ok(Snapshot {
             meta,
-            snapshot: Box::new(f),
+            snapshot: Box::new(tokio::fs::File::from_std(f)),
         })
     }
 }

@@ -566,6 +566,15 @@ impl RaftNetwork<TypeConfig> for HttpNetwork {
                 .await
                 .map_err(read_error)?;
             let sent = data.len() as u64;
+            if sent == 0 && offset < end {
+                // The file got shorter than when it was opened: sending on would send empty
+                // chunks for ever.
+                return Err(read_error(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    format!("the snapshot file ended at {offset} of {end} bytes"),
+                ))
+                .into());
+            }
             let done = offset + sent >= end;
             let rpc = InstallSnapshotRequest {
                 vote,
