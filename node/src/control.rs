@@ -202,11 +202,16 @@ fn looked_at<'a>(
     image: &'a NetworkImage,
     health: &BTreeMap<String, SiteHealth>,
 ) -> Box<dyn Iterator<Item = &'a Site> + 'a> {
-    if health.values().all(|h| h.heard) {
-        Box::new(image.control.keys().filter_map(|id| image.sites.get(id)))
-    } else {
+    if walks_every_site(health) {
         Box::new(image.sites.values())
+    } else {
+        Box::new(image.control.keys().filter_map(|id| image.sites.get(id)))
     }
+}
+
+/// Whether [`plan`] walks every cell site: while a site is unheard.
+fn walks_every_site(health: &BTreeMap<String, SiteHealth>) -> bool {
+    health.values().any(|h| !h.heard)
 }
 
 /// The moves that hand `site`'s cell sites back to it (`POST /control/hand-back`).
@@ -433,10 +438,15 @@ pub async fn run(node: Arc<Node>) {
             continue;
         };
         let hand_back = node.config.control.hand_back;
-        // Planned on a copy: a lost site's look walks every cell site, not under the lock.
-        let view = node.store().with_image(NetworkImage::control_copy);
-        let planned = plan(&view, &health, hand_back);
-        drop(view);
+        let planned = if walks_every_site(&health) {
+            // On a copy: a walk over every cell site, not under the state lock.
+            let view = node.store().with_image(NetworkImage::control_copy);
+            plan(&view, &health, hand_back)
+        } else {
+            // Only the cell sites that ever moved: not worth a copy of them.
+            node.store()
+                .with_image(|image| plan(image, &health, hand_back))
+        };
         if planned.is_empty() {
             continue;
         }
