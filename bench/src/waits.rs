@@ -26,7 +26,8 @@ const HISTOGRAMS: &[&str] = &[
 const OVER: &[f64] = &[0.002, 0.005, 0.01];
 
 /// One node's reading: each histogram's cumulative bucket counts (summed over its labels),
-/// and each thread's time spent runnable but waiting for a core (ns), by thread name.
+/// and each thread's time spent runnable but waiting for a core (ns), by thread name. A thread
+/// that ended between two readings (a snapshot's own) drops out of the difference.
 #[derive(Default)]
 pub struct Reading {
     buckets: BTreeMap<&'static str, BTreeMap<String, f64>>,

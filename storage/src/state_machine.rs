@@ -423,13 +423,14 @@ impl StateMachine {
     /// replaced meanwhile: a learner installing that snapshot grew to 18 GB and was killed.
     ///
     /// sled's copy is written by the checkpoint writer, after what it holds and before anything
-    /// applied later; this returns once the new state is in memory, waiting for neither. Written before, a national
-    /// image's install held the state locked for 50 s, and the node's runtime stalled on it:
-    /// every task that reads the image waited, heartbeats went unanswered, the learner's API
-    /// hung; and a store opened with a torn checkpoint wrote the image back for a minute and a
-    /// half before it started. Safe across a crash: the snapshot file is current before the
-    /// install ([`SnapshotDir::receive`]) or the restore, and a store whose checkpoint is behind
-    /// it or torn is restored from it on open; readers of sled wait for the writer.
+    /// applied later; this returns once the new state is in memory, waiting for neither.
+    /// Written before, a national image's install held the state locked for 50 s, and the
+    /// node's runtime stalled on it: every task that reads the image waited, heartbeats went
+    /// unanswered, the learner's API hung; and a store opened with a torn checkpoint wrote the
+    /// image back for a minute and a half before it started. Safe across a crash: the snapshot
+    /// file is current before the install ([`SnapshotDir::receive`]) or the restore, and a
+    /// store whose checkpoint is behind it or torn is restored from it on open; readers of sled
+    /// wait for the writer.
     fn replace_all(&self, meta: &SnapshotMeta, body: SnapshotBody) -> Result<(), StorageError> {
         let SnapshotBody {
             image,
@@ -1007,8 +1008,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             .await
             .map_err(|e| snap_err(ErrorVerb::Write, e))?;
         let (_, body) = received.map_err(|e| snap_err(ErrorVerb::Read, e))?;
-        // Waits for the checkpoint writer to catch up first: off the runtime's worker, whose
-        // other tasks (the Raft core's answers among them) move meanwhile.
+        // Off the runtime's worker: taking the state lock waits for any capture holding it,
+        // and the worker's other tasks (the Raft core's answers among them) move meanwhile.
         off_worker(|| self.replace_all(meta, body))?;
         tracing::info!(last_log_id = ?meta.last_log_id, "installed a snapshot");
         Ok(())
